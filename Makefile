@@ -1,0 +1,35 @@
+# icetime: `make demo` and `make test` are the two commands a new machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SPEED  ?= 1
+CONFIG ?= deploy/venue.example.toml
+
+.PHONY: install demo run test bench lint clean
+
+$(BIN)/icetime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/icetime
+
+demo: install
+	$(BIN)/icetime demo --speed $(SPEED)
+
+run: install
+	$(BIN)/icetime run --config $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check icetime services tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .icetime .pytest_cache

@@ -1,0 +1,39 @@
+"""Every Redis key and stream name icetime uses, in one place.
+
+All keys share the ``icetime:`` prefix so one Redis can host other data.
+"""
+from __future__ import annotations
+
+PREFIX = "icetime:"
+
+#: The immutable input log: every accepted gun, passing, start list and decision.
+RAW_STREAM = PREFIX + "raw"
+#: Inputs that failed validation, with the reason and the bytes as received.
+REJECTS_STREAM = PREFIX + "rejects"
+#: Hash (source, sequence) -> raw stream id; makes a resent input idempotent.
+SEEN_HASH = PREFIX + "seen"
+#: Hash of ingest counters (accepted, duplicate, rejected, ...).
+INGEST_STATS = PREFIX + "stats:ingest"
+#: Hash of scoring counters.
+SCORING_STATS = PREFIX + "stats:scoring"
+#: Consumer group through which scoring reads RAW_STREAM.
+SCORING_GROUP = "scoring"
+#: Raw stream id of the last input whose output scoring has written.
+SCORING_PROGRESS = PREFIX + "scoring:last-input"
+#: Set of race ids that have an event stream.
+RACES_SET = PREFIX + "races"
+
+
+def events_stream(race: str) -> str:
+    """Ordered race events (the broadcast source) for one race."""
+    return f"{PREFIX}events:{race}"
+
+
+def snapshot_key(race: str) -> str:
+    """Hash {offset, view}: the race view as of event ``offset``, written atomically with it."""
+    return f"{PREFIX}snapshot:{race}"
+
+
+def epoch_key(race: str) -> str:
+    """The epoch of a race's event stream; a new value means the stream was recreated."""
+    return f"{PREFIX}epoch:{race}"

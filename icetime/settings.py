@@ -1,0 +1,95 @@
+"""Configuration: a TOML file (docs/configuration.md) plus environment overrides.
+
+``REDIS_URL`` in the environment wins over the file; with neither, icetime runs
+its own embedded redis-server in ``data_dir``.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = ".icetime/data"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A timing source allowed to feed ingest: a decoder, the gun, photo finish, an official."""
+
+    id: str
+    token: str
+    #: Added to the source's times to map its clock onto the common race clock.
+    offset_us: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = ""
+    data_dir: str = DEFAULT_DATA_DIR
+    aof_fsync: str = "everysec"
+    host: str = "127.0.0.1"
+    ingest_http_port: int = 8090
+    ingest_tcp_port: int = 5410
+    broadcast_http_port: int = 8080
+    broadcast_ws_port: int = 8081
+    #: Public WebSocket URL given to pages; empty means "same host, ws port".
+    public_ws_url: str = ""
+    sources: tuple[Source, ...] = ()
+    #: Start lists (competition files) loaded when ``icetime run`` starts.
+    startlists: tuple[str, ...] = ()
+    #: Fastest plausible skater speed; a passing sooner than segment/speed after
+    #: the previous one is a re-read, not a passage (the minimum-lap debounce).
+    max_speed_mps: float = 20.0
+    #: A slow client's send queue bound (frames) before it is moved to a fresh snapshot.
+    client_queue_max: int = 512
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def source(self, source_id: str) -> Source | None:
+        for s in self.sources:
+            if s.id == source_id:
+                return s
+        return None
+
+    def source_offsets(self) -> dict[str, int]:
+        return {s.id: s.offset_us for s in self.sources}
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read settings from ``path`` (or ``$ICETIME_CONFIG``), then apply env overrides."""
+    raw: dict[str, Any] = {}
+    path = path or os.environ.get("ICETIME_CONFIG")
+    base = Path(".")
+    if path:
+        p = Path(path)
+        raw = tomllib.loads(p.read_text())
+        base = p.parent
+    redis = raw.get("redis", {})
+    ingest = raw.get("ingest", {})
+    broadcast = raw.get("broadcast", {})
+    scoring = raw.get("scoring", {})
+    sources = tuple(
+        Source(id=str(s["id"]), token=str(s["token"]), offset_us=int(s.get("offset_us", 0)))
+        for s in raw.get("sources", [])
+    )
+    startlists = tuple(
+        str((base / s).resolve()) if not Path(s).is_absolute() else s
+        for s in raw.get("competition", {}).get("startlists", [])
+    )
+    return Settings(
+        redis_url=os.environ.get("REDIS_URL", redis.get("url", "")),
+        data_dir=os.environ.get("ICETIME_DATA", redis.get("data_dir", DEFAULT_DATA_DIR)),
+        aof_fsync=redis.get("appendfsync", "everysec"),
+        host=raw.get("host", "127.0.0.1"),
+        ingest_http_port=int(ingest.get("http_port", 8090)),
+        ingest_tcp_port=int(ingest.get("tcp_port", 5410)),
+        broadcast_http_port=int(broadcast.get("http_port", 8080)),
+        broadcast_ws_port=int(broadcast.get("ws_port", 8081)),
+        public_ws_url=str(broadcast.get("public_ws_url", "")),
+        sources=sources,
+        startlists=startlists,
+        max_speed_mps=float(scoring.get("max_speed_mps", 20.0)),
+        client_queue_max=int(broadcast.get("client_queue_max", 512)),
+        extra=raw,
+    )

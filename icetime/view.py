@@ -1,0 +1,32 @@
+"""The client-side fold: how a race view follows the event stream.
+
+``apply_event(view, event)`` is what every client does (web/js/view.js is the
+same fold in JavaScript). Applying a race's events in order to the first
+snapshot gives the view the engine holds; tests check exactly that.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, Any] | None:
+    """Apply one race event to a view (mutated and returned)."""
+    kind = ev["type"]
+    if kind == "revision":
+        return copy.deepcopy(ev["view"])
+    if view is None:
+        return None  # deltas before any snapshot carry nothing to apply to
+    if kind == "pair_start":
+        view["current_pair"] = ev["pair"]
+        view["on_ice"][str(ev["pair"])] = {"pair": ev["pair"], "attempt": ev["attempt"],
+                                           "clock_origin_us": ev["clock_origin_us"]}
+    elif kind in ("passage", "finish"):
+        result = view["results"][ev["bib"]]
+        result["passages"][ev["row"]["k"]] = ev["row"]
+        if kind == "finish":
+            result["final"] = ev["final"]
+            view["classification"] = ev["classification"]
+            if ev["pair_done"]:
+                view["on_ice"].pop(str(ev["pair"]), None)
+    return view

@@ -1,0 +1,525 @@
+"""The scoring engine: sans-I/O, deterministic, numpy state per race.
+
+Contract
+--------
+``Competition.feed(input_id, input)`` takes one raw input (a dict as ingest
+stored it, see docs/protocol.md) and returns ``{race_id: [event, ...]}``.
+``Competition.view(race_id)`` returns the race view that the events build up:
+applying every event of a race, in order, to an empty view gives exactly
+``view(race_id)`` (``icetime.view.apply_event`` is that fold).
+
+* No clock reads, no I/O: the same inputs in the same order give the same
+  events, so a restarted worker that replays the raw log rebuilds identical
+  state. Feeding an ``input_id`` twice is a no-op (idempotent).
+* Times are integer µs. Race times are truncated to thousandths when recorded,
+  since thousandths are what decide ranks (DOMAIN.md §1.4) and what is published.
+* Corrections (official decisions, a late photo-finish time, a changed start
+  list) never patch state: the race replays its own input log and publishes a
+  ``revision`` carrying the whole recomputed view.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from icetime.timefmt import parse_time
+
+from . import stories
+from .distances import min_segment_us, passages
+
+#: "Not passed yet". The largest int64 sorts after every real time, so a rank is
+#: one ``count_nonzero(column < t)`` with no validity mask.
+NOT_PASSED = np.iinfo(np.int64).max
+
+Event = dict[str, Any]
+#: Precedence of an official finish time's origin (higher wins), DOMAIN.md §1.4.
+FINISH_PRECEDENCE = {"transponder": 0, "beam": 1, "photo": 2, "manual": 3}
+STATUSES = ("DNS", "DNF", "DQ")
+
+
+class InputError(ValueError):
+    """An input the engine cannot apply (unknown race, bib, action). Counted, never raised out."""
+
+
+@dataclass(frozen=True)
+class Skater:
+    bib: str
+    name: str
+    short: str
+    nation: str
+    transponders: tuple[str, ...]
+    pb: dict[int, int] = field(default_factory=dict)
+    sb: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, s: dict[str, Any]) -> Skater:
+        name = str(s["name"])
+        return cls(
+            bib=str(s["bib"]),
+            name=name,
+            short=str(s.get("short") or name.split()[-1]),
+            nation=str(s.get("nation", "")),
+            transponders=tuple(str(t) for t in s.get("transponders", ())),
+            pb={int(k): _req_time(v) for k, v in (s.get("pb") or {}).items()},
+            sb={int(k): _req_time(v) for k, v in (s.get("sb") or {}).items()},
+        )
+
+    def public(self, distance: int) -> dict[str, Any]:
+        return {"bib": self.bib, "name": self.name, "short": self.short, "nation": self.nation,
+                "pb": self.pb.get(distance), "sb": self.sb.get(distance)}
+
+
+def _req_time(v: Any) -> int:
+    t = parse_time(v)
+    if t is None:
+        raise InputError(f"missing time: {v!r}")
+    return t
+
+
+@dataclass
+class PairRun:
+    """A pair on the ice: the common-clock instant of its gun and the attempt number."""
+
+    pair: int
+    zero_us: int
+    clock_origin_us: int
+    attempt: int
+
+
+class LongTrackRace:
+    """One long-track individual distance: pairs against the clock, ranked on time.
+
+    State lives in preallocated arrays of shape (skaters, passages); a passing
+    updates one cell and reads one column.
+    """
+
+    def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float):
+        self.id = str(spec["id"])
+        self.revision = 0
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        self.max_speed_mps = max_speed_mps
+        self.configure(spec, skaters)
+
+    # ------------------------------------------------------------------ setup
+    def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
+        self.name = str(spec.get("name", self.id))
+        self.distance = int(spec["distance"])
+        self.points = passages(self.distance)
+        self.min_seg = min_segment_us(self.points, self.max_speed_mps)
+        records = spec.get("records") or {}
+        self.records = {k: _req_time(v) for k, v in records.items()}
+        self.pairs: list[tuple[int, str | None, str | None]] = []
+        bibs: list[str] = []
+        for p in spec.get("pairs", []):
+            inner = str(p["inner"]) if p.get("inner") is not None else None
+            outer = str(p["outer"]) if p.get("outer") is not None else None
+            self.pairs.append((int(p["pair"]), inner, outer))
+            bibs += [b for b in (inner, outer) if b is not None]
+        missing = [b for b in bibs if b not in skaters]
+        if missing:
+            raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
+        if len(set(bibs)) != len(bibs):
+            raise InputError(f"race {self.id}: a bib appears twice in the pairs")
+        self.skaters = [skaters[b] for b in bibs]
+        self.bibs = bibs
+        self.row = {b: i for i, b in enumerate(bibs)}
+        n = len(bibs)
+        self.pair_of = np.zeros(n, np.int64)
+        self.lane_of = [""] * n
+        self.partner = np.full(n, -1, np.int64)
+        self.pair_rows: dict[int, list[int]] = {}
+        for pair, inner, outer in self.pairs:
+            rows = [self.row[b] for b in (inner, outer) if b is not None]
+            self.pair_rows[pair] = rows
+            for r in rows:
+                self.pair_of[r] = pair
+            if inner is not None:
+                self.lane_of[self.row[inner]] = "I"
+            if outer is not None:
+                self.lane_of[self.row[outer]] = "O"
+            if len(rows) == 2:
+                self.partner[rows[0]], self.partner[rows[1]] = rows[1], rows[0]
+        self._reset()
+
+    def _reset(self) -> None:
+        n, p = len(self.bibs), len(self.points)
+        self.t = np.full((n, p), NOT_PASSED, np.int64)
+        self.best = np.full(p, NOT_PASSED, np.int64)
+        self.best_row = np.full(p, -1, np.int64)
+        self.next_k = np.zeros(n, np.int64)
+        self.anchor = np.zeros(n, np.int64)
+        self.status: list[str | None] = [None] * n
+        self.rows: list[list[dict[str, Any] | None]] = [[None] * p for _ in range(n)]
+        self.final: list[dict[str, Any] | None] = [None] * n
+        self.official: dict[int, tuple[int, int, str]] = {}  # row -> (precedence, t, origin)
+        self.on_ice: dict[int, PairRun] = {}
+        self.attempts: dict[int, int] = {}
+        self.current_pair: int | None = None
+        # The provisional classification: finish times ascending with their rows.
+        self.cls_t = np.empty(0, np.int64)
+        self.cls_rows = np.empty(0, np.int64)
+
+    # ------------------------------------------------------------------ input
+    def feed(self, input_id: str, inp: dict[str, Any], zero_us: int | None = None) -> list[Event]:
+        """Apply one routed input; decisions and late official times give a revision."""
+        self.log.append((input_id, inp))
+        kind = inp["type"]
+        if kind == "decision":
+            return self.recompute(input_id, f"decision: {inp['action']}")
+        if kind == "finish_time":
+            row = self._row(inp["bib"])
+            if self.final[row] is not None:
+                return self.recompute(input_id, f"official time ({inp.get('origin', 'photo')})")
+        if kind == "gun":
+            rows = self.pair_rows.get(int(inp["pair"]), [])
+            if any(self.next_k[r] > 0 for r in rows):
+                return self.recompute(input_id, f"restart of pair {inp['pair']}")
+        return self._apply(input_id, inp, emit=True)
+
+    def recompute(self, input_id: str, reason: str) -> list[Event]:
+        """Replay the race's input log from scratch and describe the result as one revision."""
+        voided = {str(i["target"]) for _, i in self.log
+                  if i["type"] == "decision" and i["action"] == "void"}
+        self._reset()
+        # Official finish times are authoritative whenever they arrive, so they
+        # are in place before the transponder finishes they replace are replayed.
+        for iid, inp in self.log:
+            if inp["type"] == "finish_time" and iid not in voided:
+                self._apply(iid, inp, emit=False)
+        for iid, inp in self.log:
+            if iid not in voided and inp["type"] != "finish_time":
+                self._apply(iid, inp, emit=False)
+        self.revision += 1
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
+                 "view": self.view()}]
+
+    def _row(self, bib: Any) -> int:
+        row = self.row.get(str(bib))
+        if row is None:
+            raise InputError(f"race {self.id}: no bib {bib!r}")
+        return row
+
+    def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
+        kind = inp["type"]
+        if kind == "gun":
+            return self._on_gun(input_id, inp)
+        if kind == "passing":
+            row = self.row.get(inp["_bib"])
+            if row is None:  # the bib left the start list since
+                return []
+            return self._on_passing(input_id, row, inp["_t"], emit)
+        if kind == "finish_time":
+            row = self._row(inp["bib"])
+            origin = str(inp.get("origin", "photo"))
+            t = int(inp["time_us"]) // 1000 * 1000
+            prec = FINISH_PRECEDENCE.get(origin, 2)
+            if row not in self.official or prec >= self.official[row][0]:
+                self.official[row] = (prec, t, origin)
+            return []
+        if kind == "decision":
+            self._on_decision(inp)
+            return []
+        raise InputError(f"unknown input type {kind!r}")
+
+    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
+        pair = int(inp["pair"])
+        rows = self.pair_rows.get(pair)
+        if rows is None:
+            raise InputError(f"race {self.id}: no pair {pair}")
+        if any(self.next_k[r] > 0 for r in rows):
+            # A second gun for a pair that already skated is a restart: the
+            # earlier attempt stays in the log but no longer counts.
+            self._clear_rows(rows)
+        attempt = self.attempts.get(pair, 0) + 1
+        self.attempts[pair] = attempt
+        run = PairRun(pair, int(inp["_t"]), int(inp.get("rx_us", 0)), attempt)
+        self.on_ice[pair] = run
+        self.current_pair = pair
+        for r in rows:
+            if self.status[r] != "DNS":
+                self.anchor[r] = 0
+        return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
+                 "attempt": attempt, "clock_origin_us": run.clock_origin_us,
+                 "bibs": [self.bibs[r] for r in rows]}]
+
+    def _on_passing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
+        run = self.on_ice.get(int(self.pair_of[row]))
+        k = int(self.next_k[row])
+        if run is None or self.status[row] is not None or k >= len(self.points):
+            return []
+        t = (t_common - run.zero_us) // 1000 * 1000
+        if t - self.anchor[row] < self.min_seg[k]:
+            # A re-read within the debounce: the anchor stays where it was.
+            return []
+        if k == len(self.points) - 1 and row in self.official:
+            t = self.official[row][1]
+        return self._record(input_id, row, k, t, emit)
+
+    def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[Event]:
+        points = self.points
+        last = len(points) - 1
+        self.t[row, k] = t
+        self.next_k[row] = k + 1
+        self.anchor[row] = t
+        col = self.t[:, k]
+        rank = 1 + int(np.count_nonzero(col < t))
+        prev_best_row = int(self.best_row[k])
+        prev_best = int(self.best[k])
+        if t < prev_best:
+            self.best[k] = t
+            self.best_row[k] = row
+        best_row = int(self.best_row[k])
+        gap_best = t - int(self.best[k])
+        lap = t - int(self.t[row, k - 1]) if k and self.t[row, k - 1] != NOT_PASSED else t
+        p = int(self.partner[row])
+        gap_partner = None
+        if p >= 0 and self.t[p, k] != NOT_PASSED:
+            gap_partner = t - int(self.t[p, k])
+        leader = int(self.cls_rows[0]) if len(self.cls_rows) else -1
+        gap_leader = projected = None
+        if leader >= 0 and leader != row:
+            lt = int(self.t[leader, k])
+            gap_leader = t - lt
+            projected = int(self.t[leader, last]) * t // lt // 1000 * 1000
+        entry = {"k": k, "m": points[k], "t": t, "lap": lap, "rank": rank, "gap_best": gap_best,
+                 "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
+                 "leader_bib": self.bibs[leader] if leader >= 0 else None,
+                 "gap_partner": gap_partner, "projected": projected if k < last else None}
+        self.rows[row][k] = entry
+        base = {"race": self.id, "input": input_id, "bib": self.bibs[row],
+                "pair": int(self.pair_of[row]), "lane": self.lane_of[row], "row": entry}
+        if k < last:
+            if not emit:
+                return []
+            name = self.skaters[row].short
+            prev_name = self.skaters[prev_best_row].short if prev_best_row >= 0 else None
+            margin = prev_best - t if prev_best_row >= 0 and t < prev_best else None
+            lines = stories.at_passage(
+                name, points[k], rank, prev_name, margin,
+                self.skaters[leader].short if leader >= 0 else None, gap_leader)
+            return [{"type": "passage", **base, "stories": lines}]
+        return self._finish(base, row, t, leader, emit)
+
+    def _finish(self, base: Event, row: int, t: int, prev_leader: int, emit: bool) -> list[Event]:
+        pos = int(np.searchsorted(self.cls_t, t, side="right"))
+        self.cls_t = np.insert(self.cls_t, pos, t)
+        self.cls_rows = np.insert(self.cls_rows, pos, row)
+        rank = 1 + int(np.searchsorted(self.cls_t, t, side="left"))
+        behind = t - int(self.cls_t[0])
+        skater = self.skaters[row]
+        flags = [f for f, ref in (("WR", self.records.get("WR")), ("TR", self.records.get("TR")),
+                                  ("PB", skater.pb.get(self.distance)),
+                                  ("SB", skater.sb.get(self.distance)))
+                 if ref is not None and t < ref]
+        official = self.official.get(row)
+        self.final[row] = {"t": t, "flags": flags,
+                           "origin": official[2] if official else "transponder"}
+        pair = int(self.pair_of[row])
+        done = self._pair_done(pair)
+        if not emit:
+            return []
+        prev_name = self.skaters[prev_leader].short if prev_leader >= 0 else None
+        margin = int(self.cls_t[1]) - t if rank == 1 and len(self.cls_t) > 1 else None
+        lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
+        return [{"type": "finish", **base, "final": self.final[row],
+                 "classification": self.classification(), "pair_done": done, "stories": lines}]
+
+    def _pair_done(self, pair: int) -> bool:
+        rows = self.pair_rows[pair]
+        done = all(self.final[r] is not None or self.status[r] is not None for r in rows)
+        if done:
+            self.on_ice.pop(pair, None)
+        return done
+
+    def _clear_rows(self, rows: list[int]) -> None:
+        for r in rows:
+            self.t[r, :] = NOT_PASSED
+            self.next_k[r] = 0
+            self.anchor[r] = 0
+            self.rows[r] = [None] * len(self.points)
+            self.final[r] = None
+        self._rebuild_bests()
+
+    def _rebuild_bests(self) -> None:
+        """Recompute per-passage bests and the classification after rows left the race."""
+        self.best = self.t.min(axis=0)
+        self.best_row = np.where(self.best == NOT_PASSED, -1, self.t.argmin(axis=0))
+        ok = np.array([self.final[r] is not None and self.status[r] is None
+                       for r in range(len(self.bibs))], bool)
+        rows = np.flatnonzero(ok)
+        finals = self.t[rows, len(self.points) - 1]
+        order = np.argsort(finals, kind="stable")
+        self.cls_rows = rows[order].astype(np.int64)
+        self.cls_t = finals[order]
+
+    def _on_decision(self, inp: dict[str, Any]) -> None:
+        action = inp["action"]
+        if action == "void":
+            return  # handled by recompute(), which skips the target input
+        if action in ("dq", "dns", "dnf"):
+            row = self._row(inp["bib"])
+            self.status[row] = action.upper()
+            self._rebuild_bests()
+            self._pair_done(int(self.pair_of[row]))
+        elif action == "reinstate":
+            self.status[self._row(inp["bib"])] = None
+            self._rebuild_bests()
+        elif action == "manual_time":
+            row = self._row(inp["bib"])
+            k = self.points.index(int(inp["m"])) if "m" in inp else len(self.points) - 1
+            t = int(inp["time_us"]) // 1000 * 1000
+            if k == len(self.points) - 1:
+                self.official[row] = (FINISH_PRECEDENCE["manual"], t, "manual")
+            if self.t[row, k] != NOT_PASSED:
+                self.t[row, k] = t
+                self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t}
+                if k == len(self.points) - 1 and self.final[row] is not None:
+                    self.final[row] = {**self.final[row], "t": t, "origin": "manual"}
+                self._rebuild_bests()
+            else:
+                self._record("", row, k, t, emit=False)
+        elif action == "restart":
+            pair = int(inp["pair"])
+            if pair not in self.pair_rows:
+                raise InputError(f"race {self.id}: no pair {pair}")
+            self._clear_rows(self.pair_rows[pair])
+            self.on_ice.pop(pair, None)
+        else:
+            raise InputError(f"unknown decision {action!r}")
+
+    # ------------------------------------------------------------------ output
+    def classification(self) -> dict[str, list[Any]]:
+        """The provisional classification, columnar: equal thousandths share a rank."""
+        ranks = np.searchsorted(self.cls_t, self.cls_t, side="left") + 1
+        lead = int(self.cls_t[0]) if len(self.cls_t) else 0
+        rows = self.cls_rows.tolist()
+        return {"bib": [self.bibs[r] for r in rows], "rank": ranks.tolist(),
+                "t": self.cls_t.tolist(), "behind": (self.cls_t - lead).tolist()}
+
+    def view(self) -> dict[str, Any]:
+        """The whole race as clients hold it (see docs/protocol.md, "The race view")."""
+        return {
+            "race": {"id": self.id, "name": self.name, "kind": "long_track_individual",
+                     "distance": self.distance, "passages": self.points,
+                     "records": self.records},
+            "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
+            "pairs": [{"pair": p, "inner": i, "outer": o} for p, i, o in self.pairs],
+            "current_pair": self.current_pair,
+            "on_ice": {str(p): {"pair": r.pair, "attempt": r.attempt,
+                                "clock_origin_us": r.clock_origin_us}
+                       for p, r in self.on_ice.items()},
+            "results": {b: {"passages": self.rows[i], "final": self.final[i],
+                            "status": self.status[i]} for i, b in enumerate(self.bibs)},
+            "classification": self.classification(),
+            "revision": self.revision,
+        }
+
+
+class Competition:
+    """All races of a competition, the start list and transponder routing.
+
+    Feed raw inputs with :meth:`feed`; read views with :meth:`view`. Counters of
+    what was ignored or refused are in :attr:`stats`.
+    """
+
+    def __init__(self, source_offsets: dict[str, int] | None = None,
+                 max_speed_mps: float = 20.0) -> None:
+        self.offsets = dict(source_offsets or {})
+        self.max_speed_mps = max_speed_mps
+        self.skaters: dict[str, Skater] = {}
+        self.by_transponder: dict[str, str] = {}
+        self.races: dict[str, LongTrackRace] = {}
+        self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
+        self.seen: set[str] = set()
+        self.stats: Counter[str] = Counter()
+
+    def feed(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+        """Apply one input; returns the events per race. Idempotent on ``input_id``."""
+        if input_id in self.seen:
+            self.stats["duplicate_input"] += 1
+            return {}
+        self.seen.add(input_id)
+        try:
+            out = self._route(input_id, inp)
+        except (InputError, KeyError, ValueError, TypeError) as exc:
+            self.stats["refused"] += 1
+            self.last_error = f"{input_id}: {exc}"
+            return {}
+        self.stats["applied"] += 1
+        return out
+
+    def _route(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+        kind = inp["type"]
+        if kind == "startlist":
+            return self._startlist(input_id, inp)
+        if kind == "passing":
+            bib = self.by_transponder.get(str(inp["transponder"]))
+            if bib is None:
+                self.stats["unknown_transponder"] += 1
+                return {}
+            if inp.get("point", "finish") != "finish":
+                self.stats["intermediate_point"] += 1
+                return {}
+            race_id = self.racing.get(bib)
+            if race_id is None:
+                self.stats["not_on_ice"] += 1
+                return {}
+            race = self.races[race_id]
+            routed = {**inp, "_bib": bib, "_t": self._common(inp)}
+            events = race.feed(input_id, routed)
+            if not events:
+                self.stats["passing_ignored"] += 1
+            return {race_id: events} if events else {}
+        race = self.races.get(str(inp.get("race")))
+        if race is None:
+            raise InputError(f"unknown race {inp.get('race')!r}")
+        if kind == "gun":
+            inp = {**inp, "_t": self._common(inp)}
+            pair = int(inp["pair"])
+            for r in race.pair_rows.get(pair, ()):
+                self.racing[race.bibs[r]] = race.id
+        elif kind in ("decision", "finish_time"):
+            if "bib" in inp:
+                race._row(inp["bib"])  # refuse an unknown bib before it enters the log
+        else:
+            raise InputError(f"unknown input type {kind!r}")
+        return {race.id: race.feed(input_id, inp)}
+
+    def _common(self, inp: dict[str, Any]) -> int:
+        """Map a source's time onto the common clock (per-source offset)."""
+        return int(inp["t"]) + self.offsets.get(str(inp.get("source", "")), 0)
+
+    def _startlist(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+        skaters = {**self.skaters}
+        for s in inp.get("skaters", []):
+            sk = Skater.from_spec(s)
+            skaters[sk.bib] = sk
+        transponders = dict(self.by_transponder)
+        for sk in skaters.values():
+            for tr in sk.transponders:
+                owner = transponders.get(tr)
+                if owner is not None and owner != sk.bib:
+                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
+                transponders[tr] = sk.bib
+        # Validate every race before changing anything: a bad file changes nothing.
+        staged = []
+        for spec in inp.get("races", []):
+            rid = str(spec["id"])
+            probe = LongTrackRace(spec, skaters, self.max_speed_mps)
+            staged.append((rid, spec, probe))
+        self.skaters, self.by_transponder = skaters, transponders
+        out: dict[str, list[Event]] = {}
+        for rid, spec, probe in staged:
+            race = self.races.get(rid)
+            if race is None:
+                self.races[rid] = race = probe
+            else:
+                race.configure(spec, skaters)
+            out[rid] = race.recompute(input_id, "start list")
+        return out
+
+    def view(self, race_id: str) -> dict[str, Any]:
+        return self.races[race_id].view()

@@ -1,0 +1,70 @@
+"""Story lines for the commentator: short sentences the engine attaches to events.
+
+Pure functions of numbers the engine already computed; no state of their own.
+"""
+from __future__ import annotations
+
+from icetime.timefmt import format_gap, format_time
+
+FLAG_LABELS = {"WR": "world record", "TR": "track record", "PB": "personal best",
+               "SB": "season best"}
+
+
+def ordinal(n: int) -> str:
+    if 10 <= n % 100 <= 20:
+        suffix = "th"
+    else:
+        suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def at_passage(
+    name: str,
+    m: int,
+    rank: int,
+    previous_best: str | None,
+    margin_best: int | None,
+    leader: str | None,
+    gap_leader: int | None,
+) -> list[str]:
+    """Lines for an intermediate passage.
+
+    ``margin_best`` is how far under the previous best the skater went (µs, > 0);
+    ``gap_leader`` is the skater's time minus the provisional leader's at ``m``.
+    """
+    lines = []
+    if rank == 1 and previous_best and previous_best != name and margin_best:
+        lines.append(f"{name} fastest at {m} m, {format_time(margin_best)} under {previous_best}")
+    elif rank == 1:
+        lines.append(f"{name} fastest at {m} m")
+    if leader and leader != name and gap_leader is not None:
+        if gap_leader >= 0:
+            lines.append(f"{name} {format_time(gap_leader)} behind {leader} at {m} m")
+        else:
+            lines.append(f"{name} {format_time(-gap_leader)} ahead of leader {leader} at {m} m")
+    return lines
+
+
+def at_finish(
+    name: str,
+    t: int,
+    rank: int,
+    behind: int,
+    previous_leader: str | None,
+    margin: int | None,
+    flags: list[str],
+) -> list[str]:
+    """Lines for a finish: a new leader (with the margin), or the place and the gap."""
+    lines = []
+    if rank == 1 and previous_leader and previous_leader != name and margin is not None:
+        lines.append(
+            f"New leader: {name} in {format_time(t)}, {format_time(margin)} ahead of "
+            f"{previous_leader}"
+        )
+    elif rank == 1:
+        lines.append(f"{name} leads in {format_time(t)}")
+    else:
+        lines.append(f"{name} {ordinal(rank)} in {format_time(t)}, {format_gap(behind)}")
+    for flag in flags:
+        lines.append(f"{name}: {FLAG_LABELS.get(flag, flag)}")
+    return lines

@@ -1,0 +1,224 @@
+"""The sans-I/O engine, fed inputs directly: no Redis, no sockets."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from icetime.replay import load_fixture, script_inputs
+from icetime.timefmt import format_time
+from icetime.view import apply_event
+from services.scoring.engine import Competition
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "beijing2023_w1000a.json"
+RACE = "bj23-w1000a"
+
+
+def run_race(doc, *, extra=(), stop_after=None):
+    """Feed a fixture through a fresh engine; return (engine, events in order)."""
+    comp = Competition()
+    events = []
+    for race_events in comp.feed("sl-1", {"type": "startlist", **doc["startlist"]}).values():
+        events += race_events
+    for n, item in enumerate(script_inputs(doc)):
+        if stop_after is not None and n >= stop_after:
+            break
+        inp = {**item.inp, "source": item.source, "rx_us": item.at_us}
+        for race_events in comp.feed(f"in-{n}", inp).values():
+            events += race_events
+    for n, inp in enumerate(extra):
+        for race_events in comp.feed(f"x-{n}", inp).values():
+            events += race_events
+    return comp, events
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return load_fixture(FIXTURE)
+
+
+def by_short(view):
+    return {s["short"]: b for b, s in view["skaters"].items()}
+
+
+def test_published_order_and_times(doc):
+    comp, _ = run_race(doc)
+    view = comp.view(RACE)
+    bibs = by_short(view)
+    cls = view["classification"]
+    top3 = [view["skaters"][b]["short"] for b in cls["bib"][:3]]
+    assert top3 == ["Takagi", "Goetz", "Leerdam"]
+    assert [format_time(t) for t in cls["t"][:3]] == ["1:14.44", "1:14.45", "1:14.88"]
+    assert cls["rank"][:3] == [1, 2, 3]
+    assert format_time(cls["behind"][2]) == "0.43"
+    assert len(cls["bib"]) == 20
+    # Leerdam has the fastest 600 m passage of the whole distance.
+    at600 = {b: r["passages"][1]["t"] for b, r in view["results"].items()}
+    assert min(at600, key=at600.get) == bibs["Leerdam"]
+
+
+def test_takagi_trails_goetz_by_014_at_600(doc):
+    _, events = run_race(doc)
+    takagi600 = next(e for e in events if e["type"] == "passage" and e["row"]["m"] == 600
+                     and e["bib"] == "20")
+    row = takagi600["row"]
+    assert row["leader_bib"] == "5"  # Goetz leads the classification then
+    assert format_time(row["gap_leader"]) == "0.14"
+    assert row["best_bib"] == "17"  # Leerdam's 600 m is the best passage
+    assert "Takagi 0.14 behind Goetz at 600 m" in takagi600["stories"]
+    finish = next(e for e in events if e["type"] == "finish" and e["bib"] == "20")
+    assert finish["final"]["t"] == 74_446_000
+    assert finish["stories"][0] == "New leader: Takagi in 1:14.44, 0.00 ahead of Goetz"
+
+
+def test_rank_lap_gaps_and_projection_at_a_passage(doc):
+    _, events = run_race(doc)
+    leerdam600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "17"
+                      and e["row"]["m"] == 600)["row"]
+    assert leerdam600["rank"] == 1 and leerdam600["gap_best"] == 0
+    assert leerdam600["lap"] == 44_963_000 - 17_720_000
+    # Bowe (partner) passed 600 m after Leerdam, so Leerdam's row has no partner gap yet.
+    assert leerdam600["gap_partner"] is None
+    bowe600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "18"
+                   and e["row"]["m"] == 600)["row"]
+    assert bowe600["gap_partner"] == 45_372_000 - 44_963_000
+    # Projection: leader final x split / leader split, against Goetz (leader then).
+    assert leerdam600["projected"] == 74_452_000 * 44_963_000 // 45_221_000 // 1000 * 1000
+    assert "Leerdam fastest at 600 m, 0.25 under Goetz" in next(
+        e for e in events if e["type"] == "passage" and e["bib"] == "17"
+        and e["row"]["m"] == 600)["stories"]
+
+
+def test_each_skater_counted_once_despite_two_transponders(doc):
+    comp, events = run_race(doc)
+    passages = [e for e in events if e["type"] in ("passage", "finish")]
+    assert len(passages) == 20 * 3
+    assert comp.stats["passing_ignored"] == 20 * 3  # the second ankle, debounced
+
+
+def test_fold_of_events_equals_engine_view(doc):
+    comp, events = run_race(doc)
+    view = None
+    for ev in json.loads(json.dumps(events)):  # through JSON, as clients get them
+        view = apply_event(view, ev)
+    assert view == json.loads(json.dumps(comp.view(RACE)))
+
+
+def test_replay_is_deterministic_and_idempotent(doc):
+    _, a = run_race(doc)
+    comp, b = run_race(doc)
+    assert a == b
+    assert comp.feed("in-5", {"type": "gun", "race": RACE, "pair": 1, "t": 0}) == {}
+    assert comp.stats["duplicate_input"] == 1
+
+
+def test_debounce_never_moves_the_anchor():
+    comp = Competition()
+    comp.feed("s", {"type": "startlist", "skaters": [
+        {"bib": "1", "name": "A One", "transponders": ["11"]},
+        {"bib": "2", "name": "B Two", "transponders": ["22"]}],
+        "races": [{"id": "r", "distance": 1000, "pairs": [{"pair": 1, "inner": "1", "outer": "2"}]}]})
+    comp.feed("g", {"type": "gun", "race": "r", "pair": 1, "t": 1_000_000})
+    # 200 m needs at least 10 s at 20 m/s: a read at 4 s is a re-read (skater near the loop).
+    assert comp.feed("p1", {"type": "passing", "transponder": "11", "t": 5_000_000}) == {}
+    out = comp.feed("p2", {"type": "passing", "transponder": "11", "t": 19_000_000})
+    assert out["r"][0]["row"]["t"] == 18_000_000
+    # Repeated re-reads 5 s apart each: measured from the accepted passage, not the last read.
+    assert comp.feed("p3", {"type": "passing", "transponder": "11", "t": 24_000_000}) == {}
+    assert comp.feed("p4", {"type": "passing", "transponder": "11", "t": 29_000_000}) == {}
+    out = comp.feed("p5", {"type": "passing", "transponder": "11", "t": 39_000_000})
+    assert out["r"][0]["row"]["t"] == 38_000_000 and out["r"][0]["row"]["lap"] == 20_000_000
+
+
+def test_equal_thousandths_share_a_rank():
+    comp = Competition()
+    comp.feed("s", {"type": "startlist", "skaters": [
+        {"bib": str(b), "name": f"S {b}", "transponders": [str(b)]} for b in range(1, 5)],
+        "races": [{"id": "r", "distance": 500, "pairs": [
+            {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3", "outer": "4"}]}]})
+    finals = {"1": 38_123_400, "2": 38_123_900, "3": 38_000_000, "4": 38_124_000}
+    for pair, bibs in ((1, ("1", "2")), (2, ("3", "4"))):
+        comp.feed(f"g{pair}", {"type": "gun", "race": "r", "pair": pair, "t": 0})
+        for b in bibs:
+            comp.feed(f"a{b}", {"type": "passing", "transponder": b, "t": 10_000_000})
+            comp.feed(f"f{b}", {"type": "passing", "transponder": b, "t": finals[b]})
+    cls = comp.view("r")["classification"]
+    assert cls["bib"] == ["3", "1", "2", "4"]
+    assert cls["rank"] == [1, 2, 2, 4]  # 38.123 twice: shared 2nd, no 3rd
+
+
+def test_decisions_are_revisions(doc):
+    n_inputs = len(script_inputs(doc))
+    comp, events = run_race(doc, extra=[
+        {"type": "decision", "race": RACE, "action": "dq", "bib": "20", "reason": "lane"}])
+    rev = events[-1]
+    assert rev["type"] == "revision" and rev["reason"] == "decision: dq"
+    cls = rev["view"]["classification"]
+    assert cls["bib"][:2] == ["5", "17"]
+    assert rev["view"]["results"]["20"]["status"] == "DQ"
+    assert rev["view"] == comp.view(RACE)
+    # Void Goetz's finish read: the second ankle's read, 23 ms later, becomes her finish.
+    first = run_race(doc)[1]
+    goetz_finish_input = next(e["input"] for e in first if e["type"] == "finish" and e["bib"] == "5")
+    void = {"type": "decision", "race": RACE, "action": "void", "target": goetz_finish_input}
+    _, ev2 = run_race(doc, extra=[void])
+    view = ev2[-1]["view"]
+    assert view["results"]["5"]["final"]["t"] == 74_452_000 + 23_000
+    # Void that one too: no finish left, so Goetz drops out of the classification.
+    n = int(goetz_finish_input.split("-")[1])
+    second = f"in-{n + 1}"
+    _, ev3 = run_race(doc, extra=[void, {**void, "target": second}])
+    view = ev3[-1]["view"]
+    assert view["results"]["5"]["final"] is None
+    assert "5" not in view["classification"]["bib"]
+    assert view["classification"]["bib"][0] == "20"
+    assert n_inputs > 100
+
+
+def test_manual_time_and_photo_finish_revise_the_result(doc):
+    comp, events = run_race(doc, extra=[
+        {"type": "finish_time", "race": RACE, "bib": "5", "time_us": 74_440_000,
+         "origin": "photo"}])
+    rev = events[-1]
+    assert rev["type"] == "revision"
+    cls = rev["view"]["classification"]
+    assert cls["bib"][:2] == ["5", "20"]
+    assert rev["view"]["results"]["5"]["final"]["origin"] == "photo"
+    # A manual time (official decision) outranks the photo finish.
+    comp, events = run_race(doc, extra=[
+        {"type": "finish_time", "race": RACE, "bib": "5", "time_us": 74_440_000},
+        {"type": "decision", "race": RACE, "action": "manual_time", "bib": "5",
+         "time_us": 74_500_000}])
+    assert events[-1]["view"]["results"]["5"]["final"]["t"] == 74_500_000
+
+
+def test_restart_after_false_start(doc):
+    # Stop partway into pair 1, then the referee calls a restart and the pair skates again.
+    doc2 = copy.deepcopy(doc)
+    doc2["script"]["pairs"] = doc2["script"]["pairs"][:1]
+    items = script_inputs(doc2)
+    comp = Competition()
+    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    for n, it in enumerate(items[:3]):  # gun + both ankles of the first 200 m read
+        comp.feed(f"a{n}", {**it.inp, "source": it.source})
+    assert comp.view(RACE)["results"]["1"]["passages"][0] is not None or \
+        comp.view(RACE)["results"]["2"]["passages"][0] is not None
+    out = comp.feed("restart", {"type": "decision", "race": RACE, "action": "restart", "pair": 1})
+    view = out[RACE][0]["view"]
+    assert view["results"]["1"]["passages"] == [None, None, None]
+    assert view["on_ice"] == {}
+    for n, it in enumerate(items):  # the pair skates again on a new gun, new seq numbers
+        comp.feed(f"b{n}", {**it.inp, "source": it.source})
+    view = comp.view(RACE)
+    assert view["results"]["1"]["final"]["t"] == 76_412_000
+    assert view["on_ice"] == {}
+
+
+def test_unknown_inputs_are_counted_not_raised(doc):
+    comp, _ = run_race(doc, stop_after=0)
+    assert comp.feed("u1", {"type": "passing", "transponder": "999", "t": 1}) == {}
+    assert comp.feed("u2", {"type": "gun", "race": "nope", "pair": 1, "t": 1}) == {}
+    assert comp.feed("u3", {"type": "decision", "race": RACE, "action": "dq", "bib": "77"}) == {}
+    assert comp.stats["unknown_transponder"] == 1 and comp.stats["refused"] == 2
