@@ -20,7 +20,8 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
     if kind == "pair_start":
         view["current_pair"] = ev["pair"]
         view["on_ice"][str(ev["pair"])] = {"pair": ev["pair"], "attempt": ev["attempt"],
-                                           "clock_origin_us": ev["clock_origin_us"]}
+                                           "clock_origin_us": ev["clock_origin_us"],
+                                           "rate": ev["rate"]}
     elif kind in ("passage", "finish"):
         result = view["results"][ev["bib"]]
         result["passages"][ev["row"]["k"]] = ev["row"]

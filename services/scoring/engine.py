@@ -87,6 +87,8 @@ class PairRun:
     zero_us: int
     clock_origin_us: int
     attempt: int
+    #: How fast the race clock runs against the wall clock (1 live; >1 in a fast replay).
+    rate: float = 1.0
 
 
 class LongTrackRace:
@@ -235,14 +237,15 @@ class LongTrackRace:
             self._clear_rows(rows)
         attempt = self.attempts.get(pair, 0) + 1
         self.attempts[pair] = attempt
-        run = PairRun(pair, int(inp["_t"]), int(inp.get("rx_us", 0)), attempt)
+        run = PairRun(pair, int(inp["_t"]), int(inp.get("rx_us", 0)), attempt,
+                      float(inp.get("rate", 1.0)))
         self.on_ice[pair] = run
         self.current_pair = pair
         for r in rows:
             if self.status[r] != "DNS":
                 self.anchor[r] = 0
         return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
-                 "attempt": attempt, "clock_origin_us": run.clock_origin_us,
+                 "attempt": attempt, "clock_origin_us": run.clock_origin_us, "rate": run.rate,
                  "bibs": [self.bibs[r] for r in rows]}]
 
     def _on_passing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
@@ -409,7 +412,7 @@ class LongTrackRace:
             "pairs": [{"pair": p, "inner": i, "outer": o} for p, i, o in self.pairs],
             "current_pair": self.current_pair,
             "on_ice": {str(p): {"pair": r.pair, "attempt": r.attempt,
-                                "clock_origin_us": r.clock_origin_us}
+                                "clock_origin_us": r.clock_origin_us, "rate": r.rate}
                        for p, r in self.on_ice.items()},
             "results": {b: {"passages": self.rows[i], "final": self.final[i],
                             "status": self.status[i]} for i, b in enumerate(self.bibs)},

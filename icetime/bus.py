@@ -1,0 +1,147 @@
+"""The Redis Streams bus every service shares: connection, scripts, stream ids.
+
+Two Lua scripts make the two writes that must be atomic:
+
+* ``append_input`` (ingest): drop a repeat of (source, seq), else XADD the input
+  to the raw log and remember its id, all before the sender hears "ok".
+* ``publish`` (scoring): XADD a batch of race events, store the race view as of
+  the last one (the snapshot), and record which raw input they answer. A
+  scoring worker that dies anywhere in between has either published all of an
+  input's output or none of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+
+from icetime import keys
+
+APPEND_INPUT = """
+-- KEYS: raw, seen, stats, source-seq   ARGV: dedupe field, source, seq, payload
+if ARGV[1] ~= '' then
+  local existing = redis.call('HGET', KEYS[2], ARGV[1])
+  if existing then
+    redis.call('HINCRBY', KEYS[3], 'duplicate', 1)
+    return {existing, 1}
+  end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[4])
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id) end
+redis.call('HINCRBY', KEYS[3], 'accepted', 1)
+if ARGV[3] ~= '' then
+  local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '-1')
+  if tonumber(ARGV[3]) > cur then redis.call('HSET', KEYS[4], ARGV[2], ARGV[3]) end
+end
+return {id, 0}
+"""
+
+PUBLISH = """
+-- KEYS: progress, races-set, then per race: events, snapshot, epoch
+-- ARGV: input id, n races, then per race: race id, epoch candidate, view json, n, events...
+local pos = 3
+local out = {}
+for r = 1, tonumber(ARGV[2]) do
+  local base = 2 + (r - 1) * 3
+  local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
+  pos = pos + 4
+  local epoch = redis.call('GET', KEYS[base + 3])
+  if not epoch then
+    epoch = cand
+    redis.call('SET', KEYS[base + 3], epoch)
+  end
+  redis.call('SADD', KEYS[2], race)
+  local last = ''
+  for i = 1, n do
+    last = redis.call('XADD', KEYS[base + 1], '*', 'e', ARGV[pos])
+    pos = pos + 1
+  end
+  if last ~= '' then
+    redis.call('HSET', KEYS[base + 2], 'offset', last, 'view', view, 'epoch', epoch)
+  end
+  table.insert(out, epoch)
+  table.insert(out, last)
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return out
+"""
+
+SOURCE_SEQ = keys.PREFIX + "source-seq"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+    return aioredis.from_url(url, decode_responses=False, health_check_interval=10)
+
+
+def redis_url_from_env() -> str:
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        raise RuntimeError("REDIS_URL is not set (icetime run/demo sets it for the services)")
+    return url
+
+
+def parse_id(stream_id: str | bytes) -> tuple[int, int]:
+    """A stream id as a comparable (ms, seq) tuple."""
+    if isinstance(stream_id, bytes):
+        stream_id = stream_id.decode()
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def valid_id(stream_id: Any) -> bool:
+    try:
+        parse_id(str(stream_id))
+        return True
+    except ValueError:
+        return False
+
+
+def pack_input(inp: dict[str, Any]) -> bytes:
+    return msgpack.packb(inp, use_bin_type=True)
+
+
+def unpack_input(data: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON, the encoding of every event and WebSocket frame."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class Bus:
+    """The scripts registered on one connection."""
+
+    def __init__(self, r: aioredis.Redis) -> None:
+        self.r = r
+        self._append = r.register_script(APPEND_INPUT)
+        self._publish = r.register_script(PUBLISH)
+
+    async def append_input(self, inp: dict[str, Any]) -> tuple[str, bool]:
+        """Append an accepted input to the raw log once; returns (stream id, was duplicate)."""
+        seq = inp.get("seq")
+        field = f"{inp['source']}\x00{seq}" if seq is not None else ""
+        res = await self._append(
+            keys=[keys.RAW_STREAM, keys.SEEN_HASH, keys.INGEST_STATS, SOURCE_SEQ],
+            args=[field, inp["source"], "" if seq is None else str(seq), pack_input(inp)],
+        )
+        return res[0].decode(), bool(res[1])
+
+    async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]]
+                      ) -> list[tuple[str, str]]:
+        """Publish (race, epoch candidate, view json, [event json]) for one input.
+
+        Returns (epoch, last event id) per race, in order.
+        """
+        ks = [keys.SCORING_PROGRESS, keys.RACES_SET]
+        args: list[Any] = [input_id, len(races)]
+        for race, epoch, view, events in races:
+            ks += [keys.events_stream(race), keys.snapshot_key(race), keys.epoch_key(race)]
+            args += [race, epoch, view, len(events), *events]
+        res = await self._publish(keys=ks, args=args)
+        return [(res[i].decode(), res[i + 1].decode()) for i in range(0, len(res), 2)]

@@ -1,0 +1,255 @@
+"""The ``icetime`` command: run a venue, run the demo, replay a race script.
+
+``icetime run`` is a small supervisor: it starts the embedded redis-server
+(unless REDIS_URL is set), the three services as child processes, restarts a
+service that dies, loads the configured start lists and, on Ctrl-C, stops the
+services first and Redis last.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from icetime import settings as settings_mod
+from icetime.feedclient import FeedClient
+from icetime.redis_embed import EmbeddedRedis
+from icetime.replay import load_fixture, script_inputs
+from icetime.timefmt import now_us
+
+log = logging.getLogger("icetime")
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ("ingest", "scoring", "broadcast")
+FIXTURES = ROOT / "fixtures"
+
+
+class Supervisor:
+    """Redis plus the three service processes, kept running until :meth:`stop`."""
+
+    def __init__(self, config: str, cfg: settings_mod.Settings) -> None:
+        self.config = config
+        self.cfg = cfg
+        self.redis: EmbeddedRedis | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.url = cfg.redis_url
+        self.restarts: dict[str, int] = {}
+
+    def start(self) -> None:
+        if not self.url:
+            data_dir = Path(self.cfg.data_dir)
+            if not data_dir.is_absolute():
+                data_dir = Path(self.config).resolve().parent / data_dir
+            self.redis = EmbeddedRedis(data_dir, self.cfg.aof_fsync)
+            self.url = self.redis.start()
+            log.info("embedded redis-server at %s", self.url)
+        for name in SERVICES:
+            self.spawn(name)
+        self.wait_ready()
+
+    def spawn(self, name: str) -> None:
+        env = {**os.environ, "REDIS_URL": self.url}
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}", "--config", self.config],
+            env=env, cwd=ROOT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        urls = [f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/healthz",
+                f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/healthz"]
+        for url in urls:
+            while True:
+                self.check_children()
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{url} did not come up (is the port in use?)")
+                time.sleep(0.1)
+
+    def check_children(self) -> None:
+        """Restart a service that exited on its own: a crash must not end the meet."""
+        for name, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is not None:
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                log.error("service %s exited with %s; restarting (%d)", name, code,
+                          self.restarts[name])
+                time.sleep(0.5)
+                self.spawn(name)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        if self.redis:
+            self.redis.stop()
+
+    def load_startlist(self, doc: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+        """POST a start list (or a fixture holding one) to ingest."""
+        doc = doc.get("startlist", doc)
+        src = self.cfg.source(source or self.cfg.extra.get("competition", {}).get(
+            "loader", "officials")) or (self.cfg.sources[0] if self.cfg.sources else None)
+        if src is None:
+            raise RuntimeError("no [[sources]] configured: nobody may load a start list")
+        req = urllib.request.Request(
+            f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/api/startlist",
+            data=json.dumps(doc).encode(), method="POST",
+            headers={"Authorization": f"Bearer {src.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                result: dict[str, Any] = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
+        return result
+
+    def page_url(self, race: str | None = None) -> str:
+        url = f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/"
+        return url + (f"?race={race}" if race else "")
+
+
+async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float = 1.0,
+                 announce: bool = True) -> int:
+    """Send a fixture's script through the TCP feed, paced in real time / ``speed``."""
+    items = script_inputs(doc, clock_base_us=now_us(), rate=speed)
+    clients: dict[str, FeedClient] = {}
+    for source in {i.source for i in items}:
+        src = cfg.source(source)
+        if src is None:
+            raise RuntimeError(f"the configuration has no source {source!r} for the replay")
+        clients[source] = FeedClient(cfg.host, cfg.ingest_tcp_port, src.token)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
+    try:
+        for item in items:
+            delay = start + item.at_us / 1e6 / speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            reply = await clients[item.source].send({**item.inp, "sent_us": now_us()})
+            if not reply.get("ok"):
+                log.error("feed refused %s: %s", item.inp, reply.get("error"))
+            sent += 1
+            if announce and item.inp["type"] == "gun":
+                print(f"  gun: pair {item.inp['pair']}", flush=True)
+    finally:
+        for c in clients.values():
+            await c.close()
+    return sent
+
+
+def fixture_path(name: str) -> Path:
+    p = Path(name)
+    if p.exists():
+        return p
+    candidates = sorted(FIXTURES.glob(f"{name}*.json"))
+    if not candidates:
+        known = ", ".join(f.stem for f in sorted(FIXTURES.glob("*.json")))
+        raise SystemExit(f"no race {name!r}; known: {known}")
+    return candidates[0]
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    cfg = settings_mod.load(args.config)
+    sup = Supervisor(args.config, cfg)
+    try:
+        sup.start()
+        for path in cfg.startlists:
+            res = sup.load_startlist(load_fixture(path))
+            log.info("start list %s: %s", path, res)
+        print(f"icetime is running: {sup.page_url()}  (Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(1)
+            sup.check_children()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sup.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    config = str(ROOT / "deploy" / "demo.toml")
+    cfg = settings_mod.load(config)
+    if not cfg.redis_url:
+        shutil.rmtree(ROOT / ".icetime" / "demo", ignore_errors=True)  # a demo starts clean
+    doc = load_fixture(fixture_path(args.race))
+    race = doc["script"]["race"]
+    sup = Supervisor(config, cfg)
+    try:
+        sup.start()
+        sup.load_startlist(doc)
+        print(f"\n  {doc['startlist']['races'][0]['name']} — live at {sup.page_url(race)}\n"
+              f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
+
+        async def run_replay() -> int:
+            task = asyncio.create_task(replay(doc, cfg, args.speed))
+            while not task.done():
+                await asyncio.sleep(1)
+                sup.check_children()
+            return task.result()
+
+        sent = asyncio.run(run_replay())
+        print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
+              flush=True)
+        if args.exit_after_replay:
+            return
+        while True:
+            time.sleep(1)
+            sup.check_children()
+    except KeyboardInterrupt:
+        print("\n  stopping", flush=True)
+    finally:
+        sup.stop()
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    cfg = settings_mod.load(args.config)
+    sent = asyncio.run(replay(load_fixture(fixture_path(args.race)), cfg, args.speed))
+    print(f"sent {sent} inputs")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("ICETIME_LOG", "INFO"),
+                        format="%(asctime)s icetime    %(levelname)s %(message)s")
+    p = argparse.ArgumentParser(prog="icetime", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run icetime for a venue from a configuration file")
+    run.add_argument("--config", required=True)
+    run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="run icetime and replay a real race through it")
+    demo.add_argument("--race", default="beijing2023_w1000a",
+                      help="a fixture name in fixtures/ or a path")
+    demo.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    demo.add_argument("--exit-after-replay", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    rep = sub.add_parser("replay", help="feed a fixture's script to a running icetime")
+    rep.add_argument("race")
+    rep.add_argument("--config", required=True)
+    rep.add_argument("--speed", type=float, default=1.0)
+    rep.set_defaults(func=cmd_replay)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""A timing source's side of the TCP feed: hello, one line per input, one reply each.
+
+Used by ``icetime replay``, the benchmarks and the tests, and a worked example
+of docs/protocol.md. A dropped connection is reopened with backoff and the
+unacknowledged input is sent again: ingest drops the repeat by (source, seq).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+log = logging.getLogger("feedclient")
+
+
+class FeedRefused(RuntimeError):
+    pass
+
+
+class FeedClient:
+    def __init__(self, host: str, port: int, token: str, retry_for: float = 30.0) -> None:
+        self.host, self.port, self.token = host, port, token
+        self.retry_for = retry_for
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.last_seq: int | None = None
+        self.reconnects = 0
+
+    async def connect(self) -> dict[str, Any]:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port,
+                                                                 limit=8 * 1024 * 1024)
+        try:
+            hello = await self._roundtrip({"type": "hello", "token": self.token})
+        except BaseException:
+            await self.close()
+            raise
+        if not hello.get("ok"):
+            await self.close()
+            raise FeedRefused(hello.get("error", "refused"))
+        self.last_seq = hello.get("last_seq")
+        return hello
+
+    async def _roundtrip(self, obj: dict[str, Any]) -> dict[str, Any]:
+        assert self.writer and self.reader
+        self.writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        await self.writer.drain()
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionResetError("feed closed the connection")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def send(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Send one input and return ingest's reply, reconnecting as needed."""
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        while True:
+            try:
+                if self.writer is None:
+                    await self.connect()
+                reply = await self._roundtrip(obj)
+                if reply.get("retry") and loop.time() < deadline:
+                    raise ConnectionResetError(reply.get("error"))
+                return reply
+            except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
+                await self.close()
+                if loop.time() > deadline:
+                    raise
+                log.warning("feed connection lost (%s); retrying in %.2fs", exc, delay)
+                self.reconnects += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except (OSError, ConnectionError):
+                pass
+        self.reader = self.writer = None

@@ -1,0 +1,53 @@
+"""What every service process shares: arguments, logging, Redis, clean shutdown.
+
+A service is ``async def serve(settings, redis, stop: asyncio.Event)``; SIGINT
+and SIGTERM set ``stop`` and the service returns after closing its listeners.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from icetime import bus, settings
+
+Serve = Callable[[settings.Settings, aioredis.Redis, asyncio.Event], Awaitable[None]]
+
+
+def main(name: str, serve: Serve) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
+    parser.add_argument("--config", help="venue configuration (TOML); see docs/configuration.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=os.environ.get("ICETIME_LOG", "INFO"),
+                        format=f"%(asctime)s {name:9s} %(levelname)s %(message)s")
+    cfg = settings.load(args.config)
+    url = cfg.redis_url or os.environ.get("REDIS_URL", "")
+    if not url:
+        raise SystemExit(f"{name}: set REDIS_URL, or start icetime with `icetime run`, "
+                         "which provides its embedded Redis")
+    asyncio.run(_run(name, serve, cfg, url))
+
+
+async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    r = bus.connect(url)
+    try:
+        await serve(cfg, r, stop)
+    finally:
+        await r.aclose()
+        logging.getLogger(name).info("stopped")
+
+
+async def healthz(_request: object) -> object:
+    """``GET /healthz``: the process is up and serving HTTP."""
+    from aiohttp import web
+
+    return web.Response(text="ok")

@@ -1,0 +1,245 @@
+"""Fan-out of race events to WebSocket clients, with exact resume.
+
+One :class:`RaceFeed` per race read by this node: a task doing plain XREAD from
+the node's own position (every node reads every event), which encodes each
+event once into a frame and offers it to every :class:`Subscription`.
+
+A subscription never blocks the reader: it has a bounded queue and its own
+sender task. When the queue overflows (a slow phone), it is dropped and the
+client is sent a fresh snapshot instead: latest state wins.
+
+Resume: a client that says (epoch, offset) gets exactly the events after
+``offset`` when the epoch still matches and the stream still holds them;
+otherwise a snapshot (docs/resume.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from icetime import bus, keys
+from icetime.timefmt import now_us
+
+log = logging.getLogger("broadcast")
+ZERO = (0, 0)
+
+
+class Sender(Protocol):
+    async def send(self, message: str) -> None: ...
+
+
+def event_frame(race: str, epoch: str, sid: str, event_json: str) -> str:
+    """Wrap an event as stored (already JSON) without decoding it again."""
+    return (f'{{"type":"event","race":{json.dumps(race)},"epoch":{json.dumps(epoch)},'
+            f'"offset":"{sid}","broadcast_us":{now_us()},"event":{event_json}}}')
+
+
+async def snapshot_frame(r: aioredis.Redis, race: str) -> tuple[str, tuple[int, int], str]:
+    """The race's stored snapshot as a frame; (frame, offset, epoch)."""
+    snap = await r.hgetall(keys.snapshot_key(race))
+    if not snap:
+        epoch = (await r.get(keys.epoch_key(race)) or b"").decode()
+        frame = bus.dumps({"type": "snapshot", "race": race, "epoch": epoch, "offset": "0-0",
+                           "view": None})
+        return frame, ZERO, epoch
+    offset = snap[b"offset"].decode()
+    epoch = snap[b"epoch"].decode()
+    frame = (f'{{"type":"snapshot","race":{json.dumps(race)},"epoch":{json.dumps(epoch)},'
+             f'"offset":"{offset}","view":{snap[b"view"].decode()}}}')
+    return frame, bus.parse_id(offset), epoch
+
+
+class Subscription:
+    """One client following one race."""
+
+    def __init__(self, ws: Sender, feed: RaceFeed, queue_max: int) -> None:
+        self.ws = ws
+        self.feed = feed
+        self.queue: deque[tuple[tuple[int, int], str]] = deque()
+        self.queue_max = queue_max
+        self.last = ZERO
+        self.wake = asyncio.Event()
+        self.needs_snapshot = False
+        self.task: asyncio.Task[None] | None = None
+        self.snapshots_sent = 0
+
+    def offer(self, sid: tuple[int, int], frame: str) -> None:
+        if sid <= self.last:
+            return
+        if len(self.queue) >= self.queue_max:
+            self.queue.clear()
+            self.needs_snapshot = True
+        else:
+            self.queue.append((sid, frame))
+        self.wake.set()
+
+    def resync(self) -> None:
+        self.queue.clear()
+        self.needs_snapshot = True
+        self.wake.set()
+
+    async def send_snapshot(self) -> None:
+        frame, offset, _ = await snapshot_frame(self.feed.r, self.feed.race)
+        await self.ws.send(frame)
+        self.snapshots_sent += 1
+        self.last = offset
+        self.needs_snapshot = False
+
+    async def catch_up(self) -> None:
+        """Send what the stream holds after ``last``, straight from Redis."""
+        start = f"({self.last[0]}-{self.last[1]}"
+        while True:
+            entries = await self.feed.r.xrange(self.feed.stream, start, "+", count=500)
+            for sid_b, fields in entries:
+                sid = sid_b.decode()
+                await self.ws.send(event_frame(self.feed.race, self.feed.epoch, sid,
+                                               fields[b"e"].decode()))
+                self.last = bus.parse_id(sid)
+            if len(entries) < 500:
+                return
+            start = "(" + entries[-1][0].decode()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.needs_snapshot:
+                self.queue.clear()
+                await self.send_snapshot()
+                await self.catch_up()
+            while self.queue:
+                sid, frame = self.queue.popleft()
+                if sid > self.last:
+                    await self.ws.send(frame)
+                    self.last = sid
+
+    async def start(self, epoch: str | None, offset: str | None) -> str:
+        """Bring the client up to date, then follow live. Returns "resumed" or "snapshot"."""
+        self.feed.subs.add(self)  # first, so nothing published from now on is missed
+        how = "snapshot"
+        if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset):
+            first = await self.feed.r.xrange(self.feed.stream, "-", "+", count=1)
+            wanted = bus.parse_id(offset)
+            if first and bus.parse_id(first[0][0]) <= wanted or not first and wanted == ZERO:
+                self.last = wanted
+                how = "resumed"
+        if how == "snapshot":
+            await self.send_snapshot()
+        await self.catch_up()
+        if how == "resumed":
+            await self.ws.send(bus.dumps({"type": "resumed", "race": self.feed.race,
+                                          "epoch": self.feed.epoch,
+                                          "offset": f"{self.last[0]}-{self.last[1]}"}))
+        self.task = asyncio.create_task(self.run())
+        return how
+
+    async def stop(self) -> None:
+        self.feed.subs.discard(self)
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+class RaceFeed:
+    """This node's reader of one race's event stream."""
+
+    def __init__(self, r: aioredis.Redis, race: str) -> None:
+        self.r = r
+        self.race = race
+        self.stream = keys.events_stream(race)
+        self.subs: set[Subscription] = set()
+        self.position = "0-0"
+        self.epoch = ""
+        self.task: asyncio.Task[None] | None = None
+        self.frames = 0
+
+    async def start(self) -> None:
+        last = await self.r.xrevrange(self.stream, "+", "-", count=1)
+        self.position = last[0][0].decode() if last else "0-0"
+        self.epoch = (await self.r.get(keys.epoch_key(self.race)) or b"").decode()
+        self.task = asyncio.create_task(self.read_loop())
+
+    async def check_epoch(self) -> None:
+        epoch = (await self.r.get(keys.epoch_key(self.race)) or b"").decode()
+        if epoch != self.epoch:
+            log.info("race %s: epoch %r -> %r, clients resync", self.race, self.epoch, epoch)
+            self.epoch = epoch
+            last = await self.r.xrevrange(self.stream, "+", "-", count=1)
+            self.position = last[0][0].decode() if last else "0-0"
+            for sub in list(self.subs):
+                sub.last = ZERO
+                sub.resync()
+
+    async def read_loop(self) -> None:
+        while True:
+            try:
+                resp = await self.r.xread({self.stream: self.position}, count=500, block=1000)
+                if not resp:
+                    await self.check_epoch()
+                    continue
+                if not self.epoch:
+                    await self.check_epoch()
+                for _stream, entries in resp:
+                    for sid_b, fields in entries:
+                        sid = sid_b.decode()
+                        frame = event_frame(self.race, self.epoch, sid, fields[b"e"].decode())
+                        self.frames += 1
+                        sid_t = bus.parse_id(sid)
+                        for sub in list(self.subs):
+                            sub.offer(sid_t, frame)
+                        self.position = sid
+            except RedisError as exc:
+                log.error("race %s: redis error, retrying: %s", self.race, exc)
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class Hub:
+    """All race feeds of this node."""
+
+    def __init__(self, r: aioredis.Redis, queue_max: int = 512) -> None:
+        self.r = r
+        self.queue_max = queue_max
+        self.feeds: dict[str, RaceFeed] = {}
+        self._lock = asyncio.Lock()
+
+    async def feed(self, race: str) -> RaceFeed:
+        async with self._lock:
+            feed = self.feeds.get(race)
+            if feed is None:
+                feed = self.feeds[race] = RaceFeed(self.r, race)
+                await feed.start()
+            return feed
+
+    async def subscribe(self, ws: Sender, race: str, epoch: str | None = None,
+                        offset: str | None = None) -> tuple[Subscription, str]:
+        sub = Subscription(ws, await self.feed(race), self.queue_max)
+        how = await sub.start(epoch, offset)
+        return sub, how
+
+    def clients(self) -> int:
+        return sum(len(f.subs) for f in self.feeds.values())
+
+    async def close(self) -> None:
+        for f in self.feeds.values():
+            for s in list(f.subs):
+                await s.stop()
+            await f.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return {"clients": self.clients(),
+                "races": {r: {"clients": len(f.subs), "frames": f.frames, "epoch": f.epoch,
+                              "position": f.position} for r, f in self.feeds.items()}}

@@ -1,0 +1,120 @@
+"""Broadcast: the WebSocket endpoint (websockets) and the pages (aiohttp).
+
+WebSocket messages are JSON text frames, documented in docs/protocol.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+import redis.asyncio as aioredis
+from aiohttp import web
+from websockets.asyncio.server import ServerConnection, serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+
+from icetime import bus, keys
+from icetime.service import healthz
+from icetime.settings import Settings
+from icetime.timefmt import now_us
+
+from .fanout import Hub, Subscription
+
+log = logging.getLogger("broadcast")
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+class Broadcast:
+    def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
+        self.settings = settings
+        self.r = r
+        self.hub = Hub(r, settings.client_queue_max)
+
+    async def handle_ws(self, ws: ServerConnection) -> None:
+        subs: dict[str, Subscription] = {}
+        try:
+            async for message in ws:
+                try:
+                    msg = json.loads(message)
+                    op = msg.get("op")
+                except (ValueError, AttributeError):
+                    await ws.send(bus.dumps({"type": "error", "error": "messages are JSON objects"}))
+                    continue
+                if op == "time":
+                    await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
+                elif op == "subscribe":
+                    race = msg.get("race")
+                    if not isinstance(race, str) or not race:
+                        await ws.send(bus.dumps({"type": "error", "error": "subscribe needs a race"}))
+                        continue
+                    if race in subs:
+                        await subs.pop(race).stop()
+                    sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"))
+                    subs[race] = sub
+                elif op == "unsubscribe" and msg.get("race") in subs:
+                    await subs.pop(msg["race"]).stop()
+                else:
+                    await ws.send(bus.dumps({"type": "error", "error": f"unknown op {op!r}"}))
+        except ConnectionClosed:
+            pass
+        finally:
+            for sub in subs.values():
+                await sub.stop()
+
+    # ------------------------------------------------------------------ HTTP
+    async def config(self, request: web.Request) -> web.Response:
+        return web.json_response({"ws_url": self.settings.public_ws_url,
+                                  "ws_port": self.settings.broadcast_ws_port})
+
+    async def races(self, request: web.Request) -> web.Response:
+        out = []
+        for race in sorted(m.decode() for m in await self.r.smembers(keys.RACES_SET)):
+            view = await self.r.hget(keys.snapshot_key(race), "view")
+            info = json.loads(view)["race"] if view else {"id": race}
+            out.append({"id": race, "name": info.get("name", race),
+                        "distance": info.get("distance")})
+        return web.json_response(out)
+
+    async def time(self, request: web.Request) -> web.Response:
+        return web.json_response({"s": now_us()})
+
+    async def health(self, request: web.Request) -> web.Response:
+        async def h(key: str) -> dict[str, int]:
+            return {k.decode(): int(v) for k, v in (await self.r.hgetall(key)).items()}
+        return web.json_response({"ingest": await h(keys.INGEST_STATS),
+                                  "scoring": await h(keys.SCORING_STATS),
+                                  "broadcast": self.hub.stats(), "server_us": now_us()})
+
+    async def index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "index.html")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes([
+            web.get("/", self.index),
+            web.get("/api/config", self.config),
+            web.get("/api/races", self.races),
+            web.get("/api/time", self.time),
+            web.get("/api/health", self.health),
+            web.get("/healthz", healthz),
+            web.static("/static", WEB_DIR, append_version=False),
+        ])
+        return app
+
+
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
+                ready: asyncio.Event | None = None) -> None:
+    b = Broadcast(settings, r)
+    runner = web.AppRunner(b.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.broadcast_http_port).start()
+    async with ws_serve(b.handle_ws, settings.host, settings.broadcast_ws_port,
+                        compression=None, max_size=64 * 1024, write_limit=256 * 1024):
+        log.info("pages on http://%s:%d/, websocket on ws://%s:%d/", settings.host,
+                 settings.broadcast_http_port, settings.host, settings.broadcast_ws_port)
+        if ready:
+            ready.set()
+        await stop.wait()
+        await b.hub.close()
+    await runner.cleanup()
+

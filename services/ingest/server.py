@@ -1,0 +1,197 @@
+"""Ingest: the timing feed over TCP (newline-delimited JSON) and HTTP POST.
+
+Contract: an input is acknowledged ``ok`` only after it is in the raw stream.
+A repeat of (source, seq) is acknowledged as a duplicate and stored once.
+Anything refused gets an error line back, is counted, and is kept in the
+rejects stream with the bytes as they came; the connection carries on.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from icetime import bus, keys
+from icetime.service import healthz
+from icetime.settings import Settings
+from icetime.timefmt import now_us
+
+from .feed import MAX_LINE, FeedError, LineSplitter, parse_json, validate
+
+log = logging.getLogger("ingest")
+REJECTS_MAXLEN = 100_000
+REJECT_KEEP_BYTES = 4096
+
+
+class Ingest:
+    """The transport-independent core: authenticate, validate, append or reject."""
+
+    def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
+        self.r = r
+        self.bus = bus.Bus(r)
+        self.tokens = {s.token: s.id for s in settings.sources}
+
+    def source_for(self, token: str | None) -> str | None:
+        return self.tokens.get(token or "")
+
+    async def accept(self, obj: Any, source: str, raw: bytes) -> dict[str, Any]:
+        rx = now_us()
+        seq = obj.get("seq") if isinstance(obj, dict) else None
+        try:
+            inp = validate(obj, source)
+        except FeedError as exc:
+            await self.reject(source, raw, str(exc))
+            return {"ok": False, "error": str(exc), "seq": seq}
+        inp["rx_us"] = rx
+        try:
+            stream_id, duplicate = await self.bus.append_input(inp)
+        except RedisError as exc:
+            log.error("cannot store input from %s: %s", source, exc)
+            return {"ok": False, "error": "storage unavailable; resend this input",
+                    "retry": True, "seq": seq}
+        reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": seq}
+        if duplicate:
+            reply["duplicate"] = True
+        return reply
+
+    async def reject(self, source: str | None, raw: bytes, reason: str) -> None:
+        log.warning("rejected input from %s: %s", source or "?", reason)
+        try:
+            await self.r.xadd(keys.REJECTS_STREAM, {
+                "source": source or "", "reason": reason, "rx_us": now_us(),
+                "raw": raw[:REJECT_KEEP_BYTES]}, maxlen=REJECTS_MAXLEN, approximate=True)
+            await self.r.hincrby(keys.INGEST_STATS, "rejected", 1)
+        except RedisError as exc:
+            log.error("cannot record a reject: %s", exc)
+
+    async def last_seq(self, source: str) -> int | None:
+        v = await self.r.hget(bus.SOURCE_SEQ, source)
+        return int(v) if v is not None else None
+
+    # ------------------------------------------------------------------ TCP
+    async def handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        splitter = LineSplitter()
+        source: str | None = None
+
+        async def reply(obj: dict[str, Any]) -> None:
+            writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+            await writer.drain()
+
+        try:
+            while data := await reader.read(65536):
+                for line in splitter.feed(data):
+                    if isinstance(line, FeedError):
+                        await self.reject(source, b"", str(line))
+                        await reply({"ok": False, "error": str(line)})
+                        continue
+                    try:
+                        obj = parse_json(line)
+                    except FeedError as exc:
+                        await self.reject(source, line, str(exc))
+                        await reply({"ok": False, "error": str(exc)})
+                        continue
+                    if source is None:
+                        source = self.source_for(obj.get("token") if isinstance(obj, dict) else None)
+                        if source is None or obj.get("type") != "hello":
+                            await self.reject(None, line, "not authenticated")
+                            await reply({"ok": False, "error": "first send "
+                                         '{"type":"hello","token":"..."} with a valid token'})
+                            return
+                        log.info("source %s connected from %s", source, peer)
+                        await reply({"ok": True, "source": source,
+                                     "last_seq": await self.last_seq(source)})
+                        continue
+                    await reply(await self.accept(obj, source, line))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            log.info("source %s disconnected (%s)", source or "?", peer)
+            writer.close()
+
+    # ------------------------------------------------------------------ HTTP
+    def _auth(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else request.query.get("token")
+        source = self.source_for(token)
+        if source is None:
+            raise web.HTTPUnauthorized(text=json.dumps({"ok": False, "error": "bad token"}),
+                                       content_type="application/json")
+        return source
+
+    async def http_feed(self, request: web.Request) -> web.Response:
+        source = self._auth(request)
+        body = await request.read()
+        try:
+            parsed = parse_json(body)
+            items = parsed if isinstance(parsed, list) else [parsed]
+            single = not isinstance(parsed, list)
+            raws = [json.dumps(x).encode() for x in items]
+        except FeedError:
+            # Not one JSON document: newline-delimited JSON, line by line.
+            single = False
+            items, raws = [], []
+            for line in body.splitlines():
+                if line.strip():
+                    raws.append(line)
+                    try:
+                        items.append(parse_json(line))
+                    except FeedError as exc:
+                        items.append(exc)
+        results = []
+        for obj, raw in zip(items, raws, strict=True):
+            if isinstance(obj, FeedError):
+                await self.reject(source, raw, str(obj))
+                results.append({"ok": False, "error": str(obj)})
+            else:
+                results.append(await self.accept(obj, source, raw))
+        return web.json_response(results[0] if single and results else results)
+
+    async def http_startlist(self, request: web.Request) -> web.Response:
+        source = self._auth(request)
+        body = await request.read()
+        try:
+            doc = parse_json(body)
+        except FeedError as exc:
+            await self.reject(source, body, str(exc))
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        if isinstance(doc, dict):
+            doc = {**doc, "type": "startlist"}
+        result = await self.accept(doc, source, body)
+        return web.json_response(result, status=200 if result["ok"] else 400)
+
+    async def http_stats(self, request: web.Request) -> web.Response:
+        stats = {k.decode(): int(v) for k, v in (await self.r.hgetall(keys.INGEST_STATS)).items()}
+        stats["raw_length"] = await self.r.xlen(keys.RAW_STREAM)
+        return web.json_response(stats)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_LINE)
+        app.add_routes([web.post("/feed", self.http_feed),
+                        web.post("/api/startlist", self.http_startlist),
+                        web.get("/api/stats", self.http_stats),
+                        web.get("/healthz", healthz)])
+        return app
+
+
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> None:
+    ingest = Ingest(settings, r)
+    runner = web.AppRunner(ingest.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.ingest_http_port)
+    await site.start()
+    tcp = await asyncio.start_server(ingest.handle_tcp, settings.host, settings.ingest_tcp_port,
+                                     limit=MAX_LINE)
+    log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
+             settings.ingest_tcp_port, settings.host, settings.ingest_http_port)
+    try:
+        await stop.wait()
+    finally:
+        tcp.close()
+        await tcp.wait_closed()
+        await runner.cleanup()

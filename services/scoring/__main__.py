@@ -1,0 +1,5 @@
+from icetime.service import main
+
+from .runner import serve
+
+main("scoring", serve)

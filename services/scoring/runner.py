@@ -1,0 +1,135 @@
+"""The async pump around the engine: raw stream in, race events out.
+
+Delivery is at-least-once and the effect exactly-once:
+
+1. On start, replay the raw log up to the recorded progress (the last input
+   whose output was written) into a fresh engine, publishing nothing.
+2. Read this consumer's pending entries, then new ones, through the group.
+3. Per input: feed the engine, then publish its events, the race snapshot and
+   the new progress in one atomic script, then XACK. An entry at or before the
+   progress was already published by an earlier life: it is only acknowledged.
+
+If Redis fails mid-way, the engine may hold an input whose output was never
+written; the runner throws that engine away and starts again from step 1.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from icetime import bus, keys
+from icetime.settings import Settings
+from icetime.timefmt import now_us
+
+from .engine import Competition
+
+log = logging.getLogger("scoring")
+BATCH = 200
+REPLAY_CHUNK = 2000
+
+
+class ScoringRunner:
+    def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1") -> None:
+        self.settings = settings
+        self.r = r
+        self.bus = bus.Bus(r)
+        self.consumer = consumer
+        self.engine = self._new_engine()
+        self.progress: tuple[int, int] | None = None
+        self.published = 0
+
+    def _new_engine(self) -> Competition:
+        return Competition(self.settings.source_offsets(), self.settings.max_speed_mps)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.r.xgroup_create(keys.RAW_STREAM, keys.SCORING_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def rebuild(self) -> int:
+        """Replay the raw log up to the progress mark into a fresh engine; returns the count."""
+        self.engine = self._new_engine()
+        mark = await self.r.get(keys.SCORING_PROGRESS)
+        self.progress = bus.parse_id(mark) if mark else None
+        if mark is None:
+            return 0
+        n = 0
+        start = "-"
+        while True:
+            entries = await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK)
+            for sid, fields in entries:
+                self.engine.feed(sid.decode(), bus.unpack_input(fields[b"d"]))
+                n += 1
+            if len(entries) < REPLAY_CHUNK:
+                break
+            start = "(" + entries[-1][0].decode()
+        log.info("rebuilt from %d inputs up to %s", n, mark.decode())
+        return n
+
+    async def handle(self, sid: str, fields: dict[bytes, bytes] | None) -> None:
+        if fields is None or (self.progress and bus.parse_id(sid) <= self.progress):
+            # Deleted entry, or output already written by an earlier life: just acknowledge.
+            await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
+            return
+        inp = bus.unpack_input(fields[b"d"])
+        out = self.engine.feed(sid, inp)
+        hops: dict[str, Any] = {"source_us": inp.get("sent_us"), "ingest_us": inp.get("rx_us"),
+                                "scoring_us": now_us()}
+        batch = []
+        for race, events in out.items():
+            if events:
+                encoded = [bus.dumps({**ev, "hops": hops}) for ev in events]
+                batch.append((race, uuid.uuid4().hex[:12], bus.dumps(self.engine.view(race)),
+                              encoded))
+                self.published += len(events)
+        await self.bus.publish(sid, batch)
+        self.progress = bus.parse_id(sid)
+        await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
+
+    async def consume(self, start: str, block: int | None) -> int:
+        resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {keys.RAW_STREAM: start},
+                                       count=BATCH, block=block)
+        n = 0
+        for _stream, entries in resp or []:
+            for sid, fields in entries:
+                await self.handle(sid.decode(), fields or None)
+                n += 1
+        if n:
+            await self.r.hset(keys.SCORING_STATS, mapping={
+                **self.engine.stats, "published_events": self.published})
+        return n
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.ensure_group()
+                await self.rebuild()
+                while await self.consume("0", None):  # our pending entries first
+                    pass
+                backoff = 0.1
+                while not stop.is_set():
+                    await self.consume(">", 500)
+            except (RedisError, OSError) as exc:
+                log.error("redis error, rebuilding in %.1fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> None:
+    runner = ScoringRunner(settings, r)
+    log.info("scoring started")
+    task = asyncio.create_task(runner.run(stop))
+    await stop.wait()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

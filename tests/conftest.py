@@ -1,0 +1,112 @@
+"""Shared test fixtures: a real redis-server per test, the real services on free ports."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from icetime import bus
+from icetime.redis_embed import EmbeddedRedis
+from icetime.settings import Settings, Source
+from services.broadcast import server as broadcast
+from services.ingest import server as ingest
+from services.scoring import runner as scoring
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TOKENS = {"gun": "t-gun", "finish-loop": "t-loop", "photo-finish": "t-photo",
+          "officials": "t-officials"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(redis_url: str = "", data_dir: str = "", **kw: object) -> Settings:
+    base = Settings(
+        redis_url=redis_url, data_dir=data_dir, host="127.0.0.1",
+        ingest_http_port=free_port(), ingest_tcp_port=free_port(),
+        broadcast_http_port=free_port(), broadcast_ws_port=free_port(),
+        sources=tuple(Source(k, v) for k, v in TOKENS.items()))
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with EmbeddedRedis(tmp_path / "redis") as emb:
+        yield emb
+
+
+@pytest.fixture
+async def redis_client(redis_server):
+    r = bus.connect(redis_server.url)
+    yield r
+    await r.aclose()
+
+
+async def wait_port(port: int, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    url: str
+    tasks: dict[str, asyncio.Task[None]]
+    stops: dict[str, asyncio.Event]
+    clients: list
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.broadcast_ws_port}/"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.settings.broadcast_http_port}"
+
+    async def start(self, name: str) -> None:
+        serve = {"ingest": ingest.serve, "scoring": scoring.serve,
+                 "broadcast": broadcast.serve}[name]
+        r = bus.connect(self.url)
+        self.clients.append(r)
+        self.stops[name] = asyncio.Event()
+        self.tasks[name] = asyncio.create_task(serve(self.settings, r, self.stops[name]))
+
+    async def stop(self, name: str) -> None:
+        self.stops[name].set()
+        await asyncio.wait_for(self.tasks.pop(name), 10)
+
+    async def close(self) -> None:
+        for name in list(self.tasks):
+            await self.stop(name)
+        for r in self.clients:
+            await r.aclose()
+
+
+@pytest.fixture
+async def stack(redis_server):
+    s = Stack(make_settings(redis_server.url), redis_server.url, {}, {}, [])
+    for name in ("ingest", "scoring", "broadcast"):
+        await s.start(name)
+    await wait_port(s.settings.ingest_tcp_port)
+    await wait_port(s.settings.broadcast_ws_port)
+    await wait_port(s.settings.broadcast_http_port)
+    yield s
+    with contextlib.suppress(Exception):
+        await s.close()

@@ -1,0 +1,128 @@
+"""Ingest over real sockets with a real Redis: auth, validation, idempotency, rejects."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from icetime import bus, keys
+from icetime.feedclient import FeedClient, FeedRefused
+
+from .conftest import TOKENS
+
+
+async def tcp_lines(port, lines, read=None):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    out = []
+    for line in lines:
+        w.write(line if isinstance(line, bytes) else line.encode())
+        await w.drain()
+    for _ in range(read if read is not None else len(lines)):
+        out.append(json.loads(await asyncio.wait_for(r.readline(), 5)))
+    w.close()
+    return out
+
+
+async def raw_inputs(r):
+    return [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+
+
+async def test_tcp_feed_accepts_stores_and_dedupes(stack, redis_client):
+    c = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["finish-loop"])
+    hello = await c.connect()
+    assert hello["source"] == "finish-loop" and hello["last_seq"] is None
+    p = {"type": "passing", "seq": 1, "transponder": "4100051", "t": 1_700_000_000_000_000}
+    first = await c.send(p)
+    assert first["ok"] and "duplicate" not in first
+    again = await c.send(p)
+    assert again == {**first, "duplicate": True}
+    await c.close()
+    stored = await raw_inputs(redis_client)
+    assert len(stored) == 1
+    assert stored[0]["source"] == "finish-loop" and stored[0]["transponder"] == "4100051"
+    assert stored[0]["rx_us"] > 0
+    # A reconnecting source learns where it was.
+    c2 = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["finish-loop"])
+    assert (await c2.connect())["last_seq"] == 1
+    await c2.close()
+    stats = await redis_client.hgetall(keys.INGEST_STATS)
+    assert int(stats[b"accepted"]) == 1 and int(stats[b"duplicate"]) == 1
+
+
+async def test_garbage_gets_clear_errors_and_loses_nothing(stack, redis_client):
+    port = stack.settings.ingest_tcp_port
+    hello = json.dumps({"type": "hello", "token": TOKENS["finish-loop"]}) + "\n"
+    good = [json.dumps({"type": "passing", "seq": n, "transponder": "7", "t": 10**15 + n}) + "\n"
+            for n in (1, 2)]
+    lines = [hello, good[0], "\x8e\x02\x33garbage\xff\n".encode("latin-1").decode("latin-1"),
+             "{not json\n", '{"type":"passing","seq":3,"transponder":"7","t":-5}\n',
+             '{"type":"teleport","seq":4}\n', '["a list"]\n',
+             '{"type":"passing","seq":5,"transponder":"7","t":1,"source":"gun"}\n', good[1]]
+    replies = await tcp_lines(port, lines)
+    assert replies[0]["ok"] and replies[1]["ok"] and replies[-1]["ok"]
+    errors = [x["error"] for x in replies[2:-1]]
+    assert all(not x["ok"] for x in replies[2:-1])
+    assert errors[0].startswith("not JSON") and errors[1].startswith("not JSON")
+    assert "'t' out of range" in errors[2]
+    assert "unknown type 'teleport'" in errors[3]
+    assert errors[4] == "an input must be a JSON object"
+    assert "not 'gun'" in errors[5]
+    assert [i["seq"] for i in await raw_inputs(redis_client)] == [1, 2]
+    rejects = await redis_client.xrange(keys.REJECTS_STREAM)
+    assert len(rejects) == 6
+    assert rejects[0][1][b"raw"].startswith(b"\xc2\x8e") or b"garbage" in rejects[0][1][b"raw"]
+    assert int((await redis_client.hgetall(keys.INGEST_STATS))[b"rejected"]) == 6
+    # The service is still up and serving.
+    c = FeedClient("127.0.0.1", port, TOKENS["gun"])
+    await c.connect()
+    assert (await c.send({"type": "gun", "race": "r", "pair": 1, "t": 5, "seq": 1}))["ok"]
+    await c.close()
+
+
+async def test_unauthenticated_tcp_is_refused(stack, redis_client):
+    replies = await tcp_lines(stack.settings.ingest_tcp_port,
+                              ['{"type":"passing","seq":1,"transponder":"1","t":1}\n'])
+    assert not replies[0]["ok"] and "token" in replies[0]["error"]
+    with pytest.raises(FeedRefused):
+        await FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, "wrong").connect()
+    assert await redis_client.xlen(keys.RAW_STREAM) == 0
+
+
+async def test_overlong_line_is_refused_and_the_stream_carries_on(stack, redis_client):
+    from services.ingest.feed import MAX_LINE
+    port = stack.settings.ingest_tcp_port
+    hello = json.dumps({"type": "hello", "token": TOKENS["gun"]}) + "\n"
+    big = b"x" * (MAX_LINE + 10) + b"\n"
+    gun = json.dumps({"type": "gun", "race": "r", "pair": 1, "t": 5, "seq": 9}) + "\n"
+    replies = await tcp_lines(port, [hello, big, gun], read=3)
+    assert replies[1] == {"ok": False, "error": f"line longer than {MAX_LINE} bytes"}
+    assert replies[2]["ok"]
+
+
+async def test_http_feed_object_array_ndjson_and_auth(stack, redis_client):
+    url = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    auth = {"Authorization": f"Bearer {TOKENS['finish-loop']}"}
+    p = lambda n: {"type": "passing", "seq": n, "transponder": "9", "t": 10**15 + n}  # noqa: E731
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + "/feed", json=p(1)) as resp:
+            assert resp.status == 401
+        async with s.post(url + "/feed", json=p(1), headers=auth) as resp:
+            assert (await resp.json())["ok"]
+        async with s.post(url + "/feed", json=[p(2), p(1), {"type": "x"}], headers=auth) as resp:
+            res = await resp.json()
+            assert [r["ok"] for r in res] == [True, True, False] and res[1]["duplicate"]
+        body = "\n".join(json.dumps(p(n)) for n in (3, 4)) + "\n{oops\n"
+        async with s.post(url + "/feed", data=body, headers=auth) as resp:
+            assert [r["ok"] for r in await resp.json()] == [True, True, False]
+        bad_sl = {"skaters": [{"bib": "1", "name": "A"}], "races": [
+            {"id": "r", "distance": 1000, "pairs": [{"pair": 1, "inner": "2"}]}]}
+        async with s.post(url + "/api/startlist", json=bad_sl, headers=auth) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"] == \
+                "start list: races[0].pairs[0].inner: bib 2 is not in 'skaters'"
+        async with s.get(url + "/api/stats") as resp:
+            stats = await resp.json()
+    assert [i["seq"] for i in await raw_inputs(redis_client)] == [1, 2, 3, 4]
+    assert stats["accepted"] == 4 and stats["duplicate"] == 1 and stats["rejected"] == 3

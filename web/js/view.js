@@ -1,0 +1,38 @@
+// The client-side fold: how a race view follows the event stream.
+// Mirrors icetime/view.py; the Python tests check that fold against the engine.
+export function applyEvent(view, ev) {
+  if (ev.type === "revision") return structuredClone(ev.view);
+  if (!view) return view;
+  if (ev.type === "pair_start") {
+    view.current_pair = ev.pair;
+    view.on_ice[String(ev.pair)] = {
+      pair: ev.pair, attempt: ev.attempt, clock_origin_us: ev.clock_origin_us, rate: ev.rate,
+    };
+  } else if (ev.type === "passage" || ev.type === "finish") {
+    const result = view.results[ev.bib];
+    result.passages[ev.row.k] = ev.row;
+    if (ev.type === "finish") {
+      result.final = ev.final;
+      view.classification = ev.classification;
+      if (ev.pair_done) delete view.on_ice[String(ev.pair)];
+    }
+  }
+  return view;
+}
+
+// Times are integer microseconds; shown truncated (never rounded) to hundredths.
+export function fmtTime(us, digits = 2) {
+  if (us === null || us === undefined) return "";
+  if (us < 0) return "-" + fmtTime(-us, digits);
+  const unit = 10 ** (6 - digits);
+  const ticks = Math.floor(us / unit);
+  const frac = String(ticks % 10 ** digits).padStart(digits, "0");
+  const whole = Math.floor(ticks / 10 ** digits);
+  const m = Math.floor(whole / 60), s = whole % 60;
+  return m ? `${m}:${String(s).padStart(2, "0")}.${frac}` : `${s}.${frac}`;
+}
+
+export function fmtGap(us) {
+  if (us === null || us === undefined) return "";
+  return (us >= 0 ? "+" : "-") + fmtTime(Math.abs(us));
+}
