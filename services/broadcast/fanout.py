@@ -132,11 +132,11 @@ class Subscription:
                 how = "resumed"
         if how == "snapshot":
             await self.send_snapshot()
-        await self.catch_up()
-        if how == "resumed":
+        else:  # announce the resume point; the missed events follow
             await self.ws.send(bus.dumps({"type": "resumed", "race": self.feed.race,
                                           "epoch": self.feed.epoch,
                                           "offset": f"{self.last[0]}-{self.last[1]}"}))
+        await self.catch_up()
         self.task = asyncio.create_task(self.run())
         return how
 
