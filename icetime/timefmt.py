@@ -40,12 +40,18 @@ def format_time(t_us: int | None, digits: int = 2) -> str:
     return f"{seconds}.{frac:0{digits}d}"
 
 
-def format_gap(gap_us: int | None, digits: int = 2) -> str:
-    """Format a gap with its sign, e.g. ``+0.14`` or ``-0.01``, truncated toward zero."""
+def format_diff(diff_us: int) -> str:
+    """An unsigned difference, truncated to hundredths, but in thousandths when it is
+    under one hundredth and not zero: "0.006", since thousandths decided it."""
+    diff_us = abs(diff_us)
+    return format_time(diff_us, 3 if 0 < diff_us < 10 * US_PER_MS else 2)
+
+
+def format_gap(gap_us: int | None) -> str:
+    """A signed gap, e.g. ``+0.14``, ``-0.01`` or ``+0.006`` (see :func:`format_diff`)."""
     if gap_us is None:
         return ""
-    sign = "+" if gap_us >= 0 else "-"
-    return sign + format_time(abs(gap_us), digits)
+    return ("+" if gap_us >= 0 else "-") + format_diff(gap_us)
 
 
 def parse_time(value: int | str | None) -> int | None:

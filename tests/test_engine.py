@@ -70,7 +70,7 @@ def test_takagi_trails_goetz_by_014_at_600(doc):
     assert "Takagi 0.14 behind Goetz at 600 m" in takagi600["stories"]
     finish = next(e for e in events if e["type"] == "finish" and e["bib"] == "20")
     assert finish["final"]["t"] == 74_446_000
-    assert finish["stories"][0] == "New leader: Takagi in 1:14.44, 0.00 ahead of Goetz"
+    assert finish["stories"][0] == "New leader: Takagi in 1:14.44, 0.006 ahead of Goetz"
 
 
 def test_rank_lap_gaps_and_projection_at_a_passage(doc):

@@ -4,7 +4,7 @@ Pure functions of numbers the engine already computed; no state of their own.
 """
 from __future__ import annotations
 
-from icetime.timefmt import format_gap, format_time
+from icetime.timefmt import format_diff, format_gap, format_time
 
 FLAG_LABELS = {"WR": "world record", "TR": "track record", "PB": "personal best",
                "SB": "season best"}
@@ -34,14 +34,14 @@ def at_passage(
     """
     lines = []
     if rank == 1 and previous_best and previous_best != name and margin_best:
-        lines.append(f"{name} fastest at {m} m, {format_time(margin_best)} under {previous_best}")
+        lines.append(f"{name} fastest at {m} m, {format_diff(margin_best)} under {previous_best}")
     elif rank == 1:
         lines.append(f"{name} fastest at {m} m")
     if leader and leader != name and gap_leader is not None:
         if gap_leader >= 0:
-            lines.append(f"{name} {format_time(gap_leader)} behind {leader} at {m} m")
+            lines.append(f"{name} {format_diff(gap_leader)} behind {leader} at {m} m")
         else:
-            lines.append(f"{name} {format_time(-gap_leader)} ahead of leader {leader} at {m} m")
+            lines.append(f"{name} {format_diff(gap_leader)} ahead of leader {leader} at {m} m")
     return lines
 
 
@@ -58,7 +58,7 @@ def at_finish(
     lines = []
     if rank == 1 and previous_leader and previous_leader != name and margin is not None:
         lines.append(
-            f"New leader: {name} in {format_time(t)}, {format_time(margin)} ahead of "
+            f"New leader: {name} in {format_time(t)}, {format_diff(margin)} ahead of "
             f"{previous_leader}"
         )
     elif rank == 1:

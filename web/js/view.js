@@ -32,7 +32,10 @@ export function fmtTime(us, digits = 2) {
   return m ? `${m}:${String(s).padStart(2, "0")}.${frac}` : `${s}.${frac}`;
 }
 
+// A gap under one hundredth that is not zero is shown in thousandths ("+0.006"):
+// thousandths decided it (same rule as icetime/timefmt.py format_diff).
 export function fmtGap(us) {
   if (us === null || us === undefined) return "";
-  return (us >= 0 ? "+" : "-") + fmtTime(Math.abs(us));
+  const a = Math.abs(us);
+  return (us >= 0 ? "+" : "-") + fmtTime(a, a > 0 && a < 10000 ? 3 : 2);
 }
