@@ -169,6 +169,10 @@ class RaceFeed:
 
     async def check_epoch(self) -> None:
         epoch = (await self.r.get(keys.epoch_key(self.race)) or b"").decode()
+        if not self.epoch:
+            # The race's stream has just been created: its first epoch, not a new one.
+            self.epoch = epoch
+            return
         if epoch != self.epoch:
             log.info("race %s: epoch %r -> %r, clients resync", self.race, self.epoch, epoch)
             self.epoch = epoch
