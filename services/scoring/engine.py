@@ -19,6 +19,7 @@ applying every event of a race, in order, to an empty view gives exactly
 """
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,7 @@ class LongTrackRace:
         self.skaters = [skaters[b] for b in bibs]
         self.bibs = bibs
         self.row = {b: i for i, b in enumerate(bibs)}
+        self.bib_arr = np.array(bibs, dtype=object)
         n = len(bibs)
         self.pair_of = np.zeros(n, np.int64)
         self.lane_of = [""] * n
@@ -144,15 +146,25 @@ class LongTrackRace:
                 self.lane_of[self.row[outer]] = "O"
             if len(rows) == 2:
                 self.partner[rows[0]], self.partner[rows[1]] = rows[1], rows[0]
+        # The times a finish is compared with, per skater: records, PB, SB.
+        self.refs = [[(f, ref) for f, ref in (
+            ("WR", self.records.get("WR")), ("TR", self.records.get("TR")),
+            ("PB", sk.pb.get(self.distance)), ("SB", sk.sb.get(self.distance)))
+            if ref is not None] for sk in self.skaters]
+        self.pair_no: list[int] = self.pair_of.tolist()
+        self.partner_of: list[int] = self.partner.tolist()
         self._reset()
 
     def _reset(self) -> None:
         n, p = len(self.bibs), len(self.points)
-        self.t = np.full((n, p), NOT_PASSED, np.int64)
-        self.best = np.full(p, NOT_PASSED, np.int64)
-        self.best_row = np.full(p, -1, np.int64)
-        self.next_k = np.zeros(n, np.int64)
-        self.anchor = np.zeros(n, np.int64)
+        # Column-major: a passing compares one whole passage column, kept contiguous.
+        self.t = np.full((n, p), NOT_PASSED, np.int64, order="F")
+        # Per-passage and per-skater scalars are read one at a time: plain lists
+        # beat numpy scalars there. numpy keeps the columns and the classification.
+        self.best: list[int] = [int(NOT_PASSED)] * p
+        self.best_row: list[int] = [-1] * p
+        self.next_k: list[int] = [0] * n
+        self.anchor: list[int] = [0] * n
         self.status: list[str | None] = [None] * n
         self.rows: list[list[dict[str, Any] | None]] = [[None] * p for _ in range(n)]
         self.final: list[dict[str, Any] | None] = [None] * n
@@ -160,9 +172,12 @@ class LongTrackRace:
         self.on_ice: dict[int, PairRun] = {}
         self.attempts: dict[int, int] = {}
         self.current_pair: int | None = None
-        # The provisional classification: finish times ascending with their rows.
-        self.cls_t = np.empty(0, np.int64)
-        self.cls_rows = np.empty(0, np.int64)
+        # The provisional classification: finish times ascending with their rows,
+        # in arrays preallocated for every skater; the first n_cls entries count.
+        self.cls_t_buf = np.empty(n, np.int64)
+        self.cls_rows_buf = np.empty(n, np.int64)
+        self.cls_rank_buf = np.empty(n, np.int64)
+        self.n_cls = 0
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: dict[str, Any], zero_us: int | None = None) -> list[Event]:
@@ -249,7 +264,7 @@ class LongTrackRace:
                  "bibs": [self.bibs[r] for r in rows]}]
 
     def _on_passing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
-        run = self.on_ice.get(int(self.pair_of[row]))
+        run = self.on_ice.get(self.pair_no[row])
         k = int(self.next_k[row])
         if run is None or self.status[row] is not None or k >= len(self.points):
             return []
@@ -264,36 +279,39 @@ class LongTrackRace:
     def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[Event]:
         points = self.points
         last = len(points) - 1
-        self.t[row, k] = t
+        tm = self.t
+        tm[row, k] = t
         self.next_k[row] = k + 1
         self.anchor[row] = t
-        col = self.t[:, k]
-        rank = 1 + int(np.count_nonzero(col < t))
-        prev_best_row = int(self.best_row[k])
-        prev_best = int(self.best[k])
+        rank = 1 + int(np.count_nonzero(tm[:, k] < t))
+        prev_best_row = self.best_row[k]
+        prev_best = self.best[k]
         if t < prev_best:
             self.best[k] = t
             self.best_row[k] = row
-        best_row = int(self.best_row[k])
-        gap_best = t - int(self.best[k])
-        lap = t - int(self.t[row, k - 1]) if k and self.t[row, k - 1] != NOT_PASSED else t
-        p = int(self.partner[row])
+        best_row = self.best_row[k]
+        gap_best = t - self.best[k]
+        prev_t = tm.item(row, k - 1) if k else 0
+        lap = t - prev_t if prev_t != NOT_PASSED else t
+        p = self.partner_of[row]
         gap_partner = None
-        if p >= 0 and self.t[p, k] != NOT_PASSED:
-            gap_partner = t - int(self.t[p, k])
-        leader = int(self.cls_rows[0]) if len(self.cls_rows) else -1
+        if p >= 0:
+            pt = tm.item(p, k)
+            if pt != NOT_PASSED:
+                gap_partner = t - pt
+        leader = self.cls_rows_buf.item(0) if self.n_cls else -1
         gap_leader = projected = None
         if leader >= 0 and leader != row:
-            lt = int(self.t[leader, k])
+            lt = tm.item(leader, k)
             gap_leader = t - lt
-            projected = int(self.t[leader, last]) * t // lt // 1000 * 1000
+            projected = tm.item(leader, last) * t // lt // 1000 * 1000
         entry = {"k": k, "m": points[k], "t": t, "lap": lap, "rank": rank, "gap_best": gap_best,
                  "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
                  "leader_bib": self.bibs[leader] if leader >= 0 else None,
                  "gap_partner": gap_partner, "projected": projected if k < last else None}
         self.rows[row][k] = entry
         base = {"race": self.id, "input": input_id, "bib": self.bibs[row],
-                "pair": int(self.pair_of[row]), "lane": self.lane_of[row], "row": entry}
+                "pair": self.pair_no[row], "lane": self.lane_of[row], "row": entry}
         if k < last:
             if not emit:
                 return []
@@ -307,25 +325,32 @@ class LongTrackRace:
         return self._finish(base, row, t, leader, emit)
 
     def _finish(self, base: Event, row: int, t: int, prev_leader: int, emit: bool) -> list[Event]:
-        pos = int(np.searchsorted(self.cls_t, t, side="right"))
-        self.cls_t = np.insert(self.cls_t, pos, t)
-        self.cls_rows = np.insert(self.cls_rows, pos, row)
-        rank = 1 + int(np.searchsorted(self.cls_t, t, side="left"))
-        behind = t - int(self.cls_t[0])
+        n = self.n_cls
+        ct, cr, rk = self.cls_t_buf, self.cls_rows_buf, self.cls_rank_buf
+        # bisect reads log2(n) items: cheaper than searchsorted's call overhead at any n here.
+        pos = bisect.bisect_right(ct, t, 0, n)
+        # Insert after any equal time: shift the tail one place (numpy copes with
+        # the overlap). Everything behind is strictly slower, so its rank moves down
+        # by one; a tie takes the rank of the time it equals.
+        ct[pos + 1:n + 1] = ct[pos:n]
+        cr[pos + 1:n + 1] = cr[pos:n]
+        rk[pos + 1:n + 1] = rk[pos:n] + 1
+        rank = rk.item(pos - 1) if pos and ct.item(pos - 1) == t else pos + 1
+        ct[pos] = t
+        cr[pos] = row
+        rk[pos] = rank
+        self.n_cls = n = n + 1
+        behind = t - ct.item(0)
         skater = self.skaters[row]
-        flags = [f for f, ref in (("WR", self.records.get("WR")), ("TR", self.records.get("TR")),
-                                  ("PB", skater.pb.get(self.distance)),
-                                  ("SB", skater.sb.get(self.distance)))
-                 if ref is not None and t < ref]
+        flags = [f for f, ref in self.refs[row] if t < ref]
         official = self.official.get(row)
         self.final[row] = {"t": t, "flags": flags,
                            "origin": official[2] if official else "transponder"}
-        pair = int(self.pair_of[row])
-        done = self._pair_done(pair)
+        done = self._pair_done(self.pair_no[row])
         if not emit:
             return []
         prev_name = self.skaters[prev_leader].short if prev_leader >= 0 else None
-        margin = int(self.cls_t[1]) - t if rank == 1 and len(self.cls_t) > 1 else None
+        margin = ct.item(1) - t if rank == 1 and n > 1 else None
         lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
@@ -348,15 +373,23 @@ class LongTrackRace:
 
     def _rebuild_bests(self) -> None:
         """Recompute per-passage bests and the classification after rows left the race."""
-        self.best = self.t.min(axis=0)
-        self.best_row = np.where(self.best == NOT_PASSED, -1, self.t.argmin(axis=0))
+        best = self.t.min(axis=0)
+        self.best = best.tolist()
+        self.best_row = np.where(best == NOT_PASSED, -1, self.t.argmin(axis=0)).tolist()
         ok = np.array([self.final[r] is not None and self.status[r] is None
                        for r in range(len(self.bibs))], bool)
         rows = np.flatnonzero(ok)
         finals = self.t[rows, len(self.points) - 1]
         order = np.argsort(finals, kind="stable")
-        self.cls_rows = rows[order].astype(np.int64)
-        self.cls_t = finals[order]
+        self.n_cls = n = len(rows)
+        self.cls_rows_buf[:n] = rows[order]
+        ct = self.cls_t_buf[:n]
+        ct[:] = finals[order]
+        # Equal thousandths share a rank: each time's rank is where its value starts.
+        starts = np.empty(n, bool)
+        starts[:1] = True
+        np.not_equal(ct[1:], ct[:-1], out=starts[1:])
+        self.cls_rank_buf[:n] = np.maximum.accumulate(np.where(starts, np.arange(1, n + 1), 0))
 
     def _on_decision(self, inp: dict[str, Any]) -> None:
         action = inp["action"]
@@ -366,7 +399,7 @@ class LongTrackRace:
             row = self._row(inp["bib"])
             self.status[row] = action.upper()
             self._rebuild_bests()
-            self._pair_done(int(self.pair_of[row]))
+            self._pair_done(self.pair_no[row])
         elif action == "reinstate":
             self.status[self._row(inp["bib"])] = None
             self._rebuild_bests()
@@ -396,11 +429,12 @@ class LongTrackRace:
     # ------------------------------------------------------------------ output
     def classification(self) -> dict[str, list[Any]]:
         """The provisional classification, columnar: equal thousandths share a rank."""
-        ranks = np.searchsorted(self.cls_t, self.cls_t, side="left") + 1
-        lead = int(self.cls_t[0]) if len(self.cls_t) else 0
-        rows = self.cls_rows.tolist()
-        return {"bib": [self.bibs[r] for r in rows], "rank": ranks.tolist(),
-                "t": self.cls_t.tolist(), "behind": (self.cls_t - lead).tolist()}
+        n = self.n_cls
+        ct = self.cls_t_buf[:n]
+        lead = ct.item(0) if n else 0
+        return {"bib": self.bib_arr[self.cls_rows_buf[:n]].tolist(),
+                "rank": self.cls_rank_buf[:n].tolist(),
+                "t": ct.tolist(), "behind": (ct - lead).tolist()}
 
     def view(self) -> dict[str, Any]:
         """The whole race as clients hold it (see docs/protocol.md, "The race view")."""
