@@ -5,9 +5,9 @@ Two Lua scripts make the two writes that must be atomic:
 * ``append_input`` (ingest): drop a repeat of (source, seq), else XADD the input
   to the raw log and remember its id, all before the sender hears "ok".
 * ``publish`` (scoring): XADD a batch of race events, store the race view as of
-  the last one (the snapshot), and record which raw input they answer. A
-  scoring worker that dies anywhere in between has either published all of an
-  input's output or none of it.
+  the last one (the snapshot), record which raw input they answer, and XACK
+  that input. A scoring worker that dies anywhere in between has either
+  published all of an input's output (and acknowledged it) or none of it.
 """
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ return {id, 0}
 """
 
 PUBLISH = """
--- KEYS: progress, races-set, then per race: events, snapshot, epoch
--- ARGV: input id, n races, then per race: race id, epoch candidate, view json, n, events...
-local pos = 3
+-- KEYS: progress, races-set, raw stream, then per race: events, snapshot, epoch
+-- ARGV: input id, group, n races, then per race: race id, epoch candidate, view json, n, events...
+local pos = 4
 local out = {}
-for r = 1, tonumber(ARGV[2]) do
-  local base = 2 + (r - 1) * 3
+for r = 1, tonumber(ARGV[3]) do
+  local base = 3 + (r - 1) * 3
   local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
   local epoch = redis.call('GET', KEYS[base + 3])
@@ -66,15 +66,24 @@ for r = 1, tonumber(ARGV[2]) do
   table.insert(out, last)
 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
 return out
 """
 
 SOURCE_SEQ = keys.PREFIX + "source-seq"
 
 
+#: Connections per process. A burst of requests (a thousand phones subscribing at
+#: once) waits for a free connection instead of failing.
+POOL_SIZE = 64
+
+
 def connect(url: str) -> aioredis.Redis:
     """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs."""
-    return aioredis.from_url(url, decode_responses=False, health_check_interval=10)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=20, decode_responses=False,
+        health_check_interval=10)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
 def redis_url_from_env() -> str:
@@ -134,12 +143,13 @@ class Bus:
 
     async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]]
                       ) -> list[tuple[str, str]]:
-        """Publish (race, epoch candidate, view json, [event json]) for one input.
+        """Publish (race, epoch candidate, view json, [event json]) for one input, and
+        acknowledge the input in the scoring group, atomically.
 
         Returns (epoch, last event id) per race, in order.
         """
-        ks = [keys.SCORING_PROGRESS, keys.RACES_SET]
-        args: list[Any] = [input_id, len(races)]
+        ks = [keys.SCORING_PROGRESS, keys.RACES_SET, keys.RAW_STREAM]
+        args: list[Any] = [input_id, keys.SCORING_GROUP, len(races)]
         for race, epoch, view, events in races:
             ks += [keys.events_stream(race), keys.snapshot_key(race), keys.epoch_key(race)]
             args += [race, epoch, view, len(events), *events]

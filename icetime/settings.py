@@ -42,8 +42,10 @@ class Settings:
     #: Fastest plausible skater speed; a passing sooner than segment/speed after
     #: the previous one is a re-read, not a passage (the minimum-lap debounce).
     max_speed_mps: float = 20.0
-    #: A slow client's send queue bound (frames) before it is moved to a fresh snapshot.
+    #: Frames queued for a client that is catching up before it is given a fresh snapshot.
     client_queue_max: int = 512
+    #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
+    client_buffer_max: int = 256 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
     def source(self, source_id: str) -> Source | None:
@@ -91,5 +93,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         startlists=startlists,
         max_speed_mps=float(scoring.get("max_speed_mps", 20.0)),
         client_queue_max=int(broadcast.get("client_queue_max", 512)),
+        client_buffer_max=int(broadcast.get("client_buffer_max", 256 * 1024)),
         extra=raw,
     )

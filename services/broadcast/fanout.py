@@ -4,9 +4,13 @@ One :class:`RaceFeed` per race read by this node: a task doing plain XREAD from
 the node's own position (every node reads every event), which encodes each
 event once into a frame and offers it to every :class:`Subscription`.
 
-A subscription never blocks the reader: it has a bounded queue and its own
-sender task. When the queue overflows (a slow phone), it is dropped and the
-client is sent a fresh snapshot instead: latest state wins.
+A client that is up to date is *live*: each new frame is encoded to bytes once
+and written to every live connection synchronously (``websockets.broadcast``),
+so one slow client costs the others nothing. A client that is catching up (a
+snapshot, a resume) gets frames through its own bounded queue and sender task
+until it is live. A live client whose unsent bytes pile up past a bound (a slow
+phone) leaves the live set; once its connection drains it gets a fresh snapshot
+instead of the backlog: latest state wins.
 
 Resume: a client that says (epoch, offset) gets exactly the events after
 ``offset`` when the epoch still matches and the stream still holds them;
@@ -23,6 +27,9 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from websockets.asyncio.server import broadcast
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from icetime import bus, keys
 from icetime.timefmt import now_us
@@ -33,6 +40,28 @@ ZERO = (0, 0)
 
 class Sender(Protocol):
     async def send(self, message: str) -> None: ...
+
+
+def write_all(connections: list[Any], payload: bytes) -> None:
+    """Send one text message to many connections, serialising the frame once.
+
+    A server's text frame is unmasked, and with no extensions negotiated (the
+    server runs with compression off) it is the same bytes for every client, so
+    the frame is built once and written to each open connection's transport.
+    Anything else goes through ``websockets.broadcast``, which frames per
+    connection. A frame is written whole in one call, so it cannot interleave
+    with the library's own frames (pings, close).
+    """
+    wire = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    others = []
+    for ws in connections:
+        protocol = getattr(ws, "protocol", None)
+        if protocol is None or protocol.extensions or ws.send_in_progress is not None:
+            others.append(ws)
+        elif protocol.state is State.OPEN:
+            ws.transport.write(wire)
+    if others:
+        broadcast(others, payload, text=True)
 
 
 def event_frame(race: str, epoch: str, sid: str, event_json: str) -> str:
@@ -59,16 +88,30 @@ async def snapshot_frame(r: aioredis.Redis, race: str) -> tuple[str, tuple[int, 
 class Subscription:
     """One client following one race."""
 
-    def __init__(self, ws: Sender, feed: RaceFeed, queue_max: int) -> None:
+    def __init__(self, ws: Sender, feed: RaceFeed, queue_max: int, buffer_max: int) -> None:
         self.ws = ws
         self.feed = feed
         self.queue: deque[tuple[tuple[int, int], str]] = deque()
         self.queue_max = queue_max
+        self.buffer_max = buffer_max
         self.last = ZERO
         self.wake = asyncio.Event()
         self.needs_snapshot = False
+        self.live = False
         self.task: asyncio.Task[None] | None = None
         self.snapshots_sent = 0
+        self.fell_behind = 0
+
+    def buffered(self) -> int:
+        """Bytes written to this client that the network has not taken yet."""
+        transport = getattr(self.ws, "transport", None)
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def fall_behind(self) -> None:
+        """Too much unsent: stop writing live frames; resync from a snapshot later."""
+        self.live = False
+        self.fell_behind += 1
+        self.resync()
 
     def offer(self, sid: tuple[int, int], frame: str) -> None:
         if sid <= self.last:
@@ -81,6 +124,7 @@ class Subscription:
         self.wake.set()
 
     def resync(self) -> None:
+        self.live = False
         self.queue.clear()
         self.needs_snapshot = True
         self.wake.set()
@@ -107,10 +151,14 @@ class Subscription:
             start = "(" + entries[-1][0].decode()
 
     async def run(self) -> None:
+        """Catch up whenever needed, then hand the client to the live path."""
         while True:
-            await self.wake.wait()
-            self.wake.clear()
             if self.needs_snapshot:
+                # Wait until the client reads again: a snapshot sent into a full
+                # buffer would only go stale there too. A dead client is closed by
+                # the keepalive pings, which ends this task.
+                while self.buffered() > self.buffer_max // 4:
+                    await asyncio.sleep(0.05)
                 self.queue.clear()
                 await self.send_snapshot()
                 await self.catch_up()
@@ -119,6 +167,12 @@ class Subscription:
                 if sid > self.last:
                     await self.ws.send(frame)
                     self.last = sid
+            if not self.needs_snapshot:
+                # Nothing is awaited between the last queued frame and this line,
+                # so no frame can slip between the queue and the live path.
+                self.live = True
+            await self.wake.wait()
+            self.wake.clear()
 
     async def start(self, epoch: str | None, offset: str | None) -> str:
         """Bring the client up to date, then follow live. Returns "resumed" or "snapshot"."""
@@ -141,6 +195,7 @@ class Subscription:
         return how
 
     async def stop(self) -> None:
+        self.live = False
         self.feed.subs.discard(self)
         if self.task:
             self.task.cancel()
@@ -194,15 +249,29 @@ class RaceFeed:
                 for _stream, entries in resp:
                     for sid_b, fields in entries:
                         sid = sid_b.decode()
-                        frame = event_frame(self.race, self.epoch, sid, fields[b"e"].decode())
-                        self.frames += 1
-                        sid_t = bus.parse_id(sid)
-                        for sub in list(self.subs):
-                            sub.offer(sid_t, frame)
+                        self.fan_out(sid, event_frame(self.race, self.epoch, sid,
+                                                      fields[b"e"].decode()))
                         self.position = sid
             except RedisError as exc:
                 log.error("race %s: redis error, retrying: %s", self.race, exc)
                 await asyncio.sleep(0.5)
+
+    def fan_out(self, sid: str, frame: str) -> None:
+        """Write a frame to every live client at once; queue it for the others."""
+        self.frames += 1
+        sid_t = bus.parse_id(sid)
+        live = []
+        for sub in self.subs:
+            if not sub.live:
+                sub.offer(sid_t, frame)
+            elif sid_t > sub.last:
+                if sub.buffered() > sub.buffer_max:
+                    sub.fall_behind()
+                else:
+                    live.append(sub)
+                    sub.last = sid_t
+        if live:
+            write_all([s.ws for s in live], frame.encode())
 
     async def stop(self) -> None:
         if self.task:
@@ -214,9 +283,11 @@ class RaceFeed:
 class Hub:
     """All race feeds of this node."""
 
-    def __init__(self, r: aioredis.Redis, queue_max: int = 512) -> None:
+    def __init__(self, r: aioredis.Redis, queue_max: int = 512,
+                 buffer_max: int = 256 * 1024) -> None:
         self.r = r
         self.queue_max = queue_max
+        self.buffer_max = buffer_max
         self.feeds: dict[str, RaceFeed] = {}
         self._lock = asyncio.Lock()
 
@@ -230,7 +301,7 @@ class Hub:
 
     async def subscribe(self, ws: Sender, race: str, epoch: str | None = None,
                         offset: str | None = None) -> tuple[Subscription, str]:
-        sub = Subscription(ws, await self.feed(race), self.queue_max)
+        sub = Subscription(ws, await self.feed(race), self.queue_max, self.buffer_max)
         how = await sub.start(epoch, offset)
         return sub, how
 
@@ -246,4 +317,6 @@ class Hub:
     def stats(self) -> dict[str, Any]:
         return {"clients": self.clients(),
                 "races": {r: {"clients": len(f.subs), "frames": f.frames, "epoch": f.epoch,
-                              "position": f.position} for r, f in self.feeds.items()}}
+                              "position": f.position,
+                              "fell_behind": sum(s.fell_behind for s in f.subs)}
+                          for r, f in self.feeds.items()}}

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from pathlib import Path
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection, serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
@@ -22,15 +24,24 @@ from .fanout import Hub, Subscription
 
 log = logging.getLogger("broadcast")
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+#: Kernel send buffer per client: ample for live frames (~1 KB each), small enough
+#: that a client that stops reading is noticed within a few dozen frames.
+SOCKET_SNDBUF = 64 * 1024
 
 
 class Broadcast:
     def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
         self.settings = settings
         self.r = r
-        self.hub = Hub(r, settings.client_queue_max)
+        self.hub = Hub(r, settings.client_queue_max, settings.client_buffer_max)
 
     async def handle_ws(self, ws: ServerConnection) -> None:
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            # A bounded kernel buffer, so a stalled client shows up in the
+            # transport's own buffer (where the fan-out watches) instead of
+            # hoarding megabytes of stale frames in the kernel.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
         subs: dict[str, Subscription] = {}
         try:
             async for message in ws:
@@ -49,7 +60,14 @@ class Broadcast:
                         continue
                     if race in subs:
                         await subs.pop(race).stop()
-                    sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"))
+                    try:
+                        sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"),
+                                                          msg.get("offset"))
+                    except RedisError as exc:
+                        log.error("subscribe to %s failed: %s", race, exc)
+                        await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
+                                                 "error": "storage unavailable; subscribe again"}))
+                        continue
                     subs[race] = sub
                 elif op == "unsubscribe" and msg.get("race") in subs:
                     await subs.pop(msg["race"]).stop()
