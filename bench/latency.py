@@ -20,6 +20,7 @@ from pathlib import Path
 from icetime import settings
 from icetime.cli import Supervisor
 from icetime.feedclient import FeedClient
+from icetime.service import run_loop
 from icetime.timefmt import now_us
 
 from .wsclient import open_client
@@ -107,7 +108,8 @@ async def run_level(cfg: settings.Settings, sup: Supervisor, n_clients: int, seq
             broadcast.append(bts - hops["scoring_us"])
             client.append(got - bts)
     expected = sent * n_clients
-    print(f"{n_clients:>7} {len(total):>8}/{expected:<8} {pct(total, .5):>8.2f} {pct(total, .99):>8.2f} "
+    print(f"{n_clients:>7} {len(total):>8}/{expected:<8} {pct(total, .5):>8.2f} "
+          f"{pct(total, .99):>8.2f} "
           f"{max(total) / 1000:>8.2f}   {statistics.median(ingest) / 1000:.2f} / "
           f"{statistics.median(scoring) / 1000:.2f} / {statistics.median(broadcast) / 1000:.2f} / "
           f"{statistics.median(client) / 1000:.2f}", flush=True)
@@ -133,7 +135,7 @@ async def amain(levels: list[int]) -> None:
 
 
 def main(levels: list[int] | None = None) -> None:
-    asyncio.run(amain(levels or [1, 100, 1000]))
+    run_loop(amain(levels or [1, 100, 1000]))
 
 
 if __name__ == "__main__":

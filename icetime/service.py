@@ -10,7 +10,8 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -30,7 +31,19 @@ def main(name: str, serve: Serve) -> None:
     if not url:
         raise SystemExit(f"{name}: set REDIS_URL, or start icetime with `icetime run`, "
                          "which provides its embedded Redis")
-    asyncio.run(_run(name, serve, cfg, url))
+    run_loop(_run(name, serve, cfg, url))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (Linux, macOS): the fan-out's per-socket
+    writes and the feed's per-line reads cost about half what they do on asyncio's
+    own loop. Falls back to asyncio's loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> None:

@@ -119,7 +119,8 @@ def test_debounce_never_moves_the_anchor():
     comp.feed("s", {"type": "startlist", "skaters": [
         {"bib": "1", "name": "A One", "transponders": ["11"]},
         {"bib": "2", "name": "B Two", "transponders": ["22"]}],
-        "races": [{"id": "r", "distance": 1000, "pairs": [{"pair": 1, "inner": "1", "outer": "2"}]}]})
+        "races": [{"id": "r", "distance": 1000,
+                   "pairs": [{"pair": 1, "inner": "1", "outer": "2"}]}]})
     comp.feed("g", {"type": "gun", "race": "r", "pair": 1, "t": 1_000_000})
     # 200 m needs at least 10 s at 20 m/s: a read at 4 s is a re-read (skater near the loop).
     assert comp.feed("p1", {"type": "passing", "transponder": "11", "t": 5_000_000}) == {}
@@ -161,7 +162,8 @@ def test_decisions_are_revisions(doc):
     assert rev["view"] == comp.view(RACE)
     # Void Goetz's finish read: the second ankle's read, 23 ms later, becomes her finish.
     first = run_race(doc)[1]
-    goetz_finish_input = next(e["input"] for e in first if e["type"] == "finish" and e["bib"] == "5")
+    goetz_finish_input = next(e["input"] for e in first
+                              if e["type"] == "finish" and e["bib"] == "5")
     void = {"type": "decision", "race": RACE, "action": "void", "target": goetz_finish_input}
     _, ev2 = run_race(doc, extra=[void])
     view = ev2[-1]["view"]

@@ -51,7 +51,8 @@ class Follower:
                     msg = json.loads(await ws.recv())
                     self.frames.append(msg)
                     if msg["type"] == "snapshot":
-                        self.view, self.epoch, self.offset = msg["view"], msg["epoch"], msg["offset"]
+                        self.view, self.epoch = msg["view"], msg["epoch"]
+                        self.offset = msg["offset"]
                     elif msg["type"] == "event":
                         self.events.append(msg)
                         self.view = apply_event(self.view, msg["event"])

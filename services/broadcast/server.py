@@ -9,10 +9,12 @@ import json
 import logging
 import socket
 from pathlib import Path
+
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
-from websockets.asyncio.server import ServerConnection, serve as ws_serve
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
 from icetime import bus, keys
@@ -49,14 +51,16 @@ class Broadcast:
                     msg = json.loads(message)
                     op = msg.get("op")
                 except (ValueError, AttributeError):
-                    await ws.send(bus.dumps({"type": "error", "error": "messages are JSON objects"}))
+                    await ws.send(bus.dumps({"type": "error",
+                                             "error": "messages are JSON objects"}))
                     continue
                 if op == "time":
                     await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
                 elif op == "subscribe":
                     race = msg.get("race")
                     if not isinstance(race, str) or not race:
-                        await ws.send(bus.dumps({"type": "error", "error": "subscribe needs a race"}))
+                        await ws.send(bus.dumps({"type": "error",
+                                                 "error": "subscribe needs a race"}))
                         continue
                     if race in subs:
                         await subs.pop(race).stop()

@@ -97,7 +97,8 @@ class Ingest:
                         await reply({"ok": False, "error": str(exc)})
                         continue
                     if source is None:
-                        source = self.source_for(obj.get("token") if isinstance(obj, dict) else None)
+                        token = obj.get("token") if isinstance(obj, dict) else None
+                        source = self.source_for(token)
                         if source is None or obj.get("type") != "hello":
                             await self.reject(None, line, "not authenticated")
                             await reply({"ok": False, "error": "first send "

@@ -412,8 +412,9 @@ class LongTrackRace:
             if self.t[row, k] != NOT_PASSED:
                 self.t[row, k] = t
                 self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t}
-                if k == len(self.points) - 1 and self.final[row] is not None:
-                    self.final[row] = {**self.final[row], "t": t, "origin": "manual"}
+                final = self.final[row]
+                if k == len(self.points) - 1 and final is not None:
+                    self.final[row] = {**final, "t": t, "origin": "manual"}
                 self._rebuild_bests()
             else:
                 self._record("", row, k, t, emit=False)
@@ -510,9 +511,10 @@ class Competition:
             if not events:
                 self.stats["passing_ignored"] += 1
             return {race_id: events} if events else {}
-        race = self.races.get(str(inp.get("race")))
-        if race is None:
+        named = self.races.get(str(inp.get("race")))
+        if named is None:
             raise InputError(f"unknown race {inp.get('race')!r}")
+        race = named
         if kind == "gun":
             inp = {**inp, "_t": self._common(inp)}
             pair = int(inp["pair"])
