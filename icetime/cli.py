@@ -228,7 +228,15 @@ def cmd_replay(args: argparse.Namespace) -> None:
     print(f"sent {sent} inputs")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    # Ctrl-C and SIGTERM (systemd, kill) both stop the services first and Redis
+    # last, however icetime was started (a background job inherits SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=os.environ.get("ICETIME_LOG", "INFO"),
                         format="%(asctime)s icetime    %(levelname)s %(message)s")
     p = argparse.ArgumentParser(prog="icetime", description=__doc__.splitlines()[0])

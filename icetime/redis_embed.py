@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -53,8 +54,28 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    def _stop_leftover(self) -> None:
+        """A redis-server left running on this data dir by a supervisor that was
+        killed outright: stop it, so two servers never share one AOF."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"redis-server" not in cmdline:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
         if self.socket_path.exists():
             self.socket_path.unlink()
         args = [
@@ -68,6 +89,7 @@ class EmbeddedRedis:
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
+            "--pidfile", str(self.pid_path),
         ]
         # A new session: Ctrl-C in the terminal reaches icetime, which then stops
         # Redis last, after the services have flushed.

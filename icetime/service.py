@@ -51,12 +51,25 @@ async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watch_parent(name, stop))
     r = bus.connect(url)
     try:
         await serve(cfg, r, stop)
     finally:
+        watchdog.cancel()
         await r.aclose()
         logging.getLogger(name).info("stopped")
+
+
+async def _watch_parent(name: str, stop: asyncio.Event) -> None:
+    """Stop when the process that started us is gone (a supervisor killed with -9),
+    rather than live on as an orphan holding the ports."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            logging.getLogger(name).warning("parent process %d is gone; stopping", parent)
+            stop.set()
 
 
 async def healthz(_request: object) -> object:
