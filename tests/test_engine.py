@@ -224,3 +224,38 @@ def test_unknown_inputs_are_counted_not_raised(doc):
     assert comp.feed("u2", {"type": "gun", "race": "nope", "pair": 1, "t": 1}) == {}
     assert comp.feed("u3", {"type": "decision", "race": RACE, "action": "dq", "bib": "77"}) == {}
     assert comp.stats["unknown_transponder"] == 1 and comp.stats["refused"] == 2
+
+
+def test_quartet_start_two_pairs_on_the_ice_and_record_flags():
+    """3000 m quartet start: pair 2 goes half a lap after pair 1, both on the ice at once."""
+    comp = Competition()
+    comp.feed("s", {"type": "startlist", "skaters": [
+        {"bib": "1", "name": "A One", "transponders": ["1"], "pb": {"3000": "4:00.00"},
+         "sb": {"3000": "3:58.00"}},
+        {"bib": "2", "name": "B Two", "transponders": ["2"], "pb": {"3000": "3:50.00"}},
+        {"bib": "3", "name": "C Three", "transponders": ["3"]},
+        {"bib": "4", "name": "D Four", "transponders": ["4"]}],
+        "races": [{"id": "r", "distance": 3000, "records": {"TR": "3:56.00", "WR": "3:52.00"},
+                   "pairs": [{"pair": 1, "inner": "1", "outer": "2"},
+                             {"pair": 2, "inner": "3", "outer": "4"}]}]})
+    comp.feed("g1", {"type": "gun", "race": "r", "pair": 1, "t": 0})
+    comp.feed("g2", {"type": "gun", "race": "r", "pair": 2, "t": 15_000_000})
+    assert set(comp.view("r")["on_ice"]) == {"1", "2"}
+    finals = {"1": 235_500_000, "2": 251_000_000, "3": 240_000_000, "4": 245_000_000}
+    gun = {"1": 0, "2": 0, "3": 15_000_000, "4": 15_000_000}
+    n = 0
+    for k, m in enumerate(range(200, 3001, 400)):
+        for bib in ("1", "2", "3", "4"):
+            n += 1
+            t = finals[bib] * m // 3000
+            comp.feed(f"p{n}", {"type": "passing", "transponder": bib, "t": gun[bib] + t})
+    view = comp.view("r")
+    assert view["on_ice"] == {}
+    assert [view["results"][b]["final"]["t"] for b in "1234"] == [
+        235_500_000, 251_000_000, 240_000_000, 245_000_000]
+    # Under the PB, the SB and the track record, but not the world record.
+    assert view["results"]["1"]["final"]["flags"] == ["TR", "PB", "SB"]
+    assert view["results"]["2"]["final"]["flags"] == []
+    assert view["classification"]["bib"] == ["1", "3", "4", "2"]
+    # Ranks at a passage count every skater of the distance, from both pairs.
+    assert view["results"]["3"]["passages"][0]["rank"] == 2
