@@ -244,7 +244,7 @@ def test_quartet_start_two_pairs_on_the_ice_and_record_flags():
     finals = {"1": 235_500_000, "2": 251_000_000, "3": 240_000_000, "4": 245_000_000}
     gun = {"1": 0, "2": 0, "3": 15_000_000, "4": 15_000_000}
     n = 0
-    for k, m in enumerate(range(200, 3001, 400)):
+    for m in range(200, 3001, 400):
         for bib in ("1", "2", "3", "4"):
             n += 1
             t = finals[bib] * m // 3000
