@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.ingest.decoders.p3 import (
-    TOR, P3Damaged, P3Decoder, P3Record, crc16, encode, escape, u, unescape)
+    TOR,
+    P3Damaged,
+    P3Decoder,
+    P3Record,
+    crc16,
+    encode,
+    escape,
+    u,
+    unescape,
+)
 
 from .conftest import SHARED_DATA
 
