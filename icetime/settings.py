@@ -25,6 +25,19 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Decoder:
+    """A timing decoder icetime connects to (P3 on TCP 5403)."""
+
+    id: str  # the source id its passings carry
+    host: str
+    port: int = 5403
+    protocol: str = "p3"
+    #: The timing point of its loop ("finish" is the official line).
+    point: str = "finish"
+    offset_us: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = ""
     data_dir: str = DEFAULT_DATA_DIR
@@ -37,6 +50,7 @@ class Settings:
     #: Public WebSocket URL given to pages; empty means "same host, ws port".
     public_ws_url: str = ""
     sources: tuple[Source, ...] = ()
+    decoders: tuple[Decoder, ...] = ()
     #: Start lists (competition files) loaded when ``icetime run`` starts.
     startlists: tuple[str, ...] = ()
     #: Fastest plausible skater speed; a passing sooner than segment/speed after
@@ -55,7 +69,8 @@ class Settings:
         return None
 
     def source_offsets(self) -> dict[str, int]:
-        return {s.id: s.offset_us for s in self.sources}
+        return {**{s.id: s.offset_us for s in self.sources},
+                **{d.id: d.offset_us for d in self.decoders}}
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -75,13 +90,21 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         Source(id=str(s["id"]), token=str(s["token"]), offset_us=int(s.get("offset_us", 0)))
         for s in raw.get("sources", [])
     )
+    decoders = tuple(
+        Decoder(id=str(d["id"]), host=str(d["host"]), port=int(d.get("port", 5403)),
+                protocol=str(d.get("protocol", "p3")), point=str(d.get("point", "finish")),
+                offset_us=int(d.get("offset_us", 0)))
+        for d in raw.get("decoders", []))
+    data_dir = os.environ.get("ICETIME_DATA", redis.get("data_dir", DEFAULT_DATA_DIR))
+    if not Path(data_dir).is_absolute():
+        data_dir = str((base / data_dir).resolve())  # relative to the configuration file
     startlists = tuple(
         str((base / s).resolve()) if not Path(s).is_absolute() else s
         for s in raw.get("competition", {}).get("startlists", [])
     )
     return Settings(
         redis_url=os.environ.get("REDIS_URL", redis.get("url", "")),
-        data_dir=os.environ.get("ICETIME_DATA", redis.get("data_dir", DEFAULT_DATA_DIR)),
+        data_dir=data_dir,
         aof_fsync=redis.get("appendfsync", "everysec"),
         host=raw.get("host", "127.0.0.1"),
         ingest_http_port=int(ingest.get("http_port", 8090)),
@@ -90,6 +113,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         broadcast_ws_port=int(broadcast.get("ws_port", 8081)),
         public_ws_url=str(broadcast.get("public_ws_url", "")),
         sources=sources,
+        decoders=decoders,
         startlists=startlists,
         max_speed_mps=float(scoring.get("max_speed_mps", 20.0)),
         client_queue_max=int(broadcast.get("client_queue_max", 512)),

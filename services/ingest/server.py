@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,6 +22,7 @@ from icetime.service import healthz
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
+from .decoders.link import DecoderConfig, DecoderLink
 from .feed import MAX_LINE, FeedError, LineSplitter, parse_json, validate
 
 log = logging.getLogger("ingest")
@@ -35,6 +37,7 @@ class Ingest:
         self.r = r
         self.bus = bus.Bus(r)
         self.tokens = {s.token: s.id for s in settings.sources}
+        self.links: list[DecoderLink] = []
 
     def source_for(self, token: str | None) -> str | None:
         return self.tokens.get(token or "")
@@ -169,6 +172,8 @@ class Ingest:
     async def http_stats(self, request: web.Request) -> web.Response:
         stats = {k.decode(): int(v) for k, v in (await self.r.hgetall(keys.INGEST_STATS)).items()}
         stats["raw_length"] = await self.r.xlen(keys.RAW_STREAM)
+        stats["decoders"] = {link.cfg.id: {**link.stats, "health": link.health}
+                             for link in self.links}
         return web.json_response(stats)
 
     def app(self) -> web.Application:
@@ -190,9 +195,16 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> N
                                      limit=MAX_LINE)
     log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
              settings.ingest_tcp_port, settings.host, settings.ingest_http_port)
+    links = [DecoderLink(DecoderConfig(d.id, d.host, d.port, d.point), ingest,
+                         Path(settings.data_dir) / "captures")
+             for d in settings.decoders if d.protocol == "p3"]
+    ingest.links = links
+    link_tasks = [asyncio.create_task(link.run(stop)) for link in links]
     try:
         await stop.wait()
     finally:
+        for task in link_tasks:
+            task.cancel()
         tcp.close()
         await tcp.wait_closed()
         await runner.cleanup()

@@ -1,0 +1,159 @@
+"""The link to one P3 decoder: connect, decode, hand passings to ingest, lose nothing.
+
+* Every byte received is appended to a capture log (``<data_dir>/captures``),
+  framed as ``u64 receive µs, u32 length, bytes``, so a session can be replayed
+  through the same decoder code.
+* PASSING records become feed inputs of the configured source, with
+  ``seq = passing number``: (decoder, passing number) makes them idempotent.
+* Passing numbers are consecutive per decoder. A gap, or a reconnect, sends a
+  RESEND request (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing.
+* A dropped link is reopened with backoff. Damaged records are reported,
+  counted, kept in the rejects stream, and decoding carries on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from icetime.timefmt import now_us
+
+from .p3 import TOR, P3Damaged, P3Decoder, P3Record, encode, u
+
+if TYPE_CHECKING:
+    from ..server import Ingest
+
+log = logging.getLogger("decoder")
+#: After a reconnect, ask for this many passings past the last one we hold.
+RESEND_WINDOW = 10_000
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    id: str  # the source id its passings carry
+    host: str
+    port: int = 5403
+    point: str = "finish"
+
+
+class CaptureLog:
+    """Append-only log of every byte a decoder sent, with receive times."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = path.open("ab")
+
+    def write(self, data: bytes) -> None:
+        self.f.write(struct.pack("<QI", now_us(), len(data)) + data)
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def read_capture(path: Path) -> list[tuple[int, bytes]]:
+    data = path.read_bytes()
+    out, i = [], 0
+    while i + 12 <= len(data):
+        t, n = struct.unpack_from("<QI", data, i)
+        out.append((t, data[i + 12:i + 12 + n]))
+        i += 12 + n
+    return out
+
+
+def resend_request(first: int, last: int) -> bytes:
+    return encode(TOR["RESEND"], [(0x01, u(first, 4)), (0x02, u(last, 4))])
+
+
+class DecoderLink:
+    def __init__(self, cfg: DecoderConfig, ingest: Ingest, capture_dir: Path) -> None:
+        self.cfg = cfg
+        self.ingest = ingest
+        self.capture = CaptureLog(capture_dir / f"{cfg.id}.p3log")
+        self.have: set[int] = set()  # passing numbers stored this session
+        self.highest: int | None = None
+        self.stats: dict[str, int] = {"connects": 0, "passings": 0, "duplicates": 0,
+                                      "damaged": 0, "resend_requests": 0}
+        self.health: dict[str, Any] = {}
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                reader, self.writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
+            except OSError as exc:
+                log.warning("decoder %s unreachable (%s); retry in %.1fs", self.cfg.id, exc,
+                            backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            self.stats["connects"] += 1
+            log.info("decoder %s connected", self.cfg.id)
+            await self.on_connect()
+            try:
+                await self.pump(reader, stop)
+            except (OSError, ConnectionError) as exc:
+                log.warning("decoder %s link lost: %s", self.cfg.id, exc)
+            finally:
+                self.writer.close()
+                self.writer = None
+        self.capture.close()
+
+    async def on_connect(self) -> None:
+        if self.highest is None:
+            last = await self.ingest.last_seq(self.cfg.id)
+            self.highest = last
+            if last is not None:
+                self.have.update(range(max(0, last - RESEND_WINDOW), last + 1))
+        if self.highest is not None:
+            # Whatever the decoder saw while the link was down.
+            await self.request(self.highest + 1, self.highest + RESEND_WINDOW)
+
+    async def request(self, first: int, last: int) -> None:
+        if self.writer is None:
+            return
+        self.stats["resend_requests"] += 1
+        self.writer.write(resend_request(first, last))
+        await self.writer.drain()
+
+    async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        decoder = P3Decoder()
+        while not stop.is_set():
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionResetError("decoder closed the connection")
+            self.capture.write(data)
+            for item in decoder.feed(data):
+                if isinstance(item, P3Damaged):
+                    self.stats["damaged"] += 1
+                    await self.ingest.reject(self.cfg.id, item.raw, f"P3: {item.reason}")
+                elif item.tor == TOR["PASSING"]:
+                    await self.on_passing(item)
+                elif item.tor == TOR["STATUS"]:
+                    self.health = {**item.fields, "last_seen_us": now_us()}
+
+    async def on_passing(self, rec: P3Record) -> None:
+        f = rec.fields
+        n = f.get("passing_number")
+        if n is None or ("transponder" not in f and "tran_code" not in f):
+            await self.ingest.reject(self.cfg.id, rec.raw, "P3 passing without number or id")
+            return
+        if self.highest is not None and n > self.highest + 1:
+            missing = [m for m in range(self.highest + 1, n) if m not in self.have]
+            if missing:
+                log.warning("decoder %s: passings %d..%d missing; asking again", self.cfg.id,
+                            missing[0], missing[-1])
+                await self.request(missing[0], missing[-1])
+        transponder = f.get("tran_code") or f["transponder"]
+        reply = await self.ingest.accept(
+            {"type": "passing", "seq": n, "transponder": str(transponder), "t": f["rtc_time"],
+             "point": self.cfg.point}, self.cfg.id, rec.raw)
+        if reply.get("ok"):
+            self.have.add(n)
+            self.highest = n if self.highest is None else max(self.highest, n)
+            self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1
