@@ -205,6 +205,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> N
     finally:
         for task in link_tasks:
             task.cancel()
+        await asyncio.gather(*link_tasks, return_exceptions=True)
         tcp.close()
         await tcp.wait_closed()
         await runner.cleanup()

@@ -81,6 +81,14 @@ class DecoderLink:
         self.writer: asyncio.StreamWriter | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            self.capture.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
             try:
@@ -102,7 +110,6 @@ class DecoderLink:
             finally:
                 self.writer.close()
                 self.writer = None
-        self.capture.close()
 
     async def on_connect(self) -> None:
         if self.highest is None:
