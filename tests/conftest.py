@@ -28,6 +28,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def write_venue_config(tmp_path: Path, *extra: str) -> tuple[Path, int]:
+    """A venue TOML on free ports with the test tokens; returns (path, broadcast http port)."""
+    http = free_port()
+    path = tmp_path / "venue.toml"
+    path.write_text("\n".join([
+        'host = "127.0.0.1"',
+        f'[redis]\nurl = ""\ndata_dir = "{tmp_path / "data"}"',
+        f"[ingest]\nhttp_port = {free_port()}\ntcp_port = {free_port()}",
+        f"[broadcast]\nhttp_port = {http}\nws_port = {free_port()}",
+        *extra,
+    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n")
+    return path, http
+
+
 def make_settings(redis_url: str = "", data_dir: str = "", **kw: object) -> Settings:
     base = Settings(
         redis_url=redis_url, data_dir=data_dir, host="127.0.0.1",

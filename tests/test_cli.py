@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .conftest import ROOT, TOKENS, free_port
+from .conftest import ROOT, write_venue_config
 
 
 def children_of(pid: int) -> list[int]:
@@ -29,15 +29,8 @@ def alive(pid: int) -> bool:
 
 
 def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
-    http = free_port()
-    config = tmp_path / "venue.toml"
-    config.write_text("\n".join([
-        'host = "127.0.0.1"',
-        f'[redis]\nurl = ""\ndata_dir = "{tmp_path / "data"}"',
-        f"[ingest]\nhttp_port = {free_port()}\ntcp_port = {free_port()}",
-        f"[broadcast]\nhttp_port = {http}\nws_port = {free_port()}",
-        f'[competition]\nstartlists = ["{ROOT / "fixtures" / "beijing2023_w1000a.json"}"]',
-    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n")
+    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
+    config, http = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -73,12 +66,7 @@ def test_a_supervisor_killed_outright_leaves_nothing_behind(tmp_path):
     from icetime.redis_embed import EmbeddedRedis
 
     data = tmp_path / "data"
-    config = tmp_path / "venue.toml"
-    config.write_text("\n".join([
-        f'[redis]\nurl = ""\ndata_dir = "{data}"',
-        f"[ingest]\nhttp_port = {free_port()}\ntcp_port = {free_port()}",
-        f"[broadcast]\nhttp_port = {free_port()}\nws_port = {free_port()}",
-    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n")
+    config, _ = write_venue_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

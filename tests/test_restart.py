@@ -15,22 +15,10 @@ from icetime.replay import load_fixture
 from icetime.view import apply_event
 from services.scoring.engine import Competition
 
-from .conftest import TOKENS, free_port
+from .conftest import write_venue_config
 
 FIXTURE = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w1000a.json")
 RACE = "bj23-w1000a"
-
-
-def write_config(tmp_path: Path) -> str:
-    lines = [
-        'host = "127.0.0.1"',
-        f'[redis]\nurl = ""\ndata_dir = "{tmp_path / "data"}"',
-        f"[ingest]\nhttp_port = {free_port()}\ntcp_port = {free_port()}",
-        f"[broadcast]\nhttp_port = {free_port()}\nws_port = {free_port()}",
-    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]
-    path = tmp_path / "venue.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def expected_view():
@@ -72,7 +60,7 @@ async def follow_through_outages(url, done, log):
 
 
 async def test_sigkill_each_service_mid_race(tmp_path):
-    config = write_config(tmp_path)
+    config = str(write_venue_config(tmp_path)[0])
     cfg = settings.load(config)
     sup = Supervisor(config, cfg)
     await asyncio.to_thread(sup.start)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icetime.settings import Decoder
 from icetime.timefmt import now_us
 
 from .p3 import TOR, P3Damaged, P3Decoder, P3Record, encode, u
@@ -29,14 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("decoder")
 #: After a reconnect, ask for this many passings past the last one we hold.
 RESEND_WINDOW = 10_000
-
-
-@dataclass(frozen=True)
-class DecoderConfig:
-    id: str  # the source id its passings carry
-    host: str
-    port: int = 5403
-    point: str = "finish"
 
 
 class CaptureLog:
@@ -69,7 +61,7 @@ def resend_request(first: int, last: int) -> bytes:
 
 
 class DecoderLink:
-    def __init__(self, cfg: DecoderConfig, ingest: Ingest, capture_dir: Path) -> None:
+    def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         self.cfg = cfg
         self.ingest = ingest
         self.capture = CaptureLog(capture_dir / f"{cfg.id}.p3log")
