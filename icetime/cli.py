@@ -25,8 +25,9 @@ from typing import Any
 from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
 from icetime.redis_embed import EmbeddedRedis
-from icetime.replay import load_fixture, script_inputs
+from icetime.replay import LOOP_SOURCE, load_fixture, script_inputs
 from icetime.timefmt import now_us
+from services.ingest.decoders.simulator import DecoderSimulator
 
 log = logging.getLogger("icetime")
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,11 +130,15 @@ class Supervisor:
 
 
 async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float = 1.0,
-                 announce: bool = True) -> int:
-    """Send a fixture's script through the TCP feed, paced in real time / ``speed``."""
+                 announce: bool = True, decoder: DecoderSimulator | None = None) -> int:
+    """Send a fixture's script through the TCP feed, paced in real time / ``speed``.
+
+    With a ``decoder`` (a P3 simulator icetime's decoder link is connected to), the
+    loop's passings cross that decoder as P3 records instead of the JSON feed.
+    """
     items = script_inputs(doc, clock_base_us=now_us(), rate=speed)
     clients: dict[str, FeedClient] = {}
-    for source in {i.source for i in items}:
+    for source in {i.source for i in items if not (decoder and i.source == LOOP_SOURCE)}:
         src = cfg.source(source)
         if src is None:
             raise RuntimeError(f"the configuration has no source {source!r} for the replay")
@@ -146,9 +151,12 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
             delay = start + item.at_us / 1e6 / speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            reply = await clients[item.source].send({**item.inp, "sent_us": now_us()})
-            if not reply.get("ok"):
-                log.error("feed refused %s: %s", item.inp, reply.get("error"))
+            if decoder and item.source == LOOP_SOURCE:
+                decoder.passing(int(item.inp["transponder"]), item.inp["t"])
+            else:
+                reply = await clients[item.source].send({**item.inp, "sent_us": now_us()})
+                if not reply.get("ok"):
+                    log.error("feed refused %s: %s", item.inp, reply.get("error"))
             sent += 1
             if announce and item.inp["type"] == "gun":
                 print(f"  gun: pair {item.inp['pair']}", flush=True)
@@ -202,17 +210,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
               f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
 
         async def run_replay() -> int:
-            task = asyncio.create_task(replay(doc, cfg, args.speed))
-            while not task.done():
-                await asyncio.sleep(1)
-                sup.check_children()
-            return task.result()
+            # The finish line's passings come from a (simulated) P3 decoder, through
+            # ingest's decoder link: the whole real path. The gun uses the JSON feed.
+            sim = None
+            if cfg.decoders:
+                sim = DecoderSimulator()
+                await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
+            task = asyncio.create_task(replay(doc, cfg, args.speed, decoder=sim))
+            try:
+                while not task.done():
+                    await asyncio.sleep(1)
+                    sup.check_children()
+                await asyncio.sleep(1.0)  # the last passings cross the link
+                return task.result()
+            finally:
+                if sim:
+                    await sim.stop()
 
         sent = asyncio.run(run_replay())
+        if args.exit_after_replay:
+            print(f"  replay finished ({sent} inputs)", flush=True)
+            return
         print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
               flush=True)
-        if args.exit_after_replay:
-            return
         while True:
             time.sleep(1)
             sup.check_children()

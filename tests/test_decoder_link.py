@@ -110,3 +110,42 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
     finally:
         await st.close()
         await sim.stop()
+
+
+async def test_the_demo_path_replays_through_the_p3_simulator(redis_server, tmp_path):
+    """What `make demo` does: the gun over the JSON feed, the loop as P3 from a decoder."""
+    from icetime.cli import replay
+
+    sim = DecoderSimulator()
+    port = await sim.start()
+    settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
+                             decoders=(Decoder("finish-p3", "127.0.0.1", port),))
+    st = Stack(settings, redis_server.url, {}, {}, [])
+    for name in ("ingest", "scoring", "broadcast"):
+        await st.start(name)
+    await wait_port(settings.ingest_http_port)
+    try:
+        doc = copy.deepcopy(FIXTURE)
+        doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (3, 9, 10)]
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{settings.ingest_http_port}/api/startlist",
+                              json=doc["startlist"],
+                              headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+                assert r.status == 200
+        await replay(doc, settings, speed=200.0, announce=False, decoder=sim)
+        async with websockets.connect(st.ws_url) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
+            async with asyncio.timeout(10):
+                view = None
+                while not view or len(view["classification"]["bib"]) < 6:
+                    msg = json.loads(await ws.recv())
+                    if msg["type"] == "snapshot":
+                        view = msg["view"]
+                    elif msg["type"] == "event":
+                        view = apply_event(view, msg["event"])
+        cls = view["classification"]
+        assert [format_time(t) for t in cls["t"][:3]] == ["1:14.44", "1:14.45", "1:14.88"]
+        assert sim.next_number - 1 == 6 * 3 * 2  # 6 skaters x 3 passages x 2 ankles, as P3
+    finally:
+        await st.close()
+        await sim.stop()

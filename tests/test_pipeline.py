@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ import websockets
 
 from icetime import bus, keys
 from icetime.cli import replay
+from icetime.feedclient import FeedClient
 from icetime.replay import load_fixture
 from icetime.timefmt import format_time
 from icetime.view import apply_event
@@ -177,3 +179,31 @@ async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis
         await slow.close()
     finally:
         await st.close()
+
+
+async def test_photo_finish_time_arrives_after_the_transponder_as_a_revision(stack):
+    """The transponder finish shows first; the photo finish, seconds later, revises it."""
+    doc = copy.deepcopy(FIXTURE)
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 3]
+    await load_startlist(stack, doc)
+    f = Follower(stack.ws_url)
+    follower = asyncio.create_task(f.run(lambda s: any(
+        e["event"]["type"] == "revision" and e["event"]["reason"].startswith("official")
+        for e in s.events)))
+    await asyncio.sleep(0.2)
+    await replay(doc, stack.settings, speed=SPEED, announce=False)
+    photo = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["photo-finish"])
+    # Lynx reads Goetz's blade at 1:14.449, three thousandths before the transponder.
+    assert (await photo.send({"type": "finish_time", "seq": 1, "race": RACE, "bib": "5",
+                              "time_us": 74_449_000, "origin": "photo"}))["ok"]
+    await photo.close()
+    await follower
+    finish = next(e["event"] for e in f.events
+                  if e["event"]["type"] == "finish" and e["event"]["bib"] == "5")
+    assert finish["final"] == {"t": 74_452_000, "flags": [], "origin": "transponder"}
+    rev = f.events[-1]["event"]
+    assert rev["reason"] == "official time (photo)"
+    final = f.view["results"]["5"]["final"]
+    assert final["t"] == 74_449_000 and final["origin"] == "photo"
+    assert f.view["classification"]["t"][f.view["classification"]["bib"].index("5")] == 74_449_000
+    assert f.events.index(next(e for e in f.events if e["event"] is finish)) < len(f.events) - 1

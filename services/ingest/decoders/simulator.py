@@ -24,6 +24,7 @@ class DecoderSimulator:
         self.records: dict[int, bytes] = {}
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.base_events.Server | None = None
+        self.handlers: set[asyncio.Task[None]] = set()
         self.resends_answered = 0
         self.resent_passings = 0
         self.down_until = 0.0
@@ -38,6 +39,8 @@ class DecoderSimulator:
         if self._status_task:
             self._status_task.cancel()
         self.drop_link()
+        if self.handlers:  # let each connection see its EOF and finish
+            await asyncio.wait(self.handlers, timeout=2)
         if self.server:
             self.server.close()
             await self.server.wait_closed()
@@ -78,6 +81,10 @@ class DecoderSimulator:
         if asyncio.get_running_loop().time() < self.down_until:
             writer.close()  # the link is still "cut"
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
         self.writers.add(writer)
         decoder = P3Decoder()
         with contextlib.suppress(ConnectionError, OSError):
