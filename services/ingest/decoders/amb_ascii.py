@@ -1,0 +1,100 @@
+"""The legacy AMB ASCII protocol (AMBrc/TranX2 era; Vostok decoders emulate it), sans-I/O.
+
+Each record is SOH (0x01), a TAB-separated line, CR LF (PROTOCOLS.md §2):
+``@ dec seq transponder seconds hits strength status xCRC`` (passing) or
+``# dec seq noise xCRC`` (status). The CRC is P3's routine over the text from
+the type character through the TAB before ``x``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .p3 import crc16
+
+SOH = 0x01
+MAX_LINE = 512
+
+
+@dataclass(slots=True)
+class AsciiRecord:
+    kind: str  # "passing", "status" or "other"
+    fields: dict[str, Any]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class AsciiDamaged:
+    reason: str
+    raw: bytes
+
+
+def _seconds_to_us(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+
+
+def parse_line(line: bytes) -> AsciiRecord | AsciiDamaged:
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        return AsciiDamaged("not ASCII", line)
+    cut = text.rfind("\tx")
+    if cut < 0:
+        return AsciiDamaged("no CRC field", line)
+    try:
+        crc = int(text[cut + 2:], 16)
+    except ValueError:
+        return AsciiDamaged("CRC is not hexadecimal", line)
+    got = crc16(text[:cut + 1].encode())
+    if got != crc:
+        return AsciiDamaged(f"CRC mismatch: line says 0x{crc:04X}, text gives 0x{got:04X}", line)
+    parts = text[:cut].split("\t")
+    try:
+        if parts[0] == "@" and len(parts) == 8:
+            return AsciiRecord("passing", {
+                "decoder": int(parts[1]), "seq": int(parts[2]), "transponder": parts[3],
+                "time_us": _seconds_to_us(parts[4]), "hits": int(parts[5]),
+                "strength": int(parts[6]), "status": int(parts[7])}, line)
+        if parts[0] == "#" and len(parts) == 4:
+            return AsciiRecord("status", {"decoder": int(parts[1]), "seq": int(parts[2]),
+                                          "noise": int(parts[3])}, line)
+    except ValueError as exc:
+        return AsciiDamaged(f"bad number: {exc}", line)
+    return AsciiRecord("other", {"type": parts[0], "values": parts[1:]}, line)
+
+
+class AmbAsciiDecoder:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[AsciiRecord | AsciiDamaged]:
+        self.buf += data
+        out: list[AsciiRecord | AsciiDamaged] = []
+        while True:
+            start = self.buf.find(SOH)
+            if start < 0:
+                self.buf.clear()
+                return out
+            end = self.buf.find(b"\r\n", start)
+            nxt = self.buf.find(SOH, start + 1, end if end >= 0 else len(self.buf))
+            if nxt >= 0:
+                out.append(AsciiDamaged("record cut short", bytes(self.buf[start:nxt])))
+                del self.buf[:nxt]
+                continue
+            if end < 0:
+                if len(self.buf) - start > MAX_LINE:
+                    out.append(AsciiDamaged("no line end", bytes(self.buf[start:])))
+                    self.buf.clear()
+                else:
+                    del self.buf[:start]
+                return out
+            out.append(parse_line(bytes(self.buf[start + 1:end])))
+            del self.buf[:end + 2]
+
+
+def passing_input(rec: AsciiRecord, point: str = "finish") -> dict[str, Any]:
+    """A feed input for a passing; ``t`` is the decoder's seconds since its start, in µs."""
+    f = rec.fields
+    return {"type": "passing", "seq": f["seq"], "transponder": f["transponder"],
+            "t": f["time_us"], "point": point}
