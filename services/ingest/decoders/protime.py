@@ -16,7 +16,8 @@ from typing import Any
 ACK = b"\x1b\x11"
 TELEGRAM = re.compile(rb"<([^<>]{32})(\d{4})>")
 #: The 32 data characters; the last is a space before the checksum.
-DATA = re.compile(r"(STA|BOX|MAN|B\d\d) (\d{6}) (\d\d):(\d\d)'(\d\d)\"(\d{3}) (\d\d) (\d\d) (\d) ?$")
+DATA = re.compile(r"(STA|BOX|MAN|B\d\d) (\d{6}) "
+                  r"(\d\d):(\d\d)'(\d\d)\"(\d{3}) (\d\d) (\d\d) (\d) ?$")
 
 
 @dataclass(slots=True)
