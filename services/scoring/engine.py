@@ -170,6 +170,7 @@ class LongTrackRace:
         self.final: list[dict[str, Any] | None] = [None] * n
         self.official: dict[int, tuple[int, int, str]] = {}  # row -> (precedence, t, origin)
         self.on_ice: dict[int, PairRun] = {}
+        self._last_run: dict[int, PairRun] = {}
         self.attempts: dict[int, int] = {}
         self.current_pair: int | None = None
         # The provisional classification: finish times ascending with their rows,
@@ -255,6 +256,7 @@ class LongTrackRace:
         run = PairRun(pair, int(inp["_t"]), int(inp.get("rx_us", 0)), attempt,
                       float(inp.get("rate", 1.0)))
         self.on_ice[pair] = run
+        self._last_run[pair] = run
         self.current_pair = pair
         for r in rows:
             if self.status[r] != "DNS":
@@ -264,13 +266,25 @@ class LongTrackRace:
                  "bibs": [self.bibs[r] for r in rows]}]
 
     def _on_passing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
-        run = self.on_ice.get(self.pair_no[row])
-        k = int(self.next_k[row])
-        if run is None or self.status[row] is not None or k >= len(self.points):
+        pair = self.pair_no[row]
+        # A finished pair has left the ice, but a late re-read of its finish still
+        # counts against its last run.
+        run = self.on_ice.get(pair) or self._last_run.get(pair)
+        k = self.next_k[row]
+        if run is None or self.status[row] is not None:
             return []
         t = (t_common - run.zero_us) // 1000 * 1000
-        if t - self.anchor[row] < self.min_seg[k]:
-            # A re-read within the debounce: the anchor stays where it was.
+        if t - self.anchor[row] < self.min_seg[min(k, len(self.points) - 1)]:
+            # A re-read within the debounce: the anchor stays where it was, unless
+            # it is an earlier read of the passage just recorded (the other ankle, or
+            # another decoder, reporting late): then the earliest read wins.
+            if k and t < self.t.item(row, k - 1) and self._transponder_timed(row, k - 1):
+                if emit:
+                    return self.recompute(input_id, "earlier read of a passage")
+                self._unrecord(row, k - 1)
+                self._record(input_id, row, k - 1, t, emit=False)
+            return []
+        if k >= len(self.points) or pair not in self.on_ice:
             return []
         if k == len(self.points) - 1 and row in self.official:
             t = self.official[row][1]
@@ -354,6 +368,24 @@ class LongTrackRace:
         lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
+
+    def _transponder_timed(self, row: int, k: int) -> bool:
+        """Whether passage k's time came from a transponder (official times stand)."""
+        if k < len(self.points) - 1:
+            return True
+        final = self.final[row]
+        return final is None or final["origin"] == "transponder"
+
+    def _unrecord(self, row: int, k: int) -> None:
+        """Take back the skater's last passage k (to record it again, corrected)."""
+        self.t[row, k] = NOT_PASSED
+        self.rows[row][k] = None
+        self.next_k[row] = k
+        self.anchor[row] = self.t.item(row, k - 1) if k else 0
+        if k == len(self.points) - 1:
+            self.final[row] = None
+            self.on_ice.setdefault(self.pair_no[row], self._last_run[self.pair_no[row]])
+        self._rebuild_bests()
 
     def _pair_done(self, pair: int) -> bool:
         rows = self.pair_rows[pair]
