@@ -149,3 +149,44 @@ async def test_the_demo_path_replays_through_the_p3_simulator(redis_server, tmp_
     finally:
         await st.close()
         await sim.stop()
+
+
+async def test_a_beacon_transponder_is_the_gun_for_the_called_pair(redis_server, tmp_path):
+    """ProChip's gate beacon (9992) as the start: a pair is called, the beacon starts it."""
+    sim = DecoderSimulator()
+    port = await sim.start()
+    settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"), decoders=(
+        Decoder("finish-p3", "127.0.0.1", port, gun_transponders=("9992",)),))
+    st = Stack(settings, redis_server.url, {}, {}, [])
+    for name in ("ingest", "scoring", "broadcast"):
+        await st.start(name)
+    await wait_port(settings.ingest_http_port)
+    try:
+        auth = {"Authorization": f"Bearer {TOKENS['officials']}"}
+        base = f"http://127.0.0.1:{settings.ingest_http_port}"
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/api/startlist", json=FIXTURE["startlist"],
+                              headers=auth) as r:
+                assert r.status == 200
+            async with s.post(base + "/feed", json={"type": "call", "race": RACE, "pair": 3,
+                                                    "seq": 1}, headers=auth) as r:
+                assert (await r.json())["ok"]
+        zero = now_us()
+        await asyncio.sleep(0.3)  # the link connects (it retries from 0.1 s)
+        sim.passing(9992, zero)
+        sim.passing(4100051, zero + 17_980_000)
+        async with websockets.connect(st.ws_url) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
+            async with asyncio.timeout(10):
+                view = None
+                while not view or not view["results"]["5"]["passages"][0]:
+                    msg = json.loads(await ws.recv())
+                    if msg["type"] == "snapshot":
+                        view = msg["view"]
+                    elif msg["type"] == "event":
+                        view = apply_event(view, msg["event"])
+        assert view["current_pair"] == 3
+        assert view["results"]["5"]["passages"][0]["t"] == 17_980_000
+    finally:
+        await st.close()
+        await sim.stop()

@@ -284,3 +284,17 @@ def test_the_earliest_read_of_a_passage_wins_even_when_it_arrives_late(doc):
     assert view == comp.view(RACE)
     # The same log replayed from scratch gives the same state (the rule is deterministic).
     assert comp.races[RACE].recompute("z", "check")[0]["view"]["results"] == view["results"]
+
+
+def test_a_gun_without_a_pair_starts_the_pair_called_to_the_start(doc):
+    comp = Competition()
+    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    assert comp.feed("g0", {"type": "gun", "t": 0}) == {}  # nobody called: refused, counted
+    assert comp.stats["refused"] == 1
+    assert comp.feed("c", {"type": "call", "race": RACE, "pair": 3}) == {}
+    out = comp.feed("g1", {"type": "gun", "t": 1_000_000})
+    assert out[RACE][0]["type"] == "pair_start" and out[RACE][0]["pair"] == 3
+    # The call is used up: the next beacon (a re-trigger) starts nothing.
+    assert comp.feed("g2", {"type": "gun", "t": 2_000_000}) == {}
+    out = comp.feed("p", {"type": "passing", "transponder": "4100051", "t": 18_980_000})
+    assert out[RACE][0]["row"]["t"] == 17_980_000

@@ -79,14 +79,20 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
         out["t"] = _int(obj, "t")
         out["point"] = _str(obj, "point") if "point" in obj else "finish"
     elif kind == "gun":
-        out["race"] = _str(obj, "race")
-        out["pair"] = _int(obj, "pair", 1, 1000)
+        # A gun names its race and pair, or neither: then it starts the pair last
+        # called to the start (a beacon transponder cannot know which pair it is).
+        if "race" in obj or "pair" in obj:
+            out["race"] = _str(obj, "race")
+            out["pair"] = _int(obj, "pair", 1, 1000)
         out["t"] = _int(obj, "t")
         if "rate" in obj:
             rate = obj["rate"]
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1000:
                 raise FeedError("'rate' must be a number in (0, 1000]")
             out["rate"] = rate
+    elif kind == "call":
+        out["race"] = _str(obj, "race")
+        out["pair"] = _int(obj, "pair", 1, 1000)
     elif kind == "finish_time":
         out["race"] = _str(obj, "race")
         out["bib"] = _str(obj, "bib")
@@ -122,7 +128,8 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
                 out[name] = obj[name]
     else:
         raise FeedError(
-            f"unknown type {kind!r}: expected passing, gun, finish_time, decision or startlist")
+            f"unknown type {kind!r}: expected passing, gun, call, finish_time, decision "
+            "or startlist")
     return out
 
 

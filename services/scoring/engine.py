@@ -503,6 +503,7 @@ class Competition:
         self.by_transponder: dict[str, str] = {}
         self.races: dict[str, LongTrackRace] = {}
         self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
+        self.called: tuple[str, int] | None = None  # (race, pair) called to the start
         self.seen: set[str] = set()
         self.stats: Counter[str] = Counter()
 
@@ -525,6 +526,11 @@ class Competition:
         kind = inp["type"]
         if kind == "startlist":
             return self._startlist(input_id, inp)
+        if kind == "gun" and "race" not in inp:
+            if self.called is None:
+                raise InputError("a gun with no race or pair, and no pair called to the start")
+            inp = {**inp, "race": self.called[0], "pair": self.called[1]}
+            self.called = None
         if kind == "passing":
             bib = self.by_transponder.get(str(inp["transponder"]))
             if bib is None:
@@ -547,6 +553,11 @@ class Competition:
         if named is None:
             raise InputError(f"unknown race {inp.get('race')!r}")
         race = named
+        if kind == "call":
+            if int(inp["pair"]) not in race.pair_rows:
+                raise InputError(f"race {race.id}: no pair {inp['pair']}")
+            self.called = (race.id, int(inp["pair"]))
+            return {}
         if kind == "gun":
             inp = {**inp, "_t": self._common(inp)}
             pair = int(inp["pair"])

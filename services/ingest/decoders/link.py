@@ -148,10 +148,14 @@ class DecoderLink:
                 log.warning("decoder %s: passings %d..%d missing; asking again", self.cfg.id,
                             missing[0], missing[-1])
                 await self.request(missing[0], missing[-1])
-        transponder = f.get("tran_code") or f["transponder"]
-        reply = await self.ingest.accept(
-            {"type": "passing", "seq": n, "transponder": str(transponder), "t": f["rtc_time"],
-             "point": self.cfg.point}, self.cfg.id, rec.raw)
+        transponder = str(f.get("tran_code") or f["transponder"])
+        if transponder in self.cfg.gun_transponders:
+            # The start impulse as a beacon passing: a gun for the pair called to the start.
+            inp: dict[str, Any] = {"type": "gun", "seq": n, "t": f["rtc_time"]}
+        else:
+            inp = {"type": "passing", "seq": n, "transponder": transponder,
+                   "t": f["rtc_time"], "point": self.cfg.point}
+        reply = await self.ingest.accept(inp, self.cfg.id, rec.raw)
         if reply.get("ok"):
             self.have.add(n)
             self.highest = n if self.highest is None else max(self.highest, n)
