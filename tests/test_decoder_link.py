@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 from pathlib import Path
@@ -26,24 +27,58 @@ RACE = "bj23-w1000a"
 SPEED = 25.0
 
 
-async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, tmp_path):
+@contextlib.asynccontextmanager
+async def decoder_stack(redis_server, tmp_path, **decoder):
+    """The three services, with ingest linked to a P3 decoder simulator."""
     sim = DecoderSimulator()
-    sim_port = await sim.start()
+    port = await sim.start()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
-                             decoders=(Decoder("finish-p3", "127.0.0.1", sim_port),))
+                             decoders=(Decoder("finish-p3", "127.0.0.1", port, **decoder),))
     st = Stack(settings, redis_server.url, {}, {}, [])
     for name in ("ingest", "scoring", "broadcast"):
         await st.start(name)
     await wait_port(settings.ingest_http_port)
     try:
+        yield st, sim
+    finally:
+        await st.close()
+        await sim.stop()
+
+
+async def post(st, path, body):
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{st.settings.ingest_http_port}{path}", json=body,
+                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def follow(st, until):
+    """Subscribe and fold the race until ``until(view)`` holds; returns the view."""
+    async with websockets.connect(st.ws_url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
+        async with asyncio.timeout(10):
+            view = None
+            while not view or not until(view):
+                msg = json.loads(await ws.recv())
+                if msg["type"] == "snapshot":
+                    view = msg["view"]
+                elif msg["type"] == "event":
+                    view = apply_event(view, msg["event"])
+    return view
+
+
+def six_finished(view):
+    return len(view["classification"]["bib"]) >= 6
+
+
+async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, tmp_path):
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        settings = st.settings
         doc = copy.deepcopy(FIXTURE)
         doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (3, 9, 10)]
         doc["script"]["pair_interval_s"] = 3
-        async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{settings.ingest_http_port}/api/startlist",
-                              json=doc["startlist"],
-                              headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
-                assert r.status == 200
+        await post(st, "/api/startlist", doc["startlist"])
         gun = FeedClient("127.0.0.1", settings.ingest_tcp_port, TOKENS["gun"])
         base = now_us()
         items = script_inputs(doc, clock_base_us=base)
@@ -81,16 +116,7 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
         assert stats["connects"] >= 2 and stats["resend_requests"] >= 1
         assert stats["passings"] == generated
 
-        async with websockets.connect(st.ws_url) as ws:
-            await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
-            async with asyncio.timeout(10):
-                view = None
-                while not view or len(view["classification"]["bib"]) < 6:
-                    msg = json.loads(await ws.recv())
-                    if msg["type"] == "snapshot":
-                        view = msg["view"]
-                    elif msg["type"] == "event":
-                        view = apply_event(view, msg["event"])
+        view = await follow(st, six_finished)
         cls = view["classification"]
         assert [view["skaters"][b]["short"] for b in cls["bib"][:3]] == [
             "Takagi", "Goetz", "Leerdam"]
@@ -107,86 +133,33 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
                     numbers.add(rec.fields["passing_number"])
         assert numbers == set(range(1, generated + 1))
         await r.aclose()
-    finally:
-        await st.close()
-        await sim.stop()
 
 
 async def test_the_demo_path_replays_through_the_p3_simulator(redis_server, tmp_path):
     """What `make demo` does: the gun over the JSON feed, the loop as P3 from a decoder."""
     from icetime.cli import replay
 
-    sim = DecoderSimulator()
-    port = await sim.start()
-    settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
-                             decoders=(Decoder("finish-p3", "127.0.0.1", port),))
-    st = Stack(settings, redis_server.url, {}, {}, [])
-    for name in ("ingest", "scoring", "broadcast"):
-        await st.start(name)
-    await wait_port(settings.ingest_http_port)
-    try:
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
         doc = copy.deepcopy(FIXTURE)
         doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (3, 9, 10)]
-        async with aiohttp.ClientSession() as s:
-            async with s.post(f"http://127.0.0.1:{settings.ingest_http_port}/api/startlist",
-                              json=doc["startlist"],
-                              headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
-                assert r.status == 200
-        await replay(doc, settings, speed=200.0, announce=False, decoder=sim)
-        async with websockets.connect(st.ws_url) as ws:
-            await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
-            async with asyncio.timeout(10):
-                view = None
-                while not view or len(view["classification"]["bib"]) < 6:
-                    msg = json.loads(await ws.recv())
-                    if msg["type"] == "snapshot":
-                        view = msg["view"]
-                    elif msg["type"] == "event":
-                        view = apply_event(view, msg["event"])
+        await post(st, "/api/startlist", doc["startlist"])
+        await replay(doc, st.settings, speed=200.0, announce=False, decoder=sim)
+        view = await follow(st, six_finished)
         cls = view["classification"]
         assert [format_time(t) for t in cls["t"][:3]] == ["1:14.44", "1:14.45", "1:14.88"]
         assert sim.next_number - 1 == 6 * 3 * 2  # 6 skaters x 3 passages x 2 ankles, as P3
-    finally:
-        await st.close()
-        await sim.stop()
 
 
 async def test_a_beacon_transponder_is_the_gun_for_the_called_pair(redis_server, tmp_path):
     """ProChip's gate beacon (9992) as the start: a pair is called, the beacon starts it."""
-    sim = DecoderSimulator()
-    port = await sim.start()
-    settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"), decoders=(
-        Decoder("finish-p3", "127.0.0.1", port, gun_transponders=("9992",)),))
-    st = Stack(settings, redis_server.url, {}, {}, [])
-    for name in ("ingest", "scoring", "broadcast"):
-        await st.start(name)
-    await wait_port(settings.ingest_http_port)
-    try:
-        auth = {"Authorization": f"Bearer {TOKENS['officials']}"}
-        base = f"http://127.0.0.1:{settings.ingest_http_port}"
-        async with aiohttp.ClientSession() as s:
-            async with s.post(base + "/api/startlist", json=FIXTURE["startlist"],
-                              headers=auth) as r:
-                assert r.status == 200
-            async with s.post(base + "/feed", json={"type": "call", "race": RACE, "pair": 3,
-                                                    "seq": 1}, headers=auth) as r:
-                assert (await r.json())["ok"]
+    async with decoder_stack(redis_server, tmp_path, gun_transponders=("9992",)) as (st, sim):
+        await post(st, "/api/startlist", FIXTURE["startlist"])
+        assert (await post(st, "/feed", {"type": "call", "race": RACE, "pair": 3,
+                                         "seq": 1}))["ok"]
         zero = now_us()
         await asyncio.sleep(0.3)  # the link connects (it retries from 0.1 s)
         sim.passing(9992, zero)
         sim.passing(4100051, zero + 17_980_000)
-        async with websockets.connect(st.ws_url) as ws:
-            await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
-            async with asyncio.timeout(10):
-                view = None
-                while not view or not view["results"]["5"]["passages"][0]:
-                    msg = json.loads(await ws.recv())
-                    if msg["type"] == "snapshot":
-                        view = msg["view"]
-                    elif msg["type"] == "event":
-                        view = apply_event(view, msg["event"])
+        view = await follow(st, lambda v: v["results"]["5"]["passages"][0] is not None)
         assert view["current_pair"] == 3
         assert view["results"]["5"]["passages"][0]["t"] == 17_980_000
-    finally:
-        await st.close()
-        await sim.stop()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.decoders import amb_ascii, protime
+from services.ingest.decoders import Damaged, amb_ascii, protime
 from services.ingest.decoders.p3 import crc16
 
 from .conftest import SHARED_DATA
@@ -29,7 +29,7 @@ def test_amb_ascii_own_lines_split_anywhere():
     bad = bytearray(ascii_line("@\t101\t9\t8110984\t12.345\t40\t120\t0"))
     bad[8] ^= 1
     (dmg,) = dec.feed(bytes(bad))
-    assert isinstance(dmg, amb_ascii.AsciiDamaged) and dmg.reason.startswith("CRC mismatch")
+    assert isinstance(dmg, Damaged) and dmg.reason.startswith("CRC mismatch")
 
 
 @needs_data
@@ -60,7 +60,7 @@ def test_protime_real_telegrams_and_the_nonconforming_one():
     out, acks = dec.feed(b"\r\n".join(good) + b"\r\n" + bad)
     assert len(out) == 6 and acks == protime.ACK * 5
     assert all(isinstance(r, protime.ProtimeRecord) for r in out[:5])
-    assert isinstance(out[5], protime.ProtimeDamaged)
+    assert isinstance(out[5], Damaged)
     assert out[0].fields == {"loop": "STA", "transponder": "000255", "time_of_day_us": 31_957_000,
                              "index": 1, "counter": 1, "battery": 1}
     assert out[3].fields["loop"] == "B01" and out[3].fields["time_of_day_us"] == \
@@ -76,4 +76,4 @@ def test_protime_checksum_is_checked():
     assert out == [] and acks == b""
     bad = good.replace(b"957", b"958")
     out, acks = protime.ProtimeDecoder().feed(bad)
-    assert isinstance(out[0], protime.ProtimeDamaged) and acks == b""
+    assert isinstance(out[0], Damaged) and acks == b""

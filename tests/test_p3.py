@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from services.ingest.decoders.p3 import (
     TOR,
-    P3Damaged,
+    Damaged,
     P3Decoder,
     P3Record,
     crc16,
@@ -79,15 +79,15 @@ def test_every_curated_vector():
             assert d.stats.skipped_bytes == 9
         elif name == "corrupted_dropped_byte_putty":
             (bad,) = out
-            assert isinstance(bad, P3Damaged) and bad.reason == \
+            assert isinstance(bad, Damaged) and bad.reason == \
                 "length field says 51 bytes, record has 50"
         elif name == "crc_mismatch_synthetic_bitflip":
             (bad,) = out
-            assert isinstance(bad, P3Damaged) and bad.reason.startswith("CRC mismatch")
+            assert isinstance(bad, Damaged) and bad.reason.startswith("CRC mismatch")
         elif name == "truncated_frame":
             assert out == [] and d.buf, "a record without its end waits for more bytes"
             more = d.feed(passing(1))
-            assert isinstance(more[0], P3Damaged) and "cut short" in more[0].reason
+            assert isinstance(more[0], Damaged) and "cut short" in more[0].reason
             assert isinstance(more[1], P3Record)
 
 
@@ -113,7 +113,7 @@ def test_real_putty_capture_rejects_the_damaged_record_and_carries_on():
                                              ".decoded.jsonl").read_text().splitlines()]
     _, out = decode_all(data, chunk=64)
     assert len(out) == len(expected) == 67
-    damaged = [i for i, r in enumerate(out) if isinstance(r, P3Damaged)]
+    damaged = [i for i, r in enumerate(out) if isinstance(r, Damaged)]
     assert damaged == [i for i, e in enumerate(expected) if not e["crc_ok"]]
     assert len(damaged) == 1 and "length field says 51" in out[damaged[0]].reason
     for rec, exp in zip(out, expected, strict=True):
@@ -142,8 +142,8 @@ def test_arbitrary_bytes_never_crash_or_hold_more_than_one_record(data, cuts):
     d = P3Decoder()
     for i in range(0, len(data), cuts):
         for item in d.feed(data[i:i + cuts]):
-            assert isinstance(item, P3Record | P3Damaged)
-            if isinstance(item, P3Damaged):
+            assert isinstance(item, P3Record | Damaged)
+            if isinstance(item, Damaged):
                 assert item.reason
     assert len(d.buf) <= 1024 + cuts
 

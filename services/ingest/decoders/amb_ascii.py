@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import Damaged
 from .p3 import crc16
 
 SOH = 0x01
@@ -23,32 +24,27 @@ class AsciiRecord:
     raw: bytes
 
 
-@dataclass(frozen=True)
-class AsciiDamaged:
-    reason: str
-    raw: bytes
-
 
 def _seconds_to_us(text: str) -> int:
     whole, _, frac = text.partition(".")
     return int(whole) * 1_000_000 + int((frac + "000000")[:6])
 
 
-def parse_line(line: bytes) -> AsciiRecord | AsciiDamaged:
+def parse_line(line: bytes) -> AsciiRecord | Damaged:
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
-        return AsciiDamaged("not ASCII", line)
+        return Damaged("not ASCII", line)
     cut = text.rfind("\tx")
     if cut < 0:
-        return AsciiDamaged("no CRC field", line)
+        return Damaged("no CRC field", line)
     try:
         crc = int(text[cut + 2:], 16)
     except ValueError:
-        return AsciiDamaged("CRC is not hexadecimal", line)
+        return Damaged("CRC is not hexadecimal", line)
     got = crc16(text[:cut + 1].encode())
     if got != crc:
-        return AsciiDamaged(f"CRC mismatch: line says 0x{crc:04X}, text gives 0x{got:04X}", line)
+        return Damaged(f"CRC mismatch: line says 0x{crc:04X}, text gives 0x{got:04X}", line)
     parts = text[:cut].split("\t")
     try:
         if parts[0] == "@" and len(parts) == 8:
@@ -60,7 +56,7 @@ def parse_line(line: bytes) -> AsciiRecord | AsciiDamaged:
             return AsciiRecord("status", {"decoder": int(parts[1]), "seq": int(parts[2]),
                                           "noise": int(parts[3])}, line)
     except ValueError as exc:
-        return AsciiDamaged(f"bad number: {exc}", line)
+        return Damaged(f"bad number: {exc}", line)
     return AsciiRecord("other", {"type": parts[0], "values": parts[1:]}, line)
 
 
@@ -68,9 +64,9 @@ class AmbAsciiDecoder:
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, data: bytes) -> list[AsciiRecord | AsciiDamaged]:
+    def feed(self, data: bytes) -> list[AsciiRecord | Damaged]:
         self.buf += data
-        out: list[AsciiRecord | AsciiDamaged] = []
+        out: list[AsciiRecord | Damaged] = []
         while True:
             start = self.buf.find(SOH)
             if start < 0:
@@ -79,12 +75,12 @@ class AmbAsciiDecoder:
             end = self.buf.find(b"\r\n", start)
             nxt = self.buf.find(SOH, start + 1, end if end >= 0 else len(self.buf))
             if nxt >= 0:
-                out.append(AsciiDamaged("record cut short", bytes(self.buf[start:nxt])))
+                out.append(Damaged("record cut short", bytes(self.buf[start:nxt])))
                 del self.buf[:nxt]
                 continue
             if end < 0:
                 if len(self.buf) - start > MAX_LINE:
-                    out.append(AsciiDamaged("no line end", bytes(self.buf[start:])))
+                    out.append(Damaged("no line end", bytes(self.buf[start:])))
                     self.buf.clear()
                 else:
                     del self.buf[:start]

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 
-from .p3 import TOR, P3Damaged, P3Decoder, P3Record, encode, u
+from . import Damaged
+from .p3 import TOR, P3Decoder, P3Record, encode, u
 
 if TYPE_CHECKING:
     from ..server import Ingest
@@ -128,7 +129,7 @@ class DecoderLink:
                 raise ConnectionResetError("decoder closed the connection")
             self.capture.write(data)
             for item in decoder.feed(data):
-                if isinstance(item, P3Damaged):
+                if isinstance(item, Damaged):
                     self.stats["damaged"] += 1
                     await self.ingest.reject(self.cfg.id, item.raw, f"P3: {item.reason}")
                 elif item.tor == TOR["PASSING"]:

@@ -10,7 +10,7 @@ over the unescaped record with the CRC bytes zeroed: "123456789" gives 0xA69D.
 
 :class:`P3Decoder` takes bytes in any chunking (several records in one read, a
 record split across reads, garbage before a SOR) and returns a
-:class:`P3Record` for each valid record and a :class:`P3Damaged` with a reason
+:class:`P3Record` for each valid record and a :class:`Damaged` with a reason
 for each damaged one; it always carries on at the next SOR.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ import binascii
 import struct
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import Damaged
 
 SOR, EOR, ESC = 0x8E, 0x8F, 0x8D
 #: No real record comes near this; a SOR with no EOR within it is a lost record.
@@ -147,13 +149,6 @@ class P3Record:
         return TOR_NAMES.get(self.tor, f"0x{self.tor:04x}")
 
 
-@dataclass(frozen=True)
-class P3Damaged:
-    """A record that could not be used, with why, and its bytes as received."""
-
-    reason: str
-    raw: bytes
-
 
 @dataclass
 class P3Stats:
@@ -177,34 +172,34 @@ def u(n: int, size: int) -> bytes:
     return n.to_bytes(size, "little")
 
 
-def parse_record(frame: bytes) -> P3Record | P3Damaged:
+def parse_record(frame: bytes) -> P3Record | Damaged:
     """Decode one escaped frame from SOR through EOR."""
     if ESC in frame:
         try:
             rec = bytes((SOR,)) + unescape(frame[1:-1]) + bytes((EOR,))
         except ValueError as exc:
-            return P3Damaged(str(exc), frame)
+            return Damaged(str(exc), frame)
     else:
         rec = frame
     if len(rec) < HEADER + 1:
-        return P3Damaged(f"record too short ({len(rec)} bytes)", frame)
+        return Damaged(f"record too short ({len(rec)} bytes)", frame)
     version, length, crc, flags, tor = struct.unpack_from("<BHHHH", rec, 1)
     if length != len(rec):
-        return P3Damaged(f"length field says {length} bytes, record has {len(rec)}", frame)
+        return Damaged(f"length field says {length} bytes, record has {len(rec)}", frame)
     got = crc16(rec[:4] + b"\x00\x00" + rec[6:])
     if got != crc:
-        return P3Damaged(f"CRC mismatch: record says 0x{crc:04x}, bytes give 0x{got:04x}", frame)
+        return Damaged(f"CRC mismatch: record says 0x{crc:04x}, bytes give 0x{got:04x}", frame)
     table = DECODE.get(tor) or _decode_table(tor)
     fields: dict[str, Any] = {}
     i, end = HEADER, len(rec) - 1
     from_bytes = int.from_bytes
     while i < end:
         if i + 2 > end:
-            return P3Damaged(f"field header cut at byte {i}", frame)
+            return Damaged(f"field header cut at byte {i}", frame)
         fid, flen = rec[i], rec[i + 1]
         j = i + 2 + flen
         if j > end:
-            return P3Damaged(f"field 0x{fid:02x} runs past the record end", frame)
+            return Damaged(f"field 0x{fid:02x} runs past the record end", frame)
         name, kind = table.get(fid) or (f"field_0x{fid:02x}", INT)
         value = rec[i + 2:j]
         if kind == INT and flen <= 8:
@@ -224,9 +219,9 @@ class P3Decoder:
         self.buf = bytearray()
         self.stats = P3Stats()
 
-    def feed(self, data: bytes) -> list[P3Record | P3Damaged]:
+    def feed(self, data: bytes) -> list[P3Record | Damaged]:
         self.buf += data
-        out: list[P3Record | P3Damaged] = []
+        out: list[P3Record | Damaged] = []
         buf = self.buf
         while True:
             start = buf.find(SOR)
@@ -254,7 +249,7 @@ class P3Decoder:
             frame = bytes(buf[:end + 1])
             del buf[:end + 1]
             item = parse_record(frame)
-            if isinstance(item, P3Damaged):
+            if isinstance(item, Damaged):
                 self.stats.damaged += 1
             else:
                 stats = self.stats
@@ -264,6 +259,6 @@ class P3Decoder:
             out.append(item)
         return out
 
-    def _damaged(self, reason: str, raw: bytes) -> P3Damaged:
+    def _damaged(self, reason: str, raw: bytes) -> Damaged:
         self.stats.damaged += 1
-        return P3Damaged(reason, raw)
+        return Damaged(reason, raw)

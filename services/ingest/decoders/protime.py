@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import Damaged
+
 ACK = b"\x1b\x11"
 TELEGRAM = re.compile(rb"<([^<>]{32})(\d{4})>")
 #: The 32 data characters; the last is a space before the checksum.
@@ -26,22 +28,17 @@ class ProtimeRecord:
     raw: bytes
 
 
-@dataclass(frozen=True)
-class ProtimeDamaged:
-    reason: str
-    raw: bytes
 
-
-def parse_telegram(raw: bytes) -> ProtimeRecord | ProtimeDamaged:
+def parse_telegram(raw: bytes) -> ProtimeRecord | Damaged:
     m = TELEGRAM.fullmatch(raw)
     if not m:
-        return ProtimeDamaged("not a 38-character <...> telegram", raw)
+        return Damaged("not a 38-character <...> telegram", raw)
     data, checksum = m.group(1), int(m.group(2))
     if sum(data) != checksum:
-        return ProtimeDamaged(f"checksum {checksum:04d} does not match {sum(data):04d}", raw)
+        return Damaged(f"checksum {checksum:04d} does not match {sum(data):04d}", raw)
     d = DATA.match(data.decode("ascii", errors="replace"))
     if not d:
-        return ProtimeDamaged("data fields do not parse", raw)
+        return Damaged("data fields do not parse", raw)
     loop, tr, hh, mm, ss, ms, index, counter, battery = d.groups()
     t = ((int(hh) * 60 + int(mm)) * 60 + int(ss)) * 1_000_000 + int(ms) * 1000
     return ProtimeRecord({"loop": loop, "transponder": tr, "time_of_day_us": t,
@@ -53,10 +50,10 @@ class ProtimeDecoder:
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, data: bytes) -> tuple[list[ProtimeRecord | ProtimeDamaged], bytes]:
+    def feed(self, data: bytes) -> tuple[list[ProtimeRecord | Damaged], bytes]:
         """Returns what the bytes complete, and the acknowledgements to send back."""
         self.buf += data
-        out: list[ProtimeRecord | ProtimeDamaged] = []
+        out: list[ProtimeRecord | Damaged] = []
         acks = b""
         while True:
             start = self.buf.find(b"<")
@@ -66,7 +63,7 @@ class ProtimeDecoder:
             end = self.buf.find(b">", start)
             if end < 0:
                 if len(self.buf) - start > 64:
-                    out.append(ProtimeDamaged("no telegram end", bytes(self.buf[start:])))
+                    out.append(Damaged("no telegram end", bytes(self.buf[start:])))
                     self.buf.clear()
                 else:
                     del self.buf[:start]
