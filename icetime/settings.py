@@ -58,6 +58,8 @@ class Settings:
     #: Fastest plausible skater speed; a passing sooner than segment/speed after
     #: the previous one is a re-read, not a passage (the minimum-lap debounce).
     max_speed_mps: float = 20.0
+    #: Extra loops in the ice for unofficial splits: point id -> metres past the finish line.
+    loops: dict[str, int] = field(default_factory=dict)
     #: Frames queued for a client that is catching up before it is given a fresh snapshot.
     client_queue_max: int = 512
     #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
@@ -119,6 +121,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         decoders=decoders,
         startlists=startlists,
         max_speed_mps=float(scoring.get("max_speed_mps", 20.0)),
+        loops={str(k): int(v) for k, v in scoring.get("loops", {}).items()},
         client_queue_max=int(broadcast.get("client_queue_max", 512)),
         client_buffer_max=int(broadcast.get("client_buffer_max", 256 * 1024)),
         extra=raw,

@@ -22,6 +22,11 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
         view["on_ice"][str(ev["pair"])] = {"pair": ev["pair"], "attempt": ev["attempt"],
                                            "clock_origin_us": ev["clock_origin_us"],
                                            "rate": ev["rate"]}
+    elif kind == "split":
+        result = view["results"][ev["bib"]]
+        m = ev["split"]["m"]
+        result["splits"] = sorted([s for s in result["splits"] if s["m"] != m] + [ev["split"]],
+                                  key=lambda s: s["m"])
     elif kind in ("passage", "finish"):
         result = view["results"][ev["bib"]]
         result["passages"][ev["row"]["k"]] = ev["row"]

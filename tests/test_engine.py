@@ -298,3 +298,44 @@ def test_a_gun_without_a_pair_starts_the_pair_called_to_the_start(doc):
     assert comp.feed("g2", {"type": "gun", "t": 2_000_000}) == {}
     out = comp.feed("p", {"type": "passing", "transponder": "4100051", "t": 18_980_000})
     assert out[RACE][0]["row"]["t"] == 17_980_000
+
+
+def test_extra_loops_give_unofficial_splits_and_speeds_even_out_of_order():
+    """Thialf-style loops in the ice: 100 m and 300 m past the finish line."""
+    comp = Competition(loops={"p100": 100, "p300": 300})
+    all_events = comp.feed("s", {"type": "startlist", "skaters": [
+        {"bib": "1", "name": "A One", "transponders": ["11"]}],
+        "races": [{"id": "r", "distance": 1000, "pairs": [{"pair": 1, "inner": "1"}]}]})["r"]
+    all_events += comp.feed("g", {"type": "gun", "race": "r", "pair": 1, "t": 0})["r"]
+    feed = [("p300", 10_000_000), ("finish", 17_980_000), ("p100", 26_500_000),
+            ("p300", 33_400_000), ("finish", 45_221_000), ("finish", 74_452_000),
+            ("p100", 55_000_000)]  # the last split arrives after the finish: out of order
+    events = []
+    for n, (point, t) in enumerate(feed):
+        out = comp.feed(f"p{n}", {"type": "passing", "transponder": "11", "point": point, "t": t})
+        events += out.get("r", [])
+    splits = [e["split"] for e in events if e["type"] == "split"]
+    # The 1000 m starts 200 m before the finish: the 300 m loop is crossed at 100 and
+    # 500 m of the race, the 100 m loop at 300 and 700 m.
+    assert [(s["point"], s["m"], s["t"]) for s in splits] == [
+        ("p300", 100, 10_000_000), ("p100", 300, 26_500_000), ("p300", 500, 33_400_000),
+        ("p100", 700, 55_000_000)]
+    assert splits[0]["speed_kmh"] == 36.0  # 100 m in 10 s
+    assert splits[1]["speed_kmh"] == round(100 / 8.52 * 3.6, 2)  # from the 200 m passage
+    assert splits[3]["speed_kmh"] == round(100 / (55.0 - 45.221) * 3.6, 2)
+    view = comp.view("r")
+    assert [s["m"] for s in view["results"]["1"]["splits"]] == [100, 300, 500, 700]
+    assert view["results"]["1"]["final"]["t"] == 74_452_000  # splits never touch results
+    # A re-read of a split changes nothing; an unknown loop is counted, not applied.
+    assert comp.feed("x", {"type": "passing", "transponder": "11", "point": "p100",
+                           "t": 55_010_000}) == {}
+    assert comp.feed("y", {"type": "passing", "transponder": "11", "point": "p250",
+                           "t": 60_000_000}) == {}
+    assert comp.stats["unknown_point"] == 1
+    # The client fold of every live event reproduces the view, splits included.
+    folded = None
+    for ev in json.loads(json.dumps(all_events + events)):
+        folded = apply_event(folded, ev)
+    assert folded == json.loads(json.dumps(comp.view("r")))
+    with pytest.raises(ValueError, match="between 0 and 400"):
+        Competition(loops={"line": 0})

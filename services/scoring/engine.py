@@ -29,7 +29,7 @@ import numpy as np
 from icetime.timefmt import parse_time
 
 from . import stories
-from .distances import min_segment_us, passages
+from .distances import LAP_M, min_segment_us, passages
 
 #: "Not passed yet". The largest int64 sorts after every real time, so a rank is
 #: one ``count_nonzero(column < t)`` with no validity mask.
@@ -99,11 +99,14 @@ class LongTrackRace:
     updates one cell and reads one column.
     """
 
-    def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float):
+    def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float,
+                 loops: dict[str, int] | None = None):
         self.id = str(spec["id"])
         self.revision = 0
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.max_speed_mps = max_speed_mps
+        #: Extra loops in the ice: point id -> metres past the finish line along the lap.
+        self.loops = dict(loops or {})
         self.configure(spec, skaters)
 
     # ------------------------------------------------------------------ setup
@@ -167,6 +170,7 @@ class LongTrackRace:
         self.anchor: list[int] = [0] * n
         self.status: list[str | None] = [None] * n
         self.rows: list[list[dict[str, Any] | None]] = [[None] * p for _ in range(n)]
+        self.splits: list[dict[int, dict[str, Any]]] = [{} for _ in range(n)]  # by race metre
         self.final: list[dict[str, Any] | None] = [None] * n
         self.official: dict[int, tuple[int, int, str]] = {}  # row -> (precedence, t, origin)
         self.on_ice: dict[int, PairRun] = {}
@@ -228,6 +232,9 @@ class LongTrackRace:
             row = self.row.get(inp["_bib"])
             if row is None:  # the bib left the start list since
                 return []
+            point = inp.get("point", "finish")
+            if point != "finish":
+                return self._on_split(input_id, row, inp["_t"], point, emit)
             return self._on_passing(input_id, row, inp["_t"], emit)
         if kind == "finish_time":
             row = self._row(inp["bib"])
@@ -369,6 +376,40 @@ class LongTrackRace:
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
 
+    def _on_split(self, input_id: str, row: int, t_common: int, point: str,
+                  emit: bool) -> list[Event]:
+        """An unofficial split at an extra loop: where in the race it is, and the speed.
+
+        The crossing's race metre is the loop's first crossing after the skater's last
+        official passage *before this time*, so a split that arrives after a later
+        finish-line passage (another decoder, another path) still lands in its place.
+        """
+        pair = self.pair_no[row]
+        run = self.on_ice.get(pair) or self._last_run.get(pair)
+        if run is None or self.status[row] is not None or point not in self.loops:
+            return []
+        t = (t_common - run.zero_us) // 1000 * 1000
+        if t <= 0:
+            return []
+        start_pos = (LAP_M - self.distance % LAP_M) % LAP_M  # the start, on the lap
+        m = (self.loops[point] - start_pos) % LAP_M or LAP_M
+        known = [(self.points[k], self.t.item(row, k)) for k in range(self.next_k[row])]
+        known += [(e["m"], e["t"]) for e in self.splits[row].values()]
+        before = [(km, kt) for km, kt in known if kt < t]
+        last_official = max((km for km, kt in before if km in self.points), default=0)
+        while m <= last_official:
+            m += LAP_M
+        if m >= self.distance or m in self.splits[row]:
+            return []  # past the finish, or a re-read of a split we have
+        prev_m, prev_t = max(before, key=lambda x: x[1], default=(0, 0))
+        speed = round((m - prev_m) / ((t - prev_t) / 1e6) * 3.6, 2) if m > prev_m else None
+        entry = {"point": point, "m": m, "t": t, "speed_kmh": speed}
+        self.splits[row][m] = entry
+        if not emit:
+            return []
+        return [{"type": "split", "race": self.id, "input": input_id, "bib": self.bibs[row],
+                 "pair": pair, "lane": self.lane_of[row], "split": entry}]
+
     def _transponder_timed(self, row: int, k: int) -> bool:
         """Whether passage k's time came from a transponder (official times stand)."""
         if k < len(self.points) - 1:
@@ -400,6 +441,7 @@ class LongTrackRace:
             self.next_k[r] = 0
             self.anchor[r] = 0
             self.rows[r] = [None] * len(self.points)
+            self.splits[r] = {}
             self.final[r] = None
         self._rebuild_bests()
 
@@ -482,7 +524,9 @@ class LongTrackRace:
                                 "clock_origin_us": r.clock_origin_us, "rate": r.rate}
                        for p, r in self.on_ice.items()},
             "results": {b: {"passages": self.rows[i], "final": self.final[i],
-                            "status": self.status[i]} for i, b in enumerate(self.bibs)},
+                            "status": self.status[i],
+                            "splits": [self.splits[i][m] for m in sorted(self.splits[i])]}
+                        for i, b in enumerate(self.bibs)},
             "classification": self.classification(),
             "revision": self.revision,
         }
@@ -496,9 +540,14 @@ class Competition:
     """
 
     def __init__(self, source_offsets: dict[str, int] | None = None,
-                 max_speed_mps: float = 20.0) -> None:
+                 max_speed_mps: float = 20.0, loops: dict[str, int] | None = None) -> None:
         self.offsets = dict(source_offsets or {})
         self.max_speed_mps = max_speed_mps
+        self.loops = dict(loops or {})
+        bad = {k: v for k, v in self.loops.items() if not 0 < v < LAP_M}
+        if bad:
+            raise ValueError(f"a loop must lie between 0 and {LAP_M} m past the finish line "
+                             f"(the finish line itself is the official point): {bad}")
         self.skaters: dict[str, Skater] = {}
         self.by_transponder: dict[str, str] = {}
         self.races: dict[str, LongTrackRace] = {}
@@ -536,8 +585,9 @@ class Competition:
             if bib is None:
                 self.stats["unknown_transponder"] += 1
                 return {}
-            if inp.get("point", "finish") != "finish":
-                self.stats["intermediate_point"] += 1
+            point = inp.get("point", "finish")
+            if point != "finish" and point not in self.loops:
+                self.stats["unknown_point"] += 1
                 return {}
             race_id = self.racing.get(bib)
             if race_id is None:
@@ -590,7 +640,7 @@ class Competition:
         staged = []
         for spec in inp.get("races", []):
             rid = str(spec["id"])
-            probe = LongTrackRace(spec, skaters, self.max_speed_mps)
+            probe = LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
             staged.append((rid, spec, probe))
         self.skaters, self.by_transponder = skaters, transponders
         out: dict[str, list[Event]] = {}

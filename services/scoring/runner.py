@@ -49,7 +49,8 @@ class ScoringRunner:
         self.stats_dirty = False
 
     def _new_engine(self) -> Competition:
-        return Competition(self.settings.source_offsets(), self.settings.max_speed_mps)
+        return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
+                           self.settings.loops)
 
     async def ensure_group(self) -> None:
         try:

@@ -8,6 +8,10 @@ export function applyEvent(view, ev) {
     view.on_ice[String(ev.pair)] = {
       pair: ev.pair, attempt: ev.attempt, clock_origin_us: ev.clock_origin_us, rate: ev.rate,
     };
+  } else if (ev.type === "split") {
+    const result = view.results[ev.bib];
+    result.splits = result.splits.filter((s) => s.m !== ev.split.m).concat([ev.split])
+      .sort((a, b) => a.m - b.m);
   } else if (ev.type === "passage" || ev.type === "finish") {
     const result = view.results[ev.bib];
     result.passages[ev.row.k] = ev.row;
