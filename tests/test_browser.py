@@ -114,3 +114,78 @@ async def no_overflow(page) -> bool:
     }""")
     assert not bad, f"overflowing: {bad}"
     return True
+
+
+async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
+    from playwright.async_api import async_playwright, expect
+
+    await load_startlist(stack)
+    async with async_playwright() as p:
+        browser = await launch(p)
+        page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(f"{stack.http}/board?race={RACE}")
+        board = page.get_by_test_id("board")
+        await expect(page.get_by_test_id("board-race")).to_have_text("Women 1000 m · Division A")
+        await expect(page.get_by_test_id("board-alert")).to_be_hidden()
+        await expect(board).to_have_attribute("data-mode", "idle")
+
+        feed = asyncio.create_task(replay(short_race(), stack.settings, speed=12.0,
+                                          announce=False))
+        await expect(board).to_have_attribute("data-mode", "pair", timeout=10_000)
+        await expect(page.get_by_test_id("board-lane-I")).to_contain_text("Kimi Goetz")
+        await expect(page.get_by_test_id("board-clock-I")).to_have_text(
+            lambda_or_regex(r"^\d+\.\d$"), timeout=5_000)
+        # Between pairs: the last pair's result stays up with the rank.
+        await expect(page.get_by_test_id("board-result-I")).to_contain_text("1st",
+                                                                              timeout=15_000)
+        await expect(board).to_have_attribute("data-mode", "standings")
+        # Data stops: the board says so instead of freezing silently.
+        await stack.stop("broadcast")
+        await expect(page.get_by_test_id("board-alert")).to_have_text("Reconnecting…",
+                                                                       timeout=5_000)
+        await stack.start("broadcast")
+        await expect(page.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
+        # Takagi in the outer lane: at 600 m, 3rd and 0.14 behind the leader.
+        await expect(page.get_by_test_id("board-lane-O")).to_contain_text("Miho Takagi",
+                                                                          timeout=30_000)
+        await expect(page.get_by_test_id("board-split-O")).to_contain_text(
+            "600 m 45.36", timeout=15_000)
+        await expect(page.get_by_test_id("board-split-O")).to_contain_text("+0.14")
+        await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
+        assert await no_board_overflow(page)
+        await feed
+        # All done: the podium, in the published order.
+        await expect(board).to_have_attribute("data-mode", "podium", timeout=15_000)
+        podium = page.get_by_test_id("board-podium")
+        await expect(podium.locator(".who")).to_have_text(
+            ["Miho Takagi", "Kimi Goetz", "Jutta Leerdam"])
+        await expect(podium.locator(".t")).to_have_text(["1:14.44", "1:14.45", "1:14.88"])
+        await page.screenshot(path=SHOTS / "board-1920x1080.png")
+        assert await no_board_overflow(page)
+        # A wide LED ribbon (3840×640 is 6:1): still no scrolling, nothing spills.
+        await page.set_viewport_size({"width": 3840, "height": 640})
+        await page.screenshot(path=SHOTS / "board-3840x640.png")
+        assert await no_board_overflow(page)
+        assert not errors, errors
+        await browser.close()
+
+
+async def no_board_overflow(page) -> bool:
+    bad = await page.evaluate("""() => {
+        const out = [];
+        const de = document.documentElement;
+        if (de.scrollWidth > innerWidth || de.scrollHeight > innerHeight) out.push('page');
+        for (const el of document.querySelectorAll('.board, main, .lane, .step, footer')) {
+            const r = el.getBoundingClientRect();
+            if (r.right > innerWidth + 1 || r.bottom > innerHeight + 1) out.push(el.className);
+        }
+        // Text clipped inside its own box counts too: a cut-off gap is a wrong number.
+        for (const el of document.querySelectorAll('.split div, footer .row, .name, .who, .clock')) {
+            if (el.scrollWidth > el.clientWidth + 1) out.push('clipped: ' + el.textContent);
+        }
+        return out;
+    }""")
+    assert not bad, f"overflowing: {bad}"
+    return True

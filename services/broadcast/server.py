@@ -110,10 +110,14 @@ class Broadcast:
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_DIR / "index.html")
 
+    async def board(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "board.html")
+
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes([
             web.get("/", self.index),
+            web.get("/board", self.board),
             web.get("/api/config", self.config),
             web.get("/api/races", self.races),
             web.get("/api/time", self.time),

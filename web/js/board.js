@@ -1,0 +1,102 @@
+// The arena video board: no interaction; it switches by itself between the pair on the
+// ice, the standings between pairs, and the podium when the distance is done.
+import { LiveRace } from "./live.js";
+import { fmtTime, fmtGap } from "./view.js";
+
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+const STALE_MS = 10000;
+const ordinal = (n) => n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+
+function mode(view) {
+  if (!view) return "idle";
+  if (Object.keys(view.on_ice).length) return "pair";
+  // The distance is done when its last pair is: then the podium stays up.
+  const last = view.pairs.reduce((a, p) => (p.pair > a.pair ? p : a), view.pairs[0]);
+  const lastDone = last && [last.inner, last.outer].filter(Boolean)
+    .every((b) => view.results[b].final || view.results[b].status);
+  if (lastDone && view.classification.bib.length) return "podium";
+  return view.classification.bib.length ? "standings" : "idle";
+}
+
+function lane(view, bib, lane) {
+  const sk = view.skaters[bib], res = view.results[bib];
+  const last = [...res.passages].reverse().find(Boolean);
+  let clock = `<div class="clock" data-bib="${bib}" data-testid="board-clock-${lane}"></div>`;
+  if (res.final) {
+    const rank = view.classification.rank[view.classification.bib.indexOf(bib)];
+    clock = `<div class="clock final" data-testid="board-clock-${lane}">${fmtTime(res.final.t)}</div>` +
+      `<div class="split" data-testid="board-result-${lane}">${rank ? ordinal(rank) : ""} ` +
+      `<span class="flags">${res.final.flags.map((f) => `<span>${f}</span>`).join("")}</span></div>`;
+  } else if (res.status) {
+    clock = `<div class="clock"><span class="code">${res.status}</span></div>`;
+  }
+  // Two short lines, so the gap is never the part that does not fit.
+  const split = last && !res.final
+    ? `<div class="split" data-testid="board-split-${lane}"><div>${last.m} m ${fmtTime(last.t)}</div>` +
+      `<div><span class="rank">${ordinal(last.rank)}</span> ` +
+      (last.gap_leader !== null ? `<span class="gap ${last.gap_leader > 0 ? "slower" : "faster"}">${fmtGap(last.gap_leader)}</span>` : "") + `</div></div>`
+    : "";
+  return `<section class="lane ${lane}" data-testid="board-lane-${lane}">
+    <div class="name">${esc(sk.name)}</div><div class="nation">${esc(sk.nation)}</div>${clock}${split}</section>`;
+}
+
+function render(view) {
+  const m = mode(view);
+  $("board").dataset.mode = m;
+  $("race").textContent = view ? view.race.name : "icetime";
+  if (m === "pair") {
+    const pair = view.pairs.find((p) => p.pair === view.current_pair);
+    $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]
+      .filter(([, b]) => b).map(([l, b]) => lane(view, b, l)).join("")}</div>`;
+  } else if (m === "podium") {
+    const c = view.classification;
+    $("main").innerHTML = `<div class="podium" data-testid="board-podium">${c.bib.slice(0, 3).map((bib, i) =>
+      `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
+      `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i])}</div></div>`).join("")}</div>`;
+  } else if (m === "standings" && view.current_pair !== null) {
+    const pair = view.pairs.find((p) => p.pair === view.current_pair);
+    $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]
+      .filter(([, b]) => b).map(([l, b]) => lane(view, b, l)).join("")}</div>`;
+  } else {
+    $("main").innerHTML = `<div class="idle">Next pair soon</div>`;
+  }
+  const c = view ? view.classification : { bib: [] };
+  $("standings").innerHTML = m === "podium" ? "" : c.bib.slice(0, 3).map((bib, i) =>
+    `<div class="row"><b>${c.rank[i]}</b> ${esc(view.skaters[bib].short)} <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
+}
+
+function tick(live) {
+  const view = live.view;
+  const run = view && view.on_ice[String(view.current_pair)];
+  for (const el of document.querySelectorAll(".clock[data-bib]")) {
+    if (!run) { el.textContent = ""; continue; }
+    const elapsed = (live.serverNowUs() - run.clock_origin_us) * (run.rate || 1);
+    el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
+  }
+  const alert = $("alert");
+  const quiet = live.lastMessageAt && Date.now() - live.lastMessageAt > STALE_MS;
+  const problem = live.status === "connecting" ? "Connecting…"
+    : live.status !== "live" ? "Reconnecting…" : (quiet && run ? "No timing data" : "");
+  alert.hidden = !problem;
+  alert.textContent = problem;
+  requestAnimationFrame(() => tick(live));
+}
+
+async function pickRace() {
+  const q = new URLSearchParams(location.search).get("race");
+  if (q) return q;
+  for (;;) {
+    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+    if (races.length) return races[races.length - 1].id;
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+const live = new LiveRace(await pickRace(), {
+  onView: render,
+  onStatus: (s) => { live.status = s; },
+});
+window.icetime = live;
+await live.start();
+requestAnimationFrame(() => tick(live));
