@@ -182,7 +182,8 @@ async def no_board_overflow(page) -> bool:
             if (r.right > innerWidth + 1 || r.bottom > innerHeight + 1) out.push(el.className);
         }
         // Text clipped inside its own box counts too: a cut-off gap is a wrong number.
-        for (const el of document.querySelectorAll('.split div, footer .row, .name, .who, .clock')) {
+        const texts = '.split div, footer .row, .name, .who, .clock';
+        for (const el of document.querySelectorAll(texts)) {
             if (el.scrollWidth > el.clientWidth + 1) out.push('clipped: ' + el.textContent);
         }
         return out;
