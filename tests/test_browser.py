@@ -190,3 +190,48 @@ async def no_board_overflow(page) -> bool:
     }""")
     assert not bad, f"overflowing: {bad}"
     return True
+
+
+async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
+    from playwright.async_api import async_playwright, expect
+
+    await load_startlist(stack)
+    async with async_playwright() as p:
+        browser = await launch(p)
+        page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+        await page.goto(f"{stack.http}/overlay?race={RACE}")
+        doc = short_race()
+        doc["script"]["pairs"] = [x for x in doc["script"]["pairs"] if x["pair"] in (3, 10)]
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=12.0, announce=False))
+        await expect(page.get_by_test_id("overlay-third")).to_be_visible(timeout=10_000)
+        await expect(page.get_by_test_id("overlay-I")).to_contain_text("Kimi Goetz")
+        # The last pair: Takagi at 600 m, 0.14 behind the leader Goetz, then her finish.
+        await expect(page.get_by_test_id("overlay-O")).to_contain_text("Miho Takagi",
+                                                                       timeout=20_000)
+        await expect(page.get_by_test_id("overlay-O")).to_contain_text("600 m 45.36",
+                                                                       timeout=15_000)
+        await expect(page.get_by_test_id("overlay-O").locator(".gap")).to_have_text("+0.14")
+        await feed
+        await expect(page.get_by_test_id("overlay-O")).to_contain_text("1:14.44",
+                                                                       timeout=10_000)
+        png = await page.screenshot(path=SHOTS / "overlay-1920x1080.png", omit_background=True)
+        await browser.close()
+    import struct
+    import zlib
+    # Decode the PNG's first pixel: RGBA with alpha 0 means the page is see-through.
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
+        chunk = png[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, _, depth, colour = struct.unpack(">IIBB", chunk[:10])
+            assert (depth, colour) == (8, 6), "expected RGBA"
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    # raw[0] is the row's filter type; for the first pixel of the first row every PNG
+    # filter stores the value itself, so byte 4 is that pixel's alpha.
+    assert raw[4] == 0, "the top-left pixel is not transparent"
+    assert width == 1920

@@ -113,11 +113,15 @@ class Broadcast:
     async def board(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_DIR / "board.html")
 
+    async def overlay(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "overlay.html")
+
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes([
             web.get("/", self.index),
             web.get("/board", self.board),
+            web.get("/overlay", self.overlay),
             web.get("/api/config", self.config),
             web.get("/api/races", self.races),
             web.get("/api/time", self.time),
