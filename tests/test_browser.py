@@ -33,16 +33,22 @@ async def launch(p):
     return await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
 
 
+async def open_page(browser, url: str, width: int = 1920, height: int = 1080):
+    """A page at ``url``; the list it returns collects the page's script errors."""
+    page = await browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(url)
+    return page, errors
+
+
 async def test_live_page_follows_the_race_through_a_broadcast_restart(stack):
     from playwright.async_api import async_playwright, expect
 
     await load_startlist(stack)
     async with async_playwright() as p:
         browser = await launch(p)
-        page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(f"{stack.http}/?race={RACE}")
+        page, errors = await open_page(browser, f"{stack.http}/?race={RACE}")
         await expect(page.get_by_test_id("race-name")).to_have_text("Women 1000 m · Division A")
         await expect(page.get_by_test_id("status")).to_have_text("live")
 
@@ -86,13 +92,13 @@ async def test_live_page_follows_the_race_through_a_broadcast_restart(stack):
         assert stats["resumes"] >= 1 and stats["snapshots"] == 1 and stats["duplicates"] == 0
         assert not errors, errors
         await page.screenshot(path=SHOTS / "live-1920x1080.png")
-        assert await no_overflow(page)
+        await assert_fits(page, LIVE_BOXES)
 
-        phone = await browser.new_page(viewport={"width": 375, "height": 812})
-        await phone.goto(f"{stack.http}/?race={RACE}")
+        phone, phone_errors = await open_page(browser, f"{stack.http}/?race={RACE}", 375, 812)
         await expect(phone.get_by_test_id("classification").locator("tbody tr")).to_have_count(6)
         await phone.screenshot(path=SHOTS / "live-375x812.png", full_page=True)
-        assert await no_overflow(phone)
+        await assert_fits(phone, LIVE_BOXES)
+        assert not phone_errors, phone_errors
         await browser.close()
 
 
@@ -102,18 +108,33 @@ def lambda_or_regex(pattern: str):
     return re.compile(pattern)
 
 
-async def no_overflow(page) -> bool:
-    """No horizontal scrolling, and no element wider than its box."""
-    bad = await page.evaluate("""() => {
+async def assert_fits(page, clipped: str, outside: str = "", vertical: bool = False) -> None:
+    """No scrolling (sideways, and downwards if ``vertical``); no element of ``clipped``
+    wider than its own box (cut-off text is a wrong number); no element of ``outside``
+    reaching past the viewport."""
+    bad = await page.evaluate("""([clipped, outside, vertical]) => {
         const out = [];
-        if (document.documentElement.scrollWidth > innerWidth) out.push('page');
-        for (const el of document.querySelectorAll('section, header, .lane, table')) {
-            if (el.scrollWidth > el.clientWidth + 1) out.push(el.className || el.tagName);
+        const de = document.documentElement;
+        if (de.scrollWidth > innerWidth || (vertical && de.scrollHeight > innerHeight)) {
+            out.push('page');
+        }
+        for (const el of outside ? document.querySelectorAll(outside) : []) {
+            const r = el.getBoundingClientRect();
+            if (r.right > innerWidth + 1 || r.bottom > innerHeight + 1) out.push(el.className);
+        }
+        for (const el of document.querySelectorAll(clipped)) {
+            if (el.scrollWidth > el.clientWidth + 1) {
+                out.push('clipped: ' + (el.className || el.tagName) + ' ' + el.textContent);
+            }
         }
         return out;
-    }""")
+    }""", [clipped, outside, vertical])
     assert not bad, f"overflowing: {bad}"
-    return True
+
+
+LIVE_BOXES = "section, header, .lane, table"
+BOARD_TEXTS = ".split div, footer .row, .name, .who, .clock"
+BOARD_BOXES = ".board, main, .lane, .step, footer"
 
 
 async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
@@ -122,10 +143,7 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
     await load_startlist(stack)
     async with async_playwright() as p:
         browser = await launch(p)
-        page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(f"{stack.http}/board?race={RACE}")
+        page, errors = await open_page(browser, f"{stack.http}/board?race={RACE}")
         board = page.get_by_test_id("board")
         await expect(page.get_by_test_id("board-race")).to_have_text("Women 1000 m · Division A")
         await expect(page.get_by_test_id("board-alert")).to_be_hidden()
@@ -154,7 +172,7 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
             "600 m 45.36", timeout=15_000)
         await expect(page.get_by_test_id("board-split-O")).to_contain_text("+0.14")
         await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
-        assert await no_board_overflow(page)
+        await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
         await feed
         # All done: the podium, in the published order.
         await expect(board).to_have_attribute("data-mode", "podium", timeout=15_000)
@@ -163,33 +181,13 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
             ["Miho Takagi", "Kimi Goetz", "Jutta Leerdam"])
         await expect(podium.locator(".t")).to_have_text(["1:14.44", "1:14.45", "1:14.88"])
         await page.screenshot(path=SHOTS / "board-1920x1080.png")
-        assert await no_board_overflow(page)
+        await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
         # A wide LED ribbon (3840×640 is 6:1): still no scrolling, nothing spills.
         await page.set_viewport_size({"width": 3840, "height": 640})
         await page.screenshot(path=SHOTS / "board-3840x640.png")
-        assert await no_board_overflow(page)
+        await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
         assert not errors, errors
         await browser.close()
-
-
-async def no_board_overflow(page) -> bool:
-    bad = await page.evaluate("""() => {
-        const out = [];
-        const de = document.documentElement;
-        if (de.scrollWidth > innerWidth || de.scrollHeight > innerHeight) out.push('page');
-        for (const el of document.querySelectorAll('.board, main, .lane, .step, footer')) {
-            const r = el.getBoundingClientRect();
-            if (r.right > innerWidth + 1 || r.bottom > innerHeight + 1) out.push(el.className);
-        }
-        // Text clipped inside its own box counts too: a cut-off gap is a wrong number.
-        const texts = '.split div, footer .row, .name, .who, .clock';
-        for (const el of document.querySelectorAll(texts)) {
-            if (el.scrollWidth > el.clientWidth + 1) out.push('clipped: ' + el.textContent);
-        }
-        return out;
-    }""")
-    assert not bad, f"overflowing: {bad}"
-    return True
 
 
 async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
@@ -198,8 +196,7 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
     await load_startlist(stack)
     async with async_playwright() as p:
         browser = await launch(p)
-        page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-        await page.goto(f"{stack.http}/overlay?race={RACE}")
+        page, errors = await open_page(browser, f"{stack.http}/overlay?race={RACE}")
         doc = short_race()
         doc["script"]["pairs"] = [x for x in doc["script"]["pairs"] if x["pair"] in (3, 10)]
         feed = asyncio.create_task(replay(doc, stack.settings, speed=12.0, announce=False))
@@ -215,6 +212,7 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
         await expect(page.get_by_test_id("overlay-O")).to_contain_text("1:14.44",
                                                                        timeout=10_000)
         png = await page.screenshot(path=SHOTS / "overlay-1920x1080.png", omit_background=True)
+        assert not errors, errors
         await browser.close()
     import struct
     import zlib

@@ -1,22 +1,10 @@
 // The live distance page: the pair on the ice with a running clock, every passage
 // with rank and gaps, the classification and the story lines.
-import { LiveRace } from "./live.js";
-import { fmtTime, fmtGap } from "./view.js";
+import { LiveRace, pickRace } from "./live.js";
+import { esc, fmtTime, fmtGap } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const STALE_MS = 15000;
-
-async function pickRace() {
-  const q = new URLSearchParams(location.search).get("race");
-  if (q) return q;
-  for (;;) {
-    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
-    if (races.length) return races[races.length - 1].id;
-    $("race-name").textContent = "waiting for a start list…";
-    await new Promise((r) => setTimeout(r, 2000));
-  }
-}
 
 function laneRows(view, bib, lane) {
   const sk = view.skaters[bib];
@@ -67,7 +55,7 @@ function tickClocks(live) {
     for (const el of document.querySelectorAll(".clock[data-bib]")) {
       const res = view.results[el.dataset.bib];
       if (!run || res.final || res.status) continue;
-      const elapsed = (live.serverNowUs() - run.clock_origin_us) * (run.rate || 1);
+      const elapsed = live.raceElapsedUs(run);
       el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
     }
   }
@@ -87,7 +75,8 @@ function addStories(ev) {
   while ($("stories").children.length > 30) $("stories").lastChild.remove();
 }
 
-const live = new LiveRace(await pickRace(), {
+const race = await pickRace(() => { $("race-name").textContent = "waiting for a start list…"; });
+const live = new LiveRace(race, {
   onView: (v) => render(v, live),
   onEvent: addStories,
   onStatus: (s) => { $("status").textContent = s; $("status").dataset.state = s; },

@@ -1,10 +1,9 @@
 // The arena video board: no interaction; it switches by itself between the pair on the
 // ice, the standings between pairs, and the podium when the distance is done.
-import { LiveRace } from "./live.js";
-import { fmtTime, fmtGap } from "./view.js";
+import { LiveRace, pickRace } from "./live.js";
+import { esc, fmtTime, fmtGap } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const STALE_MS = 10000;
 const ordinal = (n) => n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
 
@@ -71,7 +70,7 @@ function tick(live) {
   const run = view && view.on_ice[String(view.current_pair)];
   for (const el of document.querySelectorAll(".clock[data-bib]")) {
     if (!run) { el.textContent = ""; continue; }
-    const elapsed = (live.serverNowUs() - run.clock_origin_us) * (run.rate || 1);
+    const elapsed = live.raceElapsedUs(run);
     el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
   }
   const alert = $("alert");
@@ -81,16 +80,6 @@ function tick(live) {
   alert.hidden = !problem;
   alert.textContent = problem;
   requestAnimationFrame(() => tick(live));
-}
-
-async function pickRace() {
-  const q = new URLSearchParams(location.search).get("race");
-  if (q) return q;
-  for (;;) {
-    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
-    if (races.length) return races[races.length - 1].id;
-    await new Promise((r) => setTimeout(r, 2000));
-  }
 }
 
 const live = new LiveRace(await pickRace(), {

@@ -31,6 +31,9 @@ export class LiveRace {
 
   serverNowUs() { return (Date.now() + this.clockOffsetMs) * 1000; }
 
+  // Race time of a pair on the ice, by the server's clock (a replay's rate included).
+  raceElapsedUs(run) { return (this.serverNowUs() - run.clock_origin_us) * (run.rate || 1); }
+
   sync() {
     if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify({ op: "time", c: performance.now() }));
   }
@@ -85,5 +88,18 @@ export class LiveRace {
       return;
     }
     this.onView(this.view);
+  }
+}
+
+// The race a page shows: ?race=<id>, else the newest race, waiting for a start list
+// if there is none yet (onWait is called while waiting).
+export async function pickRace(onWait = () => {}) {
+  const q = new URLSearchParams(location.search).get("race");
+  if (q) return q;
+  for (;;) {
+    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+    if (races.length) return races[races.length - 1].id;
+    onWait();
+    await new Promise((r) => setTimeout(r, 2000));
   }
 }

@@ -1,9 +1,8 @@
 // Broadcast overlay: a lower third with the pair on the ice and the gap to the leader.
-import { LiveRace } from "./live.js";
-import { fmtTime, fmtGap } from "./view.js";
+import { LiveRace, pickRace } from "./live.js";
+import { esc, fmtTime, fmtGap } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
 function render(view) {
   const pair = view && view.pairs.find((p) => p.pair === view.current_pair);
@@ -22,8 +21,6 @@ function render(view) {
   }).join("");
 }
 
-const race = new URLSearchParams(location.search).get("race")
-  || (await fetch("/api/races").then((r) => r.json()).catch(() => [])).at(-1)?.id;
-const live = new LiveRace(race, { onView: render });
+const live = new LiveRace(await pickRace(), { onView: render });
 window.icetime = live;
 await live.start();

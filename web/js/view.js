@@ -43,3 +43,8 @@ export function fmtGap(us) {
   const a = Math.abs(us);
   return (us >= 0 ? "+" : "-") + fmtTime(a, a > 0 && a < 10000 ? 3 : 2);
 }
+
+// Text from the start list, made safe to put into HTML.
+export function esc(s) {
+  return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
