@@ -12,7 +12,6 @@ Two Lua scripts make the two writes that must be atomic:
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import msgpack
@@ -84,13 +83,6 @@ def connect(url: str) -> aioredis.Redis:
         url, max_connections=POOL_SIZE, timeout=20, decode_responses=False,
         health_check_interval=10)
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
-
-
-def redis_url_from_env() -> str:
-    url = os.environ.get("REDIS_URL", "")
-    if not url:
-        raise RuntimeError("REDIS_URL is not set (icetime run/demo sets it for the services)")
-    return url
 
 
 def parse_id(stream_id: str | bytes) -> tuple[int, int]:

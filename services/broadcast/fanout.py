@@ -99,7 +99,6 @@ class Subscription:
         self.needs_snapshot = False
         self.live = False
         self.task: asyncio.Task[None] | None = None
-        self.snapshots_sent = 0
         self.fell_behind = 0
 
     def buffered(self) -> int:
@@ -132,7 +131,6 @@ class Subscription:
     async def send_snapshot(self) -> None:
         frame, offset, _ = await snapshot_frame(self.feed.r, self.feed.race)
         await self.ws.send(frame)
-        self.snapshots_sent += 1
         self.last = offset
         self.needs_snapshot = False
 

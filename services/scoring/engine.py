@@ -134,28 +134,27 @@ class LongTrackRace:
         self.row = {b: i for i, b in enumerate(bibs)}
         self.bib_arr = np.array(bibs, dtype=object)
         n = len(bibs)
-        self.pair_of = np.zeros(n, np.int64)
+        # Per-skater scalars are read one at a time on the hot path: plain lists.
+        self.pair_no: list[int] = [0] * n
         self.lane_of = [""] * n
-        self.partner = np.full(n, -1, np.int64)
+        self.partner_of: list[int] = [-1] * n
         self.pair_rows: dict[int, list[int]] = {}
         for pair, inner, outer in self.pairs:
             rows = [self.row[b] for b in (inner, outer) if b is not None]
             self.pair_rows[pair] = rows
             for r in rows:
-                self.pair_of[r] = pair
+                self.pair_no[r] = pair
             if inner is not None:
                 self.lane_of[self.row[inner]] = "I"
             if outer is not None:
                 self.lane_of[self.row[outer]] = "O"
             if len(rows) == 2:
-                self.partner[rows[0]], self.partner[rows[1]] = rows[1], rows[0]
+                self.partner_of[rows[0]], self.partner_of[rows[1]] = rows[1], rows[0]
         # The times a finish is compared with, per skater: records, PB, SB.
         self.refs = [[(f, ref) for f, ref in (
             ("WR", self.records.get("WR")), ("TR", self.records.get("TR")),
             ("PB", sk.pb.get(self.distance)), ("SB", sk.sb.get(self.distance)))
             if ref is not None] for sk in self.skaters]
-        self.pair_no: list[int] = self.pair_of.tolist()
-        self.partner_of: list[int] = self.partner.tolist()
         self._reset()
 
     def _reset(self) -> None:
@@ -185,7 +184,7 @@ class LongTrackRace:
         self.n_cls = 0
 
     # ------------------------------------------------------------------ input
-    def feed(self, input_id: str, inp: dict[str, Any], zero_us: int | None = None) -> list[Event]:
+    def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
         """Apply one routed input; decisions and late official times give a revision."""
         self.log.append((input_id, inp))
         kind = inp["type"]
@@ -555,6 +554,8 @@ class Competition:
         self.called: tuple[str, int] | None = None  # (race, pair) called to the start
         self.seen: set[str] = set()
         self.stats: Counter[str] = Counter()
+        #: Why the last refused input was refused ("<input id>: <reason>").
+        self.last_error = ""
 
     def feed(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
         """Apply one input; returns the events per race. Idempotent on ``input_id``."""

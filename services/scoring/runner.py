@@ -85,7 +85,10 @@ class ScoringRunner:
             await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
             return
         inp = bus.unpack_input(fields[b"d"])
+        refused = self.engine.stats["refused"]
         out = self.engine.feed(sid, inp)
+        if self.engine.stats["refused"] > refused:
+            log.warning("input refused: %s", self.engine.last_error)
         hops: dict[str, Any] = {"source_us": inp.get("sent_us"), "ingest_us": inp.get("rx_us"),
                                 "scoring_us": now_us()}
         batch = []
