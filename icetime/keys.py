@@ -20,6 +20,12 @@ SCORING_STATS = PREFIX + "stats:scoring"
 SCORING_GROUP = "scoring"
 #: Raw stream id of the last input whose output scoring has written.
 SCORING_PROGRESS = PREFIX + "scoring:last-input"
+#: Hash decoder id -> JSON of its latest health (link, STATUS fields, counters).
+DECODERS_HASH = PREFIX + "decoders"
+#: Capped stream of decoder health events: each STATUS, connect and disconnect.
+DECODER_HEALTH_STREAM = PREFIX + "decoder-health"
+#: How many decoder health events the stream keeps (about an hour at 1 STATUS/s each).
+DECODER_HEALTH_MAXLEN = 10_000
 #: Set of race ids that have an event stream.
 RACES_SET = PREFIX + "races"
 

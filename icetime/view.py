@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+#: Story lines a view keeps; the engine keeps the same number (STORY_LOG_MAX there).
+STORY_LOG_MAX = 50
+
 
 def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, Any] | None:
     """Apply one race event to a view (mutated and returned)."""
@@ -28,6 +31,8 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
         result["splits"] = sorted([s for s in result["splits"] if s["m"] != m] + [ev["split"]],
                                   key=lambda s: s["m"])
     elif kind in ("passage", "finish"):
+        if ev["stories"]:
+            view["stories"] = (view["stories"] + ev["stories"])[-STORY_LOG_MAX:]
         result = view["results"][ev["bib"]]
         result["passages"][ev["row"]["k"]] = ev["row"]
         if kind == "finish":

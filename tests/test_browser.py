@@ -233,3 +233,90 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
     # filter stores the value itself, so byte 4 is that pixel's alpha.
     assert raw[4] == 0, "the top-left pixel is not transparent"
     assert width == 1920
+
+
+MONITOR_BOXES = "header, .health, main, aside section, .grid-wrap"
+
+
+async def test_split_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
+    """The monitor while the race comes through a P3 decoder (as at a venue), with a
+    broadcast restart in the middle."""
+    from playwright.async_api import async_playwright, expect
+
+    from .test_decoder_link import decoder_stack, post
+
+    async with decoder_stack(redis_server, tmp_path) as (st, sim), async_playwright() as p:
+        await post(st, "/api/startlist", FIXTURE["startlist"])
+        browser = await launch(p)
+        page, errors = await open_page(browser, f"{st.http}/monitor?race={RACE}")
+        await expect(page.get_by_test_id("monitor-race")).to_have_text(
+            "Women 1000 m · Division A")
+        await expect(page.get_by_test_id("records")).to_have_text("WR 1:11.61 · TR 1:13.19")
+        grid = page.get_by_test_id("grid")
+        await expect(grid.locator("tbody tr")).to_have_count(20)
+        # Feed health: the decoder link is up and reports its STATUS.
+        await expect(page.get_by_test_id("decoder-finish-p3")).to_contain_text("up",
+                                                                               timeout=10_000)
+        await expect(page.get_by_test_id("decoder-finish-p3")).to_contain_text("noise")
+
+        feed = asyncio.create_task(replay(short_race(), st.settings, speed=12.0,
+                                          announce=False, decoder=sim))
+        goetz = grid.locator('tr[data-bib="5"]')
+        await expect(goetz.locator('td[data-m="600"] .t')).to_have_text("45.22", timeout=20_000)
+        await expect(page.get_by_test_id("monitor-clock")).to_have_text(
+            lambda_or_regex(r"^\d+\.\d$"))
+        await expect(page.get_by_test_id("final-5")).to_contain_text("1:14.45", timeout=15_000)
+        await expect(page.get_by_test_id("last-passing")).to_contain_text("s ago")
+        await expect(page.get_by_test_id("latency")).to_contain_text(lambda_or_regex(r"\d ms"))
+
+        # Broadcast restarts while pair 9 skates: the monitor resumes, no gap.
+        await expect(page.get_by_test_id("monitor-pair")).to_have_text("pair 9",
+                                                                        timeout=15_000)
+        await st.stop("broadcast")
+        await expect(page.get_by_test_id("status")).not_to_have_text("live", timeout=5_000)
+        await st.start("broadcast")
+        await expect(page.get_by_test_id("status")).to_have_text("live", timeout=10_000)
+
+        # Takagi at 600 m: 45.36, 3rd there, 0.14 behind the leader, slower (red);
+        # Leerdam's 44.96 is the fastest 600 m (purple).
+        takagi = grid.locator('tr[data-bib="20"]')
+        cell = takagi.locator('td[data-m="600"]')
+        await expect(cell.locator(".t")).to_have_text("45.36", timeout=30_000)
+        await expect(cell.locator(".rk")).to_have_text("3")
+        await expect(cell.locator(".gap")).to_have_text("+0.14")
+        await expect(cell.locator(".gap")).to_have_class(lambda_or_regex("slower"))
+        await expect(grid.locator('tr[data-bib="17"] td[data-m="600"]')).to_have_class(
+            lambda_or_regex(r"\bbest\b"))
+        await expect(page.get_by_test_id("stories")).to_contain_text(
+            "Takagi 0.14 behind Goetz at 600 m")
+        await feed
+        await expect(page.get_by_test_id("final-20")).to_contain_text("1:14.44", timeout=15_000)
+        await expect(page.get_by_test_id("stories").locator("li.hot").first).to_have_text(
+            "New leader: Takagi in 1:14.44, 0.006 ahead of Goetz")
+
+        # Keyboard: pin Takagi (she moves to the top), then compare her with Goetz.
+        await takagi.click()
+        await page.keyboard.press("p")
+        await expect(grid.locator("tbody tr").first).to_have_attribute("data-bib", "20")
+        await page.keyboard.press("c")
+        await goetz.click()
+        await page.keyboard.press("c")
+        cmp = page.get_by_test_id("compare")
+        await expect(cmp.locator("th")).to_have_text(["", "Takagi", "Goetz", "Diff", "Lap"])
+        await expect(cmp.locator('tr[data-m="600"] .diff')).to_have_text("+0.14")
+        await expect(cmp.locator('tr[data-m="1000"] .diff')).to_have_text("-0.006")
+        # Arrow keys move the selection; s orders by the classification (pins stay on top).
+        await page.keyboard.press("ArrowDown")
+        await expect(grid.locator("tr.selected")).to_have_count(1)
+        await page.keyboard.press("s")
+        await expect(grid.locator("tbody tr").nth(1)).to_have_attribute("data-bib", "5")
+        stats = await page.evaluate("window.icetime.stats")
+        assert stats["resumes"] >= 1 and stats["snapshots"] == 1 and stats["duplicates"] == 0
+        await page.screenshot(path=SHOTS / "monitor-1920x1080.png")
+        await assert_fits(page, ".chip, .cell, .final", MONITOR_BOXES, vertical=True)
+        # The choices survive a reload.
+        await page.reload()
+        await expect(grid.locator("tbody tr").first).to_have_attribute("data-bib", "20")
+        await expect(cmp.locator('tr[data-m="600"] .diff')).to_have_text("+0.14")
+        assert not errors, errors
+        await browser.close()

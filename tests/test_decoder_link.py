@@ -115,6 +115,14 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
                 stats = (await resp.json())["decoders"]["finish-p3"]
         assert stats["connects"] >= 2 and stats["resend_requests"] >= 1
         assert stats["passings"] == generated
+        # Health is published: every link change and STATUS as an event, the latest in a hash.
+        health = [json.loads(f[b"d"]) for _, f in await r.xrange(keys.DECODER_HEALTH_STREAM)]
+        kinds = [h["event"] for h in health if h["id"] == "finish-p3"]
+        assert kinds[0] == "connected" and "disconnected" in kinds and "status" in kinds
+        assert kinds.index("connected", kinds.index("disconnected")) > 0, "no reconnect event"
+        latest = json.loads(await r.hget(keys.DECODERS_HASH, "finish-p3"))
+        assert latest["connected"] and latest["status"]["noise"] >= 0
+        assert latest["last_passing_us"] is not None
 
         view = await follow(st, six_finished)
         cls = view["classification"]

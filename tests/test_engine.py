@@ -339,3 +339,25 @@ def test_extra_loops_give_unofficial_splits_and_speeds_even_out_of_order():
     assert folded == json.loads(json.dumps(comp.view("r")))
     with pytest.raises(ValueError, match="between 0 and 400"):
         Competition(loops={"line": 0})
+
+
+def test_record_pace_lines_and_the_story_so_far_in_the_view(doc):
+    fast = copy.deepcopy(doc)
+    # A track record Leerdam's 600 m projects under: 74.452 x 44.963 / 45.221 = 1:14.02.
+    fast["startlist"]["races"][0]["records"] = {"WR": "1:11.61", "TR": "1:14.10"}
+    comp, events = run_race(fast)
+    leerdam600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "17"
+                      and e["row"]["m"] == 600)
+    assert "Leerdam on track record pace at 600 m (projected 1:14.02)" in leerdam600["stories"]
+    assert not any("record pace" in line for e in run_race(doc)[1] if "stories" in e
+                   for line in e["stories"])
+    # The view carries the last lines told, so a screen opened late has the story so far.
+    told = [line for e in events if "stories" in e for line in e["stories"]]
+    view = comp.view(RACE)
+    assert view["stories"] == told[-len(view["stories"]):] and len(view["stories"]) == 50
+    assert view["stories"][-2].startswith("New leader: Takagi")
+    # A revision changes results, not what the commentator was already told.
+    comp2, ev2 = run_race(fast, extra=[
+        {"type": "decision", "race": RACE, "action": "dq", "bib": "20", "reason": "lane"}])
+    assert ev2[-1]["type"] == "revision"
+    assert ev2[-1]["view"]["stories"] == view["stories"]

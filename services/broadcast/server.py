@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -29,6 +30,15 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 #: Kernel send buffer per client: ample for live frames (~1 KB each), small enough
 #: that a client that stops reading is noticed within a few dozen frames.
 SOCKET_SNDBUF = 64 * 1024
+#: The pages: URL path -> file in web/ (plain ES modules, no build step).
+PAGES = {"/": "index.html", "/live": "live.html", "/board": "board.html",
+         "/monitor": "monitor.html", "/overlay": "overlay.html"}
+
+
+def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    async def handler(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / name)
+    return handler
 
 
 class Broadcast:
@@ -103,25 +113,17 @@ class Broadcast:
     async def health(self, request: web.Request) -> web.Response:
         async def h(key: str) -> dict[str, int]:
             return {k.decode(): int(v) for k, v in (await self.r.hgetall(key)).items()}
+        decoders = [json.loads(v) for _, v in
+                    sorted((await self.r.hgetall(keys.DECODERS_HASH)).items())]
         return web.json_response({"ingest": await h(keys.INGEST_STATS),
                                   "scoring": await h(keys.SCORING_STATS),
-                                  "broadcast": self.hub.stats(), "server_us": now_us()})
-
-    async def index(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(WEB_DIR / "index.html")
-
-    async def board(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(WEB_DIR / "board.html")
-
-    async def overlay(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(WEB_DIR / "overlay.html")
+                                  "broadcast": self.hub.stats(), "decoders": decoders,
+                                  "server_us": now_us()})
 
     def app(self) -> web.Application:
         app = web.Application()
+        app.add_routes([web.get(path, page(name)) for path, name in PAGES.items()])
         app.add_routes([
-            web.get("/", self.index),
-            web.get("/board", self.board),
-            web.get("/overlay", self.overlay),
             web.get("/api/config", self.config),
             web.get("/api/races", self.races),
             web.get("/api/time", self.time),

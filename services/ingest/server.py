@@ -172,8 +172,7 @@ class Ingest:
     async def http_stats(self, request: web.Request) -> web.Response:
         stats = {k.decode(): int(v) for k, v in (await self.r.hgetall(keys.INGEST_STATS)).items()}
         stats["raw_length"] = await self.r.xlen(keys.RAW_STREAM)
-        stats["decoders"] = {link.cfg.id: {**link.stats, "health": link.health}
-                             for link in self.links}
+        stats["decoders"] = {link.cfg.id: link.state() for link in self.links}
         return web.json_response(stats)
 
     def app(self) -> web.Application:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from icetime.timefmt import parse_time
+from icetime.view import STORY_LOG_MAX
 
 from . import stories
 from .distances import LAP_M, min_segment_us, passages
@@ -39,6 +40,8 @@ Event = dict[str, Any]
 #: Precedence of an official finish time's origin (higher wins), DOMAIN.md §1.4.
 FINISH_PRECEDENCE = {"transponder": 0, "beam": 1, "photo": 2, "manual": 3}
 STATUSES = ("DNS", "DNF", "DQ")
+#: Finish references a projection is compared with for a "record pace" line, best first.
+PACE_FLAGS = ("WR", "TR", "PB")
 
 
 class InputError(ValueError):
@@ -104,6 +107,8 @@ class LongTrackRace:
         self.id = str(spec["id"])
         self.revision = 0
         self.log: list[tuple[str, dict[str, Any]]] = []
+        # Lines already told stay told: a revision replays results, not the commentary.
+        self.story_log: list[str] = []
         self.max_speed_mps = max_speed_mps
         #: Extra loops in the ice: point id -> metres past the finish line along the lap.
         self.loops = dict(loops or {})
@@ -338,9 +343,14 @@ class LongTrackRace:
             name = self.skaters[row].short
             prev_name = self.skaters[prev_best_row].short if prev_best_row >= 0 else None
             margin = prev_best - t if prev_best_row >= 0 and t < prev_best else None
+            pace = None
+            if projected is not None:
+                pace = next(((f, projected) for f, ref in self.refs[row]
+                             if f in PACE_FLAGS and projected < ref), None)
             lines = stories.at_passage(
                 name, points[k], rank, prev_name, margin,
-                self.skaters[leader].short if leader >= 0 else None, gap_leader)
+                self.skaters[leader].short if leader >= 0 else None, gap_leader, pace)
+            self._tell(lines)
             return [{"type": "passage", **base, "stories": lines}]
         return self._finish(base, row, t, leader, emit)
 
@@ -372,8 +382,14 @@ class LongTrackRace:
         prev_name = self.skaters[prev_leader].short if prev_leader >= 0 else None
         margin = ct.item(1) - t if rank == 1 and n > 1 else None
         lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
+        self._tell(lines)
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
+
+    def _tell(self, lines: list[str]) -> None:
+        if lines:
+            self.story_log.extend(lines)
+            del self.story_log[:-STORY_LOG_MAX]
 
     def _on_split(self, input_id: str, row: int, t_common: int, point: str,
                   emit: bool) -> list[Event]:
@@ -527,6 +543,7 @@ class LongTrackRace:
                             "splits": [self.splits[i][m] for m in sorted(self.splits[i])]}
                         for i, b in enumerate(self.bibs)},
             "classification": self.classification(),
+            "stories": list(self.story_log),
             "revision": self.revision,
         }
 

@@ -26,11 +26,13 @@ def at_passage(
     margin_best: int | None,
     leader: str | None,
     gap_leader: int | None,
+    pace: tuple[str, int] | None = None,
 ) -> list[str]:
     """Lines for an intermediate passage.
 
     ``margin_best`` is how far under the previous best the skater went (µs, > 0);
-    ``gap_leader`` is the skater's time minus the provisional leader's at ``m``.
+    ``gap_leader`` is the skater's time minus the provisional leader's at ``m``;
+    ``pace`` is (flag, projected finish) when the projection beats a record or the PB.
     """
     lines = []
     if rank == 1 and previous_best and previous_best != name and margin_best:
@@ -42,6 +44,10 @@ def at_passage(
             lines.append(f"{name} {format_diff(gap_leader)} behind {leader} at {m} m")
         else:
             lines.append(f"{name} {format_diff(gap_leader)} ahead of leader {leader} at {m} m")
+    if pace:
+        flag, projected = pace
+        lines.append(f"{name} on {FLAG_LABELS.get(flag, flag)} pace at {m} m "
+                     f"(projected {format_time(projected)})")
     return lines
 
 

@@ -1,5 +1,8 @@
 // The client-side fold: how a race view follows the event stream.
 // Mirrors icetime/view.py; the Python tests check that fold against the engine.
+// Story lines a view keeps (the engine keeps the same number).
+export const STORY_LOG_MAX = 50;
+
 export function applyEvent(view, ev) {
   if (ev.type === "revision") return structuredClone(ev.view);
   if (!view) return view;
@@ -13,6 +16,7 @@ export function applyEvent(view, ev) {
     result.splits = result.splits.filter((s) => s.m !== ev.split.m).concat([ev.split])
       .sort((a, b) => a.m - b.m);
   } else if (ev.type === "passage" || ev.type === "finish") {
+    if (ev.stories.length) view.stories = view.stories.concat(ev.stories).slice(-STORY_LOG_MAX);
     const result = view.results[ev.bib];
     result.passages[ev.row.k] = ev.row;
     if (ev.type === "finish") {

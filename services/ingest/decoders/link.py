@@ -9,15 +9,21 @@
   RESEND request (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing.
 * A dropped link is reopened with backoff. Damaged records are reported,
   counted, kept in the rejects stream, and decoding carries on.
+* Health (link up or down, each STATUS record's noise, GPS, temperature, voltage
+  and loop triggers, the last passing, the counters, the clock offset) is
+  published: the latest per decoder in a Redis hash, every change as an event in
+  a capped stream (see docs/decoders.md, "Health").
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icetime import keys
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 
@@ -71,7 +77,28 @@ class DecoderLink:
         self.stats: dict[str, int] = {"connects": 0, "passings": 0, "duplicates": 0,
                                       "damaged": 0, "resend_requests": 0}
         self.health: dict[str, Any] = {}
+        self.connected = False
+        self.last_passing_us: int | None = None
         self.writer: asyncio.StreamWriter | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What the monitor and /api/health show for this decoder."""
+        return {"id": self.cfg.id, "point": self.cfg.point, "connected": self.connected,
+                "status": self.health, "last_passing_us": self.last_passing_us,
+                "clock_offset_us": self.cfg.offset_us, **self.stats}
+
+    async def publish_health(self, event: str) -> None:
+        """The latest state in the hash, and the change as an event in the stream."""
+        doc = json.dumps({"event": event, "at_us": now_us(), **self.state()})
+        r = self.ingest.r
+        try:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.hset(keys.DECODERS_HASH, self.cfg.id, doc)
+                pipe.xadd(keys.DECODER_HEALTH_STREAM, {"d": doc},
+                          maxlen=keys.DECODER_HEALTH_MAXLEN, approximate=True)
+                await pipe.execute()
+        except Exception as exc:  # health is best effort: never stop the passings for it
+            log.warning("decoder %s: health not published: %s", self.cfg.id, exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -94,7 +121,9 @@ class DecoderLink:
                 continue
             backoff = 0.1
             self.stats["connects"] += 1
+            self.connected = True
             log.info("decoder %s connected", self.cfg.id)
+            await self.publish_health("connected")
             await self.on_connect()
             try:
                 await self.pump(reader, stop)
@@ -103,6 +132,9 @@ class DecoderLink:
             finally:
                 self.writer.close()
                 self.writer = None
+                self.connected = False
+            if not stop.is_set():
+                await self.publish_health("disconnected")
 
     async def on_connect(self) -> None:
         if self.highest is None:
@@ -136,6 +168,7 @@ class DecoderLink:
                     await self.on_passing(item)
                 elif item.tor == TOR["STATUS"]:
                     self.health = {**item.fields, "last_seen_us": now_us()}
+                    await self.publish_health("status")
 
     async def on_passing(self, rec: P3Record) -> None:
         f = rec.fields
@@ -160,4 +193,5 @@ class DecoderLink:
         if reply.get("ok"):
             self.have.add(n)
             self.highest = n if self.highest is None else max(self.highest, n)
+            self.last_passing_us = now_us()
             self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1

@@ -1,0 +1,234 @@
+// The commentator's split monitor: every skater x passage, stories, feed health, and
+// keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
+import { LiveRace, pickRace } from "./live.js";
+import { esc, fmtTime, fmtGap } from "./view.js";
+
+const $ = (id) => document.getElementById(id);
+const HEALTH_POLL_MS = 2000;
+const DECODER_QUIET_US = 5_000_000;  // no STATUS for 5 s: the decoder is not talking
+const LATENCY_WINDOW = 50;           // events the latency median is taken over
+const STALE_MS = 10000;
+
+// What the commentator chose; kept per race across reloads.
+const prefs = { pinned: [], compare: [], order: "start" };
+let selected = null;
+let live = null;
+let lastPassingAt = 0;  // local time the last passage, finish or split arrived
+const latencies = [];
+
+const prefsKey = () => `icetime.monitor.${live.race}`;
+function loadPrefs() {
+  try { Object.assign(prefs, JSON.parse(localStorage.getItem(prefsKey())) || {}); } catch { /* fresh */ }
+}
+function savePrefs() { localStorage.setItem(prefsKey(), JSON.stringify(prefs)); }
+
+function startOrder(view) {
+  return view.pairs.flatMap((p) => [p.inner, p.outer]).filter(Boolean);
+}
+
+// Pinned skaters first (in the order pinned), then start order or the classification.
+function rowOrder(view) {
+  let base = startOrder(view);
+  if (prefs.order === "classification") {
+    const ranked = view.classification.bib;
+    base = ranked.concat(base.filter((b) => !ranked.includes(b)));
+  }
+  const pinned = prefs.pinned.filter((b) => view.skaters[b]);
+  return pinned.concat(base.filter((b) => !pinned.includes(b)));
+}
+
+// The fastest time and lap at each passage so far, for the purple cells.
+function bests(view) {
+  const out = view.race.passages.map(() => ({ t: Infinity, lap: Infinity }));
+  for (const res of Object.values(view.results)) {
+    res.passages.forEach((p, k) => {
+      if (!p) return;
+      out[k].t = Math.min(out[k].t, p.t);
+      if (k) out[k].lap = Math.min(out[k].lap, p.lap);
+    });
+  }
+  return out;
+}
+
+function gapClass(gap) { return gap === null || gap === undefined ? "" : gap > 0 ? "slower" : "faster"; }
+
+function cell(p, best) {
+  if (!p) return `<td class="cell empty"></td>`;
+  const lap = p.k ? `<span class="lap${p.lap === best.lap ? " best-lap" : ""}">${fmtTime(p.lap)}</span>` : `<span class="lap"></span>`;
+  return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}">` +
+    `<div class="t">${fmtTime(p.t)}</div><div class="sub">${lap}` +
+    `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
+}
+
+function flags(list) { return list.map((f) => `<span class="flag flag-${f}">${f}</span>`).join(""); }
+
+function row(view, bib, best, pairOf) {
+  const sk = view.skaters[bib], res = view.results[bib];
+  const c = view.classification, at = c.bib.indexOf(bib);
+  const [pair, lane] = pairOf[bib];
+  const onIce = view.on_ice[String(pair)] && !res.final && !res.status;
+  const last = [...res.passages].reverse().find(Boolean);
+  const classes = [prefs.pinned.includes(bib) && "pinned", selected === bib && "selected",
+    prefs.compare.includes(bib) && "compared", onIce && "on-ice"].filter(Boolean).join(" ");
+  const final = res.status ? `<span class="code">${res.status}</span>`
+    : res.final ? `<span class="t">${fmtTime(res.final.t)}</span> <span class="rk">${at >= 0 ? c.rank[at] : ""}</span>` +
+      (at > 0 ? ` <span class="gap slower">${fmtGap(c.behind[at])}</span>` : "") + flags(res.final.flags) : "";
+  const projected = !res.final && last && last.projected ? fmtTime(last.projected) : "";
+  return `<tr data-bib="${bib}" class="${classes}" aria-selected="${selected === bib}">` +
+    `<td class="pr">${pair}<span class="lane lane-${lane}">${lane}</span></td>` +
+    `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
+    `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
+    view.race.passages.map((m, k) => cell(res.passages[k], best[k])).join("") +
+    `<td class="final" data-testid="final-${bib}">${final}</td><td class="num proj">${projected}</td></tr>`;
+}
+
+function compareTable(view) {
+  const [a, b] = prefs.compare;
+  if (!a) return `<p class="hint">Select a skater and press <kbd>c</kbd>; then a second one.</p>`;
+  if (!b) return `<p class="hint">${esc(view.skaters[a].short)} vs …: press <kbd>c</kbd> on another skater.</p>`;
+  const ra = view.results[a], rb = view.results[b];
+  const rows = view.race.passages.map((m, k) => {
+    const pa = ra.passages[k], pb = rb.passages[k];
+    const d = pa && pb ? pa.t - pb.t : null;
+    const dl = pa && pb && k ? pa.lap - pb.lap : null;
+    return `<tr data-m="${m}"><td>${m} m</td><td class="num">${pa ? fmtTime(pa.t) : ""}</td>` +
+      `<td class="num">${pb ? fmtTime(pb.t) : ""}</td><td class="num gap diff ${gapClass(d)}">${d === null ? "" : fmtGap(d)}</td>` +
+      `<td class="num gap ${gapClass(dl)}">${dl === null ? "" : fmtGap(dl)}</td></tr>`;
+  }).join("");
+  return `<table class="cmp"><thead><tr><th></th><th class="num">${esc(view.skaters[a].short)}</th>` +
+    `<th class="num">${esc(view.skaters[b].short)}</th><th class="num">Diff</th><th class="num">Lap</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function render(view) {
+  if (!view) return;
+  $("race").textContent = view.race.name;
+  document.title = `icetime · monitor · ${view.race.name}`;
+  $("records").textContent = Object.entries(view.race.records || {})
+    .map(([k, t]) => `${k} ${fmtTime(t)}`).join(" · ");
+  $("pair").textContent = view.current_pair !== null ? `pair ${view.current_pair}` : "";
+  const pairOf = {};
+  for (const p of view.pairs) {
+    if (p.inner) pairOf[p.inner] = [p.pair, "I"];
+    if (p.outer) pairOf[p.outer] = [p.pair, "O"];
+  }
+  const best = bests(view);
+  $("grid-head").innerHTML = `<tr><th>Pr</th><th>Skater</th><th class="num">PB</th><th class="num">SB</th>` +
+    view.race.passages.map((m) => `<th class="num">${m} m</th>`).join("") +
+    `<th>Final</th><th class="num">Proj.</th></tr>`;
+  $("grid-body").innerHTML = rowOrder(view).map((bib) => row(view, bib, best, pairOf)).join("");
+  $("compare").innerHTML = compareTable(view);
+  $("stories").innerHTML = [...(view.stories || [])].reverse().map((line) =>
+    `<li class="${/New leader|record|fastest/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)] : null;
+}
+
+function onEvent(ev, msg) {
+  if (ev.type === "passage" || ev.type === "finish" || ev.type === "split") lastPassingAt = Date.now();
+  const from = ev.hops && (ev.hops.source_us ?? ev.hops.ingest_us);
+  if (from && msg.broadcast_us) {
+    latencies.push((msg.broadcast_us - from) / 1000);
+    if (latencies.length > LATENCY_WINDOW) latencies.shift();
+  }
+}
+
+function ago(us) {
+  if (us === null || us === undefined) return "never";
+  const s = us / 1e6;
+  return s < 60 ? `${s.toFixed(s < 10 ? 1 : 0)} s ago` : `${Math.floor(s / 60)} min ago`;
+}
+
+async function pollHealth() {
+  let h = null;
+  try { h = await fetch("/api/health").then((r) => r.json()); } catch { /* shown below */ }
+  const parts = [];
+  if (!h) {
+    parts.push(`<span class="chip bad">health unavailable</span>`);
+  } else {
+    for (const d of h.decoders || []) {
+      const seen = d.status && d.status.last_seen_us;
+      const quiet = !seen || h.server_us - seen > DECODER_QUIET_US;
+      const ok = d.connected && !quiet;
+      const st = d.status || {};
+      const bits = [d.connected ? (quiet ? "quiet" : "up") : "down",
+        st.noise !== undefined && `noise ${st.noise}`,
+        st.temperature !== undefined && `${(st.temperature / 10).toFixed(1)} °C`,
+        st.gps !== undefined && `GPS ${st.gps ? "ok" : "none"}`,
+        `last passing ${ago(d.last_passing_us && h.server_us - d.last_passing_us)}`,
+        d.clock_offset_us ? `offset ${(d.clock_offset_us / 1000).toFixed(1)} ms` : null,
+        d.damaged ? `${d.damaged} damaged` : null].filter(Boolean);
+      parts.push(`<span class="chip ${ok ? "ok" : "bad"}" data-testid="decoder-${esc(d.id)}">` +
+        `<b>${esc(d.id)}</b> ${esc(d.point)} · ${bits.join(" · ")}</span>`);
+    }
+    const ing = h.ingest || {}, sc = h.scoring || {};
+    parts.push(`<span class="chip" data-testid="feed-counts">inputs ${ing.accepted || 0} · ` +
+      `duplicates ${ing.duplicate || 0} · rejected ${ing.rejected || 0} · ` +
+      `unknown transponders ${sc.unknown_transponder || 0}</span>`);
+  }
+  const lat = median(latencies);
+  parts.push(`<span class="chip" data-testid="latency">latency ${lat === null ? "–" : lat.toFixed(1) + " ms"}` +
+    `${latencies.length ? ` (last ${latencies[latencies.length - 1].toFixed(1)} ms)` : ""}</span>`);
+  parts.push(`<span class="chip" data-testid="last-passing">last passing ${lastPassingAt ? ago((Date.now() - lastPassingAt) * 1000) : "–"}</span>`);
+  $("health").innerHTML = parts.join("");
+}
+
+function tick() {
+  const view = live.view;
+  const run = view && view.current_pair !== null && view.on_ice[String(view.current_pair)];
+  const elapsed = run ? live.raceElapsedUs(run) : null;
+  $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
+  const quiet = live.lastMessageAt && Date.now() - live.lastMessageAt > STALE_MS && run;
+  if (live.status === "live" && quiet) $("status").textContent = "no data";
+  requestAnimationFrame(tick);
+}
+
+function move(step) {
+  const order = rowOrder(live.view);
+  const i = order.indexOf(selected);
+  selected = order[Math.max(0, Math.min(order.length - 1, i < 0 ? 0 : i + step))];
+}
+
+function toggle(list, bib, max) {
+  const i = list.indexOf(bib);
+  if (i >= 0) list.splice(i, 1);
+  else { list.push(bib); if (max && list.length > max) list.shift(); }
+}
+
+function onKey(e) {
+  if (!live.view || e.ctrlKey || e.metaKey || e.altKey) return;
+  const k = e.key;
+  if (k === "ArrowDown" || k === "j") move(1);
+  else if (k === "ArrowUp" || k === "k") move(-1);
+  else if (k === "p" && selected) toggle(prefs.pinned, selected);
+  else if (k === "c" && selected) toggle(prefs.compare, selected, 2);
+  else if (k === "s") prefs.order = prefs.order === "start" ? "classification" : "start";
+  else if (k === "Escape") { prefs.compare = []; selected = null; }
+  else return;
+  e.preventDefault();
+  savePrefs();
+  render(live.view);
+  const el = document.querySelector(`#grid-body tr[data-bib="${selected}"]`);
+  if (el) el.scrollIntoView({ block: "nearest" });
+}
+
+live = new LiveRace(await pickRace(() => { $("race").textContent = "waiting for a start list…"; }), {
+  onView: render,
+  onEvent,
+  onStatus: (s) => { live.status = s; $("status").textContent = s; $("status").dataset.state = s; },
+});
+window.icetime = live;
+loadPrefs();
+document.addEventListener("keydown", onKey);
+$("grid-body").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-bib]");
+  if (!tr) return;
+  selected = tr.dataset.bib;
+  render(live.view);
+});
+await live.start();
+pollHealth();
+setInterval(pollHealth, HEALTH_POLL_MS);
+requestAnimationFrame(tick);
