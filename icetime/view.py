@@ -17,7 +17,8 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
     """Apply one race event to a view (mutated and returned)."""
     kind = ev["type"]
     if kind == "revision":
-        return copy.deepcopy(ev["view"])
+        fresh: dict[str, Any] = copy.deepcopy(ev["view"])
+        return fresh
     if view is None:
         return None  # deltas before any snapshot carry nothing to apply to
     if kind == "pair_start":
