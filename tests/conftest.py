@@ -113,14 +113,20 @@ class Stack:
             await r.aclose()
 
 
-@pytest.fixture
-async def stack(redis_server):
-    s = Stack(make_settings(redis_server.url), redis_server.url, {}, {}, [])
+async def start_stack(settings: Settings, redis_url: str) -> Stack:
+    """The three services in this process, on ``settings``' ports, ready to use."""
+    s = Stack(settings, redis_url, {}, {}, [])
     for name in ("ingest", "scoring", "broadcast"):
         await s.start(name)
     await wait_port(s.settings.ingest_tcp_port)
     await wait_port(s.settings.broadcast_ws_port)
     await wait_port(s.settings.broadcast_http_port)
+    return s
+
+
+@pytest.fixture
+async def stack(redis_server):
+    s = await start_stack(make_settings(redis_server.url), redis_server.url)
     yield s
     with contextlib.suppress(Exception):
         await s.close()

@@ -1,11 +1,10 @@
 // The arena video board: no interaction; it switches by itself between the pair on the
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
-import { esc, fmtTime, fmtGap } from "./view.js";
+import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 10000;
-const ordinal = (n) => n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
 
 function mode(view) {
   if (!view) return "idle";
@@ -74,7 +73,7 @@ function tick(live) {
     el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
   }
   const alert = $("alert");
-  const quiet = live.lastMessageAt && Date.now() - live.lastMessageAt > STALE_MS;
+  const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS;
   const problem = live.status === "connecting" ? "Connecting…"
     : live.status !== "live" ? "Reconnecting…" : (quiet && run ? "No timing data" : "");
   alert.hidden = !problem;

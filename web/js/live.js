@@ -1,5 +1,9 @@
-// A live connection to one race: snapshot, ordered deltas, exact resume, server clock.
+// A live connection to one race: snapshot, ordered deltas, exact resume, server clock,
+// an optional display delay, and a watchdog for connections that die silently.
 import { applyEvent } from "./view.js";
+
+const HEARTBEAT_MS = 5000;  // a clock sync this often doubles as a heartbeat
+const DEAD_MS = 9000;       // nothing at all for this long: the connection is dead
 
 function cmpOffset(a, b) {
   const [am, as] = a.split("-").map(Number), [bm, bs] = b.split("-").map(Number);
@@ -17,7 +21,11 @@ export class LiveRace {
     this.offset = null;
     this.clockOffsetMs = 0;  // server time - local time
     this.bestRtt = Infinity;
-    this.lastMessageAt = 0;
+    this.lastMessageAt = 0;  // any message, heartbeats included
+    this.lastEventAt = 0;    // race data: a snapshot or an event
+    this.delayMs = 0;        // show everything this much later (to stay behind a TV stream)
+    this.pending = [];       // received, not shown yet: [{at, msg}]
+    this.flushTimer = null;
     this.backoff = 500;
     this.stats = { snapshots: 0, events: 0, resumes: 0, reconnects: 0, duplicates: 0 };
   }
@@ -26,13 +34,44 @@ export class LiveRace {
     const cfg = await fetch("/api/config").then((r) => r.json()).catch(() => ({}));
     this.url = cfg.ws_url || `ws://${location.hostname}:${cfg.ws_port || 8081}/`;
     this.connect();
-    setInterval(() => this.sync(), 10000);
+    setInterval(() => this.heartbeat(), HEARTBEAT_MS);
+    // Back on the network: reconnect now rather than at the end of a backoff.
+    addEventListener("online", () => { if (!this.ws || this.ws.readyState !== 1) this.reconnect(); });
   }
 
   serverNowUs() { return (Date.now() + this.clockOffsetMs) * 1000; }
 
-  // Race time of a pair on the ice, by the server's clock (a replay's rate included).
-  raceElapsedUs(run) { return (this.serverNowUs() - run.clock_origin_us) * (run.rate || 1); }
+  // Race time of a pair on the ice, by the server's clock (a replay's rate included),
+  // as shown: a display delay holds the clock back too.
+  raceElapsedUs(run) {
+    return (this.serverNowUs() - this.delayMs * 1000 - run.clock_origin_us) * (run.rate || 1);
+  }
+
+  // A phone that loses its network often gets no close at all: the socket just goes
+  // quiet. The heartbeat's reply proves it alive; without one the link is replaced.
+  heartbeat() {
+    if (this.ws && this.ws.readyState === 1 && Date.now() - this.lastMessageAt > DEAD_MS) {
+      this.reconnect();
+      return;
+    }
+    this.sync();
+  }
+
+  reconnect() {
+    const old = this.ws;
+    if (old) {
+      old.onclose = old.onmessage = old.onopen = null;
+      try { old.close(); } catch { /* already gone */ }
+    }
+    clearTimeout(this.retryTimer);
+    this.stats.reconnects++;
+    this.connect();
+  }
+
+  setDelay(seconds) {
+    this.delayMs = Math.max(0, seconds * 1000);
+    this.flush();
+  }
 
   sync() {
     if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify({ op: "time", c: performance.now() }));
@@ -43,6 +82,7 @@ export class LiveRace {
     this.onStatus("connecting");
     ws.onopen = () => {
       this.backoff = 500;
+      this.lastMessageAt = Date.now();
       for (let i = 0; i < 3; i++) setTimeout(() => this.sync(), i * 150);
       const sub = { op: "subscribe", race: this.race };
       if (this.epoch && this.offset) Object.assign(sub, { epoch: this.epoch, offset: this.offset });
@@ -52,7 +92,7 @@ export class LiveRace {
     ws.onclose = () => {
       this.onStatus("reconnecting");
       this.stats.reconnects++;
-      setTimeout(() => this.connect(), this.backoff);
+      this.retryTimer = setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 5000);
     };
   }
@@ -69,9 +109,6 @@ export class LiveRace {
     }
     if (msg.type === "snapshot") {
       this.stats.snapshots++;
-      this.view = msg.view;
-      this.epoch = msg.epoch;
-      this.offset = msg.offset;
       this.onStatus("live");
     } else if (msg.type === "resumed") {
       this.stats.resumes++;
@@ -80,14 +117,36 @@ export class LiveRace {
     } else if (msg.type === "event") {
       if (this.offset && cmpOffset(msg.offset, this.offset) <= 0) { this.stats.duplicates++; return; }
       this.stats.events++;
-      this.view = applyEvent(this.view, msg.event);
-      this.epoch = msg.epoch;
-      this.offset = msg.offset;
-      this.onEvent(msg.event, msg);
     } else {
       return;
     }
-    this.onView(this.view);
+    // Where the stream stands moves at once (a resume asks from here); what the page
+    // shows follows after the display delay.
+    this.epoch = msg.epoch;
+    this.offset = msg.offset;
+    this.lastEventAt = Date.now();
+    this.pending.push({ at: Date.now(), msg });
+    this.flush();
+  }
+
+  flush() {
+    clearTimeout(this.flushTimer);
+    const due = Date.now() - this.delayMs;
+    let changed = false;
+    while (this.pending.length && this.pending[0].at <= due) {
+      const { msg } = this.pending.shift();
+      if (msg.type === "snapshot") {
+        this.view = msg.view;
+      } else {
+        this.view = applyEvent(this.view, msg.event);
+        this.onEvent(msg.event, msg);
+      }
+      changed = true;
+    }
+    if (this.pending.length) {
+      this.flushTimer = setTimeout(() => this.flush(), this.pending[0].at - due);
+    }
+    if (changed) this.onView(this.view);
   }
 }
 

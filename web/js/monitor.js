@@ -180,7 +180,7 @@ function tick() {
   const run = view && view.current_pair !== null && view.on_ice[String(view.current_pair)];
   const elapsed = run ? live.raceElapsedUs(run) : null;
   $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
-  const quiet = live.lastMessageAt && Date.now() - live.lastMessageAt > STALE_MS && run;
+  const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS && run;
   if (live.status === "live" && quiet) $("status").textContent = "no data";
   requestAnimationFrame(tick);
 }

@@ -52,3 +52,8 @@ export function fmtGap(us) {
 export function esc(s) {
   return String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
+
+// 1st, 2nd, 3rd, 4th, 11th, 21st...
+export function ordinal(n) {
+  return n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+}

@@ -1,0 +1,215 @@
+// The fans' live page, phone first: follow a skater (or the pair on the ice), their gap
+// to the leader over the distance, the pair, the classification and the story, with a
+// display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
+import { LiveRace, pickRace } from "./live.js";
+import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+
+const $ = (id) => document.getElementById(id);
+const STALE_MS = 15000;
+const params = new URLSearchParams(location.search);
+let follow = "";  // a bib, or "" for the pair on the ice
+
+function gapClass(gap) { return gap === null || gap === undefined ? "" : gap > 0 ? "slower" : "faster"; }
+
+function laneRows(view, bib, lane) {
+  const sk = view.skaters[bib];
+  const res = view.results[bib];
+  const rows = view.race.passages.map((m, k) => {
+    const p = res.passages[k];
+    if (!p) return `<tr class="pending"><td>${m} m</td><td colspan="5"></td></tr>`;
+    const lead = p.gap_leader === null ? "" : fmtGap(p.gap_leader);
+    return `<tr data-m="${m}"><td>${m} m</td><td class="num t">${fmtTime(p.t)}</td>` +
+      `<td class="num">${k ? fmtTime(p.lap) : ""}</td><td class="num rank">${p.rank}</td>` +
+      `<td class="num gap ${gapClass(p.gap_leader)}">${lead}</td>` +
+      `<td class="num">${p.projected ? "→ " + fmtTime(p.projected) : ""}</td></tr>`;
+  }).join("");
+  const status = res.status ? `<span class="code">${res.status}</span>` : "";
+  const final = res.final ? `<span class="final" data-testid="final-${bib}">${fmtTime(res.final.t)}</span>` +
+    res.final.flags.map((f) => ` <span class="flag">${f}</span>`).join("") : "";
+  return `<div class="lane lane-${lane}" data-bib="${bib}" data-testid="lane-${lane}">
+    <div class="who"><span class="band" aria-label="${lane === "I" ? "inner lane" : "outer lane"}">${lane}</span>
+      <span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></div>
+    <div class="clock" data-bib="${bib}" data-testid="clock-${lane}">${final || status || ""}</div>
+    <table class="splits"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
+  </div>`;
+}
+
+// The skaters the chart and card are about: the one followed, or the pair on the ice
+// (or the last pair, between pairs).
+function followed(view) {
+  if (follow && view.skaters[follow]) return [follow];
+  const pair = view.pairs.find((p) => p.pair === view.current_pair);
+  return pair ? [pair.inner, pair.outer].filter(Boolean) : [];
+}
+
+function card(view, bib) {
+  const sk = view.skaters[bib], res = view.results[bib];
+  const last = [...res.passages].reverse().find(Boolean);
+  const c = view.classification, at = c.bib.indexOf(bib);
+  let big = `<span class="clock" data-bib="${bib}"></span>`;
+  if (res.status) big = `<span class="code">${res.status}</span>`;
+  else if (res.final) {
+    big = `<span class="final" data-testid="follow-final-${bib}">${fmtTime(res.final.t)}</span>` +
+      (at >= 0 ? ` <span class="rank">${ordinal(c.rank[at])}</span>` : "") +
+      res.final.flags.map((f) => ` <span class="flag">${f}</span>`).join("");
+  }
+  const line = last && !res.final
+    ? `<div class="lastp" data-testid="follow-last-${bib}">${last.m} m <b>${fmtTime(last.t)}</b> · ${ordinal(last.rank)}` +
+      (last.gap_leader !== null ? ` · <span class="gap ${gapClass(last.gap_leader)}">${fmtGap(last.gap_leader)}</span>` : "") + `</div>`
+    : "";
+  return `<div class="fcard" data-bib="${bib}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
+    `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
+}
+
+// Gap at each passage to the fastest finished skater not being plotted (the leader,
+// or for the leader herself the runner-up): ahead above the line, behind below it.
+function chart(view, bibs) {
+  const W = 340, H = 170, L = 40, R = 12, T = 14, B = 24;
+  const dist = view.race.distance, passages = view.race.passages;
+  const ref = view.classification.bib.find((b) => !bibs.includes(b));
+  const refRows = ref ? view.results[ref].passages : [];
+  const series = bibs.map((bib) => ({
+    bib, pts: view.results[bib].passages.filter((p) => p && refRows[p.k])
+      .map((p) => ({ m: p.m, gap: p.t - refRows[p.k].t })),
+  }));
+  const all = series.flatMap((s) => s.pts.map((p) => Math.abs(p.gap)));
+  const span = Math.max(0.5, Math.ceil(Math.max(0, ...all) / 1e6 * 2) / 2) * 1e6;
+  const x = (m) => L + (m / dist) * (W - L - R);
+  const y = (gap) => T + ((span + gap) / (2 * span)) * (H - T - B);
+  const out = [`<line class="zero" x1="${L}" x2="${W - R}" y1="${y(0)}" y2="${y(0)}"/>`,
+    `<text class="axis" x="${L - 4}" y="${y(0) + 4}" text-anchor="end">${ref ? esc(view.skaters[ref].short.slice(0, 6)) : "leader"}</text>`,
+    `<text class="axis" x="${L - 4}" y="${T + 4}" text-anchor="end">-${span / 1e6}</text>`,
+    `<text class="axis" x="${L - 4}" y="${H - B + 4}" text-anchor="end">+${span / 1e6}</text>`];
+  const every = Math.ceil(passages.length / 6);
+  passages.forEach((m, k) => {
+    if (k % every && k !== passages.length - 1) return;
+    out.push(`<text class="axis" x="${x(m)}" y="${H - 6}" text-anchor="middle">${m}</text>`);
+  });
+  series.forEach((s) => {
+    const lane = view.pairs.some((p) => p.outer === s.bib) ? "O" : "I";
+    const cls = bibs.length === 1 ? "s-follow" : `s-${lane}`;
+    if (s.pts.length > 1) {
+      out.push(`<polyline class="line ${cls}" points="${s.pts.map((p) => `${x(p.m)},${y(p.gap)}`).join(" ")}"/>`);
+    }
+    s.pts.forEach((p, j) => {
+      out.push(`<circle class="pt ${cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${s.bib}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
+      if (s.pts.length <= 6 || j === s.pts.length - 1) {
+        const dy = p.gap > 0 ? 14 : -8;
+        out.push(`<text class="lbl ${cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${s.bib}-${p.m}">${fmtGap(p.gap)}</text>`);
+      }
+    });
+  });
+  if (!all.length) {
+    out.push(`<text class="axis note" x="${W / 2}" y="${y(0) - 10}" text-anchor="middle">` +
+      `${ref ? "waiting for a passage" : "no finished skater to compare with yet"}</text>`);
+  }
+  $("chart").innerHTML = out.join("");
+  $("chart-title").textContent = ref ? `Gap to ${view.skaters[ref].short}` : "Gap to the leader";
+}
+
+function fillFollow(view) {
+  const sel = $("follow");
+  if (sel.options.length > 1) return;
+  for (const p of view.pairs) {
+    for (const bib of [p.inner, p.outer].filter(Boolean)) {
+      const sk = view.skaters[bib];
+      sel.add(new Option(`${sk.short} (${sk.nation}) · pair ${p.pair}`, bib));
+    }
+  }
+  sel.value = follow;
+}
+
+function render(view) {
+  if (!view) return;
+  $("race-name").textContent = view.race.name;
+  document.title = `icetime · ${view.race.name}`;
+  fillFollow(view);
+  const bibs = followed(view);
+  $("follow-title").textContent = follow ? `Following ${view.skaters[follow].short}` : "Pair on the ice";
+  $("follow-card").innerHTML = bibs.map((b) => card(view, b)).join("") ||
+    `<p class="idle">No pair has started yet.</p>`;
+  chart(view, bibs);
+  const pair = view.pairs.find((p) => p.pair === view.current_pair);
+  $("pair-label").textContent = pair ? `· pair ${pair.pair}` : "";
+  $("lanes").innerHTML = pair
+    ? [["I", pair.inner], ["O", pair.outer]].filter(([, b]) => b).map(([l, b]) => laneRows(view, b, l)).join("")
+    : `<p class="idle">No pair has started yet.</p>`;
+  const c = view.classification;
+  $("cls-body").innerHTML = c.bib.map((bib, i) => {
+    const sk = view.skaters[bib], fin = view.results[bib].final;
+    return `<tr data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td>${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
+      `<td class="num t">${fmtTime(c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
+      `<td>${(fin?.flags || []).map((f) => `<span class="flag">${f}</span>`).join(" ")}</td></tr>`;
+  }).join("");
+  $("stories").innerHTML = (view.stories || []).slice(-12).reverse()
+    .map((line) => `<li>${esc(line)}</li>`).join("");
+}
+
+function tickClocks(live) {
+  const view = live.view;
+  if (view) {
+    for (const el of document.querySelectorAll(".clock[data-bib]")) {
+      const res = view.results[el.dataset.bib];
+      const pair = view.pairs.find((p) => p.inner === el.dataset.bib || p.outer === el.dataset.bib);
+      const run = pair && view.on_ice[String(pair.pair)];
+      if (res.final || res.status) continue;
+      if (!run) { el.textContent = ""; continue; }
+      const elapsed = live.raceElapsedUs(run);
+      el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
+    }
+  }
+  const since = Date.now() - live.lastEventAt;
+  const st = $("status");
+  let text = st.dataset.state || "connecting";
+  if (live.lastEventAt && since > STALE_MS && text === "live") text = `no data for ${Math.round(since / 1000)} s`;
+  if (live.delayMs) text += ` · ${live.delayMs / 1000} s behind`;
+  if (st.textContent !== text) st.textContent = text;
+  requestAnimationFrame(() => tickClocks(live));
+}
+
+async function fillRaces(current) {
+  const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+  const sel = $("race-select");
+  for (const r of races) sel.add(new Option(r.name, r.id));
+  sel.value = current;
+  sel.addEventListener("change", () => {
+    location.assign(`/live?race=${encodeURIComponent(sel.value)}`);
+  });
+}
+
+const race = await pickRace(() => { $("race-name").textContent = "waiting for a start list…"; });
+follow = params.get("bib") ?? localStorage.getItem(`icetime.follow.${race}`) ?? "";
+const delay = Number(params.get("delay") ?? localStorage.getItem("icetime.delay") ?? 0) || 0;
+const live = new LiveRace(race, {
+  onView: render,
+  onStatus: (s) => { $("status").dataset.state = s; },
+});
+window.icetime = live;  // for the browser tests and the curious
+live.setDelay(delay);
+if (![...$("delay").options].some((o) => o.value === String(delay))) {
+  $("delay").add(new Option(`${delay} s`, String(delay)));
+}
+$("delay").value = String(delay);
+$("delay").addEventListener("change", () => {
+  const s = Number($("delay").value);
+  localStorage.setItem("icetime.delay", String(s));
+  live.setDelay(s);
+});
+$("follow").addEventListener("change", () => {
+  follow = $("follow").value;
+  localStorage.setItem(`icetime.follow.${race}`, follow);
+  render(live.view);
+});
+$("cls-body").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-bib]");
+  if (!tr) return;
+  follow = tr.dataset.bib;
+  $("follow").value = follow;
+  localStorage.setItem(`icetime.follow.${race}`, follow);
+  render(live.view);
+  scrollTo({ top: 0, behavior: "smooth" });
+});
+$("controls").addEventListener("submit", (e) => e.preventDefault());
+fillRaces(race);
+await live.start();
+requestAnimationFrame(() => tickClocks(live));
