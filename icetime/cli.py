@@ -124,9 +124,15 @@ class Supervisor:
             raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
         return result
 
-    def page_url(self, race: str | None = None) -> str:
-        url = f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/"
+    def page_url(self, race: str | None = None, page: str = "") -> str:
+        url = f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/{page}"
         return url + (f"?race={race}" if race else "")
+
+    def screens(self, race: str) -> str:
+        """The four screens of a race, one per line, for the console."""
+        return "\n".join(f"  {label:<26}{self.page_url(race, page)}" for label, page in (
+            ("fans (phones)", "live"), ("commentator monitor", "monitor"),
+            ("arena board", "board"), ("overlay (OBS/vMix)", "overlay")))
 
 
 async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float = 1.0,
@@ -206,7 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     try:
         sup.start()
         sup.load_startlist(doc)
-        print(f"\n  {doc['startlist']['races'][0]['name']} — live at {sup.page_url(race)}\n"
+        print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
               f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
 
         async def run_replay() -> int:

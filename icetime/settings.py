@@ -37,6 +37,8 @@ class Decoder:
     offset_us: int = 0
     #: Pseudo-transponders that are the start gun on this decoder (ProChip: 9991/9992/9995).
     gun_transponders: tuple[str, ...] = ()
+    #: Measure the decoder's clock with GET_TIME and put its passings on the host clock.
+    sync_clock: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         Decoder(id=str(d["id"]), host=str(d["host"]), port=int(d.get("port", 5403)),
                 protocol=str(d.get("protocol", "p3")), point=str(d.get("point", "finish")),
                 offset_us=int(d.get("offset_us", 0)),
-                gun_transponders=tuple(str(g) for g in d.get("gun_transponders", ())))
+                gun_transponders=tuple(str(g) for g in d.get("gun_transponders", ())),
+                sync_clock=bool(d.get("sync_clock", False)))
         for d in raw.get("decoders", []))
     data_dir = os.environ.get("ICETIME_DATA", redis.get("data_dir", DEFAULT_DATA_DIR))
     if not Path(data_dir).is_absolute():

@@ -46,8 +46,9 @@ def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
                 time.sleep(0.2)
         assert races == [{"id": "bj23-w1000a", "name": "Women 1000 m · Division A",
                           "distance": 1000}]
-        with urllib.request.urlopen(f"http://127.0.0.1:{http}/", timeout=2) as r:
-            assert b"<title>icetime" in r.read()
+        for page in ("/", "/live", "/monitor", "/board", "/overlay"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}{page}", timeout=2) as r:
+                assert b"<title>icetime" in r.read(), page
         kids = children_of(proc.pid)
         assert len(kids) == 4  # redis-server and the three services
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends

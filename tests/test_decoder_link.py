@@ -28,9 +28,10 @@ SPEED = 25.0
 
 
 @contextlib.asynccontextmanager
-async def decoder_stack(redis_server, tmp_path, **decoder):
-    """The three services, with ingest linked to a P3 decoder simulator."""
-    sim = DecoderSimulator()
+async def decoder_stack(redis_server, tmp_path, skew_us=0, **decoder):
+    """The three services, with ingest linked to a P3 decoder simulator (whose RTC runs
+    ``skew_us`` off the host clock)."""
+    sim = DecoderSimulator(skew_us=skew_us)
     port = await sim.start()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
                              decoders=(Decoder("finish-p3", "127.0.0.1", port, **decoder),))
@@ -171,3 +172,33 @@ async def test_a_beacon_transponder_is_the_gun_for_the_called_pair(redis_server,
         view = await follow(st, lambda v: v["results"]["5"]["passages"][0] is not None)
         assert view["current_pair"] == 3
         assert view["results"]["5"]["passages"][0]["t"] == 17_980_000
+
+
+async def test_a_decoder_clock_set_wrong_is_measured_and_corrected(redis_server, tmp_path):
+    """The decoder's RTC runs 2.5 s slow, the gun comes from the host's clock: GET_TIME
+    measures the offset, a `clock` input enters the log, and the times come out right."""
+    from icetime.cli import replay
+
+    skew = -2_500_000
+    async with decoder_stack(redis_server, tmp_path, skew_us=skew, sync_clock=True) as (st, sim):
+        doc = copy.deepcopy(FIXTURE)
+        doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (3, 10)]
+        await post(st, "/api/startlist", doc["startlist"])
+        r = bus.connect(redis_server.url)
+        async with asyncio.timeout(10):
+            while not (raw := await r.hget(keys.DECODERS_HASH, "finish-p3")) or \
+                    json.loads(raw)["clock_offset_us"] == 0:
+                await asyncio.sleep(0.05)
+        health = json.loads(raw)
+        assert abs(health["clock_offset_us"] + skew) <= health["clock_rtt_us"]
+        clock = [x for x in (bus.unpack_input(f[b"d"]) for _, f in
+                             await r.xrange(keys.RAW_STREAM)) if x["type"] == "clock"]
+        assert len(clock) == 1 and clock[0]["source"] == "finish-p3"
+        await replay(doc, st.settings, speed=200.0, announce=False, decoder=sim)
+        view = await follow(st, lambda v: len(v["classification"]["bib"]) >= 4)
+        finals = {view["skaters"][b]["short"]: t for b, t in
+                  zip(view["classification"]["bib"], view["classification"]["t"], strict=True)}
+        # Right to the thousandth, give or take the one the measurement can move.
+        assert abs(finals["Takagi"] - 74_446_000) <= 1000
+        assert abs(finals["Goetz"] - 74_452_000) <= 1000
+        await r.aclose()

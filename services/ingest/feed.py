@@ -90,6 +90,12 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1000:
                 raise FeedError("'rate' must be a number in (0, 1000]")
             out["rate"] = rate
+    elif kind == "clock":
+        # This source's clock as measured against the host clock: race times are
+        # source time + offset_us from this input on (earlier results stay as they are).
+        out["offset_us"] = _int(obj, "offset_us", -MAX_TIME_US, MAX_TIME_US)
+        if "rtt_us" in obj:
+            out["rtt_us"] = _int(obj, "rtt_us", 0, 60 * 10**6)
     elif kind == "call":
         out["race"] = _str(obj, "race")
         out["pair"] = _int(obj, "pair", 1, 1000)
@@ -128,8 +134,8 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
                 out[name] = obj[name]
     else:
         raise FeedError(
-            f"unknown type {kind!r}: expected passing, gun, call, finish_time, decision "
-            "or startlist")
+            f"unknown type {kind!r}: expected passing, gun, call, clock, finish_time, "
+            "decision or startlist")
     return out
 
 

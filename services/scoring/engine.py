@@ -593,6 +593,12 @@ class Competition:
         kind = inp["type"]
         if kind == "startlist":
             return self._startlist(input_id, inp)
+        if kind == "clock":
+            # A measured offset replaces the configured one for this source's later
+            # inputs; it is in the input log, so a rebuild maps every time the same way.
+            self.offsets[str(inp["source"])] = int(inp["offset_us"])
+            self.stats["clock_offsets"] += 1
+            return {}
         if kind == "gun" and "race" not in inp:
             if self.called is None:
                 raise InputError("a gun with no race or pair, and no pair called to the start")

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("decoder")
 #: After a reconnect, ask for this many passings past the last one we hold.
 RESEND_WINDOW = 10_000
+#: With sync_clock, measure the decoder's clock this often (and on every connect).
+CLOCK_CHECK_S = 30.0
+#: A measured offset this far from the one in use is a real clock change, not jitter:
+#: only then is it applied (re-applying jitter would move times within one race).
+CLOCK_STEP_US = 2_000
 
 
 class CaptureLog:
@@ -79,13 +84,17 @@ class DecoderLink:
         self.health: dict[str, Any] = {}
         self.connected = False
         self.last_passing_us: int | None = None
+        self.offset_us = cfg.offset_us  # decoder clock + offset_us = host clock
+        self.clock_rtt_us: int | None = None
+        self._time_asked_us: int | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     def state(self) -> dict[str, Any]:
         """What the monitor and /api/health show for this decoder."""
         return {"id": self.cfg.id, "point": self.cfg.point, "connected": self.connected,
                 "status": self.health, "last_passing_us": self.last_passing_us,
-                "clock_offset_us": self.cfg.offset_us, **self.stats}
+                "clock_offset_us": self.offset_us, "clock_rtt_us": self.clock_rtt_us,
+                **self.stats}
 
     async def publish_health(self, event: str) -> None:
         """The latest state in the hash, and the change as an event in the stream."""
@@ -125,11 +134,14 @@ class DecoderLink:
             log.info("decoder %s connected", self.cfg.id)
             await self.publish_health("connected")
             await self.on_connect()
+            clock = asyncio.create_task(self.clock_loop()) if self.cfg.sync_clock else None
             try:
                 await self.pump(reader, stop)
             except (OSError, ConnectionError) as exc:
                 log.warning("decoder %s link lost: %s", self.cfg.id, exc)
             finally:
+                if clock is not None:
+                    clock.cancel()
                 self.writer.close()
                 self.writer = None
                 self.connected = False
@@ -145,6 +157,34 @@ class DecoderLink:
         if self.highest is not None:
             # Whatever the decoder saw while the link was down.
             await self.request(self.highest + 1, self.highest + RESEND_WINDOW)
+
+    async def clock_loop(self) -> None:
+        while self.writer is not None:
+            self._time_asked_us = now_us()
+            self.writer.write(encode(TOR["GET_TIME"], []))
+            await self.writer.drain()
+            await asyncio.sleep(CLOCK_CHECK_S)
+
+    async def on_time(self, rec: P3Record) -> None:
+        """A GET_TIME answer: the decoder's clock was ``rtc_time`` half-way through the
+        round trip (the error is at most half the round trip, kept as clock_rtt_us)."""
+        asked, got = self._time_asked_us, now_us()
+        rtc = rec.fields.get("rtc_time")
+        if asked is None or rtc is None:
+            return
+        self._time_asked_us = None
+        self.clock_rtt_us = got - asked
+        offset = (asked + got) // 2 - int(rtc)
+        if abs(offset - self.offset_us) < CLOCK_STEP_US:
+            return
+        log.info("decoder %s: clock offset %+d us (was %+d, round trip %d us)", self.cfg.id,
+                 offset, self.offset_us, self.clock_rtt_us)
+        reply = await self.ingest.accept(
+            {"type": "clock", "offset_us": offset, "rtt_us": self.clock_rtt_us},
+            self.cfg.id, rec.raw)
+        if reply.get("ok"):
+            self.offset_us = offset
+            await self.publish_health("clock")
 
     async def request(self, first: int, last: int) -> None:
         if self.writer is None:
@@ -166,6 +206,8 @@ class DecoderLink:
                     await self.ingest.reject(self.cfg.id, item.raw, f"P3: {item.reason}")
                 elif item.tor == TOR["PASSING"]:
                     await self.on_passing(item)
+                elif item.tor == TOR["GET_TIME"]:
+                    await self.on_time(item)
                 elif item.tor == TOR["STATUS"]:
                     self.health = {**item.fields, "last_seen_us": now_us()}
                     await self.publish_health("status")

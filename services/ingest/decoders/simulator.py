@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 
+from icetime.timefmt import now_us
+
 from .p3 import TOR, P3Decoder, P3Record, encode, u
 
 log = logging.getLogger("decoder-sim")
@@ -18,8 +20,11 @@ STATUS_EVERY_S = 1.0
 
 
 class DecoderSimulator:
-    def __init__(self, decoder_id: int = 0x000C00D0, first_passing: int = 1) -> None:
+    def __init__(self, decoder_id: int = 0x000C00D0, first_passing: int = 1,
+                 skew_us: int = 0) -> None:
         self.decoder_id = decoder_id
+        #: How far this decoder's RTC is from the host clock (a decoder never set right).
+        self.skew_us = skew_us
         self.next_number = first_passing
         self.records: dict[int, bytes] = {}
         self.writers: set[asyncio.StreamWriter] = set()
@@ -52,12 +57,13 @@ class DecoderSimulator:
             w.close()
         self.writers.clear()
 
-    def passing(self, transponder: int, rtc_us: int) -> int:
-        """A transponder crosses the loop now; sent to whoever is connected."""
+    def passing(self, transponder: int, host_us: int) -> int:
+        """A transponder crosses the loop at ``host_us`` (host clock); the record carries
+        the decoder's own RTC time for it. Sent to whoever is connected."""
         n = self.next_number
         self.next_number += 1
         rec = encode(TOR["PASSING"], [
-            (0x01, u(n, 4)), (0x03, u(transponder, 4)), (0x04, u(rtc_us, 8)),
+            (0x01, u(n, 4)), (0x03, u(transponder, 4)), (0x04, u(host_us + self.skew_us, 8)),
             (0x05, u(110, 2)), (0x06, u(38, 2)), (0x08, u(0, 2)), (0x81, u(self.decoder_id, 4))])
         self.records[n] = rec
         self._send(rec)
@@ -90,7 +96,11 @@ class DecoderSimulator:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(4096):
                 for item in decoder.feed(data):
-                    if isinstance(item, P3Record) and item.tor == TOR["RESEND"]:
+                    if isinstance(item, P3Record) and item.tor == TOR["GET_TIME"]:
+                        writer.write(encode(TOR["GET_TIME"], [
+                            (0x01, u(now_us() + self.skew_us, 8)),
+                            (0x81, u(self.decoder_id, 4))]))
+                    elif isinstance(item, P3Record) and item.tor == TOR["RESEND"]:
                         first, last = item.fields.get("from", 0), item.fields.get("until", 0)
                         numbers = [n for n in range(first, min(last, self.next_number - 1) + 1)
                                    if n in self.records]
