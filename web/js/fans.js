@@ -85,7 +85,9 @@ function chart(view, bibs) {
     if (k % every && k !== passages.length - 1) return;
     out.push(`<text class="axis" x="${x(m)}" y="${H - 6}" text-anchor="middle">${m}</text>`);
   });
-  series.forEach((s) => {
+  // One skater: a label at every passage (up to six). A pair: only each line's latest,
+  // the inner lane's above its point and the outer's below, so they never collide.
+  series.forEach((s, i) => {
     const lane = view.pairs.some((p) => p.outer === s.bib) ? "O" : "I";
     const cls = bibs.length === 1 ? "s-follow" : `s-${lane}`;
     if (s.pts.length > 1) {
@@ -93,8 +95,8 @@ function chart(view, bibs) {
     }
     s.pts.forEach((p, j) => {
       out.push(`<circle class="pt ${cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${s.bib}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
-      if (s.pts.length <= 6 || j === s.pts.length - 1) {
-        const dy = p.gap > 0 ? 14 : -8;
+      if ((bibs.length === 1 && s.pts.length <= 6) || j === s.pts.length - 1) {
+        const dy = bibs.length === 1 ? (p.gap > 0 ? 14 : -8) : (i === 0 ? -8 : 14);
         out.push(`<text class="lbl ${cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${s.bib}-${p.m}">${fmtGap(p.gap)}</text>`);
       }
     });
