@@ -1,12 +1,19 @@
-"""Legacy AMB ASCII and Chronelec/Protime, against real lines (../shared/data) and our own."""
+"""Legacy AMB ASCII and Chronelec/Protime, against real lines (../shared/data) and our own,
+and their links into ingest."""
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
 
 import pytest
 
+from icetime import bus, keys
+from icetime.settings import Decoder
 from services.ingest.decoders import Damaged, amb_ascii, protime
 from services.ingest.decoders.p3 import crc16
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, Stack, make_settings
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")
 
@@ -77,3 +84,101 @@ def test_protime_checksum_is_checked():
     bad = good.replace(b"957", b"958")
     out, acks = protime.ProtimeDecoder().feed(bad)
     assert isinstance(out[0], Damaged) and acks == b""
+
+
+def telegram(transponder: int, hh: int, mm: int, ss: int, ms: int, loop: str = "STA") -> bytes:
+    data = f"{loop} {transponder:06d} {hh:02d}:{mm:02d}'{ss:02d}\"{ms:03d} 01 07 1 "
+    assert len(data) == 32
+    return f"<{data}{sum(data.encode()):04d}>".encode()
+
+
+class FakeDecoder:
+    """A decoder on TCP that plays scripted byte chunks to each connection in turn and
+    keeps what the host sends back."""
+
+    def __init__(self, sessions: list[list[bytes]]) -> None:
+        self.sessions = sessions
+        self.heard = b""
+        self.done = asyncio.Event()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader, writer) -> None:
+        if not self.sessions:
+            writer.close()
+            return
+        for chunk in self.sessions.pop(0):
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(asyncio.TimeoutError):
+                self.heard += await asyncio.wait_for(reader.read(1024), 0.05)
+        if not self.sessions:
+            self.done.set()
+        writer.close()  # the link drops; the next connection gets the next session
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def run_link(redis_server, tmp_path, protocol: str, sessions):
+    """Ingest with one decoder link of ``protocol`` to a FakeDecoder; returns what was
+    stored from it, the rejects, the link's state and what the host sent back."""
+    fake = FakeDecoder(sessions)
+    port = await fake.start()
+    settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
+                             decoders=(Decoder("d1", "127.0.0.1", port, protocol=protocol),))
+    st = Stack(settings, redis_server.url, {}, {}, [])
+    await st.start("ingest")
+    r = bus.connect(redis_server.url)
+    try:
+        await asyncio.wait_for(fake.done.wait(), 10)
+        await asyncio.sleep(0.2)
+        raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+        rejects = [f[b"reason"].decode() for _, f in await r.xrange(keys.REJECTS_STREAM)]
+        state = json.loads(await r.hget(keys.DECODERS_HASH, "d1"))
+    finally:
+        await st.close()
+        await fake.stop()
+        await r.aclose()
+    return [x for x in raw if x["source"] == "d1"], rejects, state, fake.heard
+
+
+async def test_amb_ascii_link_stores_each_record_once_across_a_reconnect(redis_server,
+                                                                         tmp_path):
+    p1 = ascii_line("@\t101\t7\t4100051\t12.345\t40\t120\t0")
+    p2 = ascii_line("@\t101\t8\t4100052\t12.368\t38\t110\t0")
+    bad = bytearray(ascii_line("@\t101\t9\t4100201\t13.001\t40\t120\t0"))
+    bad[10] ^= 1
+    status = ascii_line("#\t101\t10\t23")
+    # First connection: a status, a passing split across reads, a damaged one.
+    # Second: the decoder repeats the last passing, then a new one.
+    p3 = ascii_line("@\t101\t11\t4100201\t13.002\t40\t120\t0")
+    stored, rejects, state, _ = await run_link(
+        redis_server, tmp_path, "amb_ascii",
+        [[status, p1[:9], p1[9:] + p2, bytes(bad)], [p2, p3]])
+    assert [(x["seq"], x["transponder"], x["t"]) for x in stored] == [
+        (7, "4100051", 12_345_000), (8, "4100052", 12_368_000), (11, "4100201", 13_002_000)]
+    assert len(rejects) == 1 and rejects[0].startswith("AMB ASCII: CRC mismatch")
+    assert state["protocol"] == "amb_ascii" and state["status"]["noise"] == 23
+    assert (state["passings"], state["duplicates"], state["damaged"]) == (3, 1, 1)
+    # Reconnected, and backed off from a decoder that then only hung up (no hot loop).
+    assert 2 <= state["connects"] <= 4
+
+
+async def test_protime_link_acknowledges_and_a_repeat_is_a_duplicate(redis_server, tmp_path):
+    t1, t2 = telegram(410005, 14, 2, 31, 957), telegram(410006, 14, 2, 32, 1)
+    bad = bytearray(telegram(410007, 14, 2, 33, 500))
+    bad[5] = ord("9")  # a digit changed in the line: the checksum no longer adds up
+    stored, rejects, state, heard = await run_link(
+        redis_server, tmp_path, "protime",
+        [[t1[:20], t1[20:] + t2, bytes(bad)], [t2]])  # then t2 again: our ack was lost
+    assert [(x["transponder"], x["t"]) for x in stored] == [
+        ("410005", ((14 * 60 + 2) * 60 + 31) * 1_000_000 + 957_000),
+        ("410006", ((14 * 60 + 2) * 60 + 32) * 1_000_000 + 1_000)]
+    assert len(rejects) == 1 and rejects[0].startswith("Protime: checksum")
+    assert heard == protime.ACK * 3  # t1, t2, and t2's repeat; never the damaged one
+    assert (state["passings"], state["duplicates"], state["damaged"]) == (2, 1, 1)

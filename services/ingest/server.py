@@ -22,7 +22,7 @@ from icetime.service import healthz
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .decoders.link import DecoderLink
+from .decoders.link import DecoderLink, make_link
 from .feed import MAX_LINE, FeedError, LineSplitter, parse_json, validate
 
 log = logging.getLogger("ingest")
@@ -194,8 +194,8 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> N
                                      limit=MAX_LINE)
     log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
              settings.ingest_tcp_port, settings.host, settings.ingest_http_port)
-    links = [DecoderLink(d, ingest, Path(settings.data_dir) / "captures")
-             for d in settings.decoders if d.protocol == "p3"]
+    links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
+             for d in settings.decoders]
     ingest.links = links
     link_tasks = [asyncio.create_task(link.run(stop)) for link in links]
     try:

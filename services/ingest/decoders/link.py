@@ -1,18 +1,30 @@
-"""The link to one P3 decoder: connect, decode, hand passings to ingest, lose nothing.
+"""Links to timing decoders: connect, decode, hand passings to ingest, lose nothing.
 
-* Every byte received is appended to a capture log (``<data_dir>/captures``),
-  framed as ``u64 receive µs, u32 length, bytes``, so a session can be replayed
-  through the same decoder code.
-* PASSING records become feed inputs of the configured source, with
-  ``seq = passing number``: (decoder, passing number) makes them idempotent.
-* Passing numbers are consecutive per decoder. A gap, or a reconnect, sends a
-  RESEND request (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing.
-* A dropped link is reopened with backoff. Damaged records are reported,
-  counted, kept in the rejects stream, and decoding carries on.
-* Health (link up or down, each STATUS record's noise, GPS, temperature, voltage
-  and loop triggers, the last passing, the counters, the clock offset) is
-  published: the latest per decoder in a Redis hash, every change as an event in
-  a capped stream (see docs/decoders.md, "Health").
+One link per ``[[decoders]]`` entry, by its ``protocol``:
+
+* ``p3`` (:class:`P3Link`): MYLAPS/AMB P3 on TCP. PASSING records become feed
+  inputs with ``seq = passing number``, so (decoder, passing number) makes them
+  idempotent. Passing numbers are consecutive per decoder: a gap, or a reconnect,
+  sends a RESEND request (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing.
+  With ``sync_clock``, GET_TIME measures the decoder's clock.
+* ``amb_ascii`` (:class:`AmbAsciiLink`): the legacy AMB ASCII lines on TCP; the
+  decoder's own record number is the ``seq``.
+* ``protime`` (:class:`ProtimeLink`): Chronelec/TAG Heuer Protime telegrams on TCP
+  (a serial-to-TCP converter); every valid telegram is acknowledged with ESC 0x11,
+  and its transponder and time of day make the ``seq``, so a repeat is a duplicate.
+
+All of them:
+
+* append every byte received to a capture log (``<data_dir>/captures``), framed
+  as ``u64 receive µs, u32 length, bytes``, so a session can be replayed through
+  the same codec;
+* reopen a dropped link with backoff; report, count and keep damaged records in
+  the rejects stream and carry on;
+* turn a passing of a ``gun_transponders`` id into a gun for the pair called to
+  the start;
+* publish health (link up or down, the decoder's status fields, the last passing,
+  the counters, the clock offset): the latest per decoder in a Redis hash, every
+  change as an event in a capped stream (see docs/decoders.md, "Health").
 """
 from __future__ import annotations
 
@@ -27,7 +39,7 @@ from icetime import keys
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 
-from . import Damaged
+from . import Damaged, amb_ascii, protime
 from .p3 import TOR, P3Decoder, P3Record, encode, u
 
 if TYPE_CHECKING:
@@ -36,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("decoder")
 #: After a reconnect, ask for this many passings past the last one we hold.
 RESEND_WINDOW = 10_000
+#: A link that stayed up this long was a good one: reconnect at once after it drops.
+STABLE_LINK_S = 2.0
 #: With sync_clock, measure the decoder's clock this often (and on every connect).
 CLOCK_CHECK_S = 30.0
 #: A measured offset this far from the one in use is a real clock change, not jitter:
@@ -72,13 +86,30 @@ def resend_request(first: int, last: int) -> bytes:
     return encode(TOR["RESEND"], [(0x01, u(first, 4)), (0x02, u(last, 4))])
 
 
+def make_link(cfg: Decoder, ingest: Ingest, capture_dir: Path) -> DecoderLink:
+    """The link for a configured decoder, by its protocol."""
+    kinds: dict[str, type[DecoderLink]] = {
+        "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink}
+    kind = kinds.get(cfg.protocol)
+    if kind is None:
+        raise ValueError(f"decoder {cfg.id}: unknown protocol {cfg.protocol!r} "
+                         f"(known: {', '.join(kinds)})")
+    return kind(cfg, ingest, capture_dir)
+
+
 class DecoderLink:
+    """What every link does: connect with backoff, capture, health, store passings.
+
+    A protocol fills in :meth:`received` (bytes in) and may use :meth:`on_connect`.
+    """
+
+    #: The capture log's file name ending.
+    CAPTURE_SUFFIX = ".log"
+
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         self.cfg = cfg
         self.ingest = ingest
-        self.capture = CaptureLog(capture_dir / f"{cfg.id}.p3log")
-        self.have: set[int] = set()  # passing numbers stored this session
-        self.highest: int | None = None
+        self.capture = CaptureLog(capture_dir / f"{cfg.id}{self.CAPTURE_SUFFIX}")
         self.stats: dict[str, int] = {"connects": 0, "passings": 0, "duplicates": 0,
                                       "damaged": 0, "resend_requests": 0}
         self.health: dict[str, Any] = {}
@@ -86,13 +117,13 @@ class DecoderLink:
         self.last_passing_us: int | None = None
         self.offset_us = cfg.offset_us  # decoder clock + offset_us = host clock
         self.clock_rtt_us: int | None = None
-        self._time_asked_us: int | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     def state(self) -> dict[str, Any]:
         """What the monitor and /api/health show for this decoder."""
-        return {"id": self.cfg.id, "point": self.cfg.point, "connected": self.connected,
-                "status": self.health, "last_passing_us": self.last_passing_us,
+        return {"id": self.cfg.id, "protocol": self.cfg.protocol, "point": self.cfg.point,
+                "connected": self.connected, "status": self.health,
+                "last_passing_us": self.last_passing_us,
                 "clock_offset_us": self.offset_us, "clock_rtt_us": self.clock_rtt_us,
                 **self.stats}
 
@@ -128,7 +159,7 @@ class DecoderLink:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            backoff = 0.1
+            connected_at = asyncio.get_running_loop().time()
             self.stats["connects"] += 1
             self.connected = True
             log.info("decoder %s connected", self.cfg.id)
@@ -145,8 +176,82 @@ class DecoderLink:
                 self.writer.close()
                 self.writer = None
                 self.connected = False
-            if not stop.is_set():
-                await self.publish_health("disconnected")
+            if stop.is_set():
+                break
+            await self.publish_health("disconnected")
+            if asyncio.get_running_loop().time() - connected_at < STABLE_LINK_S:
+                # A decoder that accepts and drops at once must not be hammered.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
+
+    async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionResetError("decoder closed the connection")
+            self.capture.write(data)
+            await self.received(data)
+
+    async def on_connect(self) -> None:
+        """Called after each (re)connect, before reading."""
+
+    async def clock_loop(self) -> None:
+        """Measure the decoder's clock (protocols that can)."""
+
+    async def received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def damaged(self, item: Damaged, protocol: str) -> None:
+        self.stats["damaged"] += 1
+        await self.ingest.reject(self.cfg.id, item.raw, f"{protocol}: {item.reason}")
+
+    async def status(self, fields: dict[str, Any]) -> None:
+        self.health = {**fields, "last_seen_us": now_us()}
+        await self.publish_health("status")
+
+    async def store_passing(self, seq: int, transponder: str, t: int, raw: bytes,
+                            point: str | None = None) -> bool:
+        """Hand a passing (or a start beacon) to ingest; True once it is stored."""
+        if transponder in self.cfg.gun_transponders:
+            # The start impulse as a beacon passing: a gun for the pair called to the start.
+            inp: dict[str, Any] = {"type": "gun", "seq": seq, "t": t}
+        else:
+            inp = {"type": "passing", "seq": seq, "transponder": transponder, "t": t,
+                   "point": point or self.cfg.point}
+        reply = await self.ingest.accept(inp, self.cfg.id, raw)
+        if not reply.get("ok"):
+            return False
+        self.last_passing_us = now_us()
+        self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1
+        return True
+
+
+class P3Link(DecoderLink):
+    CAPTURE_SUFFIX = ".p3log"
+
+    def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
+        super().__init__(cfg, ingest, capture_dir)
+        self.codec = P3Decoder()
+        self.have: set[int] = set()  # passing numbers stored this session
+        self.highest: int | None = None
+        self._time_asked_us: int | None = None
+
+    async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        self.codec = P3Decoder()  # a new connection starts a new byte stream
+        await super().pump(reader, stop)
+
+    async def received(self, data: bytes) -> None:
+        for item in self.codec.feed(data):
+            if isinstance(item, Damaged):
+                await self.damaged(item, "P3")
+            elif item.tor == TOR["PASSING"]:
+                await self.on_passing(item)
+            elif item.tor == TOR["GET_TIME"]:
+                await self.on_time(item)
+            elif item.tor == TOR["STATUS"]:
+                await self.status(item.fields)
 
     async def on_connect(self) -> None:
         if self.highest is None:
@@ -193,25 +298,6 @@ class DecoderLink:
         self.writer.write(resend_request(first, last))
         await self.writer.drain()
 
-    async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
-        decoder = P3Decoder()
-        while not stop.is_set():
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionResetError("decoder closed the connection")
-            self.capture.write(data)
-            for item in decoder.feed(data):
-                if isinstance(item, Damaged):
-                    self.stats["damaged"] += 1
-                    await self.ingest.reject(self.cfg.id, item.raw, f"P3: {item.reason}")
-                elif item.tor == TOR["PASSING"]:
-                    await self.on_passing(item)
-                elif item.tor == TOR["GET_TIME"]:
-                    await self.on_time(item)
-                elif item.tor == TOR["STATUS"]:
-                    self.health = {**item.fields, "last_seen_us": now_us()}
-                    await self.publish_health("status")
-
     async def on_passing(self, rec: P3Record) -> None:
         f = rec.fields
         n = f.get("passing_number")
@@ -225,15 +311,56 @@ class DecoderLink:
                             missing[0], missing[-1])
                 await self.request(missing[0], missing[-1])
         transponder = str(f.get("tran_code") or f["transponder"])
-        if transponder in self.cfg.gun_transponders:
-            # The start impulse as a beacon passing: a gun for the pair called to the start.
-            inp: dict[str, Any] = {"type": "gun", "seq": n, "t": f["rtc_time"]}
-        else:
-            inp = {"type": "passing", "seq": n, "transponder": transponder,
-                   "t": f["rtc_time"], "point": self.cfg.point}
-        reply = await self.ingest.accept(inp, self.cfg.id, rec.raw)
-        if reply.get("ok"):
+        if await self.store_passing(n, transponder, f["rtc_time"], rec.raw):
             self.have.add(n)
             self.highest = n if self.highest is None else max(self.highest, n)
-            self.last_passing_us = now_us()
-            self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1
+
+
+class AmbAsciiLink(DecoderLink):
+    """AMB ASCII lines: no resend in this protocol, so a reconnect relies on the
+    decoder's own buffering; its record numbers still make repeats duplicates."""
+
+    CAPTURE_SUFFIX = ".amblog"
+
+    async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        self.codec = amb_ascii.AmbAsciiDecoder()
+        await super().pump(reader, stop)
+
+    async def received(self, data: bytes) -> None:
+        for item in self.codec.feed(data):
+            if isinstance(item, Damaged):
+                await self.damaged(item, "AMB ASCII")
+            elif item.kind == "passing":
+                inp = amb_ascii.passing_input(item, self.cfg.point)
+                await self.store_passing(inp["seq"], inp["transponder"], inp["t"], item.raw)
+            elif item.kind == "status":
+                await self.status(item.fields)
+
+
+class ProtimeLink(DecoderLink):
+    """Protime telegrams: each valid one is acknowledged, or the decoder repeats it."""
+
+    CAPTURE_SUFFIX = ".protimelog"
+
+    async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+        self.codec = protime.ProtimeDecoder()
+        await super().pump(reader, stop)
+
+    async def received(self, data: bytes) -> None:
+        items, acks = self.codec.feed(data)
+        for item in items:
+            if isinstance(item, Damaged):
+                await self.damaged(item, "Protime")
+                continue
+            f = item.fields
+            # Protime numbers nothing; a telegram is its transponder at its millisecond
+            # of the day, so a repeat (an unheard ack) is a duplicate, not a new passing.
+            seq = int(f["transponder"]) * 100_000_000 + f["time_of_day_us"] // 1000
+            inp = protime.passing_input(item, seq, self.cfg.point)
+            await self.store_passing(seq, inp["transponder"], inp["t"], item.raw,
+                                     inp["point"])
+        if acks and self.writer is not None:
+            # Acknowledge only after the passings are stored: a crash in between means
+            # the decoder sends them again, which the seq turns into duplicates.
+            self.writer.write(acks)
+            await self.writer.drain()
