@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SPEED  ?= 1
+RACE   ?= beijing2023_w1000a
 CONFIG ?= deploy/venue.example.toml
 
 .PHONY: install demo run test bench lint clean
@@ -16,7 +17,7 @@ $(BIN)/icetime: pyproject.toml
 install: $(BIN)/icetime
 
 demo: install
-	$(BIN)/icetime demo --speed $(SPEED)
+	$(BIN)/icetime demo --race $(RACE) --speed $(SPEED)
 
 run: install
 	$(BIN)/icetime run --config $(CONFIG)

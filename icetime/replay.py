@@ -15,6 +15,8 @@ from icetime.timefmt import parse_time
 
 GUN_SOURCE = "gun"
 LOOP_SOURCE = "finish-loop"
+PHOTO_SOURCE = "photo-finish"
+OFFICIALS_SOURCE = "officials"
 #: The second ankle transponder crosses the loop a moment after the first: the
 #: engine must count the skater once (minimum-lap debounce).
 SECOND_ANKLE_US = 23_000
@@ -42,8 +44,11 @@ def script_inputs(doc: dict[str, Any], clock_base_us: int = 0, lead_us: int = 2_
     script = doc["script"]
     race = script["race"]
     transponders = {s["bib"]: s["transponders"] for s in doc["startlist"]["skaters"]}
-    interval = int(float(script.get("pair_interval_s", 15)) * 1_000_000)
     out: list[Timed] = []
+    if script.get("format") == "pack":
+        _pack_script(script, race, transponders, clock_base_us, lead_us, rate, out)
+        return _numbered(out)
+    interval = int(float(script.get("pair_interval_s", 15)) * 1_000_000)
     at = lead_us
     for pair in script["pairs"]:
         gun_at = at
@@ -61,9 +66,63 @@ def script_inputs(doc: dict[str, Any], clock_base_us: int = 0, lead_us: int = 2_
                         "type": "passing", "transponder": tr, "point": "finish",
                         "t": clock_base_us + when}))
         at = gun_at + longest + interval
+    return _numbered(out)
+
+
+def _numbered(out: list[Timed]) -> list[Timed]:
+    """In time order, each source numbering its inputs from 1."""
     out.sort(key=lambda x: x.at_us)
     seqs: dict[str, int] = {}
     for item in out:
         seqs[item.source] = seqs.get(item.source, 0) + 1
         item.inp["seq"] = seqs[item.source]
     return out
+
+
+def _time(v: Any) -> int:
+    t = parse_time(v)
+    assert t is not None, v
+    return t
+
+
+def _crossings(crossings: dict[str, list[str]], gun_at: int, clock_base_us: int,
+               transponders: dict[str, list[str]], out: list[Timed]) -> int:
+    """Each skater's finish-line crossings (race times), on both ankles; the last one."""
+    last = 0
+    for bib, times in crossings.items():
+        for split in times:
+            t = _time(split)
+            last = max(last, t)
+            for i, tr in enumerate(transponders[bib][:2]):
+                when = gun_at + t + i * SECOND_ANKLE_US
+                out.append(Timed(when, LOOP_SOURCE, {
+                    "type": "passing", "transponder": tr, "point": "finish",
+                    "t": clock_base_us + when}))
+    return last
+
+
+def _pack_script(script: dict[str, Any], race: str, transponders: dict[str, list[str]],
+                 clock_base_us: int, lead_us: int, rate: float, out: list[Timed]) -> None:
+    """A pack race: one gun for everyone, then every crossing; voided attempts (a
+    restart) first; photo-finish times and officials' decisions at their moments."""
+    gun_at = lead_us
+    for attempt in script.get("attempts", []):
+        out.append(Timed(gun_at, GUN_SOURCE, {"type": "gun", "race": race,
+                                              "t": clock_base_us + gun_at, "rate": rate}))
+        _crossings(attempt["crossings"], gun_at, clock_base_us, transponders, out)
+        stop = gun_at + _time(attempt["restart_at"])
+        out.append(Timed(stop, OFFICIALS_SOURCE, {"type": "decision", "race": race,
+                                                  "action": "restart",
+                                                  "reason": attempt.get("reason", "restart")}))
+        gun_at = stop + int(float(attempt.get("restart_after_s", 20)) * 1_000_000)
+    out.append(Timed(gun_at, GUN_SOURCE, {"type": "gun", "race": race,
+                                          "t": clock_base_us + gun_at, "rate": rate}))
+    last = _crossings(script["crossings"], gun_at, clock_base_us, transponders, out)
+    photo_at = gun_at + last + int(float(script.get("official_after_s", 3)) * 1_000_000)
+    for bib, t in script.get("official", {}).items():
+        out.append(Timed(photo_at, PHOTO_SOURCE, {"type": "finish_time", "race": race,
+                                                  "bib": bib, "time_us": _time(t),
+                                                  "origin": "photo"}))
+    for d in script.get("decisions", []):
+        out.append(Timed(gun_at + _time(d["at"]), OFFICIALS_SOURCE,
+                         {"type": "decision", "race": race, **d["decision"]}))

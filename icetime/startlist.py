@@ -10,6 +10,8 @@ from typing import Any
 from icetime.timefmt import parse_time
 
 DISTANCES = (500, 1000, 1500, 3000, 5000, 10000)
+SHORT_TRACK_DISTANCES = (500, 1000, 1500)
+KINDS = ("long_track_individual", "short_track", "mass_start")
 
 
 class StartListError(ValueError):
@@ -21,6 +23,30 @@ def _time(value: Any, where: str) -> None:
         parse_time(value)
     except (ValueError, TypeError):
         raise StartListError(f"{where}: not a time: {value!r}") from None
+
+
+def _pack_race(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None:
+    """A race where everyone starts together: a list of skaters, no pairs."""
+    if kind == "short_track" and r.get("distance") not in SHORT_TRACK_DISTANCES:
+        raise StartListError(f"{where}: 'distance' must be one of {SHORT_TRACK_DISTANCES}")
+    if kind == "mass_start":
+        laps = r.get("laps", 16)
+        if isinstance(laps, bool) or not isinstance(laps, int) or not 1 <= laps <= 40:
+            raise StartListError(f"{where}: 'laps' must be a whole number from 1 to 40")
+    skaters = r.get("skaters")
+    if not isinstance(skaters, list) or not skaters:
+        raise StartListError(f"{where}: a {kind} race needs a list of 'skaters' (bibs)")
+    seen: set[str] = set()
+    for b in map(str, skaters):
+        if b not in bibs:
+            raise StartListError(f"{where}.skaters: bib {b} is not in 'skaters'")
+        if b in seen:
+            raise StartListError(f"{where}.skaters: bib {b} is listed twice")
+        seen.add(b)
+    season = r.get("season")
+    if season is not None and not (isinstance(season, str) and len(season) == 7
+                                   and season[4] == "-"):
+        raise StartListError(f"{where}: 'season' looks like \"2022-23\"")
 
 
 def validate_startlist(doc: dict[str, Any]) -> None:
@@ -55,6 +81,12 @@ def validate_startlist(doc: dict[str, Any]) -> None:
         where = f"races[{i}]"
         if not isinstance(r, dict) or not r.get("id"):
             raise StartListError(f"{where}: needs an 'id'")
+        kind = r.get("kind", "long_track_individual")
+        if kind not in KINDS:
+            raise StartListError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+        if kind != "long_track_individual":
+            _pack_race(r, where, kind, bibs)
+            continue
         if r.get("distance") not in DISTANCES:
             raise StartListError(f"{where}: 'distance' must be one of {DISTANCES}")
         for name, t in (r.get("records") or {}).items():

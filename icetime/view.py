@@ -21,6 +21,9 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
         return fresh
     if view is None:
         return None  # deltas before any snapshot carry nothing to apply to
+    if "pack" in ev:
+        # Pack races (short track, mass start): the race-wide state travels whole.
+        view["pack"] = ev["pack"]
     if kind == "pair_start":
         view["current_pair"] = ev["pair"]
         view["on_ice"][str(ev["pair"])] = {"pair": ev["pair"], "attempt": ev["attempt"],
@@ -39,6 +42,6 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
         if kind == "finish":
             result["final"] = ev["final"]
             view["classification"] = ev["classification"]
-            if ev["pair_done"]:
+            if ev.get("pair_done"):
                 view["on_ice"].pop(str(ev["pair"]), None)
     return view

@@ -361,3 +361,14 @@ def test_record_pace_lines_and_the_story_so_far_in_the_view(doc):
         {"type": "decision", "race": RACE, "action": "dq", "bib": "20", "reason": "lane"}])
     assert ev2[-1]["type"] == "revision"
     assert ev2[-1]["view"]["stories"] == view["stories"]
+
+
+def test_stavanger_2022_published_order_and_kim_in_the_seventh_pair():
+    doc = load_fixture(Path(__file__).parent.parent / "fixtures" / "stavanger2022_w1000a.json")
+    comp, _ = run_race(doc)
+    view = comp.view("stv22-w1000a")
+    cls = view["classification"]
+    assert [view["skaters"][b]["short"] for b in cls["bib"][:3]] == ["Leerdam", "Kim", "Takagi"]
+    assert [format_time(t) for t in cls["t"][:3]] == ["1:15.60", "1:15.82", "1:16.40"]
+    kim = by_short(view)["Kim"]
+    assert next(p["pair"] for p in view["pairs"] if kim in (p["inner"], p["outer"])) == 7

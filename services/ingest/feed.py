@@ -23,7 +23,12 @@ DECISIONS = {
     "dns": ("bib",),
     "dnf": ("bib",),
     "reinstate": ("bib",),
-    "restart": ("pair",),
+    "restart": (),  # a pair race names the pair; a pack race restarts as a whole
+    # Short-track referee decisions (DOMAIN.md §4).
+    "pen": ("bib",),
+    "yc": ("bib",),
+    "rc": ("bib",),
+    "adv": ("bib",),
 }
 FINISH_ORIGINS = ("photo", "beam", "manual")
 
@@ -79,10 +84,11 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
         out["t"] = _int(obj, "t")
         out["point"] = _str(obj, "point") if "point" in obj else "finish"
     elif kind == "gun":
-        # A gun names its race and pair, or neither: then it starts the pair last
-        # called to the start (a beacon transponder cannot know which pair it is).
+        # A gun names its race (and pair, in a pair race), or nothing: then it starts
+        # what was last called to the start (a beacon cannot know which pair it is).
         if "race" in obj or "pair" in obj:
             out["race"] = _str(obj, "race")
+        if "pair" in obj:
             out["pair"] = _int(obj, "pair", 1, 1000)
         out["t"] = _int(obj, "t")
         if "rate" in obj:
@@ -98,7 +104,8 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
             out["rtt_us"] = _int(obj, "rtt_us", 0, 60 * 10**6)
     elif kind == "call":
         out["race"] = _str(obj, "race")
-        out["pair"] = _int(obj, "pair", 1, 1000)
+        if "pair" in obj:
+            out["pair"] = _int(obj, "pair", 1, 1000)
     elif kind == "finish_time":
         out["race"] = _str(obj, "race")
         out["bib"] = _str(obj, "bib")
@@ -120,6 +127,8 @@ def validate(obj: Any, source: str) -> dict[str, Any]:
                 out[name] = _int(obj, name, 1, 1000)
             else:
                 out[name] = _str(obj, name)
+        if action == "restart" and "pair" in obj:
+            out["pair"] = _int(obj, "pair", 1, 1000)
         if "m" in obj:
             out["m"] = _int(obj, "m", 1, 100_000)
         if "reason" in obj:

@@ -21,78 +21,30 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from icetime.timefmt import parse_time
+from icetime.rules import Rules
+from icetime.rules import load as load_rules
 from icetime.view import STORY_LOG_MAX
 
 from . import stories
 from .distances import LAP_M, min_segment_us, passages
+from .model import (
+    FINISH_PRECEDENCE,
+    NOT_PASSED,
+    Event,
+    InputError,
+    PairRun,
+    Skater,
+    req_time,
+)
+from .pack import KINDS as PACK_KINDS
+from .pack import PackRace
 
-#: "Not passed yet". The largest int64 sorts after every real time, so a rank is
-#: one ``count_nonzero(column < t)`` with no validity mask.
-NOT_PASSED = np.iinfo(np.int64).max
-
-Event = dict[str, Any]
-#: Precedence of an official finish time's origin (higher wins), DOMAIN.md §1.4.
-FINISH_PRECEDENCE = {"transponder": 0, "beam": 1, "photo": 2, "manual": 3}
-STATUSES = ("DNS", "DNF", "DQ")
 #: Finish references a projection is compared with for a "record pace" line, best first.
 PACE_FLAGS = ("WR", "TR", "PB")
-
-
-class InputError(ValueError):
-    """An input the engine cannot apply (unknown race, bib, action). Counted, never raised out."""
-
-
-@dataclass(frozen=True)
-class Skater:
-    bib: str
-    name: str
-    short: str
-    nation: str
-    transponders: tuple[str, ...]
-    pb: dict[int, int] = field(default_factory=dict)
-    sb: dict[int, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_spec(cls, s: dict[str, Any]) -> Skater:
-        name = str(s["name"])
-        return cls(
-            bib=str(s["bib"]),
-            name=name,
-            short=str(s.get("short") or name.split()[-1]),
-            nation=str(s.get("nation", "")),
-            transponders=tuple(str(t) for t in s.get("transponders", ())),
-            pb={int(k): _req_time(v) for k, v in (s.get("pb") or {}).items()},
-            sb={int(k): _req_time(v) for k, v in (s.get("sb") or {}).items()},
-        )
-
-    def public(self, distance: int) -> dict[str, Any]:
-        return {"bib": self.bib, "name": self.name, "short": self.short, "nation": self.nation,
-                "pb": self.pb.get(distance), "sb": self.sb.get(distance)}
-
-
-def _req_time(v: Any) -> int:
-    t = parse_time(v)
-    if t is None:
-        raise InputError(f"missing time: {v!r}")
-    return t
-
-
-@dataclass
-class PairRun:
-    """A pair on the ice: the common-clock instant of its gun and the attempt number."""
-
-    pair: int
-    zero_us: int
-    clock_origin_us: int
-    attempt: int
-    #: How fast the race clock runs against the wall clock (1 live; >1 in a fast replay).
-    rate: float = 1.0
 
 
 class LongTrackRace:
@@ -121,7 +73,7 @@ class LongTrackRace:
         self.points = passages(self.distance)
         self.min_seg = min_segment_us(self.points, self.max_speed_mps)
         records = spec.get("records") or {}
-        self.records = {k: _req_time(v) for k, v in records.items()}
+        self.records = {k: req_time(v) for k, v in records.items()}
         self.pairs: list[tuple[int, str | None, str | None]] = []
         bibs: list[str] = []
         for p in spec.get("pairs", []):
@@ -227,6 +179,15 @@ class LongTrackRace:
         if row is None:
             raise InputError(f"race {self.id}: no bib {bib!r}")
         return row
+
+    def starters(self, inp: dict[str, Any]) -> list[str]:
+        """The bibs a gun starts: its pair."""
+        if "pair" not in inp:
+            raise InputError(f"race {self.id}: a gun for a pair race must name the pair")
+        return [self.bibs[r] for r in self.pair_rows.get(int(inp["pair"]), ())]
+
+    def can_call(self, pair: int | None) -> bool:
+        return pair in self.pair_rows
 
     def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
         kind = inp["type"]
@@ -508,6 +469,8 @@ class LongTrackRace:
             else:
                 self._record("", row, k, t, emit=False)
         elif action == "restart":
+            if "pair" not in inp:
+                raise InputError(f"race {self.id}: a restart in a pair race names the pair")
             pair = int(inp["pair"])
             if pair not in self.pair_rows:
                 raise InputError(f"race {self.id}: no pair {pair}")
@@ -548,6 +511,10 @@ class LongTrackRace:
         }
 
 
+#: Any race the competition holds: they share feed(), view(), starters() and can_call().
+Race = LongTrackRace | PackRace
+
+
 class Competition:
     """All races of a competition, the start list and transponder routing.
 
@@ -556,8 +523,10 @@ class Competition:
     """
 
     def __init__(self, source_offsets: dict[str, int] | None = None,
-                 max_speed_mps: float = 20.0, loops: dict[str, int] | None = None) -> None:
+                 max_speed_mps: float = 20.0, loops: dict[str, int] | None = None,
+                 rules: Rules | None = None) -> None:
         self.offsets = dict(source_offsets or {})
+        self.rules = rules or load_rules()
         self.max_speed_mps = max_speed_mps
         self.loops = dict(loops or {})
         bad = {k: v for k, v in self.loops.items() if not 0 < v < LAP_M}
@@ -566,9 +535,10 @@ class Competition:
                              f"(the finish line itself is the official point): {bad}")
         self.skaters: dict[str, Skater] = {}
         self.by_transponder: dict[str, str] = {}
-        self.races: dict[str, LongTrackRace] = {}
+        self.races: dict[str, Race] = {}
         self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
-        self.called: tuple[str, int] | None = None  # (race, pair) called to the start
+        # (race, pair) called to the start; pair is None for a pack race
+        self.called: tuple[str, int | None] | None = None
         self.seen: set[str] = set()
         self.stats: Counter[str] = Counter()
         #: Why the last refused input was refused ("<input id>: <reason>").
@@ -602,7 +572,9 @@ class Competition:
         if kind == "gun" and "race" not in inp:
             if self.called is None:
                 raise InputError("a gun with no race or pair, and no pair called to the start")
-            inp = {**inp, "race": self.called[0], "pair": self.called[1]}
+            called_race, called_pair = self.called
+            inp = {**inp, "race": called_race,
+                   **({"pair": called_pair} if called_pair is not None else {})}
             self.called = None
         if kind == "passing":
             bib = self.by_transponder.get(str(inp["transponder"]))
@@ -628,15 +600,15 @@ class Competition:
             raise InputError(f"unknown race {inp.get('race')!r}")
         race = named
         if kind == "call":
-            if int(inp["pair"]) not in race.pair_rows:
-                raise InputError(f"race {race.id}: no pair {inp['pair']}")
-            self.called = (race.id, int(inp["pair"]))
+            pair = int(inp["pair"]) if "pair" in inp else None
+            if not race.can_call(pair):
+                raise InputError(f"race {race.id}: cannot call pair {pair} to the start")
+            self.called = (race.id, pair)
             return {}
         if kind == "gun":
             inp = {**inp, "_t": self._common(inp)}
-            pair = int(inp["pair"])
-            for r in race.pair_rows.get(pair, ()):
-                self.racing[race.bibs[r]] = race.id
+            for bib in race.starters(inp):
+                self.racing[bib] = race.id
         elif kind in ("decision", "finish_time"):
             if "bib" in inp:
                 race._row(inp["bib"])  # refuse an unknown bib before it enters the log
@@ -664,7 +636,7 @@ class Competition:
         staged = []
         for spec in inp.get("races", []):
             rid = str(spec["id"])
-            probe = LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
+            probe = self._new_race(spec, skaters)
             staged.append((rid, spec, probe))
         self.skaters, self.by_transponder = skaters, transponders
         out: dict[str, list[Event]] = {}
@@ -676,6 +648,14 @@ class Competition:
                 race.configure(spec, skaters)
             out[rid] = race.recompute(input_id, "start list")
         return out
+
+    def _new_race(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> Race:
+        kind = spec.get("kind", "long_track_individual")
+        if kind == "long_track_individual":
+            return LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
+        if kind in PACK_KINDS:
+            return PackRace(spec, skaters, self.rules, self.max_speed_mps)
+        raise InputError(f"race {spec.get('id')}: unknown kind {kind!r}")
 
     def view(self, race_id: str) -> dict[str, Any]:
         return self.races[race_id].view()

@@ -74,3 +74,47 @@ def at_finish(
     for flag in flags:
         lines.append(f"{name}: {FLAG_LABELS.get(flag, flag)}")
     return lines
+
+
+# ---------------------------------------------------------------- pack races
+def laps_word(n: int) -> str:
+    return "1 lap" if n == 1 else f"{n} laps"
+
+
+def pack_lead(name: str, laps_to_go: int) -> str:
+    return f"{name} takes the lead, {laps_word(laps_to_go)} to go"
+
+
+def pack_bell(name: str) -> str:
+    return f"Bell: last lap, {name} leads"
+
+
+def pack_sprint(number: int, lap: int, names: list[str], points: list[int]) -> str:
+    scored = ", ".join(f"{n} {p}" for n, p in zip(names, points, strict=True))
+    return f"Sprint {number} (lap {lap}): {scored}"
+
+
+def pack_stopped(name: str, laps_done: int) -> str:
+    return f"{name} has stopped after {laps_word(laps_done)} (fall?)"
+
+
+def pack_breakaway(names: list[str], gap_us: int, metres: int | None, laps_to_go: int) -> str:
+    who = " and ".join(names)
+    lead = f"{format_diff(gap_us)} s" + (f" ({metres} m)" if metres is not None else "")
+    return f"{who} {'leads' if len(names) == 1 else 'lead'} the pack by {lead}, " \
+           f"{laps_word(laps_to_go)} to go"
+
+
+def pack_finish(name: str, t: int, rank: int | None, points: int | None) -> list[str]:
+    pts = "" if points is None else f", {points} point{'' if points == 1 else 's'}"
+    if rank == 1:
+        return [f"{name} wins in {format_time(t, 3)}{pts}"]
+    place = ordinal(rank) if rank else "finishes"
+    return [f"{name} {place} in {format_time(t, 3)}{pts}"]
+
+
+def pack_revised(reason: str, moved: list[tuple[str, int]]) -> str:
+    """``reason`` is the revision's: "official time (photo)", "decision: pen", ..."""
+    places = ", ".join(f"{name} {ordinal(rank)}" for name, rank in moved)
+    label = {"official time (photo)": "Photo finish", "official time (beam)": "Finish beam"}
+    return f"{label.get(reason, 'Result revised (' + reason + ')')}: {places}"

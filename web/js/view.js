@@ -6,6 +6,8 @@ export const STORY_LOG_MAX = 50;
 export function applyEvent(view, ev) {
   if (ev.type === "revision") return structuredClone(ev.view);
   if (!view) return view;
+  // Pack races (short track, mass start): the race-wide state travels whole.
+  if (ev.pack) view.pack = ev.pack;
   if (ev.type === "pair_start") {
     view.current_pair = ev.pair;
     view.on_ice[String(ev.pair)] = {

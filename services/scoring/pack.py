@@ -1,0 +1,453 @@
+"""Pack races: everyone starts together and the order is what counts.
+
+Short-track individual distances and the long-track mass start (DOMAIN.md §2, §4).
+Sans-I/O and deterministic like the long-track engine: one race, fed its inputs in
+log order, emits events; corrections replay the race's own input log and publish a
+``revision`` with the whole view.
+
+* Every finish-line crossing is a passage. The order at a passage is the order in
+  which the skaters crossed that line; the order of the race is by crossings made,
+  then by who made the last one first. Laps to go follow the leader; the bell rings
+  when the leader starts the last lap.
+* The finish order is the order of the final crossing, unless photo-finish (or beam,
+  or manual) times are given: they decide, and arriving late they revise the result.
+* A skater who has not crossed for ``STOPPED_AFTER_LAPS`` of the lap just skated by
+  someone else has stopped (a fall); crossing again clears it.
+* Mass start: the first three across the line at each intermediate sprint and the
+  first six at the finish score the season's points; the ranking is DOMAIN.md §2's.
+* A second gun (or an official ``restart``) voids the attempt, which stays on record.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from icetime.rules import Rules
+from icetime.view import STORY_LOG_MAX
+
+from . import stories
+from .model import FINISH_PRECEDENCE, NOT_PASSED, Event, InputError, Skater
+
+KINDS = ("short_track", "mass_start")
+#: No crossing for this many laps (of the lap just skated by someone else): stopped.
+STOPPED_AFTER_LAPS = 2.0
+#: A gap wider than this between consecutive skaters at a line splits the field.
+GROUP_GAP_US = 1_000_000
+#: A breakaway is at most this many skaters ahead of a gap.
+BREAKAWAY_MAX = 3
+#: Sanctions and results that take a skater out of the ranking (ADV advances them).
+EXCLUDED = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
+SANCTIONS = {"pen": "PEN", "yc": "YC", "rc": "RC", "adv": "ADV",
+             "dnf": "DNF", "dns": "DNS", "dq": "DQ"}
+
+
+@dataclass
+class PackRun:
+    zero_us: int
+    clock_origin_us: int
+    attempt: int
+    rate: float = 1.0
+
+
+class PackRace:
+    """One pack race. Feed its inputs with :meth:`feed`; read the state with :meth:`view`."""
+
+    def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], rules: Rules,
+                 max_speed_mps: float) -> None:
+        self.id = str(spec["id"])
+        self.revision = 0
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        self.story_log: list[str] = []  # lines told stay told across revisions
+        self.rules = rules
+        self.max_speed_mps = max_speed_mps
+        self.configure(spec, skaters)
+
+    # ------------------------------------------------------------------ setup
+    def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
+        self.kind = str(spec["kind"])
+        if self.kind not in KINDS:
+            raise InputError(f"race {self.id}: kind must be one of {', '.join(KINDS)}")
+        self.name = str(spec.get("name", self.id))
+        self.round = spec.get("round")
+        if self.kind == "short_track":
+            self.distance = int(spec["distance"])
+            laps = self.rules.short_track_laps(self.distance)
+            lap_m = self.rules.short_track_lap_m
+        else:
+            laps = float(spec.get("laps", self.rules.mass_start_laps))
+            lap_m = self.rules.mass_start_lap_m
+            self.distance = int(spec.get("distance") or round(laps * lap_m))
+        self.laps, self.lap_m = laps, lap_m
+        self.n_cross = math.ceil(laps)
+        # The start line sits this fraction of a lap before the first crossing.
+        first = laps - math.floor(laps) or 1.0
+        self.cross_m = [round((first + k) * lap_m, 2) for k in range(self.n_cross)]
+        # The minimum-lap debounce, and the start blanking: the first crossing needs
+        # at least the first segment at max_speed_mps (a 1000 m starts just behind the
+        # finish line, so the crossing right after the gun is not a lap).
+        first_us = int(first * lap_m / self.max_speed_mps * 1e6)
+        lap_us = int(lap_m / self.max_speed_mps * 1e6)
+        self.min_seg = [first_us] + [lap_us] * (self.n_cross - 1)
+        bibs = [str(b) for b in spec.get("skaters", [])]
+        missing = [b for b in bibs if b not in skaters]
+        if missing:
+            raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
+        self.bibs = bibs
+        self.skaters = [skaters[b] for b in bibs]
+        self.row = {b: i for i, b in enumerate(bibs)}
+        self.bib_arr = np.array(bibs, dtype=object)
+        self.season = spec.get("season")
+        self.sprint_k: dict[int, int] = {}  # crossing index -> sprint number (1-based)
+        self.points_final: tuple[int, ...] = ()
+        self.points_sprint: tuple[int, ...] = ()
+        if self.kind == "mass_start":
+            table = self.rules.mass_start_points(self.season)
+            self.points_sprint, self.points_final = table.intermediate, table.final
+            laps_at = [lap for lap in spec.get("sprint_laps", self.rules.sprint_laps)
+                       if lap < self.n_cross]
+            self.sprint_k = {lap - 1: i + 1 for i, lap in enumerate(laps_at)}
+        self._reset()
+
+    def _reset(self) -> None:
+        n, k = len(self.bibs), self.n_cross
+        self.t = np.full((n, k), NOT_PASSED, np.int64, order="F")
+        self.done = np.zeros(n, np.int64)   # crossings made
+        self.last = np.zeros(n, np.int64)   # race time of the last crossing
+        self.rows: list[list[dict[str, Any] | None]] = [[None] * k for _ in range(n)]
+        self.status: list[str | None] = [None] * n
+        self.stopped = [False] * n
+        self.final: list[dict[str, Any] | None] = [None] * n
+        self.official: dict[int, tuple[int, int, str]] = {}
+        self.points = [0] * n
+        self.sprints: list[dict[str, Any]] = []
+        self.run: PackRun | None = None
+        self.attempt = 0
+        self.voided: list[dict[str, Any]] = []
+        self.breakaway: dict[str, Any] | None = None
+        self.bell = False
+
+    def starters(self, inp: dict[str, Any]) -> list[str]:
+        """The bibs a gun starts: everyone."""
+        return list(self.bibs)
+
+    def can_call(self, pair: int | None) -> bool:
+        return pair is None
+
+    def _row(self, bib: Any) -> int:
+        row = self.row.get(str(bib))
+        if row is None:
+            raise InputError(f"race {self.id}: no bib {bib!r}")
+        return row
+
+    # ------------------------------------------------------------------ input
+    def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
+        self.log.append((input_id, inp))
+        kind = inp["type"]
+        if kind == "decision":
+            return self.recompute(input_id, f"decision: {inp['action']}")
+        if kind == "finish_time" and self.final[self._row(inp["bib"])] is not None:
+            return self.recompute(input_id, f"official time ({inp.get('origin', 'photo')})")
+        if kind == "gun" and self.run is not None and int(self.done.max(initial=0)) > 0:
+            return self.recompute(input_id, "restart")
+        return self._apply(input_id, inp, emit=True)
+
+    def recompute(self, input_id: str, reason: str) -> list[Event]:
+        voided = {str(i["target"]) for _, i in self.log
+                  if i["type"] == "decision" and i["action"] == "void"}
+        before = self.classification()
+        self._reset()
+        for iid, inp in self.log:
+            if inp["type"] == "finish_time" and iid not in voided:
+                self._apply(iid, inp, emit=False)
+        for iid, inp in self.log:
+            if iid not in voided and inp["type"] != "finish_time":
+                self._apply(iid, inp, emit=False)
+        self.revision += 1
+        after = self.classification()
+        moved = [(b, r) for b, r in zip(after["bib"], after["rank"], strict=True)
+                 if b not in before["bib"] or before["rank"][before["bib"].index(b)] != r]
+        if moved and before["bib"]:
+            names = [(self.skaters[self.row[b]].short, r) for b, r in moved]
+            self._tell([stories.pack_revised(reason, names)])
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
+                 "view": self.view()}]
+
+    def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
+        kind = inp["type"]
+        if kind == "gun":
+            return self._on_gun(input_id, inp)
+        if kind == "passing":
+            row = self.row.get(inp["_bib"])
+            if row is None or inp.get("point", "finish") != "finish":
+                return []
+            return self._on_crossing(input_id, row, int(inp["_t"]), emit)
+        if kind == "finish_time":
+            row = self._row(inp["bib"])
+            origin = str(inp.get("origin", "photo"))
+            prec = FINISH_PRECEDENCE.get(origin, 2)
+            if row not in self.official or prec >= self.official[row][0]:
+                self.official[row] = (prec, int(inp["time_us"]) // 1000 * 1000, origin)
+            return []
+        if kind == "decision":
+            self._on_decision(inp)
+            return []
+        raise InputError(f"unknown input type {kind!r}")
+
+    def _void_attempt(self, reason: str) -> None:
+        """Keep the attempt on record, then clear the ice for the next start."""
+        if self.run is None:
+            return
+        lead = int(self.done.max(initial=0))
+        self.voided.append({"attempt": self.run.attempt, "reason": reason,
+                            "laps": lead, "order": self._order()[:3]})
+        attempt, status, voided = self.run.attempt, self.status, self.voided
+        self._reset()
+        self.status, self.voided, self.attempt = status, voided, attempt
+
+    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
+        if self.run is not None and int(self.done.max(initial=0)) > 0:
+            self._void_attempt("restart")
+        self.attempt += 1
+        self.run = PackRun(int(inp["_t"]), int(inp.get("rx_us", 0)), self.attempt,
+                           float(inp.get("rate", 1.0)))
+        return [{"type": "start", "race": self.id, "input": input_id, "attempt": self.attempt,
+                 "bibs": list(self.bibs), "pack": self.pack_state()}]
+
+    def _on_decision(self, inp: dict[str, Any]) -> None:
+        action = inp["action"]
+        if action == "void":
+            return
+        if action in SANCTIONS:
+            self.status[self._row(inp["bib"])] = SANCTIONS[action]
+        elif action == "reinstate":
+            self.status[self._row(inp["bib"])] = None
+        elif action == "manual_time":
+            row = self._row(inp["bib"])
+            self.official[row] = (FINISH_PRECEDENCE["manual"],
+                                  int(inp["time_us"]) // 1000 * 1000, "manual")
+            final = self.final[row]
+            if final is not None:
+                self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
+        elif action == "restart":
+            self._void_attempt(str(inp.get("reason", "restart")))
+            self.run = None
+        else:
+            raise InputError(f"unknown decision {action!r} for a {self.kind} race")
+
+    # ------------------------------------------------------------------ crossings
+    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
+        run = self.run
+        if run is None or self.status[row] in EXCLUDED:
+            return []
+        k = int(self.done[row])
+        if k >= self.n_cross:
+            return []  # a cool-down lap
+        t = (t_common - run.zero_us) // 1000 * 1000
+        if t - int(self.last[row]) < self.min_seg[k]:
+            return []  # the other ankle, a re-read, or the start line right by the finish
+        col = self.t[:, k]
+        position = 1 + int(np.count_nonzero(col < t))
+        first_t = int(col.min())
+        gap_leader = t - first_t if first_t < t else 0
+        prev = int(self.t[row, k - 1]) if k else 0
+        self.t[row, k] = t
+        self.done[row] = k + 1
+        self.last[row] = t
+        lap_t = t - prev
+        lines: list[str] = []
+        name = self.skaters[row].short
+        if self.stopped[row]:
+            self.stopped[row] = False
+        entry = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t, "lap_t": lap_t,
+                 "position": position, "gap_leader": gap_leader}
+        self.rows[row][k] = entry
+        laps_to_go = self.n_cross - int(self.done.max())
+        if position == 1 and k and emit:
+            before = self.t[:, k - 1]
+            if self.bibs[int(np.argmin(before))] != self.bibs[row] and laps_to_go:
+                lines.append(stories.pack_lead(name, laps_to_go))
+        if position == 1 and laps_to_go == 1 and not self.bell:
+            self.bell = True
+            lines.append(stories.pack_bell(name))
+        if k in self.sprint_k:
+            lines += self._sprint(row, k, position)
+        if k and lap_t:
+            lines += self._check_stopped(row, t, lap_t)
+        self._update_breakaway(k, row, position, lines, laps_to_go)
+        finished = k == self.n_cross - 1
+        if finished:
+            lines += self._finish(row, t, position)
+        if not emit:
+            return []  # a replay: the state is rebuilt, the lines were told already
+        self._tell(lines)
+        base: Event = {"race": self.id, "input": input_id, "bib": self.bibs[row], "row": entry,
+                       "pack": self.pack_state(), "stories": lines}
+        if finished:
+            return [{"type": "finish", **base, "final": self.final[row],
+                     "classification": self.classification(), "race_done": self._done()}]
+        return [{"type": "passage", **base}]
+
+    def _sprint(self, row: int, k: int, position: int) -> list[str]:
+        number = self.sprint_k[k]
+        while len(self.sprints) < number:
+            self.sprints.append({"sprint": len(self.sprints) + 1,
+                                 "lap": [lap + 1 for lap in sorted(self.sprint_k)][
+                                     len(self.sprints)], "bibs": [], "points": []})
+        sprint = self.sprints[number - 1]
+        if position > len(self.points_sprint):
+            return []
+        pts = self.points_sprint[position - 1]
+        self.points[row] += pts
+        sprint["bibs"].append(self.bibs[row])
+        sprint["points"].append(pts)
+        if len(sprint["bibs"]) == len(self.points_sprint):
+            names = [self.skaters[self.row[b]].short for b in sprint["bibs"]]
+            return [stories.pack_sprint(number, sprint["lap"], names, sprint["points"])]
+        return []
+
+    def _check_stopped(self, row: int, t: int, lap_t: int) -> list[str]:
+        lines = []
+        limit = int(STOPPED_AFTER_LAPS * lap_t)
+        for j in range(len(self.bibs)):
+            if (j != row and not self.stopped[j] and self.final[j] is None
+                    and self.status[j] not in EXCLUDED and t - int(self.last[j]) > limit):
+                self.stopped[j] = True
+                lines.append(stories.pack_stopped(self.skaters[j].short, int(self.done[j])))
+        return lines
+
+    def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
+                          laps_to_go: int) -> None:
+        """At the front's line: a few skaters more than GROUP_GAP_US clear of the rest."""
+        if int(self.done.max()) != k + 1 or position == 1:
+            return
+        col = self.t[:, k]
+        crossed = np.sort(col[col != NOT_PASSED])
+        gaps = np.diff(crossed[:BREAKAWAY_MAX + 1])
+        wide = np.nonzero(gaps > GROUP_GAP_US)[0]
+        before = self.breakaway
+        if wide.size == 0:
+            if crossed.size > BREAKAWAY_MAX:
+                self.breakaway = None  # the front is together again
+            return
+        size = int(wide[0]) + 1
+        if position != size + 1:
+            return  # measured when the chase's first skater crosses
+        gap = int(crossed[size] - crossed[0])
+        leaders = [self.bibs[int(i)] for i in np.argsort(col, kind="stable")[:size]]
+        entry = self.rows[row][k]
+        chase_lap = int(entry["lap_t"]) if entry else 0
+        # Metres: how far the chase's head is behind, at its own lap speed.
+        metres = round(gap / chase_lap * self.lap_m) if chase_lap else None
+        self.breakaway = {"bibs": leaders, "gap_us": gap, "gap_m": metres, "lap": k + 1}
+        if before is None or before["bibs"] != leaders or k % 2 == 0:
+            names = [self.skaters[self.row[b]].short for b in leaders]
+            lines.append(stories.pack_breakaway(names, gap, metres, laps_to_go))
+
+    def _finish(self, row: int, t: int, position: int) -> list[str]:
+        official = self.official.get(row)
+        final_t = official[1] if official else t
+        self.final[row] = {"t": final_t, "origin": official[2] if official else "transponder",
+                           "position": position}
+        if self.kind == "mass_start" and position <= len(self.points_final):
+            self.points[row] += self.points_final[position - 1]
+        cls = self.classification()
+        at = cls["bib"].index(self.bibs[row]) if self.bibs[row] in cls["bib"] else -1
+        rank = cls["rank"][at] if at >= 0 else None
+        points = self.points[row] if self.kind == "mass_start" else None
+        return stories.pack_finish(self.skaters[row].short, final_t, rank, points)
+
+    def _done(self) -> bool:
+        if self.run is None:
+            return False
+        return all(self.final[i] is not None or self.stopped[i] or self.status[i] in EXCLUDED
+                   for i in range(len(self.bibs)))
+
+    def _tell(self, lines: list[str]) -> None:
+        if lines:
+            self.story_log.extend(lines)
+            del self.story_log[:-STORY_LOG_MAX]
+
+    # ------------------------------------------------------------------ output
+    def _order(self) -> list[str]:
+        """The race order now: crossings made, then who made the last one first; the
+        finished by their (official) finish time; sanctioned skaters last."""
+        def key(i: int) -> tuple[int, int, int, int]:
+            out = 1 if self.status[i] in EXCLUDED else 0
+            final = self.final[i]
+            when = final["t"] if final else int(self.last[i])
+            return (out, -int(self.done[i]), when, i)
+        return [self.bibs[i] for i in sorted(range(len(self.bibs)), key=key)]
+
+    def pack_state(self) -> dict[str, Any]:
+        """The live state of the race as a whole; every event carries it whole (it is
+        small), so a client's fold just takes the latest."""
+        lead = int(self.done.max(initial=0))
+        run = self.run
+        return {
+            "run": None if run is None or self._done() else
+            {"attempt": run.attempt, "clock_origin_us": run.clock_origin_us, "rate": run.rate},
+            "order": self._order(),
+            "laps_to_go": self.n_cross - lead,
+            "bell": self.bell,
+            "laps": {b: int(self.done[i]) for i, b in enumerate(self.bibs)},
+            "stopped": [b for i, b in enumerate(self.bibs) if self.stopped[i]],
+            "points": ({b: self.points[i] for i, b in enumerate(self.bibs)}
+                       if self.kind == "mass_start" else None),
+            "sprints": self.sprints,
+            "breakaway": self.breakaway,
+            "attempt": self.attempt,
+        }
+
+    def classification(self) -> dict[str, list[Any]]:
+        """Finishers only, columnar like the long-track one (plus points for a mass start).
+
+        Short track: by finish time (official first); equal thousandths share a place.
+        Mass start (DOMAIN.md §2): the first three across the line are 1-2-3; then by
+        points; those without points behind, in finishing order.
+        """
+        rows = [i for i in range(len(self.bibs))
+                if self.final[i] is not None and self.status[i] not in EXCLUDED]
+        def t_of(i: int) -> int:
+            final = self.final[i]
+            assert final is not None
+            return int(final["t"])
+        rows.sort(key=lambda i: (t_of(i), i))
+        if self.kind == "mass_start":
+            podium, rest = rows[:3], rows[3:]
+            rest.sort(key=lambda i: (0 if self.points[i] else 1, -self.points[i], t_of(i), i))
+            rows = podium + rest
+        ranks: list[int] = []
+        for n, i in enumerate(rows):
+            tie = (n and self.kind == "short_track" and t_of(i) == t_of(rows[n - 1]))
+            ranks.append(ranks[-1] if tie else n + 1)
+        lead = t_of(rows[0]) if rows else 0
+        out: dict[str, list[Any]] = {"bib": [self.bibs[i] for i in rows], "rank": ranks,
+                                     "t": [t_of(i) for i in rows],
+                                     "behind": [t_of(i) - lead for i in rows]}
+        if self.kind == "mass_start":
+            out["points"] = [self.points[i] for i in rows]
+        return out
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "race": {"id": self.id, "name": self.name, "kind": self.kind,
+                     "distance": self.distance, "laps": self.laps, "lap_m": self.lap_m,
+                     "passages": self.cross_m, "round": self.round,
+                     "sprint_laps": [k + 1 for k in sorted(self.sprint_k)],
+                     "points": {"sprint": list(self.points_sprint),
+                                "final": list(self.points_final)}
+                     if self.kind == "mass_start" else None},
+            "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
+            "start_order": list(self.bibs),
+            "voided": list(self.voided),
+            "results": {b: {"passages": self.rows[i], "final": self.final[i],
+                            "status": self.status[i], "splits": []}
+                        for i, b in enumerate(self.bibs)},
+            "pack": self.pack_state(),
+            "classification": self.classification(),
+            "stories": list(self.story_log),
+            "revision": self.revision,
+        }

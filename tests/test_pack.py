@@ -1,0 +1,191 @@
+"""Pack races in the engine: short track and the mass start, from the seed fixtures."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from icetime.replay import load_fixture, script_inputs
+from icetime.rules import load as load_rules
+from icetime.startlist import StartListError, validate_startlist
+from icetime.timefmt import format_time
+from icetime.view import apply_event
+from services.scoring.engine import Competition
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def run(name_or_doc, extra=()):
+    doc = name_or_doc if isinstance(name_or_doc, dict) else load_fixture(
+        FIXTURES / f"{name_or_doc}.json")
+    comp = Competition()
+    events = []
+    for evs in comp.feed("sl", {"type": "startlist", **doc["startlist"]}).values():
+        events += evs
+    for n, item in enumerate(script_inputs(doc)):
+        for evs in comp.feed(f"in-{n}", {**item.inp, "source": item.source,
+                                         "rx_us": item.at_us}).values():
+            events += evs
+    for n, inp in enumerate(extra):
+        for evs in comp.feed(f"x-{n}", inp).values():
+            events += evs
+    race = doc["script"]["race"]
+    return comp, comp.view(race), events, doc
+
+
+def shorts(view, bibs):
+    return [view["skaters"][b]["short"] for b in bibs]
+
+
+def assert_fold(view, events):
+    fold = None
+    for ev in json.loads(json.dumps(events)):
+        fold = apply_event(fold, ev)
+    assert fold == json.loads(json.dumps(view))
+
+
+def test_short_track_final_photo_finish_revises_the_transponder_order():
+    _, view, events, _ = run("almaty2022_w1500_2_final")
+    cls = view["classification"]
+    assert shorts(view, cls["bib"]) == ["Desmet", "Sarault", "Seidel", "Gilli", "Shim"]
+    assert [format_time(t, 3) for t in cls["t"][:2]] == ["2:19.355", "2:19.361"]
+    # Live, the transponders had Sarault first; the photo finish turned it round.
+    finishes = [e for e in events if e["type"] == "finish"]
+    assert shorts(view, [finishes[0]["bib"]]) == ["Sarault"]
+    assert finishes[0]["classification"]["bib"][0] == "2"
+    revisions = [e for e in events if e["type"] == "revision"
+                 and e["reason"] == "official time (photo)"]
+    assert revisions and revisions[0]["view"]["classification"]["bib"][:2] == ["1", "2"]
+    assert "Photo finish: Desmet 1st, Sarault 2nd" in view["stories"]
+    assert_fold(view, events)
+
+
+def test_short_track_laps_to_go_bell_positions_and_lap_times():
+    _, view, events, _ = run("almaty2022_w1500_2_final")
+    crossings = [e for e in events if e["type"] in ("passage", "finish")]
+    # 13.5 laps: the first crossing comes after half a lap, then 13 more.
+    assert view["race"]["passages"][0] == 55.56 and len(view["race"]["passages"]) == 14
+    leaders = [e for e in crossings if e["row"]["position"] == 1]
+    assert [e["pack"]["laps_to_go"] for e in leaders] == list(range(13, -1, -1))
+    bells = [e for e in crossings if "Bell: last lap, Desmet leads" in e["stories"]]
+    assert len(bells) == 1 and bells[0]["pack"]["laps_to_go"] == 1 and bells[0]["pack"]["bell"]
+    assert any("Desmet takes the lead, 2 laps to go" in e["stories"] for e in crossings)
+    # Every skater has a lap time and a position at each of her 14 crossings.
+    for bib, res in view["results"].items():
+        assert all(p is not None for p in res["passages"]), bib
+        laps = [p["lap_t"] for p in res["passages"]]
+        assert sum(laps) == res["passages"][-1]["t"]
+    shim = view["results"]["5"]["passages"]
+    assert shim[0]["position"] == 1 and shim[0]["gap_leader"] == 0
+
+
+def test_a_restart_voids_the_attempt_but_keeps_it_on_record():
+    _, view, events, _ = run("almaty2022_w500_final")
+    assert view["voided"] == [{"attempt": 1, "reason": "fall in the first corner", "laps": 1,
+                               "order": ["2", "1", "3"]}]
+    assert view["pack"]["attempt"] == 2
+    starts = [e for e in events if e["type"] == "start"]
+    assert [s["attempt"] for s in starts] == [1, 2]
+    assert any(e["type"] == "revision" and e["reason"] == "decision: restart" for e in events)
+    cls = view["classification"]
+    assert shorts(view, cls["bib"][:3]) == ["Boutin", "Schulting", "Santos-Griswold"]
+    # The crossing of the voided attempt is not a lap of the race that counts.
+    assert all(len([p for p in r["passages"] if p]) == 5 for r in view["results"].values())
+    assert_fold(view, events)
+
+
+def test_a_skater_who_falls_and_stops_passing_is_shown_as_such():
+    comp, view, events, _ = run("almaty2022_m1000_final")
+    assert shorts(view, view["classification"]["bib"]) == ["van 't Wout", "Dion",
+                                                           "Pierre-Gilles"]
+    assert view["pack"]["stopped"] == ["4"]
+    assert "Park has stopped after 6 laps (fall?)" in view["stories"]
+    assert view["results"]["4"]["final"] is None
+    # The 1000 m starts just behind the finish line: the crossing right after the gun
+    # is not a lap (start blanking), on either ankle... each skater has one transponder.
+    assert comp.stats["passing_ignored"] == 4
+    assert view["pack"]["order"][-1] == "4"
+    assert view["pack"]["run"] is None  # everyone still racing has finished
+    assert_fold(view, events)
+
+
+def test_penalties_revise_the_result_and_take_the_skater_out():
+    race = "alm22-w1500-2-fa"
+    _, view, events, _ = run("almaty2022_w1500_2_final", extra=[
+        {"type": "decision", "race": race, "action": "pen", "bib": "2", "reason": "impeding"}])
+    assert events[-1]["type"] == "revision" and events[-1]["reason"] == "decision: pen"
+    assert view["results"]["2"]["status"] == "PEN"
+    assert shorts(view, view["classification"]["bib"]) == ["Desmet", "Seidel", "Gilli", "Shim"]
+    assert view["classification"]["rank"] == [1, 2, 3, 4]
+    assert view["pack"]["order"][-1] == "2"
+
+
+def test_mass_start_sprint_points_and_the_ranking_rule():
+    _, view, events, _ = run("beijing2023_w_massstart")
+    cls = view["classification"]
+    names = shorts(view, cls["bib"])
+    assert names[:3] == ["Groenewoud", "Blondin", "Maltais"]
+    assert cls["points"][:7] == [63, 46, 24, 10, 8, 5, 1]
+    # Park crossed the line last but scored a point in a sprint: she ranks ahead of
+    # every finisher without points (DOMAIN.md §2).
+    assert names[6] == "Park" and cls["t"][6] == max(cls["t"])
+    sprints = view["pack"]["sprints"]
+    assert [(s["lap"], shorts(view, s["bibs"]), s["points"]) for s in sprints] == [
+        (4, ["Blondin", "Manganello", "Maltais"], [3, 2, 1]),
+        (8, ["Maltais", "Lollobrigida", "Blondin"], [3, 2, 1]),
+        (12, ["Groenewoud", "Blondin", "Park"], [3, 2, 1])]
+    # The live points table after the first sprint, as a client had it then.
+    after1 = next(e for e in events if e["type"] == "passage" and e["row"]["lap"] == 5)
+    assert after1["pack"]["points"]["2"] == 3 and after1["pack"]["points"]["1"] == 0
+    assert_fold(view, events)
+
+
+def test_mass_start_breakaway_gap_in_seconds_and_metres():
+    _, view, events, _ = run("beijing2023_w_massstart")
+    gaps = [(e["row"]["lap"], e["pack"]["breakaway"]) for e in events
+            if e["type"] == "passage" and e["pack"]["breakaway"]
+            and e["pack"]["breakaway"]["lap"] == e["row"]["lap"]]
+    by_lap = {lap: b for lap, b in gaps}
+    assert by_lap[13]["bibs"] == ["1"] and by_lap[13]["gap_us"] == 5_000_000
+    assert 60 <= by_lap[13]["gap_m"] <= 70  # 5 s at the chase's ~30.8 s lap of 400 m
+    assert "Groenewoud leads the pack by 5.00 s (65 m), 3 laps to go" in view["stories"]
+    laps_to_go = [e["pack"]["laps_to_go"] for e in events
+                  if e["type"] == "passage" and e["row"]["position"] == 1]
+    assert laps_to_go == list(range(15, 0, -1))
+
+
+def test_points_tables_come_from_the_rules_per_season():
+    rules = load_rules()
+    assert rules.mass_start_points("2017-18").intermediate == (5, 3, 1)
+    assert rules.mass_start_points("2017-18").final == (60, 40, 20)
+    assert rules.mass_start_points("2023-24").final == (60, 40, 20, 10, 6, 3)
+    doc = load_fixture(FIXTURES / "beijing2023_w_massstart.json")
+    old = copy.deepcopy(doc)
+    old["startlist"]["races"][0]["season"] = "2017-18"
+    _, view, _, _ = run(old)
+    assert view["classification"]["points"][:3] == [65, 49, 26]  # 5-3-1 and 60-40-20
+
+
+def test_pack_start_lists_are_checked():
+    doc = load_fixture(FIXTURES / "almaty2022_w500_final.json")["startlist"]
+    validate_startlist(doc)
+    for change, message in [
+        ({"distance": 777}, "'distance' must be one of (500, 1000, 1500)"),
+        ({"skaters": ["1", "1"]}, "bib 1 is listed twice"),
+        ({"skaters": ["99"]}, "bib 99 is not in 'skaters'"),
+        ({"skaters": []}, "needs a list of 'skaters'"),
+        ({"kind": "relay"}, "'kind' must be one of"),
+        ({"season": "2023"}, "'season' looks like"),
+    ]:
+        bad = copy.deepcopy(doc)
+        bad["races"][0].update(change)
+        with pytest.raises(StartListError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            validate_startlist(bad)
+
+
+def test_replay_of_a_pack_race_is_deterministic():
+    _, v1, e1, _ = run("beijing2023_w_massstart")
+    _, v2, e2, _ = run("beijing2023_w_massstart")
+    assert v1 == v2 and e1 == e2
