@@ -118,8 +118,11 @@ class PackRace:
         self.last = np.zeros(n, np.int64)   # race time of the last crossing
         self.rows: list[list[dict[str, Any] | None]] = [[None] * k for _ in range(n)]
         self.status: list[str | None] = [None] * n
-        self.stopped = [False] * n
+        self.excluded = np.zeros(n, bool)      # mirrors status in EXCLUDED, for numpy
+        self.stopped = np.zeros(n, bool)
         self.final: list[dict[str, Any] | None] = [None] * n
+        self.final_t = np.full(n, NOT_PASSED, np.int64)  # mirrors final[i]["t"]
+        self.index = np.arange(n)
         self.official: dict[int, tuple[int, int, str]] = {}
         self.points = [0] * n
         self.sprints: list[dict[str, Any]] = []
@@ -205,7 +208,9 @@ class PackRace:
                             "laps": lead, "order": self._order()[:3]})
         attempt, status, voided = self.run.attempt, self.status, self.voided
         self._reset()
-        self.status, self.voided, self.attempt = status, voided, attempt
+        self.voided, self.attempt = voided, attempt
+        for i, st in enumerate(status):
+            self._set_status(i, st)
 
     def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
         if self.run is not None and int(self.done.max(initial=0)) > 0:
@@ -221,9 +226,9 @@ class PackRace:
         if action == "void":
             return
         if action in SANCTIONS:
-            self.status[self._row(inp["bib"])] = SANCTIONS[action]
+            self._set_status(self._row(inp["bib"]), SANCTIONS[action])
         elif action == "reinstate":
-            self.status[self._row(inp["bib"])] = None
+            self._set_status(self._row(inp["bib"]), None)
         elif action == "manual_time":
             row = self._row(inp["bib"])
             self.official[row] = (FINISH_PRECEDENCE["manual"],
@@ -231,16 +236,21 @@ class PackRace:
             final = self.final[row]
             if final is not None:
                 self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
+                self.final_t[row] = self.official[row][1]
         elif action == "restart":
             self._void_attempt(str(inp.get("reason", "restart")))
             self.run = None
         else:
             raise InputError(f"unknown decision {action!r} for a {self.kind} race")
 
+    def _set_status(self, row: int, status: str | None) -> None:
+        self.status[row] = status
+        self.excluded[row] = status in EXCLUDED
+
     # ------------------------------------------------------------------ crossings
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
         run = self.run
-        if run is None or self.status[row] in EXCLUDED:
+        if run is None or self.excluded[row]:
             return []
         k = int(self.done[row])
         if k >= self.n_cross:
@@ -259,8 +269,7 @@ class PackRace:
         lap_t = t - prev
         lines: list[str] = []
         name = self.skaters[row].short
-        if self.stopped[row]:
-            self.stopped[row] = False
+        self.stopped[row] = False
         entry = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t, "lap_t": lap_t,
                  "position": position, "gap_leader": gap_leader}
         self.rows[row][k] = entry
@@ -309,13 +318,13 @@ class PackRace:
         return []
 
     def _check_stopped(self, row: int, t: int, lap_t: int) -> list[str]:
+        quiet = (t - self.last > int(STOPPED_AFTER_LAPS * lap_t)) & ~self.stopped \
+            & ~self.excluded & (self.final_t == NOT_PASSED)
+        quiet[row] = False
         lines = []
-        limit = int(STOPPED_AFTER_LAPS * lap_t)
-        for j in range(len(self.bibs)):
-            if (j != row and not self.stopped[j] and self.final[j] is None
-                    and self.status[j] not in EXCLUDED and t - int(self.last[j]) > limit):
-                self.stopped[j] = True
-                lines.append(stories.pack_stopped(self.skaters[j].short, int(self.done[j])))
+        for j in np.flatnonzero(quiet).tolist():
+            self.stopped[j] = True
+            lines.append(stories.pack_stopped(self.skaters[j].short, int(self.done[j])))
         return lines
 
     def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
@@ -351,6 +360,7 @@ class PackRace:
         final_t = official[1] if official else t
         self.final[row] = {"t": final_t, "origin": official[2] if official else "transponder",
                            "position": position}
+        self.final_t[row] = final_t
         if self.kind == "mass_start" and position <= len(self.points_final):
             self.points[row] += self.points_final[position - 1]
         cls = self.classification()
@@ -362,8 +372,7 @@ class PackRace:
     def _done(self) -> bool:
         if self.run is None:
             return False
-        return all(self.final[i] is not None or self.stopped[i] or self.status[i] in EXCLUDED
-                   for i in range(len(self.bibs)))
+        return bool(np.all((self.final_t != NOT_PASSED) | self.stopped | self.excluded))
 
     def _tell(self, lines: list[str]) -> None:
         if lines:
@@ -374,12 +383,10 @@ class PackRace:
     def _order(self) -> list[str]:
         """The race order now: crossings made, then who made the last one first; the
         finished by their (official) finish time; sanctioned skaters last."""
-        def key(i: int) -> tuple[int, int, int, int]:
-            out = 1 if self.status[i] in EXCLUDED else 0
-            final = self.final[i]
-            when = final["t"] if final else int(self.last[i])
-            return (out, -int(self.done[i]), when, i)
-        return [self.bibs[i] for i in sorted(range(len(self.bibs)), key=key)]
+        when = np.where(self.final_t != NOT_PASSED, self.final_t, self.last)
+        order = np.lexsort((self.index, when, -self.done, self.excluded))
+        out: list[str] = self.bib_arr[order].tolist()
+        return out
 
     def pack_state(self) -> dict[str, Any]:
         """The live state of the race as a whole; every event carries it whole (it is
@@ -392,9 +399,9 @@ class PackRace:
             "order": self._order(),
             "laps_to_go": self.n_cross - lead,
             "bell": self.bell,
-            "laps": {b: int(self.done[i]) for i, b in enumerate(self.bibs)},
-            "stopped": [b for i, b in enumerate(self.bibs) if self.stopped[i]],
-            "points": ({b: self.points[i] for i, b in enumerate(self.bibs)}
+            "laps": dict(zip(self.bibs, self.done.tolist(), strict=True)),
+            "stopped": self.bib_arr[self.stopped].tolist(),
+            "points": (dict(zip(self.bibs, self.points, strict=True))
                        if self.kind == "mass_start" else None),
             "sprints": self.sprints,
             "breakaway": self.breakaway,
@@ -408,12 +415,11 @@ class PackRace:
         Mass start (DOMAIN.md §2): the first three across the line are 1-2-3; then by
         points; those without points behind, in finishing order.
         """
-        rows = [i for i in range(len(self.bibs))
-                if self.final[i] is not None and self.status[i] not in EXCLUDED]
+        rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
+        final_t = self.final_t.tolist()
+
         def t_of(i: int) -> int:
-            final = self.final[i]
-            assert final is not None
-            return int(final["t"])
+            return int(final_t[i])
         rows.sort(key=lambda i: (t_of(i), i))
         if self.kind == "mass_start":
             podium, rest = rows[:3], rows[3:]
