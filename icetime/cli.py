@@ -165,7 +165,8 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
                     log.error("feed refused %s: %s", item.inp, reply.get("error"))
             sent += 1
             if announce and item.inp["type"] == "gun":
-                print(f"  gun: pair {item.inp['pair']}", flush=True)
+                what = f"pair {item.inp['pair']}" if "pair" in item.inp else "everyone"
+                print(f"  gun: {what}", flush=True)
     finally:
         for c in clients.values():
             await c.close()

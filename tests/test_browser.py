@@ -369,3 +369,95 @@ async def test_split_monitor_grid_stories_health_and_keyboard(redis_server, tmp_
         await expect(cmp.locator('tr[data-m="600"] .diff')).to_have_text("+0.14")
         assert not errors, errors
         await browser.close()
+
+
+PACK_BOARD_TEXTS = ".prow .pname, .prow .pgap, .ltg, .away div, .ptable div, .step .who"
+
+
+async def test_pack_race_screens_follow_a_mass_start(stack):
+    """The mass start on all four screens at once: laps to go, the points after each
+    sprint, Groenewoud's breakaway, then the podium by the mass-start ranking."""
+    from playwright.async_api import async_playwright, expect
+
+    from icetime.replay import load_fixture
+
+    doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w_massstart.json")
+    await load_startlist(stack, doc)
+    race = "bj23-wms"
+    async with async_playwright() as p:
+        browser = await launch(p)
+        board, e1 = await open_page(browser, f"{stack.http}/board?race={race}")
+        fan, e2 = await open_page(browser, f"{stack.http}/live?race={race}&bib=1", 375, 812)
+        monitor, e3 = await open_page(browser, f"{stack.http}/monitor?race={race}")
+        overlay, e4 = await open_page(browser, f"{stack.http}/overlay?race={race}")
+        await expect(monitor.get_by_test_id("grid").locator("tbody tr")).to_have_count(12)
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=30.0, announce=False))
+
+        await expect(board.get_by_test_id("board")).to_have_attribute("data-mode", "pack",
+                                                                      timeout=10_000)
+        await expect(board.get_by_test_id("board-laps")).to_have_text("15 laps to go",
+                                                                      timeout=10_000)
+        await expect(overlay.get_by_test_id("overlay-third")).to_contain_text("laps to go")
+        # After the first sprint (lap 4): the points on the board and the phone.
+        await expect(board.get_by_test_id("board-points")).to_contain_text("Blondin3",
+                                                                           timeout=15_000)
+        await expect(fan.get_by_test_id("points-table")).to_contain_text("Blondin 3")
+        await expect(monitor.get_by_test_id("stories")).to_contain_text(
+            "Sprint 1 (lap 4): Blondin 3, Manganello 2, Maltais 1")
+        # Groenewoud goes clear: her lead in seconds and metres, everywhere.
+        await expect(board.get_by_test_id("board-breakaway")).to_contain_text(
+            "Groenewoud+", timeout=20_000)
+        await expect(fan.get_by_test_id("breakaway")).to_contain_text("Groenewoud +")
+        await expect(fan.get_by_test_id("follow-last-1")).to_contain_text("1st across")
+        await board.screenshot(path=SHOTS / "board-pack-1920x1080.png")
+        await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
+        await monitor.screenshot(path=SHOTS / "monitor-pack-1920x1080.png")
+        await assert_fits(monitor, ".chip, .final", MONITOR_BOXES, vertical=True)
+        await expect(fan.get_by_test_id("laps-to-go")).to_have_text("Last lap", timeout=20_000)
+        await feed
+
+        podium = board.get_by_test_id("board-podium")
+        await expect(podium.locator(".who")).to_have_text(
+            ["Marijke Groenewoud", "Ivanie Blondin", "Valérie Maltais"], timeout=10_000)
+        await expect(podium.locator(".pts")).to_have_text(["63 pts", "46 pts", "24 pts"])
+        rows = fan.get_by_test_id("classification").locator("tbody tr")
+        await expect(rows).to_have_count(12)
+        # Park crossed the line last with a sprint point: 7th, ahead of the pointless.
+        await expect(rows.nth(6)).to_contain_text("Park Ji-woo")
+        await expect(rows.nth(6)).to_contain_text("1 pts")
+        await expect(fan.get_by_test_id("follow-final-1")).to_have_text("8:29.900")
+        await fan.screenshot(path=SHOTS / "live-pack-375x812.png", full_page=True)
+        await assert_fits(fan, LIVE_BOXES)
+        errors = e1 + e2 + e3 + e4
+        assert not errors, errors
+        await browser.close()
+
+
+async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack):
+    from playwright.async_api import async_playwright, expect
+
+    from icetime.replay import load_fixture
+
+    doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "almaty2022_w1500_2_final.json")
+    await load_startlist(stack, doc)
+    race = "alm22-w1500-2-fa"
+    async with async_playwright() as p:
+        browser = await launch(p)
+        board, errors = await open_page(browser, f"{stack.http}/board?race={race}")
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=6.0, announce=False))
+        laps = board.get_by_test_id("board-laps")
+        await expect(laps).to_have_text("13 laps to go", timeout=10_000)
+        await expect(laps).to_have_text("Last lap", timeout=30_000)
+        await expect(laps).to_have_class(lambda_or_regex(r"\bbell\b"))
+        await board.screenshot(path=SHOTS / "board-shorttrack-1920x1080.png")
+        await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
+        # The transponders put Sarault first; the photo finish, seconds later, Desmet.
+        podium = board.get_by_test_id("board-podium")
+        await expect(podium.locator(".who").first).to_have_text("Courtney Sarault",
+                                                                timeout=15_000)
+        await feed
+        await expect(podium.locator(".who")).to_have_text(
+            ["Hanne Desmet", "Courtney Sarault", "Anna Seidel"], timeout=10_000)
+        await expect(podium.locator(".t")).to_have_text(["2:19.355", "2:19.361", "2:19.781"])
+        assert not errors, errors
+        await browser.close()

@@ -2,12 +2,20 @@
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { badge, behind, isPack, lapsToGo, place, pointsOf, pointsTable } from "./pack.js";
+
+// How many of the pack the board lists: what reads from the stands.
+const PACK_ROWS = 8;
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 10000;
 
 function mode(view) {
   if (!view) return "idle";
+  if (isPack(view)) {
+    if (view.pack.run) return "pack";
+    return view.classification.bib.length ? "podium" : "idle";
+  }
   if (Object.keys(view.on_ice).length) return "pair";
   // The distance is done when its last pair is: then the podium stays up.
   const last = view.pairs.reduce((a, p) => (p.pair > a.pair ? p : a), view.pairs[0]);
@@ -39,6 +47,35 @@ function lane(view, bib, lane) {
     <div class="name">${esc(sk.name)}</div><div class="nation">${esc(sk.nation)}</div>${clock}${split}</section>`;
 }
 
+// The pack on the ice: the order with gaps (or laps down), laps to go with the bell,
+// and for a mass start the points so far and a breakaway's lead.
+function packBoard(view) {
+  const pack = view.pack;
+  const rows = pack.order.slice(0, PACK_ROWS).map((bib) => {
+    const sk = view.skaters[bib], pts = pointsOf(view, bib);
+    return `<div class="prow" data-bib="${bib}"><span class="pos">${place(view, bib)}</span>` +
+      `<span class="pname">${esc(sk.short)}</span>` +
+      `<span class="pgap">${badge(view, bib) || behind(view, bib)}</span>` +
+      (pts !== null ? `<span class="ppts">${pts || ""}</span>` : "") + `</div>`;
+  }).join("");
+  const side = [`<div class="clock pclock" data-bib="pack" data-testid="board-clock"></div>`,
+    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : ""}" data-testid="board-laps">${lapsToGo(pack)}</div>`];
+  const away = view.pack.breakaway;
+  if (away && view.pack.run) {
+    // Two short lines (who; how far) rather than one that will not fit.
+    const who = away.bibs.map((b) => view.skaters[b].short).join(" & ");
+    side.push(`<div class="away" data-testid="board-breakaway"><div>${esc(who)}</div>` +
+      `<div>+${fmtTime(away.gap_us)}${away.gap_m !== null ? ` · ${away.gap_m} m` : ""}</div></div>`);
+  }
+  const table = pointsTable(view).slice(0, 3);
+  if (table.length) {
+    side.push(`<div class="ptable" data-testid="board-points">${table.map(([bib, p]) =>
+      `<div><span>${esc(view.skaters[bib].short)}</span><b>${p}</b></div>`).join("")}</div>`);
+  }
+  return `<div class="packboard" data-testid="board-pack"><div class="order">${rows}</div>` +
+    `<div class="side">${side.join("")}</div></div>`;
+}
+
 function render(view) {
   const m = mode(view);
   $("board").dataset.mode = m;
@@ -47,11 +84,15 @@ function render(view) {
     const pair = view.pairs.find((p) => p.pair === view.current_pair);
     $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]
       .filter(([, b]) => b).map(([l, b]) => lane(view, b, l)).join("")}</div>`;
+  } else if (m === "pack") {
+    $("main").innerHTML = packBoard(view);
   } else if (m === "podium") {
     const c = view.classification;
+    const digits = isPack(view) && view.race.kind === "short_track" ? 3 : 2;
     $("main").innerHTML = `<div class="podium" data-testid="board-podium">${c.bib.slice(0, 3).map((bib, i) =>
       `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
-      `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i])}</div></div>`).join("")}</div>`;
+      `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i], digits)}</div>` +
+      (c.points ? `<div class="pts">${c.points[i]} pts</div>` : "") + `</div>`).join("")}</div>`;
   } else if (m === "standings" && view.current_pair !== null) {
     const pair = view.pairs.find((p) => p.pair === view.current_pair);
     $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]
@@ -60,13 +101,13 @@ function render(view) {
     $("main").innerHTML = `<div class="idle">Next pair soon</div>`;
   }
   const c = view ? view.classification : { bib: [] };
-  $("standings").innerHTML = m === "podium" ? "" : c.bib.slice(0, 3).map((bib, i) =>
+  $("standings").innerHTML = m === "podium" || m === "pack" ? "" : c.bib.slice(0, 3).map((bib, i) =>
     `<div class="row"><b>${c.rank[i]}</b> ${esc(view.skaters[bib].short)} <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
 }
 
 function tick(live) {
   const view = live.view;
-  const run = view && view.on_ice[String(view.current_pair)];
+  const run = view && (isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)]);
   for (const el of document.querySelectorAll(".clock[data-bib]")) {
     if (!run) { el.textContent = ""; continue; }
     const elapsed = live.raceElapsedUs(run);

@@ -3,6 +3,7 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 15000;
@@ -64,55 +65,121 @@ function card(view, bib) {
 // Gap at each passage to the fastest finished skater not being plotted (the leader,
 // or for the leader herself the runner-up): ahead above the line, behind below it.
 function chart(view, bibs) {
-  const W = 340, H = 170, L = 40, R = 12, T = 14, B = 24;
-  const dist = view.race.distance, passages = view.race.passages;
   const ref = view.classification.bib.find((b) => !bibs.includes(b));
   const refRows = ref ? view.results[ref].passages : [];
-  const series = bibs.map((bib) => ({
-    bib, pts: view.results[bib].passages.filter((p) => p && refRows[p.k])
+  const series = bibs.map((bib, i) => ({
+    bib,
+    cls: bibs.length === 1 ? "s-follow" : `s-${view.pairs.some((p) => p.outer === bib) ? "O" : "I"}`,
+    above: i === 0,
+    pts: view.results[bib].passages.filter((p) => p && refRows[p.k])
       .map((p) => ({ m: p.m, gap: p.t - refRows[p.k].t })),
   }));
+  drawChart(view, series, ref ? view.skaters[ref].short : "leader",
+    ref ? "waiting for a passage" : "no finished skater to compare with yet");
+  $("chart-title").textContent = ref ? `Gap to ${view.skaters[ref].short}` : "Gap to the leader";
+}
+
+// A pack race: how far behind the first across the line each skater was at every
+// crossing (the followed one, else the front three).
+function packChart(view, bibs) {
+  const series = bibs.map((bib, i) => ({
+    bib, cls: bibs.length === 1 ? "s-follow" : `s-${i}`, above: false,
+    pts: view.results[bib].passages.filter(Boolean).map((p) => ({ m: p.m, gap: p.gap_leader })),
+  }));
+  drawChart(view, series, "1st", "waiting for the first lap");
+  $("chart-title").textContent = "Behind the first across the line, every lap";
+}
+
+function drawChart(view, series, refLabel, emptyNote) {
+  const W = 340, H = 170, L = 40, R = 12, T = 14, B = 24;
+  const dist = view.race.distance, passages = view.race.passages;
   const all = series.flatMap((s) => s.pts.map((p) => Math.abs(p.gap)));
   const span = Math.max(0.5, Math.ceil(Math.max(0, ...all) / 1e6 * 2) / 2) * 1e6;
   const x = (m) => L + (m / dist) * (W - L - R);
   const y = (gap) => T + ((span + gap) / (2 * span)) * (H - T - B);
   const out = [`<line class="zero" x1="${L}" x2="${W - R}" y1="${y(0)}" y2="${y(0)}"/>`,
-    `<text class="axis" x="${L - 4}" y="${y(0) + 4}" text-anchor="end">${ref ? esc(view.skaters[ref].short.slice(0, 6)) : "leader"}</text>`,
+    `<text class="axis" x="${L - 4}" y="${y(0) + 4}" text-anchor="end">${esc(refLabel.slice(0, 6))}</text>`,
     `<text class="axis" x="${L - 4}" y="${T + 4}" text-anchor="end">-${span / 1e6}</text>`,
     `<text class="axis" x="${L - 4}" y="${H - B + 4}" text-anchor="end">+${span / 1e6}</text>`];
   const every = Math.ceil(passages.length / 6);
   passages.forEach((m, k) => {
     if (k % every && k !== passages.length - 1) return;
-    out.push(`<text class="axis" x="${x(m)}" y="${H - 6}" text-anchor="middle">${m}</text>`);
+    out.push(`<text class="axis" x="${x(m)}" y="${H - 6}" text-anchor="middle">${Math.round(m)}</text>`);
   });
-  // One skater: a label at every passage (up to six). A pair: only each line's latest,
-  // the inner lane's above its point and the outer's below, so they never collide.
-  series.forEach((s, i) => {
-    const lane = view.pairs.some((p) => p.outer === s.bib) ? "O" : "I";
-    const cls = bibs.length === 1 ? "s-follow" : `s-${lane}`;
+  // One skater: a label at every passage (up to six). Several: only each line's latest,
+  // the first above its point and the others below, so they do not collide.
+  const single = series.length === 1;
+  series.forEach((s) => {
     if (s.pts.length > 1) {
-      out.push(`<polyline class="line ${cls}" points="${s.pts.map((p) => `${x(p.m)},${y(p.gap)}`).join(" ")}"/>`);
+      out.push(`<polyline class="line ${s.cls}" points="${s.pts.map((p) => `${x(p.m)},${y(p.gap)}`).join(" ")}"/>`);
     }
     s.pts.forEach((p, j) => {
-      out.push(`<circle class="pt ${cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${s.bib}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
-      if ((bibs.length === 1 && s.pts.length <= 6) || j === s.pts.length - 1) {
-        const dy = bibs.length === 1 ? (p.gap > 0 ? 14 : -8) : (i === 0 ? -8 : 14);
-        out.push(`<text class="lbl ${cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${s.bib}-${p.m}">${fmtGap(p.gap)}</text>`);
+      out.push(`<circle class="pt ${s.cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${s.bib}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
+      if ((single && s.pts.length <= 6) || j === s.pts.length - 1) {
+        const dy = single ? (p.gap > 0 ? 14 : -8) : (s.above ? -8 : 14);
+        out.push(`<text class="lbl ${s.cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${s.bib}-${p.m}">${fmtGap(p.gap)}</text>`);
       }
     });
   });
   if (!all.length) {
-    out.push(`<text class="axis note" x="${W / 2}" y="${y(0) - 10}" text-anchor="middle">` +
-      `${ref ? "waiting for a passage" : "no finished skater to compare with yet"}</text>`);
+    out.push(`<text class="axis note" x="${W / 2}" y="${y(0) - 10}" text-anchor="middle">${emptyNote}</text>`);
   }
   $("chart").innerHTML = out.join("");
-  $("chart-title").textContent = ref ? `Gap to ${view.skaters[ref].short}` : "Gap to the leader";
+}
+
+// ---------------------------------------------------------------- pack races
+function packCard(view, bib) {
+  const sk = view.skaters[bib], res = view.results[bib];
+  const row = lastRow(view, bib);
+  const big = badge(view, bib) || (res.final
+    ? `<span class="final" data-testid="follow-final-${bib}">${finalTime(view, bib)}</span>`
+    : `<span class="rank">${ordinal(view.pack.order.indexOf(bib) + 1)}</span>`);
+  const pts = pointsOf(view, bib);
+  const line = row ? `<div class="lastp" data-testid="follow-last-${bib}">lap ${row.lap} ` +
+    `<b>${fmtTime(row.lap_t)}</b> · ${ordinal(row.position)} across` +
+    (behind(view, bib) ? ` · <span class="gap slower">${behind(view, bib)}</span>` : "") +
+    (pts !== null ? ` · ${pts} pts` : "") + `</div>` : "";
+  return `<div class="fcard" data-bib="${bib}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
+    `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
+}
+
+function renderPack(view) {
+  const pack = view.pack;
+  const bibs = follow && view.skaters[follow] ? [follow] : pack.order.slice(0, 3);
+  $("follow-title").textContent = follow ? `Following ${view.skaters[follow].short}` : "The front";
+  $("follow-card").innerHTML = (follow ? [follow] : pack.order.slice(0, 1)).map((b) => packCard(view, b)).join("");
+  packChart(view, bibs);
+  $("ice-title").innerHTML = `Order <span class="clock pclock" data-bib="race" data-testid="race-clock"></span> <span data-testid="laps-to-go" class="ltg${pack.laps_to_go === 1 && pack.run ? " bell" : ""}">${lapsToGo(pack)}</span>`;
+  const away = breakawayText(view);
+  const table = pointsTable(view);
+  $("lanes").innerHTML = `<ol class="porder" data-testid="pack-order">${pack.order.map((bib) => {
+    const sk = view.skaters[bib], pts = pointsOf(view, bib);
+    return `<li data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
+      `<span class="name">${esc(sk.short)}</span> <span class="nation">${esc(sk.nation)}</span>` +
+      `<span class="num">${badge(view, bib) || behind(view, bib)}</span>` +
+      (pts !== null ? `<span class="num pts">${pts || ""}</span>` : "") + `</li>`;
+  }).join("")}</ol>` +
+    (away ? `<p class="away" data-testid="breakaway">Breakaway: ${esc(away)}</p>` : "") +
+    (table.length ? `<p class="points" data-testid="points-table">Points: ${table.map(([b, p]) =>
+      `${esc(view.skaters[b].short)} ${p}`).join(" · ")}</p>` : "");
+  const c = view.classification;
+  $("cls-body").innerHTML = c.bib.map((bib, i) => {
+    const sk = view.skaters[bib];
+    return `<tr data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td class="who">${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
+      `<td class="num t">${fmtTime(c.t[i], view.race.kind === "short_track" ? 3 : 2)}</td>` +
+      `<td class="num">${c.points ? c.points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
+  }).join("");
 }
 
 function fillFollow(view) {
   const sel = $("follow");
   if (sel.options.length > 1) return;
-  for (const p of view.pairs) {
+  sel.options[0].text = isPack(view) ? "The front" : "Pair on the ice";
+  for (const bib of isPack(view) ? view.start_order : []) {
+    const sk = view.skaters[bib];
+    sel.add(new Option(`${sk.short} (${sk.nation})`, bib));
+  }
+  for (const p of isPack(view) ? [] : view.pairs) {
     for (const bib of [p.inner, p.outer].filter(Boolean)) {
       const sk = view.skaters[bib];
       sel.add(new Option(`${sk.short} (${sk.nation}) · pair ${p.pair}`, bib));
@@ -126,6 +193,7 @@ function render(view) {
   $("race-name").textContent = view.race.name;
   document.title = `icetime · ${view.race.name}`;
   fillFollow(view);
+  if (isPack(view)) { renderPack(view); renderStories(view); return; }
   const bibs = followed(view);
   $("follow-title").textContent = follow ? `Following ${view.skaters[follow].short}` : "Pair on the ice";
   $("follow-card").innerHTML = bibs.map((b) => card(view, b)).join("") ||
@@ -143,6 +211,10 @@ function render(view) {
       `<td class="num t">${fmtTime(c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
       `<td>${(fin?.flags || []).map((f) => `<span class="flag">${f}</span>`).join(" ")}</td></tr>`;
   }).join("");
+  renderStories(view);
+}
+
+function renderStories(view) {
   $("stories").innerHTML = (view.stories || []).slice(-12).reverse()
     .map((line) => `<li>${esc(line)}</li>`).join("");
 }
@@ -152,9 +224,9 @@ function tickClocks(live) {
   if (view) {
     for (const el of document.querySelectorAll(".clock[data-bib]")) {
       const res = view.results[el.dataset.bib];
-      const pair = view.pairs.find((p) => p.inner === el.dataset.bib || p.outer === el.dataset.bib);
-      const run = pair && view.on_ice[String(pair.pair)];
-      if (res.final || res.status) continue;
+      const pair = !isPack(view) && view.pairs.find((p) => p.inner === el.dataset.bib || p.outer === el.dataset.bib);
+      const run = isPack(view) ? view.pack.run : pair && view.on_ice[String(pair.pair)];
+      if (res && (res.final || res.status)) continue;
       if (!run) { el.textContent = ""; continue; }
       const elapsed = live.raceElapsedUs(run);
       el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
@@ -199,6 +271,14 @@ $("delay").addEventListener("change", () => {
 });
 $("follow").addEventListener("change", () => {
   follow = $("follow").value;
+  localStorage.setItem(`icetime.follow.${race}`, follow);
+  render(live.view);
+});
+$("lanes").addEventListener("click", (e) => {
+  const li = e.target.closest("li[data-bib]");
+  if (!li) return;
+  follow = li.dataset.bib;
+  $("follow").value = follow;
   localStorage.setItem(`icetime.follow.${race}`, follow);
   render(live.view);
 });

@@ -2,6 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap } from "./view.js";
+import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const HEALTH_POLL_MS = 2000;
@@ -23,8 +24,12 @@ function loadPrefs() {
 function savePrefs() { localStorage.setItem(prefsKey(), JSON.stringify(prefs)); }
 
 function startOrder(view) {
+  if (isPack(view)) return view.pack.order;  // a pack race: the running order
   return view.pairs.flatMap((p) => [p.inner, p.outer]).filter(Boolean);
 }
+
+// A lap time, whichever kind of row: a pair race's `lap`, a pack race's `lap_t`.
+const lapOf = (p) => (p.lap_t !== undefined ? p.lap_t : p.lap);
 
 // Pinned skaters first (in the order pinned), then start order or the classification.
 function rowOrder(view) {
@@ -44,7 +49,7 @@ function bests(view) {
     res.passages.forEach((p, k) => {
       if (!p) return;
       out[k].t = Math.min(out[k].t, p.t);
-      if (k) out[k].lap = Math.min(out[k].lap, p.lap);
+      if (k) out[k].lap = Math.min(out[k].lap, lapOf(p));
     });
   }
   return out;
@@ -90,13 +95,49 @@ function compareTable(view) {
   const rows = view.race.passages.map((m, k) => {
     const pa = ra.passages[k], pb = rb.passages[k];
     const d = pa && pb ? pa.t - pb.t : null;
-    const dl = pa && pb && k ? pa.lap - pb.lap : null;
-    return `<tr data-m="${m}"><td>${m} m</td><td class="num">${pa ? fmtTime(pa.t) : ""}</td>` +
+    const dl = pa && pb && k ? lapOf(pa) - lapOf(pb) : null;
+    const label = isPack(view) ? `lap ${k + 1}` : `${m} m`;
+    return `<tr data-m="${m}"><td>${label}</td><td class="num">${pa ? fmtTime(pa.t) : ""}</td>` +
       `<td class="num">${pb ? fmtTime(pb.t) : ""}</td><td class="num gap diff ${gapClass(d)}">${d === null ? "" : fmtGap(d)}</td>` +
       `<td class="num gap ${gapClass(dl)}">${dl === null ? "" : fmtGap(dl)}</td></tr>`;
   }).join("");
   return `<table class="cmp"><thead><tr><th></th><th class="num">${esc(view.skaters[a].short)}</th>` +
     `<th class="num">${esc(view.skaters[b].short)}</th><th class="num">Diff</th><th class="num">Lap</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+// A pack race's cell: the lap time, the place across the line and the gap to the first.
+function packCell(p, best) {
+  if (!p) return `<td class="cell empty"></td>`;
+  return `<td class="cell" data-lap="${p.lap}"><div class="t${p.k && p.lap_t === best.lap ? " best-lap" : ""}">${p.k ? fmtTime(p.lap_t) : fmtTime(p.t)}</div>` +
+    `<div class="sub"><span class="rk">${p.position}</span><span class="gap ${p.gap_leader ? "slower" : "faster"}">${p.gap_leader ? fmtGap(p.gap_leader) : ""}</span></div></td>`;
+}
+
+function packRow(view, bib, best) {
+  const sk = view.skaters[bib], res = view.results[bib];
+  const pts = pointsOf(view, bib);
+  const classes = [prefs.pinned.includes(bib) && "pinned", selected === bib && "selected",
+    prefs.compare.includes(bib) && "compared", view.pack.run && !res.final && "on-ice"].filter(Boolean).join(" ");
+  const final = res.final ? `<span class="t">${finalTime(view, bib)}</span>` : "";
+  return `<tr data-bib="${bib}" class="${classes}" aria-selected="${selected === bib}">` +
+    `<td class="pr">${view.pack.order.indexOf(bib) + 1}</td>` +
+    `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
+    `<td class="num">${view.pack.laps[bib]}</td><td class="num behind">${badge(view, bib) || behind(view, bib)}</td>` +
+    (pts !== null ? `<td class="num pts">${pts}</td>` : "") +
+    view.race.passages.map((m, k) => packCell(res.passages[k], best[k])).join("") +
+    `<td class="final" data-testid="final-${bib}">${final}</td></tr>`;
+}
+
+function renderPack(view) {
+  const pack = view.pack;
+  $("records").textContent = breakawayText(view) ? `breakaway ${breakawayText(view)}` : "";
+  $("pair").textContent = lapsToGo(pack);
+  const best = bests(view);
+  const pts = pack.points !== null;
+  $("grid-head").innerHTML = `<tr><th>Pos</th><th>Skater</th><th class="num">Laps</th><th class="num">Behind</th>` +
+    (pts ? `<th class="num">Pts</th>` : "") +
+    view.race.passages.map((m, k) => `<th class="num${view.race.sprint_laps && view.race.sprint_laps.includes(k + 1) ? " sprint" : ""}">${k + 1}</th>`).join("") +
+    `<th>Final</th></tr>`;
+  $("grid-body").innerHTML = rowOrder(view).map((bib) => packRow(view, bib, best)).join("");
 }
 
 function render(view) {
@@ -105,6 +146,10 @@ function render(view) {
   document.title = `icetime · monitor · ${view.race.name}`;
   $("records").textContent = Object.entries(view.race.records || {})
     .map(([k, t]) => `${k} ${fmtTime(t)}`).join(" · ");
+  $("compare").innerHTML = compareTable(view);
+  $("stories").innerHTML = [...(view.stories || [])].reverse().map((line) =>
+    `<li class="${/New leader|record|fastest|lead|Sprint|Bell|Photo|stopped/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
+  if (isPack(view)) { renderPack(view); return; }
   $("pair").textContent = view.current_pair !== null ? `pair ${view.current_pair}` : "";
   const pairOf = {};
   for (const p of view.pairs) {
@@ -116,9 +161,6 @@ function render(view) {
     view.race.passages.map((m) => `<th class="num">${m} m</th>`).join("") +
     `<th>Final</th><th class="num">Proj.</th></tr>`;
   $("grid-body").innerHTML = rowOrder(view).map((bib) => row(view, bib, best, pairOf)).join("");
-  $("compare").innerHTML = compareTable(view);
-  $("stories").innerHTML = [...(view.stories || [])].reverse().map((line) =>
-    `<li class="${/New leader|record|fastest/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
 }
 
 function median(xs) {
@@ -177,7 +219,8 @@ async function pollHealth() {
 
 function tick() {
   const view = live.view;
-  const run = view && view.current_pair !== null && view.on_ice[String(view.current_pair)];
+  const run = view && (isPack(view) ? view.pack.run
+    : view.current_pair !== null && view.on_ice[String(view.current_pair)]);
   const elapsed = run ? live.raceElapsedUs(run) : null;
   $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
   const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS && run;

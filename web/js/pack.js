@@ -1,0 +1,70 @@
+// Pack races (short track, mass start) on any page: the order, laps to go, gaps,
+// sprint points. Every pack event carries the race-wide state whole (view.pack).
+import { esc, fmtTime, fmtGap } from "./view.js";
+
+export const isPack = (view) => Boolean(view && view.pack);
+
+export function lapsToGo(pack) {
+  const n = pack.laps_to_go;
+  if (!pack.run && n === 0) return "Finished";
+  if (!pack.run && !Object.values(pack.laps).some(Boolean)) return "Start soon";
+  return n === 1 ? "Last lap" : n === 0 ? "Finished" : `${n} laps to go`;
+}
+
+// The skater's last crossing row, if any.
+export function lastRow(view, bib) {
+  return [...view.results[bib].passages].reverse().find(Boolean) || null;
+}
+
+// Behind the leader: in laps when lapped, else the gap at her last crossing.
+export function behind(view, bib) {
+  const pack = view.pack, lead = pack.order[0];
+  const down = (pack.laps[lead] || 0) - (pack.laps[bib] || 0);
+  const res = view.results[bib];
+  if (res.final) {
+    const c = view.classification, at = c.bib.indexOf(bib);
+    return at > 0 ? fmtGap(c.behind[at]) : "";
+  }
+  if (down >= 1 && bib !== lead) return `−${down} lap${down > 1 ? "s" : ""}`;
+  const row = lastRow(view, bib);
+  return row && row.gap_leader ? fmtGap(row.gap_leader) : "";
+}
+
+// A badge for a skater out of the running order: a sanction, or stopped (a fall).
+export function badge(view, bib) {
+  const st = view.results[bib].status;
+  if (st) return `<span class="code" title="${esc(st)}">${esc(st)}</span>`;
+  if (view.pack.stopped.includes(bib)) return `<span class="code stopped">stopped</span>`;
+  return "";
+}
+
+// Rank in the final classification, else the running position.
+export function place(view, bib) {
+  const c = view.classification, at = c.bib.indexOf(bib);
+  if (at >= 0) return c.rank[at];
+  if (view.results[bib].status) return "";
+  return view.pack.order.indexOf(bib) + 1;
+}
+
+export function pointsOf(view, bib) {
+  return view.pack.points ? view.pack.points[bib] || 0 : null;
+}
+
+// The live points table (mass start): everyone with points, most first.
+export function pointsTable(view) {
+  if (!view.pack.points) return [];
+  return Object.entries(view.pack.points).filter(([, p]) => p > 0)
+    .sort((a, b) => b[1] - a[1] || view.pack.order.indexOf(a[0]) - view.pack.order.indexOf(b[0]));
+}
+
+export function breakawayText(view) {
+  const b = view.pack.breakaway;
+  if (!b || !view.pack.run) return "";
+  const who = b.bibs.map((x) => view.skaters[x].short).join(" & ");
+  return `${who} +${fmtTime(b.gap_us)}${b.gap_m !== null ? ` (${b.gap_m} m)` : ""}`;
+}
+
+export function finalTime(view, bib) {
+  const f = view.results[bib].final;
+  return f ? fmtTime(f.t, 3) : "";
+}
