@@ -62,6 +62,8 @@ class Settings:
     max_speed_mps: float = 20.0
     #: Extra loops in the ice for unofficial splits: point id -> metres past the finish line.
     loops: dict[str, int] = field(default_factory=dict)
+    #: The rules file (lap plans, points tables); empty: the one icetime ships.
+    rules_file: str = ""
     #: Frames queued for a client that is catching up before it is given a fresh snapshot.
     client_queue_max: int = 512
     #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
@@ -77,6 +79,12 @@ class Settings:
     def source_offsets(self) -> dict[str, int]:
         return {**{s.id: s.offset_us for s in self.sources},
                 **{d.id: d.offset_us for d in self.decoders}}
+
+
+def _rules_file(name: str, base: Path) -> str:
+    if not name:
+        return ""
+    return name if Path(name).is_absolute() else str((base / name).resolve())
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -125,6 +133,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         startlists=startlists,
         max_speed_mps=float(scoring.get("max_speed_mps", 20.0)),
         loops={str(k): int(v) for k, v in scoring.get("loops", {}).items()},
+        rules_file=_rules_file(raw.get("rules", {}).get("file", ""), base),
         client_queue_max=int(broadcast.get("client_queue_max", 512)),
         client_buffer_max=int(broadcast.get("client_buffer_max", 256 * 1024)),
         extra=raw,

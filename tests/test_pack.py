@@ -189,3 +189,23 @@ def test_replay_of_a_pack_race_is_deterministic():
     _, v1, e1, _ = run("beijing2023_w_massstart")
     _, v2, e2, _ = run("beijing2023_w_massstart")
     assert v1 == v2 and e1 == e2
+
+
+def test_a_venue_rules_file_replaces_the_points_tables(tmp_path):
+    from icetime import settings as settings_mod
+    from icetime.rules import DEFAULT_FILE
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(DEFAULT_FILE.read_text().replace(
+        "intermediate = [3, 2, 1]", "intermediate = [10, 5, 1]"))
+    config = tmp_path / "venue.toml"
+    config.write_text('[rules]\nfile = "rules.toml"\n')
+    cfg = settings_mod.load(config)
+    assert cfg.rules_file == str(rules)
+    comp = Competition(rules=load_rules(cfg.rules_file))
+    doc = load_fixture(FIXTURES / "beijing2023_w_massstart.json")
+    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    for n, item in enumerate(script_inputs(doc)):
+        comp.feed(f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+    sprint1 = comp.view("bj23-wms")["pack"]["sprints"][0]
+    assert sprint1["points"] == [10, 5, 1]

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from icetime import bus, keys
+from icetime.rules import load as load_rules
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -50,7 +51,7 @@ class ScoringRunner:
 
     def _new_engine(self) -> Competition:
         return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
-                           self.settings.loops)
+                           self.settings.loops, load_rules(self.settings.rules_file or None))
 
     async def ensure_group(self) -> None:
         try:
