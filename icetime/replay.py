@@ -85,15 +85,22 @@ def _time(v: Any) -> int:
     return t
 
 
-def _crossings(crossings: dict[str, list[str]], gun_at: int, clock_base_us: int,
+def _crossings(crossings: dict[str, list[Any]], gun_at: int, clock_base_us: int,
                transponders: dict[str, list[str]], out: list[Timed]) -> int:
-    """Each skater's finish-line crossings (race times), on both ankles; the last one."""
+    """Each skater's finish-line crossings (race times), on both ankles; the last one.
+
+    In a relay the key is the team and each crossing is ``[time, bib]``: who of the team
+    was on the track.
+    """
     last = 0
     for bib, times in crossings.items():
         for split in times:
+            by = bib
+            if isinstance(split, list):
+                split, by = split
             t = _time(split)
             last = max(last, t)
-            for i, tr in enumerate(transponders[bib][:2]):
+            for i, tr in enumerate(transponders[by][:2]):
                 when = gun_at + t + i * SECOND_ANKLE_US
                 out.append(Timed(when, LOOP_SOURCE, {
                     "type": "passing", "transponder": tr, "point": "finish",

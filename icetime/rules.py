@@ -29,6 +29,13 @@ class Rules:
             raise ValueError(f"no short-track lap plan for {distance} m (known: {known})")
         return float(laps)
 
+    def relay_laps(self, distance: int) -> float:
+        laps = self.raw["short_track"]["relay_laps"].get(str(distance))
+        if laps is None:
+            known = ", ".join(self.raw["short_track"]["relay_laps"])
+            raise ValueError(f"no relay lap plan for {distance} m (known: {known})")
+        return float(laps)
+
     @property
     def short_track_lap_m(self) -> float:
         return float(self.raw["short_track"]["lap_m"])

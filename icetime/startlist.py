@@ -11,7 +11,8 @@ from icetime.timefmt import parse_time
 
 DISTANCES = (500, 1000, 1500, 3000, 5000, 10000)
 SHORT_TRACK_DISTANCES = (500, 1000, 1500)
-KINDS = ("long_track_individual", "short_track", "mass_start")
+RELAY_DISTANCES = (2000, 3000, 5000)
+KINDS = ("long_track_individual", "short_track", "mass_start", "short_track_relay")
 
 
 class StartListError(ValueError):
@@ -25,6 +26,34 @@ def _time(value: Any, where: str) -> None:
         raise StartListError(f"{where}: not a time: {value!r}") from None
 
 
+def _relay(r: dict[str, Any], where: str, bibs: set[str]) -> None:
+    """A short-track relay: teams of two to four skaters, each skater in one team."""
+    if r.get("distance") not in RELAY_DISTANCES:
+        raise StartListError(f"{where}: 'distance' must be one of {RELAY_DISTANCES}")
+    teams = r.get("teams")
+    if not isinstance(teams, list) or len(teams) < 2:
+        raise StartListError(f"{where}: a relay needs a list of at least two 'teams'")
+    ids: set[str] = set()
+    taken: dict[str, str] = {}
+    for j, team in enumerate(teams):
+        tw = f"{where}.teams[{j}]"
+        if not isinstance(team, dict) or not team.get("id"):
+            raise StartListError(f"{tw}: needs an 'id'")
+        tid = str(team["id"])
+        if tid in ids or tid in bibs:
+            raise StartListError(f"{tw}: id {tid} is used twice (team ids and bibs are one set)")
+        ids.add(tid)
+        members = team.get("skaters")
+        if not isinstance(members, list) or not 2 <= len(members) <= 4:
+            raise StartListError(f"{tw}: 'skaters' must list two to four bibs")
+        for b in map(str, members):
+            if b not in bibs:
+                raise StartListError(f"{tw}.skaters: bib {b} is not in 'skaters'")
+            if b in taken:
+                raise StartListError(f"{tw}.skaters: bib {b} is already in team {taken[b]}")
+            taken[b] = tid
+
+
 def _pack_race(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None:
     """A race where everyone starts together: a list of skaters, no pairs."""
     if kind == "short_track" and r.get("distance") not in SHORT_TRACK_DISTANCES:
@@ -33,6 +62,9 @@ def _pack_race(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None
         laps = r.get("laps", 16)
         if isinstance(laps, bool) or not isinstance(laps, int) or not 1 <= laps <= 40:
             raise StartListError(f"{where}: 'laps' must be a whole number from 1 to 40")
+    if kind == "short_track_relay":
+        _relay(r, where, bibs)
+        return
     skaters = r.get("skaters")
     if not isinstance(skaters, list) or not skaters:
         raise StartListError(f"{where}: a {kind} race needs a list of 'skaters' (bibs)")

@@ -209,3 +209,53 @@ def test_a_venue_rules_file_replaces_the_points_tables(tmp_path):
         comp.feed(f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
     sprint1 = comp.view("bj23-wms")["pack"]["sprints"][0]
     assert sprint1["points"] == [10, 5, 1]
+
+
+def test_a_relay_counts_team_laps_exchanges_and_the_warning():
+    _, view, events, _ = run("almaty2022_w3000_relay_final")
+    cls = view["classification"]
+    assert shorts(view, cls["bib"]) == ["Canada", "Netherlands", "Korea"]
+    assert len(view["race"]["passages"]) == 27
+    # Only the active skater crosses the line; her crossing is her team's lap.
+    can = view["results"]["CAN"]["passages"]
+    members = view["teams"]["CAN"]["skaters"]
+    assert all(p["skater"] in members for p in can)
+    assert view["pack"]["exchanges"]["CAN"] >= 10
+    assert can[-1]["skater"] == can[-2]["skater"]  # one skater skates the last two laps
+    warned = [e for e in events if "Warning shot: 3 laps to go, Canada leads" in e.get(
+        "stories", [])]
+    assert len(warned) == 1 and warned[0]["pack"]["laps_to_go"] == 3
+    assert warned[0]["pack"]["warning"]
+    assert_fold(view, events)
+
+
+def test_a_mixed_relay_with_two_teams_penalised_ranks_only_the_finishers():
+    _, view, events, _ = run("shanghai2019_mixed_relay_final")
+    assert shorts(view, view["classification"]["bib"]) == ["Netherlands", "Russia"]
+    assert view["results"]["CAN"]["status"] == "PEN" and view["results"]["USA"]["status"] == "PEN"
+    assert view["pack"]["order"][-2:] == ["CAN", "USA"]
+    assert "Canada: penalty (impeding)" in view["stories"]
+    assert [e["reason"] for e in events if e["type"] == "revision"][-2:] == [
+        "decision: pen", "decision: pen"]
+    # The exchange order: W, W, M, M with 2.5 laps each, then 2 each.
+    ned = [p["skater"] for p in view["results"]["NED"]["passages"]]
+    w1, w2, m1, m2 = view["teams"]["NED"]["skaters"]
+    assert ned[:10] == [w1, w1, w2, w2, w2, m1, m1, m2, m2, m2]
+    assert_fold(view, events)
+
+
+def test_relay_start_lists_are_checked():
+    doc = load_fixture(FIXTURES / "almaty2022_w3000_relay_final.json")["startlist"]
+    validate_startlist(doc)
+    team = doc["races"][0]["teams"][0]
+    for change, message in [
+        ({"distance": 1500}, "'distance' must be one of"),
+        ({"teams": [team]}, "at least two 'teams'"),
+        ({"teams": [team, {**team, "id": "XXX"}]}, "already in team CAN"),
+        ({"teams": [team, {**team}]}, "id CAN is used twice"),
+        ({"teams": [team, {"id": "YYY", "skaters": ["1"]}]}, "two to four bibs"),
+    ]:
+        bad = copy.deepcopy(doc)
+        bad["races"][0].update(change)
+        with pytest.raises(StartListError, match=message):
+            validate_startlist(bad)

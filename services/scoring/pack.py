@@ -31,7 +31,9 @@ from icetime.view import STORY_LOG_MAX
 from . import stories
 from .model import FINISH_PRECEDENCE, NOT_PASSED, Event, InputError, Skater
 
-KINDS = ("short_track", "mass_start")
+KINDS = ("short_track", "mass_start", "short_track_relay")
+#: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
+WARNING_LAPS = 3
 #: No crossing for this many laps (of the lap just skated by someone else): stopped.
 STOPPED_AFTER_LAPS = 2.0
 #: A gap wider than this between consecutive skaters at a line splits the field.
@@ -76,6 +78,10 @@ class PackRace:
             self.distance = int(spec["distance"])
             laps = self.rules.short_track_laps(self.distance)
             lap_m = self.rules.short_track_lap_m
+        elif self.kind == "short_track_relay":
+            self.distance = int(spec["distance"])
+            laps = self.rules.relay_laps(self.distance)
+            lap_m = self.rules.short_track_lap_m
         else:
             laps = float(spec.get("laps", self.rules.mass_start_laps))
             lap_m = self.rules.mass_start_lap_m
@@ -91,13 +97,35 @@ class PackRace:
         first_us = int(first * lap_m / self.max_speed_mps * 1e6)
         lap_us = int(lap_m / self.max_speed_mps * 1e6)
         self.min_seg = [first_us] + [lap_us] * (self.n_cross - 1)
-        bibs = [str(b) for b in spec.get("skaters", [])]
-        missing = [b for b in bibs if b not in skaters]
+        # A relay's competitors are its teams: each team is one row, and a crossing by
+        # any of its skaters (only the active one is on the track) is the team's.
+        self.teams: dict[str, list[str]] = {}
+        self.members: dict[str, Skater] = {}
+        if self.kind == "short_track_relay":
+            competitors = []
+            for team in spec.get("teams", []):
+                tid = str(team["id"])
+                self.teams[tid] = [str(b) for b in team["skaters"]]
+                competitors.append(Skater(bib=tid, name=str(team.get("name", tid)),
+                                          short=str(team.get("short", team.get("name", tid))),
+                                          nation=str(team.get("nation", tid)), transponders=()))
+            members = [b for bs in self.teams.values() for b in bs]
+            bibs = list(self.teams)
+        else:
+            members = bibs = [str(b) for b in spec.get("skaters", [])]
+        missing = [b for b in members if b not in skaters]
         if missing:
             raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
+        if self.teams:
+            self.skaters = competitors
+            self.members = {b: skaters[b] for b in members}
+        else:
+            self.skaters = [skaters[b] for b in bibs]
         self.bibs = bibs
-        self.skaters = [skaters[b] for b in bibs]
         self.row = {b: i for i, b in enumerate(bibs)}
+        # Whose crossings count for which row: the skater's own, or her team's.
+        self.row_of = dict(self.row) if not self.teams else {
+            m: self.row[tid] for tid, ms in self.teams.items() for m in ms}
         self.bib_arr = np.array(bibs, dtype=object)
         self.season = spec.get("season")
         self.sprint_k: dict[int, int] = {}  # crossing index -> sprint number (1-based)
@@ -131,16 +159,20 @@ class PackRace:
         self.voided: list[dict[str, Any]] = []
         self.breakaway: dict[str, Any] | None = None
         self.bell = False
+        self.warning = False
+        self.active: list[str | None] = [None] * n  # relays: the skater on the track
+        self.exchanges = [0] * n
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
-        """The bibs a gun starts: everyone."""
-        return list(self.bibs)
+        """The skaters a gun starts: everyone (in a relay, every team member)."""
+        return list(self.row_of)
 
     def can_call(self, pair: int | None) -> bool:
         return pair is None
 
     def _row(self, bib: Any) -> int:
-        row = self.row.get(str(bib))
+        """The row of a bib, or of a team (by its id or by one of its skaters)."""
+        row = self.row.get(str(bib), self.row_of.get(str(bib)))
         if row is None:
             raise InputError(f"race {self.id}: no bib {bib!r}")
         return row
@@ -150,14 +182,19 @@ class PackRace:
         self.log.append((input_id, inp))
         kind = inp["type"]
         if kind == "decision":
-            return self.recompute(input_id, f"decision: {inp['action']}")
+            told = []
+            if inp["action"] in SANCTIONS:
+                who = self.skaters[self._row(inp["bib"])].short
+                told.append(stories.pack_sanction(who, SANCTIONS[inp["action"]],
+                                                  inp.get("reason")))
+            return self.recompute(input_id, f"decision: {inp['action']}", told)
         if kind == "finish_time" and self.final[self._row(inp["bib"])] is not None:
             return self.recompute(input_id, f"official time ({inp.get('origin', 'photo')})")
         if kind == "gun" and self.run is not None and int(self.done.max(initial=0)) > 0:
             return self.recompute(input_id, "restart")
         return self._apply(input_id, inp, emit=True)
 
-    def recompute(self, input_id: str, reason: str) -> list[Event]:
+    def recompute(self, input_id: str, reason: str, told: list[str] | None = None) -> list[Event]:
         voided = {str(i["target"]) for _, i in self.log
                   if i["type"] == "decision" and i["action"] == "void"}
         before = self.classification()
@@ -172,6 +209,7 @@ class PackRace:
         after = self.classification()
         moved = [(b, r) for b, r in zip(after["bib"], after["rank"], strict=True)
                  if b not in before["bib"] or before["rank"][before["bib"].index(b)] != r]
+        self._tell(told or [])
         if moved and before["bib"]:
             names = [(self.skaters[self.row[b]].short, r) for b, r in moved]
             self._tell([stories.pack_revised(reason, names)])
@@ -183,10 +221,10 @@ class PackRace:
         if kind == "gun":
             return self._on_gun(input_id, inp)
         if kind == "passing":
-            row = self.row.get(inp["_bib"])
+            row = self.row_of.get(inp["_bib"])
             if row is None or inp.get("point", "finish") != "finish":
                 return []
-            return self._on_crossing(input_id, row, int(inp["_t"]), emit)
+            return self._on_crossing(input_id, row, int(inp["_t"]), emit, inp["_bib"])
         if kind == "finish_time":
             row = self._row(inp["bib"])
             origin = str(inp.get("origin", "photo"))
@@ -248,7 +286,8 @@ class PackRace:
         self.excluded[row] = status in EXCLUDED
 
     # ------------------------------------------------------------------ crossings
-    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
+    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
+                     skater: str = "") -> list[Event]:
         run = self.run
         if run is None or self.excluded[row]:
             return []
@@ -272,12 +311,21 @@ class PackRace:
         self.stopped[row] = False
         entry = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t, "lap_t": lap_t,
                  "position": position, "gap_leader": gap_leader}
+        if self.teams:
+            # Who crossed for the team; a new name is an exchange since the last lap.
+            entry["skater"] = skater
+            if self.active[row] is not None and self.active[row] != skater:
+                self.exchanges[row] += 1
+            self.active[row] = skater
         self.rows[row][k] = entry
         laps_to_go = self.n_cross - int(self.done.max())
         if position == 1 and k and emit:
             before = self.t[:, k - 1]
             if self.bibs[int(np.argmin(before))] != self.bibs[row] and laps_to_go:
                 lines.append(stories.pack_lead(name, laps_to_go))
+        if self.teams and position == 1 and laps_to_go == WARNING_LAPS and not self.warning:
+            self.warning = True
+            lines.append(stories.relay_warning(name))
         if position == 1 and laps_to_go == 1 and not self.bell:
             self.bell = True
             lines.append(stories.pack_bell(name))
@@ -406,6 +454,10 @@ class PackRace:
             "sprints": self.sprints,
             "breakaway": self.breakaway,
             "attempt": self.attempt,
+            **({"warning": self.warning,
+                "active": dict(zip(self.bibs, self.active, strict=True)),
+                "exchanges": dict(zip(self.bibs, self.exchanges, strict=True))}
+               if self.teams else {}),
         }
 
     def classification(self) -> dict[str, list[Any]]:
@@ -427,7 +479,7 @@ class PackRace:
             rows = podium + rest
         ranks: list[int] = []
         for n, i in enumerate(rows):
-            tie = (n and self.kind == "short_track" and t_of(i) == t_of(rows[n - 1]))
+            tie = (n and self.kind != "mass_start" and t_of(i) == t_of(rows[n - 1]))
             ranks.append(ranks[-1] if tie else n + 1)
         lead = t_of(rows[0]) if rows else 0
         out: dict[str, list[Any]] = {"bib": [self.bibs[i] for i in rows], "rank": ranks,
@@ -447,6 +499,10 @@ class PackRace:
                                 "final": list(self.points_final)}
                      if self.kind == "mass_start" else None},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
+            **({"teams": {tid: {"skaters": ms,
+                                "members": {m: self.members[m].public(self.distance)
+                                            for m in ms}}
+                          for tid, ms in self.teams.items()}} if self.teams else {}),
             "start_order": list(self.bibs),
             "voided": list(self.voided),
             "results": {b: {"passages": self.rows[i], "final": self.final[i],

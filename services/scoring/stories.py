@@ -118,3 +118,17 @@ def pack_revised(reason: str, moved: list[tuple[str, int]]) -> str:
     places = ", ".join(f"{name} {ordinal(rank)}" for name, rank in moved)
     label = {"official time (photo)": "Photo finish", "official time (beam)": "Finish beam"}
     return f"{label.get(reason, 'Result revised (' + reason + ')')}: {places}"
+
+
+def relay_warning(team: str) -> str:
+    return f"Warning shot: 3 laps to go, {team} leads"
+
+
+SANCTION_LABELS = {"PEN": "penalty", "YC": "yellow card", "RC": "red card",
+                   "ADV": "advanced by the referee", "DNF": "did not finish",
+                   "DNS": "did not start", "DQ": "disqualified"}
+
+
+def pack_sanction(name: str, code: str, reason: str | None) -> str:
+    why = f" ({reason})" if reason else ""
+    return f"{name}: {SANCTION_LABELS.get(code, code)}{why}"

@@ -2,7 +2,7 @@
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
-import { badge, behind, isPack, lapsToGo, place, pointsOf, pointsTable } from "./pack.js";
+import { badge, behind, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
 const PACK_ROWS = 8;
@@ -59,7 +59,7 @@ function packBoard(view) {
       (pts !== null ? `<span class="ppts">${pts || ""}</span>` : "") + `</div>`;
   }).join("");
   const side = [`<div class="clock pclock" data-bib="pack" data-testid="board-clock"></div>`,
-    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : ""}" data-testid="board-laps">${lapsToGo(pack)}</div>`];
+    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : warned(pack) ? " warn" : ""}" data-testid="board-laps">${lapsToGo(pack)}</div>`];
   const away = view.pack.breakaway;
   if (away && view.pack.run) {
     // Two short lines (who; how far) rather than one that will not fit.

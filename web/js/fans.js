@@ -3,7 +3,7 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
-import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable } from "./pack.js";
+import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 15000;
@@ -149,13 +149,13 @@ function renderPack(view) {
   $("follow-title").textContent = follow ? `Following ${view.skaters[follow].short}` : "The front";
   $("follow-card").innerHTML = (follow ? [follow] : pack.order.slice(0, 1)).map((b) => packCard(view, b)).join("");
   packChart(view, bibs);
-  $("ice-title").innerHTML = `Order <span class="clock pclock" data-bib="race" data-testid="race-clock"></span> <span data-testid="laps-to-go" class="ltg${pack.laps_to_go === 1 && pack.run ? " bell" : ""}">${lapsToGo(pack)}</span>`;
+  $("ice-title").innerHTML = `Order <span class="clock pclock" data-bib="race" data-testid="race-clock"></span> <span data-testid="laps-to-go" class="ltg${pack.laps_to_go === 1 && pack.run ? " bell" : warned(pack) ? " warn" : ""}">${lapsToGo(pack)}</span>`;
   const away = breakawayText(view);
   const table = pointsTable(view);
   $("lanes").innerHTML = `<ol class="porder" data-testid="pack-order">${pack.order.map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
     return `<li data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
-      `<span class="name">${esc(sk.short)}</span> <span class="nation">${esc(sk.nation)}</span>` +
+      `<span class="name">${esc(sk.short)}</span> <span class="nation">${esc(subtitle(view, bib))}</span>` +
       `<span class="num">${badge(view, bib) || behind(view, bib)}</span>` +
       (pts !== null ? `<span class="num pts">${pts || ""}</span>` : "") + `</li>`;
   }).join("")}</ol>` +

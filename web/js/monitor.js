@@ -2,7 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap } from "./view.js";
-import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf } from "./pack.js";
+import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const HEALTH_POLL_MS = 2000;
@@ -120,7 +120,7 @@ function packRow(view, bib, best) {
   const final = res.final ? `<span class="t">${finalTime(view, bib)}</span>` : "";
   return `<tr data-bib="${bib}" class="${classes}" aria-selected="${selected === bib}">` +
     `<td class="pr">${view.pack.order.indexOf(bib) + 1}</td>` +
-    `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
+    `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(subtitle(view, bib))}</span></td>` +
     `<td class="num">${view.pack.laps[bib]}</td><td class="num behind">${badge(view, bib) || behind(view, bib)}</td>` +
     (pts !== null ? `<td class="num pts">${pts}</td>` : "") +
     view.race.passages.map((m, k) => packCell(res.passages[k], best[k])).join("") +

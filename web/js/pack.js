@@ -68,3 +68,13 @@ export function finalTime(view, bib) {
   const f = view.results[bib].final;
   return f ? fmtTime(f.t, 3) : "";
 }
+
+// Under a name: the nation, or in a relay the team's skater on the track.
+export function subtitle(view, bib) {
+  const active = view.pack.active && view.pack.active[bib];
+  if (active && view.teams) return view.teams[bib].members[active].name;
+  return view.skaters[bib].nation;
+}
+
+// Relays: the warning shot has gone (three laps to go) and the bell not yet.
+export const warned = (pack) => Boolean(pack.warning) && pack.laps_to_go > 1 && Boolean(pack.run);
