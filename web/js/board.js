@@ -2,7 +2,7 @@
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
-import { badge, behind, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
+import { badge, behind, digits, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
 const PACK_ROWS = 8;
@@ -88,10 +88,10 @@ function render(view) {
     $("main").innerHTML = packBoard(view);
   } else if (m === "podium") {
     const c = view.classification;
-    const digits = isPack(view) && view.race.kind === "short_track" ? 3 : 2;
+    const places = isPack(view) ? digits(view) : 2;
     $("main").innerHTML = `<div class="podium" data-testid="board-podium">${c.bib.slice(0, 3).map((bib, i) =>
       `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
-      `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i], digits)}</div>` +
+      `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i], places)}</div>` +
       (c.points ? `<div class="pts">${c.points[i]} pts</div>` : "") + `</div>`).join("")}</div>`;
   } else if (m === "standings" && view.current_pair !== null) {
     const pair = view.pairs.find((p) => p.pair === view.current_pair);

@@ -3,7 +3,7 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
-import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
+import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 15000;
@@ -166,7 +166,7 @@ function renderPack(view) {
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib];
     return `<tr data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td class="who">${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
-      `<td class="num t">${fmtTime(c.t[i], view.race.kind === "short_track" ? 3 : 2)}</td>` +
+      `<td class="num t">${fmtTime(c.t[i], digits(view))}</td>` +
       `<td class="num">${c.points ? c.points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
   }).join("");
 }

@@ -64,15 +64,18 @@ export function breakawayText(view) {
   return `${who} +${fmtTime(b.gap_us)}${b.gap_m !== null ? ` (${b.gap_m} m)` : ""}`;
 }
 
+// Short track publishes thousandths; long track (the mass start) hundredths, truncated.
+export const digits = (view) => (view.race.kind.startsWith("short_track") ? 3 : 2);
+
 export function finalTime(view, bib) {
   const f = view.results[bib].final;
-  return f ? fmtTime(f.t, 3) : "";
+  return f ? fmtTime(f.t, digits(view)) : "";
 }
 
 // Under a name: the nation, or in a relay the team's skater on the track.
 export function subtitle(view, bib) {
   const active = view.pack.active && view.pack.active[bib];
-  if (active && view.teams) return view.teams[bib].members[active].name;
+  if (active && view.teams) return view.teams[bib].members[active].short;
   return view.skaters[bib].nation;
 }
 
