@@ -12,7 +12,11 @@ from icetime.timefmt import parse_time
 DISTANCES = (500, 1000, 1500, 3000, 5000, 10000)
 SHORT_TRACK_DISTANCES = (500, 1000, 1500)
 RELAY_DISTANCES = (2000, 3000, 5000)
-KINDS = ("long_track_individual", "short_track", "mass_start", "short_track_relay")
+#: Team events: how many laps they may have, and team sizes (a reserve may be listed).
+TEAM_EVENTS = {"team_pursuit": ((6, 8), (3, 4)), "team_sprint": ((3,), (3, 4)),
+               "mixed_relay": ((6,), (2, 2))}
+KINDS = ("long_track_individual", "short_track", "mass_start", "short_track_relay",
+         *TEAM_EVENTS)
 
 
 class StartListError(ValueError):
@@ -26,10 +30,37 @@ def _time(value: Any, where: str) -> None:
         raise StartListError(f"{where}: not a time: {value!r}") from None
 
 
+def _team_event(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None:
+    """Team pursuit, team sprint, mixed relay: teams raced in pairs of teams."""
+    laps, (lo, hi) = TEAM_EVENTS[kind]
+    if r.get("laps") not in laps:
+        raise StartListError(f"{where}: a {kind} has {' or '.join(map(str, laps))} 'laps'")
+    _teams(r, where, bibs, lo, hi)
+    ids = {str(t["id"]) for t in r["teams"]}
+    used: set[str] = set()
+    for j, p in enumerate(r.get("pairs", [])):
+        pw = f"{where}.pairs[{j}]"
+        if not isinstance(p, dict) or not isinstance(p.get("pair"), int):
+            raise StartListError(f"{pw}: needs an integer 'pair'")
+        for side in ("inner", "outer"):
+            tid = p.get(side)
+            if tid is None:
+                continue
+            if str(tid) not in ids:
+                raise StartListError(f"{pw}.{side}: team {tid} is not in 'teams'")
+            if str(tid) in used:
+                raise StartListError(f"{pw}.{side}: team {tid} races twice")
+            used.add(str(tid))
+
+
 def _relay(r: dict[str, Any], where: str, bibs: set[str]) -> None:
     """A short-track relay: teams of two to four skaters, each skater in one team."""
     if r.get("distance") not in RELAY_DISTANCES:
         raise StartListError(f"{where}: 'distance' must be one of {RELAY_DISTANCES}")
+    _teams(r, where, bibs, 2, 4)
+
+
+def _teams(r: dict[str, Any], where: str, bibs: set[str], lo: int, hi: int) -> None:
     teams = r.get("teams")
     if not isinstance(teams, list) or len(teams) < 2:
         raise StartListError(f"{where}: a relay needs a list of at least two 'teams'")
@@ -44,8 +75,9 @@ def _relay(r: dict[str, Any], where: str, bibs: set[str]) -> None:
             raise StartListError(f"{tw}: id {tid} is used twice (team ids and bibs are one set)")
         ids.add(tid)
         members = team.get("skaters")
-        if not isinstance(members, list) or not 2 <= len(members) <= 4:
-            raise StartListError(f"{tw}: 'skaters' must list two to four bibs")
+        if not isinstance(members, list) or not lo <= len(members) <= hi:
+            size = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            raise StartListError(f"{tw}: 'skaters' must list {size} bibs")
         for b in map(str, members):
             if b not in bibs:
                 raise StartListError(f"{tw}.skaters: bib {b} is not in 'skaters'")
@@ -116,6 +148,9 @@ def validate_startlist(doc: dict[str, Any]) -> None:
         kind = r.get("kind", "long_track_individual")
         if kind not in KINDS:
             raise StartListError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+        if kind in TEAM_EVENTS:
+            _team_event(r, where, kind, bibs)
+            continue
         if kind != "long_track_individual":
             _pack_race(r, where, kind, bibs)
             continue

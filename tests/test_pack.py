@@ -253,7 +253,7 @@ def test_relay_start_lists_are_checked():
         ({"teams": [team]}, "at least two 'teams'"),
         ({"teams": [team, {**team, "id": "XXX"}]}, "already in team CAN"),
         ({"teams": [team, {**team}]}, "id CAN is used twice"),
-        ({"teams": [team, {"id": "YYY", "skaters": ["1"]}]}, "two to four bibs"),
+        ({"teams": [team, {"id": "YYY", "skaters": ["1"]}]}, "2 to 4 bibs"),
     ]:
         bad = copy.deepcopy(doc)
         bad["races"][0].update(change)

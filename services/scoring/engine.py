@@ -43,6 +43,10 @@ from .model import (
 from .pack import KINDS as PACK_KINDS
 from .pack import PackRace
 
+#: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
+#: must cross for its passage: the team pursuit is timed on the third skater; in the
+#: team sprint and the mixed relay the team's time is the one skater finishing.
+TEAM_KINDS = {"team_pursuit": 3, "team_sprint": 1, "mixed_relay": 1}
 #: Finish references a projection is compared with for a "record pace" line, best first.
 PACE_FLAGS = ("WR", "TR", "PB")
 
@@ -69,6 +73,31 @@ class LongTrackRace:
     # ------------------------------------------------------------------ setup
     def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
         self.name = str(spec.get("name", self.id))
+        self.kind = str(spec.get("kind", "long_track_individual"))
+        # Team events race pairs of teams: a team is one row, and a passage is done
+        # when `need` of its skaters have crossed (team pursuit: the third).
+        self.need = TEAM_KINDS.get(self.kind, 1)
+        self.teams: dict[str, list[str]] = {}
+        self.members: dict[str, Skater] = {}
+        if self.kind in TEAM_KINDS:
+            for team in spec.get("teams", []):
+                tid = str(team["id"])
+                self.teams[tid] = [str(b) for b in team["skaters"]]
+                skaters = {**skaters, tid: Skater(
+                    bib=tid, name=str(team.get("name", tid)),
+                    short=str(team.get("short", team.get("name", tid))),
+                    nation=str(team.get("nation", tid)), transponders=())}
+            missing = [b for ms in self.teams.values() for b in ms if b not in skaters]
+            if missing:
+                raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
+            self.members = {b: skaters[b] for ms in self.teams.values() for b in ms}
+            spec = {**spec, "distance": int(spec["laps"]) * LAP_M}
+        # The teams start on opposite straights, each timed at its own line: the
+        # timing point of each line (one loop for both works too: the other line
+        # comes half a lap round, inside the minimum-lap debounce).
+        lines = spec.get("lines") or {}
+        self.lines = {"I": str(lines.get("inner", "finish")),
+                      "O": str(lines.get("outer", "finish"))}
         self.distance = int(spec["distance"])
         self.points = passages(self.distance)
         self.min_seg = min_segment_us(self.points, self.max_speed_mps)
@@ -89,6 +118,11 @@ class LongTrackRace:
         self.skaters = [skaters[b] for b in bibs]
         self.bibs = bibs
         self.row = {b: i for i, b in enumerate(bibs)}
+        # Whose crossings count for which row: the skater's own, or her team's.
+        self.row_of = dict(self.row)
+        for tid, ms in self.teams.items():
+            if tid in self.row:
+                self.row_of.update({m: self.row[tid] for m in ms})
         self.bib_arr = np.array(bibs, dtype=object)
         n = len(bibs)
         # Per-skater scalars are read one at a time on the hot path: plain lists.
@@ -139,6 +173,8 @@ class LongTrackRace:
         self.cls_rows_buf = np.empty(n, np.int64)
         self.cls_rank_buf = np.empty(n, np.int64)
         self.n_cls = 0
+        # Team events: the skaters of each team who have crossed for its next passage.
+        self.crossed: list[dict[str, int]] = [{} for _ in range(n)]
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
@@ -175,16 +211,17 @@ class LongTrackRace:
                  "view": self.view()}]
 
     def _row(self, bib: Any) -> int:
-        row = self.row.get(str(bib))
+        row = self.row.get(str(bib), self.row_of.get(str(bib)))
         if row is None:
             raise InputError(f"race {self.id}: no bib {bib!r}")
         return row
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
-        """The bibs a gun starts: its pair."""
+        """The skaters a gun starts: its pair (in a team event, both teams' skaters)."""
         if "pair" not in inp:
             raise InputError(f"race {self.id}: a gun for a pair race must name the pair")
-        return [self.bibs[r] for r in self.pair_rows.get(int(inp["pair"]), ())]
+        bibs = [self.bibs[r] for r in self.pair_rows.get(int(inp["pair"]), ())]
+        return [m for b in bibs for m in self.teams.get(b, [b])]
 
     def can_call(self, pair: int | None) -> bool:
         return pair in self.pair_rows
@@ -194,13 +231,25 @@ class LongTrackRace:
         if kind == "gun":
             return self._on_gun(input_id, inp)
         if kind == "passing":
-            row = self.row.get(inp["_bib"])
+            row = self.row_of.get(inp["_bib"])
             if row is None:  # the bib left the start list since
                 return []
             point = inp.get("point", "finish")
-            if point != "finish":
+            line = self.lines[self.lane_of[row]] if self.teams else "finish"
+            if point != line:
+                if point in self.lines.values():
+                    return []  # the other team's line, half a lap round
                 return self._on_split(input_id, row, inp["_t"], point, emit)
-            return self._on_passing(input_id, row, inp["_t"], emit)
+            if self.need > 1:
+                return self._on_team_crossing(input_id, row, inp["_bib"], inp["_t"], emit)
+            if not self.teams:
+                return self._on_passing(input_id, row, inp["_t"], emit)
+            k = self.next_k[row]
+            events = self._on_passing(input_id, row, inp["_t"], emit)
+            entry = self.rows[row][k] if k < len(self.points) else None
+            if self.next_k[row] == k + 1 and entry is not None:
+                entry["skaters"] = {inp["_bib"]: entry["t"]}  # who skated the lap
+            return events
         if kind == "finish_time":
             row = self._row(inp["bib"])
             origin = str(inp.get("origin", "photo"))
@@ -261,6 +310,33 @@ class LongTrackRace:
         if k == len(self.points) - 1 and row in self.official:
             t = self.official[row][1]
         return self._record(input_id, row, k, t, emit)
+
+    def _on_team_crossing(self, input_id: str, row: int, skater: str, t_common: int,
+                          emit: bool) -> list[Event]:
+        """A team pursuit skater crosses: the passage is the team's when the `need`-th
+        of its skaters has crossed (the team's time is hers); the others are kept."""
+        pair = self.pair_no[row]
+        run = self.on_ice.get(pair)
+        k = self.next_k[row]
+        if run is None or self.status[row] is not None or k >= len(self.points):
+            return []
+        t = (t_common - run.zero_us) // 1000 * 1000
+        if t - self.anchor[row] < self.min_seg[k]:
+            return []  # still the last passage (a re-read, or the last skater of it)
+        crossed = self.crossed[row]
+        if skater in crossed:
+            return []  # the other ankle
+        crossed[skater] = t
+        if len(crossed) < self.need:
+            return []
+        self.crossed[row] = {}
+        if k == len(self.points) - 1 and row in self.official:
+            t = self.official[row][1]
+        events = self._record(input_id, row, k, t, emit)
+        entry = self.rows[row][k]
+        if entry is not None:
+            entry["skaters"] = dict(crossed)
+        return events
 
     def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[Event]:
         points = self.points
@@ -419,6 +495,7 @@ class LongTrackRace:
             self.rows[r] = [None] * len(self.points)
             self.splits[r] = {}
             self.final[r] = None
+            self.crossed[r] = {}
         self._rebuild_bests()
 
     def _rebuild_bests(self) -> None:
@@ -492,10 +569,14 @@ class LongTrackRace:
     def view(self) -> dict[str, Any]:
         """The whole race as clients hold it (see docs/protocol.md, "The race view")."""
         return {
-            "race": {"id": self.id, "name": self.name, "kind": "long_track_individual",
+            "race": {"id": self.id, "name": self.name, "kind": self.kind,
                      "distance": self.distance, "passages": self.points,
                      "records": self.records},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
+            **({"teams": {tid: {"skaters": ms,
+                                "members": {m: self.members[m].public(self.distance)
+                                            for m in ms}}
+                          for tid, ms in self.teams.items()}} if self.teams else {}),
             "pairs": [{"pair": p, "inner": i, "outer": o} for p, i, o in self.pairs],
             "current_pair": self.current_pair,
             "on_ice": {str(p): {"pair": r.pair, "attempt": r.attempt,
@@ -535,6 +616,7 @@ class Competition:
                              f"(the finish line itself is the official point): {bad}")
         self.skaters: dict[str, Skater] = {}
         self.by_transponder: dict[str, str] = {}
+        self.lines: set[str] = set()  # team events' own timing lines
         self.races: dict[str, Race] = {}
         self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
         # (race, pair) called to the start; pair is None for a pack race
@@ -582,7 +664,7 @@ class Competition:
                 self.stats["unknown_transponder"] += 1
                 return {}
             point = inp.get("point", "finish")
-            if point != "finish" and point not in self.loops:
+            if point != "finish" and point not in self.loops and point not in self.lines:
                 self.stats["unknown_point"] += 1
                 return {}
             race_id = self.racing.get(bib)
@@ -647,11 +729,13 @@ class Competition:
             else:
                 race.configure(spec, skaters)
             out[rid] = race.recompute(input_id, "start list")
+        self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
+                      for line in r.lines.values()}
         return out
 
     def _new_race(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> Race:
         kind = spec.get("kind", "long_track_individual")
-        if kind == "long_track_individual":
+        if kind == "long_track_individual" or kind in TEAM_KINDS:
             return LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
         if kind in PACK_KINDS:
             return PackRace(spec, skaters, self.rules, self.max_speed_mps)

@@ -309,8 +309,9 @@ class PackRace:
         lines: list[str] = []
         name = self.skaters[row].short
         self.stopped[row] = False
-        entry = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t, "lap_t": lap_t,
-                 "position": position, "gap_leader": gap_leader}
+        entry: dict[str, Any] = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t,
+                                 "lap_t": lap_t, "position": position,
+                                 "gap_leader": gap_leader}
         if self.teams:
             # Who crossed for the team; a new name is an exchange since the last lap.
             entry["skater"] = skater
