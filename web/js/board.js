@@ -102,7 +102,7 @@ function render(view) {
   }
   const c = view ? view.classification : { bib: [] };
   $("standings").innerHTML = m === "podium" || m === "pack" ? "" : c.bib.slice(0, 3).map((bib, i) =>
-    `<div class="row"><b>${c.rank[i]}</b> ${esc(view.skaters[bib].short)} <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
+    `<div class="row"><b>${c.rank[i]}</b> <span class="n">${esc(view.skaters[bib].short)}</span> <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
 }
 
 function tick(live) {
