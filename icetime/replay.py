@@ -66,6 +66,9 @@ def script_inputs(doc: dict[str, Any], clock_base_us: int = 0, lead_us: int = 2_
                         "type": "passing", "transponder": tr, "point": "finish",
                         "t": clock_base_us + when}))
         at = gun_at + longest + interval
+    if script.get("declare_official"):
+        out.append(Timed(at, OFFICIALS_SOURCE, {"type": "decision", "race": race,
+                                                "action": "official"}))
     return _numbered(out)
 
 
@@ -133,3 +136,8 @@ def _pack_script(script: dict[str, Any], race: str, transponders: dict[str, list
     for d in script.get("decisions", []):
         out.append(Timed(gun_at + _time(d["at"]), OFFICIALS_SOURCE,
                          {"type": "decision", "race": race, **d["decision"]}))
+    if script.get("declare_official"):
+        # After the photo finish and the referees: the results are official.
+        done = max([photo_at] + [gun_at + _time(d["at"]) for d in script.get("decisions", [])])
+        out.append(Timed(done + 2_000_000, OFFICIALS_SOURCE, {
+            "type": "decision", "race": race, "action": "official"}))

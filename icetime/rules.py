@@ -52,16 +52,30 @@ class Rules:
     def sprint_laps(self) -> tuple[int, ...]:
         return tuple(int(x) for x in self.raw["mass_start"]["sprint_laps"])
 
+    def world_cup_points(self, season: str | None, table: str) -> tuple[int, ...]:
+        """World Cup points per rank from ``table`` (``long_track_a``, ``short_track``...)
+        in the season's entry."""
+        chosen = _in_force(self.raw["world_cup"]["points"], season)
+        if table not in chosen:
+            known = ", ".join(k for k in chosen if k != "since")
+            raise ValueError(f"no World Cup points table {table!r} (known: {known})")
+        return tuple(int(x) for x in chosen[table])
+
     def mass_start_points(self, season: str | None) -> MassStartPoints:
         """The table in force in ``season`` ("2022-23"); the newest if none is given."""
-        tables = sorted(self.raw["mass_start"]["points"], key=lambda t: t["since"])
-        chosen = tables[-1] if season is None else None
-        for t in tables:
-            if season is not None and t["since"] <= season:
-                chosen = t
-        if chosen is None:
-            raise ValueError(f"no mass-start points table for season {season}")
+        chosen = _in_force(self.raw["mass_start"]["points"], season)
         return MassStartPoints(tuple(chosen["intermediate"]), tuple(chosen["final"]))
+
+
+def _in_force(tables: list[dict[str, Any]], season: str | None) -> dict[str, Any]:
+    """The entry in force in ``season`` (the newest if None): the latest ``since`` <= it."""
+    ordered = sorted(tables, key=lambda t: t["since"])
+    if season is None:
+        return ordered[-1]
+    fitting = [t for t in ordered if t["since"] <= season]
+    if not fitting:
+        raise ValueError(f"no table in force in season {season}")
+    return fitting[-1]
 
 
 def load(path: str | Path | None = None) -> Rules:

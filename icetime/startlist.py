@@ -141,10 +141,19 @@ def validate_startlist(doc: dict[str, Any]) -> None:
                 raise StartListError(f"{where}.{kind}: must map distance to time")
             for d, t in table.items():
                 _time(t, f"{where}.{kind}.{d}")
+    before = doc.get("standings_before", {})
+    if not isinstance(before, dict) or not all(
+            isinstance(t, dict) and all(isinstance(p, int) and not isinstance(p, bool)
+                                        for p in t.values()) for t in before.values()):
+        raise StartListError("'standings_before' maps a cup to {bib: points}")
     for i, r in enumerate(races):
         where = f"races[{i}]"
         if not isinstance(r, dict) or not r.get("id"):
             raise StartListError(f"{where}: needs an 'id'")
+        wc = r.get("world_cup")
+        if wc is not None and not (isinstance(wc, dict) and isinstance(wc.get("cup"), str)
+                                   and isinstance(wc.get("table"), str)):
+            raise StartListError(f"{where}.world_cup: needs a 'cup' and a points 'table'")
         kind = r.get("kind", "long_track_individual")
         if kind not in KINDS:
             raise StartListError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")

@@ -459,5 +459,18 @@ async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack
         await expect(podium.locator(".who")).to_have_text(
             ["Hanne Desmet", "Courtney Sarault", "Anna Seidel"], timeout=10_000)
         await expect(podium.locator(".t")).to_have_text(["2:19.355", "2:19.361", "2:19.781"])
-        assert not errors, errors
+        # Declared official: the World Cup standings move, on the board and the phones.
+        cups, cup_errors = await open_page(browser, f"{stack.http}/board?race=wc-standings")
+        cup = cups.get_by_test_id("board-cup")
+        await expect(cup.locator("caption")).to_have_text(
+            lambda_or_regex("^Women (1500 m|overall)$"), timeout=10_000)
+        await expect(cup.locator("tbody tr").first).to_contain_text("Hanne Desmet")
+        await expect(cup.locator("tbody tr").first).to_contain_text("1000")
+        await assert_fits(cups, ".cups td", BOARD_BOXES, vertical=True)
+        phone, phone_errors = await open_page(browser, f"{stack.http}/live?race=wc-standings",
+                                              375, 812)
+        table = phone.locator('table[data-cup="Women 1500 m"] tbody tr')
+        await expect(table).to_have_count(5)
+        await expect(table.first).to_contain_text("Hanne Desmet")
+        assert not errors and not cup_errors and not phone_errors, errors + cup_errors
         await browser.close()

@@ -32,7 +32,7 @@ def run(name_or_doc, extra=()):
         for evs in comp.feed(f"x-{n}", inp).values():
             events += evs
     race = doc["script"]["race"]
-    return comp, comp.view(race), events, doc
+    return comp, comp.view(race), [e for e in events if e["race"] == race], doc
 
 
 def shorts(view, bibs):
@@ -235,8 +235,9 @@ def test_a_mixed_relay_with_two_teams_penalised_ranks_only_the_finishers():
     assert view["results"]["CAN"]["status"] == "PEN" and view["results"]["USA"]["status"] == "PEN"
     assert view["pack"]["order"][-2:] == ["CAN", "USA"]
     assert "Canada: penalty (impeding)" in view["stories"]
-    assert [e["reason"] for e in events if e["type"] == "revision"][-2:] == [
-        "decision: pen", "decision: pen"]
+    assert [e["reason"] for e in events if e["type"] == "revision"][-3:] == [
+        "decision: pen", "decision: pen", "decision: official"]
+    assert view["race"]["official"]
     # The exchange order: W, W, M, M with 2.5 laps each, then 2 each.
     ned = [p["skater"] for p in view["results"]["NED"]["passages"]]
     w1, w2, m1, m2 = view["teams"]["NED"]["skaters"]
@@ -259,3 +260,37 @@ def test_relay_start_lists_are_checked():
         bad["races"][0].update(change)
         with pytest.raises(StartListError, match=message):
             validate_startlist(bad)
+
+
+def test_world_cup_standings_move_when_results_become_official():
+    from services.scoring.standings import STANDINGS_ID
+
+    doc = load_fixture(FIXTURES / "almaty2022_w1500_2_final.json")
+    doc["startlist"]["standings_before"] = {"Women 1500 m": {"2": 1500, "5": 200},
+                                            "Women overall": {"2": 3000}}
+    official_at = next(i for i, item in enumerate(script_inputs(doc))
+                       if item.inp.get("action") == "official")
+    comp = Competition()
+    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    seen = []
+    for n, item in enumerate(script_inputs(doc)):
+        out = comp.feed(f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+        if STANDINGS_ID in out:
+            seen.append(n)
+    # Only the official result moves the standings (the start list set them up first).
+    assert seen == [official_at]
+    view = comp.view(STANDINGS_ID)
+    cup = next(c for c in view["cups"] if c["cup"] == "Women 1500 m")
+    rows = [(view["skaters"][r["bib"]]["short"], r["points"], r["rank"]) for r in cup["rows"]]
+    # Desmet 1000, Sarault 1500 before + 800, Seidel 640, Gilli 512, Shim 200 + 410.
+    assert rows == [("Sarault", 2300, 1), ("Desmet", 1000, 2), ("Seidel", 640, 3),
+                    ("Shim", 610, 4), ("Gilli", 512, 5)]
+    overall = next(c for c in view["cups"] if c["cup"] == "Women overall")
+    assert overall["rows"][0]["bib"] == "2" and overall["rows"][0]["points"] == 3800
+    # A decision after the result was official still moves the standings.
+    out = comp.feed("late", {"type": "decision", "race": "alm22-w1500-2-fa", "action": "pen",
+                             "bib": "1", "source": "officials"})
+    assert out[STANDINGS_ID][0]["type"] == "revision"
+    cup = next(c for c in comp.view(STANDINGS_ID)["cups"] if c["cup"] == "Women 1500 m")
+    assert [r["bib"] for r in cup["rows"]][:2] == ["2", "3"]  # Sarault 1500+1000, Seidel 800
+    assert cup["rows"][0]["points"] == 2500

@@ -104,7 +104,7 @@ class Broadcast:
             view = await self.r.hget(keys.snapshot_key(race), "view")
             info = json.loads(view)["race"] if view else {"id": race}
             out.append({"id": race, "name": info.get("name", race),
-                        "distance": info.get("distance")})
+                        "distance": info.get("distance"), "kind": info.get("kind")})
         return web.json_response(out)
 
     async def time(self, request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ DECISIONS = {
     "dnf": ("bib",),
     "reinstate": ("bib",),
     "restart": (),  # a pair race names the pair; a pack race restarts as a whole
+    "official": (),  # the race's results are official: World Cup points count
     # Short-track referee decisions (DOMAIN.md §4).
     "pen": ("bib",),
     "yc": ("bib",),

@@ -29,7 +29,7 @@ from icetime.rules import Rules
 from icetime.rules import load as load_rules
 from icetime.view import STORY_LOG_MAX
 
-from . import stories
+from . import standings, stories
 from .distances import LAP_M, min_segment_us, passages
 from .model import (
     FINISH_PRECEDENCE,
@@ -74,6 +74,8 @@ class LongTrackRace:
     def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
         self.name = str(spec.get("name", self.id))
         self.kind = str(spec.get("kind", "long_track_individual"))
+        self.season: str | None = spec.get("season")
+        self.world_cup: dict[str, Any] | None = spec.get("world_cup")
         # Team events race pairs of teams: a team is one row, and a passage is done
         # when `need` of its skaters have crossed (team pursuit: the third).
         self.need = TEAM_KINDS.get(self.kind, 1)
@@ -175,6 +177,7 @@ class LongTrackRace:
         self.n_cls = 0
         # Team events: the skaters of each team who have crossed for its next passage.
         self.crossed: list[dict[str, int]] = [{} for _ in range(n)]
+        self.is_official = False  # set by an official's decision; World Cup points count
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
@@ -522,7 +525,9 @@ class LongTrackRace:
         action = inp["action"]
         if action == "void":
             return  # handled by recompute(), which skips the target input
-        if action in ("dq", "dns", "dnf"):
+        if action == "official":
+            self.is_official = True
+        elif action in ("dq", "dns", "dnf"):
             row = self._row(inp["bib"])
             self.status[row] = action.upper()
             self._rebuild_bests()
@@ -571,7 +576,7 @@ class LongTrackRace:
         return {
             "race": {"id": self.id, "name": self.name, "kind": self.kind,
                      "distance": self.distance, "passages": self.points,
-                     "records": self.records},
+                     "records": self.records, "official": self.is_official},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
             **({"teams": {tid: {"skaters": ms,
                                 "members": {m: self.members[m].public(self.distance)
@@ -617,6 +622,9 @@ class Competition:
         self.skaters: dict[str, Skater] = {}
         self.by_transponder: dict[str, str] = {}
         self.lines: set[str] = set()  # team events' own timing lines
+        self.standings_before: dict[str, dict[str, int]] = {}
+        self.standings: dict[str, Any] = {}
+        self.standings_rev = 0
         self.races: dict[str, Race] = {}
         self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
         # (race, pair) called to the start; pair is None for a pack race
@@ -634,6 +642,7 @@ class Competition:
         self.seen.add(input_id)
         try:
             out = self._route(input_id, inp)
+            out = self._with_standings(input_id, inp, out)
         except (InputError, KeyError, ValueError, TypeError) as exc:
             self.stats["refused"] += 1
             self.last_error = f"{input_id}: {exc}"
@@ -721,6 +730,9 @@ class Competition:
             probe = self._new_race(spec, skaters)
             staged.append((rid, spec, probe))
         self.skaters, self.by_transponder = skaters, transponders
+        if "standings_before" in inp:
+            self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
+                                     for c, t in inp["standings_before"].items()}
         out: dict[str, list[Event]] = {}
         for rid, spec, probe in staged:
             race = self.races.get(rid)
@@ -733,6 +745,31 @@ class Competition:
                       for line in r.lines.values()}
         return out
 
+    def _with_standings(self, input_id: str, inp: dict[str, Any],
+                        out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+        """World Cup standings move when a cup race's official result changes."""
+        touched = any(self.races[r].world_cup and self.races[r].is_official
+                      for r in out if r in self.races)
+        if not touched and inp["type"] != "startlist":
+            return out
+        names: dict[str, dict[str, Any]] = {
+            b: {"bib": b, "name": sk.name, "short": sk.short, "nation": sk.nation}
+            for b, sk in self.skaters.items()}
+        for race in self.races.values():
+            for tid in race.teams:
+                sk = race.skaters[race.row[tid]]
+                names[tid] = {"bib": tid, "name": sk.name, "short": sk.short,
+                              "nation": sk.nation}
+        fresh = standings.compute(list(self.races.values()), self.rules,
+                                  self.standings_before, names)
+        if fresh == self.standings or not (fresh["cups"] or self.standings):
+            return out
+        self.standings = fresh
+        self.standings_rev += 1
+        return {**out, standings.STANDINGS_ID: [
+            {"type": "revision", "race": standings.STANDINGS_ID, "input": input_id,
+             "reason": "official results", "view": self.view(standings.STANDINGS_ID)}]}
+
     def _new_race(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> Race:
         kind = spec.get("kind", "long_track_individual")
         if kind == "long_track_individual" or kind in TEAM_KINDS:
@@ -742,4 +779,6 @@ class Competition:
         raise InputError(f"race {spec.get('id')}: unknown kind {kind!r}")
 
     def view(self, race_id: str) -> dict[str, Any]:
+        if race_id == standings.STANDINGS_ID:
+            return {**self.standings, "revision": self.standings_rev}
         return self.races[race_id].view()

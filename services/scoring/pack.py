@@ -128,6 +128,7 @@ class PackRace:
             m: self.row[tid] for tid, ms in self.teams.items() for m in ms}
         self.bib_arr = np.array(bibs, dtype=object)
         self.season = spec.get("season")
+        self.world_cup: dict[str, Any] | None = spec.get("world_cup")
         self.sprint_k: dict[int, int] = {}  # crossing index -> sprint number (1-based)
         self.points_final: tuple[int, ...] = ()
         self.points_sprint: tuple[int, ...] = ()
@@ -162,6 +163,7 @@ class PackRace:
         self.warning = False
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
+        self.is_official = False  # set by an official's decision; World Cup points count
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
@@ -263,7 +265,9 @@ class PackRace:
         action = inp["action"]
         if action == "void":
             return
-        if action in SANCTIONS:
+        if action == "official":
+            self.is_official = True
+        elif action in SANCTIONS:
             self._set_status(self._row(inp["bib"]), SANCTIONS[action])
         elif action == "reinstate":
             self._set_status(self._row(inp["bib"]), None)
@@ -495,6 +499,7 @@ class PackRace:
             "race": {"id": self.id, "name": self.name, "kind": self.kind,
                      "distance": self.distance, "laps": self.laps, "lap_m": self.lap_m,
                      "passages": self.cross_m, "round": self.round,
+                     "official": self.is_official,
                      "sprint_laps": [k + 1 for k in sorted(self.sprint_k)],
                      "points": {"sprint": list(self.points_sprint),
                                 "final": list(self.points_final)}

@@ -2,16 +2,19 @@
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { cupTable, isStandings } from "./standings.js";
 import { badge, behind, digits, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
 const PACK_ROWS = 8;
+const CUP_TURN_MS = 8000;
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 10000;
 
 function mode(view) {
   if (!view) return "idle";
+  if (isStandings(view)) return "cups";
   if (isPack(view)) {
     if (view.pack.run) return "pack";
     return view.classification.bib.length ? "podium" : "idle";
@@ -84,6 +87,11 @@ function render(view) {
     const pair = view.pairs.find((p) => p.pair === view.current_pair);
     $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]
       .filter(([, b]) => b).map(([l, b]) => lane(view, b, l)).join("")}</div>`;
+  } else if (m === "cups") {
+    // One cup at a time, turning every few seconds: the arena cannot scroll.
+    const cup = view.cups.length ? view.cups[Math.floor(Date.now() / CUP_TURN_MS) % view.cups.length] : null;
+    $("main").innerHTML = cup ? `<div class="cups" data-testid="board-cup">${cupTable(view, cup, 8)}</div>`
+      : `<div class="idle">No official results yet</div>`;
   } else if (m === "pack") {
     $("main").innerHTML = packBoard(view);
   } else if (m === "podium") {
@@ -101,13 +109,14 @@ function render(view) {
     $("main").innerHTML = `<div class="idle">Next pair soon</div>`;
   }
   const c = view ? view.classification : { bib: [] };
-  $("standings").innerHTML = m === "podium" || m === "pack" ? "" : c.bib.slice(0, 3).map((bib, i) =>
+  $("standings").innerHTML = m === "podium" || m === "pack" || m === "cups" ? "" : c.bib.slice(0, 3).map((bib, i) =>
     `<div class="row"><b>${c.rank[i]}</b> <span class="n">${esc(view.skaters[bib].short)}</span> <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
 }
 
 function tick(live) {
   const view = live.view;
-  const run = view && (isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)]);
+  const run = view && !isStandings(view) &&
+    (isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)]);
   for (const el of document.querySelectorAll(".clock[data-bib]")) {
     if (!run) { el.textContent = ""; continue; }
     const elapsed = live.raceElapsedUs(run);
@@ -129,3 +138,4 @@ const live = new LiveRace(await pickRace(), {
 window.icetime = live;
 await live.start();
 requestAnimationFrame(() => tick(live));
+setInterval(() => { if (isStandings(live.view)) render(live.view); }, CUP_TURN_MS);

@@ -3,6 +3,7 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
@@ -192,6 +193,7 @@ function render(view) {
   if (!view) return;
   $("race-name").textContent = view.race.name;
   document.title = `icetime · ${view.race.name}`;
+  if (isStandings(view)) { renderStandings(view); return; }
   fillFollow(view);
   if (isPack(view)) { renderPack(view); renderStories(view); return; }
   const bibs = followed(view);
@@ -212,6 +214,17 @@ function render(view) {
       `<td>${(fin?.flags || []).map((f) => `<span class="flag">${f}</span>`).join(" ")}</td></tr>`;
   }).join("");
   renderStories(view);
+}
+
+function renderStandings(view) {
+  $("controls").querySelector("label:nth-child(2)").hidden = true;
+  $("follow-title").textContent = "World Cup standings";
+  $("follow-card").innerHTML = allCups(view);
+  $("chart").innerHTML = "";
+  $("chart-title").textContent = "";
+  $("ice-title").textContent = "Counted races";
+  $("lanes").innerHTML = `<ul class="counted">${view.counted.map((r) =>
+    `<li>${esc(r.name)} <span class="nation">${esc(r.cup)}</span></li>`).join("")}</ul>`;
 }
 
 function renderStories(view) {

@@ -156,7 +156,8 @@ export async function pickRace(onWait = () => {}) {
   const q = new URLSearchParams(location.search).get("race");
   if (q) return q;
   for (;;) {
-    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+    const all = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+    const races = all.filter((r) => r.kind !== "standings");  // a race, not the standings
     if (races.length) return races[races.length - 1].id;
     onWait();
     await new Promise((r) => setTimeout(r, 2000));

@@ -2,6 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap } from "./view.js";
+import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
@@ -146,6 +147,11 @@ function render(view) {
   document.title = `icetime · monitor · ${view.race.name}`;
   $("records").textContent = Object.entries(view.race.records || {})
     .map(([k, t]) => `${k} ${fmtTime(t)}`).join(" · ");
+  if (isStandings(view)) {
+    $("grid-head").innerHTML = "";
+    $("grid-body").innerHTML = `<tr><td>${allCups(view)}</td></tr>`;
+    return;
+  }
   $("compare").innerHTML = compareTable(view);
   $("stories").innerHTML = [...(view.stories || [])].reverse().map((line) =>
     `<li class="${/New leader|record|fastest|lead|Sprint|Bell|Photo|stopped/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
@@ -219,7 +225,7 @@ async function pollHealth() {
 
 function tick() {
   const view = live.view;
-  const run = view && (isPack(view) ? view.pack.run
+  const run = view && !isStandings(view) && (isPack(view) ? view.pack.run
     : view.current_pair !== null && view.on_ice[String(view.current_pair)]);
   const elapsed = run ? live.raceElapsedUs(run) : null;
   $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";

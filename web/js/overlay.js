@@ -21,6 +21,7 @@ function renderPack(view) {
 const $ = (id) => document.getElementById(id);
 
 function render(view) {
+  if (view && view.race.kind === "standings") { $("third").hidden = true; return; }
   if (isPack(view)) { renderPack(view); return; }
   const pair = view && view.pairs.find((p) => p.pair === view.current_pair);
   $("third").hidden = !pair;
