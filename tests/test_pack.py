@@ -294,3 +294,14 @@ def test_world_cup_standings_move_when_results_become_official():
     cup = next(c for c in comp.view(STANDINGS_ID)["cups"] if c["cup"] == "Women 1500 m")
     assert [r["bib"] for r in cup["rows"]][:2] == ["2", "3"]  # Sarault 1500+1000, Seidel 800
     assert cup["rows"][0]["points"] == 2500
+
+
+def test_a_final_with_three_crashes_restart_then_two_skaters_down():
+    _, view, events, _ = run("shanghai2019_m500_final")
+    assert shorts(view, view["classification"]["bib"]) == ["Liu Shaolin", "Wu", "Liu Shaoang"]
+    assert view["voided"][0]["reason"] == "a fall in the first corner"
+    assert view["pack"]["attempt"] == 2
+    assert view["pack"]["stopped"] == ["4", "5"]
+    assert "CAN finalist has stopped after 3 laps (fall?)" in view["stories"]
+    assert view["pack"]["run"] is None  # the race ended without the fallen skaters
+    assert_fold(view, events)

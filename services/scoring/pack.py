@@ -36,6 +36,8 @@ KINDS = ("short_track", "mass_start", "short_track_relay")
 WARNING_LAPS = 3
 #: No crossing for this many laps (of the lap just skated by someone else): stopped.
 STOPPED_AFTER_LAPS = 2.0
+#: The same, judged at a finish: the race has to end.
+STOPPED_AT_FINISH_LAPS = 1.5
 #: A gap wider than this between consecutive skaters at a line splits the field.
 GROUP_GAP_US = 1_000_000
 #: A breakaway is at most this many skaters ahead of a gap.
@@ -337,7 +339,10 @@ class PackRace:
         if k in self.sprint_k:
             lines += self._sprint(row, k, position)
         if k and lap_t:
-            lines += self._check_stopped(row, t, lap_t)
+            # At a finish, the race is ending: a skater a lap and a half adrift by then is
+            # not coming (the race must be able to end without her).
+            factor = STOPPED_AT_FINISH_LAPS if k == self.n_cross - 1 else STOPPED_AFTER_LAPS
+            lines += self._check_stopped(row, t, int(factor * lap_t))
         self._update_breakaway(k, row, position, lines, laps_to_go)
         finished = k == self.n_cross - 1
         if finished:
@@ -370,8 +375,8 @@ class PackRace:
             return [stories.pack_sprint(number, sprint["lap"], names, sprint["points"])]
         return []
 
-    def _check_stopped(self, row: int, t: int, lap_t: int) -> list[str]:
-        quiet = (t - self.last > int(STOPPED_AFTER_LAPS * lap_t)) & ~self.stopped \
+    def _check_stopped(self, row: int, t: int, limit: int) -> list[str]:
+        quiet = (t - self.last > limit) & ~self.stopped \
             & ~self.excluded & (self.final_t == NOT_PASSED)
         quiet[row] = False
         lines = []
