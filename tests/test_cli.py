@@ -45,7 +45,7 @@ def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
             except OSError:
                 time.sleep(0.2)
         assert races == [{"id": "bj23-w1000a", "name": "Women 1000 m · Division A",
-                          "distance": 1000}]
+                          "distance": 1000, "kind": "long_track_individual"}]
         for page in ("/", "/live", "/monitor", "/board", "/overlay"):
             with urllib.request.urlopen(f"http://127.0.0.1:{http}{page}", timeout=2) as r:
                 assert b"<title>icetime" in r.read(), page
@@ -59,6 +59,7 @@ def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reap it and close its pipe, even when the test failed
 
 
 def test_a_supervisor_killed_outright_leaves_nothing_behind(tmp_path):
