@@ -30,6 +30,27 @@ def _time(value: Any, where: str) -> None:
         raise StartListError(f"{where}: not a time: {value!r}") from None
 
 
+def _event(ev: Any, where: str, race_ids: set[str]) -> None:
+    """A short-track event in rounds (services/scoring/rounds.py)."""
+    if not isinstance(ev, dict) or not ev.get("id") or ev.get("distance") not in \
+            SHORT_TRACK_DISTANCES:
+        raise StartListError(f"{where}: needs an 'id' and a short-track 'distance'")
+    rounds = ev.get("rounds")
+    if not isinstance(rounds, list) or not rounds:
+        raise StartListError(f"{where}: needs a list of 'rounds'")
+    names = [r.get("name") if isinstance(r, dict) else None for r in rounds]
+    if None in names or len(set(names)) != len(names):
+        raise StartListError(f"{where}.rounds: each round needs a 'name' of its own")
+    for j, rnd in enumerate(rounds):
+        for rid in rnd.get("races", []):
+            if str(rid) not in race_ids:
+                raise StartListError(f"{where}.rounds[{j}]: race {rid} is not in 'races'")
+        for rule in rnd.get("advance", []):
+            if rule.get("to") not in names:
+                raise StartListError(f"{where}.rounds[{j}]: advances to unknown round "
+                                     f"{rule.get('to')!r}")
+
+
 def _team_event(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None:
     """Team pursuit, team sprint, mixed relay: teams raced in pairs of teams."""
     laps, (lo, hi) = TEAM_EVENTS[kind]
@@ -146,6 +167,9 @@ def validate_startlist(doc: dict[str, Any]) -> None:
             isinstance(t, dict) and all(isinstance(p, int) and not isinstance(p, bool)
                                         for p in t.values()) for t in before.values()):
         raise StartListError("'standings_before' maps a cup to {bib: points}")
+    race_ids = {str(r.get("id")) for r in races if isinstance(r, dict)}
+    for i, ev in enumerate(doc.get("events", [])):
+        _event(ev, f"events[{i}]", race_ids)
     for i, r in enumerate(races):
         where = f"races[{i}]"
         if not isinstance(r, dict) or not r.get("id"):

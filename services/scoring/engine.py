@@ -29,7 +29,7 @@ from icetime.rules import Rules
 from icetime.rules import load as load_rules
 from icetime.view import STORY_LOG_MAX
 
-from . import standings, stories
+from . import rounds, standings, stories
 from .distances import LAP_M, min_segment_us, passages
 from .model import (
     FINISH_PRECEDENCE,
@@ -622,6 +622,9 @@ class Competition:
         self.skaters: dict[str, Skater] = {}
         self.by_transponder: dict[str, str] = {}
         self.lines: set[str] = set()  # team events' own timing lines
+        self.events: dict[str, rounds.Event] = {}
+        self.event_views: dict[str, dict[str, Any]] = {}
+        self.event_revs: dict[str, int] = {}
         self.standings_before: dict[str, dict[str, int]] = {}
         self.standings: dict[str, Any] = {}
         self.standings_rev = 0
@@ -642,6 +645,7 @@ class Competition:
         self.seen.add(input_id)
         try:
             out = self._route(input_id, inp)
+            out = self._with_rounds(input_id, inp, out)
             out = self._with_standings(input_id, inp, out)
         except (InputError, KeyError, ValueError, TypeError) as exc:
             self.stats["refused"] += 1
@@ -730,6 +734,9 @@ class Competition:
             probe = self._new_race(spec, skaters)
             staged.append((rid, spec, probe))
         self.skaters, self.by_transponder = skaters, transponders
+        for spec in inp.get("events", []):
+            if str(spec["id"]) not in self.events:
+                self.events[str(spec["id"])] = rounds.Event(spec)
         if "standings_before" in inp:
             self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
                                      for c, t in inp["standings_before"].items()}
@@ -745,13 +752,8 @@ class Competition:
                       for line in r.lines.values()}
         return out
 
-    def _with_standings(self, input_id: str, inp: dict[str, Any],
-                        out: dict[str, list[Event]]) -> dict[str, list[Event]]:
-        """World Cup standings move when a cup race's official result changes."""
-        touched = any(self.races[r].world_cup and self.races[r].is_official
-                      for r in out if r in self.races)
-        if not touched and inp["type"] != "startlist":
-            return out
+    def _names(self) -> dict[str, dict[str, Any]]:
+        """Every competitor's name: skaters, and the teams of relays and team events."""
         names: dict[str, dict[str, Any]] = {
             b: {"bib": b, "name": sk.name, "short": sk.short, "nation": sk.nation}
             for b, sk in self.skaters.items()}
@@ -760,8 +762,39 @@ class Competition:
                 sk = race.skaters[race.row[tid]]
                 names[tid] = {"bib": tid, "name": sk.name, "short": sk.short,
                               "nation": sk.nation}
-        fresh = standings.compute(list(self.races.values()), self.rules,
-                                  self.standings_before, names)
+        return names
+
+    def _with_rounds(self, input_id: str, inp: dict[str, Any],
+                     out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+        """Rounds: when a round is official, create the next round's races; keep each
+        event's ranking (a revision of ``event-<id>`` when it changes)."""
+        for ev in self.events.values():
+            if inp["type"] != "startlist" and not ev.race_ids() & set(out):
+                continue
+            for spec in ev.step(self.races):
+                race = self._new_race(spec, self.skaters)
+                self.races[race.id] = race
+                out = {**out, race.id: race.recompute(input_id, "start list (next round)")}
+            ev.rank(self.races)
+            fresh = ev.view(self._names())
+            if fresh != self.event_views.get(ev.id):
+                self.event_views[ev.id] = fresh
+                self.event_revs[ev.id] = self.event_revs.get(ev.id, 0) + 1
+                vid = f"event-{ev.id}"
+                out = {**out, vid: [{"type": "revision", "race": vid, "input": input_id,
+                                     "reason": "rounds", "view": self.view(vid)}]}
+        return out
+
+    def _with_standings(self, input_id: str, inp: dict[str, Any],
+                        out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+        """World Cup standings move when a cup race's official result changes."""
+        touched = any(self.races[r].world_cup and self.races[r].is_official
+                      for r in out if r in self.races) or any(
+            r.startswith("event-") and self.events[r[6:]].world_cup for r in out)
+        if not touched and inp["type"] != "startlist":
+            return out
+        scored: list[standings.Scored] = [*self.races.values(), *self.events.values()]
+        fresh = standings.compute(scored, self.rules, self.standings_before, self._names())
         if fresh == self.standings or not (fresh["cups"] or self.standings):
             return out
         self.standings = fresh
@@ -781,4 +814,6 @@ class Competition:
     def view(self, race_id: str) -> dict[str, Any]:
         if race_id == standings.STANDINGS_ID:
             return {**self.standings, "revision": self.standings_rev}
+        if race_id.startswith("event-") and race_id[6:] in self.events:
+            return {**self.event_views[race_id[6:]], "revision": self.event_revs[race_id[6:]]}
         return self.races[race_id].view()

@@ -2,7 +2,7 @@
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
-import { cupTable, isStandings } from "./standings.js";
+import { cupTable, eventRanking, isStandings } from "./standings.js";
 import { badge, behind, digits, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
@@ -89,9 +89,12 @@ function render(view) {
       .filter(([, b]) => b).map(([l, b]) => lane(view, b, l)).join("")}</div>`;
   } else if (m === "cups") {
     // One cup at a time, turning every few seconds: the arena cannot scroll.
-    const cup = view.cups.length ? view.cups[Math.floor(Date.now() / CUP_TURN_MS) % view.cups.length] : null;
-    $("main").innerHTML = cup ? `<div class="cups" data-testid="board-cup">${cupTable(view, cup, 8)}</div>`
-      : `<div class="idle">No official results yet</div>`;
+    const cups = view.cups || [];
+    const cup = cups.length ? cups[Math.floor(Date.now() / CUP_TURN_MS) % cups.length] : null;
+    $("main").innerHTML = view.race.kind === "rounds"
+      ? `<div class="cups" data-testid="board-cup">${eventRanking(view, 8)}</div>`
+      : cup ? `<div class="cups" data-testid="board-cup">${cupTable(view, cup, 8)}</div>`
+        : `<div class="idle">No official results yet</div>`;
   } else if (m === "pack") {
     $("main").innerHTML = packBoard(view);
   } else if (m === "podium") {

@@ -218,13 +218,13 @@ function render(view) {
 
 function renderStandings(view) {
   $("controls").querySelector("label:nth-child(2)").hidden = true;
-  $("follow-title").textContent = "World Cup standings";
+  $("follow-title").textContent = view.race.name;
   $("follow-card").innerHTML = allCups(view);
   $("chart").innerHTML = "";
   $("chart-title").textContent = "";
-  $("ice-title").textContent = "Counted races";
-  $("lanes").innerHTML = `<ul class="counted">${view.counted.map((r) =>
-    `<li>${esc(r.name)} <span class="nation">${esc(r.cup)}</span></li>`).join("")}</ul>`;
+  $("ice-title").textContent = view.counted ? "Counted races" : "";
+  $("lanes").innerHTML = view.counted ? `<ul class="counted">${view.counted.map((r) =>
+    `<li>${esc(r.name)} <span class="nation">${esc(r.cup)}</span></li>`).join("")}</ul>` : "";
 }
 
 function renderStories(view) {

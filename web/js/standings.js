@@ -1,7 +1,8 @@
 // World Cup standings (the "wc-standings" view): one table per cup.
 import { esc } from "./view.js";
 
-export const isStandings = (view) => Boolean(view && view.race.kind === "standings");
+// Views that are a summary, not a race: the World Cup standings, an event's rounds.
+export const isStandings = (view) => Boolean(view && ["standings", "rounds"].includes(view.race.kind));
 
 export function cupTable(view, cup, limit = Infinity) {
   const rows = cup.rows.slice(0, limit).map((r) => {
@@ -16,7 +17,23 @@ export function cupTable(view, cup, limit = Infinity) {
     `<tbody>${rows}</tbody></table>`;
 }
 
+// An event in rounds: its ranking so far, and the races of each round.
+export function eventRanking(view, limit = Infinity) {
+  const r = view.ranking;
+  const rows = r.bib.slice(0, limit).map((bib, i) => {
+    const sk = view.skaters[bib] || { name: bib, nation: "" };
+    return `<tr data-bib="${esc(bib)}"><td class="num">${r.rank[i]}</td><td class="who">${esc(sk.name)}</td>` +
+      `<td class="nation">${esc(sk.nation || "")}</td><td class="num">${esc(r.how[i])}</td><td></td></tr>`;
+  }).join("");
+  return `<table class="cls standings" data-cup="${esc(view.race.name)}"><caption>${esc(view.race.name)}` +
+    `${view.race.official ? "" : " (provisional)"}</caption><tbody>${rows}</tbody></table>`;
+}
+
 export function allCups(view, limit) {
+  if (view.race.kind === "rounds") {
+    return eventRanking(view, limit) + `<ul class="counted">${view.rounds.map((rnd) =>
+      `<li>${esc(rnd.name)}: ${rnd.races.map((id) => `<a href="/live?race=${encodeURIComponent(id)}">${esc(id)}</a>`).join(", ") || "to come"}</li>`).join("")}</ul>`;
+  }
   if (!view.cups.length) return `<p class="idle">No official results yet.</p>`;
   return view.cups.map((c) => cupTable(view, c, limit)).join("");
 }
