@@ -76,3 +76,31 @@ async def test_a_short_track_final_photo_finish_revision_reaches_the_client(stac
     assert any(e["type"] == "revision" and e["reason"] == "official time (photo)"
                for e in events)
     assert "Photo finish: Desmet 1st, Sarault 2nd" in f.view["stories"]
+
+
+async def test_penalties_and_the_standings_reach_connected_clients(stack):
+    """The Shanghai mixed relay: two teams penalised after the finish, then the result
+    declared official: one client follows the race, another the World Cup standings."""
+    doc = load_fixture(FIXTURES / "shanghai2019_mixed_relay_final.json")
+    await load_startlist(stack, doc)
+    race = Follower(stack.ws_url, race="sha19-x2000r-fa")
+    cups = Follower(stack.ws_url, race="wc-standings")
+
+    def classified(s):
+        return bool(s.view) and s.view["race"].get("official")
+
+    def counted(s):
+        return bool(s.view) and bool(s.view.get("cups"))
+    tasks = [asyncio.create_task(race.run(classified, timeout=60)),
+             asyncio.create_task(cups.run(counted, timeout=60))]
+    await asyncio.sleep(0.3)
+    await replay(doc, stack.settings, speed=60.0, announce=False)
+    await asyncio.gather(*tasks)
+    names = {b: s["name"] for b, s in race.view["skaters"].items()}
+    assert [names[b] for b in race.view["classification"]["bib"]] == ["Netherlands", "Russia"]
+    reasons = [m["event"]["reason"] for m in race.events if m["event"]["type"] == "revision"]
+    assert reasons[-3:] == ["decision: pen", "decision: pen", "decision: official"]
+    assert race.view["results"]["CAN"]["status"] == "PEN"
+    cup = cups.view["cups"][0]
+    assert cup["cup"] == "Mixed 2000 m relay"
+    assert [(r["bib"], r["points"]) for r in cup["rows"]] == [("NED", 1000), ("RUS", 800)]
