@@ -305,3 +305,17 @@ def test_a_final_with_three_crashes_restart_then_two_skaters_down():
     assert "CAN finalist has stopped after 3 laps (fall?)" in view["stories"]
     assert view["pack"]["run"] is None  # the race ended without the fallen skaters
     assert_fold(view, events)
+
+
+def test_an_exchange_in_the_last_two_laps_is_flagged_for_the_referee():
+    doc = load_fixture(FIXTURES / "almaty2022_w3000_relay_final.json")
+    late = copy.deepcopy(doc)
+    kor = late["script"]["crossings"]["KOR"]
+    members = late["startlist"]["races"][0]["teams"][2]["skaters"]
+    other = next(m for m in members if m != kor[-1][1])
+    kor[-1][1] = other  # Korea's last lap skated by someone else: a late exchange
+    _, view, _, _ = run(late)
+    assert view["pack"]["late_exchange"] == ["KOR"]
+    assert "Korea: an exchange in the last two laps (for the referee)" in view["stories"]
+    _, clean, _, _ = run(doc)
+    assert clean["pack"]["late_exchange"] == []

@@ -165,6 +165,8 @@ class PackRace:
         self.warning = False
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
+        self.late_exchange: list[str] = []
+        self._pending_lines: list[str] = []
         self.is_official = False  # set by an official's decision; World Cup points count
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
@@ -313,6 +315,7 @@ class PackRace:
         self.last[row] = t
         lap_t = t - prev
         lines: list[str] = []
+        self._pending_lines = lines  # lines found on the way (a late exchange)
         name = self.skaters[row].short
         self.stopped[row] = False
         entry: dict[str, Any] = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t,
@@ -323,6 +326,12 @@ class PackRace:
             entry["skater"] = skater
             if self.active[row] is not None and self.active[row] != skater:
                 self.exchanges[row] += 1
+                if k >= self.n_cross - 2 and self.bibs[row] not in self.late_exchange:
+                    # One skater must skate the last two laps (DOMAIN.md §4): the
+                    # referee's call, so it is flagged, not sanctioned.
+                    self.late_exchange.append(self.bibs[row])
+                    late_line = stories.relay_late_exchange(self.skaters[row].short)
+                    self._pending_lines.append(late_line)
             self.active[row] = skater
         self.rows[row][k] = entry
         laps_to_go = self.n_cross - int(self.done.max())
@@ -466,7 +475,8 @@ class PackRace:
             "attempt": self.attempt,
             **({"warning": self.warning,
                 "active": dict(zip(self.bibs, self.active, strict=True)),
-                "exchanges": dict(zip(self.bibs, self.exchanges, strict=True))}
+                "exchanges": dict(zip(self.bibs, self.exchanges, strict=True)),
+                "late_exchange": list(self.late_exchange)}
                if self.teams else {}),
         }
 

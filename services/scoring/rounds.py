@@ -101,9 +101,13 @@ class Event:
             if best:
                 out[rule["to"]] += sorted(candidates, key=lambda c: c[1])[:best["count"]]
         sent: set[str] = set()  # an ADV skater who also placed goes once
-        result = {}
+        result: dict[str, list[str]] = {}
         for to, v in out.items():
-            result[to] = [b for _, _, b in sorted(v) if not (b in sent or sent.add(b))]
+            result[to] = []
+            for _, _, b in sorted(v):
+                if b not in sent:
+                    sent.add(b)
+                    result[to].append(b)
         return result
 
     def _create(self, rnd: dict[str, Any], bibs: list[str]) -> list[dict[str, Any]]:

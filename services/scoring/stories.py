@@ -132,3 +132,7 @@ SANCTION_LABELS = {"PEN": "penalty", "YC": "yellow card", "RC": "red card",
 def pack_sanction(name: str, code: str, reason: str | None) -> str:
     why = f" ({reason})" if reason else ""
     return f"{name}: {SANCTION_LABELS.get(code, code)}{why}"
+
+
+def relay_late_exchange(team: str) -> str:
+    return f"{team}: an exchange in the last two laps (for the referee)"
