@@ -474,3 +474,31 @@ async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack
         await expect(table.first).to_contain_text("Hanne Desmet")
         assert not errors and not cup_errors and not phone_errors, errors + cup_errors
         await browser.close()
+
+
+async def test_team_pursuit_on_the_monitor_and_board(stack):
+    """Team events reuse the pair screens: two teams, the gap between them, and on the
+    monitor each skater's time at every line."""
+    from playwright.async_api import async_playwright, expect
+
+    from icetime.replay import load_fixture
+
+    doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 2]
+    await load_startlist(stack, doc)
+    async with async_playwright() as p:
+        browser = await launch(p)
+        monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
+        board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=25.0, announce=False))
+        await expect(board.get_by_test_id("board-lane-I")).to_contain_text("Netherlands",
+                                                                           timeout=10_000)
+        await expect(board.get_by_test_id("board-lane-O")).to_contain_text("Japan")
+        ned400 = monitor.get_by_test_id("grid").locator('tr[data-bib="NED"] td[data-m="400"]')
+        await expect(ned400.locator(".t")).to_have_text("32.30", timeout=15_000)
+        await expect(ned400).to_have_attribute("title", "NED 1 31.40 · NED 2 31.85 · NED 3 32.30")
+        await feed
+        await expect(monitor.get_by_test_id("final-JPN")).to_contain_text("2:53.00",
+                                                                          timeout=10_000)
+        assert not e1 and not e2, e1 + e2
+        await browser.close()

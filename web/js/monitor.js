@@ -58,10 +58,18 @@ function bests(view) {
 
 function gapClass(gap) { return gap === null || gap === undefined ? "" : gap > 0 ? "slower" : "faster"; }
 
-function cell(p, best) {
+// A team event's passage: who crossed, and when (the team pursuit's three skaters).
+function crossedBy(view, p) {
+  if (!p.skaters || !view.teams) return "";
+  const members = Object.assign({}, ...Object.values(view.teams).map((t) => t.members));
+  return Object.entries(p.skaters).map(([bib, t]) => `${members[bib] ? members[bib].short : bib} ${fmtTime(t)}`).join(" · ");
+}
+
+function cell(p, best, view) {
   if (!p) return `<td class="cell empty"></td>`;
   const lap = p.k ? `<span class="lap${p.lap === best.lap ? " best-lap" : ""}">${fmtTime(p.lap)}</span>` : `<span class="lap"></span>`;
-  return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}">` +
+  const who = crossedBy(view, p);
+  return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}"${who ? ` title="${esc(who)}"` : ""}>` +
     `<div class="t">${fmtTime(p.t)}</div><div class="sub">${lap}` +
     `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
 }
@@ -84,7 +92,7 @@ function row(view, bib, best, pairOf) {
     `<td class="pr">${pair}<span class="lane lane-${lane}">${lane}</span></td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
     `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
-    view.race.passages.map((m, k) => cell(res.passages[k], best[k])).join("") +
+    view.race.passages.map((m, k) => cell(res.passages[k], best[k], view)).join("") +
     `<td class="final" data-testid="final-${bib}">${final}</td><td class="num proj">${projected}</td></tr>`;
 }
 
