@@ -182,3 +182,49 @@ async def test_protime_link_acknowledges_and_a_repeat_is_a_duplicate(redis_serve
     assert len(rejects) == 1 and rejects[0].startswith("Protime: checksum")
     assert heard == protime.ACK * 3  # t1, t2, and t2's repeat; never the damaged one
     assert (state["passings"], state["duplicates"], state["damaged"]) == (2, 1, 1)
+
+
+async def test_protime_over_udp_is_acknowledged_back_to_the_sender(redis_server, tmp_path):
+    from .conftest import free_port
+
+    port = free_port()
+    settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
+                             decoders=(Decoder("d1", "127.0.0.1", port,
+                                               protocol="protime_udp"),))
+    st = Stack(settings, redis_server.url, {}, {}, [])
+    await st.start("ingest")
+    loop = asyncio.get_running_loop()
+    acks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Decoder_(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            acks.put_nowait(data)
+    transport, _ = await loop.create_datagram_endpoint(
+        Decoder_, remote_addr=("127.0.0.1", port))
+    r = bus.connect(redis_server.url)
+    try:
+        t1 = telegram(410005, 9, 0, 1, 250)
+        for datagram in (t1, b"<garbage>", t1):  # the second t1: our ack was "lost"
+            for _ in range(50):  # the link may still be binding its socket
+                transport.sendto(datagram)
+                try:
+                    got = await asyncio.wait_for(acks.get(), 0.1)
+                    break
+                except TimeoutError:
+                    if datagram == b"<garbage>":
+                        got = b""
+                        break
+            assert got == (b"" if datagram == b"<garbage>" else protime.ACK)
+        raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+        assert [(x["transponder"], x["t"]) for x in raw if x["source"] == "d1"] == [
+            ("410005", (9 * 3600 + 1) * 1_000_000 + 250_000)]
+        import aiohttp
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{settings.ingest_http_port}/api/stats") as resp:
+                stats = (await resp.json())["decoders"]["d1"]
+        assert stats["protocol"] == "protime_udp" and stats["passings"] == 1
+        assert stats["duplicates"] >= 1 and stats["damaged"] == 1
+    finally:
+        transport.close()
+        await st.close()
+        await r.aclose()

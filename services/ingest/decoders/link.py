@@ -12,6 +12,8 @@ One link per ``[[decoders]]`` entry, by its ``protocol``:
 * ``protime`` (:class:`ProtimeLink`): Chronelec/TAG Heuer Protime telegrams on TCP
   (a serial-to-TCP converter); every valid telegram is acknowledged with ESC 0x11,
   and its transponder and time of day make the ``seq``, so a repeat is a duplicate.
+  ``protime_udp`` (:class:`ProtimeUdpLink`) listens for them on UDP instead (the
+  decoder sends to port 2008 and wants the ack back).
 
 All of them:
 
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("decoder")
 #: After a reconnect, ask for this many passings past the last one we hold.
 RESEND_WINDOW = 10_000
+#: Health is published on each link change and STATUS, and after passings at most this
+#: often (for decoders that send no STATUS).
+HEALTH_EVERY_US = 1_000_000
 #: A link that stayed up this long was a good one: reconnect at once after it drops.
 STABLE_LINK_S = 2.0
 #: With sync_clock, measure the decoder's clock this often (and on every connect).
@@ -89,7 +94,8 @@ def resend_request(first: int, last: int) -> bytes:
 def make_link(cfg: Decoder, ingest: Ingest, capture_dir: Path) -> DecoderLink:
     """The link for a configured decoder, by its protocol."""
     kinds: dict[str, type[DecoderLink]] = {
-        "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink}
+        "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink,
+        "protime_udp": ProtimeUdpLink}
     kind = kinds.get(cfg.protocol)
     if kind is None:
         raise ValueError(f"decoder {cfg.id}: unknown protocol {cfg.protocol!r} "
@@ -117,6 +123,7 @@ class DecoderLink:
         self.last_passing_us: int | None = None
         self.offset_us = cfg.offset_us  # decoder clock + offset_us = host clock
         self.clock_rtt_us: int | None = None
+        self.published_us = 0
         self.writer: asyncio.StreamWriter | None = None
 
     def state(self) -> dict[str, Any]:
@@ -129,7 +136,8 @@ class DecoderLink:
 
     async def publish_health(self, event: str) -> None:
         """The latest state in the hash, and the change as an event in the stream."""
-        doc = json.dumps({"event": event, "at_us": now_us(), **self.state()})
+        self.published_us = now_us()
+        doc = json.dumps({"event": event, "at_us": self.published_us, **self.state()})
         r = self.ingest.r
         try:
             async with r.pipeline(transaction=False) as pipe:
@@ -225,6 +233,9 @@ class DecoderLink:
             return False
         self.last_passing_us = now_us()
         self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1
+        if self.last_passing_us - self.published_us > HEALTH_EVERY_US:
+            # Decoders without STATUS records (ASCII, Protime) still show their counts.
+            await self.publish_health("passing")
         return True
 
 
@@ -338,7 +349,7 @@ class AmbAsciiLink(DecoderLink):
 
 
 class ProtimeLink(DecoderLink):
-    """Protime telegrams: each valid one is acknowledged, or the decoder repeats it."""
+    """Protime telegrams on TCP: each valid one is acknowledged, or the decoder repeats it."""
 
     CAPTURE_SUFFIX = ".protimelog"
 
@@ -347,7 +358,16 @@ class ProtimeLink(DecoderLink):
         await super().pump(reader, stop)
 
     async def received(self, data: bytes) -> None:
-        items, acks = self.codec.feed(data)
+        acks = await self.store_telegrams(self.codec, data)
+        if acks and self.writer is not None:
+            self.writer.write(acks)
+            await self.writer.drain()
+
+    async def store_telegrams(self, codec: protime.ProtimeDecoder, data: bytes) -> bytes:
+        """Store what ``data`` completes; return the acknowledgements to send. They go
+        only after the passings are stored: a crash in between means the decoder sends
+        them again, which the seq turns into duplicates."""
+        items, acks = codec.feed(data)
         for item in items:
             if isinstance(item, Damaged):
                 await self.damaged(item, "Protime")
@@ -359,8 +379,40 @@ class ProtimeLink(DecoderLink):
             inp = protime.passing_input(item, seq, self.cfg.point)
             await self.store_passing(seq, inp["transponder"], inp["t"], item.raw,
                                      inp["point"])
-        if acks and self.writer is not None:
-            # Acknowledge only after the passings are stored: a crash in between means
-            # the decoder sends them again, which the seq turns into duplicates.
-            self.writer.write(acks)
-            await self.writer.drain()
+        return acks
+
+
+class ProtimeUdpLink(ProtimeLink):
+    """Protime over UDP: the decoder sends telegrams to our ``port`` (2008 by custom) and
+    waits for the acknowledgement back at the address it sent from."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                queue.put_nowait((data, addr))
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Receiver, local_addr=(self.cfg.host, self.cfg.port))
+        self.stats["connects"] += 1
+        codecs: dict[Any, protime.ProtimeDecoder] = {}  # one byte stream per sender
+        try:
+            while not stop.is_set():
+                try:
+                    data, addr = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
+                    continue
+                self.capture.write(data)
+                if not self.connected:
+                    self.connected = True
+                    log.info("decoder %s heard from %s", self.cfg.id, addr)
+                    await self.publish_health("connected")
+                acks = await self.store_telegrams(
+                    codecs.setdefault(addr, protime.ProtimeDecoder()), data)
+                if acks:
+                    transport.sendto(acks, addr)
+        finally:
+            transport.close()
+            self.capture.close()
