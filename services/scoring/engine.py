@@ -27,7 +27,6 @@ import numpy as np
 
 from icetime.rules import Rules
 from icetime.rules import load as load_rules
-from icetime.view import STORY_LOG_MAX
 
 from . import rounds, standings, stories
 from .distances import LAP_M, min_segment_us, passages
@@ -37,6 +36,7 @@ from .model import (
     Event,
     InputError,
     PairRun,
+    RaceBase,
     Skater,
     req_time,
 )
@@ -51,7 +51,7 @@ TEAM_KINDS = {"team_pursuit": 3, "team_sprint": 1, "mixed_relay": 1}
 PACE_FLAGS = ("WR", "TR", "PB")
 
 
-class LongTrackRace:
+class LongTrackRace(RaceBase):
     """One long-track individual distance: pairs against the clock, ranked on time.
 
     State lives in preallocated arrays of shape (skaters, passages); a passing
@@ -82,17 +82,9 @@ class LongTrackRace:
         self.teams: dict[str, list[str]] = {}
         self.members: dict[str, Skater] = {}
         if self.kind in TEAM_KINDS:
-            for team in spec.get("teams", []):
-                tid = str(team["id"])
-                self.teams[tid] = [str(b) for b in team["skaters"]]
-                skaters = {**skaters, tid: Skater(
-                    bib=tid, name=str(team.get("name", tid)),
-                    short=str(team.get("short", team.get("name", tid))),
-                    nation=str(team.get("nation", tid)), transponders=())}
-            missing = [b for ms in self.teams.values() for b in ms if b not in skaters]
-            if missing:
-                raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
-            self.members = {b: skaters[b] for ms in self.teams.values() for b in ms}
+            # The pairs name teams: they race as the competitors.
+            competitors = self._read_teams(spec.get("teams", []), skaters)
+            skaters = {**skaters, **{t.bib: t for t in competitors}}
             spec = {**spec, "distance": int(spec["laps"]) * LAP_M}
         # The teams start on opposite straights, each timed at its own line: the
         # timing point of each line (one loop for both works too: the other line
@@ -198,26 +190,11 @@ class LongTrackRace:
 
     def recompute(self, input_id: str, reason: str) -> list[Event]:
         """Replay the race's input log from scratch and describe the result as one revision."""
-        voided = {str(i["target"]) for _, i in self.log
-                  if i["type"] == "decision" and i["action"] == "void"}
         self._reset()
-        # Official finish times are authoritative whenever they arrive, so they
-        # are in place before the transponder finishes they replace are replayed.
-        for iid, inp in self.log:
-            if inp["type"] == "finish_time" and iid not in voided:
-                self._apply(iid, inp, emit=False)
-        for iid, inp in self.log:
-            if iid not in voided and inp["type"] != "finish_time":
-                self._apply(iid, inp, emit=False)
+        self._replay_log()
         self.revision += 1
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
-
-    def _row(self, bib: Any) -> int:
-        row = self.row.get(str(bib), self.row_of.get(str(bib)))
-        if row is None:
-            raise InputError(f"race {self.id}: no bib {bib!r}")
-        return row
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
         """The skaters a gun starts: its pair (in a team event, both teams' skaters)."""
@@ -426,11 +403,6 @@ class LongTrackRace:
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
 
-    def _tell(self, lines: list[str]) -> None:
-        if lines:
-            self.story_log.extend(lines)
-            del self.story_log[:-STORY_LOG_MAX]
-
     def _on_split(self, input_id: str, row: int, t_common: int, point: str,
                   emit: bool) -> list[Event]:
         """An unofficial split at an extra loop: where in the race it is, and the speed.
@@ -578,10 +550,7 @@ class LongTrackRace:
                      "distance": self.distance, "passages": self.points,
                      "records": self.records, "official": self.is_official},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
-            **({"teams": {tid: {"skaters": ms,
-                                "members": {m: self.members[m].public(self.distance)
-                                            for m in ms}}
-                          for tid, ms in self.teams.items()}} if self.teams else {}),
+            **self._teams_view(),
             "pairs": [{"pair": p, "inner": i, "outer": o} for p, i, o in self.pairs],
             "current_pair": self.current_pair,
             "on_ice": {str(p): {"pair": r.pair, "attempt": r.attempt,

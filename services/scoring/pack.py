@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from icetime.rules import Rules
-from icetime.view import STORY_LOG_MAX
 
 from . import stories
-from .model import FINISH_PRECEDENCE, NOT_PASSED, Event, InputError, Skater
+from .model import FINISH_PRECEDENCE, NOT_PASSED, Event, InputError, RaceBase, Skater
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -56,7 +55,7 @@ class PackRun:
     rate: float = 1.0
 
 
-class PackRace:
+class PackRace(RaceBase):
     """One pack race. Feed its inputs with :meth:`feed`; read the state with :meth:`view`."""
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], rules: Rules,
@@ -104,24 +103,13 @@ class PackRace:
         self.teams: dict[str, list[str]] = {}
         self.members: dict[str, Skater] = {}
         if self.kind == "short_track_relay":
-            competitors = []
-            for team in spec.get("teams", []):
-                tid = str(team["id"])
-                self.teams[tid] = [str(b) for b in team["skaters"]]
-                competitors.append(Skater(bib=tid, name=str(team.get("name", tid)),
-                                          short=str(team.get("short", team.get("name", tid))),
-                                          nation=str(team.get("nation", tid)), transponders=()))
-            members = [b for bs in self.teams.values() for b in bs]
+            self.skaters = self._read_teams(spec.get("teams", []), skaters)
             bibs = list(self.teams)
         else:
-            members = bibs = [str(b) for b in spec.get("skaters", [])]
-        missing = [b for b in members if b not in skaters]
-        if missing:
-            raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
-        if self.teams:
-            self.skaters = competitors
-            self.members = {b: skaters[b] for b in members}
-        else:
+            bibs = [str(b) for b in spec.get("skaters", [])]
+            missing = [b for b in bibs if b not in skaters]
+            if missing:
+                raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
             self.skaters = [skaters[b] for b in bibs]
         self.bibs = bibs
         self.row = {b: i for i, b in enumerate(bibs)}
@@ -166,7 +154,6 @@ class PackRace:
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
-        self._pending_lines: list[str] = []
         self.is_official = False  # set by an official's decision; World Cup points count
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
@@ -175,13 +162,6 @@ class PackRace:
 
     def can_call(self, pair: int | None) -> bool:
         return pair is None
-
-    def _row(self, bib: Any) -> int:
-        """The row of a bib, or of a team (by its id or by one of its skaters)."""
-        row = self.row.get(str(bib), self.row_of.get(str(bib)))
-        if row is None:
-            raise InputError(f"race {self.id}: no bib {bib!r}")
-        return row
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
@@ -201,16 +181,9 @@ class PackRace:
         return self._apply(input_id, inp, emit=True)
 
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None) -> list[Event]:
-        voided = {str(i["target"]) for _, i in self.log
-                  if i["type"] == "decision" and i["action"] == "void"}
         before = self.classification()
         self._reset()
-        for iid, inp in self.log:
-            if inp["type"] == "finish_time" and iid not in voided:
-                self._apply(iid, inp, emit=False)
-        for iid, inp in self.log:
-            if iid not in voided and inp["type"] != "finish_time":
-                self._apply(iid, inp, emit=False)
+        self._replay_log()
         self.revision += 1
         after = self.classification()
         moved = [(b, r) for b, r in zip(after["bib"], after["rank"], strict=True)
@@ -315,7 +288,6 @@ class PackRace:
         self.last[row] = t
         lap_t = t - prev
         lines: list[str] = []
-        self._pending_lines = lines  # lines found on the way (a late exchange)
         name = self.skaters[row].short
         self.stopped[row] = False
         entry: dict[str, Any] = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t,
@@ -330,8 +302,7 @@ class PackRace:
                     # One skater must skate the last two laps (DOMAIN.md §4): the
                     # referee's call, so it is flagged, not sanctioned.
                     self.late_exchange.append(self.bibs[row])
-                    late_line = stories.relay_late_exchange(self.skaters[row].short)
-                    self._pending_lines.append(late_line)
+                    lines.append(stories.relay_late_exchange(self.skaters[row].short))
             self.active[row] = skater
         self.rows[row][k] = entry
         laps_to_go = self.n_cross - int(self.done.max())
@@ -441,11 +412,6 @@ class PackRace:
             return False
         return bool(np.all((self.final_t != NOT_PASSED) | self.stopped | self.excluded))
 
-    def _tell(self, lines: list[str]) -> None:
-        if lines:
-            self.story_log.extend(lines)
-            del self.story_log[:-STORY_LOG_MAX]
-
     # ------------------------------------------------------------------ output
     def _order(self) -> list[str]:
         """The race order now: crossings made, then who made the last one first; the
@@ -520,10 +486,7 @@ class PackRace:
                                 "final": list(self.points_final)}
                      if self.kind == "mass_start" else None},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
-            **({"teams": {tid: {"skaters": ms,
-                                "members": {m: self.members[m].public(self.distance)
-                                            for m in ms}}
-                          for tid, ms in self.teams.items()}} if self.teams else {}),
+            **self._teams_view(),
             "start_order": list(self.bibs),
             "voided": list(self.voided),
             "results": {b: {"passages": self.rows[i], "final": self.final[i],
