@@ -54,17 +54,7 @@ def script_inputs(doc: dict[str, Any], clock_base_us: int = 0, lead_us: int = 2_
         gun_at = at
         out.append(Timed(gun_at, GUN_SOURCE, {"type": "gun", "race": race, "pair": pair["pair"],
                                               "t": clock_base_us + gun_at, "rate": rate}))
-        longest = 0
-        for bib, splits in pair["times"].items():
-            for split in splits:
-                t = parse_time(split)
-                assert t is not None
-                longest = max(longest, t)
-                for i, tr in enumerate(transponders[bib][:2]):
-                    when = gun_at + t + i * SECOND_ANKLE_US
-                    out.append(Timed(when, LOOP_SOURCE, {
-                        "type": "passing", "transponder": tr, "point": "finish",
-                        "t": clock_base_us + when}))
+        longest = _crossings(pair["times"], gun_at, clock_base_us, transponders, out)
         at = gun_at + longest + interval
     if script.get("declare_official"):
         out.append(Timed(at, OFFICIALS_SOURCE, {"type": "decision", "race": race,

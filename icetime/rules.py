@@ -23,17 +23,16 @@ class Rules:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def short_track_laps(self, distance: int) -> float:
-        laps = self.raw["short_track"]["laps"].get(str(distance))
-        if laps is None:
-            known = ", ".join(self.raw["short_track"]["laps"])
-            raise ValueError(f"no short-track lap plan for {distance} m (known: {known})")
-        return float(laps)
+        return self._laps("laps", "short-track", distance)
 
     def relay_laps(self, distance: int) -> float:
-        laps = self.raw["short_track"]["relay_laps"].get(str(distance))
+        return self._laps("relay_laps", "relay", distance)
+
+    def _laps(self, plan: str, what: str, distance: int) -> float:
+        laps = self.raw["short_track"][plan].get(str(distance))
         if laps is None:
-            known = ", ".join(self.raw["short_track"]["relay_laps"])
-            raise ValueError(f"no relay lap plan for {distance} m (known: {known})")
+            known = ", ".join(self.raw["short_track"][plan])
+            raise ValueError(f"no {what} lap plan for {distance} m (known: {known})")
         return float(laps)
 
     @property

@@ -57,21 +57,26 @@ def _team_event(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> Non
     if r.get("laps") not in laps:
         raise StartListError(f"{where}: a {kind} has {' or '.join(map(str, laps))} 'laps'")
     _teams(r, where, bibs, lo, hi)
-    ids = {str(t["id"]) for t in r["teams"]}
+    _pairs(r, where, {str(t["id"]) for t in r["teams"]}, "team", "'teams'", "races twice")
+
+
+def _pairs(r: dict[str, Any], where: str, known: set[str], noun: str, listed: str,
+           twice: str) -> None:
+    """A pair race's pairs: each names known competitors (skaters, or teams), once."""
     used: set[str] = set()
     for j, p in enumerate(r.get("pairs", [])):
         pw = f"{where}.pairs[{j}]"
         if not isinstance(p, dict) or not isinstance(p.get("pair"), int):
             raise StartListError(f"{pw}: needs an integer 'pair'")
-        for side in ("inner", "outer"):
-            tid = p.get(side)
-            if tid is None:
+        for lane in ("inner", "outer"):
+            b = p.get(lane)
+            if b is None:
                 continue
-            if str(tid) not in ids:
-                raise StartListError(f"{pw}.{side}: team {tid} is not in 'teams'")
-            if str(tid) in used:
-                raise StartListError(f"{pw}.{side}: team {tid} races twice")
-            used.add(str(tid))
+            if str(b) not in known:
+                raise StartListError(f"{pw}.{lane}: {noun} {b} is not in {listed}")
+            if str(b) in used:
+                raise StartListError(f"{pw}.{lane}: {noun} {b} {twice}")
+            used.add(str(b))
 
 
 def _relay(r: dict[str, Any], where: str, bibs: set[str]) -> None:
@@ -191,17 +196,4 @@ def validate_startlist(doc: dict[str, Any]) -> None:
             raise StartListError(f"{where}: 'distance' must be one of {DISTANCES}")
         for name, t in (r.get("records") or {}).items():
             _time(t, f"{where}.records.{name}")
-        in_race: set[str] = set()
-        for j, p in enumerate(r.get("pairs", [])):
-            pw = f"{where}.pairs[{j}]"
-            if not isinstance(p, dict) or not isinstance(p.get("pair"), int):
-                raise StartListError(f"{pw}: needs an integer 'pair'")
-            for lane in ("inner", "outer"):
-                b = p.get(lane)
-                if b is None:
-                    continue
-                if str(b) not in bibs:
-                    raise StartListError(f"{pw}.{lane}: bib {b} is not in 'skaters'")
-                if str(b) in in_race:
-                    raise StartListError(f"{pw}.{lane}: bib {b} skates twice in this race")
-                in_race.add(str(b))
+        _pairs(r, where, bibs, "bib", "'skaters'", "skates twice in this race")

@@ -282,26 +282,22 @@ $("delay").addEventListener("change", () => {
   localStorage.setItem("icetime.delay", String(s));
   live.setDelay(s);
 });
-$("follow").addEventListener("change", () => {
-  follow = $("follow").value;
-  localStorage.setItem(`icetime.follow.${race}`, follow);
+// Follow a skater ("" for the pair on the ice or the front), remembered per race.
+function followSkater(bib) {
+  follow = bib;
+  $("follow").value = bib;
+  localStorage.setItem(`icetime.follow.${race}`, bib);
   render(live.view);
-});
+}
+$("follow").addEventListener("change", () => followSkater($("follow").value));
 $("lanes").addEventListener("click", (e) => {
   const li = e.target.closest("li[data-bib]");
-  if (!li) return;
-  follow = li.dataset.bib;
-  $("follow").value = follow;
-  localStorage.setItem(`icetime.follow.${race}`, follow);
-  render(live.view);
+  if (li) followSkater(li.dataset.bib);
 });
 $("cls-body").addEventListener("click", (e) => {
   const tr = e.target.closest("tr[data-bib]");
   if (!tr) return;
-  follow = tr.dataset.bib;
-  $("follow").value = follow;
-  localStorage.setItem(`icetime.follow.${race}`, follow);
-  render(live.view);
+  followSkater(tr.dataset.bib);
   scrollTo({ top: 0, behavior: "smooth" });
 });
 $("controls").addEventListener("submit", (e) => e.preventDefault());
