@@ -58,17 +58,21 @@ function bests(view) {
 
 function gapClass(gap) { return gap === null || gap === undefined ? "" : gap > 0 ? "slower" : "faster"; }
 
+// Every team member by bib (team events), once per render.
+function teamMembers(view) {
+  return view.teams ? Object.assign({}, ...Object.values(view.teams).map((t) => t.members)) : {};
+}
+
 // A team event's passage: who crossed, and when (the team pursuit's three skaters).
-function crossedBy(view, p) {
-  if (!p.skaters || !view.teams) return "";
-  const members = Object.assign({}, ...Object.values(view.teams).map((t) => t.members));
+function crossedBy(members, p) {
+  if (!p.skaters) return "";
   return Object.entries(p.skaters).map(([bib, t]) => `${members[bib] ? members[bib].short : bib} ${fmtTime(t)}`).join(" · ");
 }
 
-function cell(p, best, view) {
+function cell(p, best, members) {
   if (!p) return `<td class="cell empty"></td>`;
   const lap = p.k ? `<span class="lap${p.lap === best.lap ? " best-lap" : ""}">${fmtTime(p.lap)}</span>` : `<span class="lap"></span>`;
-  const who = crossedBy(view, p);
+  const who = crossedBy(members, p);
   return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}"${who ? ` title="${esc(who)}"` : ""}>` +
     `<div class="t">${fmtTime(p.t)}</div><div class="sub">${lap}` +
     `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
@@ -76,7 +80,7 @@ function cell(p, best, view) {
 
 function flags(list) { return list.map((f) => `<span class="flag flag-${f}">${f}</span>`).join(""); }
 
-function row(view, bib, best, pairOf) {
+function row(view, bib, best, pairOf, members) {
   const sk = view.skaters[bib], res = view.results[bib];
   const c = view.classification, at = c.bib.indexOf(bib);
   const [pair, lane] = pairOf[bib];
@@ -92,7 +96,7 @@ function row(view, bib, best, pairOf) {
     `<td class="pr">${pair}<span class="lane lane-${lane}">${lane}</span></td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
     `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
-    view.race.passages.map((m, k) => cell(res.passages[k], best[k], view)).join("") +
+    view.race.passages.map((m, k) => cell(res.passages[k], best[k], members)).join("") +
     `<td class="final" data-testid="final-${bib}">${final}</td><td class="num proj">${projected}</td></tr>`;
 }
 
@@ -174,7 +178,8 @@ function render(view) {
   $("grid-head").innerHTML = `<tr><th>Pr</th><th>Skater</th><th class="num">PB</th><th class="num">SB</th>` +
     view.race.passages.map((m) => `<th class="num">${m} m</th>`).join("") +
     `<th>Final</th><th class="num">Proj.</th></tr>`;
-  $("grid-body").innerHTML = rowOrder(view).map((bib) => row(view, bib, best, pairOf)).join("");
+  const members = teamMembers(view);
+  $("grid-body").innerHTML = rowOrder(view).map((bib) => row(view, bib, best, pairOf, members)).join("");
 }
 
 function median(xs) {
