@@ -14,7 +14,7 @@ instead of the backlog: latest state wins.
 
 Resume: a client that says (epoch, offset) gets exactly the events after
 ``offset`` when the epoch still matches and the stream still holds them;
-otherwise a snapshot (docs/resume.md).
+otherwise a snapshot (docs/delivery.md).
 """
 from __future__ import annotations
 
