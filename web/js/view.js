@@ -1,5 +1,6 @@
 // The client-side fold: how a race view follows the event stream.
-// Mirrors icetime/view.py; the Python tests check that fold against the engine.
+// Mirrors icetime/view.py; tests/test_fold.py folds every fixture with both (this one in
+// Chromium) and checks each against the engine's view.
 // Story lines a view keeps (the engine keeps the same number).
 export const STORY_LOG_MAX = 50;
 

@@ -1,0 +1,264 @@
+"""The clients' fold, in both languages, against the engine's own view.
+
+Every fixture is fed through the engine and every race's event stream recorded. Folding a
+stream must give ``Competition.view(race)``: with icetime/view.py here, and with
+web/js/view.js inside Chromium, from the first event, and resumed from a snapshot taken
+midway (what a client that reconnects gets). A second run takes a decision and its undoing
+mid-race, so revisions arrive between deltas. Events go through JSON, as clients get them.
+
+Time and gap formatting is checked with one set of cases (tests/cases/timefmt.json) against
+icetime/timefmt.py and against the pages' formatters in web/js/view.js.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from icetime.replay import Timed, load_fixture, script_inputs
+from icetime.timefmt import format_diff, format_gap, format_time
+from icetime.view import apply_event
+
+try:
+    from services.scoring.competition import Competition
+except ImportError:
+    from services.scoring.engine import Competition
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB = ROOT / "web"
+FIXTURES = sorted((ROOT / "fixtures").glob("*.json"))
+CASES = json.loads((Path(__file__).parent / "cases" / "timefmt.json").read_text())
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: An extra loop in the ice, 100 m past the finish line (unofficial splits), how long after
+#: a finish-line passage a skater crosses it, and how late a delayed read of it arrives.
+LOOP, LOOP_M, LOOP_AFTER_US, LOOP_LATE_US = "p100", 100, 7_000_000, 40_000_000
+VARIANTS = ("plain", "officials", "loops")
+#: Pages are served from this made-up origin by the browser's own request routing: ES
+#: modules need http, and nothing listens on a port.
+ORIGIN = "http://icetime.test"
+
+
+def wire(obj: Any) -> Any:
+    """``obj`` as a client receives it: through JSON."""
+    return json.loads(json.dumps(obj))
+
+
+@dataclass
+class Fold:
+    """One way a client sees a race: a starting view (``None``, or a snapshot) and the
+    events after it. ``checks`` are (events applied, the engine's view then), one after
+    every input that changed the race: the fold must equal each."""
+    name: str
+    race: str
+    start: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    checks: list[tuple[int, dict[str, Any]]]
+
+
+def with_loop(items: list[Timed]) -> list[Timed]:
+    """The script with a crossing of the extra loop after every finish-line passing; the
+    reads of every other crossing arrive late, after the skater's next passage and split
+    (another decoder's path)."""
+    out = list(items)
+    crossings: dict[str, int] = {}
+    for item in items:
+        if item.inp["type"] != "passing":
+            continue
+        n = crossings[item.inp["transponder"]] = crossings.get(item.inp["transponder"], 0) + 1
+        late = LOOP_LATE_US if n % 2 else 0
+        out.append(Timed(item.at_us + LOOP_AFTER_US + late, "loop", {
+            **item.inp, "point": LOOP, "t": item.inp["t"] + LOOP_AFTER_US}))
+    return sorted(out, key=lambda i: i.at_us)
+
+
+def record(doc: dict[str, Any], variant: str) -> list[Fold]:
+    """Feed a fixture through a fresh engine; every race's folds, from the start and
+    resumed from the snapshot at the midpoint.
+
+    ``officials``: an official disqualifies the last skater (or team) seen at the midpoint
+    and reinstates them at three quarters: revisions mid-race, deltas after.
+    ``loops``: an extra loop in the ice gives unofficial splits, some out of order.
+    """
+    items = script_inputs(doc)
+    if variant == "loops":
+        items = with_loop(items)
+    race = doc["script"]["race"]
+    n = len(items)
+    revise = variant == "officials"
+    snap_at = n * 3 // 5 if revise else n // 2
+    comp = Competition(loops={LOOP: LOOP_M} if variant == "loops" else None)
+    streams: dict[str, list[dict[str, Any]]] = {}
+    views: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    snapshot: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def feed(input_id: str, inp: dict[str, Any]) -> None:
+        for rid, evs in comp.feed(input_id, inp).items():
+            streams.setdefault(rid, []).extend(wire(evs))
+            views.setdefault(rid, []).append((len(streams[rid]), wire(comp.view(rid))))
+
+    feed("sl", {"type": "startlist", **doc["startlist"]})
+    last_bib = None
+    for i, item in enumerate(items):
+        feed(f"in-{i}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+        last_bib = next((e["bib"] for e in reversed(streams[race])
+                         if e["type"] in ("passage", "finish")), last_bib)
+        if revise and i in (n // 2, n * 3 // 4):
+            assert last_bib is not None
+            action = "dq" if i == n // 2 else "reinstate"
+            feed(f"officials-{i}", {"type": "decision", "race": race, "action": action,
+                                    "bib": last_bib, "source": "officials"})
+        if i == snap_at:
+            snapshot = {rid: (len(evs), wire(comp.view(rid))) for rid, evs in streams.items()}
+    assert comp.stats["refused"] == 0, comp.last_error
+    folds = []
+    for rid, evs in streams.items():
+        checks = [*views[rid], (len(evs), wire(comp.view(rid)))]
+        folds.append(Fold(f"{variant}, from the start", rid, None, evs, checks))
+        at, view = snapshot.get(rid, (0, None))
+        folds.append(Fold(f"{variant}, resumed after event {at}", rid, view, evs[at:],
+                          [(k - at, v) for k, v in checks if k > at]))
+    kinds = [e["type"] for e in streams[race]]
+    if revise:
+        reasons = {e["reason"] for e in streams[race] if e["type"] == "revision"}
+        assert {"decision: dq", "decision: reinstate"} <= reasons, reasons
+    if variant == "loops":
+        splits: dict[str, list[int]] = {}
+        for e in streams[race]:
+            if e["type"] == "split":
+                splits.setdefault(e["bib"], []).append(e["split"]["m"])
+        assert splits and any(ms != sorted(ms) for ms in splits.values()), splits
+    assert kinds[0] == "revision" and len(kinds) > 10, kinds
+    return folds
+
+
+@functools.cache
+def all_folds(name: str) -> tuple[Fold, ...]:
+    """Recorded once per module run (the Python and the browser test share them)."""
+    doc = load_fixture(ROOT / "fixtures" / f"{name}.json")
+    pack = doc["script"].get("format") == "pack"  # no extra loops in pack races
+    return tuple(f for variant in VARIANTS if not (pack and variant == "loops")
+                 for f in record(doc, variant))
+
+
+NAMES = [p.stem for p in FIXTURES]
+
+
+def test_every_fixture_is_covered():
+    assert len(NAMES) >= 10 and "beijing2023_w1000a" in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_python_fold_equals_the_engine_view(name):
+    for f in all_folds(name):
+        view = wire(f.start)  # the fold changes the view it is given
+        events = wire(f.events)
+        applied = 0
+        for n, expected in f.checks:
+            for ev in events[applied:n]:
+                view = apply_event(view, ev)
+            applied = n
+            assert view == expected, (name, f.race, f.name, f"after event {n}")
+
+
+# ---------------------------------------------------------------- in Chromium
+
+def serve_web(route: Any) -> None:
+    path = urlparse(route.request.url).path
+    if path == "/":
+        route.fulfill(body="<!doctype html><title>fold</title>", content_type="text/html")
+        return
+    file = (WEB / path.lstrip("/")).resolve()
+    if WEB in file.parents and file.is_file():
+        route.fulfill(path=file)  # content type from the name: text/javascript for modules
+    else:
+        route.fulfill(status=404, body="not found")
+
+
+@pytest.fixture(scope="module")
+def page():
+    """One Chromium for the whole module, on a blank page that can import web/js."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium found: install Debian's `chromium` (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.route(f"{ORIGIN}/**", serve_web)
+        pg.goto(f"{ORIGIN}/")
+        yield pg
+        browser.close()
+        assert not errors, errors
+
+
+#: Each fold's view after each check's number of events, as JSON text.
+JS_FOLD = """async (payload) => {
+  const { applyEvent } = await import("/js/view.js");
+  return JSON.stringify(JSON.parse(payload).map(({ start, events, checks }) => {
+    let view = start, applied = 0;
+    return checks.map((n) => {
+      for (; applied < n; applied++) view = applyEvent(view, events[applied]);
+      return JSON.stringify(view);
+    });
+  }));
+}"""
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_browser_fold_equals_the_engine_view(page, name):
+    folds = all_folds(name)
+    payload = json.dumps([{"start": f.start, "events": f.events,
+                           "checks": [n for n, _ in f.checks]} for f in folds])
+    got = json.loads(page.evaluate(JS_FOLD, payload))
+    for f, views in zip(folds, got, strict=True):
+        for (n, expected), view in zip(f.checks, views, strict=True):
+            assert json.loads(view) == expected, (name, f.race, f.name, f"after event {n}")
+
+
+# ---------------------------------------------------------------- formatting
+
+def label(case: dict[str, Any]) -> str:
+    return f"{case['us']}/{case.get('digits', 2)}->{case['text']!r}"
+
+
+@pytest.mark.parametrize("case", CASES["time"], ids=label)
+def test_python_format_time(case):
+    args = (case["us"],) if "digits" not in case else (case["us"], case["digits"])
+    assert format_time(*args) == case["text"], case["why"]
+
+
+@pytest.mark.parametrize("case", CASES["gap"], ids=label)
+def test_python_format_gap(case):
+    assert format_gap(case["us"]) == case["text"], case["why"]
+
+
+@pytest.mark.parametrize("case", CASES["diff"], ids=label)
+def test_python_format_diff(case):
+    assert format_diff(case["us"]) == case["text"], case["why"]
+
+
+JS_FORMAT = """async (cases) => {
+  const { fmtTime, fmtGap } = await import("/js/view.js");
+  return {
+    time: cases.time.map((c) => c.digits === undefined ? fmtTime(c.us) : fmtTime(c.us, c.digits)),
+    gap: cases.gap.map((c) => fmtGap(c.us)),
+  };
+}"""
+
+
+def test_browser_formatting_matches_the_cases(page):
+    got = page.evaluate(JS_FORMAT, {"time": CASES["time"], "gap": CASES["gap"]})
+    for kind in ("time", "gap"):
+        wrong = [(c["us"], c.get("digits"), text, c["text"])
+                 for c, text in zip(CASES[kind], got[kind], strict=True) if text != c["text"]]
+        assert not wrong, f"{kind}: (µs, digits, JS text, expected) {wrong}"
