@@ -10,7 +10,7 @@ import pytest
 from icetime.replay import load_fixture, script_inputs
 from icetime.timefmt import format_time
 from icetime.view import apply_event
-from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "beijing2023_w1000a.json"
 RACE = "bj23-w1000a"
