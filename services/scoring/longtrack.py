@@ -30,7 +30,8 @@ PACE_FLAGS = ("WR", "TR", "PB")
 
 
 class LongTrackRace(RaceBase):
-    """One long-track individual distance: pairs against the clock, ranked on time.
+    """One long-track distance: pairs of skaters (or of teams, in a team event) against
+    the clock, ranked on time.
 
     State lives in preallocated arrays of shape (skaters, passages); a passing
     updates one cell and reads one column.
@@ -75,15 +76,12 @@ class LongTrackRace(RaceBase):
         self._require_known(bibs, skaters)
         if len(set(bibs)) != len(bibs):
             raise InputError(f"race {self.id}: a bib appears twice in the pairs")
-        self.skaters = [skaters[b] for b in bibs]
-        self.bibs = bibs
-        self.row = {b: i for i, b in enumerate(bibs)}
+        self._set_competitors(bibs, [skaters[b] for b in bibs])
         # Whose crossings count for which row: the skater's own, or her team's.
         self.row_of = dict(self.row)
         for tid, ms in self.teams.items():
             if tid in self.row:
                 self.row_of.update({m: self.row[tid] for m in ms})
-        self.bib_arr = np.array(bibs, dtype=object)
         draw = Draw.of(self.pairs, self.row)
         self.pair_no, self.lane_of = draw.pair_no, draw.lane_of
         self.partner_of, self.pair_rows = draw.partner_of, draw.pair_rows
@@ -169,8 +167,7 @@ class LongTrackRace(RaceBase):
             if self.status[r] != "DNS":
                 self.anchor[r] = 0
         return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
-                 "attempt": attempt, "clock_origin_us": run.clock_origin_us, "rate": run.rate,
-                 "bibs": [self.bibs[r] for r in rows]}]
+                 **run.public(), "bibs": [self.bibs[r] for r in rows]}]
 
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
         pair = self.pair_no[row]
@@ -404,9 +401,7 @@ class LongTrackRace(RaceBase):
             **self._teams_view(),
             "pairs": [{"pair": p, "inner": i, "outer": o} for p, i, o in self.pairs],
             "current_pair": self.current_pair,
-            "on_ice": {str(p): {"pair": r.pair, "attempt": r.attempt,
-                                "clock_origin_us": r.clock_origin_us, "rate": r.rate}
-                       for p, r in self.on_ice.items()},
+            "on_ice": {str(p): {"pair": r.pair, **r.public()} for p, r in self.on_ice.items()},
             "results": self._results_view([self.splits.listed(i) for i in range(len(self.bibs))]),
             "classification": self.classification(),
             "stories": list(self.story_log),

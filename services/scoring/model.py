@@ -82,6 +82,11 @@ class Run:
         return cls(int(inp["_t"]), int(inp.get("rx_us", 0)), attempt,
                    float(inp.get("rate", 1.0)), pair)
 
+    def public(self) -> dict[str, Any]:
+        """The run as published: attempt, running clock's origin (µs) and rate."""
+        return {"attempt": self.attempt, "clock_origin_us": self.clock_origin_us,
+                "rate": self.rate}
+
     def race_time(self, t_common: int) -> int:
         """A common-clock time (µs) as a race time of this run, truncated to thousandths."""
         return to_thousandths(t_common - self.zero_us)

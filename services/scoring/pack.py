@@ -15,6 +15,8 @@ log order, emits events; corrections replay the race's own input log and publish
   someone else has stopped (a fall); crossing again clears it.
 * Mass start: the first three across the line at each intermediate sprint and the
   first six at the finish score the season's points; the ranking is DOMAIN.md §2's.
+  The sprints and the breakaways are read in massstart.py; what every race shares
+  (input log, revisions, official times, decisions) is ``race.RaceBase``.
 * A second gun (or an official ``restart``) voids the attempt, which stays on record.
 """
 from __future__ import annotations
@@ -88,18 +90,16 @@ class PackRace(SprintsAndBreakaways):
         self.teams: dict[str, list[str]] = {}
         self.members: dict[str, Skater] = {}
         if self.kind == "short_track_relay":
-            self.skaters = self._read_teams(spec.get("teams", []), skaters)
+            competitors = self._read_teams(spec.get("teams", []), skaters)
             bibs = list(self.teams)
         else:
             bibs = [str(b) for b in spec.get("skaters", [])]
             self._require_known(bibs, skaters)
-            self.skaters = [skaters[b] for b in bibs]
-        self.bibs = bibs
-        self.row = {b: i for i, b in enumerate(bibs)}
+            competitors = [skaters[b] for b in bibs]
+        self._set_competitors(bibs, competitors)
         # Whose crossings count for which row: the skater's own, or her team's.
         self.row_of = dict(self.row) if not self.teams else {
             m: self.row[tid] for tid, ms in self.teams.items() for m in ms}
-        self.bib_arr = np.array(bibs, dtype=object)
         self.season = spec.get("season")
         self.world_cup: dict[str, Any] | None = spec.get("world_cup")
         self._configure_sprints(spec)
@@ -314,8 +314,7 @@ class PackRace(SprintsAndBreakaways):
         lead = int(self.done.max(initial=0))
         run = self.run
         return {
-            "run": None if run is None or self._done() else
-            {"attempt": run.attempt, "clock_origin_us": run.clock_origin_us, "rate": run.rate},
+            "run": None if run is None or self._done() else run.public(),
             "order": self._order(),
             "laps_to_go": self.n_cross - lead,
             "bell": self.bell,

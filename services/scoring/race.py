@@ -36,6 +36,7 @@ class RaceBase:
     bibs: list[str]
     skaters: list[Skater]
     row: dict[str, int]
+    bib_arr: npt.NDArray[Any]
     row_of: dict[str, int]
     teams: dict[str, list[str]]
     members: dict[str, Skater]
@@ -239,6 +240,13 @@ class RaceBase:
         missing = [b for b in bibs if b not in skaters]
         if missing:
             raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
+
+    def _set_competitors(self, bibs: list[str], competitors: list[Skater]) -> None:
+        """The race's rows: row i is ``bibs[i]``, competing as ``competitors[i]``."""
+        self.bibs = bibs
+        self.skaters = competitors
+        self.row = {b: i for i, b in enumerate(bibs)}
+        self.bib_arr = np.array(bibs, dtype=object)
 
     def _read_teams(self, specs: list[dict[str, Any]], skaters: dict[str, Skater]
                     ) -> list[Skater]:
