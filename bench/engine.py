@@ -11,7 +11,8 @@ import random
 import time
 from typing import Any
 
-from services.scoring.engine import Competition
+from icetime.timefmt import to_thousandths
+from services.scoring.competition import Competition
 
 DISTANCE = 1000
 SPLITS = (200, 600, 1000)
@@ -56,7 +57,7 @@ class PlainRecompute:
     def passing(self, bib: str, t_abs: int) -> dict[str, Any]:
         k = self.count.get(bib, 0)
         self.count[bib] = k + 1
-        t = (t_abs - self.gun[bib]) // 1000 * 1000
+        t = to_thousandths(t_abs - self.gun[bib])
         self.at[k].append((t, bib))
         ranked = sorted(self.at[k])
         rank = 1 + sum(1 for x, _ in ranked if x < t)

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 SECOND_ANKLE_US = 23_000
 

@@ -17,8 +17,13 @@ def now_us() -> int:
 
 
 def to_thousandths(t_us: int) -> int:
-    """Truncate a µs time to whole thousandths, the resolution that decides ranks."""
-    return t_us // US_PER_MS
+    """Truncate a µs time to whole thousandths, still in µs: ``74_449_999 -> 74_449_000``.
+
+    Thousandths are the resolution that decides ranks (DOMAIN.md §1.4), so every race
+    time is recorded through this one operation. It floors, like ``//``: a negative
+    time moves away from zero.
+    """
+    return t_us // US_PER_MS * US_PER_MS
 
 
 def format_time(t_us: int | None, digits: int = 2) -> str:

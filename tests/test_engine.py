@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from icetime.replay import load_fixture, script_inputs
-from icetime.timefmt import format_time
+from icetime.timefmt import format_time, to_thousandths
 from icetime.view import apply_event
-from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "beijing2023_w1000a.json"
 RACE = "bj23-w1000a"
@@ -148,6 +148,19 @@ def test_equal_thousandths_share_a_rank():
     cls = comp.view("r")["classification"]
     assert cls["bib"] == ["3", "1", "2", "4"]
     assert cls["rank"] == [1, 2, 2, 4]  # 38.123 twice: shared 2nd, no 3rd
+
+
+def test_official_and_manual_times_are_truncated_to_thousandths_like_passings(doc):
+    assert to_thousandths(74_440_999) == 74_440_000
+    assert to_thousandths(-1) == -1_000  # it floors, like a passing before its gun
+    _, events = run_race(doc, extra=[
+        {"type": "finish_time", "race": RACE, "bib": "5", "time_us": 74_440_999,
+         "origin": "photo"}])
+    assert events[-1]["view"]["results"]["5"]["final"]["t"] == 74_440_000
+    _, events = run_race(doc, extra=[
+        {"type": "decision", "race": RACE, "action": "manual_time", "bib": "5",
+         "time_us": 74_500_999}])
+    assert events[-1]["view"]["results"]["5"]["final"]["t"] == 74_500_000
 
 
 def test_decisions_are_revisions(doc):

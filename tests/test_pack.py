@@ -12,7 +12,7 @@ from icetime.rules import load as load_rules
 from icetime.startlist import StartListError, validate_startlist
 from icetime.timefmt import format_time
 from icetime.view import apply_event
-from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 

@@ -13,7 +13,7 @@ from icetime import bus, keys, settings
 from icetime.cli import Supervisor, replay
 from icetime.replay import load_fixture
 from icetime.view import apply_event
-from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 from .conftest import write_venue_config
 

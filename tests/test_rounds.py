@@ -2,7 +2,7 @@
 third, the referee's ADV, penalties, and the event's ranking."""
 from __future__ import annotations
 
-from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 US = 1_000_000
 

@@ -15,20 +15,22 @@ log order, emits events; corrections replay the race's own input log and publish
   someone else has stopped (a fall); crossing again clears it.
 * Mass start: the first three across the line at each intermediate sprint and the
   first six at the finish score the season's points; the ranking is DOMAIN.md §2's.
+  The sprints and the breakaways are read in massstart.py; what every race shares
+  (input log, revisions, official times, decisions) is ``race.RaceBase``.
 * A second gun (or an official ``restart``) voids the attempt, which stays on record.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from icetime.rules import Rules
 
 from . import stories
-from .model import FINISH_PRECEDENCE, NOT_PASSED, Event, InputError, RaceBase, Skater
+from .massstart import SprintsAndBreakaways
+from .model import NOT_PASSED, Event, InputError, Run, Skater
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -37,36 +39,21 @@ WARNING_LAPS = 3
 STOPPED_AFTER_LAPS = 2.0
 #: The same, judged at a finish: the race has to end.
 STOPPED_AT_FINISH_LAPS = 1.5
-#: A gap wider than this between consecutive skaters at a line splits the field.
-GROUP_GAP_US = 1_000_000
-#: A breakaway is at most this many skaters ahead of a gap.
-BREAKAWAY_MAX = 3
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
 EXCLUDED = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 SANCTIONS = {"pen": "PEN", "yc": "YC", "rc": "RC", "adv": "ADV",
              "dnf": "DNF", "dns": "DNS", "dq": "DQ"}
 
 
-@dataclass
-class PackRun:
-    zero_us: int
-    clock_origin_us: int
-    attempt: int
-    rate: float = 1.0
-
-
-class PackRace(RaceBase):
+class PackRace(SprintsAndBreakaways):
     """One pack race. Feed its inputs with :meth:`feed`; read the state with :meth:`view`."""
+
+    status_actions: ClassVar[dict[str, str]] = SANCTIONS
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], rules: Rules,
                  max_speed_mps: float) -> None:
-        self.id = str(spec["id"])
-        self.revision = 0
-        self.log: list[tuple[str, dict[str, Any]]] = []
-        self.story_log: list[str] = []  # lines told stay told across revisions
         self.rules = rules
-        self.max_speed_mps = max_speed_mps
-        self.configure(spec, skaters)
+        super().__init__(spec, skaters, max_speed_mps)
 
     # ------------------------------------------------------------------ setup
     def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
@@ -103,49 +90,33 @@ class PackRace(RaceBase):
         self.teams: dict[str, list[str]] = {}
         self.members: dict[str, Skater] = {}
         if self.kind == "short_track_relay":
-            self.skaters = self._read_teams(spec.get("teams", []), skaters)
+            competitors = self._read_teams(spec.get("teams", []), skaters)
             bibs = list(self.teams)
         else:
             bibs = [str(b) for b in spec.get("skaters", [])]
-            missing = [b for b in bibs if b not in skaters]
-            if missing:
-                raise InputError(f"race {self.id}: bibs not in the start list: {missing}")
-            self.skaters = [skaters[b] for b in bibs]
-        self.bibs = bibs
-        self.row = {b: i for i, b in enumerate(bibs)}
+            self._require_known(bibs, skaters)
+            competitors = [skaters[b] for b in bibs]
+        self._set_competitors(bibs, competitors)
         # Whose crossings count for which row: the skater's own, or her team's.
         self.row_of = dict(self.row) if not self.teams else {
             m: self.row[tid] for tid, ms in self.teams.items() for m in ms}
-        self.bib_arr = np.array(bibs, dtype=object)
         self.season = spec.get("season")
         self.world_cup: dict[str, Any] | None = spec.get("world_cup")
-        self.sprint_k: dict[int, int] = {}  # crossing index -> sprint number (1-based)
-        self.points_final: tuple[int, ...] = ()
-        self.points_sprint: tuple[int, ...] = ()
-        if self.kind == "mass_start":
-            table = self.rules.mass_start_points(self.season)
-            self.points_sprint, self.points_final = table.intermediate, table.final
-            laps_at = [lap for lap in spec.get("sprint_laps", self.rules.sprint_laps)
-                       if lap < self.n_cross]
-            self.sprint_k = {lap - 1: i + 1 for i, lap in enumerate(laps_at)}
+        self._configure_sprints(spec)
         self._reset()
 
     def _reset(self) -> None:
-        n, k = len(self.bibs), self.n_cross
-        self.t = np.full((n, k), NOT_PASSED, np.int64, order="F")
+        n = len(self.bibs)
+        self._reset_results(self.n_cross)
         self.done = np.zeros(n, np.int64)   # crossings made
         self.last = np.zeros(n, np.int64)   # race time of the last crossing
-        self.rows: list[list[dict[str, Any] | None]] = [[None] * k for _ in range(n)]
-        self.status: list[str | None] = [None] * n
         self.excluded = np.zeros(n, bool)      # mirrors status in EXCLUDED, for numpy
         self.stopped = np.zeros(n, bool)
-        self.final: list[dict[str, Any] | None] = [None] * n
         self.final_t = np.full(n, NOT_PASSED, np.int64)  # mirrors final[i]["t"]
         self.index = np.arange(n)
-        self.official: dict[int, tuple[int, int, str]] = {}
         self.points = [0] * n
         self.sprints: list[dict[str, Any]] = []
-        self.run: PackRun | None = None
+        self.run: Run | None = None
         self.attempt = 0
         self.voided: list[dict[str, Any]] = []
         self.breakaway: dict[str, Any] | None = None
@@ -154,7 +125,6 @@ class PackRace(RaceBase):
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
-        self.is_official = False  # set by an official's decision; World Cup points count
 
     def starters(self, inp: dict[str, Any]) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
@@ -164,57 +134,32 @@ class PackRace(RaceBase):
         return pair is None
 
     # ------------------------------------------------------------------ input
-    def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
-        self.log.append((input_id, inp))
-        kind = inp["type"]
-        if kind == "decision":
-            told = []
-            if inp["action"] in SANCTIONS:
-                who = self.skaters[self._row(inp["bib"])].short
-                told.append(stories.pack_sanction(who, SANCTIONS[inp["action"]],
-                                                  inp.get("reason")))
-            return self.recompute(input_id, f"decision: {inp['action']}", told)
-        if kind == "finish_time" and self.final[self._row(inp["bib"])] is not None:
-            return self.recompute(input_id, f"official time ({inp.get('origin', 'photo')})")
-        if kind == "gun" and self.run is not None and int(self.done.max(initial=0)) > 0:
-            return self.recompute(input_id, "restart")
-        return self._apply(input_id, inp, emit=True)
+    def _decision_lines(self, inp: dict[str, Any]) -> list[str]:
+        if inp["action"] in SANCTIONS:
+            who = self.skaters[self._row(inp["bib"])].short
+            return [stories.pack_sanction(who, SANCTIONS[inp["action"]], inp.get("reason"))]
+        return []
 
-    def recompute(self, input_id: str, reason: str, told: list[str] | None = None) -> list[Event]:
-        before = self.classification()
-        self._reset()
-        self._replay_log()
-        self.revision += 1
+    def _restart_reason(self, inp: dict[str, Any]) -> str | None:
+        if self.run is not None and int(self.done.max(initial=0)) > 0:
+            return "restart"
+        return None
+
+    def _revision_lines(self, reason: str, before: dict[str, list[Any]]) -> list[str]:
+        """Who moved in the classification, and to which rank."""
         after = self.classification()
         moved = [(b, r) for b, r in zip(after["bib"], after["rank"], strict=True)
                  if b not in before["bib"] or before["rank"][before["bib"].index(b)] != r]
-        self._tell(told or [])
         if moved and before["bib"]:
             names = [(self.skaters[self.row[b]].short, r) for b, r in moved]
-            self._tell([stories.pack_revised(reason, names)])
-        return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
-                 "view": self.view()}]
+            return [stories.pack_revised(reason, names)]
+        return []
 
-    def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
-        kind = inp["type"]
-        if kind == "gun":
-            return self._on_gun(input_id, inp)
-        if kind == "passing":
-            row = self.row_of.get(inp["_bib"])
-            if row is None or inp.get("point", "finish") != "finish":
-                return []
-            return self._on_crossing(input_id, row, int(inp["_t"]), emit, inp["_bib"])
-        if kind == "finish_time":
-            row = self._row(inp["bib"])
-            origin = str(inp.get("origin", "photo"))
-            prec = FINISH_PRECEDENCE.get(origin, 2)
-            if row not in self.official or prec >= self.official[row][0]:
-                self.official[row] = (prec, int(inp["time_us"]) // 1000 * 1000, origin)
+    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
+        row = self.row_of.get(inp["_bib"])
+        if row is None or inp.get("point", "finish") != "finish":
             return []
-        if kind == "decision":
-            self._on_decision(inp)
-            return []
-        raise InputError(f"unknown input type {kind!r}")
+        return self._on_crossing(input_id, row, int(inp["_t"]), emit, inp["_bib"])
 
     def _void_attempt(self, reason: str) -> None:
         """Keep the attempt on record, then clear the ice for the next start."""
@@ -233,34 +178,24 @@ class PackRace(RaceBase):
         if self.run is not None and int(self.done.max(initial=0)) > 0:
             self._void_attempt("restart")
         self.attempt += 1
-        self.run = PackRun(int(inp["_t"]), int(inp.get("rx_us", 0)), self.attempt,
-                           float(inp.get("rate", 1.0)))
+        self.run = Run.from_gun(inp, self.attempt)
         return [{"type": "start", "race": self.id, "input": input_id, "attempt": self.attempt,
                  "bibs": list(self.bibs), "pack": self.pack_state()}]
 
-    def _on_decision(self, inp: dict[str, Any]) -> None:
-        action = inp["action"]
-        if action == "void":
-            return
-        if action == "official":
-            self.is_official = True
-        elif action in SANCTIONS:
-            self._set_status(self._row(inp["bib"]), SANCTIONS[action])
-        elif action == "reinstate":
-            self._set_status(self._row(inp["bib"]), None)
-        elif action == "manual_time":
-            row = self._row(inp["bib"])
-            self.official[row] = (FINISH_PRECEDENCE["manual"],
-                                  int(inp["time_us"]) // 1000 * 1000, "manual")
-            final = self.final[row]
-            if final is not None:
-                self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
-                self.final_t[row] = self.official[row][1]
-        elif action == "restart":
-            self._void_attempt(str(inp.get("reason", "restart")))
-            self.run = None
-        else:
-            raise InputError(f"unknown decision {action!r} for a {self.kind} race")
+    def _manual_time(self, row: int, inp: dict[str, Any]) -> None:
+        """A finish time keyed in by an official."""
+        self._set_official(row, "manual", int(inp["time_us"]))
+        final = self.final[row]
+        if final is not None:
+            self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
+            self.final_t[row] = self.official[row][1]
+
+    def _restart(self, inp: dict[str, Any]) -> None:
+        self._void_attempt(str(inp.get("reason", "restart")))
+        self.run = None
+
+    def _unknown_decision(self, action: str) -> InputError:
+        return InputError(f"unknown decision {action!r} for a {self.kind} race")
 
     def _set_status(self, row: int, status: str | None) -> None:
         self.status[row] = status
@@ -275,7 +210,7 @@ class PackRace(RaceBase):
         k = int(self.done[row])
         if k >= self.n_cross:
             return []  # a cool-down lap
-        t = (t_common - run.zero_us) // 1000 * 1000
+        t = run.race_time(t_common)
         if t - int(self.last[row]) < self.min_seg[k]:
             return []  # the other ankle, a re-read, or the start line right by the finish
         col = self.t[:, k]
@@ -337,24 +272,6 @@ class PackRace(RaceBase):
                      "classification": self.classification(), "race_done": self._done()}]
         return [{"type": "passage", **base}]
 
-    def _sprint(self, row: int, k: int, position: int) -> list[str]:
-        number = self.sprint_k[k]
-        while len(self.sprints) < number:
-            self.sprints.append({"sprint": len(self.sprints) + 1,
-                                 "lap": [lap + 1 for lap in sorted(self.sprint_k)][
-                                     len(self.sprints)], "bibs": [], "points": []})
-        sprint = self.sprints[number - 1]
-        if position > len(self.points_sprint):
-            return []
-        pts = self.points_sprint[position - 1]
-        self.points[row] += pts
-        sprint["bibs"].append(self.bibs[row])
-        sprint["points"].append(pts)
-        if len(sprint["bibs"]) == len(self.points_sprint):
-            names = [self.skaters[self.row[b]].short for b in sprint["bibs"]]
-            return [stories.pack_sprint(number, sprint["lap"], names, sprint["points"])]
-        return []
-
     def _check_stopped(self, row: int, t: int, limit: int) -> list[str]:
         quiet = (t - self.last > limit) & ~self.stopped \
             & ~self.excluded & (self.final_t == NOT_PASSED)
@@ -365,39 +282,9 @@ class PackRace(RaceBase):
             lines.append(stories.pack_stopped(self.skaters[j].short, int(self.done[j])))
         return lines
 
-    def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
-                          laps_to_go: int) -> None:
-        """At the front's line: a few skaters more than GROUP_GAP_US clear of the rest."""
-        if int(self.done.max()) != k + 1 or position == 1:
-            return
-        col = self.t[:, k]
-        crossed = np.sort(col[col != NOT_PASSED])
-        gaps = np.diff(crossed[:BREAKAWAY_MAX + 1])
-        wide = np.nonzero(gaps > GROUP_GAP_US)[0]
-        before = self.breakaway
-        if wide.size == 0:
-            if crossed.size > BREAKAWAY_MAX:
-                self.breakaway = None  # the front is together again
-            return
-        size = int(wide[0]) + 1
-        if position != size + 1:
-            return  # measured when the chase's first skater crosses
-        gap = int(crossed[size] - crossed[0])
-        leaders = [self.bibs[int(i)] for i in np.argsort(col, kind="stable")[:size]]
-        entry = self.rows[row][k]
-        chase_lap = int(entry["lap_t"]) if entry else 0
-        # Metres: how far the chase's head is behind, at its own lap speed.
-        metres = round(gap / chase_lap * self.lap_m) if chase_lap else None
-        self.breakaway = {"bibs": leaders, "gap_us": gap, "gap_m": metres, "lap": k + 1}
-        if before is None or before["bibs"] != leaders or k % 2 == 0:
-            names = [self.skaters[self.row[b]].short for b in leaders]
-            lines.append(stories.pack_breakaway(names, gap, metres, laps_to_go))
-
     def _finish(self, row: int, t: int, position: int) -> list[str]:
-        official = self.official.get(row)
-        final_t = official[1] if official else t
-        self.final[row] = {"t": final_t, "origin": official[2] if official else "transponder",
-                           "position": position}
+        final_t, origin = self._official_finish(row, t)
+        self.final[row] = {"t": final_t, "origin": origin, "position": position}
         self.final_t[row] = final_t
         if self.kind == "mass_start" and position <= len(self.points_final):
             self.points[row] += self.points_final[position - 1]
@@ -427,8 +314,7 @@ class PackRace(RaceBase):
         lead = int(self.done.max(initial=0))
         run = self.run
         return {
-            "run": None if run is None or self._done() else
-            {"attempt": run.attempt, "clock_origin_us": run.clock_origin_us, "rate": run.rate},
+            "run": None if run is None or self._done() else run.public(),
             "order": self._order(),
             "laps_to_go": self.n_cross - lead,
             "bell": self.bell,
@@ -489,9 +375,7 @@ class PackRace(RaceBase):
             **self._teams_view(),
             "start_order": list(self.bibs),
             "voided": list(self.voided),
-            "results": {b: {"passages": self.rows[i], "final": self.final[i],
-                            "status": self.status[i], "splits": []}
-                        for i, b in enumerate(self.bibs)},
+            "results": self._results_view(),
             "pack": self.pack_state(),
             "classification": self.classification(),
             "stories": list(self.story_log),

@@ -28,7 +28,7 @@ from icetime.rules import load as load_rules
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .engine import Competition
+from .competition import Competition
 
 log = logging.getLogger("scoring")
 BATCH = 200

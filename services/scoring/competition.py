@@ -1,0 +1,260 @@
+"""The scoring engine: sans-I/O, deterministic, numpy state per race.
+
+This module is its entry point, the ``Competition`` router: the start list,
+transponder routing, calls and guns, source clock offsets, and the rounds and World
+Cup standings hooks. The races themselves are ``longtrack.LongTrackRace`` and
+``pack.PackRace`` on their common base ``race.RaceBase``.
+
+Contract
+--------
+``Competition.feed(input_id, input)`` takes one raw input (a dict as ingest
+stored it, see docs/protocol.md) and returns ``{race_id: [event, ...]}``.
+``Competition.view(race_id)`` returns the race view that the events build up:
+applying every event of a race, in order, to an empty view gives exactly
+``view(race_id)`` (``icetime.view.apply_event`` is that fold).
+
+* No clock reads, no I/O: the same inputs in the same order give the same
+  events, so a restarted worker that replays the raw log rebuilds identical
+  state. Feeding an ``input_id`` twice is a no-op (idempotent).
+* Times are integer µs. Race times are truncated to thousandths when recorded
+  (``icetime.timefmt.to_thousandths``), since thousandths are what decide ranks
+  (DOMAIN.md §1.4) and what is published.
+* Corrections (official decisions, a late photo-finish time, a changed start
+  list) never patch state: the race replays its own input log and publishes a
+  ``revision`` carrying the whole recomputed view.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from icetime.rules import Rules
+from icetime.rules import load as load_rules
+
+from . import rounds, standings
+from .distances import LAP_M
+from .longtrack import TEAM_KINDS, LongTrackRace
+from .model import Event, InputError, Skater
+from .pack import KINDS as PACK_KINDS
+from .pack import PackRace
+
+#: Any race the competition holds: they share feed(), view(), starters() and can_call().
+Race = LongTrackRace | PackRace
+
+
+class Competition:
+    """All races of a competition, the start list and transponder routing.
+
+    Feed raw inputs with :meth:`feed`; read views with :meth:`view`. Counters of
+    what was ignored or refused are in :attr:`stats`.
+    """
+
+    def __init__(self, source_offsets: dict[str, int] | None = None,
+                 max_speed_mps: float = 20.0, loops: dict[str, int] | None = None,
+                 rules: Rules | None = None) -> None:
+        self.offsets = dict(source_offsets or {})
+        self.rules = rules or load_rules()
+        self.max_speed_mps = max_speed_mps
+        self.loops = dict(loops or {})
+        bad = {k: v for k, v in self.loops.items() if not 0 < v < LAP_M}
+        if bad:
+            raise ValueError(f"a loop must lie between 0 and {LAP_M} m past the finish line "
+                             f"(the finish line itself is the official point): {bad}")
+        self.skaters: dict[str, Skater] = {}
+        self.by_transponder: dict[str, str] = {}
+        self.lines: set[str] = set()  # team events' own timing lines
+        self.events: dict[str, rounds.Event] = {}
+        self.event_views: dict[str, dict[str, Any]] = {}
+        self.event_revs: dict[str, int] = {}
+        self.standings_before: dict[str, dict[str, int]] = {}
+        self.standings: dict[str, Any] = {}
+        self.standings_rev = 0
+        self.races: dict[str, Race] = {}
+        self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
+        # (race, pair) called to the start; pair is None for a pack race
+        self.called: tuple[str, int | None] | None = None
+        self.seen: set[str] = set()
+        self.stats: Counter[str] = Counter()
+        #: Why the last refused input was refused ("<input id>: <reason>").
+        self.last_error = ""
+
+    def feed(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+        """Apply one input; returns the events per race. Idempotent on ``input_id``."""
+        if input_id in self.seen:
+            self.stats["duplicate_input"] += 1
+            return {}
+        self.seen.add(input_id)
+        try:
+            out = self._route(input_id, inp)
+            out = self._with_rounds(input_id, inp, out)
+            out = self._with_standings(input_id, inp, out)
+        except (InputError, KeyError, ValueError, TypeError) as exc:
+            self.stats["refused"] += 1
+            self.last_error = f"{input_id}: {exc}"
+            return {}
+        self.stats["applied"] += 1
+        return out
+
+    def _route(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+        kind = inp["type"]
+        if kind == "startlist":
+            return self._startlist(input_id, inp)
+        if kind == "clock":
+            # A measured offset replaces the configured one for this source's later
+            # inputs; it is in the input log, so a rebuild maps every time the same way.
+            self.offsets[str(inp["source"])] = int(inp["offset_us"])
+            self.stats["clock_offsets"] += 1
+            return {}
+        if kind == "gun" and "race" not in inp:
+            if self.called is None:
+                raise InputError("a gun with no race or pair, and no pair called to the start")
+            called_race, called_pair = self.called
+            inp = {**inp, "race": called_race,
+                   **({"pair": called_pair} if called_pair is not None else {})}
+            self.called = None
+        if kind == "passing":
+            bib = self.by_transponder.get(str(inp["transponder"]))
+            if bib is None:
+                self.stats["unknown_transponder"] += 1
+                return {}
+            point = inp.get("point", "finish")
+            if point != "finish" and point not in self.loops and point not in self.lines:
+                self.stats["unknown_point"] += 1
+                return {}
+            race_id = self.racing.get(bib)
+            if race_id is None:
+                self.stats["not_on_ice"] += 1
+                return {}
+            race = self.races[race_id]
+            routed = {**inp, "_bib": bib, "_t": self._common(inp)}
+            events = race.feed(input_id, routed)
+            if not events:
+                self.stats["passing_ignored"] += 1
+            return {race_id: events} if events else {}
+        named = self.races.get(str(inp.get("race")))
+        if named is None:
+            raise InputError(f"unknown race {inp.get('race')!r}")
+        race = named
+        if kind == "call":
+            pair = int(inp["pair"]) if "pair" in inp else None
+            if not race.can_call(pair):
+                raise InputError(f"race {race.id}: cannot call pair {pair} to the start")
+            self.called = (race.id, pair)
+            return {}
+        if kind == "gun":
+            inp = {**inp, "_t": self._common(inp)}
+            for bib in race.starters(inp):
+                self.racing[bib] = race.id
+        elif kind in ("decision", "finish_time"):
+            if "bib" in inp:
+                race._row(inp["bib"])  # refuse an unknown bib before it enters the log
+        else:
+            raise InputError(f"unknown input type {kind!r}")
+        return {race.id: race.feed(input_id, inp)}
+
+    def _common(self, inp: dict[str, Any]) -> int:
+        """Map a source's time onto the common clock (per-source offset)."""
+        return int(inp["t"]) + self.offsets.get(str(inp.get("source", "")), 0)
+
+    def _startlist(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+        skaters = {**self.skaters}
+        for s in inp.get("skaters", []):
+            sk = Skater.from_spec(s)
+            skaters[sk.bib] = sk
+        transponders = dict(self.by_transponder)
+        for sk in skaters.values():
+            for tr in sk.transponders:
+                owner = transponders.get(tr)
+                if owner is not None and owner != sk.bib:
+                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
+                transponders[tr] = sk.bib
+        # Validate every race before changing anything: a bad file changes nothing.
+        staged = []
+        for spec in inp.get("races", []):
+            rid = str(spec["id"])
+            probe = self._new_race(spec, skaters)
+            staged.append((rid, spec, probe))
+        self.skaters, self.by_transponder = skaters, transponders
+        for spec in inp.get("events", []):
+            if str(spec["id"]) not in self.events:
+                self.events[str(spec["id"])] = rounds.Event(spec)
+        if "standings_before" in inp:
+            self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
+                                     for c, t in inp["standings_before"].items()}
+        out: dict[str, list[Event]] = {}
+        for rid, spec, probe in staged:
+            race = self.races.get(rid)
+            if race is None:
+                self.races[rid] = race = probe
+            else:
+                race.configure(spec, skaters)
+            out[rid] = race.recompute(input_id, "start list")
+        self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
+                      for line in r.lines.values()}
+        return out
+
+    def _names(self) -> dict[str, dict[str, Any]]:
+        """Every competitor's name: skaters, and the teams of relays and team events."""
+        names: dict[str, dict[str, Any]] = {
+            b: {"bib": b, "name": sk.name, "short": sk.short, "nation": sk.nation}
+            for b, sk in self.skaters.items()}
+        for race in self.races.values():
+            for tid in race.teams:
+                sk = race.skaters[race.row[tid]]
+                names[tid] = {"bib": tid, "name": sk.name, "short": sk.short,
+                              "nation": sk.nation}
+        return names
+
+    def _with_rounds(self, input_id: str, inp: dict[str, Any],
+                     out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+        """Rounds: when a round is official, create the next round's races; keep each
+        event's ranking (a revision of ``event-<id>`` when it changes)."""
+        for ev in self.events.values():
+            if inp["type"] != "startlist" and not ev.race_ids() & set(out):
+                continue
+            for spec in ev.step(self.races):
+                race = self._new_race(spec, self.skaters)
+                self.races[race.id] = race
+                out = {**out, race.id: race.recompute(input_id, "start list (next round)")}
+            ev.rank(self.races)
+            fresh = ev.view(self._names())
+            if fresh != self.event_views.get(ev.id):
+                self.event_views[ev.id] = fresh
+                self.event_revs[ev.id] = self.event_revs.get(ev.id, 0) + 1
+                vid = f"event-{ev.id}"
+                out = {**out, vid: [{"type": "revision", "race": vid, "input": input_id,
+                                     "reason": "rounds", "view": self.view(vid)}]}
+        return out
+
+    def _with_standings(self, input_id: str, inp: dict[str, Any],
+                        out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+        """World Cup standings move when a cup race's official result changes."""
+        touched = any(self.races[r].world_cup and self.races[r].is_official
+                      for r in out if r in self.races) or any(
+            r.startswith("event-") and self.events[r[6:]].world_cup for r in out)
+        if not touched and inp["type"] != "startlist":
+            return out
+        scored: list[standings.Scored] = [*self.races.values(), *self.events.values()]
+        fresh = standings.compute(scored, self.rules, self.standings_before, self._names())
+        if fresh == self.standings or not (fresh["cups"] or self.standings):
+            return out
+        self.standings = fresh
+        self.standings_rev += 1
+        return {**out, standings.STANDINGS_ID: [
+            {"type": "revision", "race": standings.STANDINGS_ID, "input": input_id,
+             "reason": "official results", "view": self.view(standings.STANDINGS_ID)}]}
+
+    def _new_race(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> Race:
+        kind = spec.get("kind", "long_track_individual")
+        if kind == "long_track_individual" or kind in TEAM_KINDS:
+            return LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
+        if kind in PACK_KINDS:
+            return PackRace(spec, skaters, self.rules, self.max_speed_mps)
+        raise InputError(f"race {spec.get('id')}: unknown kind {kind!r}")
+
+    def view(self, race_id: str) -> dict[str, Any]:
+        if race_id == standings.STANDINGS_ID:
+            return {**self.standings, "revision": self.standings_rev}
+        if race_id.startswith("event-") and race_id[6:] in self.events:
+            return {**self.event_views[race_id[6:]], "revision": self.event_revs[race_id[6:]]}
+        return self.races[race_id].view()

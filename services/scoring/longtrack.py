@@ -1,0 +1,410 @@
+"""Long-track races: pairs against the clock, ranked on time (DOMAIN.md §1), and the
+team events raced in pairs of teams (§3).
+
+One ``LongTrackRace`` per distance, fed its routed inputs by ``competition.Competition``;
+what it shares with the pack engine (the input log, revisions, official times,
+decisions) is in ``race.RaceBase``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from icetime.timefmt import to_thousandths
+
+from . import stories
+from .classification import TimeClassification
+from .distances import LAP_M, min_segment_us, passages
+from .loops import LoopSplits
+from .model import NOT_PASSED, Event, InputError, Run, Skater, req_time
+from .pairs import Draw, read_pairs
+from .race import RaceBase
+
+#: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
+#: must cross for its passage: the team pursuit is timed on the third skater; in the
+#: team sprint and the mixed relay the team's time is the one skater finishing.
+TEAM_KINDS = {"team_pursuit": 3, "team_sprint": 1, "mixed_relay": 1}
+#: Finish references a projection is compared with for a "record pace" line, best first.
+PACE_FLAGS = ("WR", "TR", "PB")
+
+
+class LongTrackRace(RaceBase):
+    """One long-track distance: pairs of skaters (or of teams, in a team event) against
+    the clock, ranked on time.
+
+    State lives in preallocated arrays of shape (skaters, passages); a passing
+    updates one cell and reads one column.
+    """
+
+    status_actions: ClassVar[dict[str, str]] = {"dq": "DQ", "dns": "DNS", "dnf": "DNF"}
+
+    def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float,
+                 loops: dict[str, int] | None = None):
+        #: Extra loops in the ice: point id -> metres past the finish line along the lap.
+        self.loops = dict(loops or {})
+        super().__init__(spec, skaters, max_speed_mps)
+
+    # ------------------------------------------------------------------ setup
+    def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
+        self.name = str(spec.get("name", self.id))
+        self.kind = str(spec.get("kind", "long_track_individual"))
+        self.season: str | None = spec.get("season")
+        self.world_cup: dict[str, Any] | None = spec.get("world_cup")
+        # Team events race pairs of teams: a team is one row, and a passage is done
+        # when `need` of its skaters have crossed (team pursuit: the third).
+        self.need = TEAM_KINDS.get(self.kind, 1)
+        self.teams: dict[str, list[str]] = {}
+        self.members: dict[str, Skater] = {}
+        if self.kind in TEAM_KINDS:
+            # The pairs name teams: they race as the competitors.
+            competitors = self._read_teams(spec.get("teams", []), skaters)
+            skaters = {**skaters, **{t.bib: t for t in competitors}}
+            spec = {**spec, "distance": int(spec["laps"]) * LAP_M}
+        # The teams start on opposite straights, each timed at its own line: the
+        # timing point of each line (one loop for both works too: the other line
+        # comes half a lap round, inside the minimum-lap debounce).
+        lines = spec.get("lines") or {}
+        self.lines = {"I": str(lines.get("inner", "finish")),
+                      "O": str(lines.get("outer", "finish"))}
+        self.distance = int(spec["distance"])
+        self.points = passages(self.distance)
+        self.min_seg = min_segment_us(self.points, self.max_speed_mps)
+        records = spec.get("records") or {}
+        self.records = {k: req_time(v) for k, v in records.items()}
+        self.pairs, bibs = read_pairs(spec.get("pairs", []))
+        self._require_known(bibs, skaters)
+        if len(set(bibs)) != len(bibs):
+            raise InputError(f"race {self.id}: a bib appears twice in the pairs")
+        self._set_competitors(bibs, [skaters[b] for b in bibs])
+        # Whose crossings count for which row: the skater's own, or her team's.
+        self.row_of = dict(self.row)
+        for tid, ms in self.teams.items():
+            if tid in self.row:
+                self.row_of.update({m: self.row[tid] for m in ms})
+        draw = Draw.of(self.pairs, self.row)
+        self.pair_no, self.lane_of = draw.pair_no, draw.lane_of
+        self.partner_of, self.pair_rows = draw.partner_of, draw.pair_rows
+        # The times a finish is compared with, per skater: records, PB, SB.
+        self.refs = [[(f, ref) for f, ref in (
+            ("WR", self.records.get("WR")), ("TR", self.records.get("TR")),
+            ("PB", sk.pb.get(self.distance)), ("SB", sk.sb.get(self.distance)))
+            if ref is not None] for sk in self.skaters]
+        self._reset()
+
+    def _reset(self) -> None:
+        n, p = len(self.bibs), len(self.points)
+        self._reset_results(p)
+        # Per-passage and per-skater scalars are read one at a time: plain lists
+        # beat numpy scalars there. numpy keeps the columns and the classification.
+        self.best: list[int] = [int(NOT_PASSED)] * p
+        self.best_row: list[int] = [-1] * p
+        self.next_k: list[int] = [0] * n
+        self.anchor: list[int] = [0] * n
+        self.splits = LoopSplits(self.loops, self.distance, self.points, n)
+        self.on_ice: dict[int, Run] = {}
+        self._last_run: dict[int, Run] = {}
+        self.attempts: dict[int, int] = {}
+        self.current_pair: int | None = None
+        self.cls = TimeClassification(n)  # the provisional classification
+        # Team events: the skaters of each team who have crossed for its next passage.
+        self.crossed: list[dict[str, int]] = [{} for _ in range(n)]
+
+    # ------------------------------------------------------------------ input
+    def _restart_reason(self, inp: dict[str, Any]) -> str | None:
+        rows = self.pair_rows.get(int(inp["pair"]), [])
+        if any(self.next_k[r] > 0 for r in rows):
+            return f"restart of pair {inp['pair']}"
+        return None
+
+    def starters(self, inp: dict[str, Any]) -> list[str]:
+        """The skaters a gun starts: its pair (in a team event, both teams' skaters)."""
+        if "pair" not in inp:
+            raise InputError(f"race {self.id}: a gun for a pair race must name the pair")
+        bibs = [self.bibs[r] for r in self.pair_rows.get(int(inp["pair"]), ())]
+        return [m for b in bibs for m in self.teams.get(b, [b])]
+
+    def can_call(self, pair: int | None) -> bool:
+        return pair in self.pair_rows
+
+    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
+        row = self.row_of.get(inp["_bib"])
+        if row is None:  # the bib left the start list since
+            return []
+        point = inp.get("point", "finish")
+        line = self.lines[self.lane_of[row]] if self.teams else "finish"
+        if point != line:
+            if point in self.lines.values():
+                return []  # the other team's line, half a lap round
+            return self._on_split(input_id, row, inp["_t"], point, emit)
+        if self.need > 1:
+            return self._on_team_crossing(input_id, row, inp["_bib"], inp["_t"], emit)
+        if not self.teams:
+            return self._on_crossing(input_id, row, inp["_t"], emit)
+        k = self.next_k[row]
+        events = self._on_crossing(input_id, row, inp["_t"], emit)
+        entry = self.rows[row][k] if k < len(self.points) else None
+        if self.next_k[row] == k + 1 and entry is not None:
+            entry["skaters"] = {inp["_bib"]: entry["t"]}  # who skated the lap
+        return events
+
+    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
+        pair = int(inp["pair"])
+        rows = self.pair_rows.get(pair)
+        if rows is None:
+            raise InputError(f"race {self.id}: no pair {pair}")
+        if any(self.next_k[r] > 0 for r in rows):
+            # A second gun for a pair that already skated is a restart: the
+            # earlier attempt stays in the log but no longer counts.
+            self._clear_rows(rows)
+        attempt = self.attempts.get(pair, 0) + 1
+        self.attempts[pair] = attempt
+        run = Run.from_gun(inp, attempt, pair)
+        self.on_ice[pair] = run
+        self._last_run[pair] = run
+        self.current_pair = pair
+        for r in rows:
+            if self.status[r] != "DNS":
+                self.anchor[r] = 0
+        return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
+                 **run.public(), "bibs": [self.bibs[r] for r in rows]}]
+
+    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
+        pair = self.pair_no[row]
+        # A finished pair has left the ice, but a late re-read of its finish still
+        # counts against its last run.
+        run = self.on_ice.get(pair) or self._last_run.get(pair)
+        k = self.next_k[row]
+        if run is None or self.status[row] is not None:
+            return []
+        t = run.race_time(t_common)
+        if t - self.anchor[row] < self.min_seg[min(k, len(self.points) - 1)]:
+            # A re-read within the debounce: the anchor stays where it was, unless
+            # it is an earlier read of the passage just recorded (the other ankle, or
+            # another decoder, reporting late): then the earliest read wins.
+            if k and t < self.t.item(row, k - 1) and self._transponder_timed(row, k - 1):
+                if emit:
+                    return self.recompute(input_id, "earlier read of a passage")
+                self._unrecord(row, k - 1)
+                self._record(input_id, row, k - 1, t, emit=False)
+            return []
+        if k >= len(self.points) or pair not in self.on_ice:
+            return []
+        if k == len(self.points) - 1:
+            t, _ = self._official_finish(row, t)
+        return self._record(input_id, row, k, t, emit)
+
+    def _on_team_crossing(self, input_id: str, row: int, skater: str, t_common: int,
+                          emit: bool) -> list[Event]:
+        """A team pursuit skater crosses: the passage is the team's when the `need`-th
+        of its skaters has crossed (the team's time is hers); the others are kept."""
+        pair = self.pair_no[row]
+        run = self.on_ice.get(pair)
+        k = self.next_k[row]
+        if run is None or self.status[row] is not None or k >= len(self.points):
+            return []
+        t = run.race_time(t_common)
+        if t - self.anchor[row] < self.min_seg[k]:
+            return []  # still the last passage (a re-read, or the last skater of it)
+        crossed = self.crossed[row]
+        if skater in crossed:
+            return []  # the other ankle
+        crossed[skater] = t
+        if len(crossed) < self.need:
+            return []
+        self.crossed[row] = {}
+        if k == len(self.points) - 1:
+            t, _ = self._official_finish(row, t)
+        events = self._record(input_id, row, k, t, emit)
+        entry = self.rows[row][k]
+        if entry is not None:
+            entry["skaters"] = dict(crossed)
+        return events
+
+    def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[Event]:
+        points = self.points
+        last = len(points) - 1
+        tm = self.t
+        tm[row, k] = t
+        self.next_k[row] = k + 1
+        self.anchor[row] = t
+        rank = 1 + int(np.count_nonzero(tm[:, k] < t))
+        prev_best_row = self.best_row[k]
+        prev_best = self.best[k]
+        if t < prev_best:
+            self.best[k] = t
+            self.best_row[k] = row
+        best_row = self.best_row[k]
+        gap_best = t - self.best[k]
+        prev_t = tm.item(row, k - 1) if k else 0
+        lap = t - prev_t if prev_t != NOT_PASSED else t
+        p = self.partner_of[row]
+        gap_partner = None
+        if p >= 0:
+            pt = tm.item(p, k)
+            if pt != NOT_PASSED:
+                gap_partner = t - pt
+        leader = self.cls.leader()
+        gap_leader = projected = None
+        if leader >= 0 and leader != row:
+            lt = tm.item(leader, k)
+            gap_leader = t - lt
+            projected = to_thousandths(tm.item(leader, last) * t // lt)
+        entry = {"k": k, "m": points[k], "t": t, "lap": lap, "rank": rank, "gap_best": gap_best,
+                 "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
+                 "leader_bib": self.bibs[leader] if leader >= 0 else None,
+                 "gap_partner": gap_partner, "projected": projected if k < last else None}
+        self.rows[row][k] = entry
+        base = {"race": self.id, "input": input_id, "bib": self.bibs[row],
+                "pair": self.pair_no[row], "lane": self.lane_of[row], "row": entry}
+        if k < last:
+            if not emit:
+                return []
+            name = self.skaters[row].short
+            prev_name = self.skaters[prev_best_row].short if prev_best_row >= 0 else None
+            margin = prev_best - t if prev_best_row >= 0 and t < prev_best else None
+            pace = None
+            if projected is not None:
+                pace = next(((f, projected) for f, ref in self.refs[row]
+                             if f in PACE_FLAGS and projected < ref), None)
+            lines = stories.at_passage(
+                name, points[k], rank, prev_name, margin,
+                self.skaters[leader].short if leader >= 0 else None, gap_leader, pace)
+            self._tell(lines)
+            return [{"type": "passage", **base, "stories": lines}]
+        return self._finish(base, row, t, leader, emit)
+
+    def _finish(self, base: Event, row: int, t: int, prev_leader: int, emit: bool) -> list[Event]:
+        cls = self.cls
+        rank = cls.insert(row, t)
+        behind = t - cls.t.item(0)
+        skater = self.skaters[row]
+        flags = [f for f, ref in self.refs[row] if t < ref]
+        _, origin = self._official_finish(row, t)
+        self.final[row] = {"t": t, "flags": flags, "origin": origin}
+        done = self._pair_done(self.pair_no[row])
+        if not emit:
+            return []
+        prev_name = self.skaters[prev_leader].short if prev_leader >= 0 else None
+        margin = cls.t.item(1) - t if rank == 1 and cls.n > 1 else None
+        lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
+        self._tell(lines)
+        return [{"type": "finish", **base, "final": self.final[row],
+                 "classification": self.classification(), "pair_done": done, "stories": lines}]
+
+    def _on_split(self, input_id: str, row: int, t_common: int, point: str,
+                  emit: bool) -> list[Event]:
+        """An unofficial split at an extra loop: where in the race it is, and the speed."""
+        pair = self.pair_no[row]
+        run = self.on_ice.get(pair) or self._last_run.get(pair)
+        if run is None or self.status[row] is not None or point not in self.loops:
+            return []
+        t = run.race_time(t_common)
+        if t <= 0:
+            return []
+        passed = [(self.points[k], self.t.item(row, k)) for k in range(self.next_k[row])]
+        entry = self.splits.cross(row, point, t, passed)
+        if entry is None or not emit:
+            return []
+        return [{"type": "split", "race": self.id, "input": input_id, "bib": self.bibs[row],
+                 "pair": pair, "lane": self.lane_of[row], "split": entry}]
+
+    def _transponder_timed(self, row: int, k: int) -> bool:
+        """Whether passage k's time came from a transponder (official times stand)."""
+        if k < len(self.points) - 1:
+            return True
+        final = self.final[row]
+        return final is None or final["origin"] == "transponder"
+
+    def _unrecord(self, row: int, k: int) -> None:
+        """Take back the skater's last passage k (to record it again, corrected)."""
+        self.t[row, k] = NOT_PASSED
+        self.rows[row][k] = None
+        self.next_k[row] = k
+        self.anchor[row] = self.t.item(row, k - 1) if k else 0
+        if k == len(self.points) - 1:
+            self.final[row] = None
+            self.on_ice.setdefault(self.pair_no[row], self._last_run[self.pair_no[row]])
+        self._rebuild_bests()
+
+    def _pair_done(self, pair: int) -> bool:
+        rows = self.pair_rows[pair]
+        done = all(self.final[r] is not None or self.status[r] is not None for r in rows)
+        if done:
+            self.on_ice.pop(pair, None)
+        return done
+
+    def _clear_rows(self, rows: list[int]) -> None:
+        for r in rows:
+            self.t[r, :] = NOT_PASSED
+            self.next_k[r] = 0
+            self.anchor[r] = 0
+            self.rows[r] = [None] * len(self.points)
+            self.splits.clear(r)
+            self.final[r] = None
+            self.crossed[r] = {}
+        self._rebuild_bests()
+
+    def _rebuild_bests(self) -> None:
+        """Recompute per-passage bests and the classification after rows left the race."""
+        best = self.t.min(axis=0)
+        self.best = best.tolist()
+        self.best_row = np.where(best == NOT_PASSED, -1, self.t.argmin(axis=0)).tolist()
+        ok = np.array([self.final[r] is not None and self.status[r] is None
+                       for r in range(len(self.bibs))], bool)
+        rows = np.flatnonzero(ok)
+        self.cls.rebuild(rows, self.t[rows, len(self.points) - 1])
+
+    def _set_status(self, row: int, status: str | None) -> None:
+        self.status[row] = status
+        self._rebuild_bests()
+        if status is not None:
+            self._pair_done(self.pair_no[row])
+
+    def _manual_time(self, row: int, inp: dict[str, Any]) -> None:
+        """A time keyed in by an official: at the finish (or at passage ``m``, metres)."""
+        k = self.points.index(int(inp["m"])) if "m" in inp else len(self.points) - 1
+        t = to_thousandths(int(inp["time_us"]))
+        if k == len(self.points) - 1:
+            self._set_official(row, "manual", t)
+        if self.t[row, k] != NOT_PASSED:
+            self.t[row, k] = t
+            self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t}
+            final = self.final[row]
+            if k == len(self.points) - 1 and final is not None:
+                self.final[row] = {**final, "t": t, "origin": "manual"}
+            self._rebuild_bests()
+        else:
+            self._record("", row, k, t, emit=False)
+
+    def _restart(self, inp: dict[str, Any]) -> None:
+        if "pair" not in inp:
+            raise InputError(f"race {self.id}: a restart in a pair race names the pair")
+        pair = int(inp["pair"])
+        if pair not in self.pair_rows:
+            raise InputError(f"race {self.id}: no pair {pair}")
+        self._clear_rows(self.pair_rows[pair])
+        self.on_ice.pop(pair, None)
+
+    # ------------------------------------------------------------------ output
+    def classification(self) -> dict[str, list[Any]]:
+        """The provisional classification, columnar: equal thousandths share a rank."""
+        return self.cls.columns(self.bib_arr)
+
+    def view(self) -> dict[str, Any]:
+        """The whole race as clients hold it (see docs/protocol.md, "The race view")."""
+        return {
+            "race": {"id": self.id, "name": self.name, "kind": self.kind,
+                     "distance": self.distance, "passages": self.points,
+                     "records": self.records, "official": self.is_official},
+            "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
+            **self._teams_view(),
+            "pairs": [{"pair": p, "inner": i, "outer": o} for p, i, o in self.pairs],
+            "current_pair": self.current_pair,
+            "on_ice": {str(p): {"pair": r.pair, **r.public()} for p, r in self.on_ice.items()},
+            "results": self._results_view([self.splits.listed(i) for i in range(len(self.bibs))]),
+            "classification": self.classification(),
+            "stories": list(self.story_log),
+            "revision": self.revision,
+        }
+

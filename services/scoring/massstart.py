@@ -1,0 +1,101 @@
+"""What a pack race reads off the front of the field: the mass start's intermediate
+sprints and their points (DOMAIN.md §2), and breakaways with their gap.
+
+``pack.PackRace`` builds on :class:`SprintsAndBreakaways`; the points tables come from
+the rules (per season). Breakaways are told in every pack race, the mass start above
+all.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from icetime.rules import Rules
+
+from . import stories
+from .model import NOT_PASSED
+from .race import RaceBase
+
+#: A gap wider than this between consecutive skaters at a line splits the field.
+GROUP_GAP_US = 1_000_000
+#: A breakaway is at most this many skaters ahead of a gap.
+BREAKAWAY_MAX = 3
+
+
+class SprintsAndBreakaways(RaceBase):
+    """Sprint points and breakaways of a pack race; the pack race keeps the crossings.
+
+    State: ``sprint_k`` (crossing index -> sprint number, 1-based), the points tables,
+    ``points`` per row, ``sprints`` as published, and the current ``breakaway``.
+    """
+
+    rules: Rules
+    season: str | None
+    n_cross: int
+    lap_m: float
+    done: npt.NDArray[np.int64]
+    points: list[int]
+    sprints: list[dict[str, Any]]
+    breakaway: dict[str, Any] | None
+
+    def _configure_sprints(self, spec: dict[str, Any]) -> None:
+        """Read the mass start's sprint laps and the season's points tables."""
+        self.sprint_k: dict[int, int] = {}
+        self.points_final: tuple[int, ...] = ()
+        self.points_sprint: tuple[int, ...] = ()
+        if self.kind == "mass_start":
+            table = self.rules.mass_start_points(self.season)
+            self.points_sprint, self.points_final = table.intermediate, table.final
+            laps_at = [lap for lap in spec.get("sprint_laps", self.rules.sprint_laps)
+                       if lap < self.n_cross]
+            self.sprint_k = {lap - 1: i + 1 for i, lap in enumerate(laps_at)}
+
+    def _sprint(self, row: int, k: int, position: int) -> list[str]:
+        """``row`` crossed the line of an intermediate sprint (crossing ``k``) in
+        ``position``: score its points; the story line once the sprint is complete."""
+        number = self.sprint_k[k]
+        while len(self.sprints) < number:
+            self.sprints.append({"sprint": len(self.sprints) + 1,
+                                 "lap": [lap + 1 for lap in sorted(self.sprint_k)][
+                                     len(self.sprints)], "bibs": [], "points": []})
+        sprint = self.sprints[number - 1]
+        if position > len(self.points_sprint):
+            return []
+        pts = self.points_sprint[position - 1]
+        self.points[row] += pts
+        sprint["bibs"].append(self.bibs[row])
+        sprint["points"].append(pts)
+        if len(sprint["bibs"]) == len(self.points_sprint):
+            names = [self.skaters[self.row[b]].short for b in sprint["bibs"]]
+            return [stories.pack_sprint(number, sprint["lap"], names, sprint["points"])]
+        return []
+
+    def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
+                          laps_to_go: int) -> None:
+        """At the front's line: a few skaters more than GROUP_GAP_US clear of the rest."""
+        if int(self.done.max()) != k + 1 or position == 1:
+            return
+        col = self.t[:, k]
+        crossed = np.sort(col[col != NOT_PASSED])
+        gaps = np.diff(crossed[:BREAKAWAY_MAX + 1])
+        wide = np.nonzero(gaps > GROUP_GAP_US)[0]
+        before = self.breakaway
+        if wide.size == 0:
+            if crossed.size > BREAKAWAY_MAX:
+                self.breakaway = None  # the front is together again
+            return
+        size = int(wide[0]) + 1
+        if position != size + 1:
+            return  # measured when the chase's first skater crosses
+        gap = int(crossed[size] - crossed[0])
+        leaders = [self.bibs[int(i)] for i in np.argsort(col, kind="stable")[:size]]
+        entry = self.rows[row][k]
+        chase_lap = int(entry["lap_t"]) if entry else 0
+        # Metres: how far the chase's head is behind, at its own lap speed.
+        metres = round(gap / chase_lap * self.lap_m) if chase_lap else None
+        self.breakaway = {"bibs": leaders, "gap_us": gap, "gap_m": metres, "lap": k + 1}
+        if before is None or before["bibs"] != leaders or k % 2 == 0:
+            names = [self.skaters[self.row[b]].short for b in leaders]
+            lines.append(stories.pack_breakaway(names, gap, metres, laps_to_go))
