@@ -24,11 +24,7 @@ import pytest
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import format_diff, format_gap, format_time
 from icetime.view import apply_event
-
-try:
-    from services.scoring.competition import Competition
-except ImportError:
-    from services.scoring.engine import Competition
+from services.scoring.competition import Competition
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
