@@ -69,7 +69,8 @@ async def run_level(cfg: settings.Settings, sup: Supervisor, n_clients: int, seq
     clients = []
     for i in range(n_clients):
         clients.append(await open_client("127.0.0.1", cfg.broadcast_ws_port,
-                                         {"op": "subscribe", "race": race}))
+                                         {"op": "subscribe", "race": race,
+                                          "protocol": 2}))
         if i % 50 == 49:
             await asyncio.sleep(0.05)  # do not SYN-flood our own listener
     await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 120)

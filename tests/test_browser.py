@@ -287,7 +287,7 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
 MONITOR_BOXES = "header, .health, main, aside section, .grid-wrap"
 
 
-async def test_split_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
+async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
     """The monitor while the race comes through a P3 decoder (as at a venue), with a
     broadcast restart in the middle."""
     from playwright.async_api import async_playwright, expect

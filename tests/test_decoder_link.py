@@ -57,7 +57,7 @@ async def post(st, path, body):
 async def follow(st, until):
     """Subscribe and fold the race until ``until(view)`` holds; returns the view."""
     async with websockets.connect(st.ws_url) as ws:
-        await ws.send(json.dumps({"op": "subscribe", "race": RACE}))
+        await ws.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": 2}))
         async with asyncio.timeout(10):
             view = None
             while not view or not until(view):

@@ -33,10 +33,11 @@ async def load_startlist(stack, doc=FIXTURE):
 
 
 class Follower:
-    """A WebSocket client that keeps the view, as the page does."""
+    """A WebSocket client that keeps the view, as the page does; ``protocol`` None
+    subscribes as a client written before protocol 2 (no "protocol")."""
 
-    def __init__(self, url, race=RACE):
-        self.url, self.race = url, race
+    def __init__(self, url, race=RACE, protocol=2):
+        self.url, self.race, self.protocol = url, race, protocol
         self.view = None
         self.epoch = self.offset = None
         self.events: list[dict] = []
@@ -45,6 +46,8 @@ class Follower:
     async def run(self, until, resume=False, timeout=30.0):
         async with websockets.connect(self.url) as ws:
             sub = {"op": "subscribe", "race": self.race}
+            if self.protocol is not None:
+                sub["protocol"] = self.protocol
             if resume:
                 sub.update(epoch=self.epoch, offset=self.offset)
             await ws.send(json.dumps(sub))
@@ -148,7 +151,7 @@ async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", st.settings.broadcast_ws_port))
         slow = await websockets.connect(st.ws_url, sock=sock, max_queue=1)
-        await slow.send(json.dumps({"op": "subscribe", "race": RACE}))
+        await slow.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": 2}))
         fast = Follower(st.ws_url)
         await fast.run(lambda f: f.finished())
         url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"

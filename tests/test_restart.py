@@ -36,7 +36,7 @@ async def follow_through_outages(url, done, log):
     while not done.is_set():
         try:
             async with websockets.connect(url, open_timeout=2) as ws:
-                sub = {"op": "subscribe", "race": RACE}
+                sub = {"op": "subscribe", "race": RACE, "protocol": 2}
                 if epoch:
                     sub.update(epoch=epoch, offset=offset)
                 await ws.send(json.dumps(sub))

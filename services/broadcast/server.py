@@ -23,7 +23,7 @@ from icetime.service import healthz
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .fanout import Hub, Subscription
+from .fanout import PROTOCOLS, Hub, Subscription
 
 log = logging.getLogger("broadcast")
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -72,11 +72,18 @@ class Broadcast:
                         await ws.send(bus.dumps({"type": "error",
                                                  "error": "subscribe needs a race"}))
                         continue
+                    # No "protocol": a client written before protocol 2 (the old names).
+                    protocol = msg.get("protocol", 1)
+                    if type(protocol) is not int or protocol not in PROTOCOLS:
+                        await ws.send(bus.dumps({
+                            "type": "error", "race": race,
+                            "error": f"protocol must be one of {list(PROTOCOLS)}"}))
+                        continue
                     if race in subs:
                         await subs.pop(race).stop()
                     try:
                         sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"),
-                                                          msg.get("offset"))
+                                                          msg.get("offset"), protocol)
                     except RedisError as exc:
                         log.error("subscribe to %s failed: %s", race, exc)
                         await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,

@@ -34,7 +34,7 @@ from icetime.rules import load as load_rules
 from . import rounds, standings
 from .distances import LAP_M
 from .longtrack import TEAM_KINDS, LongTrackRace
-from .model import Event, InputError, Skater
+from .model import InputError, RaceEvent, Skater
 from .pack import KINDS as PACK_KINDS
 from .pack import PackRace
 
@@ -78,7 +78,7 @@ class Competition:
         #: Why the last refused input was refused ("<input id>: <reason>").
         self.last_error = ""
 
-    def feed(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+    def feed(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
         """Apply one input; returns the events per race. Idempotent on ``input_id``."""
         if input_id in self.seen:
             self.stats["duplicate_input"] += 1
@@ -95,7 +95,7 @@ class Competition:
         self.stats["applied"] += 1
         return out
 
-    def _route(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+    def _route(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
         kind = inp["type"]
         if kind == "startlist":
             return self._startlist(input_id, inp)
@@ -156,7 +156,7 @@ class Competition:
         """Map a source's time onto the common clock (per-source offset)."""
         return int(inp["t"]) + self.offsets.get(str(inp.get("source", "")), 0)
 
-    def _startlist(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[Event]]:
+    def _startlist(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
         skaters = {**self.skaters}
         for s in inp.get("skaters", []):
             sk = Skater.from_spec(s)
@@ -181,7 +181,7 @@ class Competition:
         if "standings_before" in inp:
             self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
                                      for c, t in inp["standings_before"].items()}
-        out: dict[str, list[Event]] = {}
+        out: dict[str, list[RaceEvent]] = {}
         for rid, spec, probe in staged:
             race = self.races.get(rid)
             if race is None:
@@ -206,7 +206,7 @@ class Competition:
         return names
 
     def _with_rounds(self, input_id: str, inp: dict[str, Any],
-                     out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+                     out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
         """Rounds: when a round is official, create the next round's races; keep each
         event's ranking (a revision of ``event-<id>`` when it changes)."""
         for ev in self.events.values():
@@ -227,7 +227,7 @@ class Competition:
         return out
 
     def _with_standings(self, input_id: str, inp: dict[str, Any],
-                        out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+                        out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
         """World Cup standings move when a cup race's official result changes."""
         touched = any(self.races[r].world_cup and self.races[r].is_official
                       for r in out if r in self.races) or any(

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from icetime.timefmt import to_thousandths
 from icetime.view import STORY_LOG_MAX
 
-from .model import FINISH_PRECEDENCE, NOT_PASSED, Event, InputError, Skater, team_skater
+from .model import FINISH_PRECEDENCE, NOT_PASSED, InputError, RaceEvent, Skater, team_skater
 
 
 class RaceBase:
@@ -87,10 +87,10 @@ class RaceBase:
     def view(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
+    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[RaceEvent]:
         raise NotImplementedError
 
-    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
+    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[RaceEvent]:
         """A routed passing: ``_bib`` is who crossed, ``_t`` the common-clock time (µs)."""
         raise NotImplementedError
 
@@ -132,7 +132,7 @@ class RaceBase:
         self.is_official = False  # set by an official's decision; World Cup points count
 
     # ------------------------------------------------------------------ input
-    def feed(self, input_id: str, inp: dict[str, Any]) -> list[Event]:
+    def feed(self, input_id: str, inp: dict[str, Any]) -> list[RaceEvent]:
         """Apply one routed input; decisions, late official times and restarts give a
         revision. Raises :class:`InputError` (or KeyError, ValueError) on an input the
         race cannot apply."""
@@ -150,7 +150,7 @@ class RaceBase:
         return self._apply(input_id, inp, emit=True)
 
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None
-                  ) -> list[Event]:
+                  ) -> list[RaceEvent]:
         """Replay the race's input log from scratch and describe the result as one
         revision; ``told`` are story lines to tell with it."""
         before = self.classification()
@@ -162,7 +162,7 @@ class RaceBase:
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
 
-    def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[Event]:
+    def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[RaceEvent]:
         """Apply one input to the state; ``emit=False`` in a replay (state only)."""
         kind = inp["type"]
         if kind == "gun":

@@ -103,7 +103,7 @@ function render(view) {
     $("main").innerHTML = `<div class="podium" data-testid="board-podium">${c.bib.slice(0, 3).map((bib, i) =>
       `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
       `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i], places)}</div>` +
-      (c.points ? `<div class="pts">${c.points[i]} pts</div>` : "") + `</div>`).join("")}</div>`;
+      (c.sprint_points ? `<div class="pts">${c.sprint_points[i]} pts</div>` : "") + `</div>`).join("")}</div>`;
   } else if (m === "standings" && view.current_pair !== null) {
     const pair = view.pairs.find((p) => p.pair === view.current_pair);
     $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]
