@@ -182,7 +182,7 @@ async def assert_fits(page, clipped: str, outside: str = "", vertical: bool = Fa
 
 
 LIVE_BOXES = "section, header, .lane, table, .controls, .fcard"
-BOARD_TEXTS = ".split div, footer .row, .name, .who, .clock"
+BOARD_TEXTS = ".under div, footer .row, .name, .who, .clock"
 BOARD_BOXES = ".board, main, .lane, .step, footer"
 
 
@@ -217,9 +217,9 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
         # Takagi in the outer lane: at 600 m, 3rd and 0.14 behind the leader.
         await expect(page.get_by_test_id("board-lane-O")).to_contain_text("Miho Takagi",
                                                                           timeout=30_000)
-        await expect(page.get_by_test_id("board-split-O")).to_contain_text(
+        await expect(page.get_by_test_id("board-passage-O")).to_contain_text(
             "600 m 45.36", timeout=15_000)
-        await expect(page.get_by_test_id("board-split-O")).to_contain_text("+0.14")
+        await expect(page.get_by_test_id("board-passage-O")).to_contain_text("+0.14")
         await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
         await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
         await feed

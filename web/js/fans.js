@@ -32,7 +32,7 @@ function laneRows(view, bib, lane) {
     <div class="who"><span class="band" aria-label="${lane === "I" ? "inner lane" : "outer lane"}">${lane}</span>
       <span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></div>
     <div class="clock" data-bib="${bib}" data-testid="clock-${lane}">${final || status || ""}</div>
-    <table class="splits"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
+    <table class="passages"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
   </div>`;
 }
 
