@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from icetime import bus, keys
+from icetime.logs import about
 from icetime.service import healthz
 from icetime.settings import Settings
 from icetime.timefmt import now_us
@@ -25,7 +26,7 @@ from icetime.timefmt import now_us
 from .decoders.link import DecoderLink, make_link
 from .feed import MAX_LINE, FeedError, LineSplitter, parse_json, validate
 
-log = logging.getLogger("ingest")
+log = logging.getLogger(__name__)
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
 
@@ -48,13 +49,13 @@ class Ingest:
         try:
             inp = validate(obj, source)
         except FeedError as exc:
-            await self.reject(source, raw, str(exc))
+            await self.reject(source, raw, str(exc), obj)
             return {"ok": False, "error": str(exc), "seq": seq}
         inp["rx_us"] = rx
         try:
             stream_id, duplicate = await self.bus.append_input(inp)
         except RedisError as exc:
-            log.error("cannot store input from %s: %s", source, exc)
+            log.error("cannot store input from %s: %s", source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
                     "retry": True, "seq": seq}
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": seq}
@@ -62,8 +63,12 @@ class Ingest:
             reply["duplicate"] = True
         return reply
 
-    async def reject(self, source: str | None, raw: bytes, reason: str) -> None:
-        log.warning("rejected input from %s: %s", source or "?", reason)
+    async def reject(self, source: str | None, raw: bytes, reason: str,
+                     obj: Any = None) -> None:
+        """Count and keep a refused input (``raw`` as it came; ``obj``, if it was JSON,
+        names its race and seq in the log line)."""
+        context = about({**obj, "source": source or "?"}) if isinstance(obj, dict) else {}
+        log.warning("rejected input from %s: %s", source or "?", reason, extra=context)
         try:
             await self.r.xadd(keys.REJECTS_STREAM, {
                 "source": source or "", "reason": reason, "rx_us": now_us(),
@@ -107,7 +112,7 @@ class Ingest:
                             await reply({"ok": False, "error": "first send "
                                          '{"type":"hello","token":"..."} with a valid token'})
                             return
-                        log.info("source %s connected from %s", source, peer)
+                        log.debug("source %s connected from %s", source, peer)
                         await reply({"ok": True, "source": source,
                                      "last_seq": await self.last_seq(source)})
                         continue
@@ -115,7 +120,7 @@ class Ingest:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            log.info("source %s disconnected (%s)", source or "?", peer)
+            log.debug("source %s disconnected (%s)", source or "?", peer)
             writer.close()
 
     # ------------------------------------------------------------------ HTTP
