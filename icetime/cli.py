@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -257,40 +258,65 @@ def cmd_demo(args: argparse.Namespace) -> None:
     doc = load_fixture(fixture_path(args.race))
     race = doc["script"]["race"]
     sup = Supervisor(config, cfg)
-    try:
-        sup.start()
-        sup.load_startlist(doc)
-        print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
-              f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
 
-        async def run_replay() -> int:
-            # The finish line's passings come from a (simulated) P3 decoder, through
-            # ingest's decoder link: the whole real path. The gun uses the JSON feed.
-            sim = None
-            if cfg.decoders:
-                sim = DecoderSimulator()
-                await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
-            task = asyncio.create_task(replay(doc, cfg, args.speed, decoder=sim))
-            try:
-                while not task.done():
-                    await asyncio.sleep(1)
-                    sup.check_children()
-                await asyncio.sleep(1.0)  # the last passings cross the link
-                return task.result()
-            finally:
-                if sim:
-                    await sim.stop()
+    async def demo() -> None:
+        # Ctrl-C is handled in the loop, so everything stops in order: the feed clients,
+        # the services, then the decoder (asyncio.run would cancel them all at once).
+        loop = asyncio.get_running_loop()
+        interrupted = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupted.set)
 
-        sent = asyncio.run(run_replay())
-        if args.exit_after_replay:
-            print(f"  replay finished ({sent} inputs)", flush=True)
-            return
-        print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
-              flush=True)
-        while True:
-            time.sleep(1)
+        async def carry_on() -> bool:
+            """Wait a second, watching the services; False once interrupted."""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), 1.0)
+            if interrupted.is_set():
+                return False
             sup.check_children()
-    except KeyboardInterrupt:
+            return True
+
+        # The finish line's passings come from a (simulated) P3 decoder, through
+        # ingest's decoder link: the whole real path. The gun uses the JSON feed. Like a
+        # real one, the decoder is on before ingest starts and until ingest has stopped,
+        # so the link's log neither starts nor ends with a decoder that is down.
+        sim = None
+        if cfg.decoders:
+            sim = DecoderSimulator()
+            await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
+        task: asyncio.Task[int] | None = None
+        try:
+            sup.start()
+            sup.load_startlist(doc)
+            print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
+                  f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
+            task = asyncio.create_task(replay(doc, cfg, args.speed, decoder=sim))
+            while not task.done():
+                if not await carry_on():
+                    return
+            if not await carry_on():  # the last passings cross the link
+                return
+            sent = task.result()
+            if args.exit_after_replay:
+                print(f"  replay finished ({sent} inputs)", flush=True)
+                return
+            print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
+                  flush=True)
+            while await carry_on():
+                pass
+        finally:
+            if interrupted.is_set():
+                print("\n  stopping", flush=True)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            sup.stop()
+            if sim:
+                await sim.stop()
+
+    try:
+        asyncio.run(demo())
+    except KeyboardInterrupt:  # before or after the loop ran
         print("\n  stopping", flush=True)
     finally:
         sup.stop()
