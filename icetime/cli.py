@@ -38,9 +38,10 @@ log = logging.getLogger("icetime.cli")  # not __main__ under `python -m icetime.
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("ingest", "scoring", "broadcast")
 FIXTURES = ROOT / "fixtures"
-#: A service that ran at least this long before it died was healthy: restart it soon.
+#: A service that ran at least this long before it died was healthy: restart it at once.
 STABLE_S = 30.0
-#: The first restart waits this long; each one after a quick death waits twice as long.
+#: A second death in a row within STABLE_S of starting waits this long before the
+#: restart, each further one twice as long, up to RESTART_MAX_S.
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
 
@@ -64,7 +65,7 @@ class Supervisor:
         self.url = cfg.redis_url
         self.restarts: dict[str, int] = {}
         self.started_at: dict[str, float] = {}
-        self.delay: dict[str, float] = {}  # the wait before the last restart, per service
+        self.quick_deaths: dict[str, int] = {}  # in a row, each within STABLE_S of its start
         self.restart_at: dict[str, float] = {}  # restarts due (monotonic time)
 
     def start(self) -> None:
@@ -105,9 +106,10 @@ class Supervisor:
     def check_children(self) -> None:
         """Restart a service that exited on its own: a crash must not end the meet.
 
-        One that dies again soon after starting waits twice as long each time (up to
-        RESTART_MAX_S) rather than loop; raises ConfigRefused for one that exited with
-        EXIT_CONFIG, which a restart cannot mend.
+        The first restart is at once; one that keeps dying soon after starting waits
+        longer each time (RESTART_FIRST_S doubling up to RESTART_MAX_S) rather than spin.
+        Raises ConfigRefused for one that exited with EXIT_CONFIG, which a restart cannot
+        mend.
         """
         now = time.monotonic()
         for name, proc in list(self.procs.items()):
@@ -123,13 +125,18 @@ class Supervisor:
                 raise ConfigRefused(f"service {name} refused the configuration (exit code "
                                     f"{code}); not restarting it, stopping")
             ran = now - self.started_at[name]
-            delay = (RESTART_FIRST_S if ran >= STABLE_S else
-                     min(self.delay.get(name, RESTART_FIRST_S / 2) * 2, RESTART_MAX_S))
-            self.delay[name] = delay
+            quick = self.quick_deaths.get(name, 0) + 1 if ran < STABLE_S else 0
+            self.quick_deaths[name] = quick
+            delay = 0.0 if quick <= 1 else min(RESTART_FIRST_S * 2 ** (quick - 2),
+                                               RESTART_MAX_S)
             self.restarts[name] = self.restarts.get(name, 0) + 1
-            log.error("service %s exited with code %s after %.1f s; restarting it in %.1f s "
-                      "(restart %d)", name, code, ran, delay, self.restarts[name])
-            self.restart_at[name] = now + delay
+            log.error("service %s exited with code %s after %.1f s; restarting it %s "
+                      "(restart %d)", name, code, ran,
+                      f"in {delay:.1f} s" if delay else "now", self.restarts[name])
+            if delay:
+                self.restart_at[name] = now + delay
+            else:
+                self.spawn(name)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -165,10 +166,57 @@ def test_a_relative_config_from_icetime_config_runs_and_a_service_refusing_it_st
         assert f"ingest: {config}: unknown key 'ingest.tcp_prot'" in out.splitlines()
         assert "service ingest refused the configuration (exit code 2); not restarting it, " \
                "stopping" in out
-        assert out.count("restarting it in") == 1  # the one restart after the kill
+        assert out.count("; restarting it now (restart 1)") == 1  # once, after the kill
+        assert "restart 2" not in out
         assert "Traceback" not in out, out
         assert not [k for k in kids if alive(k)], "a child outlived the stop"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_service_that_keeps_dying_at_start_is_restarted_later_each_time(tmp_path, caplog):
+    """Ingest's port is taken while it is down: each restart dies at once, and the
+    supervisor waits 0.5 s, 1 s... before the next rather than spin; once the port is
+    free again, ingest comes back."""
+    import socket
+
+    from icetime import settings
+    from icetime.cli import Supervisor
+
+    caplog.set_level(logging.INFO, logger="icetime.cli")
+    config = str(write_venue_config(tmp_path)[0])
+    cfg = settings.load(config)
+    sup = Supervisor(config, cfg)
+    sup.start()
+    blocker = socket.socket()
+    try:
+        os.kill(sup.procs["ingest"].pid, signal.SIGKILL)
+        sup.procs["ingest"].wait()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        blocker.bind(("127.0.0.1", cfg.ingest_http_port))
+        blocker.listen()
+        deadline = time.monotonic() + 60
+        while sup.restarts.get("ingest", 0) < 3:
+            assert time.monotonic() < deadline, sup.restarts
+            sup.check_children()
+            time.sleep(0.1)
+        waits = [r.getMessage().split("restarting it ")[1].split(" (")[0]
+                 for r in caplog.records if "service ingest exited" in r.getMessage()]
+        assert waits == ["now", "in 0.5 s", "in 1.0 s"]
+        blocker.close()
+        deadline = time.monotonic() + 30
+        while True:
+            sup.check_children()
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{cfg.ingest_http_port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "ingest did not come back"
+                time.sleep(0.2)
+    finally:
+        blocker.close()
+        sup.stop()
