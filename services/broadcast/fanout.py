@@ -34,7 +34,7 @@ from websockets.protocol import State
 from icetime import bus, keys
 from icetime.timefmt import now_us
 
-log = logging.getLogger("broadcast")
+log = logging.getLogger(__name__)
 ZERO = (0, 0)
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from icetime import bus, keys
+from icetime.logs import about
 from icetime.messages import FeedInput, stored
 from icetime.service import healthz
 from icetime.settings import Settings
@@ -27,7 +28,7 @@ from icetime.timefmt import now_us
 from .decoders.link import DecoderLink, make_link
 from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse_json, validate
 
-log = logging.getLogger("ingest")
+log = logging.getLogger(__name__)
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
 
@@ -73,7 +74,7 @@ class Ingest:
         try:
             stream_id, duplicate = await self.bus.append_input(stored(inp))
         except RedisError as exc:
-            log.error("cannot store input from %s: %s", inp.source, exc)
+            log.error("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
                     "retry": True, "seq": inp.seq}
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
@@ -81,8 +82,12 @@ class Ingest:
             reply["duplicate"] = True
         return reply
 
-    async def reject(self, source: str | None, raw: bytes, reason: str) -> None:
-        log.warning("rejected input from %s: %s", source or "?", reason)
+    async def reject(self, source: str | None, raw: bytes, reason: str,
+                     obj: Any = None) -> None:
+        """Count and keep a refused input (``raw`` as it came; ``obj``, if it was JSON,
+        names its race and seq in the log line)."""
+        context = about({**obj, "source": source or "?"}) if isinstance(obj, dict) else {}
+        log.warning("rejected input from %s: %s", source or "?", reason, extra=context)
         try:
             await self.r.xadd(keys.REJECTS_STREAM, {
                 "source": source or "", "reason": reason, "rx_us": now_us(),
@@ -126,7 +131,7 @@ class Ingest:
                             await reply({"ok": False, "error": "first send "
                                          '{"type":"hello","token":"..."} with a valid token'})
                             return
-                        log.info("source %s connected from %s", source, peer)
+                        log.debug("source %s connected from %s", source, peer)
                         await reply({"ok": True, "source": source,
                                      "last_seq": await self.last_seq(source)})
                         continue
@@ -134,7 +139,7 @@ class Ingest:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            log.info("source %s disconnected (%s)", source or "?", peer)
+            log.debug("source %s disconnected (%s)", source or "?", peer)
             writer.close()
 
     # ------------------------------------------------------------------ HTTP
