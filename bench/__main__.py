@@ -1,8 +1,18 @@
-"""`make bench`: every benchmark, figures printed (not asserted)."""
+"""`make bench`: every benchmark, figures printed (not asserted).
+
+The services it starts log at WARNING (``ICETIME_LOG`` chooses otherwise), so what is
+printed is the figures and any trouble.
+"""
 from __future__ import annotations
+
+import os
+
+from icetime import logs
 
 from . import engine, latency, p3, pack
 
+os.environ.setdefault("ICETIME_LOG", "WARNING")
+logs.configure("bench")
 p3.main()
 engine.main()
 pack.main()

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -16,11 +17,12 @@ from icetime.replay import GUN_SOURCE, load_fixture, script_inputs
 from icetime.settings import Decoder
 from icetime.timefmt import format_time, now_us
 from icetime.view import apply_event
+from services.ingest.decoders import link as link_mod
 from services.ingest.decoders.link import read_capture
 from services.ingest.decoders.p3 import P3Decoder, P3Record
 from services.ingest.decoders.simulator import DecoderSimulator
 
-from .conftest import TOKENS, Stack, make_settings, wait_port
+from .conftest import TOKENS, Stack, free_port, make_settings, wait_port
 
 FIXTURE = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w1000a.json")
 RACE = "bj23-w1000a"
@@ -202,3 +204,44 @@ async def test_a_decoder_clock_set_wrong_is_measured_and_corrected(redis_server,
         assert abs(finals["Takagi"] - 74_446_000) <= 1000
         assert abs(finals["Goetz"] - 74_452_000) <= 1000
         await r.aclose()
+
+
+async def test_a_decoder_that_is_not_there_is_warned_about_once(redis_client, tmp_path,
+                                                                 monkeypatch, caplog):
+    """Nothing listens at the decoder's address: one WARNING, the retries at DEBUG, with
+    backoff; when the decoder appears, the link connects and says it is back, once."""
+    from services.ingest.server import Ingest
+
+    monkeypatch.setattr(link_mod, "MAX_BACKOFF_S", 0.4)  # the cap, made short for the test
+    caplog.set_level(logging.DEBUG, logger=link_mod.__name__)
+    port = free_port()
+    settings = make_settings(data_dir=str(tmp_path))
+    link = link_mod.make_link(Decoder("finish-p3", "127.0.0.1", port), Ingest(settings,
+                              redis_client), tmp_path / "captures")
+    stop = asyncio.Event()
+    task = asyncio.create_task(link.run(stop))
+    sim = DecoderSimulator()
+    try:
+        await asyncio.sleep(2.0)
+
+        def lines(level):
+            return [r.getMessage() for r in caplog.records
+                    if r.name == link_mod.__name__ and r.levelno == level]
+
+        warnings = lines(logging.WARNING)
+        assert len(warnings) == 1 and "unreachable" in warnings[0], warnings
+        retries = lines(logging.DEBUG)
+        # 0.1 + 0.2 + 0.4 + 0.4 ... s apart: a handful in 2 s, not one per 0.1 s.
+        assert 3 <= len(retries) <= 8, retries
+        await sim.start("127.0.0.1", port)
+        async with asyncio.timeout(5):
+            while not any("is back after" in m for m in lines(logging.INFO)):
+                await asyncio.sleep(0.1)
+        assert link.connected
+        assert len(lines(logging.WARNING)) == 1
+        assert len([m for m in lines(logging.INFO) if "is back" in m]) == 1
+    finally:
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()

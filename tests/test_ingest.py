@@ -126,3 +126,22 @@ async def test_http_feed_object_array_ndjson_and_auth(stack, redis_client):
             stats = await resp.json()
     assert [i["seq"] for i in await raw_inputs(redis_client)] == [1, 2, 3, 4]
     assert stats["accepted"] == 4 and stats["duplicate"] == 1 and stats["rejected"] == 3
+
+
+async def test_a_typo_is_named_and_a_start_list_keeps_its_rounds(stack, redis_client):
+    url = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    auth = {"Authorization": f"Bearer {TOKENS['officials']}"}
+    typo = {"type": "decision", "seq": 7, "race": "r", "action": "dq", "bib": "1", "reasn": "x"}
+    sl = {"skaters": [{"bib": "1", "name": "A"}], "races": [],
+          "events": [{"id": "w500", "distance": 500, "rounds": [{"name": "Final A"}]}],
+          "standings_before": {"Women 500 m": {"1": 500}}}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + "/feed", json=typo, headers=auth) as resp:
+            assert await resp.json() == {
+                "ok": False, "seq": 7,
+                "error": "unknown field 'reasn' in a decision input (did you mean 'reason'?)"}
+        async with s.post(url + "/api/startlist", json=sl, headers=auth) as resp:
+            assert (await resp.json())["ok"]
+    [stored] = await raw_inputs(redis_client)
+    assert stored["events"] == sl["events"] and stored["standings_before"] == sl[
+        "standings_before"]

@@ -41,7 +41,7 @@ from icetime.timefmt import now_us
 
 from . import compat
 
-log = logging.getLogger("broadcast")
+log = logging.getLogger(__name__)
 ZERO = (0, 0)
 #: The WebSocket protocol versions served: 2, and 1 (old names) until the next release.
 PROTOCOLS = (1, 2)

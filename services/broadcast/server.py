@@ -25,7 +25,7 @@ from icetime.timefmt import now_us
 
 from .fanout import PROTOCOLS, Hub, Subscription
 
-log = logging.getLogger("broadcast")
+log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 #: Kernel send buffer per client: ample for live frames (~1 KB each), small enough
 #: that a client that stops reading is noticed within a few dozen frames.
@@ -54,6 +54,7 @@ class Broadcast:
             # transport's own buffer (where the fan-out watches) instead of
             # hoarding megabytes of stale frames in the kernel.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
+        log.debug("client %s connected", ws.remote_address)
         subs: dict[str, Subscription] = {}
         try:
             async for message in ws:
@@ -97,6 +98,8 @@ class Broadcast:
         except ConnectionClosed:
             pass
         finally:
+            log.debug("client %s disconnected (following %s)", ws.remote_address,
+                      ", ".join(subs) or "no race")
             for sub in subs.values():
                 await sub.stop()
 

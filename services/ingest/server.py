@@ -13,19 +13,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from icetime import bus, keys
+from icetime.logs import about
+from icetime.messages import FeedInput, stored
 from icetime.service import healthz
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from .decoders.link import DecoderLink, make_link
-from .feed import MAX_LINE, FeedError, LineSplitter, parse_json, validate
+from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse_json, validate
 
-log = logging.getLogger("ingest")
+log = logging.getLogger(__name__)
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
 
@@ -43,27 +46,48 @@ class Ingest:
         return self.tokens.get(token or "")
 
     async def accept(self, obj: Any, source: str, raw: bytes) -> dict[str, Any]:
+        """Type, stamp and store one parsed input (HTTP, decoder links); the reply."""
         rx = now_us()
-        seq = obj.get("seq") if isinstance(obj, dict) else None
         try:
             inp = validate(obj, source)
         except FeedError as exc:
-            await self.reject(source, raw, str(exc))
-            return {"ok": False, "error": str(exc), "seq": seq}
-        inp["rx_us"] = rx
+            return await self.refuse(source, raw, exc)
+        return await self.store(inp, rx)
+
+    async def accept_line(self, line: bytes, source: str) -> dict[str, Any]:
+        """The same for one TCP line, decoded straight into its input type."""
+        rx = now_us()
         try:
-            stream_id, duplicate = await self.bus.append_input(inp)
+            inp = decode_line(line, source)
+        except FeedError as exc:
+            return await self.refuse(source, line, exc)
+        return await self.store(inp, rx)
+
+    async def refuse(self, source: str, raw: bytes, exc: FeedError) -> dict[str, Any]:
+        await self.reject(source, raw, str(exc))
+        if isinstance(exc, NotJSON):
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": str(exc), "seq": exc.seq}
+
+    async def store(self, inp: FeedInput, rx: int) -> dict[str, Any]:
+        inp.rx_us = rx
+        try:
+            stream_id, duplicate = await self.bus.append_input(stored(inp))
         except RedisError as exc:
-            log.error("cannot store input from %s: %s", source, exc)
+            log.error("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
-                    "retry": True, "seq": seq}
-        reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": seq}
+                    "retry": True, "seq": inp.seq}
+        reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
         if duplicate:
             reply["duplicate"] = True
         return reply
 
-    async def reject(self, source: str | None, raw: bytes, reason: str) -> None:
-        log.warning("rejected input from %s: %s", source or "?", reason)
+    async def reject(self, source: str | None, raw: bytes, reason: str,
+                     obj: Any = None) -> None:
+        """Count and keep a refused input (``raw`` as it came; ``obj``, if it was JSON,
+        names its race and seq in the log line)."""
+        context = about({**obj, "source": source or "?"}) if isinstance(obj, dict) else {}
+        log.warning("rejected input from %s: %s", source or "?", reason, extra=context)
         try:
             await self.r.xadd(keys.REJECTS_STREAM, {
                 "source": source or "", "reason": reason, "rx_us": now_us(),
@@ -83,7 +107,7 @@ class Ingest:
         source: str | None = None
 
         async def reply(obj: dict[str, Any]) -> None:
-            writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+            writer.write(msgspec.json.encode(obj) + b"\n")
             await writer.drain()
 
         try:
@@ -93,13 +117,13 @@ class Ingest:
                         await self.reject(source, b"", str(line))
                         await reply({"ok": False, "error": str(line)})
                         continue
-                    try:
-                        obj = parse_json(line)
-                    except FeedError as exc:
-                        await self.reject(source, line, str(exc))
-                        await reply({"ok": False, "error": str(exc)})
-                        continue
                     if source is None:
+                        try:
+                            obj = parse_json(line)
+                        except FeedError as exc:
+                            await self.reject(source, line, str(exc))
+                            await reply({"ok": False, "error": str(exc)})
+                            continue
                         token = obj.get("token") if isinstance(obj, dict) else None
                         source = self.source_for(token)
                         if source is None or obj.get("type") != "hello":
@@ -107,15 +131,15 @@ class Ingest:
                             await reply({"ok": False, "error": "first send "
                                          '{"type":"hello","token":"..."} with a valid token'})
                             return
-                        log.info("source %s connected from %s", source, peer)
+                        log.debug("source %s connected from %s", source, peer)
                         await reply({"ok": True, "source": source,
                                      "last_seq": await self.last_seq(source)})
                         continue
-                    await reply(await self.accept(obj, source, line))
+                    await reply(await self.accept_line(line, source))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            log.info("source %s disconnected (%s)", source or "?", peer)
+            log.debug("source %s disconnected (%s)", source or "?", peer)
             writer.close()
 
     # ------------------------------------------------------------------ HTTP
@@ -135,7 +159,7 @@ class Ingest:
             parsed = parse_json(body)
             items = parsed if isinstance(parsed, list) else [parsed]
             single = not isinstance(parsed, list)
-            raws = [json.dumps(x).encode() for x in items]
+            raws = [msgspec.json.encode(x) for x in items]
         except FeedError:
             # Not one JSON document: newline-delimited JSON, line by line.
             single = False

@@ -24,13 +24,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from icetime import bus, keys
+from icetime.logs import about
 from icetime.rules import load as load_rules
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from .competition import Competition
 
-log = logging.getLogger("scoring")
+log = logging.getLogger(__name__)
 BATCH = 200
 #: How often the counters are written for /api/health (off the per-input path).
 STATS_EVERY_S = 1.0
@@ -89,7 +90,7 @@ class ScoringRunner:
         refused = self.engine.stats["refused"]
         out = self.engine.feed(sid, inp)
         if self.engine.stats["refused"] > refused:
-            log.warning("input refused: %s", self.engine.last_error)
+            log.warning("input refused: %s", self.engine.last_error, extra=about(inp))
         hops: dict[str, Any] = {"source_us": inp.get("sent_us"), "ingest_us": inp.get("rx_us"),
                                 "scoring_us": now_us()}
         batch = []

@@ -20,8 +20,9 @@ All of them:
 * append every byte received to a capture log (``<data_dir>/captures``), framed
   as ``u64 receive µs, u32 length, bytes``, so a session can be replayed through
   the same codec;
-* reopen a dropped link with backoff; report, count and keep damaged records in
-  the rejects stream and carry on;
+* reopen a dropped link with backoff (doubling up to ``MAX_BACKOFF_S``): a decoder
+  that is down is warned about once, retried quietly (DEBUG) and announced when it
+  is back; report, count and keep damaged records in the rejects stream and carry on;
 * turn a passing of a ``gun_transponders`` id into a gun for the pair called to
   the start;
 * publish health (link up or down, the decoder's status fields, the last passing,
@@ -47,7 +48,7 @@ from .p3 import TOR, P3Decoder, P3Record, encode, u
 if TYPE_CHECKING:
     from ..server import Ingest
 
-log = logging.getLogger("decoder")
+log = logging.getLogger(__name__)
 #: After a reconnect, ask for this many passings past the last one we hold.
 RESEND_WINDOW = 10_000
 #: Health is published on each link change and STATUS, and after passings at most this
@@ -55,6 +56,10 @@ RESEND_WINDOW = 10_000
 HEALTH_EVERY_US = 1_000_000
 #: A link that stayed up this long was a good one: reconnect at once after it drops.
 STABLE_LINK_S = 2.0
+#: Reconnect attempts start this far apart and double up to MAX_BACKOFF_S, so a decoder
+#: that is switched off (or not there today) costs one attempt a minute.
+FIRST_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 60.0
 #: With sync_clock, measure the decoder's clock this often (and on every connect).
 CLOCK_CHECK_S = 30.0
 #: A measured offset this far from the one in use is a real clock change, not jitter:
@@ -92,14 +97,12 @@ def resend_request(first: int, last: int) -> bytes:
 
 
 def make_link(cfg: Decoder, ingest: Ingest, capture_dir: Path) -> DecoderLink:
-    """The link for a configured decoder, by its protocol."""
-    kinds: dict[str, type[DecoderLink]] = {
-        "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink,
-        "protime_udp": ProtimeUdpLink}
-    kind = kinds.get(cfg.protocol)
+    """The link for a configured decoder, by its protocol (one of settings.PROTOCOLS;
+    ValueError for another)."""
+    kind = LINKS.get(cfg.protocol)
     if kind is None:
         raise ValueError(f"decoder {cfg.id}: unknown protocol {cfg.protocol!r} "
-                         f"(known: {', '.join(kinds)})")
+                         f"(known: {', '.join(LINKS)})")
     return kind(cfg, ingest, capture_dir)
 
 
@@ -125,6 +128,8 @@ class DecoderLink:
         self.clock_rtt_us: int | None = None
         self.published_us = 0
         self.writer: asyncio.StreamWriter | None = None
+        #: Loop time the link went down (warned about once); None while it is up.
+        self.down_since: float | None = None
 
     def state(self) -> dict[str, Any]:
         """What the monitor and /api/health show for this decoder."""
@@ -157,28 +162,50 @@ class DecoderLink:
                 self.writer.close()
 
     async def _run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        loop = asyncio.get_running_loop()
+        backoff = FIRST_BACKOFF_S
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        back: asyncio.TimerHandle | None = None
         while not stop.is_set():
             try:
                 reader, self.writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
             except OSError as exc:
-                log.warning("decoder %s unreachable (%s); retry in %.1fs", self.cfg.id, exc,
-                            backoff)
+                if self.down_since is None:
+                    self.down_since = loop.time()
+                    log.warning("decoder %s at %s unreachable (%s); retrying quietly, at "
+                                "least every %.0f s", self.cfg.id, where, exc, MAX_BACKOFF_S)
+                else:
+                    log.debug("decoder %s at %s still unreachable (%s); retry in %.1f s",
+                              self.cfg.id, where, exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            connected_at = asyncio.get_running_loop().time()
+            connected_at = loop.time()
             self.stats["connects"] += 1
             self.connected = True
-            log.info("decoder %s connected", self.cfg.id)
+            if self.down_since is None:
+                log.info("decoder %s at %s connected", self.cfg.id, where)
+            else:
+                # Announced once it has stayed up: a decoder that accepts and drops at
+                # once is still down, and must not log a line per attempt.
+                log.debug("decoder %s at %s connected", self.cfg.id, where)
+                back = loop.call_later(STABLE_LINK_S, self._back, where)
             await self.publish_health("connected")
             await self.on_connect()
             clock = asyncio.create_task(self.clock_loop()) if self.cfg.sync_clock else None
             try:
                 await self.pump(reader, stop)
             except (OSError, ConnectionError) as exc:
-                log.warning("decoder %s link lost: %s", self.cfg.id, exc)
+                if self.down_since is None:
+                    self.down_since = loop.time()
+                    log.warning("decoder %s at %s: link lost (%s); reconnecting", self.cfg.id,
+                                where, exc)
+                else:
+                    log.debug("decoder %s at %s: link lost again (%s)", self.cfg.id, where, exc)
             finally:
+                if back is not None:
+                    back.cancel()
+                    back = None
                 if clock is not None:
                     clock.cancel()
                 self.writer.close()
@@ -187,12 +214,19 @@ class DecoderLink:
             if stop.is_set():
                 break
             await self.publish_health("disconnected")
-            if asyncio.get_running_loop().time() - connected_at < STABLE_LINK_S:
+            if loop.time() - connected_at < STABLE_LINK_S:
                 # A decoder that accepts and drops at once must not be hammered.
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             else:
-                backoff = 0.1
+                backoff = FIRST_BACKOFF_S
+
+    def _back(self, where: str) -> None:
+        """The link has stayed up STABLE_LINK_S after an outage: say so, once."""
+        if self.down_since is not None:
+            down_s = asyncio.get_running_loop().time() - self.down_since - STABLE_LINK_S
+            log.info("decoder %s at %s is back after %.1f s down", self.cfg.id, where, down_s)
+            self.down_since = None
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -416,3 +450,9 @@ class ProtimeUdpLink(ProtimeLink):
         finally:
             transport.close()
             self.capture.close()
+
+
+#: The link class per ``protocol``: the same names as settings.PROTOCOLS (a test checks).
+LINKS: dict[str, type[DecoderLink]] = {
+    "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink,
+    "protime_udp": ProtimeUdpLink}
