@@ -22,10 +22,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from icetime import keys
 from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
 from icetime.redis_embed import EmbeddedRedis
 from icetime.replay import LOOP_SOURCE, load_fixture, script_inputs
+from icetime.service import LISTEN_ENV, with_ports
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
@@ -36,7 +40,11 @@ FIXTURES = ROOT / "fixtures"
 
 
 class Supervisor:
-    """Redis plus the three service processes, kept running until :meth:`stop`."""
+    """Redis plus the three service processes, kept running until :meth:`stop`.
+
+    After :meth:`start`, ``cfg`` holds the ports the services bound (what a port of 0
+    in the configuration became); a restarted service binds the same ones again.
+    """
 
     def __init__(self, config: str, cfg: settings_mod.Settings) -> None:
         self.config = config
@@ -45,6 +53,8 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = cfg.redis_url
         self.restarts: dict[str, int] = {}
+        #: Service name -> the ports it reported (settings field -> port).
+        self.ports: dict[str, dict[str, int]] = {}
 
     def start(self) -> None:
         if not self.url:
@@ -60,12 +70,31 @@ class Supervisor:
 
     def spawn(self, name: str) -> None:
         env = {**os.environ, "REDIS_URL": self.url}
+        if name in self.ports:  # a restart: the same ports, even where port 0 chose them
+            env[LISTEN_ENV] = json.dumps(self.ports[name])
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", "--config", self.config],
             env=env, cwd=ROOT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until each service has reported the ports it bound (the Redis hash
+        ``keys.LISTENING``, from the process we started) and both HTTP servers answer
+        ``/healthz``; ``cfg`` then carries the bound ports, so a port of 0 in the
+        configuration works. Raises RuntimeError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        r = redis.Redis.from_url(self.url)
+        try:
+            for name in SERVICES:
+                while (ports := self.reported_ports(r, name)) is None:
+                    self.check_children()
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"service {name} did not start listening "
+                                           "(is a configured port in use?)")
+                    time.sleep(0.05)
+                self.ports[name] = ports
+        finally:
+            r.close()
+        self.cfg = with_ports(self.cfg, {k: v for p in self.ports.values() for k, v in p.items()})
         urls = [f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/healthz",
                 f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/healthz"]
         for url in urls:
@@ -80,6 +109,17 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{url} did not come up (is the port in use?)")
                 time.sleep(0.1)
+
+    def reported_ports(self, r: redis.Redis, name: str) -> dict[str, int] | None:
+        """The ports service ``name`` reported, if the process we started did."""
+        try:
+            raw = r.hget(keys.LISTENING, name)
+        except redis.RedisError:
+            return None
+        entry = json.loads(raw) if raw else {}
+        if entry.get("pid") != self.procs[name].pid:
+            return None  # nothing yet, or an earlier process's entry
+        return {str(k): int(v) for k, v in entry["ports"].items()}
 
     def check_children(self) -> None:
         """Restart a service that exited on its own: a crash must not end the meet."""
@@ -223,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             if cfg.decoders:
                 sim = DecoderSimulator()
                 await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
-            task = asyncio.create_task(replay(doc, cfg, args.speed, decoder=sim))
+            task = asyncio.create_task(replay(doc, sup.cfg, args.speed, decoder=sim))
             try:
                 while not task.done():
                     await asyncio.sleep(1)

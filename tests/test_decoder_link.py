@@ -20,7 +20,7 @@ from services.ingest.decoders.link import read_capture
 from services.ingest.decoders.p3 import P3Decoder, P3Record
 from services.ingest.decoders.simulator import DecoderSimulator
 
-from .conftest import TOKENS, Stack, make_settings, wait_port
+from .conftest import TOKENS, make_settings, start_stack
 
 FIXTURE = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w1000a.json")
 RACE = "bj23-w1000a"
@@ -35,10 +35,11 @@ async def decoder_stack(redis_server, tmp_path, skew_us=0, **decoder):
     port = await sim.start()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
                              decoders=(Decoder("finish-p3", "127.0.0.1", port, **decoder),))
-    st = Stack(settings, redis_server.url, {}, {}, [])
-    for name in ("ingest", "scoring", "broadcast"):
-        await st.start(name)
-    await wait_port(settings.ingest_http_port)
+    try:
+        st = await start_stack(settings, redis_server.url)
+    except BaseException:
+        await sim.stop()
+        raise
     try:
         yield st, sim
     finally:

@@ -60,10 +60,10 @@ async def follow_through_outages(url, done, log):
 
 
 async def test_sigkill_each_service_mid_race(tmp_path):
-    config = str(write_venue_config(tmp_path)[0])
-    cfg = settings.load(config)
-    sup = Supervisor(config, cfg)
+    config = str(write_venue_config(tmp_path))
+    sup = Supervisor(config, settings.load(config))
     await asyncio.to_thread(sup.start)
+    cfg = sup.cfg  # with the ports the services bound; a restarted one binds them again
     try:
         await asyncio.to_thread(sup.load_startlist, FIXTURE)
         ws_url = f"ws://127.0.0.1:{cfg.broadcast_ws_port}/"
