@@ -19,6 +19,7 @@ from services.broadcast import server as broadcast
 from services.ingest import server as ingest
 from services.scoring import runner as scoring
 
+pytest_plugins = ["pytester"]  # tests/test_stack.py runs tests that must fail
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TOKENS = {"gun": "t-gun", "finish-loop": "t-loop", "photo-finish": "t-photo",
@@ -65,7 +66,9 @@ async def redis_client(redis_server):
 
 class ServiceDied(Exception):
     """A service of a test's :class:`Stack` raised or returned while the test ran;
-    ``__cause__`` is what it raised."""
+    ``__cause__`` is what it raised. ``reported`` once a test or teardown failed with it."""
+
+    reported = False
 
 
 #: The test being run (pytest_runtest_call), so a dying service can fail it at once.
@@ -84,24 +87,24 @@ def pytest_runtest_call(item: pytest.Item):
         failure = item.stash.get(_SERVICE_FAILURE, None)
         if failure is None:
             raise
+        failure.reported = True
         raise failure from failure.__cause__
     finally:
         _RUNNING.pop()
 
 
-def _fail_running_test(failure: ServiceDied) -> bool:
+def _fail_running_test(failure: ServiceDied) -> None:
     """Cancel the running test's task (pytest-asyncio runs the test function's coroutine
-    as one task) so it stops now rather than at its next timeout; False if there is none."""
+    as one task) so it stops now rather than at its next timeout."""
     if not _RUNNING or not isinstance(_RUNNING[-1], pytest.Function):
-        return False
+        return
     item = _RUNNING[-1]
     code = getattr(inspect.unwrap(item.obj), "__code__", None)
     for task in asyncio.all_tasks():
         if getattr(task.get_coro(), "cr_code", None) is code and not task.done():
             item.stash[_SERVICE_FAILURE] = failure
             task.cancel(f"{failure}")
-            return True
-    return False
+            return
 
 
 #: The services a Stack runs by name: ``serve(settings, redis, stop, ready)``.
@@ -127,7 +130,6 @@ class Stack:
     stops: dict[str, asyncio.Event] = field(default_factory=dict)
     clients: list[Redis] = field(default_factory=list)
     failure: ServiceDied | None = None
-    failure_reported: bool = False
 
     @property
     def ws_url(self) -> str:
@@ -182,7 +184,7 @@ class Stack:
         failure.__cause__ = exc
         if self.failure is None:
             self.failure = failure
-            self.failure_reported = _fail_running_test(failure)
+            _fail_running_test(failure)
 
     async def stop(self, name: str) -> None:
         self.stops[name].set()
@@ -200,8 +202,8 @@ class Stack:
             for r in self.clients:
                 await r.aclose()
             self.clients.clear()
-        if self.failure is not None and not self.failure_reported:
-            self.failure_reported = True
+        if self.failure is not None and not self.failure.reported:
+            self.failure.reported = True
             raise self.failure
 
 
