@@ -29,7 +29,7 @@ from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
 from icetime.redis_embed import EmbeddedRedis
 from icetime.replay import LOOP_SOURCE, load_fixture, script_inputs
-from icetime.service import LISTEN_ENV, with_ports
+from icetime.service import LISTEN_ENV, PARENT_ENV, with_ports
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
@@ -69,7 +69,7 @@ class Supervisor:
         self.wait_ready()
 
     def spawn(self, name: str) -> None:
-        env = {**os.environ, "REDIS_URL": self.url}
+        env = {**os.environ, "REDIS_URL": self.url, PARENT_ENV: str(os.getpid())}
         if name in self.ports:  # a restart: the same ports, even where port 0 chose them
             env[LISTEN_ENV] = json.dumps(self.ports[name])
         self.procs[name] = subprocess.Popen(
@@ -161,7 +161,8 @@ class Supervisor:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 result: dict[str, Any] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
+            with exc:  # its body is the open response: read it, then close it
+                raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
         return result
 
     def page_url(self, race: str | None = None, page: str = "") -> str:

@@ -37,6 +37,8 @@ Serve = Callable[[settings.Settings, aioredis.Redis, asyncio.Event, Ready | None
 #: Set by ``icetime run`` for a service it restarts: JSON :data:`Ports`, the ports the
 #: service had before, so a listener configured on port 0 comes back where clients knew it.
 LISTEN_ENV = "ICETIME_LISTEN"
+#: Set by ``icetime run``: its own pid, so a service stops when it is gone.
+PARENT_ENV = "ICETIME_SUPERVISOR_PID"
 
 
 def listen_port(addresses: Iterable[Any]) -> int:
@@ -98,8 +100,8 @@ async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    watchdog = asyncio.create_task(_watch_parent(name, stop))
     cfg = with_ports(cfg, pinned_ports())
+    watchdog = asyncio.create_task(_watch_parent(name, stop))
     r = bus.connect(url)
 
     async def ready(ports: Ports) -> None:
@@ -140,13 +142,15 @@ async def _unpublish(r: aioredis.Redis, name: str) -> None:
 
 async def _watch_parent(name: str, stop: asyncio.Event) -> None:
     """Stop when the process that started us is gone (a supervisor killed with -9),
-    rather than live on as an orphan holding the ports."""
-    parent = os.getppid()
+    rather than live on as an orphan holding the ports. The supervisor's pid comes from
+    :data:`PARENT_ENV`: one that died while we were still starting is noticed too."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     while not stop.is_set():
-        await asyncio.sleep(1.0)
         if os.getppid() != parent:
             logging.getLogger(name).warning("parent process %d is gone; stopping", parent)
             stop.set()
+            return
+        await asyncio.sleep(1.0)
 
 
 async def healthz(_request: object) -> object:

@@ -70,6 +70,17 @@ class Output:
         return "".join(self.seen)
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """After a failed test: Ctrl-C first, so the supervisor stops its children too."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
     fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
     config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
@@ -82,8 +93,12 @@ def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
         # Every port is 0 in the configuration: the URL printed has the one bound.
         base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:(\d+))/ ", 30)[1]
         assert not base.endswith(":0")
-        with urllib.request.urlopen(f"{base}/api/races", timeout=2) as r:
-            races = json.loads(r.read())
+        races = []
+        deadline = time.monotonic() + 30
+        while not races and time.monotonic() < deadline:  # the start list is being scored
+            with urllib.request.urlopen(f"{base}/api/races", timeout=2) as r:
+                races = json.loads(r.read())
+            time.sleep(0.05)
         assert races == [{"id": "bj23-w1000a", "name": "Women 1000 m · Division A",
                           "distance": 1000, "kind": "long_track_individual"}]
         for page in ("/", "/live", "/monitor", "/board", "/overlay"):
@@ -103,9 +118,7 @@ def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
         assert not [k for k in kids if alive(k)], "a child outlived Ctrl-C"
         assert "Traceback" not in text, text
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         out.rest()  # the reader closes the pipe, even when the test failed
 
 
@@ -129,15 +142,15 @@ def test_a_supervisor_killed_outright_leaves_nothing_behind(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len(children_of(proc.pid)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+        time.sleep(0.05)
+    # Killed at once, while the services are still starting: they stop all the same.
     kids = children_of(proc.pid)
     redis_pid = int((data / "redis.pid").read_text())
     assert redis_pid in kids
     proc.kill()
     proc.wait()
     services = [k for k in kids if k != redis_pid]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20  # each still has to start before it can notice
     while any(alive(k) for k in services) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [k for k in services if alive(k)], "a service outlived its supervisor"

@@ -74,7 +74,8 @@ def six_finished(view):
     return len(view["classification"]["bib"]) >= 6
 
 
-async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, tmp_path):
+async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, redis_client,
+                                                                 tmp_path):
     async with decoder_stack(redis_server, tmp_path) as (st, sim):
         settings = st.settings
         doc = copy.deepcopy(FIXTURE)
@@ -101,7 +102,7 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
                 generated += 1
         await gun.close()
 
-        r = bus.connect(redis_server.url)
+        r = redis_client
         async with asyncio.timeout(20):
             while True:
                 raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
@@ -142,7 +143,6 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
                 if isinstance(rec, P3Record) and rec.tor_name == "PASSING":
                     numbers.add(rec.fields["passing_number"])
         assert numbers == set(range(1, generated + 1))
-        await r.aclose()
 
 
 async def test_the_demo_path_replays_through_the_p3_simulator(redis_server, tmp_path):
@@ -186,20 +186,27 @@ async def test_a_decoder_clock_set_wrong_is_measured_and_corrected(redis_server,
         doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (3, 10)]
         await post(st, "/api/startlist", doc["startlist"])
         r = bus.connect(redis_server.url)
-        async with asyncio.timeout(10):
-            while not (raw := await r.hget(keys.DECODERS_HASH, "finish-p3")) or \
-                    json.loads(raw)["clock_offset_us"] == 0:
-                await asyncio.sleep(0.05)
-        health = json.loads(raw)
-        assert abs(health["clock_offset_us"] + skew) <= health["clock_rtt_us"]
-        clock = [x for x in (bus.unpack_input(f[b"d"]) for _, f in
-                             await r.xrange(keys.RAW_STREAM)) if x["type"] == "clock"]
-        assert len(clock) == 1 and clock[0]["source"] == "finish-p3"
-        await replay(doc, st.settings, speed=200.0, announce=False, decoder=sim)
-        view = await follow(st, lambda v: len(v["classification"]["bib"]) >= 4)
+        try:
+            async with asyncio.timeout(10):
+                while not (raw := await r.hget(keys.DECODERS_HASH, "finish-p3")) or \
+                        json.loads(raw)["clock_offset_us"] == 0:
+                    await asyncio.sleep(0.05)
+            health = json.loads(raw)
+            # The measurement is right within its half round trip (on a loaded machine
+            # that can be milliseconds).
+            assert abs(health["clock_offset_us"] + skew) <= health["clock_rtt_us"]
+            clock = [x for x in (bus.unpack_input(f[b"d"]) for _, f in
+                                 await r.xrange(keys.RAW_STREAM)) if x["type"] == "clock"]
+            assert len(clock) == 1 and clock[0]["source"] == "finish-p3"
+            await replay(doc, st.settings, speed=200.0, announce=False, decoder=sim)
+            view = await follow(st, lambda v: len(v["classification"]["bib"]) >= 4)
+            health = json.loads(await r.hget(keys.DECODERS_HASH, "finish-p3"))
+        finally:
+            await r.aclose()
         finals = {view["skaters"][b]["short"]: t for b, t in
                   zip(view["classification"]["bib"], view["classification"]["t"], strict=True)}
-        # Right to the thousandth, give or take the one the measurement can move.
-        assert abs(finals["Takagi"] - 74_446_000) <= 1000
-        assert abs(finals["Goetz"] - 74_452_000) <= 1000
-        await r.aclose()
+        # The times are the true ones moved by exactly the measurement's error, then
+        # truncated to the thousandth (which can move them by one more).
+        error = health["clock_offset_us"] + skew
+        assert abs(finals["Takagi"] - 74_446_000 - error) < 1000
+        assert abs(finals["Goetz"] - 74_452_000 - error) < 1000

@@ -193,6 +193,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
     runner = web.AppRunner(ingest.app(), access_log=None)
     await runner.setup()
     tcp: asyncio.Server | None = None
+    links: list[DecoderLink] = []
     link_tasks: list[asyncio.Task[None]] = []
     try:
         await web.TCPSite(runner, settings.host, settings.ingest_http_port).start()
@@ -213,6 +214,8 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         for task in link_tasks:
             task.cancel()
         await asyncio.gather(*link_tasks, return_exceptions=True)
+        for link in links:
+            link.capture.close()  # a link cancelled before it ran never closed its file
         if tcp is not None:
             tcp.close()
             await tcp.wait_closed()
