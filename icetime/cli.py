@@ -373,7 +373,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     print(f"sent {sent} inputs")
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

@@ -25,7 +25,6 @@ class FeedClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.last_seq: int | None = None
-        self.reconnects = 0
 
     async def connect(self) -> dict[str, Any]:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port,
@@ -69,7 +68,6 @@ class FeedClient:
                 if loop.time() > deadline:
                     raise
                 log.warning("feed connection lost (%s); retrying in %.2fs", exc, delay)
-                self.reconnects += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

@@ -764,7 +764,6 @@ def decode_view(view: dict[str, Any]) -> RaceView:
 
 
 # ---------------------------------------------------------------- JSON Schema
-SCHEMA_FILES = {"feed-input.json": "feed input", "race-event.json": "race event"}
 _SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 

@@ -112,7 +112,7 @@ class Broadcast:
 
     async def races(self, request: web.Request) -> web.Response:
         out = []
-        for race in sorted(m.decode() for m in await self.r.smembers(keys.RACES_SET)):
+        for race in sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET)):
             view = await self.r.hget(keys.snapshot_key(race), "view")
             info = json.loads(view)["race"] if view else {"id": race}
             out.append({"id": race, "name": info.get("name", race),
@@ -124,7 +124,7 @@ class Broadcast:
 
     async def health(self, request: web.Request) -> web.Response:
         async def h(key: str) -> dict[str, int]:
-            return {k.decode(): int(v) for k, v in (await self.r.hgetall(key)).items()}
+            return {bus.text(k): int(v) for k, v in (await self.r.hgetall(key)).items()}
         decoders = [json.loads(v) for _, v in
                     sorted((await self.r.hgetall(keys.DECODERS_HASH)).items())]
         return web.json_response({"ingest": await h(keys.INGEST_STATS),

@@ -194,7 +194,8 @@ class Ingest:
         return web.json_response(result, status=200 if result["ok"] else 400)
 
     async def http_stats(self, request: web.Request) -> web.Response:
-        stats = {k.decode(): int(v) for k, v in (await self.r.hgetall(keys.INGEST_STATS)).items()}
+        stats: dict[str, Any] = {bus.text(k): int(v)
+                                 for k, v in (await self.r.hgetall(keys.INGEST_STATS)).items()}
         stats["raw_length"] = await self.r.xlen(keys.RAW_STREAM)
         stats["decoders"] = {link.cfg.id: link.state() for link in self.links}
         return web.json_response(stats)

@@ -29,7 +29,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-EXCLUDING = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 FORFEITING = ("YC", "RC")
 
 
