@@ -10,6 +10,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -60,43 +61,7 @@ class Broadcast:
         subs: dict[str, Subscription] = {}
         try:
             async for message in ws:
-                try:
-                    msg = json.loads(message)
-                    op = msg.get("op")
-                except (ValueError, AttributeError):
-                    await ws.send(bus.dumps({"type": "error",
-                                             "error": "messages are JSON objects"}))
-                    continue
-                if op == "time":
-                    await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
-                elif op == "subscribe":
-                    race = msg.get("race")
-                    if not isinstance(race, str) or not race:
-                        await ws.send(bus.dumps({"type": "error",
-                                                 "error": "subscribe needs a race"}))
-                        continue
-                    # No "protocol": a client written before protocol 2 (the old names).
-                    protocol = msg.get("protocol", 1)
-                    if type(protocol) is not int or protocol not in PROTOCOLS:
-                        await ws.send(bus.dumps({
-                            "type": "error", "race": race,
-                            "error": f"protocol must be one of {list(PROTOCOLS)}"}))
-                        continue
-                    if race in subs:
-                        await subs.pop(race).stop()
-                    try:
-                        sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"),
-                                                          msg.get("offset"), protocol)
-                    except RedisError as exc:
-                        log.error("subscribe to %s failed: %s", race, exc)
-                        await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
-                                                 "error": "storage unavailable; subscribe again"}))
-                        continue
-                    subs[race] = sub
-                elif op == "unsubscribe" and msg.get("race") in subs:
-                    await subs.pop(msg["race"]).stop()
-                else:
-                    await ws.send(bus.dumps({"type": "error", "error": f"unknown op {op!r}"}))
+                await self.on_message(ws, message, subs)
         except ConnectionClosed:
             pass
         finally:
@@ -104,6 +69,52 @@ class Broadcast:
                       ", ".join(subs) or "no race")
             for sub in subs.values():
                 await sub.stop()
+
+    async def on_message(self, ws: ServerConnection, message: str | bytes,
+                         subs: dict[str, Subscription]) -> None:
+        """One client message (docs/protocol.md): ``time``, ``subscribe`` or
+        ``unsubscribe``; anything else gets an error frame. ``subs``: the client's
+        subscriptions by race id, updated here."""
+        try:
+            msg = json.loads(message)
+            op = msg.get("op")
+        except (ValueError, AttributeError):
+            await ws.send(bus.dumps({"type": "error", "error": "messages are JSON objects"}))
+            return
+        if op == "time":
+            await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
+        elif op == "subscribe":
+            await self.subscribe(ws, msg, subs)
+        elif op == "unsubscribe" and msg.get("race") in subs:
+            await subs.pop(msg["race"]).stop()
+        else:
+            await ws.send(bus.dumps({"type": "error", "error": f"unknown op {op!r}"}))
+
+    async def subscribe(self, ws: ServerConnection, msg: dict[str, Any],
+                        subs: dict[str, Subscription]) -> None:
+        """Follow ``msg["race"]`` (replacing the client's subscription to it, if any),
+        or send the client an error frame saying why not."""
+        race = msg.get("race")
+        if not isinstance(race, str) or not race:
+            await ws.send(bus.dumps({"type": "error", "error": "subscribe needs a race"}))
+            return
+        # No "protocol": a client written before protocol 2 (the old names).
+        protocol = msg.get("protocol", 1)
+        if type(protocol) is not int or protocol not in PROTOCOLS:
+            await ws.send(bus.dumps({"type": "error", "race": race,
+                                     "error": f"protocol must be one of {list(PROTOCOLS)}"}))
+            return
+        if race in subs:
+            await subs.pop(race).stop()
+        try:
+            sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
+                                              protocol)
+        except RedisError as exc:
+            log.error("subscribe to %s failed: %s", race, exc)
+            await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
+                                     "error": "storage unavailable; subscribe again"}))
+            return
+        subs[race] = sub
 
     # ------------------------------------------------------------------ HTTP
     async def config(self, request: web.Request) -> web.Response:
