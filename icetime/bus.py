@@ -107,29 +107,37 @@ def text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def entries(reply: Iterable[RawEntry] | None, field: bytes) -> list[tuple[str, bytes | None]]:
-    """An XRANGE or XREVRANGE reply as (stream id, value of ``field``) pairs, in order.
+#: A stream entry's fields, as the bus writes them (``{b"d": input}``, ``{b"e": event}``).
+Fields = dict[bytes, bytes]
 
-    The value is None for an entry deleted while pending (or one without ``field``).
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def entries(reply: Iterable[RawEntry] | None) -> list[tuple[str, Fields | None]]:
+    """An XRANGE or XREVRANGE reply as (stream id, fields) pairs, in order; the fields
+    are None for an entry deleted while pending.
+
     Raises ValueError for an entry without an id, which Redis never sends."""
-    out: list[tuple[str, bytes | None]] = []
+    out: list[tuple[str, Fields | None]] = []
     for sid, fields in reply or ():
         if sid is None:
             raise ValueError("a stream entry without an id")
-        value = fields.get(field) if fields else None
-        out.append((text(sid), value.encode() if isinstance(value, str) else value))
+        out.append((text(sid), None if fields is None else
+                    {_bytes(k): _bytes(v) for k, v in fields.items()}))
     return out
 
 
-def read_entries(reply: list[list[Any]] | dict[Any, Any] | None, field: bytes
-                 ) -> list[tuple[str, bytes | None]]:
+def read_entries(reply: list[list[Any]] | dict[Any, Any] | None
+                 ) -> list[tuple[str, Fields | None]]:
     """An XREAD or XREADGROUP reply (RESP2: ``[[stream, entries], ...]``, the protocol
     :func:`connect` speaks) as the pairs of :func:`entries`, stream after stream.
 
     Raises TypeError for a RESP3 reply (a dict)."""
     if isinstance(reply, dict):
         raise TypeError("a RESP3 stream reply: the bus speaks RESP2")
-    return [pair for _stream, chunk in reply or () for pair in entries(chunk, field)]
+    return [pair for _stream, chunk in reply or () for pair in entries(chunk)]
 
 
 def valid_id(stream_id: Any) -> bool:

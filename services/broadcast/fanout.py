@@ -80,6 +80,12 @@ def event_frame(race: str, epoch: str, sid: str, event_json: str) -> str:
             f'"offset":"{sid}","broadcast_us":{now_us()},"event":{event_json}}}')
 
 
+def event_json(fields: bus.Fields | None) -> str:
+    """The event an events-stream entry holds (JSON text, field ``e``). Raises
+    KeyError for an entry without one: scoring writes none such."""
+    return (fields or {})[b"e"].decode()
+
+
 async def snapshot_frame(r: aioredis.Redis, race: str) -> tuple[str, tuple[int, int], str]:
     """The race's stored snapshot as a frame; (frame, offset, epoch)."""
     snap = await r.hgetall(keys.snapshot_key(race))
@@ -156,10 +162,10 @@ class Subscription:
         start = f"({self.last[0]}-{self.last[1]}"
         while True:
             entries = bus.entries(
-                await self.feed.r.xrange(self.feed.stream, start, "+", count=500), b"e")
-            for sid, event in entries:
+                await self.feed.r.xrange(self.feed.stream, start, "+", count=500))
+            for sid, fields in entries:
                 await self.ws.send(self.encode(event_frame(self.feed.race, self.feed.epoch,
-                                                           sid, bus.text(event))))
+                                                           sid, event_json(fields))))
                 self.last = bus.parse_id(sid)
             if len(entries) < 500:
                 return
@@ -194,8 +200,7 @@ class Subscription:
         self.feed.subs.add(self)  # first, so nothing published from now on is missed
         how = "snapshot"
         if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset):
-            first = bus.entries(
-                await self.feed.r.xrange(self.feed.stream, "-", "+", count=1), b"e")
+            first = bus.entries(await self.feed.r.xrange(self.feed.stream, "-", "+", count=1))
             wanted = bus.parse_id(offset)
             if first and bus.parse_id(first[0][0]) <= wanted or not first and wanted == ZERO:
                 self.last = wanted
@@ -236,7 +241,7 @@ class RaceFeed:
 
     async def last_id(self) -> str:
         """The id of the stream's last event; "0-0" for an empty stream."""
-        last = bus.entries(await self.r.xrevrange(self.stream, "+", "-", count=1), b"e")
+        last = bus.entries(await self.r.xrevrange(self.stream, "+", "-", count=1))
         return last[0][0] if last else "0-0"
 
     async def start(self) -> None:
@@ -267,8 +272,8 @@ class RaceFeed:
                     continue
                 if not self.epoch:
                     await self.check_epoch()
-                for sid, event in bus.read_entries(resp, b"e"):
-                    self.fan_out(sid, event_frame(self.race, self.epoch, sid, bus.text(event)))
+                for sid, fields in bus.read_entries(resp):
+                    self.fan_out(sid, event_frame(self.race, self.epoch, sid, event_json(fields)))
                     self.position = sid
             except RedisError as exc:
                 log.error("race %s: redis error, retrying: %s", self.race, exc)

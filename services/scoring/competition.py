@@ -97,6 +97,8 @@ class Competition:
 
     def _route(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
         kind = inp["type"]
+        if kind == "passing":
+            return self._passing(input_id, inp)
         if kind == "startlist":
             return self._startlist(input_id, inp)
         if kind == "clock":
@@ -105,52 +107,65 @@ class Competition:
             self.offsets[str(inp["source"])] = int(inp["offset_us"])
             self.stats["clock_offsets"] += 1
             return {}
-        if kind == "gun" and "race" not in inp:
-            if self.called is None:
-                raise InputError("a gun with no race or pair, and no pair called to the start")
-            called_race, called_pair = self.called
-            inp = {**inp, "race": called_race,
-                   **({"pair": called_pair} if called_pair is not None else {})}
-            self.called = None
-        if kind == "passing":
-            bib = self.by_transponder.get(str(inp["transponder"]))
-            if bib is None:
-                self.stats["unknown_transponder"] += 1
-                return {}
-            point = inp.get("point", "finish")
-            if point != "finish" and point not in self.loops and point not in self.lines:
-                self.stats["unknown_point"] += 1
-                return {}
-            race_id = self.racing.get(bib)
-            if race_id is None:
-                self.stats["not_on_ice"] += 1
-                return {}
-            race = self.races[race_id]
-            routed = {**inp, "_bib": bib, "_t": self._common(inp)}
-            events = race.feed(input_id, routed)
-            if not events:
-                self.stats["passing_ignored"] += 1
-            return {race_id: events} if events else {}
-        named = self.races.get(str(inp.get("race")))
-        if named is None:
-            raise InputError(f"unknown race {inp.get('race')!r}")
-        race = named
         if kind == "call":
+            race = self._race(inp.get("race"))
             pair = int(inp["pair"]) if "pair" in inp else None
             if not race.can_call(pair):
                 raise InputError(f"race {race.id}: cannot call pair {pair} to the start")
             self.called = (race.id, pair)
             return {}
         if kind == "gun":
-            inp = {**inp, "_t": self._common(inp)}
-            for bib in race.starters(inp):
-                self.racing[bib] = race.id
-        elif kind in ("decision", "finish_time"):
+            return self._gun(input_id, inp)
+        if kind in ("decision", "finish_time"):
+            race = self._race(inp.get("race"))
             if "bib" in inp:
                 race._row(inp["bib"])  # refuse an unknown bib before it enters the log
-        else:
-            raise InputError(f"unknown input type {kind!r}")
+            return {race.id: race.feed(input_id, inp)}
+        raise InputError(f"unknown input type {kind!r}")
+
+    def _passing(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
+        """A passing to the race its skater is in; counted and dropped when the
+        transponder, the timing point or the skater's race is unknown."""
+        bib = self.by_transponder.get(str(inp["transponder"]))
+        if bib is None:
+            self.stats["unknown_transponder"] += 1
+            return {}
+        point = inp.get("point", "finish")
+        if point != "finish" and point not in self.loops and point not in self.lines:
+            self.stats["unknown_point"] += 1
+            return {}
+        race_id = self.racing.get(bib)
+        if race_id is None:
+            self.stats["not_on_ice"] += 1
+            return {}
+        race = self.races[race_id]
+        routed = {**inp, "_bib": bib, "_t": self._common(inp)}
+        events = race.feed(input_id, routed)
+        if not events:
+            self.stats["passing_ignored"] += 1
+        return {race_id: events} if events else {}
+
+    def _gun(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
+        """A gun starts its race's skaters (a gun naming no race: the pair called)."""
+        if "race" not in inp:
+            if self.called is None:
+                raise InputError("a gun with no race or pair, and no pair called to the start")
+            called_race, called_pair = self.called
+            inp = {**inp, "race": called_race,
+                   **({"pair": called_pair} if called_pair is not None else {})}
+            self.called = None
+        race = self._race(inp["race"])
+        inp = {**inp, "_t": self._common(inp)}
+        for bib in race.starters(inp):
+            self.racing[bib] = race.id
         return {race.id: race.feed(input_id, inp)}
+
+    def _race(self, race_id: Any) -> Race:
+        """The race an input names; InputError for an unknown one."""
+        race = self.races.get(str(race_id))
+        if race is None:
+            raise InputError(f"unknown race {race_id!r}")
+        return race
 
     def _common(self, inp: dict[str, Any]) -> int:
         """Map a source's time onto the common clock (per-source offset)."""
@@ -161,13 +176,7 @@ class Competition:
         for s in inp.get("skaters", []):
             sk = Skater.from_spec(s)
             skaters[sk.bib] = sk
-        transponders = dict(self.by_transponder)
-        for sk in skaters.values():
-            for tr in sk.transponders:
-                owner = transponders.get(tr)
-                if owner is not None and owner != sk.bib:
-                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
-                transponders[tr] = sk.bib
+        transponders = self._transponders(skaters)
         # Validate every race before changing anything: a bad file changes nothing.
         staged = []
         for spec in inp.get("races", []):
@@ -192,6 +201,18 @@ class Competition:
         self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
                       for line in r.lines.values()}
         return out
+
+    def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
+        """Transponder -> bib, known and ``skaters``' own; InputError for a transponder
+        given to two bibs."""
+        transponders = dict(self.by_transponder)
+        for sk in skaters.values():
+            for tr in sk.transponders:
+                owner = transponders.get(tr)
+                if owner is not None and owner != sk.bib:
+                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
+                transponders[tr] = sk.bib
+        return transponders
 
     def _names(self) -> dict[str, dict[str, Any]]:
         """Every competitor's name: skaters, and the teams of relays and team events."""

@@ -75,23 +75,22 @@ class ScoringRunner:
         start = "-"
         while True:
             entries = bus.entries(
-                await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK), b"d")
-            for sid, data in entries:
-                if data is not None:
-                    self.engine.feed(sid, bus.unpack_input(data))
-                    n += 1
+                await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK))
+            for sid, fields in entries:
+                self.engine.feed(sid, bus.unpack_input((fields or {})[b"d"]))
+                n += 1
             if len(entries) < REPLAY_CHUNK:
                 break
             start = "(" + entries[-1][0]
         log.info("rebuilt from %d inputs up to %s", n, bus.text(mark))
         return n
 
-    async def handle(self, sid: str, data: bytes | None) -> None:
-        if data is None or (self.progress and bus.parse_id(sid) <= self.progress):
+    async def handle(self, sid: str, fields: dict[bytes, bytes] | None) -> None:
+        if fields is None or (self.progress and bus.parse_id(sid) <= self.progress):
             # Deleted entry, or output already written by an earlier life: just acknowledge.
             await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
             return
-        inp = bus.unpack_input(data)
+        inp = bus.unpack_input(fields[b"d"])
         refused = self.engine.stats["refused"]
         out = self.engine.feed(sid, inp)
         if self.engine.stats["refused"] > refused:
@@ -112,8 +111,8 @@ class ScoringRunner:
         resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {keys.RAW_STREAM: start},
                                        count=BATCH, block=block)
         n = 0
-        for sid, data in bus.read_entries(resp, b"d"):
-            await self.handle(sid, data)
+        for sid, fields in bus.read_entries(resp):
+            await self.handle(sid, fields or None)
             n += 1
         self.stats_dirty = self.stats_dirty or n > 0
         now = time.monotonic()
