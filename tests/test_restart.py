@@ -73,9 +73,12 @@ async def test_sigkill_each_service_mid_race(tmp_path):
 
         async def kill(name, at):
             await asyncio.sleep(at)
-            os.kill(sup.procs[name].pid, signal.SIGKILL)
-            await asyncio.sleep(0.2)
-            await asyncio.to_thread(sup.check_children)  # the supervisor restarts it
+            proc = sup.procs[name]
+            os.kill(proc.pid, signal.SIGKILL)
+            # Gone for sure (a loaded machine can take a while to reap it), then the
+            # supervisor's check restarts it.
+            await asyncio.to_thread(proc.wait, 10)
+            await asyncio.to_thread(sup.check_children)
 
         await asyncio.gather(kill("scoring", 3.0), kill("broadcast", 6.0), kill("ingest", 9.0))
         await asyncio.wait_for(feed, 60)
