@@ -29,7 +29,8 @@ class AsciiRecord:
 
 def _seconds_to_us(text: str) -> int:
     whole, _, frac = text.partition(".")
-    return _int(whole) * 1_000_000 + (_int((frac + "000000")[:6]) if frac else 0)
+    return (_int(whole, "seconds") * 1_000_000
+            + (_int((frac + "000000")[:6], "seconds") if frac else 0))
 
 
 def parse_line(line: bytes) -> AsciiRecord | Damaged:
@@ -51,22 +52,25 @@ def parse_line(line: bytes) -> AsciiRecord | Damaged:
     try:
         if parts[0] == "@" and len(parts) == 8:
             rec = AsciiRecord("passing", {
-                "decoder": _int(parts[1]), "seq": _int(parts[2]), "transponder": parts[3],
-                "time_us": _seconds_to_us(parts[4]), "hits": _int(parts[5]),
-                "strength": _int(parts[6]), "status": _int(parts[7])}, line)
+                "decoder": _int(parts[1], "decoder"), "seq": _int(parts[2], "seq"),
+                "transponder": parts[3], "time_us": _seconds_to_us(parts[4]),
+                "hits": _int(parts[5], "hits"), "strength": _int(parts[6], "strength"),
+                "status": _int(parts[7], "status")}, line)
             return _check_passing(rec)
         if parts[0] == "#" and len(parts) == 4:
-            return AsciiRecord("status", {"decoder": _int(parts[1]), "seq": _int(parts[2]),
-                                          "noise": _int(parts[3])}, line)
+            return AsciiRecord("status", {"decoder": _int(parts[1], "decoder"),
+                                          "seq": _int(parts[2], "seq"),
+                                          "noise": _int(parts[3], "noise")}, line)
     except ValueError as exc:
-        return Damaged(f"bad number: {str(exc)[:80]}", line)
+        return Damaged(f"bad number: {exc}", line)
     return AsciiRecord("other", {"type": parts[0], "values": parts[1:]}, line)
 
 
-def _int(text: str) -> int:
-    """Plain decimal digits only (int() would also take signs, spaces and ``1_0``)."""
+def _int(text: str, name: str) -> int:
+    """Plain decimal digits only (int() would also take signs, spaces and ``1_0``);
+    ValueError naming the field otherwise."""
     if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"{text[:20]!r} is not a decimal number")
+        raise ValueError(f"{name} is not a decimal number")
     return int(text)
 
 

@@ -60,7 +60,9 @@ class PassingNumbers:
         self.jump_limit = jump_limit
         self.max_range = max_range
         self.max_missing = max_missing
-        self.missing: set[int] = set()
+        #: Missing numbers, oldest first (a dict as an ordered set: giving up the
+        #: oldest is then O(1) each, whatever the order they were found in).
+        self.missing: dict[int, None] = {}
         #: Missing numbers not asked for yet (passings that could not be stored).
         self.unasked: set[int] = set()
         #: A number that jumped, waiting to see whether a new numbering follows it.
@@ -80,7 +82,7 @@ class PassingNumbers:
             self.candidate = None
             return self._with_unasked(NOTHING)
         if n in self.missing:  # an answer to a RESEND
-            self.missing.discard(n)
+            del self.missing[n]
             self.unasked.discard(n)
             return NOTHING
         if h - self.jump_limit <= n <= h:
@@ -109,7 +111,7 @@ class PassingNumbers:
         next passing's requests."""
         if len(self.missing) >= self.max_missing:
             self._give_up(1)
-        self.missing.add(n)
+        self.missing[n] = None
         self.unasked.add(n)
 
     def reconnect_requests(self) -> list[tuple[int, int]]:
@@ -155,11 +157,13 @@ class PassingNumbers:
         if count > self.max_missing:  # only the newest fit
             self.given_up += count - self.max_missing
             first = last - self.max_missing + 1
-        self.missing.update(range(first, last + 1))
+        self.missing.update(dict.fromkeys(range(first, last + 1)))
 
     def _give_up(self, count: int) -> None:
-        """Forget the ``count`` oldest missing numbers."""
-        drop = sorted(self.missing)[:count]
-        self.missing.difference_update(drop)
+        """Forget the ``count`` missing numbers found first."""
+        it = iter(self.missing)
+        drop = [next(it) for _ in range(min(count, len(self.missing)))]
+        for n in drop:
+            del self.missing[n]
         self.unasked.difference_update(drop)
         self.given_up += len(drop)

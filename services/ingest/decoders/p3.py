@@ -312,8 +312,8 @@ def classify(rec: P3Record) -> P3Passing | P3Record | Damaged:
     for field_name in INT_FIELDS[rec.tor]:
         v = f.get(field_name)
         if v is not None and not isinstance(v, int):
-            return Damaged(f"{name} field {field_name} is {len(v) // 2} bytes, not an "
-                           "integer of 1 to 8", rec.raw)
+            return Damaged(f"{name} field {field_name} is {len(v) // 2} bytes: not an "
+                           "integer (one to eight bytes)", rec.raw)
     if rec.tor != TOR["PASSING"]:
         return rec
     n = f.get("passing_number")
