@@ -1,10 +1,12 @@
 """Decoder links under fuzz: real records, mutated, their checksums fixed, through the
 real codec and link into ingest on a real redis-server.
 
-``python -m bench.decoder_fuzz [--seconds 60] [--protocol p3|amb_ascii|protime|all]``
-prints, per protocol: frames/s, how each frame was classified, exceptions (0 expected:
-none may leave the link, and none may be caught as a bug inside it) and the process
-memory (RSS) at the start and the end.
+``python -m bench.decoder_fuzz [--seconds 60] [--protocol p3|amb_ascii|protime|all]
+[--codec-only]`` prints, per protocol: frames/s, how each frame was classified,
+exceptions (0 expected: none may leave the link, and none may be caught as a bug inside
+it) and the process memory (RSS) at the start and the end. ``--codec-only`` leaves
+ingest and Redis out: the codec, the classification and (P3) the passing-number
+tracking only, 10 to 25 times faster, for runs of a million frames.
 
 Mutations of the unescaped P3 record (1 to 3 per frame): a byte changed, a field
 dropped, duplicated or given a random width (0 to 12 bytes), a random field added,
@@ -40,9 +42,10 @@ import msgspec
 from icetime import bus
 from icetime.redis_embed import EmbeddedRedis
 from icetime.settings import Decoder, Settings
-from services.ingest.decoders import p3
+from services.ingest.decoders import Damaged, amb_ascii, p3, protime
 from services.ingest.decoders.amb_ascii import SOH
 from services.ingest.decoders.link import DecoderLink, make_link
+from services.ingest.decoders.numbers import PassingNumbers
 from services.ingest.server import Ingest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -302,6 +305,64 @@ async def fuzz(link: DecoderLink, protocol: str, seconds: float, seed: int = 1,
     return res
 
 
+def codec_only(protocol: str, seconds: float, seed: int = 1,
+               max_frames: int | None = None, data: Path = DATA) -> Result:
+    """The same frames through the codec, ``classify`` and PassingNumbers only."""
+    rng = random.Random(seed)
+    make, real = mutator(protocol, rng, data)
+    res = Result(protocol, real_data=real, rss_start_mb=rss_mb())
+    counts = dict.fromkeys(("records", "passing_records", "status_records", "other_records",
+                            "damaged"), 0)
+    numbers = PassingNumbers()
+    feed: Callable[[bytes], list[Any]]
+    if protocol == "p3":
+        feed = p3.P3Decoder().feed
+    elif protocol == "amb_ascii":
+        feed = amb_ascii.AmbAsciiDecoder().feed
+    else:
+        decoder = protime.ProtimeDecoder()
+
+        def feed(chunk: bytes) -> list[Any]:
+            return decoder.feed(chunk)[0]
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    for n, chunk in reads(make, rng):
+        t = time.perf_counter()
+        try:
+            for item in feed(chunk):
+                counts["records"] += 1
+                kind = p3.classify(item) if isinstance(item, p3.P3Record) else item
+                if isinstance(kind, p3.P3Passing):
+                    numbers.arrived(kind.number)
+                counts[kind_of(kind)] += 1
+        except Exception:
+            res.escaped += 1
+            logging.getLogger(__name__).exception("an exception left the %s codec", protocol)
+        done = time.perf_counter()
+        res.slowest_ms = max(res.slowest_ms, (done - t) * 1000)
+        res.frames += n
+        if done > deadline or (max_frames is not None and res.frames >= max_frames):
+            break
+    res.seconds = time.perf_counter() - t0
+    res.rss_end_mb = rss_mb()
+    res.stats = {**counts, "internal_errors": 0}
+    if protocol == "p3":
+        res.stats |= {"jumps": numbers.jumps, "tracked_missing": len(numbers.missing)}
+    return res
+
+
+def kind_of(item: Any) -> str:
+    """The counter a classified record goes to (as the links count them)."""
+    if isinstance(item, Damaged):
+        return "damaged"
+    if isinstance(item, p3.P3Passing | protime.ProtimeRecord):
+        return "passing_records"
+    if isinstance(item, p3.P3Record):
+        return "status_records" if item.tor == p3.TOR["STATUS"] else "other_records"
+    kind: str = item.kind  # AMB ASCII: passing, status or other
+    return f"{kind}_records"
+
+
 def fuzz_link(protocol: str, ingest: Ingest, capture_dir: Path) -> DecoderLink:
     """A link of ``protocol`` with no decoder behind it: frames go in through received()."""
     cfg = msgspec.convert({"id": f"fuzz-{protocol}", "host": "127.0.0.1", "port": 9,
@@ -311,22 +372,25 @@ def fuzz_link(protocol: str, ingest: Ingest, capture_dir: Path) -> DecoderLink:
 
 def report(res: Result) -> str:
     s = res.stats
-    keys = ("records", "passing_records", "status_records", "other_records", "damaged",
-            "passings", "duplicates", "refused", "not_stored", "internal_errors")
+    keys = [k for k in ("records", "passing_records", "status_records", "other_records",
+                        "damaged", "passings", "duplicates", "refused", "not_stored",
+                        "internal_errors") if k in s]
     extra = {k: s[k] for k in ("utc_only", "jumps", "new_numberings", "missing",
-                               "missing_given_up") if k in s}
+                               "missing_given_up", "tracked_missing") if k in s}
     base = "mutated real captures" if res.real_data else "own records: ../shared/data absent"
-    lines = [f"\n== {res.protocol} decoder fuzz: {res.frames:,} frames in {res.seconds:.1f} s "
-             f"({base}) ==",
+    what = "link" if "passings" in s else "codec"
+    lines = [f"\n== {res.protocol} decoder fuzz ({what}): {res.frames:,} frames in "
+             f"{res.seconds:.1f} s ({base}) ==",
              f"{res.frames / res.seconds:,.0f} frames/s; slowest read {res.slowest_ms:.1f} ms",
              "classified: " + ", ".join(f"{k} {s[k]:,}" for k in keys),
-             f"exceptions: {res.escaped + s['internal_errors']} ({res.escaped} out of the link, "
-             f"{s['internal_errors']} caught inside)",
+             f"exceptions: {res.escaped + s['internal_errors']} ({res.escaped} out of the "
+             f"{what}, {s['internal_errors']} caught inside)",
              f"memory (RSS): {res.rss_start_mb:.1f} MB at start, {res.rss_end_mb:.1f} MB at end"]
     if extra:
         lines.insert(3, "numbers: " + ", ".join(f"{k} {v:,}" for k, v in extra.items()))
-    top = sorted(s["damaged_reasons"].items(), key=lambda kv: -kv[1])[:6]
-    lines.append("damaged, most frequent: " + "; ".join(f"{k} ({v:,})" for k, v in top))
+    if "damaged_reasons" in s:
+        top = sorted(s["damaged_reasons"].items(), key=lambda kv: -kv[1])[:6]
+        lines.append("damaged, most frequent: " + "; ".join(f"{k} ({v:,})" for k, v in top))
     return "\n".join(lines)
 
 
@@ -357,9 +421,17 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="per protocol (default 20)")
     ap.add_argument("--protocol", choices=(*PROTOCOLS, "all"), default="all")
+    ap.add_argument("--codec-only", action="store_true",
+                    help="codec, classification and passing numbers only (no ingest, no Redis)")
     args = ap.parse_args(argv)
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
-    results = asyncio.run(run(args.seconds, protocols))
+    if args.codec_only:
+        results = []
+        for protocol in protocols:
+            results.append(codec_only(protocol, args.seconds))
+            print(report(results[-1]), flush=True)
+    else:
+        results = asyncio.run(run(args.seconds, protocols))
     if any(r.escaped or r.stats["internal_errors"] for r in results):
         raise SystemExit(1)
 

