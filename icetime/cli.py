@@ -25,12 +25,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from icetime import logs
+import redis
+
+from icetime import keys, logs
 from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
 from icetime.redis_embed import EmbeddedRedis
 from icetime.replay import LOOP_SOURCE, load_fixture, script_inputs
-from icetime.service import EXIT_CONFIG, SUPERVISOR_ENV, config_exit
+from icetime.service import EXIT_CONFIG, LISTEN_ENV, SUPERVISOR_ENV, config_exit, with_ports
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
@@ -55,6 +57,9 @@ class Supervisor:
 
     ``config`` is the configuration file (any path; the services get it absolute) and
     ``cfg`` the settings loaded from it.
+
+    After :meth:`start`, ``cfg`` holds the ports the services bound (what a port of 0
+    in the configuration became); a restarted service binds the same ones again.
     """
 
     def __init__(self, config: str, cfg: settings_mod.Settings) -> None:
@@ -67,6 +72,8 @@ class Supervisor:
         self.started_at: dict[str, float] = {}
         self.quick_deaths: dict[str, int] = {}  # in a row, each within STABLE_S of its start
         self.restart_at: dict[str, float] = {}  # restarts due (monotonic time)
+        #: Service name -> the ports it reported (settings field -> port).
+        self.ports: dict[str, dict[str, int]] = {}
 
     def start(self) -> None:
         if not self.url:
@@ -82,12 +89,31 @@ class Supervisor:
         if "ICETIME_DATA" in env:  # the services run in ROOT: give them the absolute path
             env["ICETIME_DATA"] = self.cfg.data_dir
         self.started_at[name] = time.monotonic()
+        if name in self.ports:  # a restart: the same ports, even where port 0 chose them
+            env[LISTEN_ENV] = json.dumps(self.ports[name])
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", "--config", self.config],
             env=env, cwd=ROOT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until each service has reported the ports it bound (the Redis hash
+        ``keys.LISTENING``, from the process we started) and both HTTP servers answer
+        ``/healthz``; ``cfg`` then carries the bound ports, so a port of 0 in the
+        configuration works. Raises RuntimeError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        r = redis.Redis.from_url(self.url)
+        try:
+            for name in SERVICES:
+                while (ports := self.reported_ports(r, name)) is None:
+                    self.check_children()
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"service {name} did not start listening "
+                                           "(is a configured port in use?)")
+                    time.sleep(0.05)
+                self.ports[name] = ports
+        finally:
+            r.close()
+        self.cfg = with_ports(self.cfg, {k: v for p in self.ports.values() for k, v in p.items()})
         urls = [f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/healthz",
                 f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/healthz"]
         for url in urls:
@@ -102,6 +128,17 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{url} did not come up (is the port in use?)")
                 time.sleep(0.1)
+
+    def reported_ports(self, r: redis.Redis, name: str) -> dict[str, int] | None:
+        """The ports service ``name`` reported, if the process we started did."""
+        try:
+            raw = r.hget(keys.LISTENING, name)
+        except redis.RedisError:
+            return None
+        entry = json.loads(raw) if raw else {}
+        if entry.get("pid") != self.procs[name].pid:
+            return None  # nothing yet, or an earlier process's entry
+        return {str(k): int(v) for k, v in entry["ports"].items()}
 
     def check_children(self) -> None:
         """Restart a service that exited on its own: a crash must not end the meet.
@@ -166,7 +203,8 @@ class Supervisor:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 result: dict[str, Any] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
+            with exc:  # its body is the open response: read it, then close it
+                raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
         return result
 
     def page_url(self, race: str | None = None, page: str = "") -> str:
@@ -297,7 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             sup.load_startlist(doc)
             print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
                   f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
-            task = asyncio.create_task(replay(doc, cfg, args.speed, decoder=sim))
+            task = asyncio.create_task(replay(doc, sup.cfg, args.speed, decoder=sim))
             while not task.done():
                 if not await carry_on():
                     return

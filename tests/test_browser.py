@@ -52,10 +52,11 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
     from playwright.async_api import async_playwright, expect
 
     settings = make_settings(redis_server.url)
-    cable = Cable(settings.broadcast_ws_port)
+    cable = Cable()
     await cable.start()
     st = await start_stack(replace(settings, public_ws_url=f"ws://127.0.0.1:{cable.port}/"),
                            redis_server.url)
+    cable.target_port = st.settings.broadcast_ws_port
     try:
         await load_startlist(st)
         async with async_playwright() as p:

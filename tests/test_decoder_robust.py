@@ -118,23 +118,28 @@ def test_a_jump_is_reported_not_asked_for_and_a_new_numbering_is_adopted():
 
 
 def test_passing_numbers_stay_bounded_in_memory_and_time_whatever_arrives():
+    """Consecutive numbers, random 32-bit ones and gaps up to past the jump limit: each
+    number is handled in milliseconds (a jump to 1.2 billion used to take seconds and
+    gigabytes), requests and tracked numbers stay within their bounds."""
     nb = PassingNumbers(0)
     rng = random.Random(3)
-    n, asked = 0, 0
-    t0 = time.perf_counter()
-    for _ in range(20_000):
+    n, asked, slowest = 0, 0, 0.0
+    for _ in range(10_000):
         pick = rng.random()
         n = (n + 1 if pick < 0.5 else rng.randrange(2**32) if pick < 0.8
              else max(0, n + rng.randint(-100, 15_000)))
+        t0 = time.perf_counter()
         v = nb.arrived(n)
+        slowest = max(slowest, time.perf_counter() - t0)
         assert all(0 <= last - first < numbers.MAX_RANGE for first, last in v.requests)
+        assert len(v.requests) <= numbers.JUMP_LIMIT // numbers.MAX_RANGE + 1
         asked += sum(last - first + 1 for first, last in v.requests)
         if rng.random() < 0.01:
             nb.failed(n)
         assert len(nb.missing) <= numbers.MAX_MISSING
         if rng.random() < 0.01:  # a reconnect
             assert len(nb.reconnect_requests()) <= numbers.MAX_RECONNECT_REQUESTS + 1
-    assert time.perf_counter() - t0 < 5
+    assert slowest < 0.25, slowest
     assert nb.jumps > 1000 and asked > 0 and nb.given_up > 0
 
 
@@ -233,7 +238,7 @@ async def ingest_with(redis_server, tmp_path, fake: ScriptedP3Decoder):
     port = await fake.start()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
                              decoders=(Decoder("d1", "127.0.0.1", port),))
-    st = Stack(settings, redis_server.url, {}, {}, [])
+    st = Stack(settings, redis_server.url)
     r = bus.connect(redis_server.url)
     try:
         yield st, r

@@ -136,14 +136,10 @@ async def test_official_decision_reaches_clients_as_a_revision(stack):
 
 async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis_client):
     """A real client on a tiny socket buffer stops reading while revisions pour out."""
-    from .conftest import Stack, make_settings, wait_port
+    from .conftest import make_settings, start_stack
 
-    st = Stack(make_settings(redis_server.url, client_buffer_max=128 * 1024), redis_server.url,
-               {}, {}, [])
-    for name in ("ingest", "scoring", "broadcast"):
-        await st.start(name)
-    await wait_port(st.settings.broadcast_ws_port)
-    await wait_port(st.settings.ingest_http_port)
+    st = await start_stack(make_settings(redis_server.url, client_buffer_max=128 * 1024),
+                           redis_server.url)
     try:
         await load_startlist(st)
         await replay(FIXTURE, st.settings, speed=SPEED, announce=False)

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from icetime import bus, keys
 from icetime.logs import about
 from icetime.messages import FeedInput, stored
-from icetime.service import healthz
+from icetime.service import Ready, healthz, listen_port
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -239,26 +239,37 @@ async def supervise(link: DecoderLink, stop: asyncio.Event) -> None:
         delay = min(delay * 2, RESTART_MAX_S)
 
 
-async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
+                ready: Ready | None = None) -> None:
+    """Run the feed until ``stop`` is set; ``ready`` gets ``{"ingest_http_port",
+    "ingest_tcp_port"}`` once both listeners are bound (port 0: any free port).
+    Raises OSError when a configured port is taken."""
     ingest = Ingest(settings, r)
     runner = web.AppRunner(ingest.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.ingest_http_port)
-    await site.start()
-    tcp = await asyncio.start_server(ingest.handle_tcp, settings.host, settings.ingest_tcp_port,
-                                     limit=MAX_LINE)
-    log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
-             settings.ingest_tcp_port, settings.host, settings.ingest_http_port)
-    links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
-             for d in settings.decoders]
-    ingest.links = links
-    link_tasks = [asyncio.create_task(supervise(link, stop)) for link in links]
+    tcp: asyncio.Server | None = None
+    links: list[DecoderLink] = []
+    link_tasks: list[asyncio.Task[None]] = []
     try:
+        await web.TCPSite(runner, settings.host, settings.ingest_http_port).start()
+        tcp = await asyncio.start_server(ingest.handle_tcp, settings.host,
+                                         settings.ingest_tcp_port, limit=MAX_LINE)
+        ports = {"ingest_http_port": listen_port(runner.addresses),
+                 "ingest_tcp_port": listen_port(s.getsockname() for s in tcp.sockets)}
+        log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
+                 ports["ingest_tcp_port"], settings.host, ports["ingest_http_port"])
+        links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
+                 for d in settings.decoders]
+        ingest.links = links
+        link_tasks = [asyncio.create_task(supervise(link, stop)) for link in links]
+        if ready:
+            await ready(ports)
         await stop.wait()
     finally:
         for task in link_tasks:
             task.cancel()
         await asyncio.gather(*link_tasks, return_exceptions=True)
-        tcp.close()
-        await tcp.wait_closed()
+        if tcp is not None:
+            tcp.close()
+            await tcp.wait_closed()
         await runner.cleanup()

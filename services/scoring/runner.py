@@ -15,6 +15,7 @@ written; the runner throws that engine away and starts again from step 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from icetime import bus, keys
 from icetime.logs import about
 from icetime.rules import load as load_rules
+from icetime.service import Ready
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -136,13 +138,20 @@ class ScoringRunner:
                 backoff = min(backoff * 2, 5.0)
 
 
-async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
+                ready: Ready | None = None) -> None:
+    """Score until ``stop`` is set; ``ready`` gets ``{}`` (no listeners). Raises what
+    the runner raised if it died: a silently dead scorer would publish nothing."""
     runner = ScoringRunner(settings, r)
     log.info("scoring started")
     task = asyncio.create_task(runner.run(stop))
-    await stop.wait()
-    task.cancel()
+    stopped = asyncio.create_task(stop.wait())
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
+        if ready:
+            await ready({})
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # re-raises the runner's own exception, if it died of one

@@ -538,7 +538,13 @@ class ProtimeLink(DecoderLink):
 
 class ProtimeUdpLink(ProtimeLink):
     """Protime over UDP: the decoder sends telegrams to our ``port`` (2008 by custom) and
-    waits for the acknowledgement back at the address it sent from."""
+    waits for the acknowledgement back at the address it sent from. ``port = 0`` binds
+    any free port; the one bound is ``listen_port`` in the health (event ``listening``)."""
+
+    listen_port: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "listen_port": self.listen_port}
 
     async def _run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -548,11 +554,15 @@ class ProtimeUdpLink(ProtimeLink):
             def datagram_received(self, data: bytes, addr: Any) -> None:
                 queue.put_nowait((data, addr))
 
+        # A port that cannot be bound raises: run() closes the capture log and the
+        # supervisor logs it and tries again.
         transport, _ = await loop.create_datagram_endpoint(
             Receiver, local_addr=(self.cfg.host, self.cfg.port))
-        self.stats["connects"] += 1
         codecs: dict[Any, protime.ProtimeDecoder] = {}  # one byte stream per sender
         try:
+            self.listen_port = int(transport.get_extra_info("sockname")[1])
+            self.stats["connects"] += 1
+            await self.publish_health("listening")
             while not stop.is_set():
                 try:
                     data, addr = await asyncio.wait_for(queue.get(), 1.0)
