@@ -146,21 +146,23 @@ def test_passing_numbers_stay_bounded_in_memory_and_time_whatever_arrives():
 # ------------------------------------------------------------------ fuzz
 async def test_fuzz_mutated_records_through_the_real_links_raise_nothing(redis_client,
                                                                          tmp_path, caplog):
-    """About 3 s of mutated records (checksums fixed) through each link into ingest: no
+    """2,000 mutated records (checksums fixed) through each link into ingest: no
     exception leaves a link or is caught inside it, every record is classified, the
     damaged ones are counted by reason and kept, and memory stays flat."""
     caplog.set_level(logging.ERROR)
     ingest = Ingest(make_settings(data_dir=str(tmp_path)), redis_client)
     real = SHARED_DATA.exists()
     results = {}
-    for protocol, seconds in (("p3", 1.8), ("amb_ascii", 0.6), ("protime", 0.6)):
+    # A fixed count of frames from a fixed seed, so the run is the same however loaded
+    # the machine is; the time is only a cap.
+    for protocol, frames in (("p3", 1200), ("amb_ascii", 400), ("protime", 400)):
         link = decoder_fuzz.fuzz_link(protocol, ingest, tmp_path / "captures")
-        res = await decoder_fuzz.fuzz(link, protocol, seconds, seed=7)
+        res = await decoder_fuzz.fuzz(link, protocol, 120.0, seed=7, max_frames=frames)
         results[protocol] = res
         s = res.stats
         assert res.real_data == real
         assert res.escaped == 0 and s["internal_errors"] == 0, decoder_fuzz.report(res)
-        assert res.frames > 300
+        assert res.frames >= frames
         # Every record is a passing, a status, another known record, or damaged...
         assert s["records"] == (s["passing_records"] + s["status_records"]
                                 + s["other_records"] + s["damaged"])
