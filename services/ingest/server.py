@@ -12,6 +12,7 @@ traceback). Tokens travel in the Authorization header or the TCP hello only: a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,12 +38,15 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
+#: A decoder link task that fails is restarted after this long, doubling up to
+#: RESTART_MAX_S while it keeps failing (reset once a run lasted RESTART_STABLE_S).
+RESTART_FIRST_S = 0.1
+RESTART_MAX_S = 30.0
+RESTART_STABLE_S = 10.0
 #: Query parameters that would put a token in a URL (proxy and access logs keep URLs).
 URL_TOKEN_PARAMS = ("token", "access_token")
 TOKEN_IN_URL = ("a token in the URL is refused (URLs are kept in proxy and access logs); "
                 "send it in the header 'Authorization: Bearer <token>'")
-
-
 NOT_AUTHENTICATED = 'first send {"type":"hello","token":"..."} with a valid token'
 
 
@@ -288,6 +292,31 @@ class Ingest:
         return app
 
 
+async def supervise(link: DecoderLink, stop: asyncio.Event) -> None:
+    """Run one decoder link until ``stop``. If its task fails (an exception the link did
+    not handle), the traceback is logged, health shows the link down with the reason
+    (event ``failed``), and it is restarted with backoff; a failing link never takes
+    ingest or the other links with it."""
+    loop = asyncio.get_running_loop()
+    delay = RESTART_FIRST_S
+    while not stop.is_set():
+        started = loop.time()
+        try:
+            await link.run(stop)
+        except Exception as exc:
+            link.failed(exc)
+            log.exception("decoder %s: link task failed (%d so far); restarting in %.1f s",
+                          link.cfg.id, link.stats["failures"], delay)
+            await link.publish_health("failed")
+        else:
+            return
+        if loop.time() - started > RESTART_STABLE_S:
+            delay = RESTART_FIRST_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, RESTART_MAX_S)
+
+
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                 ready: Ready | None = None) -> None:
     """Run the feed until ``stop`` is set; ``ready`` gets ``{"ingest_http_port",
@@ -310,7 +339,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
                  for d in settings.decoders]
         ingest.links = links
-        link_tasks = [asyncio.create_task(link.run(stop)) for link in links]
+        link_tasks = [asyncio.create_task(supervise(link, stop)) for link in links]
         if ready:
             await ready(ports)
         await stop.wait()
@@ -318,8 +347,6 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         for task in link_tasks:
             task.cancel()
         await asyncio.gather(*link_tasks, return_exceptions=True)
-        for link in links:
-            link.capture.close()  # a link cancelled before it ran never closed its file
         if tcp is not None:
             tcp.close()
             await tcp.wait_closed()
