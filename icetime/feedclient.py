@@ -37,6 +37,8 @@ class FeedClient:
             raise
         if not hello.get("ok"):
             await self.close()
+            if hello.get("retry"):  # storage unavailable: send() says hello again later
+                raise ConnectionResetError(hello.get("error", "retry"))
             raise FeedRefused(hello.get("error", "refused"))
         self.last_seq = hello.get("last_seq")
         return hello
