@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
+from yarl import URL
 
 from icetime import bus, keys
 from icetime.service import Ready, healthz, listen_port
@@ -34,6 +36,25 @@ SOCKET_SNDBUF = 64 * 1024
 #: The pages: URL path -> file in web/ (plain ES modules, no build step).
 PAGES = {"/": "index.html", "/live": "live.html", "/board": "board.html",
          "/monitor": "monitor.html", "/overlay": "overlay.html"}
+#: A host a CSP source can name: a DNS name or an IPv4 address. Anything else (an IPv6
+#: literal, which CSP cannot express, or a forged Host header) is matched by ``*``.
+CSP_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}")
+
+
+def ws_source(scheme: str, host: str | None, port: int | None) -> str:
+    """A CSP source for a WebSocket endpoint, e.g. ``ws://arena.local:8081``."""
+    name = host if host and CSP_HOST.fullmatch(host) else "*"
+    return f"{scheme}://{name}" + (f":{port}" if port else "")
+
+
+def content_security_policy(ws: str) -> str:
+    """The policy every response carries: the pages run only their own scripts and
+    styles from /static, talk to this node and its WebSocket ``ws`` (a CSP source),
+    and embed nothing. A value from a start list that slipped past escaping still
+    cannot run: no inline script, no event-handler attributes, no plugins, no <base>."""
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            f"connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'")
 
 
 def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
@@ -117,6 +138,26 @@ class Broadcast:
         subs[race] = sub
 
     # ------------------------------------------------------------------ HTTP
+    def ws_csp_source(self, request: web.Request) -> str:
+        """Where this request's page will open its WebSocket (as /api/config tells
+        it): the configured public URL's origin, else the host the browser asked for
+        at the WebSocket port (what the pages build from ``location.hostname``)."""
+        public = self.settings.public_ws_url
+        if public:
+            url = URL(public)
+            return ws_source(url.scheme, url.raw_host, url.explicit_port)
+        try:
+            host = URL.build(scheme="http", authority=request.host).raw_host
+        except ValueError:
+            host = None
+        return ws_source("ws", host, self.ws_port)
+
+    async def security_headers(self, request: web.Request,
+                               response: web.StreamResponse) -> None:
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            self.ws_csp_source(request))
+        response.headers["X-Content-Type-Options"] = "nosniff"
+
     async def config(self, request: web.Request) -> web.Response:
         return web.json_response({"ws_url": self.settings.public_ws_url,
                                   "ws_port": self.ws_port})
@@ -145,6 +186,8 @@ class Broadcast:
 
     def app(self) -> web.Application:
         app = web.Application()
+        # Every response, pages and static files and the API alike (errors included).
+        app.on_response_prepare.append(self.security_headers)
         app.add_routes([web.get(path, page(name)) for path, name in PAGES.items()])
         app.add_routes([
             web.get("/api/config", self.config),
