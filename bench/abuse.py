@@ -4,18 +4,20 @@
 
 Two connections, for SECONDS:
 
-* one subscribes to 10,000 made-up race ids as fast as it can send them, reads
-  every answer, closes, and does it again (a *burst*);
+* one subscribes to 10,000 made-up race ids as fast as it can send them and
+  reads the answers (the node answers no faster than its subscribe rate allows);
 * one subscribes to each REAL_RACE in turn, 20 a second (more races than a
-  connection may follow, so the last ones are refused), and holds them.
+  connection may follow, so the last ones are refused), and holds them until
+  every subscribe is answered and SECONDS are over.
 
-Prints one JSON line at the end: ``{"bursts", "made_up": {answer: count},
+Prints one JSON line at the end: ``{"sent", "made_up": {answer: count},
 "real": {answer: count}}``, where an answer is a frame's ``type``, or its ``code``
 for an ``error``. Used by tests/test_fanout.py and bench/fanout.py.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -34,43 +36,58 @@ def answer(frame: str | bytes) -> str:
     return str(msg.get("code") or msg["type"]) if msg["type"] == "error" else str(msg["type"])
 
 
-async def made_up_bursts(url: str, until: float, out: Counter[str]) -> int:
+async def made_up(url: str, until: float, out: Counter[str]) -> int:
+    """Send 10,000 made-up subscribes at once, read answers until ``until``; the number
+    sent (the node may hold the rest back, reading no faster than it answers)."""
     loop = asyncio.get_running_loop()
-    bursts = 0
-    while loop.time() < until:
-        tag = uuid.uuid4().hex[:8]
-        async with websockets.connect(url, max_size=None) as ws:
+    tag = uuid.uuid4().hex[:8]
+    sent = 0
+    async with websockets.connect(url, max_size=None) as ws:
+        async def send() -> None:
+            nonlocal sent
             for i in range(MADE_UP):
                 await ws.send(json.dumps({"op": "subscribe", "race": f"made-up-{tag}-{i}",
                                           "protocol": 2}))
-            for _ in range(MADE_UP):
-                out[answer(await ws.recv())] += 1
-        bursts += 1
-    return bursts
+                sent += 1
+
+        sender = asyncio.create_task(send())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(until - loop.time()):
+                async for frame in ws:
+                    out[answer(frame)] += 1
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+    return sent
 
 
 async def real_races(url: str, races: list[str], until: float, out: Counter[str]) -> None:
     loop = asyncio.get_running_loop()
     async with websockets.connect(url, max_size=None) as ws:
+        answered = asyncio.Event()
+
         async def read() -> None:
             async for frame in ws:
                 out[answer(frame)] += 1
+                if sum(out.values()) >= len(races):
+                    answered.set()
 
         reader = asyncio.create_task(read())
         for race in races:
             await ws.send(json.dumps({"op": "subscribe", "race": race, "protocol": 2}))
             await asyncio.sleep(1 / REAL_RATE)
-        await asyncio.sleep(max(0.0, until - loop.time()))
+        await asyncio.wait_for(answered.wait(), 60)  # every subscribe answered...
+        await asyncio.sleep(max(1.0, until - loop.time()))  # ...and held till the end
         reader.cancel()
 
 
 async def amain(url: str, seconds: float, races: list[str]) -> None:
     until = asyncio.get_running_loop().time() + seconds
-    made_up: Counter[str] = Counter()
+    made_up_answers: Counter[str] = Counter()
     real: Counter[str] = Counter()
-    bursts, _ = await asyncio.gather(made_up_bursts(url, until, made_up),
-                                     real_races(url, races, until, real))
-    print(json.dumps({"bursts": bursts, "made_up": made_up, "real": real}), flush=True)
+    sent, _ = await asyncio.gather(made_up(url, until, made_up_answers),
+                                   real_races(url, races, until, real))
+    print(json.dumps({"sent": sent, "made_up": made_up_answers, "real": real}), flush=True)
 
 
 if __name__ == "__main__":

@@ -139,9 +139,12 @@ async def test_an_abuser_cannot_starve_a_normal_client(stack, redis_client):
             await normal.done.wait()
         await racing
         # The abuser got an answer to everything, and it is what the limits say.
-        assert report["bursts"] >= 1
-        assert sum(report["made_up"].values()) == 10_000 * report["bursts"]
-        assert set(report["made_up"]) == {"unknown_race", "rate_limited"}, report
+        # 64 at once (the bucket), then 10 a second, each refused one at a time: the
+        # rest wait in the abuser's own socket.
+        made_up = report["made_up"]
+        assert set(made_up) == {"unknown_race", "rate_limited"}, report
+        assert 64 + 10 * 8 * 0.5 < made_up["unknown_race"] <= 64 + 10 * 9, report
+        assert made_up["rate_limited"] <= made_up["unknown_race"], report
         assert report["real"] == {"snapshot": 64, "too_many_subscriptions": REAL_RACES - 64}
         # The node: one blocked XREAD however many races, few connections, health 200.
         assert blocked_max == 1 and feeds_max == 65
@@ -158,7 +161,7 @@ async def test_an_abuser_cannot_starve_a_normal_client(stack, redis_client):
     assert len(base) >= 20 and len(abused) >= 15, (len(base), len(abused))
     p50_base, p50_abused = statistics.median(base), statistics.median(abused)
     print(f"latency p50: {p50_base:.1f} ms alone, {p50_abused:.1f} ms beside the abuser "
-          f"(max {max(abused):.1f} ms); {report['bursts']} bursts of 10,000")
+          f"(max {max(abused):.1f} ms); abuser sent {report['sent']} subscribes")
     assert p50_abused <= 2 * p50_base, (p50_base, p50_abused)
     assert max(abused) < 1000, max(abused)
     # Once the abuser has gone, the node holds nothing of it.

@@ -65,6 +65,10 @@ class TokenBucket:
         self.tokens -= 1
         return True
 
+    def wait(self) -> float:
+        """Seconds until a token is back (0 when there is one)."""
+        return max(0.0, (1 - self.tokens) / self.rate)
+
 
 def refusal(race: Any, code: str, error: str) -> str:
     """An ``error`` frame refusing a subscribe, with its machine-readable ``code``."""
@@ -131,6 +135,10 @@ class Broadcast:
             await ws.send(refusal(race, "rate_limited", (
                 f"more than {self.settings.client_subscribe_rate:g} subscribes per second; "
                 "wait and subscribe again")))
+            # Read nothing more from this client until a token is back: a flood then
+            # waits in its own socket (TCP backpressure) instead of costing the node
+            # an answer per message. Its later messages are answered in turn.
+            await asyncio.sleep(bucket.wait())
             return
         if not isinstance(race, str) or not race or len(race) > RACE_ID_MAX:
             await ws.send(bus.dumps({"type": "error", "code": "bad_request",
