@@ -9,7 +9,7 @@ import os
 
 from icetime import logs
 
-from . import engine, latency, p3, pack
+from . import engine, fanout, latency, p3, pack
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
@@ -17,3 +17,4 @@ p3.main()
 engine.main()
 pack.main()
 latency.main()
+fanout.main()
