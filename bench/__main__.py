@@ -9,11 +9,12 @@ import os
 
 from icetime import logs
 
-from . import engine, fanout, latency, p3, pack
+from . import decoder_fuzz, engine, fanout, latency, p3, pack
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
 p3.main()
+decoder_fuzz.main(["--seconds", "3"])
 engine.main()
 pack.main()
 latency.main()

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from icetime import keys, logs
 from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
 from icetime.redis_embed import EmbeddedRedis
-from icetime.replay import LOOP_SOURCE, load_fixture, script_inputs
+from icetime.replay import LOOP_SOURCE, Timed, load_fixture, script_inputs
 from icetime.service import EXIT_CONFIG, LISTEN_ENV, SUPERVISOR_ENV, config_exit, with_ports
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
@@ -219,11 +220,15 @@ class Supervisor:
 
 
 async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float = 1.0,
-                 announce: bool = True, decoder: DecoderSimulator | None = None) -> int:
+                 announce: bool = True, decoder: DecoderSimulator | None = None,
+                 hold: Callable[[Timed], Awaitable[None]] | None = None) -> int:
     """Send a fixture's script through the TCP feed, paced in real time / ``speed``.
 
     With a ``decoder`` (a P3 simulator icetime's decoder link is connected to), the
-    loop's passings cross that decoder as P3 records instead of the JSON feed.
+    loop's passings cross that decoder as P3 records instead of the JSON feed. ``hold``,
+    when given, is awaited with each input when it is due, before it is sent: the script
+    pauses for as long as it takes (a test looking at a moment of the race), then goes on
+    with its own spacing. Returns the number of inputs sent.
     """
     items = script_inputs(doc, clock_base_us=now_us(), rate=speed)
     clients: dict[str, FeedClient] = {}
@@ -240,6 +245,10 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
             delay = start + item.at_us / 1e6 / speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if hold is not None:
+                held = loop.time()
+                await hold(item)
+                start += loop.time() - held
             if decoder and item.source == LOOP_SOURCE:
                 decoder.passing(int(item.inp["transponder"]), item.inp["t"])
             else:

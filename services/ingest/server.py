@@ -8,6 +8,7 @@ rejects stream with the bytes as they came; the connection carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -31,6 +32,11 @@ from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse
 log = logging.getLogger(__name__)
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
+#: A decoder link task that fails is restarted after this long, doubling up to
+#: RESTART_MAX_S while it keeps failing (reset once a run lasted RESTART_STABLE_S).
+RESTART_FIRST_S = 0.1
+RESTART_MAX_S = 30.0
+RESTART_STABLE_S = 10.0
 
 
 class Ingest:
@@ -208,6 +214,31 @@ class Ingest:
         return app
 
 
+async def supervise(link: DecoderLink, stop: asyncio.Event) -> None:
+    """Run one decoder link until ``stop``. If its task fails (an exception the link did
+    not handle), the traceback is logged, health shows the link down with the reason
+    (event ``failed``), and it is restarted with backoff; a failing link never takes
+    ingest or the other links with it."""
+    loop = asyncio.get_running_loop()
+    delay = RESTART_FIRST_S
+    while not stop.is_set():
+        started = loop.time()
+        try:
+            await link.run(stop)
+        except Exception as exc:
+            link.failed(exc)
+            log.exception("decoder %s: link task failed (%d so far); restarting in %.1f s",
+                          link.cfg.id, link.stats["failures"], delay)
+            await link.publish_health("failed")
+        else:
+            return
+        if loop.time() - started > RESTART_STABLE_S:
+            delay = RESTART_FIRST_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, RESTART_MAX_S)
+
+
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                 ready: Ready | None = None) -> None:
     """Run the feed until ``stop`` is set; ``ready`` gets ``{"ingest_http_port",
@@ -230,7 +261,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
                  for d in settings.decoders]
         ingest.links = links
-        link_tasks = [asyncio.create_task(link.run(stop)) for link in links]
+        link_tasks = [asyncio.create_task(supervise(link, stop)) for link in links]
         if ready:
             await ready(ports)
         await stop.wait()
@@ -238,8 +269,6 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         for task in link_tasks:
             task.cancel()
         await asyncio.gather(*link_tasks, return_exceptions=True)
-        for link in links:
-            link.capture.close()  # a link cancelled before it ran never closed its file
         if tcp is not None:
             tcp.close()
             await tcp.wait_closed()
