@@ -48,6 +48,7 @@ from websockets.protocol import State
 
 from icetime import bus, keys
 from icetime.timefmt import now_us
+from services.scoring.standings import STANDINGS_ID
 
 from . import compat
 
@@ -406,13 +407,14 @@ class Hub:
 
     # ------------------------------------------------------------ races
     async def exists(self, race: str) -> bool:
-        """Whether ``race`` has been published (a start list, a round, the standings).
+        """Whether ``race`` has been published (a start list, a round, the standings),
+        or is the World Cup standings (:data:`STANDINGS_ID`), which exist from the start.
 
         A start list that ingest has just said "ok" to may not be scored yet: when
         scoring is behind the raw log's end as it stands now, wait (at most
         :data:`SCORING_WAIT_S`) for it to get there, then look again. Raises RedisError."""
-        if await self.r.sismember(keys.RACES_SET, race):
-            return True
+        if race == STANDINGS_ID or await self.r.sismember(keys.RACES_SET, race):
+            return True  # the standings are known before the first result is official
         last = await self.r.xrevrange(keys.RAW_STREAM, "+", "-", count=1)
         mark = await self.r.get(keys.SCORING_PROGRESS)
         if not last or mark and bus.parse_id(mark) >= bus.parse_id(last[0][0]):
