@@ -9,7 +9,7 @@ import os
 
 from icetime import logs
 
-from . import decoder_fuzz, engine, latency, p3, pack
+from . import decoder_fuzz, engine, fanout, latency, p3, pack
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
@@ -18,3 +18,4 @@ decoder_fuzz.main(["--seconds", "3"])
 engine.main()
 pack.main()
 latency.main()
+fanout.main()

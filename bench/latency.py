@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from icetime import settings
 from icetime.cli import Supervisor
@@ -22,7 +23,7 @@ from icetime.feedclient import FeedClient
 from icetime.service import run_loop
 from icetime.timefmt import now_us
 
-from .wsclient import open_client
+from .wsclient import RawClient, open_client
 
 TOKENS = {"gun": "b-gun", "finish-loop": "b-loop", "officials": "b-officials"}
 PAIRS = 2
@@ -56,6 +57,52 @@ def pct(values: list[int], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] / 1000
 
 
+async def send_passings(cfg: settings.Settings, race: str, seq: int,
+                        limit: int = PAIRS * PASSAGES * 2) -> tuple[int, int]:
+    """Guns and passings of ``startlist(race)`` over the TCP feed at RATE_HZ, each stamped
+    with ``sent_us``; at most ``limit`` passings. Returns (last seq, passings sent)."""
+    gun = FeedClient(cfg.host, cfg.ingest_tcp_port, TOKENS["gun"])
+    loop = FeedClient(cfg.host, cfg.ingest_tcp_port, TOKENS["finish-loop"])
+    base = now_us()
+    sent = 0
+    try:
+        for pair in range(1, PAIRS + 1):
+            zero = base + pair * 10**9
+            seq += 1
+            await gun.send({"type": "gun", "seq": seq, "race": race, "pair": pair, "t": zero})
+            for k in range(PASSAGES):
+                for lane in (0, 1):
+                    if sent >= limit:
+                        return seq, sent
+                    seq += 1
+                    bib = 2 * (pair - 1) + lane
+                    t = zero + (k + 1) * 30_000_000 + lane * 150_000
+                    await loop.send({"type": "passing", "seq": seq,
+                                     "transponder": f"{race}-T{bib}", "t": t,
+                                     "sent_us": now_us()})
+                    sent += 1
+                    await asyncio.sleep(1 / RATE_HZ)
+    finally:
+        await gun.close()
+        await loop.close()
+    return seq, sent
+
+
+def passages(client: RawClient) -> list[tuple[int, dict[str, Any]]]:
+    """(receipt µs, frame) of each passage and finish event a client got."""
+    out = []
+    for got, payload in client.frames:
+        msg = json.loads(payload)
+        if msg["type"] == "event" and msg["event"]["type"] in ("passage", "finish"):
+            out.append((got, msg))
+    return out
+
+
+def passing_latencies(clients: list[RawClient]) -> list[int]:
+    """Passing sent -> client receipt, µs, over every (client, passage)."""
+    return [got - msg["event"]["hops"]["source_us"] for c in clients for got, msg in passages(c)]
+
+
 async def run_level(cfg: settings.Settings, sup: Supervisor, n_clients: int, seq: int) -> int:
     """One level; ``seq`` continues each source's numbering (a repeat would be dropped)."""
     race = f"lat{n_clients}"
@@ -68,34 +115,13 @@ async def run_level(cfg: settings.Settings, sup: Supervisor, n_clients: int, seq
         if i % 50 == 49:
             await asyncio.sleep(0.05)  # do not SYN-flood our own listener
     await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 120)
-    gun = FeedClient(cfg.host, cfg.ingest_tcp_port, TOKENS["gun"])
-    loop = FeedClient(cfg.host, cfg.ingest_tcp_port, TOKENS["finish-loop"])
-    base = now_us()
-    sent = 0
-    for pair in range(1, PAIRS + 1):
-        zero = base + pair * 10**9
-        seq += 1
-        await gun.send({"type": "gun", "seq": seq, "race": race, "pair": pair, "t": zero})
-        for k in range(PASSAGES):
-            for lane in (0, 1):
-                seq += 1
-                bib = 2 * (pair - 1) + lane
-                t = zero + (k + 1) * 30_000_000 + lane * 150_000
-                await loop.send({"type": "passing", "seq": seq, "transponder": f"{race}-T{bib}",
-                                 "t": t, "sent_us": now_us()})
-                sent += 1
-                await asyncio.sleep(1 / RATE_HZ)
+    seq, sent = await send_passings(cfg, race, seq)
     await asyncio.sleep(1.0)
     for c in clients:
         c.close()
-    await gun.close()
-    await loop.close()
     total, ingest, scoring, broadcast, client = [], [], [], [], []
     for c in clients:
-        for got, payload in c.frames:
-            msg = json.loads(payload)
-            if msg["type"] != "event" or msg["event"]["type"] not in ("passage", "finish"):
-                continue
+        for got, msg in passages(c):
             hops, bts = msg["event"]["hops"], msg["broadcast_us"]
             total.append(got - hops["source_us"])
             ingest.append(hops["ingest_us"] - hops["source_us"])

@@ -46,3 +46,9 @@ def snapshot_key(race: str) -> str:
 def epoch_key(race: str) -> str:
     """The epoch of a race's event stream; a new value means the stream was recreated."""
     return f"{PREFIX}epoch:{race}"
+
+
+def broadcast_wake_stream(node: str) -> str:
+    """A broadcast node's own wake-up stream: an entry added here ends the node's
+    blocking XREAD at once, so a race it starts reading is read from then on."""
+    return f"{PREFIX}broadcast-wake:{node}"

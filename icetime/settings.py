@@ -94,6 +94,8 @@ class _Broadcast(_Section, frozen=True):
     public_ws_url: str = ""
     client_queue_max: Annotated[int, Meta(ge=1)] = 512
     client_buffer_max: Annotated[int, Meta(ge=1)] = 256 * 1024
+    client_subscriptions_max: Annotated[int, Meta(ge=1)] = 64
+    client_subscribe_rate: Annotated[float, Meta(gt=0)] = 10.0
 
 
 class _Scoring(_Section, frozen=True):
@@ -153,6 +155,12 @@ class Settings:
     client_queue_max: int = 512
     #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
     client_buffer_max: int = 256 * 1024
+    #: Races one WebSocket connection may follow at once.
+    client_subscriptions_max: int = 64
+    #: Subscribes per second a connection may send, in the long run (a token bucket
+    #: holding ``client_subscriptions_max`` tokens, so a page may subscribe to its
+    #: whole allowance at once).
+    client_subscribe_rate: float = 10.0
     #: The file these settings came from (absolute), or "" for the defaults.
     config_file: str = ""
 
@@ -250,6 +258,8 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         rules_file=rules_file,
         client_queue_max=venue.broadcast.client_queue_max,
         client_buffer_max=venue.broadcast.client_buffer_max,
+        client_subscriptions_max=venue.broadcast.client_subscriptions_max,
+        client_subscribe_rate=venue.broadcast.client_subscribe_rate,
         config_file=config_file,
     )
 

@@ -1,8 +1,16 @@
 """Fan-out of race events to WebSocket clients, with exact resume.
 
-One :class:`RaceFeed` per race read by this node: a task doing plain XREAD from
-the node's own position (every node reads every event), which encodes each
-event once into a frame and offers it to every :class:`Subscription`.
+One :class:`RaceFeed` per race this node's clients follow, and ONE reader task per
+node (:class:`Hub`): a single multi-stream XREAD over every followed race, from the
+node's own positions (every node reads every event). It encodes each event once
+into a frame and offers it to every :class:`Subscription`. A race is read while it
+has a subscriber and forgotten when its last one leaves; the reader holds one Redis
+connection however many races and clients there are. A race the node starts to
+read wakes the blocking XREAD at once through the node's own wake-up stream
+(:func:`icetime.keys.broadcast_wake_stream`).
+
+Only races that exist (in :data:`icetime.keys.RACES_SET`, where scoring lists
+every race it has published) can be followed: :meth:`Hub.exists`.
 
 A client that is up to date is *live*: each new frame is encoded to bytes once
 and written to every live connection synchronously (``websockets.broadcast``),
@@ -27,8 +35,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
-from typing import Any, Protocol
+import time
+import uuid
+from collections import Counter, deque
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -38,6 +48,7 @@ from websockets.protocol import State
 
 from icetime import bus, keys
 from icetime.timefmt import now_us
+from services.scoring.standings import STANDINGS_ID
 
 from . import compat
 
@@ -46,6 +57,16 @@ ZERO = (0, 0)
 #: The WebSocket protocol versions served: 2, and 1 (old names) until the next release.
 PROTOCOLS = (1, 2)
 LATEST = 2
+#: How long the reader's XREAD blocks (ms) when no event and no wake-up comes; epochs
+#: are checked at least this often.
+BLOCK_MS = 1000
+#: Entries per stream per XREAD.
+READ_COUNT = 500
+#: How long a subscribe to a race not listed yet waits for scoring to reach the end of
+#: the raw log as it stood (a start list ingest has just said "ok" to), in seconds.
+SCORING_WAIT_S = 2.0
+#: How often that wait polls scoring's progress mark (one poll for all waiters), s.
+SCORING_POLL_S = 0.02
 
 
 class Sender(Protocol):
@@ -119,6 +140,8 @@ class Subscription:
         self.live = False
         self.task: asyncio.Task[None] | None = None
         self.fell_behind = 0
+        #: Set once the hub has let go of it (:meth:`Hub.unsubscribe`).
+        self.released = False
 
     def buffered(self) -> int:
         """Bytes written to this client that the network has not taken yet."""
@@ -129,6 +152,7 @@ class Subscription:
         """Too much unsent: stop writing live frames; resync from a snapshot later."""
         self.live = False
         self.fell_behind += 1
+        self.feed.counters.fell_behind += 1
         self.resync()
 
     def offer(self, sid: tuple[int, int], frame: str) -> None:
@@ -224,33 +248,54 @@ class Subscription:
                 await self.task
 
 
-class RaceFeed:
-    """This node's reader of one race's event stream."""
+class RaceCounters:
+    """What ``/api/health`` counts per race; kept by the hub for every race this node
+    has read (real races only, so a bounded set) after its reading ends."""
 
-    def __init__(self, r: aioredis.Redis, race: str) -> None:
+    __slots__ = ("frames", "frames_v1", "fell_behind")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        #: Live frames translated for protocol-1 clients (one per event while any follows).
+        self.frames_v1 = 0
+        #: Times a live client left the live path (too much unsent).
+        self.fell_behind = 0
+
+
+class RaceFeed:
+    """One race this node reads: its position, its epoch and its subscribers.
+
+    Read by the :class:`Hub`'s reader; ``refs`` counts the subscriptions holding it
+    (including ones still starting), and the hub forgets it when that reaches 0."""
+
+    def __init__(self, r: aioredis.Redis, race: str,
+                 counters: RaceCounters | None = None) -> None:
         self.r = r
         self.race = race
         self.stream = keys.events_stream(race)
         self.subs: set[Subscription] = set()
         self.position = "0-0"
         self.epoch = ""
-        self.task: asyncio.Task[None] | None = None
-        self.frames = 0
-        #: Live frames translated for protocol-1 clients (one per event while any follows).
-        self.frames_v1 = 0
+        self.refs = 0
+        #: Set once ``position`` and ``epoch`` are loaded: the reader reads it from then on.
+        self.ready = False
+        self.loading: asyncio.Task[None] | None = None
+        self.counters = counters or RaceCounters()
+
+    async def load(self) -> None:
+        """Start from the stream's end: what is already there reaches a client through
+        its snapshot and catch-up, straight from Redis. Raises RedisError."""
+        self.position = await self.last_id()
+        self.epoch = bus.text(await self.r.get(keys.epoch_key(self.race)))
+        self.ready = True
 
     async def last_id(self) -> str:
         """The id of the stream's last event; "0-0" for an empty stream."""
         last = bus.entries(await self.r.xrevrange(self.stream, "+", "-", count=1))
         return last[0][0] if last else "0-0"
 
-    async def start(self) -> None:
-        self.position = await self.last_id()
-        self.epoch = bus.text(await self.r.get(keys.epoch_key(self.race)))
-        self.task = asyncio.create_task(self.read_loop())
-
-    async def check_epoch(self) -> None:
-        epoch = bus.text(await self.r.get(keys.epoch_key(self.race)))
+    async def set_epoch(self, epoch: str) -> None:
+        """The race's epoch as stored now; a new one makes every client resync."""
         if not self.epoch:
             # The race's stream has just been created: its first epoch, not a new one.
             self.epoch = epoch
@@ -263,28 +308,20 @@ class RaceFeed:
                 sub.last = ZERO
                 sub.resync()
 
-    async def read_loop(self) -> None:
-        while True:
-            try:
-                resp = await self.r.xread({self.stream: self.position}, count=500, block=1000)
-                if not resp:
-                    await self.check_epoch()
-                    continue
-                if not self.epoch:
-                    await self.check_epoch()
-                for sid, fields in bus.read_entries(resp):
-                    self.fan_out(sid, event_frame(self.race, self.epoch, sid, event_json(fields)))
-                    self.position = sid
-            except RedisError as exc:
-                log.error("race %s: redis error, retrying: %s", self.race, exc)
-                await asyncio.sleep(0.5)
+    def deliver(self, entries: list[tuple[str, bus.Fields | None]]) -> None:
+        """Fan out stream entries read after ``position``, in order."""
+        for sid, fields in entries:
+            if bus.parse_id(sid) <= bus.parse_id(self.position):
+                continue
+            self.fan_out(sid, event_frame(self.race, self.epoch, sid, event_json(fields)))
+            self.position = sid
 
     def fan_out(self, sid: str, frame: str) -> None:
         """Write a frame to every live client at once; queue it for the others.
 
         Each protocol version's frame is encoded once, the protocol-1 one only when a
         protocol-1 client is there to take it."""
-        self.frames += 1
+        self.counters.frames += 1
         sid_t = bus.parse_id(sid)
         frames = {LATEST: frame}
         live: dict[int, list[Subscription]] = {}
@@ -292,7 +329,7 @@ class RaceFeed:
             text = frames.get(sub.protocol)
             if text is None:
                 text = frames[sub.protocol] = compat.text_v1(frame)
-                self.frames_v1 += 1
+                self.counters.frames_v1 += 1
             if not sub.live:
                 sub.offer(sid_t, text)
             elif sid_t > sub.last:
@@ -304,7 +341,46 @@ class RaceFeed:
         for protocol, subs in live.items():
             write_all([s.ws for s in subs], frames[protocol].encode())
 
-    async def stop(self) -> None:
+
+class ScoringProgress:
+    """Waits for scoring's progress mark (:data:`icetime.keys.SCORING_PROGRESS`) to
+    reach a raw-log id, with one poll for every waiter of the node."""
+
+    def __init__(self, r: aioredis.Redis) -> None:
+        self.r = r
+        self.waiters: list[tuple[tuple[int, int], asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def reached(self, target: tuple[int, int], timeout: float) -> bool:
+        """True once scoring has handled raw input ``target``; False after ``timeout`` s."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (target, fut)
+        self.waiters.append(entry)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._poll())
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.waiters.remove(entry)
+
+    async def _poll(self) -> None:
+        while self.waiters:
+            try:
+                mark = await self.r.get(keys.SCORING_PROGRESS)
+            except RedisError:
+                mark = None  # the waiters time out; their subscribe is refused
+            if mark:
+                done = bus.parse_id(mark)
+                for target, fut in self.waiters:
+                    if target <= done and not fut.done():
+                        fut.set_result(None)
+            await asyncio.sleep(SCORING_POLL_S)
+
+    async def close(self) -> None:
         if self.task:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -312,7 +388,7 @@ class RaceFeed:
 
 
 class Hub:
-    """All race feeds of this node."""
+    """All race feeds of this node, and the one reader task that reads them all."""
 
     def __init__(self, r: aioredis.Redis, queue_max: int = 512,
                  buffer_max: int = 256 * 1024) -> None:
@@ -320,40 +396,196 @@ class Hub:
         self.queue_max = queue_max
         self.buffer_max = buffer_max
         self.feeds: dict[str, RaceFeed] = {}
-        self._lock = asyncio.Lock()
+        #: Per race this node has read: the counters ``/api/health`` shows.
+        self.counters: dict[str, RaceCounters] = {}
+        #: This node's wake-up stream, and the last entry of it the reader has seen.
+        self.wake_stream = keys.broadcast_wake_stream(uuid.uuid4().hex[:12])
+        self.wake_position = "0-0"
+        self.reader: asyncio.Task[None] | None = None
+        #: Set when a feed becomes ready while the reader waits with nothing to read.
+        self.changed = asyncio.Event()
+        #: True while the reader is (about to be) blocked in XREAD: a new feed must wake it.
+        self.reading = False
+        self.progress = ScoringProgress(r)
+        #: Subscribes refused, by reason (see docs/protocol.md, "Limits").
+        self.refused: Counter[str] = Counter()
+        self.reads = 0
+        self.wakes = 0
+        self._failing = False
 
-    async def feed(self, race: str) -> RaceFeed:
-        async with self._lock:
-            feed = self.feeds.get(race)
-            if feed is None:
-                feed = self.feeds[race] = RaceFeed(self.r, race)
-                await feed.start()
-            return feed
+    # ------------------------------------------------------------ races
+    async def exists(self, race: str) -> bool:
+        """Whether ``race`` has been published (a start list, a round, the standings),
+        or is the World Cup standings (:data:`STANDINGS_ID`), which exist from the start.
 
+        A start list that ingest has just said "ok" to may not be scored yet: when
+        scoring is behind the raw log's end as it stands now, wait (at most
+        :data:`SCORING_WAIT_S`) for it to get there, then look again. Raises RedisError."""
+        if race == STANDINGS_ID or await self.r.sismember(keys.RACES_SET, race):
+            return True  # the standings are known before the first result is official
+        last = bus.entries(await self.r.xrevrange(keys.RAW_STREAM, "+", "-", count=1))
+        mark = bus.text(await self.r.get(keys.SCORING_PROGRESS))
+        if not last or mark and bus.parse_id(mark) >= bus.parse_id(last[0][0]):
+            return False  # scoring is up to date: the race was never published
+        if not await self.progress.reached(bus.parse_id(last[0][0]), SCORING_WAIT_S):
+            return False
+        return bool(await self.r.sismember(keys.RACES_SET, race))
+
+    async def acquire(self, race: str) -> RaceFeed:
+        """The feed of ``race``, loaded, with one more reference (:meth:`release` it).
+        Raises RedisError (the reference is then released)."""
+        feed = self.feeds.get(race)
+        if feed is None:
+            counters = self.counters.setdefault(race, RaceCounters())
+            feed = self.feeds[race] = RaceFeed(self.r, race, counters)
+            feed.loading = asyncio.create_task(self._load(feed))
+        feed.refs += 1
+        try:
+            assert feed.loading is not None
+            # Shielded: one subscriber giving up must not cancel the others' load.
+            await asyncio.shield(feed.loading)
+        except BaseException:
+            self.release(feed)
+            raise
+        return feed
+
+    async def _load(self, feed: RaceFeed) -> None:
+        await feed.load()
+        if self.feeds.get(feed.race) is not feed:
+            return  # every subscriber left while it loaded
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.create_task(self.read_loop(), name="fanout-reader")
+        self.changed.set()
+        if self.reading:
+            self.wakes += 1
+            try:
+                # An entry on our own stream ends the reader's blocking XREAD now; it
+                # then reads this race too. Lost: the read's timeout does it anyway.
+                await self.r.xadd(self.wake_stream, {"race": feed.race}, maxlen=1)
+                await self.r.expire(self.wake_stream, 600)
+            except RedisError as exc:
+                log.debug("wake-up failed (the reader's timeout covers it): %s", exc)
+
+    def release(self, feed: RaceFeed) -> None:
+        """Drop a reference; with none left the race is no longer read by this node."""
+        feed.refs -= 1
+        if feed.refs <= 0 and self.feeds.get(feed.race) is feed:
+            del self.feeds[feed.race]
+
+    # ------------------------------------------------------------ the reader
+    async def read_loop(self) -> None:
+        """Read every ready feed with one XREAD, until no feed is left."""
+        next_epochs = time.monotonic() + BLOCK_MS / 1000
+        while True:
+            feeds = {f.stream: f for f in self.feeds.values() if f.ready}
+            if not feeds:
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            self.reading = True
+            try:
+                await self.read_once(feeds)
+                if time.monotonic() >= next_epochs:
+                    next_epochs = time.monotonic() + BLOCK_MS / 1000
+                    await self.check_epochs()
+                if self._failing:
+                    self._failing = False
+                    log.warning("fan-out: reading races again")
+            except RedisError as exc:
+                if not self._failing:
+                    log.warning("fan-out: redis error, retrying every 0.5 s: %s", exc)
+                self._failing = True
+                await asyncio.sleep(0.5)
+            finally:
+                self.reading = False
+
+    async def read_once(self, feeds: dict[str, RaceFeed]) -> None:
+        """One blocking XREAD of ``feeds`` (by stream key) and our wake-up stream; fan
+        out what it returns. Raises RedisError."""
+        streams = {self.wake_stream: self.wake_position}
+        streams.update((s, f.position) for s, f in feeds.items())
+        resp = await self.r.xread(streams, count=READ_COUNT,  # type: ignore[arg-type]
+                                  block=BLOCK_MS)
+        self.reads += 1
+        if isinstance(resp, dict):
+            raise TypeError("a RESP3 stream reply: the bus speaks RESP2")
+        for stream_b, chunk in cast(list[list[Any]], resp or []):
+            stream, entries = bus.text(stream_b), bus.entries(chunk)
+            if stream == self.wake_stream:
+                self.wake_position = entries[-1][0]
+                continue
+            feed = feeds[stream]
+            if self.feeds.get(feed.race) is not feed:
+                continue  # its last subscriber left during the read
+            if not feed.epoch:
+                await feed.set_epoch(bus.text(await self.r.get(keys.epoch_key(feed.race))))
+            feed.deliver(entries)
+
+    async def check_epochs(self) -> None:
+        """One MGET for every feed's epoch; a changed one makes its clients resync."""
+        feeds = [f for f in self.feeds.values() if f.ready]
+        if not feeds:
+            return
+        epochs = await self.r.mget([keys.epoch_key(f.race) for f in feeds])
+        for feed, epoch in zip(feeds, epochs, strict=True):
+            await feed.set_epoch(bus.text(epoch))
+
+    # ------------------------------------------------------------ clients
     async def subscribe(self, ws: Sender, race: str, epoch: str | None = None,
                         offset: str | None = None, protocol: int = LATEST
                         ) -> tuple[Subscription, str]:
         """Follow ``race`` from a snapshot, or resume after (``epoch``, ``offset``);
         frames in ``protocol`` (1 or 2). Returns the subscription and "snapshot" or
-        "resumed"."""
-        sub = Subscription(ws, await self.feed(race), self.queue_max, self.buffer_max,
-                           protocol)
-        how = await sub.start(epoch, offset)
+        "resumed". The race must exist (:meth:`exists`). Raises RedisError, and what
+        sending to ``ws`` raises; nothing of the subscription is left behind then."""
+        feed = await self.acquire(race)
+        sub = Subscription(ws, feed, self.queue_max, self.buffer_max, protocol)
+        try:
+            how = await sub.start(epoch, offset)
+        except BaseException:
+            await self.unsubscribe(sub)
+            raise
         return sub, how
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """Stop ``sub``; its race is no longer read once nobody here follows it."""
+        if sub.released:
+            return
+        sub.released = True
+        await sub.stop()
+        self.release(sub.feed)
 
     def clients(self) -> int:
         return sum(len(f.subs) for f in self.feeds.values())
 
     async def close(self) -> None:
-        for f in self.feeds.values():
+        for f in list(self.feeds.values()):
             for s in list(f.subs):
-                await s.stop()
-            await f.stop()
+                await self.unsubscribe(s)
+        for task in (self.reader, *(f.loading for f in self.feeds.values())):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError):
+                    await task
+        await self.progress.close()
+        with contextlib.suppress(RedisError, OSError):
+            await self.r.delete(self.wake_stream)
 
     def stats(self) -> dict[str, Any]:
+        """What ``/api/health`` shows under ``broadcast``: see docs/protocol.md."""
         return {"clients": self.clients(),
-                "races": {r: {"clients": len(f.subs), "frames": f.frames,
-                              "frames_v1": f.frames_v1, "epoch": f.epoch,
-                              "position": f.position,
-                              "fell_behind": sum(s.fell_behind for s in f.subs)}
-                          for r, f in self.feeds.items()}}
+                "readers": int(self.reader is not None and not self.reader.done()),
+                "reads": self.reads, "wakes": self.wakes,
+                "refused": {k: self.refused[k] for k in REFUSALS},
+                "races": {r: self.race_stats(r) for r in sorted(self.counters)}}
+
+    def race_stats(self, race: str) -> dict[str, Any]:
+        c, feed = self.counters[race], self.feeds.get(race)
+        return {"clients": len(feed.subs) if feed else 0, "read": feed is not None,
+                "frames": c.frames, "frames_v1": c.frames_v1, "fell_behind": c.fell_behind,
+                "epoch": feed.epoch if feed else None,
+                "position": feed.position if feed else None}
+
+
+#: Why a subscribe is refused; each is counted in ``/api/health``.
+REFUSALS = ("unknown_race", "too_many_subscriptions", "rate_limited")

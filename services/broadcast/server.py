@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 #: that a client that stops reading is noticed within a few dozen frames.
 SOCKET_SNDBUF = 64 * 1024
 #: The pages: URL path -> file in web/ (plain ES modules, no build step).
+#: The longest race id a subscribe may name (ids are short slugs such as "bj23-w1000a").
+RACE_ID_MAX = 128
+#: How long ``/api/health`` waits for one part of its report, in seconds.
+HEALTH_PART_S = 2.0
 PAGES = {"/": "index.html", "/live": "live.html", "/board": "board.html",
          "/monitor": "monitor.html", "/overlay": "overlay.html"}
 #: A host a CSP source can name: a DNS name or an IPv4 address. Anything else (an IPv6
@@ -63,6 +68,37 @@ def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
     return handler
 
 
+class TokenBucket:
+    """``burst`` tokens, refilled at ``rate`` per second; a subscribe takes one."""
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def wait(self) -> float:
+        """Seconds until a token is back (0 when there is one)."""
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+
+def refusal(race: Any, code: str, error: str) -> str:
+    """An ``error`` frame refusing a subscribe, with its machine-readable ``code``."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "error": error}
+    if isinstance(race, str) and len(race) <= RACE_ID_MAX:
+        frame["race"] = race
+    return bus.dumps(frame)
+
+
 class Broadcast:
     def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
         self.settings = settings
@@ -80,22 +116,77 @@ class Broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
         log.debug("client %s connected", ws.remote_address)
         subs: dict[str, Subscription] = {}
+        bucket = TokenBucket(self.settings.client_subscriptions_max,
+                             self.settings.client_subscribe_rate)
         try:
             async for message in ws:
-                await self.on_message(ws, message, subs)
+                await self.on_message(ws, message, subs, bucket)
+                # A burst of messages already read must not hold the loop: the fan-out
+                # and every other client get their turn between two of them.
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
             log.debug("client %s disconnected (following %s)", ws.remote_address,
                       ", ".join(subs) or "no race")
             for sub in subs.values():
-                await sub.stop()
+                await self.hub.unsubscribe(sub)
+
+    async def subscribe(self, ws: ServerConnection, msg: dict[str, Any],
+                        subs: dict[str, Subscription], bucket: TokenBucket) -> None:
+        """One ``subscribe``: checked (rate, race, protocol, the connection's limit, the
+        race exists), then followed; every refusal is an ``error`` frame with a ``code``."""
+        race = msg.get("race")
+        if not bucket.take():
+            self.hub.refused["rate_limited"] += 1
+            await ws.send(refusal(race, "rate_limited", (
+                f"more than {self.settings.client_subscribe_rate:g} subscribes per second; "
+                "wait and subscribe again")))
+            # Read nothing more from this client until a token is back: a flood then
+            # waits in its own socket (TCP backpressure) instead of costing the node
+            # an answer per message. Its later messages are answered in turn.
+            await asyncio.sleep(bucket.wait())
+            return
+        if not isinstance(race, str) or not race or len(race) > RACE_ID_MAX:
+            await ws.send(bus.dumps({"type": "error", "code": "bad_request",
+                                     "error": f"subscribe needs a race (at most "
+                                              f"{RACE_ID_MAX} characters)"}))
+            return
+        # No "protocol": a client written before protocol 2 (the old names).
+        protocol = msg.get("protocol", 1)
+        if type(protocol) is not int or protocol not in PROTOCOLS:
+            await ws.send(bus.dumps({"type": "error", "race": race, "code": "bad_request",
+                                     "error": f"protocol must be one of {list(PROTOCOLS)}"}))
+            return
+        if race in subs:
+            await self.hub.unsubscribe(subs.pop(race))
+        elif len(subs) >= self.settings.client_subscriptions_max:
+            self.hub.refused["too_many_subscriptions"] += 1
+            await ws.send(refusal(race, "too_many_subscriptions", (
+                f"a connection follows at most {self.settings.client_subscriptions_max} "
+                "races; unsubscribe from one first")))
+            return
+        try:
+            if not await self.hub.exists(race):
+                self.hub.refused["unknown_race"] += 1
+                await ws.send(refusal(race, "unknown_race",
+                                      f"no race {race!r}: no start list has it"))
+                return
+            sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
+                                              protocol)
+        except RedisError as exc:
+            log.error("subscribe to %s failed: %s", race, exc)
+            await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
+                                     "code": "unavailable",
+                                     "error": "storage unavailable; subscribe again"}))
+            return
+        subs[race] = sub
 
     async def on_message(self, ws: ServerConnection, message: str | bytes,
-                         subs: dict[str, Subscription]) -> None:
+                         subs: dict[str, Subscription], bucket: TokenBucket) -> None:
         """One client message (docs/protocol.md): ``time``, ``subscribe`` or
         ``unsubscribe``; anything else gets an error frame. ``subs``: the client's
-        subscriptions by race id, updated here."""
+        subscriptions by race id, updated here; ``bucket``: its subscribe allowance."""
         try:
             msg = json.loads(message)
             op = msg.get("op")
@@ -105,37 +196,11 @@ class Broadcast:
         if op == "time":
             await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
         elif op == "subscribe":
-            await self.subscribe(ws, msg, subs)
+            await self.subscribe(ws, msg, subs, bucket)
         elif op == "unsubscribe" and msg.get("race") in subs:
-            await subs.pop(msg["race"]).stop()
+            await self.hub.unsubscribe(subs.pop(msg["race"]))
         else:
             await ws.send(bus.dumps({"type": "error", "error": f"unknown op {op!r}"}))
-
-    async def subscribe(self, ws: ServerConnection, msg: dict[str, Any],
-                        subs: dict[str, Subscription]) -> None:
-        """Follow ``msg["race"]`` (replacing the client's subscription to it, if any),
-        or send the client an error frame saying why not."""
-        race = msg.get("race")
-        if not isinstance(race, str) or not race:
-            await ws.send(bus.dumps({"type": "error", "error": "subscribe needs a race"}))
-            return
-        # No "protocol": a client written before protocol 2 (the old names).
-        protocol = msg.get("protocol", 1)
-        if type(protocol) is not int or protocol not in PROTOCOLS:
-            await ws.send(bus.dumps({"type": "error", "race": race,
-                                     "error": f"protocol must be one of {list(PROTOCOLS)}"}))
-            return
-        if race in subs:
-            await subs.pop(race).stop()
-        try:
-            sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
-                                              protocol)
-        except RedisError as exc:
-            log.error("subscribe to %s failed: %s", race, exc)
-            await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
-                                     "error": "storage unavailable; subscribe again"}))
-            return
-        subs[race] = sub
 
     # ------------------------------------------------------------------ HTTP
     def ws_csp_source(self, request: web.Request) -> str:
@@ -175,14 +240,36 @@ class Broadcast:
         return web.json_response({"s": now_us()})
 
     async def health(self, request: web.Request) -> web.Response:
-        async def h(key: str) -> dict[str, int]:
+        """Always 200: a part that cannot be read (Redis away or slow, a bad value) is
+        left out and named under ``errors`` with what went wrong."""
+        out: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+
+        async def counters(key: str) -> dict[str, int]:
             return {bus.text(k): int(v) for k, v in (await self.r.hgetall(key)).items()}
-        decoders = [json.loads(v) for _, v in
+
+        async def decoders() -> list[Any]:
+            return [json.loads(v) for _, v in
                     sorted((await self.r.hgetall(keys.DECODERS_HASH)).items())]
-        return web.json_response({"ingest": await h(keys.INGEST_STATS),
-                                  "scoring": await h(keys.SCORING_STATS),
-                                  "broadcast": self.hub.stats(), "decoders": decoders,
-                                  "server_us": now_us()})
+
+        parts: dict[str, Callable[[], Awaitable[Any]]] = {
+            "ingest": lambda: counters(keys.INGEST_STATS),
+            "scoring": lambda: counters(keys.SCORING_STATS),
+            "broadcast": self.broadcast_stats, "decoders": decoders}
+        for name, part in parts.items():
+            try:
+                async with asyncio.timeout(HEALTH_PART_S):
+                    out[name] = await part()
+            except Exception as exc:  # health reports what it can; it never fails
+                errors[name] = f"{type(exc).__name__}: {exc}"
+        if errors:
+            log.warning("health: partial report: %s", errors)
+            out["errors"] = errors
+        out["server_us"] = now_us()
+        return web.json_response(out)
+
+    async def broadcast_stats(self) -> dict[str, Any]:
+        return self.hub.stats()
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -118,6 +118,16 @@ export class LiveRace {
       if (this.offset && cmpOffset(msg.offset, this.offset) <= 0) { this.stats.duplicates++; return; }
       this.stats.events++;
     } else {
+      // A page opened before its race's start list is loaded: ask again now and then.
+      if (msg.type === "error" && msg.code === "unknown_race" && msg.race === this.race) {
+        const ws = this.ws;
+        clearTimeout(this.unknownTimer);
+        this.unknownTimer = setTimeout(() => {
+          if (ws === this.ws && ws.readyState === 1) {
+            ws.send(JSON.stringify({ op: "subscribe", race: this.race, protocol: 2 }));
+          }
+        }, 3000);
+      }
       return;
     }
     // Where the stream stands moves at once (a resume asks from here); what the page
