@@ -6,20 +6,30 @@ import contextlib
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from icetime import bus
+from icetime.messages import convert_input
 from icetime.redis_embed import EmbeddedRedis
 from icetime.settings import Settings, Source
 from services.broadcast import server as broadcast
 from services.ingest import server as ingest
 from services.scoring import runner as scoring
+from services.scoring.competition import Competition
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TOKENS = {"gun": "t-gun", "finish-loop": "t-loop", "photo-finish": "t-photo",
           "officials": "t-officials"}
+
+
+def feed(comp: Competition, input_id: str, obj: dict[str, Any]
+         ) -> dict[str, list[dict[str, Any]]]:
+    """Feed the engine one input written as a plain dict, typed on the way in as ingest
+    types it (``msgspec.ValidationError`` if it is not a valid input)."""
+    return comp.feed(input_id, convert_input(obj))
 
 
 def free_port() -> int:
