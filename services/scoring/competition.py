@@ -90,8 +90,11 @@ class Competition:
         self.seen.add(input_id)
         try:
             out = self._route(input_id, inp)
-            out = self._with_rounds(input_id, inp, out)
-            out = self._with_standings(input_id, inp, out)
+            # type() rather than isinstance(): a failed isinstance() on a Struct type is
+            # slow, and this runs for every passing.
+            startlist = type(inp) is StartList
+            out = self._with_rounds(input_id, startlist, out)
+            out = self._with_standings(input_id, startlist, out)
         except (InputError, KeyError, ValueError, TypeError) as exc:
             self.refuse(input_id, str(exc))
             return {}
@@ -222,12 +225,12 @@ class Competition:
                               "nation": sk.nation}
         return names
 
-    def _with_rounds(self, input_id: str, inp: FeedInput,
+    def _with_rounds(self, input_id: str, startlist: bool,
                      out: dict[str, list[Event]]) -> dict[str, list[Event]]:
         """Rounds: when a round is official, create the next round's races; keep each
         event's ranking (a revision of ``event-<id>`` when it changes)."""
         for ev in self.events.values():
-            if not isinstance(inp, StartList) and not ev.race_ids() & set(out):
+            if not startlist and not ev.race_ids() & set(out):
                 continue
             for spec in ev.step(self.races):
                 race = self._new_race(spec, self.skaters)
@@ -243,13 +246,13 @@ class Competition:
                                      "reason": "rounds", "view": self.view(vid)}]}
         return out
 
-    def _with_standings(self, input_id: str, inp: FeedInput,
+    def _with_standings(self, input_id: str, startlist: bool,
                         out: dict[str, list[Event]]) -> dict[str, list[Event]]:
         """World Cup standings move when a cup race's official result changes."""
         touched = any(self.races[r].world_cup and self.races[r].is_official
                       for r in out if r in self.races) or any(
             r.startswith("event-") and self.events[r[6:]].world_cup for r in out)
-        if not touched and not isinstance(inp, StartList):
+        if not touched and not startlist:
             return out
         scored: list[standings.Scored] = [*self.races.values(), *self.events.values()]
         fresh = standings.compute(scored, self.rules, self.standings_before, self._names())

@@ -150,7 +150,11 @@ class RaceBase:
         revision. Raises :class:`InputError` (or KeyError, ValueError) on an input the
         race cannot apply."""
         self.log.append((input_id, inp))
+        # Passings first: a class pattern that fails costs more on Struct types, and
+        # passings are the hot path.
         match inp:
+            case RoutedPassing():
+                return self._on_passing(input_id, inp, emit=True)
             case Decision():
                 told = self._decision_lines(inp)
                 return self.recompute(input_id, f"decision: {inp.action}", told)
