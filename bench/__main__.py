@@ -1,9 +1,20 @@
-"""`make bench`: every benchmark, figures printed (not asserted)."""
+"""`make bench`: every benchmark, figures printed (not asserted).
+
+The services it starts log at WARNING (``ICETIME_LOG`` chooses otherwise), so what is
+printed is the figures and any trouble.
+"""
 from __future__ import annotations
 
-from . import engine, latency, p3, pack
+import os
 
+from icetime import logs
+
+from . import decoder_fuzz, engine, latency, p3, pack
+
+os.environ.setdefault("ICETIME_LOG", "WARNING")
+logs.configure("bench")
 p3.main()
+decoder_fuzz.main(["--seconds", "3"])
 engine.main()
 pack.main()
 latency.main()

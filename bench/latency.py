@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,18 +30,13 @@ PASSAGES = 25  # 10000 m
 RATE_HZ = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def config(tmp: Path) -> str:
     text = "\n".join([
         'host = "127.0.0.1"',
         f'[redis]\nurl = ""\ndata_dir = "{tmp / "data"}"',
-        f"[ingest]\nhttp_port = {free_port()}\ntcp_port = {free_port()}",
-        f"[broadcast]\nhttp_port = {free_port()}\nws_port = {free_port()}\nclient_queue_max = 4096",
+        # Port 0: any free port; the supervisor learns the ones bound (Supervisor.cfg).
+        "[ingest]\nhttp_port = 0\ntcp_port = 0",
+        "[broadcast]\nhttp_port = 0\nws_port = 0\nclient_queue_max = 4096",
     ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n"
     (tmp / "bench.toml").write_text(text)
     return str(tmp / "bench.toml")
@@ -69,7 +63,8 @@ async def run_level(cfg: settings.Settings, sup: Supervisor, n_clients: int, seq
     clients = []
     for i in range(n_clients):
         clients.append(await open_client("127.0.0.1", cfg.broadcast_ws_port,
-                                         {"op": "subscribe", "race": race}))
+                                         {"op": "subscribe", "race": race,
+                                          "protocol": 2}))
         if i % 50 == 49:
             await asyncio.sleep(0.05)  # do not SYN-flood our own listener
     await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 120)
@@ -119,9 +114,9 @@ async def run_level(cfg: settings.Settings, sup: Supervisor, n_clients: int, seq
 async def amain(levels: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = config(Path(tmp))
-        cfg = settings.load(path)
-        sup = Supervisor(path, cfg)
+        sup = Supervisor(path, settings.load(path))
         await asyncio.to_thread(sup.start)
+        cfg = sup.cfg  # with the bound ports
         try:
             print(f"\n== latency: passing sent -> WebSocket client receipt, ms "
                   f"({PAIRS * PASSAGES * 2} passings at {RATE_HZ:.0f}/s per level) ==")

@@ -1,14 +1,17 @@
 """The ``icetime`` command: run a venue, run the demo, replay a race script.
 
-``icetime run`` is a small supervisor: it starts the embedded redis-server
-(unless REDIS_URL is set), the three services as child processes, restarts a
-service that dies, loads the configured start lists and, on Ctrl-C, stops the
-services first and Redis last.
+``icetime run`` is a small supervisor: it checks the configuration, starts the
+embedded redis-server (unless REDIS_URL is set), the three services as child
+processes, restarts a service that dies (waiting longer each time it dies soon
+after starting), loads the configured start lists and, on Ctrl-C, stops the
+services first and Redis last. A service that exits with code 2 refused the
+configuration: restarting cannot help, so icetime stops and exits with 2 too.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,39 +22,63 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from icetime import keys, logs
 from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
 from icetime.redis_embed import EmbeddedRedis
-from icetime.replay import LOOP_SOURCE, load_fixture, script_inputs
+from icetime.replay import LOOP_SOURCE, Timed, load_fixture, script_inputs
+from icetime.service import EXIT_CONFIG, LISTEN_ENV, SUPERVISOR_ENV, config_exit, with_ports
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
-log = logging.getLogger("icetime")
+log = logging.getLogger("icetime.cli")  # not __main__ under `python -m icetime.cli`
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("ingest", "scoring", "broadcast")
 FIXTURES = ROOT / "fixtures"
+#: A service that ran at least this long before it died was healthy: restart it at once.
+STABLE_S = 30.0
+#: A second death in a row within STABLE_S of starting waits this long before the
+#: restart, each further one twice as long, up to RESTART_MAX_S.
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
+
+
+class ConfigRefused(Exception):
+    """A service exited with EXIT_CONFIG: its configuration is wrong, so it is not restarted."""
 
 
 class Supervisor:
-    """Redis plus the three service processes, kept running until :meth:`stop`."""
+    """Redis plus the three service processes, kept running until :meth:`stop`.
+
+    ``config`` is the configuration file (any path; the services get it absolute) and
+    ``cfg`` the settings loaded from it.
+
+    After :meth:`start`, ``cfg`` holds the ports the services bound (what a port of 0
+    in the configuration became); a restarted service binds the same ones again.
+    """
 
     def __init__(self, config: str, cfg: settings_mod.Settings) -> None:
-        self.config = config
+        self.config = str(Path(config).resolve())
         self.cfg = cfg
         self.redis: EmbeddedRedis | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = cfg.redis_url
         self.restarts: dict[str, int] = {}
+        self.started_at: dict[str, float] = {}
+        self.quick_deaths: dict[str, int] = {}  # in a row, each within STABLE_S of its start
+        self.restart_at: dict[str, float] = {}  # restarts due (monotonic time)
+        #: Service name -> the ports it reported (settings field -> port).
+        self.ports: dict[str, dict[str, int]] = {}
 
     def start(self) -> None:
         if not self.url:
-            data_dir = Path(self.cfg.data_dir)
-            if not data_dir.is_absolute():
-                data_dir = Path(self.config).resolve().parent / data_dir
-            self.redis = EmbeddedRedis(data_dir, self.cfg.aof_fsync)
+            self.redis = EmbeddedRedis(Path(self.cfg.data_dir), self.cfg.aof_fsync)
             self.url = self.redis.start()
             log.info("embedded redis-server at %s", self.url)
         for name in SERVICES:
@@ -59,13 +86,35 @@ class Supervisor:
         self.wait_ready()
 
     def spawn(self, name: str) -> None:
-        env = {**os.environ, "REDIS_URL": self.url}
+        env = {**os.environ, "REDIS_URL": self.url, SUPERVISOR_ENV: str(os.getpid())}
+        if "ICETIME_DATA" in env:  # the services run in ROOT: give them the absolute path
+            env["ICETIME_DATA"] = self.cfg.data_dir
+        self.started_at[name] = time.monotonic()
+        if name in self.ports:  # a restart: the same ports, even where port 0 chose them
+            env[LISTEN_ENV] = json.dumps(self.ports[name])
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", "--config", self.config],
             env=env, cwd=ROOT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until each service has reported the ports it bound (the Redis hash
+        ``keys.LISTENING``, from the process we started) and both HTTP servers answer
+        ``/healthz``; ``cfg`` then carries the bound ports, so a port of 0 in the
+        configuration works. Raises RuntimeError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        r = redis.Redis.from_url(self.url)
+        try:
+            for name in SERVICES:
+                while (ports := self.reported_ports(r, name)) is None:
+                    self.check_children()
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"service {name} did not start listening "
+                                           "(is a configured port in use?)")
+                    time.sleep(0.05)
+                self.ports[name] = ports
+        finally:
+            r.close()
+        self.cfg = with_ports(self.cfg, {k: v for p in self.ports.values() for k, v in p.items()})
         urls = [f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/healthz",
                 f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/healthz"]
         for url in urls:
@@ -81,15 +130,50 @@ class Supervisor:
                     raise RuntimeError(f"{url} did not come up (is the port in use?)")
                 time.sleep(0.1)
 
+    def reported_ports(self, r: redis.Redis, name: str) -> dict[str, int] | None:
+        """The ports service ``name`` reported, if the process we started did."""
+        try:
+            raw = r.hget(keys.LISTENING, name)
+        except redis.RedisError:
+            return None
+        entry = json.loads(raw) if raw else {}
+        if entry.get("pid") != self.procs[name].pid:
+            return None  # nothing yet, or an earlier process's entry
+        return {str(k): int(v) for k, v in entry["ports"].items()}
+
     def check_children(self) -> None:
-        """Restart a service that exited on its own: a crash must not end the meet."""
+        """Restart a service that exited on its own: a crash must not end the meet.
+
+        The first restart is at once; one that keeps dying soon after starting waits
+        longer each time (RESTART_FIRST_S doubling up to RESTART_MAX_S) rather than spin.
+        Raises ConfigRefused for one that exited with EXIT_CONFIG, which a restart cannot
+        mend.
+        """
+        now = time.monotonic()
         for name, proc in list(self.procs.items()):
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    self.spawn(name)
+                continue
             code = proc.poll()
-            if code is not None:
-                self.restarts[name] = self.restarts.get(name, 0) + 1
-                log.error("service %s exited with %s; restarting (%d)", name, code,
-                          self.restarts[name])
-                time.sleep(0.5)
+            if code is None:
+                continue
+            if code == EXIT_CONFIG:
+                raise ConfigRefused(f"service {name} refused the configuration (exit code "
+                                    f"{code}); not restarting it, stopping")
+            ran = now - self.started_at[name]
+            quick = self.quick_deaths.get(name, 0) + 1 if ran < STABLE_S else 0
+            self.quick_deaths[name] = quick
+            delay = 0.0 if quick <= 1 else min(RESTART_FIRST_S * 2 ** (quick - 2),
+                                               RESTART_MAX_S)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            log.error("service %s exited with code %s after %.1f s; restarting it %s "
+                      "(restart %d)", name, code, ran,
+                      f"in {delay:.1f} s" if delay else "now", self.restarts[name])
+            if delay:
+                self.restart_at[name] = now + delay
+            else:
                 self.spawn(name)
 
     def stop(self) -> None:
@@ -109,8 +193,7 @@ class Supervisor:
     def load_startlist(self, doc: dict[str, Any], source: str | None = None) -> dict[str, Any]:
         """POST a start list (or a fixture holding one) to ingest."""
         doc = doc.get("startlist", doc)
-        src = self.cfg.source(source or self.cfg.extra.get("competition", {}).get(
-            "loader", "officials")) or (self.cfg.sources[0] if self.cfg.sources else None)
+        src = self.cfg.source(source) if source else self.cfg.loader()
         if src is None:
             raise RuntimeError("no [[sources]] configured: nobody may load a start list")
         req = urllib.request.Request(
@@ -121,7 +204,8 @@ class Supervisor:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 result: dict[str, Any] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
+            with exc:  # its body is the open response: read it, then close it
+                raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
         return result
 
     def page_url(self, race: str | None = None, page: str = "") -> str:
@@ -136,11 +220,15 @@ class Supervisor:
 
 
 async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float = 1.0,
-                 announce: bool = True, decoder: DecoderSimulator | None = None) -> int:
+                 announce: bool = True, decoder: DecoderSimulator | None = None,
+                 hold: Callable[[Timed], Awaitable[None]] | None = None) -> int:
     """Send a fixture's script through the TCP feed, paced in real time / ``speed``.
 
     With a ``decoder`` (a P3 simulator icetime's decoder link is connected to), the
-    loop's passings cross that decoder as P3 records instead of the JSON feed.
+    loop's passings cross that decoder as P3 records instead of the JSON feed. ``hold``,
+    when given, is awaited with each input when it is due, before it is sent: the script
+    pauses for as long as it takes (a test looking at a moment of the race), then goes on
+    with its own spacing. Returns the number of inputs sent.
     """
     items = script_inputs(doc, clock_base_us=now_us(), rate=speed)
     clients: dict[str, FeedClient] = {}
@@ -157,6 +245,10 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
             delay = start + item.at_us / 1e6 / speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if hold is not None:
+                held = loop.time()
+                await hold(item)
+                start += loop.time() - held
             if decoder and item.source == LOOP_SOURCE:
                 decoder.passing(int(item.inp["transponder"]), item.inp["t"])
             else:
@@ -184,9 +276,19 @@ def fixture_path(name: str) -> Path:
     return candidates[0]
 
 
+def config_file(args: argparse.Namespace) -> str:
+    """The --config file, or $ICETIME_CONFIG; ConfigError if there is neither."""
+    path = settings_mod.config_path(args.config)
+    if path is None:
+        raise settings_mod.ConfigError(f"icetime {args.cmd}: no configuration: give "
+                                       "--config FILE or set ICETIME_CONFIG")
+    return str(path)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
-    cfg = settings_mod.load(args.config)
-    sup = Supervisor(args.config, cfg)
+    config = config_file(args)
+    cfg = settings_mod.load(config)  # before anything starts: a bad file stops here
+    sup = Supervisor(config, cfg)
     try:
         sup.start()
         for path in cfg.startlists:
@@ -210,47 +312,72 @@ def cmd_demo(args: argparse.Namespace) -> None:
     doc = load_fixture(fixture_path(args.race))
     race = doc["script"]["race"]
     sup = Supervisor(config, cfg)
-    try:
-        sup.start()
-        sup.load_startlist(doc)
-        print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
-              f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
 
-        async def run_replay() -> int:
-            # The finish line's passings come from a (simulated) P3 decoder, through
-            # ingest's decoder link: the whole real path. The gun uses the JSON feed.
-            sim = None
-            if cfg.decoders:
-                sim = DecoderSimulator()
-                await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
-            task = asyncio.create_task(replay(doc, cfg, args.speed, decoder=sim))
-            try:
-                while not task.done():
-                    await asyncio.sleep(1)
-                    sup.check_children()
-                await asyncio.sleep(1.0)  # the last passings cross the link
-                return task.result()
-            finally:
-                if sim:
-                    await sim.stop()
+    async def demo() -> None:
+        # Ctrl-C is handled in the loop, so everything stops in order: the feed clients,
+        # the services, then the decoder (asyncio.run would cancel them all at once).
+        loop = asyncio.get_running_loop()
+        interrupted = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupted.set)
 
-        sent = asyncio.run(run_replay())
-        if args.exit_after_replay:
-            print(f"  replay finished ({sent} inputs)", flush=True)
-            return
-        print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
-              flush=True)
-        while True:
-            time.sleep(1)
+        async def carry_on() -> bool:
+            """Wait a second, watching the services; False once interrupted."""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), 1.0)
+            if interrupted.is_set():
+                return False
             sup.check_children()
-    except KeyboardInterrupt:
+            return True
+
+        # The finish line's passings come from a (simulated) P3 decoder, through
+        # ingest's decoder link: the whole real path. The gun uses the JSON feed. Like a
+        # real one, the decoder is on before ingest starts and until ingest has stopped,
+        # so the link's log neither starts nor ends with a decoder that is down.
+        sim = None
+        if cfg.decoders:
+            sim = DecoderSimulator()
+            await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
+        task: asyncio.Task[int] | None = None
+        try:
+            sup.start()
+            sup.load_startlist(doc)
+            print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
+                  f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
+            task = asyncio.create_task(replay(doc, sup.cfg, args.speed, decoder=sim))
+            while not task.done():
+                if not await carry_on():
+                    return
+            if not await carry_on():  # the last passings cross the link
+                return
+            sent = task.result()
+            if args.exit_after_replay:
+                print(f"  replay finished ({sent} inputs)", flush=True)
+                return
+            print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
+                  flush=True)
+            while await carry_on():
+                pass
+        finally:
+            if interrupted.is_set():
+                print("\n  stopping", flush=True)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            sup.stop()
+            if sim:
+                await sim.stop()
+
+    try:
+        asyncio.run(demo())
+    except KeyboardInterrupt:  # before or after the loop ran
         print("\n  stopping", flush=True)
     finally:
         sup.stop()
 
 
 def cmd_replay(args: argparse.Namespace) -> None:
-    cfg = settings_mod.load(args.config)
+    cfg = settings_mod.load(config_file(args))
     sent = asyncio.run(replay(load_fixture(fixture_path(args.race)), cfg, args.speed))
     print(f"sent {sent} inputs")
 
@@ -264,12 +391,12 @@ def main(argv: list[str] | None = None) -> None:
     # last, however icetime was started (a background job inherits SIGINT ignored).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    logging.basicConfig(level=os.environ.get("ICETIME_LOG", "INFO"),
-                        format="%(asctime)s icetime    %(levelname)s %(message)s")
-    p = argparse.ArgumentParser(prog="icetime", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="icetime", description=__doc__.splitlines()[0],
+                                epilog="Exit codes: 0 stopped, 1 failed, 2 bad configuration "
+                                       "or arguments (docs/configuration.md).")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run icetime for a venue from a configuration file")
-    run.add_argument("--config", required=True)
+    run.add_argument("--config", help="the venue's TOML file (default: $ICETIME_CONFIG)")
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run icetime and replay a real race through it")
     demo.add_argument("--race", default="beijing2023_w1000a",
@@ -279,11 +406,18 @@ def main(argv: list[str] | None = None) -> None:
     demo.set_defaults(func=cmd_demo)
     rep = sub.add_parser("replay", help="feed a fixture's script to a running icetime")
     rep.add_argument("race")
-    rep.add_argument("--config", required=True)
+    rep.add_argument("--config", help="the venue's TOML file (default: $ICETIME_CONFIG)")
     rep.add_argument("--speed", type=float, default=1.0)
     rep.set_defaults(func=cmd_replay)
     args = p.parse_args(argv)
-    args.func(args)
+    try:
+        logs.configure("icetime")
+        args.func(args)
+    except settings_mod.ConfigError as exc:
+        config_exit("icetime", exc)
+    except ConfigRefused as exc:
+        log.error("%s", exc)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 if __name__ == "__main__":

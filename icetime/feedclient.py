@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-log = logging.getLogger("feedclient")
+log = logging.getLogger(__name__)
 
 
 class FeedRefused(RuntimeError):

@@ -26,6 +26,9 @@ DECODERS_HASH = PREFIX + "decoders"
 DECODER_HEALTH_STREAM = PREFIX + "decoder-health"
 #: How many decoder health events the stream keeps (about an hour at 1 STATUS/s each).
 DECODER_HEALTH_MAXLEN = 10_000
+#: Hash service name -> JSON {"pid", "host", "ports"}: where each running service process
+#: listens (ports keyed by settings field), written once its listeners are bound.
+LISTENING = PREFIX + "listening"
 #: Set of race ids that have an event stream.
 RACES_SET = PREFIX + "races"
 

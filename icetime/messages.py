@@ -359,18 +359,18 @@ class Hops(_Obj):
 
 
 _LONG_TRACK_ROW = ("rank", "gap_best", "best_bib", "leader_bib", "gap_partner", "projected")
-_PACK_ROW = ("lap_t", "position")
+_PACK_ROW = ("lap_number", "position")
 
 
 class PassageRow(_Obj):
     """One passage: in long track a passage point (`rank`, `gap_best`, … present), in a
-    pack race a finish-line crossing (`lap_t`, `position` present). `lap` is the lap
-    time (µs) in long track and the crossing's number in a pack race."""
+    pack race a finish-line crossing (`lap_number`, `position` present). `lap_time` is
+    the time since the previous passage (µs), in both."""
 
     k: int
     m: int | float
     t: int
-    lap: int
+    lap_time: Annotated[int, Meta(description="time since the previous passage, µs")]
     gap_leader: int | None
     rank: int | UnsetType = UNSET
     gap_best: int | UnsetType = UNSET
@@ -380,7 +380,8 @@ class PassageRow(_Obj):
     projected: int | None | UnsetType = UNSET
     skaters: Annotated[dict[str, int] | UnsetType, Meta(description=(
         "team events: the team's skaters at this line, bib -> race time"))] = UNSET
-    lap_t: int | UnsetType = UNSET
+    lap_number: Annotated[int | UnsetType, Meta(description=(
+        "pack races: the crossing's number, 1-based"))] = UNSET
     position: int | UnsetType = UNSET
     skater: Annotated[str | UnsetType, Meta(description=(
         "relays: who of the team crossed"))] = UNSET
@@ -395,7 +396,8 @@ class PassageRow(_Obj):
         if any(getattr(self, f) is UNSET for f in mine) or \
                 any(getattr(self, f) is not UNSET for f in other):
             raise ValueError("a passage row is either long track (rank, gap_best, best_bib, "
-                             "leader_bib, gap_partner, projected) or pack (lap_t, position)")
+                             "leader_bib, gap_partner, projected) or pack (lap_number, "
+                             "position)")
         if self.skaters is not UNSET and self.is_pack:
             raise ValueError("'skaters' is a long-track team event's")
 
@@ -415,13 +417,14 @@ class Final(_Obj):
 
 
 class Classification(_Obj):
-    """Finished competitors without a status, columnar (`points`: mass start only)."""
+    """Finished competitors without a status, columnar (`sprint_points`: mass start
+    only)."""
 
     bib: list[str]
     rank: list[int]
     t: list[int]
     behind: list[int]
-    points: list[int] | UnsetType = UNSET
+    sprint_points: list[int] | UnsetType = UNSET
 
 
 class SplitEntry(_Obj):
@@ -440,17 +443,19 @@ class PackRun(_Obj):
 
 
 class Sprint(_Obj):
+    """A mass start's intermediate sprint: who scored, and their sprint points."""
+
     sprint: int
-    lap: int
+    lap_number: int
     bibs: list[str]
-    points: list[int]
+    sprint_points: list[int]
 
 
 class Breakaway(_Obj):
     bibs: list[str]
     gap_us: int
     gap_m: int | None
-    lap: int
+    lap_number: int
 
 
 class PackState(_Obj):
@@ -461,9 +466,10 @@ class PackState(_Obj):
     order: list[str]
     laps_to_go: int
     bell: bool
-    laps: dict[str, int]
+    crossings: Annotated[dict[str, int], Meta(description="crossings made, per bib")]
     stopped: list[str]
-    points: dict[str, int] | None
+    sprint_points: Annotated[dict[str, int] | None, Meta(description=(
+        "mass start: sprint points per bib so far"))]
     sprints: list[Sprint]
     breakaway: Breakaway | None
     attempt: int
@@ -646,6 +652,8 @@ class LongTrackView(_Obj):
 
 
 class PointsTable(_Obj):
+    """The mass start's sprint points by place: at an intermediate sprint, at the finish."""
+
     sprint: list[int]
     final: list[int]
 
@@ -661,13 +669,13 @@ class PackRaceInfo(_Obj):
     round: str | None
     official: bool
     sprint_laps: list[int]
-    points: PointsTable | None
+    sprint_points_table: PointsTable | None
 
 
 class Voided(_Obj):
     attempt: int
     reason: str
-    laps: int
+    crossings: Annotated[int, Meta(description="the leader's crossings then")]
     order: list[str]
 
 
@@ -725,7 +733,7 @@ class StandingsRaceInfo(_Obj):
 class CupRow(_Obj):
     bib: str
     rank: int
-    points: int
+    points: Annotated[int, Meta(description="World Cup points")]
     before: int
     races: dict[str, int]
 

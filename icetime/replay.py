@@ -1,4 +1,4 @@
-"""Race scripts: a fixture's split times turned into the feed inputs a venue would send.
+"""Race scripts: a fixture's passage times turned into the feed inputs a venue would send.
 
 ``script_inputs`` is pure: it lays every gun and passing on a timeline (µs from
 the start of the replay). ``icetime replay`` and the demo send them over the real
@@ -87,11 +87,11 @@ def _crossings(crossings: dict[str, list[Any]], gun_at: int, clock_base_us: int,
     """
     last = 0
     for bib, times in crossings.items():
-        for split in times:
+        for crossing in times:
             by = bib
-            if isinstance(split, list):
-                split, by = split
-            t = _time(split)
+            if isinstance(crossing, list):
+                crossing, by = crossing
+            t = _time(crossing)
             last = max(last, t)
             for i, tr in enumerate(transponders[by][:2]):
                 when = gun_at + t + i * SECOND_ANKLE_US

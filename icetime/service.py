@@ -1,37 +1,101 @@
 """What every service process shares: arguments, logging, Redis, clean shutdown.
 
-A service is ``async def serve(settings, redis, stop: asyncio.Event)``; SIGINT
-and SIGTERM set ``stop`` and the service returns after closing its listeners.
+A service is ``async def serve(settings, redis, stop: asyncio.Event, ready=None)``.
+Once every listener is bound it awaits ``ready(ports)`` (when given) with the ports
+it got, keyed by the settings field they stand for (``{"ingest_http_port": 40123,
+"ingest_tcp_port": 40124}``; a service without listeners reports ``{}``): a port of
+0 in the configuration means "any free port", and this is how the caller learns which.
+SIGINT and SIGTERM set ``stop`` and the service returns after closing its listeners.
+
+A service process publishes its report in the Redis hash :data:`icetime.keys.LISTENING`
+(field: the service name; value: JSON ``{"pid", "host", "ports"}``), which is where
+``icetime run`` reads the ports for its readiness check and the URLs it prints.
+
+Exit codes: 0 stopped, 1 failed while running, 2 the configuration (file or
+environment) is wrong: one line on stderr says what, and ``icetime run`` does not
+restart a service that exits with it.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, NoReturn
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from icetime import bus, settings
+from icetime import bus, keys, logs, settings
 
-Serve = Callable[[settings.Settings, aioredis.Redis, asyncio.Event], Awaitable[None]]
+#: Settings field -> the port a listener got, e.g. ``{"broadcast_ws_port": 40125}``.
+Ports = dict[str, int]
+#: Awaited by a service once all its listeners are bound, with the ports they got.
+Ready = Callable[[Ports], Awaitable[None]]
+Serve = Callable[[settings.Settings, aioredis.Redis, asyncio.Event, Ready | None],
+                 Awaitable[None]]
+#: Set by ``icetime run`` for a service it restarts: JSON :data:`Ports`, the ports the
+#: service had before, so a listener configured on port 0 comes back where clients knew it.
+LISTEN_ENV = "ICETIME_LISTEN"
+#: Set by ``icetime run``: its own pid, so a service stops when it is gone.
+SUPERVISOR_ENV = "ICETIME_SUPERVISOR_PID"
+#: The exit code of a process refused its configuration (argparse uses it for bad arguments).
+EXIT_CONFIG = 2
+log = logging.getLogger(__name__)
+
+
+def listen_port(addresses: Iterable[Any]) -> int:
+    """The port of a listener from its sockets' addresses (``getsockname()`` tuples).
+
+    Raises ValueError when the host resolved to several addresses that got different
+    ports (port 0 with a host name such as ``localhost``): give one address instead.
+    """
+    ports = {int(a[1]) for a in addresses}
+    if len(ports) != 1:
+        raise ValueError(f"a listener bound {sorted(ports) or 'no'} ports; with port 0, "
+                         "configure a host that is one address (127.0.0.1, 0.0.0.0)")
+    return ports.pop()
+
+
+def with_ports(cfg: settings.Settings, ports: Ports) -> settings.Settings:
+    """``cfg`` with the given port fields replaced (unknown fields: ValueError)."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = set(ports) - fields
+    if unknown:
+        raise ValueError(f"not settings fields: {', '.join(sorted(unknown))}")
+    return dataclasses.replace(cfg, **ports)  # type: ignore[arg-type]
+
+
+def pinned_ports() -> Ports:
+    """The ports ``icetime run`` asks a restarted service to bind again (:data:`LISTEN_ENV`)."""
+    raw = os.environ.get(LISTEN_ENV, "")
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
 def main(name: str, serve: Serve) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
     parser.add_argument("--config", help="venue configuration (TOML); see docs/configuration.md")
     args = parser.parse_args()
-    logging.basicConfig(level=os.environ.get("ICETIME_LOG", "INFO"),
-                        format=f"%(asctime)s {name:9s} %(levelname)s %(message)s")
-    cfg = settings.load(args.config)
-    url = cfg.redis_url or os.environ.get("REDIS_URL", "")
-    if not url:
-        raise SystemExit(f"{name}: set REDIS_URL, or start icetime with `icetime run`, "
-                         "which provides its embedded Redis")
-    run_loop(_run(name, serve, cfg, url))
+    try:
+        logs.configure(name)
+        cfg = settings.load(args.config)
+        if not cfg.redis_url:
+            raise settings.ConfigError("set REDIS_URL (or [redis] url), or start icetime with "
+                                       "`icetime run`, which provides its embedded Redis")
+    except settings.ConfigError as exc:
+        config_exit(name, exc)
+    run_loop(_run(name, serve, cfg, cfg.redis_url))
+
+
+def config_exit(prog: str, exc: settings.ConfigError) -> NoReturn:
+    """Say what is wrong with the configuration in one line and exit with EXIT_CONFIG."""
+    print(f"{prog}: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -51,25 +115,57 @@ async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    cfg = with_ports(cfg, pinned_ports())
     watchdog = asyncio.create_task(_watch_parent(name, stop))
     r = bus.connect(url)
+
+    async def ready(ports: Ports) -> None:
+        await _publish(r, name, {"pid": os.getpid(), "host": cfg.host, "ports": ports})
+        log.info("%s listening: %s", name, ports or "no ports")
+
     try:
-        await serve(cfg, r, stop)
+        await serve(cfg, r, stop, ready)
     finally:
         watchdog.cancel()
+        await _unpublish(r, name)
         await r.aclose()
-        logging.getLogger(name).info("stopped")
+        log.info("%s stopped", name)
+
+
+async def _publish(r: aioredis.Redis, name: str, entry: dict[str, Any]) -> None:
+    """Tell the supervisor where we listen; a Redis that is not up yet is waited for."""
+    for attempt in range(50):
+        try:
+            await r.hset(keys.LISTENING, name, json.dumps(entry))
+            return
+        except (RedisError, OSError) as exc:
+            if attempt == 0:
+                log.warning("%s: cannot publish the ports yet: %s", name, exc)
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{name}: could not publish its ports to Redis")
+
+
+async def _unpublish(r: aioredis.Redis, name: str) -> None:
+    """Withdraw our entry on a clean stop, unless a newer process of the service wrote it."""
+    try:
+        raw = await r.hget(keys.LISTENING, name)
+        if raw and json.loads(raw).get("pid") == os.getpid():
+            await r.hdel(keys.LISTENING, name)
+    except (RedisError, OSError, ValueError):
+        pass  # best effort: the supervisor matches entries by pid anyway
 
 
 async def _watch_parent(name: str, stop: asyncio.Event) -> None:
     """Stop when the process that started us is gone (a supervisor killed with -9),
-    rather than live on as an orphan holding the ports."""
-    parent = os.getppid()
+    rather than live on as an orphan holding the ports. The supervisor's pid comes from
+    :data:`SUPERVISOR_ENV`: one that died while we were still starting is noticed too."""
+    parent = int(os.environ.get(SUPERVISOR_ENV) or os.getppid())
     while not stop.is_set():
-        await asyncio.sleep(1.0)
         if os.getppid() != parent:
-            logging.getLogger(name).warning("parent process %d is gone; stopping", parent)
+            log.warning("%s: parent process %d is gone; stopping", name, parent)
             stop.set()
+            return
+        await asyncio.sleep(1.0)
 
 
 async def healthz(_request: object) -> object:

@@ -1,48 +1,131 @@
 """Configuration: a TOML file (docs/configuration.md) plus environment overrides.
 
-``REDIS_URL`` in the environment wins over the file; with neither, icetime runs
-its own embedded redis-server in ``data_dir``.
+The file is decoded into msgspec Structs that forbid unknown keys and bound every
+value; the checks a type cannot say (unique source ids and tokens, a decoder whose id
+is a source's, two listeners on one port, files that are not there) follow. Anything
+wrong raises :class:`ConfigError` naming the file and the key, e.g.
+``venue.toml: unknown key 'broadcast.htp_port'``.
+
+Relative paths in the file (``redis.data_dir``, ``competition.startlists``,
+``rules.file``) are relative to the file's folder. The environment wins over the file:
+``ICETIME_CONFIG`` (the file, when no path is given), ``REDIS_URL``, ``ICETIME_DATA``
+(relative to the working directory); ``ICETIME_LOG`` is read by :mod:`icetime.logs`.
+With no Redis URL, icetime runs its own embedded redis-server in ``data_dir``.
 """
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+from msgspec import Meta, Struct
 
 DEFAULT_DATA_DIR = ".icetime/data"
+#: The ``[[decoders]] protocol`` values: one link class each (services/ingest/decoders/link.py).
+Protocol = Literal["p3", "amb_ascii", "protime", "protime_udp"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+#: Redis's ``appendfsync`` policies.
+AppendFsync = Literal["always", "everysec", "no"]
+#: A port icetime listens on; 0 asks the system for a free one.
+ListenPort = Annotated[int, Meta(ge=0, le=65535)]
+#: A port icetime connects to (or, for protime_udp, a decoder sends to).
+RemotePort = Annotated[int, Meta(ge=1, le=65535)]
+Name = Annotated[str, Meta(min_length=1)]
+#: An extra loop lies this many metres or fewer past the finish line (the 400 m lap).
+LOOP_MAX_M = 399
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+WS_SCHEMES = ("ws://", "wss://")
 
 
-@dataclass(frozen=True)
-class Source:
+class ConfigError(ValueError):
+    """A configuration icetime cannot run with; the message is one line naming the
+    file (or environment variable) and the key."""
+
+
+class Source(Struct, frozen=True, forbid_unknown_fields=True):
     """A timing source allowed to feed ingest: a decoder, the gun, photo finish, an official."""
 
-    id: str
-    token: str
-    #: Added to the source's times to map its clock onto the common race clock.
+    id: Name
+    token: Name
+    #: Added to the source's times (µs) to map its clock onto the common race clock.
     offset_us: int = 0
 
 
-@dataclass(frozen=True)
-class Decoder:
+class Decoder(Struct, frozen=True, forbid_unknown_fields=True):
     """A timing decoder icetime connects to (P3 on TCP 5403)."""
 
-    id: str  # the source id its passings carry
-    host: str
-    port: int = 5403
-    protocol: str = "p3"
+    id: Name  # the source id its passings carry
+    host: Name
+    port: RemotePort = 5403
+    protocol: Protocol = "p3"
     #: The timing point of its loop ("finish" is the official line).
-    point: str = "finish"
+    point: Name = "finish"
+    #: Added to the decoder's times (µs) to reach the common clock.
     offset_us: int = 0
     #: Pseudo-transponders that are the start gun on this decoder (ProChip: 9991/9992/9995).
-    gun_transponders: tuple[str, ...] = ()
+    gun_transponders: tuple[Name, ...] = ()
     #: Measure the decoder's clock with GET_TIME and put its passings on the host clock.
     sync_clock: bool = False
 
 
+class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class _Redis(_Section, frozen=True):
+    url: str = ""
+    data_dir: Name = DEFAULT_DATA_DIR
+    appendfsync: AppendFsync = "everysec"
+
+
+class _Ingest(_Section, frozen=True):
+    http_port: ListenPort = 8090
+    tcp_port: ListenPort = 5410
+
+
+class _Broadcast(_Section, frozen=True):
+    http_port: ListenPort = 8080
+    ws_port: ListenPort = 8081
+    public_ws_url: str = ""
+    client_queue_max: Annotated[int, Meta(ge=1)] = 512
+    client_buffer_max: Annotated[int, Meta(ge=1)] = 256 * 1024
+
+
+class _Scoring(_Section, frozen=True):
+    max_speed_mps: Annotated[float, Meta(gt=0)] = 20.0
+    loops: dict[Name, int] = {}
+
+
+class _Rules(_Section, frozen=True):
+    file: str = ""
+
+
+class _Competition(_Section, frozen=True):
+    startlists: tuple[Name, ...] = ()
+    loader: Name | msgspec.UnsetType = msgspec.UNSET
+
+
+class _VenueFile(_Section, frozen=True):
+    host: Name = "127.0.0.1"
+    redis: _Redis = msgspec.field(default_factory=_Redis)
+    ingest: _Ingest = msgspec.field(default_factory=_Ingest)
+    broadcast: _Broadcast = msgspec.field(default_factory=_Broadcast)
+    scoring: _Scoring = msgspec.field(default_factory=_Scoring)
+    rules: _Rules = msgspec.field(default_factory=_Rules)
+    competition: _Competition = msgspec.field(default_factory=_Competition)
+    sources: tuple[Source, ...] = ()
+    decoders: tuple[Decoder, ...] = ()
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Everything a service or the supervisor reads; paths are absolute after :func:`load`."""
+
     redis_url: str = ""
     data_dir: str = DEFAULT_DATA_DIR
     aof_fsync: str = "everysec"
@@ -57,6 +140,8 @@ class Settings:
     decoders: tuple[Decoder, ...] = ()
     #: Start lists (competition files) loaded when ``icetime run`` starts.
     startlists: tuple[str, ...] = ()
+    #: The source whose token loads them; empty: "officials" if there is one, else the first.
+    startlist_loader: str = ""
     #: Fastest plausible skater speed; a passing sooner than segment/speed after
     #: the previous one is a re-read, not a passage (the minimum-lap debounce).
     max_speed_mps: float = 20.0
@@ -68,7 +153,8 @@ class Settings:
     client_queue_max: int = 512
     #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
     client_buffer_max: int = 256 * 1024
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The file these settings came from (absolute), or "" for the defaults.
+    config_file: str = ""
 
     def source(self, source_id: str) -> Source | None:
         for s in self.sources:
@@ -76,65 +162,214 @@ class Settings:
                 return s
         return None
 
+    def loader(self) -> Source | None:
+        """The source that loads the start lists (None: no sources at all)."""
+        return (self.source(self.startlist_loader or "officials")
+                or (self.sources[0] if self.sources else None))
+
     def source_offsets(self) -> dict[str, int]:
         return {**{s.id: s.offset_us for s in self.sources},
                 **{d.id: d.offset_us for d in self.decoders}}
 
 
-def _rules_file(name: str, base: Path) -> str:
-    if not name:
-        return ""
-    return name if Path(name).is_absolute() else str((base / name).resolve())
+def config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The configuration file: ``path``, else ``$ICETIME_CONFIG``, else None."""
+    chosen = path or os.environ.get("ICETIME_CONFIG") or None
+    return Path(chosen) if chosen else None
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read settings from ``path`` (or ``$ICETIME_CONFIG``), then apply env overrides."""
+    """Read settings from ``path`` (or ``$ICETIME_CONFIG``; neither: the defaults), then
+    apply the environment overrides.
+
+    Raises :class:`ConfigError` (one line, naming the file and key) for a file that
+    cannot be read, is not TOML, has an unknown key or an impossible value.
+    """
+    file = config_path(path)
+    label = str(file) if file else "configuration"
     raw: dict[str, Any] = {}
-    path = path or os.environ.get("ICETIME_CONFIG")
-    base = Path(".")
-    if path:
-        p = Path(path)
-        raw = tomllib.loads(p.read_text())
-        base = p.parent
-    redis = raw.get("redis", {})
-    ingest = raw.get("ingest", {})
-    broadcast = raw.get("broadcast", {})
-    scoring = raw.get("scoring", {})
-    sources = tuple(
-        Source(id=str(s["id"]), token=str(s["token"]), offset_us=int(s.get("offset_us", 0)))
-        for s in raw.get("sources", [])
-    )
-    decoders = tuple(
-        Decoder(id=str(d["id"]), host=str(d["host"]), port=int(d.get("port", 5403)),
-                protocol=str(d.get("protocol", "p3")), point=str(d.get("point", "finish")),
-                offset_us=int(d.get("offset_us", 0)),
-                gun_transponders=tuple(str(g) for g in d.get("gun_transponders", ())),
-                sync_clock=bool(d.get("sync_clock", False)))
-        for d in raw.get("decoders", []))
-    data_dir = os.environ.get("ICETIME_DATA", redis.get("data_dir", DEFAULT_DATA_DIR))
-    if not Path(data_dir).is_absolute():
-        data_dir = str((base / data_dir).resolve())  # relative to the configuration file
-    startlists = tuple(
-        str((base / s).resolve()) if not Path(s).is_absolute() else s
-        for s in raw.get("competition", {}).get("startlists", [])
-    )
+    base = Path.cwd()
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: no such file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{file}: is a folder, not a configuration file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        file = file.resolve()
+        base = file.parent
+    try:
+        venue = msgspec.convert(raw, _VenueFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{label}: {_explain(exc, raw)}") from None
+    return _settings(venue, base, label, str(file or ""))
+
+
+def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Settings:
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{label}: {key}: {problem}")
+
+    _check_unique(venue, bad)
+    if venue.redis.url and not venue.redis.url.startswith(REDIS_SCHEMES):
+        raise bad("redis.url", f"{venue.redis.url!r} is not a Redis URL "
+                  f"(starts with {', '.join(REDIS_SCHEMES)})")
+    url = os.environ.get("REDIS_URL") or venue.redis.url
+    if not url.startswith(REDIS_SCHEMES) and url:
+        raise ConfigError(f"REDIS_URL: {url!r} is not a Redis URL "
+                          f"(starts with {', '.join(REDIS_SCHEMES)})")
+    ws_url = venue.broadcast.public_ws_url
+    if ws_url and not ws_url.startswith(WS_SCHEMES):
+        raise bad("broadcast.public_ws_url", f"{ws_url!r} is not a WebSocket URL "
+                  "(starts with ws:// or wss://)")
+    for point, metres in venue.scoring.loops.items():
+        if point == "finish":
+            raise bad("scoring.loops.finish", "the finish line is not an extra loop")
+        if not 0 < metres <= LOOP_MAX_M:
+            raise bad(f"scoring.loops.{point}", f"{metres} is not 1..{LOOP_MAX_M} metres "
+                      "past the finish line")
+    startlists = tuple(_path(s, base) for s in venue.competition.startlists)
+    for i, s in enumerate(startlists):
+        if not Path(s).is_file():
+            raise bad(f"competition.startlists[{i}]", f"no such file {s}")
+    loader = venue.competition.loader
+    if loader is not msgspec.UNSET and loader not in {s.id for s in venue.sources}:
+        raise bad("competition.loader", f"no [[sources]] entry has id {loader!r}")
+    if startlists and not venue.sources:
+        raise bad("competition.startlists", "loading them needs a [[sources]] entry")
+    rules_file = _path(venue.rules.file, base) if venue.rules.file else ""
+    if rules_file:
+        _check_rules(rules_file, bad)
+    env_data = os.environ.get("ICETIME_DATA")
+    data_dir = str(Path(env_data).resolve()) if env_data else _path(venue.redis.data_dir, base)
     return Settings(
-        redis_url=os.environ.get("REDIS_URL", redis.get("url", "")),
+        redis_url=url,
         data_dir=data_dir,
-        aof_fsync=redis.get("appendfsync", "everysec"),
-        host=raw.get("host", "127.0.0.1"),
-        ingest_http_port=int(ingest.get("http_port", 8090)),
-        ingest_tcp_port=int(ingest.get("tcp_port", 5410)),
-        broadcast_http_port=int(broadcast.get("http_port", 8080)),
-        broadcast_ws_port=int(broadcast.get("ws_port", 8081)),
-        public_ws_url=str(broadcast.get("public_ws_url", "")),
-        sources=sources,
-        decoders=decoders,
+        aof_fsync=venue.redis.appendfsync,
+        host=venue.host,
+        ingest_http_port=venue.ingest.http_port,
+        ingest_tcp_port=venue.ingest.tcp_port,
+        broadcast_http_port=venue.broadcast.http_port,
+        broadcast_ws_port=venue.broadcast.ws_port,
+        public_ws_url=ws_url,
+        sources=venue.sources,
+        decoders=venue.decoders,
         startlists=startlists,
-        max_speed_mps=float(scoring.get("max_speed_mps", 20.0)),
-        loops={str(k): int(v) for k, v in scoring.get("loops", {}).items()},
-        rules_file=_rules_file(raw.get("rules", {}).get("file", ""), base),
-        client_queue_max=int(broadcast.get("client_queue_max", 512)),
-        client_buffer_max=int(broadcast.get("client_buffer_max", 256 * 1024)),
-        extra=raw,
+        startlist_loader="" if loader is msgspec.UNSET else loader,
+        max_speed_mps=venue.scoring.max_speed_mps,
+        loops=dict(venue.scoring.loops),
+        rules_file=rules_file,
+        client_queue_max=venue.broadcast.client_queue_max,
+        client_buffer_max=venue.broadcast.client_buffer_max,
+        config_file=config_file,
     )
+
+
+def _path(name: str, base: Path) -> str:
+    return str((base / name).resolve())  # an absolute ``name`` ignores ``base``
+
+
+def _check_unique(venue: _VenueFile, bad: Any) -> None:
+    """Source ids, tokens and decoder ids are each unique; no decoder has a source's
+    id (its passings carry that id as their source); no two listeners share a port."""
+    def first_repeat(values: Iterable[str]) -> tuple[int, int] | None:
+        seen: dict[str, int] = {}
+        for i, v in enumerate(values):
+            if v in seen:
+                return seen[v], i
+            seen[v] = i
+        return None
+
+    if rep := first_repeat(s.id for s in venue.sources):
+        raise bad(f"sources[{rep[1]}].id",
+                  f"{venue.sources[rep[1]].id!r} is already sources[{rep[0]}].id")
+    if rep := first_repeat(s.token for s in venue.sources):
+        # The token itself is a secret: name the entries, not the value.
+        raise bad(f"sources[{rep[1]}].token", f"the same token as sources[{rep[0]}]; "
+                  "a token must tell its source apart")
+    if rep := first_repeat(d.id for d in venue.decoders):
+        raise bad(f"decoders[{rep[1]}].id",
+                  f"{venue.decoders[rep[1]].id!r} is already decoders[{rep[0]}].id")
+    source_ids = {s.id for s in venue.sources}
+    for i, d in enumerate(venue.decoders):
+        if d.id in source_ids:
+            raise bad(f"decoders[{i}].id", f"{d.id!r} is also a [[sources]] id; a decoder's "
+                      "passings carry its id as their source, so it must be its own")
+    listeners = {"ingest.http_port": venue.ingest.http_port,
+                 "ingest.tcp_port": venue.ingest.tcp_port,
+                 "broadcast.http_port": venue.broadcast.http_port,
+                 "broadcast.ws_port": venue.broadcast.ws_port}
+    taken: dict[int, str] = {}
+    for key, port in listeners.items():
+        if port and port in taken:
+            raise bad(key, f"{port} is also {taken[port]}; each listener needs its own port")
+        taken[port] = key
+
+
+def _check_rules(path: str, bad: Any) -> None:
+    try:
+        with open(path, "rb") as f:
+            tomllib.load(f)
+    except FileNotFoundError:
+        raise bad("rules.file", f"no such file {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad("rules.file", f"{path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise bad("rules.file", f"{path} is not valid TOML: {exc}") from None
+
+
+_MSGSPEC = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<at>[^`]*)`)?$")
+_FIELD = re.compile(r"`([^`]*)`")
+_EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+             "array": "a list", "object": "a table", "null": "nothing"}
+
+
+def _explain(exc: msgspec.ValidationError, raw: dict[str, Any]) -> str:
+    """msgspec's ``Object contains unknown field `htp_port` - at `$.broadcast``` as
+    ``unknown key 'broadcast.htp_port'``, the other failures as ``key: problem``."""
+    m = _MSGSPEC.match(str(exc))
+    assert m is not None  # the pattern matches any text
+    what, at = m["what"], (m["at"] or "").lstrip(".")
+    named = _FIELD.search(what)
+    if what.startswith("Object contains unknown field") and named:
+        return f"unknown key {_join(at, named[1])!r}"
+    if what.startswith("Object missing required field") and named:
+        return f"missing key {_join(at, named[1])!r}"
+    key = at or "the file"
+    got = _lookup(raw, at)
+    if what.startswith("Invalid enum value"):
+        allowed = _allowed(at)
+        return f"{key}: {got!r} is not allowed" + (f" (allowed: {allowed})" if allowed else "")
+    for name, words in _EXPECTED.items():
+        what = what.replace(f"`{name}`", words)
+    what = (what.replace("Expected a string of length >= 1", "must not be empty")
+            .replace("Expected", "expected"))
+    plain = got is _MISSING or "got" in what or what.startswith("must")
+    shown = "" if plain else f", got {got!r}"
+    return f"{key}: {what}{shown}"
+
+
+_MISSING = object()
+
+
+def _join(at: str, name: str) -> str:
+    return f"{at}.{name}" if at else name
+
+
+def _lookup(raw: Any, at: str) -> Any:
+    """The value at a msgspec path (``decoders[0].port``) in the raw TOML."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", at):
+        try:
+            raw = raw[int(part[1:-1])] if part.startswith("[") else raw[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return _MISSING
+    return raw
+
+
+def _allowed(at: str) -> str:
+    leaf = re.sub(r"\[\d+\]", "", at).rsplit(".", 1)[-1]
+    values = {"protocol": PROTOCOLS, "appendfsync": get_args(AppendFsync)}.get(leaf, ())
+    return ", ".join(values)

@@ -1,24 +1,28 @@
-"""Shared test fixtures: a real redis-server per test, the real services on free ports."""
+"""Shared test fixtures: a real redis-server per test, the real services on port 0."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from dataclasses import dataclass, replace
+import functools
+import inspect
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from icetime import bus
 from icetime.messages import convert_input
 from icetime.redis_embed import EmbeddedRedis
+from icetime.service import Ports, Serve, with_ports
 from icetime.settings import Settings, Source
 from services.broadcast import server as broadcast
 from services.ingest import server as ingest
 from services.scoring import runner as scoring
 from services.scoring.competition import Competition
 
+pytest_plugins = ["pytester"]  # tests/test_stack.py runs tests that must fail
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TOKENS = {"gun": "t-gun", "finish-loop": "t-loop", "photo-finish": "t-photo",
@@ -32,31 +36,27 @@ def feed(comp: Competition, input_id: str, obj: dict[str, Any]
     return comp.feed(input_id, convert_input(obj))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def write_venue_config(tmp_path: Path, *extra: str) -> Path:
+    """A venue TOML with every listener on port 0 (any free port) and the test tokens.
 
-
-def write_venue_config(tmp_path: Path, *extra: str) -> tuple[Path, int]:
-    """A venue TOML on free ports with the test tokens; returns (path, broadcast http port)."""
-    http = free_port()
+    A supervisor started on it tells the ports it got: ``Supervisor.cfg`` after start,
+    the URL ``icetime run`` prints."""
     path = tmp_path / "venue.toml"
     path.write_text("\n".join([
         'host = "127.0.0.1"',
         f'[redis]\nurl = ""\ndata_dir = "{tmp_path / "data"}"',
-        f"[ingest]\nhttp_port = {free_port()}\ntcp_port = {free_port()}",
-        f"[broadcast]\nhttp_port = {http}\nws_port = {free_port()}",
+        "[ingest]\nhttp_port = 0\ntcp_port = 0",
+        "[broadcast]\nhttp_port = 0\nws_port = 0",
         *extra,
     ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n")
-    return path, http
+    return path
 
 
 def make_settings(redis_url: str = "", data_dir: str = "", **kw: object) -> Settings:
+    """Settings for an in-process :class:`Stack`: every listener on port 0."""
     base = Settings(
         redis_url=redis_url, data_dir=data_dir, host="127.0.0.1",
-        ingest_http_port=free_port(), ingest_tcp_port=free_port(),
-        broadcast_http_port=free_port(), broadcast_ws_port=free_port(),
+        ingest_http_port=0, ingest_tcp_port=0, broadcast_http_port=0, broadcast_ws_port=0,
         sources=tuple(Source(k, v) for k, v in TOKENS.items()))
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -74,27 +74,72 @@ async def redis_client(redis_server):
     await r.aclose()
 
 
-async def wait_port(port: int, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
+class ServiceDied(Exception):
+    """A service of a test's :class:`Stack` raised or returned while the test ran;
+    ``__cause__`` is what it raised. ``reported`` once a test or teardown failed with it."""
+
+    reported = False
+
+
+#: The test being run (pytest_runtest_call), so a dying service can fail it at once.
+_RUNNING: list[pytest.Item] = []
+_SERVICE_FAILURE = pytest.StashKey[ServiceDied]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Report a service's death as the test's failure, instead of the cancellation
+    :func:`_fail_running_test` used to stop the test at once."""
+    _RUNNING.append(item)
+    try:
+        return (yield)
+    except asyncio.CancelledError:
+        failure = item.stash.get(_SERVICE_FAILURE, None)
+        if failure is None:
+            raise
+        failure.reported = True
+        raise failure from failure.__cause__
+    finally:
+        _RUNNING.pop()
+
+
+def _fail_running_test(failure: ServiceDied) -> None:
+    """Cancel the running test's task (pytest-asyncio runs the test function's coroutine
+    as one task) so it stops now rather than at its next timeout."""
+    if not _RUNNING or not isinstance(_RUNNING[-1], pytest.Function):
+        return
+    item = _RUNNING[-1]
+    code = getattr(inspect.unwrap(item.obj), "__code__", None)
+    for task in asyncio.all_tasks():
+        if getattr(task.get_coro(), "cr_code", None) is code and not task.done():
+            item.stash[_SERVICE_FAILURE] = failure
+            task.cancel(f"{failure}")
             return
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.02)
+
+
+#: The services a Stack runs by name: ``serve(settings, redis, stop, ready)``.
+SERVICES: dict[str, Serve] = {"ingest": ingest.serve, "scoring": scoring.serve,
+                              "broadcast": broadcast.serve}
+#: How long a service may take to report its ports.
+START_TIMEOUT_S = 10.0
 
 
 @dataclass
 class Stack:
+    """Services running as tasks in the test's event loop.
+
+    ``settings`` holds the ports each service reported, so with port 0 configured
+    (:func:`make_settings`) nothing is ever picked by binding and releasing. A service
+    that raises or returns while running (not stopped) fails the running test at once
+    with :class:`ServiceDied` caused by its exception, and :meth:`close` raises it too
+    if the test did not already fail with it."""
+
     settings: Settings
     url: str
-    tasks: dict[str, asyncio.Task[None]]
-    stops: dict[str, asyncio.Event]
-    clients: list
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    stops: dict[str, asyncio.Event] = field(default_factory=dict)
+    clients: list[Redis] = field(default_factory=list)
+    failure: ServiceDied | None = None
 
     @property
     def ws_url(self) -> str:
@@ -104,33 +149,84 @@ class Stack:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.settings.broadcast_http_port}"
 
-    async def start(self, name: str) -> None:
-        serve = {"ingest": ingest.serve, "scoring": scoring.serve,
-                 "broadcast": broadcast.serve}[name]
+    async def start(self, name: str, serve: Serve | None = None) -> None:
+        """Start service ``name`` (or ``serve`` under that name) and return once it has
+        reported its ports, which are then in ``settings``; a restarted service gets
+        the ports it had. Raises what the service raised if it died starting (e.g.
+        OSError for a taken port), TimeoutError if it never reported."""
+        serve = serve or SERVICES[name]
         r = bus.connect(self.url)
         self.clients.append(r)
-        self.stops[name] = asyncio.Event()
-        self.tasks[name] = asyncio.create_task(serve(self.settings, r, self.stops[name]))
+        stop = self.stops[name] = asyncio.Event()
+        reported: asyncio.Future[Ports] = asyncio.get_running_loop().create_future()
+
+        async def ready(ports: Ports) -> None:
+            if not reported.done():
+                reported.set_result(ports)
+
+        task = asyncio.create_task(serve(self.settings, r, stop, ready), name=name)
+        self.tasks[name] = task
+        await asyncio.wait({reported, task}, timeout=START_TIMEOUT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not reported.done():
+            reported.cancel()
+            self.tasks.pop(name)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise TimeoutError(f"service {name} did not report its ports "
+                                   f"in {START_TIMEOUT_S} s")
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+            raise ServiceDied(f"service {name} returned before it reported its ports")
+        self.settings = with_ports(self.settings, reported.result())
+        task.add_done_callback(functools.partial(self._ended, name))
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.stops[name].is_set():
+            return  # stopped on purpose; stop() hands on whatever it raised
+        exc = None if task.cancelled() else task.exception()
+        failure = ServiceDied(f"service {name} " + (
+            f"died: {exc!r}" if exc else "was cancelled" if task.cancelled()
+            else "returned while the test ran"))
+        failure.__cause__ = exc
+        if self.failure is None:
+            self.failure = failure
+            _fail_running_test(failure)
 
     async def stop(self, name: str) -> None:
         self.stops[name].set()
-        await asyncio.wait_for(self.tasks.pop(name), 10)
+        task = self.tasks.pop(name)
+        if not task.done():
+            await asyncio.wait_for(task, 10)
 
     async def close(self) -> None:
-        for name in list(self.tasks):
-            await self.stop(name)
-        for r in self.clients:
-            await r.aclose()
+        """Stop every service and close the clients; raises the failure of a service
+        that died, unless the test already failed with it."""
+        try:
+            for name in list(self.tasks):
+                await self.stop(name)
+        finally:
+            for r in self.clients:
+                await r.aclose()
+            self.clients.clear()
+        if self.failure is not None and not self.failure.reported:
+            self.failure.reported = True
+            raise self.failure
 
 
 async def start_stack(settings: Settings, redis_url: str) -> Stack:
-    """The three services in this process, on ``settings``' ports, ready to use."""
-    s = Stack(settings, redis_url, {}, {}, [])
-    for name in ("ingest", "scoring", "broadcast"):
-        await s.start(name)
-    await wait_port(s.settings.ingest_tcp_port)
-    await wait_port(s.settings.broadcast_ws_port)
-    await wait_port(s.settings.broadcast_http_port)
+    """The three services in this process, ready to use: ``settings`` with port 0
+    gets free ports, which the returned Stack's ``settings`` hold."""
+    s = Stack(settings, redis_url)
+    try:
+        for name in SERVICES:
+            await s.start(name)
+    except BaseException:
+        await s.close()
+        raise
     return s
 
 
@@ -138,5 +234,4 @@ async def start_stack(settings: Settings, redis_url: str) -> Stack:
 async def stack(redis_server):
     s = await start_stack(make_settings(redis_server.url), redis_server.url)
     yield s
-    with contextlib.suppress(Exception):
-        await s.close()
+    await s.close()

@@ -7,7 +7,9 @@ import contextlib
 
 
 class Cable:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int = 0) -> None:
+        #: Where connections are relayed to; may be set after :meth:`start`, before the
+        #: first client connects (the relay's own port is needed to configure the target).
         self.target_port = target_port
         self.up = True
         self.port = 0
@@ -16,6 +18,7 @@ class Cable:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
+        """Listen on a free port of 127.0.0.1; returns it (also ``port``)."""
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port

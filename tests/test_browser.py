@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from icetime.cli import replay
+from icetime.replay import script_inputs
 
 from .conftest import make_settings, start_stack
 from .netcut import Cable
@@ -32,6 +34,39 @@ def short_race():
     return doc
 
 
+class Hold:
+    """Pauses a replay (its ``hold``) before the first input that ``when`` matches, until
+    :meth:`release`: a moment of the race stays on the screens while the test looks at it,
+    however slowly the machine runs, instead of passing by at the replay's speed."""
+
+    def __init__(self, when) -> None:
+        self.when = when
+        self.reached = False
+        self.released = asyncio.Event()
+
+    async def __call__(self, item) -> None:
+        if not self.reached and self.when(item):
+            self.reached = True
+            await self.released.wait()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def crossing(doc, number=None):
+    """``when`` for :class:`Hold`: in ``doc``'s script, a transponder's ``number``-th
+    passing, or (None) its last one: its finish."""
+    last = Counter(i.inp["transponder"] for i in script_inputs(doc) if i.inp["type"] == "passing")
+    seen: Counter[str] = Counter()
+
+    def when(item) -> bool:
+        if item.inp["type"] != "passing":
+            return False
+        seen[item.inp["transponder"]] += 1
+        return seen[item.inp["transponder"]] == (number or last[item.inp["transponder"]])
+    return when
+
+
 async def launch(p):
     return await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
 
@@ -52,10 +87,11 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
     from playwright.async_api import async_playwright, expect
 
     settings = make_settings(redis_server.url)
-    cable = Cable(settings.broadcast_ws_port)
+    cable = Cable()
     await cable.start()
     st = await start_stack(replace(settings, public_ws_url=f"ws://127.0.0.1:{cable.port}/"),
                            redis_server.url)
+    cable.target_port = st.settings.broadcast_ws_port
     try:
         await load_startlist(st)
         async with async_playwright() as p:
@@ -182,7 +218,7 @@ async def assert_fits(page, clipped: str, outside: str = "", vertical: bool = Fa
 
 
 LIVE_BOXES = "section, header, .lane, table, .controls, .fcard"
-BOARD_TEXTS = ".split div, footer .row, .name, .who, .clock"
+BOARD_TEXTS = ".under div, footer .row, .name, .who, .clock"
 BOARD_BOXES = ".board, main, .lane, .step, footer"
 
 
@@ -198,16 +234,19 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
         await expect(page.get_by_test_id("board-alert")).to_be_hidden()
         await expect(board).to_have_attribute("data-mode", "idle")
 
+        between = Hold(lambda item: item.inp["type"] == "gun" and item.inp["pair"] == 9)
         feed = asyncio.create_task(replay(short_race(), stack.settings, speed=12.0,
-                                          announce=False))
+                                          announce=False, hold=between))
         await expect(board).to_have_attribute("data-mode", "pair", timeout=10_000)
         await expect(page.get_by_test_id("board-lane-I")).to_contain_text("Kimi Goetz")
         await expect(page.get_by_test_id("board-clock-I")).to_have_text(
             lambda_or_regex(r"^\d+\.\d$"), timeout=5_000)
-        # Between pairs: the last pair's result stays up with the rank.
+        # Between pairs (the next gun held back): the last pair's result stays up with
+        # the rank, then the board turns to the standings by itself.
         await expect(page.get_by_test_id("board-result-I")).to_contain_text("1st",
                                                                               timeout=15_000)
         await expect(board).to_have_attribute("data-mode", "standings")
+        between.release()
         # Data stops: the board says so instead of freezing silently.
         await stack.stop("broadcast")
         await expect(page.get_by_test_id("board-alert")).to_have_text("Reconnecting…",
@@ -217,9 +256,9 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
         # Takagi in the outer lane: at 600 m, 3rd and 0.14 behind the leader.
         await expect(page.get_by_test_id("board-lane-O")).to_contain_text("Miho Takagi",
                                                                           timeout=30_000)
-        await expect(page.get_by_test_id("board-split-O")).to_contain_text(
+        await expect(page.get_by_test_id("board-passage-O")).to_contain_text(
             "600 m 45.36", timeout=15_000)
-        await expect(page.get_by_test_id("board-split-O")).to_contain_text("+0.14")
+        await expect(page.get_by_test_id("board-passage-O")).to_contain_text("+0.14")
         await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
         await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
         await feed
@@ -287,7 +326,7 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
 MONITOR_BOXES = "header, .health, main, aside section, .grid-wrap"
 
 
-async def test_split_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
+async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
     """The monitor while the race comes through a P3 decoder (as at a venue), with a
     broadcast restart in the middle."""
     from playwright.async_api import async_playwright, expect
@@ -391,7 +430,15 @@ async def test_pack_race_screens_follow_a_mass_start(stack):
         monitor, e3 = await open_page(browser, f"{stack.http}/monitor?race={race}")
         overlay, e4 = await open_page(browser, f"{stack.http}/overlay?race={race}")
         await expect(monitor.get_by_test_id("grid").locator("tbody tr")).to_have_count(12)
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=30.0, announce=False))
+        # Held at the first lap-6 crossing: after sprint 1 (lap 4), before sprint 2 (lap 8).
+        after_sprint_1 = Hold(crossing(doc, 6))
+        at_finish = Hold(crossing(doc))  # then at the winner's finish: the last lap stays up
+
+        async def hold(item) -> None:
+            await after_sprint_1(item)
+            await at_finish(item)
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=30.0, announce=False,
+                                          hold=hold))
 
         await expect(board.get_by_test_id("board")).to_have_attribute("data-mode", "pack",
                                                                       timeout=10_000)
@@ -404,16 +451,20 @@ async def test_pack_race_screens_follow_a_mass_start(stack):
         await expect(fan.get_by_test_id("points-table")).to_contain_text("Blondin 3")
         await expect(monitor.get_by_test_id("stories")).to_contain_text(
             "Sprint 1 (lap 4): Blondin 3, Manganello 2, Maltais 1")
+        after_sprint_1.release()
         # Groenewoud goes clear: her lead in seconds and metres, everywhere.
         await expect(board.get_by_test_id("board-breakaway")).to_contain_text(
             "Groenewoud+", timeout=20_000)
         await expect(fan.get_by_test_id("breakaway")).to_contain_text("Groenewoud +")
-        await expect(fan.get_by_test_id("follow-last-1")).to_contain_text("1st across")
+        # Her last crossing: its lap number, lap time and place across the line.
+        await expect(fan.get_by_test_id("follow-last-1")).to_have_text(
+            lambda_or_regex(r"^lap \d+ \d+\.\d\d · 1st across"))
         await board.screenshot(path=SHOTS / "board-pack-1920x1080.png")
         await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
         await monitor.screenshot(path=SHOTS / "monitor-pack-1920x1080.png")
         await assert_fits(monitor, ".chip, .final", MONITOR_BOXES, vertical=True)
         await expect(fan.get_by_test_id("laps-to-go")).to_have_text("Last lap", timeout=20_000)
+        at_finish.release()
         await feed
 
         podium = board.get_by_test_id("board-podium")
@@ -444,13 +495,16 @@ async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack
     async with async_playwright() as p:
         browser = await launch(p)
         board, errors = await open_page(browser, f"{stack.http}/board?race={race}")
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=6.0, announce=False))
+        last_lap = Hold(crossing(doc))  # held at the leader's finish
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=6.0, announce=False,
+                                          hold=last_lap))
         laps = board.get_by_test_id("board-laps")
         await expect(laps).to_have_text("13 laps to go", timeout=10_000)
         await expect(laps).to_have_text("Last lap", timeout=30_000)
         await expect(laps).to_have_class(lambda_or_regex(r"\bbell\b"))
         await board.screenshot(path=SHOTS / "board-shorttrack-1920x1080.png")
         await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
+        last_lap.release()
         # The transponders put Sarault first; the photo finish, seconds later, Desmet.
         podium = board.get_by_test_id("board-podium")
         await expect(podium.locator(".who").first).to_have_text("Courtney Sarault",

@@ -1,14 +1,21 @@
 """`icetime run` as a user runs it: a process, a config file, Ctrl-C."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+
+import websockets
 
 from .conftest import ROOT, write_venue_config
 
@@ -28,38 +35,100 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+class Output:
+    """A child's merged stdout/stderr, read line by line as it comes (in a thread)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        self.thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line)
+        stream.close()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first line matching ``pattern``; AssertionError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if m := re.search(pattern, line):
+                return m
+        raise AssertionError(f"no line matching {pattern!r}:\n{''.join(self.seen)}")
+
+    def rest(self) -> str:
+        """Everything, once the child has exited."""
+        self.thread.join(10)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "".join(self.seen)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """After a failed test: Ctrl-C first, so the supervisor stops its children too."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
     fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
-    config, http = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
+    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    out = Output(proc)
     try:
+        # Every port is 0 in the configuration: the URL printed has the one bound.
+        base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:(\d+))/ ", 30)[1]
+        assert not base.endswith(":0")
         races = []
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not races:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/races", timeout=1) as r:
-                    races = json.loads(r.read())
-            except OSError:
-                time.sleep(0.2)
+        while not races and time.monotonic() < deadline:  # the start list is being scored
+            with urllib.request.urlopen(f"{base}/api/races", timeout=2) as r:
+                races = json.loads(r.read())
+            time.sleep(0.05)
         assert races == [{"id": "bj23-w1000a", "name": "Women 1000 m · Division A",
                           "distance": 1000, "kind": "long_track_individual"}]
         for page in ("/", "/live", "/monitor", "/board", "/overlay"):
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}{page}", timeout=2) as r:
+            with urllib.request.urlopen(f"{base}{page}", timeout=2) as r:
                 assert b"<title>icetime" in r.read(), page
+        # The pages are told the WebSocket's bound port, and it serves the race.
+        with urllib.request.urlopen(f"{base}/api/config", timeout=2) as r:
+            ws_port = json.loads(r.read())["ws_port"]
+        assert ws_port > 0
+        asyncio.run(expect_snapshot(f"ws://127.0.0.1:{ws_port}/", "bj23-w1000a"))
         kids = children_of(proc.pid)
         assert len(kids) == 4  # redis-server and the three services
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+        proc.wait(timeout=30)
+        text = out.rest()
+        assert proc.returncode == 0, text
         assert not [k for k in kids if alive(k)], "a child outlived Ctrl-C"
-        assert "Traceback" not in out, out
+        assert "Traceback" not in text, text
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reap it and close its pipe, even when the test failed
+        stop(proc)
+        out.rest()  # the reader closes the pipe, even when the test failed
+
+
+async def expect_snapshot(url: str, race: str) -> None:
+    async with websockets.connect(url, open_timeout=5) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "race": race}))
+        async with asyncio.timeout(5):
+            msg = json.loads(await ws.recv())
+    assert msg["type"] == "snapshot" and msg["view"]["race"]["id"] == race
 
 
 def test_a_supervisor_killed_outright_leaves_nothing_behind(tmp_path):
@@ -68,24 +137,157 @@ def test_a_supervisor_killed_outright_leaves_nothing_behind(tmp_path):
     from icetime.redis_embed import EmbeddedRedis
 
     data = tmp_path / "data"
-    config, _ = write_venue_config(tmp_path)
+    config = write_venue_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len(children_of(proc.pid)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+        time.sleep(0.05)
+    # Killed at once, while the services are still starting: they stop all the same.
     kids = children_of(proc.pid)
     redis_pid = int((data / "redis.pid").read_text())
     assert redis_pid in kids
     proc.kill()
     proc.wait()
     services = [k for k in kids if k != redis_pid]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20  # each still has to start before it can notice
     while any(alive(k) for k in services) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [k for k in services if alive(k)], "a service outlived its supervisor"
     assert alive(redis_pid)  # nobody can tell redis-server; the next start does
     with EmbeddedRedis(data):
         assert not alive(redis_pid)
+
+
+def run_quick(args: list[str], cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command that must end on its own; REDIS_URL and ICETIME_* come only from ``env``."""
+    base = {k: v for k, v in os.environ.items()
+            if k != "REDIS_URL" and not k.startswith("ICETIME_")}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_bad_configuration_is_one_line_and_exit_2_everywhere(tmp_path):
+    config = write_venue_config(tmp_path)
+    config.write_text(config.read_text().replace("ws_port", "htp_port = 80\nws_port"))
+    want = f"{config}: unknown key 'broadcast.htp_port'"
+    cases = [
+        (["-m", "icetime.cli", "run", "--config", str(config)], {}, f"icetime: {want}"),
+        (["-m", "icetime.cli", "run"], {"ICETIME_CONFIG": str(config)}, f"icetime: {want}"),
+        (["-m", "icetime.cli", "run", "--config", "nowhere.toml"], {},
+         "icetime: nowhere.toml: no such file"),
+        (["-m", "icetime.cli", "run"], {},
+         "icetime: icetime run: no configuration: give --config FILE or set ICETIME_CONFIG"),
+        (["-m", "icetime.cli", "demo"], {"ICETIME_LOG": "loud"},
+         "icetime: ICETIME_LOG: 'loud' is not a log level "
+         "(allowed: DEBUG, INFO, WARNING, ERROR, CRITICAL)"),
+        (["-m", "icetime.cli", "demo"], {"REDIS_URL": "localhost"},
+         "icetime: REDIS_URL: 'localhost' is not a Redis URL "
+         "(starts with redis://, rediss://, unix://)"),
+        (["-m", "services.ingest", "--config", str(config)], {"REDIS_URL": "redis://x"},
+         f"ingest: {want}"),
+        (["-m", "services.broadcast", "--config", str(config)], {"REDIS_URL": "redis://x"},
+         f"broadcast: {want}"),
+        (["-m", "services.scoring"], {},
+         "scoring: set REDIS_URL (or [redis] url), or start icetime with `icetime run`, "
+         "which provides its embedded Redis"),
+    ]
+    for args, env, line in cases:
+        done = run_quick(args, **env)
+        assert (done.returncode, done.stderr.splitlines(), done.stdout) == (2, [line], ""), args
+    assert not (tmp_path / "data").exists()  # checked before anything started
+
+
+def wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "icetime exited before it served"
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not come up"
+            time.sleep(0.2)
+
+
+def test_a_relative_config_from_icetime_config_runs_and_a_service_refusing_it_stops_all(
+        tmp_path):
+    """Started from the file's folder with a relative ICETIME_CONFIG, icetime runs (its
+    services start elsewhere). The file is then edited into a mistake and a service
+    killed: its restart refuses the configuration, and icetime stops rather than loop."""
+    config = write_venue_config(tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if k != "REDIS_URL" and not k.startswith("ICETIME_")}
+    proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run"], cwd=tmp_path,
+                            env={**env, "ICETIME_CONFIG": config.name},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(proc)
+    try:
+        # Every port is 0: the URL printed has the one bound.
+        base = output.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1]
+        wait_http(f"{base}/healthz", proc)
+        kids = children_of(proc.pid)
+        ingest = [k for k in kids if "services.ingest" in Path(f"/proc/{k}/cmdline").read_text()]
+        assert len(ingest) == 1
+        config.write_text(config.read_text().replace("[ingest]", "[ingest]\ntcp_prot = 1"))
+        os.kill(ingest[0], signal.SIGKILL)
+        proc.wait(timeout=30)
+        out = output.rest()
+        assert proc.returncode == 2, out
+        assert f"ingest: {config}: unknown key 'ingest.tcp_prot'" in out.splitlines()
+        assert "service ingest refused the configuration (exit code 2); not restarting it, " \
+               "stopping" in out
+        assert out.count("; restarting it now (restart 1)") == 1  # once, after the kill
+        assert "restart 2" not in out
+        assert "Traceback" not in out, out
+        assert not [k for k in kids if alive(k)], "a child outlived the stop"
+    finally:
+        stop(proc)
+        output.rest()
+
+
+def test_a_service_that_keeps_dying_at_start_is_restarted_later_each_time(tmp_path, caplog):
+    """Ingest's port is taken while it is down: each restart dies at once, and the
+    supervisor waits 0.5 s, 1 s... before the next rather than spin; once the port is
+    free again, ingest comes back."""
+    import socket
+
+    from icetime import settings
+    from icetime.cli import Supervisor
+
+    caplog.set_level(logging.INFO, logger="icetime.cli")
+    config = str(write_venue_config(tmp_path))
+    sup = Supervisor(config, settings.load(config))
+    sup.start()
+    cfg = sup.cfg  # with the ports bound; a restart binds the same ones
+    blocker = socket.socket()
+    try:
+        os.kill(sup.procs["ingest"].pid, signal.SIGKILL)
+        sup.procs["ingest"].wait()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        blocker.bind(("127.0.0.1", cfg.ingest_http_port))
+        blocker.listen()
+        deadline = time.monotonic() + 60
+        while sup.restarts.get("ingest", 0) < 3:
+            assert time.monotonic() < deadline, sup.restarts
+            sup.check_children()
+            time.sleep(0.1)
+        waits = [r.getMessage().split("restarting it ")[1].split(" (")[0]
+                 for r in caplog.records if "service ingest exited" in r.getMessage()]
+        assert waits == ["now", "in 0.5 s", "in 1.0 s"]
+        blocker.close()
+        deadline = time.monotonic() + 30
+        while True:
+            sup.check_children()
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{cfg.ingest_http_port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "ingest did not come back"
+                time.sleep(0.2)
+    finally:
+        blocker.close()
+        sup.stop()

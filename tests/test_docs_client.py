@@ -58,21 +58,21 @@ async def test_a_docs_only_client_feeds_and_follows_a_real_10000m(stack):
 
     base = 1_266_000_000_000_000  # any clock works: only differences count
     guns, loop = [], []
-    for pair, (transponder, laps) in enumerate((("501", skobrev), ("502", kramer)), start=1):
+    for pair, (transponder, times) in enumerate((("501", skobrev), ("502", kramer)), start=1):
         zero = base + pair * 900_000_000
         guns.append({"type": "gun", "seq": pair, "race": "van10-m10000", "pair": pair, "t": zero})
         first_seq = len(loop) + 1
         loop += [{"type": "passing", "seq": first_seq + i, "transponder": transponder,
-                  "t": zero + t} for i, (_, t) in enumerate(laps)]
+                  "t": zero + t} for i, (_, t) in enumerate(times)]
 
     async with websockets.connect(f"ws://127.0.0.1:{stack.settings.broadcast_ws_port}/") as ws:
-        await ws.send(json.dumps({"op": "subscribe", "race": "van10-m10000"}))
+        await ws.send(json.dumps({"op": "subscribe", "race": "van10-m10000", "protocol": 2}))
         first = json.loads(await ws.recv())
         assert first["type"] == "snapshot"
         view = first["view"]
-        for gun, laps in ((guns[0], loop[:25]), (guns[1], loop[25:])):
+        for gun, passings in ((guns[0], loop[:25]), (guns[1], loop[25:])):
             assert all(r["ok"] for r in await send_lines(port, TOKENS["gun"], [gun]))
-            replies = await send_lines(port, TOKENS["finish-loop"], laps)
+            replies = await send_lines(port, TOKENS["finish-loop"], passings)
             assert all(r["ok"] and not r.get("duplicate") for r in replies)
         while not view or len(view["classification"]["bib"]) < 2:
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -98,7 +98,7 @@ async def test_a_docs_only_client_feeds_and_follows_a_real_10000m(stack):
         assert rows[("2", m)]["t"] == t
         assert rows[("2", m)]["rank"] == (1 if t < ts else 2)
         assert rows[("2", m)]["gap_best"] == (0 if t < ts else t - ts)
-    assert rows[("2", 10000)]["lap"] == kramer[-1][1] - kramer[-2][1]
+    assert rows[("2", 10000)]["lap_time"] == kramer[-1][1] - kramer[-2][1]
     cls = view["classification"]
     assert cls["bib"] == ["2", "1"] and cls["rank"] == [1, 2]
     assert cls["t"] == [774_500_000, 782_070_000]  # 12:54.50 and 13:02.07

@@ -80,7 +80,7 @@ def test_rank_lap_gaps_and_projection_at_a_passage(doc):
     leerdam600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "17"
                       and e["row"]["m"] == 600)["row"]
     assert leerdam600["rank"] == 1 and leerdam600["gap_best"] == 0
-    assert leerdam600["lap"] == 44_963_000 - 17_720_000
+    assert leerdam600["lap_time"] == 44_963_000 - 17_720_000
     # Bowe (partner) passed 600 m after Leerdam, so Leerdam's row has no partner gap yet.
     assert leerdam600["gap_partner"] is None
     bowe600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "18"
@@ -132,7 +132,7 @@ def test_debounce_never_moves_the_anchor():
     assert feed(comp, "p3", {"type": "passing", "transponder": "11", "t": 24_000_000}) == {}
     assert feed(comp, "p4", {"type": "passing", "transponder": "11", "t": 29_000_000}) == {}
     out = feed(comp, "p5", {"type": "passing", "transponder": "11", "t": 39_000_000})
-    assert out["r"][0]["row"]["t"] == 38_000_000 and out["r"][0]["row"]["lap"] == 20_000_000
+    assert out["r"][0]["row"]["t"] == 38_000_000 and out["r"][0]["row"]["lap_time"] == 20_000_000
 
 
 def test_equal_thousandths_share_a_rank():
@@ -290,7 +290,7 @@ def test_the_earliest_read_of_a_passage_wins_even_when_it_arrives_late(doc):
     # A later read is still just a re-read: nothing changes, no event.
     assert feed(comp, "c", {"type": "passing", "transponder": "4100052", "t": 17_999_000}) == {}
     out = feed(comp, "d", {"type": "passing", "transponder": "4100051", "t": 45_221_000})
-    assert out[RACE][0]["row"]["lap"] == 45_221_000 - 17_980_000
+    assert out[RACE][0]["row"]["lap_time"] == 45_221_000 - 17_980_000
     feed(comp, "e", {"type": "passing", "transponder": "4100051", "t": 74_452_000})
     late = feed(comp, "f", {"type": "passing", "transponder": "4100052", "t": 74_450_000})
     view = late[RACE][0]["view"]

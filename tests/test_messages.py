@@ -230,9 +230,9 @@ def test_the_event_types_refuse_what_the_engine_does_not_send():
     # A row is of one kind, and of the kind of its event.
     with pytest.raises(msgspec.ValidationError, match="either long track"):
         EVENT_DECODER.decode(json.dumps({**passage, "row": {**passage["row"], "position": 1}}))
-    row = {k: passage["row"][k] for k in ("k", "m", "t", "lap", "gap_leader")}
+    row = {k: passage["row"][k] for k in ("k", "m", "t", "lap_time", "gap_leader")}
     with pytest.raises(msgspec.ValidationError, match="long-track passage has a row of its"):
-        EVENT_DECODER.decode(json.dumps({**passage, "row": {**row, "lap_t": 1,
+        EVENT_DECODER.decode(json.dumps({**passage, "row": {**row, "lap_number": 1,
                                                                  "position": 1}}))
     with pytest.raises(msgspec.ValidationError, match="Expected `int`"):
         EVENT_DECODER.decode(json.dumps({**passage, "pair": "10"}))

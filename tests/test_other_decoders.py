@@ -131,10 +131,10 @@ async def run_link(redis_server, tmp_path, protocol: str, sessions):
     port = await fake.start()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
                              decoders=(Decoder("d1", "127.0.0.1", port, protocol=protocol),))
-    st = Stack(settings, redis_server.url, {}, {}, [])
-    await st.start("ingest")
+    st = Stack(settings, redis_server.url)
     r = bus.connect(redis_server.url)
     try:
+        await st.start("ingest")
         await asyncio.wait_for(fake.done.wait(), 10)
         await asyncio.sleep(0.2)
         raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
@@ -185,46 +185,47 @@ async def test_protime_link_acknowledges_and_a_repeat_is_a_duplicate(redis_serve
 
 
 async def test_protime_over_udp_is_acknowledged_back_to_the_sender(redis_server, tmp_path):
-    from .conftest import free_port
-
-    port = free_port()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
-                             decoders=(Decoder("d1", "127.0.0.1", port,
-                                               protocol="protime_udp"),))
-    st = Stack(settings, redis_server.url, {}, {}, [])
-    await st.start("ingest")
+                             decoders=(Decoder("d1", "127.0.0.1", 0, protocol="protime_udp"),))
+    st = Stack(settings, redis_server.url)
     loop = asyncio.get_running_loop()
     acks: asyncio.Queue[bytes] = asyncio.Queue()
 
     class Decoder_(asyncio.DatagramProtocol):
         def datagram_received(self, data, addr):
             acks.put_nowait(data)
-    transport, _ = await loop.create_datagram_endpoint(
-        Decoder_, remote_addr=("127.0.0.1", port))
+
     r = bus.connect(redis_server.url)
+    transport = None
     try:
+        await st.start("ingest")
+        async with asyncio.timeout(10):  # port 0: the link tells the port it bound
+            while not (health := await r.hget(keys.DECODERS_HASH, "d1")):
+                await asyncio.sleep(0.02)
+        port = json.loads(health)["listen_port"]
+        assert port > 0
+        transport, _ = await loop.create_datagram_endpoint(
+            Decoder_, remote_addr=("127.0.0.1", port))
         t1 = telegram(410005, 9, 0, 1, 250)
-        for datagram in (t1, b"<garbage>", t1):  # the second t1: our ack was "lost"
-            for _ in range(50):  # the link may still be binding its socket
-                transport.sendto(datagram)
-                try:
-                    got = await asyncio.wait_for(acks.get(), 0.1)
-                    break
-                except TimeoutError:
-                    if datagram == b"<garbage>":
-                        got = b""
-                        break
-            assert got == (b"" if datagram == b"<garbage>" else protime.ACK)
+        transport.sendto(t1)
+        assert await asyncio.wait_for(acks.get(), 5) == protime.ACK
+        transport.sendto(b"<garbage>")
+        transport.sendto(t1)  # again: our ack was "lost"
+        assert await asyncio.wait_for(acks.get(), 5) == protime.ACK
         raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
         assert [(x["transponder"], x["t"]) for x in raw if x["source"] == "d1"] == [
             ("410005", (9 * 3600 + 1) * 1_000_000 + 250_000)]
         import aiohttp
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{settings.ingest_http_port}/api/stats") as resp:
+            url = f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats"
+            async with s.get(url) as resp:
                 stats = (await resp.json())["decoders"]["d1"]
         assert stats["protocol"] == "protime_udp" and stats["passings"] == 1
-        assert stats["duplicates"] >= 1 and stats["damaged"] == 1
+        assert stats["listen_port"] == port
+        assert (stats["duplicates"], stats["damaged"]) == (1, 1)
+        assert acks.empty()  # nothing for the garbage
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
         await st.close()
         await r.aclose()

@@ -77,15 +77,15 @@ def test_short_track_laps_to_go_bell_positions_and_lap_times():
     # Every skater has a lap time and a position at each of her 14 crossings.
     for bib, res in view["results"].items():
         assert all(p is not None for p in res["passages"]), bib
-        laps = [p["lap_t"] for p in res["passages"]]
-        assert sum(laps) == res["passages"][-1]["t"]
+        lap_times = [p["lap_time"] for p in res["passages"]]
+        assert sum(lap_times) == res["passages"][-1]["t"]
     shim = view["results"]["5"]["passages"]
     assert shim[0]["position"] == 1 and shim[0]["gap_leader"] == 0
 
 
 def test_a_restart_voids_the_attempt_but_keeps_it_on_record():
     _, view, events, _ = run("almaty2022_w500_final")
-    assert view["voided"] == [{"attempt": 1, "reason": "fall in the first corner", "laps": 1,
+    assert view["voided"] == [{"attempt": 1, "reason": "fall in the first corner", "crossings": 1,
                                "order": ["2", "1", "3"]}]
     assert view["pack"]["attempt"] == 2
     starts = [e for e in events if e["type"] == "start"]
@@ -129,26 +129,27 @@ def test_mass_start_sprint_points_and_the_ranking_rule():
     cls = view["classification"]
     names = shorts(view, cls["bib"])
     assert names[:3] == ["Groenewoud", "Blondin", "Maltais"]
-    assert cls["points"][:7] == [63, 46, 24, 10, 8, 5, 1]
+    assert cls["sprint_points"][:7] == [63, 46, 24, 10, 8, 5, 1]
     # Park crossed the line last but scored a point in a sprint: she ranks ahead of
     # every finisher without points (DOMAIN.md §2).
     assert names[6] == "Park" and cls["t"][6] == max(cls["t"])
     sprints = view["pack"]["sprints"]
-    assert [(s["lap"], shorts(view, s["bibs"]), s["points"]) for s in sprints] == [
+    assert [(s["lap_number"], shorts(view, s["bibs"]), s["sprint_points"]) for s in sprints] == [
         (4, ["Blondin", "Manganello", "Maltais"], [3, 2, 1]),
         (8, ["Maltais", "Lollobrigida", "Blondin"], [3, 2, 1]),
         (12, ["Groenewoud", "Blondin", "Park"], [3, 2, 1])]
     # The live points table after the first sprint, as a client had it then.
-    after1 = next(e for e in events if e["type"] == "passage" and e["row"]["lap"] == 5)
-    assert after1["pack"]["points"]["2"] == 3 and after1["pack"]["points"]["1"] == 0
+    after1 = next(e for e in events if e["type"] == "passage" and e["row"]["lap_number"] == 5)
+    assert after1["pack"]["sprint_points"]["2"] == 3
+    assert after1["pack"]["sprint_points"]["1"] == 0
     assert_fold(view, events)
 
 
 def test_mass_start_breakaway_gap_in_seconds_and_metres():
     _, view, events, _ = run("beijing2023_w_massstart")
-    gaps = [(e["row"]["lap"], e["pack"]["breakaway"]) for e in events
+    gaps = [(e["row"]["lap_number"], e["pack"]["breakaway"]) for e in events
             if e["type"] == "passage" and e["pack"]["breakaway"]
-            and e["pack"]["breakaway"]["lap"] == e["row"]["lap"]]
+            and e["pack"]["breakaway"]["lap_number"] == e["row"]["lap_number"]]
     by_lap = {lap: b for lap, b in gaps}
     assert by_lap[13]["bibs"] == ["1"] and by_lap[13]["gap_us"] == 5_000_000
     assert 60 <= by_lap[13]["gap_m"] <= 70  # 5 s at the chase's ~30.8 s lap of 400 m
@@ -167,7 +168,7 @@ def test_points_tables_come_from_the_rules_per_season():
     old = copy.deepcopy(doc)
     old["startlist"]["races"][0]["season"] = "2017-18"
     _, view, _, _ = run(old)
-    assert view["classification"]["points"][:3] == [65, 49, 26]  # 5-3-1 and 60-40-20
+    assert view["classification"]["sprint_points"][:3] == [65, 49, 26]  # 5-3-1 and 60-40-20
 
 
 def test_pack_start_lists_are_checked():
@@ -210,7 +211,7 @@ def test_a_venue_rules_file_replaces_the_points_tables(tmp_path):
     for n, item in enumerate(script_inputs(doc)):
         feed(comp, f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
     sprint1 = comp.view("bj23-wms")["pack"]["sprints"][0]
-    assert sprint1["points"] == [10, 5, 1]
+    assert sprint1["sprint_points"] == [10, 5, 1]
 
 
 def test_a_relay_counts_team_laps_exchanges_and_the_warning():

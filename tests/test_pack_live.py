@@ -32,13 +32,13 @@ async def test_a_mass_start_live_laps_to_go_and_points_after_every_sprint(stack)
     names = {b: s["short"] for b, s in f.view["skaters"].items()}
     cls = f.view["classification"]
     assert [names[b] for b in cls["bib"][:3]] == ["Groenewoud", "Blondin", "Maltais"]
-    assert cls["points"][:3] == [63, 46, 24]
+    assert cls["sprint_points"][:3] == [63, 46, 24]
     # As it happened: laps to go counted down at each leader's crossing, and the points
     # table grew sprint by sprint, each sprint's points there before the next lap.
     events = [m["event"] for m in f.events]
     leaders = [e for e in events if e["type"] == "passage" and e["row"]["position"] == 1]
     assert [e["pack"]["laps_to_go"] for e in leaders] == list(range(15, 0, -1))
-    totals = [sum(e["pack"]["points"].values()) for e in events if e["type"] == "passage"
+    totals = [sum(e["pack"]["sprint_points"].values()) for e in events if e["type"] == "passage"
               and e["row"]["position"] == 1]
     # The leader's crossings of laps 5, 9 and 13: each sprint behind, all its points in.
     assert (totals[3], totals[4], totals[8], totals[12]) == (3, 6, 12, 18)

@@ -34,10 +34,11 @@ async def load_startlist(stack, doc=FIXTURE):
 
 
 class Follower:
-    """A WebSocket client that keeps the view, as the page does."""
+    """A WebSocket client that keeps the view, as the page does; ``protocol`` None
+    subscribes as a client written before protocol 2 (no "protocol")."""
 
-    def __init__(self, url, race=RACE):
-        self.url, self.race = url, race
+    def __init__(self, url, race=RACE, protocol=2):
+        self.url, self.race, self.protocol = url, race, protocol
         self.view = None
         self.epoch = self.offset = None
         self.events: list[dict] = []
@@ -46,6 +47,8 @@ class Follower:
     async def run(self, until, resume=False, timeout=30.0):
         async with websockets.connect(self.url) as ws:
             sub = {"op": "subscribe", "race": self.race}
+            if self.protocol is not None:
+                sub["protocol"] = self.protocol
             if resume:
                 sub.update(epoch=self.epoch, offset=self.offset)
             await ws.send(json.dumps(sub))
@@ -134,14 +137,10 @@ async def test_official_decision_reaches_clients_as_a_revision(stack):
 
 async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis_client):
     """A real client on a tiny socket buffer stops reading while revisions pour out."""
-    from .conftest import Stack, make_settings, wait_port
+    from .conftest import make_settings, start_stack
 
-    st = Stack(make_settings(redis_server.url, client_buffer_max=128 * 1024), redis_server.url,
-               {}, {}, [])
-    for name in ("ingest", "scoring", "broadcast"):
-        await st.start(name)
-    await wait_port(st.settings.broadcast_ws_port)
-    await wait_port(st.settings.ingest_http_port)
+    st = await start_stack(make_settings(redis_server.url, client_buffer_max=128 * 1024),
+                           redis_server.url)
     try:
         await load_startlist(st)
         await replay(FIXTURE, st.settings, speed=SPEED, announce=False)
@@ -149,7 +148,7 @@ async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", st.settings.broadcast_ws_port))
         slow = await websockets.connect(st.ws_url, sock=sock, max_queue=1)
-        await slow.send(json.dumps({"op": "subscribe", "race": RACE}))
+        await slow.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": 2}))
         fast = Follower(st.ws_url)
         await fast.run(lambda f: f.finished())
         url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"
@@ -215,6 +214,8 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
     """Raw entries as ingest stores them (msgpack maps, absent fields left out) are typed by
     scoring on the way in. An entry that is no input is refused, counted with its reason
     and acknowledged, and the worker goes on: live, and again when it rebuilds."""
+    from services.scoring import runner
+
     from .conftest import Stack, feed, make_settings
 
     doc = copy.deepcopy(FIXTURE)
@@ -248,12 +249,12 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
                     return stats
                 await asyncio.sleep(0.05)
 
-    st = Stack(make_settings(redis_server.url), redis_server.url, {}, {}, [])
+    st = Stack(make_settings(redis_server.url), redis_server.url)
     try:
         await st.start("scoring")
         stats = await scored(len(inputs))
         assert stats["refused"] == len(bad)
-        reasons = [r.getMessage() for r in caplog.records if r.name == "scoring"
+        reasons = [r.getMessage() for r in caplog.records if r.name == runner.log.name
                    and r.getMessage().startswith("input refused")]
         assert len(reasons) == len(bad), reasons
         assert sum("not a valid input" in r for r in reasons) == 3, reasons

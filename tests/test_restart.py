@@ -36,7 +36,7 @@ async def follow_through_outages(url, done, log):
     while not done.is_set():
         try:
             async with websockets.connect(url, open_timeout=2) as ws:
-                sub = {"op": "subscribe", "race": RACE}
+                sub = {"op": "subscribe", "race": RACE, "protocol": 2}
                 if epoch:
                     sub.update(epoch=epoch, offset=offset)
                 await ws.send(json.dumps(sub))
@@ -60,10 +60,10 @@ async def follow_through_outages(url, done, log):
 
 
 async def test_sigkill_each_service_mid_race(tmp_path):
-    config = str(write_venue_config(tmp_path)[0])
-    cfg = settings.load(config)
-    sup = Supervisor(config, cfg)
+    config = str(write_venue_config(tmp_path))
+    sup = Supervisor(config, settings.load(config))
     await asyncio.to_thread(sup.start)
+    cfg = sup.cfg  # with the ports the services bound; a restarted one binds them again
     try:
         await asyncio.to_thread(sup.load_startlist, FIXTURE)
         ws_url = f"ws://127.0.0.1:{cfg.broadcast_ws_port}/"
@@ -73,9 +73,12 @@ async def test_sigkill_each_service_mid_race(tmp_path):
 
         async def kill(name, at):
             await asyncio.sleep(at)
-            os.kill(sup.procs[name].pid, signal.SIGKILL)
-            await asyncio.sleep(0.2)
-            await asyncio.to_thread(sup.check_children)  # the supervisor restarts it
+            proc = sup.procs[name]
+            os.kill(proc.pid, signal.SIGKILL)
+            # Gone for sure (a loaded machine can take a while to reap it), then the
+            # supervisor's check restarts it.
+            await asyncio.to_thread(proc.wait, 10)
+            await asyncio.to_thread(sup.check_children)
 
         await asyncio.gather(kill("scoring", 3.0), kill("broadcast", 6.0), kill("ingest", 9.0))
         await asyncio.wait_for(feed, 60)
@@ -91,20 +94,23 @@ async def test_sigkill_each_service_mid_race(tmp_path):
         seen = [x[1] for x in log if isinstance(x, tuple) and x[0] == "event"]
         assert len(seen) == len(set(seen))
         r = bus.connect(sup.url)
-        stream = [i.decode() for i, _ in await r.xrange(keys.events_stream(RACE))]
-        first_snapshot = next(x[1] for x in log if isinstance(x, tuple) and x[0] == "snapshot-at")
-        after = [s for s in stream if bus.parse_id(s) > bus.parse_id(first_snapshot)]
-        resnaps = [x[1] for x in log if isinstance(x, tuple) and x[0] == "snapshot-at"][1:]
-        assert not resnaps, "the client should have resumed, not re-snapshotted"
-        assert seen == after
-        # The events are exactly those of an undisturbed run: 1 start list revision,
-        # 10 pair starts, 40 passages, 20 finishes.
-        kinds = [json.loads(f[b"e"])["type"] for _, f in
-                 await r.xrange(keys.events_stream(RACE))]
-        assert (kinds.count("revision"), kinds.count("pair_start"), kinds.count("passage"),
-                kinds.count("finish")) == (1, 10, 40, 20)
-        assert await r.xpending(keys.RAW_STREAM, keys.SCORING_GROUP) == {
-            "pending": 0, "min": None, "max": None, "consumers": []}
-        await r.aclose()
+        try:
+            stream = [i.decode() for i, _ in await r.xrange(keys.events_stream(RACE))]
+            first_snapshot = next(x[1] for x in log
+                                  if isinstance(x, tuple) and x[0] == "snapshot-at")
+            after = [s for s in stream if bus.parse_id(s) > bus.parse_id(first_snapshot)]
+            resnaps = [x[1] for x in log if isinstance(x, tuple) and x[0] == "snapshot-at"][1:]
+            assert not resnaps, "the client should have resumed, not re-snapshotted"
+            assert seen == after
+            # The events are exactly those of an undisturbed run: 1 start list revision,
+            # 10 pair starts, 40 passages, 20 finishes.
+            kinds = [json.loads(f[b"e"])["type"] for _, f in
+                     await r.xrange(keys.events_stream(RACE))]
+            assert (kinds.count("revision"), kinds.count("pair_start"), kinds.count("passage"),
+                    kinds.count("finish")) == (1, 10, 40, 20)
+            assert await r.xpending(keys.RAW_STREAM, keys.SCORING_GROUP) == {
+                "pending": 0, "min": None, "max": None, "consumers": []}
+        finally:
+            await r.aclose()
     finally:
         await asyncio.to_thread(sup.stop)

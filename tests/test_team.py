@@ -45,13 +45,13 @@ def test_team_pursuit_is_timed_on_the_third_skater_with_the_gap_at_every_lap(tp)
     ned = view["results"]["NED"]["passages"]
     # Each lap keeps every skater's time; the team's is the third one's.
     assert all(p["t"] == max(p["skaters"].values()) and len(p["skaters"]) == 3 for p in ned)
-    # The gap between the two teams of the heat at every lap (Japan crossed first),
+    # The gap between the two teams of the pair at every lap (Japan crossed first),
     # worked out here from the script: each team's third skater at each lap.
-    heat = next(p for p in tp["script"]["pairs"] if p["pair"] == 2)["times"]
+    pair2 = next(p for p in tp["script"]["pairs"] if p["pair"] == 2)["times"]
     teams = {t["id"]: t["skaters"] for t in tp["startlist"]["races"][0]["teams"]}
 
     def third(tid, k):
-        return max(parse_time(heat[b][k]) for b in teams[tid])
+        return max(parse_time(pair2[b][k]) for b in teams[tid])
     assert [p["gap_partner"] for p in ned] == [third("NED", k) - third("JPN", k)
                                                for k in range(6)]
     assert all(p["gap_partner"] > 0 for p in ned)

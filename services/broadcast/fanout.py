@@ -15,6 +15,11 @@ instead of the backlog: latest state wins.
 Resume: a client that says (epoch, offset) gets exactly the events after
 ``offset`` when the epoch still matches and the stream still holds them;
 otherwise a snapshot (docs/delivery.md).
+
+Protocol versions: events are stored in protocol 2's names and sent as they are to
+protocol-2 clients. A protocol-1 client (docs/protocol.md, "Protocol versions") gets
+them through ``compat.to_v1``; on the live path the protocol-1 frame is made once per
+event, and only when a protocol-1 client follows the race.
 """
 from __future__ import annotations
 
@@ -34,8 +39,13 @@ from websockets.protocol import State
 from icetime import bus, keys
 from icetime.timefmt import now_us
 
-log = logging.getLogger("broadcast")
+from . import compat
+
+log = logging.getLogger(__name__)
 ZERO = (0, 0)
+#: The WebSocket protocol versions served: 2, and 1 (old names) until the next release.
+PROTOCOLS = (1, 2)
+LATEST = 2
 
 
 class Sender(Protocol):
@@ -88,9 +98,12 @@ async def snapshot_frame(r: aioredis.Redis, race: str) -> tuple[str, tuple[int, 
 class Subscription:
     """One client following one race."""
 
-    def __init__(self, ws: Sender, feed: RaceFeed, queue_max: int, buffer_max: int) -> None:
+    def __init__(self, ws: Sender, feed: RaceFeed, queue_max: int, buffer_max: int,
+                 protocol: int = LATEST) -> None:
         self.ws = ws
         self.feed = feed
+        #: The protocol version this client speaks (1: the old field names).
+        self.protocol = protocol
         self.queue: deque[tuple[tuple[int, int], str]] = deque()
         self.queue_max = queue_max
         self.buffer_max = buffer_max
@@ -128,9 +141,13 @@ class Subscription:
         self.needs_snapshot = True
         self.wake.set()
 
+    def encode(self, frame: str) -> str:
+        """A protocol-2 frame in this client's protocol."""
+        return frame if self.protocol == LATEST else compat.text_v1(frame)
+
     async def send_snapshot(self) -> None:
         frame, offset, _ = await snapshot_frame(self.feed.r, self.feed.race)
-        await self.ws.send(frame)
+        await self.ws.send(self.encode(frame))
         self.last = offset
         self.needs_snapshot = False
 
@@ -141,8 +158,8 @@ class Subscription:
             entries = await self.feed.r.xrange(self.feed.stream, start, "+", count=500)
             for sid_b, fields in entries:
                 sid = sid_b.decode()
-                await self.ws.send(event_frame(self.feed.race, self.feed.epoch, sid,
-                                               fields[b"e"].decode()))
+                await self.ws.send(self.encode(event_frame(self.feed.race, self.feed.epoch,
+                                                           sid, fields[b"e"].decode())))
                 self.last = bus.parse_id(sid)
             if len(entries) < 500:
                 return
@@ -213,6 +230,8 @@ class RaceFeed:
         self.epoch = ""
         self.task: asyncio.Task[None] | None = None
         self.frames = 0
+        #: Live frames translated for protocol-1 clients (one per event while any follows).
+        self.frames_v1 = 0
 
     async def start(self) -> None:
         last = await self.r.xrevrange(self.stream, "+", "-", count=1)
@@ -255,21 +274,29 @@ class RaceFeed:
                 await asyncio.sleep(0.5)
 
     def fan_out(self, sid: str, frame: str) -> None:
-        """Write a frame to every live client at once; queue it for the others."""
+        """Write a frame to every live client at once; queue it for the others.
+
+        Each protocol version's frame is encoded once, the protocol-1 one only when a
+        protocol-1 client is there to take it."""
         self.frames += 1
         sid_t = bus.parse_id(sid)
-        live = []
+        frames = {LATEST: frame}
+        live: dict[int, list[Subscription]] = {}
         for sub in self.subs:
+            text = frames.get(sub.protocol)
+            if text is None:
+                text = frames[sub.protocol] = compat.text_v1(frame)
+                self.frames_v1 += 1
             if not sub.live:
-                sub.offer(sid_t, frame)
+                sub.offer(sid_t, text)
             elif sid_t > sub.last:
                 if sub.buffered() > sub.buffer_max:
                     sub.fall_behind()
                 else:
-                    live.append(sub)
+                    live.setdefault(sub.protocol, []).append(sub)
                     sub.last = sid_t
-        if live:
-            write_all([s.ws for s in live], frame.encode())
+        for protocol, subs in live.items():
+            write_all([s.ws for s in subs], frames[protocol].encode())
 
     async def stop(self) -> None:
         if self.task:
@@ -298,8 +325,13 @@ class Hub:
             return feed
 
     async def subscribe(self, ws: Sender, race: str, epoch: str | None = None,
-                        offset: str | None = None) -> tuple[Subscription, str]:
-        sub = Subscription(ws, await self.feed(race), self.queue_max, self.buffer_max)
+                        offset: str | None = None, protocol: int = LATEST
+                        ) -> tuple[Subscription, str]:
+        """Follow ``race`` from a snapshot, or resume after (``epoch``, ``offset``);
+        frames in ``protocol`` (1 or 2). Returns the subscription and "snapshot" or
+        "resumed"."""
+        sub = Subscription(ws, await self.feed(race), self.queue_max, self.buffer_max,
+                           protocol)
         how = await sub.start(epoch, offset)
         return sub, how
 
@@ -314,7 +346,8 @@ class Hub:
 
     def stats(self) -> dict[str, Any]:
         return {"clients": self.clients(),
-                "races": {r: {"clients": len(f.subs), "frames": f.frames, "epoch": f.epoch,
+                "races": {r: {"clients": len(f.subs), "frames": f.frames,
+                              "frames_v1": f.frames_v1, "epoch": f.epoch,
                               "position": f.position,
                               "fell_behind": sum(s.fell_behind for s in f.subs)}
                           for r, f in self.feeds.items()}}

@@ -19,13 +19,13 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
 from icetime import bus, keys
-from icetime.service import healthz
+from icetime.service import Ready, healthz, listen_port
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .fanout import Hub, Subscription
+from .fanout import PROTOCOLS, Hub, Subscription
 
-log = logging.getLogger("broadcast")
+log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 #: Kernel send buffer per client: ample for live frames (~1 KB each), small enough
 #: that a client that stops reading is noticed within a few dozen frames.
@@ -46,6 +46,8 @@ class Broadcast:
         self.settings = settings
         self.r = r
         self.hub = Hub(r, settings.client_queue_max, settings.client_buffer_max)
+        #: The WebSocket listener's port as bound (the configured one, or the one port 0 got).
+        self.ws_port = settings.broadcast_ws_port
 
     async def handle_ws(self, ws: ServerConnection) -> None:
         sock = ws.transport.get_extra_info("socket")
@@ -54,6 +56,7 @@ class Broadcast:
             # transport's own buffer (where the fan-out watches) instead of
             # hoarding megabytes of stale frames in the kernel.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
+        log.debug("client %s connected", ws.remote_address)
         subs: dict[str, Subscription] = {}
         try:
             async for message in ws:
@@ -72,11 +75,18 @@ class Broadcast:
                         await ws.send(bus.dumps({"type": "error",
                                                  "error": "subscribe needs a race"}))
                         continue
+                    # No "protocol": a client written before protocol 2 (the old names).
+                    protocol = msg.get("protocol", 1)
+                    if type(protocol) is not int or protocol not in PROTOCOLS:
+                        await ws.send(bus.dumps({
+                            "type": "error", "race": race,
+                            "error": f"protocol must be one of {list(PROTOCOLS)}"}))
+                        continue
                     if race in subs:
                         await subs.pop(race).stop()
                     try:
                         sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"),
-                                                          msg.get("offset"))
+                                                          msg.get("offset"), protocol)
                     except RedisError as exc:
                         log.error("subscribe to %s failed: %s", race, exc)
                         await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
@@ -90,13 +100,15 @@ class Broadcast:
         except ConnectionClosed:
             pass
         finally:
+            log.debug("client %s disconnected (following %s)", ws.remote_address,
+                      ", ".join(subs) or "no race")
             for sub in subs.values():
                 await sub.stop()
 
     # ------------------------------------------------------------------ HTTP
     async def config(self, request: web.Request) -> web.Response:
         return web.json_response({"ws_url": self.settings.public_ws_url,
-                                  "ws_port": self.settings.broadcast_ws_port})
+                                  "ws_port": self.ws_port})
 
     async def races(self, request: web.Request) -> web.Response:
         out = []
@@ -135,18 +147,30 @@ class Broadcast:
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
-                ready: asyncio.Event | None = None) -> None:
+                ready: Ready | None = None) -> None:
+    """Serve the WebSocket and the pages until ``stop`` is set; ``ready`` gets
+    ``{"broadcast_http_port", "broadcast_ws_port"}`` once both listeners are bound
+    (port 0: any free port). Raises OSError when a configured port is taken."""
     b = Broadcast(settings, r)
     runner = web.AppRunner(b.app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.broadcast_http_port).start()
-    async with ws_serve(b.handle_ws, settings.host, settings.broadcast_ws_port,
-                        compression=None, max_size=64 * 1024, write_limit=256 * 1024):
-        log.info("pages on http://%s:%d/, websocket on ws://%s:%d/", settings.host,
-                 settings.broadcast_http_port, settings.host, settings.broadcast_ws_port)
-        if ready:
-            ready.set()
-        await stop.wait()
-        await b.hub.close()
-    await runner.cleanup()
-
+    try:
+        # The WebSocket first: /api/config tells pages its port, so it must be known
+        # before the first page can ask.
+        async with ws_serve(b.handle_ws, settings.host, settings.broadcast_ws_port,
+                            compression=None, max_size=64 * 1024,
+                            write_limit=256 * 1024) as ws_server:
+            b.ws_port = listen_port(s.getsockname() for s in ws_server.sockets)
+            try:
+                await web.TCPSite(runner, settings.host, settings.broadcast_http_port).start()
+                ports = {"broadcast_http_port": listen_port(runner.addresses),
+                         "broadcast_ws_port": b.ws_port}
+                log.info("pages on http://%s:%d/, websocket on ws://%s:%d/", settings.host,
+                         ports["broadcast_http_port"], settings.host, b.ws_port)
+                if ready:
+                    await ready(ports)
+                await stop.wait()
+            finally:
+                await b.hub.close()
+    finally:
+        await runner.cleanup()

@@ -8,6 +8,7 @@ rejects stream with the bytes as they came; the connection carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -19,17 +20,23 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from icetime import bus, keys
+from icetime.logs import about
 from icetime.messages import FeedInput, stored
-from icetime.service import healthz
+from icetime.service import Ready, healthz, listen_port
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from .decoders.link import DecoderLink, make_link
 from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse_json, validate
 
-log = logging.getLogger("ingest")
+log = logging.getLogger(__name__)
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
+#: A decoder link task that fails is restarted after this long, doubling up to
+#: RESTART_MAX_S while it keeps failing (reset once a run lasted RESTART_STABLE_S).
+RESTART_FIRST_S = 0.1
+RESTART_MAX_S = 30.0
+RESTART_STABLE_S = 10.0
 
 
 class Ingest:
@@ -73,7 +80,7 @@ class Ingest:
         try:
             stream_id, duplicate = await self.bus.append_input(stored(inp))
         except RedisError as exc:
-            log.error("cannot store input from %s: %s", inp.source, exc)
+            log.error("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
                     "retry": True, "seq": inp.seq}
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
@@ -81,8 +88,12 @@ class Ingest:
             reply["duplicate"] = True
         return reply
 
-    async def reject(self, source: str | None, raw: bytes, reason: str) -> None:
-        log.warning("rejected input from %s: %s", source or "?", reason)
+    async def reject(self, source: str | None, raw: bytes, reason: str,
+                     obj: Any = None) -> None:
+        """Count and keep a refused input (``raw`` as it came; ``obj``, if it was JSON,
+        names its race and seq in the log line)."""
+        context = about({**obj, "source": source or "?"}) if isinstance(obj, dict) else {}
+        log.warning("rejected input from %s: %s", source or "?", reason, extra=context)
         try:
             await self.r.xadd(keys.REJECTS_STREAM, {
                 "source": source or "", "reason": reason, "rx_us": now_us(),
@@ -126,7 +137,7 @@ class Ingest:
                             await reply({"ok": False, "error": "first send "
                                          '{"type":"hello","token":"..."} with a valid token'})
                             return
-                        log.info("source %s connected from %s", source, peer)
+                        log.debug("source %s connected from %s", source, peer)
                         await reply({"ok": True, "source": source,
                                      "last_seq": await self.last_seq(source)})
                         continue
@@ -134,7 +145,7 @@ class Ingest:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            log.info("source %s disconnected (%s)", source or "?", peer)
+            log.debug("source %s disconnected (%s)", source or "?", peer)
             writer.close()
 
     # ------------------------------------------------------------------ HTTP
@@ -203,26 +214,62 @@ class Ingest:
         return app
 
 
-async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> None:
+async def supervise(link: DecoderLink, stop: asyncio.Event) -> None:
+    """Run one decoder link until ``stop``. If its task fails (an exception the link did
+    not handle), the traceback is logged, health shows the link down with the reason
+    (event ``failed``), and it is restarted with backoff; a failing link never takes
+    ingest or the other links with it."""
+    loop = asyncio.get_running_loop()
+    delay = RESTART_FIRST_S
+    while not stop.is_set():
+        started = loop.time()
+        try:
+            await link.run(stop)
+        except Exception as exc:
+            link.failed(exc)
+            log.exception("decoder %s: link task failed (%d so far); restarting in %.1f s",
+                          link.cfg.id, link.stats["failures"], delay)
+            await link.publish_health("failed")
+        else:
+            return
+        if loop.time() - started > RESTART_STABLE_S:
+            delay = RESTART_FIRST_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, RESTART_MAX_S)
+
+
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
+                ready: Ready | None = None) -> None:
+    """Run the feed until ``stop`` is set; ``ready`` gets ``{"ingest_http_port",
+    "ingest_tcp_port"}`` once both listeners are bound (port 0: any free port).
+    Raises OSError when a configured port is taken."""
     ingest = Ingest(settings, r)
     runner = web.AppRunner(ingest.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.ingest_http_port)
-    await site.start()
-    tcp = await asyncio.start_server(ingest.handle_tcp, settings.host, settings.ingest_tcp_port,
-                                     limit=MAX_LINE)
-    log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
-             settings.ingest_tcp_port, settings.host, settings.ingest_http_port)
-    links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
-             for d in settings.decoders]
-    ingest.links = links
-    link_tasks = [asyncio.create_task(link.run(stop)) for link in links]
+    tcp: asyncio.Server | None = None
+    links: list[DecoderLink] = []
+    link_tasks: list[asyncio.Task[None]] = []
     try:
+        await web.TCPSite(runner, settings.host, settings.ingest_http_port).start()
+        tcp = await asyncio.start_server(ingest.handle_tcp, settings.host,
+                                         settings.ingest_tcp_port, limit=MAX_LINE)
+        ports = {"ingest_http_port": listen_port(runner.addresses),
+                 "ingest_tcp_port": listen_port(s.getsockname() for s in tcp.sockets)}
+        log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
+                 ports["ingest_tcp_port"], settings.host, ports["ingest_http_port"])
+        links = [make_link(d, ingest, Path(settings.data_dir) / "captures")
+                 for d in settings.decoders]
+        ingest.links = links
+        link_tasks = [asyncio.create_task(supervise(link, stop)) for link in links]
+        if ready:
+            await ready(ports)
         await stop.wait()
     finally:
         for task in link_tasks:
             task.cancel()
         await asyncio.gather(*link_tasks, return_exceptions=True)
-        tcp.close()
-        await tcp.wait_closed()
+        if tcp is not None:
+            tcp.close()
+            await tcp.wait_closed()
         await runner.cleanup()

@@ -38,7 +38,7 @@ from icetime.rules import load as load_rules
 from . import rounds, standings
 from .distances import LAP_M
 from .longtrack import TEAM_KINDS, LongTrackRace
-from .model import Event, InputError, RoutedGun, RoutedPassing, Skater
+from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
 from .pack import KINDS as PACK_KINDS
 from .pack import PackRace
 
@@ -82,7 +82,7 @@ class Competition:
         #: Why the last refused input was refused ("<input id>: <reason>").
         self.last_error = ""
 
-    def feed(self, input_id: str, inp: FeedInput) -> dict[str, list[Event]]:
+    def feed(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
         """Apply one input; returns the events per race. Idempotent on ``input_id``."""
         if input_id in self.seen:
             self.stats["duplicate_input"] += 1
@@ -107,7 +107,7 @@ class Competition:
         self.stats["refused"] += 1
         self.last_error = f"{input_id}: {reason}"
 
-    def _route(self, input_id: str, inp: FeedInput) -> dict[str, list[Event]]:
+    def _route(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
         match inp:
             case Passing():
                 return self._passing(input_id, inp)
@@ -146,7 +146,7 @@ class Competition:
                 return {race.id: race.feed(input_id, inp)}
         assert_never(inp)
 
-    def _passing(self, input_id: str, inp: Passing) -> dict[str, list[Event]]:
+    def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         bib = self.by_transponder.get(str(inp.transponder))
         if bib is None:
             self.stats["unknown_transponder"] += 1
@@ -176,7 +176,7 @@ class Competition:
         """Map a source's time onto the common clock (per-source offset)."""
         return inp.t + self.offsets.get(inp.source or "", 0)
 
-    def _startlist(self, input_id: str, inp: StartList) -> dict[str, list[Event]]:
+    def _startlist(self, input_id: str, inp: StartList) -> dict[str, list[RaceEvent]]:
         skaters = {**self.skaters}
         for s in inp.skaters or []:
             sk = Skater.from_spec(s)
@@ -201,7 +201,7 @@ class Competition:
         if inp.standings_before is not None:
             self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
                                      for c, t in inp.standings_before.items()}
-        out: dict[str, list[Event]] = {}
+        out: dict[str, list[RaceEvent]] = {}
         for rid, spec, probe in staged:
             race = self.races.get(rid)
             if race is None:
@@ -226,7 +226,7 @@ class Competition:
         return names
 
     def _with_rounds(self, input_id: str, startlist: bool,
-                     out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+                     out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
         """Rounds: when a round is official, create the next round's races; keep each
         event's ranking (a revision of ``event-<id>`` when it changes)."""
         for ev in self.events.values():
@@ -247,7 +247,7 @@ class Competition:
         return out
 
     def _with_standings(self, input_id: str, startlist: bool,
-                        out: dict[str, list[Event]]) -> dict[str, list[Event]]:
+                        out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
         """World Cup standings move when a cup race's official result changes."""
         touched = any(self.races[r].world_cup and self.races[r].is_official
                       for r in out if r in self.races) or any(

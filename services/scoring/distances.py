@@ -18,7 +18,7 @@ def passages(distance_m: int, lap_m: int = LAP_M) -> list[int]:
     return list(range(first, distance_m + 1, lap_m))
 
 
-def min_segment_us(points_m: list[int], max_speed_mps: float) -> list[int]:
+def min_segment_us(passage_m: list[int], max_speed_mps: float) -> list[int]:
     """The least plausible time to cover each segment: the minimum-lap debounce.
 
     A read sooner than this after the previous accepted passage (or the gun) is
@@ -26,7 +26,7 @@ def min_segment_us(points_m: list[int], max_speed_mps: float) -> list[int]:
     """
     out = []
     prev = 0
-    for m in points_m:
+    for m in passage_m:
         out.append(int((m - prev) / max_speed_mps * 1_000_000))
         prev = m
     return out

@@ -18,7 +18,16 @@ from . import stories
 from .classification import TimeClassification
 from .distances import LAP_M, min_segment_us, passages
 from .loops import LoopSplits
-from .model import NOT_PASSED, Event, InputError, RoutedGun, RoutedPassing, Run, Skater, req_time
+from .model import (
+    NOT_PASSED,
+    InputError,
+    RaceEvent,
+    RoutedGun,
+    RoutedPassing,
+    Run,
+    Skater,
+    req_time,
+)
 from .pairs import Draw, read_pairs
 from .race import RaceBase
 
@@ -69,8 +78,8 @@ class LongTrackRace(RaceBase):
         self.lines = {"I": str(lines.get("inner", "finish")),
                       "O": str(lines.get("outer", "finish"))}
         self.distance = int(spec["distance"])
-        self.points = passages(self.distance)
-        self.min_seg = min_segment_us(self.points, self.max_speed_mps)
+        self.passage_m = passages(self.distance)
+        self.min_seg = min_segment_us(self.passage_m, self.max_speed_mps)
         records = spec.get("records") or {}
         self.records = {k: req_time(v) for k, v in records.items()}
         self.pairs, bibs = read_pairs(spec.get("pairs", []))
@@ -94,7 +103,7 @@ class LongTrackRace(RaceBase):
         self._reset()
 
     def _reset(self) -> None:
-        n, p = len(self.bibs), len(self.points)
+        n, p = len(self.bibs), len(self.passage_m)
         self._reset_results(p)
         # Per-passage and per-skater scalars are read one at a time: plain lists
         # beat numpy scalars there. numpy keeps the columns and the classification.
@@ -102,7 +111,7 @@ class LongTrackRace(RaceBase):
         self.best_row: list[int] = [-1] * p
         self.next_k: list[int] = [0] * n
         self.anchor: list[int] = [0] * n
-        self.splits = LoopSplits(self.loops, self.distance, self.points, n)
+        self.splits = LoopSplits(self.loops, self.distance, self.passage_m, n)
         self.on_ice: dict[int, Run] = {}
         self._last_run: dict[int, Run] = {}
         self.attempts: dict[int, int] = {}
@@ -131,7 +140,7 @@ class LongTrackRace(RaceBase):
     def can_call(self, pair: int | None) -> bool:
         return pair in self.pair_rows
 
-    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[Event]:
+    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         row = self.row_of.get(routed.bib)
         if row is None:  # the bib left the start list since
             return []
@@ -147,12 +156,12 @@ class LongTrackRace(RaceBase):
             return self._on_crossing(input_id, row, routed.t, emit)
         k = self.next_k[row]
         events = self._on_crossing(input_id, row, routed.t, emit)
-        entry = self.rows[row][k] if k < len(self.points) else None
+        entry = self.rows[row][k] if k < len(self.passage_m) else None
         if self.next_k[row] == k + 1 and entry is not None:
             entry["skaters"] = {routed.bib: entry["t"]}  # who skated the lap
         return events
 
-    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[Event]:
+    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         pair = self._gun_pair(routed.gun)
         rows = self.pair_rows.get(pair)
         if rows is None:
@@ -173,7 +182,7 @@ class LongTrackRace(RaceBase):
         return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
                  **run.public(), "bibs": [self.bibs[r] for r in rows]}]
 
-    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[Event]:
+    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[RaceEvent]:
         pair = self.pair_no[row]
         # A finished pair has left the ice, but a late re-read of its finish still
         # counts against its last run.
@@ -182,7 +191,7 @@ class LongTrackRace(RaceBase):
         if run is None or self.status[row] is not None:
             return []
         t = run.race_time(t_common)
-        if t - self.anchor[row] < self.min_seg[min(k, len(self.points) - 1)]:
+        if t - self.anchor[row] < self.min_seg[min(k, len(self.passage_m) - 1)]:
             # A re-read within the debounce: the anchor stays where it was, unless
             # it is an earlier read of the passage just recorded (the other ankle, or
             # another decoder, reporting late): then the earliest read wins.
@@ -192,20 +201,20 @@ class LongTrackRace(RaceBase):
                 self._unrecord(row, k - 1)
                 self._record(input_id, row, k - 1, t, emit=False)
             return []
-        if k >= len(self.points) or pair not in self.on_ice:
+        if k >= len(self.passage_m) or pair not in self.on_ice:
             return []
-        if k == len(self.points) - 1:
+        if k == len(self.passage_m) - 1:
             t, _ = self._official_finish(row, t)
         return self._record(input_id, row, k, t, emit)
 
     def _on_team_crossing(self, input_id: str, row: int, skater: str, t_common: int,
-                          emit: bool) -> list[Event]:
+                          emit: bool) -> list[RaceEvent]:
         """A team pursuit skater crosses: the passage is the team's when the `need`-th
         of its skaters has crossed (the team's time is hers); the others are kept."""
         pair = self.pair_no[row]
         run = self.on_ice.get(pair)
         k = self.next_k[row]
-        if run is None or self.status[row] is not None or k >= len(self.points):
+        if run is None or self.status[row] is not None or k >= len(self.passage_m):
             return []
         t = run.race_time(t_common)
         if t - self.anchor[row] < self.min_seg[k]:
@@ -217,7 +226,7 @@ class LongTrackRace(RaceBase):
         if len(crossed) < self.need:
             return []
         self.crossed[row] = {}
-        if k == len(self.points) - 1:
+        if k == len(self.passage_m) - 1:
             t, _ = self._official_finish(row, t)
         events = self._record(input_id, row, k, t, emit)
         entry = self.rows[row][k]
@@ -225,9 +234,9 @@ class LongTrackRace(RaceBase):
             entry["skaters"] = dict(crossed)
         return events
 
-    def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[Event]:
-        points = self.points
-        last = len(points) - 1
+    def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[RaceEvent]:
+        passage_m = self.passage_m
+        last = len(passage_m) - 1
         tm = self.t
         tm[row, k] = t
         self.next_k[row] = k + 1
@@ -241,7 +250,7 @@ class LongTrackRace(RaceBase):
         best_row = self.best_row[k]
         gap_best = t - self.best[k]
         prev_t = tm.item(row, k - 1) if k else 0
-        lap = t - prev_t if prev_t != NOT_PASSED else t
+        lap_time = t - prev_t if prev_t != NOT_PASSED else t
         p = self.partner_of[row]
         gap_partner = None
         if p >= 0:
@@ -254,7 +263,8 @@ class LongTrackRace(RaceBase):
             lt = tm.item(leader, k)
             gap_leader = t - lt
             projected = to_thousandths(tm.item(leader, last) * t // lt)
-        entry = {"k": k, "m": points[k], "t": t, "lap": lap, "rank": rank, "gap_best": gap_best,
+        entry = {"k": k, "m": passage_m[k], "t": t, "lap_time": lap_time, "rank": rank,
+                 "gap_best": gap_best,
                  "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
                  "leader_bib": self.bibs[leader] if leader >= 0 else None,
                  "gap_partner": gap_partner, "projected": projected if k < last else None}
@@ -272,13 +282,14 @@ class LongTrackRace(RaceBase):
                 pace = next(((f, projected) for f, ref in self.refs[row]
                              if f in PACE_FLAGS and projected < ref), None)
             lines = stories.at_passage(
-                name, points[k], rank, prev_name, margin,
+                name, passage_m[k], rank, prev_name, margin,
                 self.skaters[leader].short if leader >= 0 else None, gap_leader, pace)
             self._tell(lines)
             return [{"type": "passage", **base, "stories": lines}]
         return self._finish(base, row, t, leader, emit)
 
-    def _finish(self, base: Event, row: int, t: int, prev_leader: int, emit: bool) -> list[Event]:
+    def _finish(self, base: RaceEvent, row: int, t: int, prev_leader: int, emit: bool
+                ) -> list[RaceEvent]:
         cls = self.cls
         rank = cls.insert(row, t)
         behind = t - cls.t.item(0)
@@ -297,7 +308,7 @@ class LongTrackRace(RaceBase):
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
 
     def _on_split(self, input_id: str, row: int, t_common: int, point: str,
-                  emit: bool) -> list[Event]:
+                  emit: bool) -> list[RaceEvent]:
         """An unofficial split at an extra loop: where in the race it is, and the speed."""
         pair = self.pair_no[row]
         run = self.on_ice.get(pair) or self._last_run.get(pair)
@@ -306,7 +317,7 @@ class LongTrackRace(RaceBase):
         t = run.race_time(t_common)
         if t <= 0:
             return []
-        passed = [(self.points[k], self.t.item(row, k)) for k in range(self.next_k[row])]
+        passed = [(self.passage_m[k], self.t.item(row, k)) for k in range(self.next_k[row])]
         entry = self.splits.cross(row, point, t, passed)
         if entry is None or not emit:
             return []
@@ -315,7 +326,7 @@ class LongTrackRace(RaceBase):
 
     def _transponder_timed(self, row: int, k: int) -> bool:
         """Whether passage k's time came from a transponder (official times stand)."""
-        if k < len(self.points) - 1:
+        if k < len(self.passage_m) - 1:
             return True
         final = self.final[row]
         return final is None or final["origin"] == "transponder"
@@ -326,7 +337,7 @@ class LongTrackRace(RaceBase):
         self.rows[row][k] = None
         self.next_k[row] = k
         self.anchor[row] = self.t.item(row, k - 1) if k else 0
-        if k == len(self.points) - 1:
+        if k == len(self.passage_m) - 1:
             self.final[row] = None
             self.on_ice.setdefault(self.pair_no[row], self._last_run[self.pair_no[row]])
         self._rebuild_bests()
@@ -343,7 +354,7 @@ class LongTrackRace(RaceBase):
             self.t[r, :] = NOT_PASSED
             self.next_k[r] = 0
             self.anchor[r] = 0
-            self.rows[r] = [None] * len(self.points)
+            self.rows[r] = [None] * len(self.passage_m)
             self.splits.clear(r)
             self.final[r] = None
             self.crossed[r] = {}
@@ -357,7 +368,7 @@ class LongTrackRace(RaceBase):
         ok = np.array([self.final[r] is not None and self.status[r] is None
                        for r in range(len(self.bibs))], bool)
         rows = np.flatnonzero(ok)
-        self.cls.rebuild(rows, self.t[rows, len(self.points) - 1])
+        self.cls.rebuild(rows, self.t[rows, len(self.passage_m) - 1])
 
     def _set_status(self, row: int, status: str | None) -> None:
         self.status[row] = status
@@ -367,15 +378,15 @@ class LongTrackRace(RaceBase):
 
     def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
         """A time keyed in by an official: at the finish (or at passage ``m``, metres)."""
-        k = self.points.index(m) if m is not None else len(self.points) - 1
+        k = self.passage_m.index(m) if m is not None else len(self.passage_m) - 1
         t = to_thousandths(time_us)
-        if k == len(self.points) - 1:
+        if k == len(self.passage_m) - 1:
             self._set_official(row, "manual", t)
         if self.t[row, k] != NOT_PASSED:
             self.t[row, k] = t
             self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t}
             final = self.final[row]
-            if k == len(self.points) - 1 and final is not None:
+            if k == len(self.passage_m) - 1 and final is not None:
                 self.final[row] = {**final, "t": t, "origin": "manual"}
             self._rebuild_bests()
         else:
@@ -399,7 +410,7 @@ class LongTrackRace(RaceBase):
         """The whole race as clients hold it (see docs/protocol.md, "The race view")."""
         return {
             "race": {"id": self.id, "name": self.name, "kind": self.kind,
-                     "distance": self.distance, "passages": self.points,
+                     "distance": self.distance, "passages": self.passage_m,
                      "records": self.records, "official": self.is_official},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
             **self._teams_view(),

@@ -30,15 +30,15 @@ def speed_kmh(metres: int, us: int) -> float:
 class LoopSplits:
     """Each row's splits at the loops, by race metre.
 
-    ``loops`` maps a timing point id to its metres past the finish line; ``points`` are
-    the race's official passages (metres) over ``distance_m``.
+    ``loops`` maps a timing point id to its metres past the finish line; ``passage_m``
+    are the metres of the race's official passages over ``distance_m``.
     """
 
-    def __init__(self, loops: dict[str, int], distance_m: int, points: list[int],
+    def __init__(self, loops: dict[str, int], distance_m: int, passage_m: list[int],
                  n_rows: int) -> None:
         self.loops = loops
         self.distance = distance_m
-        self.points = points
+        self.passage_m = passage_m
         self.by_row: list[dict[int, dict[str, Any]]] = [{} for _ in range(n_rows)]
 
     def cross(self, row: int, point: str, t: int, passed: list[tuple[int, int]]
@@ -54,7 +54,7 @@ class LoopSplits:
         splits = self.by_row[row]
         known = passed + [(e["m"], e["t"]) for e in splits.values()]
         before = [(km, kt) for km, kt in known if kt < t]
-        last_official = max((km for km, kt in before if km in self.points), default=0)
+        last_official = max((km for km, kt in before if km in self.passage_m), default=0)
         m = loop_metre(self.loops[point], self.distance, last_official)
         if m >= self.distance or m in splits:
             return None

@@ -1,5 +1,5 @@
 """What a pack race reads off the front of the field: the mass start's intermediate
-sprints and their points (DOMAIN.md §2), and breakaways with their gap.
+sprints and their sprint points (DOMAIN.md §2), and breakaways with their gap.
 
 ``pack.PackRace`` builds on :class:`SprintsAndBreakaways`; the points tables come from
 the rules (per season). Breakaways are told in every pack race, the mass start above
@@ -27,55 +27,57 @@ BREAKAWAY_MAX = 3
 class SprintsAndBreakaways(RaceBase):
     """Sprint points and breakaways of a pack race; the pack race keeps the crossings.
 
-    State: ``sprint_k`` (crossing index -> sprint number, 1-based), the points tables,
-    ``points`` per row, ``sprints`` as published, and the current ``breakaway``.
+    State: ``sprint_k`` (crossing index -> sprint number, 1-based), the points tables
+    (``table_intermediate``, ``table_final``: sprint points by place), ``sprint_points``
+    per row, ``sprints`` as published, and the current ``breakaway``.
     """
 
     rules: Rules
     season: str | None
     n_cross: int
     lap_m: float
-    done: npt.NDArray[np.int64]
-    points: list[int]
+    crossings: npt.NDArray[np.int64]
+    sprint_points: list[int]
     sprints: list[dict[str, Any]]
     breakaway: dict[str, Any] | None
 
     def _configure_sprints(self, spec: dict[str, Any]) -> None:
         """Read the mass start's sprint laps and the season's points tables."""
         self.sprint_k: dict[int, int] = {}
-        self.points_final: tuple[int, ...] = ()
-        self.points_sprint: tuple[int, ...] = ()
+        self.table_final: tuple[int, ...] = ()
+        self.table_intermediate: tuple[int, ...] = ()
         if self.kind == "mass_start":
             table = self.rules.mass_start_points(self.season)
-            self.points_sprint, self.points_final = table.intermediate, table.final
+            self.table_intermediate, self.table_final = table.intermediate, table.final
             laps_at = [lap for lap in spec.get("sprint_laps", self.rules.sprint_laps)
                        if lap < self.n_cross]
             self.sprint_k = {lap - 1: i + 1 for i, lap in enumerate(laps_at)}
 
     def _sprint(self, row: int, k: int, position: int) -> list[str]:
         """``row`` crossed the line of an intermediate sprint (crossing ``k``) in
-        ``position``: score its points; the story line once the sprint is complete."""
+        ``position``: score its sprint points; the story line once the sprint is complete."""
         number = self.sprint_k[k]
         while len(self.sprints) < number:
             self.sprints.append({"sprint": len(self.sprints) + 1,
-                                 "lap": [lap + 1 for lap in sorted(self.sprint_k)][
-                                     len(self.sprints)], "bibs": [], "points": []})
+                                 "lap_number": sorted(self.sprint_k)[len(self.sprints)] + 1,
+                                 "bibs": [], "sprint_points": []})
         sprint = self.sprints[number - 1]
-        if position > len(self.points_sprint):
+        if position > len(self.table_intermediate):
             return []
-        pts = self.points_sprint[position - 1]
-        self.points[row] += pts
+        pts = self.table_intermediate[position - 1]
+        self.sprint_points[row] += pts
         sprint["bibs"].append(self.bibs[row])
-        sprint["points"].append(pts)
-        if len(sprint["bibs"]) == len(self.points_sprint):
+        sprint["sprint_points"].append(pts)
+        if len(sprint["bibs"]) == len(self.table_intermediate):
             names = [self.skaters[self.row[b]].short for b in sprint["bibs"]]
-            return [stories.pack_sprint(number, sprint["lap"], names, sprint["points"])]
+            return [stories.pack_sprint(number, sprint["lap_number"], names,
+                                       sprint["sprint_points"])]
         return []
 
     def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
                           laps_to_go: int) -> None:
         """At the front's line: a few skaters more than GROUP_GAP_US clear of the rest."""
-        if int(self.done.max()) != k + 1 or position == 1:
+        if int(self.crossings.max()) != k + 1 or position == 1:
             return
         col = self.t[:, k]
         crossed = np.sort(col[col != NOT_PASSED])
@@ -92,10 +94,11 @@ class SprintsAndBreakaways(RaceBase):
         gap = int(crossed[size] - crossed[0])
         leaders = [self.bibs[int(i)] for i in np.argsort(col, kind="stable")[:size]]
         entry = self.rows[row][k]
-        chase_lap = int(entry["lap_t"]) if entry else 0
+        chase_lap = int(entry["lap_time"]) if entry else 0
         # Metres: how far the chase's head is behind, at its own lap speed.
         metres = round(gap / chase_lap * self.lap_m) if chase_lap else None
-        self.breakaway = {"bibs": leaders, "gap_us": gap, "gap_m": metres, "lap": k + 1}
+        self.breakaway = {"bibs": leaders, "gap_us": gap, "gap_m": metres,
+                          "lap_number": k + 1}
         if before is None or before["bibs"] != leaders or k % 2 == 0:
             names = [self.skaters[self.row[b]].short for b in leaders]
             lines.append(stories.pack_breakaway(names, gap, metres, laps_to_go))

@@ -19,7 +19,9 @@ from icetime.timefmt import parse_time, to_thousandths
 #: one ``count_nonzero(column < t)`` with no validity mask.
 NOT_PASSED = np.iinfo(np.int64).max
 
-Event = dict[str, Any]
+#: A race event as published (docs/protocol.md: ``passage``, ``finish``, ``revision``…).
+#: A competition event (one distance raced in rounds) is ``rounds.Event``.
+RaceEvent = dict[str, Any]
 #: Precedence of an official finish time's origin (higher wins), DOMAIN.md §1.4.
 FINISH_PRECEDENCE = {"transponder": 0, "beam": 1, "photo": 2, "manual": 3}
 

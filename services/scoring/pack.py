@@ -14,7 +14,7 @@ log order, emits events; corrections replay the race's own input log and publish
 * A skater who has not crossed for ``STOPPED_AFTER_LAPS`` of the lap just skated by
   someone else has stopped (a fall); crossing again clears it.
 * Mass start: the first three across the line at each intermediate sprint and the
-  first six at the finish score the season's points; the ranking is DOMAIN.md §2's.
+  first six at the finish score the season's sprint points; the ranking is DOMAIN.md §2's.
   The sprints and the breakaways are read in massstart.py; what every race shares
   (input log, revisions, official times, decisions) is ``race.RaceBase``.
 * A second gun (or an official ``restart``) voids the attempt, which stays on record.
@@ -31,7 +31,7 @@ from icetime.rules import Rules
 
 from . import stories
 from .massstart import SprintsAndBreakaways
-from .model import NOT_PASSED, Event, InputError, RoutedGun, RoutedPassing, Run, Skater
+from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -109,13 +109,13 @@ class PackRace(SprintsAndBreakaways):
     def _reset(self) -> None:
         n = len(self.bibs)
         self._reset_results(self.n_cross)
-        self.done = np.zeros(n, np.int64)   # crossings made
+        self.crossings = np.zeros(n, np.int64)   # crossings made
         self.last = np.zeros(n, np.int64)   # race time of the last crossing
         self.excluded = np.zeros(n, bool)      # mirrors status in EXCLUDED, for numpy
         self.stopped = np.zeros(n, bool)
         self.final_t = np.full(n, NOT_PASSED, np.int64)  # mirrors final[i]["t"]
         self.index = np.arange(n)
-        self.points = [0] * n
+        self.sprint_points = [0] * n
         self.sprints: list[dict[str, Any]] = []
         self.run: Run | None = None
         self.attempt = 0
@@ -143,7 +143,7 @@ class PackRace(SprintsAndBreakaways):
         return []
 
     def _restart_reason(self, gun: Gun) -> str | None:
-        if self.run is not None and int(self.done.max(initial=0)) > 0:
+        if self.run is not None and int(self.crossings.max(initial=0)) > 0:
             return "restart"
         return None
 
@@ -157,7 +157,7 @@ class PackRace(SprintsAndBreakaways):
             return [stories.pack_revised(reason, names)]
         return []
 
-    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[Event]:
+    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         row = self.row_of.get(routed.bib)
         if row is None or routed.passing.point != "finish":
             return []
@@ -167,17 +167,17 @@ class PackRace(SprintsAndBreakaways):
         """Keep the attempt on record, then clear the ice for the next start."""
         if self.run is None:
             return
-        lead = int(self.done.max(initial=0))
+        lead = int(self.crossings.max(initial=0))
         self.voided.append({"attempt": self.run.attempt, "reason": reason,
-                            "laps": lead, "order": self._order()[:3]})
+                            "crossings": lead, "order": self._order()[:3]})
         attempt, status, voided = self.run.attempt, self.status, self.voided
         self._reset()
         self.voided, self.attempt = voided, attempt
         for i, st in enumerate(status):
             self._set_status(i, st)
 
-    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[Event]:
-        if self.run is not None and int(self.done.max(initial=0)) > 0:
+    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
+        if self.run is not None and int(self.crossings.max(initial=0)) > 0:
             self._void_attempt("restart")
         self.attempt += 1
         self.run = Run.from_gun(routed, self.attempt)
@@ -205,11 +205,11 @@ class PackRace(SprintsAndBreakaways):
 
     # ------------------------------------------------------------------ crossings
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
-                     skater: str = "") -> list[Event]:
+                     skater: str = "") -> list[RaceEvent]:
         run = self.run
         if run is None or self.excluded[row]:
             return []
-        k = int(self.done[row])
+        k = int(self.crossings[row])
         if k >= self.n_cross:
             return []  # a cool-down lap
         t = run.race_time(t_common)
@@ -221,14 +221,14 @@ class PackRace(SprintsAndBreakaways):
         gap_leader = t - first_t if first_t < t else 0
         prev = int(self.t[row, k - 1]) if k else 0
         self.t[row, k] = t
-        self.done[row] = k + 1
+        self.crossings[row] = k + 1
         self.last[row] = t
-        lap_t = t - prev
+        lap_time = t - prev
         lines: list[str] = []
         name = self.skaters[row].short
         self.stopped[row] = False
-        entry: dict[str, Any] = {"k": k, "lap": k + 1, "m": self.cross_m[k], "t": t,
-                                 "lap_t": lap_t, "position": position,
+        entry: dict[str, Any] = {"k": k, "lap_number": k + 1, "m": self.cross_m[k], "t": t,
+                                 "lap_time": lap_time, "position": position,
                                  "gap_leader": gap_leader}
         if self.teams:
             # Who crossed for the team; a new name is an exchange since the last lap.
@@ -242,7 +242,7 @@ class PackRace(SprintsAndBreakaways):
                     lines.append(stories.relay_late_exchange(self.skaters[row].short))
             self.active[row] = skater
         self.rows[row][k] = entry
-        laps_to_go = self.n_cross - int(self.done.max())
+        laps_to_go = self.n_cross - int(self.crossings.max())
         if position == 1 and k and emit:
             before = self.t[:, k - 1]
             if self.bibs[int(np.argmin(before))] != self.bibs[row] and laps_to_go:
@@ -255,11 +255,11 @@ class PackRace(SprintsAndBreakaways):
             lines.append(stories.pack_bell(name))
         if k in self.sprint_k:
             lines += self._sprint(row, k, position)
-        if k and lap_t:
+        if k and lap_time:
             # At a finish, the race is ending: a skater a lap and a half adrift by then is
             # not coming (the race must be able to end without her).
             factor = STOPPED_AT_FINISH_LAPS if k == self.n_cross - 1 else STOPPED_AFTER_LAPS
-            lines += self._check_stopped(row, t, int(factor * lap_t))
+            lines += self._check_stopped(row, t, int(factor * lap_time))
         self._update_breakaway(k, row, position, lines, laps_to_go)
         finished = k == self.n_cross - 1
         if finished:
@@ -267,7 +267,7 @@ class PackRace(SprintsAndBreakaways):
         if not emit:
             return []  # a replay: the state is rebuilt, the lines were told already
         self._tell(lines)
-        base: Event = {"race": self.id, "input": input_id, "bib": self.bibs[row], "row": entry,
+        base: RaceEvent = {"race": self.id, "input": input_id, "bib": self.bibs[row], "row": entry,
                        "pack": self.pack_state(), "stories": lines}
         if finished:
             return [{"type": "finish", **base, "final": self.final[row],
@@ -281,20 +281,20 @@ class PackRace(SprintsAndBreakaways):
         lines = []
         for j in np.flatnonzero(quiet).tolist():
             self.stopped[j] = True
-            lines.append(stories.pack_stopped(self.skaters[j].short, int(self.done[j])))
+            lines.append(stories.pack_stopped(self.skaters[j].short, int(self.crossings[j])))
         return lines
 
     def _finish(self, row: int, t: int, position: int) -> list[str]:
         final_t, origin = self._official_finish(row, t)
         self.final[row] = {"t": final_t, "origin": origin, "position": position}
         self.final_t[row] = final_t
-        if self.kind == "mass_start" and position <= len(self.points_final):
-            self.points[row] += self.points_final[position - 1]
+        if self.kind == "mass_start" and position <= len(self.table_final):
+            self.sprint_points[row] += self.table_final[position - 1]
         cls = self.classification()
         at = cls["bib"].index(self.bibs[row]) if self.bibs[row] in cls["bib"] else -1
         rank = cls["rank"][at] if at >= 0 else None
-        points = self.points[row] if self.kind == "mass_start" else None
-        return stories.pack_finish(self.skaters[row].short, final_t, rank, points)
+        sprint_points = self.sprint_points[row] if self.kind == "mass_start" else None
+        return stories.pack_finish(self.skaters[row].short, final_t, rank, sprint_points)
 
     def _done(self) -> bool:
         if self.run is None:
@@ -306,23 +306,23 @@ class PackRace(SprintsAndBreakaways):
         """The race order now: crossings made, then who made the last one first; the
         finished by their (official) finish time; sanctioned skaters last."""
         when = np.where(self.final_t != NOT_PASSED, self.final_t, self.last)
-        order = np.lexsort((self.index, when, -self.done, self.excluded))
+        order = np.lexsort((self.index, when, -self.crossings, self.excluded))
         out: list[str] = self.bib_arr[order].tolist()
         return out
 
     def pack_state(self) -> dict[str, Any]:
         """The live state of the race as a whole; every event carries it whole (it is
         small), so a client's fold just takes the latest."""
-        lead = int(self.done.max(initial=0))
+        lead = int(self.crossings.max(initial=0))
         run = self.run
         return {
             "run": None if run is None or self._done() else run.public(),
             "order": self._order(),
             "laps_to_go": self.n_cross - lead,
             "bell": self.bell,
-            "laps": dict(zip(self.bibs, self.done.tolist(), strict=True)),
+            "crossings": dict(zip(self.bibs, self.crossings.tolist(), strict=True)),
             "stopped": self.bib_arr[self.stopped].tolist(),
-            "points": (dict(zip(self.bibs, self.points, strict=True))
+            "sprint_points": (dict(zip(self.bibs, self.sprint_points, strict=True))
                        if self.kind == "mass_start" else None),
             "sprints": self.sprints,
             "breakaway": self.breakaway,
@@ -335,11 +335,12 @@ class PackRace(SprintsAndBreakaways):
         }
 
     def classification(self) -> dict[str, list[Any]]:
-        """Finishers only, columnar like the long-track one (plus points for a mass start).
+        """Finishers only, columnar like the long-track one (plus ``sprint_points`` for a
+        mass start).
 
         Short track: by finish time (official first); equal thousandths share a place.
         Mass start (DOMAIN.md §2): the first three across the line are 1-2-3; then by
-        points; those without points behind, in finishing order.
+        sprint points; those without sprint points behind, in finishing order.
         """
         rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
         final_t = self.final_t.tolist()
@@ -349,7 +350,8 @@ class PackRace(SprintsAndBreakaways):
         rows.sort(key=lambda i: (t_of(i), i))
         if self.kind == "mass_start":
             podium, rest = rows[:3], rows[3:]
-            rest.sort(key=lambda i: (0 if self.points[i] else 1, -self.points[i], t_of(i), i))
+            pts = self.sprint_points
+            rest.sort(key=lambda i: (0 if pts[i] else 1, -pts[i], t_of(i), i))
             rows = podium + rest
         ranks: list[int] = []
         for n, i in enumerate(rows):
@@ -360,7 +362,7 @@ class PackRace(SprintsAndBreakaways):
                                      "t": [t_of(i) for i in rows],
                                      "behind": [t_of(i) - lead for i in rows]}
         if self.kind == "mass_start":
-            out["points"] = [self.points[i] for i in rows]
+            out["sprint_points"] = [self.sprint_points[i] for i in rows]
         return out
 
     def view(self) -> dict[str, Any]:
@@ -370,8 +372,8 @@ class PackRace(SprintsAndBreakaways):
                      "passages": self.cross_m, "round": self.round,
                      "official": self.is_official,
                      "sprint_laps": [k + 1 for k in sorted(self.sprint_k)],
-                     "points": {"sprint": list(self.points_sprint),
-                                "final": list(self.points_final)}
+                     "sprint_points_table": {"sprint": list(self.table_intermediate),
+                                "final": list(self.table_final)}
                      if self.kind == "mass_start" else None},
             "skaters": {s.bib: s.public(self.distance) for s in self.skaters},
             **self._teams_view(),

@@ -20,8 +20,8 @@ from icetime.view import STORY_LOG_MAX
 from .model import (
     FINISH_PRECEDENCE,
     NOT_PASSED,
-    Event,
     InputError,
+    RaceEvent,
     RaceInput,
     RoutedGun,
     RoutedPassing,
@@ -98,10 +98,10 @@ class RaceBase:
     def view(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[Event]:
+    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         raise NotImplementedError
 
-    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[Event]:
+    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         """A routed passing: ``routed.bib`` crossed at ``routed.t`` (common clock, µs)."""
         raise NotImplementedError
 
@@ -145,7 +145,7 @@ class RaceBase:
         self.is_official = False  # set by an official's decision; World Cup points count
 
     # ------------------------------------------------------------------ input
-    def feed(self, input_id: str, inp: RaceInput) -> list[Event]:
+    def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         """Apply one routed input; decisions, late official times and restarts give a
         revision. Raises :class:`InputError` (or KeyError, ValueError) on an input the
         race cannot apply."""
@@ -167,7 +167,7 @@ class RaceBase:
         return self._apply(input_id, inp, emit=True)
 
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None
-                  ) -> list[Event]:
+                  ) -> list[RaceEvent]:
         """Replay the race's input log from scratch and describe the result as one
         revision; ``told`` are story lines to tell with it."""
         before = self.classification()
@@ -179,7 +179,7 @@ class RaceBase:
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
 
-    def _apply(self, input_id: str, inp: RaceInput, emit: bool) -> list[Event]:
+    def _apply(self, input_id: str, inp: RaceInput, emit: bool) -> list[RaceEvent]:
         """Apply one input to the state; ``emit=False`` in a replay (state only)."""
         match inp:
             case RoutedPassing():

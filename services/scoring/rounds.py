@@ -15,7 +15,7 @@ engine hands in its races and gets back the start-list entries of the races to c
 * ``places``: the places in each race that go to ``to``; ``best``: of the skaters placed
   ``place``, the ``count`` fastest go too (the "best thirds").
 * A skater the referee advanced (ADV) goes to the first ``to`` of the round.
-* A round with ``heats`` splits its skaters over that many races, seeded by the place
+* A round with ``heats`` divides its skaters over that many races (heats), seeded by the place
   and time that brought them (serpentine); otherwise it is one race.
 * A skater sanctioned PEN in a race does not advance from it; a YC or RC also forfeits
   every other result of the event.
@@ -47,6 +47,9 @@ def slug(name: str) -> str:
 
 
 class Event:
+    """A competition event (the ISU's term): one distance raced in rounds. Not a race
+    event (``model.RaceEvent``, what races publish)."""
+
     def __init__(self, spec: dict[str, Any]) -> None:
         self.id = str(spec["id"])
         self.name = str(spec.get("name", self.id))
@@ -114,8 +117,8 @@ class Event:
         heats = int(rnd.get("heats", 1))
         groups: list[list[str]] = [[] for _ in range(heats)]
         for n, bib in enumerate(bibs):  # serpentine: 1 2 3 3 2 1 ...
-            lap, pos = divmod(n, heats)
-            groups[pos if lap % 2 == 0 else heats - 1 - pos].append(bib)
+            sweep, pos = divmod(n, heats)
+            groups[pos if sweep % 2 == 0 else heats - 1 - pos].append(bib)
         specs = []
         for h, group in enumerate(groups, start=1):
             suffix = str(h) if heats > 1 else ""

@@ -19,6 +19,7 @@ an entry that is not a valid input is refused like an input the engine cannot ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -29,14 +30,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from icetime import bus, keys
+from icetime.logs import about
 from icetime.messages import FeedInput, decode_stored
 from icetime.rules import load as load_rules
+from icetime.service import Ready
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from .competition import Competition
 
-log = logging.getLogger("scoring")
+log = logging.getLogger(__name__)
 BATCH = 200
 #: How often the counters are written for /api/health (off the per-input path).
 STATS_EVERY_S = 1.0
@@ -107,14 +110,14 @@ class ScoringRunner:
             return
         inp = self.decode(sid, fields)
         if inp is None:
-            log.warning("input refused: %s", self.engine.last_error)
+            log.warning("input refused: %s", self.engine.last_error, extra=about(input_id=sid))
             await self.bus.publish(sid, [])  # no events; acknowledged, progress moves past
             self.progress = bus.parse_id(sid)
             return
         refused = self.engine.stats["refused"]
         out = self.engine.feed(sid, inp)
         if self.engine.stats["refused"] > refused:
-            log.warning("input refused: %s", self.engine.last_error)
+            log.warning("input refused: %s", self.engine.last_error, extra=about(inp))
         hops: dict[str, Any] = {"source_us": inp.sent_us, "ingest_us": inp.rx_us,
                                 "scoring_us": now_us()}
         batch = []
@@ -160,13 +163,20 @@ class ScoringRunner:
                 backoff = min(backoff * 2, 5.0)
 
 
-async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
+                ready: Ready | None = None) -> None:
+    """Score until ``stop`` is set; ``ready`` gets ``{}`` (no listeners). Raises what
+    the runner raised if it died: a silently dead scorer would publish nothing."""
     runner = ScoringRunner(settings, r)
     log.info("scoring started")
     task = asyncio.create_task(runner.run(stop))
-    await stop.wait()
-    task.cancel()
+    stopped = asyncio.create_task(stop.wait())
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
+        if ready:
+            await ready({})
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # re-raises the runner's own exception, if it died of one

@@ -89,13 +89,14 @@ def pack_bell(name: str) -> str:
     return f"Bell: last lap, {name} leads"
 
 
-def pack_sprint(number: int, lap: int, names: list[str], points: list[int]) -> str:
-    scored = ", ".join(f"{n} {p}" for n, p in zip(names, points, strict=True))
-    return f"Sprint {number} (lap {lap}): {scored}"
+def pack_sprint(number: int, lap_number: int, names: list[str],
+                sprint_points: list[int]) -> str:
+    scored = ", ".join(f"{n} {p}" for n, p in zip(names, sprint_points, strict=True))
+    return f"Sprint {number} (lap {lap_number}): {scored}"
 
 
-def pack_stopped(name: str, laps_done: int) -> str:
-    return f"{name} has stopped after {laps_word(laps_done)} (fall?)"
+def pack_stopped(name: str, crossings: int) -> str:
+    return f"{name} has stopped after {laps_word(crossings)} (fall?)"
 
 
 def pack_breakaway(names: list[str], gap_us: int, metres: int | None, laps_to_go: int) -> str:
@@ -105,8 +106,9 @@ def pack_breakaway(names: list[str], gap_us: int, metres: int | None, laps_to_go
            f"{laps_word(laps_to_go)} to go"
 
 
-def pack_finish(name: str, t: int, rank: int | None, points: int | None) -> list[str]:
-    pts = "" if points is None else f", {points} point{'' if points == 1 else 's'}"
+def pack_finish(name: str, t: int, rank: int | None, sprint_points: int | None) -> list[str]:
+    pts = "" if sprint_points is None else \
+        f", {sprint_points} point{'' if sprint_points == 1 else 's'}"
     if rank == 1:
         return [f"{name} wins in {format_time(t, 3)}{pts}"]
     place = ordinal(rank) if rank else "finishes"

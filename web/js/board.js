@@ -35,19 +35,19 @@ function lane(view, bib, lane) {
   if (res.final) {
     const rank = view.classification.rank[view.classification.bib.indexOf(bib)];
     clock = `<div class="clock final" data-testid="board-clock-${lane}">${fmtTime(res.final.t)}</div>` +
-      `<div class="split" data-testid="board-result-${lane}">${rank ? ordinal(rank) : ""} ` +
+      `<div class="under" data-testid="board-result-${lane}">${rank ? ordinal(rank) : ""} ` +
       `<span class="flags">${res.final.flags.map((f) => `<span>${f}</span>`).join("")}</span></div>`;
   } else if (res.status) {
     clock = `<div class="clock"><span class="code">${res.status}</span></div>`;
   }
   // Two short lines, so the gap is never the part that does not fit.
-  const split = last && !res.final
-    ? `<div class="split" data-testid="board-split-${lane}"><div>${last.m} m ${fmtTime(last.t)}</div>` +
+  const lastPassage = last && !res.final
+    ? `<div class="under" data-testid="board-passage-${lane}"><div>${last.m} m ${fmtTime(last.t)}</div>` +
       `<div><span class="rank">${ordinal(last.rank)}</span> ` +
       (last.gap_leader !== null ? `<span class="gap ${last.gap_leader > 0 ? "slower" : "faster"}">${fmtGap(last.gap_leader)}</span>` : "") + `</div></div>`
     : "";
   return `<section class="lane ${lane}" data-testid="board-lane-${lane}">
-    <div class="name">${esc(sk.name)}</div><div class="nation">${esc(sk.nation)}</div>${clock}${split}</section>`;
+    <div class="name">${esc(sk.name)}</div><div class="nation">${esc(sk.nation)}</div>${clock}${lastPassage}</section>`;
 }
 
 // The pack on the ice: the order with gaps (or laps down), laps to go with the bell,
@@ -103,7 +103,7 @@ function render(view) {
     $("main").innerHTML = `<div class="podium" data-testid="board-podium">${c.bib.slice(0, 3).map((bib, i) =>
       `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
       `<div class="who">${esc(view.skaters[bib].name)}</div><div class="t">${fmtTime(c.t[i], places)}</div>` +
-      (c.points ? `<div class="pts">${c.points[i]} pts</div>` : "") + `</div>`).join("")}</div>`;
+      (c.sprint_points ? `<div class="pts">${c.sprint_points[i]} pts</div>` : "") + `</div>`).join("")}</div>`;
   } else if (m === "standings" && view.current_pair !== null) {
     const pair = view.pairs.find((p) => p.pair === view.current_pair);
     $("main").innerHTML = `<div class="lanes">${[["I", pair.inner], ["O", pair.outer]]

@@ -21,7 +21,7 @@ function laneRows(view, bib, lane) {
     if (!p) return `<tr class="pending"><td>${m} m</td><td colspan="5"></td></tr>`;
     const lead = p.gap_leader === null ? "" : fmtGap(p.gap_leader);
     return `<tr data-m="${m}"><td>${m} m</td><td class="num t">${fmtTime(p.t)}</td>` +
-      `<td class="num">${k ? fmtTime(p.lap) : ""}</td><td class="num rank">${p.rank}</td>` +
+      `<td class="num">${k ? fmtTime(p.lap_time) : ""}</td><td class="num rank">${p.rank}</td>` +
       `<td class="num gap ${gapClass(p.gap_leader)}">${lead}</td>` +
       `<td class="num">${p.projected ? "→ " + fmtTime(p.projected) : ""}</td></tr>`;
   }).join("");
@@ -32,7 +32,7 @@ function laneRows(view, bib, lane) {
     <div class="who"><span class="band" aria-label="${lane === "I" ? "inner lane" : "outer lane"}">${lane}</span>
       <span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></div>
     <div class="clock" data-bib="${bib}" data-testid="clock-${lane}">${final || status || ""}</div>
-    <table class="splits"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
+    <table class="passages"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
   </div>`;
 }
 
@@ -136,8 +136,8 @@ function packCard(view, bib) {
     ? `<span class="final" data-testid="follow-final-${bib}">${finalTime(view, bib)}</span>`
     : `<span class="rank">${ordinal(view.pack.order.indexOf(bib) + 1)}</span>`);
   const pts = pointsOf(view, bib);
-  const line = row ? `<div class="lastp" data-testid="follow-last-${bib}">lap ${row.lap} ` +
-    `<b>${fmtTime(row.lap_t)}</b> · ${ordinal(row.position)} across` +
+  const line = row ? `<div class="lastp" data-testid="follow-last-${bib}">lap ${row.lap_number} ` +
+    `<b>${fmtTime(row.lap_time)}</b> · ${ordinal(row.position)} across` +
     (behind(view, bib) ? ` · <span class="gap slower">${behind(view, bib)}</span>` : "") +
     (pts !== null ? ` · ${pts} pts` : "") + `</div>` : "";
   return `<div class="fcard" data-bib="${bib}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
@@ -168,7 +168,7 @@ function renderPack(view) {
     const sk = view.skaters[bib];
     return `<tr data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td class="who">${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i], digits(view))}</td>` +
-      `<td class="num">${c.points ? c.points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
+      `<td class="num">${c.sprint_points ? c.sprint_points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
   }).join("");
 }
 

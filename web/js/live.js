@@ -84,7 +84,7 @@ export class LiveRace {
       this.backoff = 500;
       this.lastMessageAt = Date.now();
       for (let i = 0; i < 3; i++) setTimeout(() => this.sync(), i * 150);
-      const sub = { op: "subscribe", race: this.race };
+      const sub = { op: "subscribe", race: this.race, protocol: 2 };
       if (this.epoch && this.offset) Object.assign(sub, { epoch: this.epoch, offset: this.offset });
       ws.send(JSON.stringify(sub));
     };

@@ -1,4 +1,4 @@
-// The commentator's split monitor: every skater x passage, stories, feed health, and
+// The commentator's monitor: every skater x passage, stories, feed health, and
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap } from "./view.js";
@@ -15,7 +15,7 @@ const STALE_MS = 10000;
 const prefs = { pinned: [], compare: [], order: "start" };
 let selected = null;
 let live = null;
-let lastPassingAt = 0;  // local time the last passage, finish or split arrived
+let lastTimingAt = 0;  // local time the last passage, finish or split arrived
 const latencies = [];
 
 const prefsKey = () => `icetime.monitor.${live.race}`;
@@ -28,9 +28,6 @@ function startOrder(view) {
   if (isPack(view)) return view.pack.order;  // a pack race: the running order
   return view.pairs.flatMap((p) => [p.inner, p.outer]).filter(Boolean);
 }
-
-// A lap time, whichever kind of row: a pair race's `lap`, a pack race's `lap_t`.
-const lapOf = (p) => (p.lap_t !== undefined ? p.lap_t : p.lap);
 
 // Pinned skaters first (in the order pinned), then start order or the classification.
 function rowOrder(view) {
@@ -45,12 +42,12 @@ function rowOrder(view) {
 
 // The fastest time and lap at each passage so far, for the purple cells.
 function bests(view) {
-  const out = view.race.passages.map(() => ({ t: Infinity, lap: Infinity }));
+  const out = view.race.passages.map(() => ({ t: Infinity, lap_time: Infinity }));
   for (const res of Object.values(view.results)) {
     res.passages.forEach((p, k) => {
       if (!p) return;
       out[k].t = Math.min(out[k].t, p.t);
-      if (k) out[k].lap = Math.min(out[k].lap, lapOf(p));
+      if (k) out[k].lap_time = Math.min(out[k].lap_time, p.lap_time);
     });
   }
   return out;
@@ -71,7 +68,7 @@ function crossedBy(members, p) {
 
 function cell(p, best, members) {
   if (!p) return `<td class="cell empty"></td>`;
-  const lap = p.k ? `<span class="lap${p.lap === best.lap ? " best-lap" : ""}">${fmtTime(p.lap)}</span>` : `<span class="lap"></span>`;
+  const lap = p.k ? `<span class="lap${p.lap_time === best.lap_time ? " best-lap" : ""}">${fmtTime(p.lap_time)}</span>` : `<span class="lap"></span>`;
   const who = crossedBy(members, p);
   return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}"${who ? ` title="${esc(who)}"` : ""}>` +
     `<div class="t">${fmtTime(p.t)}</div><div class="sub">${lap}` +
@@ -108,7 +105,7 @@ function compareTable(view) {
   const rows = view.race.passages.map((m, k) => {
     const pa = ra.passages[k], pb = rb.passages[k];
     const d = pa && pb ? pa.t - pb.t : null;
-    const dl = pa && pb && k ? lapOf(pa) - lapOf(pb) : null;
+    const dl = pa && pb && k ? pa.lap_time - pb.lap_time : null;
     const label = isPack(view) ? `lap ${k + 1}` : `${m} m`;
     return `<tr data-m="${m}"><td>${label}</td><td class="num">${pa ? fmtTime(pa.t) : ""}</td>` +
       `<td class="num">${pb ? fmtTime(pb.t) : ""}</td><td class="num gap diff ${gapClass(d)}">${d === null ? "" : fmtGap(d)}</td>` +
@@ -121,7 +118,7 @@ function compareTable(view) {
 // A pack race's cell: the lap time, the place across the line and the gap to the first.
 function packCell(p, best) {
   if (!p) return `<td class="cell empty"></td>`;
-  return `<td class="cell" data-lap="${p.lap}"><div class="t${p.k && p.lap_t === best.lap ? " best-lap" : ""}">${p.k ? fmtTime(p.lap_t) : fmtTime(p.t)}</div>` +
+  return `<td class="cell" data-lap="${p.lap_number}"><div class="t${p.k && p.lap_time === best.lap_time ? " best-lap" : ""}">${p.k ? fmtTime(p.lap_time) : fmtTime(p.t)}</div>` +
     `<div class="sub"><span class="rk">${p.position}</span><span class="gap ${p.gap_leader ? "slower" : "faster"}">${p.gap_leader ? fmtGap(p.gap_leader) : ""}</span></div></td>`;
 }
 
@@ -134,7 +131,7 @@ function packRow(view, bib, best) {
   return `<tr data-bib="${bib}" class="${classes}" aria-selected="${selected === bib}">` +
     `<td class="pr">${view.pack.order.indexOf(bib) + 1}</td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(subtitle(view, bib))}</span></td>` +
-    `<td class="num">${view.pack.laps[bib]}</td><td class="num behind">${badge(view, bib) || behind(view, bib)}</td>` +
+    `<td class="num">${view.pack.crossings[bib]}</td><td class="num behind">${badge(view, bib) || behind(view, bib)}</td>` +
     (pts !== null ? `<td class="num pts">${pts}</td>` : "") +
     view.race.passages.map((m, k) => packCell(res.passages[k], best[k])).join("") +
     `<td class="final" data-testid="final-${bib}">${final}</td></tr>`;
@@ -145,7 +142,7 @@ function renderPack(view) {
   $("records").textContent = breakawayText(view) ? `breakaway ${breakawayText(view)}` : "";
   $("pair").textContent = lapsToGo(pack);
   const best = bests(view);
-  const pts = pack.points !== null;
+  const pts = pack.sprint_points !== null;
   $("grid-head").innerHTML = `<tr><th>Pos</th><th>Skater</th><th class="num">Laps</th><th class="num">Behind</th>` +
     (pts ? `<th class="num">Pts</th>` : "") +
     view.race.passages.map((m, k) => `<th class="num${view.race.sprint_laps && view.race.sprint_laps.includes(k + 1) ? " sprint" : ""}">${k + 1}</th>`).join("") +
@@ -188,7 +185,7 @@ function median(xs) {
 }
 
 function onEvent(ev, msg) {
-  if (ev.type === "passage" || ev.type === "finish" || ev.type === "split") lastPassingAt = Date.now();
+  if (ev.type === "passage" || ev.type === "finish" || ev.type === "split") lastTimingAt = Date.now();
   const from = ev.hops && (ev.hops.source_us ?? ev.hops.ingest_us);
   if (from && msg.broadcast_us) {
     latencies.push((msg.broadcast_us - from) / 1000);
@@ -232,7 +229,7 @@ async function pollHealth() {
   const lat = median(latencies);
   parts.push(`<span class="chip" data-testid="latency">latency ${lat === null ? "–" : lat.toFixed(1) + " ms"}` +
     `${latencies.length ? ` (last ${latencies[latencies.length - 1].toFixed(1)} ms)` : ""}</span>`);
-  parts.push(`<span class="chip" data-testid="last-passing">last passing ${lastPassingAt ? ago((Date.now() - lastPassingAt) * 1000) : "–"}</span>`);
+  parts.push(`<span class="chip" data-testid="last-passing">last passing ${lastTimingAt ? ago((Date.now() - lastTimingAt) * 1000) : "–"}</span>`);
   $("health").innerHTML = parts.join("");
 }
 

@@ -7,7 +7,7 @@ export const isPack = (view) => Boolean(view && view.pack);
 export function lapsToGo(pack) {
   const n = pack.laps_to_go;
   if (!pack.run && n === 0) return "Finished";
-  if (!pack.run && !Object.values(pack.laps).some(Boolean)) return "Start soon";
+  if (!pack.run && !Object.values(pack.crossings).some(Boolean)) return "Start soon";
   return n === 1 ? "Last lap" : n === 0 ? "Finished" : `${n} laps to go`;
 }
 
@@ -19,7 +19,7 @@ export function lastRow(view, bib) {
 // Behind the leader: in laps when lapped, else the gap at her last crossing.
 export function behind(view, bib) {
   const pack = view.pack, lead = pack.order[0];
-  const down = (pack.laps[lead] || 0) - (pack.laps[bib] || 0);
+  const down = (pack.crossings[lead] || 0) - (pack.crossings[bib] || 0);
   const res = view.results[bib];
   if (res.final) {
     const c = view.classification, at = c.bib.indexOf(bib);
@@ -46,14 +46,15 @@ export function place(view, bib) {
   return view.pack.order.indexOf(bib) + 1;
 }
 
+// A skater's sprint points so far (mass start), else null.
 export function pointsOf(view, bib) {
-  return view.pack.points ? view.pack.points[bib] || 0 : null;
+  return view.pack.sprint_points ? view.pack.sprint_points[bib] || 0 : null;
 }
 
-// The live points table (mass start): everyone with points, most first.
+// The live sprint points table (mass start): everyone with points, most first.
 export function pointsTable(view) {
-  if (!view.pack.points) return [];
-  return Object.entries(view.pack.points).filter(([, p]) => p > 0)
+  if (!view.pack.sprint_points) return [];
+  return Object.entries(view.pack.sprint_points).filter(([, p]) => p > 0)
     .sort((a, b) => b[1] - a[1] || view.pack.order.indexOf(a[0]) - view.pack.order.indexOf(b[0]));
 }
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from icetime.messages import MAX_SEQ, MAX_TIME_US
+
 from . import Damaged
-from .p3 import crc16
+from .p3 import MAX_NAME, crc16
 
 SOH = 0x01
 MAX_LINE = 512
@@ -27,7 +29,8 @@ class AsciiRecord:
 
 def _seconds_to_us(text: str) -> int:
     whole, _, frac = text.partition(".")
-    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+    return (_int(whole, "seconds") * 1_000_000
+            + (_int((frac + "000000")[:6], "seconds") if frac else 0))
 
 
 def parse_line(line: bytes) -> AsciiRecord | Damaged:
@@ -48,16 +51,40 @@ def parse_line(line: bytes) -> AsciiRecord | Damaged:
     parts = text[:cut].split("\t")
     try:
         if parts[0] == "@" and len(parts) == 8:
-            return AsciiRecord("passing", {
-                "decoder": int(parts[1]), "seq": int(parts[2]), "transponder": parts[3],
-                "time_us": _seconds_to_us(parts[4]), "hits": int(parts[5]),
-                "strength": int(parts[6]), "status": int(parts[7])}, line)
+            rec = AsciiRecord("passing", {
+                "decoder": _int(parts[1], "decoder"), "seq": _int(parts[2], "seq"),
+                "transponder": parts[3], "time_us": _seconds_to_us(parts[4]),
+                "hits": _int(parts[5], "hits"), "strength": _int(parts[6], "strength"),
+                "status": _int(parts[7], "status")}, line)
+            return _check_passing(rec)
         if parts[0] == "#" and len(parts) == 4:
-            return AsciiRecord("status", {"decoder": int(parts[1]), "seq": int(parts[2]),
-                                          "noise": int(parts[3])}, line)
+            return AsciiRecord("status", {"decoder": _int(parts[1], "decoder"),
+                                          "seq": _int(parts[2], "seq"),
+                                          "noise": _int(parts[3], "noise")}, line)
     except ValueError as exc:
         return Damaged(f"bad number: {exc}", line)
     return AsciiRecord("other", {"type": parts[0], "values": parts[1:]}, line)
+
+
+def _int(text: str, name: str) -> int:
+    """Plain decimal digits only (int() would also take signs, spaces and ``1_0``);
+    ValueError naming the field otherwise."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{name} is not a decimal number")
+    return int(text)
+
+
+def _check_passing(rec: AsciiRecord) -> AsciiRecord | Damaged:
+    """A passing the feed can take: seq and time in range, a printable transponder."""
+    f = rec.fields
+    if f["seq"] > MAX_SEQ:
+        return Damaged(f"record number {f['seq']} out of range", rec.raw)
+    if f["time_us"] > MAX_TIME_US:
+        return Damaged(f"time {f['time_us']} µs out of range", rec.raw)
+    tr = f["transponder"]
+    if not (tr and len(tr) <= MAX_NAME and tr.isprintable() and tr.strip() == tr):
+        return Damaged("transponder is empty, too long or not printable", rec.raw)
+    return rec
 
 
 class AmbAsciiDecoder:

@@ -5,7 +5,8 @@ One link per ``[[decoders]]`` entry, by its ``protocol``:
 * ``p3`` (:class:`P3Link`): MYLAPS/AMB P3 on TCP. PASSING records become feed
   inputs with ``seq = passing number``, so (decoder, passing number) makes them
   idempotent. Passing numbers are consecutive per decoder: a gap, or a reconnect,
-  sends a RESEND request (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing.
+  sends RESEND requests (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing,
+  bounded by :mod:`.numbers` (a jump is reported, not asked for).
   With ``sync_clock``, GET_TIME measures the decoder's clock.
 * ``amb_ascii`` (:class:`AmbAsciiLink`): the legacy AMB ASCII lines on TCP; the
   decoder's own record number is the ``seq``.
@@ -20,10 +21,16 @@ All of them:
 * append every byte received to a capture log (``<data_dir>/captures``), framed
   as ``u64 receive µs, u32 length, bytes``, so a session can be replayed through
   the same codec;
-* reopen a dropped link with backoff; report, count and keep damaged records in
-  the rejects stream and carry on;
+* reopen a dropped link with backoff (doubling up to ``MAX_BACKOFF_S``): a decoder
+  that is down is warned about once, retried quietly (DEBUG) and announced when it
+  is back; report, count and keep damaged records in the rejects stream and carry on;
 * turn a passing of a ``gun_transponders`` id into a gun for the pair called to
   the start;
+* classify every record: a passing, a status (or another known record) or a
+  damaged record counted with its reason. An exception while handling one record
+  is logged with its traceback and counted (``internal_errors``), the record is kept
+  in the rejects stream, and the link carries on; a link task that fails anyway is
+  restarted by ingest (``services.ingest.server.supervise``);
 * publish health (link up or down, the decoder's status fields, the last passing,
   the counters, the clock offset): the latest per decoder in a Redis hash, every
   change as an event in a capped stream (see docs/decoders.md, "Health").
@@ -33,33 +40,48 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import struct
+from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from icetime import keys
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 
 from . import Damaged, amb_ascii, protime
-from .p3 import TOR, P3Decoder, P3Record, encode, u
+from .numbers import Anomaly, PassingNumbers
+from .p3 import TOR, P3Decoder, P3Passing, P3Record, classify, encode, u
 
 if TYPE_CHECKING:
     from ..server import Ingest
 
-log = logging.getLogger("decoder")
-#: After a reconnect, ask for this many passings past the last one we hold.
-RESEND_WINDOW = 10_000
+log = logging.getLogger(__name__)
+StoreResult = Literal["stored", "refused", "retry"]
 #: Health is published on each link change and STATUS, and after passings at most this
 #: often (for decoders that send no STATUS).
 HEALTH_EVERY_US = 1_000_000
 #: A link that stayed up this long was a good one: reconnect at once after it drops.
 STABLE_LINK_S = 2.0
+#: Reconnect attempts start this far apart and double up to MAX_BACKOFF_S, so a decoder
+#: that is switched off (or not there today) costs one attempt a minute.
+FIRST_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 60.0
 #: With sync_clock, measure the decoder's clock this often (and on every connect).
 CLOCK_CHECK_S = 30.0
 #: A measured offset this far from the one in use is a real clock change, not jitter:
 #: only then is it applied (re-applying jitter would move times within one race).
 CLOCK_STEP_US = 2_000
+#: Damaged records are counted by reason (numbers taken out) in health; at most this
+#: many reasons are kept apart, the rest count as "other".
+MAX_REASONS = 20
+#: The last few anomalies (jumps in the passing numbers) shown in health.
+MAX_ANOMALIES = 10
+#: An exception handling a record is logged with its traceback the first times, then
+#: once per this many, so that a bug hit by every record cannot flood the log.
+TRACEBACK_EVERY = 1000
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
 class CaptureLog:
@@ -92,14 +114,12 @@ def resend_request(first: int, last: int) -> bytes:
 
 
 def make_link(cfg: Decoder, ingest: Ingest, capture_dir: Path) -> DecoderLink:
-    """The link for a configured decoder, by its protocol."""
-    kinds: dict[str, type[DecoderLink]] = {
-        "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink,
-        "protime_udp": ProtimeUdpLink}
-    kind = kinds.get(cfg.protocol)
+    """The link for a configured decoder, by its protocol (one of settings.PROTOCOLS;
+    ValueError for another)."""
+    kind = LINKS.get(cfg.protocol)
     if kind is None:
         raise ValueError(f"decoder {cfg.id}: unknown protocol {cfg.protocol!r} "
-                         f"(known: {', '.join(kinds)})")
+                         f"(known: {', '.join(LINKS)})")
     return kind(cfg, ingest, capture_dir)
 
 
@@ -111,13 +131,23 @@ class DecoderLink:
 
     #: The capture log's file name ending.
     CAPTURE_SUFFIX = ".log"
+    #: The protocol's name in reject reasons.
+    PROTOCOL = "?"
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         self.cfg = cfg
         self.ingest = ingest
-        self.capture = CaptureLog(capture_dir / f"{cfg.id}{self.CAPTURE_SUFFIX}")
-        self.stats: dict[str, int] = {"connects": 0, "passings": 0, "duplicates": 0,
-                                      "damaged": 0, "resend_requests": 0}
+        self.capture_path = capture_dir / f"{cfg.id}{self.CAPTURE_SUFFIX}"
+        self.capture: CaptureLog | None = None
+        #: records = passing_records + status_records + other_records + damaged, and
+        #: passing_records = passings + duplicates + refused + not_stored.
+        self.stats: dict[str, int] = {
+            "connects": 0, "passings": 0, "duplicates": 0, "refused": 0, "not_stored": 0,
+            "records": 0, "passing_records": 0, "status_records": 0, "other_records": 0,
+            "damaged": 0, "resend_requests": 0, "internal_errors": 0, "failures": 0}
+        self.damaged_reasons: dict[str, int] = {}
+        self.anomalies: deque[dict[str, Any]] = deque(maxlen=MAX_ANOMALIES)
+        self.last_failure: str | None = None
         self.health: dict[str, Any] = {}
         self.connected = False
         self.last_passing_us: int | None = None
@@ -125,6 +155,8 @@ class DecoderLink:
         self.clock_rtt_us: int | None = None
         self.published_us = 0
         self.writer: asyncio.StreamWriter | None = None
+        #: Loop time the link went down (warned about once); None while it is up.
+        self.down_since: float | None = None
 
     def state(self) -> dict[str, Any]:
         """What the monitor and /api/health show for this decoder."""
@@ -132,7 +164,8 @@ class DecoderLink:
                 "connected": self.connected, "status": self.health,
                 "last_passing_us": self.last_passing_us,
                 "clock_offset_us": self.offset_us, "clock_rtt_us": self.clock_rtt_us,
-                **self.stats}
+                **self.stats, "damaged_reasons": dict(self.damaged_reasons),
+                "anomalies": list(self.anomalies), "last_failure": self.last_failure}
 
     async def publish_health(self, event: str) -> None:
         """The latest state in the hash, and the change as an event in the stream."""
@@ -149,36 +182,70 @@ class DecoderLink:
             log.warning("decoder %s: health not published: %s", self.cfg.id, exc)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Keep the link up until ``stop``. Raises only on what the link cannot handle
+        itself (the capture log cannot be opened, a bug): the caller logs and restarts
+        it (services.ingest.server.supervise), and this object carries on from its state."""
+        self.capture = CaptureLog(self.capture_path)
         try:
             await self._run(stop)
         finally:
+            self.connected = False
             self.capture.close()
             if self.writer is not None:
                 self.writer.close()
+                self.writer = None
+
+    def failed(self, exc: BaseException) -> None:
+        """The link task ended with ``exc``: shown in health as down, with the reason."""
+        self.connected = False
+        self.stats["failures"] += 1
+        self.last_failure = f"{type(exc).__name__}: {exc}"[:200]
 
     async def _run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        loop = asyncio.get_running_loop()
+        backoff = FIRST_BACKOFF_S
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        back: asyncio.TimerHandle | None = None
         while not stop.is_set():
             try:
                 reader, self.writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
             except OSError as exc:
-                log.warning("decoder %s unreachable (%s); retry in %.1fs", self.cfg.id, exc,
-                            backoff)
+                if self.down_since is None:
+                    self.down_since = loop.time()
+                    log.warning("decoder %s at %s unreachable (%s); retrying quietly, at "
+                                "least every %.0f s", self.cfg.id, where, exc, MAX_BACKOFF_S)
+                else:
+                    log.debug("decoder %s at %s still unreachable (%s); retry in %.1f s",
+                              self.cfg.id, where, exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            connected_at = asyncio.get_running_loop().time()
+            connected_at = loop.time()
             self.stats["connects"] += 1
             self.connected = True
-            log.info("decoder %s connected", self.cfg.id)
+            if self.down_since is None:
+                log.info("decoder %s at %s connected", self.cfg.id, where)
+            else:
+                # Announced once it has stayed up: a decoder that accepts and drops at
+                # once is still down, and must not log a line per attempt.
+                log.debug("decoder %s at %s connected", self.cfg.id, where)
+                back = loop.call_later(STABLE_LINK_S, self._back, where)
             await self.publish_health("connected")
             await self.on_connect()
             clock = asyncio.create_task(self.clock_loop()) if self.cfg.sync_clock else None
             try:
                 await self.pump(reader, stop)
             except (OSError, ConnectionError) as exc:
-                log.warning("decoder %s link lost: %s", self.cfg.id, exc)
+                if self.down_since is None:
+                    self.down_since = loop.time()
+                    log.warning("decoder %s at %s: link lost (%s); reconnecting", self.cfg.id,
+                                where, exc)
+                else:
+                    log.debug("decoder %s at %s: link lost again (%s)", self.cfg.id, where, exc)
             finally:
+                if back is not None:
+                    back.cancel()
+                    back = None
                 if clock is not None:
                     clock.cancel()
                 self.writer.close()
@@ -187,19 +254,27 @@ class DecoderLink:
             if stop.is_set():
                 break
             await self.publish_health("disconnected")
-            if asyncio.get_running_loop().time() - connected_at < STABLE_LINK_S:
+            if loop.time() - connected_at < STABLE_LINK_S:
                 # A decoder that accepts and drops at once must not be hammered.
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             else:
-                backoff = 0.1
+                backoff = FIRST_BACKOFF_S
+
+    def _back(self, where: str) -> None:
+        """The link has stayed up STABLE_LINK_S after an outage: say so, once."""
+        if self.down_since is not None:
+            down_s = asyncio.get_running_loop().time() - self.down_since - STABLE_LINK_S
+            log.info("decoder %s at %s is back after %.1f s down", self.cfg.id, where, down_s)
+            self.down_since = None
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         while not stop.is_set():
             data = await reader.read(65536)
             if not data:
                 raise ConnectionResetError("decoder closed the connection")
-            self.capture.write(data)
+            if self.capture is not None:
+                self.capture.write(data)
             await self.received(data)
 
     async def on_connect(self) -> None:
@@ -211,17 +286,45 @@ class DecoderLink:
     async def received(self, data: bytes) -> None:
         raise NotImplementedError
 
-    async def damaged(self, item: Damaged, protocol: str) -> None:
+    async def take(self, item: Any) -> None:
+        """Handle one record (or Damaged) from the codec with :meth:`handle`. An
+        exception other than the connection's own is a bug: logged with its traceback,
+        counted, the record kept in the rejects stream, and the link goes on."""
+        self.stats["records"] += 1
+        try:
+            await self.handle(item)
+        except OSError:
+            raise  # the connection itself (a RESEND or ack that cannot be written)
+        except Exception as exc:
+            n = self.stats["internal_errors"] = self.stats["internal_errors"] + 1
+            if n <= 10 or n % TRACEBACK_EVERY == 0:
+                log.exception("decoder %s: a %s record could not be handled (%d so far); "
+                              "kept in the rejects stream", self.cfg.id, self.PROTOCOL, n)
+            raw = getattr(item, "raw", b"")
+            await self.ingest.reject(self.cfg.id, raw if isinstance(raw, bytes) else b"",
+                                     f"{self.PROTOCOL}: not handled ({type(exc).__name__})")
+
+    async def handle(self, item: Any) -> None:
+        raise NotImplementedError
+
+    async def damaged(self, item: Damaged) -> None:
+        """Count a damaged record by its reason and keep it in the rejects stream."""
         self.stats["damaged"] += 1
-        await self.ingest.reject(self.cfg.id, item.raw, f"{protocol}: {item.reason}")
+        key = _NUMBERS.sub("N", item.reason)[:80]
+        if key not in self.damaged_reasons and len(self.damaged_reasons) >= MAX_REASONS:
+            key = "other"
+        self.damaged_reasons[key] = self.damaged_reasons.get(key, 0) + 1
+        await self.ingest.reject(self.cfg.id, item.raw, f"{self.PROTOCOL}: {item.reason}")
 
     async def status(self, fields: dict[str, Any]) -> None:
         self.health = {**fields, "last_seen_us": now_us()}
         await self.publish_health("status")
 
     async def store_passing(self, seq: int, transponder: str, t: int, raw: bytes,
-                            point: str | None = None) -> bool:
-        """Hand a passing (or a start beacon) to ingest; True once it is stored."""
+                            point: str | None = None) -> StoreResult:
+        """Hand a passing (or a start beacon) to ingest: ``"stored"`` (or a duplicate of
+        one stored), ``"refused"`` (ingest refused it and keeps it in the rejects stream)
+        or ``"retry"`` (storage unavailable: ask the decoder for it again)."""
         if transponder in self.cfg.gun_transponders:
             # The start impulse as a beacon passing: a gun for the pair called to the start.
             inp: dict[str, Any] = {"type": "gun", "seq": seq, "t": t}
@@ -230,24 +333,37 @@ class DecoderLink:
                    "point": point or self.cfg.point}
         reply = await self.ingest.accept(inp, self.cfg.id, raw)
         if not reply.get("ok"):
-            return False
+            retry = bool(reply.get("retry"))
+            self.stats["not_stored" if retry else "refused"] += 1
+            return "retry" if retry else "refused"
         self.last_passing_us = now_us()
         self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1
         if self.last_passing_us - self.published_us > HEALTH_EVERY_US:
             # Decoders without STATUS records (ASCII, Protime) still show their counts.
             await self.publish_health("passing")
-        return True
+        return "stored"
 
 
 class P3Link(DecoderLink):
     CAPTURE_SUFFIX = ".p3log"
+    PROTOCOL = "P3"
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         super().__init__(cfg, ingest, capture_dir)
         self.codec = P3Decoder()
-        self.have: set[int] = set()  # passing numbers stored this session
-        self.highest: int | None = None
+        #: The passing numbers seen, what is missing; None until ingest says where it was.
+        self.numbers: PassingNumbers | None = None
         self._time_asked_us: int | None = None
+        self.stats["utc_only"] = 0  # passings timed by their UTC field (no RTC time)
+
+    def state(self) -> dict[str, Any]:
+        nb = self.numbers
+        return {**super().state(),
+                "highest_passing": nb.highest if nb else None,
+                "missing": len(nb.missing) if nb else 0,
+                "missing_given_up": nb.given_up if nb else 0,
+                "jumps": nb.jumps if nb else 0,
+                "new_numberings": nb.new_numberings if nb else 0}
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         self.codec = P3Decoder()  # a new connection starts a new byte stream
@@ -255,24 +371,29 @@ class P3Link(DecoderLink):
 
     async def received(self, data: bytes) -> None:
         for item in self.codec.feed(data):
-            if isinstance(item, Damaged):
-                await self.damaged(item, "P3")
-            elif item.tor == TOR["PASSING"]:
-                await self.on_passing(item)
-            elif item.tor == TOR["GET_TIME"]:
-                await self.on_time(item)
-            elif item.tor == TOR["STATUS"]:
-                await self.status(item.fields)
+            await self.take(item)
+
+    async def handle(self, item: P3Record | Damaged) -> None:
+        kind = item if isinstance(item, Damaged) else classify(item)
+        if isinstance(kind, Damaged):
+            await self.damaged(kind)
+        elif isinstance(kind, P3Passing):
+            self.stats["passing_records"] += 1
+            await self.on_passing(kind)
+        elif kind.tor == TOR["STATUS"]:
+            self.stats["status_records"] += 1
+            await self.status(kind.fields)
+        else:
+            self.stats["other_records"] += 1
+            if kind.tor == TOR["GET_TIME"]:
+                await self.on_time(kind)
 
     async def on_connect(self) -> None:
-        if self.highest is None:
-            last = await self.ingest.last_seq(self.cfg.id)
-            self.highest = last
-            if last is not None:
-                self.have.update(range(max(0, last - RESEND_WINDOW), last + 1))
-        if self.highest is not None:
-            # Whatever the decoder saw while the link was down.
-            await self.request(self.highest + 1, self.highest + RESEND_WINDOW)
+        if self.numbers is None:
+            self.numbers = PassingNumbers(await self.ingest.last_seq(self.cfg.id))
+        # Whatever was missing, and whatever the decoder saw while the link was down.
+        for first, last in self.numbers.reconnect_requests():
+            await self.request(first, last)
 
     async def clock_loop(self) -> None:
         while self.writer is not None:
@@ -309,22 +430,35 @@ class P3Link(DecoderLink):
         self.writer.write(resend_request(first, last))
         await self.writer.drain()
 
-    async def on_passing(self, rec: P3Record) -> None:
-        f = rec.fields
-        n = f.get("passing_number")
-        if n is None or ("transponder" not in f and "tran_code" not in f):
-            await self.ingest.reject(self.cfg.id, rec.raw, "P3 passing without number or id")
-            return
-        if self.highest is not None and n > self.highest + 1:
-            missing = [m for m in range(self.highest + 1, n) if m not in self.have]
-            if missing:
-                log.warning("decoder %s: passings %d..%d missing; asking again", self.cfg.id,
-                            missing[0], missing[-1])
-                await self.request(missing[0], missing[-1])
-        transponder = str(f.get("tran_code") or f["transponder"])
-        if await self.store_passing(n, transponder, f["rtc_time"], rec.raw):
-            self.have.add(n)
-            self.highest = n if self.highest is None else max(self.highest, n)
+    async def on_passing(self, p: P3Passing) -> None:
+        if self.numbers is None:  # a record before on_connect ran (replays, tests)
+            self.numbers = PassingNumbers(await self.ingest.last_seq(self.cfg.id))
+        if p.clock == "utc":
+            self.stats["utc_only"] += 1
+        verdict = self.numbers.arrived(p.number)
+        if verdict.anomaly is not None:
+            await self.report(verdict.anomaly)
+        if verdict.requests:
+            log.warning("decoder %s: passings %d..%d missing; asking again (%d request%s)",
+                        self.cfg.id, verdict.requests[0][0], verdict.requests[-1][1],
+                        len(verdict.requests), "" if len(verdict.requests) == 1 else "s")
+        for first, last in verdict.requests:
+            await self.request(first, last)
+        if await self.store_passing(p.number, p.transponder, p.t_us, p.raw) == "retry":
+            self.numbers.failed(p.number)
+
+    async def report(self, a: Anomaly) -> None:
+        """A jump in the passing numbers: logged, counted, and shown in health."""
+        if a.kind == "jump":
+            log.warning("decoder %s: passing number jumped from %d to %d; not asking for "
+                        "the gap (a corrupted number, or a decoder numbering anew)",
+                        self.cfg.id, a.highest, a.to)
+        else:
+            log.warning("decoder %s: passings go on from %d: a new numbering (the old one "
+                        "ended at %d); earlier gaps given up", self.cfg.id, a.to, a.highest)
+        self.anomalies.append({"kind": a.kind, "from": a.highest, "to": a.to,
+                               "at_us": now_us()})
+        await self.publish_health("anomaly")
 
 
 class AmbAsciiLink(DecoderLink):
@@ -332,6 +466,11 @@ class AmbAsciiLink(DecoderLink):
     decoder's own buffering; its record numbers still make repeats duplicates."""
 
     CAPTURE_SUFFIX = ".amblog"
+    PROTOCOL = "AMB ASCII"
+
+    def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
+        super().__init__(cfg, ingest, capture_dir)
+        self.codec = amb_ascii.AmbAsciiDecoder()
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         self.codec = amb_ascii.AmbAsciiDecoder()
@@ -339,19 +478,31 @@ class AmbAsciiLink(DecoderLink):
 
     async def received(self, data: bytes) -> None:
         for item in self.codec.feed(data):
-            if isinstance(item, Damaged):
-                await self.damaged(item, "AMB ASCII")
-            elif item.kind == "passing":
-                inp = amb_ascii.passing_input(item, self.cfg.point)
-                await self.store_passing(inp["seq"], inp["transponder"], inp["t"], item.raw)
-            elif item.kind == "status":
-                await self.status(item.fields)
+            await self.take(item)
+
+    async def handle(self, item: amb_ascii.AsciiRecord | Damaged) -> None:
+        if isinstance(item, Damaged):
+            await self.damaged(item)
+        elif item.kind == "passing":
+            self.stats["passing_records"] += 1
+            inp = amb_ascii.passing_input(item, self.cfg.point)
+            await self.store_passing(inp["seq"], inp["transponder"], inp["t"], item.raw)
+        elif item.kind == "status":
+            self.stats["status_records"] += 1
+            await self.status(item.fields)
+        else:
+            self.stats["other_records"] += 1
 
 
 class ProtimeLink(DecoderLink):
     """Protime telegrams on TCP: each valid one is acknowledged, or the decoder repeats it."""
 
     CAPTURE_SUFFIX = ".protimelog"
+    PROTOCOL = "Protime"
+
+    def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
+        super().__init__(cfg, ingest, capture_dir)
+        self.codec = protime.ProtimeDecoder()
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         self.codec = protime.ProtimeDecoder()
@@ -369,24 +520,33 @@ class ProtimeLink(DecoderLink):
         them again, which the seq turns into duplicates."""
         items, acks = codec.feed(data)
         for item in items:
-            if isinstance(item, Damaged):
-                await self.damaged(item, "Protime")
-                continue
-            f = item.fields
-            # Protime numbers nothing; a telegram is its transponder at its millisecond
-            # of the day, so a repeat (an unheard ack) is a duplicate, not a new passing.
-            seq = int(f["transponder"]) * 100_000_000 + f["time_of_day_us"] // 1000
-            inp = protime.passing_input(item, seq, self.cfg.point)
-            await self.store_passing(seq, inp["transponder"], inp["t"], item.raw,
-                                     inp["point"])
+            await self.take(item)
         return acks
+
+    async def handle(self, item: protime.ProtimeRecord | Damaged) -> None:
+        if isinstance(item, Damaged):
+            await self.damaged(item)
+            return
+        self.stats["passing_records"] += 1
+        f = item.fields
+        # Protime numbers nothing; a telegram is its transponder at its millisecond
+        # of the day, so a repeat (an unheard ack) is a duplicate, not a new passing.
+        seq = int(f["transponder"]) * 100_000_000 + f["time_of_day_us"] // 1000
+        inp = protime.passing_input(item, seq, self.cfg.point)
+        await self.store_passing(seq, inp["transponder"], inp["t"], item.raw, inp["point"])
 
 
 class ProtimeUdpLink(ProtimeLink):
     """Protime over UDP: the decoder sends telegrams to our ``port`` (2008 by custom) and
-    waits for the acknowledgement back at the address it sent from."""
+    waits for the acknowledgement back at the address it sent from. ``port = 0`` binds
+    any free port; the one bound is ``listen_port`` in the health (event ``listening``)."""
 
-    async def run(self, stop: asyncio.Event) -> None:
+    listen_port: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "listen_port": self.listen_port}
+
+    async def _run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
 
@@ -394,17 +554,22 @@ class ProtimeUdpLink(ProtimeLink):
             def datagram_received(self, data: bytes, addr: Any) -> None:
                 queue.put_nowait((data, addr))
 
+        # A port that cannot be bound raises: run() closes the capture log and the
+        # supervisor logs it and tries again.
         transport, _ = await loop.create_datagram_endpoint(
             Receiver, local_addr=(self.cfg.host, self.cfg.port))
-        self.stats["connects"] += 1
         codecs: dict[Any, protime.ProtimeDecoder] = {}  # one byte stream per sender
         try:
+            self.listen_port = int(transport.get_extra_info("sockname")[1])
+            self.stats["connects"] += 1
+            await self.publish_health("listening")
             while not stop.is_set():
                 try:
                     data, addr = await asyncio.wait_for(queue.get(), 1.0)
                 except TimeoutError:
                     continue
-                self.capture.write(data)
+                if self.capture is not None:
+                    self.capture.write(data)
                 if not self.connected:
                     self.connected = True
                     log.info("decoder %s heard from %s", self.cfg.id, addr)
@@ -415,4 +580,9 @@ class ProtimeUdpLink(ProtimeLink):
                     transport.sendto(acks, addr)
         finally:
             transport.close()
-            self.capture.close()
+
+
+#: The link class per ``protocol``: the same names as settings.PROTOCOLS (a test checks).
+LINKS: dict[str, type[DecoderLink]] = {
+    "p3": P3Link, "amb_ascii": AmbAsciiLink, "protime": ProtimeLink,
+    "protime_udp": ProtimeUdpLink}

@@ -12,6 +12,12 @@ over the unescaped record with the CRC bytes zeroed: "123456789" gives 0xA69D.
 record split across reads, garbage before a SOR) and returns a
 :class:`P3Record` for each valid record and a :class:`Damaged` with a reason
 for each damaged one; it always carries on at the next SOR.
+
+A valid CRC says the bytes came as the decoder sent them, not that they make
+sense: :func:`classify` turns each record into a :class:`P3Passing` (a PASSING
+with a number, a transponder and a time), the record itself (a STATUS, GET_TIME
+or another known type) or a :class:`Damaged` with the reason (an unknown type,
+an integer field of 0 or more than 8 bytes, a PASSING without what it needs).
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ import binascii
 import struct
 from dataclasses import dataclass, field
 from typing import Any
+
+from icetime.messages import MAX_TIME_US
 
 from . import Damaged
 
@@ -202,11 +210,13 @@ def parse_record(frame: bytes) -> P3Record | Damaged:
             return Damaged(f"field 0x{fid:02x} runs past the record end", frame)
         name, kind = table.get(fid) or (f"field_0x{fid:02x}", INT)
         value = rec[i + 2:j]
-        if kind == INT and flen <= 8:
+        if kind == INT and 0 < flen <= 8:
             fields[name] = from_bytes(value, "little")
         elif kind == TEXT:
             fields[name] = value.decode("ascii", errors="replace").rstrip("\x00")
         else:
+            # Raw bytes, or an integer field of a width no integer has (0, or more
+            # than 8 bytes): kept as hex, which classify() refuses for a known field.
             fields[name] = value.hex()
         i = j
     return P3Record(tor, fields, version, length, crc, flags, frame)
@@ -262,3 +272,78 @@ class P3Decoder:
     def _damaged(self, reason: str, raw: bytes) -> Damaged:
         self.stats.damaged += 1
         return Damaged(reason, raw)
+
+
+#: Per record type, the named fields that must be integers (1 to 8 bytes on the wire).
+INT_FIELDS: dict[int, tuple[str, ...]] = {
+    tor: tuple(name for name, kind in DECODE[tor].values() if kind == INT) for tor in TOR_NAMES}
+#: Passing numbers and transponder ids are u32 on the wire.
+U32 = 0xFFFF_FFFF
+#: The longest transponder name the feed takes (messages.Name).
+MAX_NAME = 64
+
+
+@dataclass(frozen=True, slots=True)
+class P3Passing:
+    """A PASSING that can be stored: ``number`` (u32, consecutive per decoder),
+    ``transponder`` (the ProChip string, else the u32 id, as text), ``t_us`` (µs on the
+    decoder's clock) and ``clock``, the field it came from: ``"rtc"`` or ``"utc"``."""
+
+    number: int
+    transponder: str
+    t_us: int
+    clock: str
+    raw: bytes
+
+
+def classify(rec: P3Record) -> P3Passing | P3Record | Damaged:
+    """What a CRC-valid record is: a passing, a record of another known type (returned
+    as it is), or damaged with the reason. Never raises.
+
+    A PASSING needs a passing number, a transponder (field 0x0A's text or 0x03) and a
+    time: the RTC time (0x04) when it has one, else the UTC time (0x10). RTC wins
+    because the decoder's other passings, its gun beacons and GET_TIME are all on
+    the RTC: taking UTC for some passings would put two clocks in one race.
+    """
+    name = TOR_NAMES.get(rec.tor)
+    if name is None:
+        return Damaged(f"unknown record type 0x{rec.tor:04x}", rec.raw)
+    f = rec.fields
+    for field_name in INT_FIELDS[rec.tor]:
+        v = f.get(field_name)
+        if v is not None and not isinstance(v, int):
+            return Damaged(f"{name} field {field_name} is {len(v) // 2} bytes: not an "
+                           "integer (one to eight bytes)", rec.raw)
+    if rec.tor != TOR["PASSING"]:
+        return rec
+    n = f.get("passing_number")
+    if n is None:
+        return Damaged("PASSING without a passing number", rec.raw)
+    if n > U32:
+        return Damaged(f"PASSING number {n} is wider than 32 bits", rec.raw)
+    transponder = _transponder(f)
+    if transponder is None:
+        return Damaged("PASSING without a usable transponder (no 0x03 id, no printable "
+                       "0x0A string)", rec.raw)
+    if "rtc_time" in f:
+        t, clock = f["rtc_time"], "rtc"
+    elif "utc_time" in f:
+        t, clock = f["utc_time"], "utc"
+    else:
+        return Damaged("PASSING without a time (no RTC or UTC time field)", rec.raw)
+    if t > MAX_TIME_US:
+        return Damaged(f"PASSING {clock.upper()} time {t} µs is past the year 2200", rec.raw)
+    return P3Passing(n, transponder, t, clock, rec.raw)
+
+
+def _transponder(f: dict[str, Any]) -> str | None:
+    """ProChip's string when it is printable text, else the numeric id."""
+    code = f.get("tran_code")
+    if isinstance(code, str):
+        code = code.strip()
+        if code and len(code) <= MAX_NAME and code.isascii() and code.isprintable():
+            return code
+    num = f.get("transponder")
+    if isinstance(num, int) and num <= U32:
+        return str(num)
+    return None

@@ -15,7 +15,7 @@ from icetime.timefmt import now_us
 
 from .p3 import TOR, P3Decoder, P3Record, encode, u
 
-log = logging.getLogger("decoder-sim")
+log = logging.getLogger(__name__)
 STATUS_EVERY_S = 1.0
 
 
