@@ -28,9 +28,12 @@ test: install
 bench: install
 	$(BIN)/python -m bench
 
+# Style and complexity (ruff), types (mypy --strict on icetime and services), dead
+# code (vulture); each reads its settings from pyproject.toml.
 lint: install
-	$(BIN)/ruff check icetime services tests bench
+	$(BIN)/ruff check icetime services tests bench vulture_whitelist.py
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 clean:
 	rm -rf $(VENV) .icetime .pytest_cache

@@ -45,35 +45,49 @@ class RawClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         got = now_us()
         self.buf += data
-        if not self.handshaken:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.buf.startswith(b"HTTP/1.1 101"):
-                raise ConnectionError(self.buf[:end].decode(errors="replace"))
-            del self.buf[:end + 4]
-            self.handshaken = True
-            self.send_text(json.dumps(self.subscribe))
-        while len(self.buf) >= 2:
-            n = self.buf[1] & 0x7F
-            off = 2
-            if n == 126:
-                if len(self.buf) < 4:
-                    return
-                n, off = struct.unpack_from("!H", self.buf, 2)[0], 4
-            elif n == 127:
-                if len(self.buf) < 10:
-                    return
-                n, off = struct.unpack_from("!Q", self.buf, 2)[0], 10
-            if len(self.buf) < off + n:
-                return
-            opcode = self.buf[0] & 0x0F
-            payload = bytes(self.buf[off:off + n])
-            del self.buf[:off + n]
+        if not self.handshaken and not self._handshake():
+            return
+        while (frame := self._next_frame()) is not None:
+            opcode, payload = frame
             if opcode == 0x1:
                 self.frames.append((got, payload))
                 if not self.ready.is_set() and payload.startswith(b'{"type":"snapshot"'):
                     self.ready.set()
+
+    def _handshake(self) -> bool:
+        """Take the server's HTTP reply off the buffer and subscribe; False until the
+        reply is whole. Raises ConnectionError if it is not 101 (switching protocols)."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        if not self.buf.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(self.buf[:end].decode(errors="replace"))
+        del self.buf[:end + 4]
+        self.handshaken = True
+        self.send_text(json.dumps(self.subscribe))
+        return True
+
+    def _next_frame(self) -> tuple[int, bytes] | None:
+        """Take one whole (unmasked, server) frame off the buffer: (opcode, payload);
+        None until one is whole."""
+        if len(self.buf) < 2:
+            return None
+        n = self.buf[1] & 0x7F
+        off = 2
+        if n == 126:
+            if len(self.buf) < 4:
+                return None
+            n, off = struct.unpack_from("!H", self.buf, 2)[0], 4
+        elif n == 127:
+            if len(self.buf) < 10:
+                return None
+            n, off = struct.unpack_from("!Q", self.buf, 2)[0], 10
+        if len(self.buf) < off + n:
+            return None
+        opcode = self.buf[0] & 0x0F
+        payload = bytes(self.buf[off:off + n])
+        del self.buf[:off + n]
+        return opcode, payload
 
     def close(self) -> None:
         if self.transport:

@@ -309,71 +309,80 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config)
     if not cfg.redis_url:
         shutil.rmtree(ROOT / ".icetime" / "demo", ignore_errors=True)  # a demo starts clean
-    doc = load_fixture(fixture_path(args.race))
-    race = doc["script"]["race"]
     sup = Supervisor(config, cfg)
-
-    async def demo() -> None:
-        # Ctrl-C is handled in the loop, so everything stops in order: the feed clients,
-        # the services, then the decoder (asyncio.run would cancel them all at once).
-        loop = asyncio.get_running_loop()
-        interrupted = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, interrupted.set)
-
-        async def carry_on() -> bool:
-            """Wait a second, watching the services; False once interrupted."""
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interrupted.wait(), 1.0)
-            if interrupted.is_set():
-                return False
-            sup.check_children()
-            return True
-
-        # The finish line's passings come from a (simulated) P3 decoder, through
-        # ingest's decoder link: the whole real path. The gun uses the JSON feed. Like a
-        # real one, the decoder is on before ingest starts and until ingest has stopped,
-        # so the link's log neither starts nor ends with a decoder that is down.
-        sim = None
-        if cfg.decoders:
-            sim = DecoderSimulator()
-            await sim.start(cfg.decoders[0].host, cfg.decoders[0].port)
-        task: asyncio.Task[int] | None = None
-        try:
-            sup.start()
-            sup.load_startlist(doc)
-            print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
-                  f"  replaying at {args.speed}x; Ctrl-C stops everything\n", flush=True)
-            task = asyncio.create_task(replay(doc, sup.cfg, args.speed, decoder=sim))
-            while not task.done():
-                if not await carry_on():
-                    return
-            if not await carry_on():  # the last passings cross the link
-                return
-            sent = task.result()
-            if args.exit_after_replay:
-                print(f"  replay finished ({sent} inputs)", flush=True)
-                return
-            print(f"  replay finished ({sent} inputs); still serving {sup.page_url(race)}",
-                  flush=True)
-            while await carry_on():
-                pass
-        finally:
-            if interrupted.is_set():
-                print("\n  stopping", flush=True)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            sup.stop()
-            if sim:
-                await sim.stop()
-
     try:
-        asyncio.run(demo())
+        asyncio.run(run_demo(sup, load_fixture(fixture_path(args.race)), args.speed,
+                         args.exit_after_replay))
     except KeyboardInterrupt:  # before or after the loop ran
         print("\n  stopping", flush=True)
     finally:
         sup.stop()
+
+
+async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
+               exit_after_replay: bool) -> None:
+    """Start the services, replay the fixture ``doc`` at ``speed`` times real time, then
+    serve until Ctrl-C (or stop at once with ``exit_after_replay``).
+
+    Ctrl-C is handled in the loop, so everything stops in order: the feed clients, the
+    services, then the decoder (asyncio.run would cancel them all at once)."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+
+    async def carry_on() -> bool:
+        """Wait a second, watching the services; False once interrupted."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(interrupted.wait(), 1.0)
+        if interrupted.is_set():
+            return False
+        sup.check_children()
+        return True
+
+    # The finish line's passings come from a (simulated) P3 decoder, through
+    # ingest's decoder link: the whole real path. The gun uses the JSON feed. Like a
+    # real one, the decoder is on before ingest starts and until ingest has stopped,
+    # so the link's log neither starts nor ends with a decoder that is down.
+    sim = None
+    if sup.cfg.decoders:
+        sim = DecoderSimulator()
+        await sim.start(sup.cfg.decoders[0].host, sup.cfg.decoders[0].port)
+    task: asyncio.Task[int] | None = None
+    race = doc["script"]["race"]
+    try:
+        sup.start()
+        sup.load_startlist(doc)
+        print(f"\n  {doc['startlist']['races'][0]['name']}, live:\n{sup.screens(race)}\n"
+              f"  replaying at {speed}x; Ctrl-C stops everything\n", flush=True)
+        task = asyncio.create_task(replay(doc, sup.cfg, speed, decoder=sim))
+        await _follow_replay(task, carry_on, sup.page_url(race), exit_after_replay)
+    finally:
+        if interrupted.is_set():
+            print("\n  stopping", flush=True)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        sup.stop()
+        if sim:
+            await sim.stop()
+
+
+async def _follow_replay(task: asyncio.Task[int], carry_on: Callable[[], Awaitable[bool]],
+                         page_url: str, exit_after_replay: bool) -> None:
+    """Wait for the replay ``task`` to end, then serve until ``carry_on`` says stop."""
+    while not task.done():
+        if not await carry_on():
+            return
+    if not await carry_on():  # the last passings cross the link
+        return
+    sent = task.result()
+    if exit_after_replay:
+        print(f"  replay finished ({sent} inputs)", flush=True)
+        return
+    print(f"  replay finished ({sent} inputs); still serving {page_url}", flush=True)
+    while await carry_on():
+        pass
 
 
 def cmd_replay(args: argparse.Namespace) -> None:
@@ -382,7 +391,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     print(f"sent {sent} inputs")
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

@@ -25,7 +25,6 @@ class FeedClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.last_seq: int | None = None
-        self.reconnects = 0
 
     async def connect(self) -> dict[str, Any]:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port,
@@ -37,6 +36,8 @@ class FeedClient:
             raise
         if not hello.get("ok"):
             await self.close()
+            if hello.get("retry"):  # storage unavailable: send() says hello again later
+                raise ConnectionResetError(hello.get("error", "retry"))
             raise FeedRefused(hello.get("error", "refused"))
         self.last_seq = hello.get("last_seq")
         return hello
@@ -69,7 +70,6 @@ class FeedClient:
                 if loop.time() > deadline:
                     raise
                 log.warning("feed connection lost (%s); retrying in %.2fs", exc, delay)
-                self.reconnects += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

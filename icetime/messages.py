@@ -323,10 +323,13 @@ def explain(err: msgspec.ValidationError, obj: Any) -> str:
             return f"'{quoted[0]}' is required in a {kind} input"
         if msg.startswith("Object contains unknown field") and quoted and cls is not None:
             known = [f.name for f in mi.type_info(cls).fields]  # type: ignore[attr-defined]
-            close = difflib.get_close_matches(quoted[0], known, n=1)
+            # No field name is long: comparing a 3 MB one with each takes seconds.
+            close = difflib.get_close_matches(quoted[0], known, n=1) \
+                if len(quoted[0]) <= 64 else []
             hint = f" (did you mean '{close[0]}'?)" if close else \
                 f" (a {kind} has {', '.join(known)})"
-            return f"unknown field '{quoted[0]}' in a {kind} input{hint}"
+            name = quoted[0] if len(quoted[0]) <= 64 else quoted[0][:61] + "..."
+            return f"unknown field '{name}' in a {kind} input{hint}"
         return msg  # our own checks (__post_init__) already speak plainly
     detail, path = at["detail"], at["path"].lstrip(".")
     if path == "type":
@@ -777,7 +780,6 @@ def decode_view(view: dict[str, Any]) -> RaceView:
 
 
 # ---------------------------------------------------------------- JSON Schema
-SCHEMA_FILES = {"feed-input.json": "feed input", "race-event.json": "race event"}
 _SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 

@@ -26,12 +26,15 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from icetime import bus, keys, logs, settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 #: Settings field -> the port a listener got, e.g. ``{"broadcast_ws_port": 40125}``.
 Ports = dict[str, int]
@@ -168,8 +171,8 @@ async def _watch_parent(name: str, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
-async def healthz(_request: object) -> object:
+async def healthz(_request: web.Request) -> web.Response:
     """``GET /healthz``: the process is up and serving HTTP."""
-    from aiohttp import web
+    from aiohttp import web  # here: a service without HTTP (scoring) never loads aiohttp
 
     return web.Response(text="ok")

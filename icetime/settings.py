@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -209,37 +209,23 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     return _settings(venue, base, label, str(file or ""))
 
 
+#: Makes the error naming a key: ``bad("scoring.loops.x", "why")``.
+_Bad = Callable[[str, str], ConfigError]
+
+
 def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Settings:
     def bad(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{label}: {key}: {problem}")
 
     _check_unique(venue, bad)
-    if venue.redis.url and not venue.redis.url.startswith(REDIS_SCHEMES):
-        raise bad("redis.url", f"{venue.redis.url!r} is not a Redis URL "
-                  f"(starts with {', '.join(REDIS_SCHEMES)})")
-    url = os.environ.get("REDIS_URL") or venue.redis.url
-    if not url.startswith(REDIS_SCHEMES) and url:
-        raise ConfigError(f"REDIS_URL: {url!r} is not a Redis URL "
-                          f"(starts with {', '.join(REDIS_SCHEMES)})")
+    url = _redis_url(venue, bad)
     ws_url = venue.broadcast.public_ws_url
     if ws_url and not ws_url.startswith(WS_SCHEMES):
         raise bad("broadcast.public_ws_url", f"{ws_url!r} is not a WebSocket URL "
                   "(starts with ws:// or wss://)")
-    for point, metres in venue.scoring.loops.items():
-        if point == "finish":
-            raise bad("scoring.loops.finish", "the finish line is not an extra loop")
-        if not 0 < metres <= LOOP_MAX_M:
-            raise bad(f"scoring.loops.{point}", f"{metres} is not 1..{LOOP_MAX_M} metres "
-                      "past the finish line")
-    startlists = tuple(_path(s, base) for s in venue.competition.startlists)
-    for i, s in enumerate(startlists):
-        if not Path(s).is_file():
-            raise bad(f"competition.startlists[{i}]", f"no such file {s}")
+    _check_loops(venue, bad)
+    startlists = _startlists(venue, base, bad)
     loader = venue.competition.loader
-    if loader is not msgspec.UNSET and loader not in {s.id for s in venue.sources}:
-        raise bad("competition.loader", f"no [[sources]] entry has id {loader!r}")
-    if startlists and not venue.sources:
-        raise bad("competition.startlists", "loading them needs a [[sources]] entry")
     rules_file = _path(venue.rules.file, base) if venue.rules.file else ""
     if rules_file:
         _check_rules(rules_file, bad)
@@ -268,29 +254,67 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
     )
 
 
+def _redis_url(venue: _VenueFile, bad: _Bad) -> str:
+    """The Redis URL: ``REDIS_URL``, else ``redis.url``; "" for the embedded server."""
+    if venue.redis.url and not venue.redis.url.startswith(REDIS_SCHEMES):
+        raise bad("redis.url", f"{venue.redis.url!r} is not a Redis URL "
+                  f"(starts with {', '.join(REDIS_SCHEMES)})")
+    url = os.environ.get("REDIS_URL") or venue.redis.url
+    if not url.startswith(REDIS_SCHEMES) and url:
+        raise ConfigError(f"REDIS_URL: {url!r} is not a Redis URL "
+                          f"(starts with {', '.join(REDIS_SCHEMES)})")
+    return url
+
+
+def _check_loops(venue: _VenueFile, bad: _Bad) -> None:
+    for point, metres in venue.scoring.loops.items():
+        if point == "finish":
+            raise bad("scoring.loops.finish", "the finish line is not an extra loop")
+        if not 0 < metres <= LOOP_MAX_M:
+            raise bad(f"scoring.loops.{point}", f"{metres} is not 1..{LOOP_MAX_M} metres "
+                      "past the finish line")
+
+
+def _startlists(venue: _VenueFile, base: Path, bad: _Bad) -> tuple[str, ...]:
+    """The start-list files as absolute paths, once each exists and has a source to
+    load it (``competition.loader``, else the first ``[[sources]]`` entry)."""
+    startlists = tuple(_path(s, base) for s in venue.competition.startlists)
+    for i, s in enumerate(startlists):
+        if not Path(s).is_file():
+            raise bad(f"competition.startlists[{i}]", f"no such file {s}")
+    loader = venue.competition.loader
+    if loader is not msgspec.UNSET and loader not in {s.id for s in venue.sources}:
+        raise bad("competition.loader", f"no [[sources]] entry has id {loader!r}")
+    if startlists and not venue.sources:
+        raise bad("competition.startlists", "loading them needs a [[sources]] entry")
+    return startlists
+
+
 def _path(name: str, base: Path) -> str:
     return str((base / name).resolve())  # an absolute ``name`` ignores ``base``
 
 
-def _check_unique(venue: _VenueFile, bad: Any) -> None:
+def _first_repeat(values: Iterable[str]) -> tuple[int, int] | None:
+    """The indexes (first, repeat) of the first value seen twice; None if none is."""
+    seen: dict[str, int] = {}
+    for i, v in enumerate(values):
+        if v in seen:
+            return seen[v], i
+        seen[v] = i
+    return None
+
+
+def _check_unique(venue: _VenueFile, bad: _Bad) -> None:
     """Source ids, tokens and decoder ids are each unique; no decoder has a source's
     id (its passings carry that id as their source); no two listeners share a port."""
-    def first_repeat(values: Iterable[str]) -> tuple[int, int] | None:
-        seen: dict[str, int] = {}
-        for i, v in enumerate(values):
-            if v in seen:
-                return seen[v], i
-            seen[v] = i
-        return None
-
-    if rep := first_repeat(s.id for s in venue.sources):
+    if rep := _first_repeat(s.id for s in venue.sources):
         raise bad(f"sources[{rep[1]}].id",
                   f"{venue.sources[rep[1]].id!r} is already sources[{rep[0]}].id")
-    if rep := first_repeat(s.token for s in venue.sources):
+    if rep := _first_repeat(s.token for s in venue.sources):
         # The token itself is a secret: name the entries, not the value.
         raise bad(f"sources[{rep[1]}].token", f"the same token as sources[{rep[0]}]; "
                   "a token must tell its source apart")
-    if rep := first_repeat(d.id for d in venue.decoders):
+    if rep := _first_repeat(d.id for d in venue.decoders):
         raise bad(f"decoders[{rep[1]}].id",
                   f"{venue.decoders[rep[1]].id!r} is already decoders[{rep[0]}].id")
     source_ids = {s.id for s in venue.sources}
@@ -309,7 +333,7 @@ def _check_unique(venue: _VenueFile, bad: Any) -> None:
         taken[port] = key
 
 
-def _check_rules(path: str, bad: Any) -> None:
+def _check_rules(path: str, bad: _Bad) -> None:
     try:
         with open(path, "rb") as f:
             tomllib.load(f)

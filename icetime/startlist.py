@@ -140,10 +140,28 @@ def _pack_race(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None
 
 
 def validate_startlist(doc: dict[str, Any]) -> None:
+    """Check a competition file (docs/startlist.md); raises StartListError naming the
+    first field that is wrong."""
     skaters = doc.get("skaters", [])
     races = doc.get("races", [])
     if not isinstance(skaters, list) or not isinstance(races, list):
         raise StartListError("'skaters' and 'races' must be lists")
+    bibs = _skaters(skaters)
+    before = doc.get("standings_before", {})
+    if not isinstance(before, dict) or not all(
+            isinstance(t, dict) and all(isinstance(p, int) and not isinstance(p, bool)
+                                        for p in t.values()) for t in before.values()):
+        raise StartListError("'standings_before' maps a cup to {bib: points}")
+    race_ids = {str(r.get("id")) for r in races if isinstance(r, dict)}
+    for i, ev in enumerate(doc.get("events", [])):
+        _event(ev, f"events[{i}]", race_ids)
+    for i, r in enumerate(races):
+        _race(r, f"races[{i}]", bibs)
+
+
+def _skaters(skaters: list[Any]) -> set[str]:
+    """The skaters' entries: a bib and a name each, bibs and transponders unique, times
+    valid. Returns the bibs."""
     bibs: set[str] = set()
     seen_tr: dict[str, str] = {}
     for i, s in enumerate(skaters):
@@ -161,39 +179,43 @@ def validate_startlist(doc: dict[str, Any]) -> None:
             if tr in seen_tr:
                 raise StartListError(f"{where}: transponder {tr} also belongs to bib {seen_tr[tr]}")
             seen_tr[tr] = bib
-        for kind in ("pb", "sb"):
-            table = s.get(kind) or {}
-            if not isinstance(table, dict):
-                raise StartListError(f"{where}.{kind}: must map distance to time")
-            for d, t in table.items():
-                _time(t, f"{where}.{kind}.{d}")
-    before = doc.get("standings_before", {})
-    if not isinstance(before, dict) or not all(
-            isinstance(t, dict) and all(isinstance(p, int) and not isinstance(p, bool)
-                                        for p in t.values()) for t in before.values()):
-        raise StartListError("'standings_before' maps a cup to {bib: points}")
-    race_ids = {str(r.get("id")) for r in races if isinstance(r, dict)}
-    for i, ev in enumerate(doc.get("events", [])):
-        _event(ev, f"events[{i}]", race_ids)
-    for i, r in enumerate(races):
-        where = f"races[{i}]"
-        if not isinstance(r, dict) or not r.get("id"):
-            raise StartListError(f"{where}: needs an 'id'")
-        wc = r.get("world_cup")
-        if wc is not None and not (isinstance(wc, dict) and isinstance(wc.get("cup"), str)
-                                   and isinstance(wc.get("table"), str)):
-            raise StartListError(f"{where}.world_cup: needs a 'cup' and a points 'table'")
-        kind = r.get("kind", "long_track_individual")
-        if kind not in KINDS:
-            raise StartListError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
-        if kind in TEAM_EVENTS:
-            _team_event(r, where, kind, bibs)
-            continue
-        if kind != "long_track_individual":
-            _pack_race(r, where, kind, bibs)
-            continue
-        if r.get("distance") not in DISTANCES:
-            raise StartListError(f"{where}: 'distance' must be one of {DISTANCES}")
-        for name, t in (r.get("records") or {}).items():
-            _time(t, f"{where}.records.{name}")
-        _pairs(r, where, bibs, "bib", "'skaters'", "skates twice in this race")
+        _personal_bests(s, where)
+    return bibs
+
+
+def _personal_bests(s: dict[str, Any], where: str) -> None:
+    """A skater's ``pb`` and ``sb`` tables: distance -> time."""
+    for kind in ("pb", "sb"):
+        table = s.get(kind) or {}
+        if not isinstance(table, dict):
+            raise StartListError(f"{where}.{kind}: must map distance to time")
+        for d, t in table.items():
+            _time(t, f"{where}.{kind}.{d}")
+
+
+def _race(r: Any, where: str, bibs: set[str]) -> None:
+    """One entry of ``races``, by its ``kind``."""
+    if not isinstance(r, dict) or not r.get("id"):
+        raise StartListError(f"{where}: needs an 'id'")
+    wc = r.get("world_cup")
+    if wc is not None and not (isinstance(wc, dict) and isinstance(wc.get("cup"), str)
+                               and isinstance(wc.get("table"), str)):
+        raise StartListError(f"{where}.world_cup: needs a 'cup' and a points 'table'")
+    kind = r.get("kind", "long_track_individual")
+    if kind not in KINDS:
+        raise StartListError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+    if kind in TEAM_EVENTS:
+        _team_event(r, where, kind, bibs)
+    elif kind != "long_track_individual":
+        _pack_race(r, where, kind, bibs)
+    else:
+        _long_track(r, where, bibs)
+
+
+def _long_track(r: dict[str, Any], where: str, bibs: set[str]) -> None:
+    """A long-track individual race: a distance, records, pairs of skaters."""
+    if r.get("distance") not in DISTANCES:
+        raise StartListError(f"{where}: 'distance' must be one of {DISTANCES}")
+    for name, t in (r.get("records") or {}).items():
+        _time(t, f"{where}.records.{name}")
+    _pairs(r, where, bibs, "bib", "'skaters'", "skates twice in this race")

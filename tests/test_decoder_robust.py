@@ -118,19 +118,20 @@ def test_a_jump_is_reported_not_asked_for_and_a_new_numbering_is_adopted():
 
 
 def test_passing_numbers_stay_bounded_in_memory_and_time_whatever_arrives():
-    """Consecutive numbers, random 32-bit ones and gaps up to past the jump limit: each
-    number is handled in milliseconds (a jump to 1.2 billion used to take seconds and
-    gigabytes), requests and tracked numbers stay within their bounds."""
+    """Consecutive numbers, random 32-bit ones and gaps up to past the jump limit: 10,000
+    numbers, some 3,000 of them jumps, are handled in well under 10 s in all (a single jump
+    to 1.2 billion used to take seconds and gigabytes), and requests and tracked numbers
+    stay within their bounds. The bound is on the total, not on the slowest call, which a
+    loaded machine can stretch by any amount."""
     nb = PassingNumbers(0)
     rng = random.Random(3)
-    n, asked, slowest = 0, 0, 0.0
+    n, asked = 0, 0
+    t0 = time.perf_counter()
     for _ in range(10_000):
         pick = rng.random()
         n = (n + 1 if pick < 0.5 else rng.randrange(2**32) if pick < 0.8
              else max(0, n + rng.randint(-100, 15_000)))
-        t0 = time.perf_counter()
         v = nb.arrived(n)
-        slowest = max(slowest, time.perf_counter() - t0)
         assert all(0 <= last - first < numbers.MAX_RANGE for first, last in v.requests)
         assert len(v.requests) <= numbers.JUMP_LIMIT // numbers.MAX_RANGE + 1
         asked += sum(last - first + 1 for first, last in v.requests)
@@ -139,7 +140,7 @@ def test_passing_numbers_stay_bounded_in_memory_and_time_whatever_arrives():
         assert len(nb.missing) <= numbers.MAX_MISSING
         if rng.random() < 0.01:  # a reconnect
             assert len(nb.reconnect_requests()) <= numbers.MAX_RECONNECT_REQUESTS + 1
-    assert slowest < 0.25, slowest
+    assert time.perf_counter() - t0 < 10
     assert nb.jumps > 1000 and asked > 0 and nb.given_up > 0
 
 

@@ -41,6 +41,38 @@ async def send_lines(port, token, objs):
     return replies
 
 
+def race_inputs(skobrev, kramer):
+    """The guns of pairs 1 and 2 and the finish loop's passings: Skobrev (transponder
+    501) in pair 1, Kramer (502) in pair 2, as (guns, passings)."""
+    base = 1_266_000_000_000_000  # any clock works: only differences count
+    guns, loop = [], []
+    for pair, (transponder, times) in enumerate((("501", skobrev), ("502", kramer)), start=1):
+        zero = base + pair * 900_000_000
+        guns.append({"type": "gun", "seq": pair, "race": "van10-m10000", "pair": pair, "t": zero})
+        first_seq = len(loop) + 1
+        loop += [{"type": "passing", "seq": first_seq + i, "transponder": transponder,
+                  "t": zero + t} for i, (_, t) in enumerate(times)]
+    return guns, loop
+
+
+def fold(view, msg):
+    """What a client written from docs/protocol.md does with one WebSocket message: a
+    snapshot or a revision replaces the view; a passage or a finish writes its row."""
+    if msg["type"] == "snapshot":
+        return msg["view"]
+    if msg["type"] != "event":
+        return view
+    ev = msg["event"]
+    if ev["type"] == "revision":
+        return ev["view"]
+    if ev["type"] in ("passage", "finish"):
+        view["results"][ev["bib"]]["passages"][ev["row"]["k"]] = ev["row"]
+        if ev["type"] == "finish":
+            view["results"][ev["bib"]]["final"] = ev["final"]
+            view["classification"] = ev["classification"]
+    return view
+
+
 async def test_a_docs_only_client_feeds_and_follows_a_real_10000m(stack):
     kramer = passages("kramer_vancouver2010_10000m_laps.csv")
     skobrev = passages("skobrev_vancouver2010_10000m_laps.csv")
@@ -56,14 +88,7 @@ async def test_a_docs_only_client_feeds_and_follows_a_real_10000m(stack):
     replies = await send_lines(port, TOKENS["officials"], [start_list])
     assert replies[0]["ok"] and replies[1]["ok"], replies
 
-    base = 1_266_000_000_000_000  # any clock works: only differences count
-    guns, loop = [], []
-    for pair, (transponder, times) in enumerate((("501", skobrev), ("502", kramer)), start=1):
-        zero = base + pair * 900_000_000
-        guns.append({"type": "gun", "seq": pair, "race": "van10-m10000", "pair": pair, "t": zero})
-        first_seq = len(loop) + 1
-        loop += [{"type": "passing", "seq": first_seq + i, "transponder": transponder,
-                  "t": zero + t} for i, (_, t) in enumerate(times)]
+    guns, loop = race_inputs(skobrev, kramer)
 
     async with websockets.connect(f"ws://127.0.0.1:{stack.settings.broadcast_ws_port}/") as ws:
         await ws.send(json.dumps({"op": "subscribe", "race": "van10-m10000", "protocol": 2}))
@@ -75,20 +100,7 @@ async def test_a_docs_only_client_feeds_and_follows_a_real_10000m(stack):
             replies = await send_lines(port, TOKENS["finish-loop"], passings)
             assert all(r["ok"] and not r.get("duplicate") for r in replies)
         while not view or len(view["classification"]["bib"]) < 2:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if msg["type"] == "snapshot":
-                view = msg["view"]
-                continue
-            if msg["type"] != "event":
-                continue
-            ev = msg["event"]
-            if ev["type"] == "revision":
-                view = ev["view"]
-            elif ev["type"] in ("passage", "finish"):
-                view["results"][ev["bib"]]["passages"][ev["row"]["k"]] = ev["row"]
-                if ev["type"] == "finish":
-                    view["results"][ev["bib"]]["final"] = ev["final"]
-                    view["classification"] = ev["classification"]
+            view = fold(view, json.loads(await asyncio.wait_for(ws.recv(), 10)))
 
     rows = {(bib, row["m"]): row for bib, res in view["results"].items()
             for row in res["passages"]}

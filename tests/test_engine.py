@@ -372,7 +372,7 @@ def test_record_pace_lines_and_the_story_so_far_in_the_view(doc):
     assert view["stories"] == told[-len(view["stories"]):] and len(view["stories"]) == 50
     assert view["stories"][-2].startswith("New leader: Takagi")
     # A revision changes results, not what the commentator was already told.
-    comp2, ev2 = run_race(fast, extra=[
+    _, ev2 = run_race(fast, extra=[
         {"type": "decision", "race": RACE, "action": "dq", "bib": "20", "reason": "lane"}])
     assert ev2[-1]["type"] == "revision"
     assert ev2[-1]["view"]["stories"] == view["stories"]

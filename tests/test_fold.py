@@ -122,18 +122,24 @@ def record(doc: dict[str, Any], variant: str) -> list[Fold]:
         at, view = snapshot.get(rid, (0, None))
         folds.append(Fold(f"{variant}, resumed after event {at}", rid, view, evs[at:],
                           [(k - at, v) for k, v in checks if k > at]))
-    kinds = [e["type"] for e in streams[race]]
-    if revise:
-        reasons = {e["reason"] for e in streams[race] if e["type"] == "revision"}
+    assert_variant_shows(streams[race], variant)
+    return folds
+
+
+def assert_variant_shows(events: list[dict[str, Any]], variant: str) -> None:
+    """The race's stream has what ``variant`` is there for: the officials' revisions,
+    or splits out of order."""
+    kinds = [e["type"] for e in events]
+    if variant == "officials":
+        reasons = {e["reason"] for e in events if e["type"] == "revision"}
         assert {"decision: dq", "decision: reinstate"} <= reasons, reasons
     if variant == "loops":
         splits: dict[str, list[int]] = {}
-        for e in streams[race]:
+        for e in events:
             if e["type"] == "split":
                 splits.setdefault(e["bib"], []).append(e["split"]["m"])
         assert splits and any(ms != sorted(ms) for ms in splits.values()), splits
     assert kinds[0] == "revision" and len(kinds) > 10, kinds
-    return folds
 
 
 @functools.cache

@@ -80,18 +80,24 @@ def event_frame(race: str, epoch: str, sid: str, event_json: str) -> str:
             f'"offset":"{sid}","broadcast_us":{now_us()},"event":{event_json}}}')
 
 
+def event_json(fields: bus.Fields | None) -> str:
+    """The event an events-stream entry holds (JSON text, field ``e``). Raises
+    KeyError for an entry without one: scoring writes none such."""
+    return (fields or {})[b"e"].decode()
+
+
 async def snapshot_frame(r: aioredis.Redis, race: str) -> tuple[str, tuple[int, int], str]:
     """The race's stored snapshot as a frame; (frame, offset, epoch)."""
     snap = await r.hgetall(keys.snapshot_key(race))
     if not snap:
-        epoch = (await r.get(keys.epoch_key(race)) or b"").decode()
+        epoch = bus.text(await r.get(keys.epoch_key(race)))
         frame = bus.dumps({"type": "snapshot", "race": race, "epoch": epoch, "offset": "0-0",
                            "view": None})
         return frame, ZERO, epoch
-    offset = snap[b"offset"].decode()
-    epoch = snap[b"epoch"].decode()
+    offset = bus.text(snap[b"offset"])
+    epoch = bus.text(snap[b"epoch"])
     frame = (f'{{"type":"snapshot","race":{json.dumps(race)},"epoch":{json.dumps(epoch)},'
-             f'"offset":"{offset}","view":{snap[b"view"].decode()}}}')
+             f'"offset":"{offset}","view":{bus.text(snap[b"view"])}}}')
     return frame, bus.parse_id(offset), epoch
 
 
@@ -155,15 +161,15 @@ class Subscription:
         """Send what the stream holds after ``last``, straight from Redis."""
         start = f"({self.last[0]}-{self.last[1]}"
         while True:
-            entries = await self.feed.r.xrange(self.feed.stream, start, "+", count=500)
-            for sid_b, fields in entries:
-                sid = sid_b.decode()
+            entries = bus.entries(
+                await self.feed.r.xrange(self.feed.stream, start, "+", count=500))
+            for sid, fields in entries:
                 await self.ws.send(self.encode(event_frame(self.feed.race, self.feed.epoch,
-                                                           sid, fields[b"e"].decode())))
+                                                           sid, event_json(fields))))
                 self.last = bus.parse_id(sid)
             if len(entries) < 500:
                 return
-            start = "(" + entries[-1][0].decode()
+            start = "(" + entries[-1][0]
 
     async def run(self) -> None:
         """Catch up whenever needed, then hand the client to the live path."""
@@ -194,7 +200,7 @@ class Subscription:
         self.feed.subs.add(self)  # first, so nothing published from now on is missed
         how = "snapshot"
         if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset):
-            first = await self.feed.r.xrange(self.feed.stream, "-", "+", count=1)
+            first = bus.entries(await self.feed.r.xrange(self.feed.stream, "-", "+", count=1))
             wanted = bus.parse_id(offset)
             if first and bus.parse_id(first[0][0]) <= wanted or not first and wanted == ZERO:
                 self.last = wanted
@@ -233,14 +239,18 @@ class RaceFeed:
         #: Live frames translated for protocol-1 clients (one per event while any follows).
         self.frames_v1 = 0
 
+    async def last_id(self) -> str:
+        """The id of the stream's last event; "0-0" for an empty stream."""
+        last = bus.entries(await self.r.xrevrange(self.stream, "+", "-", count=1))
+        return last[0][0] if last else "0-0"
+
     async def start(self) -> None:
-        last = await self.r.xrevrange(self.stream, "+", "-", count=1)
-        self.position = last[0][0].decode() if last else "0-0"
-        self.epoch = (await self.r.get(keys.epoch_key(self.race)) or b"").decode()
+        self.position = await self.last_id()
+        self.epoch = bus.text(await self.r.get(keys.epoch_key(self.race)))
         self.task = asyncio.create_task(self.read_loop())
 
     async def check_epoch(self) -> None:
-        epoch = (await self.r.get(keys.epoch_key(self.race)) or b"").decode()
+        epoch = bus.text(await self.r.get(keys.epoch_key(self.race)))
         if not self.epoch:
             # The race's stream has just been created: its first epoch, not a new one.
             self.epoch = epoch
@@ -248,8 +258,7 @@ class RaceFeed:
         if epoch != self.epoch:
             log.info("race %s: epoch %r -> %r, clients resync", self.race, self.epoch, epoch)
             self.epoch = epoch
-            last = await self.r.xrevrange(self.stream, "+", "-", count=1)
-            self.position = last[0][0].decode() if last else "0-0"
+            self.position = await self.last_id()
             for sub in list(self.subs):
                 sub.last = ZERO
                 sub.resync()
@@ -263,12 +272,9 @@ class RaceFeed:
                     continue
                 if not self.epoch:
                     await self.check_epoch()
-                for _stream, entries in resp:
-                    for sid_b, fields in entries:
-                        sid = sid_b.decode()
-                        self.fan_out(sid, event_frame(self.race, self.epoch, sid,
-                                                      fields[b"e"].decode()))
-                        self.position = sid
+                for sid, fields in bus.read_entries(resp):
+                    self.fan_out(sid, event_frame(self.race, self.epoch, sid, event_json(fields)))
+                    self.position = sid
             except RedisError as exc:
                 log.error("race %s: redis error, retrying: %s", self.race, exc)
                 await asyncio.sleep(0.5)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -17,6 +19,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
+from yarl import URL
 
 from icetime import bus, keys
 from icetime.service import Ready, healthz, listen_port
@@ -33,6 +36,25 @@ SOCKET_SNDBUF = 64 * 1024
 #: The pages: URL path -> file in web/ (plain ES modules, no build step).
 PAGES = {"/": "index.html", "/live": "live.html", "/board": "board.html",
          "/monitor": "monitor.html", "/overlay": "overlay.html"}
+#: A host a CSP source can name: a DNS name or an IPv4 address. Anything else (an IPv6
+#: literal, which CSP cannot express, or a forged Host header) is matched by ``*``.
+CSP_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}")
+
+
+def ws_source(scheme: str, host: str | None, port: int | None) -> str:
+    """A CSP source for a WebSocket endpoint, e.g. ``ws://arena.local:8081``."""
+    name = host if host and CSP_HOST.fullmatch(host) else "*"
+    return f"{scheme}://{name}" + (f":{port}" if port else "")
+
+
+def content_security_policy(ws: str) -> str:
+    """The policy every response carries: the pages run only their own scripts and
+    styles from /static, talk to this node and its WebSocket ``ws`` (a CSP source),
+    and embed nothing. A value from a start list that slipped past escaping still
+    cannot run: no inline script, no event-handler attributes, no plugins, no <base>."""
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            f"connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'")
 
 
 def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
@@ -60,43 +82,7 @@ class Broadcast:
         subs: dict[str, Subscription] = {}
         try:
             async for message in ws:
-                try:
-                    msg = json.loads(message)
-                    op = msg.get("op")
-                except (ValueError, AttributeError):
-                    await ws.send(bus.dumps({"type": "error",
-                                             "error": "messages are JSON objects"}))
-                    continue
-                if op == "time":
-                    await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
-                elif op == "subscribe":
-                    race = msg.get("race")
-                    if not isinstance(race, str) or not race:
-                        await ws.send(bus.dumps({"type": "error",
-                                                 "error": "subscribe needs a race"}))
-                        continue
-                    # No "protocol": a client written before protocol 2 (the old names).
-                    protocol = msg.get("protocol", 1)
-                    if type(protocol) is not int or protocol not in PROTOCOLS:
-                        await ws.send(bus.dumps({
-                            "type": "error", "race": race,
-                            "error": f"protocol must be one of {list(PROTOCOLS)}"}))
-                        continue
-                    if race in subs:
-                        await subs.pop(race).stop()
-                    try:
-                        sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"),
-                                                          msg.get("offset"), protocol)
-                    except RedisError as exc:
-                        log.error("subscribe to %s failed: %s", race, exc)
-                        await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
-                                                 "error": "storage unavailable; subscribe again"}))
-                        continue
-                    subs[race] = sub
-                elif op == "unsubscribe" and msg.get("race") in subs:
-                    await subs.pop(msg["race"]).stop()
-                else:
-                    await ws.send(bus.dumps({"type": "error", "error": f"unknown op {op!r}"}))
+                await self.on_message(ws, message, subs)
         except ConnectionClosed:
             pass
         finally:
@@ -105,14 +91,80 @@ class Broadcast:
             for sub in subs.values():
                 await sub.stop()
 
+    async def on_message(self, ws: ServerConnection, message: str | bytes,
+                         subs: dict[str, Subscription]) -> None:
+        """One client message (docs/protocol.md): ``time``, ``subscribe`` or
+        ``unsubscribe``; anything else gets an error frame. ``subs``: the client's
+        subscriptions by race id, updated here."""
+        try:
+            msg = json.loads(message)
+            op = msg.get("op")
+        except (ValueError, AttributeError):
+            await ws.send(bus.dumps({"type": "error", "error": "messages are JSON objects"}))
+            return
+        if op == "time":
+            await ws.send(bus.dumps({"type": "time", "c": msg.get("c"), "s": now_us()}))
+        elif op == "subscribe":
+            await self.subscribe(ws, msg, subs)
+        elif op == "unsubscribe" and msg.get("race") in subs:
+            await subs.pop(msg["race"]).stop()
+        else:
+            await ws.send(bus.dumps({"type": "error", "error": f"unknown op {op!r}"}))
+
+    async def subscribe(self, ws: ServerConnection, msg: dict[str, Any],
+                        subs: dict[str, Subscription]) -> None:
+        """Follow ``msg["race"]`` (replacing the client's subscription to it, if any),
+        or send the client an error frame saying why not."""
+        race = msg.get("race")
+        if not isinstance(race, str) or not race:
+            await ws.send(bus.dumps({"type": "error", "error": "subscribe needs a race"}))
+            return
+        # No "protocol": a client written before protocol 2 (the old names).
+        protocol = msg.get("protocol", 1)
+        if type(protocol) is not int or protocol not in PROTOCOLS:
+            await ws.send(bus.dumps({"type": "error", "race": race,
+                                     "error": f"protocol must be one of {list(PROTOCOLS)}"}))
+            return
+        if race in subs:
+            await subs.pop(race).stop()
+        try:
+            sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
+                                              protocol)
+        except RedisError as exc:
+            log.error("subscribe to %s failed: %s", race, exc)
+            await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
+                                     "error": "storage unavailable; subscribe again"}))
+            return
+        subs[race] = sub
+
     # ------------------------------------------------------------------ HTTP
+    def ws_csp_source(self, request: web.Request) -> str:
+        """Where this request's page will open its WebSocket (as /api/config tells
+        it): the configured public URL's origin, else the host the browser asked for
+        at the WebSocket port (what the pages build from ``location.hostname``)."""
+        public = self.settings.public_ws_url
+        if public:
+            url = URL(public)
+            return ws_source(url.scheme, url.raw_host, url.explicit_port)
+        try:
+            host = URL.build(scheme="http", authority=request.host).raw_host
+        except ValueError:
+            host = None
+        return ws_source("ws", host, self.ws_port)
+
+    async def security_headers(self, request: web.Request,
+                               response: web.StreamResponse) -> None:
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            self.ws_csp_source(request))
+        response.headers["X-Content-Type-Options"] = "nosniff"
+
     async def config(self, request: web.Request) -> web.Response:
         return web.json_response({"ws_url": self.settings.public_ws_url,
                                   "ws_port": self.ws_port})
 
     async def races(self, request: web.Request) -> web.Response:
         out = []
-        for race in sorted(m.decode() for m in await self.r.smembers(keys.RACES_SET)):
+        for race in sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET)):
             view = await self.r.hget(keys.snapshot_key(race), "view")
             info = json.loads(view)["race"] if view else {"id": race}
             out.append({"id": race, "name": info.get("name", race),
@@ -124,7 +176,7 @@ class Broadcast:
 
     async def health(self, request: web.Request) -> web.Response:
         async def h(key: str) -> dict[str, int]:
-            return {k.decode(): int(v) for k, v in (await self.r.hgetall(key)).items()}
+            return {bus.text(k): int(v) for k, v in (await self.r.hgetall(key)).items()}
         decoders = [json.loads(v) for _, v in
                     sorted((await self.r.hgetall(keys.DECODERS_HASH)).items())]
         return web.json_response({"ingest": await h(keys.INGEST_STATS),
@@ -134,6 +186,8 @@ class Broadcast:
 
     def app(self) -> web.Application:
         app = web.Application()
+        # Every response, pages and static files and the API alike (errors included).
+        app.on_response_prepare.append(self.security_headers)
         app.add_routes([web.get(path, page(name)) for path, name in PAGES.items()])
         app.add_routes([
             web.get("/api/config", self.config),

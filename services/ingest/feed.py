@@ -14,19 +14,37 @@ from typing import Any
 
 import msgspec
 
-from icetime.messages import FeedInput, convert_input, decode_input, explain
+from icetime.bus import pack_input
+from icetime.messages import FeedInput, StartList, convert_input, decode_input, explain, stored
 
 #: One line of the feed, at most; a start list for a whole competition fits easily.
 MAX_LINE = 4 * 1024 * 1024
+#: A refusal's words, at most: they go back on the wire, into the rejects stream and the
+#: log, and an input's own text quoted in them (a 3 MB field name) must not make them huge.
+MAX_ERROR = 300
+#: A ``seq`` sent back in a refusal: an integer in 64 bits or a string this long, at most
+#: (anything else, a list or a 3 MB string, is not echoed).
+MAX_ECHO = 64
+
+
+def _echo(seq: Any) -> Any:
+    if isinstance(seq, int) and not isinstance(seq, bool) and -2**63 <= seq < 2**64:
+        return seq
+    if isinstance(seq, str) and len(seq) <= MAX_ECHO:
+        return seq
+    return None
 
 
 class FeedError(ValueError):
-    """An input refused. ``seq`` is the input's own ``seq`` when it could be read (the
-    reply carries it back)."""
+    """An input refused, in at most :data:`MAX_ERROR` characters. ``seq`` is the input's
+    own ``seq`` when it could be read and is small enough to send back (the reply carries
+    it), else None."""
 
     def __init__(self, message: str, seq: Any = None) -> None:
+        if len(message) > MAX_ERROR:
+            message = message[:MAX_ERROR - 3] + "..."
         super().__init__(message)
-        self.seq = seq
+        self.seq = _echo(seq)
 
 
 class NotJSON(FeedError):
@@ -37,8 +55,10 @@ def parse_json(line: bytes | str) -> Any:
     """One JSON document as Python objects; raises :class:`NotJSON`."""
     try:
         return msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:  # also a number out of range (1e400)
+    except msgspec.DecodeError as exc:  # also a number out of range (1e400, 5,000 digits)
         raise NotJSON(f"not JSON: {exc}") from None
+    except RecursionError:  # msgspec parses nested arrays by recursion
+        raise NotJSON("not JSON that can be read: nested too deeply") from None
 
 
 def _stamp(inp: FeedInput, source: str) -> FeedInput:
@@ -46,7 +66,22 @@ def _stamp(inp: FeedInput, source: str) -> FeedInput:
     if inp.source is not None and inp.source != source:
         raise FeedError(f"this connection is source '{source}', not '{inp.source}'", inp.seq)
     inp.source = source
+    if isinstance(inp, StartList):
+        # The one input with free-form parts: a number beyond 64 bits or nesting beyond
+        # msgpack's limit would pass the types and then fail to be stored.
+        try:
+            pack_input(stored(inp))
+        except (OverflowError, ValueError, TypeError, RecursionError) as exc:
+            raise FeedError(f"start list: cannot be stored ({exc}); numbers must fit in "
+                            "64 bits", inp.seq) from None
     return inp
+
+
+def _words(err: msgspec.ValidationError, obj: dict[str, Any]) -> str:
+    try:
+        return explain(err, obj)
+    except RecursionError:  # a deeply nested value quoted in the message
+        return str(err)
 
 
 def validate(obj: Any, source: str) -> FeedInput:
@@ -59,7 +94,9 @@ def validate(obj: Any, source: str) -> FeedInput:
     try:
         inp = convert_input(obj)
     except msgspec.ValidationError as exc:
-        raise FeedError(explain(exc, obj), obj.get("seq")) from None
+        raise FeedError(_words(exc, obj), obj.get("seq")) from None
+    except RecursionError:
+        raise FeedError("an input nested too deeply", obj.get("seq")) from None
     return _stamp(inp, source)
 
 
@@ -71,7 +108,7 @@ def decode_line(line: bytes | str, source: str) -> FeedInput:
     """
     try:
         inp = decode_input(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         # The slow path, only for refusals: parse, and let validate() find the words.
         return validate(parse_json(line), source)
     return _stamp(inp, source)

@@ -3,7 +3,11 @@
 Contract: an input is acknowledged ``ok`` only after it is in the raw stream.
 A repeat of (source, seq) is acknowledged as a duplicate and stored once.
 Anything refused gets an error line back, is counted, and is kept in the
-rejects stream with the bytes as they came; the connection carries on.
+rejects stream with the bytes as they came; the connection carries on. No line,
+whatever its bytes, ends a connection without a reply or gives HTTP 500: a line
+that trips an unforeseen error is refused like any other (and logged with its
+traceback). Tokens travel in the Authorization header or the TCP hello only: a
+``token`` in a URL's query string is refused on every HTTP endpoint.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ from .decoders.link import DecoderLink, make_link
 from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse_json, validate
 
 log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REJECTS_MAXLEN = 100_000
 REJECT_KEEP_BYTES = 4096
 #: A decoder link task that fails is restarted after this long, doubling up to
@@ -37,6 +43,19 @@ REJECT_KEEP_BYTES = 4096
 RESTART_FIRST_S = 0.1
 RESTART_MAX_S = 30.0
 RESTART_STABLE_S = 10.0
+#: Query parameters that would put a token in a URL (proxy and access logs keep URLs).
+URL_TOKEN_PARAMS = ("token", "access_token")
+TOKEN_IN_URL = ("a token in the URL is refused (URLs are kept in proxy and access logs); "
+                "send it in the header 'Authorization: Bearer <token>'")
+NOT_AUTHENTICATED = 'first send {"type":"hello","token":"..."} with a valid token'
+
+
+def unforeseen(exc: Exception, source: str) -> FeedError:
+    """A refusal for an input that raised what the feed's checks did not foresee (a bug):
+    logged with its traceback, answered and kept like any refusal."""
+    log.error("input from %s raised %r; refused", source, exc, exc_info=exc)
+    return FeedError(f"ingest could not read this input ({type(exc).__name__}); "
+                     "it is kept in the rejects stream for the desk")
 
 
 class Ingest:
@@ -48,8 +67,10 @@ class Ingest:
         self.tokens = {s.token: s.id for s in settings.sources}
         self.links: list[DecoderLink] = []
 
-    def source_for(self, token: str | None) -> str | None:
-        return self.tokens.get(token or "")
+    def source_for(self, token: Any) -> str | None:
+        """The source a token belongs to; None for anything else (any JSON value may
+        arrive as a hello's ``token``)."""
+        return self.tokens.get(token) if isinstance(token, str) and token else None
 
     async def accept(self, obj: Any, source: str, raw: bytes) -> dict[str, Any]:
         """Type, stamp and store one parsed input (HTTP, decoder links); the reply."""
@@ -58,6 +79,8 @@ class Ingest:
             inp = validate(obj, source)
         except FeedError as exc:
             return await self.refuse(source, raw, exc)
+        except Exception as exc:  # a bug must cost this input, not the connection
+            return await self.refuse(source, raw, unforeseen(exc, source))
         return await self.store(inp, rx)
 
     async def accept_line(self, line: bytes, source: str) -> dict[str, Any]:
@@ -67,6 +90,8 @@ class Ingest:
             inp = decode_line(line, source)
         except FeedError as exc:
             return await self.refuse(source, line, exc)
+        except Exception as exc:
+            return await self.refuse(source, line, unforeseen(exc, source))
         return await self.store(inp, rx)
 
     async def refuse(self, source: str, raw: bytes, exc: FeedError) -> dict[str, Any]:
@@ -107,6 +132,34 @@ class Ingest:
         return int(v) if v is not None else None
 
     # ------------------------------------------------------------------ TCP
+    async def hello(self, line: bytes, peer: Any
+                    ) -> tuple[str | None, dict[str, Any], bool]:
+        """A TCP connection's first line: (its source or None, the reply, close after
+        the reply).
+
+        Not JSON: refused, the connection may send its hello again. JSON that is not a
+        hello with a valid token: refused, and the connection is closed. Storage
+        unavailable: a ``retry`` reply, and the connection stays open for another hello.
+        """
+        try:
+            obj = parse_json(line)
+        except FeedError as exc:
+            await self.reject(None, line, str(exc))
+            return None, {"ok": False, "error": str(exc)}, False
+        source = self.source_for(obj.get("token") if isinstance(obj, dict) else None)
+        if source is None or obj.get("type") != "hello":
+            await self.reject(None, line, "not authenticated")
+            return None, {"ok": False, "error": NOT_AUTHENTICATED}, True
+        try:
+            last_seq = await self.last_seq(source)
+        except RedisError as exc:
+            log.warning("source %s said hello from %s while storage is unavailable: %s",
+                        source, peer, exc)
+            return None, {"ok": False, "error": "storage unavailable; send the hello again",
+                          "retry": True}, False
+        log.debug("source %s connected from %s", source, peer)
+        return source, {"ok": True, "source": source, "last_seq": last_seq}, False
+
     async def handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         splitter = LineSplitter()
@@ -122,26 +175,13 @@ class Ingest:
                     if isinstance(line, FeedError):
                         await self.reject(source, b"", str(line))
                         await reply({"ok": False, "error": str(line)})
-                        continue
-                    if source is None:
-                        try:
-                            obj = parse_json(line)
-                        except FeedError as exc:
-                            await self.reject(source, line, str(exc))
-                            await reply({"ok": False, "error": str(exc)})
-                            continue
-                        token = obj.get("token") if isinstance(obj, dict) else None
-                        source = self.source_for(token)
-                        if source is None or obj.get("type") != "hello":
-                            await self.reject(None, line, "not authenticated")
-                            await reply({"ok": False, "error": "first send "
-                                         '{"type":"hello","token":"..."} with a valid token'})
+                    elif source is None:
+                        source, answer, close = await self.hello(line, peer)
+                        await reply(answer)
+                        if close:
                             return
-                        log.debug("source %s connected from %s", source, peer)
-                        await reply({"ok": True, "source": source,
-                                     "last_seq": await self.last_seq(source)})
-                        continue
-                    await reply(await self.accept_line(line, source))
+                    else:
+                        await reply(await self.accept_line(line, source))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -149,18 +189,47 @@ class Ingest:
             writer.close()
 
     # ------------------------------------------------------------------ HTTP
+    @web.middleware
+    async def no_token_in_url(self, request: web.Request, handler: Handler
+                              ) -> web.StreamResponse:
+        """Refuse, on every endpoint, a request whose URL carries a token: the token
+        is already in some log by then, and accepting it would keep it there."""
+        if any(name in request.query for name in URL_TOKEN_PARAMS):
+            log.warning("refused %s %s: a token in the URL (query string not logged)",
+                        request.method, request.path)
+            await self.reject(None, b"", "a token in the URL")
+            return web.json_response({"ok": False, "error": TOKEN_IN_URL}, status=400)
+        return await handler(request)
+
     def _auth(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else request.query.get("token")
-        source = self.source_for(token)
+        source = self.source_for(header[7:] if header.startswith("Bearer ") else None)
         if source is None:
-            raise web.HTTPUnauthorized(text=json.dumps({"ok": False, "error": "bad token"}),
-                                       content_type="application/json")
+            raise web.HTTPUnauthorized(text=json.dumps({
+                "ok": False, "error": "bad token: send 'Authorization: Bearer <token>'"}),
+                content_type="application/json")
         return source
+
+    async def _body(self, request: web.Request, source: str) -> bytes | web.Response:
+        """The request body, or the reply refusing it (too long, or empty)."""
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            error = f"body longer than {MAX_LINE} bytes"
+        else:
+            if body.strip():
+                return body
+            error = ("empty body: send one JSON object, an array of them, or "
+                     "newline-delimited objects")
+        await self.reject(source, b"", error)
+        status = 413 if error.startswith("body longer") else 400
+        return web.json_response({"ok": False, "error": error}, status=status)
 
     async def http_feed(self, request: web.Request) -> web.Response:
         source = self._auth(request)
-        body = await request.read()
+        body = await self._body(request, source)
+        if isinstance(body, web.Response):
+            return body
         try:
             parsed = parse_json(body)
             items = parsed if isinstance(parsed, list) else [parsed]
@@ -188,7 +257,9 @@ class Ingest:
 
     async def http_startlist(self, request: web.Request) -> web.Response:
         source = self._auth(request)
-        body = await request.read()
+        body = await self._body(request, source)
+        if isinstance(body, web.Response):
+            return body
         try:
             doc = parse_json(body)
         except FeedError as exc:
@@ -200,13 +271,19 @@ class Ingest:
         return web.json_response(result, status=200 if result["ok"] else 400)
 
     async def http_stats(self, request: web.Request) -> web.Response:
-        stats = {k.decode(): int(v) for k, v in (await self.r.hgetall(keys.INGEST_STATS)).items()}
-        stats["raw_length"] = await self.r.xlen(keys.RAW_STREAM)
+        try:
+            counters = await self.r.hgetall(keys.INGEST_STATS)
+            raw_length = await self.r.xlen(keys.RAW_STREAM)
+        except RedisError as exc:
+            return web.json_response({"ok": False, "error": f"storage unavailable: {exc}",
+                                      "retry": True}, status=503)
+        stats: dict[str, Any] = {bus.text(k): int(v) for k, v in counters.items()}
+        stats["raw_length"] = raw_length
         stats["decoders"] = {link.cfg.id: link.state() for link in self.links}
         return web.json_response(stats)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_LINE)
+        app = web.Application(client_max_size=MAX_LINE, middlewares=[self.no_token_in_url])
         app.add_routes([web.post("/feed", self.http_feed),
                         web.post("/api/startlist", self.http_startlist),
                         web.get("/api/stats", self.http_stats),

@@ -128,17 +128,7 @@ class Competition:
                 self.called = (race.id, inp.pair)
                 return {}
             case Gun():
-                if inp.race is None:
-                    if self.called is None:
-                        raise InputError(
-                            "a gun with no race or pair, and no pair called to the start")
-                    called_race, called_pair = self.called
-                    inp = msgspec.structs.replace(inp, race=called_race, pair=called_pair)
-                    self.called = None
-                race = self._race(inp.race)
-                for bib in race.starters(inp):
-                    self.racing[bib] = race.id
-                return {race.id: race.feed(input_id, RoutedGun(inp, self._common(inp)))}
+                return self._gun(input_id, inp)
             case FinishTime() | Decision():
                 race = self._race(inp.race)
                 if inp.bib is not None:
@@ -147,6 +137,8 @@ class Competition:
         assert_never(inp)
 
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
+        """A passing to the race its skater is in; counted and dropped when the
+        transponder, the timing point or the skater's race is unknown."""
         bib = self.by_transponder.get(str(inp.transponder))
         if bib is None:
             self.stats["unknown_transponder"] += 1
@@ -165,8 +157,21 @@ class Competition:
             self.stats["passing_ignored"] += 1
         return {race_id: events} if events else {}
 
+    def _gun(self, input_id: str, inp: Gun) -> dict[str, list[RaceEvent]]:
+        """A gun starts its race's skaters (a gun naming no race: the pair called)."""
+        if inp.race is None:
+            if self.called is None:
+                raise InputError("a gun with no race or pair, and no pair called to the start")
+            called_race, called_pair = self.called
+            inp = msgspec.structs.replace(inp, race=called_race, pair=called_pair)
+            self.called = None
+        race = self._race(inp.race)
+        for bib in race.starters(inp):
+            self.racing[bib] = race.id
+        return {race.id: race.feed(input_id, RoutedGun(inp, self._common(inp)))}
+
     def _race(self, race_id: str | int | None) -> Race:
-        """The race an input names; refuses an unknown one."""
+        """The race an input names; InputError for an unknown one."""
         race = self.races.get(str(race_id))
         if race is None:
             raise InputError(f"unknown race {race_id!r}")
@@ -181,13 +186,7 @@ class Competition:
         for s in inp.skaters or []:
             sk = Skater.from_spec(s)
             skaters[sk.bib] = sk
-        transponders = dict(self.by_transponder)
-        for sk in skaters.values():
-            for tr in sk.transponders:
-                owner = transponders.get(tr)
-                if owner is not None and owner != sk.bib:
-                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
-                transponders[tr] = sk.bib
+        transponders = self._transponders(skaters)
         # Validate every race before changing anything: a bad file changes nothing.
         staged = []
         for spec in inp.races or []:
@@ -212,6 +211,18 @@ class Competition:
         self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
                       for line in r.lines.values()}
         return out
+
+    def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
+        """Transponder -> bib, known and ``skaters``' own; InputError for a transponder
+        given to two bibs."""
+        transponders = dict(self.by_transponder)
+        for sk in skaters.values():
+            for tr in sk.transponders:
+                owner = transponders.get(tr)
+                if owner is not None and owner != sk.bib:
+                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
+                transponders[tr] = sk.bib
+        return transponders
 
     def _names(self) -> dict[str, dict[str, Any]]:
         """Every competitor's name: skaters, and the teams of relays and team events."""

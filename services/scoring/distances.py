@@ -6,8 +6,6 @@ Every official intermediate is a passage of the finish line, so the start sits
 from __future__ import annotations
 
 LAP_M = 400
-#: Distances the long-track individual engine accepts.
-LONG_TRACK_DISTANCES = (500, 1000, 1500, 3000, 5000, 10000)
 
 
 def passages(distance_m: int, lap_m: int = LAP_M) -> list[int]:

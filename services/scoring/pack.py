@@ -225,34 +225,17 @@ class PackRace(SprintsAndBreakaways):
         self.last[row] = t
         lap_time = t - prev
         lines: list[str] = []
-        name = self.skaters[row].short
         self.stopped[row] = False
         entry: dict[str, Any] = {"k": k, "lap_number": k + 1, "m": self.cross_m[k], "t": t,
                                  "lap_time": lap_time, "position": position,
                                  "gap_leader": gap_leader}
         if self.teams:
-            # Who crossed for the team; a new name is an exchange since the last lap.
             entry["skater"] = skater
-            if self.active[row] is not None and self.active[row] != skater:
-                self.exchanges[row] += 1
-                if k >= self.n_cross - 2 and self.bibs[row] not in self.late_exchange:
-                    # One skater must skate the last two laps (DOMAIN.md §4): the
-                    # referee's call, so it is flagged, not sanctioned.
-                    self.late_exchange.append(self.bibs[row])
-                    lines.append(stories.relay_late_exchange(self.skaters[row].short))
-            self.active[row] = skater
+            lines += self._exchange(row, k, skater)
         self.rows[row][k] = entry
         laps_to_go = self.n_cross - int(self.crossings.max())
-        if position == 1 and k and emit:
-            before = self.t[:, k - 1]
-            if self.bibs[int(np.argmin(before))] != self.bibs[row] and laps_to_go:
-                lines.append(stories.pack_lead(name, laps_to_go))
-        if self.teams and position == 1 and laps_to_go == WARNING_LAPS and not self.warning:
-            self.warning = True
-            lines.append(stories.relay_warning(name))
-        if position == 1 and laps_to_go == 1 and not self.bell:
-            self.bell = True
-            lines.append(stories.pack_bell(name))
+        if position == 1:
+            lines += self._leader_lines(row, k, laps_to_go, emit)
         if k in self.sprint_k:
             lines += self._sprint(row, k, position)
         if k and lap_time:
@@ -267,12 +250,48 @@ class PackRace(SprintsAndBreakaways):
         if not emit:
             return []  # a replay: the state is rebuilt, the lines were told already
         self._tell(lines)
+        return [self._crossing_event(input_id, row, entry, lines, finished)]
+
+    def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
+                        finished: bool) -> RaceEvent:
+        """A ``passage`` event, or a ``finish`` with the final and the classification."""
         base: RaceEvent = {"race": self.id, "input": input_id, "bib": self.bibs[row], "row": entry,
-                       "pack": self.pack_state(), "stories": lines}
+                           "pack": self.pack_state(), "stories": lines}
         if finished:
-            return [{"type": "finish", **base, "final": self.final[row],
-                     "classification": self.classification(), "race_done": self._done()}]
-        return [{"type": "passage", **base}]
+            return {"type": "finish", **base, "final": self.final[row],
+                    "classification": self.classification(), "race_done": self._done()}
+        return {"type": "passage", **base}
+
+    def _exchange(self, row: int, k: int, skater: str) -> list[str]:
+        """Who crossed for a team at crossing ``k``: a new name is an exchange since the
+        last lap. Returns the story of an exchange in the last two laps."""
+        lines = []
+        if self.active[row] is not None and self.active[row] != skater:
+            self.exchanges[row] += 1
+            if k >= self.n_cross - 2 and self.bibs[row] not in self.late_exchange:
+                # One skater must skate the last two laps (DOMAIN.md §4): the
+                # referee's call, so it is flagged, not sanctioned.
+                self.late_exchange.append(self.bibs[row])
+                lines.append(stories.relay_late_exchange(self.skaters[row].short))
+        self.active[row] = skater
+        return lines
+
+    def _leader_lines(self, row: int, k: int, laps_to_go: int, emit: bool) -> list[str]:
+        """The leader at crossing ``k``: a new leader's story, and the relay's warning
+        shot and the bell when they are due (each once)."""
+        lines = []
+        name = self.skaters[row].short
+        if k and emit:
+            before = self.t[:, k - 1]
+            if self.bibs[int(np.argmin(before))] != self.bibs[row] and laps_to_go:
+                lines.append(stories.pack_lead(name, laps_to_go))
+        if self.teams and laps_to_go == WARNING_LAPS and not self.warning:
+            self.warning = True
+            lines.append(stories.relay_warning(name))
+        if laps_to_go == 1 and not self.bell:
+            self.bell = True
+            lines.append(stories.pack_bell(name))
+        return lines
 
     def _check_stopped(self, row: int, t: int, limit: int) -> list[str]:
         quiet = (t - self.last > limit) & ~self.stopped \

@@ -29,8 +29,22 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-EXCLUDING = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 FORFEITING = ("YC", "RC")
+
+
+def _each_once(advancing: dict[str, list[tuple[int, int, str]]]) -> dict[str, list[str]]:
+    """Round name -> its skaters' bibs in (place, time) order, from (place, time µs, bib)
+    rows; a bib goes only to the first round naming it (an ADV skater who also placed
+    goes once)."""
+    sent: set[str] = set()
+    result: dict[str, list[str]] = {}
+    for to, rows in advancing.items():
+        result[to] = []
+        for _, _, b in sorted(rows):
+            if b not in sent:
+                sent.add(b)
+                result[to].append(b)
+    return result
 
 
 class RoundRace(Protocol):
@@ -103,15 +117,7 @@ class Event:
                                         if race.status[i] == "ADV" and b not in forfeited]
             if best:
                 out[rule["to"]] += sorted(candidates, key=lambda c: c[1])[:best["count"]]
-        sent: set[str] = set()  # an ADV skater who also placed goes once
-        result: dict[str, list[str]] = {}
-        for to, v in out.items():
-            result[to] = []
-            for _, _, b in sorted(v):
-                if b not in sent:
-                    sent.add(b)
-                    result[to].append(b)
-        return result
+        return _each_once(out)
 
     def _create(self, rnd: dict[str, Any], bibs: list[str]) -> list[dict[str, Any]]:
         heats = int(rnd.get("heats", 1))

@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
 
 from icetime import bus, keys
 from icetime.logs import about
@@ -79,16 +80,17 @@ class ScoringRunner:
         n = 0
         start = "-"
         while True:
-            entries = await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK)
+            entries = bus.entries(
+                await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK))
             for sid, fields in entries:
-                inp = self.decode(sid.decode(), fields)
+                inp = None if fields is None else self.decode(sid, fields)
                 if inp is not None:
-                    self.engine.feed(sid.decode(), inp)
+                    self.engine.feed(sid, inp)
                 n += 1
             if len(entries) < REPLAY_CHUNK:
                 break
-            start = "(" + entries[-1][0].decode()
-        log.info("rebuilt from %d inputs up to %s", n, mark.decode())
+            start = "(" + entries[-1][0]
+        log.info("rebuilt from %d inputs up to %s", n, bus.text(mark))
         return n
 
     def decode(self, sid: str, fields: dict[bytes, bytes]) -> FeedInput | None:
@@ -134,16 +136,17 @@ class ScoringRunner:
         resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {keys.RAW_STREAM: start},
                                        count=BATCH, block=block)
         n = 0
-        for _stream, entries in resp or []:
-            for sid, fields in entries:
-                await self.handle(sid.decode(), fields or None)
-                n += 1
+        for sid, fields in bus.read_entries(resp):
+            await self.handle(sid, fields or None)
+            n += 1
         self.stats_dirty = self.stats_dirty or n > 0
         now = time.monotonic()
         if self.stats_dirty and now - self.stats_at > STATS_EVERY_S:
             self.stats_at, self.stats_dirty = now, False
-            await self.r.hset(keys.SCORING_STATS, mapping={
-                **self.engine.stats, "published_events": self.published})
+            # Built key by key: redis-py's mapping type takes no dict[str, int] (invariant keys).
+            stats: dict[FieldT, EncodableT] = {k: v for k, v in self.engine.stats.items()}
+            stats["published_events"] = self.published
+            await self.r.hset(keys.SCORING_STATS, mapping=stats)
         return n
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -31,14 +31,14 @@ function mode(view) {
 function lane(view, bib, lane) {
   const sk = view.skaters[bib], res = view.results[bib];
   const last = [...res.passages].reverse().find(Boolean);
-  let clock = `<div class="clock" data-bib="${bib}" data-testid="board-clock-${lane}"></div>`;
+  let clock = `<div class="clock" data-bib="${esc(bib)}" data-testid="board-clock-${lane}"></div>`;
   if (res.final) {
     const rank = view.classification.rank[view.classification.bib.indexOf(bib)];
     clock = `<div class="clock final" data-testid="board-clock-${lane}">${fmtTime(res.final.t)}</div>` +
       `<div class="under" data-testid="board-result-${lane}">${rank ? ordinal(rank) : ""} ` +
-      `<span class="flags">${res.final.flags.map((f) => `<span>${f}</span>`).join("")}</span></div>`;
+      `<span class="flags">${res.final.flags.map((f) => `<span>${esc(f)}</span>`).join("")}</span></div>`;
   } else if (res.status) {
-    clock = `<div class="clock"><span class="code">${res.status}</span></div>`;
+    clock = `<div class="clock"><span class="code">${esc(res.status)}</span></div>`;
   }
   // Two short lines, so the gap is never the part that does not fit.
   const lastPassage = last && !res.final
@@ -56,7 +56,7 @@ function packBoard(view) {
   const pack = view.pack;
   const rows = pack.order.slice(0, PACK_ROWS).map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
-    return `<div class="prow" data-bib="${bib}"><span class="pos">${place(view, bib)}</span>` +
+    return `<div class="prow" data-bib="${esc(bib)}"><span class="pos">${place(view, bib)}</span>` +
       `<span class="pname">${esc(sk.short)}</span>` +
       `<span class="pgap">${badge(view, bib) || behind(view, bib)}</span>` +
       (pts !== null ? `<span class="ppts">${pts || ""}</span>` : "") + `</div>`;

@@ -25,13 +25,13 @@ function laneRows(view, bib, lane) {
       `<td class="num gap ${gapClass(p.gap_leader)}">${lead}</td>` +
       `<td class="num">${p.projected ? "→ " + fmtTime(p.projected) : ""}</td></tr>`;
   }).join("");
-  const status = res.status ? `<span class="code">${res.status}</span>` : "";
-  const final = res.final ? `<span class="final" data-testid="final-${bib}">${fmtTime(res.final.t)}</span>` +
-    res.final.flags.map((f) => ` <span class="flag">${f}</span>`).join("") : "";
-  return `<div class="lane lane-${lane}" data-bib="${bib}" data-testid="lane-${lane}">
+  const status = res.status ? `<span class="code">${esc(res.status)}</span>` : "";
+  const final = res.final ? `<span class="final" data-testid="final-${esc(bib)}">${fmtTime(res.final.t)}</span>` +
+    res.final.flags.map((f) => ` <span class="flag">${esc(f)}</span>`).join("") : "";
+  return `<div class="lane lane-${lane}" data-bib="${esc(bib)}" data-testid="lane-${lane}">
     <div class="who"><span class="band" aria-label="${lane === "I" ? "inner lane" : "outer lane"}">${lane}</span>
       <span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></div>
-    <div class="clock" data-bib="${bib}" data-testid="clock-${lane}">${final || status || ""}</div>
+    <div class="clock" data-bib="${esc(bib)}" data-testid="clock-${lane}">${final || status || ""}</div>
     <table class="passages"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
   </div>`;
 }
@@ -48,18 +48,18 @@ function card(view, bib) {
   const sk = view.skaters[bib], res = view.results[bib];
   const last = [...res.passages].reverse().find(Boolean);
   const c = view.classification, at = c.bib.indexOf(bib);
-  let big = `<span class="clock" data-bib="${bib}"></span>`;
-  if (res.status) big = `<span class="code">${res.status}</span>`;
+  let big = `<span class="clock" data-bib="${esc(bib)}"></span>`;
+  if (res.status) big = `<span class="code">${esc(res.status)}</span>`;
   else if (res.final) {
-    big = `<span class="final" data-testid="follow-final-${bib}">${fmtTime(res.final.t)}</span>` +
+    big = `<span class="final" data-testid="follow-final-${esc(bib)}">${fmtTime(res.final.t)}</span>` +
       (at >= 0 ? ` <span class="rank">${ordinal(c.rank[at])}</span>` : "") +
-      res.final.flags.map((f) => ` <span class="flag">${f}</span>`).join("");
+      res.final.flags.map((f) => ` <span class="flag">${esc(f)}</span>`).join("");
   }
   const line = last && !res.final
-    ? `<div class="lastp" data-testid="follow-last-${bib}">${last.m} m <b>${fmtTime(last.t)}</b> · ${ordinal(last.rank)}` +
+    ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${last.m} m <b>${fmtTime(last.t)}</b> · ${ordinal(last.rank)}` +
       (last.gap_leader !== null ? ` · <span class="gap ${gapClass(last.gap_leader)}">${fmtGap(last.gap_leader)}</span>` : "") + `</div>`
     : "";
-  return `<div class="fcard" data-bib="${bib}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
+  return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
     `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
 }
 
@@ -115,10 +115,10 @@ function drawChart(view, series, refLabel, emptyNote) {
       out.push(`<polyline class="line ${s.cls}" points="${s.pts.map((p) => `${x(p.m)},${y(p.gap)}`).join(" ")}"/>`);
     }
     s.pts.forEach((p, j) => {
-      out.push(`<circle class="pt ${s.cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${s.bib}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
+      out.push(`<circle class="pt ${s.cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${esc(s.bib)}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
       if ((single && s.pts.length <= 6) || j === s.pts.length - 1) {
         const dy = single ? (p.gap > 0 ? 14 : -8) : (s.above ? -8 : 14);
-        out.push(`<text class="lbl ${s.cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${s.bib}-${p.m}">${fmtGap(p.gap)}</text>`);
+        out.push(`<text class="lbl ${s.cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${esc(s.bib)}-${p.m}">${fmtGap(p.gap)}</text>`);
       }
     });
   });
@@ -133,14 +133,14 @@ function packCard(view, bib) {
   const sk = view.skaters[bib], res = view.results[bib];
   const row = lastRow(view, bib);
   const big = badge(view, bib) || (res.final
-    ? `<span class="final" data-testid="follow-final-${bib}">${finalTime(view, bib)}</span>`
+    ? `<span class="final" data-testid="follow-final-${esc(bib)}">${finalTime(view, bib)}</span>`
     : `<span class="rank">${ordinal(view.pack.order.indexOf(bib) + 1)}</span>`);
   const pts = pointsOf(view, bib);
-  const line = row ? `<div class="lastp" data-testid="follow-last-${bib}">lap ${row.lap_number} ` +
+  const line = row ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">lap ${row.lap_number} ` +
     `<b>${fmtTime(row.lap_time)}</b> · ${ordinal(row.position)} across` +
     (behind(view, bib) ? ` · <span class="gap slower">${behind(view, bib)}</span>` : "") +
     (pts !== null ? ` · ${pts} pts` : "") + `</div>` : "";
-  return `<div class="fcard" data-bib="${bib}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
+  return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
     `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
 }
 
@@ -155,7 +155,7 @@ function renderPack(view) {
   const table = pointsTable(view);
   $("lanes").innerHTML = `<ol class="porder" data-testid="pack-order">${pack.order.map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
-    return `<li data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
+    return `<li data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
       `<span class="name">${esc(sk.short)}</span> <span class="nation">${esc(subtitle(view, bib))}</span>` +
       `<span class="num">${badge(view, bib) || behind(view, bib)}</span>` +
       (pts !== null ? `<span class="num pts">${pts || ""}</span>` : "") + `</li>`;
@@ -166,7 +166,7 @@ function renderPack(view) {
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib];
-    return `<tr data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td class="who">${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
+    return `<tr data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td class="who">${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i], digits(view))}</td>` +
       `<td class="num">${c.sprint_points ? c.sprint_points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
   }).join("");
@@ -209,9 +209,9 @@ function render(view) {
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib], fin = view.results[bib].final;
-    return `<tr data-bib="${bib}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td>${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
+    return `<tr data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td>${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
-      `<td>${(fin?.flags || []).map((f) => `<span class="flag">${f}</span>`).join(" ")}</td></tr>`;
+      `<td>${(fin?.flags || []).map((f) => `<span class="flag">${esc(f)}</span>`).join(" ")}</td></tr>`;
   }).join("");
   renderStories(view);
 }

@@ -75,7 +75,7 @@ function cell(p, best, members) {
     `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
 }
 
-function flags(list) { return list.map((f) => `<span class="flag flag-${f}">${f}</span>`).join(""); }
+function flags(list) { return list.map((f) => `<span class="flag flag-${esc(f)}">${esc(f)}</span>`).join(""); }
 
 function row(view, bib, best, pairOf, members) {
   const sk = view.skaters[bib], res = view.results[bib];
@@ -85,16 +85,16 @@ function row(view, bib, best, pairOf, members) {
   const last = [...res.passages].reverse().find(Boolean);
   const classes = [prefs.pinned.includes(bib) && "pinned", selected === bib && "selected",
     prefs.compare.includes(bib) && "compared", onIce && "on-ice"].filter(Boolean).join(" ");
-  const final = res.status ? `<span class="code">${res.status}</span>`
+  const final = res.status ? `<span class="code">${esc(res.status)}</span>`
     : res.final ? `<span class="t">${fmtTime(res.final.t)}</span> <span class="rk">${at >= 0 ? c.rank[at] : ""}</span>` +
       (at > 0 ? ` <span class="gap slower">${fmtGap(c.behind[at])}</span>` : "") + flags(res.final.flags) : "";
   const projected = !res.final && last && last.projected ? fmtTime(last.projected) : "";
-  return `<tr data-bib="${bib}" class="${classes}" aria-selected="${selected === bib}">` +
-    `<td class="pr">${pair}<span class="lane lane-${lane}">${lane}</span></td>` +
+  return `<tr data-bib="${esc(bib)}" class="${classes}" aria-selected="${selected === bib}">` +
+    `<td class="pr">${esc(pair)}<span class="lane lane-${lane}">${lane}</span></td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
     `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
     view.race.passages.map((m, k) => cell(res.passages[k], best[k], members)).join("") +
-    `<td class="final" data-testid="final-${bib}">${final}</td><td class="num proj">${projected}</td></tr>`;
+    `<td class="final" data-testid="final-${esc(bib)}">${final}</td><td class="num proj">${projected}</td></tr>`;
 }
 
 function compareTable(view) {
@@ -128,13 +128,13 @@ function packRow(view, bib, best) {
   const classes = [prefs.pinned.includes(bib) && "pinned", selected === bib && "selected",
     prefs.compare.includes(bib) && "compared", view.pack.run && !res.final && "on-ice"].filter(Boolean).join(" ");
   const final = res.final ? `<span class="t">${finalTime(view, bib)}</span>` : "";
-  return `<tr data-bib="${bib}" class="${classes}" aria-selected="${selected === bib}">` +
+  return `<tr data-bib="${esc(bib)}" class="${classes}" aria-selected="${selected === bib}">` +
     `<td class="pr">${view.pack.order.indexOf(bib) + 1}</td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(subtitle(view, bib))}</span></td>` +
     `<td class="num">${view.pack.crossings[bib]}</td><td class="num behind">${badge(view, bib) || behind(view, bib)}</td>` +
     (pts !== null ? `<td class="num pts">${pts}</td>` : "") +
     view.race.passages.map((m, k) => packCell(res.passages[k], best[k])).join("") +
-    `<td class="final" data-testid="final-${bib}">${final}</td></tr>`;
+    `<td class="final" data-testid="final-${esc(bib)}">${final}</td></tr>`;
 }
 
 function renderPack(view) {
@@ -219,7 +219,7 @@ async function pollHealth() {
         d.clock_offset_us ? `offset ${(d.clock_offset_us / 1000).toFixed(1)} ms` : null,
         d.damaged ? `${d.damaged} damaged` : null].filter(Boolean);
       parts.push(`<span class="chip ${ok ? "ok" : "bad"}" data-testid="decoder-${esc(d.id)}">` +
-        `<b>${esc(d.id)}</b> ${esc(d.point)} · ${bits.join(" · ")}</span>`);
+        `<b>${esc(d.id)}</b> ${esc(d.point)} · ${esc(bits.join(" · "))}</span>`);
     }
     const ing = h.ingest || {}, sc = h.scoring || {};
     parts.push(`<span class="chip" data-testid="feed-counts">inputs ${ing.accepted || 0} · ` +
@@ -269,7 +269,7 @@ function onKey(e) {
   e.preventDefault();
   savePrefs();
   render(live.view);
-  const el = document.querySelector(`#grid-body tr[data-bib="${selected}"]`);
+  const el = selected && document.querySelector(`#grid-body tr[data-bib="${CSS.escape(selected)}"]`);
   if (el) el.scrollIntoView({ block: "nearest" });
 }
 

@@ -11,7 +11,7 @@ function renderPack(view) {
   $("title").textContent = `${view.race.name} · ${lapsToGo(pack)}${away ? " · " + away : ""}`;
   $("rows").innerHTML = pack.order.slice(0, 3).map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
-    return `<div class="row" data-testid="overlay-${bib}"><span class="band pos">${place(view, bib)}</span>` +
+    return `<div class="row" data-testid="overlay-${esc(bib)}"><span class="band pos">${place(view, bib)}</span>` +
       `<span class="name">${esc(sk.name)} <span class="nation">${esc(sk.nation)}</span></span>` +
       `<span class="rank">${pts !== null ? pts + " pts" : ""}</span><span class="t">${finalTime(view, bib)}</span>` +
       `<span class="gap slower">${badge(view, bib) || behind(view, bib)}</span></div>`;

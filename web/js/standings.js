@@ -1,5 +1,5 @@
 // World Cup standings (the "wc-standings" view): one table per cup.
-import { esc } from "./view.js";
+import { esc, raceHref } from "./view.js";
 
 // Views that are a summary, not a race: the World Cup standings, an event's rounds.
 export const isStandings = (view) => Boolean(view && ["standings", "rounds"].includes(view.race.kind));
@@ -32,7 +32,7 @@ export function eventRanking(view, limit = Infinity) {
 export function allCups(view, limit) {
   if (view.race.kind === "rounds") {
     return eventRanking(view, limit) + `<ul class="counted">${view.rounds.map((rnd) =>
-      `<li>${esc(rnd.name)}: ${rnd.races.map((id) => `<a href="/live?race=${encodeURIComponent(id)}">${esc(id)}</a>`).join(", ") || "to come"}</li>`).join("")}</ul>`;
+      `<li>${esc(rnd.name)}: ${rnd.races.map((id) => `<a href="${raceHref("live", id)}">${esc(id)}</a>`).join(", ") || "to come"}</li>`).join("")}</ul>`;
   }
   if (!view.cups.length) return `<p class="idle">No official results yet.</p>`;
   return view.cups.map((c) => cupTable(view, c, limit)).join("");

@@ -201,25 +201,34 @@ class DecoderLink:
         self.stats["failures"] += 1
         self.last_failure = f"{type(exc).__name__}: {exc}"[:200]
 
+    async def _connect(self, where: str, backoff: float
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Open the link; None when the decoder is unreachable, said once as a warning
+        per outage, then at debug level (the retry in ``backoff`` s)."""
+        try:
+            return await asyncio.open_connection(self.cfg.host, self.cfg.port)
+        except OSError as exc:
+            if self.down_since is None:
+                self.down_since = asyncio.get_running_loop().time()
+                log.warning("decoder %s at %s unreachable (%s); retrying quietly, at "
+                            "least every %.0f s", self.cfg.id, where, exc, MAX_BACKOFF_S)
+            else:
+                log.debug("decoder %s at %s still unreachable (%s); retry in %.1f s",
+                          self.cfg.id, where, exc, backoff)
+            return None
+
     async def _run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         backoff = FIRST_BACKOFF_S
         where = f"{self.cfg.host}:{self.cfg.port}"
         back: asyncio.TimerHandle | None = None
         while not stop.is_set():
-            try:
-                reader, self.writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
-            except OSError as exc:
-                if self.down_since is None:
-                    self.down_since = loop.time()
-                    log.warning("decoder %s at %s unreachable (%s); retrying quietly, at "
-                                "least every %.0f s", self.cfg.id, where, exc, MAX_BACKOFF_S)
-                else:
-                    log.debug("decoder %s at %s still unreachable (%s); retry in %.1f s",
-                              self.cfg.id, where, exc, backoff)
+            link = await self._connect(where, backoff)
+            if link is None:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
+            reader, self.writer = link
             connected_at = loop.time()
             self.stats["connects"] += 1
             self.connected = True

@@ -197,7 +197,16 @@ def parse_record(frame: bytes) -> P3Record | Damaged:
     got = crc16(rec[:4] + b"\x00\x00" + rec[6:])
     if got != crc:
         return Damaged(f"CRC mismatch: record says 0x{crc:04x}, bytes give 0x{got:04x}", frame)
-    table = DECODE.get(tor) or _decode_table(tor)
+    fields = _fields(rec, DECODE.get(tor) or _decode_table(tor), frame)
+    if isinstance(fields, Damaged):
+        return fields
+    return P3Record(tor, fields, version, length, crc, flags, frame)
+
+
+def _fields(rec: bytes, table: dict[int, tuple[str, int]], frame: bytes
+            ) -> dict[str, Any] | Damaged:
+    """A CRC-checked record's fields (TLV, after the header) by name, per ``table``
+    (field id -> (name, kind)); an unknown field as ``field_0x..``."""
     fields: dict[str, Any] = {}
     i, end = HEADER, len(rec) - 1
     from_bytes = int.from_bytes
@@ -219,7 +228,7 @@ def parse_record(frame: bytes) -> P3Record | Damaged:
             # than 8 bytes): kept as hex, which classify() refuses for a known field.
             fields[name] = value.hex()
         i = j
-    return P3Record(tor, fields, version, length, crc, flags, frame)
+    return fields
 
 
 class P3Decoder:
@@ -316,6 +325,12 @@ def classify(rec: P3Record) -> P3Passing | P3Record | Damaged:
                            "integer (one to eight bytes)", rec.raw)
     if rec.tor != TOR["PASSING"]:
         return rec
+    return _passing(rec)
+
+
+def _passing(rec: P3Record) -> P3Passing | Damaged:
+    """A PASSING record whose integer fields are integers, as :func:`classify` says."""
+    f = rec.fields
     n = f.get("passing_number")
     if n is None:
         return Damaged("PASSING without a passing number", rec.raw)
