@@ -230,8 +230,21 @@ def convert_input(obj: Any) -> FeedInput:
 
 def stored(inp: FeedInput) -> dict[str, Any]:
     """The input as the raw stream keeps it: a plain dict with absent fields left out
-    (the form the scoring engines read)."""
+    (ingest packs it with msgpack; :func:`decode_stored` reads it back)."""
     return {k: v for k, v in msgspec.to_builtins(inp).items() if v is not None}
+
+
+_STORED_DECODER = msgspec.msgpack.Decoder(FeedInput)
+
+
+def decode_stored(data: bytes) -> FeedInput:
+    """A raw stream entry's msgpack bytes (:func:`stored`, packed) back into its input
+    type, checked as ingest checked it.
+
+    Raises ``msgspec.DecodeError`` (not msgpack) or its subclass
+    ``msgspec.ValidationError`` (not a valid input).
+    """
+    return _STORED_DECODER.decode(data)
 
 
 # ---------------------------------------------------------------- errors, in words

@@ -7,23 +7,33 @@ import functools
 import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from icetime import bus
+from icetime.messages import convert_input
 from icetime.redis_embed import EmbeddedRedis
 from icetime.service import Ports, Serve, with_ports
 from icetime.settings import Settings, Source
 from services.broadcast import server as broadcast
 from services.ingest import server as ingest
 from services.scoring import runner as scoring
+from services.scoring.competition import Competition
 
 pytest_plugins = ["pytester"]  # tests/test_stack.py runs tests that must fail
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TOKENS = {"gun": "t-gun", "finish-loop": "t-loop", "photo-finish": "t-photo",
           "officials": "t-officials"}
+
+
+def feed(comp: Competition, input_id: str, obj: dict[str, Any]
+         ) -> dict[str, list[dict[str, Any]]]:
+    """Feed the engine one input written as a plain dict, typed on the way in as ingest
+    types it (``msgspec.ValidationError`` if it is not a valid input)."""
+    return comp.feed(input_id, convert_input(obj))
 
 
 def write_venue_config(tmp_path: Path, *extra: str) -> Path:

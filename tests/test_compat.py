@@ -24,6 +24,7 @@ from icetime.replay import load_fixture, script_inputs
 from services.broadcast.compat import to_v1
 from services.scoring.competition import Competition
 
+from .conftest import feed
 from .test_pipeline import Follower, load_startlist
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -73,7 +74,7 @@ def test_every_event_and_view_of_every_fixture_in_protocol_1(path):
     for n, item in enumerate([None, *script_inputs(doc)]):
         inp = {"type": "startlist", **doc["startlist"]} if item is None else \
             {**item.inp, "source": item.source, "rx_us": item.at_us}
-        for race, events in comp.feed(f"in-{n}", inp).items():
+        for race, events in feed(comp, f"in-{n}", inp).items():
             streams.setdefault(race, []).extend(json.loads(json.dumps(events)))
     assert streams
     for race, events in streams.items():
@@ -99,9 +100,9 @@ def test_protocol_1_names_are_the_old_ones():
     """A mass start's first sprint and its rows as protocol 1 named them."""
     doc = load_fixture(FIXTURES / "beijing2023_w_massstart.json")
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
     for n, item in enumerate(script_inputs(doc)):
-        comp.feed(f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+        feed(comp, f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
     view = comp.view("bj23-wms")
     old = to_v1({"type": "snapshot", "race": "bj23-wms", "view": view})["view"]
     row, new_row = old["results"]["1"]["passages"][4], view["results"]["1"]["passages"][4]

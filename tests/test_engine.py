@@ -12,6 +12,8 @@ from icetime.timefmt import format_time, to_thousandths
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
+from .conftest import feed
+
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "beijing2023_w1000a.json"
 RACE = "bj23-w1000a"
 
@@ -20,16 +22,16 @@ def run_race(doc, *, extra=(), stop_after=None):
     """Feed a fixture through a fresh engine; return (engine, events in order)."""
     comp = Competition()
     events = []
-    for race_events in comp.feed("sl-1", {"type": "startlist", **doc["startlist"]}).values():
+    for race_events in feed(comp, "sl-1", {"type": "startlist", **doc["startlist"]}).values():
         events += race_events
     for n, item in enumerate(script_inputs(doc)):
         if stop_after is not None and n >= stop_after:
             break
         inp = {**item.inp, "source": item.source, "rx_us": item.at_us}
-        for race_events in comp.feed(f"in-{n}", inp).values():
+        for race_events in feed(comp, f"in-{n}", inp).values():
             events += race_events
     for n, inp in enumerate(extra):
-        for race_events in comp.feed(f"x-{n}", inp).values():
+        for race_events in feed(comp, f"x-{n}", inp).values():
             events += race_events
     return comp, events
 
@@ -110,41 +112,41 @@ def test_replay_is_deterministic_and_idempotent(doc):
     _, a = run_race(doc)
     comp, b = run_race(doc)
     assert a == b
-    assert comp.feed("in-5", {"type": "gun", "race": RACE, "pair": 1, "t": 0}) == {}
+    assert feed(comp, "in-5", {"type": "gun", "race": RACE, "pair": 1, "t": 0}) == {}
     assert comp.stats["duplicate_input"] == 1
 
 
 def test_debounce_never_moves_the_anchor():
     comp = Competition()
-    comp.feed("s", {"type": "startlist", "skaters": [
+    feed(comp, "s", {"type": "startlist", "skaters": [
         {"bib": "1", "name": "A One", "transponders": ["11"]},
         {"bib": "2", "name": "B Two", "transponders": ["22"]}],
         "races": [{"id": "r", "distance": 1000,
                    "pairs": [{"pair": 1, "inner": "1", "outer": "2"}]}]})
-    comp.feed("g", {"type": "gun", "race": "r", "pair": 1, "t": 1_000_000})
+    feed(comp, "g", {"type": "gun", "race": "r", "pair": 1, "t": 1_000_000})
     # 200 m needs at least 10 s at 20 m/s: a read at 4 s is a re-read (skater near the loop).
-    assert comp.feed("p1", {"type": "passing", "transponder": "11", "t": 5_000_000}) == {}
-    out = comp.feed("p2", {"type": "passing", "transponder": "11", "t": 19_000_000})
+    assert feed(comp, "p1", {"type": "passing", "transponder": "11", "t": 5_000_000}) == {}
+    out = feed(comp, "p2", {"type": "passing", "transponder": "11", "t": 19_000_000})
     assert out["r"][0]["row"]["t"] == 18_000_000
     # Repeated re-reads 5 s apart each: measured from the accepted passage, not the last read.
-    assert comp.feed("p3", {"type": "passing", "transponder": "11", "t": 24_000_000}) == {}
-    assert comp.feed("p4", {"type": "passing", "transponder": "11", "t": 29_000_000}) == {}
-    out = comp.feed("p5", {"type": "passing", "transponder": "11", "t": 39_000_000})
+    assert feed(comp, "p3", {"type": "passing", "transponder": "11", "t": 24_000_000}) == {}
+    assert feed(comp, "p4", {"type": "passing", "transponder": "11", "t": 29_000_000}) == {}
+    out = feed(comp, "p5", {"type": "passing", "transponder": "11", "t": 39_000_000})
     assert out["r"][0]["row"]["t"] == 38_000_000 and out["r"][0]["row"]["lap_time"] == 20_000_000
 
 
 def test_equal_thousandths_share_a_rank():
     comp = Competition()
-    comp.feed("s", {"type": "startlist", "skaters": [
+    feed(comp, "s", {"type": "startlist", "skaters": [
         {"bib": str(b), "name": f"S {b}", "transponders": [str(b)]} for b in range(1, 5)],
         "races": [{"id": "r", "distance": 500, "pairs": [
             {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3", "outer": "4"}]}]})
     finals = {"1": 38_123_400, "2": 38_123_900, "3": 38_000_000, "4": 38_124_000}
     for pair, bibs in ((1, ("1", "2")), (2, ("3", "4"))):
-        comp.feed(f"g{pair}", {"type": "gun", "race": "r", "pair": pair, "t": 0})
+        feed(comp, f"g{pair}", {"type": "gun", "race": "r", "pair": pair, "t": 0})
         for b in bibs:
-            comp.feed(f"a{b}", {"type": "passing", "transponder": b, "t": 10_000_000})
-            comp.feed(f"f{b}", {"type": "passing", "transponder": b, "t": finals[b]})
+            feed(comp, f"a{b}", {"type": "passing", "transponder": b, "t": 10_000_000})
+            feed(comp, f"f{b}", {"type": "passing", "transponder": b, "t": finals[b]})
     cls = comp.view("r")["classification"]
     assert cls["bib"] == ["3", "1", "2", "4"]
     assert cls["rank"] == [1, 2, 2, 4]  # 38.123 twice: shared 2nd, no 3rd
@@ -215,17 +217,17 @@ def test_restart_after_false_start(doc):
     doc2["script"]["pairs"] = doc2["script"]["pairs"][:1]
     items = script_inputs(doc2)
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
     for n, it in enumerate(items[:3]):  # gun + both ankles of the first 200 m read
-        comp.feed(f"a{n}", {**it.inp, "source": it.source})
+        feed(comp, f"a{n}", {**it.inp, "source": it.source})
     assert comp.view(RACE)["results"]["1"]["passages"][0] is not None or \
         comp.view(RACE)["results"]["2"]["passages"][0] is not None
-    out = comp.feed("restart", {"type": "decision", "race": RACE, "action": "restart", "pair": 1})
+    out = feed(comp, "restart", {"type": "decision", "race": RACE, "action": "restart", "pair": 1})
     view = out[RACE][0]["view"]
     assert view["results"]["1"]["passages"] == [None, None, None]
     assert view["on_ice"] == {}
     for n, it in enumerate(items):  # the pair skates again on a new gun, new seq numbers
-        comp.feed(f"b{n}", {**it.inp, "source": it.source})
+        feed(comp, f"b{n}", {**it.inp, "source": it.source})
     view = comp.view(RACE)
     assert view["results"]["1"]["final"]["t"] == 76_412_000
     assert view["on_ice"] == {}
@@ -233,16 +235,16 @@ def test_restart_after_false_start(doc):
 
 def test_unknown_inputs_are_counted_not_raised(doc):
     comp, _ = run_race(doc, stop_after=0)
-    assert comp.feed("u1", {"type": "passing", "transponder": "999", "t": 1}) == {}
-    assert comp.feed("u2", {"type": "gun", "race": "nope", "pair": 1, "t": 1}) == {}
-    assert comp.feed("u3", {"type": "decision", "race": RACE, "action": "dq", "bib": "77"}) == {}
+    assert feed(comp, "u1", {"type": "passing", "transponder": "999", "t": 1}) == {}
+    assert feed(comp, "u2", {"type": "gun", "race": "nope", "pair": 1, "t": 1}) == {}
+    assert feed(comp, "u3", {"type": "decision", "race": RACE, "action": "dq", "bib": "77"}) == {}
     assert comp.stats["unknown_transponder"] == 1 and comp.stats["refused"] == 2
 
 
 def test_quartet_start_two_pairs_on_the_ice_and_record_flags():
     """3000 m quartet start: pair 2 goes half a lap after pair 1, both on the ice at once."""
     comp = Competition()
-    comp.feed("s", {"type": "startlist", "skaters": [
+    feed(comp, "s", {"type": "startlist", "skaters": [
         {"bib": "1", "name": "A One", "transponders": ["1"], "pb": {"3000": "4:00.00"},
          "sb": {"3000": "3:58.00"}},
         {"bib": "2", "name": "B Two", "transponders": ["2"], "pb": {"3000": "3:50.00"}},
@@ -251,8 +253,8 @@ def test_quartet_start_two_pairs_on_the_ice_and_record_flags():
         "races": [{"id": "r", "distance": 3000, "records": {"TR": "3:56.00", "WR": "3:52.00"},
                    "pairs": [{"pair": 1, "inner": "1", "outer": "2"},
                              {"pair": 2, "inner": "3", "outer": "4"}]}]})
-    comp.feed("g1", {"type": "gun", "race": "r", "pair": 1, "t": 0})
-    comp.feed("g2", {"type": "gun", "race": "r", "pair": 2, "t": 15_000_000})
+    feed(comp, "g1", {"type": "gun", "race": "r", "pair": 1, "t": 0})
+    feed(comp, "g2", {"type": "gun", "race": "r", "pair": 2, "t": 15_000_000})
     assert set(comp.view("r")["on_ice"]) == {"1", "2"}
     finals = {"1": 235_500_000, "2": 251_000_000, "3": 240_000_000, "4": 245_000_000}
     gun = {"1": 0, "2": 0, "3": 15_000_000, "4": 15_000_000}
@@ -261,7 +263,7 @@ def test_quartet_start_two_pairs_on_the_ice_and_record_flags():
         for bib in ("1", "2", "3", "4"):
             n += 1
             t = finals[bib] * m // 3000
-            comp.feed(f"p{n}", {"type": "passing", "transponder": bib, "t": gun[bib] + t})
+            feed(comp, f"p{n}", {"type": "passing", "transponder": bib, "t": gun[bib] + t})
     view = comp.view("r")
     assert view["on_ice"] == {}
     assert [view["results"][b]["final"]["t"] for b in "1234"] == [
@@ -277,20 +279,20 @@ def test_quartet_start_two_pairs_on_the_ice_and_record_flags():
 def test_the_earliest_read_of_a_passage_wins_even_when_it_arrives_late(doc):
     """Two ankles on two decoders: the later-arriving read is 12 ms earlier."""
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
-    comp.feed("g", {"type": "gun", "race": RACE, "pair": 3, "t": 0})
-    a = comp.feed("a", {"type": "passing", "transponder": "4100051", "t": 17_992_000})
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    feed(comp, "g", {"type": "gun", "race": RACE, "pair": 3, "t": 0})
+    a = feed(comp, "a", {"type": "passing", "transponder": "4100051", "t": 17_992_000})
     assert a[RACE][0]["row"]["t"] == 17_992_000
-    b = comp.feed("b", {"type": "passing", "transponder": "4100052", "t": 17_980_000})
+    b = feed(comp, "b", {"type": "passing", "transponder": "4100052", "t": 17_980_000})
     rev = b[RACE][0]
     assert rev["type"] == "revision" and rev["reason"] == "earlier read of a passage"
     assert rev["view"]["results"]["5"]["passages"][0]["t"] == 17_980_000
     # A later read is still just a re-read: nothing changes, no event.
-    assert comp.feed("c", {"type": "passing", "transponder": "4100052", "t": 17_999_000}) == {}
-    out = comp.feed("d", {"type": "passing", "transponder": "4100051", "t": 45_221_000})
+    assert feed(comp, "c", {"type": "passing", "transponder": "4100052", "t": 17_999_000}) == {}
+    out = feed(comp, "d", {"type": "passing", "transponder": "4100051", "t": 45_221_000})
     assert out[RACE][0]["row"]["lap_time"] == 45_221_000 - 17_980_000
-    comp.feed("e", {"type": "passing", "transponder": "4100051", "t": 74_452_000})
-    late = comp.feed("f", {"type": "passing", "transponder": "4100052", "t": 74_450_000})
+    feed(comp, "e", {"type": "passing", "transponder": "4100051", "t": 74_452_000})
+    late = feed(comp, "f", {"type": "passing", "transponder": "4100052", "t": 74_450_000})
     view = late[RACE][0]["view"]
     assert view["results"]["5"]["final"]["t"] == 74_450_000
     assert view["classification"]["t"] == [74_450_000]
@@ -301,31 +303,31 @@ def test_the_earliest_read_of_a_passage_wins_even_when_it_arrives_late(doc):
 
 def test_a_gun_without_a_pair_starts_the_pair_called_to_the_start(doc):
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
-    assert comp.feed("g0", {"type": "gun", "t": 0}) == {}  # nobody called: refused, counted
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    assert feed(comp, "g0", {"type": "gun", "t": 0}) == {}  # nobody called: refused, counted
     assert comp.stats["refused"] == 1
-    assert comp.feed("c", {"type": "call", "race": RACE, "pair": 3}) == {}
-    out = comp.feed("g1", {"type": "gun", "t": 1_000_000})
+    assert feed(comp, "c", {"type": "call", "race": RACE, "pair": 3}) == {}
+    out = feed(comp, "g1", {"type": "gun", "t": 1_000_000})
     assert out[RACE][0]["type"] == "pair_start" and out[RACE][0]["pair"] == 3
     # The call is used up: the next beacon (a re-trigger) starts nothing.
-    assert comp.feed("g2", {"type": "gun", "t": 2_000_000}) == {}
-    out = comp.feed("p", {"type": "passing", "transponder": "4100051", "t": 18_980_000})
+    assert feed(comp, "g2", {"type": "gun", "t": 2_000_000}) == {}
+    out = feed(comp, "p", {"type": "passing", "transponder": "4100051", "t": 18_980_000})
     assert out[RACE][0]["row"]["t"] == 17_980_000
 
 
 def test_extra_loops_give_unofficial_splits_and_speeds_even_out_of_order():
     """Thialf-style loops in the ice: 100 m and 300 m past the finish line."""
     comp = Competition(loops={"p100": 100, "p300": 300})
-    all_events = comp.feed("s", {"type": "startlist", "skaters": [
+    all_events = feed(comp, "s", {"type": "startlist", "skaters": [
         {"bib": "1", "name": "A One", "transponders": ["11"]}],
         "races": [{"id": "r", "distance": 1000, "pairs": [{"pair": 1, "inner": "1"}]}]})["r"]
-    all_events += comp.feed("g", {"type": "gun", "race": "r", "pair": 1, "t": 0})["r"]
-    feed = [("p300", 10_000_000), ("finish", 17_980_000), ("p100", 26_500_000),
-            ("p300", 33_400_000), ("finish", 45_221_000), ("finish", 74_452_000),
-            ("p100", 55_000_000)]  # the last split arrives after the finish: out of order
+    all_events += feed(comp, "g", {"type": "gun", "race": "r", "pair": 1, "t": 0})["r"]
+    crossings = [("p300", 10_000_000), ("finish", 17_980_000), ("p100", 26_500_000),
+                 ("p300", 33_400_000), ("finish", 45_221_000), ("finish", 74_452_000),
+                 ("p100", 55_000_000)]  # the last split arrives after the finish: out of order
     events = []
-    for n, (point, t) in enumerate(feed):
-        out = comp.feed(f"p{n}", {"type": "passing", "transponder": "11", "point": point, "t": t})
+    for n, (point, t) in enumerate(crossings):
+        out = feed(comp, f"p{n}", {"type": "passing", "transponder": "11", "point": point, "t": t})
         events += out.get("r", [])
     splits = [e["split"] for e in events if e["type"] == "split"]
     # The 1000 m starts 200 m before the finish: the 300 m loop is crossed at 100 and
@@ -340,9 +342,9 @@ def test_extra_loops_give_unofficial_splits_and_speeds_even_out_of_order():
     assert [s["m"] for s in view["results"]["1"]["splits"]] == [100, 300, 500, 700]
     assert view["results"]["1"]["final"]["t"] == 74_452_000  # splits never touch results
     # A re-read of a split changes nothing; an unknown loop is counted, not applied.
-    assert comp.feed("x", {"type": "passing", "transponder": "11", "point": "p100",
+    assert feed(comp, "x", {"type": "passing", "transponder": "11", "point": "p100",
                            "t": 55_010_000}) == {}
-    assert comp.feed("y", {"type": "passing", "transponder": "11", "point": "p250",
+    assert feed(comp, "y", {"type": "passing", "transponder": "11", "point": "p250",
                            "t": 60_000_000}) == {}
     assert comp.stats["unknown_point"] == 1
     # The client fold of every live event reproduces the view, splits included.

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from icetime.messages import convert_input
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import format_diff, format_gap, format_time
 from icetime.view import apply_event
@@ -96,7 +97,7 @@ def record(doc: dict[str, Any], variant: str) -> list[Fold]:
     snapshot: dict[str, tuple[int, dict[str, Any]]] = {}
 
     def feed(input_id: str, inp: dict[str, Any]) -> None:
-        for rid, evs in comp.feed(input_id, inp).items():
+        for rid, evs in comp.feed(input_id, convert_input(inp)).items():
             streams.setdefault(rid, []).extend(wire(evs))
             views.setdefault(rid, []).append((len(streams[rid]), wire(comp.view(rid))))
 

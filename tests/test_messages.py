@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from icetime import bus, messages
-from icetime.messages import RaceEvent, decode_view, stored
+from icetime.messages import RaceEvent, decode_stored, decode_view, stored
 from icetime.replay import load_fixture, script_inputs
 from services.ingest.feed import FeedError, NotJSON, decode_line, validate
 from services.scoring.competition import Competition
@@ -169,9 +169,9 @@ def fixture_events(doc: dict, loops: dict[str, int] | None = None) -> tuple[Comp
     for n, (source, at_us, sent) in enumerate(items):
         typed = validate({k: v for k, v in sent.items() if v is not None}, source)
         typed.rx_us = at_us
-        inp = bus.unpack_input(bus.pack_input(stored(typed)))  # as the raw stream has it
-        hops = {"source_us": inp.get("sent_us"), "ingest_us": inp.get("rx_us"),
-                "scoring_us": at_us + 1}
+        inp = decode_stored(bus.pack_input(stored(typed)))  # as scoring reads the raw stream
+        assert inp == typed
+        hops = {"source_us": inp.sent_us, "ingest_us": inp.rx_us, "scoring_us": at_us + 1}
         for events in comp.feed(f"{1_700_000_000_000 + n}-0", inp).values():
             out += [bus.dumps({**ev, "hops": hops}) for ev in events]
     return comp, out

@@ -14,6 +14,8 @@ from icetime.timefmt import format_time
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
+from .conftest import feed
+
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
@@ -22,14 +24,14 @@ def run(name_or_doc, extra=()):
         FIXTURES / f"{name_or_doc}.json")
     comp = Competition()
     events = []
-    for evs in comp.feed("sl", {"type": "startlist", **doc["startlist"]}).values():
+    for evs in feed(comp, "sl", {"type": "startlist", **doc["startlist"]}).values():
         events += evs
     for n, item in enumerate(script_inputs(doc)):
-        for evs in comp.feed(f"in-{n}", {**item.inp, "source": item.source,
+        for evs in feed(comp, f"in-{n}", {**item.inp, "source": item.source,
                                          "rx_us": item.at_us}).values():
             events += evs
     for n, inp in enumerate(extra):
-        for evs in comp.feed(f"x-{n}", inp).values():
+        for evs in feed(comp, f"x-{n}", inp).values():
             events += evs
     race = doc["script"]["race"]
     return comp, comp.view(race), [e for e in events if e["race"] == race], doc
@@ -205,9 +207,9 @@ def test_a_venue_rules_file_replaces_the_points_tables(tmp_path):
     assert cfg.rules_file == str(rules)
     comp = Competition(rules=load_rules(cfg.rules_file))
     doc = load_fixture(FIXTURES / "beijing2023_w_massstart.json")
-    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
     for n, item in enumerate(script_inputs(doc)):
-        comp.feed(f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+        feed(comp, f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
     sprint1 = comp.view("bj23-wms")["pack"]["sprints"][0]
     assert sprint1["sprint_points"] == [10, 5, 1]
 
@@ -272,10 +274,10 @@ def test_world_cup_standings_move_when_results_become_official():
     official_at = next(i for i, item in enumerate(script_inputs(doc))
                        if item.inp.get("action") == "official")
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **doc["startlist"]})
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
     seen = []
     for n, item in enumerate(script_inputs(doc)):
-        out = comp.feed(f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+        out = feed(comp, f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
         if STANDINGS_ID in out:
             seen.append(n)
     # Only the official result moves the standings (the start list set them up first).
@@ -289,7 +291,7 @@ def test_world_cup_standings_move_when_results_become_official():
     overall = next(c for c in view["cups"] if c["cup"] == "Women overall")
     assert overall["rows"][0]["bib"] == "2" and overall["rows"][0]["points"] == 3800
     # A decision after the result was official still moves the standings.
-    out = comp.feed("late", {"type": "decision", "race": "alm22-w1500-2-fa", "action": "pen",
+    out = feed(comp, "late", {"type": "decision", "race": "alm22-w1500-2-fa", "action": "pen",
                              "bib": "1", "source": "officials"})
     assert out[STANDINGS_ID][0]["type"] == "revision"
     cup = next(c for c in comp.view(STANDINGS_ID)["cups"] if c["cup"] == "Women 1500 m")

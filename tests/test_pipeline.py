@@ -13,9 +13,10 @@ import websockets
 from icetime import bus, keys
 from icetime.cli import replay
 from icetime.feedclient import FeedClient
-from icetime.replay import load_fixture
+from icetime.replay import load_fixture, script_inputs
 from icetime.timefmt import format_time
 from icetime.view import apply_event
+from services.scoring.competition import Competition
 
 from .conftest import TOKENS
 
@@ -206,3 +207,71 @@ async def test_photo_finish_time_arrives_after_the_transponder_as_a_revision(sta
     assert final["t"] == 74_449_000 and final["origin"] == "photo"
     assert f.view["classification"]["t"][f.view["classification"]["bib"].index("5")] == 74_449_000
     assert f.events.index(next(e for e in f.events if e["event"] is finish)) < len(f.events) - 1
+
+
+async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
+        redis_server, redis_client, caplog):
+    """Raw entries as ingest stores them (msgpack maps, absent fields left out) are typed by
+    scoring on the way in. An entry that is no input is refused, counted with its reason
+    and acknowledged, and the worker goes on: live, and again when it rebuilds."""
+    from services.scoring import runner
+
+    from .conftest import Stack, feed, make_settings
+
+    doc = copy.deepcopy(FIXTURE)
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (1, 2)]
+    inputs = [{"type": "startlist", **doc["startlist"], "source": "officials", "rx_us": 1}]
+    inputs += [{**it.inp, "source": it.source, "rx_us": 10 + n}
+               for n, it in enumerate(script_inputs(doc))]
+    assert inputs[1]["type"] == "gun" and "race" in inputs[1] and "seq" in inputs[1]
+    bad = {4: {"d": b"\xc1"},  # not msgpack
+           7: {"d": bus.pack_input({"type": "passing", "transponder": "4100051", "t": 5,
+                                    "colour": "red", "source": "finish-loop"})},
+           9: {"d": bus.pack_input({"type": "gun", "race": RACE, "pair": 1, "t": -5})},
+           11: {"x": b"no input here"}}
+    writer = bus.Bus(redis_client)
+    for n, inp in enumerate(inputs):
+        if n in bad:
+            await redis_client.xadd(keys.RAW_STREAM, bad[n])
+        await writer.append_input(inp)  # what ingest stores (icetime.messages.stored)
+    expected = Competition()
+    for n, inp in enumerate(inputs):
+        feed(expected, str(n), inp)
+    assert expected.stats["refused"] == 0
+
+    async def scored(applied):
+        """Wait until scoring has written its counters for ``applied`` inputs."""
+        async with asyncio.timeout(20):
+            while True:
+                stats = {k.decode(): int(v) for k, v in
+                         (await redis_client.hgetall(keys.SCORING_STATS)).items()}
+                if stats.get("applied") == applied:
+                    return stats
+                await asyncio.sleep(0.05)
+
+    st = Stack(make_settings(redis_server.url), redis_server.url)
+    try:
+        await st.start("scoring")
+        stats = await scored(len(inputs))
+        assert stats["refused"] == len(bad)
+        reasons = [r.getMessage() for r in caplog.records if r.name == runner.log.name
+                   and r.getMessage().startswith("input refused")]
+        assert len(reasons) == len(bad), reasons
+        assert sum("not a valid input" in r for r in reasons) == 3, reasons
+        assert any("Object contains unknown field `colour`" in r for r in reasons), reasons
+        assert any("without its input" in r for r in reasons), reasons
+        snap = json.loads((await redis_client.hget(keys.snapshot_key(RACE), "view")).decode())
+        assert snap == json.loads(bus.dumps(expected.view(RACE)))
+        assert len(snap["classification"]["bib"]) == 4
+        assert (await redis_client.xpending(keys.RAW_STREAM, keys.SCORING_GROUP))["pending"] == 0
+        # A new life rebuilds from the raw log, refusing the same entries again on the way.
+        await st.stop("scoring")
+        await st.start("scoring")
+        await writer.append_input({"type": "decision", "race": RACE, "action": "official",
+                                   "source": "officials", "seq": 1, "rx_us": 999})
+        stats = await scored(len(inputs) + 1)
+        assert stats["refused"] == len(bad)
+        snap = json.loads((await redis_client.hget(keys.snapshot_key(RACE), "view")).decode())
+        assert snap["race"]["official"] is True
+    finally:
+        await st.close()

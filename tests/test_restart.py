@@ -15,7 +15,7 @@ from icetime.replay import load_fixture
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
-from .conftest import write_venue_config
+from .conftest import feed, write_venue_config
 
 FIXTURE = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w1000a.json")
 RACE = "bj23-w1000a"
@@ -24,9 +24,9 @@ RACE = "bj23-w1000a"
 def expected_view():
     from icetime.replay import script_inputs
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **FIXTURE["startlist"]})
+    feed(comp, "sl", {"type": "startlist", **FIXTURE["startlist"]})
     for n, it in enumerate(script_inputs(FIXTURE)):
-        comp.feed(f"i{n}", {**it.inp, "source": it.source})
+        feed(comp, f"i{n}", {**it.inp, "source": it.source})
     return comp.view(RACE)
 
 

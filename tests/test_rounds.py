@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from services.scoring.competition import Competition
 
+from .conftest import feed
+
 US = 1_000_000
 
 
@@ -32,7 +34,7 @@ class Feeder:
 
     def feed(self, inp):
         self.n += 1
-        for race, events in self.comp.feed(f"i{self.n}", {"source": "x", **inp}).items():
+        for race, events in feed(self.comp, f"i{self.n}", {"source": "x", **inp}).items():
             self.out.setdefault(race, []).extend(events)
 
     def race(self, race_id, finish_order, spacing_s=0.2, stop=(), t0=0):

@@ -14,17 +14,19 @@ from icetime.timefmt import format_time, parse_time
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
+from .conftest import feed
+
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
 def run(doc, drop=lambda inp: False):
     comp = Competition()
-    events = list(comp.feed("sl", {"type": "startlist", **doc["startlist"]}).values())[0]
+    events = list(feed(comp, "sl", {"type": "startlist", **doc["startlist"]}).values())[0]
     for n, item in enumerate(script_inputs(doc)):
         inp = {**item.inp, "source": item.source, "rx_us": item.at_us}
         if drop(inp):
             continue
-        for evs in comp.feed(f"in-{n}", inp).values():
+        for evs in feed(comp, f"in-{n}", inp).values():
             events += evs
     return comp, comp.view(doc["script"]["race"]), events
 
@@ -96,10 +98,10 @@ def team_doc(kind, laps, sizes, lines=None):
 def feed_all(startlist, crossings):
     """crossings: (seconds, transponder, point)."""
     comp = Competition()
-    comp.feed("sl", {"type": "startlist", **startlist})
-    comp.feed("gun", {"type": "gun", "race": "r", "pair": 1, "t": 0, "source": "gun"})
+    feed(comp, "sl", {"type": "startlist", **startlist})
+    feed(comp, "gun", {"type": "gun", "race": "r", "pair": 1, "t": 0, "source": "gun"})
     for n, (s, tr, point) in enumerate(sorted(crossings)):
-        comp.feed(f"p{n}", {"type": "passing", "transponder": tr, "t": int(s * 1e6),
+        feed(comp, f"p{n}", {"type": "passing", "transponder": tr, "t": int(s * 1e6),
                             "point": point, "source": "loop"})
     return comp, comp.view("r")
 

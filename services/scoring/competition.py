@@ -7,8 +7,9 @@ Cup standings hooks. The races themselves are ``longtrack.LongTrackRace`` and
 
 Contract
 --------
-``Competition.feed(input_id, input)`` takes one raw input (a dict as ingest
-stored it, see docs/protocol.md) and returns ``{race_id: [event, ...]}``.
+``Competition.feed(input_id, input)`` takes one input, typed
+(``icetime.messages.FeedInput``, see docs/protocol.md), and returns
+``{race_id: [event, ...]}``.
 ``Competition.view(race_id)`` returns the race view that the events build up:
 applying every event of a race, in order, to an empty view gives exactly
 ``view(race_id)`` (``icetime.view.apply_event`` is that fold).
@@ -26,15 +27,18 @@ applying every event of a race, in order, to an empty view gives exactly
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, assert_never
 
+import msgspec
+
+from icetime.messages import Call, Clock, Decision, FeedInput, FinishTime, Gun, Passing, StartList
 from icetime.rules import Rules
 from icetime.rules import load as load_rules
 
 from . import rounds, standings
 from .distances import LAP_M
 from .longtrack import TEAM_KINDS, LongTrackRace
-from .model import InputError, RaceEvent, Skater
+from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
 from .pack import KINDS as PACK_KINDS
 from .pack import PackRace
 
@@ -45,7 +49,7 @@ Race = LongTrackRace | PackRace
 class Competition:
     """All races of a competition, the start list and transponder routing.
 
-    Feed raw inputs with :meth:`feed`; read views with :meth:`view`. Counters of
+    Feed typed inputs with :meth:`feed`; read views with :meth:`view`. Counters of
     what was ignored or refused are in :attr:`stats`.
     """
 
@@ -78,7 +82,7 @@ class Competition:
         #: Why the last refused input was refused ("<input id>: <reason>").
         self.last_error = ""
 
-    def feed(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
+    def feed(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
         """Apply one input; returns the events per race. Idempotent on ``input_id``."""
         if input_id in self.seen:
             self.stats["duplicate_input"] += 1
@@ -86,51 +90,60 @@ class Competition:
         self.seen.add(input_id)
         try:
             out = self._route(input_id, inp)
-            out = self._with_rounds(input_id, inp, out)
-            out = self._with_standings(input_id, inp, out)
+            # type() rather than isinstance(): a failed isinstance() on a Struct type is
+            # slow, and this runs for every passing.
+            startlist = type(inp) is StartList
+            out = self._with_rounds(input_id, startlist, out)
+            out = self._with_standings(input_id, startlist, out)
         except (InputError, KeyError, ValueError, TypeError) as exc:
-            self.stats["refused"] += 1
-            self.last_error = f"{input_id}: {exc}"
+            self.refuse(input_id, str(exc))
             return {}
         self.stats["applied"] += 1
         return out
 
-    def _route(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
-        kind = inp["type"]
-        if kind == "passing":
-            return self._passing(input_id, inp)
-        if kind == "startlist":
-            return self._startlist(input_id, inp)
-        if kind == "clock":
-            # A measured offset replaces the configured one for this source's later
-            # inputs; it is in the input log, so a rebuild maps every time the same way.
-            self.offsets[str(inp["source"])] = int(inp["offset_us"])
-            self.stats["clock_offsets"] += 1
-            return {}
-        if kind == "call":
-            race = self._race(inp.get("race"))
-            pair = int(inp["pair"]) if "pair" in inp else None
-            if not race.can_call(pair):
-                raise InputError(f"race {race.id}: cannot call pair {pair} to the start")
-            self.called = (race.id, pair)
-            return {}
-        if kind == "gun":
-            return self._gun(input_id, inp)
-        if kind in ("decision", "finish_time"):
-            race = self._race(inp.get("race"))
-            if "bib" in inp:
-                race._row(inp["bib"])  # refuse an unknown bib before it enters the log
-            return {race.id: race.feed(input_id, inp)}
-        raise InputError(f"unknown input type {kind!r}")
+    def refuse(self, input_id: str, reason: str) -> None:
+        """Count an input that cannot be applied, keeping why in :attr:`last_error`
+        (the runner also refuses this way a raw entry that is not an input at all)."""
+        self.stats["refused"] += 1
+        self.last_error = f"{input_id}: {reason}"
 
-    def _passing(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
+    def _route(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
+        match inp:
+            case Passing():
+                return self._passing(input_id, inp)
+            case StartList():
+                return self._startlist(input_id, inp)
+            case Clock():
+                # A measured offset replaces the configured one for this source's later
+                # inputs; it is in the input log, so a rebuild maps every time the same way.
+                if inp.source is None:
+                    raise InputError("a clock input names no source")
+                self.offsets[inp.source] = inp.offset_us
+                self.stats["clock_offsets"] += 1
+                return {}
+            case Call():
+                race = self._race(inp.race)
+                if not race.can_call(inp.pair):
+                    raise InputError(f"race {race.id}: cannot call pair {inp.pair} to the start")
+                self.called = (race.id, inp.pair)
+                return {}
+            case Gun():
+                return self._gun(input_id, inp)
+            case FinishTime() | Decision():
+                race = self._race(inp.race)
+                if inp.bib is not None:
+                    race._row(inp.bib)  # refuse an unknown bib before it enters the log
+                return {race.id: race.feed(input_id, inp)}
+        assert_never(inp)
+
+    def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         """A passing to the race its skater is in; counted and dropped when the
         transponder, the timing point or the skater's race is unknown."""
-        bib = self.by_transponder.get(str(inp["transponder"]))
+        bib = self.by_transponder.get(str(inp.transponder))
         if bib is None:
             self.stats["unknown_transponder"] += 1
             return {}
-        point = inp.get("point", "finish")
+        point = inp.point
         if point != "finish" and point not in self.loops and point not in self.lines:
             self.stats["unknown_point"] += 1
             return {}
@@ -139,57 +152,54 @@ class Competition:
             self.stats["not_on_ice"] += 1
             return {}
         race = self.races[race_id]
-        routed = {**inp, "_bib": bib, "_t": self._common(inp)}
-        events = race.feed(input_id, routed)
+        events = race.feed(input_id, RoutedPassing(inp, bib, self._common(inp)))
         if not events:
             self.stats["passing_ignored"] += 1
         return {race_id: events} if events else {}
 
-    def _gun(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
+    def _gun(self, input_id: str, inp: Gun) -> dict[str, list[RaceEvent]]:
         """A gun starts its race's skaters (a gun naming no race: the pair called)."""
-        if "race" not in inp:
+        if inp.race is None:
             if self.called is None:
                 raise InputError("a gun with no race or pair, and no pair called to the start")
             called_race, called_pair = self.called
-            inp = {**inp, "race": called_race,
-                   **({"pair": called_pair} if called_pair is not None else {})}
+            inp = msgspec.structs.replace(inp, race=called_race, pair=called_pair)
             self.called = None
-        race = self._race(inp["race"])
-        inp = {**inp, "_t": self._common(inp)}
+        race = self._race(inp.race)
         for bib in race.starters(inp):
             self.racing[bib] = race.id
-        return {race.id: race.feed(input_id, inp)}
+        return {race.id: race.feed(input_id, RoutedGun(inp, self._common(inp)))}
 
-    def _race(self, race_id: Any) -> Race:
+    def _race(self, race_id: str | int | None) -> Race:
         """The race an input names; InputError for an unknown one."""
         race = self.races.get(str(race_id))
         if race is None:
             raise InputError(f"unknown race {race_id!r}")
         return race
 
-    def _common(self, inp: dict[str, Any]) -> int:
+    def _common(self, inp: Passing | Gun) -> int:
         """Map a source's time onto the common clock (per-source offset)."""
-        return int(inp["t"]) + self.offsets.get(str(inp.get("source", "")), 0)
+        return inp.t + self.offsets.get(inp.source or "", 0)
 
-    def _startlist(self, input_id: str, inp: dict[str, Any]) -> dict[str, list[RaceEvent]]:
+    def _startlist(self, input_id: str, inp: StartList) -> dict[str, list[RaceEvent]]:
         skaters = {**self.skaters}
-        for s in inp.get("skaters", []):
+        for s in inp.skaters or []:
             sk = Skater.from_spec(s)
             skaters[sk.bib] = sk
         transponders = self._transponders(skaters)
         # Validate every race before changing anything: a bad file changes nothing.
         staged = []
-        for spec in inp.get("races", []):
+        for spec in inp.races or []:
             rid = str(spec["id"])
             probe = self._new_race(spec, skaters)
             staged.append((rid, spec, probe))
         self.skaters, self.by_transponder = skaters, transponders
-        for spec in inp.get("events", []):
+        for spec in inp.events or []:
             if str(spec["id"]) not in self.events:
                 self.events[str(spec["id"])] = rounds.Event(spec)
-        if "standings_before" in inp:
+        if inp.standings_before is not None:
             self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
-                                     for c, t in inp["standings_before"].items()}
+                                     for c, t in inp.standings_before.items()}
         out: dict[str, list[RaceEvent]] = {}
         for rid, spec, probe in staged:
             race = self.races.get(rid)
@@ -226,12 +236,12 @@ class Competition:
                               "nation": sk.nation}
         return names
 
-    def _with_rounds(self, input_id: str, inp: dict[str, Any],
+    def _with_rounds(self, input_id: str, startlist: bool,
                      out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
         """Rounds: when a round is official, create the next round's races; keep each
         event's ranking (a revision of ``event-<id>`` when it changes)."""
         for ev in self.events.values():
-            if inp["type"] != "startlist" and not ev.race_ids() & set(out):
+            if not startlist and not ev.race_ids() & set(out):
                 continue
             for spec in ev.step(self.races):
                 race = self._new_race(spec, self.skaters)
@@ -247,13 +257,13 @@ class Competition:
                                      "reason": "rounds", "view": self.view(vid)}]}
         return out
 
-    def _with_standings(self, input_id: str, inp: dict[str, Any],
+    def _with_standings(self, input_id: str, startlist: bool,
                         out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
         """World Cup standings move when a cup race's official result changes."""
         touched = any(self.races[r].world_cup and self.races[r].is_official
                       for r in out if r in self.races) or any(
             r.startswith("event-") and self.events[r[6:]].world_cup for r in out)
-        if not touched and inp["type"] != "startlist":
+        if not touched and not startlist:
             return out
         scored: list[standings.Scored] = [*self.races.values(), *self.events.values()]
         fresh = standings.compute(scored, self.rules, self.standings_before, self._names())

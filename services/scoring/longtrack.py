@@ -11,13 +11,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from icetime.messages import Decision, Gun
 from icetime.timefmt import to_thousandths
 
 from . import stories
 from .classification import TimeClassification
 from .distances import LAP_M, min_segment_us, passages
 from .loops import LoopSplits
-from .model import NOT_PASSED, InputError, RaceEvent, Run, Skater, req_time
+from .model import (
+    NOT_PASSED,
+    InputError,
+    RaceEvent,
+    RoutedGun,
+    RoutedPassing,
+    Run,
+    Skater,
+    req_time,
+)
 from .pairs import Draw, read_pairs
 from .race import RaceBase
 
@@ -111,45 +121,48 @@ class LongTrackRace(RaceBase):
         self.crossed: list[dict[str, int]] = [{} for _ in range(n)]
 
     # ------------------------------------------------------------------ input
-    def _restart_reason(self, inp: dict[str, Any]) -> str | None:
-        rows = self.pair_rows.get(int(inp["pair"]), [])
+    def _restart_reason(self, gun: Gun) -> str | None:
+        rows = self.pair_rows.get(self._gun_pair(gun), [])
         if any(self.next_k[r] > 0 for r in rows):
-            return f"restart of pair {inp['pair']}"
+            return f"restart of pair {gun.pair}"
         return None
 
-    def starters(self, inp: dict[str, Any]) -> list[str]:
+    def starters(self, gun: Gun) -> list[str]:
         """The skaters a gun starts: its pair (in a team event, both teams' skaters)."""
-        if "pair" not in inp:
-            raise InputError(f"race {self.id}: a gun for a pair race must name the pair")
-        bibs = [self.bibs[r] for r in self.pair_rows.get(int(inp["pair"]), ())]
+        bibs = [self.bibs[r] for r in self.pair_rows.get(self._gun_pair(gun), ())]
         return [m for b in bibs for m in self.teams.get(b, [b])]
+
+    def _gun_pair(self, gun: Gun) -> int:
+        if gun.pair is None:
+            raise InputError(f"race {self.id}: a gun for a pair race must name the pair")
+        return gun.pair
 
     def can_call(self, pair: int | None) -> bool:
         return pair in self.pair_rows
 
-    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[RaceEvent]:
-        row = self.row_of.get(inp["_bib"])
+    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
+        row = self.row_of.get(routed.bib)
         if row is None:  # the bib left the start list since
             return []
-        point = inp.get("point", "finish")
+        point = str(routed.passing.point)
         line = self.lines[self.lane_of[row]] if self.teams else "finish"
         if point != line:
             if point in self.lines.values():
                 return []  # the other team's line, half a lap round
-            return self._on_split(input_id, row, inp["_t"], point, emit)
+            return self._on_split(input_id, row, routed.t, point, emit)
         if self.need > 1:
-            return self._on_team_crossing(input_id, row, inp["_bib"], inp["_t"], emit)
+            return self._on_team_crossing(input_id, row, routed.bib, routed.t, emit)
         if not self.teams:
-            return self._on_crossing(input_id, row, inp["_t"], emit)
+            return self._on_crossing(input_id, row, routed.t, emit)
         k = self.next_k[row]
-        events = self._on_crossing(input_id, row, inp["_t"], emit)
+        events = self._on_crossing(input_id, row, routed.t, emit)
         entry = self.rows[row][k] if k < len(self.passage_m) else None
         if self.next_k[row] == k + 1 and entry is not None:
-            entry["skaters"] = {inp["_bib"]: entry["t"]}  # who skated the lap
+            entry["skaters"] = {routed.bib: entry["t"]}  # who skated the lap
         return events
 
-    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[RaceEvent]:
-        pair = int(inp["pair"])
+    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
+        pair = self._gun_pair(routed.gun)
         rows = self.pair_rows.get(pair)
         if rows is None:
             raise InputError(f"race {self.id}: no pair {pair}")
@@ -159,7 +172,7 @@ class LongTrackRace(RaceBase):
             self._clear_rows(rows)
         attempt = self.attempts.get(pair, 0) + 1
         self.attempts[pair] = attempt
-        run = Run.from_gun(inp, attempt, pair)
+        run = Run.from_gun(routed, attempt, pair)
         self.on_ice[pair] = run
         self._last_run[pair] = run
         self.current_pair = pair
@@ -363,10 +376,10 @@ class LongTrackRace(RaceBase):
         if status is not None:
             self._pair_done(self.pair_no[row])
 
-    def _manual_time(self, row: int, inp: dict[str, Any]) -> None:
+    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
         """A time keyed in by an official: at the finish (or at passage ``m``, metres)."""
-        k = self.passage_m.index(int(inp["m"])) if "m" in inp else len(self.passage_m) - 1
-        t = to_thousandths(int(inp["time_us"]))
+        k = self.passage_m.index(m) if m is not None else len(self.passage_m) - 1
+        t = to_thousandths(time_us)
         if k == len(self.passage_m) - 1:
             self._set_official(row, "manual", t)
         if self.t[row, k] != NOT_PASSED:
@@ -379,10 +392,10 @@ class LongTrackRace(RaceBase):
         else:
             self._record("", row, k, t, emit=False)
 
-    def _restart(self, inp: dict[str, Any]) -> None:
-        if "pair" not in inp:
+    def _restart(self, decision: Decision) -> None:
+        if decision.pair is None:
             raise InputError(f"race {self.id}: a restart in a pair race names the pair")
-        pair = int(inp["pair"])
+        pair = decision.pair
         if pair not in self.pair_rows:
             raise InputError(f"race {self.id}: no pair {pair}")
         self._clear_rows(self.pair_rows[pair])

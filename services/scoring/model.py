@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from msgspec import Struct
 
+from icetime.messages import Decision, FinishTime, Gun, Passing
 from icetime.timefmt import parse_time, to_thousandths
 
 #: "Not passed yet". The largest int64 sorts after every real time, so a rank is
@@ -26,6 +28,28 @@ FINISH_PRECEDENCE = {"transponder": 0, "beam": 1, "photo": 2, "manual": 3}
 
 class InputError(ValueError):
     """An input the engine cannot apply (unknown race, bib, action). Counted, never raised out."""
+
+
+class RoutedPassing(Struct, frozen=True, gc=False):
+    """A passing as its race takes it: ``bib`` is whom the transponder belonged to when it
+    arrived, ``t`` its time on the common clock (µs, the source's offset applied)."""
+
+    passing: Passing
+    bib: str
+    t: int
+
+
+class RoutedGun(Struct, frozen=True, gc=False):
+    """A gun as its race takes it: ``gun`` names its race (and pair: from the call when
+    the gun did not), ``t`` is its time on the common clock (µs)."""
+
+    gun: Gun
+    t: int
+
+
+#: What a race's input log holds: the routing is kept with the input, so a replay of
+#: the log sees each passing and gun exactly as it was first routed.
+RaceInput = RoutedGun | RoutedPassing | FinishTime | Decision
 
 
 @dataclass(frozen=True)
@@ -78,11 +102,12 @@ class Run:
     pair: int | None = None
 
     @classmethod
-    def from_gun(cls, inp: dict[str, Any], attempt: int, pair: int | None = None) -> Run:
-        """The run a routed gun starts: ``_t`` (common clock, µs) is its zero, ``rx_us``
+    def from_gun(cls, routed: RoutedGun, attempt: int, pair: int | None = None) -> Run:
+        """The run a routed gun starts: its common-clock ``t`` (µs) is its zero, ``rx_us``
         (ingest's wall clock at arrival) the running clock's origin."""
-        return cls(int(inp["_t"]), int(inp.get("rx_us", 0)), attempt,
-                   float(inp.get("rate", 1.0)), pair)
+        gun = routed.gun
+        return cls(routed.t, gun.rx_us or 0, attempt,
+                   float(gun.rate) if gun.rate is not None else 1.0, pair)
 
     def public(self) -> dict[str, Any]:
         """The run as published: attempt, running clock's origin (µs) and rate."""

@@ -26,11 +26,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from icetime.messages import Decision, Gun
 from icetime.rules import Rules
 
 from . import stories
 from .massstart import SprintsAndBreakaways
-from .model import NOT_PASSED, InputError, RaceEvent, Run, Skater
+from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -126,7 +127,7 @@ class PackRace(SprintsAndBreakaways):
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
 
-    def starters(self, inp: dict[str, Any]) -> list[str]:
+    def starters(self, gun: Gun) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
         return list(self.row_of)
 
@@ -134,13 +135,14 @@ class PackRace(SprintsAndBreakaways):
         return pair is None
 
     # ------------------------------------------------------------------ input
-    def _decision_lines(self, inp: dict[str, Any]) -> list[str]:
-        if inp["action"] in SANCTIONS:
-            who = self.skaters[self._row(inp["bib"])].short
-            return [stories.pack_sanction(who, SANCTIONS[inp["action"]], inp.get("reason"))]
+    def _decision_lines(self, decision: Decision) -> list[str]:
+        if decision.action in SANCTIONS:
+            who = self.skaters[self._row(decision.bib)].short
+            reason = None if decision.reason is None else str(decision.reason)
+            return [stories.pack_sanction(who, SANCTIONS[decision.action], reason)]
         return []
 
-    def _restart_reason(self, inp: dict[str, Any]) -> str | None:
+    def _restart_reason(self, gun: Gun) -> str | None:
         if self.run is not None and int(self.crossings.max(initial=0)) > 0:
             return "restart"
         return None
@@ -155,11 +157,11 @@ class PackRace(SprintsAndBreakaways):
             return [stories.pack_revised(reason, names)]
         return []
 
-    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[RaceEvent]:
-        row = self.row_of.get(inp["_bib"])
-        if row is None or inp.get("point", "finish") != "finish":
+    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
+        row = self.row_of.get(routed.bib)
+        if row is None or routed.passing.point != "finish":
             return []
-        return self._on_crossing(input_id, row, int(inp["_t"]), emit, inp["_bib"])
+        return self._on_crossing(input_id, row, routed.t, emit, routed.bib)
 
     def _void_attempt(self, reason: str) -> None:
         """Keep the attempt on record, then clear the ice for the next start."""
@@ -174,24 +176,24 @@ class PackRace(SprintsAndBreakaways):
         for i, st in enumerate(status):
             self._set_status(i, st)
 
-    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[RaceEvent]:
+    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         if self.run is not None and int(self.crossings.max(initial=0)) > 0:
             self._void_attempt("restart")
         self.attempt += 1
-        self.run = Run.from_gun(inp, self.attempt)
+        self.run = Run.from_gun(routed, self.attempt)
         return [{"type": "start", "race": self.id, "input": input_id, "attempt": self.attempt,
                  "bibs": list(self.bibs), "pack": self.pack_state()}]
 
-    def _manual_time(self, row: int, inp: dict[str, Any]) -> None:
-        """A finish time keyed in by an official."""
-        self._set_official(row, "manual", int(inp["time_us"]))
+    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
+        """A finish time keyed in by an official (a pack race times the finish only)."""
+        self._set_official(row, "manual", time_us)
         final = self.final[row]
         if final is not None:
             self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
             self.final_t[row] = self.official[row][1]
 
-    def _restart(self, inp: dict[str, Any]) -> None:
-        self._void_attempt(str(inp.get("reason", "restart")))
+    def _restart(self, decision: Decision) -> None:
+        self._void_attempt("restart" if decision.reason is None else str(decision.reason))
         self.run = None
 
     def _unknown_decision(self, action: str) -> InputError:

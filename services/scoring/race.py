@@ -8,15 +8,26 @@ passing, its statuses, a manual time, a restart, how it tells a revision).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
 import numpy as np
 import numpy.typing as npt
 
+from icetime.messages import Decision, FinishTime, Gun
 from icetime.timefmt import to_thousandths
 from icetime.view import STORY_LOG_MAX
 
-from .model import FINISH_PRECEDENCE, NOT_PASSED, InputError, RaceEvent, Skater, team_skater
+from .model import (
+    FINISH_PRECEDENCE,
+    NOT_PASSED,
+    InputError,
+    RaceEvent,
+    RaceInput,
+    RoutedGun,
+    RoutedPassing,
+    Skater,
+    team_skater,
+)
 
 
 class RaceBase:
@@ -30,7 +41,7 @@ class RaceBase:
     id: str
     kind: str
     revision: int
-    log: list[tuple[str, dict[str, Any]]]
+    log: list[tuple[str, RaceInput]]
     story_log: list[str]
     max_speed_mps: float
     bibs: list[str]
@@ -73,7 +84,7 @@ class RaceBase:
         """Empty every result, ready for a replay of the input log."""
         raise NotImplementedError
 
-    def starters(self, inp: dict[str, Any]) -> list[str]:
+    def starters(self, gun: Gun) -> list[str]:
         """The bibs of the skaters a gun starts (transponders route to them)."""
         raise NotImplementedError
 
@@ -87,31 +98,33 @@ class RaceBase:
     def view(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _on_gun(self, input_id: str, inp: dict[str, Any]) -> list[RaceEvent]:
+    def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         raise NotImplementedError
 
-    def _on_passing(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[RaceEvent]:
-        """A routed passing: ``_bib`` is who crossed, ``_t`` the common-clock time (µs)."""
+    def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
+        """A routed passing: ``routed.bib`` crossed at ``routed.t`` (common clock, µs)."""
         raise NotImplementedError
 
-    def _restart_reason(self, inp: dict[str, Any]) -> str | None:
+    def _restart_reason(self, gun: Gun) -> str | None:
         """Why a gun restarts what already skated (a revision), or None for a start."""
         raise NotImplementedError
 
     def _set_status(self, row: int, status: str | None) -> None:
         raise NotImplementedError
 
-    def _manual_time(self, row: int, inp: dict[str, Any]) -> None:
+    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
+        """A time keyed in by an official: ``time_us`` at passage ``m`` (metres; None:
+        the finish)."""
         raise NotImplementedError
 
-    def _restart(self, inp: dict[str, Any]) -> None:
+    def _restart(self, decision: Decision) -> None:
         """An official's ``restart`` decision: the attempt no longer counts."""
         raise NotImplementedError
 
     def _unknown_decision(self, action: str) -> InputError:
         return InputError(f"unknown decision {action!r}")
 
-    def _decision_lines(self, inp: dict[str, Any]) -> list[str]:
+    def _decision_lines(self, decision: Decision) -> list[str]:
         """Story lines a decision tells, before its revision."""
         return []
 
@@ -132,21 +145,25 @@ class RaceBase:
         self.is_official = False  # set by an official's decision; World Cup points count
 
     # ------------------------------------------------------------------ input
-    def feed(self, input_id: str, inp: dict[str, Any]) -> list[RaceEvent]:
+    def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         """Apply one routed input; decisions, late official times and restarts give a
         revision. Raises :class:`InputError` (or KeyError, ValueError) on an input the
         race cannot apply."""
         self.log.append((input_id, inp))
-        kind = inp["type"]
-        if kind == "decision":
-            told = self._decision_lines(inp)
-            return self.recompute(input_id, f"decision: {inp['action']}", told)
-        if kind == "finish_time" and self.final[self._row(inp["bib"])] is not None:
-            return self.recompute(input_id, f"official time ({inp.get('origin', 'photo')})")
-        if kind == "gun":
-            reason = self._restart_reason(inp)
-            if reason is not None:
-                return self.recompute(input_id, reason)
+        # Passings first: a class pattern that fails costs more on Struct types, and
+        # passings are the hot path.
+        match inp:
+            case RoutedPassing():
+                return self._on_passing(input_id, inp, emit=True)
+            case Decision():
+                told = self._decision_lines(inp)
+                return self.recompute(input_id, f"decision: {inp.action}", told)
+            case FinishTime() if self.final[self._row(inp.bib)] is not None:
+                return self.recompute(input_id, f"official time ({inp.origin})")
+            case RoutedGun():
+                reason = self._restart_reason(inp.gun)
+                if reason is not None:
+                    return self.recompute(input_id, reason)
         return self._apply(input_id, inp, emit=True)
 
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None
@@ -162,49 +179,50 @@ class RaceBase:
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
 
-    def _apply(self, input_id: str, inp: dict[str, Any], emit: bool) -> list[RaceEvent]:
+    def _apply(self, input_id: str, inp: RaceInput, emit: bool) -> list[RaceEvent]:
         """Apply one input to the state; ``emit=False`` in a replay (state only)."""
-        kind = inp["type"]
-        if kind == "gun":
-            return self._on_gun(input_id, inp)
-        if kind == "passing":
-            return self._on_passing(input_id, inp, emit)
-        if kind == "finish_time":
-            self._set_official(self._row(inp["bib"]), str(inp.get("origin", "photo")),
-                               int(inp["time_us"]))
-            return []
-        if kind == "decision":
-            self._on_decision(inp)
-            return []
-        raise InputError(f"unknown input type {kind!r}")
+        match inp:
+            case RoutedPassing():
+                return self._on_passing(input_id, inp, emit)
+            case RoutedGun():
+                return self._on_gun(input_id, inp)
+            case FinishTime():
+                self._set_official(self._row(inp.bib), inp.origin, inp.time_us)
+                return []
+            case Decision():
+                self._on_decision(inp)
+                return []
+        assert_never(inp)
 
     def _replay_log(self) -> None:
         """Apply the race's own input log again, quietly (emit=False), skipping voided
         inputs. Official finish times are authoritative whenever they arrive, so they
         are in place before the transponder finishes they replace are replayed."""
-        voided = {str(i["target"]) for _, i in self.log
-                  if i["type"] == "decision" and i["action"] == "void"}
+        voided = {str(i.target) for _, i in self.log
+                  if isinstance(i, Decision) and i.action == "void"}
         for iid, inp in self.log:
-            if inp["type"] == "finish_time" and iid not in voided:
+            if isinstance(inp, FinishTime) and iid not in voided:
                 self._apply(iid, inp, emit=False)
         for iid, inp in self.log:
-            if iid not in voided and inp["type"] != "finish_time":
+            if iid not in voided and not isinstance(inp, FinishTime):
                 self._apply(iid, inp, emit=False)
 
-    def _on_decision(self, inp: dict[str, Any]) -> None:
-        action = inp["action"]
+    def _on_decision(self, decision: Decision) -> None:
+        action = decision.action
         if action == "void":
             return  # handled by the replay, which skips the target input
         if action == "official":
             self.is_official = True
         elif action in self.status_actions:
-            self._set_status(self._row(inp["bib"]), self.status_actions[action])
+            self._set_status(self._row(decision.bib), self.status_actions[action])
         elif action == "reinstate":
-            self._set_status(self._row(inp["bib"]), None)
+            self._set_status(self._row(decision.bib), None)
         elif action == "manual_time":
-            self._manual_time(self._row(inp["bib"]), inp)
+            if decision.time_us is None:  # Decision itself refuses this; for the type
+                raise InputError("a manual time needs 'time_us'")
+            self._manual_time(self._row(decision.bib), decision.time_us, decision.m)
         elif action == "restart":
-            self._restart(inp)
+            self._restart(decision)
         else:
             raise self._unknown_decision(action)
 

@@ -11,6 +11,10 @@ Delivery is at-least-once and the effect exactly-once:
 
 If Redis fails mid-way, the engine may hold an input whose output was never
 written; the runner throws that engine away and starts again from step 1.
+
+Each raw entry is decoded into its typed input (``icetime.messages.decode_stored``);
+an entry that is not a valid input is refused like an input the engine cannot apply
+(counted, its reason logged) and acknowledged, so it never stops the worker.
 """
 from __future__ import annotations
 
@@ -21,12 +25,14 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from icetime import bus, keys
 from icetime.logs import about
+from icetime.messages import FeedInput, decode_stored
 from icetime.rules import load as load_rules
 from icetime.service import Ready
 from icetime.settings import Settings
@@ -77,7 +83,9 @@ class ScoringRunner:
             entries = bus.entries(
                 await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK))
             for sid, fields in entries:
-                self.engine.feed(sid, bus.unpack_input((fields or {})[b"d"]))
+                inp = None if fields is None else self.decode(sid, fields)
+                if inp is not None:
+                    self.engine.feed(sid, inp)
                 n += 1
             if len(entries) < REPLAY_CHUNK:
                 break
@@ -85,17 +93,34 @@ class ScoringRunner:
         log.info("rebuilt from %d inputs up to %s", n, bus.text(mark))
         return n
 
+    def decode(self, sid: str, fields: dict[bytes, bytes]) -> FeedInput | None:
+        """A raw entry's typed input; None, counted as refused, when it is not one."""
+        data = fields.get(b"d")
+        if data is None:
+            self.engine.refuse(sid, "a raw entry without its input ('d')")
+            return None
+        try:
+            return decode_stored(data)
+        except msgspec.DecodeError as exc:  # also its subclass ValidationError
+            self.engine.refuse(sid, f"not a valid input: {exc}")
+            return None
+
     async def handle(self, sid: str, fields: dict[bytes, bytes] | None) -> None:
         if fields is None or (self.progress and bus.parse_id(sid) <= self.progress):
             # Deleted entry, or output already written by an earlier life: just acknowledge.
             await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
             return
-        inp = bus.unpack_input(fields[b"d"])
+        inp = self.decode(sid, fields)
+        if inp is None:
+            log.warning("input refused: %s", self.engine.last_error, extra=about(input_id=sid))
+            await self.bus.publish(sid, [])  # no events; acknowledged, progress moves past
+            self.progress = bus.parse_id(sid)
+            return
         refused = self.engine.stats["refused"]
         out = self.engine.feed(sid, inp)
         if self.engine.stats["refused"] > refused:
             log.warning("input refused: %s", self.engine.last_error, extra=about(inp))
-        hops: dict[str, Any] = {"source_us": inp.get("sent_us"), "ingest_us": inp.get("rx_us"),
+        hops: dict[str, Any] = {"source_us": inp.sent_us, "ingest_us": inp.rx_us,
                                 "scoring_us": now_us()}
         batch = []
         for race, events in out.items():
