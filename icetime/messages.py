@@ -100,14 +100,26 @@ class _Input(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True)
                 setattr(self, name, str(getattr(self, name)))
 
 
+#: The fields ingest stamps on an input; a sender has no need to know them.
+_STAMPED = ("source", "rx_us")
+#: The fields every input has (stamps and keys), as opposed to its own.
+_INPUT_FIELDS = frozenset(_Input.__struct_fields__)
+
+
 class Passing(_Input, tag="passing"):
     """A transponder crossed a loop. Only `finish` passings are official passages; other
     points are splits at extra loops, or stored and counted."""
 
     transponder: Name
     t: TimeUs
-    point: Annotated[Name, Meta(description="The loop; `finish` unless given.")] = "finish"
+    point: Annotated[Name | None, Meta(description=(
+        "The loop; `finish` unless given (`null` counts as not given)."))] = "finish"
     _names = ("transponder", "point")
+
+    def __post_init__(self) -> None:
+        if self.point is None:
+            self.point = "finish"
+        super().__post_init__()
 
 
 class Gun(_Input, tag="gun"):
@@ -152,8 +164,15 @@ class FinishTime(_Input, tag="finish_time"):
     race: Name
     bib: Name
     time_us: RaceTimeUs
-    origin: FinishOrigin = "photo"
+    origin: Annotated[FinishOrigin | None, Meta(description=(
+        "Where the time comes from; `photo` unless given (`null` counts as not given)."))
+    ] = "photo"
     _names = ("race", "bib")
+
+    def __post_init__(self) -> None:
+        if self.origin is None:
+            self.origin = "photo"
+        super().__post_init__()
 
 
 class Decision(_Input, tag="decision"):
@@ -199,7 +218,9 @@ class StartList(_Input, tag="startlist"):
         description="World Cup: the season so far, {cup: {bib: points}}")] = None
 
     def __post_init__(self) -> None:
-        doc = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        # The start list itself, without what every input carries (seq, source, ...).
+        doc = {k: v for k, v in msgspec.structs.asdict(self).items()
+               if v is not None and k not in _INPUT_FIELDS}
         try:
             validate_startlist(doc)
         except StartListError as exc:
@@ -319,10 +340,11 @@ def explain(err: msgspec.ValidationError, obj: Any) -> str:
         quoted = _FIELD.findall(msg)
         if msg.startswith("Object missing required field") and quoted:
             if quoted[0] == "type":
-                return f"unknown type None: expected {_kinds()}"
+                return f"an input needs a 'type': one of {_kinds()}"
             return f"'{quoted[0]}' is required in a {kind} input"
         if msg.startswith("Object contains unknown field") and quoted and cls is not None:
-            known = [f.name for f in mi.type_info(cls).fields]  # type: ignore[attr-defined]
+            known = [f.name for f in mi.type_info(cls).fields  # type: ignore[attr-defined]
+                     if f.name not in _STAMPED]  # ingest's to fill, not the sender's
             # No field name is long: comparing a 3 MB one with each takes seconds.
             close = difflib.get_close_matches(quoted[0], known, n=1) \
                 if len(quoted[0]) <= 64 else []
@@ -333,6 +355,8 @@ def explain(err: msgspec.ValidationError, obj: Any) -> str:
         return msg  # our own checks (__post_init__) already speak plainly
     detail, path = at["detail"], at["path"].lstrip(".")
     if path == "type":
+        if kind is None:
+            return f"an input needs a 'type': one of {_kinds()}"
         return f"unknown type {kind!r}: expected {_kinds()}"
     if cls is not None:
         fields = {f.name: f for f in mi.type_info(cls).fields}  # type: ignore[attr-defined]

@@ -93,6 +93,11 @@ def test_what_the_replay_and_the_decoders_send_is_accepted(path):
      {"type": "decision", "race": "r", "action": "restart", "pair": 3}),
     ({"type": "clock", "offset_us": -2_500_013, "rtt_us": 180, "sent_us": 9},
      {"type": "clock", "offset_us": -2_500_013, "rtt_us": 180, "sent_us": 9}),
+    # an optional field sent as null counts as absent (docs/protocol.md §1)
+    ({"type": "passing", "transponder": "7", "t": 5, "point": None, "seq": None},
+     {"type": "passing", "transponder": "7", "t": 5, "point": "finish"}),
+    ({"type": "finish_time", "race": "r", "bib": "1", "time_us": 5, "origin": None},
+     {"type": "finish_time", "race": "r", "bib": "1", "time_us": 5, "origin": "photo"}),
     # a start list keeps its rounds and the standings so far
     ({"type": "startlist", "skaters": [], "races": [], "standings_before": {"c": {"1": 5}}},
      {"type": "startlist", "skaters": [], "races": [], "standings_before": {"c": {"1": 5}}}),
@@ -117,8 +122,10 @@ def test_the_raw_stream_keeps_what_scoring_reads(sent, kept):
     ({"type": "teleport", "seq": 4},
      "unknown type 'teleport': expected passing, gun, clock, call, finish_time, decision "
      "or startlist"),
-    ({"seq": 4}, "unknown type None: expected passing, gun, clock, call, finish_time, decision "
-                 "or startlist"),
+    ({"seq": 4}, "an input needs a 'type': one of passing, gun, clock, call, finish_time, "
+                 "decision or startlist"),
+    ({"type": None}, "an input needs a 'type': one of passing, gun, clock, call, "
+                     "finish_time, decision or startlist"),
     (["a list"], "an input must be a JSON object"),
     ({"type": "passing", "transponder": "7", "t": 1, "source": "officials"},
      "this connection is source 'gun', not 'officials'"),
@@ -132,6 +139,10 @@ def test_the_raw_stream_keeps_what_scoring_reads(sent, kept):
      "restart, void, yc, got \"fly\""),
     ({"type": "decision", "race": "r", "action": "manual_time", "bib": "1"},
      "a 'manual_time' decision needs 'time_us'"),
+    ({"type": "startlist", "seq": 3, "skaters": [{"bib": "1", "name": "A"}], "races": [],
+      "colour": "red"},
+     "unknown field 'colour' in a startlist input (a startlist has competition, skaters, "
+     "races, events, standings_before, seq, sent_us)"),
     ({"type": "startlist", "race": []},
      "unknown field 'race' in a startlist input (did you mean 'races'?)"),
     ({"type": "startlist", "skaters": [{"bib": "1", "name": "A"}],

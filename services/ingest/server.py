@@ -78,7 +78,7 @@ class Ingest:
         try:
             inp = validate(obj, source)
         except FeedError as exc:
-            return await self.refuse(source, raw, exc)
+            return await self.refuse(source, raw, exc, obj)
         except Exception as exc:  # a bug must cost this input, not the connection
             return await self.refuse(source, raw, unforeseen(exc, source))
         return await self.store(inp, rx)
@@ -94,8 +94,11 @@ class Ingest:
             return await self.refuse(source, line, unforeseen(exc, source))
         return await self.store(inp, rx)
 
-    async def refuse(self, source: str, raw: bytes, exc: FeedError) -> dict[str, Any]:
-        await self.reject(source, raw, str(exc))
+    async def refuse(self, source: str, raw: bytes, exc: FeedError,
+                     obj: Any = None) -> dict[str, Any]:
+        """Count and keep a refused input (``obj``: as parsed, for the log's race and
+        input id); the reply to send."""
+        await self.reject(source, raw, str(exc), obj)
         if isinstance(exc, NotJSON):
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": str(exc), "seq": exc.seq}
@@ -203,7 +206,7 @@ class Ingest:
 
     def _auth(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
-        source = self.source_for(header[7:] if header.startswith("Bearer ") else None)
+        source = self.source_for(header[7:] if header[:7].lower() == "bearer " else None)
         if source is None:
             raise web.HTTPUnauthorized(text=json.dumps({
                 "ok": False, "error": "bad token: send 'Authorization: Bearer <token>'"}),
@@ -277,7 +280,9 @@ class Ingest:
         except RedisError as exc:
             return web.json_response({"ok": False, "error": f"storage unavailable: {exc}",
                                       "retry": True}, status=503)
-        stats: dict[str, Any] = {bus.text(k): int(v) for k, v in counters.items()}
+        # The counters a reader looks for are there at 0 too, not only once they move.
+        stats: dict[str, Any] = dict.fromkeys(("accepted", "duplicate", "rejected"), 0)
+        stats.update({bus.text(k): int(v) for k, v in counters.items()})
         stats["raw_length"] = raw_length
         stats["decoders"] = {link.cfg.id: link.state() for link in self.links}
         return web.json_response(stats)

@@ -187,7 +187,7 @@ class RaceBase:
             case RoutedGun():
                 return self._on_gun(input_id, inp)
             case FinishTime():
-                self._set_official(self._row(inp.bib), inp.origin, inp.time_us)
+                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
                 return []
             case Decision():
                 self._on_decision(inp)
