@@ -95,14 +95,19 @@ class Supervisor:
         self.ports: dict[str, dict[str, int]] = {}
 
     def start(self) -> None:
+        self.start_redis()
+        for name in SERVICES:
+            self.spawn(name)
+        self.wait_ready()
+
+    def start_redis(self) -> None:
+        """Start the embedded redis-server, unless a URL is set or it runs already.
+        Raises DataDirInUse when another icetime owns the data dir."""
         if not self.url:
             redis_server = EmbeddedRedis(Path(self.cfg.data_dir), self.cfg.aof_fsync, self.clean)
             self.url = redis_server.start()  # DataDirInUse: another icetime runs on it
             self.redis = redis_server
             log.info("embedded redis-server at %s", self.url)
-        for name in SERVICES:
-            self.spawn(name)
-        self.wait_ready()
 
     def spawn(self, name: str) -> None:
         env = {**os.environ, "REDIS_URL": self.url, SUPERVISOR_ENV: str(os.getpid())}
@@ -422,6 +427,7 @@ async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
     # real one, the decoder is on before ingest starts and until ingest has stopped,
     # so the link's log neither starts nor ends with a decoder that is down.
     sim = None
+    sup.start_redis()  # first: a data dir in use stops the demo before anything binds
     if sup.cfg.decoders:
         sim = DecoderSimulator()
         await sim.start(sup.cfg.decoders[0].host, sup.cfg.decoders[0].port)
