@@ -5,7 +5,9 @@ embedded redis-server (unless REDIS_URL is set), the three services as child
 processes, restarts a service that dies (waiting longer each time it dies soon
 after starting), loads the configured start lists and, on Ctrl-C, stops the
 services first and Redis last. A service that exits with code 2 refused the
-configuration: restarting cannot help, so icetime stops and exits with 2 too.
+configuration: restarting cannot help, so icetime stops and exits with 2 too. One
+that cannot bind its port while icetime starts (exit code 3) stops icetime with 3.
+The embedded redis-server is watched too: one that dies is started again on its files.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,9 +32,16 @@ import redis
 from icetime import keys, logs
 from icetime import settings as settings_mod
 from icetime.feedclient import FeedClient
-from icetime.redis_embed import EmbeddedRedis
+from icetime.redis_embed import DataDirInUse, EmbeddedRedis
 from icetime.replay import LOOP_SOURCE, Timed, load_fixture, script_inputs
-from icetime.service import EXIT_CONFIG, LISTEN_ENV, SUPERVISOR_ENV, config_exit, with_ports
+from icetime.service import (
+    EXIT_BIND,
+    EXIT_CONFIG,
+    LISTEN_ENV,
+    SUPERVISOR_ENV,
+    config_exit,
+    with_ports,
+)
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
@@ -53,6 +61,15 @@ class ConfigRefused(Exception):
     """A service exited with EXIT_CONFIG: its configuration is wrong, so it is not restarted."""
 
 
+class CannotListen(Exception):
+    """A service exited with EXIT_BIND while icetime was starting: a configured port is
+    taken (the service said which on stderr)."""
+
+
+class StartlistFailed(Exception):
+    """A configured start list could not be read or ingest refused it; one line."""
+
+
 class Supervisor:
     """Redis plus the three service processes, kept running until :meth:`stop`.
 
@@ -63,9 +80,10 @@ class Supervisor:
     in the configuration became); a restarted service binds the same ones again.
     """
 
-    def __init__(self, config: str, cfg: settings_mod.Settings) -> None:
+    def __init__(self, config: str, cfg: settings_mod.Settings, clean: bool = False) -> None:
         self.config = str(Path(config).resolve())
         self.cfg = cfg
+        self.clean = clean  # empty the embedded Redis's data dir first (the demo)
         self.redis: EmbeddedRedis | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = cfg.redis_url
@@ -77,13 +95,19 @@ class Supervisor:
         self.ports: dict[str, dict[str, int]] = {}
 
     def start(self) -> None:
-        if not self.url:
-            self.redis = EmbeddedRedis(Path(self.cfg.data_dir), self.cfg.aof_fsync)
-            self.url = self.redis.start()
-            log.info("embedded redis-server at %s", self.url)
+        self.start_redis()
         for name in SERVICES:
             self.spawn(name)
         self.wait_ready()
+
+    def start_redis(self) -> None:
+        """Start the embedded redis-server, unless a URL is set or it runs already.
+        Raises DataDirInUse when another icetime owns the data dir."""
+        if not self.url:
+            redis_server = EmbeddedRedis(Path(self.cfg.data_dir), self.cfg.aof_fsync, self.clean)
+            self.url = redis_server.start()  # DataDirInUse: another icetime runs on it
+            self.redis = redis_server
+            log.info("embedded redis-server at %s", self.url)
 
     def spawn(self, name: str) -> None:
         env = {**os.environ, "REDIS_URL": self.url, SUPERVISOR_ENV: str(os.getpid())}
@@ -147,8 +171,11 @@ class Supervisor:
         The first restart is at once; one that keeps dying soon after starting waits
         longer each time (RESTART_FIRST_S doubling up to RESTART_MAX_S) rather than spin.
         Raises ConfigRefused for one that exited with EXIT_CONFIG, which a restart cannot
-        mend.
+        mend, and CannotListen for one that exited with EXIT_BIND before it ever bound
+        (while icetime starts); later, a port taken meanwhile is waited out like any death.
+        An embedded redis-server that died is started again on the same files.
         """
+        self.check_redis()
         now = time.monotonic()
         for name, proc in list(self.procs.items()):
             if name in self.restart_at:
@@ -162,6 +189,8 @@ class Supervisor:
             if code == EXIT_CONFIG:
                 raise ConfigRefused(f"service {name} refused the configuration (exit code "
                                     f"{code}); not restarting it, stopping")
+            if code == EXIT_BIND and name not in self.ports:
+                raise CannotListen(name)
             ran = now - self.started_at[name]
             quick = self.quick_deaths.get(name, 0) + 1 if ran < STABLE_S else 0
             self.quick_deaths[name] = quick
@@ -175,6 +204,21 @@ class Supervisor:
                 self.restart_at[name] = now + delay
             else:
                 self.spawn(name)
+
+    def check_redis(self) -> None:
+        """Start the embedded redis-server again if it died (the AOF keeps the data);
+        one that will not start is tried again at the next check."""
+        if self.redis is None:
+            return
+        code = self.redis.proc.poll() if self.redis.proc else "?"  # "?": a restart failed
+        if code is None:
+            return
+        log.error("embedded redis-server exited with code %s; restarting it on %s",
+                  code, self.redis.data_dir)
+        try:
+            self.redis.restart()
+        except (RuntimeError, OSError) as exc:  # TimeoutError is an OSError
+            log.error("embedded redis-server did not restart: %s", exc)
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -205,8 +249,22 @@ class Supervisor:
                 result: dict[str, Any] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             with exc:  # its body is the open response: read it, then close it
-                raise RuntimeError(f"start list refused: {exc.read().decode()}") from None
+                body = exc.read().decode(errors="replace")
+            try:
+                reason = json.loads(body)["error"]
+            except (ValueError, KeyError, TypeError):
+                reason = body
+            raise RuntimeError(f"start list refused: {reason}") from None
         return result
+
+    def banner(self) -> str:
+        """Every listener, one per line, with the ports bound (after :meth:`start`)."""
+        c = self.cfg
+        return "\n".join(f"  {label:<11}{url}" for label, url in (
+            ("pages", self.page_url()),
+            ("WebSocket", c.public_ws_url or f"ws://{c.host}:{c.broadcast_ws_port}/"),
+            ("feed TCP", f"tcp://{c.host}:{c.ingest_tcp_port}"),
+            ("feed HTTP", f"http://{c.host}:{c.ingest_http_port}/feed")))
 
     def page_url(self, race: str | None = None, page: str = "") -> str:
         url = f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/{page}"
@@ -272,8 +330,19 @@ def fixture_path(name: str) -> Path:
     candidates = sorted(FIXTURES.glob(f"{name}*.json"))
     if not candidates:
         known = ", ".join(f.stem for f in sorted(FIXTURES.glob("*.json")))
-        raise SystemExit(f"no race {name!r}; known: {known}")
+        raise settings_mod.ConfigError(f"no race {name!r}; known: {known}")
     return candidates[0]
+
+
+def positive_speed(text: str) -> float:
+    """argparse type of ``--speed``: a finite number above 0."""
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < speed < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the speed must be above 0")
+    return speed
 
 
 def config_file(args: argparse.Namespace) -> str:
@@ -285,16 +354,31 @@ def config_file(args: argparse.Namespace) -> str:
     return str(path)
 
 
+def load_startlists(sup: Supervisor) -> None:
+    """POST each configured start list; StartlistFailed names the file and the error."""
+    for path in sup.cfg.startlists:
+        try:
+            res = sup.load_startlist(load_fixture(path))
+        except OSError as exc:
+            raise StartlistFailed(f"{path}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # json.JSONDecodeError
+            raise StartlistFailed(f"{path}: not JSON: {exc}") from None
+        except RuntimeError as exc:
+            raise StartlistFailed(f"{path}: {exc}") from None
+        races = res.get("races") or []
+        log.info("start list %s loaded%s", path,
+                 f": {len(races)} race(s)" if isinstance(races, list) and races else "")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     config = config_file(args)
     cfg = settings_mod.load(config)  # before anything starts: a bad file stops here
     sup = Supervisor(config, cfg)
     try:
         sup.start()
-        for path in cfg.startlists:
-            res = sup.load_startlist(load_fixture(path))
-            log.info("start list %s: %s", path, res)
-        print(f"icetime is running: {sup.page_url()}  (Ctrl-C to stop)", flush=True)
+        load_startlists(sup)
+        print(f"icetime is running: {sup.page_url()}  (Ctrl-C to stop)\n{sup.banner()}",
+              flush=True)
         while True:
             time.sleep(1)
             sup.check_children()
@@ -307,12 +391,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     config = str(ROOT / "deploy" / "demo.toml")
     cfg = settings_mod.load(config)
-    if not cfg.redis_url:
-        shutil.rmtree(ROOT / ".icetime" / "demo", ignore_errors=True)  # a demo starts clean
-    sup = Supervisor(config, cfg)
+    doc = load_fixture(fixture_path(args.race))
+    sup = Supervisor(config, cfg, clean=True)  # a demo starts clean
     try:
-        asyncio.run(run_demo(sup, load_fixture(fixture_path(args.race)), args.speed,
-                         args.exit_after_replay))
+        asyncio.run(run_demo(sup, doc, args.speed, args.exit_after_replay))
     except KeyboardInterrupt:  # before or after the loop ran
         print("\n  stopping", flush=True)
     finally:
@@ -345,6 +427,7 @@ async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
     # real one, the decoder is on before ingest starts and until ingest has stopped,
     # so the link's log neither starts nor ends with a decoder that is down.
     sim = None
+    sup.start_redis()  # first: a data dir in use stops the demo before anything binds
     if sup.cfg.decoders:
         sim = DecoderSimulator()
         await sim.start(sup.cfg.decoders[0].host, sup.cfg.decoders[0].port)
@@ -387,7 +470,12 @@ async def _follow_replay(task: asyncio.Task[int], carry_on: Callable[[], Awaitab
 
 def cmd_replay(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config_file(args))
-    sent = asyncio.run(replay(load_fixture(fixture_path(args.race)), cfg, args.speed))
+    doc = load_fixture(fixture_path(args.race))
+    try:
+        sent = asyncio.run(replay(doc, cfg, args.speed))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, say while the feed is retrying
+        print("replay stopped", flush=True)
+        return
     print(f"sent {sent} inputs")
 
 
@@ -402,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     p = argparse.ArgumentParser(prog="icetime", description=__doc__.splitlines()[0],
                                 epilog="Exit codes: 0 stopped, 1 failed, 2 bad configuration "
-                                       "or arguments (docs/configuration.md).")
+                                       "or arguments, data dir in use or start list refused, "
+                                       "3 a port could not be bound (docs/configuration.md).")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run icetime for a venue from a configuration file")
     run.add_argument("--config", help="the venue's TOML file (default: $ICETIME_CONFIG)")
@@ -410,13 +499,15 @@ def main(argv: list[str] | None = None) -> None:
     demo = sub.add_parser("demo", help="run icetime and replay a real race through it")
     demo.add_argument("--race", default="beijing2023_w1000a",
                       help="a fixture name in fixtures/ or a path")
-    demo.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    demo.add_argument("--speed", type=positive_speed, default=1.0,
+                      help="replay speed factor (above 0)")
     demo.add_argument("--exit-after-replay", action="store_true")
     demo.set_defaults(func=cmd_demo)
     rep = sub.add_parser("replay", help="feed a fixture's script to a running icetime")
     rep.add_argument("race")
     rep.add_argument("--config", help="the venue's TOML file (default: $ICETIME_CONFIG)")
-    rep.add_argument("--speed", type=float, default=1.0)
+    rep.add_argument("--speed", type=positive_speed, default=1.0,
+                     help="replay speed factor (above 0)")
     rep.set_defaults(func=cmd_replay)
     args = p.parse_args(argv)
     try:
@@ -427,6 +518,11 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigRefused as exc:
         log.error("%s", exc)
         raise SystemExit(EXIT_CONFIG) from None
+    except (DataDirInUse, StartlistFailed) as exc:
+        print(f"icetime: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG) from None
+    except CannotListen:  # the service printed the one line naming the port and the key
+        raise SystemExit(EXIT_BIND) from None
 
 
 if __name__ == "__main__":

@@ -13,19 +13,23 @@ A service process publishes its report in the Redis hash :data:`icetime.keys.LIS
 
 Exit codes: 0 stopped, 1 failed while running, 2 the configuration (file or
 environment) is wrong: one line on stderr says what, and ``icetime run`` does not
-restart a service that exits with it.
+restart a service that exits with it. 3 a listener could not bind its port (in use,
+or an address this machine does not have): one line names ``host:port`` and the key.
+A service binds each listener inside :func:`binding`, which turns the OSError into
+:class:`BindFailed`.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import redis.asyncio as aioredis
@@ -49,7 +53,40 @@ LISTEN_ENV = "ICETIME_LISTEN"
 SUPERVISOR_ENV = "ICETIME_SUPERVISOR_PID"
 #: The exit code of a process refused its configuration (argparse uses it for bad arguments).
 EXIT_CONFIG = 2
+#: The exit code of a service that could not bind a listener's port.
+EXIT_BIND = 3
 log = logging.getLogger(__name__)
+
+
+def settings_key(field: str) -> str:
+    """The TOML key a port field stands for: ``ingest_http_port`` -> ``ingest.http_port``."""
+    return field.replace("_", ".", 1)
+
+
+class BindFailed(OSError):
+    """A listener could not bind: ``field`` (a settings field such as
+    ``ingest_tcp_port``), ``host``, ``port`` and the system's reason; ``errno`` is the
+    bind's (EADDRINUSE for a port in use)."""
+
+    def __init__(self, field: str, host: str, port: int, reason: str,
+                 errno: int | None = None) -> None:
+        super().__init__(f"cannot listen on {host}:{port} ({settings_key(field)}): {reason}")
+        self.errno = errno  # set after: OSError(errno, text) would prefix "[Errno N]"
+
+
+@contextlib.contextmanager
+def binding(field: str, host: str, port: int) -> Iterator[None]:
+    """Wrap the bind of the listener configured by settings ``field``: an OSError
+    becomes :class:`BindFailed`, which :func:`main` reports in one line, exit EXIT_BIND."""
+    try:
+        yield
+    except BindFailed:
+        raise
+    except OSError as exc:
+        # asyncio words the message "error while attempting to bind on address ...":
+        # the errno's own text is the part worth a line.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise BindFailed(field, host, port, reason, exc.errno) from exc
 
 
 def listen_port(addresses: Iterable[Any]) -> int:
@@ -92,7 +129,11 @@ def main(name: str, serve: Serve) -> None:
                                        "`icetime run`, which provides its embedded Redis")
     except settings.ConfigError as exc:
         config_exit(name, exc)
-    run_loop(_run(name, serve, cfg, cfg.redis_url))
+    try:
+        run_loop(_run(name, serve, cfg, cfg.redis_url))
+    except BindFailed as exc:
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_BIND) from None
 
 
 def config_exit(prog: str, exc: settings.ConfigError) -> NoReturn:
@@ -124,7 +165,8 @@ async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> Non
 
     async def ready(ports: Ports) -> None:
         await _publish(r, name, {"pid": os.getpid(), "host": cfg.host, "ports": ports})
-        log.info("%s listening: %s", name, ports or "no ports")
+        log.info("%s listening: %s", name, ", ".join(
+            f"{settings_key(k)} {v}" for k, v in sorted(ports.items())) or "no ports")
 
     try:
         await serve(cfg, r, stop, ready)

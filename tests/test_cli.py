@@ -291,3 +291,171 @@ def test_a_service_that_keeps_dying_at_start_is_restarted_later_each_time(tmp_pa
     finally:
         blocker.close()
         sup.stop()
+
+
+def start_run(config: Path) -> tuple[subprocess.Popen[str], Output]:
+    env = {k: v for k, v in os.environ.items()
+           if k != "REDIS_URL" and not k.startswith("ICETIME_")}
+    proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run", "--config", str(config)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return proc, Output(proc)
+
+
+def races_of(base: str, timeout: float = 30) -> list[dict[str, object]]:
+    """/api/races once it lists a race (the start list is being scored)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/races", timeout=2) as r:
+                races = json.loads(r.read())
+            if races:
+                return races
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "/api/races did not answer with a race"
+        time.sleep(0.1)
+
+
+def test_a_second_run_on_the_same_data_dir_exits_2_and_the_first_keeps_serving(tmp_path):
+    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
+    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
+    proc, out = start_run(config)
+    try:
+        m = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:(\d+))/ ", 30)
+        base = m[1]
+        # The banner names every listener with the port it got.
+        banner = [out.wait_for(rf"^  {label} +(\S+)$", 5)[1]
+                  for label in ("pages", "WebSocket", "feed TCP", "feed HTTP")]
+        assert banner[0] == f"{base}/"
+        assert re.fullmatch(r"ws://127\.0\.0\.1:[1-9]\d*/", banner[1]), banner
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:[1-9]\d*", banner[2]), banner
+        assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*/feed", banner[3]), banner
+        redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
+        second = run_quick(["-m", "icetime.cli", "run", "--config", str(config)])
+        assert (second.returncode, second.stderr.splitlines(), second.stdout) == (2, [
+            f"icetime: {tmp_path / 'data'} is in use by icetime (pid {proc.pid}); stop it "
+            "or choose another redis.data_dir"], ""), second.stderr
+        assert alive(redis_pid) and proc.poll() is None
+        assert races_of(base)[0]["id"] == "bj23-w1000a"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        text = out.rest()
+        assert proc.returncode == 0, text
+        assert "Traceback" not in text, text
+        assert "{" not in text, text  # log lines are text, not Python dicts
+    finally:
+        stop(proc)
+        out.rest()
+
+
+def test_a_killed_embedded_redis_is_started_again_on_its_files(tmp_path):
+    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
+    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
+    proc, out = start_run(config)
+    try:
+        base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1]
+        races = races_of(base)
+        redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
+        os.kill(redis_pid, signal.SIGKILL)
+        out.wait_for(r"embedded redis-server exited with code -9; restarting it on ", 10)
+        deadline = time.monotonic() + 20
+        while (new_pid := int((tmp_path / "data" / "redis.pid").read_text())) == redis_pid:
+            assert time.monotonic() < deadline, "no new redis-server"
+            time.sleep(0.1)
+        assert new_pid in children_of(proc.pid)
+        assert races_of(base) == races  # the AOF brought the start list back
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert proc.returncode == 0, out.rest()
+    finally:
+        stop(proc)
+        out.rest()
+
+
+def assert_stopped(data: Path) -> None:
+    """Nothing of icetime runs on ``data``: redis-server removed its pid file as it
+    stopped, and the data dir's lock is free."""
+    from icetime.redis_embed import DataDirLock
+
+    assert not (data / "redis.pid").exists()
+    lock = DataDirLock(data)
+    lock.acquire()
+    lock.release()
+
+
+def test_a_port_in_use_at_start_is_one_line_and_exit_3(tmp_path):
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    config = write_venue_config(tmp_path)
+    config.write_text(config.read_text().replace("tcp_port = 0", f"tcp_port = {port}"))
+    try:
+        done = run_quick(["-m", "icetime.cli", "run", "--config", str(config)])
+    finally:
+        blocker.close()
+    text = done.stdout + done.stderr
+    assert done.returncode == 3, text
+    assert "Traceback" not in text and "restarting" not in text, text
+    assert (f"ingest: cannot listen on 127.0.0.1:{port} (ingest.tcp_port): "
+            "Address already in use") in done.stderr.splitlines(), text
+    assert_stopped(tmp_path / "data")
+
+
+def test_a_bad_start_list_is_one_line_and_exit_2_with_nothing_left(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    refused = tmp_path / "refused.json"
+    refused.write_text('{"races": 7}')
+    for path, why in ((bad, "not JSON: Expecting property name enclosed in double quotes"),
+                      (refused, "start list refused: ")):
+        config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{path}"]')
+        done = run_quick(["-m", "icetime.cli", "run", "--config", str(config)])
+        text = done.stdout + done.stderr
+        assert done.returncode == 2, text
+        assert "Traceback" not in text, text
+        lines = [line for line in done.stderr.splitlines() if line.startswith("icetime: ")]
+        assert len(lines) == 1 and lines[0].startswith(f"icetime: {path}: {why}"), text
+        assert_stopped(tmp_path / "data")
+
+
+def test_unknown_races_and_bad_speeds_are_refused_with_exit_2(tmp_path):
+    config = write_venue_config(tmp_path)
+    for args in (["replay", "nosuch", "--config", str(config)], ["demo", "--race", "nosuch"]):
+        done = run_quick(["-m", "icetime.cli", *args])
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.splitlines()
+        assert line.startswith("icetime: no race 'nosuch'; known: ") and \
+            "beijing2023_w1000a" in line, line
+    for speed in ("0", "-2", "nan", "fast"):
+        for args in (["replay", "beijing2023_w1000a", "--config", str(config)], ["demo"]):
+            done = run_quick(["-m", "icetime.cli", *args, f"--speed={speed}"])
+            assert done.returncode == 2, done.stderr
+            assert "argument --speed" in done.stderr.splitlines()[-1], done.stderr
+            assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
+    """Nobody listens on the feed (port 0 in the file): the replay retries until SIGTERM."""
+    config = write_venue_config(tmp_path)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
+             str(config), "--speed", "10"], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        out = Output(proc)
+        try:
+            out.wait_for(r"feed connection lost .*; retrying", 20)
+            proc.send_signal(sig)
+            proc.wait(timeout=10)
+            text = out.rest()
+            assert proc.returncode == 0, text
+            assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+            assert text.splitlines()[-1] == "replay stopped", text
+        finally:
+            stop(proc)
+            out.rest()

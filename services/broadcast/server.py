@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from yarl import URL
 
 from icetime import bus, keys
-from icetime.service import Ready, healthz, listen_port
+from icetime.service import Ready, binding, healthz, listen_port
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -291,19 +291,25 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                 ready: Ready | None = None) -> None:
     """Serve the WebSocket and the pages until ``stop`` is set; ``ready`` gets
     ``{"broadcast_http_port", "broadcast_ws_port"}`` once both listeners are bound
-    (port 0: any free port). Raises OSError when a configured port is taken."""
+    (port 0: any free port). Raises BindFailed (an OSError) when a configured port
+    cannot be bound."""
     b = Broadcast(settings, r)
     runner = web.AppRunner(b.app(), access_log=None)
     await runner.setup()
     try:
         # The WebSocket first: /api/config tells pages its port, so it must be known
         # before the first page can ask.
-        async with ws_serve(b.handle_ws, settings.host, settings.broadcast_ws_port,
-                            compression=None, max_size=64 * 1024,
-                            write_limit=256 * 1024) as ws_server:
+        with binding("broadcast_ws_port", settings.host, settings.broadcast_ws_port):
+            ws_server = await ws_serve(b.handle_ws, settings.host, settings.broadcast_ws_port,
+                                       compression=None, max_size=64 * 1024,
+                                       write_limit=256 * 1024)
+        async with ws_server:
             b.ws_port = listen_port(s.getsockname() for s in ws_server.sockets)
             try:
-                await web.TCPSite(runner, settings.host, settings.broadcast_http_port).start()
+                with binding("broadcast_http_port", settings.host,
+                             settings.broadcast_http_port):
+                    await web.TCPSite(runner, settings.host,
+                                      settings.broadcast_http_port).start()
                 ports = {"broadcast_http_port": listen_port(runner.addresses),
                          "broadcast_ws_port": b.ws_port}
                 log.info("pages on http://%s:%d/, websocket on ws://%s:%d/", settings.host,

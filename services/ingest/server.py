@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from icetime import bus, keys
 from icetime.logs import about
 from icetime.messages import FeedInput, stored
-from icetime.service import Ready, healthz, listen_port
+from icetime.service import Ready, binding, healthz, listen_port
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -325,7 +325,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                 ready: Ready | None = None) -> None:
     """Run the feed until ``stop`` is set; ``ready`` gets ``{"ingest_http_port",
     "ingest_tcp_port"}`` once both listeners are bound (port 0: any free port).
-    Raises OSError when a configured port is taken."""
+    Raises BindFailed (an OSError) when a configured port cannot be bound."""
     ingest = Ingest(settings, r)
     runner = web.AppRunner(ingest.app(), access_log=None)
     await runner.setup()
@@ -333,9 +333,11 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
     links: list[DecoderLink] = []
     link_tasks: list[asyncio.Task[None]] = []
     try:
-        await web.TCPSite(runner, settings.host, settings.ingest_http_port).start()
-        tcp = await asyncio.start_server(ingest.handle_tcp, settings.host,
-                                         settings.ingest_tcp_port, limit=MAX_LINE)
+        with binding("ingest_http_port", settings.host, settings.ingest_http_port):
+            await web.TCPSite(runner, settings.host, settings.ingest_http_port).start()
+        with binding("ingest_tcp_port", settings.host, settings.ingest_tcp_port):
+            tcp = await asyncio.start_server(ingest.handle_tcp, settings.host,
+                                             settings.ingest_tcp_port, limit=MAX_LINE)
         ports = {"ingest_http_port": listen_port(runner.addresses),
                  "ingest_tcp_port": listen_port(s.getsockname() for s in tcp.sockets)}
         log.info("feed on tcp://%s:%d and http://%s:%d/feed", settings.host,
