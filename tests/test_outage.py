@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import time
 
 import websockets
 
@@ -23,7 +24,7 @@ from .test_restart import FIXTURE, RACE, expected_view
 
 SPEED = 60.0
 KILL_AT_S = 4.0
-DOWN_S = 3.0
+DOWN_S = 5.0
 #: How soon after Redis is back the fan must get its next race event (s).
 RESUME_WITHIN_S = 3.0
 OURS = ("icetime", "services")
@@ -78,7 +79,7 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
     killed_at = loop.time()
     await asyncio.sleep(DOWN_S)
     await asyncio.to_thread(redis_server.start)
-    back_at = loop.time()
+    back_at, back_wall = loop.time(), time.time()
 
     await asyncio.wait_for(feed, 60)
     view = await asyncio.wait_for(follower, 60)
@@ -120,3 +121,11 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
     assert not tracebacks, [f"{r.name}: {r.getMessage()}" for r in tracebacks]
     errors = [rec for rec in ours if rec.levelno >= logging.ERROR]
     assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]
+    # Each service says once that Redis went, and once that it is back: within 2 s.
+    for service in ("ingest", "scoring", "fan-out"):
+        said = [rec for rec in ours if rec.getMessage().startswith(f"{service}: Redis")]
+        assert [rec.levelno for rec in said] == [logging.WARNING, logging.INFO], (
+            service, [rec.getMessage() for rec in said])
+        assert "recovered" in said[1].getMessage()
+        print(f"{service} resumed {said[1].created - back_wall:.2f} s after Redis was back")
+        assert said[1].created - back_wall < 2.0
