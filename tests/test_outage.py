@@ -129,3 +129,42 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
         assert "recovered" in said[1].getMessage()
         print(f"{service} resumed {said[1].created - back_wall:.2f} s after Redis was back")
         assert said[1].created - back_wall < 2.0
+
+
+async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_server, tmp_path,
+                                                                        caplog):
+    """The loop's passings come over P3: those that failed to store are asked for again
+    (RESEND) and stored, so every passage time, finish and the classification equal an
+    undisturbed run.
+
+    Known gap (no local spool yet): a re-requested passing is stored after later ones,
+    so the fields computed at the moment of a passage (its rank then, the leader, the
+    projection) can differ from an undisturbed run; they are not compared here."""
+    from .test_decoder_link import decoder_stack, follow, post
+
+    caplog.set_level(logging.INFO)
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        await post(st, "/api/startlist", FIXTURE["startlist"])
+        feed = asyncio.create_task(replay(FIXTURE, st.settings, speed=SPEED, announce=False,
+                                          decoder=sim))
+        await asyncio.sleep(KILL_AT_S)
+        proc = redis_server.proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+        await asyncio.sleep(DOWN_S)
+        await asyncio.to_thread(redis_server.start)
+        await asyncio.wait_for(feed, 60)
+        expected = expected_view()
+        view = await follow(st, lambda v: v["classification"] == expected["classification"])
+
+    def timing(results):
+        return {bib: ([(p["m"], p["t"], p["lap_time"]) for p in res["passages"]],
+                      res["final"], res["status"])
+                for bib, res in results.items()}
+
+    assert timing(view["results"]) == timing(expected["results"])
+    resends = [rec for rec in caplog.records if "missing; asking again" in rec.getMessage()]
+    print(f"\n{len(resends)} RESEND requests for passings not stored during the outage")
+    assert not [rec for rec in caplog.records
+                if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
