@@ -12,11 +12,15 @@ Two Lua scripts make the two writes that must be atomic:
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from icetime import keys
 
@@ -78,12 +82,58 @@ SOURCE_SEQ = keys.PREFIX + "source-seq"
 POOL_SIZE = 64
 
 
+#: Seconds to open a connection, and to wait for any reply. The longest blocking read
+#: the services make is 1 s (the fan-out's XREAD), so 5 s means a server that went
+#: away without closing its sockets (a host or network failure) is noticed in 5 s
+#: instead of hanging a service for as long as the kernel keeps the connection.
+CONNECT_TIMEOUT_S = 2.0
+REPLY_TIMEOUT_S = 5.0
+#: A pooled connection idle longer than this is PINGed before it is used again.
+HEALTH_CHECK_S = 10
+
+
 def connect(url: str) -> aioredis.Redis:
-    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
+
+    A command that fails on the connection (Redis down, restarted, unreachable) raises
+    ``redis.exceptions.ConnectionError`` or ``TimeoutError`` (both RedisError) at once:
+    the client never retries by itself, because the PUBLISH script must not run twice;
+    each service has its own retry loop (:class:`Outage` logs it). Broken pooled
+    connections are replaced when next taken from the pool."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=POOL_SIZE, timeout=20, decode_responses=False,
-        health_check_interval=10)
+        health_check_interval=HEALTH_CHECK_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=REPLY_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
+
+
+class Outage:
+    """The log of a service's Redis outages: one WARNING when Redis first fails, one
+    INFO "recovered" (with how long it was away) at the first success after that, and
+    nothing in between, however often the service retries. No traceback: a Redis that
+    is away is an expected condition, and its error message says all there is."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.log = logger
+        self.what = what
+        #: time.monotonic() when the current outage began; None while Redis answers.
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException, doing: str = "") -> None:
+        """A Redis call failed with ``exc`` (while ``doing`` something, for the log)."""
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning("%s: Redis unavailable%s (%s); retrying until it is back",
+                             self.what, f" while {doing}" if doing else "", exc)
+        else:
+            self.log.debug("%s: Redis still unavailable: %s", self.what, exc)
+
+    def ok(self) -> None:
+        """A Redis call succeeded."""
+        if self.since is not None:
+            self.log.info("%s: Redis recovered after %.1f s", self.what,
+                          time.monotonic() - self.since)
+            self.since = None
 
 
 def parse_id(stream_id: str | bytes) -> tuple[int, int]:

@@ -12,6 +12,9 @@ import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
+#: The longest wait between two attempts (s): after an outage (of ingest, or of its
+#: Redis, when ingest answers "retry") the input goes again at most this much later.
+RETRY_MAX_S = 0.5
 
 
 class FeedRefused(RuntimeError):
@@ -71,7 +74,7 @@ class FeedClient:
                     raise
                 log.warning("feed connection lost (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -67,6 +67,8 @@ READ_COUNT = 500
 SCORING_WAIT_S = 2.0
 #: How often that wait polls scoring's progress mark (one poll for all waiters), s.
 SCORING_POLL_S = 0.02
+#: How often a client's resync is tried again while Redis is away, s.
+RESYNC_RETRY_S = 0.5
 
 
 class Sender(Protocol):
@@ -205,8 +207,16 @@ class Subscription:
                 while self.buffered() > self.buffer_max // 4:
                     await asyncio.sleep(0.05)
                 self.queue.clear()
-                await self.send_snapshot()
-                await self.catch_up()
+                try:
+                    await self.send_snapshot()
+                    await self.catch_up()
+                except RedisError as exc:
+                    # Redis is away (the hub's reader logs it): try again, from a
+                    # snapshot, until it is back.
+                    log.debug("race %s: resync failed, retrying: %s", self.feed.race, exc)
+                    self.needs_snapshot = True
+                    await asyncio.sleep(RESYNC_RETRY_S)
+                    continue
             while self.queue:
                 sid, frame = self.queue.popleft()
                 if sid > self.last:
@@ -411,7 +421,7 @@ class Hub:
         self.refused: Counter[str] = Counter()
         self.reads = 0
         self.wakes = 0
-        self._failing = False
+        self.outage = bus.Outage(log, "fan-out")
 
     # ------------------------------------------------------------ races
     async def exists(self, race: str) -> bool:
@@ -488,13 +498,9 @@ class Hub:
                 if time.monotonic() >= next_epochs:
                     next_epochs = time.monotonic() + BLOCK_MS / 1000
                     await self.check_epochs()
-                if self._failing:
-                    self._failing = False
-                    log.warning("fan-out: reading races again")
+                self.outage.ok()
             except RedisError as exc:
-                if not self._failing:
-                    log.warning("fan-out: redis error, retrying every 0.5 s: %s", exc)
-                self._failing = True
+                self.outage.failed(exc, "reading races (retrying every 0.5 s)")
                 await asyncio.sleep(0.5)
             finally:
                 self.reading = False

@@ -175,11 +175,13 @@ class Broadcast:
             sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
                                               protocol)
         except RedisError as exc:
-            log.error("subscribe to %s failed: %s", race, exc)
+            self.hub.outage.failed(exc, "subscribing clients (they are told to retry)")
+            log.debug("subscribe to %s failed: %s", race, exc)
             await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
                                      "code": "unavailable",
                                      "error": "storage unavailable; subscribe again"}))
             return
+        self.hub.outage.ok()
         subs[race] = sub
 
     async def on_message(self, ws: ServerConnection, message: str | bytes,

@@ -66,6 +66,8 @@ class Ingest:
         self.bus = bus.Bus(r)
         self.tokens = {s.token: s.id for s in settings.sources}
         self.links: list[DecoderLink] = []
+        #: Logs a Redis outage once (a warning, then "recovered"), not per input.
+        self.outage = bus.Outage(log, "ingest")
 
     def source_for(self, token: Any) -> str | None:
         """The source a token belongs to; None for anything else (any JSON value may
@@ -108,9 +110,11 @@ class Ingest:
         try:
             stream_id, duplicate = await self.bus.append_input(stored(inp))
         except RedisError as exc:
-            log.error("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
+            self.outage.failed(exc, "storing inputs (sources are told to resend)")
+            log.debug("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
                     "retry": True, "seq": inp.seq}
+        self.outage.ok()
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
         if duplicate:
             reply["duplicate"] = True
@@ -128,7 +132,7 @@ class Ingest:
                 "raw": raw[:REJECT_KEEP_BYTES]}, maxlen=REJECTS_MAXLEN, approximate=True)
             await self.r.hincrby(keys.INGEST_STATS, "rejected", 1)
         except RedisError as exc:
-            log.error("cannot record a reject: %s", exc)
+            self.outage.failed(exc, "recording a reject")
 
     async def last_seq(self, source: str) -> int | None:
         v = await self.r.hget(bus.SOURCE_SEQ, source)
@@ -156,10 +160,12 @@ class Ingest:
         try:
             last_seq = await self.last_seq(source)
         except RedisError as exc:
-            log.warning("source %s said hello from %s while storage is unavailable: %s",
-                        source, peer, exc)
+            self.outage.failed(exc, "answering a hello (sources are told to retry)")
+            log.debug("source %s said hello from %s while storage is unavailable: %s",
+                      source, peer, exc)
             return None, {"ok": False, "error": "storage unavailable; send the hello again",
                           "retry": True}, False
+        self.outage.ok()
         log.debug("source %s connected from %s", source, peer)
         return source, {"ok": True, "source": source, "last_seq": last_seq}, False
 
@@ -278,6 +284,7 @@ class Ingest:
             counters = await self.r.hgetall(keys.INGEST_STATS)
             raw_length = await self.r.xlen(keys.RAW_STREAM)
         except RedisError as exc:
+            self.outage.failed(exc, "answering /api/stats")
             return web.json_response({"ok": False, "error": f"storage unavailable: {exc}",
                                       "retry": True}, status=503)
         # The counters a reader looks for are there at 0 too, not only once they move.

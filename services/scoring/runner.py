@@ -45,6 +45,9 @@ BATCH = 200
 #: How often the counters are written for /api/health (off the per-input path).
 STATS_EVERY_S = 1.0
 REPLAY_CHUNK = 2000
+#: The longest wait between two attempts while Redis is away (s): scoring resumes at
+#: most this long after it is back.
+RETRY_MAX_S = 1.0
 
 
 class ScoringRunner:
@@ -58,6 +61,7 @@ class ScoringRunner:
         self.published = 0
         self.stats_at = 0.0
         self.stats_dirty = False
+        self.outage = bus.Outage(log, "scoring")
 
     def _new_engine(self) -> Competition:
         return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
@@ -157,13 +161,16 @@ class ScoringRunner:
                 await self.rebuild()
                 while await self.consume("0", None):  # our pending entries first
                     pass
+                self.outage.ok()
                 backoff = 0.1
                 while not stop.is_set():
                     await self.consume(">", 500)
             except (RedisError, OSError) as exc:
-                log.error("redis error, rebuilding in %.1fs: %s", backoff, exc)
+                # The engine may hold an input whose output was never written: it is
+                # rebuilt from the raw log once Redis answers again.
+                self.outage.failed(exc, "scoring")
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, RETRY_MAX_S)
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,

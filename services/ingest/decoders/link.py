@@ -46,6 +46,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from redis.exceptions import RedisError
+
 from icetime import keys
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
@@ -178,6 +180,8 @@ class DecoderLink:
                 pipe.xadd(keys.DECODER_HEALTH_STREAM, {"d": doc},
                           maxlen=keys.DECODER_HEALTH_MAXLEN, approximate=True)
                 await pipe.execute()
+        except RedisError as exc:  # counted as ingest's outage, logged once there
+            self.ingest.outage.failed(exc, f"publishing decoder {self.cfg.id}'s health")
         except Exception as exc:  # health is best effort: never stop the passings for it
             log.warning("decoder %s: health not published: %s", self.cfg.id, exc)
 
