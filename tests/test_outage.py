@@ -78,7 +78,7 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
     await asyncio.to_thread(proc.wait, 10)
     killed_at = loop.time()
     await asyncio.sleep(DOWN_S)
-    await asyncio.to_thread(redis_server.start)
+    await asyncio.to_thread(redis_server.restart)  # on the same files; we hold the lock
     back_at, back_wall = loop.time(), time.time()
 
     await asyncio.wait_for(feed, 60)
@@ -153,7 +153,7 @@ async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_ser
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 10)
         await asyncio.sleep(DOWN_S)
-        await asyncio.to_thread(redis_server.start)
+        await asyncio.to_thread(redis_server.restart)  # on the same files; we hold the lock
         await asyncio.wait_for(feed, 60)
         expected = expected_view()
         view = await follow(st, lambda v: v["classification"] == expected["classification"])
