@@ -281,21 +281,18 @@ def reads(make: Callable[[], bytes], rng: random.Random) -> Iterator[tuple[int, 
         pending = pending[cut:]
 
 
-async def fuzz(link: DecoderLink, protocol: str, seconds: float, seed: int = 1,
-               max_frames: int | None = None, data: Path = DATA) -> Result:
-    """Mutated frames through ``link.received`` for ``seconds`` (or ``max_frames``)."""
-    rng = random.Random(seed)
-    make, real = mutator(protocol, rng, data)
-    res = Result(protocol, real_data=real, rss_start_mb=rss_mb())
+def paced(res: Result, make: Callable[[], bytes], rng: random.Random, seconds: float,
+          max_frames: int | None) -> Iterator[bytes]:
+    """The chunks of :func:`reads` for ``seconds`` (or ``max_frames``), one at a time.
+
+    The caller handles each chunk between two steps; the time that takes is measured
+    into ``res.slowest_ms``, and ``res.frames``, ``res.seconds`` and ``res.rss_end_mb``
+    are filled in when the run ends."""
     t0 = time.perf_counter()
     deadline = t0 + seconds
     for n, chunk in reads(make, rng):
         t = time.perf_counter()
-        try:
-            await link.received(chunk)
-        except Exception:
-            res.escaped += 1
-            logging.getLogger(__name__).exception("an exception left the %s link", protocol)
+        yield chunk
         done = time.perf_counter()
         res.slowest_ms = max(res.slowest_ms, (done - t) * 1000)
         res.frames += n
@@ -303,6 +300,20 @@ async def fuzz(link: DecoderLink, protocol: str, seconds: float, seed: int = 1,
             break
     res.seconds = time.perf_counter() - t0
     res.rss_end_mb = rss_mb()
+
+
+async def fuzz(link: DecoderLink, protocol: str, seconds: float, seed: int = 1,
+               max_frames: int | None = None, data: Path = DATA) -> Result:
+    """Mutated frames through ``link.received`` for ``seconds`` (or ``max_frames``)."""
+    rng = random.Random(seed)
+    make, real = mutator(protocol, rng, data)
+    res = Result(protocol, real_data=real, rss_start_mb=rss_mb())
+    for chunk in paced(res, make, rng, seconds, max_frames):
+        try:
+            await link.received(chunk)
+        except Exception:
+            res.escaped += 1
+            logging.getLogger(__name__).exception("an exception left the %s link", protocol)
     res.stats = link.state()
     return res
 
@@ -326,10 +337,7 @@ def codec_only(protocol: str, seconds: float, seed: int = 1,
 
         def feed(chunk: bytes) -> list[Any]:
             return decoder.feed(chunk)[0]
-    t0 = time.perf_counter()
-    deadline = t0 + seconds
-    for n, chunk in reads(make, rng):
-        t = time.perf_counter()
+    for chunk in paced(res, make, rng, seconds, max_frames):
         try:
             for item in feed(chunk):
                 counts["records"] += 1
@@ -340,13 +348,6 @@ def codec_only(protocol: str, seconds: float, seed: int = 1,
         except Exception:
             res.escaped += 1
             logging.getLogger(__name__).exception("an exception left the %s codec", protocol)
-        done = time.perf_counter()
-        res.slowest_ms = max(res.slowest_ms, (done - t) * 1000)
-        res.frames += n
-        if done > deadline or (max_frames is not None and res.frames >= max_frames):
-            break
-    res.seconds = time.perf_counter() - t0
-    res.rss_end_mb = rss_mb()
     res.stats = {**counts, "internal_errors": 0}
     if protocol == "p3":
         res.stats |= {"jumps": numbers.jumps, "tracked_missing": len(numbers.missing)}
