@@ -12,6 +12,7 @@ import random
 import time
 
 import aiohttp
+import pytest
 
 from bench import decoder_fuzz
 from icetime import bus, keys
@@ -117,6 +118,7 @@ def test_a_jump_is_reported_not_asked_for_and_a_new_numbering_is_adopted():
     assert nb.arrived(2).anomaly == Anomaly("new_numbering", 2_000_000_003, 1)
 
 
+@pytest.mark.alone
 def test_passing_numbers_stay_bounded_in_memory_and_time_whatever_arrives():
     """Consecutive numbers, random 32-bit ones and gaps up to past the jump limit: 10,000
     numbers, some 3,000 of them jumps, are handled in well under 10 s in all (a single jump
@@ -145,6 +147,7 @@ def test_passing_numbers_stay_bounded_in_memory_and_time_whatever_arrives():
 
 
 # ------------------------------------------------------------------ fuzz
+@pytest.mark.alone
 async def test_fuzz_mutated_records_through_the_real_links_raise_nothing(redis_client,
                                                                          tmp_path, caplog):
     """2,000 mutated records (checksums fixed) through each link into ingest: no
@@ -289,6 +292,7 @@ async def test_a_utc_only_passing_is_stored_and_every_later_one_too(redis_server
         assert h["passings"] == 5 and h["internal_errors"] == 0 and h["damaged"] == 0
 
 
+@pytest.mark.alone
 async def test_a_jumping_passing_number_costs_no_resend_storm_nor_memory(redis_server,
                                                                           tmp_path):
     """A corrupted number (1.2 billion) amid a live series, then a decoder that comes back

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 import websockets
 
 from icetime import keys
@@ -95,6 +96,7 @@ class Timed:
                         self.done.set()
 
 
+@pytest.mark.alone
 async def test_an_abuser_cannot_starve_a_normal_client(stack, redis_client):
     await load_startlist(stack)
     await load_startlist(stack, {"startlist": many_races(REAL_RACES)})
@@ -252,6 +254,7 @@ async def test_a_start_list_just_accepted_can_be_followed_before_it_is_scored(st
     assert reply["type"] == "snapshot" and reply["view"]["race"]["id"] == "extra-0"
 
 
+@pytest.mark.alone
 async def test_a_new_race_is_read_at_once_not_after_the_blocking_read(stack):
     """Races added while the reader is blocked in XREAD wake it: their first live event
     arrives in well under the read's 1 s timeout."""

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 
+import pytest
 import websockets
 
 from icetime import bus, keys
@@ -61,6 +62,7 @@ async def fan(url, done, log):
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.alone
 async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
     caplog.set_level(logging.INFO)
     loop = asyncio.get_running_loop()
