@@ -256,8 +256,8 @@ async def test_a_hostile_start_list_runs_nothing_on_any_screen(redis_server, tmp
     try:
         doc, long_doc, relay_doc = hostile_competition()
         await load_startlist(st, doc)
-        await replay(long_doc, st.settings, speed=12.0, announce=False, decoder=sim)
-        await feed_second_race(relay_doc, st.settings, speed=12.0, seq_from=10_000)
+        await replay(long_doc, st.settings, speed=40.0, announce=False, decoder=sim)
+        await feed_second_race(relay_doc, st.settings, speed=40.0, seq_from=10_000)
         team = relay_doc["startlist"]["races"][1]["teams"][0]["id"]
         assert (await post_feed(st, {"type": "decision", "race": RELAY, "action": "pen",
                                      "bib": team, "reason": REASON, "seq": 90_001}))["ok"]
