@@ -20,6 +20,9 @@ SCORING_STATS = PREFIX + "stats:scoring"
 SCORING_GROUP = "scoring"
 #: Raw stream id of the last input whose output scoring has written.
 SCORING_PROGRESS = PREFIX + "scoring:last-input"
+#: Hash {fingerprint, progress, state}: scoring's engine as it stood after raw input
+#: ``progress`` (services/scoring/checkpoint.py); a restart replays only what came after.
+SCORING_CHECKPOINT = PREFIX + "scoring:checkpoint"
 #: Hash decoder id -> JSON of its latest health (link, STATUS fields, counters).
 DECODERS_HASH = PREFIX + "decoders"
 #: Capped stream of decoder health events: each STATUS, connect and disconnect.

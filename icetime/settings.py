@@ -101,6 +101,7 @@ class _Broadcast(_Section, frozen=True):
 class _Scoring(_Section, frozen=True):
     max_speed_mps: Annotated[float, Meta(gt=0)] = 20.0
     loops: dict[Name, int] = {}
+    checkpoint_every: Annotated[int, Meta(ge=1)] = 10_000
 
 
 class _Rules(_Section, frozen=True):
@@ -151,6 +152,8 @@ class Settings:
     loops: dict[str, int] = field(default_factory=dict)
     #: The rules file (lap plans, points tables); empty: the one icetime ships.
     rules_file: str = ""
+    #: Inputs between two scoring checkpoints (at least; a slow checkpoint waits longer).
+    checkpoint_every: int = 10_000
     #: Frames queued for a client that is catching up before it is given a fresh snapshot.
     client_queue_max: int = 512
     #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
@@ -256,6 +259,7 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         max_speed_mps=venue.scoring.max_speed_mps,
         loops=dict(venue.scoring.loops),
         rules_file=rules_file,
+        checkpoint_every=venue.scoring.checkpoint_every,
         client_queue_max=venue.broadcast.client_queue_max,
         client_buffer_max=venue.broadcast.client_buffer_max,
         client_subscriptions_max=venue.broadcast.client_subscriptions_max,

@@ -2,8 +2,10 @@
 
 Delivery is at-least-once and the effect exactly-once:
 
-1. On start, replay the raw log up to the recorded progress (the last input
-   whose output was written) into a fresh engine, publishing nothing.
+1. On start, load the last checkpoint (``checkpoint``: the engine as it stood after
+   some earlier input) when it was made by this code and these settings, and replay
+   the raw log after it, up to the recorded progress (the last input whose output was
+   written), publishing nothing. Without a usable checkpoint, replay from the start.
 2. Read this consumer's pending entries, then new ones, through the group.
 3. Per input: feed the engine, then publish its events, the race snapshot, the
    new progress and the XACK in one atomic script. An entry at or before the
@@ -38,6 +40,7 @@ from icetime.service import Ready
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
+from . import checkpoint
 from .competition import Competition
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ REPLAY_CHUNK = 2000
 #: The longest wait between two attempts while Redis is away (s): scoring resumes at
 #: most this long after it is back.
 RETRY_MAX_S = 1.0
+#: A checkpoint blocks the worker while it is written: the next one waits at least this
+#: many times as long as the last took, so checkpoints cost at most ~1/20 of its time.
+CHECKPOINT_SPACING = 20
 
 
 class ScoringRunner:
@@ -62,6 +68,14 @@ class ScoringRunner:
         self.stats_at = 0.0
         self.stats_dirty = False
         self.outage = bus.Outage(log, "scoring")
+        self.fingerprint = checkpoint.fingerprint(settings)
+        self.saver = checkpoint.Saver()
+        #: The next save replaces the whole hash (it holds no checkpoint of this run yet).
+        self.replace_checkpoint = True
+        #: Inputs handled since the last checkpoint; when it was written and how long it took.
+        self.since_checkpoint = 0
+        self.checkpoint_at = time.monotonic()
+        self.checkpoint_s = 0.0
 
     def _new_engine(self) -> Competition:
         return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
@@ -75,14 +89,19 @@ class ScoringRunner:
                 raise
 
     async def rebuild(self) -> int:
-        """Replay the raw log up to the progress mark into a fresh engine; returns the count."""
+        """Rebuild the engine up to the progress mark: from the last checkpoint when it
+        is usable, else from a fresh engine; returns how many raw inputs were replayed."""
         self.engine = self._new_engine()
         mark = await self.r.get(keys.SCORING_PROGRESS)
         self.progress = bus.parse_id(mark) if mark else None
+        self.since_checkpoint = 0
         if mark is None:
             return 0
-        n = 0
         start = "-"
+        saved = await self.restore(bus.parse_id(mark))
+        if saved is not None:
+            start = "(" + saved
+        n = 0
         while True:
             entries = bus.entries(
                 await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK))
@@ -94,8 +113,68 @@ class ScoringRunner:
             if len(entries) < REPLAY_CHUNK:
                 break
             start = "(" + entries[-1][0]
-        log.info("rebuilt from %d inputs up to %s", n, bus.text(mark))
+        log.info("rebuilt from %s and %d inputs up to %s",
+                 f"the checkpoint at {saved}" if saved else "the start", n, bus.text(mark))
+        if saved is None:
+            # The first save writes every race: do it now, before the worker is live,
+            # rather than stall live inputs later.
+            await self.save_checkpoint(force=True)
         return n
+
+    async def restore(self, mark: tuple[int, int]) -> str | None:
+        """Load the checkpoint into :attr:`engine` when it was made by this code and
+        these settings, at or before ``mark``; returns the raw input id it stands at,
+        or None (the engine stays fresh) when there is none to use, saying why."""
+        self.saver.forget()
+        self.replace_checkpoint = True
+        raw = await self.r.hgetall(keys.SCORING_CHECKPOINT)
+        fields = {bus.text(k): v if isinstance(v, bytes) else v.encode()
+                  for k, v in raw.items()}
+        progress = bus.text(fields.get("progress"))
+        if not progress:
+            return None
+        if bus.text(fields.get("fingerprint")) != self.fingerprint:
+            log.info("checkpoint made by other code or settings: replaying the whole log")
+            return None
+        if bus.parse_id(progress) > mark:
+            # The log is older than the checkpoint (Redis restored from an older copy).
+            log.warning("checkpoint at %s is past the progress mark: replaying the whole log",
+                        progress)
+            return None
+        engine = checkpoint.load(fields)
+        if engine is None:
+            log.warning("checkpoint at %s is damaged: replaying the whole log", progress)
+            return None
+        self.engine = engine
+        self.saver.fields(engine)  # what the hash holds now: later saves add what changes
+        self.replace_checkpoint = False
+        return progress
+
+    async def save_checkpoint(self, force: bool = False) -> None:
+        """Save the engine as it stands after :attr:`progress`, when enough inputs and
+        time have passed since the last save (see :data:`CHECKPOINT_SPACING`), or now
+        with ``force``."""
+        now = time.monotonic()
+        if self.progress is None:
+            return
+        if not force and (self.since_checkpoint < self.settings.checkpoint_every
+                          or now - self.checkpoint_at < CHECKPOINT_SPACING * self.checkpoint_s):
+            return
+        fields: dict[str, bytes | str] = {**self.saver.fields(self.engine),
+                                          "fingerprint": self.fingerprint,
+                                          "progress": "{}-{}".format(*self.progress)}
+        # One transaction: a worker that dies mid-way leaves the last whole checkpoint.
+        pipe = self.r.pipeline(transaction=True)
+        if self.replace_checkpoint:  # none of ours yet: drop whatever another run left
+            pipe.delete(keys.SCORING_CHECKPOINT)
+        pipe.hset(keys.SCORING_CHECKPOINT, mapping=fields)  # type: ignore[arg-type]
+        await pipe.execute()
+        self.replace_checkpoint = False
+        self.checkpoint_at = time.monotonic()
+        self.checkpoint_s = self.checkpoint_at - now
+        self.since_checkpoint = 0
+        log.debug("checkpoint at %s: %d fields, %d bytes in %.3f s", fields["progress"],
+                  len(fields), sum(len(v) for v in fields.values()), self.checkpoint_s)
 
     def decode(self, sid: str, fields: dict[bytes, bytes]) -> FeedInput | None:
         """A raw entry's typed input; None, counted as refused, when it is not one."""
@@ -143,6 +222,10 @@ class ScoringRunner:
         for sid, fields in bus.read_entries(resp):
             await self.handle(sid, fields or None)
             n += 1
+        self.since_checkpoint += n
+        # Between two inputs the engine is exactly the state the inputs up to the
+        # progress mark built: the moment a checkpoint is consistent.
+        await self.save_checkpoint()
         self.stats_dirty = self.stats_dirty or n > 0
         now = time.monotonic()
         if self.stats_dirty and now - self.stats_at > STATS_EVERY_S:

@@ -1,0 +1,120 @@
+"""Restart after a long day: how long scoring takes to be live again after N inputs,
+rebuilding from its checkpoint, next to a rebuild from the start of the raw log.
+
+The day: copies of the Beijing 2023 1000 m (distinct races, bibs and transponders) until
+the raw log holds N inputs, written straight into an embedded redis-server's raw stream
+(as ingest stores them), the progress mark at the last one. Both rebuilds run the real
+``ScoringRunner.rebuild`` against that Redis; the checkpoint is the one the worker would
+have made ``checkpoint_every`` inputs before the end.
+
+    python -m bench.restart [--inputs 1000000] [--every 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from icetime import bus, keys
+from icetime.redis_embed import EmbeddedRedis
+from icetime.replay import load_fixture, script_inputs
+from icetime.settings import Settings
+from services.scoring import checkpoint
+from services.scoring.runner import ScoringRunner
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "beijing2023_w1000a.json"
+CHUNK = 10_000
+
+
+def day(n_inputs: int) -> list[dict[str, Any]]:
+    """The day's inputs: one start list with the races, then their scripts one after
+    another; the same 20 skaters skate every race (each gun takes them to its race)."""
+    doc = load_fixture(FIXTURE)
+    race = doc["startlist"]["races"][0]
+    script = [{**it.inp, "source": it.source} for it in script_inputs(doc)]
+    copies = max(1, (n_inputs - 1) // len(script))
+    races, inputs = [], []
+    for c in range(copies):
+        rid = f"{race['id']}-{c}"
+        races.append({**copy.deepcopy(race), "id": rid})
+        inputs += [{**inp, "race": rid} if inp["type"] == "gun" else inp for inp in script]
+    start = {"type": "startlist", "source": "officials",
+             "skaters": doc["startlist"]["skaters"], "races": races}
+    return [start, *inputs]
+
+
+async def fill(r: Any, inputs: list[dict[str, Any]]) -> str:
+    """Append the inputs to the raw stream as ingest stores them; the last one's id."""
+    last = b""
+    for i in range(0, len(inputs), CHUNK):
+        pipe = r.pipeline(transaction=False)
+        for inp in inputs[i:i + CHUNK]:
+            pipe.xadd(keys.RAW_STREAM, {"d": bus.pack_input(inp)})
+        last = (await pipe.execute())[-1]
+    return bus.text(last)
+
+
+async def run(n_inputs: int, every: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, appendfsync="no") as redis:
+        r = bus.connect(redis.url)
+        settings = Settings(redis_url=redis.url, checkpoint_every=every)
+        inputs = day(n_inputs)
+        t0 = time.perf_counter()
+        head, tail = inputs[:-every], inputs[-every:]
+        at_checkpoint = await fill(r, head)
+        await r.set(keys.SCORING_PROGRESS, at_checkpoint)
+        # The worker's state at the checkpoint: what it would have saved.
+        worker = ScoringRunner(settings, r)
+        await worker.rebuild()
+        worker.progress = bus.parse_id(at_checkpoint)
+        worker.since_checkpoint = every
+        await worker.save_checkpoint()
+        last = await fill(r, tail)
+        await r.set(keys.SCORING_PROGRESS, last)
+        print(f"   a day of {len(inputs):,} inputs written in {time.perf_counter() - t0:.1f} s;"
+              f" the checkpoint {every:,} inputs before the end")
+
+        t = time.perf_counter()
+        full = ScoringRunner(settings, r)
+        full.fingerprint = "no checkpoint"  # as a worker without one would
+        n_full = await full.rebuild()
+        full_s = time.perf_counter() - t
+        t = time.perf_counter()
+        quick = ScoringRunner(settings, r)
+        n_quick = await quick.rebuild()
+        quick_s = time.perf_counter() - t
+        same = all(quick.engine.view(rid) == full.engine.view(rid)
+                   for rid in list(full.engine.races)[-3:])
+        saver = checkpoint.Saver()
+        t = time.perf_counter()
+        whole = saver.fields(quick.engine)
+        whole_s = time.perf_counter() - t
+        saver.marks.pop(next(iter(saver.marks)))  # one race took inputs since
+        t = time.perf_counter()
+        saver.fields(quick.engine)
+        one_s = time.perf_counter() - t
+        print(f"{'rebuild':>22} {'inputs':>10} {'seconds':>8}")
+        print(f"{'from the start':>22} {n_full:>10,} {full_s:>8.2f}")
+        print(f"{'from the checkpoint':>22} {n_quick:>10,} {quick_s:>8.2f}"
+              f"   ({full_s / quick_s:.0f}x faster; same results: {same})")
+        print(f"   the checkpoint: {sum(map(len, whole.values())) / 1e6:.1f} MB in "
+              f"{len(whole):,} fields; a save costs the live worker {one_s * 1e3:.1f} ms "
+              f"(one race changed), {whole_s * 1e3:.0f} ms (the first, every race)")
+        await r.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.restart", description=__doc__)
+    ap.add_argument("--inputs", type=int, default=1_000_000)
+    ap.add_argument("--every", type=int, default=10_000)
+    args = ap.parse_args(argv)
+    print(f"\n== scoring restart after {args.inputs:,} inputs ==")
+    asyncio.run(run(args.inputs, args.every))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Bounded restarts: scoring saves its state now and then, and a restart replays only
+the raw inputs after the checkpoint, with results identical to a replay from the start.
+A checkpoint made by other settings, damaged, or past the log is never used."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import replace
+
+from icetime import bus, keys
+from icetime.cli import replay
+from icetime.replay import script_inputs
+from services.scoring.competition import Competition
+from services.scoring.runner import BATCH, ScoringRunner
+
+from .conftest import feed, make_settings, start_stack
+from .test_browser import short_race
+from .test_pipeline import load_startlist
+from .test_restart import RACE
+
+EVERY = 8
+#: Pairs 3, 9 and 10 of the Beijing 1000 m: 37 inputs, several checkpoints.
+RACE_DOC = short_race()
+
+
+def expected_view() -> dict:
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **RACE_DOC["startlist"]})
+    for n, it in enumerate(script_inputs(RACE_DOC)):
+        feed(comp, f"i{n}", {**it.inp, "source": it.source})
+    return comp.view(RACE)
+
+
+async def scored_up_to_the_last_input(r) -> str:
+    """Wait until scoring has written the output of the last raw input; its id."""
+    async with asyncio.timeout(30):
+        while True:
+            last = bus.entries(await r.xrevrange(keys.RAW_STREAM, count=1))[0][0]
+            if bus.text(await r.get(keys.SCORING_PROGRESS)) == last:
+                return last
+            await asyncio.sleep(0.05)
+
+
+async def rebuilt(settings, r) -> tuple[int, ScoringRunner]:
+    runner = ScoringRunner(settings, r)
+    return await runner.rebuild(), runner
+
+
+async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_server,
+                                                                      redis_client, caplog):
+    settings = make_settings(redis_server.url, checkpoint_every=EVERY)
+    st = await start_stack(settings, redis_server.url)
+    try:
+        await load_startlist(st, RACE_DOC)
+        await replay(RACE_DOC, st.settings, speed=100.0, announce=False)
+        await scored_up_to_the_last_input(redis_client)
+        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(RACE), "view"))
+    finally:
+        await st.close()
+    total = await redis_client.xlen(keys.RAW_STREAM)
+    assert total > 3 * EVERY  # the race is long enough to have made several checkpoints
+    want = expected_view()
+    assert snapshot == want
+
+    n, runner = await rebuilt(settings, redis_client)
+    # A checkpoint is written after a batch of at least EVERY inputs.
+    assert 0 <= n < EVERY + BATCH and n < total, (n, total)
+    assert runner.engine.view(RACE) == want
+
+    # Each checkpoint that cannot be used is said why, and the whole log replayed with the
+    # same results (the rebuild then saves a whole checkpoint of its own at once).
+    caplog.set_level(logging.INFO, logger="services.scoring.runner")
+    race = await redis_client.hget(keys.SCORING_CHECKPOINT, f"race:{RACE}")
+    await redis_client.hset(keys.SCORING_CHECKPOINT, f"race:{RACE}", race[: len(race) // 2])
+    n, damaged = await rebuilt(settings, redis_client)
+    assert n == total and damaged.engine.view(RACE) == want
+    assert "is damaged: replaying the whole log" in caplog.text
+    n, _ = await rebuilt(settings, redis_client)
+    assert n == 0  # the rebuild's own checkpoint, at the progress mark
+
+    # One past the progress mark: Redis restored from an older copy than the checkpoint.
+    await redis_client.hset(keys.SCORING_CHECKPOINT, "progress", "99999999999999-0")
+    n, ahead = await rebuilt(settings, redis_client)
+    assert n == total and ahead.engine.view(RACE) == want
+    assert "past the progress mark" in caplog.text
+
+    # Other engine settings: the state they would build may differ.
+    n, other = await rebuilt(replace(settings, max_speed_mps=19.0), redis_client)
+    assert n == total and other.engine.view(RACE) == want
+    assert "made by other code or settings" in caplog.text
+
+
+async def test_scoring_restarted_mid_race_from_a_checkpoint_goes_on_identically(
+        redis_server, redis_client, caplog):
+    """The real service stopped after a checkpoint, inputs arriving while it is away,
+    started again: it goes on from the checkpoint and the race ends as published."""
+    caplog.set_level(logging.INFO, logger="services.scoring.runner")
+    settings = make_settings(redis_server.url, checkpoint_every=EVERY)
+    st = await start_stack(settings, redis_server.url)
+    try:
+        await load_startlist(st, RACE_DOC)
+        feeding = asyncio.create_task(replay(RACE_DOC, st.settings, speed=100.0,
+                                             announce=False))
+        async with asyncio.timeout(30):
+            while not await redis_client.exists(keys.SCORING_CHECKPOINT):
+                await asyncio.sleep(0.02)
+        await st.stop("scoring")
+        await feeding
+        await st.start("scoring")
+        await scored_up_to_the_last_input(redis_client)
+        assert "rebuilt from the checkpoint at" in caplog.text
+        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(RACE), "view"))
+    finally:
+        await st.close()
+    assert snapshot == expected_view()
