@@ -23,6 +23,17 @@ class StartListError(ValueError):
     pass
 
 
+def transponder_key(tr: object) -> str:
+    """A transponder id as it is compared: decoders and start lists write one chip
+    differently (Protime sends ``001003`` for the chip a start list gives as ``1003``, an
+    integer or a string). Digits lose their leading zeros (``"000"`` is ``"0"``); a code
+    (ProChip ``FL-94890``) is compared without surrounding spaces and case."""
+    text = str(tr).strip()
+    if text.isascii() and text.isdigit():
+        return text.lstrip("0") or "0"
+    return text.upper()
+
+
 def _time(value: Any, where: str) -> None:
     try:
         parse_time(value)
@@ -175,10 +186,12 @@ def _skaters(skaters: list[Any]) -> set[str]:
         trs = s.get("transponders", [])
         if not isinstance(trs, list):
             raise StartListError(f"{where}: 'transponders' must be a list")
-        for tr in map(str, trs):
-            if tr in seen_tr:
-                raise StartListError(f"{where}: transponder {tr} also belongs to bib {seen_tr[tr]}")
-            seen_tr[tr] = bib
+        for tr in trs:
+            key = transponder_key(tr)
+            if key in seen_tr:
+                raise StartListError(f"{where}: transponder {tr} also belongs to bib "
+                                     f"{seen_tr[key]}")
+            seen_tr[key] = bib
         _personal_bests(s, where)
     return bibs
 
