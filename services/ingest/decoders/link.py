@@ -3,7 +3,7 @@
 One link per ``[[decoders]]`` entry, by its ``protocol``:
 
 * ``p3`` (:class:`P3Link`): MYLAPS/AMB P3 on TCP. PASSING records become feed
-  inputs with ``seq = passing number``, so (decoder, passing number) makes them
+  inputs with ``seq = passing number``, so (decoder, session, passing number) makes them
   idempotent. Passing numbers are consecutive per decoder: a gap, or a reconnect,
   sends RESEND requests (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing,
   bounded by :mod:`.numbers` (a jump is reported, not asked for).
