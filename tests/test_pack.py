@@ -322,3 +322,31 @@ def test_an_exchange_in_the_last_two_laps_is_flagged_for_the_referee():
     assert "Korea: an exchange in the last two laps (for the referee)" in view["stories"]
     _, clean, _, _ = run(doc)
     assert clean["pack"]["late_exchange"] == []
+
+
+def test_a_division_a_mass_start_scores_ranks_21_to_23():
+    """A published 23-skater Division A mass start gives ranks 21 to 23 20, 19 and 18
+    World Cup points, like every rank that scores (icetime/rules.toml)."""
+    from services.scoring.standings import STANDINGS_ID
+
+    bibs = [str(n) for n in range(1, 24)]
+    skaters = [{"bib": b, "name": f"Skater {b}", "transponders": [f"77{int(b):03d}"]}
+               for b in bibs]
+    race = {"id": "wc-ms", "name": "Women Mass Start", "kind": "mass_start", "laps": 16,
+            "season": "2023-24", "skaters": bibs,
+            "world_cup": {"cup": "Women Mass Start", "table": "long_track_a"}}
+    # Everyone in a line, 0.2 s apart, 31 s a lap: finishing order = bib order.
+    crossings = {b: [f"{31 * lap + 0.2 * i:.3f}" for lap in range(1, 17)]
+                 for i, b in enumerate(bibs)}
+    doc = {"startlist": {"skaters": skaters, "races": [race]},
+           "script": {"race": "wc-ms", "format": "pack", "crossings": crossings,
+                      "declare_official": True}}
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    for n, item in enumerate(script_inputs(doc)):
+        feed(comp, f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+    assert comp.view("wc-ms")["classification"]["bib"] == bibs
+    [cup] = comp.view(STANDINGS_ID)["cups"]
+    points = {r["bib"]: r["points"] for r in cup["rows"]}
+    assert [points[b] for b in bibs] == [60, 54, 48, 43, 40, 38, 36, 34, 32, 31, 30, 29, 28,
+                                         27, 26, 25, 24, 23, 22, 21, 20, 19, 18]
