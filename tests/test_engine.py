@@ -80,7 +80,7 @@ def test_rank_lap_gaps_and_projection_at_a_passage(doc):
     leerdam600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "17"
                       and e["row"]["m"] == 600)["row"]
     assert leerdam600["rank"] == 1 and leerdam600["gap_best"] == 0
-    assert leerdam600["lap_time"] == 44_963_000 - 17_720_000
+    assert leerdam600["lap_time"] == 44_963_000 - 18_010_000
     # Bowe (partner) passed 600 m after Leerdam, so Leerdam's row has no partner gap yet.
     assert leerdam600["gap_partner"] is None
     bowe600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "18"
@@ -387,3 +387,48 @@ def test_stavanger_2022_published_order_and_kim_in_the_seventh_pair():
     assert [format_time(t) for t in cls["t"][:3]] == ["1:15.60", "1:15.82", "1:16.40"]
     kim = by_short(view)["Kim"]
     assert next(p["pair"] for p in view["pairs"] if kim in (p["inner"], p["outer"])) == 7
+    # Leerdam and Takagi skated together in the penultimate pair, Leerdam from the inner
+    # lane: in a 1000 m she is in the outer lane before the last crossing, and came from
+    # it ahead of Takagi. Leerdam led at 200 m and over the first lap.
+    skaters = by_short(view)
+    pair = next(p for p in view["pairs"] if p["inner"] == skaters["Leerdam"])
+    assert (pair["pair"], pair["outer"]) == (len(view["pairs"]) - 1, skaters["Takagi"])
+    leerdam, takagi = (view["results"][skaters[n]]["passages"] for n in ("Leerdam", "Takagi"))
+    assert leerdam[0]["t"] < takagi[0]["t"]
+    assert leerdam[1]["t"] - leerdam[0]["t"] < takagi[1]["t"] - takagi[0]["t"]
+    assert cls["t"][2] - cls["t"][0] == 800_000
+    # The rest of the published order: Li fourth, 0.52 behind Takagi; Rijpma-de Jong
+    # fifth (1:16.94) in a pair with Fledderus, seventh (1:17.17), before Kim's pair;
+    # Michelle de Jong eighth (1:17.31); Han fifteenth, Jin seventeenth.
+    ranked = [view["skaters"][b]["short"] for b in cls["bib"]]
+    assert {n: ranked.index(n) + 1 for n in ("Li", "Rijpma-de Jong", "Fledderus", "de Jong",
+                                             "Han", "Jin")} == {
+        "Li": 4, "Rijpma-de Jong": 5, "Fledderus": 7, "de Jong": 8, "Han": 15, "Jin": 17}
+    assert [format_time(cls["t"][i]) for i in (3, 4, 6, 7)] == [
+        "1:16.92", "1:16.94", "1:17.17", "1:17.31"]
+    rdj = next(p for p in view["pairs"] if skaters["Rijpma-de Jong"] in (p["inner"], p["outer"]))
+    assert skaters["Fledderus"] in (rdj["inner"], rdj["outer"]) and rdj["pair"] < 7
+    assert "Kodaira" not in skaters  # she had retired (October 2022)
+
+
+def test_beijing_2023_published_facts():
+    """Leerdam, in the penultimate pair with Bowe, was slower at 200 m than Goetz and
+    than Bowe, fastest at 600 m, third; Rijpma-de Jong fifth in 1:15.67 in the second
+    pair; Kok and Fledderus withdrew; Takagi beat Goetz by 0.01 from the last pair."""
+    view = run_race(load_fixture(FIXTURE))[0].view(RACE)
+    skaters, cls = by_short(view), view["classification"]
+    at = {n: view["results"][b]["passages"] for n, b in skaters.items()}
+    assert at["Leerdam"][0]["t"] > at["Goetz"][0]["t"]
+    assert at["Leerdam"][0]["t"] > at["Bowe"][0]["t"]
+    assert min(skaters, key=lambda n: at[n][1]["t"]) == "Leerdam"
+    pair9 = next(p for p in view["pairs"] if p["pair"] == 9)
+    assert {pair9["inner"], pair9["outer"]} == {skaters["Leerdam"], skaters["Bowe"]}
+    assert [view["skaters"][b]["short"] for b in cls["bib"][:5]] == [
+        "Takagi", "Goetz", "Leerdam", "Bowe", "Rijpma-de Jong"]
+    assert format_time(cls["t"][4]) == "1:15.67"
+    assert next(p["pair"] for p in view["pairs"] if skaters["Rijpma-de Jong"] in
+                (p["inner"], p["outer"])) == 2
+    assert not {"Kok", "Fledderus"} & set(skaters)
+    last = next(p for p in view["pairs"] if p["pair"] == 10)
+    assert (last["outer"], last["inner"]) == (skaters["Takagi"], skaters["Li"])
+    assert at["Takagi"][0]["t"] < at["Li"][0]["t"]  # faster in the opener
