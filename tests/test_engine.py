@@ -432,3 +432,51 @@ def test_beijing_2023_published_facts():
     last = next(p for p in view["pairs"] if p["pair"] == 10)
     assert (last["outer"], last["inner"]) == (skaters["Takagi"], skaters["Li"])
     assert at["Takagi"][0]["t"] < at["Li"][0]["t"]  # faster in the opener
+
+
+def test_transponder_ids_are_compared_as_chips_not_as_text():
+    """A Protime decoder sends 001003 for the chip the start list gives as 1003; a
+    start list may give an id as an integer; a ProChip read carries its code string and,
+    as transponder_alias, its number, which is what the start list names."""
+    from icetime.startlist import StartListError, validate_startlist
+
+    sl = {"skaters": [{"bib": "1", "name": "A One", "transponders": ["1003"]},
+                      {"bib": "2", "name": "B Two", "transponders": [4100201]},
+                      {"bib": "3", "name": "C Three", "transponders": ["5000123"]}],
+          "races": [{"id": "r500", "distance": 500, "pairs": [
+              {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3"}]}]}
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **sl})
+    s = 1_000_000
+    for n, inp in enumerate([
+            {"type": "gun", "race": "r500", "pair": 1, "t": 100 * s},
+            {"type": "passing", "transponder": "001003", "t": 110 * s + 200_000},
+            {"type": "passing", "transponder": "04100201", "t": 110 * s + 500_000},
+            {"type": "passing", "transponder": 1003, "t": 138 * s + 900_000},
+            {"type": "passing", "transponder": " 4100201", "t": 139 * s + 100_000},
+            {"type": "gun", "race": "r500", "pair": 2, "t": 200 * s},
+            {"type": "passing", "transponder": "FL-94890", "transponder_alias": 5000123,
+             "t": 210 * s + 300_000},
+            {"type": "passing", "transponder": "fl-94890", "transponder_alias": "05000123",
+             "t": 239 * s}]):
+        feed(comp, f"in-{n}", {**inp, "seq": n, "source": "finish-loop"})
+    assert comp.stats["unknown_transponder"] == 0
+    view = comp.view("r500")
+    assert {b: format_time(view["results"][b]["final"]["t"]) for b in "123"} == {
+        "1": "38.90", "2": "39.10", "3": "39.00"}
+    dup = {**sl, "skaters": [*sl["skaters"][:2], {**sl["skaters"][2], "transponders": ["01003"]}]}
+    with pytest.raises(StartListError, match="transponder 01003 also belongs to bib 1"):
+        validate_startlist(dup)
+
+
+def test_a_prochip_read_with_a_code_and_a_number_carries_both():
+    from services.ingest.decoders.p3 import TOR, classify, encode, parse_record, u
+
+    rec = parse_record(encode(TOR["PASSING"], [
+        (0x01, u(7, 4)), (0x03, u(5000123, 4)), (0x0A, b"FL-94890"),
+        (0x04, u(1_700_000_000_000_000, 8)), (0x81, u(0x000C00D0, 4))]))
+    p = classify(rec)
+    assert (p.transponder, p.alias) == ("FL-94890", "5000123")
+    only = classify(parse_record(encode(TOR["PASSING"], [
+        (0x01, u(8, 4)), (0x03, u(5000123, 4)), (0x04, u(1_700_000_000_000_000, 8))])))
+    assert (only.transponder, only.alias) == ("5000123", None)
