@@ -669,7 +669,7 @@ class ProtimeLink(DecoderLink):
     CAPTURE_SUFFIX = ".protimelog"
     PROTOCOL = "Protime"
     NUMBERED = False  # its seq is the passing itself: there is no numbering to restart
-    #: The session of the telegram being stored: its day (None for day 0).
+    #: The session of the telegram being stored: its day and loop (None for day 0, STA).
     day_session: str | None = None
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
@@ -709,7 +709,9 @@ class ProtimeLink(DecoderLink):
         t, days = inp["t"], 0
         if self.cfg.time_of_day is not False:
             t, days = on_day(t, self.offset_us, now_us())
-        self.day_session = None if days == 0 else f"day-{days}"
+        # Another loop (B01) at the same millisecond is another passing too.
+        parts = ([f"day-{days}"] if days else []) + ([f["loop"]] if f["loop"] != "STA" else [])
+        self.day_session = "/".join(parts) or None
         await self.store_passing(seq, inp["transponder"], t, item.raw, inp["point"])
 
     def session_order(self, seq: int) -> list[str | None]:
