@@ -430,7 +430,7 @@ def test_unknown_races_and_bad_speeds_are_refused_with_exit_2(tmp_path):
         [line] = done.stderr.splitlines()
         assert line.startswith("icetime: no race 'nosuch'; known: ") and \
             "beijing2023_w1000a" in line, line
-    for speed in ("0", "-2", "nan", "fast"):
+    for speed in ("0", "-2", "nan", "fast", "1001"):
         for args in (["replay", "beijing2023_w1000a", "--config", str(config)], ["demo"]):
             done = run_quick(["-m", "icetime.cli", *args, f"--speed={speed}"])
             assert done.returncode == 2, done.stderr
