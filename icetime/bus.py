@@ -2,8 +2,9 @@
 
 Two Lua scripts make the two writes that must be atomic:
 
-* ``append_input`` (ingest): drop a repeat of (source, seq), else XADD the input
-  to the raw log and remember its id, all before the sender hears "ok".
+* ``append_input`` (ingest): drop a repeat of (source, session, seq) with the same
+  content, refuse one with other content, else XADD the input to the raw log and
+  remember its id and content digest, all before the sender hears "ok".
 * ``publish`` (scoring): XADD a batch of race events, store the race view as of
   the last one (the snapshot), record which raw input they answer, and XACK
   that input. A scoring worker that dies anywhere in between has either
@@ -11,11 +12,12 @@ Two Lua scripts make the two writes that must be atomic:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import redis.asyncio as aioredis
@@ -25,16 +27,24 @@ from redis.backoff import NoBackoff
 from icetime import keys
 
 APPEND_INPUT = """
--- KEYS: raw, seen, stats, source-seq   ARGV: dedupe field, source, seq, payload
+-- KEYS: raw, seen, stats, source-seq
+-- ARGV: dedupe field, source-seq field, seq, payload, content digest
+-- A repeat of the key with the same content is a duplicate (1); with other content it is
+-- a conflict (2), for ingest to refuse: a reused seq must never stand for a new input,
+-- nor drop one silently.
 if ARGV[1] ~= '' then
   local existing = redis.call('HGET', KEYS[2], ARGV[1])
   if existing then
+    local sp = string.find(existing, ' ', 1, true)
+    if sp and string.sub(existing, sp + 1) ~= ARGV[5] then
+      return {string.sub(existing, 1, sp - 1), 2}
+    end
     redis.call('HINCRBY', KEYS[3], 'duplicate', 1)
-    return {existing, 1}
+    return {sp and string.sub(existing, 1, sp - 1) or existing, 1}
   end
 end
 local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[4])
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id) end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id .. ' ' .. ARGV[5]) end
 redis.call('HINCRBY', KEYS[3], 'accepted', 1)
 if ARGV[3] ~= '' then
   local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '-1')
@@ -75,6 +85,26 @@ return out
 """
 
 SOURCE_SEQ = keys.PREFIX + "source-seq"
+#: What :meth:`Bus.append_input` did with an input.
+Appended = Literal["new", "duplicate", "conflict"]
+APPENDED: tuple[Appended, ...] = ("new", "duplicate", "conflict")
+#: Fields that may differ between two sends of one input: not part of its content.
+UNSTAMPED = ("source", "session", "seq", "rx_us", "sent_us")
+
+
+def seq_field(source: str, session: str | None) -> str:
+    """The key a source's numbering is kept under: the source, or the source and its
+    session (a decoder's boot, a replay run) when the input names one. Inputs without a
+    session keep the key they always had."""
+    return source if session is None else f"{source}\x00{session}"
+
+
+def digest(inp: dict[str, Any]) -> str:
+    """An input's content (every field but its key and stamps) as 16 hex digits, so a
+    resend compares equal and a reused seq with other content does not."""
+    body = sorted((k, v) for k, v in inp.items() if k not in UNSTAMPED and v is not None)
+    packed = msgpack.packb(body, use_bin_type=True)
+    return hashlib.blake2b(packed, digest_size=8).hexdigest()
 
 
 #: Connections per process. A burst of requests (a thousand phones subscribing at
@@ -221,15 +251,22 @@ class Bus:
         self._append = r.register_script(APPEND_INPUT)
         self._publish = r.register_script(PUBLISH)
 
-    async def append_input(self, inp: dict[str, Any]) -> tuple[str, bool]:
-        """Append an accepted input to the raw log once; returns (stream id, was duplicate)."""
+    async def append_input(self, inp: dict[str, Any]) -> tuple[str, Appended]:
+        """Append an accepted input to the raw log once: (stream id, what happened).
+
+        The key is (source, session, seq); an input without a seq is always new. A repeat
+        of the key is ``"duplicate"`` when its content (:func:`digest`) is the same, and
+        ``"conflict"`` when it differs (the id is then the stored input's); nothing is
+        appended for either."""
         seq = inp.get("seq")
-        field = f"{inp['source']}\x00{seq}" if seq is not None else ""
+        where = seq_field(inp["source"], inp.get("session"))
+        field = f"{where}\x00{seq}" if seq is not None else ""
         res = await self._append(
             keys=[keys.RAW_STREAM, keys.SEEN_HASH, keys.INGEST_STATS, SOURCE_SEQ],
-            args=[field, inp["source"], "" if seq is None else str(seq), pack_input(inp)],
+            args=[field, where, "" if seq is None else str(seq), pack_input(inp),
+                  digest(inp)],
         )
-        return res[0].decode(), bool(res[1])
+        return res[0].decode(), APPENDED[int(res[1])]
 
     async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]]
                       ) -> list[tuple[str, str]]:

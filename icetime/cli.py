@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ from icetime.service import (
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
-log = logging.getLogger("icetime.cli")  # not __main__ under `python -m icetime.cli`
+log = logging.getLogger("icetime.cli")
+#: The fastest replay: a gun's ``rate`` is at most this (icetime/messages.py).
+MAX_SPEED = 1000.0  # not __main__ under `python -m icetime.cli`
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("ingest", "scoring", "broadcast")
 FIXTURES = ROOT / "fixtures"
@@ -277,18 +280,58 @@ class Supervisor:
             ("arena board", "board"), ("overlay (OBS/vMix)", "overlay")))
 
 
+@dataclass
+class Tally:
+    """What a replay's inputs came to: ``sent`` in all; of those sent on the feed,
+    ``new`` (stored: scoring applies them), ``duplicate`` (already stored, the same
+    input) and ``refused`` (the first refusal's words in ``first_refusal``); ``crossed``
+    went to a decoder simulator as P3 passings instead. ``session`` names the run."""
+
+    session: str
+    sent: int = 0
+    new: int = 0
+    duplicate: int = 0
+    refused: int = 0
+    crossed: int = 0
+    first_refusal: str | None = None
+
+    def count(self, reply: dict[str, Any]) -> None:
+        if not reply.get("ok"):
+            self.refused += 1
+            self.first_refusal = self.first_refusal or str(reply.get("error"))
+        elif reply.get("duplicate"):
+            self.duplicate += 1
+        else:
+            self.new += 1
+
+    def __str__(self) -> str:
+        crossed = f", {self.crossed} crossed the decoder" if self.crossed else ""
+        text = (f"sent {self.sent} inputs (session {self.session}): {self.new} new, "
+                f"{self.duplicate} duplicate, {self.refused} refused{crossed}")
+        if self.first_refusal:
+            text += f"; first refusal: {self.first_refusal}"
+        return text
+
+
 async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float = 1.0,
                  announce: bool = True, decoder: DecoderSimulator | None = None,
-                 hold: Callable[[Timed], Awaitable[None]] | None = None) -> int:
+                 hold: Callable[[Timed], Awaitable[None]] | None = None,
+                 session: str | None = None) -> Tally:
     """Send a fixture's script through the TCP feed, paced in real time / ``speed``.
 
+    Every run is its own ``session`` of each source (``replay-<start µs>`` unless
+    given), so a second replay into a running system is new input, not a duplicate of
+    the first; replaying with the ``session`` of an earlier run resends that run (its
+    inputs are duplicates, or refused where their content differs, as their times do).
     With a ``decoder`` (a P3 simulator icetime's decoder link is connected to), the
     loop's passings cross that decoder as P3 records instead of the JSON feed. ``hold``,
     when given, is awaited with each input when it is due, before it is sent: the script
     pauses for as long as it takes (a test looking at a moment of the race), then goes on
-    with its own spacing. Returns the number of inputs sent.
+    with its own spacing. Returns the :class:`Tally` of what ingest answered.
     """
-    items = script_inputs(doc, clock_base_us=now_us(), rate=speed)
+    base = now_us()
+    items = script_inputs(doc, clock_base_us=base, rate=speed)
+    tally = Tally(session or f"replay-{base}")
     clients: dict[str, FeedClient] = {}
     for source in {i.source for i in items if not (decoder and i.source == LOOP_SOURCE)}:
         src = cfg.source(source)
@@ -297,7 +340,6 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
         clients[source] = FeedClient(cfg.host, cfg.ingest_tcp_port, src.token)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    sent = 0
     try:
         for item in items:
             delay = start + item.at_us / 1e6 / speed - loop.time()
@@ -309,18 +351,21 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
                 start += loop.time() - held
             if decoder and item.source == LOOP_SOURCE:
                 decoder.passing(int(item.inp["transponder"]), item.inp["t"])
+                tally.crossed += 1
             else:
-                reply = await clients[item.source].send({**item.inp, "sent_us": now_us()})
+                reply = await clients[item.source].send(
+                    {**item.inp, "session": tally.session, "sent_us": now_us()})
+                tally.count(reply)
                 if not reply.get("ok"):
                     log.error("feed refused %s: %s", item.inp, reply.get("error"))
-            sent += 1
+            tally.sent += 1
             if announce and item.inp["type"] == "gun":
                 what = f"pair {item.inp['pair']}" if "pair" in item.inp else "everyone"
                 print(f"  gun: {what}", flush=True)
     finally:
         for c in clients.values():
             await c.close()
-    return sent
+    return tally
 
 
 def fixture_path(name: str) -> Path:
@@ -335,13 +380,16 @@ def fixture_path(name: str) -> Path:
 
 
 def positive_speed(text: str) -> float:
-    """argparse type of ``--speed``: a finite number above 0."""
+    """argparse type of ``--speed``: a number above 0, at most the gun's ``rate`` limit
+    (1000; a faster replay would have every gun refused)."""
     try:
         speed = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < speed < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: the speed must be above 0")
+    if speed > MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"{text!r}: the speed must be at most {MAX_SPEED:g}")
     return speed
 
 
@@ -431,7 +479,7 @@ async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
     if sup.cfg.decoders:
         sim = DecoderSimulator()
         await sim.start(sup.cfg.decoders[0].host, sup.cfg.decoders[0].port)
-    task: asyncio.Task[int] | None = None
+    task: asyncio.Task[Tally] | None = None
     race = doc["script"]["race"]
     try:
         sup.start()
@@ -451,7 +499,7 @@ async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
             await sim.stop()
 
 
-async def _follow_replay(task: asyncio.Task[int], carry_on: Callable[[], Awaitable[bool]],
+async def _follow_replay(task: asyncio.Task[Tally], carry_on: Callable[[], Awaitable[bool]],
                          page_url: str, exit_after_replay: bool) -> None:
     """Wait for the replay ``task`` to end, then serve until ``carry_on`` says stop."""
     while not task.done():
@@ -459,11 +507,11 @@ async def _follow_replay(task: asyncio.Task[int], carry_on: Callable[[], Awaitab
             return
     if not await carry_on():  # the last passings cross the link
         return
-    sent = task.result()
+    tally = task.result()
     if exit_after_replay:
-        print(f"  replay finished ({sent} inputs)", flush=True)
+        print(f"  replay finished: {tally}", flush=True)
         return
-    print(f"  replay finished ({sent} inputs); still serving {page_url}", flush=True)
+    print(f"  replay finished: {tally}; still serving {page_url}", flush=True)
     while await carry_on():
         pass
 
@@ -472,11 +520,16 @@ def cmd_replay(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config_file(args))
     doc = load_fixture(fixture_path(args.race))
     try:
-        sent = asyncio.run(replay(doc, cfg, args.speed))
+        tally = asyncio.run(replay(doc, cfg, args.speed, session=args.session))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, say while the feed is retrying
         print("replay stopped", flush=True)
         return
-    print(f"sent {sent} inputs")
+    print(tally, flush=True)
+    if tally.sent and not tally.new:
+        # Nothing of it will change a result: say so in the exit code too.
+        print("icetime: nothing of this replay was new; no result changed", file=sys.stderr,
+              flush=True)
+        raise SystemExit(1)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -508,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--config", help="the venue's TOML file (default: $ICETIME_CONFIG)")
     rep.add_argument("--speed", type=positive_speed, default=1.0,
                      help="replay speed factor (above 0)")
+    rep.add_argument("--session", help="resend an earlier run (its session, as printed); "
+                                       "by default each run is a session of its own")
     rep.set_defaults(func=cmd_replay)
     args = p.parse_args(argv)
     try:

@@ -2,7 +2,7 @@
 
 Used by ``icetime replay``, the benchmarks and the tests, and a worked example
 of docs/protocol.md. A dropped connection is reopened with backoff and the
-unacknowledged input is sent again: ingest drops the repeat by (source, seq).
+unacknowledged input is sent again: ingest drops the repeat by (source, session, seq).
 """
 from __future__ import annotations
 
@@ -28,12 +28,15 @@ class FeedClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.last_seq: int | None = None
+        #: More fields for the hello (``{"session": …}``: the last seq of that session).
+        self.hello_extra: dict[str, Any] = {}
 
     async def connect(self) -> dict[str, Any]:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port,
                                                                  limit=8 * 1024 * 1024)
         try:
-            hello = await self._roundtrip({"type": "hello", "token": self.token})
+            hello = await self._roundtrip({"type": "hello", "token": self.token,
+                                           **self.hello_extra})
         except BaseException:
             await self.close()
             raise

@@ -25,6 +25,8 @@ SCORING_PROGRESS = PREFIX + "scoring:last-input"
 SCORING_CHECKPOINT = PREFIX + "scoring:checkpoint"
 #: Hash decoder id -> JSON of its latest health (link, STATUS fields, counters).
 DECODERS_HASH = PREFIX + "decoders"
+#: Each decoder link's sessions (one per boot of the decoder), JSON per decoder id.
+DECODER_SESSIONS = PREFIX + "decoder-sessions"
 #: Capped stream of decoder health events: each STATUS, connect and disconnect.
 DECODER_HEALTH_STREAM = PREFIX + "decoder-health"
 #: How many decoder health events the stream keeps (about an hour at 1 STATUS/s each).

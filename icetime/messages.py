@@ -83,6 +83,9 @@ assert set(DECISIONS) == set(get_args(Action))
 # ---------------------------------------------------------------- feed inputs
 class _Input(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
     seq: Seq | None = None
+    session: Annotated[Name | None, Meta(description=(
+        "The source's numbering this seq belongs to (a decoder's boot, a replay run); "
+        "with source and seq, the idempotency key."))] = None
     sent_us: Annotated[TimeUs | None, Meta(
         description="When the source sent it (its clock), for latency stamps.")] = None
     source: Annotated[str | None, Meta(description=(
@@ -95,6 +98,8 @@ class _Input(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True)
     _names: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.session, int):
+            self.session = str(self.session)
         for name in self._names:
             if isinstance(getattr(self, name), int):
                 setattr(self, name, str(getattr(self, name)))
@@ -114,7 +119,10 @@ class Passing(_Input, tag="passing"):
     t: TimeUs
     point: Annotated[Name | None, Meta(description=(
         "The loop; `finish` unless given (`null` counts as not given)."))] = "finish"
-    _names = ("transponder", "point")
+    transponder_alias: Annotated[Name | None, Meta(description=(
+        "Another id the same chip reported in the same read (a ProChip's number beside "
+        "its code): the start list may name the chip either way."))] = None
+    _names = ("transponder", "point", "transponder_alias")
 
     def __post_init__(self) -> None:
         if self.point is None:

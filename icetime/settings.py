@@ -71,6 +71,9 @@ class Decoder(Struct, frozen=True, forbid_unknown_fields=True):
     gun_transponders: tuple[Name, ...] = ()
     #: Measure the decoder's clock with GET_TIME and put its passings on the host clock.
     sync_clock: bool = False
+    #: The decoder's times are times of day (24 h, then 0 again): put each on its day.
+    #: None: as the protocol has it (Protime yes; AMB ASCII and P3 no).
+    time_of_day: bool | None = None
 
 
 class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

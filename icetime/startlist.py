@@ -5,6 +5,7 @@ then only sees files that pass here. docs/startlist.md describes the format.
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from icetime.timefmt import parse_time
@@ -23,6 +24,49 @@ class StartListError(ValueError):
     pass
 
 
+#: The fields each part of a start list may have (docs/startlist.md); any other is
+#: refused, naming it: a misspelt field is never silently ignored.
+FIELDS: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
+    "competition": "id name",
+    "skater": "bib name short nation transponders pb sb",
+    "race": "id name distance kind laps pairs records round season skaters teams world_cup "
+            "sprint_laps lines",
+    "pair": "pair inner outer",
+    "team": "id name short nation skaters",
+    "world_cup": "cup table overall",
+    "lines": "inner outer",
+    "event": "id name distance season world_cup rounds",
+    "round": "id name races advance heats",
+    "advance": "to places best",
+    "best": "place count",
+}.items()}
+
+
+def known_fields(obj: Any, part: str, where: str) -> None:
+    """Refuse a field of ``obj`` (a ``part`` of the start list, at ``where``) that
+    :data:`FIELDS` does not list, naming it and the likeliest meant one."""
+    if not isinstance(obj, dict):
+        return
+    allowed = FIELDS[part]
+    for key in obj:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key)[:64], sorted(allowed), n=1)
+            hint = (f"did you mean '{close[0]}'?" if close
+                    else f"a {part.replace('_', ' ')} has {', '.join(sorted(allowed))}")
+            raise StartListError(f"{where}: unknown field '{str(key)[:64]}' ({hint})")
+
+
+def transponder_key(tr: object) -> str:
+    """A transponder id as it is compared: decoders and start lists write one chip
+    differently (Protime sends ``001003`` for the chip a start list gives as ``1003``, an
+    integer or a string). Digits lose their leading zeros (``"000"`` is ``"0"``); a code
+    (ProChip ``FL-94890``) is compared without surrounding spaces and case."""
+    text = str(tr).strip()
+    if text.isascii() and text.isdigit():
+        return text.lstrip("0") or "0"
+    return text.upper()
+
+
 def _time(value: Any, where: str) -> None:
     try:
         parse_time(value)
@@ -32,6 +76,9 @@ def _time(value: Any, where: str) -> None:
 
 def _event(ev: Any, where: str, race_ids: set[str]) -> None:
     """A short-track event in rounds (services/scoring/rounds.py)."""
+    known_fields(ev, "event", where)
+    known_fields(ev.get("world_cup") if isinstance(ev, dict) else None, "world_cup",
+                 f"{where}.world_cup")
     if not isinstance(ev, dict) or not ev.get("id") or ev.get("distance") not in \
             SHORT_TRACK_DISTANCES:
         raise StartListError(f"{where}: needs an 'id' and a short-track 'distance'")
@@ -42,6 +89,7 @@ def _event(ev: Any, where: str, race_ids: set[str]) -> None:
     if None in names or len(set(names)) != len(names):
         raise StartListError(f"{where}.rounds: each round needs a 'name' of its own")
     for j, rnd in enumerate(rounds):
+        _round_fields(rnd, f"{where}.rounds[{j}]")
         for rid in rnd.get("races", []):
             if str(rid) not in race_ids:
                 raise StartListError(f"{where}.rounds[{j}]: race {rid} is not in 'races'")
@@ -49,6 +97,14 @@ def _event(ev: Any, where: str, race_ids: set[str]) -> None:
             if rule.get("to") not in names:
                 raise StartListError(f"{where}.rounds[{j}]: advances to unknown round "
                                      f"{rule.get('to')!r}")
+
+
+def _round_fields(rnd: dict[str, Any], where: str) -> None:
+    known_fields(rnd, "round", where)
+    for k, rule in enumerate(rnd.get("advance", [])):
+        known_fields(rule, "advance", f"{where}.advance[{k}]")
+        known_fields(rule.get("best") if isinstance(rule, dict) else None, "best",
+                     f"{where}.advance[{k}].best")
 
 
 def _team_event(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None:
@@ -66,6 +122,7 @@ def _pairs(r: dict[str, Any], where: str, known: set[str], noun: str, listed: st
     used: set[str] = set()
     for j, p in enumerate(r.get("pairs", [])):
         pw = f"{where}.pairs[{j}]"
+        known_fields(p, "pair", pw)
         if not isinstance(p, dict) or not isinstance(p.get("pair"), int):
             raise StartListError(f"{pw}: needs an integer 'pair'")
         for lane in ("inner", "outer"):
@@ -94,6 +151,7 @@ def _teams(r: dict[str, Any], where: str, bibs: set[str], lo: int, hi: int) -> N
     taken: dict[str, str] = {}
     for j, team in enumerate(teams):
         tw = f"{where}.teams[{j}]"
+        known_fields(team, "team", tw)
         if not isinstance(team, dict) or not team.get("id"):
             raise StartListError(f"{tw}: needs an 'id'")
         tid = str(team["id"])
@@ -146,6 +204,7 @@ def validate_startlist(doc: dict[str, Any]) -> None:
     races = doc.get("races", [])
     if not isinstance(skaters, list) or not isinstance(races, list):
         raise StartListError("'skaters' and 'races' must be lists")
+    known_fields(doc.get("competition"), "competition", "competition")
     bibs = _skaters(skaters)
     before = doc.get("standings_before", {})
     if not isinstance(before, dict) or not all(
@@ -166,6 +225,7 @@ def _skaters(skaters: list[Any]) -> set[str]:
     seen_tr: dict[str, str] = {}
     for i, s in enumerate(skaters):
         where = f"skaters[{i}]"
+        known_fields(s, "skater", where)
         if not isinstance(s, dict) or "bib" not in s or not s.get("name"):
             raise StartListError(f"{where}: needs 'bib' and 'name'")
         bib = str(s["bib"])
@@ -175,10 +235,12 @@ def _skaters(skaters: list[Any]) -> set[str]:
         trs = s.get("transponders", [])
         if not isinstance(trs, list):
             raise StartListError(f"{where}: 'transponders' must be a list")
-        for tr in map(str, trs):
-            if tr in seen_tr:
-                raise StartListError(f"{where}: transponder {tr} also belongs to bib {seen_tr[tr]}")
-            seen_tr[tr] = bib
+        for tr in trs:
+            key = transponder_key(tr)
+            if key in seen_tr:
+                raise StartListError(f"{where}: transponder {tr} also belongs to bib "
+                                     f"{seen_tr[key]}")
+            seen_tr[key] = bib
         _personal_bests(s, where)
     return bibs
 
@@ -197,6 +259,9 @@ def _race(r: Any, where: str, bibs: set[str]) -> None:
     """One entry of ``races``, by its ``kind``."""
     if not isinstance(r, dict) or not r.get("id"):
         raise StartListError(f"{where}: needs an 'id'")
+    known_fields(r, "race", where)
+    known_fields(r.get("lines"), "lines", f"{where}.lines")
+    known_fields(r.get("world_cup"), "world_cup", f"{where}.world_cup")
     wc = r.get("world_cup")
     if wc is not None and not (isinstance(wc, dict) and isinstance(wc.get("cup"), str)
                                and isinstance(wc.get("table"), str)):

@@ -430,7 +430,7 @@ def test_unknown_races_and_bad_speeds_are_refused_with_exit_2(tmp_path):
         [line] = done.stderr.splitlines()
         assert line.startswith("icetime: no race 'nosuch'; known: ") and \
             "beijing2023_w1000a" in line, line
-    for speed in ("0", "-2", "nan", "fast"):
+    for speed in ("0", "-2", "nan", "fast", "1001"):
         for args in (["replay", "beijing2023_w1000a", "--config", str(config)], ["demo"]):
             done = run_quick(["-m", "icetime.cli", *args, f"--speed={speed}"])
             assert done.returncode == 2, done.stderr
@@ -459,3 +459,48 @@ def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
         finally:
             stop(proc)
             out.rest()
+
+
+def test_a_race_replayed_twice_is_new_input_and_the_counts_are_true(tmp_path):
+    """A second `icetime replay` into a running icetime is a session of its own: every
+    input new, said so, exit 0. Resending the first run's session, whose times are now
+    other, is refused input by input: the counts say so, and the exit code is 1."""
+    import redis as redis_lib
+
+    from icetime import keys
+
+    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
+    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
+    proc, out = start_run(config)
+    try:
+        races_of(out.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1])
+        tcp = out.wait_for(r"^  feed TCP +tcp://127\.0\.0\.1:(\d+)$", 5)[1]
+        sources = tmp_path / "sources.toml"  # the venue's file, as the replay sees it
+        sources.write_text(config.read_text().replace("tcp_port = 0", f"tcp_port = {tcp}"))
+        replay = ["-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
+                  str(sources), "--speed", "1000"]
+        counts = r"sent (\d+) inputs \(session (replay-\d+)\): (\d+) new, (\d+) duplicate, " \
+                 r"(\d+) refused$"
+        runs = [run_quick(replay), run_quick(replay)]
+        found = [re.search(counts, r.stdout, re.M) for r in runs]
+        assert all(found) and [r.returncode for r in runs] == [0, 0], runs
+        sent = int(found[0][1])
+        assert sent > 100 and found[0][2] != found[1][2]
+        assert [m.group(1, 3, 4, 5) for m in found] == [(str(sent), str(sent), "0", "0")] * 2
+        again = run_quick([*replay, "--session", found[0][2]])
+        m = re.search(counts.replace("$", "; first refusal: seq 1 in session '(replay-\\d+)' "
+                                          "was already used by source '(\\S+)'"),
+                      again.stdout, re.M)
+        assert m and again.returncode == 1, again
+        assert m.group(1, 3, 4, 5) == (str(sent), "0", "0", str(sent))
+        assert "nothing of this replay was new" in again.stderr
+        r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
+        try:
+            assert r.xlen(keys.RAW_STREAM) == 1 + 2 * sent  # the start list, two runs
+            view = json.loads(r.hget(keys.snapshot_key("bj23-w1000a"), "view"))
+        finally:
+            r.close()
+        assert len(view["classification"]["bib"]) == 20
+    finally:
+        stop(proc)
+        out.rest()

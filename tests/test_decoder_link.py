@@ -259,3 +259,64 @@ async def test_a_decoder_that_is_not_there_is_warned_about_once(redis_client, tm
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sim.stop()
+
+
+async def test_a_decoder_power_cycled_loses_no_passing_and_drops_none(redis_server, tmp_path):
+    """The finish decoder reboots twice and numbers its passings from 1 each time: after
+    pair 3 (between pairs), and during pair 10 (its first reads are made while the link
+    is down, and come on RESEND). Every passing is stored once, in the session of its
+    boot, none is taken for a duplicate; the health says the decoder restarted twice."""
+    from icetime.cli import replay
+
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        doc = copy.deepcopy(FIXTURE)
+        doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (3, 9, 10)]
+        doc["script"]["pair_interval_s"] = 3
+        await post(st, "/api/startlist", doc["startlist"])
+        reads: list[tuple[str, int]] = []
+
+        async def hold(item):
+            if item.inp["type"] == "gun" and item.inp["pair"] == 9:
+                sim.reboot()
+                await asyncio.sleep(0.5)  # the script waits: the link is back before pair 9
+            if item.inp["type"] == "gun" and item.inp["pair"] == 10:
+                sim.reboot(down_for_s=0.3)  # pair 10's 200 m reads are made while down
+            if item.inp["type"] == "passing":
+                reads.append((item.inp["transponder"], item.inp["t"]))
+
+        await replay(doc, st.settings, speed=100.0, announce=False, decoder=sim, hold=hold)
+        r = bus.connect(redis_server.url)
+        try:
+            async with asyncio.timeout(20):
+                while len(stored := [x for x in (bus.unpack_input(f[b"d"]) for _, f in
+                                                 await r.xrange(keys.RAW_STREAM))
+                                     if x["source"] == "finish-p3"]) < len(reads):
+                    await asyncio.sleep(0.1)
+        finally:
+            await r.aclose()
+        assert sorted((x["transponder"], x["t"]) for x in stored) == sorted(reads)
+        keys_ = [(x.get("session"), x["seq"]) for x in stored]
+        assert len(set(keys_)) == len(keys_) == 36
+        assert len({x.get("session") for x in stored}) == 3  # one per boot
+        view = await follow(st, lambda v: all(v["results"][b]["final"] for b in
+                                              ("5", "6", "17", "18")))
+        assert {b: format_time(view["results"][b]["final"]["t"]) for b in
+                ("5", "6", "17", "18")} == {"5": "1:14.45", "6": "1:15.87",
+                                            "17": "1:14.88", "18": "1:15.01"}
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats") \
+                    as resp:
+                stats = await resp.json()
+            async with s.get(f"{st.http}/api/health") as resp:
+                health = await resp.json()
+        link = stats["decoders"]["finish-p3"]
+        assert (link["passings"], link["duplicates"], link["refused"]) == (36, 0, 0)
+        assert stats["duplicate"] == 0 and stats["conflict"] == 0
+        assert link["restarts"] == 2 and link["session"] is not None
+        first, second = link["restart_history"][::-1]
+        assert first["reason"] == "passing number 1 came again with another passing"
+        assert first["ended_at"] == 12  # pair 3: 2 skaters x 3 passages x 2 ankles
+        assert second["reason"].startswith("passing number ")
+        [shown] = [d for d in health["decoders"] if d["id"] == "finish-p3"]
+        assert shown["restarts"] == 2 and shown["session"] == link["session"]
+        assert [a["kind"] for a in shown["anomalies"]].count("restart") == 2

@@ -80,7 +80,7 @@ def test_rank_lap_gaps_and_projection_at_a_passage(doc):
     leerdam600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "17"
                       and e["row"]["m"] == 600)["row"]
     assert leerdam600["rank"] == 1 and leerdam600["gap_best"] == 0
-    assert leerdam600["lap_time"] == 44_963_000 - 17_720_000
+    assert leerdam600["lap_time"] == 44_963_000 - 18_010_000
     # Bowe (partner) passed 600 m after Leerdam, so Leerdam's row has no partner gap yet.
     assert leerdam600["gap_partner"] is None
     bowe600 = next(e for e in events if e["type"] == "passage" and e["bib"] == "18"
@@ -387,3 +387,96 @@ def test_stavanger_2022_published_order_and_kim_in_the_seventh_pair():
     assert [format_time(t) for t in cls["t"][:3]] == ["1:15.60", "1:15.82", "1:16.40"]
     kim = by_short(view)["Kim"]
     assert next(p["pair"] for p in view["pairs"] if kim in (p["inner"], p["outer"])) == 7
+    # Leerdam and Takagi skated together in the penultimate pair, Leerdam from the inner
+    # lane: in a 1000 m she is in the outer lane before the last crossing, and came from
+    # it ahead of Takagi. Leerdam led at 200 m and over the first lap.
+    skaters = by_short(view)
+    pair = next(p for p in view["pairs"] if p["inner"] == skaters["Leerdam"])
+    assert (pair["pair"], pair["outer"]) == (len(view["pairs"]) - 1, skaters["Takagi"])
+    leerdam, takagi = (view["results"][skaters[n]]["passages"] for n in ("Leerdam", "Takagi"))
+    assert leerdam[0]["t"] < takagi[0]["t"]
+    assert leerdam[1]["t"] - leerdam[0]["t"] < takagi[1]["t"] - takagi[0]["t"]
+    assert cls["t"][2] - cls["t"][0] == 800_000
+    # The rest of the published order: Li fourth, 0.52 behind Takagi; Rijpma-de Jong
+    # fifth (1:16.94) in a pair with Fledderus, seventh (1:17.17), before Kim's pair;
+    # Michelle de Jong eighth (1:17.31); Han fifteenth, Jin seventeenth.
+    ranked = [view["skaters"][b]["short"] for b in cls["bib"]]
+    assert {n: ranked.index(n) + 1 for n in ("Li", "Rijpma-de Jong", "Fledderus", "de Jong",
+                                             "Han", "Jin")} == {
+        "Li": 4, "Rijpma-de Jong": 5, "Fledderus": 7, "de Jong": 8, "Han": 15, "Jin": 17}
+    assert [format_time(cls["t"][i]) for i in (3, 4, 6, 7)] == [
+        "1:16.92", "1:16.94", "1:17.17", "1:17.31"]
+    rdj = next(p for p in view["pairs"] if skaters["Rijpma-de Jong"] in (p["inner"], p["outer"]))
+    assert skaters["Fledderus"] in (rdj["inner"], rdj["outer"]) and rdj["pair"] < 7
+    assert "Kodaira" not in skaters  # she had retired (October 2022)
+
+
+def test_beijing_2023_published_facts():
+    """Leerdam, in the penultimate pair with Bowe, was slower at 200 m than Goetz and
+    than Bowe, fastest at 600 m, third; Rijpma-de Jong fifth in 1:15.67 in the second
+    pair; Kok and Fledderus withdrew; Takagi beat Goetz by 0.01 from the last pair."""
+    view = run_race(load_fixture(FIXTURE))[0].view(RACE)
+    skaters, cls = by_short(view), view["classification"]
+    at = {n: view["results"][b]["passages"] for n, b in skaters.items()}
+    assert at["Leerdam"][0]["t"] > at["Goetz"][0]["t"]
+    assert at["Leerdam"][0]["t"] > at["Bowe"][0]["t"]
+    assert min(skaters, key=lambda n: at[n][1]["t"]) == "Leerdam"
+    pair9 = next(p for p in view["pairs"] if p["pair"] == 9)
+    assert {pair9["inner"], pair9["outer"]} == {skaters["Leerdam"], skaters["Bowe"]}
+    assert [view["skaters"][b]["short"] for b in cls["bib"][:5]] == [
+        "Takagi", "Goetz", "Leerdam", "Bowe", "Rijpma-de Jong"]
+    assert format_time(cls["t"][4]) == "1:15.67"
+    assert next(p["pair"] for p in view["pairs"] if skaters["Rijpma-de Jong"] in
+                (p["inner"], p["outer"])) == 2
+    assert not {"Kok", "Fledderus"} & set(skaters)
+    last = next(p for p in view["pairs"] if p["pair"] == 10)
+    assert (last["outer"], last["inner"]) == (skaters["Takagi"], skaters["Li"])
+    assert at["Takagi"][0]["t"] < at["Li"][0]["t"]  # faster in the opener
+
+
+def test_transponder_ids_are_compared_as_chips_not_as_text():
+    """A Protime decoder sends 001003 for the chip the start list gives as 1003; a
+    start list may give an id as an integer; a ProChip read carries its code string and,
+    as transponder_alias, its number, which is what the start list names."""
+    from icetime.startlist import StartListError, validate_startlist
+
+    sl = {"skaters": [{"bib": "1", "name": "A One", "transponders": ["1003"]},
+                      {"bib": "2", "name": "B Two", "transponders": [4100201]},
+                      {"bib": "3", "name": "C Three", "transponders": ["5000123"]}],
+          "races": [{"id": "r500", "distance": 500, "pairs": [
+              {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3"}]}]}
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **sl})
+    s = 1_000_000
+    for n, inp in enumerate([
+            {"type": "gun", "race": "r500", "pair": 1, "t": 100 * s},
+            {"type": "passing", "transponder": "001003", "t": 110 * s + 200_000},
+            {"type": "passing", "transponder": "04100201", "t": 110 * s + 500_000},
+            {"type": "passing", "transponder": 1003, "t": 138 * s + 900_000},
+            {"type": "passing", "transponder": " 4100201", "t": 139 * s + 100_000},
+            {"type": "gun", "race": "r500", "pair": 2, "t": 200 * s},
+            {"type": "passing", "transponder": "FL-94890", "transponder_alias": 5000123,
+             "t": 210 * s + 300_000},
+            {"type": "passing", "transponder": "fl-94890", "transponder_alias": "05000123",
+             "t": 239 * s}]):
+        feed(comp, f"in-{n}", {**inp, "seq": n, "source": "finish-loop"})
+    assert comp.stats["unknown_transponder"] == 0
+    view = comp.view("r500")
+    assert {b: format_time(view["results"][b]["final"]["t"]) for b in "123"} == {
+        "1": "38.90", "2": "39.10", "3": "39.00"}
+    dup = {**sl, "skaters": [*sl["skaters"][:2], {**sl["skaters"][2], "transponders": ["01003"]}]}
+    with pytest.raises(StartListError, match="transponder 01003 also belongs to bib 1"):
+        validate_startlist(dup)
+
+
+def test_a_prochip_read_with_a_code_and_a_number_carries_both():
+    from services.ingest.decoders.p3 import TOR, classify, encode, parse_record, u
+
+    rec = parse_record(encode(TOR["PASSING"], [
+        (0x01, u(7, 4)), (0x03, u(5000123, 4)), (0x0A, b"FL-94890"),
+        (0x04, u(1_700_000_000_000_000, 8)), (0x81, u(0x000C00D0, 4))]))
+    p = classify(rec)
+    assert (p.transponder, p.alias) == ("FL-94890", "5000123")
+    only = classify(parse_record(encode(TOR["PASSING"], [
+        (0x01, u(8, 4)), (0x03, u(5000123, 4)), (0x04, u(1_700_000_000_000_000, 8))])))
+    assert (only.transponder, only.alias) == ("5000123", None)

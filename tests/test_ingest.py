@@ -51,6 +51,38 @@ async def test_tcp_feed_accepts_stores_and_dedupes(stack, redis_client):
     assert int(stats[b"accepted"]) == 1 and int(stats[b"duplicate"]) == 1
 
 
+async def test_a_reused_seq_with_other_content_is_refused_and_a_session_numbers_anew(
+        stack, redis_client):
+    """A gun sent again (its reply was lost) is a duplicate; another gun under the same seq
+    is refused as a conflict, never acknowledged as a duplicate; the same seq in a new
+    session is a new input, and a hello naming the session learns its own last seq."""
+    c = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["gun"])
+    await c.connect()
+    gun = {"type": "gun", "seq": 1, "race": "r", "pair": 1, "t": 1_700_000_000_000_000}
+    first = await c.send({**gun, "sent_us": 1})
+    assert (await c.send({**gun, "sent_us": 2})) == {**first, "duplicate": True}
+    other = await c.send({**gun, "pair": 2, "t": 1_700_000_090_000_000})
+    assert other == {
+        "ok": False, "seq": 1, "conflict": True,
+        "error": f"seq 1 was already used by source 'gun' for another input (stored as "
+                 f"{first['id']}); a new input needs a new seq, or a new session"}
+    again = await c.send({**gun, "pair": 2, "session": "replay-2", "t": 1_700_000_090_000_000})
+    assert again["ok"] and "duplicate" not in again
+    await c.close()
+    c2 = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["gun"])
+    c2.hello_extra = {"session": "replay-2"}
+    assert (await c2.connect())["last_seq"] == 1
+    await c2.close()
+    stored = await raw_inputs(redis_client)
+    assert [(x["pair"], x.get("session")) for x in stored] == [(1, None), (2, "replay-2")]
+    stats = await redis_client.hgetall(keys.INGEST_STATS)
+    assert {k: int(stats[k.encode()]) for k in ("accepted", "duplicate", "conflict",
+                                                "rejected")} == {
+        "accepted": 2, "duplicate": 1, "conflict": 1, "rejected": 1}
+    [(_, reject)] = await redis_client.xrange(keys.REJECTS_STREAM)
+    assert reject[b"reason"].decode() == other["error"]
+
+
 async def test_garbage_gets_clear_errors_and_loses_nothing(stack, redis_client):
     port = stack.settings.ingest_tcp_port
     hello = json.dumps({"type": "hello", "token": TOKENS["finish-loop"]}) + "\n"

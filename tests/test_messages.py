@@ -142,7 +142,7 @@ def test_the_raw_stream_keeps_what_scoring_reads(sent, kept):
     ({"type": "startlist", "seq": 3, "skaters": [{"bib": "1", "name": "A"}], "races": [],
       "colour": "red"},
      "unknown field 'colour' in a startlist input (a startlist has competition, skaters, "
-     "races, events, standings_before, seq, sent_us)"),
+     "races, events, standings_before, seq, session, sent_us)"),
     ({"type": "startlist", "race": []},
      "unknown field 'race' in a startlist input (did you mean 'races'?)"),
     ({"type": "startlist", "skaters": [{"bib": "1", "name": "A"}],

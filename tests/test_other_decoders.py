@@ -10,8 +10,10 @@ import pytest
 
 from icetime import bus, keys
 from icetime.settings import Decoder
+from icetime.timefmt import now_us
 from services.ingest.decoders import Damaged, amb_ascii, protime
 from services.ingest.decoders.p3 import crc16
+from services.ingest.decoders.timeofday import DAY_US, on_day
 
 from .conftest import SHARED_DATA, Stack, make_settings
 
@@ -124,13 +126,14 @@ class FakeDecoder:
         await self.server.wait_closed()
 
 
-async def run_link(redis_server, tmp_path, protocol: str, sessions):
+async def run_link(redis_server, tmp_path, protocol: str, sessions, **decoder):
     """Ingest with one decoder link of ``protocol`` to a FakeDecoder; returns what was
     stored from it, the rejects, the link's state and what the host sent back."""
     fake = FakeDecoder(sessions)
     port = await fake.start()
     settings = make_settings(redis_server.url, data_dir=str(tmp_path / "data"),
-                             decoders=(Decoder("d1", "127.0.0.1", port, protocol=protocol),))
+                             decoders=(Decoder("d1", "127.0.0.1", port, protocol=protocol,
+                                               **decoder),))
     st = Stack(settings, redis_server.url)
     r = bus.connect(redis_server.url)
     try:
@@ -176,9 +179,11 @@ async def test_protime_link_acknowledges_and_a_repeat_is_a_duplicate(redis_serve
     stored, rejects, state, heard = await run_link(
         redis_server, tmp_path, "protime",
         [[t1[:20], t1[20:] + t2, bytes(bad)], [t2]])  # then t2 again: our ack was lost
-    assert [(x["transponder"], x["t"]) for x in stored] == [
+    # Times of day, put on today's date (no offset: the days of the Unix epoch).
+    assert [(x["transponder"], x["t"] % DAY_US) for x in stored] == [
         ("410005", ((14 * 60 + 2) * 60 + 31) * 1_000_000 + 957_000),
         ("410006", ((14 * 60 + 2) * 60 + 32) * 1_000_000 + 1_000)]
+    assert all(abs(x["t"] - now_us()) < DAY_US / 2 for x in stored)
     assert len(rejects) == 1 and rejects[0].startswith("Protime: checksum")
     assert heard == protime.ACK * 3  # t1, t2, and t2's repeat; never the damaged one
     assert (state["passings"], state["duplicates"], state["damaged"]) == (2, 1, 1)
@@ -213,8 +218,8 @@ async def test_protime_over_udp_is_acknowledged_back_to_the_sender(redis_server,
         transport.sendto(t1)  # again: our ack was "lost"
         assert await asyncio.wait_for(acks.get(), 5) == protime.ACK
         raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
-        assert [(x["transponder"], x["t"]) for x in raw if x["source"] == "d1"] == [
-            ("410005", (9 * 3600 + 1) * 1_000_000 + 250_000)]
+        assert [(x["transponder"], x["t"] % DAY_US) for x in raw if x["source"] == "d1"] \
+            == [("410005", (9 * 3600 + 1) * 1_000_000 + 250_000)]
         import aiohttp
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats"
@@ -229,3 +234,58 @@ async def test_protime_over_udp_is_acknowledged_back_to_the_sender(redis_server,
             transport.close()
         await st.close()
         await r.aclose()
+
+
+def tod(hh: int, mm: int, ss: int, ms: int = 0) -> int:
+    return ((hh * 60 + mm) * 60 + ss) * 1_000_000 + ms * 1000
+
+
+def test_a_time_of_day_goes_on_the_day_the_host_clock_is_nearest():
+    midnight = 1_700_000_000_000_000  # the decoder's midnight on the host clock
+    # 23:59:58.5 read at 00:00:02 the next day (a late telegram): still yesterday.
+    assert on_day(tod(23, 59, 58, 500), midnight, midnight + DAY_US + tod(0, 0, 2)) == \
+        (tod(23, 59, 58, 500), 0)
+    # 00:00:08.4 read at once: the next day.
+    assert on_day(tod(0, 0, 8, 400), midnight, midnight + DAY_US + tod(0, 0, 8, 450)) == \
+        (DAY_US + tod(0, 0, 8, 400), 1)
+    # A host clock behind the offset's day never gives a time before day 0.
+    assert on_day(tod(23, 0, 0), midnight, midnight - tod(1, 0, 0)) == (tod(23, 0, 0), 0)
+
+
+async def test_a_protime_race_over_midnight_is_timed_right(redis_server, tmp_path):
+    """A 500 m started at 23:59:40 on the decoder's clock, finished 38.77 s later, past
+    midnight; one read before midnight arrives after it. Stored times keep their order
+    and spacing: the lap over midnight is 28.53 s, not minus 24 hours."""
+    now = now_us()
+    start = tod(23, 59, 40)
+    midnight = now - start - 200_000  # the host's clock: the gun was 0.2 s ago
+    t1 = telegram(410005, 23, 59, 50, 240)   # 100 m at 10.24 s
+    t2 = telegram(410005, 0, 0, 18, 770)     # finish at 38.77 s, after midnight
+    t_other = telegram(410006, 23, 59, 59, 900)  # another skater's read, sent late
+    stored, rejects, state, heard = await run_link(
+        redis_server, tmp_path, "protime", [[t1, t2, t_other]], offset_us=midnight)
+    times = {(x["transponder"], x["t"]) for x in stored}
+    assert times == {("410005", tod(23, 59, 50, 240)), ("410005", DAY_US + tod(0, 0, 18, 770)),
+                     ("410006", tod(23, 59, 59, 900))}
+    by_tr = sorted(x["t"] for x in stored if x["transponder"] == "410005")
+    assert by_tr[1] - start == 38_770_000 and by_tr[1] - by_tr[0] == 28_530_000
+    assert {x.get("session") for x in stored} == {None, "day-1"}
+    assert not rejects and heard == protime.ACK * 3
+
+
+async def test_an_amb_ascii_decoder_restarted_is_a_new_session(redis_server, tmp_path):
+    """An AMB ASCII decoder restarts: its record numbers and its clock since boot start
+    again. The new records are new passings (a new session), not duplicates."""
+    before = [ascii_line(f"@\t101\t{n}\t4100051\t{600 + n}.000\t40\t120\t0")
+              for n in (1, 2, 3)]
+    after = [ascii_line(f"@\t101\t{n}\t4100061\t{5 + n}.500\t40\t120\t0")
+             for n in (1, 2)]
+    stored, rejects, state, _ = await run_link(
+        redis_server, tmp_path, "amb_ascii", [before, after])
+    assert [(x.get("session") is None, x["seq"], x["transponder"]) for x in stored] == [
+        (True, 1, "4100051"), (True, 2, "4100051"), (True, 3, "4100051"),
+        (False, 1, "4100061"), (False, 2, "4100061")]
+    assert (state["passings"], state["duplicates"], state["restarts"]) == (5, 0, 1)
+    assert state["restart_history"][0]["reason"] == \
+        "its clock went back from 603.000 s to 6.500 s since its start"
+    assert not rejects

@@ -51,7 +51,7 @@ def assert_fold(view, events):
 def test_short_track_final_photo_finish_revises_the_transponder_order():
     _, view, events, _ = run("almaty2022_w1500_2_final")
     cls = view["classification"]
-    assert shorts(view, cls["bib"]) == ["Desmet", "Sarault", "Seidel", "Gilli", "Shim"]
+    assert shorts(view, cls["bib"]) == ["Desmet", "Sarault", "Seidel", "Kim", "Shim"]
     assert [format_time(t, 3) for t in cls["t"][:2]] == ["2:19.355", "2:19.361"]
     # Live, the transponders had Sarault first; the photo finish turned it round.
     finishes = [e for e in events if e["type"] == "finish"]
@@ -119,7 +119,7 @@ def test_penalties_revise_the_result_and_take_the_skater_out():
         {"type": "decision", "race": race, "action": "pen", "bib": "2", "reason": "impeding"}])
     assert events[-1]["type"] == "revision" and events[-1]["reason"] == "decision: pen"
     assert view["results"]["2"]["status"] == "PEN"
-    assert shorts(view, view["classification"]["bib"]) == ["Desmet", "Seidel", "Gilli", "Shim"]
+    assert shorts(view, view["classification"]["bib"]) == ["Desmet", "Seidel", "Kim", "Shim"]
     assert view["classification"]["rank"] == [1, 2, 3, 4]
     assert view["pack"]["order"][-1] == "2"
 
@@ -285,9 +285,9 @@ def test_world_cup_standings_move_when_results_become_official():
     view = comp.view(STANDINGS_ID)
     cup = next(c for c in view["cups"] if c["cup"] == "Women 1500 m")
     rows = [(view["skaters"][r["bib"]]["short"], r["points"], r["rank"]) for r in cup["rows"]]
-    # Desmet 1000, Sarault 1500 before + 800, Seidel 640, Gilli 512, Shim 200 + 410.
+    # Desmet 1000, Sarault 1500 before + 800, Seidel 640, Kim 512, Shim 200 + 410.
     assert rows == [("Sarault", 2300, 1), ("Desmet", 1000, 2), ("Seidel", 640, 3),
-                    ("Shim", 610, 4), ("Gilli", 512, 5)]
+                    ("Shim", 610, 4), ("Kim", 512, 5)]
     overall = next(c for c in view["cups"] if c["cup"] == "Women overall")
     assert overall["rows"][0]["bib"] == "2" and overall["rows"][0]["points"] == 3800
     # A decision after the result was official still moves the standings.
@@ -322,3 +322,31 @@ def test_an_exchange_in_the_last_two_laps_is_flagged_for_the_referee():
     assert "Korea: an exchange in the last two laps (for the referee)" in view["stories"]
     _, clean, _, _ = run(doc)
     assert clean["pack"]["late_exchange"] == []
+
+
+def test_a_division_a_mass_start_scores_ranks_21_to_23():
+    """A published 23-skater Division A mass start gives ranks 21 to 23 20, 19 and 18
+    World Cup points, like every rank that scores (icetime/rules.toml)."""
+    from services.scoring.standings import STANDINGS_ID
+
+    bibs = [str(n) for n in range(1, 24)]
+    skaters = [{"bib": b, "name": f"Skater {b}", "transponders": [f"77{int(b):03d}"]}
+               for b in bibs]
+    race = {"id": "wc-ms", "name": "Women Mass Start", "kind": "mass_start", "laps": 16,
+            "season": "2023-24", "skaters": bibs,
+            "world_cup": {"cup": "Women Mass Start", "table": "long_track_a"}}
+    # Everyone in a line, 0.2 s apart, 31 s a lap: finishing order = bib order.
+    crossings = {b: [f"{31 * lap + 0.2 * i:.3f}" for lap in range(1, 17)]
+                 for i, b in enumerate(bibs)}
+    doc = {"startlist": {"skaters": skaters, "races": [race]},
+           "script": {"race": "wc-ms", "format": "pack", "crossings": crossings,
+                      "declare_official": True}}
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    for n, item in enumerate(script_inputs(doc)):
+        feed(comp, f"in-{n}", {**item.inp, "source": item.source, "rx_us": item.at_us})
+    assert comp.view("wc-ms")["classification"]["bib"] == bibs
+    [cup] = comp.view(STANDINGS_ID)["cups"]
+    points = {r["bib"]: r["points"] for r in cup["rows"]}
+    assert [points[b] for b in bibs] == [60, 54, 48, 43, 40, 38, 36, 34, 32, 31, 30, 29, 28,
+                                         27, 26, 25, 24, 23, 22, 21, 20, 19, 18]

@@ -90,3 +90,64 @@ def test_heats_are_seeded_serpentine():
     specs = ev._create(ev.rounds[0], ["a", "b", "c", "d", "e"])
     assert [s["skaters"] for s in specs] == [["a", "d", "e"], ["b", "c"]]
     assert [s["id"] for s in specs] == ["e-quarterfinals1", "e-quarterfinals2"]
+
+
+async def test_rounds_and_carried_in_standings_work_through_the_feed(stack, redis_client):
+    """The start list's `events` and `standings_before` reach scoring through ingest:
+    semi-finals raced over the HTTP feed open Final A and B (rounds), and a World Cup
+    race made official adds its points to the season so far. A misspelt field inside a
+    round is refused at the door, naming it."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from icetime import keys
+    from services.scoring.standings import STANDINGS_ID
+
+    from .conftest import TOKENS
+
+    sl = startlist()
+    sl["races"][0]["world_cup"] = {"cup": "Women 500 m", "table": "short_track"}
+    sl["standings_before"] = {"Women 500 m": {"1": 500, "9": 2000}}
+    url = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    auth = {"Authorization": f"Bearer {TOKENS['officials']}"}
+    bad = json.loads(json.dumps(sl))
+    bad["events"][0]["rounds"][0]["advance"][0]["places"] = [1, 2]
+    bad["events"][0]["rounds"][0]["advance"][0]["best"] = {"place": 3, "cuont": 1}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + "/api/startlist", json=bad, headers=auth) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"] == (
+                "start list: events[0].rounds[0].advance[0].best: unknown field 'cuont' "
+                "(did you mean 'count'?)")
+        async with s.post(url + "/api/startlist", json=sl, headers=auth) as resp:
+            assert (await resp.json())["ok"]
+        seq = 0
+        for rid, order, t0, gap in (("w500-sf1", ["1", "2", "3", "4", "5"], 0, 0.3),
+                                    ("w500-sf2", ["6", "7", "8", "9", "10"], 100, 0.2)):
+            inputs = [{"type": "gun", "race": rid, "t": t0 * US}]
+            inputs += [{"type": "passing", "transponder": f"T{b}",
+                        "t": int((t0 + 6 + 9 * k + gap * i) * US)}
+                       for k in range(5) for i, b in enumerate(order)]
+            inputs.append({"type": "decision", "race": rid, "action": "official"})
+            for inp in inputs:
+                seq += 1
+                async with s.post(url + "/feed", json={**inp, "seq": seq},
+                                  headers=auth) as resp:
+                    assert (await resp.json())["ok"]
+
+    async def view(race):
+        async with asyncio.timeout(20):
+            while not (doc := await redis_client.hget(keys.snapshot_key(race), "view")):
+                await asyncio.sleep(0.1)
+        return json.loads(doc)
+
+    final_a = await view("w500-finala")  # the rounds made it: <event>-<round name>
+    assert set(final_a["skaters"]) == {"1", "2", "6", "7", "8"}  # 8: the faster third
+    standings = await view(STANDINGS_ID)
+    [cup] = standings["cups"]
+    points = {r["bib"]: r["points"] for r in cup["rows"]}
+    # Before: 1 had 500, 9 had 2000; semi 1 (official, short-track table) adds 1000 to
+    # its winner, 800 to the second.
+    assert points["1"] == 1500 and points["9"] == 2000 and points["2"] == 800

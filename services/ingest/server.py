@@ -1,7 +1,8 @@
 """Ingest: the timing feed over TCP (newline-delimited JSON) and HTTP POST.
 
 Contract: an input is acknowledged ``ok`` only after it is in the raw stream.
-A repeat of (source, seq) is acknowledged as a duplicate and stored once.
+A repeat of (source, session, seq) with the same content is acknowledged as a
+duplicate and stored once; with other content it is refused (``conflict``).
 Anything refused gets an error line back, is counted, and is kept in the
 rejects stream with the bytes as they came; the connection carries on. No line,
 whatever its bytes, ends a connection without a reply or gives HTTP 500: a line
@@ -74,8 +75,11 @@ class Ingest:
         arrive as a hello's ``token``)."""
         return self.tokens.get(token) if isinstance(token, str) and token else None
 
-    async def accept(self, obj: Any, source: str, raw: bytes) -> dict[str, Any]:
-        """Type, stamp and store one parsed input (HTTP, decoder links); the reply."""
+    async def accept(self, obj: Any, source: str, raw: bytes, *,
+                     refuse_conflict: bool = True) -> dict[str, Any]:
+        """Type, stamp and store one parsed input (HTTP, decoder links); the reply.
+        ``refuse_conflict=False``: a conflict is answered but not kept as a refusal (a
+        decoder link tries the input in another session)."""
         rx = now_us()
         try:
             inp = validate(obj, source)
@@ -83,7 +87,7 @@ class Ingest:
             return await self.refuse(source, raw, exc, obj)
         except Exception as exc:  # a bug must cost this input, not the connection
             return await self.refuse(source, raw, unforeseen(exc, source))
-        return await self.store(inp, rx)
+        return await self.store(inp, rx, raw, refuse_conflict)
 
     async def accept_line(self, line: bytes, source: str) -> dict[str, Any]:
         """The same for one TCP line, decoded straight into its input type."""
@@ -94,7 +98,7 @@ class Ingest:
             return await self.refuse(source, line, exc)
         except Exception as exc:
             return await self.refuse(source, line, unforeseen(exc, source))
-        return await self.store(inp, rx)
+        return await self.store(inp, rx, line)
 
     async def refuse(self, source: str, raw: bytes, exc: FeedError,
                      obj: Any = None) -> dict[str, Any]:
@@ -105,18 +109,33 @@ class Ingest:
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": str(exc), "seq": exc.seq}
 
-    async def store(self, inp: FeedInput, rx: int) -> dict[str, Any]:
+    async def store(self, inp: FeedInput, rx: int, raw: bytes = b"",
+                    refuse_conflict: bool = True) -> dict[str, Any]:
+        """Append a typed input once; the reply. A repeat of its (source, session, seq)
+        with the same content is acknowledged as a duplicate; with other content it is
+        refused (``conflict``), counted and kept in the rejects stream like any refusal."""
         inp.rx_us = rx
+        doc = stored(inp)
         try:
-            stream_id, duplicate = await self.bus.append_input(stored(inp))
+            stream_id, what = await self.bus.append_input(doc)
         except RedisError as exc:
             self.outage.failed(exc, "storing inputs (sources are told to resend)")
             log.debug("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
                     "retry": True, "seq": inp.seq}
         self.outage.ok()
+        if what == "conflict":
+            where = f" in session '{inp.session}'" if inp.session is not None else ""
+            error = (f"seq {inp.seq}{where} was already used by source '{inp.source}' for "
+                     f"another input (stored as {stream_id}); a new input needs a new seq, "
+                     "or a new session")
+            if refuse_conflict:
+                await self.reject(inp.source, raw or msgspec.json.encode(doc), error, doc)
+                with contextlib.suppress(RedisError):
+                    await self.r.hincrby(keys.INGEST_STATS, "conflict", 1)
+            return {"ok": False, "error": error, "seq": inp.seq, "conflict": True}
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
-        if duplicate:
+        if what == "duplicate":
             reply["duplicate"] = True
         return reply
 
@@ -134,8 +153,9 @@ class Ingest:
         except RedisError as exc:
             self.outage.failed(exc, "recording a reject")
 
-    async def last_seq(self, source: str) -> int | None:
-        v = await self.r.hget(bus.SOURCE_SEQ, source)
+    async def last_seq(self, source: str, session: str | None = None) -> int | None:
+        """The highest seq stored from ``source`` (in ``session``, if given); None if none."""
+        v = await self.r.hget(bus.SOURCE_SEQ, bus.seq_field(source, session))
         return int(v) if v is not None else None
 
     # ------------------------------------------------------------------ TCP
@@ -157,8 +177,15 @@ class Ingest:
         if source is None or obj.get("type") != "hello":
             await self.reject(None, line, "not authenticated")
             return None, {"ok": False, "error": NOT_AUTHENTICATED}, True
+        session = obj.get("session")
+        if isinstance(session, int) and not isinstance(session, bool):
+            session = str(session)
+        if session is not None and not (isinstance(session, str) and 0 < len(session) <= 64):
+            await self.reject(source, line, "hello: bad session")
+            return None, {"ok": False, "error": "'session' must be a name of 1 to 64 "
+                          "characters"}, True
         try:
-            last_seq = await self.last_seq(source)
+            last_seq = await self.last_seq(source, session)
         except RedisError as exc:
             self.outage.failed(exc, "answering a hello (sources are told to retry)")
             log.debug("source %s said hello from %s while storage is unavailable: %s",
@@ -167,7 +194,10 @@ class Ingest:
                           "retry": True}, False
         self.outage.ok()
         log.debug("source %s connected from %s", source, peer)
-        return source, {"ok": True, "source": source, "last_seq": last_seq}, False
+        reply = {"ok": True, "source": source, "last_seq": last_seq}
+        if session is not None:
+            reply["session"] = session
+        return source, reply, False
 
     async def handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -288,7 +318,7 @@ class Ingest:
             return web.json_response({"ok": False, "error": f"storage unavailable: {exc}",
                                       "retry": True}, status=503)
         # The counters a reader looks for are there at 0 too, not only once they move.
-        stats: dict[str, Any] = dict.fromkeys(("accepted", "duplicate", "rejected"), 0)
+        stats: dict[str, Any] = dict.fromkeys(("accepted", "duplicate", "conflict", "rejected"), 0)
         stats.update({bus.text(k): int(v) for k, v in counters.items()})
         stats["raw_length"] = raw_length
         stats["decoders"] = {link.cfg.id: link.state() for link in self.links}

@@ -34,6 +34,7 @@ import msgspec
 from icetime.messages import Call, Clock, Decision, FeedInput, FinishTime, Gun, Passing, StartList
 from icetime.rules import Rules
 from icetime.rules import load as load_rules
+from icetime.startlist import transponder_key
 
 from . import rounds, standings
 from .distances import LAP_M
@@ -139,7 +140,9 @@ class Competition:
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         """A passing to the race its skater is in; counted and dropped when the
         transponder, the timing point or the skater's race is unknown."""
-        bib = self.by_transponder.get(str(inp.transponder))
+        bib = self.by_transponder.get(transponder_key(inp.transponder))
+        if bib is None and inp.transponder_alias is not None:
+            bib = self.by_transponder.get(transponder_key(inp.transponder_alias))
         if bib is None:
             self.stats["unknown_transponder"] += 1
             return {}
@@ -213,15 +216,16 @@ class Competition:
         return out
 
     def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
-        """Transponder -> bib, known and ``skaters``' own; InputError for a transponder
-        given to two bibs."""
+        """Transponder (as :func:`transponder_key` compares it) -> bib, known and
+        ``skaters``' own; InputError for a transponder given to two bibs."""
         transponders = dict(self.by_transponder)
         for sk in skaters.values():
             for tr in sk.transponders:
-                owner = transponders.get(tr)
+                key = transponder_key(tr)
+                owner = transponders.get(key)
                 if owner is not None and owner != sk.bib:
                     raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
-                transponders[tr] = sk.bib
+                transponders[key] = sk.bib
         return transponders
 
     def _names(self) -> dict[str, dict[str, Any]]:

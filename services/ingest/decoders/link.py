@@ -3,7 +3,7 @@
 One link per ``[[decoders]]`` entry, by its ``protocol``:
 
 * ``p3`` (:class:`P3Link`): MYLAPS/AMB P3 on TCP. PASSING records become feed
-  inputs with ``seq = passing number``, so (decoder, passing number) makes them
+  inputs with ``seq = passing number``, so (decoder, session, passing number) makes them
   idempotent. Passing numbers are consecutive per decoder: a gap, or a reconnect,
   sends RESEND requests (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing,
   bounded by :mod:`.numbers` (a jump is reported, not asked for).
@@ -50,11 +50,14 @@ from redis.exceptions import RedisError
 
 from icetime import keys
 from icetime.settings import Decoder
+from icetime.startlist import transponder_key
 from icetime.timefmt import now_us
 
 from . import Damaged, amb_ascii, protime
 from .numbers import Anomaly, PassingNumbers
 from .p3 import TOR, P3Decoder, P3Passing, P3Record, classify, encode, u
+from .sessions import Sessions
+from .timeofday import on_day
 
 if TYPE_CHECKING:
     from ..server import Ingest
@@ -84,6 +87,11 @@ MAX_ANOMALIES = 10
 #: once per this many, so that a bug hit by every record cannot flood the log.
 TRACEBACK_EVERY = 1000
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+#: An AMB ASCII clock (time since the decoder's start) that goes back further than this
+#: was restarted (its records arrive in order: there is no resend to bring old ones).
+CLOCK_BACK_US = 1_000_000
+#: P3 records by which a decoder says it (re)started: a new session.
+RESTART_RECORDS = (TOR["RESET"], TOR["FIRST_CONTACT"])
 
 
 class CaptureLog:
@@ -135,6 +143,9 @@ class DecoderLink:
     CAPTURE_SUFFIX = ".log"
     #: The protocol's name in reject reasons.
     PROTOCOL = "?"
+    #: The decoder numbers its passings, so a number that comes back with another
+    #: passing means it restarted: a new session (docs/decoders.md, "Sessions").
+    NUMBERED = True
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         self.cfg = cfg
@@ -159,6 +170,9 @@ class DecoderLink:
         self.writer: asyncio.StreamWriter | None = None
         #: Loop time the link went down (warned about once); None while it is up.
         self.down_since: float | None = None
+        #: One session per boot of the decoder; loaded from Redis before the first store.
+        self.sessions = Sessions()
+        self.sessions_loaded = False
 
     def state(self) -> dict[str, Any]:
         """What the monitor and /api/health show for this decoder."""
@@ -167,7 +181,8 @@ class DecoderLink:
                 "last_passing_us": self.last_passing_us,
                 "clock_offset_us": self.offset_us, "clock_rtt_us": self.clock_rtt_us,
                 **self.stats, "damaged_reasons": dict(self.damaged_reasons),
-                "anomalies": list(self.anomalies), "last_failure": self.last_failure}
+                "anomalies": list(self.anomalies), "last_failure": self.last_failure,
+                **self.sessions.state()}
 
     async def publish_health(self, event: str) -> None:
         """The latest state in the hash, and the change as an event in the stream."""
@@ -334,17 +349,28 @@ class DecoderLink:
         await self.publish_health("status")
 
     async def store_passing(self, seq: int, transponder: str, t: int, raw: bytes,
-                            point: str | None = None) -> StoreResult:
+                            point: str | None = None, alias: str | None = None
+                            ) -> StoreResult:
         """Hand a passing (or a start beacon) to ingest: ``"stored"`` (or a duplicate of
         one stored), ``"refused"`` (ingest refused it and keeps it in the rejects stream)
-        or ``"retry"`` (storage unavailable: ask the decoder for it again)."""
-        if transponder in self.cfg.gun_transponders:
+        or ``"retry"`` (storage unavailable: ask the decoder for it again). ``alias``:
+        the other id the chip reported (a ProChip's number beside its code).
+
+        It goes in the session :meth:`session_order` says; a number that comes back
+        with another passing starts a new session (:meth:`restart`) and is stored there."""
+        if self._is_gun(transponder, alias):
             # The start impulse as a beacon passing: a gun for the pair called to the start.
             inp: dict[str, Any] = {"type": "gun", "seq": seq, "t": t}
         else:
             inp = {"type": "passing", "seq": seq, "transponder": transponder, "t": t,
                    "point": point or self.cfg.point}
-        reply = await self.ingest.accept(inp, self.cfg.id, raw)
+            if alias is not None and alias != transponder:
+                inp["transponder_alias"] = alias
+        try:
+            reply = await self._store_in_session(inp, seq, raw)
+        except RedisError as exc:  # the sessions could not be loaded or saved
+            self.ingest.outage.failed(exc, f"loading decoder {self.cfg.id}'s sessions")
+            reply = {"ok": False, "retry": True}
         if not reply.get("ok"):
             retry = bool(reply.get("retry"))
             self.stats["not_stored" if retry else "refused"] += 1
@@ -355,6 +381,99 @@ class DecoderLink:
             # Decoders without STATUS records (ASCII, Protime) still show their counts.
             await self.publish_health("passing")
         return "stored"
+
+    def _is_gun(self, transponder: str, alias: str | None) -> bool:
+        guns = {transponder_key(g) for g in self.cfg.gun_transponders}
+        return transponder_key(transponder) in guns or (
+            alias is not None and transponder_key(alias) in guns)
+
+    def session_order(self, seq: int) -> list[str | None]:
+        """The sessions to try a number in, in turn (:meth:`Sessions.order`)."""
+        return self.sessions.order(seq)
+
+    async def _store_in_session(self, inp: dict[str, Any], seq: int, raw: bytes
+                                ) -> dict[str, Any]:
+        """Store ``inp`` in the first session that takes it; a conflict in the current
+        session (a restarted decoder's number) starts a new one, where it is stored."""
+        await self.load_sessions()
+        reply: dict[str, Any] = {}
+        for session in self.session_order(seq):
+            reply = await self._accept(inp, session, raw)
+            if not reply.get("conflict"):
+                return await self._stored(reply, session, seq)
+        if not self.NUMBERED:
+            await self.ingest.reject(self.cfg.id, raw, str(reply.get("error")), inp)
+            return reply
+        session = await self.restart(f"passing number {seq} came again with another "
+                                     "passing", seq)
+        reply = await self._accept(inp, session, raw)
+        if reply.get("conflict"):  # cannot be: the session is new
+            await self.ingest.reject(self.cfg.id, raw, str(reply.get("error")), inp)
+        return await self._stored(reply, session, seq)
+
+    async def _accept(self, inp: dict[str, Any], session: str | None, raw: bytes
+                      ) -> dict[str, Any]:
+        doc = inp if session is None else {**inp, "session": session}
+        return await self.ingest.accept(doc, self.cfg.id, raw, refuse_conflict=False)
+
+    async def _stored(self, reply: dict[str, Any], session: str | None, seq: int
+                      ) -> dict[str, Any]:
+        if reply.get("ok") and self.NUMBERED and self.sessions.stored(session, seq):
+            await self.save_sessions()
+        return reply
+
+    async def load_sessions(self) -> None:
+        """The sessions as ingest saved them (once per link object); RedisError if
+        Redis is away (the passing is asked for again)."""
+        if self.sessions_loaded:
+            return
+        doc = await self.ingest.r.hget(keys.DECODER_SESSIONS, self.cfg.id)
+        if doc is not None:
+            try:
+                last = await self.ingest.last_seq(self.cfg.id, _current(doc))
+                self.sessions = Sessions.load(json.loads(doc), last)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("decoder %s: saved sessions unreadable (%s); starting anew",
+                            self.cfg.id, exc)
+                self.sessions = Sessions()
+        self.sessions_loaded = True
+
+    async def save_sessions(self) -> None:
+        await self.ingest.r.hset(keys.DECODER_SESSIONS, self.cfg.id,
+                                 json.dumps(self.sessions.dump()))
+
+    async def restart(self, reason: str, seq: int | None = None) -> str | None:
+        """The decoder restarted (``reason``): a new session, said in the log and the
+        health (event ``restart``). ``seq``: the number that showed it, if one did."""
+        at = now_us()
+        session: str | None
+        try:
+            await self.load_sessions()
+            session = self.sessions.start(reason, at)
+            await self.save_sessions()
+        except RedisError as exc:  # kept in memory; a conflict after a reload says it again
+            self.ingest.outage.failed(exc, f"saving decoder {self.cfg.id}'s sessions")
+            session = self.sessions.current
+        log.warning("decoder %s restarted (%s): new session %s", self.cfg.id, reason,
+                    session)
+        self.anomalies.append({"kind": "restart", "reason": reason, "session": session,
+                               "at_us": at})
+        await self.on_restart(seq)
+        await self.publish_health("restart")
+        return session
+
+    async def on_restart(self, seq: int | None) -> None:
+        """A new session began (``seq``: the number that showed it): protocol state
+        that follows the decoder's numbers starts anew."""
+
+
+def _current(doc: bytes | str) -> str | None:
+    """The current session's id in saved sessions (for its last seq); None if unreadable."""
+    try:
+        spans = json.loads(doc)["spans"]
+        return None if spans[0][0] is None else str(spans[0][0])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 class P3Link(DecoderLink):
@@ -400,10 +519,29 @@ class P3Link(DecoderLink):
             self.stats["other_records"] += 1
             if kind.tor == TOR["GET_TIME"]:
                 await self.on_time(kind)
+            elif kind.tor in RESTART_RECORDS:
+                await self.restart(f"{kind.tor_name} record")
+
+    async def _numbers(self) -> PassingNumbers:
+        """The passing numbers, from where ingest's current session left off."""
+        if self.numbers is None:
+            await self.load_sessions()
+            self.numbers = PassingNumbers(
+                await self.ingest.last_seq(self.cfg.id, self.sessions.current))
+        return self.numbers
+
+    async def on_restart(self, seq: int | None) -> None:
+        # The old boot's gaps are given up: its numbers are not the new boot's. The new
+        # boot numbers from 1, and what it numbered while the link was down is asked for.
+        self.numbers = PassingNumbers(0)
+        if seq is not None:
+            for first, last in self.numbers.arrived(seq).requests:
+                await self.request(first, last)
 
     async def on_connect(self) -> None:
         if self.numbers is None:
-            self.numbers = PassingNumbers(await self.ingest.last_seq(self.cfg.id))
+            await self._numbers()
+        assert self.numbers is not None
         # Whatever was missing, and whatever the decoder saw while the link was down.
         for first, last in self.numbers.reconnect_requests():
             await self.request(first, last)
@@ -444,11 +582,10 @@ class P3Link(DecoderLink):
         await self.writer.drain()
 
     async def on_passing(self, p: P3Passing) -> None:
-        if self.numbers is None:  # a record before on_connect ran (replays, tests)
-            self.numbers = PassingNumbers(await self.ingest.last_seq(self.cfg.id))
+        numbers = await self._numbers()  # a record before on_connect ran: replays, tests
         if p.clock == "utc":
             self.stats["utc_only"] += 1
-        verdict = self.numbers.arrived(p.number)
+        verdict = numbers.arrived(p.number)
         if verdict.anomaly is not None:
             await self.report(verdict.anomaly)
         if verdict.requests:
@@ -457,8 +594,9 @@ class P3Link(DecoderLink):
                         len(verdict.requests), "" if len(verdict.requests) == 1 else "s")
         for first, last in verdict.requests:
             await self.request(first, last)
-        if await self.store_passing(p.number, p.transponder, p.t_us, p.raw) == "retry":
-            self.numbers.failed(p.number)
+        if await self.store_passing(p.number, p.transponder, p.t_us, p.raw,
+                                    alias=p.alias) == "retry":
+            (await self._numbers()).failed(p.number)
 
     async def report(self, a: Anomaly) -> None:
         """A jump in the passing numbers: logged, counted, and shown in health."""
@@ -476,7 +614,9 @@ class P3Link(DecoderLink):
 
 class AmbAsciiLink(DecoderLink):
     """AMB ASCII lines: no resend in this protocol, so a reconnect relies on the
-    decoder's own buffering; its record numbers still make repeats duplicates."""
+    decoder's own buffering; its record numbers still make repeats duplicates. Its time
+    counts from the decoder's start (a clock that goes back is a restart: a new session)
+    unless ``time_of_day`` says the decoder was set to the time of day."""
 
     CAPTURE_SUFFIX = ".amblog"
     PROTOCOL = "AMB ASCII"
@@ -484,6 +624,8 @@ class AmbAsciiLink(DecoderLink):
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         super().__init__(cfg, ingest, capture_dir)
         self.codec = amb_ascii.AmbAsciiDecoder()
+        #: The decoder's clock at its last passing (seconds since its start, in µs).
+        self.clock_us: int | None = None
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         self.codec = amb_ascii.AmbAsciiDecoder()
@@ -499,19 +641,36 @@ class AmbAsciiLink(DecoderLink):
         elif item.kind == "passing":
             self.stats["passing_records"] += 1
             inp = amb_ascii.passing_input(item, self.cfg.point)
-            await self.store_passing(inp["seq"], inp["transponder"], inp["t"], item.raw)
+            t = await self.decoder_time(inp["t"])
+            await self.store_passing(inp["seq"], inp["transponder"], t, item.raw)
         elif item.kind == "status":
             self.stats["status_records"] += 1
             await self.status(item.fields)
         else:
             self.stats["other_records"] += 1
 
+    async def decoder_time(self, t: int) -> int:
+        """A passing's time: put on its day (``time_of_day``), or else seen as the
+        decoder's time since its start, which only a restart turns back."""
+        if self.cfg.time_of_day:
+            return on_day(t, self.offset_us, now_us())[0]
+        if self.clock_us is not None and t < self.clock_us - CLOCK_BACK_US:
+            await self.restart(f"its clock went back from {self.clock_us / 1e6:.3f} s to "
+                               f"{t / 1e6:.3f} s since its start")
+        self.clock_us = t
+        return t
+
 
 class ProtimeLink(DecoderLink):
-    """Protime telegrams on TCP: each valid one is acknowledged, or the decoder repeats it."""
+    """Protime telegrams on TCP: each valid one is acknowledged, or the decoder repeats it.
+    Their times are times of day, put on their day (``timeofday``) unless the decoder's
+    ``time_of_day`` is false."""
 
     CAPTURE_SUFFIX = ".protimelog"
     PROTOCOL = "Protime"
+    NUMBERED = False  # its seq is the passing itself: there is no numbering to restart
+    #: The session of the telegram being stored: its day and loop (None for day 0, STA).
+    day_session: str | None = None
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         super().__init__(cfg, ingest, capture_dir)
@@ -544,9 +703,19 @@ class ProtimeLink(DecoderLink):
         f = item.fields
         # Protime numbers nothing; a telegram is its transponder at its millisecond
         # of the day, so a repeat (an unheard ack) is a duplicate, not a new passing.
+        # The day is the session: the same millisecond tomorrow is another passing.
         seq = int(f["transponder"]) * 100_000_000 + f["time_of_day_us"] // 1000
         inp = protime.passing_input(item, seq, self.cfg.point)
-        await self.store_passing(seq, inp["transponder"], inp["t"], item.raw, inp["point"])
+        t, days = inp["t"], 0
+        if self.cfg.time_of_day is not False:
+            t, days = on_day(t, self.offset_us, now_us())
+        # Another loop (B01) at the same millisecond is another passing too.
+        parts = ([f"day-{days}"] if days else []) + ([f["loop"]] if f["loop"] != "STA" else [])
+        self.day_session = "/".join(parts) or None
+        await self.store_passing(seq, inp["transponder"], t, item.raw, inp["point"])
+
+    def session_order(self, seq: int) -> list[str | None]:
+        return [self.day_session]
 
 
 class ProtimeUdpLink(ProtimeLink):

@@ -296,13 +296,16 @@ MAX_NAME = 64
 class P3Passing:
     """A PASSING that can be stored: ``number`` (u32, consecutive per decoder),
     ``transponder`` (the ProChip string, else the u32 id, as text), ``t_us`` (µs on the
-    decoder's clock) and ``clock``, the field it came from: ``"rtc"`` or ``"utc"``."""
+    decoder's clock) and ``clock``, the field it came from: ``"rtc"`` or ``"utc"``;
+    ``alias``: the u32 id as text when the chip also gave a string (a start list may name
+    the chip either way), else None."""
 
     number: int
     transponder: str
     t_us: int
     clock: str
     raw: bytes
+    alias: str | None = None
 
 
 def classify(rec: P3Record) -> P3Passing | P3Record | Damaged:
@@ -336,7 +339,7 @@ def _passing(rec: P3Record) -> P3Passing | Damaged:
         return Damaged("PASSING without a passing number", rec.raw)
     if n > U32:
         return Damaged(f"PASSING number {n} is wider than 32 bits", rec.raw)
-    transponder = _transponder(f)
+    transponder, alias = _transponder(f)
     if transponder is None:
         return Damaged("PASSING without a usable transponder (no 0x03 id, no printable "
                        "0x0A string)", rec.raw)
@@ -348,17 +351,17 @@ def _passing(rec: P3Record) -> P3Passing | Damaged:
         return Damaged("PASSING without a time (no RTC or UTC time field)", rec.raw)
     if t > MAX_TIME_US:
         return Damaged(f"PASSING {clock.upper()} time {t} µs is past the year 2200", rec.raw)
-    return P3Passing(n, transponder, t, clock, rec.raw)
+    return P3Passing(n, transponder, t, clock, rec.raw, alias)
 
 
-def _transponder(f: dict[str, Any]) -> str | None:
-    """ProChip's string when it is printable text, else the numeric id."""
+def _transponder(f: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(ProChip's string when it is printable text, else the numeric id; the numeric id
+    beside a string, else None)."""
+    num = f.get("transponder")
+    number = str(num) if isinstance(num, int) and num <= U32 else None
     code = f.get("tran_code")
     if isinstance(code, str):
         code = code.strip()
         if code and len(code) <= MAX_NAME and code.isascii() and code.isprintable():
-            return code
-    num = f.get("transponder")
-    if isinstance(num, int) and num <= U32:
-        return str(num)
-    return None
+            return code, number
+    return number, None

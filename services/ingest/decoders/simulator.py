@@ -3,7 +3,8 @@
 It numbers passings consecutively, stamps them with its own RTC clock, sends a
 STATUS record every second and answers RESEND requests from its memory, as a
 decoder does. ``drop_link()`` cuts every connection; passings that happen
-while nobody is connected are kept and only delivered on RESEND.
+while nobody is connected are kept and only delivered on RESEND. ``reboot()``
+power-cycles it: the numbers start again from the first.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class DecoderSimulator:
         self.decoder_id = decoder_id
         #: How far this decoder's RTC is from the host clock (a decoder never set right).
         self.skew_us = skew_us
+        self.first_passing = first_passing
         self.next_number = first_passing
         self.records: dict[int, bytes] = {}
         self.writers: set[asyncio.StreamWriter] = set()
@@ -56,6 +58,13 @@ class DecoderSimulator:
         for w in list(self.writers):
             w.close()
         self.writers.clear()
+
+    def reboot(self, down_for_s: float = 0.0) -> None:
+        """Power-cycle the decoder: the link drops, its memory is gone and it numbers its
+        passings from the start again."""
+        self.drop_link(down_for_s)
+        self.records.clear()
+        self.next_number = self.first_passing
 
     def passing(self, transponder: int, host_us: int) -> int:
         """A transponder crosses the loop at ``host_us`` (host clock); the record carries
