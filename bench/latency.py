@@ -37,7 +37,7 @@ def config(tmp: Path) -> str:
         f'[redis]\nurl = ""\ndata_dir = "{tmp / "data"}"',
         # Port 0: any free port; the supervisor learns the ones bound (Supervisor.cfg).
         "[ingest]\nhttp_port = 0\ntcp_port = 0",
-        "[broadcast]\nhttp_port = 0\nws_port = 0\nclient_queue_max = 4096",
+        "[broadcast]\nhttp_port = 0\nws_port = 0\nrmonitor_port = 0\nclient_queue_max = 4096",
     ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n"
     (tmp / "bench.toml").write_text(text)
     return str(tmp / "bench.toml")

@@ -99,6 +99,10 @@ class _Broadcast(_Section, frozen=True):
     client_buffer_max: Annotated[int, Meta(ge=1)] = 256 * 1024
     client_subscriptions_max: Annotated[int, Meta(ge=1)] = 64
     client_subscribe_rate: Annotated[float, Meta(gt=0)] = 10.0
+    #: The RMonitor scoreboard feed (TCP); 50000 is where scoreboards look by default.
+    rmonitor_port: ListenPort = 50000
+    rmonitor_race: str = ""
+    results_max_age_s: Annotated[int, Meta(ge=0, le=3600)] = 2
 
 
 class _Scoring(_Section, frozen=True):
@@ -140,6 +144,12 @@ class Settings:
     ingest_tcp_port: int = 5410
     broadcast_http_port: int = 8080
     broadcast_ws_port: int = 8081
+    #: The RMonitor scoreboard feed's TCP port (docs/results.md).
+    broadcast_rmonitor_port: int = 50000
+    #: The race the RMonitor feed shows; empty: the race with the latest event.
+    rmonitor_race: str = ""
+    #: Cache-Control max-age of the results API's answers, seconds.
+    results_max_age_s: int = 2
     #: Public WebSocket URL given to pages; empty means "same host, ws port".
     public_ws_url: str = ""
     sources: tuple[Source, ...] = ()
@@ -254,6 +264,9 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         ingest_tcp_port=venue.ingest.tcp_port,
         broadcast_http_port=venue.broadcast.http_port,
         broadcast_ws_port=venue.broadcast.ws_port,
+        broadcast_rmonitor_port=venue.broadcast.rmonitor_port,
+        rmonitor_race=venue.broadcast.rmonitor_race,
+        results_max_age_s=venue.broadcast.results_max_age_s,
         public_ws_url=ws_url,
         sources=venue.sources,
         decoders=venue.decoders,
@@ -342,7 +355,8 @@ def _check_unique(venue: _VenueFile, bad: _Bad) -> None:
     listeners = {"ingest.http_port": venue.ingest.http_port,
                  "ingest.tcp_port": venue.ingest.tcp_port,
                  "broadcast.http_port": venue.broadcast.http_port,
-                 "broadcast.ws_port": venue.broadcast.ws_port}
+                 "broadcast.ws_port": venue.broadcast.ws_port,
+                 "broadcast.rmonitor_port": venue.broadcast.rmonitor_port}
     taken: dict[int, str] = {}
     for key, port in listeners.items():
         if port and port in taken:

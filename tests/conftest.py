@@ -46,7 +46,7 @@ def write_venue_config(tmp_path: Path, *extra: str) -> Path:
         'host = "127.0.0.1"',
         f'[redis]\nurl = ""\ndata_dir = "{tmp_path / "data"}"',
         "[ingest]\nhttp_port = 0\ntcp_port = 0",
-        "[broadcast]\nhttp_port = 0\nws_port = 0",
+        "[broadcast]\nhttp_port = 0\nws_port = 0\nrmonitor_port = 0",
         *extra,
     ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n")
     return path
@@ -57,6 +57,7 @@ def make_settings(redis_url: str = "", data_dir: str = "", **kw: object) -> Sett
     base = Settings(
         redis_url=redis_url, data_dir=data_dir, host="127.0.0.1",
         ingest_http_port=0, ingest_tcp_port=0, broadcast_http_port=0, broadcast_ws_port=0,
+        broadcast_rmonitor_port=0,
         sources=tuple(Source(k, v) for k, v in TOKENS.items()))
     return replace(base, **kw)  # type: ignore[arg-type]
 

@@ -326,11 +326,12 @@ def test_a_second_run_on_the_same_data_dir_exits_2_and_the_first_keeps_serving(t
         base = m[1]
         # The banner names every listener with the port it got.
         banner = [out.wait_for(rf"^  {label} +(\S+)$", 5)[1]
-                  for label in ("pages", "WebSocket", "feed TCP", "feed HTTP")]
+                  for label in ("pages", "WebSocket", "feed TCP", "feed HTTP", "RMonitor")]
         assert banner[0] == f"{base}/"
         assert re.fullmatch(r"ws://127\.0\.0\.1:[1-9]\d*/", banner[1]), banner
         assert re.fullmatch(r"tcp://127\.0\.0\.1:[1-9]\d*", banner[2]), banner
         assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*/feed", banner[3]), banner
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:[1-9]\d*", banner[4]), banner
         redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
         second = run_quick(["-m", "icetime.cli", "run", "--config", str(config)])
         assert (second.returncode, second.stderr.splitlines(), second.stdout) == (2, [

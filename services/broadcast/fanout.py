@@ -38,6 +38,7 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
@@ -75,6 +76,10 @@ class Sender(Protocol):
     async def send(self, message: str) -> None: ...
 
 
+#: Told of each event a node fans out: (event JSON, broadcast µs); the metrics use it.
+Observer = Callable[[str, int], None]
+
+
 def write_all(connections: list[Any], payload: bytes) -> None:
     """Send one text message to many connections, serialising the frame once.
 
@@ -82,14 +87,17 @@ def write_all(connections: list[Any], payload: bytes) -> None:
     server runs with compression off) it is the same bytes for every client, so
     the frame is built once and written to each open connection's transport.
     Anything else goes through ``websockets.broadcast``, which frames per
-    connection. A frame is written whole in one call, so it cannot interleave
-    with the library's own frames (pings, close).
+    connection; a subscriber inside the node (no ``protocol``, a ``take`` method, such
+    as the RMonitor feed) gets the payload itself. A frame is written whole in one
+    call, so it cannot interleave with the library's own frames (pings, close).
     """
     wire = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
     others = []
     for ws in connections:
         protocol = getattr(ws, "protocol", None)
-        if protocol is None or protocol.extensions or ws.send_in_progress is not None:
+        if protocol is None and hasattr(ws, "take"):
+            ws.take(payload)  # a subscriber inside this node (the RMonitor feed)
+        elif protocol is None or protocol.extensions or ws.send_in_progress is not None:
             others.append(ws)
         elif protocol.state is State.OPEN:
             ws.transport.write(wire)
@@ -97,10 +105,13 @@ def write_all(connections: list[Any], payload: bytes) -> None:
         broadcast(others, payload, text=True)
 
 
-def event_frame(race: str, epoch: str, sid: str, event_json: str) -> str:
-    """Wrap an event as stored (already JSON) without decoding it again."""
+def event_frame(race: str, epoch: str, sid: str, event_json: str,
+                broadcast_us: int | None = None) -> str:
+    """Wrap an event as stored (already JSON) without decoding it again; stamped
+    ``broadcast_us`` (default: now)."""
+    at = now_us() if broadcast_us is None else broadcast_us
     return (f'{{"type":"event","race":{json.dumps(race)},"epoch":{json.dumps(epoch)},'
-            f'"offset":"{sid}","broadcast_us":{now_us()},"event":{event_json}}}')
+            f'"offset":"{sid}","broadcast_us":{at},"event":{event_json}}}')
 
 
 def event_json(fields: bus.Fields | None) -> str:
@@ -279,8 +290,11 @@ class RaceFeed:
     (including ones still starting), and the hub forgets it when that reaches 0."""
 
     def __init__(self, r: aioredis.Redis, race: str,
-                 counters: RaceCounters | None = None) -> None:
+                 counters: RaceCounters | None = None,
+                 observe: Observer | None = None) -> None:
         self.r = r
+        #: Called with each live event (its JSON) and the time it was framed (µs).
+        self.observe = observe
         self.race = race
         self.stream = keys.events_stream(race)
         self.subs: set[Subscription] = set()
@@ -323,7 +337,10 @@ class RaceFeed:
         for sid, fields in entries:
             if bus.parse_id(sid) <= bus.parse_id(self.position):
                 continue
-            self.fan_out(sid, event_frame(self.race, self.epoch, sid, event_json(fields)))
+            text, at = event_json(fields), now_us()
+            if self.observe is not None:
+                self.observe(text, at)
+            self.fan_out(sid, event_frame(self.race, self.epoch, sid, text, at))
             self.position = sid
 
     def fan_out(self, sid: str, frame: str) -> None:
@@ -401,8 +418,9 @@ class Hub:
     """All race feeds of this node, and the one reader task that reads them all."""
 
     def __init__(self, r: aioredis.Redis, queue_max: int = 512,
-                 buffer_max: int = 256 * 1024) -> None:
+                 buffer_max: int = 256 * 1024, observe: Observer | None = None) -> None:
         self.r = r
+        self.observe = observe
         self.queue_max = queue_max
         self.buffer_max = buffer_max
         self.feeds: dict[str, RaceFeed] = {}
@@ -447,7 +465,7 @@ class Hub:
         feed = self.feeds.get(race)
         if feed is None:
             counters = self.counters.setdefault(race, RaceCounters())
-            feed = self.feeds[race] = RaceFeed(self.r, race, counters)
+            feed = self.feeds[race] = RaceFeed(self.r, race, counters, self.observe)
             feed.loading = asyncio.create_task(self._load(feed))
         feed.refs += 1
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
@@ -28,6 +29,9 @@ from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from .fanout import PROTOCOLS, Hub, Subscription
+from .metrics import Metrics
+from .results_http import ResultsApi
+from .rmonitor import RMonitorFeed
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -103,7 +107,11 @@ class Broadcast:
     def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
         self.settings = settings
         self.r = r
-        self.hub = Hub(r, settings.client_queue_max, settings.client_buffer_max)
+        self.metrics = Metrics(r, self.node_stats)
+        self.hub = Hub(r, settings.client_queue_max, settings.client_buffer_max,
+                       observe=self.metrics.observe)
+        self.results = ResultsApi(r, settings.results_max_age_s)
+        self.rmonitor = RMonitorFeed(self.hub, r, settings.rmonitor_race)
         #: The WebSocket listener's port as bound (the configured one, or the one port 0 got).
         self.ws_port = settings.broadcast_ws_port
 
@@ -273,6 +281,20 @@ class Broadcast:
     async def broadcast_stats(self) -> dict[str, Any]:
         return self.hub.stats()
 
+    def node_stats(self) -> dict[str, Any]:
+        """The node's own figures for /metrics: the hub's, with the RMonitor feed's
+        subscriber taken out of the WebSocket clients."""
+        stats = self.hub.stats()
+        stats["clients"] -= int(self.rmonitor.sub is not None)
+        stats["rmonitor_clients"] = len(self.rmonitor.clients)
+        stats["rmonitor_lines"] = self.rmonitor.sent_lines
+        return stats
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus text format (docs/results.md, "Metrics")."""
+        body = await self.metrics.scrape()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     def app(self) -> web.Application:
         app = web.Application()
         # Every response, pages and static files and the API alike (errors included).
@@ -283,6 +305,8 @@ class Broadcast:
             web.get("/api/races", self.races),
             web.get("/api/time", self.time),
             web.get("/api/health", self.health),
+            web.get("/metrics", self.prometheus),
+            *self.results.routes(),
             web.get("/healthz", healthz),
             web.static("/static", WEB_DIR, append_version=False),
         ])
@@ -291,10 +315,10 @@ class Broadcast:
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                 ready: Ready | None = None) -> None:
-    """Serve the WebSocket and the pages until ``stop`` is set; ``ready`` gets
-    ``{"broadcast_http_port", "broadcast_ws_port"}`` once both listeners are bound
-    (port 0: any free port). Raises BindFailed (an OSError) when a configured port
-    cannot be bound."""
+    """Serve the WebSocket, the pages and APIs, and the RMonitor feed until ``stop`` is
+    set; ``ready`` gets ``{"broadcast_http_port", "broadcast_ws_port",
+    "broadcast_rmonitor_port"}`` once every listener is bound (port 0: any free port).
+    Raises BindFailed (an OSError) when a configured port cannot be bound."""
     b = Broadcast(settings, r)
     runner = web.AppRunner(b.app(), access_log=None)
     await runner.setup()
@@ -308,18 +332,32 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         async with ws_server:
             b.ws_port = listen_port(s.getsockname() for s in ws_server.sockets)
             try:
-                with binding("broadcast_http_port", settings.host,
-                             settings.broadcast_http_port):
-                    await web.TCPSite(runner, settings.host,
-                                      settings.broadcast_http_port).start()
-                ports = {"broadcast_http_port": listen_port(runner.addresses),
-                         "broadcast_ws_port": b.ws_port}
-                log.info("pages on http://%s:%d/, websocket on ws://%s:%d/", settings.host,
-                         ports["broadcast_http_port"], settings.host, b.ws_port)
-                if ready:
-                    await ready(ports)
-                await stop.wait()
+                with binding("broadcast_rmonitor_port", settings.host,
+                             settings.broadcast_rmonitor_port):
+                    rm_server = await asyncio.start_server(
+                        b.rmonitor.handle, settings.host, settings.broadcast_rmonitor_port)
+                async with rm_server:
+                    b.rmonitor.start()
+                    await _serve_http(b, runner, settings, rm_server, stop, ready)
             finally:
+                await b.rmonitor.close()
                 await b.hub.close()
     finally:
         await runner.cleanup()
+
+
+async def _serve_http(b: Broadcast, runner: web.AppRunner, settings: Settings,
+                      rm_server: asyncio.Server, stop: asyncio.Event,
+                      ready: Ready | None) -> None:
+    """Bind the HTTP listener, report every port, and wait for ``stop``."""
+    with binding("broadcast_http_port", settings.host, settings.broadcast_http_port):
+        await web.TCPSite(runner, settings.host, settings.broadcast_http_port).start()
+    ports = {"broadcast_http_port": listen_port(runner.addresses),
+             "broadcast_ws_port": b.ws_port,
+             "broadcast_rmonitor_port": listen_port(s.getsockname() for s in rm_server.sockets)}
+    log.info("pages on http://%s:%d/, websocket on ws://%s:%d/, rmonitor on tcp %d",
+             settings.host, ports["broadcast_http_port"], settings.host, b.ws_port,
+             ports["broadcast_rmonitor_port"])
+    if ready:
+        await ready(ports)
+    await stop.wait()
