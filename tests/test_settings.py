@@ -80,7 +80,7 @@ BAD = {
     SOURCES + '[competition]\nloader = "nobody"\n':
         "competition.loader: no [[sources]] entry has id 'nobody'",
     '[competition]\nstartlists = ["sl.json"]\n':
-        "competition.startlists: loading them needs a [[sources]] entry",
+        "competition.startlists: loading them needs a [[sources]] entry whose role is loader or admin",
 }
 
 
