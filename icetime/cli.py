@@ -264,7 +264,8 @@ class Supervisor:
             ("pages", self.page_url()),
             ("WebSocket", c.public_ws_url or f"ws://{c.host}:{c.broadcast_ws_port}/"),
             ("feed TCP", f"tcp://{c.host}:{c.ingest_tcp_port}"),
-            ("feed HTTP", f"http://{c.host}:{c.ingest_http_port}/feed")))
+            ("feed HTTP", f"http://{c.host}:{c.ingest_http_port}/feed"),
+            ("desk", f"http://{c.host}:{c.ingest_http_port}/desk")))
 
     def page_url(self, race: str | None = None, page: str = "") -> str:
         url = f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/{page}"
