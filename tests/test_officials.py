@@ -7,10 +7,12 @@ import asyncio
 import json
 
 import aiohttp
+import msgspec
 import pytest
 
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
+from icetime.messages import RaceEvent
 from icetime.settings import ROLE_INPUTS
 from icetime.settings import load as load_settings
 
@@ -112,6 +114,7 @@ async def test_a_refused_gun_is_published_and_does_not_block_the_race(stack, red
     assert [(e["input"], e["input_type"], e["source"]) for e in refusals][0] == \
         (gun["id"], "gun", "officials")
     assert "no pair 99" in refusals[0]["reason"]
+    msgspec.convert(refusals[0], RaceEvent)  # as docs/schema/race-event.json says
     revision = [e for e in evs if e["type"] == "revision"][-1]
     assert revision["view"]["results"]["1"]["status"] == "DQ"
     # The snapshot still folds: a refused event changes nothing.
@@ -196,3 +199,38 @@ async def test_a_token_is_rotated_without_a_restart(redis_server, tmp_path, tran
         writer.close()
     finally:
         await st.close()
+
+
+def test_a_refused_input_leaves_its_race_as_if_it_had_not_come():
+    """In the engine: the bad gun is refused, and the race that follows (a decision and
+    a photo time) is the race without it; the refused event fits the schema and the
+    fold passes it by."""
+    import copy
+
+    from icetime.view import apply_event
+    from services.scoring.competition import Competition
+
+    from .conftest import feed
+    from .test_pipeline import FIXTURE
+
+    def race(with_bad_gun: bool) -> tuple[Competition, dict]:
+        comp = Competition()
+        feed(comp, "1-0", {"type": "startlist", **FIXTURE["startlist"]})
+        if with_bad_gun:
+            assert feed(comp, "2-0", {"type": "gun", "race": RACE, "pair": 99, "t": 5}) == {}
+            assert "no pair 99" in comp.last_reason
+        out = feed(comp, "3-0", {"type": "decision", "race": RACE, "action": "dq", "bib": "1"})
+        assert out[RACE][0]["type"] == "revision"
+        feed(comp, "4-0", {"type": "finish_time", "race": RACE, "bib": "2",
+                           "time_us": 76_000_000})
+        return comp, comp.view(RACE)
+
+    bad, view = race(True)
+    assert bad.stats["refused"] == 1
+    clean = race(False)[1]
+    assert view == clean and view["results"]["1"]["status"] == "DQ"
+    event = {"type": "refused", "race": RACE, "input": "2-0", "input_type": "gun",
+             "source": "gun", "reason": bad.last_reason, "seq": 3,
+             "hops": {"source_us": None, "ingest_us": 1, "scoring_us": 2}}
+    msgspec.convert(event, RaceEvent)
+    assert apply_event(copy.deepcopy(view), event) == view
