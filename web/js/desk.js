@@ -31,7 +31,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
   eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), reads: [], audit: [],
-  selected: null, pending: null, polls: 0, timer: null,
+  selected: null, pending: null, polls: 0, timer: null, polling: false, again: false,
 };
 
 // ------------------------------------------------------------------ talking to ingest
@@ -118,8 +118,9 @@ function chooseRace(id) {
 async function pollRace() {
   if (!state.race) return;
   const after = state.eventsAfter ? `&after=${encodeURIComponent(state.eventsAfter)}` : "";
-  const { status, body } = await api(`/api/desk/race?race=${encodeURIComponent(state.race)}${after}`);
-  if (status !== 200) return;
+  const race = state.race;
+  const { status, body } = await api(`/api/desk/race?race=${encodeURIComponent(race)}${after}`);
+  if (status !== 200 || race !== state.race) return;  // another race was chosen meanwhile
   state.view = body.view;
   for (const ev of body.events) {
     if (ev.type === "passage" || ev.type === "finish") {
@@ -143,9 +144,17 @@ async function pollAudit() {
   state.auditAfter = body.last || state.auditAfter;
 }
 
+// One poll at a time: two in flight would ask from the same place and add twice what
+// they got. A poll asked for meanwhile (an action's effect) runs right after.
 async function poll() {
   clearTimeout(state.timer);
   if (!state.token) return;
+  if (state.polling) {
+    state.again = true;
+    return;
+  }
+  state.polling = true;
+  state.again = false;
   try {
     if (++state.polls % 25 === 0) await loadRaces();
     await pollRace();
@@ -158,8 +167,10 @@ async function poll() {
     if (!state.token) return;
     $("conn").textContent = "no answer";
     $("conn").dataset.state = "down";
+  } finally {
+    state.polling = false;
   }
-  state.timer = setTimeout(poll, POLL_MS);
+  state.timer = setTimeout(poll, state.again ? 0 : POLL_MS);
 }
 
 // ------------------------------------------------------------------ the race
