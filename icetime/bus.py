@@ -3,11 +3,13 @@
 Two Lua scripts make the two writes that must be atomic:
 
 * ``append_input`` (ingest): drop a repeat of (source, session, seq) with the same
-  content, refuse one with other content, else XADD the input to the raw log and
-  remember its id and content digest, all before the sender hears "ok".
+  content or of (source, idempotency key), refuse a repeat of (source, session, seq)
+  with other content, else XADD the input to the raw log and remember its id and
+  content digest, all before the sender hears "ok".
 * ``publish`` (scoring): XADD a batch of race events, store the race view as of
-  the last one (the snapshot), record which raw input they answer, and XACK
-  that input. A scoring worker that dies anywhere in between has either
+  the last one (the snapshot), record the input's verdict (officials' stream and
+  its verdict key), record which raw input they answer, and XACK that input.
+  A scoring worker that dies anywhere in between has either
   published all of an input's output (and acknowledged it) or none of it.
 """
 from __future__ import annotations
@@ -27,11 +29,12 @@ from redis.backoff import NoBackoff
 from icetime import keys
 
 APPEND_INPUT = """
--- KEYS: raw, seen, stats, source-seq
--- ARGV: dedupe field, source-seq field, seq, payload, content digest
--- A repeat of the key with the same content is a duplicate (1); with other content it is
--- a conflict (2), for ingest to refuse: a reused seq must never stand for a new input,
--- nor drop one silently.
+-- KEYS: raw, seen, stats, source-seq, idempotency key
+-- ARGV: dedupe field, source-seq field, seq, payload, content digest,
+--       idempotency key's lifetime (s; '' for none)
+-- A repeat of the dedupe field with the same content is a duplicate (1); with other
+-- content it is a conflict (2), for ingest to refuse: a reused seq must never stand for
+-- a new input, nor drop one silently. A repeat of the idempotency key is a duplicate.
 if ARGV[1] ~= '' then
   local existing = redis.call('HGET', KEYS[2], ARGV[1])
   if existing then
@@ -43,8 +46,16 @@ if ARGV[1] ~= '' then
     return {sp and string.sub(existing, 1, sp - 1) or existing, 1}
   end
 end
+if ARGV[6] ~= '' then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then
+    redis.call('HINCRBY', KEYS[3], 'duplicate', 1)
+    return {existing, 1}
+  end
+end
 local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[4])
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id .. ' ' .. ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[5], id, 'EX', ARGV[6]) end
 redis.call('HINCRBY', KEYS[3], 'accepted', 1)
 if ARGV[3] ~= '' then
   local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '-1')
@@ -54,12 +65,18 @@ return {id, 0}
 """
 
 PUBLISH = """
--- KEYS: progress, races-set, raw stream, then per race: events, snapshot, epoch
--- ARGV: input id, group, n races, then per race: race id, epoch candidate, view json, n, events...
-local pos = 4
+-- KEYS: progress, races-set, raw stream, officials stream, verdict key,
+--       then per race: events, snapshot, epoch
+-- ARGV: input id, group, n races, verdict json ('' for none), verdict lifetime (s),
+--       officials maxlen, then per race: race id, epoch candidate, view json, n, events...
+local pos = 7
 local out = {}
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[4])
+  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
+end
 for r = 1, tonumber(ARGV[3]) do
-  local base = 3 + (r - 1) * 3
+  local base = 5 + (r - 1) * 3
   local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
   local epoch = redis.call('GET', KEYS[base + 3])
@@ -251,32 +268,39 @@ class Bus:
         self._append = r.register_script(APPEND_INPUT)
         self._publish = r.register_script(PUBLISH)
 
-    async def append_input(self, inp: dict[str, Any]) -> tuple[str, Appended]:
+    async def append_input(self, inp: dict[str, Any], key: str = "",
+                           key_ttl_s: int = 0) -> tuple[str, Appended]:
         """Append an accepted input to the raw log once: (stream id, what happened).
 
-        The key is (source, session, seq); an input without a seq is always new. A repeat
-        of the key is ``"duplicate"`` when its content (:func:`digest`) is the same, and
-        ``"conflict"`` when it differs (the id is then the stored input's); nothing is
-        appended for either."""
+        The key is (source, session, seq). A repeat of the key is ``"duplicate"`` when
+        its content (:func:`digest`) is the same, and ``"conflict"`` when it differs (the
+        id is then the stored input's); nothing is appended for either. Without a
+        ``seq``, the input's (source, ``key``) makes a repeat a duplicate for
+        ``key_ttl_s`` seconds (``key`` "": always new)."""
         seq = inp.get("seq")
         where = seq_field(inp["source"], inp.get("session"))
         field = f"{where}\x00{seq}" if seq is not None else ""
+        use_key = seq is None and bool(key) and key_ttl_s > 0
         res = await self._append(
-            keys=[keys.RAW_STREAM, keys.SEEN_HASH, keys.INGEST_STATS, SOURCE_SEQ],
+            keys=[keys.RAW_STREAM, keys.SEEN_HASH, keys.INGEST_STATS, SOURCE_SEQ,
+                  keys.idempotency_key(inp["source"], key if use_key else "")],
             args=[field, where, "" if seq is None else str(seq), pack_input(inp),
-                  digest(inp)],
+                  digest(inp), str(key_ttl_s) if use_key else ""],
         )
         return res[0].decode(), APPENDED[int(res[1])]
 
-    async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]]
-                      ) -> list[tuple[str, str]]:
-        """Publish (race, epoch candidate, view json, [event json]) for one input, and
-        acknowledge the input in the scoring group, atomically.
+    async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]],
+                      verdict: str = "") -> list[tuple[str, str]]:
+        """Publish (race, epoch candidate, view json, [event json]) for one input, its
+        ``verdict`` (JSON for the officials' stream and the input's verdict key; "":
+        none), and acknowledge the input in the scoring group, atomically.
 
         Returns (epoch, last event id) per race, in order.
         """
-        ks = [keys.SCORING_PROGRESS, keys.RACES_SET, keys.RAW_STREAM]
-        args: list[Any] = [input_id, keys.SCORING_GROUP, len(races)]
+        ks = [keys.SCORING_PROGRESS, keys.RACES_SET, keys.RAW_STREAM, keys.OFFICIALS_STREAM,
+              keys.verdict_key(input_id)]
+        args: list[Any] = [input_id, keys.SCORING_GROUP, len(races), verdict,
+                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN]
         for race, epoch, view, events in races:
             ks += [keys.events_stream(race), keys.snapshot_key(race), keys.epoch_key(race)]
             args += [race, epoch, view, len(events), *events]

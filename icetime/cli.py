@@ -270,7 +270,8 @@ class Supervisor:
             ("feed HTTP", f"http://{c.host}:{c.ingest_http_port}/feed"),
             ("results", f"http://{c.host}:{c.broadcast_http_port}/api/results/competitions"),
             ("RMonitor", f"tcp://{c.host}:{c.broadcast_rmonitor_port}"),
-            ("metrics", f"http://{c.host}:{c.broadcast_http_port}/metrics")))
+            ("metrics", f"http://{c.host}:{c.broadcast_http_port}/metrics"),
+            ("desk", f"http://{c.host}:{c.ingest_http_port}/desk")))
 
     def page_url(self, race: str | None = None, page: str = "") -> str:
         url = f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/{page}"

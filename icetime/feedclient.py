@@ -22,9 +22,13 @@ class FeedRefused(RuntimeError):
 
 
 class FeedClient:
-    def __init__(self, host: str, port: int, token: str, retry_for: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, token: str, retry_for: float = 30.0,
+                 wait: bool = False) -> None:
+        """``wait``: ask ingest to answer each input with scoring's verdict
+        (docs/protocol.md, "Waiting for the verdict")."""
         self.host, self.port, self.token = host, port, token
         self.retry_for = retry_for
+        self.wait = wait
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.last_seq: int | None = None
@@ -36,7 +40,8 @@ class FeedClient:
                                                                  limit=8 * 1024 * 1024)
         try:
             hello = await self._roundtrip({"type": "hello", "token": self.token,
-                                           **self.hello_extra})
+                                           **self.hello_extra,
+                                           **({"wait": True} if self.wait else {})})
         except BaseException:
             await self.close()
             raise

@@ -36,6 +36,24 @@ DECODER_HEALTH_MAXLEN = 10_000
 LISTENING = PREFIX + "listening"
 #: Set of race ids that have an event stream.
 RACES_SET = PREFIX + "races"
+#: The officials' stream: scoring's verdict (applied or refused, and why) on every input
+#: but passings and clock offsets, and on every refused input; the desk's audit log.
+OFFICIALS_STREAM = PREFIX + "officials"
+#: How many verdicts the officials' stream keeps (a competition day's people inputs).
+OFFICIALS_MAXLEN = 100_000
+#: How long scoring keeps the verdict of one input for a feed that waits for it (s).
+VERDICT_TTL_S = 24 * 3600
+
+
+def verdict_key(input_id: str) -> str:
+    """JSON ``{"verdict": "applied"|"refused", "reason"?}``: scoring's verdict on the raw
+    input ``input_id``, written with its output; kept VERDICT_TTL_S."""
+    return f"{PREFIX}verdict:{input_id}"
+
+
+def idempotency_key(source: str, key: str) -> str:
+    """Raw stream id of the input ``source`` sent under idempotency ``key`` (expires)."""
+    return f"{PREFIX}idem:{source}\x00{key}"
 
 
 def events_stream(race: str) -> str:

@@ -7,7 +7,7 @@ Two tagged unions on ``type``, built from msgspec ``Struct`` types:
   decodes each line straight into it; that is the whole validation (ranges, enums,
   required fields, unknown fields refused so that a typo is named, not ignored).
 * :data:`RaceEvent`: what scoring publishes per race (§2): ``revision``, ``pair_start``,
-  ``start``, ``passage``, ``finish``, ``split``.
+  ``start``, ``passage``, ``finish``, ``split``, ``refused``.
 
 The JSON Schemas in docs/schema/ are generated from these types
 (``python -m icetime.messages --write docs/schema``; ``--check`` compares), and the
@@ -605,8 +605,18 @@ class Split(_Event, tag="split"):
     split: SplitEntry
 
 
+class Refused(_Event, tag="refused"):
+    """An input naming this race that scoring could not apply, and why. It changes
+    nothing: the race goes on as if the input had not come (a fold ignores it)."""
+
+    input_type: Annotated[str, Meta(description="the refused input's `type`")]
+    source: Annotated[str, Meta(description="the source that sent it")]
+    reason: Annotated[str, Meta(description="why scoring refused it, for a person")]
+    seq: Annotated[int | UnsetType, Meta(description="its `seq`, if it had one")] = UNSET
+
+
 #: Every event a race stream carries (docs/protocol.md §2), tagged on ``type``.
-RaceEvent = Revision | PairStart | Start | Passage | Finish | Split
+RaceEvent = Revision | PairStart | Start | Passage | Finish | Split | Refused
 EVENT_TYPES: dict[str, type[_Event]] = {
     t.__struct_config__.tag: t for t in get_args(RaceEvent)}
 

@@ -47,6 +47,26 @@ class ConfigError(ValueError):
     file (or environment variable) and the key."""
 
 
+#: What a token may send (docs/configuration.md, "Roles"): its input types.
+Role = Literal["decoder", "gun", "photo", "referee", "loader", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
+#: The feed input types (``type``) each role may send. ``admin`` may send all of them;
+#: a source with no role is an admin too (configurations written before roles), and
+#: ingest warns about it at start.
+ROLE_INPUTS: dict[str, frozenset[str]] = {
+    "decoder": frozenset({"passing", "clock"}),
+    "gun": frozenset({"gun", "call"}),
+    "photo": frozenset({"finish_time"}),
+    # The chief referee keys in the photo-finish time read off the image, too.
+    "referee": frozenset({"decision", "call", "finish_time"}),
+    "loader": frozenset({"startlist"}),
+    "admin": frozenset({"passing", "clock", "gun", "call", "finish_time", "decision",
+                        "startlist"}),
+}
+#: The roles that may open the officials' desk (/desk and its /api/desk endpoints).
+DESK_ROLES = frozenset({"referee", "admin"})
+
+
 class Source(Struct, frozen=True, forbid_unknown_fields=True):
     """A timing source allowed to feed ingest: a decoder, the gun, photo finish, an official."""
 
@@ -54,6 +74,17 @@ class Source(Struct, frozen=True, forbid_unknown_fields=True):
     token: Name
     #: Added to the source's times (µs) to map its clock onto the common race clock.
     offset_us: int = 0
+    #: What its token may send; None (not given): everything, as ``admin``.
+    role: Role | None = None
+
+    @property
+    def effective_role(self) -> str:
+        """The role that applies: ``role``, or ``admin`` when none is given."""
+        return self.role or "admin"
+
+    def may_send(self, input_type: str) -> bool:
+        """Whether this source's token may send inputs of ``type`` ``input_type``."""
+        return input_type in ROLE_INPUTS[self.effective_role]
 
 
 class Decoder(Struct, frozen=True, forbid_unknown_fields=True):
@@ -187,9 +218,14 @@ class Settings:
         return None
 
     def loader(self) -> Source | None:
-        """The source that loads the start lists (None: no sources at all)."""
-        return (self.source(self.startlist_loader or "officials")
-                or (self.sources[0] if self.sources else None))
+        """The source that loads the start lists: ``competition.loader``, else
+        "officials" if its role may, else the first source whose role may (None: none)."""
+        if self.startlist_loader:
+            return self.source(self.startlist_loader)
+        officials = self.source("officials")
+        if officials is not None and officials.may_send("startlist"):
+            return officials
+        return next((s for s in self.sources if s.may_send("startlist")), None)
 
     def source_offsets(self) -> dict[str, int]:
         return {**{s.id: s.offset_us for s in self.sources},
@@ -307,16 +343,22 @@ def _check_loops(venue: _VenueFile, bad: _Bad) -> None:
 
 def _startlists(venue: _VenueFile, base: Path, bad: _Bad) -> tuple[str, ...]:
     """The start-list files as absolute paths, once each exists and has a source to
-    load it (``competition.loader``, else the first ``[[sources]]`` entry)."""
+    load it (``competition.loader``, else a source whose role may load start lists)."""
     startlists = tuple(_path(s, base) for s in venue.competition.startlists)
     for i, s in enumerate(startlists):
         if not Path(s).is_file():
             raise bad(f"competition.startlists[{i}]", f"no such file {s}")
     loader = venue.competition.loader
-    if loader is not msgspec.UNSET and loader not in {s.id for s in venue.sources}:
-        raise bad("competition.loader", f"no [[sources]] entry has id {loader!r}")
-    if startlists and not venue.sources:
-        raise bad("competition.startlists", "loading them needs a [[sources]] entry")
+    if loader is not msgspec.UNSET:
+        named = next((s for s in venue.sources if s.id == loader), None)
+        if named is None:
+            raise bad("competition.loader", f"no [[sources]] entry has id {loader!r}")
+        if not named.may_send("startlist"):
+            raise bad("competition.loader", f"source {loader!r} has role {named.role!r}, "
+                      "which may not load start lists (loader or admin may)")
+    if startlists and not any(s.may_send("startlist") for s in venue.sources):
+        raise bad("competition.startlists", "loading them needs a [[sources]] entry whose "
+                  "role is loader or admin")
     return startlists
 
 
@@ -426,5 +468,6 @@ def _lookup(raw: Any, at: str) -> Any:
 
 def _allowed(at: str) -> str:
     leaf = re.sub(r"\[\d+\]", "", at).rsplit(".", 1)[-1]
-    values = {"protocol": PROTOCOLS, "appendfsync": get_args(AppendFsync)}.get(leaf, ())
+    values = {"protocol": PROTOCOLS, "appendfsync": get_args(AppendFsync),
+              "role": ROLES}.get(leaf, ())
     return ", ".join(values)

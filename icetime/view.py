@@ -19,8 +19,10 @@ def apply_event(view: dict[str, Any] | None, ev: dict[str, Any]) -> dict[str, An
     if kind == "revision":
         fresh: dict[str, Any] = copy.deepcopy(ev["view"])
         return fresh
-    if view is None:
-        return None  # deltas before any snapshot carry nothing to apply to
+    if view is None or kind == "refused":
+        # Deltas before any snapshot carry nothing to apply to; a refused input
+        # changed nothing.
+        return view
     if "pack" in ev:
         # Pack races (short track, mass start): the race-wide state travels whole.
         view["pack"] = ev["pack"]

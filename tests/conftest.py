@@ -26,7 +26,10 @@ pytest_plugins = ["pytester"]  # tests/test_stack.py runs tests that must fail
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TOKENS = {"gun": "t-gun", "finish-loop": "t-loop", "photo-finish": "t-photo",
-          "officials": "t-officials"}
+          "officials": "t-officials", "referee": "t-referee", "loader": "t-loader"}
+#: Each test source's role ("officials" loads start lists and decides, as admin).
+ROLES = {"gun": "gun", "finish-loop": "decoder", "photo-finish": "photo",
+         "officials": "admin", "referee": "referee", "loader": "loader"}
 
 
 def feed(comp: Competition, input_id: str, obj: dict[str, Any]
@@ -48,7 +51,8 @@ def write_venue_config(tmp_path: Path, *extra: str) -> Path:
         "[ingest]\nhttp_port = 0\ntcp_port = 0",
         "[broadcast]\nhttp_port = 0\nws_port = 0\nrmonitor_port = 0",
         *extra,
-    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n")
+    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"\nrole = "{ROLES[k]}"'
+         for k, v in TOKENS.items()]) + "\n")
     return path
 
 
@@ -58,7 +62,7 @@ def make_settings(redis_url: str = "", data_dir: str = "", **kw: object) -> Sett
         redis_url=redis_url, data_dir=data_dir, host="127.0.0.1",
         ingest_http_port=0, ingest_tcp_port=0, broadcast_http_port=0, broadcast_ws_port=0,
         broadcast_rmonitor_port=0,
-        sources=tuple(Source(k, v) for k, v in TOKENS.items()))
+        sources=tuple(Source(k, v, role=ROLES[k]) for k, v in TOKENS.items()))
     return replace(base, **kw)  # type: ignore[arg-type]
 
 

@@ -288,7 +288,7 @@ async def test_a_hello_while_storage_is_away_gets_a_retry_answer(redis_server, t
                 break
             assert reply.get("retry"), reply
             await asyncio.sleep(0.1)
-        assert reply == {"ok": True, "source": "gun", "last_seq": 1}
+        assert reply == {"ok": True, "source": "gun", "role": "gun", "last_seq": 1}
         stored = await conn.ask(b'{"type":"gun","seq":3,"race":"r","pair":3,"t":7}')
         assert stored["ok"] and stored["seq"] == 3
         assert (await asyncio.wait_for(sending, 30))["ok"]
@@ -305,10 +305,10 @@ async def test_a_token_in_the_url_is_refused_on_every_endpoint(stack, redis_clie
                                                                path):
     url = f"http://127.0.0.1:{stack.settings.ingest_http_port}{path}"
     body = json.dumps(valid_passing()).encode()
-    header = {"Authorization": f"Bearer {TOKENS['gun']}"}
+    header = {"Authorization": f"Bearer {TOKENS['finish-loop']}"}
     async with aiohttp.ClientSession() as s:
-        for query, headers in (("?token=t-gun", {}), ("?token=t-gun", header),
-                               ("?access_token=t-gun", {}), ("?x=1&token=nope", header)):
+        for query, headers in (("?token=t-loop", {}), ("?token=t-loop", header),
+                               ("?access_token=t-loop", {}), ("?x=1&token=nope", header)):
             async with s.request(method, url + query, data=body, headers=headers) as resp:
                 assert resp.status == 400
                 reply = await resp.json()
@@ -323,4 +323,4 @@ async def test_a_token_in_the_url_is_refused_on_every_endpoint(stack, redis_clie
     assert await redis_client.xlen(keys.RAW_STREAM) == (1 if path == "/feed" else 0)
     rejects = await redis_client.xrange(keys.REJECTS_STREAM)
     assert [f[b"reason"] for _, f in rejects][:4] == [b"a token in the URL"] * 4
-    assert not any(b"t-gun" in v for _, f in rejects for v in f.values())
+    assert not any(b"t-loop" in v for _, f in rejects for v in f.values())

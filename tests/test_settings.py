@@ -80,7 +80,8 @@ BAD = {
     SOURCES + '[competition]\nloader = "nobody"\n':
         "competition.loader: no [[sources]] entry has id 'nobody'",
     '[competition]\nstartlists = ["sl.json"]\n':
-        "competition.startlists: loading them needs a [[sources]] entry",
+        "competition.startlists: loading them needs a [[sources]] entry whose role is "
+        "loader or admin",
 }
 
 
@@ -119,7 +120,10 @@ def test_the_shipped_configurations_load(monkeypatch):
     venue = settings.load(ROOT / "deploy" / "venue.example.toml")
     assert venue.data_dir == str(ROOT / ".icetime" / "venue")
     assert venue.startlists == (str(ROOT / "fixtures" / "beijing2023_w1000a.json"),)
-    assert venue.loader() == venue.source("officials")
+    assert venue.loader() == venue.source("loader")
+    assert {s.id: s.role for s in venue.sources} == {
+        "gun": "gun", "finish-loop": "decoder", "photo-finish": "photo",
+        "officials": "referee", "loader": "loader"}
     assert venue.config_file == str(ROOT / "deploy" / "venue.example.toml")
     demo = settings.load(ROOT / "deploy" / "demo.toml")
     assert [d.id for d in demo.decoders] == ["finish-p3"]
@@ -223,3 +227,23 @@ def test_icetime_log_names_a_level(monkeypatch, capsys):
     assert len(err) == 1, err
     assert re.fullmatch(r"\S+ \S+ ingest    WARNING services\.ingest\.server: rejected input "
                         r"\[race=w500 input=gun#7\]", err[0]), err
+
+
+def test_roles_name_what_a_token_may_send(tmp_path):
+    """A role outside the list is named with the allowed ones; the start lists' loader
+    must have a role that may load them; no role means admin (older configurations)."""
+    bad = write(tmp_path, '[[sources]]\nid = "g"\ntoken = "x"\nrole = "starter"\n')
+    with pytest.raises(ConfigError, match=re.escape(
+            "sources[0].role: 'starter' is not allowed (allowed: decoder, gun, photo, "
+            "referee, loader, admin)")):
+        settings.load(bad)
+    referee = write(tmp_path, '[competition]\nloader = "r"\n'
+                    '[[sources]]\nid = "r"\ntoken = "x"\nrole = "referee"\n')
+    with pytest.raises(ConfigError, match="competition.loader: source 'r' has role "
+                       "'referee', which may not load start lists"):
+        settings.load(referee)
+    old = settings.load(write(tmp_path, '[[sources]]\nid = "o"\ntoken = "x"\n'))
+    assert old.sources[0].effective_role == "admin" and old.loader() == old.sources[0]
+    assert old.sources[0].may_send("decision") and old.sources[0].may_send("passing")
+    gun = settings.Source("g", "y", role="gun")
+    assert gun.may_send("gun") and gun.may_send("call") and not gun.may_send("decision")

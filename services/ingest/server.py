@@ -9,13 +9,28 @@ whatever its bytes, ends a connection without a reply or gives HTTP 500: a line
 that trips an unforeseen error is refused like any other (and logged with its
 traceback). Tokens travel in the Authorization header or the TCP hello only: a
 ``token`` in a URL's query string is refused on every HTTP endpoint.
+
+Roles: each token's source has a role (icetime.settings.ROLE_INPUTS) and may send
+only that role's input types; any other input is refused, naming the role and the
+input type, and counted (``refused_role``). The tokens are read again, without a
+restart, when the configuration file changes (:meth:`Ingest.watch_tokens`); a TCP
+connection whose token is gone is told so and closed.
+
+Verdicts: a sender that asks to wait (HTTP ``?wait=1``, TCP hello ``"wait": true``)
+is answered only once scoring has judged the input: ``ok`` true with ``verdict``
+``applied``, or ``ok`` false with ``verdict`` ``refused`` and scoring's reason.
+Idempotency: an input without ``seq`` is stored once per (source, ``Idempotency-Key``
+header) for a day; from a person (any role but decoder) with neither, an identical
+input from the same source within DOUBLE_CLICK_S is the same input (a double click).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,10 +44,12 @@ from icetime import bus, keys
 from icetime.logs import about
 from icetime.messages import FeedInput, stored
 from icetime.service import Ready, binding, healthz, listen_port
-from icetime.settings import Settings
+from icetime.settings import ROLE_INPUTS, ConfigError, Settings, Source
+from icetime.settings import load as load_settings
 from icetime.timefmt import now_us
 
 from .decoders.link import DecoderLink, make_link
+from .desk import Desk, security_headers
 from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse_json, validate
 
 log = logging.getLogger(__name__)
@@ -49,6 +66,51 @@ URL_TOKEN_PARAMS = ("token", "access_token")
 TOKEN_IN_URL = ("a token in the URL is refused (URLs are kept in proxy and access logs); "
                 "send it in the header 'Authorization: Bearer <token>'")
 NOT_AUTHENTICATED = 'first send {"type":"hello","token":"..."} with a valid token'
+REVOKED = "this connection's token is no longer valid (the tokens were reloaded); " \
+    "connect again with a valid token"
+#: How long a sender that waits for scoring's verdict is kept waiting, at most (s).
+VERDICT_WAIT_S = 5.0
+#: How often a waiting sender looks for the verdict: first, and at most (s).
+VERDICT_POLL_S = (0.002, 0.05)
+#: A person's input without ``seq`` or Idempotency-Key: the same input from the same
+#: source within this many seconds is a repeat (a double click), stored once.
+DOUBLE_CLICK_S = 10
+#: How long an ``Idempotency-Key`` holds (s).
+IDEMPOTENCY_KEY_S = 24 * 3600
+IDEMPOTENCY_KEY_MAX = 128
+#: How often the configuration file is checked for new tokens (s).
+TOKENS_CHECK_S = 1.0
+WAIT_VALUES = ("1", "true", "yes")
+
+
+class RoleRefused(FeedError):
+    """An input outside its token's role."""
+
+
+def tokens_of(sources: tuple[Source, ...]) -> dict[str, Source]:
+    return {s.token: s for s in sources}
+
+
+def input_type(inp: FeedInput) -> str:
+    tag: str = inp.__struct_config__.tag  # type: ignore[assignment]
+    return tag
+
+
+def check_role(inp: FeedInput, src: Source | None) -> None:
+    """Raise :class:`RoleRefused` if ``src``'s role may not send ``inp`` (``src`` None:
+    a decoder link of ingest's own, which may send what it reads)."""
+    kind = input_type(inp)
+    if src is None or src.may_send(kind):
+        return
+    role = src.effective_role
+    raise RoleRefused(f"role '{role}' (source '{src.id}') may not send a '{kind}' input; "
+                      f"it may send: {', '.join(sorted(ROLE_INPUTS[role]))}", inp.seq)
+
+
+def double_click_key(inp: FeedInput) -> str:
+    """A key that is the same for the same input sent twice (stamps left out)."""
+    body = {k: v for k, v in stored(inp).items() if k not in ("rx_us", "sent_us")}
+    return "auto:" + hashlib.sha256(bus.pack_input(body)).hexdigest()[:32]
 
 
 def unforeseen(exc: Exception, source: str) -> FeedError:
@@ -65,59 +127,124 @@ class Ingest:
     def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
         self.r = r
         self.bus = bus.Bus(r)
-        self.tokens = {s.token: s.id for s in settings.sources}
+        self.settings = settings
+        #: token -> its source (id, role); replaced whole when the tokens are reloaded.
+        self.tokens = tokens_of(settings.sources)
+        self.config_stamp = self._config_stamp()
         self.links: list[DecoderLink] = []
         #: Logs a Redis outage once (a warning, then "recovered"), not per input.
         self.outage = bus.Outage(log, "ingest")
+        for s in settings.sources:
+            if s.role is None:
+                log.warning("source %s has no role: its token may send every input "
+                            "(as admin); give it one (docs/configuration.md, Roles)", s.id)
 
-    def source_for(self, token: Any) -> str | None:
+    def source_for(self, token: Any) -> Source | None:
         """The source a token belongs to; None for anything else (any JSON value may
         arrive as a hello's ``token``)."""
         return self.tokens.get(token) if isinstance(token, str) and token else None
 
-    async def accept(self, obj: Any, source: str, raw: bytes, *,
+    # ------------------------------------------------------------------ tokens
+    def _config_stamp(self) -> tuple[int, int] | None:
+        if not self.settings.config_file:
+            return None
+        try:
+            st = os.stat(self.settings.config_file)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def reload_tokens(self) -> bool:
+        """Read the sources (tokens, roles) again from the configuration file if it
+        changed; True if they were replaced. A file that no longer loads is logged and
+        the tokens in use are kept."""
+        stamp = self._config_stamp()
+        if stamp is None or stamp == self.config_stamp:
+            return False
+        self.config_stamp = stamp
+        try:
+            fresh = load_settings(self.settings.config_file).sources
+        except ConfigError as exc:
+            log.error("tokens not reloaded, the ones in use are kept: %s", exc)
+            return False
+        before = {s.id for s in self.tokens.values()}
+        self.tokens = tokens_of(fresh)
+        log.info("tokens reloaded from %s: %d sources (added %s, removed %s)",
+                 self.settings.config_file, len(fresh),
+                 sorted({s.id for s in fresh} - before) or "none",
+                 sorted(before - {s.id for s in fresh}) or "none")
+        return True
+
+    async def watch_tokens(self, stop: asyncio.Event) -> None:
+        """Reload the tokens whenever the configuration file changes, until ``stop``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TOKENS_CHECK_S)
+            self.reload_tokens()
+
+    # ------------------------------------------------------------------ inputs
+    async def accept(self, obj: Any, source: str, raw: bytes, *, src: Source | None = None,
+                     wait: bool = False, key: str = "",
                      refuse_conflict: bool = True) -> dict[str, Any]:
         """Type, stamp and store one parsed input (HTTP, decoder links); the reply.
-        ``refuse_conflict=False``: a conflict is answered but not kept as a refusal (a
-        decoder link tries the input in another session)."""
+
+        ``src``: the token's source, whose role must allow the input (None: a decoder
+        link of ingest's own). ``wait``: answer with scoring's verdict. ``key``: the
+        sender's idempotency key ("" none). ``refuse_conflict=False``: a conflict is
+        answered but not kept as a refusal (a decoder link tries the input in another
+        session)."""
         rx = now_us()
         try:
             inp = validate(obj, source)
+            check_role(inp, src)
         except FeedError as exc:
             return await self.refuse(source, raw, exc, obj)
         except Exception as exc:  # a bug must cost this input, not the connection
             return await self.refuse(source, raw, unforeseen(exc, source))
-        return await self.store(inp, rx, raw, refuse_conflict)
+        return await self.store(inp, rx, raw, src=src, wait=wait, key=key,
+                                refuse_conflict=refuse_conflict)
 
-    async def accept_line(self, line: bytes, source: str) -> dict[str, Any]:
+    async def accept_line(self, line: bytes, source: str, *, src: Source | None = None,
+                          wait: bool = False) -> dict[str, Any]:
         """The same for one TCP line, decoded straight into its input type."""
         rx = now_us()
         try:
             inp = decode_line(line, source)
+            check_role(inp, src)
         except FeedError as exc:
             return await self.refuse(source, line, exc)
         except Exception as exc:
             return await self.refuse(source, line, unforeseen(exc, source))
-        return await self.store(inp, rx, line)
+        return await self.store(inp, rx, line, src=src, wait=wait)
 
     async def refuse(self, source: str, raw: bytes, exc: FeedError,
                      obj: Any = None) -> dict[str, Any]:
         """Count and keep a refused input (``obj``: as parsed, for the log's race and
         input id); the reply to send."""
         await self.reject(source, raw, str(exc), obj)
+        if isinstance(exc, RoleRefused):
+            with contextlib.suppress(RedisError):
+                await self.r.hincrby(keys.INGEST_STATS, "refused_role", 1)
         if isinstance(exc, NotJSON):
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": str(exc), "seq": exc.seq}
 
-    async def store(self, inp: FeedInput, rx: int, raw: bytes = b"",
+    async def store(self, inp: FeedInput, rx: int, raw: bytes = b"", *,
+                    src: Source | None = None, wait: bool = False, key: str = "",
                     refuse_conflict: bool = True) -> dict[str, Any]:
-        """Append a typed input once; the reply. A repeat of its (source, session, seq)
-        with the same content is acknowledged as a duplicate; with other content it is
-        refused (``conflict``), counted and kept in the rejects stream like any refusal."""
+        """Append one valid input to the raw log once (see the module's Idempotency); the
+        reply, with scoring's verdict when ``wait``. A repeat of its (source, session,
+        seq) with the same content is acknowledged as a duplicate; with other content it
+        is refused (``conflict``), counted and kept in the rejects stream like any
+        refusal."""
         inp.rx_us = rx
+        ttl = IDEMPOTENCY_KEY_S if key else 0
+        if inp.seq is None and not key and src is not None \
+                and src.effective_role != "decoder":
+            key, ttl = double_click_key(inp), DOUBLE_CLICK_S
         doc = stored(inp)
         try:
-            stream_id, what = await self.bus.append_input(doc)
+            stream_id, what = await self.bus.append_input(doc, key, ttl)
         except RedisError as exc:
             self.outage.failed(exc, "storing inputs (sources are told to resend)")
             log.debug("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
@@ -137,7 +264,54 @@ class Ingest:
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
         if what == "duplicate":
             reply["duplicate"] = True
+        if wait:
+            await self.judged(reply)
         return reply
+
+    async def judged(self, reply: dict[str, Any]) -> None:
+        """Add scoring's verdict on the stored input ``reply["id"]`` to its reply: ``ok``
+        stays true only when it was applied; refused, or not judged within
+        VERDICT_WAIT_S (``pending``), it is false, with ``stored`` true and the reason."""
+        try:
+            verdict = await self.verdict(reply["id"])
+        except RedisError as exc:
+            self.outage.failed(exc, "waiting for verdicts")
+            verdict = {"verdict": "pending"}
+        reply["verdict"] = verdict["verdict"]
+        if verdict["verdict"] == "applied":
+            return
+        reply.update(ok=False, stored=True)
+        if verdict["verdict"] == "refused":
+            reply["error"] = f"refused by scoring: {verdict.get('reason', '')}"
+        else:
+            reply["error"] = (f"stored, but scoring has not judged it within "
+                              f"{VERDICT_WAIT_S:g} s (is scoring running?); its verdict "
+                              "will be on the officials' stream")
+
+    async def verdict(self, sid: str) -> dict[str, Any]:
+        """Scoring's verdict on raw input ``sid``: its verdict key once written; an
+        input scoring has passed (its progress mark) without one was applied (passings
+        and clock offsets get a verdict only when refused); ``pending`` after
+        VERDICT_WAIT_S. Raises RedisError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + VERDICT_WAIT_S
+        target = bus.parse_id(sid)
+        delay, longest = VERDICT_POLL_S
+        while True:
+            v, mark = await self.r.mget([keys.verdict_key(sid), keys.SCORING_PROGRESS])
+            if v is None and mark is not None and bus.parse_id(mark) >= target:
+                # The verdict and the mark are written together: read it once more, in
+                # case both landed between the two reads.
+                v = await self.r.get(keys.verdict_key(sid))
+                if v is None:
+                    return {"verdict": "applied"}
+            if v is not None:
+                found: dict[str, Any] = json.loads(v)
+                return found
+            if loop.time() >= deadline:
+                return {"verdict": "pending"}
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
 
     async def reject(self, source: str | None, raw: bytes, reason: str,
                      obj: Any = None) -> None:
@@ -160,9 +334,10 @@ class Ingest:
 
     # ------------------------------------------------------------------ TCP
     async def hello(self, line: bytes, peer: Any
-                    ) -> tuple[str | None, dict[str, Any], bool]:
+                    ) -> tuple[Source | None, dict[str, Any], bool]:
         """A TCP connection's first line: (its source or None, the reply, close after
-        the reply).
+        the reply). A hello with ``"wait": true`` asks for scoring's verdict on each
+        input before its reply.
 
         Not JSON: refused, the connection may send its hello again. JSON that is not a
         hello with a valid token: refused, and the connection is closed. Storage
@@ -173,36 +348,40 @@ class Ingest:
         except FeedError as exc:
             await self.reject(None, line, str(exc))
             return None, {"ok": False, "error": str(exc)}, False
-        source = self.source_for(obj.get("token") if isinstance(obj, dict) else None)
-        if source is None or obj.get("type") != "hello":
+        src = self.source_for(obj.get("token") if isinstance(obj, dict) else None)
+        if src is None or obj.get("type") != "hello":
             await self.reject(None, line, "not authenticated")
             return None, {"ok": False, "error": NOT_AUTHENTICATED}, True
         session = obj.get("session")
         if isinstance(session, int) and not isinstance(session, bool):
             session = str(session)
         if session is not None and not (isinstance(session, str) and 0 < len(session) <= 64):
-            await self.reject(source, line, "hello: bad session")
+            await self.reject(src.id, line, "hello: bad session")
             return None, {"ok": False, "error": "'session' must be a name of 1 to 64 "
                           "characters"}, True
         try:
-            last_seq = await self.last_seq(source, session)
+            last_seq = await self.last_seq(src.id, session)
         except RedisError as exc:
             self.outage.failed(exc, "answering a hello (sources are told to retry)")
             log.debug("source %s said hello from %s while storage is unavailable: %s",
-                      source, peer, exc)
+                      src.id, peer, exc)
             return None, {"ok": False, "error": "storage unavailable; send the hello again",
                           "retry": True}, False
         self.outage.ok()
-        log.debug("source %s connected from %s", source, peer)
-        reply = {"ok": True, "source": source, "last_seq": last_seq}
+        log.debug("source %s connected from %s", src.id, peer)
+        reply = {"ok": True, "source": src.id, "role": src.effective_role,
+                 "last_seq": last_seq}
         if session is not None:
             reply["session"] = session
-        return source, reply, False
+        if obj.get("wait") is True:
+            reply["wait"] = True
+        return src, reply, False
 
     async def handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         splitter = LineSplitter()
-        source: str | None = None
+        src: Source | None = None
+        wait = False
 
         async def reply(obj: dict[str, Any]) -> None:
             writer.write(msgspec.json.encode(obj) + b"\n")
@@ -212,19 +391,24 @@ class Ingest:
             while data := await reader.read(65536):
                 for line in splitter.feed(data):
                     if isinstance(line, FeedError):
-                        await self.reject(source, b"", str(line))
+                        await self.reject(src.id if src else None, b"", str(line))
                         await reply({"ok": False, "error": str(line)})
-                    elif source is None:
-                        source, answer, close = await self.hello(line, peer)
+                    elif src is None:
+                        src, answer, close = await self.hello(line, peer)
+                        wait = answer.get("wait") is True
                         await reply(answer)
                         if close:
                             return
+                    elif self.tokens.get(src.token) != src:
+                        await self.reject(src.id, line, "token no longer valid")
+                        await reply({"ok": False, "error": REVOKED})
+                        return
                     else:
-                        await reply(await self.accept_line(line, source))
+                        await reply(await self.accept_line(line, src.id, src=src, wait=wait))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            log.debug("source %s disconnected (%s)", source or "?", peer)
+            log.debug("source %s disconnected (%s)", src.id if src else "?", peer)
             writer.close()
 
     # ------------------------------------------------------------------ HTTP
@@ -240,14 +424,21 @@ class Ingest:
             return web.json_response({"ok": False, "error": TOKEN_IN_URL}, status=400)
         return await handler(request)
 
-    def _auth(self, request: web.Request) -> str:
+    def _auth(self, request: web.Request) -> Source:
+        """The source of the request's bearer token; raises HTTPUnauthorized."""
         header = request.headers.get("Authorization", "")
-        source = self.source_for(header[7:] if header[:7].lower() == "bearer " else None)
-        if source is None:
+        src = self.source_for(header[7:] if header[:7].lower() == "bearer " else None)
+        if src is None:
             raise web.HTTPUnauthorized(text=json.dumps({
                 "ok": False, "error": "bad token: send 'Authorization: Bearer <token>'"}),
                 content_type="application/json")
-        return source
+        return src
+
+    @staticmethod
+    def _options(request: web.Request) -> tuple[bool, str]:
+        """(wait for the verdict, the Idempotency-Key header or "")."""
+        wait = request.query.get("wait", "").lower() in WAIT_VALUES
+        return wait, request.headers.get("Idempotency-Key", "")[:IDEMPOTENCY_KEY_MAX]
 
     async def _body(self, request: web.Request, source: str) -> bytes | web.Response:
         """The request body, or the reply refusing it (too long, or empty)."""
@@ -265,7 +456,9 @@ class Ingest:
         return web.json_response({"ok": False, "error": error}, status=status)
 
     async def http_feed(self, request: web.Request) -> web.Response:
-        source = self._auth(request)
+        src = self._auth(request)
+        source = src.id
+        wait, key = self._options(request)
         body = await self._body(request, source)
         if isinstance(body, web.Response):
             return body
@@ -286,16 +479,20 @@ class Ingest:
                     except FeedError as exc:
                         items.append(exc)
         results = []
-        for obj, raw in zip(items, raws, strict=True):
+        for i, (obj, raw) in enumerate(zip(items, raws, strict=True)):
             if isinstance(obj, FeedError):
                 await self.reject(source, raw, str(obj))
                 results.append({"ok": False, "error": str(obj)})
             else:
-                results.append(await self.accept(obj, source, raw))
+                results.append(await self.accept(
+                    obj, source, raw, src=src, wait=wait,
+                    key=key if single or not key else f"{key}:{i}"))
         return web.json_response(results[0] if single and results else results)
 
     async def http_startlist(self, request: web.Request) -> web.Response:
-        source = self._auth(request)
+        src = self._auth(request)
+        source = src.id
+        wait, key = self._options(request)
         body = await self._body(request, source)
         if isinstance(body, web.Response):
             return body
@@ -306,8 +503,9 @@ class Ingest:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         if isinstance(doc, dict):
             doc = {**doc, "type": "startlist"}
-        result = await self.accept(doc, source, body)
-        return web.json_response(result, status=200 if result["ok"] else 400)
+        result = await self.accept(doc, source, body, src=src, wait=wait, key=key)
+        status = 200 if result["ok"] else 202 if result.get("verdict") == "pending" else 400
+        return web.json_response(result, status=status)
 
     async def http_stats(self, request: web.Request) -> web.Response:
         try:
@@ -318,18 +516,28 @@ class Ingest:
             return web.json_response({"ok": False, "error": f"storage unavailable: {exc}",
                                       "retry": True}, status=503)
         # The counters a reader looks for are there at 0 too, not only once they move.
-        stats: dict[str, Any] = dict.fromkeys(("accepted", "duplicate", "conflict", "rejected"), 0)
+        stats: dict[str, Any] = dict.fromkeys(
+            ("accepted", "duplicate", "conflict", "rejected", "refused_role"), 0)
         stats.update({bus.text(k): int(v) for k, v in counters.items()})
         stats["raw_length"] = raw_length
         stats["decoders"] = {link.cfg.id: link.state() for link in self.links}
         return web.json_response(stats)
 
+    async def http_whoami(self, request: web.Request) -> web.Response:
+        """The token's source, its role and the input types it may send."""
+        src = self._auth(request)
+        return web.json_response({"source": src.id, "role": src.effective_role,
+                                  "inputs": sorted(ROLE_INPUTS[src.effective_role])})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_LINE, middlewares=[self.no_token_in_url])
+        app.on_response_prepare.append(security_headers)
         app.add_routes([web.post("/feed", self.http_feed),
                         web.post("/api/startlist", self.http_startlist),
                         web.get("/api/stats", self.http_stats),
+                        web.get("/api/whoami", self.http_whoami),
                         web.get("/healthz", healthz)])
+        Desk(self).routes(app)
         return app
 
 
@@ -383,6 +591,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                  for d in settings.decoders]
         ingest.links = links
         link_tasks = [asyncio.create_task(supervise(link, stop)) for link in links]
+        link_tasks.append(asyncio.create_task(ingest.watch_tokens(stop)))
         if ready:
             await ready(ports)
         await stop.wait()

@@ -82,6 +82,8 @@ class Competition:
         self.stats: Counter[str] = Counter()
         #: Why the last refused input was refused ("<input id>: <reason>").
         self.last_error = ""
+        #: The same reason without the input id.
+        self.last_reason = ""
 
     def feed(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
         """Apply one input; returns the events per race. Idempotent on ``input_id``."""
@@ -107,6 +109,7 @@ class Competition:
         (the runner also refuses this way a raw entry that is not an input at all)."""
         self.stats["refused"] += 1
         self.last_error = f"{input_id}: {reason}"
+        self.last_reason = reason
 
     def _route(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
         match inp:

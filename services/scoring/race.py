@@ -148,8 +148,20 @@ class RaceBase:
     def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         """Apply one routed input; decisions, late official times and restarts give a
         revision. Raises :class:`InputError` (or KeyError, ValueError) on an input the
-        race cannot apply."""
+        race cannot apply; such an input leaves neither the log nor the state changed,
+        so it never stands in the way of the race's later inputs."""
         self.log.append((input_id, inp))
+        try:
+            return self._feed(input_id, inp)
+        except (InputError, KeyError, ValueError, TypeError):
+            # A refused input kept in the log would be replayed, and refused again, by
+            # every later correction: the race would refuse everything after it.
+            self.log.pop()
+            self._reset()
+            self._replay_log()  # undo whatever the refused input had changed
+            raise
+
+    def _feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         # Passings first: a class pattern that fails costs more on Struct types, and
         # passings are the hot path.
         match inp:

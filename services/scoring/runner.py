@@ -14,6 +14,12 @@ Delivery is at-least-once and the effect exactly-once:
 If Redis fails mid-way, the engine may hold an input whose output was never
 written; the runner throws that engine away and starts again from step 1.
 
+Every input but passings and clock offsets gets a verdict (applied, or refused with
+the reason) on the officials' stream and under its verdict key, written with its
+output (:func:`verdict_record`); a refused input also gets a ``refused`` event on the
+stream of the race it names, when scoring knows that race. A feed that waits for the
+verdict reads the verdict key.
+
 Each raw entry is decoded into its typed input (``icetime.messages.decode_stored``);
 an entry that is not a valid input is refused like an input the engine cannot apply
 (counted, its reason logged) and acknowledged, so it never stops the worker.
@@ -34,7 +40,7 @@ from redis.typing import EncodableT, FieldT
 
 from icetime import bus, keys
 from icetime.logs import about
-from icetime.messages import FeedInput, decode_stored
+from icetime.messages import Clock, FeedInput, Passing, decode_stored
 from icetime.rules import load as load_rules
 from icetime.service import Ready
 from icetime.settings import Settings
@@ -54,6 +60,36 @@ RETRY_MAX_S = 1.0
 #: A checkpoint blocks the worker while it is written: the next one waits at least this
 #: many times as long as the last took, so checkpoints cost at most ~1/20 of its time.
 CHECKPOINT_SPACING = 20
+
+
+#: Inputs whose verdict is written only when refused: the timing hot path (a passing a
+#: race ignores, a re-read or a skater not on the ice, is not refused: it is counted).
+UNJUDGED = (Passing, Clock)
+#: The fields of an input a verdict repeats, for the desk's audit log.
+VERDICT_FIELDS = ("race", "pair", "action", "bib", "target", "time_us", "m", "origin",
+                  "reason", "t")
+
+
+def input_type(inp: FeedInput) -> str:
+    """The input's ``type`` as sent (``decision``, ``gun``...)."""
+    tag: str = inp.__struct_config__.tag  # type: ignore[assignment]
+    return tag
+
+
+def verdict_record(sid: str, inp: FeedInput, refused: str | None,
+                   hops: dict[str, Any]) -> dict[str, Any]:
+    """One entry of the officials' stream: who sent what (input type, source, seq, the
+    input's own fields), when (``rx_us``: ingest received it; ``scoring_us``: judged),
+    and its effect: ``verdict`` ``applied``, or ``refused`` with the ``reason``."""
+    what = {name: getattr(inp, name) for name in VERDICT_FIELDS
+            if getattr(inp, name, None) is not None}
+    record: dict[str, Any] = {"input": sid, "type": input_type(inp), "source": inp.source,
+                              "seq": inp.seq, "rx_us": hops["ingest_us"],
+                              "scoring_us": hops["scoring_us"], "input_fields": what,
+                              "verdict": "refused" if refused is not None else "applied"}
+    if refused is not None:
+        record["reason"] = refused
+    return record
 
 
 class ScoringRunner:
@@ -196,15 +232,23 @@ class ScoringRunner:
         inp = self.decode(sid, fields)
         if inp is None:
             log.warning("input refused: %s", self.engine.last_error, extra=about(input_id=sid))
-            await self.bus.publish(sid, [])  # no events; acknowledged, progress moves past
+            unread = {"input": sid, "type": None, "verdict": "refused",
+                      "reason": self.engine.last_reason, "scoring_us": now_us()}
+            # No events; acknowledged, progress moves past.
+            await self.bus.publish(sid, [], bus.dumps(unread))
             self.progress = bus.parse_id(sid)
             return
         refused = self.engine.stats["refused"]
         out = self.engine.feed(sid, inp)
-        if self.engine.stats["refused"] > refused:
-            log.warning("input refused: %s", self.engine.last_error, extra=about(inp))
         hops: dict[str, Any] = {"source_us": inp.sent_us, "ingest_us": inp.rx_us,
                                 "scoring_us": now_us()}
+        verdict = ""
+        if self.engine.stats["refused"] > refused:
+            log.warning("input refused: %s", self.engine.last_error, extra=about(inp))
+            out = self.refused_event(sid, inp, hops)
+            verdict = bus.dumps(verdict_record(sid, inp, self.engine.last_reason, hops))
+        elif type(inp) not in UNJUDGED:
+            verdict = bus.dumps(verdict_record(sid, inp, None, hops))
         batch = []
         for race, events in out.items():
             if events:
@@ -212,8 +256,23 @@ class ScoringRunner:
                 batch.append((race, uuid.uuid4().hex[:12], bus.dumps(self.engine.view(race)),
                               encoded))
                 self.published += len(events)
-        await self.bus.publish(sid, batch)  # also XACKs sid
+        await self.bus.publish(sid, batch, verdict)  # also XACKs sid
         self.progress = bus.parse_id(sid)
+
+    def refused_event(self, sid: str, inp: FeedInput, hops: dict[str, Any]
+                      ) -> dict[str, list[dict[str, Any]]]:
+        """The ``refused`` event for the race a refused input names, when scoring knows
+        that race (an unknown race has no stream; its refusal is on the officials'
+        stream only)."""
+        race = getattr(inp, "race", None)
+        if race is None or str(race) not in self.engine.races:
+            return {}
+        event: dict[str, Any] = {"type": "refused", "race": str(race), "input": sid,
+                                 "input_type": input_type(inp),
+                                 "source": inp.source or "", "reason": self.engine.last_reason}
+        if inp.seq is not None:
+            event["seq"] = inp.seq
+        return {str(race): [event]}
 
     async def consume(self, start: str, block: int | None) -> int:
         resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {keys.RAW_STREAM: start},

@@ -6,7 +6,8 @@ export const STORY_LOG_MAX = 50;
 
 export function applyEvent(view, ev) {
   if (ev.type === "revision") return structuredClone(ev.view);
-  if (!view) return view;
+  // A refused input changed nothing (the desk shows it; the fold ignores it).
+  if (!view || ev.type === "refused") return view;
   // Pack races (short track, mass start): the race-wide state travels whole.
   if (ev.pack) view.pack = ev.pack;
   if (ev.type === "pair_start") {

@@ -1,0 +1,201 @@
+"""The officials' desk (docs/desk.md): the page ``/desk`` and what it reads.
+
+Ingest serves the desk, not broadcast: broadcast nodes are public and read-only, and
+the desk's inputs go to ``/feed`` on the same origin. Every ``/api/desk/*`` endpoint
+needs a bearer token whose role may open the desk (``referee`` or ``admin``,
+icetime.settings.DESK_ROLES): 401 without a valid token, 403 for another role.
+
+* ``GET /api/desk/races``: ``[{id, name, kind, distance, official, current_pair}]``.
+* ``GET /api/desk/race?race=ID[&after=OFFSET]``: ``{race, epoch, offset, view,
+  events, last}``: the race's latest view, and its events after ``after`` (without:
+  the last DESK_EVENTS of them), ``last`` the offset to ask from next time.
+* ``GET /api/desk/reads[?after=ID]``: ``{reads, last}``: the passings in the raw log
+  after ``after`` (without: among the last DESK_RAW_SCAN inputs), each ``{input,
+  source, point, transponder, t, rx_us}``; ``last`` the raw id to ask from next time.
+* ``GET /api/desk/audit[?after=ID][&format=csv]``: the officials' stream
+  (icetime.keys.OFFICIALS_STREAM): who sent what, when, and scoring's verdict;
+  ``{entries, last}`` (at most DESK_BATCH entries); with ``format=csv`` or
+  ``format=json``, every entry as a file to save.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from icetime import bus, keys
+from icetime.settings import DESK_ROLES, Source
+
+if TYPE_CHECKING:
+    from .server import Ingest
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+#: Events of a race sent to a desk that asks for the first time.
+DESK_EVENTS = 300
+#: Events or audit entries sent in one answer, at most.
+DESK_BATCH = 1000
+#: Raw inputs a desk's first look at the reads goes back through.
+DESK_RAW_SCAN = 2000
+#: Reads sent in one answer, at most (the newest).
+DESK_READS = 300
+#: The audit's columns in CSV, in order.
+AUDIT_COLUMNS = ("input", "received_utc", "source", "type", "race", "action", "bib", "pair",
+                 "time_us", "target", "reason", "verdict", "refused_because")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every ingest response: the desk runs only its own scripts, talks only to its
+    origin and is never framed; answers that carry officials' data are not cached."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
+def _after(request: web.Request) -> str | None:
+    """The ``after`` stream id of a request; HTTPBadRequest when it is not one."""
+    after = request.query.get("after")
+    if after is None or after == "":
+        return None
+    if not bus.valid_id(after):
+        raise web.HTTPBadRequest(text=json.dumps({"ok": False, "error": "'after' must be a "
+                                                  "stream id such as 1700000000000-0"}),
+                                 content_type="application/json")
+    return after
+
+
+def utc(us: Any) -> str:
+    """µs since the epoch as an ISO 8601 UTC time with milliseconds ("" if not a number)."""
+    if not isinstance(us, int):
+        return ""
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds")
+
+
+def audit_csv(entries: list[dict[str, Any]]) -> str:
+    """The audit entries (officials' stream records) as CSV text, one row each."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(AUDIT_COLUMNS)
+    for e in entries:
+        f = e.get("input_fields") or {}
+        w.writerow([e.get("input", ""), utc(e.get("rx_us")), e.get("source") or "",
+                    e.get("type") or "", f.get("race", ""), f.get("action", ""),
+                    f.get("bib", ""), f.get("pair", ""), f.get("time_us", ""),
+                    f.get("target", ""), f.get("reason", ""), e.get("verdict", ""),
+                    e.get("reason", "")])
+    return out.getvalue()
+
+
+class Desk:
+    """The desk's page and endpoints, on ingest's HTTP server."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.r = ingest.r
+
+    def routes(self, app: web.Application) -> None:
+        async def page(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(WEB_DIR / "desk.html")
+
+        app.add_routes([web.get("/desk", page),
+                        web.get("/api/desk/races", self.races),
+                        web.get("/api/desk/race", self.race),
+                        web.get("/api/desk/reads", self.reads),
+                        web.get("/api/desk/audit", self.audit),
+                        web.static("/static", WEB_DIR, append_version=False)])
+
+    def auth(self, request: web.Request) -> Source:
+        """The request's source, if its role may open the desk; raises HTTPUnauthorized
+        (no valid token) or HTTPForbidden (another role)."""
+        src = self.ingest._auth(request)
+        if src.effective_role not in DESK_ROLES:
+            raise web.HTTPForbidden(text=json.dumps({
+                "ok": False, "error": f"role '{src.effective_role}' (source '{src.id}') may "
+                f"not open the desk; {' or '.join(sorted(DESK_ROLES))} may"}),
+                content_type="application/json")
+        return src
+
+    async def races(self, request: web.Request) -> web.Response:
+        self.auth(request)
+        out = []
+        for race in sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET)):
+            raw = await self.r.hget(keys.snapshot_key(race), "view")
+            view = json.loads(raw) if raw else {}
+            info = view.get("race", {})
+            out.append({"id": race, "name": info.get("name", race), "kind": info.get("kind"),
+                        "distance": info.get("distance"), "official": info.get("official"),
+                        "current_pair": view.get("current_pair")})
+        return web.json_response(out)
+
+    async def race(self, request: web.Request) -> web.Response:
+        self.auth(request)
+        race = request.query.get("race", "")
+        after = _after(request)
+        snap = await self.r.hgetall(keys.snapshot_key(race)) if race else {}
+        if not snap:
+            return web.json_response({"ok": False, "error": f"no race {race!r}"}, status=404)
+        stream = keys.events_stream(race)
+        if after is None:
+            got = list(reversed(bus.entries(
+                await self.r.xrevrange(stream, "+", "-", count=DESK_EVENTS))))
+        else:
+            got = bus.entries(await self.r.xrange(stream, f"({after}", "+", count=DESK_BATCH))
+        events = [json.loads(bus.text((f or {}).get(b"e"))) for _, f in got]
+        for (sid, _), ev in zip(got, events, strict=True):
+            ev.pop("view", None)  # a revision's view is the view below, or older
+            ev["offset"] = sid
+        return web.json_response({
+            "race": race, "epoch": bus.text(snap.get(b"epoch")),
+            "offset": bus.text(snap.get(b"offset")), "view": json.loads(snap[b"view"]),
+            "events": events, "last": got[-1][0] if got else after})
+
+    async def reads(self, request: web.Request) -> web.Response:
+        self.auth(request)
+        after = _after(request)
+        if after is None:
+            got = list(reversed(bus.entries(
+                await self.r.xrevrange(keys.RAW_STREAM, "+", "-", count=DESK_RAW_SCAN))))
+        else:
+            got = bus.entries(await self.r.xrange(keys.RAW_STREAM, f"({after}", "+",
+                                                  count=DESK_BATCH))
+        out = []
+        for sid, fields in got:
+            data = (fields or {}).get(b"d")
+            try:
+                inp = bus.unpack_input(data) if data else {}
+            except ValueError:
+                continue  # not an input: scoring refuses it, and the audit says so
+            if isinstance(inp, dict) and inp.get("type") == "passing":
+                out.append({"input": sid, "source": inp.get("source"),
+                            "point": inp.get("point", "finish"),
+                            "transponder": inp.get("transponder"), "t": inp.get("t"),
+                            "rx_us": inp.get("rx_us")})
+        return web.json_response({"reads": out[-DESK_READS:],
+                                  "last": got[-1][0] if got else after})
+
+    async def audit(self, request: web.Request) -> web.Response:
+        self.auth(request)
+        after = _after(request)
+        export = request.query.get("format")
+        if export in ("csv", "json"):
+            entries = [{**json.loads(bus.text((f or {}).get(b"v"))), "offset": sid} for sid, f
+                       in bus.entries(await self.r.xrange(keys.OFFICIALS_STREAM))]
+            name = f'attachment; filename="icetime-audit.{export}"'
+            if export == "csv":
+                return web.Response(text=audit_csv(entries), content_type="text/csv",
+                                    headers={"Content-Disposition": name})
+            return web.json_response(entries, headers={"Content-Disposition": name})
+        start = f"({after}" if after else "-"
+        got = bus.entries(await self.r.xrange(keys.OFFICIALS_STREAM, start, "+",
+                                              count=DESK_BATCH))
+        entries = [{**json.loads(bus.text((f or {}).get(b"v"))), "offset": sid}
+                   for sid, f in got]
+        return web.json_response({"entries": entries, "last": got[-1][0] if got else after})
