@@ -285,11 +285,12 @@ async def test_metrics_scraped_during_a_replay(redis_server, redis_client, tmp_p
                 seen_mid.update(await scrape(st))  # mid-race: pair 3 is done
         await replay(doc, st.settings, speed=200.0, announce=False, decoder=sim, hold=hold)
         await follower
-        # A repeat and a refusal, so both counters move.
+        # A gun sent twice (the replay's were in its own session: this one is new) and a
+        # refusal, so the duplicate and rejected counters move.
         url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"
         gun = {"type": "gun", "race": "bj23-w1000a", "pair": 10, "t": 1, "seq": 1}
         async with aiohttp.ClientSession() as s:
-            for body in (gun, {"type": "gun", "seq": 1, "t": "soon"}):
+            for body in (gun, gun, {"type": "gun", "seq": 1, "t": "soon"}):
                 async with s.post(url, json=body,
                                   headers={"Authorization": f"Bearer {TOKENS['gun']}"}):
                     pass
@@ -304,7 +305,7 @@ async def test_metrics_scraped_during_a_replay(redis_server, redis_client, tmp_p
         clients = ("icetime_broadcast_clients", (("kind", "websocket"),))
         assert (seen_mid[clients], m[clients]) == (1, 0)  # the follower left once done
         assert m[("icetime_decoder_connected", (("decoder", "finish-p3"),))] == 1
-        inputs = 1 + 3 + 36  # the start list, the guns, the passings (both ankles)
+        inputs = 1 + 3 + 36 + 1  # the start list, the guns, the passings (both ankles), ours
         assert m[("icetime_ingest_inputs_total", (("outcome", "accepted"),))] == inputs
         assert m[("icetime_ingest_inputs_total", (("outcome", "duplicate"),))] == 1
         assert m[("icetime_ingest_inputs_total", (("outcome", "rejected"),))] == 1
