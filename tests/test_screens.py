@@ -137,11 +137,13 @@ async def look(pages: dict[str, Any], offset: str, name: str) -> list[str]:
         problems = []
         for w, h in SIZES:
             await page.set_viewport_size({"width": w, "height": h})
+            # Both themes: the phone in light (as most phones are by day), the rest dark.
+            await page.emulate_media(color_scheme="light" if w < 1000 else "dark")
             # Two frames: the resize laid out, the running clocks drawn.
             await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => "
                                 "requestAnimationFrame(r)))")
-            # Colours do not change with the size: contrast is judged at the first.
-            found = await page.evaluate(CHECK, [screen in FIXED, (w, h) == SIZES[0]])
+            # Colours change with the theme, not the size: contrast once per theme.
+            found = await page.evaluate(CHECK, [screen in FIXED, (w, h) != SIZES[1]])
             shot = SHOTS / f"{name}-{screen}-{w}x{h}.png"
             if found or ALL_SHOTS:
                 await page.screenshot(path=shot, omit_background=screen == "overlay")

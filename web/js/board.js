@@ -157,7 +157,6 @@ function render(view) {
   $("official").hidden = !official;
   $("official").textContent = view && view.race.official ? t("Official") : t("Provisional");
   $("official").dataset.official = String(Boolean(view && view.race.official));
-  $("next").textContent = "";
   if (m === "pair") {
     $("main").innerHTML = pairLanes(view, view.pairs.find((p) => p.pair === view.current_pair));
   } else if (m === "cups") {
@@ -173,17 +172,16 @@ function render(view) {
   } else if (m === "podium") {
     $("main").innerHTML = podium(view);
   } else if (m === "standings") {
-    $("next").textContent = nextPair(view);
     const pair = view.pairs.find((p) => p.pair === view.current_pair);
     $("main").innerHTML = pair && !turn() ? pairLanes(view, pair) : standingsPage(view) + sanctions(view);
   } else if (isPack(view)) {
     $("main").innerHTML = packIdle(view);
   } else {
-    $("next").textContent = view ? nextPair(view) : "";
     $("main").innerHTML = `<div class="idle">${esc(view ? nextPair(view) : t("Connecting…"))}</div>`;
   }
   const c = view ? view.classification : { bib: [] };
-  $("standings").innerHTML = m !== "pair" ? "" : c.bib.slice(0, 3).map((bib, i) =>
+  const next = view && m === "standings" ? nextPair(view) : "";
+  $("standings").innerHTML = next ? `<div class="next" data-fit data-testid="board-next">${esc(next)}</div>` : m !== "pair" ? "" : c.bib.slice(0, 3).map((bib, i) =>
     `<div class="row"><b>${c.rank[i]}</b> <span class="n" data-fit data-short="${esc(view.skaters[bib].short)}">` +
     `${esc(view.skaters[bib].short)}</span> <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
   fit($("board"));

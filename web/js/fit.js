@@ -22,7 +22,8 @@ function shrink(el) {
 export function fit(root = document) {
   for (const el of root.querySelectorAll("[data-fit]")) {
     if (!el.clientWidth) continue;
-    if (el.dataset.full === undefined) el.dataset.full = el.textContent;
+    // New text since the last fit (a page that sets textContent anew): that is the full one.
+    if (el.textContent !== el.dataset.full && el.textContent !== el.dataset.short) el.dataset.full = el.textContent;
     if (el.textContent !== el.dataset.full) el.textContent = el.dataset.full;
     if (shrink(el) || !el.dataset.short) continue;
     el.textContent = el.dataset.short;
