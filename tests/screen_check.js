@@ -84,6 +84,12 @@
     const got = ratio(fg, solid);
     if (got < need) out.push(`contrast ${got.toFixed(2)} < ${need}: ${label(el)} (${cs.color} on ${bg.map(Math.round)})`);
   }
+  // A name or a time that is made to fit (web/js/fit.js) is never blank.
+  for (const el of document.querySelectorAll("[data-fit]")) {
+    if (el.getClientRects().length && !el.textContent.trim() && el.dataset.full !== undefined) {
+      out.push(`blank where a text was fitted: ${label(el)}`);
+    }
+  }
   // A chart's labels must not sit on its points.
   for (const svg of document.querySelectorAll("svg")) {
     const dots = [...svg.querySelectorAll("circle")].map((c) => c.getBoundingClientRect());

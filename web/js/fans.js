@@ -75,8 +75,10 @@ function chart(view, bibs) {
     pts: view.results[bib].passages.filter((p) => p && p.gap_leader !== null && p.gap_leader !== undefined)
       .map((p) => ({ m: p.m, gap: p.gap_leader })),
   }));
-  drawChart(view, series, t("leader"), view.classification.bib.length
-    ? t("waiting for a passage") : t("no finished skater to compare with yet"));
+  const passed = bibs.some((b) => view.results[b].passages.some(Boolean));
+  drawChart(view, series, t("leader"), !view.classification.bib.length && !passed
+    ? t("no finished skater to compare with yet")
+    : passed ? t("no leader yet at these passages") : t("waiting for a passage"));
   $("chart-title").textContent = t("Gap to the leader at each passage");
 }
 
@@ -176,7 +178,7 @@ function renderPack(view) {
   const table = pointsTable(view);
   $("lanes").innerHTML = `<ol class="porder" data-testid="pack-order">${pack.order.map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
-    return `<li data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
+    return `<li tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
       `<span class="name">${esc(sk.short)}</span> <span class="nation">${esc(subtitle(view, bib))}</span>` +
       `<span class="num">${badge(view, bib) || behind(view, bib)}</span>` +
       (pts !== null ? `<span class="num pts">${pts || ""}</span>` : "") + `</li>`;
@@ -187,7 +189,7 @@ function renderPack(view) {
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib];
-    return `<tr data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
+    return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i], digits(view))}</td>` +
       `<td class="num">${c.sprint_points ? c.sprint_points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
   }).join("") + sanctionRows(view);
@@ -203,7 +205,7 @@ function whoCell(sk) {
 function sanctionRows(view) {
   return Object.entries(view.results).filter(([, r]) => r.status).map(([bib, r]) => {
     const sk = view.skaters[bib];
-    return `<tr data-bib="${esc(bib)}" class="sanctioned${bib === follow ? " followed" : ""}"><td class="num"></td>${whoCell(sk)}` +
+    return `<tr tabindex="0" data-bib="${esc(bib)}" class="sanctioned${bib === follow ? " followed" : ""}"><td class="num"></td>${whoCell(sk)}` +
       `<td class="nation">${esc(sk.nation)}</td><td class="num"><span class="code">${esc(r.status)}</span></td><td></td><td></td></tr>`;
   }).join("");
 }
@@ -245,7 +247,7 @@ function render(view) {
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib], fin = view.results[bib].final;
-    return `<tr data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
+    return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
       `<td>${(fin?.flags || []).map((f) => `<span class="flag">${esc(f)}</span>`).join(" ")}</td></tr>`;
   }).join("") + sanctionRows(view);
@@ -340,6 +342,15 @@ $("cls-body").addEventListener("click", (e) => {
   scrollTo({ top: 0, behavior: "smooth" });
 });
 $("controls").addEventListener("submit", (e) => e.preventDefault());
+// Keyboard: Enter or Space on a focused row follows that skater, as a tap does.
+for (const id of ["cls-body", "lanes"]) {
+  $(id).addEventListener("keydown", (e) => {
+    if ((e.key === "Enter" || e.key === " ") && e.target.matches("[data-bib][tabindex]")) {
+      e.preventDefault();
+      e.target.click();
+    }
+  });
+}
 fillRaces(race);
 translatePage();
 await live.start();

@@ -23,7 +23,10 @@ export function fit(root = document) {
   for (const el of root.querySelectorAll("[data-fit]")) {
     if (!el.clientWidth) continue;
     // New text since the last fit (a page that sets textContent anew): that is the full one.
-    if (el.textContent !== el.dataset.full && el.textContent !== el.dataset.short) el.dataset.full = el.textContent;
+    const now = el.textContent;
+    if (el.dataset.full === undefined || (now !== el.dataset.full && now !== el.dataset.short)) {
+      el.dataset.full = now;
+    }
     if (el.textContent !== el.dataset.full) el.textContent = el.dataset.full;
     if (shrink(el) || !el.dataset.short) continue;
     el.textContent = el.dataset.short;
