@@ -96,7 +96,7 @@ RACES = [
     Race("beijing2023_w_massstart", [("lap-6", fraction(0.35), []),
                                      ("last-lap", fraction(0.93), []), ("end", end, [])]),
     # Short track: a restart, then the final with two falls; official.
-    Race("shanghai2019_m500_final", [("restart", fraction(0.25), []),
+    Race("shanghai2019_m500_final", [("restart", gun(2), []),
                                      ("racing", fraction(0.6), []), ("end", end, [])]),
     Race("shanghai2019_mixed_relay_final", [("racing", fraction(0.5), []), ("end", end, [])]),
     Race("demo_w_team_pursuit", [("mid-pair", fraction(0.3), []), ("end", end, [])]),
@@ -108,9 +108,6 @@ def prepare(race: Race) -> Race:
     if race.pairs:
         doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in race.pairs]
     doc["script"]["pair_interval_s"] = 3
-    doc["script"].pop("declare_official", None)
-    # At the end of the script only: each moment's decisions are sent by the test.
-    doc["script"].pop("decisions", None)
     race.doc = doc
     return race
 

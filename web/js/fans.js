@@ -3,7 +3,7 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { esc, fmtTime, fmtGap, ordinal, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
@@ -266,8 +266,9 @@ function renderStandings(view) {
 }
 
 function renderStories(view) {
-  $("stories").innerHTML = (view.stories || []).slice(-12).reverse()
-    .map((line) => `<li>${esc(line)}</li>`).join("");
+  const official = statusStories(view, t);
+  $("stories").innerHTML = official.reverse().map((line) => `<li class="hot">${esc(line)}</li>`).join("") +
+    (view.stories || []).slice(-12).reverse().map((line) => `<li>${esc(line)}</li>`).join("");
 }
 
 function tickClocks(live) {

@@ -2,7 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtTime, fmtGap } from "./view.js";
+import { esc, fmtTime, fmtGap, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
 
@@ -164,7 +164,8 @@ function render(view) {
     return;
   }
   $("compare").innerHTML = compareTable(view);
-  $("stories").innerHTML = [...(view.stories || [])].reverse().map((line) =>
+  $("stories").innerHTML = statusStories(view, t).reverse().map((line) =>
+    `<li class="hot" data-testid="status-story">${esc(line)}</li>`).join("") + [...(view.stories || [])].reverse().map((line) =>
     `<li class="${/New leader|record|fastest|lead|Sprint|Bell|Photo|stopped/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
   if (isPack(view)) { renderPack(view); return; }
   $("pair").textContent = view.current_pair !== null ? `pair ${view.current_pair}` : "";
