@@ -2,7 +2,8 @@
 // to the leader over the distance, the pair, the classification and the story, with a
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
-import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { t, timeOfDay, translatePage } from "./i18n.js";
+import { esc, fmtTime, fmtGap, ordinal, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
@@ -63,21 +64,22 @@ function card(view, bib) {
     `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
 }
 
-// Gap at each passage to the fastest finished skater not being plotted (the leader,
-// or for the leader herself the runner-up): ahead above the line, behind below it.
+// The gap the whole page shows (card, lanes, chart): at each passage, to the leader of
+// the moment (the provisional leader's time there when the skater passed). Ahead above
+// the line, behind below it; none before anyone has finished.
 function chart(view, bibs) {
-  const ref = view.classification.bib.find((b) => !bibs.includes(b));
-  const refRows = ref ? view.results[ref].passages : [];
   const series = bibs.map((bib, i) => ({
     bib,
     cls: bibs.length === 1 ? "s-follow" : `s-${view.pairs.some((p) => p.outer === bib) ? "O" : "I"}`,
     above: i === 0,
-    pts: view.results[bib].passages.filter((p) => p && refRows[p.k])
-      .map((p) => ({ m: p.m, gap: p.t - refRows[p.k].t })),
+    pts: view.results[bib].passages.filter((p) => p && p.gap_leader !== null && p.gap_leader !== undefined)
+      .map((p) => ({ m: p.m, gap: p.gap_leader })),
   }));
-  drawChart(view, series, ref ? view.skaters[ref].short : "leader",
-    ref ? "waiting for a passage" : "no finished skater to compare with yet");
-  $("chart-title").textContent = ref ? `Gap to ${view.skaters[ref].short}` : "Gap to the leader";
+  const passed = bibs.some((b) => view.results[b].passages.some(Boolean));
+  drawChart(view, series, t("leader"), !view.classification.bib.length && !passed
+    ? t("no finished skater to compare with yet")
+    : passed ? t("no leader yet at these passages") : t("waiting for a passage"));
+  $("chart-title").textContent = t("Gap to the leader at each passage");
 }
 
 // A pack race: how far behind the first across the line each skater was at every
@@ -87,8 +89,8 @@ function packChart(view, bibs) {
     bib, cls: bibs.length === 1 ? "s-follow" : `s-${i}`, above: false,
     pts: view.results[bib].passages.filter(Boolean).map((p) => ({ m: p.m, gap: p.gap_leader })),
   }));
-  drawChart(view, series, "1st", "waiting for the first lap");
-  $("chart-title").textContent = "Behind the first across the line, every lap";
+  drawChart(view, series, t("1st"), t("waiting for the first lap"));
+  $("chart-title").textContent = t("Behind the first across the line, every lap");
 }
 
 function drawChart(view, series, refLabel, emptyNote) {
@@ -107,18 +109,39 @@ function drawChart(view, series, refLabel, emptyNote) {
     if (k % every && k !== passages.length - 1) return;
     out.push(`<text class="axis" x="${x(m)}" y="${H - 6}" text-anchor="middle">${Math.round(m)}</text>`);
   });
-  // One skater: a label at every passage (up to six). Several: only each line's latest,
-  // the first above its point and the others below, so they do not collide.
+  // One skater: a label at every passage (up to six). Several: only each line's latest.
+  // Each label goes where it covers no point and no other label: above, below, left, right.
   const single = series.length === 1;
+  const dots = series.flatMap((s) => s.pts.map((p) => [x(p.m), y(p.gap)]));
+  const taken = [];
+  const clear = (bx) => dots.every(([cx, cy]) => cx + 5 < bx[0] || cx - 5 > bx[2] || cy + 5 < bx[1] || cy - 5 > bx[3]) &&
+    taken.every((o) => o[2] < bx[0] || o[0] > bx[2] || o[3] < bx[1] || o[1] > bx[3]) &&
+    bx[0] >= L && bx[2] <= W && bx[1] >= 0 && bx[3] <= H - B + 4;
+  const place = (px, py, text, prefer) => {
+    const w = text.length * 6.6, h = 11;
+    const spots = [[0, prefer], [0, -prefer], [-(w / 2 + 7), 0], [w / 2 + 7, 0], [-(w / 2 + 7), prefer], [-(w / 2 + 7), -prefer]];
+    for (const [dx, dy] of spots) {
+      const cx = px + dx, cy = py + dy;
+      const bx = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2];
+      if (clear(bx)) { taken.push(bx); return [cx, cy]; }
+    }
+    return null;
+  };
   series.forEach((s) => {
     if (s.pts.length > 1) {
       out.push(`<polyline class="line ${s.cls}" points="${s.pts.map((p) => `${x(p.m)},${y(p.gap)}`).join(" ")}"/>`);
     }
-    s.pts.forEach((p, j) => {
+    s.pts.forEach((p) => {
       out.push(`<circle class="pt ${s.cls}" cx="${x(p.m)}" cy="${y(p.gap)}" r="4" data-testid="pt-${esc(s.bib)}-${p.m}"><title>${p.m} m ${fmtGap(p.gap)}</title></circle>`);
-      if ((single && s.pts.length <= 6) || j === s.pts.length - 1) {
-        const dy = single ? (p.gap > 0 ? 14 : -8) : (s.above ? -8 : 14);
-        out.push(`<text class="lbl ${s.cls}" x="${Math.min(x(p.m), W - R - 18)}" y="${y(p.gap) + dy}" text-anchor="middle" data-testid="lbl-${esc(s.bib)}-${p.m}">${fmtGap(p.gap)}</text>`);
+    });
+  });
+  series.forEach((s) => {
+    s.pts.forEach((p, j) => {
+      if (!((single && s.pts.length <= 6) || j === s.pts.length - 1)) return;
+      const text = fmtGap(p.gap);
+      const at = place(x(p.m), y(p.gap), text, (single ? p.gap > 0 : !s.above) ? 13 : -12);
+      if (at) {
+        out.push(`<text class="lbl ${s.cls}" x="${at[0]}" y="${at[1] + 4}" text-anchor="middle" data-testid="lbl-${esc(s.bib)}-${p.m}">${text}</text>`);
       }
     });
   });
@@ -155,7 +178,7 @@ function renderPack(view) {
   const table = pointsTable(view);
   $("lanes").innerHTML = `<ol class="porder" data-testid="pack-order">${pack.order.map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
-    return `<li data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
+    return `<li tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><span class="pos">${place(view, bib)}</span>` +
       `<span class="name">${esc(sk.short)}</span> <span class="nation">${esc(subtitle(view, bib))}</span>` +
       `<span class="num">${badge(view, bib) || behind(view, bib)}</span>` +
       (pts !== null ? `<span class="num pts">${pts || ""}</span>` : "") + `</li>`;
@@ -166,9 +189,24 @@ function renderPack(view) {
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib];
-    return `<tr data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td class="who">${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
+    return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i], digits(view))}</td>` +
       `<td class="num">${c.sprint_points ? c.sprint_points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
+  }).join("") + sanctionRows(view);
+}
+
+// A name in a table: whole, or on a narrow screen the start list's short name (the
+// family name whole, "Rijpma-de Jong"); the stylesheet shows one of the two.
+function whoCell(sk) {
+  return `<td class="who"><span class="full">${esc(sk.name)}</span><span class="short">${esc(sk.short)}</span></td>`;
+}
+
+// Sanctioned skaters (DQ, DNF, penalties, cards) as rows under the classification.
+function sanctionRows(view) {
+  return Object.entries(view.results).filter(([, r]) => r.status).map(([bib, r]) => {
+    const sk = view.skaters[bib];
+    return `<tr tabindex="0" data-bib="${esc(bib)}" class="sanctioned${bib === follow ? " followed" : ""}"><td class="num"></td>${whoCell(sk)}` +
+      `<td class="nation">${esc(sk.nation)}</td><td class="num"><span class="code">${esc(r.status)}</span></td><td></td><td></td></tr>`;
   }).join("");
 }
 
@@ -209,10 +247,10 @@ function render(view) {
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib], fin = view.results[bib].final;
-    return `<tr data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td><td>${esc(sk.name)}</td><td class="nation">${esc(sk.nation)}</td>` +
+    return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t">${fmtTime(c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
       `<td>${(fin?.flags || []).map((f) => `<span class="flag">${esc(f)}</span>`).join(" ")}</td></tr>`;
-  }).join("");
+  }).join("") + sanctionRows(view);
   renderStories(view);
 }
 
@@ -228,8 +266,9 @@ function renderStandings(view) {
 }
 
 function renderStories(view) {
-  $("stories").innerHTML = (view.stories || []).slice(-12).reverse()
-    .map((line) => `<li>${esc(line)}</li>`).join("");
+  const official = statusStories(view, t);
+  $("stories").innerHTML = official.reverse().map((line) => `<li class="hot">${esc(line)}</li>`).join("") +
+    (view.stories || []).slice(-12).reverse().map((line) => `<li>${esc(line)}</li>`).join("");
 }
 
 function tickClocks(live) {
@@ -247,9 +286,12 @@ function tickClocks(live) {
   }
   const since = Date.now() - live.lastEventAt;
   const st = $("status");
-  let text = st.dataset.state || "connecting";
-  if (live.lastEventAt && since > STALE_MS && text === "live") text = `no data for ${Math.round(since / 1000)} s`;
-  if (live.delayMs) text += ` · ${live.delayMs / 1000} s behind`;
+  const state = st.dataset.state || "connecting";
+  let text = state === "reconnecting" ? t("Server unreachable: reconnecting…") : t(state);
+  if (live.lastEventAt && since > STALE_MS && state === "live") text = t("no data for {n} s", { n: Math.round(since / 1000) });
+  if (live.delayMs) text += " · " + t("{n} s behind", { n: live.delayMs / 1000 });
+  const tod = timeOfDay(live.serverNowUs() / 1000);
+  if ($("tod").textContent !== tod) $("tod").textContent = tod;
   if (st.textContent !== text) st.textContent = text;
   requestAnimationFrame(() => tickClocks(live));
 }
@@ -301,6 +343,16 @@ $("cls-body").addEventListener("click", (e) => {
   scrollTo({ top: 0, behavior: "smooth" });
 });
 $("controls").addEventListener("submit", (e) => e.preventDefault());
+// Keyboard: Enter or Space on a focused row follows that skater, as a tap does.
+for (const id of ["cls-body", "lanes"]) {
+  $(id).addEventListener("keydown", (e) => {
+    if ((e.key === "Enter" || e.key === " ") && e.target.matches("[data-bib][tabindex]")) {
+      e.preventDefault();
+      e.target.click();
+    }
+  });
+}
 fillRaces(race);
+translatePage();
 await live.start();
 requestAnimationFrame(() => tickClocks(live));

@@ -1,7 +1,8 @@
 // The commentator's monitor: every skater x passage, stories, feed health, and
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
-import { esc, fmtTime, fmtGap } from "./view.js";
+import { t, timeOfDay, translatePage } from "./i18n.js";
+import { esc, fmtTime, fmtGap, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
 
@@ -148,6 +149,7 @@ function renderPack(view) {
     view.race.passages.map((m, k) => `<th class="num${view.race.sprint_laps && view.race.sprint_laps.includes(k + 1) ? " sprint" : ""}">${k + 1}</th>`).join("") +
     `<th>Final</th></tr>`;
   $("grid-body").innerHTML = rowOrder(view).map((bib) => packRow(view, bib, best)).join("");
+  $("grid").classList.add("pack");
 }
 
 function render(view) {
@@ -162,7 +164,8 @@ function render(view) {
     return;
   }
   $("compare").innerHTML = compareTable(view);
-  $("stories").innerHTML = [...(view.stories || [])].reverse().map((line) =>
+  $("stories").innerHTML = statusStories(view, t).reverse().map((line) =>
+    `<li class="hot" data-testid="status-story">${esc(line)}</li>`).join("") + [...(view.stories || [])].reverse().map((line) =>
     `<li class="${/New leader|record|fastest|lead|Sprint|Bell|Photo|stopped/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
   if (isPack(view)) { renderPack(view); return; }
   $("pair").textContent = view.current_pair !== null ? `pair ${view.current_pair}` : "";
@@ -239,8 +242,10 @@ function tick() {
     : view.current_pair !== null && view.on_ice[String(view.current_pair)]);
   const elapsed = run ? live.raceElapsedUs(run) : null;
   $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
+  const tod = timeOfDay(live.serverNowUs() / 1000);
+  if ($("tod").textContent !== tod) $("tod").textContent = tod;
   const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS && run;
-  if (live.status === "live" && quiet) $("status").textContent = "no data";
+  if (live.status === "live" && quiet) $("status").textContent = t("no data");
   requestAnimationFrame(tick);
 }
 
@@ -276,10 +281,15 @@ function onKey(e) {
 live = new LiveRace(await pickRace(() => { $("race").textContent = "waiting for a start list…"; }), {
   onView: render,
   onEvent,
-  onStatus: (s) => { live.status = s; $("status").textContent = s; $("status").dataset.state = s; },
+  onStatus: (s) => {
+    live.status = s;
+    $("status").textContent = s === "reconnecting" ? t("Server unreachable: reconnecting…") : t(s);
+    $("status").dataset.state = s;
+  },
 });
 window.icetime = live;
 loadPrefs();
+translatePage();
 document.addEventListener("keydown", onKey);
 $("grid-body").addEventListener("click", (e) => {
   const tr = e.target.closest("tr[data-bib]");

@@ -1,7 +1,19 @@
-// Broadcast overlay: a lower third with the pair on the ice and the gap to the leader.
+// Broadcast overlay for an OBS or vMix browser source (transparent page). ?layout= picks
+// what it shows: "third" (default) a lower third with the pair on the ice or the pack's
+// front three, the running clock and the gap to the leader; "clock" only the race clock
+// and the race, top right. Everything sits inside the 5 % graphics-safe margins.
 import { LiveRace, pickRace } from "./live.js";
 import { esc, fmtTime, fmtGap } from "./view.js";
+import { fit } from "./fit.js";
+import { t } from "./i18n.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, place, pointsOf } from "./pack.js";
+
+const $ = (id) => document.getElementById(id);
+const layout = new URLSearchParams(location.search).get("layout") === "clock" ? "clock" : "third";
+document.body.dataset.layout = layout;
+
+const nameCell = (sk) =>
+  `<span class="name" data-fit data-short="${esc(sk.short)}">${esc(sk.name)}</span><span class="nation">${esc(sk.nation)}</span>`;
 
 // A pack race: laps to go and the front three (with points in a mass start).
 function renderPack(view) {
@@ -9,36 +21,69 @@ function renderPack(view) {
   $("third").hidden = !pack.run && !view.classification.bib.length;
   const away = breakawayText(view);
   $("title").textContent = `${view.race.name} · ${lapsToGo(pack)}${away ? " · " + away : ""}`;
-  $("rows").innerHTML = pack.order.slice(0, 3).map((bib) => {
+  // The running order while racing; the classification once it is done.
+  const front = pack.run ? pack.order : view.classification.bib;
+  $("rows").innerHTML = front.slice(0, 3).map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
     return `<div class="row" data-testid="overlay-${esc(bib)}"><span class="band pos">${place(view, bib)}</span>` +
-      `<span class="name">${esc(sk.name)} <span class="nation">${esc(sk.nation)}</span></span>` +
-      `<span class="rank">${pts !== null ? pts + " pts" : ""}</span><span class="t">${finalTime(view, bib)}</span>` +
+      nameCell(sk) + `<span class="rank">${pts !== null ? pts + " pts" : ""}</span><span class="t">${finalTime(view, bib)}</span>` +
       `<span class="gap slower">${badge(view, bib) || behind(view, bib)}</span></div>`;
   }).join("");
 }
 
-const $ = (id) => document.getElementById(id);
+// One lane of a pair: a sanction replaces rank, time and gap at once.
+function laneRow(view, lane, bib) {
+  const sk = view.skaters[bib], res = view.results[bib];
+  const last = [...res.passages].reverse().find(Boolean);
+  const c = view.classification, at = c.bib.indexOf(bib);
+  let rank = last ? "#" + last.rank : "", time = last ? `${last.m} m ${fmtTime(last.t)}` : "";
+  let g = last && last.gap_leader !== null ? last.gap_leader : null;
+  if (res.final) { rank = at >= 0 ? "#" + c.rank[at] : ""; time = fmtTime(res.final.t); g = at > 0 ? c.behind[at] : null; }
+  const gap = res.status ? `<span class="code">${esc(res.status)}</span>`
+    : g === null ? "" : `<span class="${g > 0 ? "slower" : "faster"}">${fmtGap(g)}</span>`;
+  if (res.status) { rank = ""; time = ""; }
+  return `<div class="row" data-testid="overlay-${lane}"><span class="band ${lane}"></span>` + nameCell(sk) +
+    `<span class="rank">${rank}</span><span class="t">${time}</span><span class="gap">${gap}</span></div>`;
+}
 
 function render(view) {
   if (view && view.race.kind === "standings") { $("third").hidden = true; return; }
-  if (isPack(view)) { renderPack(view); return; }
-  const pair = view && view.pairs.find((p) => p.pair === view.current_pair);
-  $("third").hidden = !pair;
-  if (!pair) return;
-  $("title").textContent = `${view.race.name} · pair ${pair.pair}`;
-  $("rows").innerHTML = [["I", pair.inner], ["O", pair.outer]].filter(([, b]) => b).map(([lane, bib]) => {
-    const sk = view.skaters[bib], res = view.results[bib];
-    const last = [...res.passages].reverse().find(Boolean);
-    const t = res.final ? fmtTime(res.final.t) : last ? `${last.m} m ${fmtTime(last.t)}` : "";
-    const g = last && last.gap_leader !== null ? last.gap_leader : null;
-    return `<div class="row" data-testid="overlay-${lane}"><span class="band ${lane}"></span>` +
-      `<span class="name">${esc(sk.name)} <span class="nation">${esc(sk.nation)}</span></span>` +
-      `<span class="rank">${last ? "#" + last.rank : ""}</span><span class="t">${t}</span>` +
-      `<span class="gap ${g > 0 ? "slower" : "faster"}">${g === null ? "" : fmtGap(g)}</span></div>`;
-  }).join("");
+  if (isPack(view)) renderPack(view);
+  else {
+    const pair = view && view.pairs.find((p) => p.pair === view.current_pair);
+    $("third").hidden = !pair;
+    if (pair) {
+      $("title").textContent = `${view.race.name} · ${t("pair")} ${pair.pair}`;
+      $("rows").innerHTML = [["I", pair.inner], ["O", pair.outer]].filter(([, b]) => b)
+        .map(([lane, bib]) => laneRow(view, lane, bib)).join("");
+    }
+  }
+  $("bug-race").textContent = view ? view.race.name : "";
+  fit($("third"));
 }
 
-const live = new LiveRace(await pickRace(), { onView: render });
+function running(view) {
+  if (!view || view.race.kind === "standings") return null;
+  return isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)] || null;
+}
+
+function tick() {
+  const run = running(live.view);
+  const text = run ? fmtTime(Math.max(0, Math.floor(live.raceElapsedUs(run) / 100000) * 100000), 1) : "";
+  for (const el of document.querySelectorAll(".rclock")) if (el.textContent !== text) el.textContent = text;
+  $("bug").hidden = layout !== "clock" || !run;
+  const off = live.status && live.status !== "live";
+  $("offline").hidden = !off;
+  requestAnimationFrame(tick);
+}
+
+const live = new LiveRace(await pickRace(), {
+  onView: render,
+  onStatus: (s) => { live.status = s; },
+});
 window.icetime = live;
+if (layout === "clock") $("third").classList.add("off");
+$("offline").textContent = t("Server unreachable");
+addEventListener("resize", () => fit($("third")));
 await live.start();
+requestAnimationFrame(tick);

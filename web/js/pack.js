@@ -1,14 +1,15 @@
 // Pack races (short track, mass start) on any page: the order, laps to go, gaps,
 // sprint points. Every pack event carries the race-wide state whole (view.pack).
 import { esc, fmtTime, fmtGap } from "./view.js";
+import { t } from "./i18n.js";
 
 export const isPack = (view) => Boolean(view && view.pack);
 
 export function lapsToGo(pack) {
   const n = pack.laps_to_go;
-  if (!pack.run && n === 0) return "Finished";
-  if (!pack.run && !Object.values(pack.crossings).some(Boolean)) return "Start soon";
-  return n === 1 ? "Last lap" : n === 0 ? "Finished" : `${n} laps to go`;
+  if (!pack.run && n === 0) return t("Finished");
+  if (!pack.run && !Object.values(pack.crossings).some(Boolean)) return t("Start soon");
+  return n === 1 ? t("Last lap") : n === 0 ? t("Finished") : t("{n} laps to go", { n });
 }
 
 // The skater's last crossing row, if any.
@@ -16,16 +17,25 @@ export function lastRow(view, bib) {
   return [...view.results[bib].passages].reverse().find(Boolean) || null;
 }
 
+// Laps the leader had completed when this skater last crossed the line, minus hers: a
+// skater who crosses a moment after the leader is in the same lap, not a lap down.
+export function lapsDown(view, bib) {
+  const lead = view.pack.order[0];
+  const row = lastRow(view, bib);
+  if (!row || bib === lead) return 0;
+  const ahead = view.results[lead].passages.filter((p) => p && p.t <= row.t).length;
+  return Math.max(0, ahead - row.lap_number);
+}
+
 // Behind the leader: in laps when lapped, else the gap at her last crossing.
 export function behind(view, bib) {
-  const pack = view.pack, lead = pack.order[0];
-  const down = (pack.crossings[lead] || 0) - (pack.crossings[bib] || 0);
+  const down = lapsDown(view, bib);
   const res = view.results[bib];
   if (res.final) {
     const c = view.classification, at = c.bib.indexOf(bib);
     return at > 0 ? fmtGap(c.behind[at]) : "";
   }
-  if (down >= 1 && bib !== lead) return `−${down} lap${down > 1 ? "s" : ""}`;
+  if (down >= 1) return down > 1 ? t("−{n} laps", { n: down }) : t("−1 lap");
   const row = lastRow(view, bib);
   return row && row.gap_leader ? fmtGap(row.gap_leader) : "";
 }
@@ -34,7 +44,7 @@ export function behind(view, bib) {
 export function badge(view, bib) {
   const st = view.results[bib].status;
   if (st) return `<span class="code" title="${esc(st)}">${esc(st)}</span>`;
-  if (view.pack.stopped.includes(bib)) return `<span class="code stopped">stopped</span>`;
+  if (view.pack.stopped.includes(bib)) return `<span class="code stopped">${esc(t("stopped"))}</span>`;
   return "";
 }
 

@@ -65,6 +65,14 @@ export function raceHref(page, race) {
   return esc(`/${page}?race=${encodeURIComponent(race)}`);
 }
 
+// What the story feed does not say by itself: a restart called (each voided attempt) and
+// the results declared official; story lines, newest last, for every page to show.
+export function statusStories(view, t) {
+  const lines = (view.voided || []).map((v) => `${t("Restart")} (${t("attempt")} ${v.attempt}): ${v.reason}`);
+  if (view.race.official) lines.push(t("Results official"));
+  return lines;
+}
+
 // 1st, 2nd, 3rd, 4th, 11th, 21st...
 export function ordinal(n) {
   return n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");

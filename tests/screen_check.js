@@ -1,0 +1,105 @@
+// Run inside a page by tests/test_screens.py: what on this screen would not go on air.
+// Returns a list of problems (strings); empty when the screen is fine.
+//   fixed: the screen never scrolls (board, overlay): nothing may reach below the viewport.
+//   colours: judge the contrast too.
+// Checks: the page scrolling sideways; any element reaching past the viewport; any box whose
+// content is wider (or, on a fixed screen, taller) than the box (clipped or spilling text, an
+// ellipsis); text whose contrast with what is behind it is below WCAG AA (4.5:1, 3:1 for
+// large text); text with nothing behind it on a transparent page (the overlay over video).
+([fixed, colours]) => {
+  const out = [];
+  const W = innerWidth, H = innerHeight;
+  const label = (el) => {
+    const id = el.dataset.testid || el.id;
+    const cls = typeof el.className === "string" && el.className ? "." + el.className.trim().split(/\s+/).join(".") : "";
+    return `${el.tagName.toLowerCase()}${id ? "#" + id : ""}${cls} "${(el.textContent || "").trim().slice(0, 40)}"`;
+  };
+  const de = document.documentElement;
+  if (de.scrollWidth > W + 1) out.push(`page scrolls sideways: ${de.scrollWidth} px wide in ${W}`);
+  if (fixed && de.scrollHeight > H + 1) out.push(`page scrolls down: ${de.scrollHeight} px tall in ${H}`);
+
+  const shown = (el, cs) => cs.display !== "none" && cs.visibility !== "hidden" && el.getClientRects().length > 0;
+  // Inside a box that scrolls on purpose (the monitor's grid, a story list): judged by that box.
+  const scroller = (cs) => /(auto|scroll)/.test(cs.overflowX) || /(auto|scroll)/.test(cs.overflowY);
+  const inScroller = (el) => {
+    for (let p = el.parentElement; p; p = p.parentElement) {
+      if (p === document.body || p === de) return false;
+      if (scroller(getComputedStyle(p))) return true;
+    }
+    return false;
+  };
+
+  // Colours: rgb(a) strings to [r, g, b, a]; what shows behind an element, composited.
+  const rgba = (s) => {
+    const m = s.match(/rgba?\(([^)]+)\)/);
+    if (!m) return [0, 0, 0, 0];
+    const v = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return [v[0], v[1], v[2], v.length > 3 ? v[3] : 1];
+  };
+  const over = (top, under) => {
+    const a = top[3] + under[3] * (1 - top[3]);
+    if (!a) return [0, 0, 0, 0];
+    return [0, 1, 2].map((i) => (top[i] * top[3] + under[i] * under[3] * (1 - top[3])) / a).concat([a]);
+  };
+  const seen = new Map();
+  const behind = (el) => {
+    if (seen.has(el)) return seen.get(el);
+    const layers = [];
+    for (let p = el; p; p = p.parentElement) {
+      const c = rgba(getComputedStyle(p).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    let bg = [0, 0, 0, 0];
+    for (const c of layers.reverse()) bg = over(c, bg);
+    seen.set(el, bg);
+    return bg;
+  };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+
+  for (const el of document.body.querySelectorAll("*")) {
+    if (el.closest("svg") && el.tagName.toLowerCase() !== "svg") continue;
+    const cs = getComputedStyle(el);
+    if (!shown(el, cs)) continue;
+    const r = el.getBoundingClientRect();
+    const nested = inScroller(el);
+    if (!nested && r.width && (r.right > W + 1 || r.left < -1)) out.push(`past the viewport's side (${Math.round(r.left)}..${Math.round(r.right)} of ${W}): ${label(el)}`);
+    if (fixed && r.height && (r.bottom > H + 1 || r.top < -1)) out.push(`outside the viewport (${Math.round(r.top)}..${Math.round(r.bottom)} of ${H}): ${label(el)}`);
+    if (cs.display !== "inline" && !scroller(cs) && el.clientWidth) {
+      if (el.scrollWidth > el.clientWidth + 1) out.push(`content wider than its box (${el.scrollWidth} > ${el.clientWidth}${cs.textOverflow === "ellipsis" ? ", ellipsis" : ""}): ${label(el)}`);
+      else if ((fixed || cs.overflowY !== "visible") && el.scrollHeight > el.clientHeight + 2) out.push(`content taller than its box (${el.scrollHeight} > ${el.clientHeight}): ${label(el)}`);
+    }
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!colours || !own || el.tagName === "svg" || parseFloat(cs.opacity) === 0) continue;
+    const bg = behind(el);
+    if (bg[3] < 0.5) { out.push(`text with nothing behind it: ${label(el)}`); continue; }
+    const solid = over(bg, [0, 0, 0, 1]);
+    const fg = over(rgba(cs.color), solid);
+    const px = parseFloat(cs.fontSize), bold = Number(cs.fontWeight) >= 700;
+    const need = px >= 24 || (bold && px >= 18.66) ? 3 : 4.5;
+    const got = ratio(fg, solid);
+    if (got < need) out.push(`contrast ${got.toFixed(2)} < ${need}: ${label(el)} (${cs.color} on ${bg.map(Math.round)})`);
+  }
+  // A name or a time that is made to fit (web/js/fit.js) is never blank.
+  for (const el of document.querySelectorAll("[data-fit]")) {
+    if (el.getClientRects().length && !el.textContent.trim() && el.dataset.full !== undefined) {
+      out.push(`blank where a text was fitted: ${label(el)}`);
+    }
+  }
+  // A chart's labels must not sit on its points.
+  for (const svg of document.querySelectorAll("svg")) {
+    const dots = [...svg.querySelectorAll("circle")].map((c) => c.getBoundingClientRect());
+    for (const t of svg.querySelectorAll("text")) {
+      const a = t.getBoundingClientRect();
+      if (!a.width) continue;
+      if (dots.some((b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)) {
+        out.push(`chart label over a point: ${label(t)}`);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,236 @@
+"""Every screen, every race kind, three screen sizes: nothing cut, nothing spilling, AA contrast.
+
+One Chromium (Debian's, through Playwright) with one page per screen. Each fixture's inputs
+go straight to ingest over the TCP feed, as fast as it takes them, and stop at a few
+moments of the race (mid-race, a finish or a decision, the end); at each moment every
+screen is looked at in 1920x1080 (16:9), 1920x192 (an LED ribbon) and 375x812 (a phone)
+by tests/screen_check.js, which lists what would not go on air. Screenshots of every look
+of every look with a problem (of every look with ICETIME_SCREENSHOTS=1) go to
+tests/screenshots/ (git-ignored).
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from icetime import bus, keys
+from icetime.feedclient import FeedClient
+from icetime.replay import Timed, load_fixture, script_inputs
+from icetime.timefmt import now_us
+
+from .conftest import TOKENS
+from .test_pipeline import load_startlist
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+SHOTS = Path(__file__).parent / "screenshots"
+CHECK = (Path(__file__).parent / "screen_check.js").read_text()
+#: ICETIME_SCREENSHOTS=1: a screenshot of every look, not only of those with a problem.
+ALL_SHOTS = os.environ.get("ICETIME_SCREENSHOTS") == "1"
+SIZES = [(1920, 1080), (1920, 192), (375, 812)]
+#: Screens that never scroll: everything must be inside the viewport.
+FIXED = {"board", "overlay"}
+SCREENS = ["board", "overlay", "live", "monitor"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--force-color-profile=srgb", "--hide-scrollbars"]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
+
+Moment = Callable[[list[Timed], int], bool]
+
+
+@dataclass
+class Race:
+    """A fixture and the moments to look at: each a name, a test of "stop before input i",
+    and the decisions an official sends there."""
+
+    fixture: str
+    moments: list[tuple[str, Moment, list[dict[str, Any]]]]
+    pairs: tuple[int, ...] = ()
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
+def nth_passing(n: int) -> Moment:
+    """Before the n-th passing of the script (1-based)."""
+    def at(items: list[Timed], i: int) -> bool:
+        return sum(x.inp["type"] == "passing" for x in items[:i + 1]) == n \
+            and items[i].inp["type"] == "passing"
+    return at
+
+
+def fraction(f: float) -> Moment:
+    return lambda items, i: i == int(len(items) * f)
+
+
+def gun(nth: int) -> Moment:
+    """Before the nth gun (a pair race: the previous pair is done)."""
+    def at(items: list[Timed], i: int) -> bool:
+        return items[i].inp["type"] == "gun" and \
+            sum(x.inp["type"] == "gun" for x in items[:i + 1]) == nth
+    return at
+
+
+def end(items: list[Timed], i: int) -> bool:
+    return i == len(items)
+
+
+RACES = [
+    # Long track: Rijpma-de Jong (the longest name) in pair 8, then Leerdam, then Takagi;
+    # Leerdam disqualified after her finish while her pair is still up.
+    Race("beijing2023_w1000a", [
+        ("mid-pair", nth_passing(7), []),
+        ("dq", gun(3), [{"action": "dq", "bib": "17", "reason": "lane"}]),
+        ("end", end, [{"action": "official"}]),
+    ], pairs=(8, 9, 10)),
+    Race("beijing2023_w_massstart", [("lap-6", fraction(0.35), []),
+                                     ("last-lap", fraction(0.93), []), ("end", end, [])]),
+    # Short track: a restart, then the final with two falls; official.
+    Race("shanghai2019_m500_final", [("restart", gun(2), []),
+                                     ("racing", fraction(0.6), []), ("end", end, [])]),
+    Race("shanghai2019_mixed_relay_final", [("racing", fraction(0.5), []), ("end", end, [])]),
+    Race("demo_w_team_pursuit", [("mid-pair", fraction(0.3), []), ("end", end, [])]),
+]
+
+
+def prepare(race: Race) -> Race:
+    doc = copy.deepcopy(load_fixture(FIXTURES / f"{race.fixture}.json"))
+    if race.pairs:
+        doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in race.pairs]
+    doc["script"]["pair_interval_s"] = 3
+    race.doc = doc
+    return race
+
+
+async def caught_up(r, race_id: str) -> str:
+    """Wait until scoring has taken every input ingest accepted; the race's last event offset."""
+    for _ in range(2000):
+        last = bus.entries(await r.xrevrange(keys.RAW_STREAM, count=1))
+        done = await r.get(keys.SCORING_PROGRESS)
+        if last and done and bus.text(done) == last[0][0]:
+            break
+        await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("scoring did not catch up")
+    return bus.text(await r.hget(keys.snapshot_key(race_id), "offset"))
+
+
+async def look(pages: dict[str, Any], offset: str, name: str) -> list[str]:
+    """Every screen at every size, once each page shows the race as of ``offset``; the
+    pages side by side (one Chromium renders them in parallel)."""
+    async def one(screen: str, page: Any) -> list[str]:
+        await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o "
+                                     "&& !window.icetime.pending.length", arg=offset)
+        problems = []
+        for w, h in SIZES:
+            await page.set_viewport_size({"width": w, "height": h})
+            # Both themes: the phone in light (as most phones are by day), the rest dark.
+            await page.emulate_media(color_scheme="light" if w < 1000 else "dark")
+            # Two frames: the resize laid out, the running clocks drawn.
+            await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => "
+                                "requestAnimationFrame(r)))")
+            # Colours change with the theme, not the size: contrast once per theme.
+            found = await page.evaluate(CHECK, [screen in FIXED, (w, h) != SIZES[1]])
+            shot = SHOTS / f"{name}-{screen}-{w}x{h}.png"
+            if found or ALL_SHOTS:
+                await page.screenshot(path=shot, omit_background=screen == "overlay")
+            problems += [f"{shot.name}: {p}" for p in found]
+        return problems
+    found = await asyncio.gather(*(one(s, p) for s, p in pages.items()))
+    return [p for screen in found for p in screen]
+
+
+async def test_every_screen_fits_every_race_at_every_size(stack):
+    from playwright.async_api import async_playwright
+
+    started = time.monotonic()
+    r = bus.connect(stack.url)
+    feeds: dict[str, FeedClient] = {}
+    problems: list[str] = []
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            pages = {s: await browser.new_page() for s in SCREENS}
+            for page in pages.values():
+                page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
+            for race in map(prepare, RACES):
+                problems += await run_race(stack, r, feeds, pages, race)
+            await browser.close()
+    finally:
+        for c in feeds.values():
+            await c.close()
+        await r.aclose()
+    print(f"screen check: {time.monotonic() - started:.1f} s")
+    assert not problems, "\n".join(problems)
+
+
+async def run_race(stack, r, feeds, pages, race: Race) -> list[str]:
+    doc = race.doc
+    race_id = doc["script"]["race"]
+    await load_startlist(stack, doc)
+    # Sent far faster than real time: every source's clock reading already in the past.
+    items = script_inputs(doc, clock_base_us=now_us() - 600_000_000)
+    problems: list[str] = []
+    sent = 0
+    for name, at, extra in race.moments:
+        while sent < len(items) and not at(items, sent):
+            await send(stack, feeds, items[sent].source, items[sent].inp)
+            sent += 1
+        for d in extra:
+            await send(stack, feeds, "officials", {"type": "decision", "race": race_id,
+                                                   **d})
+        offset = await caught_up(r, race_id)
+        # Opened at the moment (the snapshot): four pages folding every event while
+        # they arrive would slow the feed tenfold on a small machine. Following the
+        # stream live is tests/test_browser.py's and tests/test_fold.py's part.
+        await asyncio.gather(*(page.goto(f"{stack.http}/{screen}?race={race_id}")
+                               for screen, page in pages.items()))
+        problems += await look(pages, offset, f"{race.fixture}-{name}")
+        # Idle while the next stretch is sent (the pages open again at the next moment).
+        await asyncio.gather(*(page.goto("about:blank") for page in pages.values()))
+    return problems
+
+
+#: The last sequence number each source sent in this process (ingest deduplicates by it).
+SEQ: dict[str, int] = {}
+
+
+async def send(stack, feeds: dict[str, FeedClient], source: str, inp: dict[str, Any]) -> None:
+    """One input from ``source``; numbered anew, since every script numbers from 1 and
+    (source, seq) is what ingest deduplicates by."""
+    if source not in feeds:
+        feeds[source] = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS[source])
+    SEQ[source] = SEQ.get(source, 0) + 1
+    reply = await feeds[source].send({**inp, "seq": SEQ[source]})
+    assert reply.get("ok"), (inp, reply)
+
+
+def test_every_page_text_has_its_translations():
+    """Each text the pages translate (t("...") in web/js, data-i18n in web/*.html) is in
+    web/lang/en.json, and every language file has exactly en.json's texts."""
+    import json
+    import re
+
+    web = Path(__file__).parents[1] / "web"
+    used = set()
+    for js in (web / "js").glob("*.js"):
+        used |= set(re.findall(r'\bt\("([^"]+)"', js.read_text()))
+    for html in web.glob("*.html"):
+        text = html.read_text()
+        used |= set(re.findall(r'data-i18n(?:-label|-title)="([^"]+)"', text))
+        used |= {s.strip() for s in re.findall(r"data-i18n>([^<]+)<", text)}
+    langs = {p.stem: json.loads(p.read_text()) for p in (web / "lang").glob("*.json")}
+    assert {"en", "nl", "de"} <= set(langs)
+    assert used <= set(langs["en"]), sorted(used - set(langs["en"]))
+    for code, texts in langs.items():
+        assert set(texts) == set(langs["en"]), code
