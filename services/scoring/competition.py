@@ -171,6 +171,8 @@ class Competition:
         guns = self.guns.get(bib)
         if not guns:
             return None
+        if t >= guns[-1][0]:
+            return guns[-1][1]  # after the latest gun: nearly every read
         at = bisect.bisect_right(guns, (t, "\U0010ffff"))
         return guns[at - 1][1] if at else None
 

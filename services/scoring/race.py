@@ -46,8 +46,10 @@ START: Key = (-(2**63), -2, "", "", -1)
 #: input the race had already applied.
 LATE_READ = "late read"
 _key_of = itemgetter(0)
-#: A race keeps a checkpoint of its state every this many inputs, so a late read
-#: replays the log from the last checkpoint before it, not from the start.
+#: Once a race has had a late read, it keeps a checkpoint of its state every this many
+#: inputs (or one per competitor, if more: a checkpoint copies every row), so the next
+#: late read replays the log from the last checkpoint before it, not from the start.
+#: A race whose reads all come in order keeps none and pays nothing.
 CHECK_EVERY = 32
 
 
@@ -81,6 +83,8 @@ class RaceBase:
     #: (largest key among the inputs it covers, how many inputs of the log it covers,
     #: the state then), oldest first.
     checkpoints: list[tuple[Key, int, dict[str, Any]]]
+    #: Inputs between checkpoints; 0 until the race's first late read (none kept).
+    check_every: int
     story_log: list[str]
     max_speed_mps: float
     bibs: list[str]
@@ -113,6 +117,7 @@ class RaceBase:
         self.arrivals = 0
         self.restart_pending = False
         self.checkpoints = []
+        self.check_every = 0
         # Lines already told stay told: a revision replays results, not the commentary.
         self.story_log = []
         self.max_speed_mps = max_speed_mps
@@ -194,31 +199,43 @@ class RaceBase:
         revision, and so does a read earlier in race time than one already applied.
         Raises :class:`InputError` (or KeyError, ValueError) on an input the race cannot
         apply; the race is then as it was."""
-        kind = type(inp)
-        timed = kind is RoutedPassing or kind is RoutedGun
-        key = self._key(inp, timed)
+        n = self.arrivals
+        self.arrivals = n + 1
+        passing = type(inp) is RoutedPassing
+        key: Key
+        if type(inp) is RoutedPassing:  # the hot path (ids may be numbers: str to compare)
+            key = (inp.t, PASSING, str(inp.passing.point), str(inp.passing.transponder), n)
+        elif type(inp) is RoutedGun:
+            key = (inp.t, GUN, "", "", n)
+        else:
+            key = (self.horizon[0], OFFICIAL, "", "", n)
         entry = (key, input_id, inp)
         self.log.append(entry)
         try:
-            if timed and (key < self.horizon or (self.restart_pending and kind is RoutedPassing)):
+            if key[1] != OFFICIAL and (key < self.horizon or (self.restart_pending and passing)):
                 return self.reorder(input_id, key)
             self.horizon = key
-            events = self._step(input_id, inp)
+            if type(inp) is RoutedPassing:
+                events = self._on_passing(input_id, inp, emit=True)
+            else:
+                events = self._step(input_id, inp)
         except (InputError, KeyError, ValueError, TypeError):
             self.log.remove(entry)
             self.checkpoints = [c for c in self.checkpoints if c[1] < len(self.log)]
             self._reset()
             self._replay_log()
             raise
-        if len(self.log) - (self.checkpoints[-1][1] if self.checkpoints else 0) >= CHECK_EVERY:
+        if self.check_every:
             self._checkpoint()
         return events
 
     def _checkpoint(self) -> None:
-        """Keep the state as it is after the whole log (not while a restart waits for
-        its gun: the restart's place in race-time order is not known yet)."""
-        if not self.restart_pending:
-            self.checkpoints.append((self.horizon, len(self.log), self._save()))
+        """Keep the state as it is after the whole log, when it is time to (not while a
+        restart waits for its gun: its place in race-time order is not known yet)."""
+        n = len(self.log)
+        if n - (self.checkpoints[-1][1] if self.checkpoints else 0) >= self.check_every \
+                and not self.restart_pending:
+            self.checkpoints.append((self.horizon, n, self._save()))
 
     def _save(self) -> dict[str, Any]:
         """A copy of the results both engines keep (a subclass adds its own). Row
@@ -237,17 +254,6 @@ class RaceBase:
         self.official, self.is_official = dict(state["official"]), state["is_official"]
         self.story_log = list(state["story_log"])
         self.restart_pending = False
-
-    def _key(self, inp: RaceInput, timed: bool) -> Key:
-        """The input's place in race-time order (see :data:`Key`)."""
-        n = self.arrivals
-        self.arrivals = n + 1
-        if not timed:
-            return (self.horizon[0], OFFICIAL, "", "", n)
-        if type(inp) is RoutedPassing:
-            passing = inp.passing
-            return (inp.t, PASSING, str(passing.point), str(passing.transponder), n)
-        return (inp.t, GUN, "", "", n)  # type: ignore[union-attr]
 
     def _step(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         """Apply one input that comes last in race-time order, as it arrives."""
@@ -290,6 +296,7 @@ class RaceBase:
         before = self.view()
         entries = self._sorted_log()
         revision = self.revision
+        self.check_every = max(CHECK_EVERY, len(self.bibs))
         while self.checkpoints and not self.checkpoints[-1][0] < late:
             self.checkpoints.pop()
         if self.checkpoints:
@@ -305,8 +312,7 @@ class RaceBase:
             self.log.append(entry)
             self.horizon = max(self.horizon, entry[0])
             self._step(entry[1], entry[2])
-            if len(self.log) - (self.checkpoints[-1][1] if self.checkpoints else 0) >= CHECK_EVERY:
-                self._checkpoint()
+            self._checkpoint()
         self.revision = revision
         view = self.view()
         if view == before:
