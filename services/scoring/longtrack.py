@@ -320,6 +320,8 @@ class LongTrackRace(RaceBase):
         margin = cls.t.item(1) - t if rank == 1 and cls.n > 1 else None
         lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
         self._tell(lines)
+        if self.replaying:
+            return []  # the stories told; the event would be dropped
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
 

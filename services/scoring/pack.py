@@ -219,9 +219,9 @@ class PackRace(SprintsAndBreakaways):
         """The input log in race-time order, where a restart comes right before the
         next gun: every read before that gun, however late it arrives, belongs to the
         attempt the restart voids."""
-        guns = sorted(k[0] for k, _, inp in self.log if type(inp) is RoutedGun)
-        if not any(type(inp) is Decision and inp.action == "restart" for _, _, inp in self.log):
+        if not self.restarts:
             return super()._sorted_log()
+        guns = sorted(k[0] for k, _, inp in self.log if type(inp) is RoutedGun)
 
         def key(entry: LogEntry) -> Key:
             k, _, inp = entry
@@ -298,7 +298,9 @@ class PackRace(SprintsAndBreakaways):
         if not emit:
             return []  # a replay: the state is rebuilt, the lines were told already
         self._tell(lines)
-        return [self._crossing_event(input_id, row, entry, lines, finished)]
+        # Replaying a late read: the stories are told, an event would be dropped.
+        return [] if self.replaying else [
+            self._crossing_event(input_id, row, entry, lines, finished)]
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
                         finished: bool) -> RaceEvent:

@@ -8,6 +8,7 @@ passing, its statuses, a manual time, a restart, how it tells a revision).
 """
 from __future__ import annotations
 
+import bisect
 from operator import itemgetter
 from typing import Any, ClassVar, assert_never
 
@@ -50,7 +51,7 @@ _key_of = itemgetter(0)
 #: inputs (or one per competitor, if more: a checkpoint copies every row), so the next
 #: late read replays the log from the last checkpoint before it, not from the start.
 #: A race whose reads all come in order keeps none and pays nothing.
-CHECK_EVERY = 32
+CHECK_EVERY = 16
 
 
 class RaceBase:
@@ -85,6 +86,10 @@ class RaceBase:
     checkpoints: list[tuple[Key, int, dict[str, Any]]]
     #: Inputs between checkpoints; 0 until the race's first late read (none kept).
     check_every: int
+    #: In :meth:`reorder`: stories are told again, events are not built.
+    replaying: bool
+    #: Restart decisions in the log (a pack race places them by the guns).
+    restarts: int
     story_log: list[str]
     max_speed_mps: float
     bibs: list[str]
@@ -118,6 +123,8 @@ class RaceBase:
         self.restart_pending = False
         self.checkpoints = []
         self.check_every = 0
+        self.replaying = False
+        self.restarts = 0
         # Lines already told stay told: a revision replays results, not the commentary.
         self.story_log = []
         self.max_speed_mps = max_speed_mps
@@ -209,6 +216,7 @@ class RaceBase:
             key = (inp.t, GUN, "", "", n)
         else:
             key = (self.horizon[0], OFFICIAL, "", "", n)
+            self.restarts += type(inp) is Decision and inp.action == "restart"
         entry = (key, input_id, inp)
         self.log.append(entry)
         try:
@@ -221,6 +229,7 @@ class RaceBase:
                 events = self._step(input_id, inp)
         except (InputError, KeyError, ValueError, TypeError):
             self.log.remove(entry)
+            self.restarts -= type(inp) is Decision and inp.action == "restart"
             self.checkpoints = [c for c in self.checkpoints if c[1] < len(self.log)]
             self._reset()
             self._replay_log()
@@ -283,6 +292,8 @@ class RaceBase:
         self.revision += 1
         self._tell(told or [])
         self._tell(self._revision_lines(reason, before))
+        if self.replaying:
+            return []  # the stories told; the view is built once, at the end
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
 
@@ -294,7 +305,12 @@ class RaceBase:
         for a late re-read). Costs one pass over the inputs after that checkpoint, and
         one more over the log per decision among them."""
         before = self.view()
-        entries = self._sorted_log()
+        if self.restarts:
+            entries = self._sorted_log()
+        else:
+            # The log is in race-time order but for the late input, just appended.
+            entries = self.log
+            bisect.insort(entries, entries.pop(), key=_key_of)
         revision = self.revision
         self.check_every = max(CHECK_EVERY, len(self.bibs))
         while self.checkpoints and not self.checkpoints[-1][0] < late:
@@ -308,11 +324,15 @@ class RaceBase:
             self._reset()
             self.story_log = []
         self.log = entries[:n]
-        for entry in entries[n:]:
-            self.log.append(entry)
-            self.horizon = max(self.horizon, entry[0])
-            self._step(entry[1], entry[2])
-            self._checkpoint()
+        self.replaying = True
+        try:
+            for entry in entries[n:]:
+                self.log.append(entry)
+                self.horizon = max(self.horizon, entry[0])
+                self._step(entry[1], entry[2])
+                self._checkpoint()
+        finally:
+            self.replaying = False
         self.revision = revision
         view = self.view()
         if view == before:
