@@ -52,6 +52,9 @@ _key_of = itemgetter(0)
 #: late read replays the log from the last checkpoint before it, not from the start.
 #: A race whose reads all come in order keeps none and pays nothing.
 CHECK_EVERY = 16
+#: Checkpoints a race keeps, the oldest dropped: a read later than all of them (rare)
+#: replays the log from the start.
+CHECKPOINTS_MAX = 32
 
 
 class RaceBase:
@@ -245,6 +248,7 @@ class RaceBase:
         if n - (self.checkpoints[-1][1] if self.checkpoints else 0) >= self.check_every \
                 and not self.restart_pending:
             self.checkpoints.append((self.horizon, n, self._save()))
+            del self.checkpoints[:-CHECKPOINTS_MAX]
 
     def _save(self) -> dict[str, Any]:
         """A copy of the results both engines keep (a subclass adds its own). Row
