@@ -9,7 +9,7 @@ import os
 
 from icetime import logs
 
-from . import decoder_fuzz, engine, fanout, latency, p3, pack
+from . import decoder_fuzz, engine, fanout, jitter, latency, p3, pack
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
@@ -17,5 +17,6 @@ p3.main()
 decoder_fuzz.main(["--seconds", "3"])
 engine.main()
 pack.main()
+jitter.main()
 latency.main()
 fanout.main()

@@ -174,8 +174,10 @@ def fixture_events(doc: dict, loops: dict[str, int] | None = None) -> tuple[Comp
         items.append((item.source, item.at_us, item.inp))
         if loops and item.inp["type"] == "passing":
             # an extra loop 300 m past the finish line, a few seconds before each crossing
-            items.append((item.source, item.at_us, {
+            # (sent when it is crossed: a read sent late would come in a revision)
+            items.append((item.source, item.at_us - 5_000_000, {
                 **item.inp, "point": "p300", "t": item.inp["t"] - 5_000_000, "seq": None}))
+    items[1:] = sorted(items[1:], key=lambda x: x[1])
     out = []
     for n, (source, at_us, sent) in enumerate(items):
         typed = validate({k: v for k, v in sent.items() if v is not None}, source)

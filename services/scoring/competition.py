@@ -26,6 +26,7 @@ applying every event of a race, in order, to an empty view gives exactly
 """
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from typing import Any, assert_never
 
@@ -45,6 +46,9 @@ from .pack import PackRace
 
 #: Any race the competition holds: they share feed(), view(), starters() and can_call().
 Race = LongTrackRace | PackRace
+#: Reads held per bib while no gun has started the bib (they land when it does); the
+#: oldest go first beyond this (a skater warming up over the loop).
+HELD_MAX = 64
 
 
 class Competition:
@@ -75,7 +79,11 @@ class Competition:
         self.standings: dict[str, Any] = {}
         self.standings_rev = 0
         self.races: dict[str, Race] = {}
-        self.racing: dict[str, str] = {}  # bib -> race whose gun last started the bib's pair
+        # bib -> (common-clock µs, race id) of every gun that started the bib, in time
+        # order: a passing goes to the race of the latest gun before it.
+        self.guns: dict[str, list[tuple[int, str]]] = {}
+        # bib -> passings that came before any gun of the bib, oldest first.
+        self.held: dict[str, list[tuple[str, RoutedPassing]]] = {}
         # (race, pair) called to the start; pair is None for a pack race
         self.called: tuple[str, int | None] | None = None
         self.seen: set[str] = set()
@@ -141,8 +149,9 @@ class Competition:
         assert_never(inp)
 
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
-        """A passing to the race its skater is in; counted and dropped when the
-        transponder, the timing point or the skater's race is unknown."""
+        """A passing to the race of the latest gun of its skater at or before its time;
+        counted and dropped when the transponder or the timing point is unknown, held
+        (counted) until its gun lands when no gun of the skater is that early."""
         bib = self.by_transponder.get(transponder_key(inp.transponder))
         if bib is None and inp.transponder_alias is not None:
             bib = self.by_transponder.get(transponder_key(inp.transponder_alias))
@@ -153,18 +162,37 @@ class Competition:
         if point != "finish" and point not in self.loops and point not in self.lines:
             self.stats["unknown_point"] += 1
             return {}
-        race_id = self.racing.get(bib)
+        routed = RoutedPassing(inp, bib, self._common(inp))
+        race_id = self._race_at(bib, routed.t)
         if race_id is None:
-            self.stats["not_on_ice"] += 1
+            self._hold(input_id, routed)
             return {}
-        race = self.races[race_id]
-        events = race.feed(input_id, RoutedPassing(inp, bib, self._common(inp)))
+        events = self.races[race_id].feed(input_id, routed)
         if not events:
             self.stats["passing_ignored"] += 1
         return {race_id: events} if events else {}
 
+    def _race_at(self, bib: str, t: int) -> str | None:
+        """The race whose gun started ``bib`` last at or before common-clock ``t``."""
+        guns = self.guns.get(bib)
+        if not guns:
+            return None
+        if t >= guns[-1][0]:
+            return guns[-1][1]  # after the latest gun: nearly every read
+        at = bisect.bisect_right(guns, (t, "\U0010ffff"))
+        return guns[at - 1][1] if at else None
+
+    def _hold(self, input_id: str, routed: RoutedPassing) -> None:
+        held = self.held.setdefault(routed.bib, [])
+        held.append((input_id, routed))
+        self.stats["held_before_gun"] += 1
+        if len(held) > HELD_MAX:
+            del held[0]
+            self.stats["held_dropped"] += 1
+
     def _gun(self, input_id: str, inp: Gun) -> dict[str, list[RaceEvent]]:
-        """A gun starts its race's skaters (a gun naming no race: the pair called)."""
+        """A gun starts its race's skaters (a gun naming no race: the pair called);
+        the reads held for them that are not earlier than the gun land after it."""
         if inp.race is None:
             if self.called is None:
                 raise InputError("a gun with no race or pair, and no pair called to the start")
@@ -172,9 +200,31 @@ class Competition:
             inp = msgspec.structs.replace(inp, race=called_race, pair=called_pair)
             self.called = None
         race = self._race(inp.race)
-        for bib in race.starters(inp):
-            self.racing[bib] = race.id
-        return {race.id: race.feed(input_id, RoutedGun(inp, self._common(inp)))}
+        routed = RoutedGun(inp, self._common(inp))
+        bibs = race.starters(inp)
+        events = race.feed(input_id, routed)
+        for bib in bibs:
+            bisect.insort(self.guns.setdefault(bib, []), (routed.t, race.id))
+        out = {race.id: events}
+        for iid, passing in self._release(bibs, routed.t):
+            self.stats["held_placed"] += 1
+            more = race.feed(iid, passing)
+            out[race.id] = out[race.id] + more
+            if not more:
+                self.stats["passing_ignored"] += 1
+        return out
+
+    def _release(self, bibs: list[str], gun_t: int) -> list[tuple[str, RoutedPassing]]:
+        """The held reads of ``bibs`` at or after ``gun_t``, in time order (taken out)."""
+        out = []
+        for bib in bibs:
+            held = self.held.get(bib)
+            if not held:
+                continue
+            out += [h for h in held if h[1].t >= gun_t]
+            self.held[bib] = [h for h in held if h[1].t < gun_t]
+        out.sort(key=lambda h: h[1].t)
+        return out
 
     def _race(self, race_id: str | int | None) -> Race:
         """The race an input names; InputError for an unknown one."""

@@ -96,6 +96,7 @@ class LongTrackRace(RaceBase):
         self.pair_no, self.lane_of = draw.pair_no, draw.lane_of
         self.partner_of, self.pair_rows = draw.partner_of, draw.pair_rows
         # The times a finish is compared with, per skater: records, PB, SB.
+        self.checkpoints = []  # the rows may have changed: no state before fits
         self.refs = [[(f, ref) for f, ref in (
             ("WR", self.records.get("WR")), ("TR", self.records.get("TR")),
             ("PB", sk.pb.get(self.distance)), ("SB", sk.sb.get(self.distance)))
@@ -119,6 +120,27 @@ class LongTrackRace(RaceBase):
         self.cls = TimeClassification(n)  # the provisional classification
         # Team events: the skaters of each team who have crossed for its next passage.
         self.crossed: list[dict[str, int]] = [{} for _ in range(n)]
+
+    def _save(self) -> dict[str, Any]:
+        cls = self.cls
+        return {**super()._save(), "best": list(self.best), "best_row": list(self.best_row),
+                "next_k": list(self.next_k), "anchor": list(self.anchor),
+                "splits": [dict(d) for d in self.splits.by_row],
+                "on_ice": dict(self.on_ice), "last_run": dict(self._last_run),
+                "attempts": dict(self.attempts), "current_pair": self.current_pair,
+                "cls": (cls.t.copy(), cls.rows.copy(), cls.rank.copy(), cls.n),
+                "crossed": [dict(c) for c in self.crossed]}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
+        self.best, self.best_row = list(state["best"]), list(state["best_row"])
+        self.next_k, self.anchor = list(state["next_k"]), list(state["anchor"])
+        self.splits.by_row = [dict(d) for d in state["splits"]]
+        self.on_ice, self._last_run = dict(state["on_ice"]), dict(state["last_run"])
+        self.attempts, self.current_pair = dict(state["attempts"]), state["current_pair"]
+        t, rows, rank, n = state["cls"]
+        self.cls.t, self.cls.rows, self.cls.rank, self.cls.n = t.copy(), rows.copy(), rank.copy(), n
+        self.crossed = [dict(c) for c in state["crossed"]]
 
     # ------------------------------------------------------------------ input
     def _restart_reason(self, gun: Gun) -> str | None:
@@ -192,14 +214,8 @@ class LongTrackRace(RaceBase):
             return []
         t = run.race_time(t_common)
         if t - self.anchor[row] < self.min_seg[min(k, len(self.passage_m) - 1)]:
-            # A re-read within the debounce: the anchor stays where it was, unless
-            # it is an earlier read of the passage just recorded (the other ankle, or
-            # another decoder, reporting late): then the earliest read wins.
-            if k and t < self.t.item(row, k - 1) and self._transponder_timed(row, k - 1):
-                if emit:
-                    return self.recompute(input_id, "earlier read of a passage")
-                self._unrecord(row, k - 1)
-                self._record(input_id, row, k - 1, t, emit=False)
+            # A re-read within the debounce (the other ankle, another decoder): the
+            # reads come in race-time order, so the earliest read is the one recorded.
             return []
         if k >= len(self.passage_m) or pair not in self.on_ice:
             return []
@@ -304,6 +320,8 @@ class LongTrackRace(RaceBase):
         margin = cls.t.item(1) - t if rank == 1 and cls.n > 1 else None
         lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
         self._tell(lines)
+        if self.replaying:
+            return []  # the stories told; the event would be dropped
         return [{"type": "finish", **base, "final": self.final[row],
                  "classification": self.classification(), "pair_done": done, "stories": lines}]
 
@@ -323,24 +341,6 @@ class LongTrackRace(RaceBase):
             return []
         return [{"type": "split", "race": self.id, "input": input_id, "bib": self.bibs[row],
                  "pair": pair, "lane": self.lane_of[row], "split": entry}]
-
-    def _transponder_timed(self, row: int, k: int) -> bool:
-        """Whether passage k's time came from a transponder (official times stand)."""
-        if k < len(self.passage_m) - 1:
-            return True
-        final = self.final[row]
-        return final is None or final["origin"] == "transponder"
-
-    def _unrecord(self, row: int, k: int) -> None:
-        """Take back the skater's last passage k (to record it again, corrected)."""
-        self.t[row, k] = NOT_PASSED
-        self.rows[row][k] = None
-        self.next_k[row] = k
-        self.anchor[row] = self.t.item(row, k - 1) if k else 0
-        if k == len(self.passage_m) - 1:
-            self.final[row] = None
-            self.on_ice.setdefault(self.pair_no[row], self._last_run[self.pair_no[row]])
-        self._rebuild_bests()
 
     def _pair_done(self, pair: int) -> bool:
         rows = self.pair_rows[pair]

@@ -32,6 +32,7 @@ from icetime.rules import Rules
 from . import stories
 from .massstart import SprintsAndBreakaways
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
+from .race import RESTART, Key, LogEntry
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -104,6 +105,7 @@ class PackRace(SprintsAndBreakaways):
         self.season = spec.get("season")
         self.world_cup: dict[str, Any] | None = spec.get("world_cup")
         self._configure_sprints(spec)
+        self.checkpoints = []  # the rows may have changed: no state before fits
         self._reset()
 
     def _reset(self) -> None:
@@ -126,6 +128,30 @@ class PackRace(SprintsAndBreakaways):
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
+
+    def _save(self) -> dict[str, Any]:
+        return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
+                "excluded": self.excluded.copy(), "stopped": self.stopped.copy(),
+                "final_t": self.final_t.copy(), "sprint_points": list(self.sprint_points),
+                "sprints": [{**sp, "bibs": list(sp["bibs"]),
+                             "sprint_points": list(sp["sprint_points"])} for sp in self.sprints],
+                "run": self.run, "attempt": self.attempt, "voided": list(self.voided),
+                "breakaway": self.breakaway, "bell": self.bell, "warning": self.warning,
+                "active": list(self.active), "exchanges": list(self.exchanges),
+                "late_exchange": list(self.late_exchange)}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
+        for name in ("crossings", "last", "excluded", "stopped", "final_t"):
+            setattr(self, name, state[name].copy())
+        self.sprint_points = list(state["sprint_points"])
+        self.sprints = [{**sp, "bibs": list(sp["bibs"]), "sprint_points": list(sp["sprint_points"])}
+                        for sp in state["sprints"]]
+        self.run, self.attempt, self.voided = state["run"], state["attempt"], list(state["voided"])
+        self.breakaway, self.bell = state["breakaway"], state["bell"]
+        self.warning = state["warning"]
+        self.active, self.exchanges = list(state["active"]), list(state["exchanges"])
+        self.late_exchange = list(state["late_exchange"])
 
     def starters(self, gun: Gun) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
@@ -171,8 +197,12 @@ class PackRace(SprintsAndBreakaways):
         self.voided.append({"attempt": self.run.attempt, "reason": reason,
                             "crossings": lead, "order": self._order()[:3]})
         attempt, status, voided = self.run.attempt, self.status, self.voided
+        official, is_official = self.official, self.is_official
         self._reset()
         self.voided, self.attempt = voided, attempt
+        # Official times and the official flag are about the race's result, whichever
+        # attempt they arrived during.
+        self.official, self.is_official = official, is_official
         for i, st in enumerate(status):
             self._set_status(i, st)
 
@@ -181,8 +211,25 @@ class PackRace(SprintsAndBreakaways):
             self._void_attempt("restart")
         self.attempt += 1
         self.run = Run.from_gun(routed, self.attempt)
+        self.restart_pending = False
         return [{"type": "start", "race": self.id, "input": input_id, "attempt": self.attempt,
                  "bibs": list(self.bibs), "pack": self.pack_state()}]
+
+    def _sorted_log(self) -> list[LogEntry]:
+        """The input log in race-time order, where a restart comes right before the
+        next gun: every read before that gun, however late it arrives, belongs to the
+        attempt the restart voids."""
+        if not self.restarts:
+            return super()._sorted_log()
+        guns = sorted(k[0] for k, _, inp in self.log if type(inp) is RoutedGun)
+
+        def key(entry: LogEntry) -> Key:
+            k, _, inp = entry
+            if type(inp) is not Decision or inp.action != "restart":
+                return k
+            after = next((g for g in guns if g > k[0]), NOT_PASSED)
+            return (after, RESTART, "", "", k[4])
+        return sorted(self.log, key=key)
 
     def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
         """A finish time keyed in by an official (a pack race times the finish only)."""
@@ -195,6 +242,7 @@ class PackRace(SprintsAndBreakaways):
     def _restart(self, decision: Decision) -> None:
         self._void_attempt("restart" if decision.reason is None else str(decision.reason))
         self.run = None
+        self.restart_pending = True
 
     def _unknown_decision(self, action: str) -> InputError:
         return InputError(f"unknown decision {action!r} for a {self.kind} race")
@@ -250,7 +298,9 @@ class PackRace(SprintsAndBreakaways):
         if not emit:
             return []  # a replay: the state is rebuilt, the lines were told already
         self._tell(lines)
-        return [self._crossing_event(input_id, row, entry, lines, finished)]
+        # Replaying a late read: the stories are told, an event would be dropped.
+        return [] if self.replaying else [
+            self._crossing_event(input_id, row, entry, lines, finished)]
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
                         finished: bool) -> RaceEvent:

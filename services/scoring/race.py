@@ -8,6 +8,8 @@ passing, its statuses, a manual time, a restart, how it tells a revision).
 """
 from __future__ import annotations
 
+import bisect
+from operator import itemgetter
 from typing import Any, ClassVar, assert_never
 
 import numpy as np
@@ -29,19 +31,68 @@ from .model import (
     team_skater,
 )
 
+#: Where an input sorts among the race's inputs at one common-clock instant: the
+#: gun before the passings it times, and an input with no time of its own (an
+#: official's decision, a photo-finish time) after both.
+RESTART, GUN, PASSING, OFFICIAL = -1, 0, 1, 2
+#: An input's place in race-time order: (common-clock µs, class, timing point,
+#: transponder, arrival number). The arrival number only orders inputs that are
+#: otherwise equal (the same read twice), which act alike in either order.
+Key = tuple[int, int, str, str, int]
+#: One entry of a race's input log: its key, the input's raw stream id, the input.
+LogEntry = tuple[Key, str, RaceInput]
+#: Before every input.
+START: Key = (-(2**63), -2, "", "", -1)
+#: Reason of a revision caused by a read that landed earlier, in race time, than an
+#: input the race had already applied.
+LATE_READ = "late read"
+_key_of = itemgetter(0)
+#: Once a race has had a late read, it keeps a checkpoint of its state every this many
+#: inputs (or one per competitor, if more: a checkpoint copies every row), so the next
+#: late read replays the log from the last checkpoint before it, not from the start.
+#: A race whose reads all come in order keeps none and pays nothing.
+CHECK_EVERY = 16
+#: Checkpoints a race keeps, the oldest dropped: a read later than all of them (rare)
+#: replays the log from the start.
+CHECKPOINTS_MAX = 32
+
 
 class RaceBase:
-    """One race, fed its routed inputs in log order (see ``competition.Competition``).
+    """One race, fed its routed inputs as they arrive (see ``competition.Competition``).
 
     :meth:`feed` applies an input and returns the events it causes; a decision, a late
     official time or a restart instead replays the race's own input log
     (:meth:`recompute`) and returns one ``revision`` event carrying the whole view.
+
+    Every result is a function of the inputs in race-time order (:data:`Key`), never of
+    their arrival order: an input later than everything applied is applied at once; a
+    read that lands earlier than one already applied makes the race replay its whole
+    log in race-time order, stories included (:meth:`reorder`), and publish one
+    ``revision`` (reason :data:`LATE_READ`) whose view is the one the reads in time
+    order would have given. An input with no time of its own (a decision, an official
+    time) takes its place after every passing applied when it arrived.
     """
 
     id: str
     kind: str
     revision: int
-    log: list[tuple[str, RaceInput]]
+    log: list[LogEntry]
+    #: The key of the latest timed input (gun, passing) applied; START before any.
+    horizon: Key
+    #: Inputs fed so far (their arrival numbers).
+    arrivals: int
+    #: A restart voided the attempt and no gun has started the next one (pack races):
+    #: a read arriving now belongs before the restart, so it is replayed into place.
+    restart_pending: bool
+    #: (largest key among the inputs it covers, how many inputs of the log it covers,
+    #: the state then), oldest first.
+    checkpoints: list[tuple[Key, int, dict[str, Any]]]
+    #: Inputs between checkpoints; 0 until the race's first late read (none kept).
+    check_every: int
+    #: In :meth:`reorder`: stories are told again, events are not built.
+    replaying: bool
+    #: Restart decisions in the log (a pack race places them by the guns).
+    restarts: int
     story_log: list[str]
     max_speed_mps: float
     bibs: list[str]
@@ -70,6 +121,13 @@ class RaceBase:
         self.id = str(spec["id"])
         self.revision = 0
         self.log = []
+        self.horizon = START
+        self.arrivals = 0
+        self.restart_pending = False
+        self.checkpoints = []
+        self.check_every = 0
+        self.replaying = False
+        self.restarts = 0
         # Lines already told stay told: a revision replays results, not the commentary.
         self.story_log = []
         self.max_speed_mps = max_speed_mps
@@ -143,25 +201,75 @@ class RaceBase:
         self.final = [None] * n
         self.official = {}
         self.is_official = False  # set by an official's decision; World Cup points count
+        self.restart_pending = False
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         """Apply one routed input; decisions, late official times and restarts give a
-        revision. Raises :class:`InputError` (or KeyError, ValueError) on an input the
-        race cannot apply; such an input leaves neither the log nor the state changed,
-        so it never stands in the way of the race's later inputs."""
-        self.log.append((input_id, inp))
+        revision, and so does a read earlier in race time than one already applied.
+        Raises :class:`InputError` (or KeyError, ValueError) on an input the race cannot
+        apply; the race is then as it was."""
+        n = self.arrivals
+        self.arrivals = n + 1
+        passing = type(inp) is RoutedPassing
+        key: Key
+        if type(inp) is RoutedPassing:  # the hot path (ids may be numbers: str to compare)
+            key = (inp.t, PASSING, str(inp.passing.point), str(inp.passing.transponder), n)
+        elif type(inp) is RoutedGun:
+            key = (inp.t, GUN, "", "", n)
+        else:
+            key = (self.horizon[0], OFFICIAL, "", "", n)
+            self.restarts += type(inp) is Decision and inp.action == "restart"
+        entry = (key, input_id, inp)
+        self.log.append(entry)
         try:
-            return self._feed(input_id, inp)
+            if key[1] != OFFICIAL and (key < self.horizon or (self.restart_pending and passing)):
+                return self.reorder(input_id, key)
+            self.horizon = key
+            if type(inp) is RoutedPassing:
+                events = self._on_passing(input_id, inp, emit=True)
+            else:
+                events = self._step(input_id, inp)
         except (InputError, KeyError, ValueError, TypeError):
-            # A refused input kept in the log would be replayed, and refused again, by
-            # every later correction: the race would refuse everything after it.
-            self.log.pop()
+            self.log.remove(entry)
+            self.restarts -= type(inp) is Decision and inp.action == "restart"
+            self.checkpoints = [c for c in self.checkpoints if c[1] < len(self.log)]
             self._reset()
-            self._replay_log()  # undo whatever the refused input had changed
+            self._replay_log()
             raise
+        if self.check_every:
+            self._checkpoint()
+        return events
 
-    def _feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
+    def _checkpoint(self) -> None:
+        """Keep the state as it is after the whole log, when it is time to (not while a
+        restart waits for its gun: its place in race-time order is not known yet)."""
+        n = len(self.log)
+        if n - (self.checkpoints[-1][1] if self.checkpoints else 0) >= self.check_every \
+                and not self.restart_pending:
+            self.checkpoints.append((self.horizon, n, self._save()))
+            del self.checkpoints[:-CHECKPOINTS_MAX]
+
+    def _save(self) -> dict[str, Any]:
+        """A copy of the results both engines keep (a subclass adds its own). Row
+        entries and finals are never changed once made, so the lists are copied, not
+        the entries."""
+        return {"t": self.t.copy(order="F"), "rows": [list(r) for r in self.rows],
+                "status": list(self.status), "final": list(self.final),
+                "official": dict(self.official), "is_official": self.is_official,
+                "story_log": list(self.story_log)}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """Take back a state :meth:`_save` made (it stays usable: nothing is shared)."""
+        self.t = state["t"].copy(order="F")
+        self.rows = [list(r) for r in state["rows"]]
+        self.status, self.final = list(state["status"]), list(state["final"])
+        self.official, self.is_official = dict(state["official"]), state["is_official"]
+        self.story_log = list(state["story_log"])
+        self.restart_pending = False
+
+    def _step(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
+        """Apply one input that comes last in race-time order, as it arrives."""
         # Passings first: a class pattern that fails costs more on Struct types, and
         # passings are the hot path.
         match inp:
@@ -188,8 +296,58 @@ class RaceBase:
         self.revision += 1
         self._tell(told or [])
         self._tell(self._revision_lines(reason, before))
+        if self.replaying:
+            return []  # the stories told; the view is built once, at the end
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
+
+    def reorder(self, input_id: str, late: Key) -> list[RaceEvent]:
+        """A read landed earlier in race time (``late``) than an input already applied:
+        feed the log again in race-time order from the last checkpoint before it, as if
+        it had arrived so (events dropped, stories told, decisions revising as they
+        did), and publish the result as one revision (none when nothing changed, as
+        for a late re-read). Costs one pass over the inputs after that checkpoint, and
+        one more over the log per decision among them."""
+        before = self.view()
+        if self.restarts:
+            entries = self._sorted_log()
+        else:
+            # The log is in race-time order but for the late input, just appended.
+            entries = self.log
+            bisect.insort(entries, entries.pop(), key=_key_of)
+        revision = self.revision
+        self.check_every = max(CHECK_EVERY, len(self.bibs))
+        while self.checkpoints and not self.checkpoints[-1][0] < late:
+            self.checkpoints.pop()
+        if self.checkpoints:
+            self.horizon, n, state = self.checkpoints[-1]
+            self._reset()
+            self._load(state)
+        else:
+            self.horizon, n = START, 0
+            self._reset()
+            self.story_log = []
+        self.log = entries[:n]
+        self.replaying = True
+        try:
+            for entry in entries[n:]:
+                self.log.append(entry)
+                self.horizon = max(self.horizon, entry[0])
+                self._step(entry[1], entry[2])
+                self._checkpoint()
+        finally:
+            self.replaying = False
+        self.revision = revision
+        view = self.view()
+        if view == before:
+            return []  # a late re-read, say: nothing to tell the clients
+        self.revision = view["revision"] = revision + 1
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": LATE_READ,
+                 "view": view}]
+
+    def _sorted_log(self) -> list[LogEntry]:
+        """The input log in race-time order."""
+        return sorted(self.log, key=_key_of)
 
     def _apply(self, input_id: str, inp: RaceInput, emit: bool) -> list[RaceEvent]:
         """Apply one input to the state; ``emit=False`` in a replay (state only)."""
@@ -207,17 +365,37 @@ class RaceBase:
         assert_never(inp)
 
     def _replay_log(self) -> None:
-        """Apply the race's own input log again, quietly (emit=False), skipping voided
-        inputs. Official finish times are authoritative whenever they arrive, so they
-        are in place before the transponder finishes they replace are replayed."""
-        voided = {str(i.target) for _, i in self.log
-                  if isinstance(i, Decision) and i.action == "void"}
-        for iid, inp in self.log:
-            if isinstance(inp, FinishTime) and iid not in voided:
+        """Apply the race's own input log again in race-time order, quietly
+        (emit=False), skipping voided inputs. Statuses (DQ, penalties...) and official
+        finish times are facts about the whole race, whenever they arrive: they are in
+        place before the passings are replayed, so a skater with a status is out of
+        every rank, best and gap at every passage, and an official time replaces the
+        transponder finish it stands for."""
+        entries = self._sorted_log()
+        voided = {str(i.target) for _, _, i in entries
+                  if type(i) is Decision and i.action == "void"}
+        live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
+        for row, status in self._statuses(live).items():
+            self._set_status(row, status)
+        for iid, inp in live:
+            if type(inp) is FinishTime:
                 self._apply(iid, inp, emit=False)
-        for iid, inp in self.log:
-            if iid not in voided and not isinstance(inp, FinishTime):
+        for iid, inp in live:
+            if type(inp) is not FinishTime:
                 self._apply(iid, inp, emit=False)
+        self.horizon = max((k for k, _, i in entries
+                            if type(i) is RoutedPassing or type(i) is RoutedGun), default=START)
+
+    def _statuses(self, inputs: list[tuple[str, RaceInput]]) -> dict[int, str | None]:
+        """Each row's status after the status decisions among ``inputs``, in order."""
+        out: dict[int, str | None] = {}
+        for _, inp in inputs:
+            if type(inp) is Decision:
+                if inp.action in self.status_actions:
+                    out[self._row(inp.bib)] = self.status_actions[inp.action]
+                elif inp.action == "reinstate":
+                    out[self._row(inp.bib)] = None
+        return out
 
     def _on_decision(self, decision: Decision) -> None:
         action = decision.action
@@ -225,10 +403,8 @@ class RaceBase:
             return  # handled by the replay, which skips the target input
         if action == "official":
             self.is_official = True
-        elif action in self.status_actions:
-            self._set_status(self._row(decision.bib), self.status_actions[action])
-        elif action == "reinstate":
-            self._set_status(self._row(decision.bib), None)
+        elif action in self.status_actions or action == "reinstate":
+            return  # in place before the replay (_replay_log)
         elif action == "manual_time":
             if decision.time_us is None:  # Decision itself refuses this; for the type
                 raise InputError("a manual time needs 'time_us'")
