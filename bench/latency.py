@@ -26,6 +26,7 @@ from icetime.timefmt import now_us
 from .wsclient import RawClient, open_client
 
 TOKENS = {"gun": "b-gun", "finish-loop": "b-loop", "officials": "b-officials"}
+ROLES = {"gun": "gun", "finish-loop": "decoder", "officials": "admin"}
 PAIRS = 2
 PASSAGES = 25  # 10000 m
 RATE_HZ = 10.0
@@ -38,7 +39,8 @@ def config(tmp: Path) -> str:
         # Port 0: any free port; the supervisor learns the ones bound (Supervisor.cfg).
         "[ingest]\nhttp_port = 0\ntcp_port = 0",
         "[broadcast]\nhttp_port = 0\nws_port = 0\nrmonitor_port = 0\nclient_queue_max = 4096",
-    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"' for k, v in TOKENS.items()]) + "\n"
+    ] + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"\nrole = "{ROLES[k]}"'
+         for k, v in TOKENS.items()]) + "\n"
     (tmp / "bench.toml").write_text(text)
     return str(tmp / "bench.toml")
 
