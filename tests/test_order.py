@@ -339,3 +339,49 @@ def test_every_fixture_comes_out_the_same_whatever_the_arrival_order(name, net):
     race = doc["script"]["race"]
     for n, rev in random.Random(net.seed).sample(revisions, min(2, len(revisions))):
         assert without_revision(rev["view"]) == in_order_view_of(doc, delivered[:n], race)
+
+
+def refusals(doc: dict[str, Any], t: int) -> list[dict[str, Any]]:
+    """Inputs a race must refuse, timed ``t`` on the common clock: a gun for a pair (or
+    a field) the race does not have, a decision and an official time for a bib it does
+    not have, a manual time at a distance it has no passage for."""
+    race = doc["script"]["race"]
+    spec = next(r for r in doc["startlist"]["races"] if r["id"] == race)
+    # A pair race refuses a gun for a pair it does not have; a pack race takes any gun
+    # (a restart), so there the first input is a penalty for a bib it does not have.
+    gun = ({"type": "gun", "race": race, "pair": 99, "t": t, "source": "gun"}
+           if "pairs" in spec else
+           {"type": "decision", "race": race, "action": "pen", "bib": "no-such-bib",
+            "source": "officials"})
+    return [gun,
+            {"type": "decision", "race": race, "action": "dq", "bib": "no-such-bib",
+             "source": "officials"},
+            {"type": "finish_time", "race": race, "bib": "no-such-bib", "time_us": 60_000_000,
+             "origin": "photo", "source": "photo"}]
+
+
+@pytest.mark.parametrize("name", [p.stem for p in FIXTURES])
+@settings(max_examples=4, deadline=None)
+@given(at=st.floats(0.05, 0.95), when=st.floats(0.0, 1.0), which=st.integers(0, 2))
+def test_a_refused_input_at_any_race_time_changes_nothing(name, at, when, which):
+    """An input the race refuses, arriving at any moment and timed at any moment of the
+    race (a gun for a pair that does not exist, timed at the first pair's gun, after two
+    pairs had finished: a trial rolled the race back to its start that way), leaves the
+    race exactly as it was, stories included, and later inputs apply as before."""
+    doc, items = scheduled(name)
+    cut = max(1, int(len(items) * at))
+    timed = [s.inp["t"] for s in items if "t" in s.inp]
+    bad = refusals(doc, timed[int((len(timed) - 1) * when)])[which]
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    for s in items[:cut]:
+        feed(comp, s.iid, s.inp)
+    race = doc["script"]["race"]
+    before = wire(without_revision(comp.view(race)))
+    assert feed(comp, "bad", bad) == {}
+    assert comp.stats["refused"] == 1, bad
+    assert wire(without_revision(comp.view(race))) == before
+    for s in items[cut:]:
+        feed(comp, s.iid, s.inp)
+    assert comp.stats["refused"] == 1, comp.last_error
+    assert wire(without_revision(comp.view(race))) == in_order(name)[race]

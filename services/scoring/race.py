@@ -222,6 +222,7 @@ class RaceBase:
             self.restarts += type(inp) is Decision and inp.action == "restart"
         entry = (key, input_id, inp)
         self.log.append(entry)
+        told, n_told = self.story_log, len(self.story_log)
         try:
             if key[1] != OFFICIAL and (key < self.horizon or (self.restart_pending and passing)):
                 return self.reorder(input_id, key)
@@ -233,9 +234,14 @@ class RaceBase:
         except (InputError, KeyError, ValueError, TypeError):
             self.log.remove(entry)
             self.restarts -= type(inp) is Decision and inp.action == "restart"
-            self.checkpoints = [c for c in self.checkpoints if c[1] < len(self.log)]
+            # Checkpoints made since may hold the refused input's effect: the next late
+            # read replays from the start instead (a refusal is rare).
+            self.checkpoints = []
             self._reset()
             self._replay_log()
+            # The quiet replay tells nothing: the stories are those told before it.
+            self.story_log = told
+            del told[n_told:]
             raise
         if self.check_every:
             self._checkpoint()
@@ -335,6 +341,11 @@ class RaceBase:
                 self.horizon = max(self.horizon, entry[0])
                 self._step(entry[1], entry[2])
                 self._checkpoint()
+        except BaseException:
+            # An input refused on the way (the late one itself, say): the whole log is
+            # put back for the caller, who takes the refused input out and replays it.
+            self.log = entries
+            raise
         finally:
             self.replaying = False
         self.revision = revision
