@@ -90,6 +90,13 @@
       out.push(`blank where a text was fitted: ${label(el)}`);
     }
   }
+  // A name cell that holds a name shows one (a trial found every name of the fans'
+  // classification hidden at 375 px: both the full and the short name were hidden).
+  for (const el of document.querySelectorAll(".who, .name")) {
+    if (el.getClientRects().length && el.textContent.trim() && !el.innerText.trim()) {
+      out.push(`a name is there but none is shown: ${label(el)}`);
+    }
+  }
   // A chart's labels must not sit on its points.
   for (const svg of document.querySelectorAll("svg")) {
     const dots = [...svg.querySelectorAll("circle")].map((c) => c.getBoundingClientRect());
