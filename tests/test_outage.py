@@ -7,19 +7,25 @@ the logs say what happened in a warning and a "recovered" line, with no tracebac
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
 import signal
 import time
 
+import aiohttp
 import pytest
 import websockets
 
 from icetime import bus, keys
 from icetime.cli import replay
+from icetime.messages import decode_stored
+from icetime.replay import script_inputs
 from icetime.view import apply_event
+from services.scoring.competition import Competition
 
+from .conftest import feed
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
 
@@ -161,5 +167,136 @@ async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_ser
     assert view["stories"] == expected["stories"]
     resends = [rec for rec in caplog.records if "missing; asking again" in rec.getMessage()]
     print(f"\n{len(resends)} RESEND requests for passings not stored during the outage")
+    assert not [rec for rec in caplog.records
+                if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
+
+
+#: Redis stays away at least this long in the spool test (s).
+SPOOL_DOWN_S = 3.0
+DECODER = "finish-p3"
+
+
+def two_pairs():
+    """The fixture's last two pairs: a short race (2.6 s at SPEED)."""
+    doc = copy.deepcopy(FIXTURE)
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (9, 10)]
+    return doc
+
+
+def fault_free_view(doc):
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    for n, it in enumerate(script_inputs(doc)):
+        feed(comp, f"i{n}", {**it.inp, "source": it.source})
+    return comp.view(RACE)
+
+
+async def watch(url, protocol, got, done):
+    """A client following the race in ``protocol``: every message it gets, with its
+    arrival time, as (type, loop time, message)."""
+    loop = asyncio.get_running_loop()
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": protocol}))
+        while not done.is_set():
+            try:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+            except TimeoutError:
+                continue
+            got.append((msg["type"], loop.time(), msg))
+
+
+async def decoder_state(st):
+    """The P3 link's state from ingest's GET /api/stats (it answers 503 with the links'
+    state while Redis is away)."""
+    async with aiohttp.ClientSession() as s:
+        url = f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats"
+        async with s.get(url) as r:
+            return (await r.json())["decoders"][DECODER]
+
+
+async def wait_for(check, what, timeout=20.0):
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
+        redis_server, tmp_path, caplog):
+    """Redis is killed just after the last pair's gun; every passing of that pair crosses
+    the P3 decoder while it is away, and none after it is back. The link keeps them in
+    its spool and stores them, once and in order, as soon as Redis answers (no RESEND, no
+    later passing needed); the race equals a fault-free run. A connected client is told
+    the data is stale meanwhile, and fresh again after."""
+    from .test_decoder_link import decoder_stack, follow, post
+
+    caplog.set_level(logging.INFO)
+    loop = asyncio.get_running_loop()
+    doc = two_pairs()
+    guns = sum(1 for it in script_inputs(doc) if it.inp["type"] == "gun")
+    crossing_in_outage = 0
+    killed_at = None
+
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        await post(st, "/api/startlist", doc["startlist"])
+        got2, got1, done = [], [], asyncio.Event()
+        watchers = [asyncio.create_task(watch(st.ws_url, 2, got2, done)),
+                    asyncio.create_task(watch(st.ws_url, 1, got1, done))]
+        seen_guns = 0
+
+        async def hold(item):
+            nonlocal seen_guns, killed_at, crossing_in_outage
+            if item.inp["type"] == "gun":
+                seen_guns += 1
+            elif seen_guns == guns:
+                if killed_at is None:  # every gun is stored: kill before the next passing
+                    proc = redis_server.proc
+                    os.kill(proc.pid, signal.SIGKILL)
+                    await asyncio.to_thread(proc.wait, 10)
+                    killed_at = loop.time()
+                crossing_in_outage += 1
+
+        await asyncio.sleep(0.3)  # the watcher's snapshot is in
+        resends_before = sim.resends_answered
+        await replay(doc, st.settings, speed=SPEED, announce=False, decoder=sim, hold=hold)
+        assert killed_at is not None and crossing_in_outage == 12
+
+        async def all_spooled():
+            s = await decoder_state(st)
+            return s["spooled"] == crossing_in_outage
+        await wait_for(all_spooled, "every passing of the last pair spooled")
+        await asyncio.sleep(max(0.0, killed_at + SPOOL_DOWN_S - loop.time()))
+        await asyncio.to_thread(redis_server.restart)  # on the same files
+        back_at = loop.time()
+
+        async def spool_stored():
+            s = await decoder_state(st)
+            return s["spooled"] == 0 and s["passings"] == 24
+        await wait_for(spool_stored, "the spool stored")
+        stored_after = loop.time() - back_at
+        view = await follow(st, lambda v: len(v["classification"]["bib"]) == 4)
+        state = await decoder_state(st)
+        done.set()
+        await asyncio.gather(*watchers)
+
+    expected = fault_free_view(doc)
+    print(f"\nRedis down {back_at - killed_at:.2f} s; {crossing_in_outage} passings spooled; "
+          f"spool stored {stored_after:.2f} s after Redis was back; "
+          f"RESEND requests answered {sim.resends_answered - resends_before}")
+    assert view["classification"] == expected["classification"]
+    assert view["results"] == expected["results"]
+    assert view["stories"] == expected["stories"]
+    assert sim.resends_answered == resends_before  # nothing asked for again
+    assert (state["passings"], state["duplicates"], state["not_stored"],
+            state["refused"]) == (24, 0, 0, 0)
+    assert stored_after < 2.0
+
+    r = bus.connect(redis_server.url)
+    try:
+        raw = bus.entries(await r.xrange(keys.RAW_STREAM))
+    finally:
+        await r.aclose()
+    numbers = [inp.seq for inp in (decode_stored(f[b"d"]) for _, f in raw if f)
+               if inp.source == DECODER]
+    assert numbers == list(range(1, 25))  # every passing, once, in the order it crossed
     assert not [rec for rec in caplog.records
                 if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
