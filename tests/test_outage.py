@@ -250,9 +250,9 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
             elif seen_guns == guns:
                 if killed_at is None:  # every gun is stored: kill before the next passing
                     proc = redis_server.proc
+                    killed_at = loop.time()
                     os.kill(proc.pid, signal.SIGKILL)
                     await asyncio.to_thread(proc.wait, 10)
-                    killed_at = loop.time()
                 crossing_in_outage += 1
 
         await asyncio.sleep(0.3)  # the watcher's snapshot is in
@@ -265,8 +265,8 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
             return s["spooled"] == crossing_in_outage
         await wait_for(all_spooled, "every passing of the last pair spooled")
         await asyncio.sleep(max(0.0, killed_at + SPOOL_DOWN_S - loop.time()))
+        back_at = loop.time()  # it answers before restart() returns: count from here
         await asyncio.to_thread(redis_server.restart)  # on the same files
-        back_at = loop.time()
 
         async def spool_stored():
             s = await decoder_state(st)
@@ -289,6 +289,23 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
     assert (state["passings"], state["duplicates"], state["not_stored"],
             state["refused"]) == (24, 0, 0, 0)
     assert stored_after < 2.0
+
+    # The protocol-2 client was told: stale soon after Redis went, fresh once it was back.
+    statuses = [(m["stale"], at) for kind, at, m in got2 if kind == "status"]
+    assert [stale for stale, _ in statuses] == [True, False], statuses
+    told_stale, told_fresh = statuses[0][1] - killed_at, statuses[1][1] - back_at
+    print(f"client told stale {told_stale:.2f} s after the kill, fresh {told_fresh:.2f} s "
+          "after Redis was back")
+    assert 0 <= told_stale < 2.0 and 0 <= told_fresh < 2.0
+    # Both clients got the same events; the protocol-1 one no status message.
+    assert not [x for x in got1 if x[0] == "status"]
+    offsets = [[m["offset"] for kind, _, m in got if kind == "event"] for got in (got1, got2)]
+    assert offsets[0] == offsets[1]
+    # ...the missed ones after the "fresh" message, and the race's last among them.
+    after = [m["event"]["type"] for kind, at, m in got2
+             if kind == "event" and at >= statuses[1][1]]
+    print(f"{len(offsets[1])} events, {len(after)} after the fresh status: {after}")
+    assert "finish" in after
 
     r = bus.connect(redis_server.url)
     try:
