@@ -121,7 +121,7 @@ export class LiveRace {
 
   // {"type":"status","stale":...}: the node lost its storage, or has it back (the
   // events missed meanwhile follow by themselves).
-  status(msg) {
+  storageStatus(msg) {
     this.stale = !!msg.stale;
     if (this.stale) this.onStatus("stale");
     else if (this.subscribed) this.onStatus("live");
@@ -139,7 +139,7 @@ export class LiveRace {
       return;
     }
     if (msg.type === "status") {
-      this.status(msg);
+      this.storageStatus(msg);
       return;
     }
     if (msg.type === "snapshot") {
