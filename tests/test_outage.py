@@ -141,10 +141,9 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
 
 async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_server, tmp_path,
                                                                         caplog):
-    """The loop's passings come over P3: those that failed to store are asked for again
-    (RESEND) and stored after later ones; scoring places them by their race times (a
-    revision), so the whole race, down to each passage's rank then and the stories,
-    equals an undisturbed run."""
+    """The loop's passings come over P3: those that cannot be stored wait in the link's
+    spool and are stored in order once Redis is back (no RESEND needed), so the whole
+    race, down to each passage's rank then and the stories, equals an undisturbed run."""
     from .test_decoder_link import decoder_stack, follow, post
 
     caplog.set_level(logging.INFO)
@@ -167,6 +166,7 @@ async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_ser
     assert view["stories"] == expected["stories"]
     resends = [rec for rec in caplog.records if "missing; asking again" in rec.getMessage()]
     print(f"\n{len(resends)} RESEND requests for passings not stored during the outage")
+    assert not resends  # the spool kept them
     assert not [rec for rec in caplog.records
                 if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
 
