@@ -317,3 +317,48 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
     assert numbers == list(range(1, 25))  # every passing, once, in the order it crossed
     assert not [rec for rec in caplog.records
                 if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
+
+
+async def test_a_full_spool_counts_what_it_leaves_out_and_asks_for_it_again(
+        redis_server, tmp_path, monkeypatch):
+    """A spool of 3 and 6 passings while Redis is away: 3 are spooled, 3 are counted as
+    not stored (the health says so), and once the spool is stored the P3 link asks the
+    decoder to RESEND the other 3; all 6 end up stored, once each, in order."""
+    from services.ingest.decoders import link as link_mod
+
+    from .test_decoder_link import decoder_stack
+
+    monkeypatch.setattr(link_mod, "SPOOL_MAX", 3)
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        sim.passing(4100201, time.time_ns() // 1000)  # stored: the link knows where it is
+
+        async def stored(n):
+            async def check():
+                s = await decoder_state(st)
+                return s["passings"] == n and s["spooled"] == 0
+            return check
+        await wait_for(await stored(1), "the first passing stored")
+        proc = redis_server.proc
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+        for _ in range(6):
+            sim.passing(4100202, time.time_ns() // 1000)
+
+        async def full():
+            s = await decoder_state(st)
+            return s["spooled"] == 3 and s["not_stored"] == 3
+        await wait_for(full, "3 spooled, 3 left out")
+        await asyncio.to_thread(redis_server.restart)
+        await wait_for(await stored(7), "every passing stored")
+        state = await decoder_state(st)
+
+    assert sim.resends_answered >= 1 and sim.resent_passings >= 3
+    assert (state["passings"], state["not_stored"], state["duplicates"]) == (7, 3, 0)
+    r = bus.connect(redis_server.url)
+    try:
+        raw = bus.entries(await r.xrange(keys.RAW_STREAM))
+    finally:
+        await r.aclose()
+    numbers = [inp.seq for inp in (decode_stored(f[b"d"]) for _, f in raw if f)
+               if inp.source == DECODER]
+    assert numbers == list(range(1, 8))
