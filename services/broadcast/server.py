@@ -135,13 +135,26 @@ class Broadcast:
                  "stale" if stale else "fresh again")
         write_all(list(self.status_clients), self.status_frame().encode())
 
-    async def wants_status(self, ws: ServerConnection, protocol: int) -> None:
-        """A protocol-2 subscribe: this connection is told of stale data from now on,
-        and at once if it is stale now."""
+    def wants_status(self, ws: ServerConnection, protocol: int) -> bool:
+        """A protocol-2 subscribe: this connection is told of stale data from now on.
+        True when it was not before (it is told the current state after its reply)."""
         if protocol < LATEST or ws in self.status_clients:
-            return
+            return False
         self.status_clients.add(ws)
-        if self.stale_since_us is not None:
+        return True
+
+    async def unavailable(self, ws: ServerConnection, race: str, exc: RedisError,
+                          told: bool) -> None:
+        """A subscribe failed for Redis: the reply first, then (protocol 2) the stale
+        status, to everyone if this is news, else to this connection if it is new
+        (``told`` False)."""
+        log.debug("subscribe to %s failed: %s", race, exc)
+        await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
+                                 "code": "unavailable",
+                                 "error": "storage unavailable; subscribe again"}))
+        was_stale = self.stale_since_us is not None
+        self.hub.outage.failed(exc, "subscribing clients (they are told to retry)")
+        if was_stale and not told:
             await ws.send(self.status_frame())
 
     async def handle_ws(self, ws: ServerConnection) -> None:
@@ -196,7 +209,7 @@ class Broadcast:
             await ws.send(bus.dumps({"type": "error", "race": race, "code": "bad_request",
                                      "error": f"protocol must be one of {list(PROTOCOLS)}"}))
             return
-        await self.wants_status(ws, protocol)
+        told = not self.wants_status(ws, protocol)
         if race in subs:
             await self.hub.unsubscribe(subs.pop(race))
         elif len(subs) >= self.settings.client_subscriptions_max:
@@ -206,7 +219,9 @@ class Broadcast:
                 "races; unsubscribe from one first")))
             return
         try:
-            if not await self.hub.exists(race):
+            known = await self.hub.exists(race)
+            self.hub.outage.ok()  # Redis answered: clients told "stale" hear it is back
+            if not known:
                 self.hub.refused["unknown_race"] += 1
                 await ws.send(refusal(race, "unknown_race",
                                       f"no race {race!r}: no start list has it"))
@@ -214,11 +229,7 @@ class Broadcast:
             sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
                                               protocol)
         except RedisError as exc:
-            self.hub.outage.failed(exc, "subscribing clients (they are told to retry)")
-            log.debug("subscribe to %s failed: %s", race, exc)
-            await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
-                                     "code": "unavailable",
-                                     "error": "storage unavailable; subscribe again"}))
+            await self.unavailable(ws, race, exc, told)
             return
         self.hub.outage.ok()
         subs[race] = sub
