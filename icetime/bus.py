@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import msgpack
@@ -160,16 +160,22 @@ class Outage:
     nothing in between, however often the service retries. No traceback: a Redis that
     is away is an expected condition, and its error message says all there is."""
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
+    def __init__(self, logger: logging.Logger, what: str,
+                 on_change: Callable[[bool], None] | None = None) -> None:
         self.log = logger
         self.what = what
         #: time.monotonic() when the current outage began; None while Redis answers.
         self.since: float | None = None
+        #: Called with True when an outage begins and False when it ends (a broadcast
+        #: node tells its clients the data is stale).
+        self.on_change = on_change
 
     def failed(self, exc: BaseException, doing: str = "") -> None:
         """A Redis call failed with ``exc`` (while ``doing`` something, for the log)."""
         if self.since is None:
             self.since = time.monotonic()
+            if self.on_change is not None:
+                self.on_change(True)
             self.log.warning("%s: Redis unavailable%s (%s); retrying until it is back",
                              self.what, f" while {doing}" if doing else "", exc)
         else:
@@ -181,6 +187,8 @@ class Outage:
             self.log.info("%s: Redis recovered after %.1f s", self.what,
                           time.monotonic() - self.since)
             self.since = None
+            if self.on_change is not None:
+                self.on_change(False)
 
 
 def parse_id(stream_id: str | bytes) -> tuple[int, int]:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import shutil
+import signal
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -562,4 +564,28 @@ async def test_team_pursuit_on_the_monitor_and_board(stack):
         await expect(monitor.get_by_test_id("final-JPN")).to_contain_text("2:53.00",
                                                                           timeout=10_000)
         assert not e1 and not e2, e1 + e2
+        await browser.close()
+
+
+async def test_live_page_says_the_data_is_stale_while_redis_is_away(stack, redis_server):
+    """Redis killed under a followed race: the page says the data is stale (in the style
+    of "server unreachable"), and live again once Redis is back on the same files."""
+    from playwright.async_api import async_playwright, expect
+
+    await load_startlist(stack)
+    async with async_playwright() as p:
+        browser = await launch(p)
+        page, errors = await open_page(browser, f"{stack.http}/live?race={RACE}", 412, 915)
+        status = page.get_by_test_id("status")
+        await expect(status).to_have_attribute("data-state", "live", timeout=10_000)
+        proc = redis_server.proc
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+        await expect(status).to_have_attribute("data-state", "stale", timeout=5_000)
+        await expect(status).to_have_text("Data stale: reconnecting to storage…")
+        await page.screenshot(path=SHOTS / "live-stale-412x915.png")
+        await asyncio.to_thread(redis_server.restart)  # on the same files
+        await expect(status).to_have_attribute("data-state", "live", timeout=5_000)
+        await expect(status).to_have_text("live")
+        assert not errors, errors
         await browser.close()

@@ -288,10 +288,18 @@ async def test_health_answers_while_redis_is_away(redis_server, stack):
         redis_server.stop()
         reply = await ask(ws, sub("anything"))
         assert reply["code"] == "unavailable" and reply["retry"] is True
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{stack.http}/api/health") as resp:
-            assert resp.status == 200
-            body = await resp.json()
-    assert set(body["errors"]) == {"ingest", "scoring", "decoders"}
-    assert body["broadcast"]["clients"] == 0 and "server_us" in body
-    redis_server.start()
+        # A protocol-2 client is told the data is stale, after the reply.
+        status = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert status["type"] == "status" and status["stale"] is True
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{stack.http}/api/health") as resp:
+                assert resp.status == 200
+                body = await resp.json()
+        assert set(body["errors"]) == {"ingest", "scoring", "decoders"}
+        assert body["broadcast"]["clients"] == 0 and "server_us" in body
+        redis_server.start()
+        # Asked again once Redis is back: told it is fresh, then the answer.
+        status = await ask(ws, sub("anything"))
+        assert status == {"type": "status", "stale": False}
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert reply["code"] == "unknown_race"

@@ -7,19 +7,25 @@ the logs say what happened in a warning and a "recovered" line, with no tracebac
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
 import signal
 import time
 
+import aiohttp
 import pytest
 import websockets
 
 from icetime import bus, keys
 from icetime.cli import replay
+from icetime.messages import decode_stored
+from icetime.replay import script_inputs
 from icetime.view import apply_event
+from services.scoring.competition import Competition
 
+from .conftest import feed
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
 
@@ -135,10 +141,9 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
 
 async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_server, tmp_path,
                                                                         caplog):
-    """The loop's passings come over P3: those that failed to store are asked for again
-    (RESEND) and stored after later ones; scoring places them by their race times (a
-    revision), so the whole race, down to each passage's rank then and the stories,
-    equals an undisturbed run."""
+    """The loop's passings come over P3: those that cannot be stored wait in the link's
+    spool and are stored in order once Redis is back (no RESEND needed), so the whole
+    race, down to each passage's rank then and the stories, equals an undisturbed run."""
     from .test_decoder_link import decoder_stack, follow, post
 
     caplog.set_level(logging.INFO)
@@ -161,5 +166,199 @@ async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_ser
     assert view["stories"] == expected["stories"]
     resends = [rec for rec in caplog.records if "missing; asking again" in rec.getMessage()]
     print(f"\n{len(resends)} RESEND requests for passings not stored during the outage")
+    assert not resends  # the spool kept them
     assert not [rec for rec in caplog.records
                 if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
+
+
+#: Redis stays away at least this long in the spool test (s).
+SPOOL_DOWN_S = 3.0
+DECODER = "finish-p3"
+
+
+def two_pairs():
+    """The fixture's last two pairs: a short race (2.6 s at SPEED)."""
+    doc = copy.deepcopy(FIXTURE)
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in (9, 10)]
+    return doc
+
+
+def fault_free_view(doc):
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    for n, it in enumerate(script_inputs(doc)):
+        feed(comp, f"i{n}", {**it.inp, "source": it.source})
+    return comp.view(RACE)
+
+
+async def watch(url, protocol, got, done):
+    """A client following the race in ``protocol``: every message it gets, with its
+    arrival time, as (type, loop time, message)."""
+    loop = asyncio.get_running_loop()
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": protocol}))
+        while not done.is_set():
+            try:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+            except TimeoutError:
+                continue
+            got.append((msg["type"], loop.time(), msg))
+
+
+async def decoder_state(st):
+    """The P3 link's state from ingest's GET /api/stats (it answers 503 with the links'
+    state while Redis is away)."""
+    async with aiohttp.ClientSession() as s:
+        url = f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats"
+        async with s.get(url) as r:
+            return (await r.json())["decoders"][DECODER]
+
+
+async def wait_for(check, what, timeout=20.0):
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
+        redis_server, tmp_path, caplog):
+    """Redis is killed just after the last pair's gun; every passing of that pair crosses
+    the P3 decoder while it is away, and none after it is back. The link keeps them in
+    its spool and stores them, once and in order, as soon as Redis answers (no RESEND, no
+    later passing needed); the race equals a fault-free run. A connected client is told
+    the data is stale meanwhile, and fresh again after."""
+    from .test_decoder_link import decoder_stack, follow, post
+
+    caplog.set_level(logging.INFO)
+    loop = asyncio.get_running_loop()
+    doc = two_pairs()
+    guns = sum(1 for it in script_inputs(doc) if it.inp["type"] == "gun")
+    crossing_in_outage = 0
+    killed_at = None
+
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        await post(st, "/api/startlist", doc["startlist"])
+        got2, got1, done = [], [], asyncio.Event()
+        watchers = [asyncio.create_task(watch(st.ws_url, 2, got2, done)),
+                    asyncio.create_task(watch(st.ws_url, 1, got1, done))]
+        seen_guns = 0
+
+        async def hold(item):
+            nonlocal seen_guns, killed_at, crossing_in_outage
+            if item.inp["type"] == "gun":
+                seen_guns += 1
+            elif seen_guns == guns:
+                if killed_at is None:  # every gun is stored: kill before the next passing
+                    proc = redis_server.proc
+                    killed_at = loop.time()
+                    os.kill(proc.pid, signal.SIGKILL)
+                    await asyncio.to_thread(proc.wait, 10)
+                crossing_in_outage += 1
+
+        await asyncio.sleep(0.3)  # the watcher's snapshot is in
+        resends_before = sim.resends_answered
+        await replay(doc, st.settings, speed=SPEED, announce=False, decoder=sim, hold=hold)
+        assert killed_at is not None and crossing_in_outage == 12
+
+        async def all_spooled():
+            s = await decoder_state(st)
+            return s["spooled"] == crossing_in_outage
+        await wait_for(all_spooled, "every passing of the last pair spooled")
+        await asyncio.sleep(max(0.0, killed_at + SPOOL_DOWN_S - loop.time()))
+        back_at = loop.time()  # it answers before restart() returns: count from here
+        await asyncio.to_thread(redis_server.restart)  # on the same files
+
+        async def spool_stored():
+            s = await decoder_state(st)
+            return s["spooled"] == 0 and s["passings"] == 24
+        await wait_for(spool_stored, "the spool stored")
+        stored_after = loop.time() - back_at
+        view = await follow(st, lambda v: len(v["classification"]["bib"]) == 4)
+        state = await decoder_state(st)
+        done.set()
+        await asyncio.gather(*watchers)
+
+    expected = fault_free_view(doc)
+    print(f"\nRedis down {back_at - killed_at:.2f} s; {crossing_in_outage} passings spooled; "
+          f"spool stored {stored_after:.2f} s after Redis was back; "
+          f"RESEND requests answered {sim.resends_answered - resends_before}")
+    assert view["classification"] == expected["classification"]
+    assert view["results"] == expected["results"]
+    assert view["stories"] == expected["stories"]
+    assert sim.resends_answered == resends_before  # nothing asked for again
+    assert (state["passings"], state["duplicates"], state["not_stored"],
+            state["refused"]) == (24, 0, 0, 0)
+    assert stored_after < 2.0
+
+    # The protocol-2 client was told: stale soon after Redis went, fresh once it was back.
+    statuses = [(m["stale"], at) for kind, at, m in got2 if kind == "status"]
+    assert [stale for stale, _ in statuses] == [True, False], statuses
+    told_stale, told_fresh = statuses[0][1] - killed_at, statuses[1][1] - back_at
+    print(f"client told stale {told_stale:.2f} s after the kill, fresh {told_fresh:.2f} s "
+          "after Redis was back")
+    assert 0 <= told_stale < 2.0 and 0 <= told_fresh < 2.0
+    # Both clients got the same events; the protocol-1 one no status message.
+    assert not [x for x in got1 if x[0] == "status"]
+    offsets = [[m["offset"] for kind, _, m in got if kind == "event"] for got in (got1, got2)]
+    assert offsets[0] == offsets[1]
+    # ...the missed ones after the "fresh" message, and the race's last among them.
+    after = [m["event"]["type"] for kind, at, m in got2
+             if kind == "event" and at >= statuses[1][1]]
+    print(f"{len(offsets[1])} events, {len(after)} after the fresh status: {after}")
+    assert "finish" in after
+
+    r = bus.connect(redis_server.url)
+    try:
+        raw = bus.entries(await r.xrange(keys.RAW_STREAM))
+    finally:
+        await r.aclose()
+    numbers = [inp.seq for inp in (decode_stored(f[b"d"]) for _, f in raw if f)
+               if inp.source == DECODER]
+    assert numbers == list(range(1, 25))  # every passing, once, in the order it crossed
+    assert not [rec for rec in caplog.records
+                if rec.name.startswith(OURS) and (rec.exc_info or rec.levelno >= logging.ERROR)]
+
+
+async def test_a_full_spool_counts_what_it_leaves_out_and_asks_for_it_again(
+        redis_server, tmp_path, monkeypatch):
+    """A spool of 3 and 6 passings while Redis is away: 3 are spooled, 3 are counted as
+    not stored (the health says so), and once the spool is stored the P3 link asks the
+    decoder to RESEND the other 3; all 6 end up stored, once each, in order."""
+    from services.ingest.decoders import link as link_mod
+
+    from .test_decoder_link import decoder_stack
+
+    monkeypatch.setattr(link_mod, "SPOOL_MAX", 3)
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        sim.passing(4100201, time.time_ns() // 1000)  # stored: the link knows where it is
+
+        async def stored(n):
+            async def check():
+                s = await decoder_state(st)
+                return s["passings"] == n and s["spooled"] == 0
+            return check
+        await wait_for(await stored(1), "the first passing stored")
+        proc = redis_server.proc
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+        for _ in range(6):
+            sim.passing(4100202, time.time_ns() // 1000)
+
+        async def full():
+            s = await decoder_state(st)
+            return s["spooled"] == 3 and s["not_stored"] == 3
+        await wait_for(full, "3 spooled, 3 left out")
+        await asyncio.to_thread(redis_server.restart)
+        await wait_for(await stored(7), "every passing stored")
+        state = await decoder_state(st)
+
+    assert sim.resends_answered >= 1 and sim.resent_passings >= 3
+    assert (state["passings"], state["not_stored"], state["duplicates"]) == (7, 3, 0)
+    r = bus.connect(redis_server.url)
+    try:
+        raw = bus.entries(await r.xrange(keys.RAW_STREAM))
+    finally:
+        await r.aclose()
+    numbers = [inp.seq for inp in (decode_stored(f[b"d"]) for _, f in raw if f)
+               if inp.source == DECODER]
+    assert numbers == list(range(1, 8))

@@ -512,6 +512,11 @@ class Hub:
                 continue
             self.reading = True
             try:
+                if self.outage.since is not None:
+                    # Say Redis is back as soon as it answers, not after a read that
+                    # may block for BLOCK_MS; the missed events follow.
+                    await self.r.ping()
+                    self.outage.ok()
                 await self.read_once(feeds)
                 if time.monotonic() >= next_epochs:
                     next_epochs = time.monotonic() + BLOCK_MS / 1000

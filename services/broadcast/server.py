@@ -28,7 +28,7 @@ from icetime.service import Ready, binding, healthz, listen_port
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .fanout import PROTOCOLS, Hub, Subscription
+from .fanout import LATEST, PROTOCOLS, Hub, Subscription, write_all
 from .metrics import Metrics
 from .results_http import ResultsApi
 from .rmonitor import RMonitorFeed
@@ -114,6 +114,48 @@ class Broadcast:
         self.rmonitor = RMonitorFeed(self.hub, r, settings.rmonitor_race)
         #: The WebSocket listener's port as bound (the configured one, or the one port 0 got).
         self.ws_port = settings.broadcast_ws_port
+        #: Connections told when the data goes stale (docs/protocol.md, "Stale data"):
+        #: those that subscribed in protocol 2 (protocol-1 clients predate the message).
+        self.status_clients: set[ServerConnection] = set()
+        #: When this node lost Redis (µs), while it is away; None while it answers.
+        self.stale_since_us: int | None = None
+        self.hub.outage.on_change = self.stale_changed
+
+    def status_frame(self) -> str:
+        """The ``status`` message: whether the data is stale (Redis away) and since when."""
+        if self.stale_since_us is None:
+            return bus.dumps({"type": "status", "stale": False})
+        return bus.dumps({"type": "status", "stale": True, "since_us": self.stale_since_us,
+                          "reason": "storage unavailable; reconnecting"})
+
+    def stale_changed(self, stale: bool) -> None:
+        """Redis went away (``stale``) or answers again: tell every protocol-2 client."""
+        self.stale_since_us = now_us() if stale else None
+        log.info("telling %d clients the data is %s", len(self.status_clients),
+                 "stale" if stale else "fresh again")
+        write_all(list(self.status_clients), self.status_frame().encode())
+
+    def wants_status(self, ws: ServerConnection, protocol: int) -> bool:
+        """A protocol-2 subscribe: this connection is told of stale data from now on.
+        True when it was not before (it is told the current state after its reply)."""
+        if protocol < LATEST or ws in self.status_clients:
+            return False
+        self.status_clients.add(ws)
+        return True
+
+    async def unavailable(self, ws: ServerConnection, race: str, exc: RedisError,
+                          told: bool) -> None:
+        """A subscribe failed for Redis: the reply first, then (protocol 2) the stale
+        status, to everyone if this is news, else to this connection if it is new
+        (``told`` False)."""
+        log.debug("subscribe to %s failed: %s", race, exc)
+        await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
+                                 "code": "unavailable",
+                                 "error": "storage unavailable; subscribe again"}))
+        was_stale = self.stale_since_us is not None
+        self.hub.outage.failed(exc, "subscribing clients (they are told to retry)")
+        if was_stale and not told:
+            await ws.send(self.status_frame())
 
     async def handle_ws(self, ws: ServerConnection) -> None:
         sock = ws.transport.get_extra_info("socket")
@@ -137,6 +179,7 @@ class Broadcast:
         finally:
             log.debug("client %s disconnected (following %s)", ws.remote_address,
                       ", ".join(subs) or "no race")
+            self.status_clients.discard(ws)
             for sub in subs.values():
                 await self.hub.unsubscribe(sub)
 
@@ -166,6 +209,7 @@ class Broadcast:
             await ws.send(bus.dumps({"type": "error", "race": race, "code": "bad_request",
                                      "error": f"protocol must be one of {list(PROTOCOLS)}"}))
             return
+        told = not self.wants_status(ws, protocol)
         if race in subs:
             await self.hub.unsubscribe(subs.pop(race))
         elif len(subs) >= self.settings.client_subscriptions_max:
@@ -175,7 +219,9 @@ class Broadcast:
                 "races; unsubscribe from one first")))
             return
         try:
-            if not await self.hub.exists(race):
+            known = await self.hub.exists(race)
+            self.hub.outage.ok()  # Redis answered: clients told "stale" hear it is back
+            if not known:
                 self.hub.refused["unknown_race"] += 1
                 await ws.send(refusal(race, "unknown_race",
                                       f"no race {race!r}: no start list has it"))
@@ -183,11 +229,7 @@ class Broadcast:
             sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
                                               protocol)
         except RedisError as exc:
-            self.hub.outage.failed(exc, "subscribing clients (they are told to retry)")
-            log.debug("subscribe to %s failed: %s", race, exc)
-            await ws.send(bus.dumps({"type": "error", "race": race, "retry": True,
-                                     "code": "unavailable",
-                                     "error": "storage unavailable; subscribe again"}))
+            await self.unavailable(ws, race, exc, told)
             return
         self.hub.outage.ok()
         subs[race] = sub

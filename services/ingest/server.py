@@ -513,15 +513,21 @@ class Ingest:
             raw_length = await self.r.xlen(keys.RAW_STREAM)
         except RedisError as exc:
             self.outage.failed(exc, "answering /api/stats")
+            # The links' own state still shows what they hold (their spools).
             return web.json_response({"ok": False, "error": f"storage unavailable: {exc}",
-                                      "retry": True}, status=503)
+                                      "retry": True, "decoders": self.decoder_states()},
+                                     status=503)
         # The counters a reader looks for are there at 0 too, not only once they move.
         stats: dict[str, Any] = dict.fromkeys(
             ("accepted", "duplicate", "conflict", "rejected", "refused_role"), 0)
         stats.update({bus.text(k): int(v) for k, v in counters.items()})
         stats["raw_length"] = raw_length
-        stats["decoders"] = {link.cfg.id: link.state() for link in self.links}
+        stats["decoders"] = self.decoder_states()
         return web.json_response(stats)
+
+    def decoder_states(self) -> dict[str, dict[str, Any]]:
+        """Each decoder link's state (:meth:`DecoderLink.state`) by decoder id."""
+        return {link.cfg.id: link.state() for link in self.links}
 
     async def http_whoami(self, request: web.Request) -> web.Response:
         """The token's source, its role and the input types it may send."""

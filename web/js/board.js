@@ -199,6 +199,7 @@ function tick(live) {
   const alert = $("alert");
   const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS;
   const problem = live.status === "connecting" ? t("Connecting…")
+    : live.status === "stale" ? t("Data stale: reconnecting to storage…")
     : live.status !== "live" ? t("Server unreachable: reconnecting…") : (quiet && run ? t("No timing data") : "");
   alert.hidden = !problem;
   if (alert.textContent !== problem) alert.textContent = problem;

@@ -287,7 +287,8 @@ function tickClocks(live) {
   const since = Date.now() - live.lastEventAt;
   const st = $("status");
   const state = st.dataset.state || "connecting";
-  let text = state === "reconnecting" ? t("Server unreachable: reconnecting…") : t(state);
+  let text = state === "reconnecting" ? t("Server unreachable: reconnecting…")
+    : state === "stale" ? t("Data stale: reconnecting to storage…") : t(state);
   if (live.lastEventAt && since > STALE_MS && state === "live") text = t("no data for {n} s", { n: Math.round(since / 1000) });
   if (live.delayMs) text += " · " + t("{n} s behind", { n: live.delayMs / 1000 });
   const tod = timeOfDay(live.serverNowUs() / 1000);

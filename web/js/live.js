@@ -1,9 +1,12 @@
 // A live connection to one race: snapshot, ordered deltas, exact resume, server clock,
 // an optional display delay, and a watchdog for connections that die silently.
+// onStatus gets "connecting", "live", "reconnecting" (the WebSocket is lost) or "stale"
+// (the node has lost its storage: what is shown may be out of date; docs/protocol.md).
 import { applyEvent } from "./view.js";
 
 const HEARTBEAT_MS = 5000;  // a clock sync this often doubles as a heartbeat
 const DEAD_MS = 9000;       // nothing at all for this long: the connection is dead
+const UNAVAILABLE_RETRY_MS = 1000;  // a subscribe refused while storage is away: ask again
 
 function cmpOffset(a, b) {
   const [am, as] = a.split("-").map(Number), [bm, bs] = b.split("-").map(Number);
@@ -27,6 +30,8 @@ export class LiveRace {
     this.pending = [];       // received, not shown yet: [{at, msg}]
     this.flushTimer = null;
     this.backoff = 500;
+    this.stale = false;      // the server said its storage is away
+    this.subscribed = false; // a snapshot or resume came on this connection
     this.stats = { snapshots: 0, events: 0, resumes: 0, reconnects: 0, duplicates: 0 };
   }
 
@@ -84,9 +89,8 @@ export class LiveRace {
       this.backoff = 500;
       this.lastMessageAt = Date.now();
       for (let i = 0; i < 3; i++) setTimeout(() => this.sync(), i * 150);
-      const sub = { op: "subscribe", race: this.race, protocol: 2 };
-      if (this.epoch && this.offset) Object.assign(sub, { epoch: this.epoch, offset: this.offset });
-      ws.send(JSON.stringify(sub));
+      this.subscribed = false;
+      this.subscribe();
     };
     ws.onmessage = (m) => this.handle(JSON.parse(m.data));
     ws.onclose = () => {
@@ -95,6 +99,33 @@ export class LiveRace {
       this.retryTimer = setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 5000);
     };
+  }
+
+  // Follow the race on the open connection: resume where the stream stands, if known.
+  subscribe() {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return;
+    const sub = { op: "subscribe", race: this.race, protocol: 2 };
+    if (this.epoch && this.offset) Object.assign(sub, { epoch: this.epoch, offset: this.offset });
+    ws.send(JSON.stringify(sub));
+  }
+
+  // Subscribe again after ms, if still on the same connection (not followed yet).
+  resubscribeIn(ms) {
+    const ws = this.ws;
+    clearTimeout(this.resubscribeTimer);
+    this.resubscribeTimer = setTimeout(() => {
+      if (ws === this.ws && !this.subscribed) this.subscribe();
+    }, ms);
+  }
+
+  // {"type":"status","stale":...}: the node lost its storage, or has it back (the
+  // events missed meanwhile follow by themselves).
+  storageStatus(msg) {
+    this.stale = !!msg.stale;
+    if (this.stale) this.onStatus("stale");
+    else if (this.subscribed) this.onStatus("live");
+    else this.subscribe();
   }
 
   handle(msg) {
@@ -107,11 +138,19 @@ export class LiveRace {
       }
       return;
     }
+    if (msg.type === "status") {
+      this.storageStatus(msg);
+      return;
+    }
     if (msg.type === "snapshot") {
       this.stats.snapshots++;
+      this.subscribed = true;
+      this.stale = false;
       this.onStatus("live");
     } else if (msg.type === "resumed") {
       this.stats.resumes++;
+      this.subscribed = true;
+      this.stale = false;
       this.onStatus("live");
       return;
     } else if (msg.type === "event") {
@@ -119,14 +158,14 @@ export class LiveRace {
       this.stats.events++;
     } else {
       // A page opened before its race's start list is loaded: ask again now and then.
-      if (msg.type === "error" && msg.code === "unknown_race" && msg.race === this.race) {
-        const ws = this.ws;
-        clearTimeout(this.unknownTimer);
-        this.unknownTimer = setTimeout(() => {
-          if (ws === this.ws && ws.readyState === 1) {
-            ws.send(JSON.stringify({ op: "subscribe", race: this.race, protocol: 2 }));
-          }
-        }, 3000);
+      // Storage away ("unavailable"): the data is stale; ask again soon.
+      if (msg.type === "error" && msg.race === this.race) {
+        if (msg.code === "unknown_race") this.resubscribeIn(3000);
+        if (msg.code === "unavailable") {
+          this.stale = true;
+          this.onStatus("stale");
+          this.resubscribeIn(UNAVAILABLE_RETRY_MS);
+        }
       }
       return;
     }

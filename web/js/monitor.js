@@ -283,7 +283,8 @@ live = new LiveRace(await pickRace(() => { $("race").textContent = "waiting for 
   onEvent,
   onStatus: (s) => {
     live.status = s;
-    $("status").textContent = s === "reconnecting" ? t("Server unreachable: reconnecting…") : t(s);
+    $("status").textContent = s === "reconnecting" ? t("Server unreachable: reconnecting…")
+      : s === "stale" ? t("Data stale: reconnecting to storage…") : t(s);
     $("status").dataset.state = s;
   },
 });

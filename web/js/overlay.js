@@ -74,6 +74,8 @@ function tick() {
   $("bug").hidden = layout !== "clock" || !run;
   const off = live.status && live.status !== "live";
   $("offline").hidden = !off;
+  const why = live.status === "stale" ? t("Data stale") : t("Server unreachable");
+  if (off && $("offline").textContent !== why) $("offline").textContent = why;
   requestAnimationFrame(tick);
 }
 

@@ -38,11 +38,13 @@ All of them:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import struct
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,7 +65,8 @@ if TYPE_CHECKING:
     from ..server import Ingest
 
 log = logging.getLogger(__name__)
-StoreResult = Literal["stored", "refused", "retry"]
+#: What became of a passing handed to ingest (:meth:`DecoderLink.store_passing`).
+StoreResult = Literal["stored", "refused", "spooled", "retry"]
 #: Health is published on each link change and STATUS, and after passings at most this
 #: often (for decoders that send no STATUS).
 HEALTH_EVERY_US = 1_000_000
@@ -92,6 +95,25 @@ _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 CLOCK_BACK_US = 1_000_000
 #: P3 records by which a decoder says it (re)started: a new session.
 RESTART_RECORDS = (TOR["RESET"], TOR["FIRST_CONTACT"])
+#: Passings that could not be stored (Redis away) wait in the link's spool, in order, at
+#: most this many (some 100 races of passings); past that a passing is counted as
+#: ``not_stored`` and, over P3, asked for again once the spool is stored.
+SPOOL_MAX = 10_000
+#: While passings are spooled, the oldest is tried again this often: a stopped Redis
+#: refuses a connection at once, so a try costs next to nothing.
+SPOOL_RETRY_S = 0.2
+
+
+@dataclass(slots=True)
+class Pending:
+    """A passing on its way to ingest: the feed input, its seq, the decoder's bytes, and
+    the session its protocol chose when it arrived (Protime's day; None for the others,
+    whose session is found when it is stored)."""
+
+    inp: dict[str, Any]
+    seq: int
+    raw: bytes
+    session: str | None = None
 
 
 class CaptureLog:
@@ -153,7 +175,8 @@ class DecoderLink:
         self.capture_path = capture_dir / f"{cfg.id}{self.CAPTURE_SUFFIX}"
         self.capture: CaptureLog | None = None
         #: records = passing_records + status_records + other_records + damaged, and
-        #: passing_records = passings + duplicates + refused + not_stored.
+        #: passing_records = passings + duplicates + refused + not_stored + spooled
+        #: (those waiting in the spool now).
         self.stats: dict[str, int] = {
             "connects": 0, "passings": 0, "duplicates": 0, "refused": 0, "not_stored": 0,
             "records": 0, "passing_records": 0, "status_records": 0, "other_records": 0,
@@ -173,6 +196,12 @@ class DecoderLink:
         #: One session per boot of the decoder; loaded from Redis before the first store.
         self.sessions = Sessions()
         self.sessions_loaded = False
+        #: Passings not stored yet (storage unavailable), oldest first; the task that
+        #: stores them; whether some were left out (the spool full); when it filled.
+        self.spool: deque[Pending] = deque()
+        self.drainer: asyncio.Task[None] | None = None
+        self.spool_overflowed = False
+        self.spool_since = 0.0
 
     def state(self) -> dict[str, Any]:
         """What the monitor and /api/health show for this decoder."""
@@ -180,7 +209,8 @@ class DecoderLink:
                 "connected": self.connected, "status": self.health,
                 "last_passing_us": self.last_passing_us,
                 "clock_offset_us": self.offset_us, "clock_rtt_us": self.clock_rtt_us,
-                **self.stats, "damaged_reasons": dict(self.damaged_reasons),
+                **self.stats, "spooled": len(self.spool), "spool_max": SPOOL_MAX,
+                "damaged_reasons": dict(self.damaged_reasons),
                 "anomalies": list(self.anomalies), "last_failure": self.last_failure,
                 **self.sessions.state()}
 
@@ -210,6 +240,8 @@ class DecoderLink:
         finally:
             self.connected = False
             self.capture.close()
+            if stop.is_set():
+                await self.stop_spool()
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
@@ -349,15 +381,20 @@ class DecoderLink:
         await self.publish_health("status")
 
     async def store_passing(self, seq: int, transponder: str, t: int, raw: bytes,
-                            point: str | None = None, alias: str | None = None
-                            ) -> StoreResult:
+                            point: str | None = None, alias: str | None = None,
+                            session: str | None = None) -> StoreResult:
         """Hand a passing (or a start beacon) to ingest: ``"stored"`` (or a duplicate of
-        one stored), ``"refused"`` (ingest refused it and keeps it in the rejects stream)
-        or ``"retry"`` (storage unavailable: ask the decoder for it again). ``alias``:
-        the other id the chip reported (a ProChip's number beside its code).
+        one stored), ``"refused"`` (ingest refused it and keeps it in the rejects
+        stream), ``"spooled"`` (storage unavailable: kept in the link's spool and stored
+        in order as soon as storage answers) or ``"retry"`` (storage unavailable and the
+        spool full: counted as ``not_stored``, to be asked for again where the protocol
+        can). ``alias``: the other id the chip reported (a ProChip's number beside its
+        code). ``session``: the one the protocol chose (Protime), else None.
 
-        It goes in the session :meth:`session_order` says; a number that comes back
-        with another passing starts a new session (:meth:`restart`) and is stored there."""
+        While the spool holds passings, a new one joins it behind them, so passings are
+        stored in the order they came. It goes in the session :meth:`session_order`
+        says; a number that comes back with another passing starts a new session
+        (:meth:`restart`) and is stored there."""
         if self._is_gun(transponder, alias):
             # The start impulse as a beacon passing: a gun for the pair called to the start.
             inp: dict[str, Any] = {"type": "gun", "seq": seq, "t": t}
@@ -366,15 +403,39 @@ class DecoderLink:
                    "point": point or self.cfg.point}
             if alias is not None and alias != transponder:
                 inp["transponder_alias"] = alias
+        pending = Pending(inp, seq, raw, session)
+        if not self.spool:
+            result = await self._store(pending)
+            if result != "retry":
+                return result
+        if len(self.spool) >= SPOOL_MAX:
+            self.stats["not_stored"] += 1
+            if not self.spool_overflowed:
+                self.spool_overflowed = True
+                log.warning("decoder %s: the spool is full (%d passings); later passings "
+                            "are not kept until it is stored", self.cfg.id, SPOOL_MAX)
+            return "retry"
+        if not self.spool:
+            self.spool_since = asyncio.get_running_loop().time()
+            log.warning("decoder %s: storage unavailable; keeping passings in the link's "
+                        "spool (at most %d) until it answers", self.cfg.id, SPOOL_MAX)
+        self.spool.append(pending)
+        if self.drainer is None or self.drainer.done():
+            self.drainer = asyncio.create_task(self._drain())
+        return "spooled"
+
+    async def _store(self, p: Pending) -> StoreResult:
+        """Store one passing now: ``"stored"``, ``"refused"`` or ``"retry"``."""
         try:
-            reply = await self._store_in_session(inp, seq, raw)
+            reply = await self._store_in_session(p)
         except RedisError as exc:  # the sessions could not be loaded or saved
             self.ingest.outage.failed(exc, f"loading decoder {self.cfg.id}'s sessions")
             reply = {"ok": False, "retry": True}
         if not reply.get("ok"):
-            retry = bool(reply.get("retry"))
-            self.stats["not_stored" if retry else "refused"] += 1
-            return "retry" if retry else "refused"
+            if reply.get("retry"):
+                return "retry"
+            self.stats["refused"] += 1
+            return "refused"
         self.last_passing_us = now_us()
         self.stats["duplicates" if reply.get("duplicate") else "passings"] += 1
         if self.last_passing_us - self.published_us > HEALTH_EVERY_US:
@@ -382,22 +443,66 @@ class DecoderLink:
             await self.publish_health("passing")
         return "stored"
 
+    async def _drain(self) -> None:
+        """Store the spool, oldest first, trying again every SPOOL_RETRY_S while storage
+        is unavailable; new passings join its end meanwhile."""
+        stored = 0
+        while self.spool:
+            await asyncio.sleep(SPOOL_RETRY_S)
+            while self.spool:
+                if await self._store_head() == "retry":
+                    break
+                self.spool.popleft()
+                stored += 1
+        log.info("decoder %s: %d spooled passings stored, in order, %.1f s after the "
+                 "first was kept", self.cfg.id, stored,
+                 asyncio.get_running_loop().time() - self.spool_since)
+        overflowed, self.spool_overflowed = self.spool_overflowed, False
+        await self.publish_health("spool_stored")
+        await self.on_spool_stored(overflowed)
+
+    async def _store_head(self) -> StoreResult:
+        """Store the spool's oldest passing. A bug storing it costs that passing only
+        (logged, counted, kept in the rejects stream), not the spool."""
+        p = self.spool[0]
+        try:
+            return await self._store(p)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.exception("decoder %s: a spooled passing could not be stored; kept in the "
+                          "rejects stream", self.cfg.id)
+            await self.ingest.reject(self.cfg.id, p.raw, f"{self.PROTOCOL}: not handled")
+            return "refused"
+
+    async def on_spool_stored(self, overflowed: bool) -> None:
+        """The spool is stored; ``overflowed``: passings were left out while it was full
+        (a protocol that can ask for them again does it here)."""
+
+    async def stop_spool(self) -> None:
+        """Stop storing the spool (ingest stops): what it holds is lost with the process;
+        a P3 decoder is asked for it again on the next connect."""
+        if self.drainer is not None:
+            self.drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.drainer
+            self.drainer = None
+
     def _is_gun(self, transponder: str, alias: str | None) -> bool:
         guns = {transponder_key(g) for g in self.cfg.gun_transponders}
         return transponder_key(transponder) in guns or (
             alias is not None and transponder_key(alias) in guns)
 
-    def session_order(self, seq: int) -> list[str | None]:
-        """The sessions to try a number in, in turn (:meth:`Sessions.order`)."""
-        return self.sessions.order(seq)
+    def session_order(self, p: Pending) -> list[str | None]:
+        """The sessions to try a passing in, in turn (:meth:`Sessions.order`)."""
+        return self.sessions.order(p.seq)
 
-    async def _store_in_session(self, inp: dict[str, Any], seq: int, raw: bytes
-                                ) -> dict[str, Any]:
-        """Store ``inp`` in the first session that takes it; a conflict in the current
+    async def _store_in_session(self, p: Pending) -> dict[str, Any]:
+        """Store ``p`` in the first session that takes it; a conflict in the current
         session (a restarted decoder's number) starts a new one, where it is stored."""
+        inp, seq, raw = p.inp, p.seq, p.raw
         await self.load_sessions()
         reply: dict[str, Any] = {}
-        for session in self.session_order(seq):
+        for session in self.session_order(p):
             reply = await self._accept(inp, session, raw)
             if not reply.get("conflict"):
                 return await self._stored(reply, session, seq)
@@ -596,7 +701,14 @@ class P3Link(DecoderLink):
             await self.request(first, last)
         if await self.store_passing(p.number, p.transponder, p.t_us, p.raw,
                                     alias=p.alias) == "retry":
-            (await self._numbers()).failed(p.number)
+            # Not kept (the spool is full): asked for once the spool is stored, not with
+            # the next passing, whose RESEND answer would find the spool still full.
+            (await self._numbers()).failed(p.number, ask=False)
+
+    async def on_spool_stored(self, overflowed: bool) -> None:
+        if overflowed and self.numbers is not None:
+            for first, last in self.numbers.missing_requests():
+                await self.request(first, last)
 
     async def report(self, a: Anomaly) -> None:
         """A jump in the passing numbers: logged, counted, and shown in health."""
@@ -669,8 +781,6 @@ class ProtimeLink(DecoderLink):
     CAPTURE_SUFFIX = ".protimelog"
     PROTOCOL = "Protime"
     NUMBERED = False  # its seq is the passing itself: there is no numbering to restart
-    #: The session of the telegram being stored: its day and loop (None for day 0, STA).
-    day_session: str | None = None
 
     def __init__(self, cfg: Decoder, ingest: Ingest, capture_dir: Path) -> None:
         super().__init__(cfg, ingest, capture_dir)
@@ -711,11 +821,11 @@ class ProtimeLink(DecoderLink):
             t, days = on_day(t, self.offset_us, now_us())
         # Another loop (B01) at the same millisecond is another passing too.
         parts = ([f"day-{days}"] if days else []) + ([f["loop"]] if f["loop"] != "STA" else [])
-        self.day_session = "/".join(parts) or None
-        await self.store_passing(seq, inp["transponder"], t, item.raw, inp["point"])
+        await self.store_passing(seq, inp["transponder"], t, item.raw, inp["point"],
+                                 session="/".join(parts) or None)
 
-    def session_order(self, seq: int) -> list[str | None]:
-        return [self.day_session]
+    def session_order(self, p: Pending) -> list[str | None]:
+        return [p.session]
 
 
 class ProtimeUdpLink(ProtimeLink):

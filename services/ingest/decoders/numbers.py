@@ -106,19 +106,18 @@ class PassingNumbers:
         self.jumps += 1
         return Verdict([], Anomaly("jump", h, n))
 
-    def failed(self, n: int) -> None:
-        """Passing ``n`` arrived but could not be stored: ask for it again with the
-        next passing's requests."""
+    def failed(self, n: int, *, ask: bool = True) -> None:
+        """Passing ``n`` arrived but could not be kept: ask for it again with the next
+        passing's requests (``ask``), or only when :meth:`missing_requests` is called."""
         if len(self.missing) >= self.max_missing:
             self._give_up(1)
         self.missing[n] = None
-        self.unasked.add(n)
+        if ask:
+            self.unasked.add(n)
 
-    def reconnect_requests(self) -> list[tuple[int, int]]:
-        """What to ask for after a (re)connect: the tracked numbers (in at most
-        MAX_RECONNECT_REQUESTS windows of ``max_range``, the oldest first) and the
-        next ``max_range`` numbers past the highest, which the decoder may have
-        numbered while the link was down (it answers only what it has)."""
+    def missing_requests(self) -> list[tuple[int, int]]:
+        """Requests for the tracked numbers: at most MAX_RECONNECT_REQUESTS windows of
+        ``max_range``, the oldest first."""
         out: list[tuple[int, int]] = []
         for n in sorted(self.missing):
             if out and n - out[-1][0] < self.max_range:
@@ -128,6 +127,14 @@ class PassingNumbers:
             else:
                 out.append((n, n))
         self.unasked.clear()
+        return out
+
+    def reconnect_requests(self) -> list[tuple[int, int]]:
+        """What to ask for after a (re)connect: the tracked numbers (in at most
+        MAX_RECONNECT_REQUESTS windows of ``max_range``, the oldest first) and the
+        next ``max_range`` numbers past the highest, which the decoder may have
+        numbered while the link was down (it answers only what it has)."""
+        out = self.missing_requests()
         if self.highest is not None:
             out.append((self.highest + 1, self.highest + self.max_range))
         return out
