@@ -261,6 +261,19 @@ async def test_a_decoder_that_is_not_there_is_warned_about_once(redis_client, tm
         await sim.stop()
 
 
+async def linked(st, connects: int) -> None:
+    """Wait until the finish decoder's link has connected ``connects`` times in all."""
+    url = f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats"
+    async with aiohttp.ClientSession() as s, asyncio.timeout(15):
+        while True:
+            async with s.get(url, headers={"Authorization": f"Bearer {TOKENS['officials']}"}
+                             ) as resp:
+                if resp.status == 200 and \
+                        (await resp.json())["decoders"]["finish-p3"]["connects"] >= connects:
+                    return
+            await asyncio.sleep(0.05)
+
+
 async def test_a_decoder_power_cycled_loses_no_passing_and_drops_none(redis_server, tmp_path):
     """The finish decoder reboots twice and numbers its passings from 1 each time: after
     pair 3 (between pairs), and during pair 10 (its first reads are made while the link
@@ -275,13 +288,22 @@ async def test_a_decoder_power_cycled_loses_no_passing_and_drops_none(redis_serv
         await post(st, "/api/startlist", doc["startlist"])
         reads: list[tuple[str, int]] = []
 
+        after_second: list[int] = []
+
         async def hold(item):
             if item.inp["type"] == "gun" and item.inp["pair"] == 9:
                 sim.reboot()
-                await asyncio.sleep(0.5)  # the script waits: the link is back before pair 9
+                await linked(st, 2)  # the script waits: the link is back before pair 9
             if item.inp["type"] == "gun" and item.inp["pair"] == 10:
                 sim.reboot(down_for_s=0.3)  # pair 10's 200 m reads are made while down
+                after_second.append(0)
             if item.inp["type"] == "passing":
+                if after_second:
+                    after_second[0] += 1
+                    if after_second[0] == 5:
+                        # The 600 m reads come once the link is back (however slowly the
+                        # machine runs): the first of them shows the decoder restarted.
+                        await linked(st, 3)
                 reads.append((item.inp["transponder"], item.inp["t"]))
 
         await replay(doc, st.settings, speed=100.0, announce=False, decoder=sim, hold=hold)
