@@ -47,6 +47,12 @@ START: Key = (-(2**63), -2, "", "", -1)
 #: input the race had already applied.
 LATE_READ = "late read"
 _key_of = itemgetter(0)
+#: Reason of the revision that shows a read held as implausible.
+IMPLAUSIBLE = "implausible read"
+#: A read later after its gun than the whole distance takes at ``max_speed_mps`` divided
+#: by this is not a passage (a decoder clock days off, a stray chip): it is held for the
+#: officials, never taken. 8 gives 200 s for a 500 m, 1000 s for a 5000 m.
+SLOWEST = 8
 #: Once a race has had a late read, it keeps a checkpoint of its state every this many
 #: inputs (or one per competitor, if more: a checkpoint copies every row), so the next
 #: late read replays the log from the last checkpoint before it, not from the start.
@@ -131,6 +137,8 @@ class RaceBase:
         # Lines already told stay told: a revision replays results, not the commentary.
         self.story_log = []
         self.max_speed_mps = max_speed_mps
+        #: Reads held as implausible, for the officials: never passages, never replayed.
+        self.held_reads: list[dict[str, Any]] = []
         self.configure(spec, skaters)
 
     # ------------------------------------------------------------------ what differs
@@ -162,6 +170,16 @@ class RaceBase:
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         """A routed passing: ``routed.bib`` crossed at ``routed.t`` (common clock, µs)."""
         raise NotImplementedError
+
+    def _implausible(self, routed: RoutedPassing) -> str | None:
+        """Why a read cannot be a passage of this race (its time is far outside what
+        the distance allows), or None."""
+        return None
+
+    def _official_final(self, input_id: str, row: int, emit: bool) -> list[RaceEvent]:
+        """An official finish time has been kept for ``row``: the events of the final it
+        makes when the row has none (a race kind that times a finish without a read)."""
+        return []
 
     def _restart_reason(self, gun: Gun) -> str | None:
         """Why a gun restarts what already skated (a revision), or None for a start."""
@@ -214,6 +232,9 @@ class RaceBase:
         passing = type(inp) is RoutedPassing
         key: Key
         if type(inp) is RoutedPassing:  # the hot path (ids may be numbers: str to compare)
+            reason = self._implausible(inp)
+            if reason is not None:
+                return self._hold_implausible(input_id, inp, reason)
             key = (inp.t, PASSING, str(inp.passing.point), str(inp.passing.transponder), n)
         elif type(inp) is RoutedGun:
             key = (inp.t, GUN, "", "", n)
@@ -240,6 +261,20 @@ class RaceBase:
         if self.check_every:
             self._checkpoint()
         return events
+
+    def _hold_implausible(self, input_id: str, routed: RoutedPassing, reason: str
+                          ) -> list[RaceEvent]:
+        """Keep a read that cannot be a passage apart, for the officials (it never
+        enters the log, so no replay takes it), and show it in one revision."""
+        passing = routed.passing
+        self.held_reads.append({"input": input_id, "bib": routed.bib,
+                                "transponder": str(passing.transponder),
+                                "point": str(passing.point), "t": routed.t,
+                                "reason": reason})
+        self.held_reads.sort(key=itemgetter("t", "input"))
+        self.revision += 1
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": IMPLAUSIBLE,
+                 "view": self.view()}]
 
     def _checkpoint(self) -> None:
         """Keep the state as it is after the whole log, when it is time to (not while a
@@ -357,8 +392,9 @@ class RaceBase:
             case RoutedGun():
                 return self._on_gun(input_id, inp)
             case FinishTime():
-                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
-                return []
+                row = self._row(inp.bib)
+                self._set_official(row, inp.origin or "photo", inp.time_us)
+                return self._official_final(input_id, row, emit)
             case Decision():
                 self._on_decision(inp)
                 return []
@@ -377,12 +413,13 @@ class RaceBase:
         live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
         for row, status in self._statuses(live).items():
             self._set_status(row, status)
-        for iid, inp in live:
+        for _, inp in live:
             if type(inp) is FinishTime:
-                self._apply(iid, inp, emit=False)
+                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
         for iid, inp in live:
-            if type(inp) is not FinishTime:
-                self._apply(iid, inp, emit=False)
+            # An official time applied again where it arrived: a skater with no final
+            # by then has it from there on.
+            self._apply(iid, inp, emit=False)
         self.horizon = max((k for k, _, i in entries
                             if type(i) is RoutedPassing or type(i) is RoutedGun), default=START)
 
