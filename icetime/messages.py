@@ -511,6 +511,9 @@ class PackState(_Obj):
     sprints: list[Sprint]
     breakaway: Breakaway | None
     attempt: int
+    in_field: Annotated[list[str], Meta(description=(
+        "skaters (a relay's members) whose chip lies in the loop field: read again and "
+        "again without leaving it"))]
     warning: bool | UnsetType = UNSET
     active: dict[str, str | None] | UnsetType = UNSET
     exchanges: dict[str, int] | UnsetType = UNSET

@@ -133,3 +133,46 @@ async def test_a_missed_read_through_the_json_feed(stack):
     assert res["passages"][1] is None and res["passages"][2]["missing"] == [600]
     assert res["final"]["t"] == 74_400_000
     assert f.view["classification"]["bib"] == ["1", "2"]
+
+
+# ---------------------------------------------------------------- loop dwell
+
+ST_500 = [{"id": "st500", "kind": "short_track", "distance": 500, "skaters": ["1", "2"]}]
+#: Short-track 500 m: 5 crossings (the start is half a lap before the line). Bib 2 (22)
+#: laps in 9 s; bib 1 (11) keeps up to her 3rd crossing, and falls on the line there.
+LAPS_2 = [4_500_000 + 9_000_000 * k for k in range(5)]
+
+
+def short_track(reads: list[tuple[str, int]]) -> tuple[Competition, list[dict[str, Any]]]:
+    comp = Competition()
+    start(comp, ST_500, "1", "2")
+    feed(comp, "g", {"type": "gun", "race": "st500", "t": GUN_T})
+    events: list[dict[str, Any]] = []
+    for n, (tr, t) in enumerate(sorted(reads, key=lambda r: r[1])):
+        events += passing(comp, f"p{n}", tr, t).get("st500", [])
+    return comp, events
+
+
+def test_a_skater_lying_on_the_line_is_one_passage_not_laps():
+    lying = [("11", 4_400_000), ("11", 13_400_000)]
+    lying += [("11", 22_400_000 + 1_000_000 * s) for s in range(40)]  # read every second
+    comp, events = short_track(lying + [("22", t) for t in LAPS_2])
+    view = comp.view("st500")
+    assert view["pack"]["crossings"] == {"1": 3, "2": 5}
+    assert view["classification"]["bib"] == ["2"]  # she does not "win"
+    assert view["results"]["1"]["final"] is None
+    # While she lies there the view says so, in a revision the clients fold.
+    assert [e["reason"] for e in events if e["type"] == "revision"] == ["loop dwell"]
+    assert next(e for e in events if e["type"] == "revision")["view"]["pack"]["in_field"] == ["1"]
+
+
+def test_a_real_crossing_after_a_dwell_counts():
+    reads = [("11", 4_400_000), ("11", 13_400_000)]
+    reads += [("11", 22_400_000 + 1_000_000 * s) for s in range(10)]  # down 9 s, then up
+    reads += [("11", 40_400_000 + 12_000_000 * k) for k in range(2)]  # two slow laps
+    comp, _ = short_track(reads + [("22", t) for t in LAPS_2])
+    view = comp.view("st500")
+    assert view["pack"]["crossings"] == {"1": 5, "2": 5}
+    assert view["results"]["1"]["final"]["t"] == 52_400_000
+    assert view["pack"]["in_field"] == []
+    assert view["classification"]["bib"] == ["2", "1"]

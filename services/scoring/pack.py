@@ -32,7 +32,7 @@ from icetime.rules import Rules
 from . import stories
 from .massstart import SprintsAndBreakaways
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
-from .race import RESTART, Key, LogEntry
+from .race import RESTART, SLOWEST, Key, LogEntry
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -41,6 +41,14 @@ WARNING_LAPS = 3
 STOPPED_AFTER_LAPS = 2.0
 #: The same, judged at a finish: the race has to end.
 STOPPED_AT_FINISH_LAPS = 1.5
+#: A chip read again sooner than this after its last read has not left the loop field:
+#: the same visit, never a new passage (a skater lying on the line, a teammate resting
+#: by it). A real crossing gives reads within a few hundredths.
+LEAVE_US = 3_000_000
+#: A visit to the field longer than this is a dwell: the skater lies (or stands) in it.
+DWELL_US = 2_000_000
+#: Reason of the revision that shows a skater lying in the loop field.
+DWELL = "loop dwell"
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
 EXCLUDED = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 SANCTIONS = {"pen": "PEN", "yc": "YC", "rc": "RC", "adv": "ADV",
@@ -87,6 +95,7 @@ class PackRace(SprintsAndBreakaways):
         first_us = int(first * lap_m / self.max_speed_mps * 1e6)
         lap_us = int(lap_m / self.max_speed_mps * 1e6)
         self.min_seg = [first_us] + [lap_us] * (self.n_cross - 1)
+        self.slowest_us = int(self.distance / self.max_speed_mps * SLOWEST * 1_000_000)
         # A relay's competitors are its teams: each team is one row, and a crossing by
         # any of its skaters (only the active one is on the track) is the team's.
         self.teams: dict[str, list[str]] = {}
@@ -128,6 +137,11 @@ class PackRace(SprintsAndBreakaways):
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
+        # Per skater (a relay's member): (first, last) race time of her current visit
+        # to the loop field; and the latest read of the race, which tells who has left.
+        self.field: dict[str, tuple[int, int]] = {}
+        self.now = 0
+        self.shown_lying: list[str] = []  # who lay in the field at the last event
 
     def _save(self) -> dict[str, Any]:
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
@@ -138,7 +152,8 @@ class PackRace(SprintsAndBreakaways):
                 "run": self.run, "attempt": self.attempt, "voided": list(self.voided),
                 "breakaway": self.breakaway, "bell": self.bell, "warning": self.warning,
                 "active": list(self.active), "exchanges": list(self.exchanges),
-                "late_exchange": list(self.late_exchange)}
+                "late_exchange": list(self.late_exchange), "field": dict(self.field),
+                "now": self.now}
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
@@ -152,6 +167,7 @@ class PackRace(SprintsAndBreakaways):
         self.warning = state["warning"]
         self.active, self.exchanges = list(state["active"]), list(state["exchanges"])
         self.late_exchange = list(state["late_exchange"])
+        self.field, self.now = dict(state["field"]), state["now"]
 
     def starters(self, gun: Gun) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
@@ -183,11 +199,41 @@ class PackRace(SprintsAndBreakaways):
             return [stories.pack_revised(reason, names)]
         return []
 
+    def _implausible(self, routed: RoutedPassing) -> str | None:
+        """A read later after the gun than the whole distance takes at
+        ``max_speed_mps`` / ``SLOWEST``, for a skater with crossings to go."""
+        row = self.row_of.get(routed.bib)
+        run = self.run
+        if row is None or run is None or routed.t - run.zero_us <= self.slowest_us \
+                or self.crossings[row] >= self.n_cross:
+            return None
+        return (f"{(routed.t - run.zero_us) / 1e6:.3f} s after the gun: a {self.distance} m "
+                f"takes at most {self.slowest_us // 1_000_000} s")
+
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         row = self.row_of.get(routed.bib)
         if row is None or routed.passing.point != "finish":
             return []
         return self._on_crossing(input_id, row, routed.t, emit, routed.bib)
+
+    def _in_field(self, skater: str, t: int) -> bool:
+        """Note a read of ``skater`` at race time ``t``: whether her chip is still in the
+        loop field from an earlier read (read again within ``LEAVE_US``)."""
+        if t > self.now:
+            self.now = t
+        visit = self.field.get(skater)
+        if visit is not None and t - visit[1] < LEAVE_US:
+            self.field[skater] = (visit[0], t)
+            return True
+        self.field[skater] = (t, t)
+        return False
+
+    def lying(self) -> list[str]:
+        """Skaters (a relay's members) whose chip lies in the loop field now: read over
+        more than ``DWELL_US`` without leaving, and read within ``LEAVE_US`` of the
+        race's latest read."""
+        return sorted(s for s, (first, last) in self.field.items()
+                      if last - first > DWELL_US and self.now - last < LEAVE_US)
 
     def _void_attempt(self, reason: str) -> None:
         """Keep the attempt on record, then clear the ice for the next start."""
@@ -258,9 +304,11 @@ class PackRace(SprintsAndBreakaways):
         if run is None or self.excluded[row]:
             return []
         k = int(self.crossings[row])
+        t = run.race_time(t_common)
+        if self._in_field(skater or self.bibs[row], t):
+            return self._dwell_event(input_id, emit)  # the chip never left: no passage
         if k >= self.n_cross:
             return []  # a cool-down lap
-        t = run.race_time(t_common)
         if t - int(self.last[row]) < self.min_seg[k]:
             return []  # the other ankle, a re-read, or the start line right by the finish
         col = self.t[:, k]
@@ -301,6 +349,18 @@ class PackRace(SprintsAndBreakaways):
         # Replaying a late read: the stories are told, an event would be dropped.
         return [] if self.replaying else [
             self._crossing_event(input_id, row, entry, lines, finished)]
+
+    def _dwell_event(self, input_id: str, emit: bool) -> list[RaceEvent]:
+        """A read of a chip that has not left the field: no passage. Clients hear of it
+        (a ``revision``, reason :data:`DWELL`, its ``pack.in_field`` naming her) when it
+        changes who lies in the field: rare, so the whole view is cheap enough."""
+        lying = self.lying()
+        if not emit or self.replaying or lying == self.shown_lying:
+            return []
+        self.shown_lying = lying
+        self.revision += 1
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": DWELL,
+                 "view": self.view()}]
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
                         finished: bool) -> RaceEvent:
@@ -396,6 +456,7 @@ class PackRace(SprintsAndBreakaways):
             "sprints": self.sprints,
             "breakaway": self.breakaway,
             "attempt": self.attempt,
+            "in_field": self.lying(),
             **({"warning": self.warning,
                 "active": dict(zip(self.bibs, self.active, strict=True)),
                 "exchanges": dict(zip(self.bibs, self.exchanges, strict=True)),
@@ -452,5 +513,6 @@ class PackRace(SprintsAndBreakaways):
             "pack": self.pack_state(),
             "classification": self.classification(),
             "stories": list(self.story_log),
+            "held": list(self.held_reads),
             "revision": self.revision,
         }
