@@ -176,3 +176,42 @@ def test_a_real_crossing_after_a_dwell_counts():
     assert view["results"]["1"]["final"]["t"] == 52_400_000
     assert view["pack"]["in_field"] == []
     assert view["classification"]["bib"] == ["2", "1"]
+
+
+RELAY = [{"id": "r2000", "kind": "short_track_relay", "distance": 2000,
+          "teams": [{"id": "A", "name": "Team A", "skaters": ["3", "4"]},
+                    {"id": "B", "name": "Team B", "skaters": ["5", "6"]}]}]
+
+
+def relay(resting: bool) -> tuple[Competition, list[dict[str, Any]]]:
+    """2000 m relay (18 crossings): bib 3 (chip 33) skates every lap for team A in 9 s,
+    bib 5 (55) for team B in 9.2 s; with ``resting``, A's bib 4 (44) stands by the line
+    from 32.5 s to 60 s, read every second."""
+    comp = Competition()
+    start(comp, RELAY, "3", "4", "5", "6")
+    feed(comp, "g", {"type": "gun", "race": "r2000", "t": GUN_T})
+    reads = [("33", 9_000_000 * (k + 1)) for k in range(18)]
+    reads += [("55", 9_200_000 * (k + 1)) for k in range(18)]
+    if resting:
+        reads += [("44", 32_500_000 + 1_000_000 * s) for s in range(28)]
+    events: list[dict[str, Any]] = []
+    for n, (tr, t) in enumerate(sorted(reads, key=lambda r: r[1])):
+        events += passing(comp, f"p{n}", tr, t).get("r2000", [])
+    return comp, events
+
+
+def test_a_relay_teammate_resting_by_the_line_earns_no_laps_or_exchanges():
+    comp, events = relay(resting=True)
+    view = comp.view("r2000")
+    assert view["pack"]["crossings"] == {"A": 18, "B": 18}
+    assert view["pack"]["exchanges"] == {"A": 0, "B": 0}
+    assert {p["skater"] for p in view["results"]["A"]["passages"]} == {"3"}
+    assert view["classification"]["bib"] == ["A", "B"]
+    assert view["results"]["A"]["final"]["t"] == 162_000_000
+    # He was shown lying in the field, and has left it since.
+    assert any(e["type"] == "revision" and e["view"]["pack"]["in_field"] == ["4"]
+               for e in events)
+    assert view["pack"]["in_field"] == []
+    clean = relay(resting=False)[0].view("r2000")
+    assert view["results"] == clean["results"]
+    assert view["classification"] == clean["classification"]

@@ -137,9 +137,9 @@ class PackRace(SprintsAndBreakaways):
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
-        # Per skater (a relay's member): (first, last) race time of her current visit
+        # Per skater (a relay's member): (first, last) common-clock µs of her current visit
         # to the loop field; and the latest read of the race, which tells who has left.
-        self.field: dict[str, tuple[int, int]] = {}
+        self.field: dict[str, tuple[int, int, bool]] = {}  # + whether it made a crossing
         self.now = 0
         self.shown_lying: list[str] = []  # who lay in the field at the last event
 
@@ -217,22 +217,48 @@ class PackRace(SprintsAndBreakaways):
         return self._on_crossing(input_id, row, routed.t, emit, routed.bib)
 
     def _in_field(self, skater: str, t: int) -> bool:
-        """Note a read of ``skater`` at race time ``t``: whether her chip is still in the
-        loop field from an earlier read (read again within ``LEAVE_US``)."""
+        """Note a read of ``skater`` at common-clock ``t`` (µs): whether her chip is still
+        in the loop field from an earlier read (read again within ``LEAVE_US``). In a
+        relay, a visit that turns out a dwell made no crossing (a teammate resting by
+        the line): if its first read made one, the race is replayed without it."""
         if t > self.now:
             self.now = t
         visit = self.field.get(skater)
         if visit is not None and t - visit[1] < LEAVE_US:
-            self.field[skater] = (visit[0], t)
+            first, _, made = visit
+            self.field[skater] = (first, t, made)
+            if made and self.teams and t - first > DWELL_US:
+                self.dwell_starts.add((skater, first))
+                self.field[skater] = (first, t, False)
+                self.redo = DWELL
             return True
-        self.field[skater] = (t, t)
+        self.field[skater] = (t, t, False)
         return False
+
+    def _prepare(self, entries: list[LogEntry]) -> None:
+        """Relays: the visits to the loop field, in the log, that are dwells (their first
+        read is no crossing), as (member, common-clock µs of the first read)."""
+        if not self.teams:
+            return
+        visits: dict[str, tuple[int, int]] = {}
+        dwells = set()
+        for _, _, inp in entries:
+            if type(inp) is not RoutedPassing or inp.passing.point != "finish":
+                continue
+            visit = visits.get(inp.bib)
+            if visit is not None and inp.t - visit[1] < LEAVE_US:
+                visits[inp.bib] = (visit[0], inp.t)
+                if inp.t - visit[0] > DWELL_US:
+                    dwells.add((inp.bib, visit[0]))
+            else:
+                visits[inp.bib] = (inp.t, inp.t)
+        self.dwell_starts = dwells
 
     def lying(self) -> list[str]:
         """Skaters (a relay's members) whose chip lies in the loop field now: read over
         more than ``DWELL_US`` without leaving, and read within ``LEAVE_US`` of the
         race's latest read."""
-        return sorted(s for s, (first, last) in self.field.items()
+        return sorted(s for s, (first, last, _) in self.field.items()
                       if last - first > DWELL_US and self.now - last < LEAVE_US)
 
     def _void_attempt(self, reason: str) -> None:
@@ -304,9 +330,12 @@ class PackRace(SprintsAndBreakaways):
         if run is None or self.excluded[row]:
             return []
         k = int(self.crossings[row])
-        t = run.race_time(t_common)
-        if self._in_field(skater or self.bibs[row], t):
+        chip = skater or self.bibs[row]
+        if self._in_field(chip, t_common):
             return self._dwell_event(input_id, emit)  # the chip never left: no passage
+        if self.teams and (chip, t_common) in self.dwell_starts:
+            return []  # a teammate resting by the line
+        t = run.race_time(t_common)
         if k >= self.n_cross:
             return []  # a cool-down lap
         if t - int(self.last[row]) < self.min_seg[k]:
@@ -319,6 +348,7 @@ class PackRace(SprintsAndBreakaways):
         self.t[row, k] = t
         self.crossings[row] = k + 1
         self.last[row] = t
+        self.field[chip] = (t_common, t_common, True)
         lap_time = t - prev
         lines: list[str] = []
         self.stopped[row] = False

@@ -137,6 +137,10 @@ class RaceBase:
         # Lines already told stay told: a revision replays results, not the commentary.
         self.story_log = []
         self.max_speed_mps = max_speed_mps
+        #: A relay's dwells found so far: (member, common-clock µs of the visit's first
+        #: read), and a reason to replay the whole race once the current input is in.
+        self.dwell_starts: set[tuple[str, int]] = set()
+        self.redo: str | None = None
         #: Reads held as implausible, for the officials: never passages, never replayed.
         self.held_reads: list[dict[str, Any]] = []
         self.configure(spec, skaters)
@@ -170,6 +174,9 @@ class RaceBase:
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         """A routed passing: ``routed.bib`` crossed at ``routed.t`` (common clock, µs)."""
         raise NotImplementedError
+
+    def _prepare(self, entries: list[LogEntry]) -> None:
+        """Read what a replay needs from the whole log, in race-time order (``entries``)."""
 
     def _implausible(self, routed: RoutedPassing) -> str | None:
         """Why a read cannot be a passage of this race (its time is far outside what
@@ -251,7 +258,11 @@ class RaceBase:
                 events = self._on_passing(input_id, inp, emit=True)
             else:
                 events = self._step(input_id, inp)
+            if self.redo is not None:  # what an earlier read did proved wrong
+                reason, self.redo = self.redo, None
+                events = self.recompute(input_id, reason)
         except (InputError, KeyError, ValueError, TypeError):
+            self.redo = None
             self.log.remove(entry)
             self.restarts -= type(inp) is Decision and inp.action == "restart"
             self.checkpoints = [c for c in self.checkpoints if c[1] < len(self.log)]
@@ -370,6 +381,10 @@ class RaceBase:
                 self.horizon = max(self.horizon, entry[0])
                 self._step(entry[1], entry[2])
                 self._checkpoint()
+            if self.redo is not None:
+                self.redo = None
+                self._reset()
+                self._replay_log()
         finally:
             self.replaying = False
         self.revision = revision
@@ -408,6 +423,7 @@ class RaceBase:
         every rank, best and gap at every passage, and an official time replaces the
         transponder finish it stands for."""
         entries = self._sorted_log()
+        self._prepare(entries)
         voided = {str(i.target) for _, _, i in entries
                   if type(i) is Decision and i.action == "void"}
         live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
