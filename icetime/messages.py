@@ -711,6 +711,9 @@ class LongTrackView(_Obj):
     classification: Classification
     stories: list[str]
     held: list[HeldRead]
+    in_field: Annotated[list[str], Meta(description=(
+        "skaters (a team's members) whose chip lies in the loop field: read again and "
+        "again without leaving it"))]
     revision: int
     teams: dict[str, TeamEntry] | UnsetType = UNSET
 

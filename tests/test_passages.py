@@ -215,3 +215,15 @@ def test_a_relay_teammate_resting_by_the_line_earns_no_laps_or_exchanges():
     clean = relay(resting=False)[0].view("r2000")
     assert view["results"] == clean["results"]
     assert view["classification"] == clean["classification"]
+
+
+def test_a_long_track_skater_down_on_the_line_makes_no_passages():
+    """1000 m: bib 1 falls on the line at her 200 m passage and is read every second
+    for 70 s; bib 2 skates on."""
+    down = [(f"d{s}", "11", 17_500_000 + 1_000_000 * s) for s in range(70)]
+    comp = race_1000(sorted([r for r in READS_1000 if r[1] == "22"] + down, key=lambda r: r[2]))
+    view = comp.view("1000")
+    assert [p and p["m"] for p in view["results"]["1"]["passages"]] == [200, None, None]
+    assert view["results"]["1"]["final"] is None
+    assert view["classification"]["bib"] == ["2"]
+    assert view["in_field"] == ["1"]

@@ -177,6 +177,8 @@ class LongTrackRace(RaceBase):
             if point in self.lines.values():
                 return []  # the other team's line, half a lap round
             return self._on_split(input_id, row, routed.t, point, emit)
+        if self._in_field(routed.bib, routed.t):
+            return []  # the chip never left the field (a skater down on the line)
         if self.need > 1:
             return self._on_team_crossing(input_id, row, routed.bib, routed.t, emit)
         if not self.teams:
@@ -499,6 +501,7 @@ class LongTrackRace(RaceBase):
             "classification": self.classification(),
             "stories": list(self.story_log),
             "held": list(self.held_reads),
+            "in_field": self.lying(),
             "revision": self.revision,
         }
 

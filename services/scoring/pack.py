@@ -32,7 +32,7 @@ from icetime.rules import Rules
 from . import stories
 from .massstart import SprintsAndBreakaways
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
-from .race import RESTART, SLOWEST, Key, LogEntry
+from .race import DWELL_US, LEAVE_US, RESTART, SLOWEST, Key, LogEntry
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -41,14 +41,6 @@ WARNING_LAPS = 3
 STOPPED_AFTER_LAPS = 2.0
 #: The same, judged at a finish: the race has to end.
 STOPPED_AT_FINISH_LAPS = 1.5
-#: A chip read again sooner than this after its last read has not left the loop field:
-#: the same visit, never a new passage (a skater lying on the line, a teammate resting
-#: by it). A real crossing gives reads within a few hundredths.
-LEAVE_US = 3_000_000
-#: A visit to the field longer than this is a dwell: the skater lies (or stands) in it.
-DWELL_US = 2_000_000
-#: Reason of the revision that shows a skater lying in the loop field.
-DWELL = "loop dwell"
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
 EXCLUDED = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 SANCTIONS = {"pen": "PEN", "yc": "YC", "rc": "RC", "adv": "ADV",
@@ -95,6 +87,7 @@ class PackRace(SprintsAndBreakaways):
         first_us = int(first * lap_m / self.max_speed_mps * 1e6)
         lap_us = int(lap_m / self.max_speed_mps * 1e6)
         self.min_seg = [first_us] + [lap_us] * (self.n_cross - 1)
+        self.undo_dwells = self.kind == "short_track_relay"
         self.slowest_us = int(self.distance / self.max_speed_mps * SLOWEST * 1_000_000)
         # A relay's competitors are its teams: each team is one row, and a crossing by
         # any of its skaters (only the active one is on the track) is the team's.
@@ -137,11 +130,6 @@ class PackRace(SprintsAndBreakaways):
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
-        # Per skater (a relay's member): (first, last) common-clock µs of her current visit
-        # to the loop field; and the latest read of the race, which tells who has left.
-        self.field: dict[str, tuple[int, int, bool]] = {}  # + whether it made a crossing
-        self.now = 0
-        self.shown_lying: list[str] = []  # who lay in the field at the last event
 
     def _save(self) -> dict[str, Any]:
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
@@ -152,8 +140,7 @@ class PackRace(SprintsAndBreakaways):
                 "run": self.run, "attempt": self.attempt, "voided": list(self.voided),
                 "breakaway": self.breakaway, "bell": self.bell, "warning": self.warning,
                 "active": list(self.active), "exchanges": list(self.exchanges),
-                "late_exchange": list(self.late_exchange), "field": dict(self.field),
-                "now": self.now}
+                "late_exchange": list(self.late_exchange)}
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
@@ -167,7 +154,6 @@ class PackRace(SprintsAndBreakaways):
         self.warning = state["warning"]
         self.active, self.exchanges = list(state["active"]), list(state["exchanges"])
         self.late_exchange = list(state["late_exchange"])
-        self.field, self.now = dict(state["field"]), state["now"]
 
     def starters(self, gun: Gun) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
@@ -214,31 +200,17 @@ class PackRace(SprintsAndBreakaways):
         row = self.row_of.get(routed.bib)
         if row is None or routed.passing.point != "finish":
             return []
+        if self.run is not None and not self.excluded[row]:
+            if self._in_field(routed.bib, routed.t):
+                return []  # the chip never left the field: no passage
+            if self.undo_dwells and (routed.bib, routed.t) in self.dwell_starts:
+                return []  # a teammate resting by the line
         return self._on_crossing(input_id, row, routed.t, emit, routed.bib)
-
-    def _in_field(self, skater: str, t: int) -> bool:
-        """Note a read of ``skater`` at common-clock ``t`` (µs): whether her chip is still
-        in the loop field from an earlier read (read again within ``LEAVE_US``). In a
-        relay, a visit that turns out a dwell made no crossing (a teammate resting by
-        the line): if its first read made one, the race is replayed without it."""
-        if t > self.now:
-            self.now = t
-        visit = self.field.get(skater)
-        if visit is not None and t - visit[1] < LEAVE_US:
-            first, _, made = visit
-            self.field[skater] = (first, t, made)
-            if made and self.teams and t - first > DWELL_US:
-                self.dwell_starts.add((skater, first))
-                self.field[skater] = (first, t, False)
-                self.redo = DWELL
-            return True
-        self.field[skater] = (t, t, False)
-        return False
 
     def _prepare(self, entries: list[LogEntry]) -> None:
         """Relays: the visits to the loop field, in the log, that are dwells (their first
         read is no crossing), as (member, common-clock µs of the first read)."""
-        if not self.teams:
+        if not self.undo_dwells:
             return
         visits: dict[str, tuple[int, int]] = {}
         dwells = set()
@@ -253,13 +225,6 @@ class PackRace(SprintsAndBreakaways):
             else:
                 visits[inp.bib] = (inp.t, inp.t)
         self.dwell_starts = dwells
-
-    def lying(self) -> list[str]:
-        """Skaters (a relay's members) whose chip lies in the loop field now: read over
-        more than ``DWELL_US`` without leaving, and read within ``LEAVE_US`` of the
-        race's latest read."""
-        return sorted(s for s, (first, last, _) in self.field.items()
-                      if last - first > DWELL_US and self.now - last < LEAVE_US)
 
     def _void_attempt(self, reason: str) -> None:
         """Keep the attempt on record, then clear the ice for the next start."""
@@ -325,16 +290,11 @@ class PackRace(SprintsAndBreakaways):
 
     # ------------------------------------------------------------------ crossings
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
-                     skater: str = "") -> list[RaceEvent]:
+                     skater: str) -> list[RaceEvent]:
         run = self.run
         if run is None or self.excluded[row]:
             return []
         k = int(self.crossings[row])
-        chip = skater or self.bibs[row]
-        if self._in_field(chip, t_common):
-            return self._dwell_event(input_id, emit)  # the chip never left: no passage
-        if self.teams and (chip, t_common) in self.dwell_starts:
-            return []  # a teammate resting by the line
         t = run.race_time(t_common)
         if k >= self.n_cross:
             return []  # a cool-down lap
@@ -348,7 +308,7 @@ class PackRace(SprintsAndBreakaways):
         self.t[row, k] = t
         self.crossings[row] = k + 1
         self.last[row] = t
-        self.field[chip] = (t_common, t_common, True)
+        self._made_passage(skater, t_common)
         lap_time = t - prev
         lines: list[str] = []
         self.stopped[row] = False
@@ -379,18 +339,6 @@ class PackRace(SprintsAndBreakaways):
         # Replaying a late read: the stories are told, an event would be dropped.
         return [] if self.replaying else [
             self._crossing_event(input_id, row, entry, lines, finished)]
-
-    def _dwell_event(self, input_id: str, emit: bool) -> list[RaceEvent]:
-        """A read of a chip that has not left the field: no passage. Clients hear of it
-        (a ``revision``, reason :data:`DWELL`, its ``pack.in_field`` naming her) when it
-        changes who lies in the field: rare, so the whole view is cheap enough."""
-        lying = self.lying()
-        if not emit or self.replaying or lying == self.shown_lying:
-            return []
-        self.shown_lying = lying
-        self.revision += 1
-        return [{"type": "revision", "race": self.id, "input": input_id, "reason": DWELL,
-                 "view": self.view()}]
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
                         finished: bool) -> RaceEvent:

@@ -47,6 +47,14 @@ START: Key = (-(2**63), -2, "", "", -1)
 #: input the race had already applied.
 LATE_READ = "late read"
 _key_of = itemgetter(0)
+#: A chip read again sooner than this after its last read has not left the loop field:
+#: the same visit, never a new passage (a skater lying on the line, a teammate resting
+#: by it). A real crossing gives reads within a few hundredths of a second.
+LEAVE_US = 3_000_000
+#: A visit to the field longer than this is a dwell: the skater lies (or stands) in it.
+DWELL_US = 2_000_000
+#: Reason of the revision that shows who lies in the loop field (or that nobody does).
+DWELL = "loop dwell"
 #: Reason of the revision that shows a read held as implausible.
 IMPLAUSIBLE = "implausible read"
 #: A read later after its gun than the whole distance takes at ``max_speed_mps`` divided
@@ -141,6 +149,11 @@ class RaceBase:
         #: read), and a reason to replay the whole race once the current input is in.
         self.dwell_starts: set[tuple[str, int]] = set()
         self.redo: str | None = None
+        #: Relays: a dwell's first read is no crossing (a teammate resting by the line).
+        self.undo_dwells = False
+        #: Who lay in the loop field in the last event sent; a dwell read noted a change.
+        self.shown_lying: list[str] = []
+        self.field_changed = False
         #: Reads held as implausible, for the officials: never passages, never replayed.
         self.held_reads: list[dict[str, Any]] = []
         self.configure(spec, skaters)
@@ -227,6 +240,11 @@ class RaceBase:
         self.official = {}
         self.is_official = False  # set by an official's decision; World Cup points count
         self.restart_pending = False
+        # Per chip (its skater's bib): (first, last) common-clock µs of its current visit
+        # to the loop field and whether that visit made a passage; and the latest read
+        # of the race, which tells who has left the field.
+        self.field: dict[str, tuple[int, int, bool]] = {}
+        self.now = 0
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
@@ -234,6 +252,58 @@ class RaceBase:
         revision, and so does a read earlier in race time than one already applied.
         Raises :class:`InputError` (or KeyError, ValueError) on an input the race cannot
         apply; the race is then as it was."""
+        events = self._feed(input_id, inp)
+        if self.field_changed or self.shown_lying:  # someone lies in the loop field
+            events = self._lying_events(input_id, events)
+        return events
+
+    def _lying_events(self, input_id: str, events: list[RaceEvent]) -> list[RaceEvent]:
+        """``events`` and, when who lies in the loop field changed and no revision among
+        them shows it, one revision (reason :data:`DWELL`): rare, so a whole view."""
+        self.field_changed = False
+        lying = self.lying()
+        if lying == self.shown_lying:
+            return events
+        self.shown_lying = lying
+        if any(e["type"] == "revision" for e in events):
+            return events
+        self.revision += 1
+        return [*events, {"type": "revision", "race": self.id, "input": input_id,
+                          "reason": DWELL, "view": self.view()}]
+
+    def _in_field(self, skater: str, t: int) -> bool:
+        """Note a read of ``skater`` at common-clock ``t`` (µs): whether her chip is still
+        in the loop field from an earlier read (read again within ``LEAVE_US``): then it
+        is no passage. With ``undo_dwells``, a visit that turns out a dwell made no
+        crossing: if its first read made one, the race replays without it (``redo``)."""
+        if t > self.now:
+            self.now = t
+        visit = self.field.get(skater)
+        if visit is None or t - visit[1] >= LEAVE_US:
+            self.field[skater] = (t, t, False)
+            return False
+        first, _, made = visit
+        self.field[skater] = (first, t, made)
+        if t - first > DWELL_US:
+            self.field_changed = skater not in self.shown_lying
+            if made and self.undo_dwells:
+                self.dwell_starts.add((skater, first))
+                self.field[skater] = (first, t, False)
+                self.redo = DWELL
+        return True
+
+    def _made_passage(self, skater: str, t: int) -> None:
+        """The read of ``skater`` at common-clock ``t`` (µs) made a passage."""
+        self.field[skater] = (t, t, True)
+
+    def lying(self) -> list[str]:
+        """Skaters (a team's members) whose chip lies in the loop field now: read over
+        more than ``DWELL_US`` without leaving, and read within ``LEAVE_US`` of the
+        race's latest read."""
+        return sorted(s for s, (first, last, _) in self.field.items()
+                      if last - first > DWELL_US and self.now - last < LEAVE_US)
+
+    def _feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         n = self.arrivals
         self.arrivals = n + 1
         passing = type(inp) is RoutedPassing
@@ -303,7 +373,7 @@ class RaceBase:
         return {"t": self.t.copy(order="F"), "rows": [list(r) for r in self.rows],
                 "status": list(self.status), "final": list(self.final),
                 "official": dict(self.official), "is_official": self.is_official,
-                "story_log": list(self.story_log)}
+                "story_log": list(self.story_log), "field": dict(self.field), "now": self.now}
 
     def _load(self, state: dict[str, Any]) -> None:
         """Take back a state :meth:`_save` made (it stays usable: nothing is shared)."""
@@ -312,6 +382,7 @@ class RaceBase:
         self.status, self.final = list(state["status"]), list(state["final"])
         self.official, self.is_official = dict(state["official"]), state["is_official"]
         self.story_log = list(state["story_log"])
+        self.field, self.now = dict(state["field"]), state["now"]
         self.restart_pending = False
 
     def _step(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
