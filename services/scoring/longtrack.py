@@ -203,6 +203,7 @@ class LongTrackRace(RaceBase):
         self.attempts[pair] = attempt
         run = Run.from_gun(routed, attempt, pair)
         self.on_ice[pair] = run
+        self.plausible_until = min(r.zero_us for r in self.on_ice.values()) + self.slowest_us
         self._last_run[pair] = run
         self.current_pair = pair
         for r in rows:

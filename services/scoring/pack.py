@@ -248,6 +248,7 @@ class PackRace(SprintsAndBreakaways):
             self._void_attempt("restart")
         self.attempt += 1
         self.run = Run.from_gun(routed, self.attempt)
+        self.plausible_until = routed.t + self.slowest_us
         self.restart_pending = False
         return [{"type": "start", "race": self.id, "input": input_id, "attempt": self.attempt,
                  "bibs": list(self.bibs), "pack": self.pack_state()}]

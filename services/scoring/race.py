@@ -245,6 +245,10 @@ class RaceBase:
         # of the race, which tells who has left the field.
         self.field: dict[str, tuple[int, int, bool]] = {}
         self.now = 0
+        self.dwelt = False  # some visit to the field has been a dwell
+        #: Common-clock µs before which no read is implausible (a bound: a read after
+        #: it is checked by :meth:`_implausible`); set by each gun.
+        self.plausible_until = int(NOT_PASSED)  # a Python int: compared on every read
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
@@ -285,6 +289,7 @@ class RaceBase:
         first, _, made = visit
         self.field[skater] = (first, t, made)
         if t - first > DWELL_US:
+            self.dwelt = True
             self.field_changed = skater not in self.shown_lying
             if made and self.undo_dwells:
                 self.dwell_starts.add((skater, first))
@@ -300,6 +305,8 @@ class RaceBase:
         """Skaters (a team's members) whose chip lies in the loop field now: read over
         more than ``DWELL_US`` without leaving, and read within ``LEAVE_US`` of the
         race's latest read."""
+        if not self.dwelt:
+            return []  # nobody ever lay in the field: every pack event asks
         return sorted(s for s, (first, last, _) in self.field.items()
                       if last - first > DWELL_US and self.now - last < LEAVE_US)
 
@@ -309,9 +316,10 @@ class RaceBase:
         passing = type(inp) is RoutedPassing
         key: Key
         if type(inp) is RoutedPassing:  # the hot path (ids may be numbers: str to compare)
-            reason = self._implausible(inp)
-            if reason is not None:
-                return self._hold_implausible(input_id, inp, reason)
+            if inp.t > self.plausible_until:  # rare: ask the race (costs a call)
+                reason = self._implausible(inp)
+                if reason is not None:
+                    return self._hold_implausible(input_id, inp, reason)
             key = (inp.t, PASSING, str(inp.passing.point), str(inp.passing.transponder), n)
         elif type(inp) is RoutedGun:
             key = (inp.t, GUN, "", "", n)
@@ -373,7 +381,8 @@ class RaceBase:
         return {"t": self.t.copy(order="F"), "rows": [list(r) for r in self.rows],
                 "status": list(self.status), "final": list(self.final),
                 "official": dict(self.official), "is_official": self.is_official,
-                "story_log": list(self.story_log), "field": dict(self.field), "now": self.now}
+                "story_log": list(self.story_log), "field": dict(self.field), "now": self.now,
+                "dwelt": self.dwelt, "plausible_until": self.plausible_until}
 
     def _load(self, state: dict[str, Any]) -> None:
         """Take back a state :meth:`_save` made (it stays usable: nothing is shared)."""
@@ -383,6 +392,7 @@ class RaceBase:
         self.official, self.is_official = dict(state["official"]), state["is_official"]
         self.story_log = list(state["story_log"])
         self.field, self.now = dict(state["field"]), state["now"]
+        self.dwelt, self.plausible_until = state["dwelt"], state["plausible_until"]
         self.restart_pending = False
 
     def _step(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
