@@ -215,6 +215,8 @@ class Competition:
             out[race.id] = out[race.id] + more
             if not more:
                 self.stats["passing_ignored"] += 1
+            elif more[0].get("reason") == IMPLAUSIBLE:
+                self.stats["implausible_read"] += 1
         return out
 
     def _release(self, bibs: list[str], gun_t: int) -> list[tuple[str, RoutedPassing]]:
