@@ -59,7 +59,7 @@ DWELL = "loop dwell"
 IMPLAUSIBLE = "implausible read"
 #: A read later after its gun than the whole distance takes at ``max_speed_mps`` divided
 #: by this is not a passage (a decoder clock days off, a stray chip): it is held for the
-#: officials, never taken. 8 gives 200 s for a 500 m, 1000 s for a 5000 m.
+#: officials, never taken. 8 gives 200 s for a 500 m, 2000 s for a 5000 m.
 SLOWEST = 8
 #: Once a race has had a late read, it keeps a checkpoint of its state every this many
 #: inputs (or one per competitor, if more: a checkpoint copies every row), so the next
