@@ -28,3 +28,4 @@ _.gap_m
 _.input
 _.sprint_points_table
 _.start_order
+_.in_field

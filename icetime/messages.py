@@ -420,6 +420,9 @@ class PassageRow(_Obj):
     position: int | UnsetType = UNSET
     skater: Annotated[str | UnsetType, Meta(description=(
         "relays: who of the team crossed"))] = UNSET
+    missing: Annotated[list[int] | UnsetType, Meta(description=(
+        "long track: the passages (metres) missed since the previous recorded one, "
+        "left empty; `lap_time` then spans them"))] = UNSET
 
     @property
     def is_pack(self) -> bool:
@@ -508,6 +511,9 @@ class PackState(_Obj):
     sprints: list[Sprint]
     breakaway: Breakaway | None
     attempt: int
+    in_field: Annotated[list[str], Meta(description=(
+        "skaters (a relay's members) whose chip lies in the loop field: read again and "
+        "again without leaving it"))]
     warning: bool | UnsetType = UNSET
     active: dict[str, str | None] | UnsetType = UNSET
     exchanges: dict[str, int] | UnsetType = UNSET
@@ -645,6 +651,18 @@ class TeamEntry(_Obj):
     members: dict[str, SkaterInfo]
 
 
+class HeldRead(_Obj):
+    """A read held for the officials, never a passage: its time is far outside what the
+    distance allows."""
+
+    input: Annotated[str, Meta(description="the raw stream id of the read")]
+    bib: str
+    transponder: str
+    point: str
+    t: Annotated[int, Meta(description="its time on the common clock, µs")]
+    reason: str
+
+
 class Result(_Obj):
     """One competitor's passages (`null` until passed), final, status and splits."""
 
@@ -692,6 +710,10 @@ class LongTrackView(_Obj):
     results: dict[str, Result]
     classification: Classification
     stories: list[str]
+    held: list[HeldRead]
+    in_field: Annotated[list[str], Meta(description=(
+        "skaters (a team's members) whose chip lies in the loop field: read again and "
+        "again without leaving it"))]
     revision: int
     teams: dict[str, TeamEntry] | UnsetType = UNSET
 
@@ -735,6 +757,7 @@ class PackView(_Obj):
     pack: PackState
     classification: Classification
     stories: list[str]
+    held: list[HeldRead]
     revision: int
     teams: dict[str, TeamEntry] | UnsetType = UNSET
 

@@ -43,6 +43,7 @@ from .longtrack import TEAM_KINDS, LongTrackRace
 from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
 from .pack import KINDS as PACK_KINDS
 from .pack import PackRace
+from .race import IMPLAUSIBLE
 
 #: Any race the competition holds: they share feed(), view(), starters() and can_call().
 Race = LongTrackRace | PackRace
@@ -170,6 +171,8 @@ class Competition:
         events = self.races[race_id].feed(input_id, routed)
         if not events:
             self.stats["passing_ignored"] += 1
+        elif events[0].get("reason") == IMPLAUSIBLE:
+            self.stats["implausible_read"] += 1
         return {race_id: events} if events else {}
 
     def _race_at(self, bib: str, t: int) -> str | None:
@@ -212,6 +215,8 @@ class Competition:
             out[race.id] = out[race.id] + more
             if not more:
                 self.stats["passing_ignored"] += 1
+            elif more[0].get("reason") == IMPLAUSIBLE:
+                self.stats["implausible_read"] += 1
         return out
 
     def _release(self, bibs: list[str], gun_t: int) -> list[tuple[str, RoutedPassing]]:

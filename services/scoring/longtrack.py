@@ -29,7 +29,7 @@ from .model import (
     req_time,
 )
 from .pairs import Draw, read_pairs
-from .race import RaceBase
+from .race import SLOWEST, RaceBase
 
 #: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
 #: must cross for its passage: the team pursuit is timed on the third skater; in the
@@ -80,6 +80,7 @@ class LongTrackRace(RaceBase):
         self.distance = int(spec["distance"])
         self.passage_m = passages(self.distance)
         self.min_seg = min_segment_us(self.passage_m, self.max_speed_mps)
+        self.slowest_us = int(self.distance / self.max_speed_mps * SLOWEST * 1_000_000)
         records = spec.get("records") or {}
         self.records = {k: req_time(v) for k, v in records.items()}
         self.pairs, bibs = read_pairs(spec.get("pairs", []))
@@ -87,6 +88,10 @@ class LongTrackRace(RaceBase):
         if len(set(bibs)) != len(bibs):
             raise InputError(f"race {self.id}: a bib appears twice in the pairs")
         self._set_competitors(bibs, [skaters[b] for b in bibs])
+        # The pace (µs per metre) a skater's first passage is expected at.
+        nominal = 2_000_000 / self.max_speed_mps
+        self.pace0 = [sk.pb[self.distance] / self.distance if self.distance in sk.pb
+                      else nominal for sk in self.skaters]
         # Whose crossings count for which row: the skater's own, or her team's.
         self.row_of = dict(self.row)
         for tid, ms in self.teams.items():
@@ -172,6 +177,8 @@ class LongTrackRace(RaceBase):
             if point in self.lines.values():
                 return []  # the other team's line, half a lap round
             return self._on_split(input_id, row, routed.t, point, emit)
+        if self._in_field(routed.bib, routed.t):
+            return []  # the chip never left the field (a skater down on the line)
         if self.need > 1:
             return self._on_team_crossing(input_id, row, routed.bib, routed.t, emit)
         if not self.teams:
@@ -196,6 +203,7 @@ class LongTrackRace(RaceBase):
         self.attempts[pair] = attempt
         run = Run.from_gun(routed, attempt, pair)
         self.on_ice[pair] = run
+        self.plausible_until = min(r.zero_us for r in self.on_ice.values()) + self.slowest_us
         self._last_run[pair] = run
         self.current_pair = pair
         for r in rows:
@@ -219,9 +227,29 @@ class LongTrackRace(RaceBase):
             return []
         if k >= len(self.passage_m) or pair not in self.on_ice:
             return []
+        if k < len(self.passage_m) - 1:
+            k = self._place(row, k, t)
         if k == len(self.passage_m) - 1:
             t, _ = self._official_finish(row, t)
         return self._record(input_id, row, k, t, emit)
+
+    def _place(self, row: int, k: int, t: int) -> int:
+        """The passage (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
+        whose expected time it is nearest, at the skater's pace so far (before her
+        first passage: her personal best's pace, else half ``max_speed_mps``). A read
+        about two laps after the last one is the passage after next: one was missed."""
+        passage_m = self.passage_m
+        last = len(passage_m) - 1
+        m0 = passage_m[k - 1] if k else 0
+        t0 = self.anchor[row]
+        pace = t0 / m0 if k and m0 else self.pace0[row]  # µs per metre
+        gap = t - t0
+        while k < last:
+            # Nearer this passage's expected time than the next one's: this passage.
+            if 2 * gap < pace * (passage_m[k] + passage_m[k + 1] - 2 * m0):
+                return k
+            k += 1
+        return k
 
     def _on_team_crossing(self, input_id: str, row: int, skater: str, t_common: int,
                           emit: bool) -> list[RaceEvent]:
@@ -255,8 +283,15 @@ class LongTrackRace(RaceBase):
         last = len(passage_m) - 1
         tm = self.t
         tm[row, k] = t
-        self.next_k[row] = k + 1
-        self.anchor[row] = t
+        prev_k = self.next_k[row]
+        # Time since the skater's previous recorded passage (over any missed ones).
+        lap_time = t - self.anchor[row]
+        if k >= prev_k:
+            self.next_k[row] = k + 1
+            self.anchor[row] = t
+        else:  # a manual time for a missed passage: the later ones stand
+            lap_time = t - self._recorded_before(row, k)
+            self._refill_after(row, k)
         rank = 1 + int(np.count_nonzero(tm[:, k] < t))
         prev_best_row = self.best_row[k]
         prev_best = self.best[k]
@@ -265,8 +300,6 @@ class LongTrackRace(RaceBase):
             self.best_row[k] = row
         best_row = self.best_row[k]
         gap_best = t - self.best[k]
-        prev_t = tm.item(row, k - 1) if k else 0
-        lap_time = t - prev_t if prev_t != NOT_PASSED else t
         p = self.partner_of[row]
         gap_partner = None
         if p >= 0:
@@ -275,7 +308,7 @@ class LongTrackRace(RaceBase):
                 gap_partner = t - pt
         leader = self.cls.leader()
         gap_leader = projected = None
-        if leader >= 0 and leader != row:
+        if leader >= 0 and leader != row and tm.item(leader, k) != NOT_PASSED:
             lt = tm.item(leader, k)
             gap_leader = t - lt
             projected = to_thousandths(tm.item(leader, last) * t // lt)
@@ -284,6 +317,9 @@ class LongTrackRace(RaceBase):
                  "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
                  "leader_bib": self.bibs[leader] if leader >= 0 else None,
                  "gap_partner": gap_partner, "projected": projected if k < last else None}
+        if k > prev_k:
+            # The passages between were missed: empty, and named here.
+            entry["missing"] = passage_m[prev_k:k]
         self.rows[row][k] = entry
         base = {"race": self.id, "input": input_id, "bib": self.bibs[row],
                 "pair": self.pair_no[row], "lane": self.lane_of[row], "row": entry}
@@ -303,6 +339,51 @@ class LongTrackRace(RaceBase):
             self._tell(lines)
             return [{"type": "passage", **base, "stories": lines}]
         return self._finish(base, row, t, leader, emit)
+
+    def _recorded_before(self, row: int, k: int) -> int:
+        """Race time (µs) of the row's last recorded passage before passage ``k`` (0:
+        the gun)."""
+        col = self.t[row, :k]
+        done = col[col != NOT_PASSED]
+        return int(done[-1]) if len(done) else 0
+
+    def _refill_after(self, row: int, k: int) -> None:
+        """Passage ``k`` was filled late (a manual time): the next recorded passage no
+        longer names it missing, and its lap time is from ``k``."""
+        for j in range(k + 1, len(self.passage_m)):
+            entry = self.rows[row][j]
+            if entry is None:
+                continue
+            missing = [m for m in entry.get("missing", []) if m != self.passage_m[k]]
+            entry = {**entry, "lap_time": entry["t"] - int(self.t[row, k])}
+            entry.pop("missing", None)
+            if missing:
+                entry["missing"] = missing
+            self.rows[row][j] = entry
+            return
+
+    def _implausible(self, routed: RoutedPassing) -> str | None:
+        """A read at a finish line later after the gun than the whole distance takes at
+        ``max_speed_mps`` / ``SLOWEST``, for a skater who has passages to go."""
+        row = self.row_of.get(routed.bib)
+        if row is None:
+            return None
+        run = self.on_ice.get(self.pair_no[row])
+        if run is None or routed.t - run.zero_us <= self.slowest_us \
+                or self.next_k[row] >= len(self.passage_m):
+            return None
+        return (f"{(routed.t - run.zero_us) / 1e6:.3f} s after the gun: a {self.distance} m "
+                f"takes at most {self.slowest_us // 1_000_000} s")
+
+    def _official_final(self, input_id: str, row: int, emit: bool) -> list[RaceEvent]:
+        """An official finish time for a skater with no final, who started: it is her
+        final, with no transponder read at all."""
+        pair = self.pair_no[row]
+        if self.final[row] is not None or self.status[row] is not None \
+                or pair not in self._last_run:
+            return []
+        t, _ = self._official_finish(row, 0)
+        return self._record(input_id, row, len(self.passage_m) - 1, t, emit)
 
     def _finish(self, base: RaceEvent, row: int, t: int, prev_leader: int, emit: bool
                 ) -> list[RaceEvent]:
@@ -420,6 +501,8 @@ class LongTrackRace(RaceBase):
             "results": self._results_view([self.splits.listed(i) for i in range(len(self.bibs))]),
             "classification": self.classification(),
             "stories": list(self.story_log),
+            "held": list(self.held_reads),
+            "in_field": self.lying(),
             "revision": self.revision,
         }
 

@@ -32,7 +32,7 @@ from icetime.rules import Rules
 from . import stories
 from .massstart import SprintsAndBreakaways
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
-from .race import RESTART, Key, LogEntry
+from .race import DWELL_US, LEAVE_US, RESTART, SLOWEST, Key, LogEntry
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
@@ -87,6 +87,8 @@ class PackRace(SprintsAndBreakaways):
         first_us = int(first * lap_m / self.max_speed_mps * 1e6)
         lap_us = int(lap_m / self.max_speed_mps * 1e6)
         self.min_seg = [first_us] + [lap_us] * (self.n_cross - 1)
+        self.undo_dwells = self.kind == "short_track_relay"
+        self.slowest_us = int(self.distance / self.max_speed_mps * SLOWEST * 1_000_000)
         # A relay's competitors are its teams: each team is one row, and a crossing by
         # any of its skaters (only the active one is on the track) is the team's.
         self.teams: dict[str, list[str]] = {}
@@ -183,11 +185,46 @@ class PackRace(SprintsAndBreakaways):
             return [stories.pack_revised(reason, names)]
         return []
 
+    def _implausible(self, routed: RoutedPassing) -> str | None:
+        """A read later after the gun than the whole distance takes at
+        ``max_speed_mps`` / ``SLOWEST``, for a skater with crossings to go."""
+        row = self.row_of.get(routed.bib)
+        run = self.run
+        if row is None or run is None or routed.t - run.zero_us <= self.slowest_us \
+                or self.crossings[row] >= self.n_cross:
+            return None
+        return (f"{(routed.t - run.zero_us) / 1e6:.3f} s after the gun: a {self.distance} m "
+                f"takes at most {self.slowest_us // 1_000_000} s")
+
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         row = self.row_of.get(routed.bib)
         if row is None or routed.passing.point != "finish":
             return []
+        if self.run is not None and not self.excluded[row]:
+            if self._in_field(routed.bib, routed.t):
+                return []  # the chip never left the field: no passage
+            if self.undo_dwells and (routed.bib, routed.t) in self.dwell_starts:
+                return []  # a teammate resting by the line
         return self._on_crossing(input_id, row, routed.t, emit, routed.bib)
+
+    def _prepare(self, entries: list[LogEntry]) -> None:
+        """Relays: the visits to the loop field, in the log, that are dwells (their first
+        read is no crossing), as (member, common-clock µs of the first read)."""
+        if not self.undo_dwells:
+            return
+        visits: dict[str, tuple[int, int]] = {}
+        dwells = set()
+        for _, _, inp in entries:
+            if type(inp) is not RoutedPassing or inp.passing.point != "finish":
+                continue
+            visit = visits.get(inp.bib)
+            if visit is not None and inp.t - visit[1] < LEAVE_US:
+                visits[inp.bib] = (visit[0], inp.t)
+                if inp.t - visit[0] > DWELL_US:
+                    dwells.add((inp.bib, visit[0]))
+            else:
+                visits[inp.bib] = (inp.t, inp.t)
+        self.dwell_starts = dwells
 
     def _void_attempt(self, reason: str) -> None:
         """Keep the attempt on record, then clear the ice for the next start."""
@@ -211,6 +248,7 @@ class PackRace(SprintsAndBreakaways):
             self._void_attempt("restart")
         self.attempt += 1
         self.run = Run.from_gun(routed, self.attempt)
+        self.plausible_until = routed.t + self.slowest_us
         self.restart_pending = False
         return [{"type": "start", "race": self.id, "input": input_id, "attempt": self.attempt,
                  "bibs": list(self.bibs), "pack": self.pack_state()}]
@@ -253,14 +291,14 @@ class PackRace(SprintsAndBreakaways):
 
     # ------------------------------------------------------------------ crossings
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
-                     skater: str = "") -> list[RaceEvent]:
+                     skater: str) -> list[RaceEvent]:
         run = self.run
         if run is None or self.excluded[row]:
             return []
         k = int(self.crossings[row])
+        t = run.race_time(t_common)
         if k >= self.n_cross:
             return []  # a cool-down lap
-        t = run.race_time(t_common)
         if t - int(self.last[row]) < self.min_seg[k]:
             return []  # the other ankle, a re-read, or the start line right by the finish
         col = self.t[:, k]
@@ -271,6 +309,7 @@ class PackRace(SprintsAndBreakaways):
         self.t[row, k] = t
         self.crossings[row] = k + 1
         self.last[row] = t
+        self._made_passage(skater, t_common)
         lap_time = t - prev
         lines: list[str] = []
         self.stopped[row] = False
@@ -396,6 +435,7 @@ class PackRace(SprintsAndBreakaways):
             "sprints": self.sprints,
             "breakaway": self.breakaway,
             "attempt": self.attempt,
+            "in_field": self.lying(),
             **({"warning": self.warning,
                 "active": dict(zip(self.bibs, self.active, strict=True)),
                 "exchanges": dict(zip(self.bibs, self.exchanges, strict=True)),
@@ -452,5 +492,6 @@ class PackRace(SprintsAndBreakaways):
             "pack": self.pack_state(),
             "classification": self.classification(),
             "stories": list(self.story_log),
+            "held": list(self.held_reads),
             "revision": self.revision,
         }

@@ -47,6 +47,20 @@ START: Key = (-(2**63), -2, "", "", -1)
 #: input the race had already applied.
 LATE_READ = "late read"
 _key_of = itemgetter(0)
+#: A chip read again sooner than this after its last read has not left the loop field:
+#: the same visit, never a new passage (a skater lying on the line, a teammate resting
+#: by it). A real crossing gives reads within a few hundredths of a second.
+LEAVE_US = 3_000_000
+#: A visit to the field longer than this is a dwell: the skater lies (or stands) in it.
+DWELL_US = 2_000_000
+#: Reason of the revision that shows who lies in the loop field (or that nobody does).
+DWELL = "loop dwell"
+#: Reason of the revision that shows a read held as implausible.
+IMPLAUSIBLE = "implausible read"
+#: A read later after its gun than the whole distance takes at ``max_speed_mps`` divided
+#: by this is not a passage (a decoder clock days off, a stray chip): it is held for the
+#: officials, never taken. 8 gives 200 s for a 500 m, 2000 s for a 5000 m.
+SLOWEST = 8
 #: Once a race has had a late read, it keeps a checkpoint of its state every this many
 #: inputs (or one per competitor, if more: a checkpoint copies every row), so the next
 #: late read replays the log from the last checkpoint before it, not from the start.
@@ -131,6 +145,17 @@ class RaceBase:
         # Lines already told stay told: a revision replays results, not the commentary.
         self.story_log = []
         self.max_speed_mps = max_speed_mps
+        #: A relay's dwells found so far: (member, common-clock µs of the visit's first
+        #: read), and a reason to replay the whole race once the current input is in.
+        self.dwell_starts: set[tuple[str, int]] = set()
+        self.redo: str | None = None
+        #: Relays: a dwell's first read is no crossing (a teammate resting by the line).
+        self.undo_dwells = False
+        #: Who lay in the loop field in the last event sent; a dwell read noted a change.
+        self.shown_lying: list[str] = []
+        self.field_changed = False
+        #: Reads held as implausible, for the officials: never passages, never replayed.
+        self.held_reads: list[dict[str, Any]] = []
         self.configure(spec, skaters)
 
     # ------------------------------------------------------------------ what differs
@@ -162,6 +187,19 @@ class RaceBase:
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         """A routed passing: ``routed.bib`` crossed at ``routed.t`` (common clock, µs)."""
         raise NotImplementedError
+
+    def _prepare(self, entries: list[LogEntry]) -> None:
+        """Read what a replay needs from the whole log, in race-time order (``entries``)."""
+
+    def _implausible(self, routed: RoutedPassing) -> str | None:
+        """Why a read cannot be a passage of this race (its time is far outside what
+        the distance allows), or None."""
+        return None
+
+    def _official_final(self, input_id: str, row: int, emit: bool) -> list[RaceEvent]:
+        """An official finish time has been kept for ``row``: the events of the final it
+        makes when the row has none (a race kind that times a finish without a read)."""
+        return []
 
     def _restart_reason(self, gun: Gun) -> str | None:
         """Why a gun restarts what already skated (a revision), or None for a start."""
@@ -202,6 +240,15 @@ class RaceBase:
         self.official = {}
         self.is_official = False  # set by an official's decision; World Cup points count
         self.restart_pending = False
+        # Per chip (its skater's bib): (first, last) common-clock µs of its current visit
+        # to the loop field and whether that visit made a passage; and the latest read
+        # of the race, which tells who has left the field.
+        self.field: dict[str, tuple[int, int, bool]] = {}
+        self.now = 0
+        self.dwelt = False  # some visit to the field has been a dwell
+        #: Common-clock µs before which no read is implausible (a bound: a read after
+        #: it is checked by :meth:`_implausible`); set by each gun.
+        self.plausible_until = int(NOT_PASSED)  # a Python int: compared on every read
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
@@ -209,11 +256,70 @@ class RaceBase:
         revision, and so does a read earlier in race time than one already applied.
         Raises :class:`InputError` (or KeyError, ValueError) on an input the race cannot
         apply; the race is then as it was."""
+        events = self._feed(input_id, inp)
+        if self.field_changed or self.shown_lying:  # someone lies in the loop field
+            events = self._lying_events(input_id, events)
+        return events
+
+    def _lying_events(self, input_id: str, events: list[RaceEvent]) -> list[RaceEvent]:
+        """``events`` and, when who lies in the loop field changed and no revision among
+        them shows it, one revision (reason :data:`DWELL`): rare, so a whole view."""
+        self.field_changed = False
+        lying = self.lying()
+        if lying == self.shown_lying:
+            return events
+        self.shown_lying = lying
+        if any(e["type"] == "revision" for e in events):
+            return events
+        self.revision += 1
+        return [*events, {"type": "revision", "race": self.id, "input": input_id,
+                          "reason": DWELL, "view": self.view()}]
+
+    def _in_field(self, skater: str, t: int) -> bool:
+        """Note a read of ``skater`` at common-clock ``t`` (µs): whether her chip is still
+        in the loop field from an earlier read (read again within ``LEAVE_US``): then it
+        is no passage. With ``undo_dwells``, a visit that turns out a dwell made no
+        crossing: if its first read made one, the race replays without it (``redo``)."""
+        if t > self.now:
+            self.now = t
+        visit = self.field.get(skater)
+        if visit is None or t - visit[1] >= LEAVE_US:
+            self.field[skater] = (t, t, False)
+            return False
+        first, _, made = visit
+        self.field[skater] = (first, t, made)
+        if t - first > DWELL_US:
+            self.dwelt = True
+            self.field_changed = skater not in self.shown_lying
+            if made and self.undo_dwells:
+                self.dwell_starts.add((skater, first))
+                self.field[skater] = (first, t, False)
+                self.redo = DWELL
+        return True
+
+    def _made_passage(self, skater: str, t: int) -> None:
+        """The read of ``skater`` at common-clock ``t`` (µs) made a passage."""
+        self.field[skater] = (t, t, True)
+
+    def lying(self) -> list[str]:
+        """Skaters (a team's members) whose chip lies in the loop field now: read over
+        more than ``DWELL_US`` without leaving, and read within ``LEAVE_US`` of the
+        race's latest read."""
+        if not self.dwelt:
+            return []  # nobody ever lay in the field: every pack event asks
+        return sorted(s for s, (first, last, _) in self.field.items()
+                      if last - first > DWELL_US and self.now - last < LEAVE_US)
+
+    def _feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         n = self.arrivals
         self.arrivals = n + 1
         passing = type(inp) is RoutedPassing
         key: Key
         if type(inp) is RoutedPassing:  # the hot path (ids may be numbers: str to compare)
+            if inp.t > self.plausible_until:  # rare: ask the race (costs a call)
+                reason = self._implausible(inp)
+                if reason is not None:
+                    return self._hold_implausible(input_id, inp, reason)
             key = (inp.t, PASSING, str(inp.passing.point), str(inp.passing.transponder), n)
         elif type(inp) is RoutedGun:
             key = (inp.t, GUN, "", "", n)
@@ -231,7 +337,11 @@ class RaceBase:
                 events = self._on_passing(input_id, inp, emit=True)
             else:
                 events = self._step(input_id, inp)
+            if self.redo is not None:  # what an earlier read did proved wrong
+                reason, self.redo = self.redo, None
+                events = self.recompute(input_id, reason)
         except (InputError, KeyError, ValueError, TypeError):
+            self.redo = None
             self.log.remove(entry)
             self.restarts -= type(inp) is Decision and inp.action == "restart"
             # Checkpoints made since may hold the refused input's effect: the next late
@@ -246,6 +356,20 @@ class RaceBase:
         if self.check_every:
             self._checkpoint()
         return events
+
+    def _hold_implausible(self, input_id: str, routed: RoutedPassing, reason: str
+                          ) -> list[RaceEvent]:
+        """Keep a read that cannot be a passage apart, for the officials (it never
+        enters the log, so no replay takes it), and show it in one revision."""
+        passing = routed.passing
+        self.held_reads.append({"input": input_id, "bib": routed.bib,
+                                "transponder": str(passing.transponder),
+                                "point": str(passing.point), "t": routed.t,
+                                "reason": reason})
+        self.held_reads.sort(key=itemgetter("t", "input"))
+        self.revision += 1
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": IMPLAUSIBLE,
+                 "view": self.view()}]
 
     def _checkpoint(self) -> None:
         """Keep the state as it is after the whole log, when it is time to (not while a
@@ -263,7 +387,8 @@ class RaceBase:
         return {"t": self.t.copy(order="F"), "rows": [list(r) for r in self.rows],
                 "status": list(self.status), "final": list(self.final),
                 "official": dict(self.official), "is_official": self.is_official,
-                "story_log": list(self.story_log)}
+                "story_log": list(self.story_log), "field": dict(self.field), "now": self.now,
+                "dwelt": self.dwelt, "plausible_until": self.plausible_until}
 
     def _load(self, state: dict[str, Any]) -> None:
         """Take back a state :meth:`_save` made (it stays usable: nothing is shared)."""
@@ -272,6 +397,8 @@ class RaceBase:
         self.status, self.final = list(state["status"]), list(state["final"])
         self.official, self.is_official = dict(state["official"]), state["is_official"]
         self.story_log = list(state["story_log"])
+        self.field, self.now = dict(state["field"]), state["now"]
+        self.dwelt, self.plausible_until = state["dwelt"], state["plausible_until"]
         self.restart_pending = False
 
     def _step(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
@@ -341,6 +468,10 @@ class RaceBase:
                 self.horizon = max(self.horizon, entry[0])
                 self._step(entry[1], entry[2])
                 self._checkpoint()
+            if self.redo is not None:
+                self.redo = None
+                self._reset()
+                self._replay_log()
         except BaseException:
             # An input refused on the way (the late one itself, say): the whole log is
             # put back for the caller, who takes the refused input out and replays it.
@@ -368,8 +499,9 @@ class RaceBase:
             case RoutedGun():
                 return self._on_gun(input_id, inp)
             case FinishTime():
-                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
-                return []
+                row = self._row(inp.bib)
+                self._set_official(row, inp.origin or "photo", inp.time_us)
+                return self._official_final(input_id, row, emit)
             case Decision():
                 self._on_decision(inp)
                 return []
@@ -383,17 +515,19 @@ class RaceBase:
         every rank, best and gap at every passage, and an official time replaces the
         transponder finish it stands for."""
         entries = self._sorted_log()
+        self._prepare(entries)
         voided = {str(i.target) for _, _, i in entries
                   if type(i) is Decision and i.action == "void"}
         live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
         for row, status in self._statuses(live).items():
             self._set_status(row, status)
-        for iid, inp in live:
+        for _, inp in live:
             if type(inp) is FinishTime:
-                self._apply(iid, inp, emit=False)
+                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
         for iid, inp in live:
-            if type(inp) is not FinishTime:
-                self._apply(iid, inp, emit=False)
+            # An official time applied again where it arrived: a skater with no final
+            # by then has it from there on.
+            self._apply(iid, inp, emit=False)
         self.horizon = max((k for k, _, i in entries
                             if type(i) is RoutedPassing or type(i) is RoutedGun), default=START)
 
