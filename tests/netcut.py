@@ -13,6 +13,8 @@ class Cable:
         self.target_port = target_port
         self.up = True
         self.port = 0
+        #: Reads swallowed while cut (the far end never heard of them), in both directions.
+        self.swallowed = 0
         self.pipes: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
         self.dead: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -54,6 +56,7 @@ class Cable:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await src.read(65536):
                 if not self.up or generation not in self.pipes:
+                    self.swallowed += 1
                     continue  # swallowed: the far end never hears of it
                 dst.write(data)
                 await dst.drain()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import re
 import shutil
 import signal
 from collections import Counter
@@ -39,47 +40,104 @@ def short_race():
 class Hold:
     """Pauses a replay (its ``hold``) before the first input that ``when`` matches, until
     :meth:`release`: a moment of the race stays on the screens while the test looks at it,
-    however slowly the machine runs, instead of passing by at the replay's speed."""
+    however slowly the machine runs, instead of passing by at the replay's speed.
+    ``arrived`` is set once the replay is there (everything before it sent)."""
 
     def __init__(self, when) -> None:
         self.when = when
         self.reached = False
+        self.arrived = asyncio.Event()
         self.released = asyncio.Event()
 
     async def __call__(self, item) -> None:
         if not self.reached and self.when(item):
             self.reached = True
+            self.arrived.set()
             await self.released.wait()
 
     def release(self) -> None:
         self.released.set()
 
 
-def crossing(doc, number=None):
-    """``when`` for :class:`Hold`: in ``doc``'s script, a transponder's ``number``-th
-    passing, or (None) its last one: its finish."""
+def holds(*moments: Hold):
+    """One replay ``hold`` made of several :class:`Hold`, each seeing every input."""
+    async def hold(item) -> None:
+        for moment in moments:
+            await moment(item)
+    return hold
+
+
+def crossing(doc, number=None, bibs=()):
+    """``when`` for :class:`Hold`: in ``doc``'s script, a transponder's (of one of
+    ``bibs``, if given) ``number``-th passing, or (None) its last one: its finish."""
+    mine = {t for s in doc["startlist"]["skaters"] if s["bib"] in bibs
+            for t in s["transponders"]}
     last = Counter(i.inp["transponder"] for i in script_inputs(doc) if i.inp["type"] == "passing")
     seen: Counter[str] = Counter()
 
     def when(item) -> bool:
-        if item.inp["type"] != "passing":
+        if item.inp["type"] != "passing" or (mine and item.inp["transponder"] not in mine):
             return False
         seen[item.inp["transponder"]] += 1
         return seen[item.inp["transponder"]] == (number or last[item.inp["transponder"]])
     return when
 
 
+def gun(pair: int):
+    """``when`` for :class:`Hold`: the gun of ``pair``."""
+    return lambda item: item.inp["type"] == "gun" and item.inp.get("pair") == pair
+
+
+#: A running clock: race time in tenths (past a minute with the minutes).
+RUNNING = re.compile(r"^(\d+:)?\d+\.\d$")
+
+
+def seconds(text: str) -> float:
+    minutes, _, secs = text.rpartition(":")
+    return int(minutes or 0) * 60 + float(secs)
+
+
+async def expect_running(clock) -> None:
+    """``clock`` shows a race time in tenths, and it moves on."""
+    from playwright.async_api import expect
+
+    await expect(clock).to_have_text(RUNNING, timeout=10_000)
+    first = await clock.text_content() or ""
+    await expect(clock).not_to_have_text(first)
+    later = await clock.text_content() or ""
+    assert RUNNING.match(first) and RUNNING.match(later), (first, later)
+    assert seconds(later) > seconds(first), f"the running clock went from {first} to {later}"
+
+
 async def launch(p):
     return await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
 
 
-async def open_page(browser, url: str, width: int = 1920, height: int = 1080):
-    """A page at ``url``; the list it returns collects the page's script errors."""
+async def open_page(browser, url: str, width: int = 1920, height: int = 1080,
+                    clock: bool = False):
+    """A page at ``url`` (with ``clock``, on Playwright's clock: time runs as usual until
+    the test moves it on); the list it returns collects the page's script errors."""
     page = await browser.new_page(viewport={"width": width, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    if clock:
+        await page.clock.install()
     await page.goto(url)
     return page, errors
+
+
+#: web/js/live.js: a clock sync this often (ms), doubling as the connection's heartbeat.
+HEARTBEAT_MS = 5000
+
+
+async def heartbeat(pages) -> None:
+    """Each page's clock one heartbeat on (a phone's lid shut for 5 s): its heartbeat
+    fires, once; whether it finds the connection dead is its own decision."""
+    await asyncio.gather(*(page.clock.fast_forward(HEARTBEAT_MS) for page in pages))
+
+
+async def reconnects(pages) -> list[int]:
+    return [await page.evaluate("window.icetime.stats.reconnects") for page in pages]
 
 
 async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(redis_server):
@@ -99,38 +157,67 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
         async with async_playwright() as p:
             browser = await launch(p)
             url = f"{st.http}/live?race={RACE}&bib=20"
-            page, errors = await open_page(browser, url, 375, 812)
+            (page, errors), (late, late_errors) = await asyncio.gather(
+                open_page(browser, url, 375, 812, clock=True),
+                open_page(browser, url + "&delay=4", 375, 812, clock=True))
+            phones = (page, late)
             received = []
             page.on("websocket", lambda ws: ws.on("framereceived",
                                                   lambda f: received.append(len(f))))
-            late, late_errors = await open_page(browser, url + "&delay=4", 375, 812)
             await expect(page.get_by_test_id("race-name")).to_have_text(
                 "Women 1000 m · Division A")
             await expect(page.get_by_test_id("status")).to_have_text("live")
             await expect(page.locator("#follow-title")).to_have_text("Following Takagi")
             await expect(late.get_by_test_id("status")).to_have_text("live · 4 s behind")
 
-            feed = asyncio.create_task(replay(short_race(), st.settings, speed=6.0,
-                                              announce=False))
+            doc = short_race()
+            goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+            goetz_done = Hold(gun(9))
+            pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe
+            takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the cut held back up to here
+            takagi_finish = Hold(crossing(doc, bibs=("20",)))
+            feed = asyncio.create_task(replay(doc, st.settings, speed=40.0, announce=False,
+                                              hold=holds(goetz, goetz_done, pair_9,
+                                                         takagi_600, takagi_finish)))
             # Goetz in pair 3: the lanes' clock runs, then her finish.
-            clock = page.get_by_test_id("clock-I")
             await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 3",
                                                                          timeout=10_000)
-            await expect(clock).to_have_text(lambda_or_regex(r"^\d+\.\d$"), timeout=5_000)
-            first = await clock.text_content()
-            await asyncio.sleep(0.4)
-            assert await clock.text_content() != first, "the running clock is frozen"
+            await expect_running(page.get_by_test_id("clock-I"))
+            goetz.release()
             await expect(page.get_by_test_id("final-5")).to_have_text("1:14.45",
                                                                       timeout=20_000)
+            goetz_done.release()
 
-            # Into the tunnel while pair 9 skates: the page finds out by itself.
+            # Pair 9 on the ice. A heartbeat answered keeps the link: the phones stay.
             await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 9",
                                                                          timeout=15_000)
+            before = await reconnects(phones)
+            for _ in range(2):
+                await heartbeat(phones)
+                for phone in phones:  # the heartbeat's sync has its answer
+                    await phone.wait_for_function(
+                        "Date.now() - window.icetime.lastMessageAt < 1000")
+            assert await reconnects(phones) == before, "a live link was given up"
+            await expect(page.get_by_test_id("status")).to_have_text("live")
+            # Into the tunnel: the next heartbeat goes unanswered (the cable swallowed it),
+            # so the one after finds the link dead: the phones find out by themselves.
             cable.cut()
-            await expect(page.get_by_test_id("status")).not_to_have_text(
-                lambda_or_regex("^live"), timeout=20_000)
+            swallowed = cable.swallowed
+            await heartbeat(phones)
+            async with asyncio.timeout(10):
+                while cable.swallowed < swallowed + len(phones):
+                    await asyncio.sleep(0.02)
+            await heartbeat(phones)
+            for phone in phones:
+                await expect(phone.get_by_test_id("status")).not_to_have_text(
+                    lambda_or_regex("^live"), timeout=10_000)
+            # The race goes on in the tunnel: the rest of pair 9, then pair 10 to 200 m.
+            pair_9.release()
+            await takagi_600.arrived.wait()
             cable.restore()
+            await heartbeat(phones)  # past the reconnect backoff
             await expect(page.get_by_test_id("status")).to_have_text("live", timeout=10_000)
+            takagi_600.release()
 
             # Takagi at 600 m: 45.36, 3rd, 0.14 behind Goetz, on her card and her chart.
             await expect(page.get_by_test_id("follow-last-20")).to_have_text(
@@ -143,11 +230,12 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
                 "Gap to the leader at each passage")
             # The phone 4 s behind has not seen it yet, and then it has.
             await expect(late.get_by_test_id("lbl-20-600")).to_have_count(0)
-            await expect(late.get_by_test_id("lbl-20-600")).to_have_text("+0.14",
-                                                                         timeout=8_000)
+            takagi_finish.release()
             await expect(page.get_by_test_id("follow-final-20")).to_have_text(
                 "1:14.44", timeout=20_000)
             await expect(late.get_by_test_id("follow-final-20")).to_have_count(0)
+            await expect(late.get_by_test_id("lbl-20-600")).to_have_text("+0.14",
+                                                                         timeout=10_000)
             await feed
 
             rows = page.get_by_test_id("classification").locator("tbody tr")
@@ -165,7 +253,9 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
             assert stats["resumes"] >= 1 and stats["snapshots"] == 1
             assert stats["duplicates"] == 0
             await expect(late.get_by_test_id("follow-final-20")).to_have_text("1:14.44",
-                                                                              timeout=8_000)
+                                                                              timeout=10_000)
+            late_stats = await late.evaluate("window.icetime.stats")
+            assert late_stats["snapshots"] == 1 and late_stats["duplicates"] == 0, late_stats
             print(f"fans' page: {sum(received)} bytes in {len(received)} WebSocket frames "
                   f"for the whole race (snapshot included)")
             assert sum(received) < 100_000, "the fans' page should stay light on data"
@@ -191,8 +281,10 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
             assert not wide_errors, wide_errors
             await browser.close()
     finally:
-        await st.close()
+        # The network first: a silent connection left open would hold the node's
+        # WebSocket server for its close timeout (10 s) on stop.
         await cable.close()
+        await st.close()
 
 
 def lambda_or_regex(pattern: str):
@@ -242,13 +334,16 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
         await expect(page.get_by_test_id("board-alert")).to_be_hidden()
         await expect(board).to_have_attribute("data-mode", "idle")
 
-        between = Hold(lambda item: item.inp["type"] == "gun" and item.inp["pair"] == 9)
-        feed = asyncio.create_task(replay(short_race(), stack.settings, speed=12.0,
-                                          announce=False, hold=between))
+        doc = short_race()
+        goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+        between = Hold(gun(9))
+        takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
+                                          hold=holds(goetz, between, takagi_600)))
         await expect(board).to_have_attribute("data-mode", "pair", timeout=10_000)
         await expect(page.get_by_test_id("board-lane-I")).to_contain_text("Kimi Goetz")
-        await expect(page.get_by_test_id("board-clock-I")).to_have_text(
-            lambda_or_regex(r"^\d+\.\d$"), timeout=5_000)
+        await expect_running(page.get_by_test_id("board-clock-I"))
+        goetz.release()
         # Between pairs (the next gun held back): the last pair's result stays up with
         # the rank, then the board turns to the standings by itself.
         await expect(page.get_by_test_id("board-result-I")).to_contain_text("1st",
@@ -258,8 +353,7 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
         # Data stops: the board says so instead of freezing silently.
         await stack.stop("broadcast")
         await expect(page.get_by_test_id("board-alert")).to_have_text(
-            "Server unreachable: reconnecting…",
-                                                                       timeout=5_000)
+            "Server unreachable: reconnecting…", timeout=5_000)
         await stack.start("broadcast")
         await expect(page.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
         # Takagi in the outer lane: at 600 m, 3rd and 0.14 behind the leader.
@@ -270,6 +364,7 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
         await expect(page.get_by_test_id("board-passage-O")).to_contain_text("+0.14")
         await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
         await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
+        takagi_600.release()
         await feed
         # All done: the podium, in the published order.
         await expect(board).to_have_attribute("data-mode", "podium", timeout=15_000)
@@ -296,15 +391,20 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
         page, errors = await open_page(browser, f"{stack.http}/overlay?race={RACE}")
         doc = short_race()
         doc["script"]["pairs"] = [x for x in doc["script"]["pairs"] if x["pair"] in (3, 10)]
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=12.0, announce=False))
+        goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+        takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
+                                          hold=holds(goetz, takagi_600)))
         await expect(page.get_by_test_id("overlay-third")).to_be_visible(timeout=10_000)
         await expect(page.get_by_test_id("overlay-I")).to_contain_text("Kimi Goetz")
+        goetz.release()
         # The last pair: Takagi at 600 m, 0.14 behind the leader Goetz, then her finish.
         await expect(page.get_by_test_id("overlay-O")).to_contain_text("Miho Takagi",
                                                                        timeout=20_000)
         await expect(page.get_by_test_id("overlay-O")).to_contain_text("600 m 45.36",
                                                                        timeout=15_000)
         await expect(page.get_by_test_id("overlay-O").locator(".gap")).to_have_text("+0.14")
+        takagi_600.release()
         await feed
         await expect(page.get_by_test_id("overlay-O")).to_contain_text("1:14.44",
                                                                        timeout=10_000)
@@ -356,12 +456,17 @@ async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
                                                                                timeout=10_000)
         await expect(page.get_by_test_id("decoder-finish-p3")).to_contain_text("noise")
 
-        feed = asyncio.create_task(replay(short_race(), st.settings, speed=12.0,
-                                          announce=False, decoder=sim))
-        goetz = grid.locator('tr[data-bib="5"]')
-        await expect(goetz.locator('td[data-m="600"] .t')).to_have_text("45.22", timeout=20_000)
-        await expect(page.get_by_test_id("monitor-clock")).to_have_text(
-            lambda_or_regex(r"^\d+\.\d$"))
+        doc = short_race()
+        goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+        pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe on the ice
+        takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the restart held back up to here
+        feed = asyncio.create_task(replay(doc, st.settings, speed=40.0, announce=False,
+                                          decoder=sim, hold=holds(goetz, pair_9, takagi_600)))
+        await expect_running(page.get_by_test_id("monitor-clock"))
+        goetz.release()
+        goetz_row = grid.locator('tr[data-bib="5"]')
+        await expect(goetz_row.locator('td[data-m="600"] .t')).to_have_text("45.22",
+                                                                            timeout=20_000)
         await expect(page.get_by_test_id("final-5")).to_contain_text("1:14.45", timeout=15_000)
         await expect(page.get_by_test_id("last-passing")).to_contain_text("s ago")
         await expect(page.get_by_test_id("latency")).to_contain_text(lambda_or_regex(r"\d ms"))
@@ -371,8 +476,12 @@ async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
                                                                         timeout=15_000)
         await st.stop("broadcast")
         await expect(page.get_by_test_id("status")).not_to_have_text("live", timeout=5_000)
+        # The race goes on meanwhile: the rest of pair 9, then pair 10 to 200 m.
+        pair_9.release()
+        await takagi_600.arrived.wait()
         await st.start("broadcast")
         await expect(page.get_by_test_id("status")).to_have_text("live", timeout=10_000)
+        takagi_600.release()
 
         # Takagi at 600 m: 45.36, 3rd there, 0.14 behind the leader, slower (red);
         # Leerdam's 44.96 is the fastest 600 m (purple).
@@ -396,7 +505,7 @@ async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
         await page.keyboard.press("p")
         await expect(grid.locator("tbody tr").first).to_have_attribute("data-bib", "20")
         await page.keyboard.press("c")
-        await goetz.click()
+        await goetz_row.click()
         await page.keyboard.press("c")
         cmp = page.get_by_test_id("compare")
         await expect(cmp.locator("th")).to_have_text(["", "Takagi", "Goetz", "Diff", "Lap"])
@@ -434,26 +543,26 @@ async def test_pack_race_screens_follow_a_mass_start(stack):
     race = "bj23-wms"
     async with async_playwright() as p:
         browser = await launch(p)
-        board, e1 = await open_page(browser, f"{stack.http}/board?race={race}")
-        fan, e2 = await open_page(browser, f"{stack.http}/live?race={race}&bib=1", 375, 812)
-        monitor, e3 = await open_page(browser, f"{stack.http}/monitor?race={race}")
-        overlay, e4 = await open_page(browser, f"{stack.http}/overlay?race={race}")
+        (board, e1), (fan, e2), (monitor, e3), (overlay, e4) = await asyncio.gather(
+            open_page(browser, f"{stack.http}/board?race={race}"),
+            open_page(browser, f"{stack.http}/live?race={race}&bib=1", 375, 812),
+            open_page(browser, f"{stack.http}/monitor?race={race}"),
+            open_page(browser, f"{stack.http}/overlay?race={race}"))
         await expect(monitor.get_by_test_id("grid").locator("tbody tr")).to_have_count(12)
-        # Held at the first lap-6 crossing: after sprint 1 (lap 4), before sprint 2 (lap 8).
+        # Held in the second lap (before the leader's third crossing) ...
+        lap_2 = Hold(crossing(doc, 3))
+        # ... at the first lap-6 crossing: after sprint 1 (lap 4), before sprint 2 (lap 8)
         after_sprint_1 = Hold(crossing(doc, 6))
-        at_finish = Hold(crossing(doc))  # then at the winner's finish: the last lap stays up
-
-        async def hold(item) -> None:
-            await after_sprint_1(item)
-            await at_finish(item)
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=30.0, announce=False,
-                                          hold=hold))
+        at_finish = Hold(crossing(doc))  # ... and at the winner's finish: the last lap
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=100.0, announce=False,
+                                          hold=holds(lap_2, after_sprint_1, at_finish)))
 
         await expect(board.get_by_test_id("board")).to_have_attribute("data-mode", "pack",
                                                                       timeout=10_000)
         await expect(board.get_by_test_id("board-laps")).to_have_text("15 laps to go",
                                                                       timeout=10_000)
         await expect(overlay.get_by_test_id("overlay-third")).to_contain_text("laps to go")
+        lap_2.release()
         # After the first sprint (lap 4): the points on the board and the phone.
         await expect(board.get_by_test_id("board-points")).to_contain_text("Blondin3",
                                                                            timeout=15_000)
@@ -504,11 +613,14 @@ async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack
     async with async_playwright() as p:
         browser = await launch(p)
         board, errors = await open_page(browser, f"{stack.http}/board?race={race}")
-        last_lap = Hold(crossing(doc))  # held at the leader's finish
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=6.0, announce=False,
-                                          hold=last_lap))
+        lap_1 = Hold(crossing(doc, 2))  # the first lap, before the leader's second crossing
+        last_lap = Hold(crossing(doc))  # at the leader's finish
+        photo = Hold(lambda item: item.inp["type"] == "finish_time")  # the photo finish
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
+                                          hold=holds(lap_1, last_lap, photo)))
         laps = board.get_by_test_id("board-laps")
         await expect(laps).to_have_text("13 laps to go", timeout=10_000)
+        lap_1.release()
         await expect(laps).to_have_text("Last lap", timeout=30_000)
         await expect(laps).to_have_class(lambda_or_regex(r"\bbell\b"))
         await board.screenshot(path=SHOTS / "board-shorttrack-1920x1080.png")
@@ -518,6 +630,7 @@ async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack
         podium = board.get_by_test_id("board-podium")
         await expect(podium.locator(".who").first).to_have_text("Courtney Sarault",
                                                                 timeout=15_000)
+        photo.release()
         await feed
         await expect(podium.locator(".who")).to_have_text(
             ["Hanne Desmet", "Courtney Sarault", "Anna Seidel"], timeout=10_000)
@@ -553,10 +666,13 @@ async def test_team_pursuit_on_the_monitor_and_board(stack):
         browser = await launch(p)
         monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
         board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=25.0, announce=False))
+        on_the_ice = Hold(crossing(doc, 1))  # before the first passing
+        feed = asyncio.create_task(replay(doc, stack.settings, speed=60.0, announce=False,
+                                          hold=on_the_ice))
         await expect(board.get_by_test_id("board-lane-I")).to_contain_text("Netherlands",
                                                                            timeout=10_000)
         await expect(board.get_by_test_id("board-lane-O")).to_contain_text("Japan")
+        on_the_ice.release()
         ned400 = monitor.get_by_test_id("grid").locator('tr[data-bib="NED"] td[data-m="400"]')
         await expect(ned400.locator(".t")).to_have_text("32.30", timeout=15_000)
         await expect(ned400).to_have_attribute("title", "NED 1 31.40 · NED 2 31.85 · NED 3 32.30")

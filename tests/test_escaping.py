@@ -178,6 +178,14 @@ async def assert_inert(page, problems: list[str], where: str) -> None:
     assert not problems, (where, problems)
 
 
+async def check_screen(context, st, path: str, race: str | None, size: tuple[int, int],
+                       how: str) -> None:
+    page, problems = await open_checked(context, url(st, path, race), size)
+    await expect_screen(page, path, race)
+    await assert_inert(page, problems, f"{path} {race!r} {how}")
+    await page.close()
+
+
 async def expect_fitted(page, testid: str, full: str, short: str) -> None:
     """A name the board or overlay fits to its box (web/js/fit.js): whole, or the short
     name when the whole one does not fit; either way text, and the whole one kept."""
@@ -273,19 +281,14 @@ async def test_a_hostile_start_list_runs_nothing_on_any_screen(redis_server, tmp
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             served = await browser.new_context()
+            # Every screen at once (they are independent); one size after the other.
             for size in VIEWPORTS:
-                for path, race in screens:
-                    page, problems = await open_checked(served, url(st, path, race), size)
-                    await expect_screen(page, path, race)
-                    await assert_inert(page, problems, f"{path} {race!r} {size}")
-                    await page.close()
+                await asyncio.gather(*(check_screen(served, st, path, race, size, f"{size}")
+                                       for path, race in screens))
             # Without the policy: escaping alone keeps every payload text.
             bare = await browser.new_context(bypass_csp=True)
-            for path, race in screens:
-                page, problems = await open_checked(bare, url(st, path, race), VIEWPORTS[0])
-                await expect_screen(page, path, race)
-                await assert_inert(page, problems, f"{path} {race!r} without CSP")
-                await page.close()
+            await asyncio.gather(*(check_screen(bare, st, path, race, VIEWPORTS[0],
+                                                "without CSP") for path, race in screens))
             await browser.close()
     finally:
         await st.close()

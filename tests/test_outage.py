@@ -29,12 +29,46 @@ from .conftest import feed
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
 
-SPEED = 60.0
-KILL_AT_S = 4.0
+SPEED = 150.0
+#: Redis is killed at this passing of the script: mid-pair 3 (12 passings a pair).
+KILL_AT_PASSING = 30
 DOWN_S = 5.0
 #: How soon after Redis is back the fan must get its next race event (s).
 RESUME_WITHIN_S = 3.0
 OURS = ("icetime", "services")
+
+
+class Outage:
+    """A replay ``hold`` that pulls Redis's plug at the script's ``at``-th passing and
+    starts it again on the same files ``DOWN_S`` later, while the replay goes on (its
+    inputs answered "retry" meanwhile). ``killed_at`` and ``back_at`` are loop times,
+    ``back_wall`` the wall clock when Redis was back."""
+
+    def __init__(self, redis_server, at: int = KILL_AT_PASSING) -> None:
+        self.redis_server, self.at = redis_server, at
+        self.passings = 0
+        self.task: asyncio.Task[None] | None = None
+        self.killed_at = self.back_at = self.back_wall = 0.0
+
+    async def __call__(self, item) -> None:
+        self.passings += item.inp["type"] == "passing"
+        if item.inp["type"] == "passing" and self.passings == self.at:
+            self.task = asyncio.create_task(self.pull_the_plug())
+
+    async def pull_the_plug(self) -> None:
+        loop = asyncio.get_running_loop()
+        proc = self.redis_server.proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+        self.killed_at = loop.time()
+        await asyncio.sleep(DOWN_S)
+        await asyncio.to_thread(self.redis_server.restart)  # same files; we hold the lock
+        self.back_at, self.back_wall = loop.time(), time.time()
+
+    async def over(self) -> None:
+        assert self.task is not None, f"the script has fewer than {self.at} passings"
+        await asyncio.wait_for(self.task, 30)
 
 
 async def fan(url, done, log):
@@ -71,26 +105,20 @@ async def fan(url, done, log):
 @pytest.mark.alone
 async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
     caplog.set_level(logging.INFO)
-    loop = asyncio.get_running_loop()
     await load_startlist(stack)
     done, log = asyncio.Event(), []
     follower = asyncio.create_task(fan(stack.ws_url, done, log))
-    await asyncio.sleep(0.5)  # subscribed: the snapshot is in
-    feed = asyncio.create_task(replay(FIXTURE, stack.settings, speed=SPEED, announce=False))
-
-    await asyncio.sleep(KILL_AT_S)
-    proc = redis_server.proc
-    assert proc is not None
-    events_before = sum(1 for x in log if x[0] == "event")
-    os.kill(proc.pid, signal.SIGKILL)
-    await asyncio.to_thread(proc.wait, 10)
-    killed_at = loop.time()
-    await asyncio.sleep(DOWN_S)
-    await asyncio.to_thread(redis_server.restart)  # on the same files; we hold the lock
-    back_at, back_wall = loop.time(), time.time()
-
+    async with asyncio.timeout(10):
+        while not log:  # subscribed: the snapshot is in
+            await asyncio.sleep(0.02)
+    outage = Outage(redis_server)
+    feed = asyncio.create_task(replay(FIXTURE, stack.settings, speed=SPEED, announce=False,
+                                      hold=outage))
     await asyncio.wait_for(feed, 60)
+    await outage.over()
     view = await asyncio.wait_for(follower, 60)
+    killed_at, back_at, back_wall = outage.killed_at, outage.back_at, outage.back_wall
+    events_before = sum(1 for x in log if x[0] == "event" and x[2] < killed_at)
 
     next_event = min(x[2] for x in log if x[0] == "event" and x[2] > back_at)
     in_outage = [x for x in log if x[0] == "event" and killed_at < x[2] < back_at]
@@ -149,16 +177,11 @@ async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_ser
     caplog.set_level(logging.INFO)
     async with decoder_stack(redis_server, tmp_path) as (st, sim):
         await post(st, "/api/startlist", FIXTURE["startlist"])
+        outage = Outage(redis_server)
         feed = asyncio.create_task(replay(FIXTURE, st.settings, speed=SPEED, announce=False,
-                                          decoder=sim))
-        await asyncio.sleep(KILL_AT_S)
-        proc = redis_server.proc
-        assert proc is not None
-        os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(proc.wait, 10)
-        await asyncio.sleep(DOWN_S)
-        await asyncio.to_thread(redis_server.restart)  # on the same files; we hold the lock
+                                          decoder=sim, hold=outage))
         await asyncio.wait_for(feed, 60)
+        await outage.over()
         expected = expected_view()
         view = await follow(st, lambda v: v["results"] == expected["results"])
 

@@ -69,10 +69,9 @@ async def test_sigkill_each_service_mid_race(tmp_path):
         ws_url = f"ws://127.0.0.1:{cfg.broadcast_ws_port}/"
         done, log = asyncio.Event(), []
         fan = asyncio.create_task(follow_through_outages(ws_url, done, log))
-        feed = asyncio.create_task(replay(FIXTURE, cfg, speed=60.0, announce=False))
+        kills: list[asyncio.Task[None]] = []
 
-        async def kill(name, at):
-            await asyncio.sleep(at)
+        async def kill(name):
             proc = sup.procs[name]
             os.kill(proc.pid, signal.SIGKILL)
             # Gone for sure (a loaded machine can take a while to reap it), then the
@@ -80,8 +79,23 @@ async def test_sigkill_each_service_mid_race(tmp_path):
             await asyncio.to_thread(proc.wait, 10)
             await asyncio.to_thread(sup.check_children)
 
-        await asyncio.gather(kill("scoring", 3.0), kill("broadcast", 6.0), kill("ingest", 9.0))
+        # Each pair has 12 passings (two skaters, three lines, two ankles): mid-pair 2,
+        # 4 and 6, one service after the other, while the replay goes on.
+        plan, passings = {18: "scoring", 42: "broadcast", 66: "ingest"}, 0
+
+        async def hold(item):
+            nonlocal passings
+            passings += item.inp["type"] == "passing"
+            if item.inp["type"] == "passing" and passings in plan:
+                if kills:
+                    await kills[-1]  # one service down at a time
+                kills.append(asyncio.create_task(kill(plan[passings])))
+
+        feed = asyncio.create_task(replay(FIXTURE, cfg, speed=150.0, announce=False,
+                                          hold=hold))
         await asyncio.wait_for(feed, 60)
+        assert len(kills) == 3
+        await asyncio.wait_for(asyncio.gather(*kills), 30)
         view = await asyncio.wait_for(fan, 60)
         assert sup.restarts == {"scoring": 1, "broadcast": 1, "ingest": 1}
         assert "dropped" in log
