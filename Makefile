@@ -22,11 +22,12 @@ demo: install
 run: install
 	$(BIN)/icetime run --config $(CONFIG)
 
-# Two workers (the tests mostly wait on real-time replays, Redis and Chromium), then the
-# tests marked `alone` (latency against their own baseline) with nothing beside them.
+# Four workers on two cores (the tests mostly wait on replays, Redis and Chromium: four
+# took 3:05 where two took 5:30 and three 4:10), then the tests marked `alone` (latency
+# against their own baseline) with nothing beside them.
 # Exit code 5 is "no test selected", e.g. PYTEST_ARGS naming a file with none marked.
 test: install
-	$(BIN)/python -m pytest -q -n 2 -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -n 4 -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -q -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 bench: install
