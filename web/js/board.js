@@ -215,10 +215,17 @@ const live = new LiveRace(await pickRace(), {
 window.icetime = live;
 await live.start();
 requestAnimationFrame(() => tick(live));
-// The cups and the between-pairs pages turn by themselves.
+// The cups and the between-pairs pages turn by themselves: checked every second, drawn
+// when a new page is due (a timer as long as a page would drift across the page
+// boundaries on a busy machine and show one page twice in a row).
+const PAGE_MS = Math.min(CUP_TURN_MS, TURN_MS);
+let shownPage = Math.floor(Date.now() / PAGE_MS);
 setInterval(() => {
+  const page = Math.floor(Date.now() / PAGE_MS);
+  if (page === shownPage) return;
+  shownPage = page;
   if (isStandings(live.view) || $("board").dataset.mode === "standings") render(live.view);
-}, Math.min(CUP_TURN_MS, TURN_MS));
+}, 1000);
 // A screen that changes shape (16:9 to a ribbon) is laid out anew.
 addEventListener("resize", () => render(live.view));
 translatePage();
