@@ -51,6 +51,8 @@ log = logging.getLogger("icetime.cli")
 MAX_SPEED = 1000.0  # not __main__ under `python -m icetime.cli`
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("ingest", "scoring", "broadcast")
+#: Run too when ``relay.cloud_url`` is set: mirrors the venue's races to the cloud.
+RELAY = "relay"
 FIXTURES = ROOT / "fixtures"
 #: A service that ran at least this long before it died was healthy: restart it at once.
 STABLE_S = 30.0
@@ -96,10 +98,12 @@ class Supervisor:
         self.restart_at: dict[str, float] = {}  # restarts due (monotonic time)
         #: Service name -> the ports it reported (settings field -> port).
         self.ports: dict[str, dict[str, int]] = {}
+        #: The services this venue runs: the three, and the relay when it has a cloud.
+        self.services = SERVICES + ((RELAY,) if cfg.relay_cloud_url else ())
 
     def start(self) -> None:
         self.start_redis()
-        for name in SERVICES:
+        for name in self.services:
             self.spawn(name)
         self.wait_ready()
 
@@ -131,7 +135,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         r = redis.Redis.from_url(self.url)
         try:
-            for name in SERVICES:
+            for name in self.services:
                 while (ports := self.reported_ports(r, name)) is None:
                     self.check_children()
                     if time.monotonic() > deadline:
@@ -144,6 +148,8 @@ class Supervisor:
         self.cfg = with_ports(self.cfg, {k: v for p in self.ports.values() for k, v in p.items()})
         urls = [f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/healthz",
                 f"http://{self.cfg.host}:{self.cfg.broadcast_http_port}/healthz"]
+        if RELAY in self.services:
+            urls.append(f"http://{self.cfg.host}:{self.cfg.relay_http_port}/healthz")
         for url in urls:
             while True:
                 self.check_children()
@@ -536,6 +542,14 @@ def cmd_replay(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_relay(args: argparse.Namespace) -> None:
+    """The relay alone, in the foreground (``python -m services.relay``)."""
+    config = config_file(args)
+    settings_mod.load(config)  # a bad file stops here, with its one line
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{RELAY}", "--config",
+                              str(Path(config).resolve())])
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -568,6 +582,10 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--session", help="resend an earlier run (its session, as printed); "
                                        "by default each run is a session of its own")
     rep.set_defaults(func=cmd_replay)
+    rel = sub.add_parser("relay", help="mirror a venue's races to a cloud Redis "
+                                       "(docs/cloud.md)")
+    rel.add_argument("--config", help="the TOML file with [relay] (default: $ICETIME_CONFIG)")
+    rel.set_defaults(func=cmd_relay)
     args = p.parse_args(argv)
     try:
         logs.configure("icetime")

@@ -218,3 +218,27 @@ async def healthz(_request: web.Request) -> web.Response:
     from aiohttp import web  # here: a service without HTTP (scoring) never loads aiohttp
 
     return web.Response(text="ok")
+
+
+#: How long ``/api/ready`` waits for Redis to answer its PING, in seconds.
+READY_PING_S = 1.0
+
+
+def readiness(r: aioredis.Redis) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /api/ready``: 200 ``{"ready": true}`` while Redis answers a PING within
+    READY_PING_S, else 503 ``{"ready": false, "reason": ...}``. A load balancer or a
+    Kubernetes readiness probe takes a node that cannot reach its data out of rotation
+    (``/healthz`` only says the process serves HTTP)."""
+
+    async def ready(_request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        try:
+            async with asyncio.timeout(READY_PING_S):
+                await r.ping()
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            return web.json_response({"ready": False, "reason": f"redis: {exc or 'timeout'}"},
+                                     status=503)
+        return web.json_response({"ready": True})
+
+    return ready

@@ -8,8 +8,9 @@ wrong raises :class:`ConfigError` naming the file and the key, e.g.
 
 Relative paths in the file (``redis.data_dir``, ``competition.startlists``,
 ``rules.file``) are relative to the file's folder. The environment wins over the file:
-``ICETIME_CONFIG`` (the file, when no path is given), ``REDIS_URL``, ``ICETIME_DATA``
-(relative to the working directory); ``ICETIME_LOG`` is read by :mod:`icetime.logs`.
+``ICETIME_CONFIG`` (the file, when no path is given), ``REDIS_URL``,
+``ICETIME_CLOUD_URL`` (the relay's cloud Redis), ``ICETIME_DATA`` (relative to the
+working directory); ``ICETIME_LOG`` is read by :mod:`icetime.logs`.
 With no Redis URL, icetime runs its own embedded redis-server in ``data_dir``.
 """
 from __future__ import annotations
@@ -137,6 +138,8 @@ class _Broadcast(_Section, frozen=True):
 
 
 class _Scoring(_Section, frozen=True):
+    #: The health and readiness listener (/healthz, /api/ready); not given: none.
+    http_port: ListenPort | None = None
     max_speed_mps: Annotated[float, Meta(gt=0)] = 20.0
     loops: dict[Name, int] = {}
     checkpoint_every: Annotated[int, Meta(ge=1)] = 10_000
@@ -144,6 +147,12 @@ class _Scoring(_Section, frozen=True):
 
 class _Rules(_Section, frozen=True):
     file: str = ""
+
+
+class _Relay(_Section, frozen=True):
+    #: The cloud Redis the relay mirrors the venue's races to; empty: no relay.
+    cloud_url: str = ""
+    http_port: ListenPort = 8070
 
 
 class _Competition(_Section, frozen=True):
@@ -158,6 +167,7 @@ class _VenueFile(_Section, frozen=True):
     broadcast: _Broadcast = msgspec.field(default_factory=_Broadcast)
     scoring: _Scoring = msgspec.field(default_factory=_Scoring)
     rules: _Rules = msgspec.field(default_factory=_Rules)
+    relay: _Relay = msgspec.field(default_factory=_Relay)
     competition: _Competition = msgspec.field(default_factory=_Competition)
     sources: tuple[Source, ...] = ()
     decoders: tuple[Decoder, ...] = ()
@@ -198,6 +208,12 @@ class Settings:
     rules_file: str = ""
     #: Inputs between two scoring checkpoints (at least; a slow checkpoint waits longer).
     checkpoint_every: int = 10_000
+    #: Scoring's health and readiness listener; None: scoring listens on nothing.
+    scoring_http_port: int | None = None
+    #: The cloud Redis the relay mirrors to (docs/cloud.md); empty: no relay runs.
+    relay_cloud_url: str = ""
+    #: The relay's health and readiness listener.
+    relay_http_port: int = 8070
     #: Frames queued for a client that is catching up before it is given a fresh snapshot.
     client_queue_max: int = 512
     #: Unsent bytes a live client may have before it leaves the live path (latest state wins).
@@ -312,6 +328,9 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         loops=dict(venue.scoring.loops),
         rules_file=rules_file,
         checkpoint_every=venue.scoring.checkpoint_every,
+        scoring_http_port=venue.scoring.http_port,
+        relay_cloud_url=_cloud_url(venue, bad),
+        relay_http_port=venue.relay.http_port,
         client_queue_max=venue.broadcast.client_queue_max,
         client_buffer_max=venue.broadcast.client_buffer_max,
         client_subscriptions_max=venue.broadcast.client_subscriptions_max,
@@ -328,6 +347,18 @@ def _redis_url(venue: _VenueFile, bad: _Bad) -> str:
     url = os.environ.get("REDIS_URL") or venue.redis.url
     if not url.startswith(REDIS_SCHEMES) and url:
         raise ConfigError(f"REDIS_URL: {url!r} is not a Redis URL "
+                          f"(starts with {', '.join(REDIS_SCHEMES)})")
+    return url
+
+
+def _cloud_url(venue: _VenueFile, bad: _Bad) -> str:
+    """The relay's cloud Redis: ``ICETIME_CLOUD_URL``, else ``relay.cloud_url``; "": none."""
+    if venue.relay.cloud_url and not venue.relay.cloud_url.startswith(REDIS_SCHEMES):
+        raise bad("relay.cloud_url", f"{venue.relay.cloud_url!r} is not a Redis URL "
+                  f"(starts with {', '.join(REDIS_SCHEMES)})")
+    url = os.environ.get("ICETIME_CLOUD_URL") or venue.relay.cloud_url
+    if url and not url.startswith(REDIS_SCHEMES):
+        raise ConfigError(f"ICETIME_CLOUD_URL: {url!r} is not a Redis URL "
                           f"(starts with {', '.join(REDIS_SCHEMES)})")
     return url
 
@@ -398,7 +429,9 @@ def _check_unique(venue: _VenueFile, bad: _Bad) -> None:
                  "ingest.tcp_port": venue.ingest.tcp_port,
                  "broadcast.http_port": venue.broadcast.http_port,
                  "broadcast.ws_port": venue.broadcast.ws_port,
-                 "broadcast.rmonitor_port": venue.broadcast.rmonitor_port}
+                 "broadcast.rmonitor_port": venue.broadcast.rmonitor_port,
+                 "scoring.http_port": venue.scoring.http_port or 0,
+                 "relay.http_port": venue.relay.http_port if venue.relay.cloud_url else 0}
     taken: dict[int, str] = {}
     for key, port in listeners.items():
         if port and port in taken:

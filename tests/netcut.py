@@ -7,10 +7,12 @@ import contextlib
 
 
 class Cable:
-    def __init__(self, target_port: int = 0) -> None:
+    def __init__(self, target_port: int = 0, target_unix: str = "") -> None:
         #: Where connections are relayed to; may be set after :meth:`start`, before the
         #: first client connects (the relay's own port is needed to configure the target).
         self.target_port = target_port
+        #: A unix socket to relay to instead (a redis-server on its private socket).
+        self.target_unix = target_unix
         self.up = True
         self.port = 0
         #: Reads swallowed while cut (the far end never heard of them), in both directions.
@@ -40,7 +42,10 @@ class Cable:
             writer.transport.abort()
             return
         try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            if self.target_unix:
+                up_r, up_w = await asyncio.open_unix_connection(self.target_unix)
+            else:
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
             return

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from icetime import bus, keys
 from icetime.logs import about
 from icetime.messages import FeedInput, stored
-from icetime.service import Ready, binding, healthz, listen_port
+from icetime.service import Ready, binding, healthz, listen_port, readiness
 from icetime.settings import ROLE_INPUTS, ConfigError, Settings, Source
 from icetime.settings import load as load_settings
 from icetime.timefmt import now_us
@@ -542,7 +542,8 @@ class Ingest:
                         web.post("/api/startlist", self.http_startlist),
                         web.get("/api/stats", self.http_stats),
                         web.get("/api/whoami", self.http_whoami),
-                        web.get("/healthz", healthz)])
+                        web.get("/healthz", healthz),
+                        web.get("/api/ready", readiness(self.r))])
         Desk(self).routes(app)
         return app
 

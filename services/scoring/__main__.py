@@ -1,5 +1,5 @@
 from icetime.service import main
 
-from .runner import serve
+from .probe import serve
 
 main("scoring", serve)

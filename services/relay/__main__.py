@@ -1,0 +1,5 @@
+from icetime.service import main
+
+from .server import serve
+
+main("relay", serve)

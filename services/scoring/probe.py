@@ -1,0 +1,48 @@
+"""Scoring's health and readiness listener, for a container orchestrator's probes.
+
+Scoring serves nothing itself; with ``scoring.http_port`` set, :func:`serve` runs the
+scorer (:func:`services.scoring.runner.serve`) beside a small HTTP listener:
+
+* ``GET /healthz``: 200 while the process serves HTTP;
+* ``GET /api/ready``: 200 while Redis answers, else 503 (:func:`icetime.service.readiness`).
+
+Without ``scoring.http_port`` it is the scorer alone, as before.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from icetime.service import Ports, Ready, binding, healthz, listen_port, readiness
+from icetime.settings import Settings
+
+from . import runner
+
+
+async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
+                ready: Ready | None = None) -> None:
+    """Score until ``stop`` is set; ``ready`` gets ``{"scoring_http_port": port}`` once
+    the probe listener is bound (``{}`` without one). Raises BindFailed for a taken
+    port, and what the scorer raised if it died."""
+    port = settings.scoring_http_port
+    if port is None:
+        await runner.serve(settings, r, stop, ready)
+        return
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz), web.get("/api/ready", readiness(r))])
+    site_runner = web.AppRunner(app, access_log=None)
+    await site_runner.setup()
+    try:
+        with binding("scoring_http_port", settings.host, port):
+            await web.TCPSite(site_runner, settings.host, port).start()
+        bound: Ports = {"scoring_http_port": listen_port(site_runner.addresses)}
+
+        async def scorer_ready(ports: Ports) -> None:
+            if ready:
+                await ready({**ports, **bound})
+
+        await runner.serve(settings, r, stop, scorer_ready)
+    finally:
+        await site_runner.cleanup()
