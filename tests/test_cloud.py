@@ -227,3 +227,47 @@ async def test_relay_restart_repeats_nothing_and_follows_a_new_epoch(redis_serve
     finally:
         await venue.aclose()
         await cloud.aclose()
+
+
+async def test_two_broadcast_nodes_give_identical_streams_and_resume_across(stack,
+                                                                           redis_server):
+    """Broadcast nodes scale out on one Redis: fans on two nodes get the same events
+    with the same offsets, and a fan dropped by one node resumes on the other (what a
+    load balancer does when a node goes away)."""
+    second = Stack(make_settings(redis_server.url), redis_server.url)
+    try:
+        await second.start("broadcast")
+        assert second.settings.broadcast_ws_port != stack.settings.broadcast_ws_port
+        await load_startlist(stack)
+        one, two = Follower(stack.ws_url), Follower(second.ws_url)
+        hopper = Follower(stack.ws_url)
+        followers = [asyncio.create_task(f.run(lambda s: s.finished(), timeout=60))
+                     for f in (one, two)]
+        task = asyncio.create_task(replay(FIXTURE, stack.settings, speed=SPEED * 2,
+                                          announce=False))
+        await hopper.run(lambda s: len(s.events) >= 10, timeout=60)
+        await asyncio.wait_for(asyncio.gather(task, *followers), 60)
+        r = bus.connect(redis_server.url)
+        try:
+            entries = await stream(r)
+        finally:
+            await r.aclose()
+        last = entries[-1][0]
+        for f in (one, two):
+            await f.run(lambda s: s.offset == last, resume=True)
+        hopper.url = second.ws_url
+        await hopper.run(lambda s: s.offset == last, resume=True)
+
+        assert one.view == two.view == hopper.view
+        assert one.view["classification"] == expected_view()["classification"]
+        # The same frames' content on both nodes, from their first common offset on.
+        common = max(bus.parse_id(f.frames[0]["offset"]) for f in (one, two))
+        same = [[(e["offset"], e["event"]) for e in f.events
+                 if bus.parse_id(e["offset"]) > common] for f in (one, two)]
+        assert same[0] == same[1] and same[0]
+        kinds = [m["type"] for m in hopper.frames]
+        assert kinds.count("snapshot") == 1 and "resumed" in kinds
+        offsets = [e["offset"] for e in hopper.events]
+        assert offsets == sorted(set(offsets), key=bus.parse_id)
+    finally:
+        await second.close()
