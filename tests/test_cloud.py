@@ -11,13 +11,13 @@ import json
 import aiohttp
 import pytest
 
-from icetime import bus, keys
-from icetime.cli import replay
+from icetime import bus, keys, settings
+from icetime.cli import Supervisor, replay
 from icetime.redis_embed import EmbeddedRedis
 from services.relay import server as relay_server
 from services.relay.mirror import Relay
 
-from .conftest import Stack, make_settings, start_stack
+from .conftest import Stack, make_settings, start_stack, write_venue_config
 from .netcut import Cable
 from .test_pipeline import Follower, load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
@@ -271,3 +271,26 @@ async def test_two_broadcast_nodes_give_identical_streams_and_resume_across(stac
         assert offsets == sorted(set(offsets), key=bus.parse_id)
     finally:
         await second.close()
+
+
+async def test_icetime_run_starts_the_relay_when_a_cloud_is_configured(tmp_path, cloud_redis):
+    """``[relay] cloud_url`` in the venue's file: ``icetime run`` runs the relay as a
+    fourth service, and a start list loaded at the venue reaches the cloud."""
+    config = str(write_venue_config(
+        tmp_path, f'[relay]\ncloud_url = "{cloud_redis.url}"\nhttp_port = 0'))
+    sup = Supervisor(config, settings.load(config))
+    await asyncio.to_thread(sup.start)
+    cloud = bus.connect(cloud_redis.url)
+    try:
+        assert sup.services[-1] == "relay" and "relay" in sup.procs
+        await asyncio.to_thread(sup.load_startlist, FIXTURE)
+        async with asyncio.timeout(10):
+            while not await cloud.sismember(keys.RACES_SET, RACE):
+                await asyncio.sleep(0.05)
+        url = f"http://127.0.0.1:{sup.cfg.relay_http_port}/api/health"
+        async with aiohttp.ClientSession() as s, s.get(url) as resp:
+            health = await resp.json()
+        assert health["races"][RACE]["listed"]
+    finally:
+        await cloud.aclose()
+        await asyncio.to_thread(sup.stop)
