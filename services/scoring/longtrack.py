@@ -472,7 +472,9 @@ class LongTrackRace(RaceBase):
             if k == len(self.passage_m) - 1 and final is not None:
                 self.final[row] = {**final, "t": t, "origin": "manual"}
             self._rebuild_bests()
-        else:
+        elif self.status[row] is None:
+            # A skater with a status has no passages to record (as for her reads); in a
+            # replay the status is in place before her manual time comes again.
             self._record(input_id, row, k, t, emit=False)
 
     def _restart(self, decision: Decision) -> None:
