@@ -279,3 +279,24 @@ def test_a_refused_input_leaves_its_race_as_if_it_had_not_come():
              "hops": {"source_us": None, "ingest_us": 1, "scoring_us": 2}}
     msgspec.convert(event, RaceEvent)
     assert apply_event(copy.deepcopy(view), event) == view
+
+
+def test_a_manual_time_names_its_decision_and_a_dq_outranks_it_on_replay():
+    """A missed finish read fixed by a manual time: the passage is the decision's (its
+    ``input``); a DQ after it takes the skater out of the classification, as any DQ."""
+    from services.scoring.competition import Competition
+
+    from .conftest import feed
+    from .test_pipeline import FIXTURE
+
+    comp = Competition()
+    feed(comp, "1-0", {"type": "startlist", **FIXTURE["startlist"]})
+    feed(comp, "2-0", {"type": "gun", "race": RACE, "pair": 1, "t": 10**15})
+    feed(comp, "3-0", {"type": "passing", "transponder": "4100011", "t": 10**15 + 18_310_000})
+    feed(comp, "4-0", {"type": "decision", "race": RACE, "action": "manual_time", "bib": "1",
+                       "time_us": 76_412_000})
+    rows = comp.view(RACE)["results"]["1"]["passages"]
+    assert [r and r["input"] for r in rows] == ["3-0", None, "4-0"]
+    feed(comp, "5-0", {"type": "decision", "race": RACE, "action": "dq", "bib": "1"})
+    view = comp.view(RACE)
+    assert view["results"]["1"]["status"] == "DQ" and view["classification"]["bib"] == []
