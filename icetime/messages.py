@@ -407,6 +407,10 @@ class PassageRow(_Obj):
     t: int
     lap_time: Annotated[int, Meta(description="time since the previous passage, µs")]
     gap_leader: int | None
+    input: Annotated[str | UnsetType, Meta(description=(
+        "the raw stream id of the input that made this passage: the read (a passing), or "
+        "the official's manual time or photo-finish time; absent in views older than "
+        "this field"))] = UNSET
     rank: int | UnsetType = UNSET
     gap_best: int | UnsetType = UNSET
     best_bib: str | UnsetType = UNSET

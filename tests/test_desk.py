@@ -18,6 +18,9 @@ from .test_pipeline import FIXTURE, RACE, load_startlist
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
 T0 = 1_700_000_000_000_000
+SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
+#: The board shows the last pair and the standings in turn: long enough for a turn (ms).
+BOARD_TURN_MS = 20_000
 
 
 async def skate_pair_one(st) -> None:
@@ -126,6 +129,182 @@ async def test_a_referee_session_on_the_desk(redis_server, tmp_path):
             await desk.get_by_test_id("startlist-file").set_input_files(str(bad))
             await expect(desk.get_by_test_id("startlist-errors")).to_contain_text("line 3")
             assert not desk_errors and not monitor_errors, desk_errors + monitor_errors
+            await browser.close()
+    finally:
+        await st.close()
+
+
+async def send_reads(st, reads: list[tuple[int, str]], first_seq: int) -> None:
+    """Passings (common-clock µs, transponder) from the finish loop's decoder."""
+    url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"
+    body = [{"type": "passing", "transponder": tr, "t": t, "seq": n}
+            for n, (t, tr) in enumerate(sorted(reads), first_seq)]
+    async with aiohttp.ClientSession() as s, s.post(
+            url, json=body, params={"wait": "0"},
+            headers={"Authorization": f"Bearer {TOKENS['finish-loop']}"}) as resp:
+        assert all(r["ok"] for r in await resp.json())
+
+
+async def gun(st, pair: int, t: int, seq: int) -> None:
+    url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"
+    async with aiohttp.ClientSession() as s, s.post(
+            url, json={"type": "gun", "race": RACE, "pair": pair, "t": t, "seq": seq},
+            headers={"Authorization": f"Bearer {TOKENS['gun']}"}) as resp:
+        assert (await resp.json())["verdict"] == "applied"
+
+
+async def decide(desk, key: str, text: str = "", passage: str = "") -> None:
+    """Press a decision's key on the desk, type its time or reason, and send it."""
+    await desk.keyboard.press(key)
+    if passage:
+        await desk.get_by_test_id("action-m").select_option(passage)
+        await desk.get_by_test_id("action-time").focus()
+    if text:
+        await desk.keyboard.type(text)
+    await desk.keyboard.press("Enter")
+
+
+def order(page):
+    """The names in the fans' classification, in order."""
+    return page.get_by_test_id("classification").locator("tbody tr td.who .full")
+
+
+async def test_the_chief_referees_afternoon(redis_server):
+    """A chief referee's afternoon on the real pipeline: a missed finish read fixed by a
+    manual time, a photo-finish time that reverses the order, a DQ and its undo, a
+    restart, official; each checked on the desk, the board, the monitor and a phone
+    (375x812), and in the desk's audit log and its CSV export."""
+    from playwright.async_api import async_playwright, expect
+
+    st = await start_stack(make_settings(redis_server.url), redis_server.url)
+    transponders = {s["bib"]: s["transponders"][0] for s in FIXTURE["startlist"]["skaters"]}
+    times = FIXTURE["script"]["pairs"][0]["times"]
+    try:
+        await load_startlist(st)
+        await gun(st, 1, T0, 1)
+        reads = [(T0 + parse_time(t), transponders[bib])
+                 for bib, ts in times.items() for t in ts]
+        reads.remove((T0 + parse_time("1:16.412"), transponders["1"]))  # the missed read
+        reads.append((T0 + parse_time("18.260"), transponders["2"]))  # the other ankle
+        reads.append((T0 + parse_time("30.000"), "9999999"))  # a chip nobody wears
+        await send_reads(st, reads, 1)
+        async with async_playwright() as p:
+            browser = await launch(p)
+            http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
+            desk, errors = await open_page(browser, f"{http}/desk?race={RACE}", 1920, 1080)
+            monitor, errors2 = await open_page(browser, f"{st.http}/monitor?race={RACE}")
+            board, errors3 = await open_page(browser, f"{st.http}/board?race={RACE}")
+            phone, errors4 = await open_page(browser, f"{st.http}/live?race={RACE}", 375, 812)
+            effect = desk.get_by_test_id("effect")
+            await desk.get_by_test_id("token").fill(TOKENS["referee"])
+            await desk.keyboard.press("Enter")
+            await expect(desk.get_by_test_id("login")).to_be_hidden()
+            await expect(desk.get_by_test_id("official")).to_have_text("provisional")
+
+            # The reads and what became of them: the stray chip, the other ankle.
+            reads_rows = desk.get_by_test_id("reads").locator("tbody tr")
+            await expect(reads_rows).to_have_count(7)
+            stray = reads_rows.filter(has_text="9999999")
+            await expect(stray.locator("[data-flag]")).to_have_text("unknown")
+            await expect(stray).to_contain_text("none")
+            ankle = reads_rows.nth(5)  # newest first: Han Mei's second read at 200 m
+            await expect(ankle.locator("[data-flag]")).to_have_text("re-read")
+            await expect(reads_rows.nth(6)).to_contain_text("2 Han Mei · 200 m 18.220")
+
+            # 1. The missed finish read of Smeding, fixed by a manual time.
+            await expect(desk.get_by_test_id("final-1")).to_have_text("")
+            await desk.get_by_test_id("row-1").click()
+            await decide(desk, "m", "1:16.412")
+            await expect(effect).to_have_text("Manual time · 1 Ellia Smeding: applied")
+            await expect(desk.get_by_test_id("final-1")).to_have_text("1:16.412 manual")
+            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+            # The board turns between the last pair and the standings: wait for the pair.
+            await expect(board.get_by_test_id("board-result-I")).to_contain_text(
+                "2nd", timeout=BOARD_TURN_MS)
+            await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
+
+            # 2. A photo-finish time for Han Mei reverses the order.
+            await desk.keyboard.press("ArrowDown")
+            await decide(desk, "t", "1:16.500")
+            await expect(effect).to_have_text("Photo-finish time · 2 Han Mei: applied")
+            await expect(desk.get_by_test_id("final-2")).to_have_text("1:16.500 photo")
+            await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.50")
+            await expect(order(phone)).to_have_text(["Ellia Smeding", "Han Mei"])
+            await expect(board.get_by_test_id("board-result-I")).to_contain_text(
+                "1st", timeout=BOARD_TURN_MS)
+
+            # 3. A DQ of Smeding and its undo.
+            await desk.keyboard.press("ArrowUp")
+            await decide(desk, "q", "lane change")
+            await expect(effect).to_have_text("DQ · 1 Ellia Smeding: applied")
+            await expect(monitor.get_by_test_id("final-1")).to_have_text("DQ")
+            await expect(board.get_by_test_id("board-clock-I")).to_have_text(
+                "DQ", timeout=BOARD_TURN_MS)
+            await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
+            await decide(desk, "u")
+            await expect(effect).to_have_text("Undo: DQ bib 1 (lane change): applied")
+            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+            await expect(order(phone)).to_have_text(["Ellia Smeding", "Han Mei"])
+            await expect(board.get_by_test_id("board-result-I")).to_contain_text(
+                "1st", timeout=BOARD_TURN_MS)
+
+            # 4. Pair 2 starts, and is restarted (a false start the starter missed).
+            t2 = T0 + 200_000_000
+            await gun(st, 2, t2, 2)
+            await send_reads(st, [(t2 + parse_time("18.150"), transponders["3"]),
+                                  (t2 + parse_time("18.350"), transponders["4"])], 20)
+            await expect(desk.get_by_test_id("on-ice")).to_contain_text("Pair 2")
+            await expect(monitor.get_by_test_id("grid")).to_contain_text("18.15")
+            await desk.get_by_test_id("row-3").click()
+            await decide(desk, "x", "false start")
+            await expect(effect).to_have_text("Restart pair 2: applied")
+            await expect(desk.get_by_test_id("row-3")).not_to_contain_text("200 m")
+            await expect(monitor.get_by_test_id("grid")).not_to_contain_text("18.15")
+            await expect(desk.get_by_test_id("on-ice")).to_contain_text("Nobody on the ice")
+
+            # 5. Official.
+            await decide(desk, "o")
+            await expect(effect).to_have_text("Declare official: applied")
+            await expect(desk.get_by_test_id("official")).to_have_text("official")
+            await expect(board.get_by_test_id("board-official")).to_have_text("Official")
+            await expect(phone.get_by_test_id("stories")).to_contain_text("Results official")
+            await expect(monitor.get_by_test_id("stories")).to_contain_text("Results official")
+
+            # The audit log: who, when, what, its effect; and the same in its export.
+            audit = desk.get_by_test_id("audit").locator("tbody tr")
+            await expect(audit).to_have_count(9)  # start list, 2 guns, 6 decisions
+            await expect(audit.nth(0)).to_contain_text("OFFICIAL")
+            await expect(audit.nth(1)).to_contain_text("RESTART pair 2 (false start)")
+            await expect(audit.nth(4)).to_contain_text("DQ bib 1 (lane change)")
+            await expect(audit.nth(4)).to_contain_text("applied · undone")
+            await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 1:16.412")
+            await expect(audit.nth(2)).to_contain_text("gun pair 2")
+            for row in (0, 1, 3, 4, 5, 6):  # the desk's, sent with the referee's token
+                await expect(audit.nth(row)).to_contain_text("referee")
+                await expect(audit.nth(row).locator("td").first).to_have_text(
+                    re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+            async with desk.expect_download() as download:
+                await desk.get_by_test_id("export-csv").click()
+            csv = Path(await (await download.value).path()).read_text().splitlines()
+            effects = {(c[5], c[11]) for c in (line.split(",") for line in csv[1:])
+                       if c[3] == "decision"}
+            assert effects == {("manual_time", "applied"), ("dq", "applied"),
+                               ("void", "applied"), ("restart", "applied"),
+                               ("official", "applied")}
+            assert any(",finish_time," in line and ",applied," in line for line in csv)
+            # The stray chip's read is refused there too, with the reason.
+            assert any(",passing," in line and ",refused," in line and "9999999" in line
+                       for line in csv)
+            # The desk on air: nothing cut, nothing sideways, AA contrast (as every screen),
+            # on the arena's 1920x1080 and on a phone; signed in, the sign-in form is gone.
+            await desk.keyboard.press("]")  # a read selected, a form open: as in use
+            await desk.keyboard.press("b")
+            for width, height in ((1920, 1080), (375, 812)):
+                await desk.set_viewport_size({"width": width, "height": height})
+                problems = await desk.evaluate(SCREEN_CHECK, [False, True])
+                assert problems == [], (width, problems)
+                await expect(desk.get_by_test_id("login")).to_be_hidden()
+            assert not errors + errors2 + errors3 + errors4
             await browser.close()
     finally:
         await st.close()

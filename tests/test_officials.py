@@ -21,7 +21,7 @@ from .test_pipeline import RACE, load_startlist
 
 #: One valid input of each type (the start list is the fixture's, loaded again).
 INPUTS = {
-    "passing": {"type": "passing", "transponder": "4100011", "t": 10**15},
+    "passing": {"type": "passing", "transponder": "4100011", "t": 10**15, "seq": 1},
     "clock": {"type": "clock", "offset_us": 0},
     "gun": {"type": "gun", "race": RACE, "pair": 1, "t": 10**15},
     "call": {"type": "call", "race": RACE, "pair": 2},
@@ -105,9 +105,9 @@ async def test_a_refused_gun_is_published_and_does_not_block_the_race(stack, red
         _, unknown = await post(s, base, {"type": "decision", "race": "nope",
                                           "action": "official"}, "referee", wait="1")
         assert unknown["verdict"] == "refused" and "unknown race 'nope'" in unknown["error"]
-        # Without wait, "ok" means stored: said, and nothing more.
+        # With wait=0, "ok" means stored: said, and nothing more.
         _, quick = await post(s, base, {"type": "decision", "race": RACE, "action": "dns",
-                                        "bib": "404"}, "referee")
+                                        "bib": "404"}, "referee", wait="0")
         assert quick["ok"] and "verdict" not in quick
     evs = await events(redis_client)
     refusals = [e for e in evs if e["type"] == "refused"]
@@ -131,6 +131,51 @@ async def test_a_refused_gun_is_published_and_does_not_block_the_race(stack, red
         await asyncio.sleep(0.02)
     assert got[quick["id"]]["verdict"] == "refused" and "no bib '404'" in \
         got[quick["id"]]["reason"]
+
+
+async def test_ok_is_never_said_of_what_scoring_refuses(stack, redis_client):
+    """People's inputs wait for the verdict by default; a read nobody can own is refused
+    to a sender who waits; a passing without ``seq`` is refused at once."""
+    base = f"http://127.0.0.1:{stack.settings.ingest_http_port}/feed"
+    await load_startlist(stack)
+    gun = {"type": "gun", "race": RACE, "pair": 99, "t": 10**15}
+    async with aiohttp.ClientSession() as s:
+        _, bad = await post(s, base, gun, "gun")  # no ?wait: a person's input waits
+        assert bad["ok"] is False and bad["verdict"] == "refused" and bad["stored"]
+        assert "no pair 99" in bad["error"]
+        _, stored = await post(s, base, {**gun, "pair": 98}, "gun", wait="0")
+        assert stored["ok"] is True and "verdict" not in stored  # the old answer, asked for
+        _, good = await post(s, base, {**gun, "pair": 1}, "gun")
+        assert good["ok"] is True and good["verdict"] == "applied"
+        read = {"type": "passing", "transponder": "9999999", "t": 10**15 + 20_000_000,
+                "seq": 1}
+        _, unknown = await post(s, base, read, "finish-loop", wait="1")
+        assert unknown["ok"] is False and unknown["verdict"] == "refused"
+        assert "transponder 9999999 is on no skater" in unknown["error"]
+        _, quick = await post(s, base, {**read, "seq": 2}, "finish-loop")  # decoders: no wait
+        assert quick["ok"] is True and "verdict" not in quick
+        _, known = await post(s, base, {**read, "transponder": "4100011", "seq": 3},
+                              "finish-loop", wait="1")
+        assert known["ok"] is True and known["verdict"] == "applied"
+        _, noseq = await post(s, base, {k: v for k, v in read.items() if k != "seq"},
+                              "finish-loop")
+        assert noseq["ok"] is False and noseq["error"].startswith("a passing needs 'seq'")
+    c = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["finish-loop"])
+    reply = await c.send({"type": "passing", "transponder": "4100011", "t": 10**15})
+    assert reply["ok"] is False and reply["error"].startswith("a passing needs 'seq'")
+    await c.close()
+    got = {v["input"]: v for v in await verdicts(redis_client)}
+    assert got[unknown["id"]]["verdict"] == "refused" and got[unknown["id"]]["type"] == \
+        "passing"
+    assert known["id"] not in got  # an applied read has no entry: the hot path
+    for _ in range(200):  # scoring writes its counters once a second
+        stats = {k.decode(): int(v) for k, v in
+                 (await redis_client.hgetall(keys.SCORING_STATS)).items()}
+        if stats.get("unknown_transponder") == 2:
+            break
+        await asyncio.sleep(0.02)
+    # The bad gun and the one sent without waiting; the unknown reads are not counted.
+    assert (stats["unknown_transponder"], stats.get("refused")) == (2, 2)
 
 
 async def test_a_double_click_decides_once(stack, redis_client):
@@ -234,3 +279,24 @@ def test_a_refused_input_leaves_its_race_as_if_it_had_not_come():
              "hops": {"source_us": None, "ingest_us": 1, "scoring_us": 2}}
     msgspec.convert(event, RaceEvent)
     assert apply_event(copy.deepcopy(view), event) == view
+
+
+def test_a_manual_time_names_its_decision_and_a_dq_outranks_it_on_replay():
+    """A missed finish read fixed by a manual time: the passage is the decision's (its
+    ``input``); a DQ after it takes the skater out of the classification, as any DQ."""
+    from services.scoring.competition import Competition
+
+    from .conftest import feed
+    from .test_pipeline import FIXTURE
+
+    comp = Competition()
+    feed(comp, "1-0", {"type": "startlist", **FIXTURE["startlist"]})
+    feed(comp, "2-0", {"type": "gun", "race": RACE, "pair": 1, "t": 10**15})
+    feed(comp, "3-0", {"type": "passing", "transponder": "4100011", "t": 10**15 + 18_310_000})
+    feed(comp, "4-0", {"type": "decision", "race": RACE, "action": "manual_time", "bib": "1",
+                       "time_us": 76_412_000})
+    rows = comp.view(RACE)["results"]["1"]["passages"]
+    assert [r and r["input"] for r in rows] == ["3-0", None, "4-0"]
+    feed(comp, "5-0", {"type": "decision", "race": RACE, "action": "dq", "bib": "1"})
+    view = comp.view(RACE)
+    assert view["results"]["1"]["status"] == "DQ" and view["classification"]["bib"] == []

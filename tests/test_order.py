@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from icetime.replay import load_fixture, script_inputs
 from services.scoring.competition import Competition
 
-from .conftest import feed
+from .conftest import feed, without_inputs
 
 GUN_T = 1_000_000_000  # the common clock at the gun, µs
 
@@ -207,7 +207,7 @@ def test_reads_before_their_gun_are_held_and_land_with_it():
     assert [e["type"] for e in out["500"]] == ["pair_start", "passage", "passage"]
     assert comp.stats["held_placed"] == 2
     in_order, _ = run_500(["11", "22"])
-    assert comp.view("500") == in_order.view("500")
+    assert without_inputs(comp.view("500")) == without_inputs(in_order.view("500"))
 
 
 def test_a_read_before_the_gun_is_not_a_passage():

@@ -10,7 +10,7 @@ import aiohttp
 
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS, feed
+from .conftest import TOKENS, feed, without_inputs
 from .test_order import GUN_T, passing, start, without_revision
 from .test_pipeline import Follower
 
@@ -213,7 +213,7 @@ def test_a_relay_teammate_resting_by_the_line_earns_no_laps_or_exchanges():
                for e in events)
     assert view["pack"]["in_field"] == []
     clean = relay(resting=False)[0].view("r2000")
-    assert view["results"] == clean["results"]
+    assert without_inputs(view["results"]) == without_inputs(clean["results"])
     assert view["classification"] == clean["classification"]
 
 

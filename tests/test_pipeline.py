@@ -18,7 +18,7 @@ from icetime.timefmt import format_time
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS
+from .conftest import TOKENS, without_inputs
 
 FIXTURE = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w1000a.json")
 RACE = "bj23-w1000a"
@@ -261,7 +261,7 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
         assert any("Object contains unknown field `colour`" in r for r in reasons), reasons
         assert any("without its input" in r for r in reasons), reasons
         snap = json.loads((await redis_client.hget(keys.snapshot_key(RACE), "view")).decode())
-        assert snap == json.loads(bus.dumps(expected.view(RACE)))
+        assert without_inputs(snap) == without_inputs(json.loads(bus.dumps(expected.view(RACE))))
         assert len(snap["classification"]["bib"]) == 4
         assert (await redis_client.xpending(keys.RAW_STREAM, keys.SCORING_GROUP))["pending"] == 0
         # A new life rebuilds from the raw log, refusing the same entries again on the way.

@@ -11,7 +11,11 @@ icetime.settings.DESK_ROLES): 401 without a valid token, 403 for another role.
   the last DESK_EVENTS of them), ``last`` the offset to ask from next time.
 * ``GET /api/desk/reads[?after=ID]``: ``{reads, last}``: the passings in the raw log
   after ``after`` (without: among the last DESK_RAW_SCAN inputs), each ``{input,
-  source, point, transponder, t, rx_us}``; ``last`` the raw id to ask from next time.
+  source, point, transponder, t, rx_us}`` (``t``: the decoder's time, µs), with
+  ``refused`` (scoring's reason) for a read scoring refused (an unknown transponder or
+  timing point) and ``judged`` false for a read scoring has not reached yet; ``last``
+  the raw id to ask from next time: the last one judged, so a read not judged yet comes
+  again, with its verdict, in a later answer.
 * ``GET /api/desk/audit[?after=ID][&format=csv]``: the officials' stream
   (icetime.keys.OFFICIALS_STREAM): who sent what, when, and scoring's verdict;
   ``{entries, last}`` (at most DESK_BATCH entries); with ``format=csv`` or
@@ -178,8 +182,19 @@ class Desk:
                             "point": inp.get("point", "finish"),
                             "transponder": inp.get("transponder"), "t": inp.get("t"),
                             "rx_us": inp.get("rx_us")})
-        return web.json_response({"reads": out[-DESK_READS:],
-                                  "last": got[-1][0] if got else after})
+        out = out[-DESK_READS:]
+        mark = await self.r.get(keys.SCORING_PROGRESS)
+        judged = bus.parse_id(mark) if mark else (0, -1)
+        for read in out:
+            read["judged"] = bus.parse_id(read["input"]) <= judged
+        last = next((sid for sid, _ in reversed(got) if bus.parse_id(sid) <= judged), after)
+        if out:
+            verdicts = await self.r.mget([keys.verdict_key(r["input"]) for r in out])
+            for read, v in zip(out, verdicts, strict=True):
+                verdict = json.loads(v) if v else {}
+                if verdict.get("verdict") == "refused":
+                    read["refused"] = verdict.get("reason", "")
+        return web.json_response({"reads": out, "last": last})
 
     async def audit(self, request: web.Request) -> web.Response:
         self.auth(request)

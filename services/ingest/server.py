@@ -18,7 +18,11 @@ connection whose token is gone is told so and closed.
 
 Verdicts: a sender that asks to wait (HTTP ``?wait=1``, TCP hello ``"wait": true``)
 is answered only once scoring has judged the input: ``ok`` true with ``verdict``
-``applied``, or ``ok`` false with ``verdict`` ``refused`` and scoring's reason.
+``applied``, or ``ok`` false with ``verdict`` ``refused`` and scoring's reason (or
+``pending`` after VERDICT_WAIT_S). Over HTTP, people's inputs (every type but passings
+and clock offsets) wait by default (``?wait=0`` answers once stored), as long as a
+scoring worker reads the feed (its consumer group exists): ``ok`` is never said of an
+input scoring will refuse. A passing needs ``seq`` (:func:`check_seq`).
 Idempotency: an input without ``seq`` is stored once per (source, ``Idempotency-Key``
 header) for a day; from a person (any role but decoder) with neither, an identical
 input from the same source within DOUBLE_CLICK_S is the same input (a double click).
@@ -42,7 +46,7 @@ from redis.exceptions import RedisError
 
 from icetime import bus, keys
 from icetime.logs import about
-from icetime.messages import FeedInput, stored
+from icetime.messages import Clock, FeedInput, Passing, stored
 from icetime.service import Ready, binding, healthz, listen_port, readiness
 from icetime.settings import ROLE_INPUTS, ConfigError, Settings, Source
 from icetime.settings import load as load_settings
@@ -81,6 +85,12 @@ IDEMPOTENCY_KEY_MAX = 128
 #: How often the configuration file is checked for new tokens (s).
 TOKENS_CHECK_S = 1.0
 WAIT_VALUES = ("1", "true", "yes")
+NO_WAIT_VALUES = ("0", "false", "no")
+#: Input types a timing device sends, many a second: they wait for the verdict only when
+#: asked to (the others, people's inputs, wait by default over HTTP).
+SENSOR_INPUTS = (Passing, Clock)
+NO_SEQ = ("a passing needs 'seq' (the decoder's own number for it): without one a resend "
+          "after a lost reply would be a second read; see docs/protocol.md, Idempotency")
 
 
 class RoleRefused(FeedError):
@@ -105,6 +115,13 @@ def check_role(inp: FeedInput, src: Source | None) -> None:
     role = src.effective_role
     raise RoleRefused(f"role '{role}' (source '{src.id}') may not send a '{kind}' input; "
                       f"it may send: {', '.join(sorted(ROLE_INPUTS[role]))}", inp.seq)
+
+
+def check_seq(inp: FeedInput) -> None:
+    """Raise :class:`FeedError` for a passing without ``seq``: a decoder's resend must be
+    known as one, and a read has no person behind it to key it otherwise."""
+    if inp.seq is None and type(inp) is Passing:
+        raise FeedError(NO_SEQ)
 
 
 def double_click_key(inp: FeedInput) -> str:
@@ -132,6 +149,8 @@ class Ingest:
         self.tokens = tokens_of(settings.sources)
         self.config_stamp = self._config_stamp()
         self.links: list[DecoderLink] = []
+        #: A scoring worker's consumer group was seen on the raw stream.
+        self.scored = False
         #: Logs a Redis outage once (a warning, then "recovered"), not per input.
         self.outage = bus.Outage(log, "ingest")
         for s in settings.sources:
@@ -184,12 +203,13 @@ class Ingest:
 
     # ------------------------------------------------------------------ inputs
     async def accept(self, obj: Any, source: str, raw: bytes, *, src: Source | None = None,
-                     wait: bool = False, key: str = "",
+                     wait: bool | None = False, key: str = "",
                      refuse_conflict: bool = True) -> dict[str, Any]:
         """Type, stamp and store one parsed input (HTTP, decoder links); the reply.
 
         ``src``: the token's source, whose role must allow the input (None: a decoder
-        link of ingest's own). ``wait``: answer with scoring's verdict. ``key``: the
+        link of ingest's own). ``wait``: answer with scoring's verdict (None: for
+        people's inputs, when a scoring worker reads the feed). ``key``: the
         sender's idempotency key ("" none). ``refuse_conflict=False``: a conflict is
         answered but not kept as a refusal (a decoder link tries the input in another
         session)."""
@@ -197,6 +217,7 @@ class Ingest:
         try:
             inp = validate(obj, source)
             check_role(inp, src)
+            check_seq(inp)
         except FeedError as exc:
             return await self.refuse(source, raw, exc, obj)
         except Exception as exc:  # a bug must cost this input, not the connection
@@ -211,6 +232,7 @@ class Ingest:
         try:
             inp = decode_line(line, source)
             check_role(inp, src)
+            check_seq(inp)
         except FeedError as exc:
             return await self.refuse(source, line, exc)
         except Exception as exc:
@@ -230,7 +252,7 @@ class Ingest:
         return {"ok": False, "error": str(exc), "seq": exc.seq}
 
     async def store(self, inp: FeedInput, rx: int, raw: bytes = b"", *,
-                    src: Source | None = None, wait: bool = False, key: str = "",
+                    src: Source | None = None, wait: bool | None = False, key: str = "",
                     refuse_conflict: bool = True) -> dict[str, Any]:
         """Append one valid input to the raw log once (see the module's Idempotency); the
         reply, with scoring's verdict when ``wait``. A repeat of its (source, session,
@@ -264,9 +286,24 @@ class Ingest:
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
         if what == "duplicate":
             reply["duplicate"] = True
+        if wait is None:
+            wait = type(inp) not in SENSOR_INPUTS and await self.scoring_reads()
         if wait:
             await self.judged(reply)
         return reply
+
+    async def scoring_reads(self) -> bool:
+        """Whether a scoring worker reads the raw stream (its consumer group exists; it
+        stays once made, so a True is kept). Without one nobody would judge an input, and
+        waiting would only delay the reply."""
+        if self.scored:
+            return True
+        try:
+            groups = await self.r.xinfo_groups(keys.RAW_STREAM)
+        except RedisError:
+            return False  # no stream yet, or storage away: the reply says "stored"
+        self.scored = any(bus.text(g.get("name")) == keys.SCORING_GROUP for g in groups)
+        return self.scored
 
     async def judged(self, reply: dict[str, Any]) -> None:
         """Add scoring's verdict on the stored input ``reply["id"]`` to its reply: ``ok``
@@ -435,9 +472,11 @@ class Ingest:
         return src
 
     @staticmethod
-    def _options(request: web.Request) -> tuple[bool, str]:
-        """(wait for the verdict, the Idempotency-Key header or "")."""
-        wait = request.query.get("wait", "").lower() in WAIT_VALUES
+    def _options(request: web.Request) -> tuple[bool | None, str]:
+        """(wait for the verdict: True, False, or None when ``wait`` is not given (the
+        default: people's inputs wait), the Idempotency-Key header or "")."""
+        asked = request.query.get("wait", "").lower()
+        wait = True if asked in WAIT_VALUES else False if asked in NO_WAIT_VALUES else None
         return wait, request.headers.get("Idempotency-Key", "")[:IDEMPOTENCY_KEY_MAX]
 
     async def _body(self, request: web.Request, source: str) -> bytes | web.Response:

@@ -93,9 +93,14 @@ class Competition:
         self.last_error = ""
         #: The same reason without the input id.
         self.last_reason = ""
+        #: Why the last input, a passing, could be no one's read (unknown transponder or
+        #: timing point); "" otherwise. Not a refusal (nothing is wrong with the input),
+        #: but a sender waiting for the verdict is told (services/scoring/runner.py).
+        self.unread = ""
 
     def feed(self, input_id: str, inp: FeedInput) -> dict[str, list[RaceEvent]]:
         """Apply one input; returns the events per race. Idempotent on ``input_id``."""
+        self.unread = ""
         if input_id in self.seen:
             self.stats["duplicate_input"] += 1
             return {}
@@ -158,10 +163,13 @@ class Competition:
             bib = self.by_transponder.get(transponder_key(inp.transponder_alias))
         if bib is None:
             self.stats["unknown_transponder"] += 1
+            self.unread = (f"transponder {inp.transponder} is on no skater of the start "
+                           "lists loaded")
             return {}
         point = inp.point
         if point != "finish" and point not in self.loops and point not in self.lines:
             self.stats["unknown_point"] += 1
+            self.unread = f"timing point {point!r} is not a loop of this venue"
             return {}
         routed = RoutedPassing(inp, bib, self._common(inp))
         race_id = self._race_at(bib, routed.t)

@@ -312,7 +312,8 @@ class LongTrackRace(RaceBase):
             lt = tm.item(leader, k)
             gap_leader = t - lt
             projected = to_thousandths(tm.item(leader, last) * t // lt)
-        entry = {"k": k, "m": passage_m[k], "t": t, "lap_time": lap_time, "rank": rank,
+        entry = {"k": k, "m": passage_m[k], "t": t, "input": input_id, "lap_time": lap_time,
+                 "rank": rank,
                  "gap_best": gap_best,
                  "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
                  "leader_bib": self.bibs[leader] if leader >= 0 else None,
@@ -457,21 +458,24 @@ class LongTrackRace(RaceBase):
         if status is not None:
             self._pair_done(self.pair_no[row])
 
-    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
-        """A time keyed in by an official: at the finish (or at passage ``m``, metres)."""
+    def _manual_time(self, input_id: str, row: int, time_us: int, m: int | None) -> None:
+        """A time keyed in by an official (decision ``input_id``): at the finish (or at
+        passage ``m``, metres); the passage is then the decision's."""
         k = self.passage_m.index(m) if m is not None else len(self.passage_m) - 1
         t = to_thousandths(time_us)
         if k == len(self.passage_m) - 1:
             self._set_official(row, "manual", t)
         if self.t[row, k] != NOT_PASSED:
             self.t[row, k] = t
-            self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t}
+            self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t, "input": input_id}
             final = self.final[row]
             if k == len(self.passage_m) - 1 and final is not None:
                 self.final[row] = {**final, "t": t, "origin": "manual"}
             self._rebuild_bests()
-        else:
-            self._record("", row, k, t, emit=False)
+        elif self.status[row] is None:
+            # A skater with a status has no passages to record (as for her reads); in a
+            # replay the status is in place before her manual time comes again.
+            self._record(input_id, row, k, t, emit=False)
 
     def _restart(self, decision: Decision) -> None:
         if decision.pair is None:

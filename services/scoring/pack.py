@@ -269,7 +269,7 @@ class PackRace(SprintsAndBreakaways):
             return (after, RESTART, "", "", k[4])
         return sorted(self.log, key=key)
 
-    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
+    def _manual_time(self, input_id: str, row: int, time_us: int, m: int | None) -> None:
         """A finish time keyed in by an official (a pack race times the finish only)."""
         self._set_official(row, "manual", time_us)
         final = self.final[row]
@@ -314,7 +314,7 @@ class PackRace(SprintsAndBreakaways):
         lines: list[str] = []
         self.stopped[row] = False
         entry: dict[str, Any] = {"k": k, "lap_number": k + 1, "m": self.cross_m[k], "t": t,
-                                 "lap_time": lap_time, "position": position,
+                                 "input": input_id, "lap_time": lap_time, "position": position,
                                  "gap_leader": gap_leader}
         if self.teams:
             entry["skater"] = skater

@@ -208,9 +208,9 @@ class RaceBase:
     def _set_status(self, row: int, status: str | None) -> None:
         raise NotImplementedError
 
-    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
-        """A time keyed in by an official: ``time_us`` at passage ``m`` (metres; None:
-        the finish)."""
+    def _manual_time(self, input_id: str, row: int, time_us: int, m: int | None) -> None:
+        """A time keyed in by an official (decision ``input_id``): ``time_us`` at passage
+        ``m`` (metres; None: the finish)."""
         raise NotImplementedError
 
     def _restart(self, decision: Decision) -> None:
@@ -503,7 +503,7 @@ class RaceBase:
                 self._set_official(row, inp.origin or "photo", inp.time_us)
                 return self._official_final(input_id, row, emit)
             case Decision():
-                self._on_decision(inp)
+                self._on_decision(input_id, inp)
                 return []
         assert_never(inp)
 
@@ -542,7 +542,7 @@ class RaceBase:
                     out[self._row(inp.bib)] = None
         return out
 
-    def _on_decision(self, decision: Decision) -> None:
+    def _on_decision(self, input_id: str, decision: Decision) -> None:
         action = decision.action
         if action == "void":
             return  # handled by the replay, which skips the target input
@@ -553,7 +553,8 @@ class RaceBase:
         elif action == "manual_time":
             if decision.time_us is None:  # Decision itself refuses this; for the type
                 raise InputError("a manual time needs 'time_us'")
-            self._manual_time(self._row(decision.bib), decision.time_us, decision.m)
+            self._manual_time(input_id, self._row(decision.bib), decision.time_us,
+                              decision.m)
         elif action == "restart":
             self._restart(decision)
         else:

@@ -16,9 +16,10 @@ written; the runner throws that engine away and starts again from step 1.
 
 Every input but passings and clock offsets gets a verdict (applied, or refused with
 the reason) on the officials' stream and under its verdict key, written with its
-output (:func:`verdict_record`); a refused input also gets a ``refused`` event on the
-stream of the race it names, when scoring knows that race. A feed that waits for the
-verdict reads the verdict key.
+output (:func:`verdict_record`); so does a passing that is no one's read (an unknown
+transponder or timing point: refused); a refused input also gets a ``refused`` event on
+the stream of the race it names, when scoring knows that race. A feed that waits for
+the verdict reads the verdict key.
 
 Each raw entry is decoded into its typed input (``icetime.messages.decode_stored``);
 an entry that is not a valid input is refused like an input the engine cannot apply
@@ -249,6 +250,10 @@ class ScoringRunner:
             verdict = bus.dumps(verdict_record(sid, inp, self.engine.last_reason, hops))
         elif type(inp) not in UNJUDGED:
             verdict = bus.dumps(verdict_record(sid, inp, None, hops))
+        elif self.engine.unread:
+            # A read of a transponder or at a point nobody knows: not counted as refused
+            # (the input is fine), but never answered "applied" to a sender who waits.
+            verdict = bus.dumps(verdict_record(sid, inp, self.engine.unread, hops))
         batch = []
         for race, events in out.items():
             if events:

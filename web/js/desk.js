@@ -20,7 +20,9 @@ const ACTIONS = {
   a: { action: "adv", label: "ADV", bib: true },
   n: { action: "reinstate", label: "Reinstate", bib: true },
   t: { type: "finish_time", label: "Photo-finish time", bib: true, time: true },
-  m: { action: "manual_time", label: "Manual time", bib: true, time: true },
+  m: { action: "manual_time", label: "Manual time", bib: true, time: true, passage: true },
+  b: { action: "manual_time", label: "Assign read", bib: true, time: true, passage: true, read: true },
+  v: { action: "void", label: "Void read", voidRead: true },
   x: { action: "restart", label: "Restart pair", restart: true },
   c: { type: "call", label: "Call pair", call: true },
   o: { action: "official", label: "Declare official" },
@@ -31,7 +33,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
   eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), reads: [], audit: [],
-  selected: null, pending: null, polls: 0, timer: null, polling: false, again: false,
+  selected: null, read: null, pending: null, polls: 0, timer: null, polling: false, again: false,
 };
 
 // ------------------------------------------------------------------ talking to ingest
@@ -122,18 +124,35 @@ async function pollRace() {
   const { status, body } = await api(`/api/desk/race?race=${encodeURIComponent(race)}${after}`);
   if (status !== 200 || race !== state.race) return;  // another race was chosen meanwhile
   state.view = body.view;
-  for (const ev of body.events) {
-    if (ev.type === "passage" || ev.type === "finish") {
-      state.passages.set(ev.input, { bib: ev.bib, m: ev.row.m, t: ev.row.t, finish: ev.type === "finish" });
-    }
-  }
+  state.passages = passagesByInput(body.view);
   state.eventsAfter = body.last || state.eventsAfter;
 }
 
+// Each passage of the view by the input that made it (the row's own `input`: a revision
+// after a late read keeps each passage's read, where an event's input would not).
+export function passagesByInput(view) {
+  const out = new Map();
+  const last = view.race.passages ? view.race.passages.length - 1 : -1;
+  for (const [bib, res] of Object.entries(view.results || {})) {
+    for (const row of res.passages) {
+      if (row && row.input) {
+        out.set(row.input, { bib, m: row.m, t: row.t, finish: row.k === last, missing: row.missing || [] });
+      }
+    }
+  }
+  return out;
+}
+
+// A read not judged yet comes again with its verdict: it replaces the one held.
 async function pollReads() {
   const after = state.readsAfter ? `?after=${encodeURIComponent(state.readsAfter)}` : "";
   const { body } = await api(`/api/desk/reads${after}`);
-  state.reads = state.reads.concat(body.reads).slice(-READS_SHOWN);
+  const seen = new Map(state.reads.map((r, i) => [r.input, i]));
+  for (const r of body.reads) {
+    if (seen.has(r.input)) state.reads[seen.get(r.input)] = r;
+    else state.reads.push(r);
+  }
+  state.reads = state.reads.slice(-READS_SHOWN);
   state.readsAfter = body.last || state.readsAfter;
 }
 
@@ -236,14 +255,76 @@ function received(us) {
   return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
+// Whose each transponder is, learnt from the reads that made passages.
+function transponderBibs() {
+  const out = new Map();
+  for (const r of state.reads) {
+    const p = state.passages.get(r.input);
+    if (p) out.set(r.transponder, p.bib);
+  }
+  return out;
+}
+
+// Within this long (µs) after a read that made a passage, a read of the same chip at the
+// same loop is a re-read (the other ankle, another decoder).
+const REREAD_US = 5e6;
+
+// What became of a read, as flags: [name, explanation].
+export function readFlags(r, ctx) {
+  const flags = [];
+  const held = (ctx.view?.held || []).find((h) => h.input === r.input);
+  const p = state.passages.get(r.input);
+  if (r.refused) flags.push(["unknown", r.refused]);
+  if (held) flags.push(["held", held.reason]);
+  if (p && p.missing.length) flags.push(["missing", `passages missed before it: ${p.missing.join(", ")} m`]);
+  if (p || r.refused || held) return flags;
+  if (!r.judged) return [["pending", "scoring has not judged it yet"]];
+  const bib = ctx.bibs.get(r.transponder);
+  if (bib && (ctx.view?.in_field || []).includes(bib)) {
+    flags.push(["in field", `${bib}'s chip lies in the loop field`]);
+  } else if (bib && state.reads.some((o) => o !== r && o.transponder === r.transponder && o.point === r.point &&
+      state.passages.has(o.input) && r.t - o.t >= 0 && r.t - o.t < REREAD_US)) {
+    flags.push(["re-read", `a second read of ${bib}'s passage`]);
+  } else {
+    flags.push(["no passage", "a skater not on the ice, or a read the race did not take"]);
+  }
+  return flags;
+}
+
 function renderReads() {
+  const ctx = { view: state.view, bibs: transponderBibs() };
+  if (state.read && !state.reads.some((r) => r.input === state.read)) state.read = null;
   $("reads-body").innerHTML = [...state.reads].reverse().map((r) => {
     const p = state.passages.get(r.input);
     const given = p ? `${esc(p.bib)} ${esc(name(p.bib))} · ${p.finish ? "finish" : `${esc(p.m)} m`} ${fmtTime(p.t, 3)}`
-      : `<span class="idle" title="no passage: a re-read, or a transponder not on the ice">none</span>`;
-    return `<tr data-input="${esc(r.input)}"><td>${received(r.rx_us)}</td><td>${esc(r.source)}</td>` +
-      `<td>${esc(r.point)}</td><td>${esc(r.transponder)}</td><td class="num">${clockTime(r.t)}</td><td>${given}</td></tr>`;
+      : `<span class="idle">none</span>`;
+    const flags = readFlags(r, ctx).map(([f, why]) => `<span class="flag" data-flag="${esc(f)}" title="${esc(why)}">${esc(f)}</span>`).join(" ");
+    const sel = r.input === state.read;
+    return `<tr data-input="${esc(r.input)}" class="${sel ? "selected" : ""}" aria-selected="${sel}"><td>${received(r.rx_us)}</td><td>${esc(r.source)}</td>` +
+      `<td>${esc(r.point)}</td><td>${esc(r.transponder)}</td><td class="num">${clockTime(r.t)}</td><td>${given}</td><td>${flags}</td></tr>`;
   }).join("");
+}
+
+// Reads newest first, as shown; `delta` +1 moves to an older one.
+function moveRead(delta) {
+  const list = [...state.reads].reverse().map((r) => r.input);
+  if (!list.length) return;
+  const i = state.read === null ? (delta > 0 ? 0 : list.length - 1)
+    : Math.max(0, Math.min(list.length - 1, list.indexOf(state.read) + delta));
+  state.read = list[i];
+  renderReads();
+}
+
+// A read's race time (µs): its time against the nearest read from the same decoder that
+// made a passage (same clock, same run); null when there is none to go by.
+export function readRaceTime(r) {
+  let best = null;
+  for (const o of state.reads) {
+    const p = state.passages.get(o.input);
+    if (!p || o.source !== r.source) continue;
+    if (best === null || Math.abs(o.t - r.t) < Math.abs(best[0].t - r.t)) best = [o, p];
+  }
+  return best ? best[1].t + (r.t - best[0].t) : null;
 }
 
 // ------------------------------------------------------------------ the audit log
@@ -260,12 +341,15 @@ function describe(e) {
 
 function describeTarget(id) {
   const t = state.audit.find((e) => e.input === id);
-  return t ? describe(t) : id;
+  if (t) return describe(t);
+  const r = state.reads.find((x) => x.input === id);
+  return r ? `read ${r.transponder} at ${r.point} ${clockTime(r.t)}` : id;
 }
 
 function inRace(e) {
   const race = (e.input_fields || {}).race;
-  return race === undefined || race === state.race;
+  // A refused read (unknown transponder) is shown on the Reads panel, not here.
+  return e.type !== "passing" && (race === undefined || race === state.race);
 }
 
 function undone() {
@@ -315,6 +399,12 @@ function open(key, target) {
   if (!view) return;
   const pending = { spec, key: idempotencyKey(), bib: null, pair: null, target: null };
   let label = spec.label;
+  const read = state.reads.find((x) => x.input === state.read);
+  if ((spec.read || spec.voidRead) && !read) return showEffect("select a read first ([ ])", "refused");
+  if (spec.voidRead) {
+    pending.target = read.input;
+    label += `: ${read.transponder} at ${read.point} ${clockTime(read.t)}`;
+  }
   if (spec.bib) {
     if (!state.selected) return showEffect("select a skater first (↑ ↓)", "refused");
     pending.bib = state.selected;
@@ -339,13 +429,31 @@ function open(key, target) {
     pending.target = entry.input;
     label += `: ${describe(entry)}`;
   }
+  if (spec.read) label += ` · read ${read.transponder} ${clockTime(read.t)}`;
   state.pending = pending;
   $("action-label").textContent = label;
   $("time-field").hidden = !spec.time;
+  $("m-field").hidden = !(spec.passage && view.race.passages);
+  if (spec.passage && view.race.passages) fillPassages(view, pending.bib);
   $("action-time").value = "";
+  if (spec.read) {
+    const t = readRaceTime(read);
+    $("action-time").value = t === null ? "" : fmtTime(t, 3);
+  }
   $("action-reason").value = "";
   $("action").hidden = false;
   (spec.time ? $("action-time") : $("action-reason")).focus();
+}
+
+// The passage choice of a manual time: every passage, the skater's first missing one
+// (else the finish) chosen.
+function fillPassages(view, bib) {
+  const ms = view.race.passages;
+  const res = view.results[bib];
+  const gap = res ? ms.findIndex((_, k) => !res.passages[k] && res.passages.slice(k + 1).some(Boolean)) : -1;
+  const chosen = gap >= 0 ? gap : ms.length - 1;
+  $("action-m").innerHTML = ms.map((m, k) => `<option value="${esc(m)}"${k === chosen ? " selected" : ""}>` +
+    `${k === ms.length - 1 ? `finish (${esc(m)} m)` : `${esc(m)} m`}</option>`).join("");
 }
 
 function close() {
@@ -370,6 +478,8 @@ function input(p) {
   if (spec.restart && p.pair !== null) d.pair = p.pair;
   if (p.target) d.target = p.target;
   if (time_us) d.time_us = time_us;
+  const ms = state.view?.race.passages;
+  if (spec.passage && ms && Number($("action-m").value) !== ms[ms.length - 1]) d.m = Number($("action-m").value);
   if (reason) d.reason = reason;
   return d;
 }
@@ -426,6 +536,8 @@ function onKey(e) {
   if (typing) return;
   if (e.key === "ArrowDown" || e.key === "j") move(1);
   else if (e.key === "ArrowUp" || e.key === "k") move(-1);
+  else if (e.key === "]") moveRead(1);
+  else if (e.key === "[") moveRead(-1);
   else if (ACTIONS[e.key]) open(e.key);
   else return;
   e.preventDefault();
@@ -553,6 +665,10 @@ $("action-cancel").addEventListener("click", close);
 $("results-body").addEventListener("click", (e) => {
   const tr = e.target.closest("tr[data-bib]");
   if (tr) { state.selected = tr.dataset.bib; renderResults(state.view); }
+});
+$("reads-body").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-input]");
+  if (tr) { state.read = tr.dataset.input; renderReads(); }
 });
 $("audit-body").addEventListener("click", (e) => {
   const b = e.target.closest("button[data-undo]");
