@@ -19,10 +19,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -101,7 +102,6 @@ redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
 return out
 """
 
-SOURCE_SEQ = keys.PREFIX + "source-seq"
 #: What :meth:`Bus.append_input` did with an input.
 Appended = Literal["new", "duplicate", "conflict"]
 APPENDED: tuple[Appended, ...] = ("new", "duplicate", "conflict")
@@ -139,18 +139,42 @@ REPLY_TIMEOUT_S = 5.0
 HEALTH_CHECK_S = 10
 
 
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
+#: The URL schemes that name a node of a Redis Cluster (the rest of the URL as for
+#: ``redis://`` and ``rediss://``).
+CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
-    A command that fails on the connection (Redis down, restarted, unreachable) raises
-    ``redis.exceptions.ConnectionError`` or ``TimeoutError`` (both RedisError) at once:
-    the client never retries by itself, because the PUBLISH script must not run twice;
-    each service has its own retry loop (:class:`Outage` logs it). Broken pooled
-    connections are replaced when next taken from the pool."""
+
+def is_cluster(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://host:port``)."""
+    return url.startswith(tuple(CLUSTER_SCHEMES))
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs, or for a
+    Redis Cluster through any of its nodes (``redis+cluster://host:port``,
+    ``rediss+cluster://``): redis-py's ``RedisCluster``, which finds the other nodes,
+    sends each command to the master of its keys' slot and follows a failover.
+
+    A command that fails on the connection (Redis down, restarted, unreachable, a
+    cluster master gone) raises ``redis.exceptions.ConnectionError`` or ``TimeoutError``
+    (both RedisError) at once: the client never retries by itself, because the PUBLISH
+    script must not run twice; each service has its own retry loop (:class:`Outage`
+    logs it). Broken pooled connections are replaced when next taken from the pool; a
+    cluster client learns the new layout (which node now serves a slot) on the next
+    command after such an error."""
+    options: dict[str, Any] = {
+        "decode_responses": False, "health_check_interval": HEALTH_CHECK_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": REPLY_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0)}
+    for scheme, plain in CLUSTER_SCHEMES.items():
+        if url.startswith(scheme):
+            # The cluster client speaks every command the services use with the single
+            # server's signatures; typed as one so the services need no second path.
+            cluster = RedisCluster.from_url(plain + url[len(scheme):],
+                                            max_connections=POOL_SIZE, **options)
+            return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=20, decode_responses=False,
-        health_check_interval=HEALTH_CHECK_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=REPLY_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+        url, max_connections=POOL_SIZE, timeout=20, **options)
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
@@ -269,10 +293,12 @@ def dumps(obj: Any) -> str:
 
 
 class Bus:
-    """The scripts registered on one connection."""
+    """The scripts registered on one connection, writing the keys of one competition
+    (every key a script touches is in that competition's slot, so it runs on a cluster)."""
 
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: aioredis.Redis, competition: str) -> None:
         self.r = r
+        self.competition = competition
         self._append = r.register_script(APPEND_INPUT)
         self._publish = r.register_script(PUBLISH)
 
@@ -290,8 +316,9 @@ class Bus:
         field = f"{where}\x00{seq}" if seq is not None else ""
         use_key = seq is None and bool(key) and key_ttl_s > 0
         res = await self._append(
-            keys=[keys.RAW_STREAM, keys.SEEN_HASH, keys.INGEST_STATS, SOURCE_SEQ,
-                  keys.idempotency_key(inp["source"], key if use_key else "")],
+            keys=[keys.raw_stream(c := self.competition), keys.seen_hash(c),
+                  keys.ingest_stats(c), keys.source_seq(c),
+                  keys.idempotency_key(c, inp["source"], key if use_key else "")],
             args=[field, where, "" if seq is None else str(seq), pack_input(inp),
                   digest(inp), str(key_ttl_s) if use_key else ""],
         )
@@ -305,12 +332,13 @@ class Bus:
 
         Returns (epoch, last event id) per race, in order.
         """
-        ks = [keys.SCORING_PROGRESS, keys.RACES_SET, keys.RAW_STREAM, keys.OFFICIALS_STREAM,
-              keys.verdict_key(input_id)]
+        c = self.competition
+        ks = [keys.scoring_progress(c), keys.races_set(c), keys.raw_stream(c),
+              keys.officials_stream(c), keys.verdict_key(c, input_id)]
         args: list[Any] = [input_id, keys.SCORING_GROUP, len(races), verdict,
                            keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN]
         for race, epoch, view, events in races:
-            ks += [keys.events_stream(race), keys.snapshot_key(race), keys.epoch_key(race)]
+            ks += [keys.events_stream(c, race), keys.snapshot_key(c, race), keys.epoch_key(c, race)]
             args += [race, epoch, view, len(events), *events]
         res = await self._publish(keys=ks, args=args)
         return [(res[i].decode(), res[i + 1].decode()) for i in range(0, len(res), 2)]

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -96,9 +97,14 @@ class ScoringRunner:
     def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1") -> None:
         self.settings = settings
         self.r = r
-        self.bus = bus.Bus(r)
+        #: The competition this worker scores (its raw log, its races' streams).
+        self.competition = settings.competition_id
+        self.raw = keys.raw_stream(self.competition)
+        self.bus = bus.Bus(r, self.competition)
         self.consumer = consumer
         self.engine = self._new_engine()
+        #: Races this life has written into the race index (:meth:`register`).
+        self.registered: set[str] = set()
         self.progress: tuple[int, int] | None = None
         self.published = 0
         self.stats_at = 0.0
@@ -119,7 +125,7 @@ class ScoringRunner:
 
     async def ensure_group(self) -> None:
         try:
-            await self.r.xgroup_create(keys.RAW_STREAM, keys.SCORING_GROUP, id="0", mkstream=True)
+            await self.r.xgroup_create(self.raw, keys.SCORING_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -128,7 +134,7 @@ class ScoringRunner:
         """Rebuild the engine up to the progress mark: from the last checkpoint when it
         is usable, else from a fresh engine; returns how many raw inputs were replayed."""
         self.engine = self._new_engine()
-        mark = await self.r.get(keys.SCORING_PROGRESS)
+        mark = await self.r.get(keys.scoring_progress(self.competition))
         self.progress = bus.parse_id(mark) if mark else None
         self.since_checkpoint = 0
         if mark is None:
@@ -140,7 +146,7 @@ class ScoringRunner:
         n = 0
         while True:
             entries = bus.entries(
-                await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK))
+                await self.r.xrange(self.raw, start, mark, count=REPLAY_CHUNK))
             for sid, fields in entries:
                 inp = None if fields is None else self.decode(sid, fields)
                 if inp is not None:
@@ -163,7 +169,7 @@ class ScoringRunner:
         or None (the engine stays fresh) when there is none to use, saying why."""
         self.saver.forget()
         self.replace_checkpoint = True
-        raw = await self.r.hgetall(keys.SCORING_CHECKPOINT)
+        raw = await self.r.hgetall(keys.scoring_checkpoint(self.competition))
         fields = {bus.text(k): v if isinstance(v, bytes) else v.encode()
                   for k, v in raw.items()}
         progress = bus.text(fields.get("progress"))
@@ -202,8 +208,8 @@ class ScoringRunner:
         # One transaction: a worker that dies mid-way leaves the last whole checkpoint.
         pipe = self.r.pipeline(transaction=True)
         if self.replace_checkpoint:  # none of ours yet: drop whatever another run left
-            pipe.delete(keys.SCORING_CHECKPOINT)
-        pipe.hset(keys.SCORING_CHECKPOINT, mapping=fields)  # type: ignore[arg-type]
+            pipe.delete(keys.scoring_checkpoint(self.competition))
+        pipe.hset(keys.scoring_checkpoint(self.competition), mapping=fields)  # type: ignore[arg-type]
         await pipe.execute()
         self.replace_checkpoint = False
         self.checkpoint_at = time.monotonic()
@@ -227,7 +233,7 @@ class ScoringRunner:
     async def handle(self, sid: str, fields: dict[bytes, bytes] | None) -> None:
         if fields is None or (self.progress and bus.parse_id(sid) <= self.progress):
             # Deleted entry, or output already written by an earlier life: just acknowledge.
-            await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
+            await self.r.xack(self.raw, keys.SCORING_GROUP, sid)
             return
         inp = self.decode(sid, fields)
         if inp is None:
@@ -256,8 +262,20 @@ class ScoringRunner:
                 batch.append((race, uuid.uuid4().hex[:12], bus.dumps(self.engine.view(race)),
                               encoded))
                 self.published += len(events)
+        await self.register(race for race, *_ in batch)
         await self.bus.publish(sid, batch, verdict)  # also XACKs sid
         self.progress = bus.parse_id(sid)
+
+    async def register(self, races: Iterable[str]) -> None:
+        """Add this competition to each race's entry in the race index
+        (:func:`icetime.keys.race_competitions`), once per race and life of the worker.
+        The index is in other slots than the competition, so it cannot be written by the
+        publish script: it is written first, so a race a reader finds published is
+        always in the index. Raises RedisError."""
+        for race in races:
+            if race not in self.registered:
+                await self.r.sadd(keys.race_competitions(race), self.competition)
+                self.registered.add(race)
 
     def refused_event(self, sid: str, inp: FeedInput, hops: dict[str, Any]
                       ) -> dict[str, list[dict[str, Any]]]:
@@ -275,7 +293,7 @@ class ScoringRunner:
         return {str(race): [event]}
 
     async def consume(self, start: str, block: int | None) -> int:
-        resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {keys.RAW_STREAM: start},
+        resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {self.raw: start},
                                        count=BATCH, block=block)
         n = 0
         for sid, fields in bus.read_entries(resp):
@@ -292,7 +310,7 @@ class ScoringRunner:
             # Built key by key: redis-py's mapping type takes no dict[str, int] (invariant keys).
             stats: dict[FieldT, EncodableT] = {k: v for k, v in self.engine.stats.items()}
             stats["published_events"] = self.published
-            await self.r.hset(keys.SCORING_STATS, mapping=stats)
+            await self.r.hset(keys.scoring_stats(self.competition), mapping=stats)
         return n
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -300,6 +318,7 @@ class ScoringRunner:
         while not stop.is_set():
             try:
                 await self.ensure_group()
+                await self.r.sadd(keys.COMPETITIONS, self.competition)
                 await self.rebuild()
                 while await self.consume("0", None):  # our pending entries first
                     pass
