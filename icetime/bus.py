@@ -26,6 +26,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import (
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+)
 
 from icetime import keys
 
@@ -144,9 +150,24 @@ HEALTH_CHECK_S = 10
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
 
-def is_cluster(url: str) -> bool:
-    """Whether ``url`` names a Redis Cluster (``redis+cluster://host:port``)."""
-    return url.startswith(tuple(CLUSTER_SCHEMES))
+class ClusterUnavailable(RedisConnectionError):
+    """The cluster client could not reach a node serving a key's slot (no node
+    answers, or no master serves the slot for now, as in a failover): an outage, a
+    RedisError like any other, which the services' retry loops handle."""
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose "cannot reach the cluster" errors are
+    RedisErrors (:class:`ClusterUnavailable`) like a single server's: redis-py raises
+    them as ``RedisClusterException``, which is not one."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (CrossSlotTransactionError, InvalidPipelineStack):
+            raise  # icetime's own mistake, not an outage
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -170,7 +191,7 @@ def connect(url: str) -> aioredis.Redis:
         if url.startswith(scheme):
             # The cluster client speaks every command the services use with the single
             # server's signatures; typed as one so the services need no second path.
-            cluster = RedisCluster.from_url(plain + url[len(scheme):],
+            cluster = _Cluster.from_url(plain + url[len(scheme):],
                                             max_connections=POOL_SIZE, **options)
             return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
