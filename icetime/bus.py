@@ -8,7 +8,8 @@ Two Lua scripts make the two writes that must be atomic:
   content digest, all before the sender hears "ok".
 * ``publish`` (scoring): XADD a batch of race events, store the race view as of
   the last one (the snapshot), record the input's verdict (officials' stream and
-  its verdict key), record which raw input they answer, and XACK that input.
+  its verdict key), record which raw input they answer, and XACK that input; all
+  only while the worker holds the competition's scoring lease (its token).
   A scoring worker that dies anywhere in between has either
   published all of an input's output (and acknowledged it) or none of it.
 """
@@ -31,6 +32,8 @@ from redis.exceptions import (
     CrossSlotTransactionError,
     InvalidPipelineStack,
     RedisClusterException,
+    RedisError,
+    ResponseError,
 )
 
 from icetime import keys
@@ -72,18 +75,23 @@ return {id, 0}
 """
 
 PUBLISH = """
--- KEYS: progress, races-set, raw stream, officials stream, verdict key,
+-- KEYS: progress, races-set, raw stream, officials stream, verdict key, scoring lease,
 --       then per race: events, snapshot, epoch
 -- ARGV: input id, group, n races, verdict json ('' for none), verdict lifetime (s),
---       officials maxlen, then per race: race id, epoch candidate, view json, n, events...
-local pos = 7
+--       officials maxlen, lease token ('' for none),
+--       then per race: race id, epoch candidate, view json, n, events...
+-- A worker whose lease another worker holds now publishes nothing (NOTOWNER).
+if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then
+  return redis.error_reply('NOTOWNER another worker holds the scoring lease')
+end
+local pos = 8
 local out = {}
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[4])
   redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
 end
 for r = 1, tonumber(ARGV[3]) do
-  local base = 5 + (r - 1) * 3
+  local base = 6 + (r - 1) * 3
   local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
   local epoch = redis.call('GET', KEYS[base + 3])
@@ -313,13 +321,19 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+class LeaseLost(RedisError):
+    """The publishing worker's scoring lease is another worker's now: it must stop."""
+
+
 class Bus:
     """The scripts registered on one connection, writing the keys of one competition
     (every key a script touches is in that competition's slot, so it runs on a cluster)."""
 
-    def __init__(self, r: aioredis.Redis, competition: str) -> None:
+    def __init__(self, r: aioredis.Redis, competition: str, lease_token: str = "") -> None:
         self.r = r
         self.competition = competition
+        #: The scoring lease's token of the worker publishing ("": publish unchecked).
+        self.lease_token = lease_token
         self._append = r.register_script(APPEND_INPUT)
         self._publish = r.register_script(PUBLISH)
 
@@ -351,15 +365,23 @@ class Bus:
         ``verdict`` (JSON for the officials' stream and the input's verdict key; "":
         none), and acknowledge the input in the scoring group, atomically.
 
-        Returns (epoch, last event id) per race, in order.
+        Returns (epoch, last event id) per race, in order. Raises :class:`LeaseLost`
+        (nothing written) when the competition's scoring lease does not hold this
+        bus's ``lease_token``, and RedisError.
         """
         c = self.competition
         ks = [keys.scoring_progress(c), keys.races_set(c), keys.raw_stream(c),
-              keys.officials_stream(c), keys.verdict_key(c, input_id)]
+              keys.officials_stream(c), keys.verdict_key(c, input_id),
+              keys.scoring_lease(c)]
         args: list[Any] = [input_id, keys.SCORING_GROUP, len(races), verdict,
-                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN]
+                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN, self.lease_token]
         for race, epoch, view, events in races:
             ks += [keys.events_stream(c, race), keys.snapshot_key(c, race), keys.epoch_key(c, race)]
             args += [race, epoch, view, len(events), *events]
-        res = await self._publish(keys=ks, args=args)
+        try:
+            res = await self._publish(keys=ks, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("NOTOWNER"):
+                raise LeaseLost(str(exc)) from None
+            raise
         return [(res[i].decode(), res[i + 1].decode()) for i in range(0, len(res), 2)]

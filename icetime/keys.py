@@ -43,11 +43,6 @@ def race_competitions(race: str) -> str:
     return f"{PREFIX}race-competitions:{race}"
 
 
-def scoring_lease(competition: str) -> str:
-    """The lease (a redis-py ``Lock``) of the scoring worker that owns ``competition``."""
-    return f"{_base(competition)}scoring:lease"
-
-
 # ---------------------------------------------------------------- one competition
 def _base(competition: str) -> str:
     """``icetime:{<competition>}:``, the start of every key of one competition."""
@@ -94,6 +89,13 @@ def scoring_checkpoint(competition: str) -> str:
     """Hash {fingerprint, progress, state}: scoring's engine as it stood after raw input
     ``progress`` (services/scoring/checkpoint.py); a restart replays only what came after."""
     return _base(competition) + "scoring:checkpoint"
+
+
+def scoring_lease(competition: str) -> str:
+    """The lease (a redis-py ``Lock``; its value the owner's name) of the scoring worker
+    that scores ``competition`` now (services/scoring/lease.py). In the competition's
+    slot: the publish script checks it."""
+    return f"{_base(competition)}scoring:lease"
 
 
 def decoders_hash(competition: str) -> str:

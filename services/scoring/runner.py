@@ -40,6 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from icetime import bus, keys
+from icetime.bus import LeaseLost
 from icetime.logs import about
 from icetime.messages import Clock, FeedInput, Passing, decode_stored
 from icetime.rules import load as load_rules
@@ -49,6 +50,7 @@ from icetime.timefmt import now_us
 
 from . import checkpoint
 from .competition import Competition
+from .lease import POLL_S, Lease, worker_name
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -94,14 +96,22 @@ def verdict_record(sid: str, inp: FeedInput, refused: str | None,
 
 
 class ScoringRunner:
-    def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1") -> None:
+    def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1",
+                 owner: str | None = None) -> None:
         self.settings = settings
         self.r = r
         #: The competition this worker scores (its raw log, its races' streams).
         self.competition = settings.competition_id
         self.raw = keys.raw_stream(self.competition)
-        self.bus = bus.Bus(r, self.competition)
+        #: This worker's hold on the competition (:mod:`services.scoring.lease`).
+        self.lease = Lease(r, self.competition, owner or worker_name())
+        self.bus = bus.Bus(r, self.competition, lease_token=self.lease.owner)
+        # One consumer name for every worker of the competition: the one that takes
+        # over reads the entries its dead predecessor had been given and not acknowledged.
         self.consumer = consumer
+        self.backoff = 0.1
+        #: Whether this worker held the lease at its last try (None: not tried yet).
+        self.owning: bool | None = None
         self.engine = self._new_engine()
         #: Races this life has written into the race index (:meth:`register`).
         self.registered: set[str] = set()
@@ -314,24 +324,60 @@ class ScoringRunner:
         return n
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        """Score the competition while this worker holds its lease, stand by while
+        another does, until ``stop`` is set."""
         while not stop.is_set():
             try:
-                await self.ensure_group()
-                await self.r.sadd(keys.COMPETITIONS, self.competition)
-                await self.rebuild()
-                while await self.consume("0", None):  # our pending entries first
-                    pass
-                self.outage.ok()
-                backoff = 0.1
-                while not stop.is_set():
-                    await self.consume(">", 500)
+                if not await self.lease.take():
+                    self.outage.ok()
+                    if self.owning is not False:
+                        log.info("standing by: another worker scores %s", self.competition)
+                    self.owning = False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), POLL_S)
+                    continue
+                if not self.owning:
+                    log.info("scoring %s as %s", self.competition, self.lease.owner)
+                self.owning = True
+                await self.own(stop)
+            except LeaseLost:
+                log.info("scoring %s: the lease went to another worker", self.competition)
+                self.owning = None
             except (RedisError, OSError) as exc:
                 # The engine may hold an input whose output was never written: it is
                 # rebuilt from the raw log once Redis answers again.
                 self.outage.failed(exc, "scoring")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
+                await asyncio.sleep(self.backoff)
+                self.backoff = min(self.backoff * 2, RETRY_MAX_S)
+
+    async def own(self, stop: asyncio.Event) -> None:
+        """Score while the lease is kept (:meth:`Lease.keep`); return when ``stop`` is
+        set or the lease is lost. Raises what scoring raised (RedisError...)."""
+        keeper = asyncio.create_task(self.lease.keep())
+        work = asyncio.create_task(self.score(stop))
+        try:
+            await asyncio.wait({keeper, work}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()
+            else:
+                log.info("scoring %s: lease lost", self.competition)
+                self.owning = None
+        finally:
+            for task in (keeper, work):
+                task.cancel()
+            await asyncio.gather(keeper, work, return_exceptions=True)
+
+    async def score(self, stop: asyncio.Event) -> None:
+        """Rebuild, then score inputs until ``stop`` is set. Raises RedisError."""
+        await self.ensure_group()
+        await self.r.sadd(keys.COMPETITIONS, self.competition)
+        await self.rebuild()
+        while await self.consume("0", None):  # our pending entries first
+            pass
+        self.outage.ok()
+        self.backoff = 0.1
+        while not stop.is_set():
+            await self.consume(">", 500)
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
@@ -351,3 +397,5 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task  # re-raises the runner's own exception, if it died of one
+        # Handed over at once: a worker standing by need not wait for it to run out.
+        await runner.lease.give_up()
