@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from icetime import bus, keys
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.redis_embed import EmbeddedRedis
 from icetime.replay import load_fixture, script_inputs
 from icetime.settings import Settings
@@ -53,7 +54,7 @@ async def fill(r: Any, inputs: list[dict[str, Any]]) -> str:
     for i in range(0, len(inputs), CHUNK):
         pipe = r.pipeline(transaction=False)
         for inp in inputs[i:i + CHUNK]:
-            pipe.xadd(keys.RAW_STREAM, {"d": bus.pack_input(inp)})
+            pipe.xadd(keys.raw_stream(MAIN), {"d": bus.pack_input(inp)})
         last = (await pipe.execute())[-1]
     return bus.text(last)
 
@@ -66,7 +67,7 @@ async def run(n_inputs: int, every: int) -> None:
         t0 = time.perf_counter()
         head, tail = inputs[:-every], inputs[-every:]
         at_checkpoint = await fill(r, head)
-        await r.set(keys.SCORING_PROGRESS, at_checkpoint)
+        await r.set(keys.scoring_progress(MAIN), at_checkpoint)
         # The worker's state at the checkpoint: what it would have saved.
         worker = ScoringRunner(settings, r)
         await worker.rebuild()
@@ -74,7 +75,7 @@ async def run(n_inputs: int, every: int) -> None:
         worker.since_checkpoint = every
         await worker.save_checkpoint()
         last = await fill(r, tail)
-        await r.set(keys.SCORING_PROGRESS, last)
+        await r.set(keys.scoring_progress(MAIN), last)
         print(f"   a day of {len(inputs):,} inputs written in {time.perf_counter() - t0:.1f} s;"
               f" the checkpoint {every:,} inputs before the end")
 

@@ -8,7 +8,8 @@ Two Lua scripts make the two writes that must be atomic:
   content digest, all before the sender hears "ok".
 * ``publish`` (scoring): XADD a batch of race events, store the race view as of
   the last one (the snapshot), record the input's verdict (officials' stream and
-  its verdict key), record which raw input they answer, and XACK that input.
+  its verdict key), record which raw input they answer, and XACK that input; all
+  only while the worker holds the competition's scoring lease (its token).
   A scoring worker that dies anywhere in between has either
   published all of an input's output (and acknowledged it) or none of it.
 """
@@ -19,12 +20,21 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import (
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from icetime import keys
 
@@ -65,18 +75,23 @@ return {id, 0}
 """
 
 PUBLISH = """
--- KEYS: progress, races-set, raw stream, officials stream, verdict key,
+-- KEYS: progress, races-set, raw stream, officials stream, verdict key, scoring lease,
 --       then per race: events, snapshot, epoch
 -- ARGV: input id, group, n races, verdict json ('' for none), verdict lifetime (s),
---       officials maxlen, then per race: race id, epoch candidate, view json, n, events...
-local pos = 7
+--       officials maxlen, lease token ('' for none),
+--       then per race: race id, epoch candidate, view json, n, events...
+-- A worker whose lease another worker holds now publishes nothing (NOTOWNER).
+if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then
+  return redis.error_reply('NOTOWNER another worker holds the scoring lease')
+end
+local pos = 8
 local out = {}
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[4])
   redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
 end
 for r = 1, tonumber(ARGV[3]) do
-  local base = 5 + (r - 1) * 3
+  local base = 6 + (r - 1) * 3
   local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
   local epoch = redis.call('GET', KEYS[base + 3])
@@ -101,7 +116,6 @@ redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
 return out
 """
 
-SOURCE_SEQ = keys.PREFIX + "source-seq"
 #: What :meth:`Bus.append_input` did with an input.
 Appended = Literal["new", "duplicate", "conflict"]
 APPENDED: tuple[Appended, ...] = ("new", "duplicate", "conflict")
@@ -139,18 +153,57 @@ REPLY_TIMEOUT_S = 5.0
 HEALTH_CHECK_S = 10
 
 
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
+#: The URL schemes that name a node of a Redis Cluster (the rest of the URL as for
+#: ``redis://`` and ``rediss://``).
+CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
-    A command that fails on the connection (Redis down, restarted, unreachable) raises
-    ``redis.exceptions.ConnectionError`` or ``TimeoutError`` (both RedisError) at once:
-    the client never retries by itself, because the PUBLISH script must not run twice;
-    each service has its own retry loop (:class:`Outage` logs it). Broken pooled
-    connections are replaced when next taken from the pool."""
+
+class ClusterUnavailable(RedisConnectionError):
+    """The cluster client could not reach a node serving a key's slot (no node
+    answers, or no master serves the slot for now, as in a failover): an outage, a
+    RedisError like any other, which the services' retry loops handle."""
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose "cannot reach the cluster" errors are
+    RedisErrors (:class:`ClusterUnavailable`) like a single server's: redis-py raises
+    them as ``RedisClusterException``, which is not one."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (CrossSlotTransactionError, InvalidPipelineStack):
+            raise  # icetime's own mistake, not an outage
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs, or for a
+    Redis Cluster through any of its nodes (``redis+cluster://host:port``,
+    ``rediss+cluster://``): redis-py's ``RedisCluster``, which finds the other nodes,
+    sends each command to the master of its keys' slot and follows a failover.
+
+    A command that fails on the connection (Redis down, restarted, unreachable, a
+    cluster master gone) raises ``redis.exceptions.ConnectionError`` or ``TimeoutError``
+    (both RedisError) at once: the client never retries by itself, because the PUBLISH
+    script must not run twice; each service has its own retry loop (:class:`Outage`
+    logs it). Broken pooled connections are replaced when next taken from the pool; a
+    cluster client learns the new layout (which node now serves a slot) on the next
+    command after such an error."""
+    options: dict[str, Any] = {
+        "decode_responses": False, "health_check_interval": HEALTH_CHECK_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": REPLY_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0)}
+    for scheme, plain in CLUSTER_SCHEMES.items():
+        if url.startswith(scheme):
+            # The cluster client speaks every command the services use with the single
+            # server's signatures; typed as one so the services need no second path.
+            cluster = _Cluster.from_url(plain + url[len(scheme):],
+                                            max_connections=POOL_SIZE, **options)
+            return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=20, decode_responses=False,
-        health_check_interval=HEALTH_CHECK_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=REPLY_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+        url, max_connections=POOL_SIZE, timeout=20, **options)
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
@@ -268,11 +321,19 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-class Bus:
-    """The scripts registered on one connection."""
+class LeaseLost(RedisError):
+    """The publishing worker's scoring lease is another worker's now: it must stop."""
 
-    def __init__(self, r: aioredis.Redis) -> None:
+
+class Bus:
+    """The scripts registered on one connection, writing the keys of one competition
+    (every key a script touches is in that competition's slot, so it runs on a cluster)."""
+
+    def __init__(self, r: aioredis.Redis, competition: str, lease_token: str = "") -> None:
         self.r = r
+        self.competition = competition
+        #: The scoring lease's token of the worker publishing ("": publish unchecked).
+        self.lease_token = lease_token
         self._append = r.register_script(APPEND_INPUT)
         self._publish = r.register_script(PUBLISH)
 
@@ -290,8 +351,9 @@ class Bus:
         field = f"{where}\x00{seq}" if seq is not None else ""
         use_key = seq is None and bool(key) and key_ttl_s > 0
         res = await self._append(
-            keys=[keys.RAW_STREAM, keys.SEEN_HASH, keys.INGEST_STATS, SOURCE_SEQ,
-                  keys.idempotency_key(inp["source"], key if use_key else "")],
+            keys=[keys.raw_stream(c := self.competition), keys.seen_hash(c),
+                  keys.ingest_stats(c), keys.source_seq(c),
+                  keys.idempotency_key(c, inp["source"], key if use_key else "")],
             args=[field, where, "" if seq is None else str(seq), pack_input(inp),
                   digest(inp), str(key_ttl_s) if use_key else ""],
         )
@@ -303,14 +365,23 @@ class Bus:
         ``verdict`` (JSON for the officials' stream and the input's verdict key; "":
         none), and acknowledge the input in the scoring group, atomically.
 
-        Returns (epoch, last event id) per race, in order.
+        Returns (epoch, last event id) per race, in order. Raises :class:`LeaseLost`
+        (nothing written) when the competition's scoring lease does not hold this
+        bus's ``lease_token``, and RedisError.
         """
-        ks = [keys.SCORING_PROGRESS, keys.RACES_SET, keys.RAW_STREAM, keys.OFFICIALS_STREAM,
-              keys.verdict_key(input_id)]
+        c = self.competition
+        ks = [keys.scoring_progress(c), keys.races_set(c), keys.raw_stream(c),
+              keys.officials_stream(c), keys.verdict_key(c, input_id),
+              keys.scoring_lease(c)]
         args: list[Any] = [input_id, keys.SCORING_GROUP, len(races), verdict,
-                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN]
+                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN, self.lease_token]
         for race, epoch, view, events in races:
-            ks += [keys.events_stream(race), keys.snapshot_key(race), keys.epoch_key(race)]
+            ks += [keys.events_stream(c, race), keys.snapshot_key(c, race), keys.epoch_key(c, race)]
             args += [race, epoch, view, len(events), *events]
-        res = await self._publish(keys=ks, args=args)
+        try:
+            res = await self._publish(keys=ks, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("NOTOWNER"):
+                raise LeaseLost(str(exc)) from None
+            raise
         return [(res[i].decode(), res[i + 1].decode()) for i in range(0, len(res), 2)]

@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct
 
+from icetime import keys
+
 DEFAULT_DATA_DIR = ".icetime/data"
 #: The ``[[decoders]] protocol`` values: one link class each (services/ingest/decoders/link.py).
 Protocol = Literal["p3", "amb_ascii", "protime", "protime_udp"]
@@ -39,7 +41,8 @@ RemotePort = Annotated[int, Meta(ge=1, le=65535)]
 Name = Annotated[str, Meta(min_length=1)]
 #: An extra loop lies this many metres or fewer past the finish line (the 400 m lap).
 LOOP_MAX_M = 399
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: A ``redis+cluster://`` (or ``rediss+cluster://``) URL names one node of a Redis Cluster.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 WS_SCHEMES = ("ws://", "wss://")
 
 
@@ -156,6 +159,7 @@ class _Relay(_Section, frozen=True):
 
 
 class _Competition(_Section, frozen=True):
+    id: str = keys.DEFAULT_COMPETITION
     startlists: tuple[Name, ...] = ()
     loader: Name | msgspec.UnsetType = msgspec.UNSET
 
@@ -226,6 +230,9 @@ class Settings:
     client_subscribe_rate: float = 10.0
     #: The file these settings came from (absolute), or "" for the defaults.
     config_file: str = ""
+    #: The competition this configuration's services feed, score and show by default:
+    #: part of every key of its data (icetime/keys.py).
+    competition_id: str = keys.DEFAULT_COMPETITION
 
     def source(self, source_id: str) -> Source | None:
         for s in self.sources:
@@ -300,6 +307,9 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         raise bad("broadcast.public_ws_url", f"{ws_url!r} is not a WebSocket URL "
                   "(starts with ws:// or wss://)")
     _check_loops(venue, bad)
+    if not keys.COMPETITION_ID.fullmatch(venue.competition.id):
+        raise bad("competition.id", f"{venue.competition.id!r} is not a competition id "
+                  "(1..64 letters, digits, '_', '.', '-', starting with a letter or digit)")
     startlists = _startlists(venue, base, bad)
     loader = venue.competition.loader
     rules_file = _path(venue.rules.file, base) if venue.rules.file else ""
@@ -336,6 +346,7 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         client_subscriptions_max=venue.broadcast.client_subscriptions_max,
         client_subscribe_rate=venue.broadcast.client_subscribe_rate,
         config_file=config_file,
+        competition_id=venue.competition.id,
     )
 
 

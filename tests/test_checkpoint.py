@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from icetime import bus, keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import script_inputs
 from services.scoring.competition import Competition
 from services.scoring.runner import BATCH, ScoringRunner
@@ -36,8 +37,8 @@ async def scored_up_to_the_last_input(r) -> str:
     """Wait until scoring has written the output of the last raw input; its id."""
     async with asyncio.timeout(30):
         while True:
-            last = bus.entries(await r.xrevrange(keys.RAW_STREAM, count=1))[0][0]
-            if bus.text(await r.get(keys.SCORING_PROGRESS)) == last:
+            last = bus.entries(await r.xrevrange(keys.raw_stream(MAIN), count=1))[0][0]
+            if bus.text(await r.get(keys.scoring_progress(MAIN))) == last:
                 return last
             await asyncio.sleep(0.05)
 
@@ -55,10 +56,10 @@ async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_serv
         await load_startlist(st, RACE_DOC)
         await replay(RACE_DOC, st.settings, speed=100.0, announce=False)
         await scored_up_to_the_last_input(redis_client)
-        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(RACE), "view"))
+        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view"))
     finally:
         await st.close()
-    total = await redis_client.xlen(keys.RAW_STREAM)
+    total = await redis_client.xlen(keys.raw_stream(MAIN))
     assert total > 3 * EVERY  # the race is long enough to have made several checkpoints
     want = expected_view()
     assert without_inputs(snapshot) == want
@@ -71,8 +72,8 @@ async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_serv
     # Each checkpoint that cannot be used is said why, and the whole log replayed with the
     # same results (the rebuild then saves a whole checkpoint of its own at once).
     caplog.set_level(logging.INFO, logger="services.scoring.runner")
-    race = await redis_client.hget(keys.SCORING_CHECKPOINT, f"race:{RACE}")
-    await redis_client.hset(keys.SCORING_CHECKPOINT, f"race:{RACE}", race[: len(race) // 2])
+    race = await redis_client.hget(keys.scoring_checkpoint(MAIN), f"race:{RACE}")
+    await redis_client.hset(keys.scoring_checkpoint(MAIN), f"race:{RACE}", race[: len(race) // 2])
     n, damaged = await rebuilt(settings, redis_client)
     assert n == total and without_inputs(damaged.engine.view(RACE)) == want
     assert "is damaged: replaying the whole log" in caplog.text
@@ -80,7 +81,7 @@ async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_serv
     assert n == 0  # the rebuild's own checkpoint, at the progress mark
 
     # One past the progress mark: Redis restored from an older copy than the checkpoint.
-    await redis_client.hset(keys.SCORING_CHECKPOINT, "progress", "99999999999999-0")
+    await redis_client.hset(keys.scoring_checkpoint(MAIN), "progress", "99999999999999-0")
     n, ahead = await rebuilt(settings, redis_client)
     assert n == total and without_inputs(ahead.engine.view(RACE)) == want
     assert "past the progress mark" in caplog.text
@@ -103,14 +104,14 @@ async def test_scoring_restarted_mid_race_from_a_checkpoint_goes_on_identically(
         feeding = asyncio.create_task(replay(RACE_DOC, st.settings, speed=100.0,
                                              announce=False))
         async with asyncio.timeout(30):
-            while not await redis_client.exists(keys.SCORING_CHECKPOINT):
+            while not await redis_client.exists(keys.scoring_checkpoint(MAIN)):
                 await asyncio.sleep(0.02)
         await st.stop("scoring")
         await feeding
         await st.start("scoring")
         await scored_up_to_the_last_input(redis_client)
         assert "rebuilt from the checkpoint at" in caplog.text
-        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(RACE), "view"))
+        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view"))
     finally:
         await st.close()
     assert without_inputs(snapshot) == expected_view()

@@ -184,7 +184,7 @@ def test_a_bad_configuration_is_one_line_and_exit_2_everywhere(tmp_path):
          "(allowed: DEBUG, INFO, WARNING, ERROR, CRITICAL)"),
         (["-m", "icetime.cli", "demo"], {"REDIS_URL": "localhost"},
          "icetime: REDIS_URL: 'localhost' is not a Redis URL "
-         "(starts with redis://, rediss://, unix://)"),
+         "(starts with redis://, rediss://, unix://, redis+cluster://, rediss+cluster://)"),
         (["-m", "services.ingest", "--config", str(config)], {"REDIS_URL": "redis://x"},
          f"ingest: {want}"),
         (["-m", "services.broadcast", "--config", str(config)], {"REDIS_URL": "redis://x"},
@@ -469,6 +469,7 @@ def test_a_race_replayed_twice_is_new_input_and_the_counts_are_true(tmp_path):
     import redis as redis_lib
 
     from icetime import keys
+    from icetime.keys import DEFAULT_COMPETITION as MAIN
 
     fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
     config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
@@ -497,8 +498,8 @@ def test_a_race_replayed_twice_is_new_input_and_the_counts_are_true(tmp_path):
         assert "nothing of this replay was new" in again.stderr
         r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
         try:
-            assert r.xlen(keys.RAW_STREAM) == 1 + 2 * sent  # the start list, two runs
-            view = json.loads(r.hget(keys.snapshot_key("bj23-w1000a"), "view"))
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # the start list, two runs
+            view = json.loads(r.hget(keys.snapshot_key(MAIN, "bj23-w1000a"), "view"))
         finally:
             r.close()
         assert len(view["classification"]["bib"]) == 20

@@ -13,6 +13,7 @@ import pytest
 
 from icetime import bus, keys, settings
 from icetime.cli import Supervisor, replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.redis_embed import EmbeddedRedis
 from services.relay import server as relay_server
 from services.relay.mirror import Relay
@@ -51,7 +52,7 @@ class Uplink:
 
 
 async def stream(r, race=RACE):
-    return bus.entries(await r.xrange(keys.events_stream(race)))
+    return bus.entries(await r.xrange(keys.events_stream(MAIN, race)))
 
 
 async def mirrored(venue, cloud, race=RACE, timeout=30.0):
@@ -60,8 +61,8 @@ async def mirrored(venue, cloud, race=RACE, timeout=30.0):
     async with asyncio.timeout(timeout):
         while True:
             v, c = await stream(venue, race), await stream(cloud, race)
-            snaps = [await r.hgetall(keys.snapshot_key(race)) for r in (venue, cloud)]
-            epochs = [await r.get(keys.epoch_key(race)) for r in (venue, cloud)]
+            snaps = [await r.hgetall(keys.snapshot_key(MAIN, race)) for r in (venue, cloud)]
+            epochs = [await r.get(keys.epoch_key(MAIN, race)) for r in (venue, cloud)]
             if v and v == c and snaps[0] == snaps[1] and epochs[0] == epochs[1]:
                 return v
             await asyncio.sleep(0.1)
@@ -98,7 +99,7 @@ async def test_relay_across_an_uplink_cut(redis_server, cloud_redis):
         relay_http = f"http://127.0.0.1:{venue_st.settings.relay_http_port}"
         await load_startlist(venue_st)
         async with asyncio.timeout(10):  # the race is at the cloud, with its snapshot
-            while not await cloud.sismember(keys.RACES_SET, RACE):
+            while not await cloud.sismember(keys.races_set(MAIN), RACE):
                 await asyncio.sleep(0.05)
 
         at_venue, at_cloud = Follower(venue_st.ws_url), Follower(cloud_st.ws_url)
@@ -153,7 +154,8 @@ async def test_relay_across_an_uplink_cut(redis_server, cloud_redis):
             health = await resp.json()
         assert health["cloud"]["up"] and health["venue"]["up"]
         assert health["races"][RACE]["position"] == last
-        assert (await cloud.smembers(keys.RACES_SET)) == (await venue.smembers(keys.RACES_SET))
+        races = keys.races_set(MAIN)
+        assert (await cloud.smembers(races)) == (await venue.smembers(races))
     finally:
         for t in tasks:
             t.cancel()
@@ -193,7 +195,7 @@ async def test_relay_restart_repeats_nothing_and_follows_a_new_epoch(redis_serve
     """A relay started again goes on from where the cloud stands (nothing written
     twice); a race whose stream the venue recreated (a new epoch) is mirrored anew."""
     venue, cloud = bus.connect(redis_server.url), bus.connect(cloud_redis.url)
-    b = bus.Bus(venue)
+    b = bus.Bus(venue, MAIN)
     try:
         for race in ("r1", "r2"):
             await publish(b, "1-0", race, "e1", race_events(race, 700), '{"v":1}')
@@ -203,27 +205,27 @@ async def test_relay_restart_repeats_nothing_and_follows_a_new_epoch(redis_serve
 
         first = await run_relay(venue, cloud, caught_up)
         assert first.counters.events == 1400  # more than one read's worth per race
-        assert await cloud.hgetall(keys.snapshot_key("r1")) == \
-            await venue.hgetall(keys.snapshot_key("r1"))
+        assert await cloud.hgetall(keys.snapshot_key(MAIN, "r1")) == \
+            await venue.hgetall(keys.snapshot_key(MAIN, "r1"))
 
         await publish(b, "2-0", "r1", "e1", race_events("r1", 5, 700), '{"v":2}')
         again = await run_relay(venue, cloud, caught_up)
         assert again.counters.events == 5  # only what was new; nothing repeated
-        assert (await cloud.hget(keys.snapshot_key("r1"), "view")) == b'{"v":2}'
+        assert (await cloud.hget(keys.snapshot_key(MAIN, "r1"), "view")) == b'{"v":2}'
 
         # The venue recreates r2's stream under a new epoch: its ids start again.
-        await venue.delete(keys.events_stream("r2"), keys.snapshot_key("r2"),
-                           keys.epoch_key("r2"))
+        await venue.delete(keys.events_stream(MAIN, "r2"), keys.snapshot_key(MAIN, "r2"),
+                           keys.epoch_key(MAIN, "r2"))
         await b.publish("3-0", [("r2", "e2", '{"v":3}', race_events("r2", 3))])
 
         async def new_epoch(_relay) -> bool:
-            return (await cloud.get(keys.epoch_key("r2")) == b"e2"
+            return (await cloud.get(keys.epoch_key(MAIN, "r2")) == b"e2"
                     and await caught_up(_relay))
 
         third = await run_relay(venue, cloud, new_epoch)
         assert third.counters.resets == 1
         assert len(await stream(cloud, "r2")) == 3
-        assert (await cloud.hget(keys.snapshot_key("r2"), "view")) == b'{"v":3}'
+        assert (await cloud.hget(keys.snapshot_key(MAIN, "r2"), "view")) == b'{"v":3}'
     finally:
         await venue.aclose()
         await cloud.aclose()
@@ -285,7 +287,7 @@ async def test_icetime_run_starts_the_relay_when_a_cloud_is_configured(tmp_path,
         assert sup.services[-1] == "relay" and "relay" in sup.procs
         await asyncio.to_thread(sup.load_startlist, FIXTURE)
         async with asyncio.timeout(10):
-            while not await cloud.sismember(keys.RACES_SET, RACE):
+            while not await cloud.sismember(keys.races_set(MAIN), RACE):
                 await asyncio.sleep(0.05)
         url = f"http://127.0.0.1:{sup.cfg.relay_http_port}/api/health"
         async with aiohttp.ClientSession() as s, s.get(url) as resp:

@@ -20,6 +20,7 @@ import websockets
 
 from icetime import keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture, script_inputs
 from services.broadcast.compat import to_v1
 from services.scoring.competition import Competition
@@ -159,10 +160,10 @@ async def test_a_v1_and_a_v2_client_get_the_same_race_in_their_own_names(
     assert kinds.count("snapshot") == 1 and "resumed" in kinds
     offsets = [e["offset"] for e in old.events]
     assert len(offsets) == len(set(offsets))
-    stream = [i.decode() for i, _ in await redis_client.xrange(keys.events_stream(race))]
+    stream = [i.decode() for i, _ in await redis_client.xrange(keys.events_stream(MAIN, race))]
     assert offsets == stream[stream.index(offsets[0]):], "a gap or a duplicate"
     # Each in its own names, the same results: the v2 fold is the engine's view.
-    snap = json.loads((await redis_client.hget(keys.snapshot_key(race), "view")).decode())
+    snap = json.loads((await redis_client.hget(keys.snapshot_key(MAIN, race), "view")).decode())
     assert new.view == snap
     assert all(old_names_only(json.dumps(m)) for m in old.frames)
     assert not any(old_names_only(json.dumps(m)) for m in new.frames if m["type"] == "event"

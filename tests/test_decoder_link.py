@@ -14,6 +14,7 @@ import websockets
 
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import GUN_SOURCE, load_fixture, script_inputs
 from icetime.settings import Decoder
 from icetime.timefmt import format_time, now_us
@@ -108,7 +109,7 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
         r = redis_client
         async with asyncio.timeout(20):
             while True:
-                raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+                raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.raw_stream(MAIN))]
                 from_decoder = [x for x in raw if x["source"] == "finish-p3"]
                 if len(from_decoder) >= generated:
                     break
@@ -122,11 +123,11 @@ async def test_cutting_the_decoder_link_mid_race_loses_no_passing(redis_server, 
         assert stats["connects"] >= 2 and stats["resend_requests"] >= 1
         assert stats["passings"] == generated
         # Health is published: every link change and STATUS as an event, the latest in a hash.
-        health = [json.loads(f[b"d"]) for _, f in await r.xrange(keys.DECODER_HEALTH_STREAM)]
+        health = [json.loads(f[b"d"]) for _, f in await r.xrange(keys.decoder_health_stream(MAIN))]
         kinds = [h["event"] for h in health if h["id"] == "finish-p3"]
         assert kinds[0] == "connected" and "disconnected" in kinds and "status" in kinds
         assert kinds.index("connected", kinds.index("disconnected")) > 0, "no reconnect event"
-        latest = json.loads(await r.hget(keys.DECODERS_HASH, "finish-p3"))
+        latest = json.loads(await r.hget(keys.decoders_hash(MAIN), "finish-p3"))
         assert latest["connected"] and latest["status"]["noise"] >= 0
         assert latest["last_passing_us"] is not None
 
@@ -191,7 +192,7 @@ async def test_a_decoder_clock_set_wrong_is_measured_and_corrected(redis_server,
         r = bus.connect(redis_server.url)
         try:
             async with asyncio.timeout(10):
-                while not (raw := await r.hget(keys.DECODERS_HASH, "finish-p3")) or \
+                while not (raw := await r.hget(keys.decoders_hash(MAIN), "finish-p3")) or \
                         json.loads(raw)["clock_offset_us"] == 0:
                     await asyncio.sleep(0.05)
             health = json.loads(raw)
@@ -199,11 +200,11 @@ async def test_a_decoder_clock_set_wrong_is_measured_and_corrected(redis_server,
             # that can be milliseconds).
             assert abs(health["clock_offset_us"] + skew) <= health["clock_rtt_us"]
             clock = [x for x in (bus.unpack_input(f[b"d"]) for _, f in
-                                 await r.xrange(keys.RAW_STREAM)) if x["type"] == "clock"]
+                                 await r.xrange(keys.raw_stream(MAIN))) if x["type"] == "clock"]
             assert len(clock) == 1 and clock[0]["source"] == "finish-p3"
             await replay(doc, st.settings, speed=200.0, announce=False, decoder=sim)
             view = await follow(st, lambda v: len(v["classification"]["bib"]) >= 4)
-            health = json.loads(await r.hget(keys.DECODERS_HASH, "finish-p3"))
+            health = json.loads(await r.hget(keys.decoders_hash(MAIN), "finish-p3"))
         finally:
             await r.aclose()
         finals = {view["skaters"][b]["short"]: t for b, t in
@@ -311,7 +312,7 @@ async def test_a_decoder_power_cycled_loses_no_passing_and_drops_none(redis_serv
         try:
             async with asyncio.timeout(20):
                 while len(stored := [x for x in (bus.unpack_input(f[b"d"]) for _, f in
-                                                 await r.xrange(keys.RAW_STREAM))
+                                                 await r.xrange(keys.raw_stream(MAIN)))
                                      if x["source"] == "finish-p3"]) < len(reads):
                     await asyncio.sleep(0.1)
         finally:

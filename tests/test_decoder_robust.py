@@ -16,6 +16,7 @@ import pytest
 
 from bench import decoder_fuzz
 from icetime import bus, keys
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.settings import Decoder
 from services.ingest import server as ingest_server
 from services.ingest.decoders import Damaged, numbers
@@ -184,7 +185,7 @@ async def test_fuzz_mutated_records_through_the_real_links_raise_nothing(redis_c
     assert p3["missing"] <= numbers.MAX_MISSING and len(p3["anomalies"]) <= MAX_ANOMALIES
     assert any("without a usable transponder" in k for k in p3["damaged_reasons"])
     # The damaged records are in the rejects stream, with their reasons.
-    kept = await redis_client.xlen(keys.REJECTS_STREAM)
+    kept = await redis_client.xlen(keys.rejects_stream(MAIN))
     assert kept == sum(r.stats["damaged"] for r in results.values())
     # The bench's codec-only mode counts the same way.
     fast = decoder_fuzz.codec_only("p3", 0.3, seed=9)
@@ -257,7 +258,7 @@ async def ingest_with(redis_server, tmp_path, fake: ScriptedP3Decoder):
 async def stored_from(r, source: str, count: int, timeout: float = 10) -> list[dict]:
     async with asyncio.timeout(timeout):
         while True:
-            raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+            raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.raw_stream(MAIN))]
             mine = [x for x in raw if x["source"] == source]
             if len(mine) >= count:
                 return mine
@@ -271,7 +272,7 @@ async def ingest_stats(st) -> dict:
 
 
 async def health(r) -> dict:
-    return json.loads(await r.hget(keys.DECODERS_HASH, "d1"))
+    return json.loads(await r.hget(keys.decoders_hash(MAIN), "d1"))
 
 
 async def test_a_utc_only_passing_is_stored_and_every_later_one_too(redis_server, tmp_path):
@@ -339,13 +340,13 @@ async def test_a_link_task_that_fails_is_logged_shown_down_and_restarted(redis_s
         (data / "captures").write_text("in the way")
         await st.start("ingest")
         async with asyncio.timeout(5):
-            while not (raw := await r.hget(keys.DECODERS_HASH, "d1")):
+            while not (raw := await r.hget(keys.decoders_hash(MAIN), "d1")):
                 await asyncio.sleep(0.05)
         h = json.loads(raw)
         assert not h["connected"] and h["failures"] >= 1
         assert h["last_failure"].startswith(("FileExistsError", "NotADirectoryError"))
         events = [json.loads(f[b"d"])["event"] for _, f in
-                  await r.xrange(keys.DECODER_HEALTH_STREAM)]
+                  await r.xrange(keys.decoder_health_stream(MAIN))]
         assert events[0] == "failed"
         failed = [x for x in caplog.records if "link task failed" in x.getMessage()]
         assert failed and failed[0].exc_info is not None  # with its traceback

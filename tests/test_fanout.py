@@ -21,6 +21,7 @@ import websockets
 
 from icetime import keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.timefmt import now_us
 from services.broadcast.fanout import Hub
 
@@ -103,7 +104,7 @@ async def test_an_abuser_cannot_starve_a_normal_client(stack, redis_client):
     await load_startlist(stack)
     await load_startlist(stack, {"startlist": many_races(REAL_RACES)})
     async with asyncio.timeout(10):
-        while await redis_client.scard(keys.RACES_SET) < REAL_RACES + 1:
+        while await redis_client.scard(keys.races_set(MAIN)) < REAL_RACES + 1:
             await asyncio.sleep(0.05)
     hub = the_hub()
     normal = Timed(stack.ws_url)
@@ -173,8 +174,8 @@ async def test_an_abuser_cannot_starve_a_normal_client(stack, redis_client):
     async with asyncio.timeout(5):
         while hub.clients() > 1 or len(hub.feeds) > 1:
             await asyncio.sleep(0.05)
-    assert list(hub.feeds) == [RACE]
-    assert not any(r.startswith("made-up") for r in hub.counters)
+    assert list(hub.feeds) == [(MAIN, RACE)]
+    assert not any(r.startswith("made-up") for _, r in hub.counters)
     assert not hub.progress.waiters
     assert len(asyncio.all_tasks()) <= tasks_before
     rss_after = rss_mb()
@@ -209,7 +210,7 @@ async def test_limits_per_connection_and_races_that_do_not_exist(redis_server):
             reply = await ask(ws, sub("no-such-race"))
             assert reply == {"type": "error", "code": "unknown_race", "race": "no-such-race",
                              "error": "no race 'no-such-race': no start list has it"}
-            assert not hub.feeds and "no-such-race" not in hub.counters
+            assert not hub.feeds and (MAIN, "no-such-race") not in hub.counters
             # Three tokens (as many as races a connection may follow), one back a second:
             # three subscribes answered within that second (a quarter of one was too
             # short on a loaded machine).
@@ -220,7 +221,7 @@ async def test_limits_per_connection_and_races_that_do_not_exist(redis_server):
             assert "more than 1 subscribes per second" in reply["error"]
             await asyncio.sleep(REFILL_S)
             assert (await ask(ws, sub("extra-2")))["type"] == "snapshot"
-            assert sorted(hub.feeds) == ["extra-0", "extra-1", "extra-2"]
+            assert sorted(r for _, r in hub.feeds) == ["extra-0", "extra-1", "extra-2"]
             await asyncio.sleep(REFILL_S)
             # The fourth race is one too many; subscribing again to one held is not.
             reply = await ask(ws, sub("extra-3"))
@@ -230,7 +231,7 @@ async def test_limits_per_connection_and_races_that_do_not_exist(redis_server):
             await asyncio.sleep(REFILL_S)
             await ws.send(json.dumps({"op": "unsubscribe", "race": "extra-1"}))
             assert (await ask(ws, sub("extra-3")))["type"] == "snapshot"
-            assert sorted(hub.feeds) == ["extra-0", "extra-2", "extra-3"]
+            assert sorted(r for _, r in hub.feeds) == ["extra-0", "extra-2", "extra-3"]
             reply = await ask(ws, {"op": "subscribe", "race": "x" * 200, "protocol": 2})
             assert reply["code"] in ("bad_request", "rate_limited") and "race" not in reply
         # The connection gone, the node reads nothing; the health counts the refusals.

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from services.ingest.feed import MAX_ERROR, MAX_LINE
 from services.ingest.server import REJECT_KEEP_BYTES
 
@@ -83,8 +84,8 @@ def valid_passing() -> dict[str, object]:
 
 
 async def counters(r) -> tuple[int, int]:
-    stats = await r.hgetall(keys.INGEST_STATS)
-    return int(stats.get(b"rejected", 0)), await r.xlen(keys.REJECTS_STREAM)
+    stats = await r.hgetall(keys.ingest_stats(MAIN))
+    return int(stats.get(b"rejected", 0)), await r.xlen(keys.rejects_stream(MAIN))
 
 
 def check_refusal(reply: object) -> str:
@@ -98,11 +99,11 @@ def check_refusal(reply: object) -> str:
 
 
 async def last_rejects(r, n: int) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in reversed(await r.xrevrange(keys.REJECTS_STREAM, count=n))]
+    return [fields for _, fields in reversed(await r.xrevrange(keys.rejects_stream(MAIN), count=n))]
 
 
 async def stored_seq(r, stream_id: str) -> int:
-    [(_, fields)] = await r.xrange(keys.RAW_STREAM, stream_id, stream_id)
+    [(_, fields)] = await r.xrange(keys.raw_stream(MAIN), stream_id, stream_id)
     return int(bus.unpack_input(fields[b"d"])["seq"])
 
 
@@ -320,7 +321,7 @@ async def test_a_token_in_the_url_is_refused_on_every_endpoint(stack, redis_clie
             async with s.request(method, url, data=body) as resp:
                 assert resp.status == 401
                 assert "Authorization: Bearer" in (await resp.json())["error"]
-    assert await redis_client.xlen(keys.RAW_STREAM) == (1 if path == "/feed" else 0)
-    rejects = await redis_client.xrange(keys.REJECTS_STREAM)
+    assert await redis_client.xlen(keys.raw_stream(MAIN)) == (1 if path == "/feed" else 0)
+    rejects = await redis_client.xrange(keys.rejects_stream(MAIN))
     assert [f[b"reason"] for _, f in rejects][:4] == [b"a token in the URL"] * 4
     assert not any(b"t-loop" in v for _, f in rejects for v in f.values())

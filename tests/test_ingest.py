@@ -9,6 +9,7 @@ import pytest
 
 from icetime import bus, keys
 from icetime.feedclient import FeedClient, FeedRefused
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 
 from .conftest import TOKENS
 
@@ -26,7 +27,7 @@ async def tcp_lines(port, lines, read=None):
 
 
 async def raw_inputs(r):
-    return [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+    return [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.raw_stream(MAIN))]
 
 
 async def test_tcp_feed_accepts_stores_and_dedupes(stack, redis_client):
@@ -47,7 +48,7 @@ async def test_tcp_feed_accepts_stores_and_dedupes(stack, redis_client):
     c2 = FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, TOKENS["finish-loop"])
     assert (await c2.connect())["last_seq"] == 1
     await c2.close()
-    stats = await redis_client.hgetall(keys.INGEST_STATS)
+    stats = await redis_client.hgetall(keys.ingest_stats(MAIN))
     assert int(stats[b"accepted"]) == 1 and int(stats[b"duplicate"]) == 1
 
 
@@ -75,11 +76,11 @@ async def test_a_reused_seq_with_other_content_is_refused_and_a_session_numbers_
     await c2.close()
     stored = await raw_inputs(redis_client)
     assert [(x["pair"], x.get("session")) for x in stored] == [(1, None), (2, "replay-2")]
-    stats = await redis_client.hgetall(keys.INGEST_STATS)
+    stats = await redis_client.hgetall(keys.ingest_stats(MAIN))
     assert {k: int(stats[k.encode()]) for k in ("accepted", "duplicate", "conflict",
                                                 "rejected")} == {
         "accepted": 2, "duplicate": 1, "conflict": 1, "rejected": 1}
-    [(_, reject)] = await redis_client.xrange(keys.REJECTS_STREAM)
+    [(_, reject)] = await redis_client.xrange(keys.rejects_stream(MAIN))
     assert reject[b"reason"].decode() == other["error"]
 
 
@@ -102,10 +103,10 @@ async def test_garbage_gets_clear_errors_and_loses_nothing(stack, redis_client):
     assert errors[4] == "an input must be a JSON object"
     assert "not 'gun'" in errors[5]
     assert [i["seq"] for i in await raw_inputs(redis_client)] == [1, 2]
-    rejects = await redis_client.xrange(keys.REJECTS_STREAM)
+    rejects = await redis_client.xrange(keys.rejects_stream(MAIN))
     assert len(rejects) == 6
     assert rejects[0][1][b"raw"].startswith(b"\xc2\x8e") or b"garbage" in rejects[0][1][b"raw"]
-    assert int((await redis_client.hgetall(keys.INGEST_STATS))[b"rejected"]) == 6
+    assert int((await redis_client.hgetall(keys.ingest_stats(MAIN)))[b"rejected"]) == 6
     # The service is still up and serving.
     c = FeedClient("127.0.0.1", port, TOKENS["gun"])
     await c.connect()
@@ -119,7 +120,7 @@ async def test_unauthenticated_tcp_is_refused(stack, redis_client):
     assert not replies[0]["ok"] and "token" in replies[0]["error"]
     with pytest.raises(FeedRefused):
         await FeedClient("127.0.0.1", stack.settings.ingest_tcp_port, "wrong").connect()
-    assert await redis_client.xlen(keys.RAW_STREAM) == 0
+    assert await redis_client.xlen(keys.raw_stream(MAIN)) == 0
 
 
 async def test_overlong_line_is_refused_and_the_stream_carries_on(stack, redis_client):

@@ -12,6 +12,7 @@ import pytest
 
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.messages import RaceEvent
 from icetime.settings import ROLE_INPUTS
 from icetime.settings import load as load_settings
@@ -42,11 +43,11 @@ async def post(s, url, body, source, **params):
 
 
 async def events(r, race=RACE):
-    return [json.loads(f[b"e"]) for _, f in await r.xrange(keys.events_stream(race))]
+    return [json.loads(f[b"e"]) for _, f in await r.xrange(keys.events_stream(MAIN, race))]
 
 
 async def verdicts(r):
-    return [json.loads(f[b"v"]) for _, f in await r.xrange(keys.OFFICIALS_STREAM)]
+    return [json.loads(f[b"v"]) for _, f in await r.xrange(keys.officials_stream(MAIN))]
 
 
 async def test_each_role_sends_only_its_own_inputs_and_opens_only_its_endpoints(
@@ -170,7 +171,7 @@ async def test_ok_is_never_said_of_what_scoring_refuses(stack, redis_client):
     assert known["id"] not in got  # an applied read has no entry: the hot path
     for _ in range(200):  # scoring writes its counters once a second
         stats = {k.decode(): int(v) for k, v in
-                 (await redis_client.hgetall(keys.SCORING_STATS)).items()}
+                 (await redis_client.hgetall(keys.scoring_stats(MAIN))).items()}
         if stats.get("unknown_transponder") == 2:
             break
         await asyncio.sleep(0.02)
@@ -194,7 +195,7 @@ async def test_a_double_click_decides_once(stack, redis_client):
                               headers={**keyed, "Idempotency-Key": key}) as resp:
                 ids.append((await resp.json())["id"])
         assert ids[0] == ids[1] != ids[2]
-    raw = [bus.unpack_input(f[b"d"]) for _, f in await redis_client.xrange(keys.RAW_STREAM)]
+    raw = [bus.unpack_input(f[b"d"]) for _, f in await redis_client.xrange(keys.raw_stream(MAIN))]
     assert [i.get("action") for i in raw if i["type"] == "decision"] == \
         ["dq", "reinstate", "reinstate"]
 

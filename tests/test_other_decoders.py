@@ -9,6 +9,7 @@ import json
 import pytest
 
 from icetime import bus, keys
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 from services.ingest.decoders import Damaged, amb_ascii, protime
@@ -140,9 +141,9 @@ async def run_link(redis_server, tmp_path, protocol: str, sessions, **decoder):
         await st.start("ingest")
         await asyncio.wait_for(fake.done.wait(), 10)
         await asyncio.sleep(0.2)
-        raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
-        rejects = [f[b"reason"].decode() for _, f in await r.xrange(keys.REJECTS_STREAM)]
-        state = json.loads(await r.hget(keys.DECODERS_HASH, "d1"))
+        raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.raw_stream(MAIN))]
+        rejects = [f[b"reason"].decode() for _, f in await r.xrange(keys.rejects_stream(MAIN))]
+        state = json.loads(await r.hget(keys.decoders_hash(MAIN), "d1"))
     finally:
         await st.close()
         await fake.stop()
@@ -205,7 +206,7 @@ async def test_protime_over_udp_is_acknowledged_back_to_the_sender(redis_server,
     try:
         await st.start("ingest")
         async with asyncio.timeout(10):  # port 0: the link tells the port it bound
-            while not (health := await r.hget(keys.DECODERS_HASH, "d1")):
+            while not (health := await r.hget(keys.decoders_hash(MAIN), "d1")):
                 await asyncio.sleep(0.02)
         port = json.loads(health)["listen_port"]
         assert port > 0
@@ -217,7 +218,7 @@ async def test_protime_over_udp_is_acknowledged_back_to_the_sender(redis_server,
         transport.sendto(b"<garbage>")
         transport.sendto(t1)  # again: our ack was "lost"
         assert await asyncio.wait_for(acks.get(), 5) == protime.ACK
-        raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.RAW_STREAM)]
+        raw = [bus.unpack_input(f[b"d"]) for _, f in await r.xrange(keys.raw_stream(MAIN))]
         assert [(x["transponder"], x["t"] % DAY_US) for x in raw if x["source"] == "d1"] \
             == [("410005", (9 * 3600 + 1) * 1_000_000 + 250_000)]
         import aiohttp

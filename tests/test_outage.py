@@ -20,6 +20,7 @@ import websockets
 
 from icetime import bus, keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.messages import decode_stored
 from icetime.replay import script_inputs
 from services.scoring.competition import Competition
@@ -75,7 +76,7 @@ async def stored_seqs(redis_url: str, source: str) -> list[int | None]:
     """The ``seq`` of every input ``source`` has in the raw log, in stored order."""
     r = bus.connect(redis_url)
     try:
-        raw = bus.entries(await r.xrange(keys.RAW_STREAM))
+        raw = bus.entries(await r.xrange(keys.raw_stream(MAIN)))
     finally:
         await r.aclose()
     return [inp.seq for inp in (decode_stored(f[b"d"]) for _, f in raw if f)
@@ -118,13 +119,13 @@ async def test_redis_killed_mid_race_and_back(stack, redis_server, caplog):
     seen = [x[1] for x in log if x[0] == "event"]
     r = bus.connect(redis_server.url)
     try:
-        stream = bus.entries(await r.xrange(keys.events_stream(RACE)))
+        stream = bus.entries(await r.xrange(keys.events_stream(MAIN, RACE)))
         after = [sid for sid, _ in stream if bus.parse_id(sid) > bus.parse_id(snapshots[0][1])]
         assert seen == after
         kinds = [json.loads(f[b"e"])["type"] for _, f in stream if f]
         assert (kinds.count("revision"), kinds.count("pair_start"), kinds.count("passage"),
                 kinds.count("finish")) == (1, 10, 40, 20)
-        pending = await r.xpending(keys.RAW_STREAM, keys.SCORING_GROUP)
+        pending = await r.xpending(keys.raw_stream(MAIN), keys.SCORING_GROUP)
         assert pending["pending"] == 0
     finally:
         await r.aclose()

@@ -13,6 +13,7 @@ import websockets
 from icetime import bus, keys
 from icetime.cli import replay
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture, script_inputs
 from icetime.timefmt import format_time
 from icetime.view import apply_event
@@ -82,7 +83,7 @@ async def test_live_race_reaches_a_websocket_client(stack, redis_client):
     # Ordered, gapless offsets; every event stamped at every hop, in order.
     offsets = [bus.parse_id(e["offset"]) for e in f.events]
     assert offsets == sorted(set(offsets))
-    stream = [bus.parse_id(i) for i, _ in await redis_client.xrange(keys.events_stream(RACE))]
+    stream = [bus.parse_id(i) for i, _ in await redis_client.xrange(keys.events_stream(MAIN, RACE))]
     assert offsets == [o for o in stream if o > bus.parse_id(f.frames[0]["offset"])]
     for e in f.events:
         h = e["event"]["hops"]
@@ -90,7 +91,7 @@ async def test_live_race_reaches_a_websocket_client(stack, redis_client):
             continue
         assert h["source_us"] <= h["ingest_us"] <= h["scoring_us"] <= e["broadcast_us"]
     # The folded view equals the stored snapshot: what a late joiner would get.
-    snap = json.loads((await redis_client.hget(keys.snapshot_key(RACE), "view")).decode())
+    snap = json.loads((await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view")).decode())
     assert f.view == snap
 
 
@@ -106,7 +107,7 @@ async def test_resume_gets_exactly_the_missed_events(stack, redis_client):
     assert kinds.count("snapshot") == 1 and "resumed" in kinds
     offsets = [e["offset"] for e in f.events]
     assert len(offsets) == len(set(offsets)), "a duplicate event"
-    stream = [i.decode() for i, _ in await redis_client.xrange(keys.events_stream(RACE))]
+    stream = [i.decode() for i, _ in await redis_client.xrange(keys.events_stream(MAIN, RACE))]
     first = stream.index(f.events[0]["offset"])
     assert offsets == stream[first:], "a gap"
     assert len(f.events) > seen_before
@@ -229,10 +230,10 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
                                     "colour": "red", "source": "finish-loop"})},
            9: {"d": bus.pack_input({"type": "gun", "race": RACE, "pair": 1, "t": -5})},
            11: {"x": b"no input here"}}
-    writer = bus.Bus(redis_client)
+    writer = bus.Bus(redis_client, MAIN)
     for n, inp in enumerate(inputs):
         if n in bad:
-            await redis_client.xadd(keys.RAW_STREAM, bad[n])
+            await redis_client.xadd(keys.raw_stream(MAIN), bad[n])
         await writer.append_input(inp)  # what ingest stores (icetime.messages.stored)
     expected = Competition()
     for n, inp in enumerate(inputs):
@@ -244,7 +245,7 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
         async with asyncio.timeout(20):
             while True:
                 stats = {k.decode(): int(v) for k, v in
-                         (await redis_client.hgetall(keys.SCORING_STATS)).items()}
+                         (await redis_client.hgetall(keys.scoring_stats(MAIN))).items()}
                 if stats.get("applied") == applied:
                     return stats
                 await asyncio.sleep(0.05)
@@ -260,10 +261,11 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
         assert sum("not a valid input" in r for r in reasons) == 3, reasons
         assert any("Object contains unknown field `colour`" in r for r in reasons), reasons
         assert any("without its input" in r for r in reasons), reasons
-        snap = json.loads((await redis_client.hget(keys.snapshot_key(RACE), "view")).decode())
+        snap = json.loads((await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view")).decode())
         assert without_inputs(snap) == without_inputs(json.loads(bus.dumps(expected.view(RACE))))
         assert len(snap["classification"]["bib"]) == 4
-        assert (await redis_client.xpending(keys.RAW_STREAM, keys.SCORING_GROUP))["pending"] == 0
+        pending = await redis_client.xpending(keys.raw_stream(MAIN), keys.SCORING_GROUP)
+        assert pending["pending"] == 0
         # A new life rebuilds from the raw log, refusing the same entries again on the way.
         await st.stop("scoring")
         await st.start("scoring")
@@ -271,7 +273,7 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
                                    "source": "officials", "seq": 1, "rx_us": 999})
         stats = await scored(len(inputs) + 1)
         assert stats["refused"] == len(bad)
-        snap = json.loads((await redis_client.hget(keys.snapshot_key(RACE), "view")).decode())
+        snap = json.loads((await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view")).decode())
         assert snap["race"]["official"] is True
     finally:
         await st.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from icetime import bus, keys, settings
 from icetime.cli import Supervisor, replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture
 from services.scoring.competition import Competition
 
@@ -83,7 +84,7 @@ async def test_sigkill_each_service_mid_race(tmp_path):
         assert len(seen) == len(set(seen))
         r = bus.connect(sup.url)
         try:
-            stream = [i.decode() for i, _ in await r.xrange(keys.events_stream(RACE))]
+            stream = [i.decode() for i, _ in await r.xrange(keys.events_stream(MAIN, RACE))]
             first_snapshot = next(x[1] for x in log if x[0] == "snapshot")
             after = [s for s in stream if bus.parse_id(s) > bus.parse_id(first_snapshot)]
             resnaps = [x[1] for x in log if x[0] == "snapshot"][1:]
@@ -92,10 +93,10 @@ async def test_sigkill_each_service_mid_race(tmp_path):
             # The events are exactly those of an undisturbed run: 1 start list revision,
             # 10 pair starts, 40 passages, 20 finishes.
             kinds = [json.loads(f[b"e"])["type"] for _, f in
-                     await r.xrange(keys.events_stream(RACE))]
+                     await r.xrange(keys.events_stream(MAIN, RACE))]
             assert (kinds.count("revision"), kinds.count("pair_start"), kinds.count("passage"),
                     kinds.count("finish")) == (1, 10, 40, 20)
-            assert await r.xpending(keys.RAW_STREAM, keys.SCORING_GROUP) == {
+            assert await r.xpending(keys.raw_stream(MAIN), keys.SCORING_GROUP) == {
                 "pending": 0, "min": None, "max": None, "consumers": []}
         finally:
             await r.aclose()

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from icetime import keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture
 from icetime.timefmt import format_time, parse_time
 
@@ -48,7 +49,7 @@ async def get(stack, path, headers=None):
 async def settled(stack, redis_client, f, race):
     """Follow until the follower holds the stream's last event (the replay is over)."""
     async def done():
-        last = await redis_client.xrevrange(keys.events_stream(race), count=1)
+        last = await redis_client.xrevrange(keys.events_stream(MAIN, race), count=1)
         return f.offset == last[0][0].decode()
     async with asyncio.timeout(10):
         while not await done():
@@ -231,7 +232,7 @@ async def test_the_rmonitor_feed_during_a_replay(stack, redis_client):
     finally:
         writer.close()
         await writer.wait_closed()
-    view = json.loads(await redis_client.hget(keys.snapshot_key(race), "view"))
+    view = json.loads(await redis_client.hget(keys.snapshot_key(MAIN, race), "view"))
 
     def hms(us):
         ms = us // 1000
@@ -318,4 +319,4 @@ async def test_metrics_scraped_during_a_replay(redis_server, redis_client, tmp_p
         assert seen_mid[("icetime_hop_latency_seconds_count", (("hop", "ingest_scoring"),))] > 0
         frames = m[("icetime_broadcast_frames_total", (("race", "bj23-w1000a"),))]
         assert frames >= live - 1
-        assert m[("icetime_raw_log_entries", ())] == await redis_client.xlen(keys.RAW_STREAM)
+        assert m[("icetime_raw_log_entries", ())] == await redis_client.xlen(keys.raw_stream(MAIN))

@@ -103,6 +103,7 @@ async def test_rounds_and_carried_in_standings_work_through_the_feed(stack, redi
     import aiohttp
 
     from icetime import keys
+    from icetime.keys import DEFAULT_COMPETITION as MAIN
     from services.scoring.standings import STANDINGS_ID
 
     from .conftest import TOKENS
@@ -139,7 +140,7 @@ async def test_rounds_and_carried_in_standings_work_through_the_feed(stack, redi
 
     async def view(race):
         async with asyncio.timeout(20):
-            while not (doc := await redis_client.hget(keys.snapshot_key(race), "view")):
+            while not (doc := await redis_client.hget(keys.snapshot_key(MAIN, race), "view")):
                 await asyncio.sleep(0.1)
         return json.loads(doc)
 

@@ -24,6 +24,7 @@ import pytest
 
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import now_us
 
@@ -115,14 +116,14 @@ def prepare(race: Race) -> Race:
 async def caught_up(r, race_id: str) -> str:
     """Wait until scoring has taken every input ingest accepted; the race's last event offset."""
     for _ in range(2000):
-        last = bus.entries(await r.xrevrange(keys.RAW_STREAM, count=1))
-        done = await r.get(keys.SCORING_PROGRESS)
+        last = bus.entries(await r.xrevrange(keys.raw_stream(MAIN), count=1))
+        done = await r.get(keys.scoring_progress(MAIN))
         if last and done and bus.text(done) == last[0][0]:
             break
         await asyncio.sleep(0.005)
     else:
         raise AssertionError("scoring did not catch up")
-    return bus.text(await r.hget(keys.snapshot_key(race_id), "offset"))
+    return bus.text(await r.hget(keys.snapshot_key(MAIN, race_id), "offset"))
 
 
 async def look(pages: dict[str, Any], offset: str, name: str) -> list[str]:

@@ -52,7 +52,10 @@ BAD = {
         "redis.appendfsync: 'sometimes' is not allowed (allowed: always, everysec, no)",
     '[redis]\nurl = "http://redis:6379"\n':
         "redis.url: 'http://redis:6379' is not a Redis URL (starts with redis://, rediss://, "
-        "unix://)",
+        "unix://, redis+cluster://, rediss+cluster://)",
+    '[competition]\nid = "a{b}"\n':
+        "competition.id: 'a{b}' is not a competition id (1..64 letters, digits, '_', '.', "
+        "'-', starting with a letter or digit)",
     "[scoring]\nmax_speed_mps = -3\n": "scoring.max_speed_mps: expected a number > 0.0, got -3",
     "[scoring]\nloops = { p100 = 500 }\n":
         "scoring.loops.p100: 500 is not 1..399 metres past the finish line",

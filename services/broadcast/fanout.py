@@ -1,16 +1,21 @@
 """Fan-out of race events to WebSocket clients, with exact resume.
 
 One :class:`RaceFeed` per race this node's clients follow, and ONE reader task per
-node (:class:`Hub`): a single multi-stream XREAD over every followed race, from the
-node's own positions (every node reads every event). It encodes each event once
-into a frame and offers it to every :class:`Subscription`. A race is read while it
-has a subscriber and forgotten when its last one leaves; the reader holds one Redis
-connection however many races and clients there are. A race the node starts to
-read wakes the blocking XREAD at once through the node's own wake-up stream
+competition they follow (:class:`Reader`, kept by the :class:`Hub`): a single
+multi-stream XREAD over every followed race of that competition, from the node's own
+positions (every node reads every event). A competition's keys share one Redis
+Cluster slot (icetime/keys.py), so one blocking XREAD may name them all on a cluster
+too. It encodes each event once into a frame and offers it to every
+:class:`Subscription`. A race is read while it has a subscriber and forgotten when its
+last one leaves; a reader holds one Redis connection however many races and clients
+there are. A race the node starts to read wakes its competition's blocking XREAD at
+once through the node's own wake-up stream in that competition
 (:func:`icetime.keys.broadcast_wake_stream`).
 
-Only races that exist (in :data:`icetime.keys.RACES_SET`, where scoring lists
-every race it has published) can be followed: :meth:`Hub.exists`.
+Only races that exist (in their competition's :func:`icetime.keys.races_set`, where
+scoring lists every race it has published) can be followed: :meth:`Hub.exists`. A
+race is named by its id, and by its competition when the id alone is not enough
+(:meth:`Hub.locate`, docs/protocol.md "Competitions").
 
 A client that is up to date is *live*: each new frame is encoded to bytes once
 and written to every live connection synchronously (``websockets.broadcast``),
@@ -120,11 +125,12 @@ def event_json(fields: bus.Fields | None) -> str:
     return (fields or {})[b"e"].decode()
 
 
-async def snapshot_frame(r: aioredis.Redis, race: str) -> tuple[str, tuple[int, int], str]:
+async def snapshot_frame(r: aioredis.Redis, competition: str, race: str
+                         ) -> tuple[str, tuple[int, int], str]:
     """The race's stored snapshot as a frame; (frame, offset, epoch)."""
-    snap = await r.hgetall(keys.snapshot_key(race))
+    snap = await r.hgetall(keys.snapshot_key(competition, race))
     if not snap:
-        epoch = bus.text(await r.get(keys.epoch_key(race)))
+        epoch = bus.text(await r.get(keys.epoch_key(competition, race)))
         frame = bus.dumps({"type": "snapshot", "race": race, "epoch": epoch, "offset": "0-0",
                            "view": None})
         return frame, ZERO, epoch
@@ -189,7 +195,8 @@ class Subscription:
         return frame if self.protocol == LATEST else compat.text_v1(frame)
 
     async def send_snapshot(self) -> None:
-        frame, offset, _ = await snapshot_frame(self.feed.r, self.feed.race)
+        frame, offset, _ = await snapshot_frame(self.feed.r, self.feed.competition,
+                                                self.feed.race)
         await self.ws.send(self.encode(frame))
         self.last = offset
         self.needs_snapshot = False
@@ -289,14 +296,15 @@ class RaceFeed:
     Read by the :class:`Hub`'s reader; ``refs`` counts the subscriptions holding it
     (including ones still starting), and the hub forgets it when that reaches 0."""
 
-    def __init__(self, r: aioredis.Redis, race: str,
+    def __init__(self, r: aioredis.Redis, competition: str, race: str,
                  counters: RaceCounters | None = None,
                  observe: Observer | None = None) -> None:
         self.r = r
+        self.competition = competition
         #: Called with each live event (its JSON) and the time it was framed (µs).
         self.observe = observe
         self.race = race
-        self.stream = keys.events_stream(race)
+        self.stream = keys.events_stream(competition, race)
         self.subs: set[Subscription] = set()
         self.position = "0-0"
         self.epoch = ""
@@ -310,7 +318,7 @@ class RaceFeed:
         """Start from the stream's end: what is already there reaches a client through
         its snapshot and catch-up, straight from Redis. Raises RedisError."""
         self.position = await self.last_id()
-        self.epoch = bus.text(await self.r.get(keys.epoch_key(self.race)))
+        self.epoch = bus.text(await self.r.get(keys.epoch_key(self.competition, self.race)))
         self.ready = True
 
     async def last_id(self) -> str:
@@ -370,18 +378,21 @@ class RaceFeed:
 
 
 class ScoringProgress:
-    """Waits for scoring's progress mark (:data:`icetime.keys.SCORING_PROGRESS`) to
-    reach a raw-log id, with one poll for every waiter of the node."""
+    """Waits for scoring's progress mark in a competition
+    (:func:`icetime.keys.scoring_progress`) to reach a raw-log id, with one poll for
+    every waiter of the node."""
 
     def __init__(self, r: aioredis.Redis) -> None:
         self.r = r
-        self.waiters: list[tuple[tuple[int, int], asyncio.Future[None]]] = []
+        self.waiters: list[tuple[str, tuple[int, int], asyncio.Future[None]]] = []
         self.task: asyncio.Task[None] | None = None
 
-    async def reached(self, target: tuple[int, int], timeout: float) -> bool:
-        """True once scoring has handled raw input ``target``; False after ``timeout`` s."""
+    async def reached(self, competition: str, target: tuple[int, int],
+                      timeout: float) -> bool:
+        """True once scoring has handled raw input ``target`` of ``competition``; False
+        after ``timeout`` s."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (target, fut)
+        entry = (competition, target, fut)
         self.waiters.append(entry)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._poll())
@@ -396,15 +407,16 @@ class ScoringProgress:
 
     async def _poll(self) -> None:
         while self.waiters:
-            try:
-                mark = await self.r.get(keys.SCORING_PROGRESS)
-            except RedisError:
-                mark = None  # the waiters time out; their subscribe is refused
-            if mark:
-                done = bus.parse_id(mark)
-                for target, fut in self.waiters:
-                    if target <= done and not fut.done():
-                        fut.set_result(None)
+            for competition in {c for c, _, _ in self.waiters}:
+                try:
+                    mark = await self.r.get(keys.scoring_progress(competition))
+                except RedisError:
+                    mark = None  # the waiters time out; their subscribe is refused
+                if mark:
+                    done = bus.parse_id(mark)
+                    for c, target, fut in self.waiters:
+                        if c == competition and target <= done and not fut.done():
+                            fut.set_result(None)
             await asyncio.sleep(SCORING_POLL_S)
 
     async def close(self) -> None:
@@ -414,26 +426,58 @@ class ScoringProgress:
                 await self.task
 
 
-class Hub:
-    """All race feeds of this node, and the one reader task that reads them all."""
+class AmbiguousRace(LookupError):
+    """A race id that several competitions have, none of them the node's own: the
+    client must name the competition. ``competitions``: those that have it, sorted."""
 
-    def __init__(self, r: aioredis.Redis, queue_max: int = 512,
-                 buffer_max: int = 256 * 1024, observe: Observer | None = None) -> None:
-        self.r = r
-        self.observe = observe
-        self.queue_max = queue_max
-        self.buffer_max = buffer_max
-        self.feeds: dict[str, RaceFeed] = {}
-        #: Per race this node has read: the counters ``/api/health`` shows.
-        self.counters: dict[str, RaceCounters] = {}
-        #: This node's wake-up stream, and the last entry of it the reader has seen.
-        self.wake_stream = keys.broadcast_wake_stream(uuid.uuid4().hex[:12])
+    def __init__(self, race: str, competitions: list[str]) -> None:
+        super().__init__(f"race {race!r} is in several competitions "
+                         f"({', '.join(competitions)}); name one as \"competition\"")
+        self.competitions = competitions
+
+
+#: A race as the hub keys it: (competition, race id).
+RaceKey = tuple[str, str]
+
+
+class Reader:
+    """The reader of one competition's followed races: its task, its wake-up stream
+    (in the competition's slot) and the last entry of it seen."""
+
+    def __init__(self, competition: str, node: str) -> None:
+        self.competition = competition
+        self.wake_stream = keys.broadcast_wake_stream(competition, node)
         self.wake_position = "0-0"
-        self.reader: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
         #: Set when a feed becomes ready while the reader waits with nothing to read.
         self.changed = asyncio.Event()
         #: True while the reader is (about to be) blocked in XREAD: a new feed must wake it.
         self.reading = False
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class Hub:
+    """All race feeds of this node, and one reader task per competition that reads
+    that competition's feeds."""
+
+    def __init__(self, r: aioredis.Redis, queue_max: int = 512,
+                 buffer_max: int = 256 * 1024, observe: Observer | None = None,
+                 competition: str = keys.DEFAULT_COMPETITION) -> None:
+        self.r = r
+        self.observe = observe
+        self.queue_max = queue_max
+        self.buffer_max = buffer_max
+        #: The node's own competition (``[competition] id``): where a race id is looked
+        #: for first (:meth:`locate`).
+        self.competition = competition
+        self.feeds: dict[RaceKey, RaceFeed] = {}
+        #: Per race this node has read: the counters ``/api/health`` shows.
+        self.counters: dict[RaceKey, RaceCounters] = {}
+        #: Names this node's wake-up streams.
+        self.node = uuid.uuid4().hex[:12]
+        self.readers: dict[str, Reader] = {}
         self.progress = ScoringProgress(r)
         #: Subscribes refused, by reason (see docs/protocol.md, "Limits").
         self.refused: Counter[str] = Counter()
@@ -442,30 +486,50 @@ class Hub:
         self.outage = bus.Outage(log, "fan-out")
 
     # ------------------------------------------------------------ races
-    async def exists(self, race: str) -> bool:
-        """Whether ``race`` has been published (a start list, a round, the standings),
-        or is the World Cup standings (:data:`STANDINGS_ID`), which exist from the start.
+    async def locate(self, race: str, competition: str | None = None) -> str | None:
+        """The competition whose race ``race`` a client means: ``competition`` when
+        given; else the node's own when it has the race (or none has it yet); else the
+        one competition that has it. None when that competition does not have the race
+        (:meth:`exists`). Raises :class:`AmbiguousRace` when several other competitions
+        have it, RedisError."""
+        if competition is None:
+            owners = sorted(bus.text(m) for m in
+                            await self.r.smembers(keys.race_competitions(race)))
+            if len(owners) > 1 and self.competition not in owners:
+                raise AmbiguousRace(race, owners)
+            competition = owners[0] if len(owners) == 1 else self.competition
+        return competition if await self.exists(competition, race) else None
+
+    async def exists(self, competition: str, race: str) -> bool:
+        """Whether ``race`` has been published in ``competition`` (a start list, a
+        round, the standings), or is the World Cup standings (:data:`STANDINGS_ID`),
+        which exist from the start.
 
         A start list that ingest has just said "ok" to may not be scored yet: when
         scoring is behind the raw log's end as it stands now, wait (at most
         :data:`SCORING_WAIT_S`) for it to get there, then look again. Raises RedisError."""
-        if race == STANDINGS_ID or await self.r.sismember(keys.RACES_SET, race):
+        races = keys.races_set(competition)
+        if race == STANDINGS_ID or await self.r.sismember(races, race):
             return True  # the standings are known before the first result is official
-        last = bus.entries(await self.r.xrevrange(keys.RAW_STREAM, "+", "-", count=1))
-        mark = bus.text(await self.r.get(keys.SCORING_PROGRESS))
+        last = bus.entries(await self.r.xrevrange(keys.raw_stream(competition), "+", "-",
+                                                  count=1))
+        mark = bus.text(await self.r.get(keys.scoring_progress(competition)))
         if not last or mark and bus.parse_id(mark) >= bus.parse_id(last[0][0]):
             return False  # scoring is up to date: the race was never published
-        if not await self.progress.reached(bus.parse_id(last[0][0]), SCORING_WAIT_S):
+        if not await self.progress.reached(competition, bus.parse_id(last[0][0]),
+                                           SCORING_WAIT_S):
             return False
-        return bool(await self.r.sismember(keys.RACES_SET, race))
+        return bool(await self.r.sismember(races, race))
 
-    async def acquire(self, race: str) -> RaceFeed:
-        """The feed of ``race``, loaded, with one more reference (:meth:`release` it).
-        Raises RedisError (the reference is then released)."""
-        feed = self.feeds.get(race)
+    async def acquire(self, competition: str, race: str) -> RaceFeed:
+        """The feed of ``race`` in ``competition``, loaded, with one more reference
+        (:meth:`release` it). Raises RedisError (the reference is then released)."""
+        key = (competition, race)
+        feed = self.feeds.get(key)
         if feed is None:
-            counters = self.counters.setdefault(race, RaceCounters())
-            feed = self.feeds[race] = RaceFeed(self.r, race, counters, self.observe)
+            counters = self.counters.setdefault(key, RaceCounters())
+            feed = self.feeds[key] = RaceFeed(self.r, competition, race, counters,
+                                              self.observe)
             feed.loading = asyncio.create_task(self._load(feed))
         feed.refs += 1
         try:
@@ -479,59 +543,69 @@ class Hub:
 
     async def _load(self, feed: RaceFeed) -> None:
         await feed.load()
-        if self.feeds.get(feed.race) is not feed:
+        if self.feeds.get((feed.competition, feed.race)) is not feed:
             return  # every subscriber left while it loaded
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.create_task(self.read_loop(), name="fanout-reader")
-        self.changed.set()
-        if self.reading:
+        reader = self.readers.get(feed.competition)
+        if reader is None:
+            reader = self.readers[feed.competition] = Reader(feed.competition, self.node)
+        if not reader.running():
+            reader.task = asyncio.create_task(self.read_loop(reader),
+                                              name=f"fanout-reader-{feed.competition}")
+        reader.changed.set()
+        if reader.reading:
             self.wakes += 1
             try:
                 # An entry on our own stream ends the reader's blocking XREAD now; it
                 # then reads this race too. Lost: the read's timeout does it anyway.
-                await self.r.xadd(self.wake_stream, {"race": feed.race}, maxlen=1)
-                await self.r.expire(self.wake_stream, 600)
+                await self.r.xadd(reader.wake_stream, {"race": feed.race}, maxlen=1)
+                await self.r.expire(reader.wake_stream, 600)
             except RedisError as exc:
                 log.debug("wake-up failed (the reader's timeout covers it): %s", exc)
 
     def release(self, feed: RaceFeed) -> None:
         """Drop a reference; with none left the race is no longer read by this node."""
         feed.refs -= 1
-        if feed.refs <= 0 and self.feeds.get(feed.race) is feed:
-            del self.feeds[feed.race]
+        key = (feed.competition, feed.race)
+        if feed.refs <= 0 and self.feeds.get(key) is feed:
+            del self.feeds[key]
 
-    # ------------------------------------------------------------ the reader
-    async def read_loop(self) -> None:
-        """Read every ready feed with one XREAD, until no feed is left."""
+    # ------------------------------------------------------------ the readers
+    def ready_feeds(self, competition: str) -> list[RaceFeed]:
+        return [f for f in self.feeds.values() if f.ready and f.competition == competition]
+
+    async def read_loop(self, reader: Reader) -> None:
+        """Read every ready feed of the reader's competition with one XREAD, forever
+        (waiting while it has none)."""
         next_epochs = time.monotonic() + BLOCK_MS / 1000
         while True:
-            feeds = {f.stream: f for f in self.feeds.values() if f.ready}
+            feeds = {f.stream: f for f in self.ready_feeds(reader.competition)}
             if not feeds:
-                self.changed.clear()
-                await self.changed.wait()
+                reader.changed.clear()
+                await reader.changed.wait()
                 continue
-            self.reading = True
+            reader.reading = True
             try:
                 if self.outage.since is not None:
                     # Say Redis is back as soon as it answers, not after a read that
                     # may block for BLOCK_MS; the missed events follow.
                     await self.r.ping()
                     self.outage.ok()
-                await self.read_once(feeds)
+                await self.read_once(reader, feeds)
                 if time.monotonic() >= next_epochs:
                     next_epochs = time.monotonic() + BLOCK_MS / 1000
-                    await self.check_epochs()
+                    await self.check_epochs(reader.competition)
                 self.outage.ok()
             except RedisError as exc:
                 self.outage.failed(exc, "reading races (retrying every 0.5 s)")
                 await asyncio.sleep(0.5)
             finally:
-                self.reading = False
+                reader.reading = False
 
-    async def read_once(self, feeds: dict[str, RaceFeed]) -> None:
-        """One blocking XREAD of ``feeds`` (by stream key) and our wake-up stream; fan
-        out what it returns. Raises RedisError."""
-        streams = {self.wake_stream: self.wake_position}
+    async def read_once(self, reader: Reader, feeds: dict[str, RaceFeed]) -> None:
+        """One blocking XREAD of ``feeds`` (by stream key, all of the reader's
+        competition) and the reader's wake-up stream; fan out what it returns. Raises
+        RedisError."""
+        streams = {reader.wake_stream: reader.wake_position}
         streams.update((s, f.position) for s, f in feeds.items())
         resp = await self.r.xread(streams, count=READ_COUNT,  # type: ignore[arg-type]
                                   block=BLOCK_MS)
@@ -540,34 +614,37 @@ class Hub:
             raise TypeError("a RESP3 stream reply: the bus speaks RESP2")
         for stream_b, chunk in cast(list[list[Any]], resp or []):
             stream, entries = bus.text(stream_b), bus.entries(chunk)
-            if stream == self.wake_stream:
-                self.wake_position = entries[-1][0]
+            if stream == reader.wake_stream:
+                reader.wake_position = entries[-1][0]
                 continue
             feed = feeds[stream]
-            if self.feeds.get(feed.race) is not feed:
+            if self.feeds.get((feed.competition, feed.race)) is not feed:
                 continue  # its last subscriber left during the read
             if not feed.epoch:
-                await feed.set_epoch(bus.text(await self.r.get(keys.epoch_key(feed.race))))
+                await feed.set_epoch(bus.text(
+                    await self.r.get(keys.epoch_key(feed.competition, feed.race))))
             feed.deliver(entries)
 
-    async def check_epochs(self) -> None:
-        """One MGET for every feed's epoch; a changed one makes its clients resync."""
-        feeds = [f for f in self.feeds.values() if f.ready]
+    async def check_epochs(self, competition: str) -> None:
+        """One MGET (one slot) for the epoch of every feed of ``competition``; a changed
+        one makes its clients resync."""
+        feeds = self.ready_feeds(competition)
         if not feeds:
             return
-        epochs = await self.r.mget([keys.epoch_key(f.race) for f in feeds])
+        epochs = await self.r.mget([keys.epoch_key(competition, f.race) for f in feeds])
         for feed, epoch in zip(feeds, epochs, strict=True):
             await feed.set_epoch(bus.text(epoch))
 
     # ------------------------------------------------------------ clients
     async def subscribe(self, ws: Sender, race: str, epoch: str | None = None,
-                        offset: str | None = None, protocol: int = LATEST
-                        ) -> tuple[Subscription, str]:
-        """Follow ``race`` from a snapshot, or resume after (``epoch``, ``offset``);
-        frames in ``protocol`` (1 or 2). Returns the subscription and "snapshot" or
-        "resumed". The race must exist (:meth:`exists`). Raises RedisError, and what
-        sending to ``ws`` raises; nothing of the subscription is left behind then."""
-        feed = await self.acquire(race)
+                        offset: str | None = None, protocol: int = LATEST,
+                        competition: str | None = None) -> tuple[Subscription, str]:
+        """Follow ``race`` of ``competition`` (default: the node's own) from a
+        snapshot, or resume after (``epoch``, ``offset``); frames in ``protocol`` (1 or
+        2). Returns the subscription and "snapshot" or "resumed". The race must exist
+        (:meth:`exists`). Raises RedisError, and what sending to ``ws`` raises; nothing
+        of the subscription is left behind then."""
+        feed = await self.acquire(competition or self.competition, race)
         sub = Subscription(ws, feed, self.queue_max, self.buffer_max, protocol)
         try:
             how = await sub.start(epoch, offset)
@@ -591,25 +668,34 @@ class Hub:
         for f in list(self.feeds.values()):
             for s in list(f.subs):
                 await self.unsubscribe(s)
-        for task in (self.reader, *(f.loading for f in self.feeds.values())):
+        tasks = [r.task for r in self.readers.values()]
+        for task in (*tasks, *(f.loading for f in self.feeds.values())):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RedisError):
                     await task
         await self.progress.close()
-        with contextlib.suppress(RedisError, OSError):
-            await self.r.delete(self.wake_stream)
+        for reader in self.readers.values():
+            with contextlib.suppress(RedisError, OSError):
+                await self.r.delete(reader.wake_stream)
 
     def stats(self) -> dict[str, Any]:
         """What ``/api/health`` shows under ``broadcast``: see docs/protocol.md."""
         return {"clients": self.clients(),
-                "readers": int(self.reader is not None and not self.reader.done()),
+                "readers": sum(r.running() for r in self.readers.values()),
                 "reads": self.reads, "wakes": self.wakes,
                 "refused": {k: self.refused[k] for k in REFUSALS},
-                "races": {r: self.race_stats(r) for r in sorted(self.counters)}}
+                "races": {self.race_name(k): self.race_stats(k)
+                          for k in sorted(self.counters)}}
 
-    def race_stats(self, race: str) -> dict[str, Any]:
-        c, feed = self.counters[race], self.feeds.get(race)
+    def race_name(self, key: RaceKey) -> str:
+        """A race as ``/api/health`` names it: its id in the node's own competition,
+        ``<competition>/<race id>`` in another."""
+        competition, race = key
+        return race if competition == self.competition else f"{competition}/{race}"
+
+    def race_stats(self, key: RaceKey) -> dict[str, Any]:
+        c, feed = self.counters[key], self.feeds.get(key)
         return {"clients": len(feed.subs) if feed else 0, "read": feed is not None,
                 "frames": c.frames, "frames_v1": c.frames_v1, "fell_behind": c.fell_behind,
                 "epoch": feed.epoch if feed else None,
@@ -617,4 +703,4 @@ class Hub:
 
 
 #: Why a subscribe is refused; each is counted in ``/api/health``.
-REFUSALS = ("unknown_race", "too_many_subscriptions", "rate_limited")
+REFUSALS = ("unknown_race", "ambiguous_race", "too_many_subscriptions", "rate_limited")

@@ -71,8 +71,11 @@ class Metrics:
     the Redis counters read for each scrape (:meth:`scrape`) and the node's own state
     (``node_stats()``: :meth:`services.broadcast.fanout.Hub.stats` plus extras)."""
 
-    def __init__(self, r: aioredis.Redis, node_stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, r: aioredis.Redis, node_stats: Callable[[], dict[str, Any]],
+                 competition: str = keys.DEFAULT_COMPETITION) -> None:
         self.r = r
+        #: The competition whose counters a scrape reads (the node's own).
+        self.competition = competition
         self.node_stats = node_stats
         self.registry = CollectorRegistry()
         self.latency = Histogram("icetime_hop_latency_seconds",
@@ -98,10 +101,11 @@ class Metrics:
         snap = Snapshot()
         try:
             async with self.r.pipeline(transaction=False) as pipe:
-                pipe.hgetall(keys.INGEST_STATS)
-                pipe.hgetall(keys.SCORING_STATS)
-                pipe.hgetall(keys.DECODERS_HASH)
-                pipe.xlen(keys.RAW_STREAM)
+                c = self.competition
+                pipe.hgetall(keys.ingest_stats(c))
+                pipe.hgetall(keys.scoring_stats(c))
+                pipe.hgetall(keys.decoders_hash(c))
+                pipe.xlen(keys.raw_stream(c))
                 ingest, scoring, decoders, raw_length = await pipe.execute()
             snap.ingest = _ints(ingest)
             snap.scoring = _ints(scoring)

@@ -9,6 +9,10 @@ and a built document is kept in memory until the race changes.
 
 Competitions come from the start lists in the raw log (the views do not carry them):
 :class:`StartLists` reads it once, then only what was appended since.
+
+Every route reads one icetime competition (``[competition] id``, part of every key):
+the node's own, or the one a ``competition`` query parameter names
+(docs/protocol.md, "Competitions").
 """
 from __future__ import annotations
 
@@ -43,8 +47,9 @@ class StartLists:
     the competition of the latest start list naming the race; a race no start list
     names (the next round's races) belongs to the latest start list's competition."""
 
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: aioredis.Redis, competition: str) -> None:
         self.r = r
+        self.raw = keys.raw_stream(competition)
         self.position = "-"
         self.by_race: dict[str, dict[str, str]] = {}
         self.latest: dict[str, str] | None = None
@@ -54,7 +59,7 @@ class StartLists:
         """Read the raw log from where the last refresh stopped. Raises RedisError."""
         async with self.lock:
             while True:
-                entries = bus.entries(await self.r.xrange(keys.RAW_STREAM, self.position, "+",
+                entries = bus.entries(await self.r.xrange(self.raw, self.position, "+",
                                                           count=RAW_CHUNK))
                 for _sid, fields in entries:
                     self._take(fields)
@@ -93,10 +98,14 @@ def cors(response: web.StreamResponse) -> None:
 class ResultsApi:
     """The ``/api/results/…`` routes of one broadcast node."""
 
-    def __init__(self, r: aioredis.Redis, max_age_s: int) -> None:
+    def __init__(self, r: aioredis.Redis, max_age_s: int,
+                 competition: str = keys.DEFAULT_COMPETITION) -> None:
         self.r = r
         self.cache_control = f"public, max-age={max_age_s}"
-        self.startlists = StartLists(r)
+        #: The node's own competition: the one a request without ``competition`` reads.
+        self.competition = competition
+        #: Per competition read so far: its start lists.
+        self.startlists: dict[str, StartLists] = {}
         self.cache: OrderedDict[str, Any] = OrderedDict()
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -143,32 +152,46 @@ class ResultsApi:
         cors(response)
         return response
 
-    async def _stamp(self, race: str) -> tuple[str, str] | None:
+    def _competition(self, request: web.Request) -> str | web.Response:
+        """The competition a request reads (its ``competition`` parameter, else the
+        node's own), or the 400 answer for one that is not a competition id."""
+        competition = request.query.get("competition", self.competition)
+        if not keys.COMPETITION_ID.fullmatch(competition):
+            return _error(400, f"{competition[:64]!r} is not a competition id")
+        return competition
+
+    async def _stamp(self, competition: str, race: str) -> tuple[str, str] | None:
         """The race's (epoch, snapshot offset); None when it has no view yet."""
-        epoch, offset = await self.r.hmget(keys.snapshot_key(race), ["epoch", "offset"])
+        epoch, offset = await self.r.hmget(keys.snapshot_key(competition, race),
+                                           ["epoch", "offset"])
         if offset is None:
             return None
         return bus.text(epoch), bus.text(offset)
 
-    async def _view(self, race: str) -> dict[str, Any]:
-        raw = await self.r.hget(keys.snapshot_key(race), "view")
+    async def _view(self, competition: str, race: str) -> dict[str, Any]:
+        raw = await self.r.hget(keys.snapshot_key(competition, race), "view")
         view: dict[str, Any] = json.loads(raw) if raw else {}
         return view
 
-    async def _meta(self, race: str, view: dict[str, Any], offset: str) -> Meta:
-        await self.startlists.refresh()
-        official_ms = await self._official_ms(race) if view["race"].get("official") else None
-        return Meta(competition=self.startlists.competition(race),
+    async def _meta(self, competition: str, race: str, view: dict[str, Any],
+                    offset: str) -> Meta:
+        startlists = self.startlists.get(competition)
+        if startlists is None:
+            startlists = self.startlists[competition] = StartLists(self.r, competition)
+        await startlists.refresh()
+        official_ms = (await self._official_ms(competition, race)
+                       if view["race"].get("official") else None)
+        return Meta(competition=startlists.competition(race),
                     updated_ms=bus.parse_id(offset)[0], official_ms=official_ms,
                     live=_live(view))
 
-    async def _official_ms(self, race: str) -> int | None:
+    async def _official_ms(self, competition: str, race: str) -> int | None:
         """When the race was declared official: the wall time (ms) of the latest
         revision an ``official`` decision caused."""
         end = "+"
         while True:
-            entries = bus.entries(await self.r.xrevrange(keys.events_stream(race), end, "-",
-                                                         count=EVENTS_CHUNK))
+            entries = bus.entries(await self.r.xrevrange(
+                keys.events_stream(competition, race), end, "-", count=EVENTS_CHUNK))
             for sid, fields in entries:
                 if OFFICIAL_REASON in (fields or {}).get(b"e", b""):
                     return bus.parse_id(sid)[0]
@@ -177,17 +200,21 @@ class ResultsApi:
             end = "(" + entries[-1][0]
 
     async def _race(self, request: web.Request, variant: str
-                    ) -> tuple[str, str, str] | web.Response:
-        """(race, etag, snapshot offset) of a race with results, or the error answer."""
+                    ) -> tuple[str, str, str, str] | web.Response:
+        """(competition, race, etag, snapshot offset) of a race with results, or the
+        error answer."""
         race = request.match_info["race"]
+        competition = self._competition(request)
+        if isinstance(competition, web.Response):
+            return competition
         try:
-            stamp = await self._stamp(race)
+            stamp = await self._stamp(competition, race)
         except RedisError:
             return _error(503, "storage unavailable; try again", retry=True)
         if stamp is None:
             return _error(404, f"no race {race!r} with results")
         epoch, offset = stamp
-        return race, f'"{FORMAT}-{variant}-{epoch}-{offset}"', offset
+        return competition, race, f'"{FORMAT}-{variant}-{epoch}-{offset}"', offset
 
     async def _race_answer(self, request: web.Request, variant: str, content_type: str,
                            render: Callable[[dict[str, Any], Meta], Any],
@@ -195,15 +222,15 @@ class ResultsApi:
         found = await self._race(request, variant)
         if isinstance(found, web.Response):
             return found
-        race, etag, offset = found
+        competition, race, etag, offset = found
         if etag in _etags(request.headers.get("If-None-Match", "")) or etag in self.cache:
             return self._answer(request, etag, lambda: None, content_type, filename)
         try:
-            view = await self._view(race)
+            view = await self._view(competition, race)
             if not has_results(view):
                 return _error(404, f"race {race!r} has no per-competitor results "
                                    "(rounds and standings: follow them on the WebSocket)")
-            meta = await self._meta(race, view, offset)
+            meta = await self._meta(competition, race, view, offset)
         except RedisError:
             return _error(503, "storage unavailable; try again", retry=True)
         body = render(view, meta)
@@ -237,10 +264,15 @@ class ResultsApi:
                                        f"{race}.pdf")
 
     async def competitions(self, request: web.Request) -> web.Response:
-        """``[{id, name, races: [race info…]}]``: every race with results, grouped."""
+        """``[{id, name, races: [race info…]}]``: every race with results of the
+        icetime competition asked for, grouped by the start lists' competitions."""
+        competition = self._competition(request)
+        if isinstance(competition, web.Response):
+            return competition
         try:
-            races = sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET))
-            stamps = [await self._stamp(r) for r in races]
+            races = sorted(bus.text(m) for m in
+                           await self.r.smembers(keys.races_set(competition)))
+            stamps = [await self._stamp(competition, r) for r in races]
             listed = [(r, s) for r, s in zip(races, stamps, strict=True) if s is not None]
             etag = '"{}-c-{}"'.format(FORMAT, _digest(
                 "|".join(f"{r}:{e}:{o}" for r, (e, o) in listed)))
@@ -249,11 +281,12 @@ class ResultsApi:
                 return self._answer(request, etag, lambda: None, "application/json")
             out: dict[str, dict[str, Any]] = {}
             for race, (_epoch, offset) in listed:
-                view = await self._view(race)
+                view = await self._view(competition, race)
                 if not has_results(view):
                     continue
-                info = race_info(view, await self._meta(race, view, offset))
-                info["resultsUrl"] = f"/api/results/races/{race}"
+                info = race_info(view, await self._meta(competition, race, view, offset))
+                info["resultsUrl"] = f"/api/results/races/{race}" + (
+                    "" if competition == self.competition else f"?competition={competition}")
                 comp = info.pop("competition") or {"id": "", "name": ""}
                 entry = out.setdefault(comp["id"], {**comp, "races": []})
                 entry["races"].append(info)

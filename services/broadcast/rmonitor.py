@@ -286,13 +286,13 @@ class RMonitorFeed:
         stream moved last. Raises RedisError."""
         if self.pinned:
             return self.pinned
-        races = [bus.text(m) for m in await self.r.smembers(keys.RACES_SET)]
+        races = [bus.text(m) for m in await self.r.smembers(keys.races_set(self.hub.competition))]
         races = [r for r in races if r != STANDINGS_ID and not r.startswith("event-")]
         if not races:
             return None
         async with self.r.pipeline(transaction=False) as pipe:
             for race in races:
-                pipe.xrevrange(keys.events_stream(race), "+", "-", count=1)
+                pipe.xrevrange(keys.events_stream(self.hub.competition, race), "+", "-", count=1)
             lasts = await pipe.execute()
         newest = [(bus.parse_id(bus.entries(last)[0][0]), race)
                   for race, last in zip(races, lasts, strict=True) if last]
@@ -322,7 +322,7 @@ class RMonitorFeed:
             return
         try:
             race = await self.pick()
-            if race is not None and await self.hub.exists(race):
+            if race is not None and await self.hub.exists(self.hub.competition, race):
                 await self.follow(race)
         except RedisError as exc:
             log.debug("rmonitor: cannot choose the race now: %s", exc)

@@ -28,7 +28,7 @@ from icetime.service import Ready, binding, healthz, listen_port, readiness
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .fanout import LATEST, PROTOCOLS, Hub, Subscription, write_all
+from .fanout import LATEST, PROTOCOLS, AmbiguousRace, Hub, Subscription, write_all
 from .metrics import Metrics
 from .results_http import ResultsApi
 from .rmonitor import RMonitorFeed
@@ -107,10 +107,12 @@ class Broadcast:
     def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
         self.settings = settings
         self.r = r
-        self.metrics = Metrics(r, self.node_stats)
+        #: The node's own competition: its races are named by id alone.
+        self.competition = settings.competition_id
+        self.metrics = Metrics(r, self.node_stats, self.competition)
         self.hub = Hub(r, settings.client_queue_max, settings.client_buffer_max,
-                       observe=self.metrics.observe)
-        self.results = ResultsApi(r, settings.results_max_age_s)
+                       observe=self.metrics.observe, competition=self.competition)
+        self.results = ResultsApi(r, settings.results_max_age_s, self.competition)
         self.rmonitor = RMonitorFeed(self.hub, r, settings.rmonitor_race)
         #: The WebSocket listener's port as bound (the configured one, or the one port 0 got).
         self.ws_port = settings.broadcast_ws_port
@@ -209,6 +211,12 @@ class Broadcast:
             await ws.send(bus.dumps({"type": "error", "race": race, "code": "bad_request",
                                      "error": f"protocol must be one of {list(PROTOCOLS)}"}))
             return
+        named = msg.get("competition")
+        if named is not None and (not isinstance(named, str)
+                                  or not keys.COMPETITION_ID.fullmatch(named)):
+            await ws.send(bus.dumps({"type": "error", "race": race, "code": "bad_request",
+                                     "error": "competition must be a competition id"}))
+            return
         told = not self.wants_status(ws, protocol)
         if race in subs:
             await self.hub.unsubscribe(subs.pop(race))
@@ -219,15 +227,19 @@ class Broadcast:
                 "races; unsubscribe from one first")))
             return
         try:
-            known = await self.hub.exists(race)
+            competition = await self.hub.locate(race, named)
             self.hub.outage.ok()  # Redis answered: clients told "stale" hear it is back
-            if not known:
+            if competition is None:
                 self.hub.refused["unknown_race"] += 1
                 await ws.send(refusal(race, "unknown_race",
                                       f"no race {race!r}: no start list has it"))
                 return
             sub, _ = await self.hub.subscribe(ws, race, msg.get("epoch"), msg.get("offset"),
-                                              protocol)
+                                              protocol, competition)
+        except AmbiguousRace as exc:
+            self.hub.refused["ambiguous_race"] += 1
+            await ws.send(refusal(race, "ambiguous_race", str(exc)))
+            return
         except RedisError as exc:
             await self.unavailable(ws, race, exc, told)
             return
@@ -280,9 +292,15 @@ class Broadcast:
                                   "ws_port": self.ws_port})
 
     async def races(self, request: web.Request) -> web.Response:
+        """The races of the node's competition, or of the one ``?competition=`` names."""
+        competition = request.query.get("competition", self.competition)
+        if not keys.COMPETITION_ID.fullmatch(competition):
+            return web.json_response({"ok": False, "error": "not a competition id"},
+                                     status=400)
         out = []
-        for race in sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET)):
-            view = await self.r.hget(keys.snapshot_key(race), "view")
+        for race in sorted(bus.text(m) for m in
+                           await self.r.smembers(keys.races_set(competition))):
+            view = await self.r.hget(keys.snapshot_key(competition, race), "view")
             info = json.loads(view)["race"] if view else {"id": race}
             out.append({"id": race, "name": info.get("name", race),
                         "distance": info.get("distance"), "kind": info.get("kind")})
@@ -302,11 +320,11 @@ class Broadcast:
 
         async def decoders() -> list[Any]:
             return [json.loads(v) for _, v in
-                    sorted((await self.r.hgetall(keys.DECODERS_HASH)).items())]
+                    sorted((await self.r.hgetall(keys.decoders_hash(self.competition))).items())]
 
         parts: dict[str, Callable[[], Awaitable[Any]]] = {
-            "ingest": lambda: counters(keys.INGEST_STATS),
-            "scoring": lambda: counters(keys.SCORING_STATS),
+            "ingest": lambda: counters(keys.ingest_stats(self.competition)),
+            "scoring": lambda: counters(keys.scoring_stats(self.competition)),
             "broadcast": self.broadcast_stats, "decoders": decoders}
         for name, part in parts.items():
             try:

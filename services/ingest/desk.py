@@ -17,7 +17,7 @@ icetime.settings.DESK_ROLES): 401 without a valid token, 403 for another role.
   the raw id to ask from next time: the last one judged, so a read not judged yet comes
   again, with its verdict, in a later answer.
 * ``GET /api/desk/audit[?after=ID][&format=csv]``: the officials' stream
-  (icetime.keys.OFFICIALS_STREAM): who sent what, when, and scoring's verdict;
+  (icetime.keys.officials_stream(self.competition)): who sent what, when, and scoring's verdict;
   ``{entries, last}`` (at most DESK_BATCH entries); with ``format=csv`` or
   ``format=json``, every entry as a file to save.
 """
@@ -104,6 +104,7 @@ class Desk:
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
         self.r = ingest.r
+        self.competition = ingest.competition
 
     def routes(self, app: web.Application) -> None:
         async def page(request: web.Request) -> web.FileResponse:
@@ -130,8 +131,9 @@ class Desk:
     async def races(self, request: web.Request) -> web.Response:
         self.auth(request)
         out = []
-        for race in sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET)):
-            raw = await self.r.hget(keys.snapshot_key(race), "view")
+        for race in sorted(bus.text(m) for m in
+                           await self.r.smembers(keys.races_set(self.competition))):
+            raw = await self.r.hget(keys.snapshot_key(self.competition, race), "view")
             view = json.loads(raw) if raw else {}
             info = view.get("race", {})
             out.append({"id": race, "name": info.get("name", race), "kind": info.get("kind"),
@@ -143,10 +145,10 @@ class Desk:
         self.auth(request)
         race = request.query.get("race", "")
         after = _after(request)
-        snap = await self.r.hgetall(keys.snapshot_key(race)) if race else {}
+        snap = await self.r.hgetall(keys.snapshot_key(self.competition, race)) if race else {}
         if not snap:
             return web.json_response({"ok": False, "error": f"no race {race!r}"}, status=404)
-        stream = keys.events_stream(race)
+        stream = keys.events_stream(self.competition, race)
         if after is None:
             got = list(reversed(bus.entries(
                 await self.r.xrevrange(stream, "+", "-", count=DESK_EVENTS))))
@@ -164,12 +166,12 @@ class Desk:
     async def reads(self, request: web.Request) -> web.Response:
         self.auth(request)
         after = _after(request)
+        raw = keys.raw_stream(self.competition)
         if after is None:
             got = list(reversed(bus.entries(
-                await self.r.xrevrange(keys.RAW_STREAM, "+", "-", count=DESK_RAW_SCAN))))
+                await self.r.xrevrange(raw, "+", "-", count=DESK_RAW_SCAN))))
         else:
-            got = bus.entries(await self.r.xrange(keys.RAW_STREAM, f"({after}", "+",
-                                                  count=DESK_BATCH))
+            got = bus.entries(await self.r.xrange(raw, f"({after}", "+", count=DESK_BATCH))
         out = []
         for sid, fields in got:
             data = (fields or {}).get(b"d")
@@ -183,13 +185,14 @@ class Desk:
                             "transponder": inp.get("transponder"), "t": inp.get("t"),
                             "rx_us": inp.get("rx_us")})
         out = out[-DESK_READS:]
-        mark = await self.r.get(keys.SCORING_PROGRESS)
+        mark = await self.r.get(keys.scoring_progress(self.competition))
         judged = bus.parse_id(mark) if mark else (0, -1)
         for read in out:
             read["judged"] = bus.parse_id(read["input"]) <= judged
         last = next((sid for sid, _ in reversed(got) if bus.parse_id(sid) <= judged), after)
         if out:
-            verdicts = await self.r.mget([keys.verdict_key(r["input"]) for r in out])
+            verdicts = await self.r.mget([keys.verdict_key(self.competition, r["input"])
+                                         for r in out])
             for read, v in zip(out, verdicts, strict=True):
                 verdict = json.loads(v) if v else {}
                 if verdict.get("verdict") == "refused":
@@ -202,14 +205,14 @@ class Desk:
         export = request.query.get("format")
         if export in ("csv", "json"):
             entries = [{**json.loads(bus.text((f or {}).get(b"v"))), "offset": sid} for sid, f
-                       in bus.entries(await self.r.xrange(keys.OFFICIALS_STREAM))]
+                       in bus.entries(await self.r.xrange(keys.officials_stream(self.competition)))]
             name = f'attachment; filename="icetime-audit.{export}"'
             if export == "csv":
                 return web.Response(text=audit_csv(entries), content_type="text/csv",
                                     headers={"Content-Disposition": name})
             return web.json_response(entries, headers={"Content-Disposition": name})
         start = f"({after}" if after else "-"
-        got = bus.entries(await self.r.xrange(keys.OFFICIALS_STREAM, start, "+",
+        got = bus.entries(await self.r.xrange(keys.officials_stream(self.competition), start, "+",
                                               count=DESK_BATCH))
         entries = [{**json.loads(bus.text((f or {}).get(b"v"))), "offset": sid}
                    for sid, f in got]

@@ -143,7 +143,9 @@ class Ingest:
 
     def __init__(self, settings: Settings, r: aioredis.Redis) -> None:
         self.r = r
-        self.bus = bus.Bus(r)
+        #: The competition this ingest feeds (``[competition] id``): its raw log.
+        self.competition = settings.competition_id
+        self.bus = bus.Bus(r, self.competition)
         self.settings = settings
         #: token -> its source (id, role); replaced whole when the tokens are reloaded.
         self.tokens = tokens_of(settings.sources)
@@ -246,7 +248,7 @@ class Ingest:
         await self.reject(source, raw, str(exc), obj)
         if isinstance(exc, RoleRefused):
             with contextlib.suppress(RedisError):
-                await self.r.hincrby(keys.INGEST_STATS, "refused_role", 1)
+                await self.r.hincrby(keys.ingest_stats(self.competition), "refused_role", 1)
         if isinstance(exc, NotJSON):
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": str(exc), "seq": exc.seq}
@@ -281,7 +283,7 @@ class Ingest:
             if refuse_conflict:
                 await self.reject(inp.source, raw or msgspec.json.encode(doc), error, doc)
                 with contextlib.suppress(RedisError):
-                    await self.r.hincrby(keys.INGEST_STATS, "conflict", 1)
+                    await self.r.hincrby(keys.ingest_stats(self.competition), "conflict", 1)
             return {"ok": False, "error": error, "seq": inp.seq, "conflict": True}
         reply: dict[str, Any] = {"ok": True, "id": stream_id, "seq": inp.seq}
         if what == "duplicate":
@@ -299,7 +301,7 @@ class Ingest:
         if self.scored:
             return True
         try:
-            groups = await self.r.xinfo_groups(keys.RAW_STREAM)
+            groups = await self.r.xinfo_groups(keys.raw_stream(self.competition))
         except RedisError:
             return False  # no stream yet, or storage away: the reply says "stored"
         self.scored = any(bus.text(g.get("name")) == keys.SCORING_GROUP for g in groups)
@@ -335,11 +337,12 @@ class Ingest:
         target = bus.parse_id(sid)
         delay, longest = VERDICT_POLL_S
         while True:
-            v, mark = await self.r.mget([keys.verdict_key(sid), keys.SCORING_PROGRESS])
+            v, mark = await self.r.mget([keys.verdict_key(self.competition, sid),
+                                         keys.scoring_progress(self.competition)])
             if v is None and mark is not None and bus.parse_id(mark) >= target:
                 # The verdict and the mark are written together: read it once more, in
                 # case both landed between the two reads.
-                v = await self.r.get(keys.verdict_key(sid))
+                v = await self.r.get(keys.verdict_key(self.competition, sid))
                 if v is None:
                     return {"verdict": "applied"}
             if v is not None:
@@ -357,16 +360,16 @@ class Ingest:
         context = about({**obj, "source": source or "?"}) if isinstance(obj, dict) else {}
         log.warning("rejected input from %s: %s", source or "?", reason, extra=context)
         try:
-            await self.r.xadd(keys.REJECTS_STREAM, {
+            await self.r.xadd(keys.rejects_stream(self.competition), {
                 "source": source or "", "reason": reason, "rx_us": now_us(),
                 "raw": raw[:REJECT_KEEP_BYTES]}, maxlen=REJECTS_MAXLEN, approximate=True)
-            await self.r.hincrby(keys.INGEST_STATS, "rejected", 1)
+            await self.r.hincrby(keys.ingest_stats(self.competition), "rejected", 1)
         except RedisError as exc:
             self.outage.failed(exc, "recording a reject")
 
     async def last_seq(self, source: str, session: str | None = None) -> int | None:
         """The highest seq stored from ``source`` (in ``session``, if given); None if none."""
-        v = await self.r.hget(bus.SOURCE_SEQ, bus.seq_field(source, session))
+        v = await self.r.hget(keys.source_seq(self.competition), bus.seq_field(source, session))
         return int(v) if v is not None else None
 
     # ------------------------------------------------------------------ TCP
@@ -548,8 +551,8 @@ class Ingest:
 
     async def http_stats(self, request: web.Request) -> web.Response:
         try:
-            counters = await self.r.hgetall(keys.INGEST_STATS)
-            raw_length = await self.r.xlen(keys.RAW_STREAM)
+            counters = await self.r.hgetall(keys.ingest_stats(self.competition))
+            raw_length = await self.r.xlen(keys.raw_stream(self.competition))
         except RedisError as exc:
             self.outage.failed(exc, "answering /api/stats")
             # The links' own state still shows what they hold (their spools).

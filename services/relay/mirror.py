@@ -1,6 +1,6 @@
 """Mirror a venue's races to a cloud Redis with the same stream ids (docs/cloud.md).
 
-What is mirrored, per race listed in :data:`icetime.keys.RACES_SET` at the venue:
+What is mirrored, per race of the competition listed in :func:`icetime.keys.races_set` at the venue:
 
 * its event stream, entry for entry, each XADDed at the cloud with its venue id, so an
   (epoch, offset) a fan got at the venue resumes on any cloud broadcast node;
@@ -60,9 +60,11 @@ class RaceKeys:
     epoch: str
 
 
-def race_keys(race: str) -> RaceKeys:
-    """The keys the relay copies for ``race`` (all from :mod:`icetime.keys`)."""
-    return RaceKeys(keys.events_stream(race), keys.snapshot_key(race), keys.epoch_key(race))
+def race_keys(competition: str, race: str) -> RaceKeys:
+    """The keys the relay copies for ``race`` of ``competition`` (all from
+    :mod:`icetime.keys`)."""
+    return RaceKeys(keys.events_stream(competition, race), keys.snapshot_key(competition, race),
+                    keys.epoch_key(competition, race))
 
 
 @dataclass
@@ -124,9 +126,13 @@ class SideDown(Exception):
 
 
 class Relay:
-    """Copies every race from ``venue`` to ``cloud`` until stopped (:meth:`run`)."""
+    """Copies every race of ``competition`` from ``venue`` to ``cloud`` until stopped
+    (:meth:`run`), and lists the competition and its races in the cloud's registries
+    (``keys.COMPETITIONS``, ``keys.race_competitions``) so cloud broadcast nodes find them."""
 
-    def __init__(self, venue: aioredis.Redis, cloud: aioredis.Redis) -> None:
+    def __init__(self, venue: aioredis.Redis, cloud: aioredis.Redis,
+                 competition: str = keys.DEFAULT_COMPETITION) -> None:
+        self.competition = competition
         self.venue = Side("venue", venue)
         self.cloud = Side("cloud", cloud)
         self.races: dict[str, RaceMirror] = {}
@@ -171,21 +177,22 @@ class Relay:
     async def add_races(self) -> None:
         """Start mirroring the races the venue lists that are new to the relay, from
         where each stands at the cloud."""
-        listed = await self.venue.call(lambda: self.venue.r.smembers(keys.RACES_SET))
+        races = keys.races_set(self.competition)
+        listed = await self.venue.call(lambda: self.venue.r.smembers(races))
         for race in sorted(bus.text(m) for m in listed):
             if race not in self.races:
                 self.races[race] = await self.load(race)
 
     async def load(self, race: str) -> RaceMirror:
         """Where ``race`` stands at the cloud: its last event, epoch and snapshot."""
-        m = RaceMirror(race, race_keys(race))
+        m = RaceMirror(race, race_keys(self.competition, race))
 
         async def read() -> list[Any]:
             async with self.cloud.r.pipeline(transaction=False) as pipe:
                 pipe.xrevrange(m.keys.events, "+", "-", count=1)
                 pipe.get(m.keys.epoch)
                 pipe.hget(m.keys.snapshot, "offset")
-                pipe.sismember(keys.RACES_SET, race)
+                pipe.sismember(keys.races_set(self.competition), race)
                 return await pipe.execute()
 
         last, epoch, offset, listed = await self.cloud.call(read)
@@ -303,8 +310,17 @@ class Relay:
             m.snapshot_offset, m.pending = offset, None
             self.counters.snapshots += 1
         if m.snapshot_offset and not m.listed:
-            await self.cloud.call(lambda: self.cloud.r.sadd(keys.RACES_SET, m.race))
+            await self.list_race(m.race)
             m.listed = True
+
+    async def list_race(self, race: str) -> None:
+        """Name ``race`` in the cloud's registries: the competition's race set, the race
+        id's competitions and the competitions; one key per write (a cluster may hold
+        them on different slots)."""
+        await self.cloud.call(lambda: self.cloud.r.sadd(keys.races_set(self.competition), race))
+        await self.cloud.call(lambda: self.cloud.r.sadd(keys.race_competitions(race),
+                                                        self.competition))
+        await self.cloud.call(lambda: self.cloud.r.sadd(keys.COMPETITIONS, self.competition))
 
     async def sweep_snapshots(self) -> None:
         """A quiet moment: look for a snapshot the venue stored without new events

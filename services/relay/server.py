@@ -60,7 +60,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         config_exit("relay", ConfigError("set relay.cloud_url (or ICETIME_CLOUD_URL): the "
                                          "cloud Redis to mirror to"))
     cloud = bus.connect(settings.relay_cloud_url)
-    relay = Relay(r, cloud)
+    relay = Relay(r, cloud, settings.competition_id)
     runner = web.AppRunner(RelayApp(relay).app(), access_log=None)
     await runner.setup()
     task: asyncio.Task[None] | None = None

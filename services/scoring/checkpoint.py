@@ -14,7 +14,7 @@ as it would without one), so an upgrade can never resume from a state the new co
 not have built.
 
 The state is pickles, one for the competition's own state and one per race, in one
-Redis hash with the fingerprint and the progress mark (``keys.SCORING_CHECKPOINT``).
+Redis hash with the fingerprint and the progress mark (``keys.scoring_checkpoint``).
 It is read only from the Redis that holds the raw log itself: whoever can write there
 already decides every result.
 """

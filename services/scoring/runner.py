@@ -32,6 +32,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -40,6 +41,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from icetime import bus, keys
+from icetime.bus import LeaseLost
 from icetime.logs import about
 from icetime.messages import Clock, FeedInput, Passing, decode_stored
 from icetime.rules import load as load_rules
@@ -49,6 +51,7 @@ from icetime.timefmt import now_us
 
 from . import checkpoint
 from .competition import Competition
+from .lease import POLL_S, Lease, worker_name
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -94,12 +97,25 @@ def verdict_record(sid: str, inp: FeedInput, refused: str | None,
 
 
 class ScoringRunner:
-    def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1") -> None:
+    def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1",
+                 owner: str | None = None) -> None:
         self.settings = settings
         self.r = r
-        self.bus = bus.Bus(r)
+        #: The competition this worker scores (its raw log, its races' streams).
+        self.competition = settings.competition_id
+        self.raw = keys.raw_stream(self.competition)
+        #: This worker's hold on the competition (:mod:`services.scoring.lease`).
+        self.lease = Lease(r, self.competition, owner or worker_name())
+        self.bus = bus.Bus(r, self.competition, lease_token=self.lease.owner)
+        # One consumer name for every worker of the competition: the one that takes
+        # over reads the entries its dead predecessor had been given and not acknowledged.
         self.consumer = consumer
+        self.backoff = 0.1
+        #: Whether this worker held the lease at its last try (None: not tried yet).
+        self.owning: bool | None = None
         self.engine = self._new_engine()
+        #: Races this life has written into the race index (:meth:`register`).
+        self.registered: set[str] = set()
         self.progress: tuple[int, int] | None = None
         self.published = 0
         self.stats_at = 0.0
@@ -120,7 +136,7 @@ class ScoringRunner:
 
     async def ensure_group(self) -> None:
         try:
-            await self.r.xgroup_create(keys.RAW_STREAM, keys.SCORING_GROUP, id="0", mkstream=True)
+            await self.r.xgroup_create(self.raw, keys.SCORING_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -129,7 +145,7 @@ class ScoringRunner:
         """Rebuild the engine up to the progress mark: from the last checkpoint when it
         is usable, else from a fresh engine; returns how many raw inputs were replayed."""
         self.engine = self._new_engine()
-        mark = await self.r.get(keys.SCORING_PROGRESS)
+        mark = await self.r.get(keys.scoring_progress(self.competition))
         self.progress = bus.parse_id(mark) if mark else None
         self.since_checkpoint = 0
         if mark is None:
@@ -141,7 +157,7 @@ class ScoringRunner:
         n = 0
         while True:
             entries = bus.entries(
-                await self.r.xrange(keys.RAW_STREAM, start, mark, count=REPLAY_CHUNK))
+                await self.r.xrange(self.raw, start, mark, count=REPLAY_CHUNK))
             for sid, fields in entries:
                 inp = None if fields is None else self.decode(sid, fields)
                 if inp is not None:
@@ -164,7 +180,7 @@ class ScoringRunner:
         or None (the engine stays fresh) when there is none to use, saying why."""
         self.saver.forget()
         self.replace_checkpoint = True
-        raw = await self.r.hgetall(keys.SCORING_CHECKPOINT)
+        raw = await self.r.hgetall(keys.scoring_checkpoint(self.competition))
         fields = {bus.text(k): v if isinstance(v, bytes) else v.encode()
                   for k, v in raw.items()}
         progress = bus.text(fields.get("progress"))
@@ -203,8 +219,8 @@ class ScoringRunner:
         # One transaction: a worker that dies mid-way leaves the last whole checkpoint.
         pipe = self.r.pipeline(transaction=True)
         if self.replace_checkpoint:  # none of ours yet: drop whatever another run left
-            pipe.delete(keys.SCORING_CHECKPOINT)
-        pipe.hset(keys.SCORING_CHECKPOINT, mapping=fields)  # type: ignore[arg-type]
+            pipe.delete(keys.scoring_checkpoint(self.competition))
+        pipe.hset(keys.scoring_checkpoint(self.competition), mapping=fields)  # type: ignore[arg-type]
         await pipe.execute()
         self.replace_checkpoint = False
         self.checkpoint_at = time.monotonic()
@@ -228,7 +244,7 @@ class ScoringRunner:
     async def handle(self, sid: str, fields: dict[bytes, bytes] | None) -> None:
         if fields is None or (self.progress and bus.parse_id(sid) <= self.progress):
             # Deleted entry, or output already written by an earlier life: just acknowledge.
-            await self.r.xack(keys.RAW_STREAM, keys.SCORING_GROUP, sid)
+            await self.r.xack(self.raw, keys.SCORING_GROUP, sid)
             return
         inp = self.decode(sid, fields)
         if inp is None:
@@ -261,8 +277,20 @@ class ScoringRunner:
                 batch.append((race, uuid.uuid4().hex[:12], bus.dumps(self.engine.view(race)),
                               encoded))
                 self.published += len(events)
+        await self.register(race for race, *_ in batch)
         await self.bus.publish(sid, batch, verdict)  # also XACKs sid
         self.progress = bus.parse_id(sid)
+
+    async def register(self, races: Iterable[str]) -> None:
+        """Add this competition to each race's entry in the race index
+        (:func:`icetime.keys.race_competitions`), once per race and life of the worker.
+        The index is in other slots than the competition, so it cannot be written by the
+        publish script: it is written first, so a race a reader finds published is
+        always in the index. Raises RedisError."""
+        for race in races:
+            if race not in self.registered:
+                await self.r.sadd(keys.race_competitions(race), self.competition)
+                self.registered.add(race)
 
     def refused_event(self, sid: str, inp: FeedInput, hops: dict[str, Any]
                       ) -> dict[str, list[dict[str, Any]]]:
@@ -280,7 +308,7 @@ class ScoringRunner:
         return {str(race): [event]}
 
     async def consume(self, start: str, block: int | None) -> int:
-        resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {keys.RAW_STREAM: start},
+        resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {self.raw: start},
                                        count=BATCH, block=block)
         n = 0
         for sid, fields in bus.read_entries(resp):
@@ -297,27 +325,64 @@ class ScoringRunner:
             # Built key by key: redis-py's mapping type takes no dict[str, int] (invariant keys).
             stats: dict[FieldT, EncodableT] = {k: v for k, v in self.engine.stats.items()}
             stats["published_events"] = self.published
-            await self.r.hset(keys.SCORING_STATS, mapping=stats)
+            await self.r.hset(keys.scoring_stats(self.competition), mapping=stats)
         return n
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        """Score the competition while this worker holds its lease, stand by while
+        another does, until ``stop`` is set."""
         while not stop.is_set():
             try:
-                await self.ensure_group()
-                await self.rebuild()
-                while await self.consume("0", None):  # our pending entries first
-                    pass
-                self.outage.ok()
-                backoff = 0.1
-                while not stop.is_set():
-                    await self.consume(">", 500)
+                if not await self.lease.take():
+                    self.outage.ok()
+                    if self.owning is not False:
+                        log.info("standing by: another worker scores %s", self.competition)
+                    self.owning = False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), POLL_S)
+                    continue
+                if not self.owning:
+                    log.info("scoring %s as %s", self.competition, self.lease.owner)
+                self.owning = True
+                await self.own(stop)
+            except LeaseLost:
+                log.info("scoring %s: the lease went to another worker", self.competition)
+                self.owning = None
             except (RedisError, OSError) as exc:
                 # The engine may hold an input whose output was never written: it is
                 # rebuilt from the raw log once Redis answers again.
                 self.outage.failed(exc, "scoring")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
+                await asyncio.sleep(self.backoff)
+                self.backoff = min(self.backoff * 2, RETRY_MAX_S)
+
+    async def own(self, stop: asyncio.Event) -> None:
+        """Score while the lease is kept (:meth:`Lease.keep`); return when ``stop`` is
+        set or the lease is lost. Raises what scoring raised (RedisError...)."""
+        keeper = asyncio.create_task(self.lease.keep())
+        work = asyncio.create_task(self.score(stop))
+        try:
+            await asyncio.wait({keeper, work}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()
+            else:
+                log.info("scoring %s: lease lost", self.competition)
+                self.owning = None
+        finally:
+            for task in (keeper, work):
+                task.cancel()
+            await asyncio.gather(keeper, work, return_exceptions=True)
+
+    async def score(self, stop: asyncio.Event) -> None:
+        """Rebuild, then score inputs until ``stop`` is set. Raises RedisError."""
+        await self.ensure_group()
+        await self.r.sadd(keys.COMPETITIONS, self.competition)
+        await self.rebuild()
+        while await self.consume("0", None):  # our pending entries first
+            pass
+        self.outage.ok()
+        self.backoff = 0.1
+        while not stop.is_set():
+            await self.consume(">", 500)
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
@@ -337,3 +402,5 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task  # re-raises the runner's own exception, if it died of one
+        # Handed over at once: a worker standing by need not wait for it to run out.
+        await runner.lease.give_up()

@@ -221,8 +221,8 @@ class DecoderLink:
         r = self.ingest.r
         try:
             async with r.pipeline(transaction=False) as pipe:
-                pipe.hset(keys.DECODERS_HASH, self.cfg.id, doc)
-                pipe.xadd(keys.DECODER_HEALTH_STREAM, {"d": doc},
+                pipe.hset(keys.decoders_hash(self.ingest.competition), self.cfg.id, doc)
+                pipe.xadd(keys.decoder_health_stream(self.ingest.competition), {"d": doc},
                           maxlen=keys.DECODER_HEALTH_MAXLEN, approximate=True)
                 await pipe.execute()
         except RedisError as exc:  # counted as ingest's outage, logged once there
@@ -532,7 +532,7 @@ class DecoderLink:
         Redis is away (the passing is asked for again)."""
         if self.sessions_loaded:
             return
-        doc = await self.ingest.r.hget(keys.DECODER_SESSIONS, self.cfg.id)
+        doc = await self.ingest.r.hget(keys.decoder_sessions(self.ingest.competition), self.cfg.id)
         if doc is not None:
             try:
                 last = await self.ingest.last_seq(self.cfg.id, _current(doc))
@@ -544,7 +544,7 @@ class DecoderLink:
         self.sessions_loaded = True
 
     async def save_sessions(self) -> None:
-        await self.ingest.r.hset(keys.DECODER_SESSIONS, self.cfg.id,
+        await self.ingest.r.hset(keys.decoder_sessions(self.ingest.competition), self.cfg.id,
                                  json.dumps(self.sessions.dump()))
 
     async def restart(self, reason: str, seq: int | None = None) -> str | None:

@@ -1,0 +1,200 @@
+"""icetime on a real Redis Cluster (tests/cluster.py: three masters, one replica each).
+
+Two competitions whose keys live on different masters are scored side by side, and
+a broadcast node serves both (the race id is the same in each). Then the master that
+serves a competition's slot is killed (SIGKILL) mid-race: its replica takes over, the
+services carry on through redis-py's cluster client, and the race ends exactly as a
+fault-free run, for a fan connected throughout and in Redis.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import aiohttp
+import pytest
+import websockets
+
+from icetime import bus, keys
+from icetime.cli import replay
+from icetime.view import apply_event
+
+from .cluster import Cluster, competitions_on_different_masters
+from .conftest import Stack, make_settings, start_stack
+from .test_pipeline import load_startlist
+from .test_restart import FIXTURE, RACE, expected_view
+
+SPEED = 150.0
+#: The master is killed at this passing of the script: mid-pair 3 (12 passings a pair).
+KILL_AT_PASSING = 30
+SKATERS = 20
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+async def follow(url: str, competition: str | None = None, log: list | None = None):
+    """A fan: follows RACE (of ``competition``, if named) until every skater is
+    classified, resuming with (epoch, offset) after a drop; returns the view."""
+    view = epoch = offset = None
+    log = [] if log is None else log
+    while True:
+        try:
+            async with websockets.connect(url, open_timeout=2) as ws:
+                sub = {"op": "subscribe", "race": RACE, "protocol": 2}
+                if competition:
+                    sub["competition"] = competition
+                if epoch:
+                    sub.update(epoch=epoch, offset=offset)
+                await ws.send(json.dumps(sub))
+                while True:
+                    msg = json.loads(await ws.recv())
+                    log.append((msg["type"], msg.get("offset")))
+                    if msg["type"] == "snapshot":
+                        view, epoch, offset = msg["view"], msg["epoch"], msg["offset"]
+                    elif msg["type"] == "event":
+                        view = apply_event(view, msg["event"])
+                        offset = msg["offset"]
+                    elif msg["type"] == "error":
+                        return msg
+                    if view and len(view["classification"]["bib"]) == SKATERS:
+                        return view
+        except (OSError, websockets.ConnectionClosed, TimeoutError):
+            log.append(("dropped", None))
+            await asyncio.sleep(0.2)
+
+
+def same_results(view, expected) -> None:
+    assert view["classification"] == expected["classification"]
+    assert view["results"] == expected["results"]
+
+
+async def stored_view(r, competition: str):
+    return json.loads(await r.hget(keys.snapshot_key(competition, RACE), "view"))
+
+
+async def test_two_competitions_on_different_masters(cluster):
+    a, b = competitions_on_different_masters(cluster)
+    assert cluster.master_of(keys.raw_stream(a)) != cluster.master_of(keys.raw_stream(b))
+    url = cluster.url
+    # A venue of its own per competition (ingest, scoring); the first one's broadcast
+    # node shows both.
+    first = await start_stack(make_settings(url, competition_id=a), url)
+    second = Stack(make_settings(url, competition_id=b), url)
+    elsewhere = Stack(make_settings(url, competition_id="nowhere"), url)
+    try:
+        await second.start("ingest")
+        await second.start("scoring")
+        await elsewhere.start("broadcast")
+        await load_startlist(first)
+        await load_startlist(second)
+        fans = [asyncio.create_task(follow(first.ws_url)),
+                asyncio.create_task(follow(first.ws_url, b))]
+        await asyncio.gather(replay(FIXTURE, first.settings, speed=SPEED, announce=False),
+                             replay(FIXTURE, second.settings, speed=SPEED, announce=False))
+        own, other = await asyncio.wait_for(asyncio.gather(*fans), 60)
+        # A node whose own competition has no such race cannot guess which is meant.
+        ambiguous = await asyncio.wait_for(follow(elsewhere.ws_url), 10)
+        named = await asyncio.wait_for(follow(elsewhere.ws_url, a), 10)
+        expected = expected_view()
+        for view in (own, other, named):
+            same_results(view, expected)
+        assert ambiguous["code"] == "ambiguous_race", ambiguous
+        assert sorted(ambiguous["error"].split("(")[1].split(")")[0].split(", ")) == \
+            sorted([a, b])
+        r = bus.connect(url)
+        try:
+            for competition in (a, b):
+                same_results(await stored_view(r, competition), expected)
+            assert sorted(bus.text(m) for m in await r.smembers(
+                keys.race_competitions(RACE))) == sorted([a, b])
+        finally:
+            await r.aclose()
+        http = f"http://127.0.0.1:{first.settings.broadcast_http_port}/api/results/races/{RACE}"
+        async with aiohttp.ClientSession() as s:
+            docs = []
+            for query in ("", f"?competition={b}"):
+                async with s.get(http + query) as resp:
+                    assert resp.status == 200, await resp.text()
+                    docs.append(await resp.json())
+        assert docs[0]["results"] == docs[1]["results"] and len(docs[0]["results"]) == SKATERS
+    finally:
+        for stack in (elsewhere, second, first):
+            await stack.close()
+
+
+class KillMaster:
+    """A replay ``hold`` that SIGKILLs, at the script's ``at``-th passing, the master
+    serving ``key``'s slot, and waits (off the loop, the replay going on) until its
+    replica has taken over."""
+
+    def __init__(self, cluster: Cluster, key: str, at: int = KILL_AT_PASSING) -> None:
+        self.cluster, self.key, self.at = cluster, key, at
+        self.passings = 0
+        self.killed: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item) -> None:
+        self.passings += item.inp["type"] == "passing"
+        if item.inp["type"] == "passing" and self.passings == self.at:
+            self.task = asyncio.create_task(self.failover())
+
+    async def failover(self) -> None:
+        self.killed = self.cluster.master_of(self.key)
+        self.cluster.kill(self.killed)
+        await asyncio.to_thread(self.cluster.settle)
+
+    async def over(self) -> None:
+        assert self.task is not None, f"the script has fewer than {self.at} passings"
+        await asyncio.wait_for(self.task, 60)
+
+
+async def test_master_killed_mid_race_replica_takes_over(cluster):
+    url = cluster.url
+    st = await start_stack(replace(make_settings(url), competition_id="rink1"), url)
+    kill = KillMaster(cluster, keys.raw_stream("rink1"))
+    try:
+        await load_startlist(st)
+        log: list = []
+        fan = asyncio.create_task(follow(st.ws_url, log=log))
+        async with asyncio.timeout(10):
+            while not log:  # subscribed: the snapshot is in
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(replay(FIXTURE, st.settings, speed=SPEED, announce=False,
+                                      hold=kill), 90)
+        await kill.over()
+        view = await asyncio.wait_for(fan, 60)
+        assert kill.killed is not None
+        assert cluster.master_of(keys.raw_stream("rink1")) != kill.killed
+        expected = expected_view()
+        same_results(view, expected)
+        # Every event once, in order. (A client started now needs a live node to start.)
+        r = bus.connect(cluster.url)
+        try:
+            same_results(await stored_view(r, "rink1"), expected)
+            stream = bus.entries(await r.xrange(keys.events_stream("rink1", RACE)))
+            kinds = [json.loads(f[b"e"])["type"] for _, f in stream if f]
+            assert (kinds.count("revision"), kinds.count("pair_start"),
+                    kinds.count("passage"), kinds.count("finish")) == (1, 10, 40, 20)
+            seen = [o for kind, o in log if kind == "event"]
+            assert len(seen) == len(set(seen))
+            assert seen == sorted(seen, key=bus.parse_id)
+            pending = await r.xpending(keys.raw_stream("rink1"), keys.SCORING_GROUP)
+            assert pending["pending"] == 0
+        finally:
+            await r.aclose()
+        print(f"\nmaster on port {kill.killed} killed at passing {KILL_AT_PASSING}; "
+              f"fan dropped {sum(1 for k, _ in log if k == 'dropped')} times")
+    finally:
+        await st.close()
+        if kill.killed is not None:
+            cluster.restart(kill.killed)  # back as a replica, for whatever runs next
+            await asyncio.to_thread(cluster.settle)
