@@ -211,7 +211,10 @@ async def expect_screen(page, path: str, race: str | None) -> None:
         return
     if race == LONG:
         if path == "/live":
-            await expect(page.get_by_test_id("race-name")).to_have_text(LONG_NAME)
+            # The first snapshot: every screen opens at once, so on a busy machine it can
+            # take longer than Playwright's default 5 s.
+            await expect(page.get_by_test_id("race-name")).to_have_text(LONG_NAME,
+                                                                        timeout=20_000)
             await expect(page.get_by_test_id("lanes")).to_contain_text(skater, timeout=10_000)
             await expect(page.get_by_test_id("classification")).to_contain_text(
                 evil_name("Kimi Goetz"))
@@ -243,7 +246,7 @@ async def expect_screen(page, path: str, race: str | None) -> None:
         return
     team = evil_name("Canada")
     if path == "/live":
-        await expect(page.get_by_test_id("race-name")).to_have_text(RELAY_NAME)
+        await expect(page.get_by_test_id("race-name")).to_have_text(RELAY_NAME, timeout=20_000)
         await expect(page.get_by_test_id("pack-order")).to_contain_text(team, timeout=10_000)
         await expect(page.get_by_test_id("stories")).to_contain_text(f"({REASON})")
     elif path == "/monitor":
