@@ -64,7 +64,7 @@ Name = Annotated[str, Meta(min_length=1, max_length=64)] | int
 Reason = Annotated[str, Meta(min_length=1, max_length=200)] | int
 FinishOrigin = Literal["photo", "beam", "manual"]
 Action = Literal["void", "manual_time", "dq", "dns", "dnf", "reinstate", "restart",
-                 "official", "pen", "yc", "rc", "adv"]
+                 "official", "pen", "yc", "rc", "adv", "reassign"]
 
 #: The fields each decision action needs (docs/protocol.md, decision). ``restart`` names
 #: the pair in a pair race (a pack race restarts as a whole); ``official`` makes World Cup
@@ -76,6 +76,7 @@ DECISIONS: dict[str, tuple[str, ...]] = {
     "restart": (),
     "official": (),
     "pen": ("bib",), "yc": ("bib",), "rc": ("bib",), "adv": ("bib",),
+    "reassign": ("transponder", "bib"),
 }
 assert set(DECISIONS) == set(get_args(Action))
 
@@ -186,7 +187,8 @@ class FinishTime(_Input, tag="finish_time"):
 class Decision(_Input, tag="decision"):
     """An official's decision; the race is recomputed from its inputs. Each `action`
     needs its own fields (void: target; manual_time: bib, time_us; dq, dns, dnf,
-    reinstate, pen, yc, rc, adv: bib); fields an action does not use are dropped."""
+    reinstate, pen, yc, rc, adv: bib; reassign: transponder, bib); fields an action
+    does not use are dropped."""
 
     race: Name
     action: Action
@@ -200,7 +202,10 @@ class Decision(_Input, tag="decision"):
     m: Annotated[int, Meta(ge=1, le=100_000, description=(
         "manual_time: the passage's metres (default the finish)"))] | None = None
     reason: Reason | None = None
-    _names = ("race", "target", "bib", "reason")
+    transponder: Annotated[Name | None, Meta(description=(
+        "reassign: the chip (as a decoder or the start list writes it) whose passings, "
+        "past and future, are the skater `bib`'s"))] = None
+    _names = ("race", "target", "bib", "reason", "transponder")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -209,7 +214,7 @@ class Decision(_Input, tag="decision"):
         if missing:
             raise ValueError(f"a '{self.action}' decision needs {' and '.join(missing)}")
         keep = {*need, *(("pair",) if self.action == "restart" else ())}
-        for name in ("target", "bib", "time_us", "pair"):
+        for name in ("target", "bib", "time_us", "pair", "transponder"):
             if name not in keep:
                 setattr(self, name, None)
 

@@ -135,8 +135,8 @@ def test_the_raw_stream_keeps_what_scoring_reads(sent, kept):
     ({"type": "finish_time", "race": "r", "bib": "1", "time_us": 5, "origin": "eye"},
      "'origin' must be one of beam, manual, photo, got \"eye\""),
     ({"type": "decision", "race": "r", "action": "fly"},
-     "'action' must be one of adv, dnf, dns, dq, manual_time, official, pen, rc, reinstate, "
-     "restart, void, yc, got \"fly\""),
+     "'action' must be one of adv, dnf, dns, dq, manual_time, official, pen, rc, reassign, "
+     "reinstate, restart, void, yc, got \"fly\""),
     ({"type": "decision", "race": "r", "action": "manual_time", "bib": "1"},
      "a 'manual_time' decision needs 'time_us'"),
     ({"type": "startlist", "seq": 3, "skaters": [{"bib": "1", "name": "A"}], "races": [],

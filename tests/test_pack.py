@@ -129,7 +129,7 @@ def test_mass_start_sprint_points_and_the_ranking_rule():
     cls = view["classification"]
     names = shorts(view, cls["bib"])
     assert names[:3] == ["Groenewoud", "Blondin", "Maltais"]
-    assert cls["sprint_points"][:7] == [63, 46, 24, 10, 8, 5, 1]
+    assert cls["sprint_points"][:7] == [63, 46, 24, 12, 6, 5, 1]
     # Park crossed the line last but scored a point in a sprint: she ranks ahead of
     # every finisher without points (DOMAIN.md §2).
     assert names[6] == "Park" and cls["t"][6] == max(cls["t"])
@@ -145,15 +145,35 @@ def test_mass_start_sprint_points_and_the_ranking_rule():
     assert_fold(view, events)
 
 
+def test_the_mass_start_fixture_is_the_published_race():
+    """Beijing World Cup, 18 November 2023 (the fixture's ``about`` names the reports):
+    Groenewoud won alone in 8:24.71 after attacking about halfway, Blondin second in
+    8:37.58, Maltais third in 8:37.74, Schouten fifth."""
+    _, view, events, _ = run("beijing2023_w_massstart")
+    cls = view["classification"]
+    got = [(rank, view["skaters"][b]["name"], format_time(t))
+           for rank, b, t in zip(cls["rank"], cls["bib"], cls["t"], strict=True)]
+    assert got[:3] == [(1, "Marijke Groenewoud", "8:24.71"), (2, "Ivanie Blondin", "8:37.58"),
+                       (3, "Valérie Maltais", "8:37.74")]
+    assert got[4][:2] == (5, "Irene Schouten")
+    # Her attack: alone ahead of the pack from about the midway mark (lap 8 of 16) on.
+    alone = [e["row"]["lap_number"] for e in events if e["type"] == "passage"
+             and e["pack"]["breakaway"] and e["pack"]["breakaway"]["bibs"] == ["1"]]
+    assert 7 <= alone[0] <= 10 and alone[-1] == 15
+    # Blondin and Maltais sprint clear of the chase at the line.
+    assert cls["t"][3] - cls["t"][2] >= 500_000
+    assert view["race"]["name"] == "Women Mass Start · Division A"
+
+
 def test_mass_start_breakaway_gap_in_seconds_and_metres():
     _, view, events, _ = run("beijing2023_w_massstart")
     gaps = [(e["row"]["lap_number"], e["pack"]["breakaway"]) for e in events
             if e["type"] == "passage" and e["pack"]["breakaway"]
             and e["pack"]["breakaway"]["lap_number"] == e["row"]["lap_number"]]
     by_lap = {lap: b for lap, b in gaps}
-    assert by_lap[13]["bibs"] == ["1"] and by_lap[13]["gap_us"] == 5_000_000
-    assert 60 <= by_lap[13]["gap_m"] <= 70  # 5 s at the chase's ~30.8 s lap of 400 m
-    assert "Groenewoud leads the pack by 5.00 s (65 m), 3 laps to go" in view["stories"]
+    assert by_lap[13]["bibs"] == ["1"] and by_lap[13]["gap_us"] == 11_525_000
+    assert 140 <= by_lap[13]["gap_m"] <= 150  # 11.5 s at the chase's ~31.6 s lap of 400 m
+    assert "Groenewoud leads the pack by 11.52 s (146 m), 3 laps to go" in view["stories"]
     laps_to_go = [e["pack"]["laps_to_go"] for e in events
                   if e["type"] == "passage" and e["row"]["position"] == 1]
     assert laps_to_go == list(range(15, 0, -1))

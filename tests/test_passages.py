@@ -4,15 +4,33 @@ read at all, and a chip lying in the loop field is one passage. Each test feeds 
 timing crew's equipment sends and checks what the referee writes down."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import aiohttp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from icetime.replay import load_fixture
 from services.scoring.competition import Competition
 
 from .conftest import TOKENS, feed, without_inputs
-from .test_order import GUN_T, passing, start, without_revision
+from .test_order import (
+    FIXTURES,
+    GUN_T,
+    Scheduled,
+    in_order,
+    passing,
+    run_fixture,
+    scheduled,
+    start,
+    wire,
+    without_revision,
+)
 from .test_pipeline import Follower
+from .test_team import feed_all as team_feed
+from .test_team import team_doc
 
 PAIR_1000 = [{"id": "1000", "distance": 1000, "pairs": [{"pair": 1, "inner": "1", "outer": "2"}]}]
 PAIR_500 = [{"id": "500", "distance": 500, "pairs": [{"pair": 1, "inner": "1", "outer": "2"}]}]
@@ -227,3 +245,149 @@ def test_a_long_track_skater_down_on_the_line_makes_no_passages():
     assert view["results"]["1"]["final"] is None
     assert view["classification"]["bib"] == ["2"]
     assert view["in_field"] == ["1"]
+
+
+# ---------------------------------------------------------------- pack races, team events
+
+#: Races where a passage is a crossing of the line by the pack or by a team.
+PACK_AND_TEAM = [p.stem for p in FIXTURES
+                 if load_fixture(p)["startlist"]["races"][0].get("kind") not in
+                 (None, "long_track_individual")]
+
+
+@functools.cache
+def crossings(name: str) -> tuple[dict[str, Any], tuple[Scheduled, ...],
+                                  tuple[tuple[int, ...], ...]]:
+    """A fixture's inputs, and each crossing one may miss: the indices of its reads
+    (both ankles), for every crossing but a competitor's last, and in a mass start but
+    the crossings that scored sprint points (a missed read there loses them until an
+    official says otherwise)."""
+    doc, items = scheduled(name)
+    bib_of = {tr: s["bib"] for s in doc["startlist"]["skaters"] for tr in s["transponders"]}
+    spec = doc["startlist"]["races"][0]
+    team_of = {b: t["id"] for t in spec.get("teams", []) for b in t["skaters"]}
+    view = in_order(name)[doc["script"]["race"]]
+    scored = {(b, sp["lap_number"]) for sp in view.get("pack", {}).get("sprints", [])
+              for b in sp["bibs"]}
+    groups: dict[tuple[str, int], list[int]] = {}
+    for n, s in enumerate(items):
+        if s.inp["type"] == "passing":
+            bib = bib_of[s.inp["transponder"]]
+            groups.setdefault((bib, s.inp["t"] // 1_000_000), []).append(n)
+    last: dict[str, tuple[str, int]] = {}
+    for bib, sec in sorted(groups, key=lambda g: g[1]):
+        # A team pursuit's finish needs its three skaters' last crossings.
+        last[team_of.get(bib, bib)] = last[bib] = (bib, sec)
+    out = []
+    for (bib, sec), idx in sorted(groups.items()):
+        if (bib, sec) in last.values():
+            continue
+        row = view["results"][team_of.get(bib, bib)]["passages"]
+        lap = next((p["lap_number"] for p in row if p and p["t"] // 1_000_000
+                    in (sec - doc_gun_s(doc, items), sec - doc_gun_s(doc, items) - 1)
+                    and "lap_number" in p), None)
+        if (bib, lap) in scored:
+            continue
+        out.append(tuple(idx))
+    return doc, items, tuple(out)
+
+
+def doc_gun_s(doc: dict[str, Any], items: tuple[Scheduled, ...]) -> int:
+    """The first gun's common-clock time, in whole seconds."""
+    return next(s.inp["t"] for s in items if s.inp["type"] == "gun") // 1_000_000
+
+
+def recorded(view: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
+    """Each competitor's recorded passages as (passage index, race time µs)."""
+    return {b: [(p["k"], p["t"]) for p in r["passages"] if p]
+            for b, r in view["results"].items()}
+
+
+@pytest.mark.parametrize("name", PACK_AND_TEAM)
+@settings(max_examples=12, deadline=None)
+@given(pick=st.integers(0, 10_000))
+def test_a_missed_read_in_a_pack_race_or_team_event_shifts_no_later_lap(name, pick):
+    """Any one crossing's reads missed (not a competitor's last): every other passage
+    keeps its lap number and time, the missed one is empty and named ``missing`` by the
+    competitor's next passage, and the result is the one the full reads give."""
+    doc, items, misses = crossings(name)
+    drop = set(misses[pick % len(misses)])
+    comp, _ = run_fixture(doc, [s for n, s in enumerate(items) if n not in drop])
+    race = doc["script"]["race"]
+    full, view = in_order(name)[race], wire(comp.view(race))
+    before, after = recorded(full), recorded(view)
+    [(who, lost)] = [(b, set(before[b]) - set(after[b])) for b in before
+                     if before[b] != after[b]] or [("", set())]
+    assert all(set(after[b]) <= set(before[b]) for b in before)
+    if lost:  # the read made a passage (a start-line read, say, never does)
+        [(k, _)] = lost
+        nxt = next(p for p in view["results"][who]["passages"][k + 1:] if p)
+        assert nxt["missing"][0] == view["race"]["passages"][k], nxt
+    assert view["classification"] == full["classification"]
+    assert {b: r["final"] for b, r in view["results"].items()} == \
+        {b: r["final"] for b, r in full["results"].items()}
+
+
+def test_a_missed_short_track_read_is_a_missing_lap_not_a_shifted_race():
+    """Short-track 500 m (5 crossings, laps of 9 s): bib 1's third crossing is not read.
+    Her next read, two laps after her last, is her fourth crossing, the third is empty
+    and named, and she finishes where the line saw her."""
+    reads = [("22", t) for t in LAPS_2]
+    reads += [("11", t - 100_000) for n, t in enumerate(LAPS_2) if n != 2]
+    comp, _ = short_track(reads)
+    view = comp.view("st500")
+    mine = view["results"]["1"]["passages"]
+    assert [p and p["lap_number"] for p in mine] == [1, 2, None, 4, 5]
+    assert mine[3]["missing"] == [view["race"]["passages"][2]]
+    assert mine[3]["lap_time"] == 18_000_000  # since her last recorded crossing
+    assert mine[3]["position"] == 1
+    assert view["pack"]["crossings"] == {"1": 5, "2": 5}
+    assert view["results"]["1"]["final"]["t"] == LAPS_2[-1] - 100_000
+    assert view["classification"]["bib"] == ["1", "2"]
+
+
+def test_a_pack_read_days_after_the_gun_is_held_not_a_lap():
+    comp, _ = short_track([("11", 4_400_000), ("22", 4_500_000)])
+    events = passing(comp, "x", "11", 10**12)["st500"]
+    assert [(e["type"], e["reason"]) for e in events] == [("revision", "implausible read")]
+    view = comp.view("st500")
+    assert view["pack"]["crossings"] == {"1": 1, "2": 1}
+    [held] = view["held"]
+    assert (held["bib"], held["input"]) == ("1", "x")
+    assert comp.stats["implausible_read"] == 1
+
+
+def team_pursuit(drop: set[tuple[str, int]]) -> dict[str, Any]:
+    """Women's team pursuit (6 laps), one pair: team AAA (chips T1-T3) laps in 30 s, its
+    skaters 0.4 s apart, team BBB (T4-T6) in 31 s; the reads in ``drop`` (chip, lap
+    index) are missed."""
+    sl = team_doc("team_pursuit", 6, 3)
+    reads = [(34.0 + 30 * k + 0.4 * n, f"T{n + 1}", "finish") for k in range(6) for n in range(3)
+             if (f"T{n + 1}", k) not in drop]
+    reads += [(35.0 + 31 * k + 0.4 * n, f"T{n + 4}", "finish") for k in range(6)
+              for n in range(3)]
+    return team_feed(sl, reads)[1]
+
+
+def test_a_team_pursuit_skaters_missed_read_leaves_that_lap_empty():
+    view = team_pursuit({("T3", 1)})  # the third skater's second crossing is not read
+    laps = view["results"]["AAA"]["passages"]
+    assert [p and p["m"] for p in laps] == [400, None, 1200, 1600, 2000, 2400]
+    assert laps[2]["missing"] == [800]
+    assert laps[2]["t"] == 34_800_000 + 60_000_000 and laps[2]["lap_time"] == 60_000_000
+    assert view["results"]["AAA"]["final"]["t"] == 184_800_000
+    assert view["classification"]["bib"] == ["AAA", "BBB"]
+    # The lead skater's read missed instead: the same lap is empty, nothing moves.
+    view = team_pursuit({("T1", 1)})
+    assert [p and p["m"] for p in view["results"]["AAA"]["passages"]] == [
+        400, None, 1200, 1600, 2000, 2400]
+    assert view["results"]["AAA"]["final"]["t"] == 184_800_000
+
+
+def test_a_team_event_read_days_after_the_gun_is_held_for_the_officials():
+    sl = team_doc("team_sprint", 3, 3)
+    comp, view = team_feed(sl, [(26.0, "T1", "finish"), (86_400.0, "T2", "finish")])
+    assert [p and p["m"] for p in view["results"]["AAA"]["passages"]] == [400, None, None]
+    [held] = view["held"]
+    assert held["bib"] == "2" and "takes at most" in held["reason"]
+    assert comp.stats["implausible_read"] == 1

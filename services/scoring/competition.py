@@ -72,6 +72,11 @@ class Competition:
                              f"(the finish line itself is the official point): {bad}")
         self.skaters: dict[str, Skater] = {}
         self.by_transponder: dict[str, str] = {}
+        #: Chips the officials reassigned (``reassign`` decisions): key -> bib, ahead of
+        #: the start list's transponders.
+        self.reassigned: dict[str, str] = {}
+        #: The reassign decisions behind it, by input id, in order (a void undoes one).
+        self.reassigns: dict[str, tuple[str, str]] = {}
         self.lines: set[str] = set()  # team events' own timing lines
         self.events: dict[str, rounds.Event] = {}
         self.event_views: dict[str, dict[str, Any]] = {}
@@ -148,19 +153,31 @@ class Competition:
             case Gun():
                 return self._gun(input_id, inp)
             case FinishTime() | Decision():
-                race = self._race(inp.race)
-                if inp.bib is not None:
-                    race._row(inp.bib)  # refuse an unknown bib before it enters the log
-                return {race.id: race.feed(input_id, inp)}
+                return self._official(input_id, inp)
         assert_never(inp)
+
+    def _official(self, input_id: str, inp: FinishTime | Decision
+                  ) -> dict[str, list[RaceEvent]]:
+        """An official time or decision, to the race it names."""
+        race = self._race(inp.race)
+        if inp.bib is not None:
+            race._row(inp.bib)  # refuse an unknown bib before it enters the log
+        if type(inp) is Decision and inp.action == "reassign":
+            return self._reassign(input_id, race, inp)
+        out = {race.id: race.feed(input_id, inp)}
+        if type(inp) is Decision and inp.action == "void" and str(inp.target) in self.reassigns:
+            # A reassignment voided: later reads of the chip go where they did before it.
+            del self.reassigns[str(inp.target)]
+            self.reassigned = dict(self.reassigns.values())
+        return out
 
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         """A passing to the race of the latest gun of its skater at or before its time;
         counted and dropped when the transponder or the timing point is unknown, held
         (counted) until its gun lands when no gun of the skater is that early."""
-        bib = self.by_transponder.get(transponder_key(inp.transponder))
+        bib = self._owner(inp.transponder)
         if bib is None and inp.transponder_alias is not None:
-            bib = self.by_transponder.get(transponder_key(inp.transponder_alias))
+            bib = self._owner(inp.transponder_alias)
         if bib is None:
             self.stats["unknown_transponder"] += 1
             self.unread = (f"transponder {inp.transponder} is on no skater of the start "
@@ -182,6 +199,56 @@ class Competition:
         elif events[0].get("reason") == IMPLAUSIBLE:
             self.stats["implausible_read"] += 1
         return {race_id: events} if events else {}
+
+    def _owner(self, transponder: str | int) -> str | None:
+        """The bib a chip belongs to: as the officials reassigned it, else the start list's."""
+        key = transponder_key(transponder)
+        if self.reassigned:
+            bib = self.reassigned.get(key)
+            if bib is not None:
+                return bib
+        return self.by_transponder.get(key)
+
+    def _reassign(self, input_id: str, race: Race, inp: Decision) -> dict[str, list[RaceEvent]]:
+        """An official gives a chip to a skater of ``race`` (chips swapped between
+        skaters): the race re-attributes the chip's passings in its log (one revision),
+        later reads of the chip are the skater's, and reads of it held before any gun
+        are placed as hers. InputError for a chip no skater wears, a chip already the
+        skater's, or a team named as the wearer."""
+        key = transponder_key(str(inp.transponder))
+        bib = str(inp.bib)
+        race.check_reassign(inp)
+        owner = self._owner(key)
+        if owner is None:
+            raise InputError(f"transponder {inp.transponder} is not in the start list: "
+                             "give it to a skater there first")
+        if owner == bib:
+            raise InputError(f"transponder {inp.transponder} is already bib {bib}'s")
+        out = {race.id: race.feed(input_id, inp)}
+        self.reassigns[input_id] = (key, bib)
+        self.reassigned[key] = bib
+        for iid, held in self._take_held(key):
+            routed = RoutedPassing(held.passing, bib, held.t)
+            race_id = self._race_at(bib, routed.t)
+            if race_id is None:
+                self._hold(iid, routed)
+                self.stats["held_before_gun"] -= 1  # counted when it first came
+            else:
+                out[race_id] = out.get(race_id, []) + self.races[race_id].feed(iid, routed)
+        return out
+
+    def _take_held(self, key: str) -> list[tuple[str, RoutedPassing]]:
+        """Take the held reads of chip ``key`` out, whoever they were held for."""
+        out = []
+        for bib, held in self.held.items():
+            mine = [h for h in held if transponder_key(h[1].passing.transponder) == key or (
+                h[1].passing.transponder_alias is not None
+                and transponder_key(h[1].passing.transponder_alias) == key)]
+            if mine:
+                self.held[bib] = [h for h in held if h not in mine]
+                out += mine
+        out.sort(key=lambda h: h[1].t)
+        return out
 
     def _race_at(self, bib: str, t: int) -> str | None:
         """The race whose gun started ``bib`` last at or before common-clock ``t``."""

@@ -123,8 +123,9 @@ class LongTrackRace(RaceBase):
         self.attempts: dict[int, int] = {}
         self.current_pair: int | None = None
         self.cls = TimeClassification(n)  # the provisional classification
-        # Team events: the skaters of each team who have crossed for its next passage.
-        self.crossed: list[dict[str, int]] = [{} for _ in range(n)]
+        # Team events: per team, per passage not yet made, its skaters who have crossed
+        # for it (bib -> race time, µs).
+        self.crossed: list[dict[int, dict[str, int]]] = [{} for _ in range(n)]
 
     def _save(self) -> dict[str, Any]:
         cls = self.cls
@@ -134,7 +135,7 @@ class LongTrackRace(RaceBase):
                 "on_ice": dict(self.on_ice), "last_run": dict(self._last_run),
                 "attempts": dict(self.attempts), "current_pair": self.current_pair,
                 "cls": (cls.t.copy(), cls.rows.copy(), cls.rank.copy(), cls.n),
-                "crossed": [dict(c) for c in self.crossed]}
+                "crossed": [{k: dict(c) for k, c in cs.items()} for cs in self.crossed]}
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
@@ -145,7 +146,7 @@ class LongTrackRace(RaceBase):
         self.attempts, self.current_pair = dict(state["attempts"]), state["current_pair"]
         t, rows, rank, n = state["cls"]
         self.cls.t, self.cls.rows, self.cls.rank, self.cls.n = t.copy(), rows.copy(), rank.copy(), n
-        self.crossed = [dict(c) for c in state["crossed"]]
+        self.crossed = [{k: dict(c) for k, c in cs.items()} for cs in state["crossed"]]
 
     # ------------------------------------------------------------------ input
     def _restart_reason(self, gun: Gun) -> str | None:
@@ -233,15 +234,17 @@ class LongTrackRace(RaceBase):
             t, _ = self._official_finish(row, t)
         return self._record(input_id, row, k, t, emit)
 
-    def _place(self, row: int, k: int, t: int) -> int:
+    def _place(self, row: int, k: int, t: int, t0: int | None = None) -> int:
         """The passage (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
         whose expected time it is nearest, at the skater's pace so far (before her
-        first passage: her personal best's pace, else half ``max_speed_mps``). A read
-        about two laps after the last one is the passage after next: one was missed."""
+        first passage: her personal best's pace, else half ``max_speed_mps``), from
+        ``t0`` at passage ``k - 1`` (default: her last recorded passage). A read about two
+        laps after the last one is the passage after next: one was missed."""
         passage_m = self.passage_m
         last = len(passage_m) - 1
         m0 = passage_m[k - 1] if k else 0
-        t0 = self.anchor[row]
+        if t0 is None:
+            t0 = self.anchor[row]
         pace = t0 / m0 if k and m0 else self.pace0[row]  # µs per metre
         gap = t - t0
         while k < last:
@@ -263,13 +266,14 @@ class LongTrackRace(RaceBase):
         t = run.race_time(t_common)
         if t - self.anchor[row] < self.min_seg[k]:
             return []  # still the last passage (a re-read, or the last skater of it)
-        crossed = self.crossed[row]
+        k = self._team_passage(row, k, t)
+        crossed = self.crossed[row].setdefault(k, {})
         if skater in crossed:
             return []  # the other ankle
         crossed[skater] = t
         if len(crossed) < self.need:
             return []
-        self.crossed[row] = {}
+        self.crossed[row] = {j: c for j, c in self.crossed[row].items() if j > k}
         if k == len(self.passage_m) - 1:
             t, _ = self._official_finish(row, t)
         events = self._record(input_id, row, k, t, emit)
@@ -277,6 +281,24 @@ class LongTrackRace(RaceBase):
         if entry is not None:
             entry["skaters"] = dict(crossed)
         return events
+
+    def _team_passage(self, row: int, k: int, t: int) -> int:
+        """Which passage (``k`` or later) a team skater's read at race time ``t`` (µs) is,
+        by its time: a teammate's missed read leaves that passage without its time, not
+        every later passage a lap out. Within the debounce of a teammate's crossing for
+        a passage not yet made, it is that passage (they skate in a line); later, it is
+        placed from there."""
+        last = len(self.passage_m) - 1
+        pending = self.crossed[row]
+        if pending:
+            j = max(pending)
+            tj = max(pending[j].values())
+            if t - tj < self.min_seg[min(j + 1, last)] or j == last:
+                return j
+            k, t0 = j + 1, tj
+        else:
+            t0 = None
+        return self._place(row, k, t, t0) if k < last else k
 
     def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[RaceEvent]:
         passage_m = self.passage_m

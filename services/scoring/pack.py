@@ -200,12 +200,17 @@ class PackRace(SprintsAndBreakaways):
         row = self.row_of.get(routed.bib)
         if row is None or routed.passing.point != "finish":
             return []
+        left = 0
         if self.run is not None and not self.excluded[row]:
+            visit = self.field.get(routed.bib)
             if self._in_field(routed.bib, routed.t):
                 return []  # the chip never left the field: no passage
             if self.undo_dwells and (routed.bib, routed.t) in self.dwell_starts:
                 return []  # a teammate resting by the line
-        return self._on_crossing(input_id, row, routed.t, emit, routed.bib)
+            if visit is not None and visit[1] - visit[0] > DWELL_US and not self.teams:
+                # She lay on the line until her chip's last read there: her lap starts then.
+                left = self.run.race_time(visit[1])
+        return self._on_crossing(input_id, row, routed.t, emit, routed.bib, left)
 
     def _prepare(self, entries: list[LogEntry]) -> None:
         """Relays: the visits to the loop field, in the log, that are dwells (their first
@@ -291,31 +296,36 @@ class PackRace(SprintsAndBreakaways):
 
     # ------------------------------------------------------------------ crossings
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
-                     skater: str) -> list[RaceEvent]:
+                     skater: str, left: int = 0) -> list[RaceEvent]:
+        """A read of ``skater`` (for ``row``) at common-clock ``t_common`` (µs) that may be a
+        crossing; ``left``: race time (µs) her chip left the loop field after lying in
+        it (0: it did not)."""
         run = self.run
         if run is None or self.excluded[row]:
             return []
-        k = int(self.crossings[row])
+        prev_k, prev = int(self.crossings[row]), int(self.last[row])
         t = run.race_time(t_common)
-        if k >= self.n_cross:
-            return []  # a cool-down lap
-        if t - int(self.last[row]) < self.min_seg[k]:
-            return []  # the other ankle, a re-read, or the start line right by the finish
+        k = self._crossing_of(row, t, left)
+        if k is None:
+            return []
         col = self.t[:, k]
         position = 1 + int(np.count_nonzero(col < t))
         first_t = int(col.min())
         gap_leader = t - first_t if first_t < t else 0
-        prev = int(self.t[row, k - 1]) if k else 0
         self.t[row, k] = t
         self.crossings[row] = k + 1
         self.last[row] = t
         self._made_passage(skater, t_common)
+        # Since her previous recorded crossing (over any missed ones).
         lap_time = t - prev
         lines: list[str] = []
         self.stopped[row] = False
         entry: dict[str, Any] = {"k": k, "lap_number": k + 1, "m": self.cross_m[k], "t": t,
                                  "input": input_id, "lap_time": lap_time, "position": position,
                                  "gap_leader": gap_leader}
+        if k > prev_k:
+            # The crossings between were missed: empty, and named here (metres).
+            entry["missing"] = self.cross_m[prev_k:k]
         if self.teams:
             entry["skater"] = skater
             lines += self._exchange(row, k, skater)
@@ -329,7 +339,7 @@ class PackRace(SprintsAndBreakaways):
             # At a finish, the race is ending: a skater a lap and a half adrift by then is
             # not coming (the race must be able to end without her).
             factor = STOPPED_AT_FINISH_LAPS if k == self.n_cross - 1 else STOPPED_AFTER_LAPS
-            lines += self._check_stopped(row, t, int(factor * lap_time))
+            lines += self._check_stopped(row, t, int(factor * lap_time) // (k - prev_k + 1))
         self._update_breakaway(k, row, position, lines, laps_to_go)
         finished = k == self.n_cross - 1
         if finished:
@@ -340,6 +350,59 @@ class PackRace(SprintsAndBreakaways):
         # Replaying a late read: the stories are told, an event would be dropped.
         return [] if self.replaying else [
             self._crossing_event(input_id, row, entry, lines, finished)]
+
+    def _crossing_of(self, row: int, t: int, left: int) -> int | None:
+        """The crossing (index) ``row``'s read at race time ``t`` (µs) makes, or None: a
+        cool-down lap, the other ankle, a re-read, the start line right by the finish."""
+        k = int(self.crossings[row])
+        if k >= self.n_cross:
+            return None
+        prev = int(self.last[row])
+        if t - prev < self.min_seg[k]:
+            return None
+        return self._place(row, k, t, max(prev, left))
+
+    def _place(self, row: int, k: int, t: int, since: int) -> int:
+        """The crossing (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
+        whose expected time it is nearest. The next crossing is expected a lap
+        (:meth:`_lap_us`) after ``since`` (her last crossing, or when she got up off the
+        line), the first one when the field's first skater made it; each later one a
+        lap after that. A read about two laps after her last crossing is the crossing
+        after next: one read was missed."""
+        last = self.n_cross - 1
+        if k >= last:
+            return k
+        lap = self._lap_us(row, k)
+        if k:
+            expect = since + lap
+        else:
+            # Nobody has crossed yet: the race's first crossing (a read a lap later
+            # would have the field's first crossings before it).
+            expect = int(self.t[:, 0].min())
+            if expect == NOT_PASSED:
+                return 0
+        if t <= expect:
+            return k
+        return min(k + (2 * (t - expect) + lap) // (2 * lap), last)
+
+    def _lap_us(self, row: int, k: int) -> int:
+        """The lap time (µs) ``row`` is expected to skate next, having made ``k``
+        crossings: her own last lap; else the field leader's last lap; else her first
+        segment's pace; else a lap at half ``max_speed_mps``."""
+        tm = self.t
+        if k >= 2:
+            b = tm.item(row, k - 1)
+            for j in range(k - 2, -1, -1):
+                a = tm.item(row, j)
+                if a != NOT_PASSED:
+                    return max(1, (b - a) // (k - 1 - j))
+        for j in range(int(self.crossings.max(initial=0)) - 1, 0, -1):
+            b, a = int(tm[:, j].min()), int(tm[:, j - 1].min())
+            if b != NOT_PASSED and a != NOT_PASSED:
+                return max(1, b - a)
+        if k == 1:
+            return max(1, int(tm.item(row, 0) * self.lap_m / self.cross_m[0]))
+        return int(2 * self.lap_m / self.max_speed_mps * 1_000_000)
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
                         finished: bool) -> RaceEvent:

@@ -16,9 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from icetime.messages import Decision, FinishTime, Gun
+from icetime.startlist import transponder_key
 from icetime.timefmt import to_thousandths
 from icetime.view import STORY_LOG_MAX
 
+from . import stories
 from .model import (
     FINISH_PRECEDENCE,
     NOT_PASSED,
@@ -249,6 +251,9 @@ class RaceBase:
         #: Common-clock µs before which no read is implausible (a bound: a read after
         #: it is checked by :meth:`_implausible`); set by each gun.
         self.plausible_until = int(NOT_PASSED)  # a Python int: compared on every read
+        #: Chips the officials reassigned (``transponder_key`` -> bib), from the
+        #: ``reassign`` decisions in the log: facts about the whole race, like statuses.
+        self.reassigned: dict[str, str] = {}
 
     # ------------------------------------------------------------------ input
     def feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
@@ -334,7 +339,7 @@ class RaceBase:
                 return self.reorder(input_id, key)
             self.horizon = key
             if type(inp) is RoutedPassing:
-                events = self._on_passing(input_id, inp, emit=True)
+                events = self._on_passing(input_id, self._rerouted(inp), emit=True)
             else:
                 events = self._step(input_id, inp)
             if self.redo is not None:  # what an earlier read did proved wrong
@@ -388,7 +393,8 @@ class RaceBase:
                 "status": list(self.status), "final": list(self.final),
                 "official": dict(self.official), "is_official": self.is_official,
                 "story_log": list(self.story_log), "field": dict(self.field), "now": self.now,
-                "dwelt": self.dwelt, "plausible_until": self.plausible_until}
+                "dwelt": self.dwelt, "plausible_until": self.plausible_until,
+                "reassigned": dict(self.reassigned)}
 
     def _load(self, state: dict[str, Any]) -> None:
         """Take back a state :meth:`_save` made (it stays usable: nothing is shared)."""
@@ -399,6 +405,7 @@ class RaceBase:
         self.story_log = list(state["story_log"])
         self.field, self.now = dict(state["field"]), state["now"]
         self.dwelt, self.plausible_until = state["dwelt"], state["plausible_until"]
+        self.reassigned = dict(state["reassigned"])
         self.restart_pending = False
 
     def _step(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
@@ -407,9 +414,9 @@ class RaceBase:
         # passings are the hot path.
         match inp:
             case RoutedPassing():
-                return self._on_passing(input_id, inp, emit=True)
+                return self._on_passing(input_id, self._rerouted(inp), emit=True)
             case Decision():
-                told = self._decision_lines(inp)
+                told = self._decision_lines(inp) + self._reassign_lines(inp)
                 return self.recompute(input_id, f"decision: {inp.action}", told)
             case FinishTime() if self.final[self._row(inp.bib)] is not None:
                 return self.recompute(input_id, f"official time ({inp.origin})")
@@ -495,7 +502,7 @@ class RaceBase:
         """Apply one input to the state; ``emit=False`` in a replay (state only)."""
         match inp:
             case RoutedPassing():
-                return self._on_passing(input_id, inp, emit)
+                return self._on_passing(input_id, self._rerouted(inp), emit)
             case RoutedGun():
                 return self._on_gun(input_id, inp)
             case FinishTime():
@@ -521,6 +528,8 @@ class RaceBase:
         live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
         for row, status in self._statuses(live).items():
             self._set_status(row, status)
+        self.reassigned = {transponder_key(i.transponder): str(i.bib) for _, i in live
+                           if type(i) is Decision and i.action == "reassign"}
         for _, inp in live:
             if type(inp) is FinishTime:
                 self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
@@ -548,7 +557,7 @@ class RaceBase:
             return  # handled by the replay, which skips the target input
         if action == "official":
             self.is_official = True
-        elif action in self.status_actions or action == "reinstate":
+        elif action in self.status_actions or action in ("reinstate", "reassign"):
             return  # in place before the replay (_replay_log)
         elif action == "manual_time":
             if decision.time_us is None:  # Decision itself refuses this; for the type
@@ -559,6 +568,36 @@ class RaceBase:
             self._restart(decision)
         else:
             raise self._unknown_decision(action)
+
+    # ------------------------------------------------------------------ chips
+    def check_reassign(self, decision: Decision) -> None:
+        """Raise :class:`InputError` unless ``decision`` (a ``reassign``) names a skater of
+        this race: a chip is worn by a skater, never by a team."""
+        bib = str(decision.bib)
+        if bib in self.teams:
+            raise InputError(f"race {self.id}: a chip is worn by a skater, not by team {bib}")
+        if bib not in self.row_of:
+            raise InputError(f"race {self.id}: no skater {bib!r}")
+
+    def _rerouted(self, routed: RoutedPassing) -> RoutedPassing:
+        """``routed`` as the officials' reassignments route it: to the skater its chip
+        was reassigned to, if it was."""
+        if not self.reassigned:
+            return routed
+        passing = routed.passing
+        bib = self.reassigned.get(transponder_key(passing.transponder))
+        if bib is None and passing.transponder_alias is not None:
+            bib = self.reassigned.get(transponder_key(passing.transponder_alias))
+        if bib is None or bib == routed.bib:
+            return routed
+        return RoutedPassing(passing, bib, routed.t)
+
+    def _reassign_lines(self, decision: Decision) -> list[str]:
+        if decision.action != "reassign":
+            return []
+        bib = str(decision.bib)
+        name = (self.members.get(bib) or self.skaters[self.row[bib]]).short
+        return [stories.reassigned(str(decision.transponder), name)]
 
     # ------------------------------------------------------------------ official times
     def _set_official(self, row: int, origin: str, time_us: int) -> None:

@@ -138,3 +138,8 @@ def pack_sanction(name: str, code: str, reason: str | None) -> str:
 
 def relay_late_exchange(team: str) -> str:
     return f"{team}: an exchange in the last two laps (for the referee)"
+
+
+def reassigned(transponder: str, name: str) -> str:
+    """An official gave a chip to another skater (chips swapped): its passings are theirs."""
+    return f"Transponder {transponder} reassigned to {name}"

@@ -118,7 +118,8 @@ function drawChart(view, series, refLabel, emptyNote) {
     taken.every((o) => o[2] < bx[0] || o[0] > bx[2] || o[3] < bx[1] || o[1] > bx[3]) &&
     bx[0] >= L && bx[2] <= W && bx[1] >= 0 && bx[3] <= H - B + 4;
   const place = (px, py, text, prefer) => {
-    const w = text.length * 6.6, h = 11;
+    // The box an 11 px bold label renders in: its line is about 14 px tall, not 11.
+    const w = text.length * 6.6, h = 14;
     const spots = [[0, prefer], [0, -prefer], [-(w / 2 + 7), 0], [w / 2 + 7, 0], [-(w / 2 + 7), prefer], [-(w / 2 + 7), -prefer]];
     for (const [dx, dy] of spots) {
       const cx = px + dx, cy = py + dy;
