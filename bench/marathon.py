@@ -103,7 +103,7 @@ def build(skaters: int = 10_000, seed: int = 2026) -> tuple[dict[str, Any], Trut
     rnd = random.Random(seed)
     people = _skaters(skaters, rnd)
     speeds = _speeds(skaters, rnd)
-    n_waves = max(1, math.ceil(skaters / WAVE_SIZE)) if skaters > 100 else 3
+    n_waves = max(3, math.ceil(skaters / WAVE_SIZE))
     size = math.ceil(skaters / n_waves)
     waves = {w + 1: [p["bib"] for p in people[w * size:(w + 1) * size]]
              for w in range(n_waves)}
