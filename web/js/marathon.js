@@ -170,9 +170,10 @@ export function skaterCard(view, bib) {
   const rows = view.race.course.map((p, k) => {
     const tk = res ? res.t[k] : null, rank = rankAt(view, bib, k);
     const gap = tk === null && k < last;
-    return `<tr class="${k === last ? "mlast" : ""}${gap ? " mgap" : ""}"><td>${esc(p.point)}</td><td class="num">${km(p.m)}</td>` +
+    // The metres last: a phone hides the last column, and the rank matters more.
+    return `<tr class="${k === last ? "mlast" : ""}${gap ? " mgap" : ""}"><td>${esc(p.point)}</td>` +
       `<td class="num">${tk === null ? (gap ? t("no read") : "") : fmtClock(tk)}</td>` +
-      `<td class="num">${rank ? ordinal(rank) : ""}</td></tr>`;
+      `<td class="num">${rank ? ordinal(rank) : ""}</td><td class="num">${km(p.m)}</td></tr>`;
   }).join("");
   const state = res && res.status ? `<span class="code">${esc(res.status)}</span>`
     : last === view.race.course.length - 1 ? `<span class="mdone">${t("Finished")} ${fmtClock(res.t[last])}</span>`
@@ -180,7 +181,7 @@ export function skaterCard(view, bib) {
   return `<div class="mcard" data-testid="marathon-card-${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span>` +
     ` <span class="nation">${esc(sk.nation)} · ${t("bib")} ${esc(bib)} · ${esc(sk.club)} · ${esc(wave ? wave.name || `${t("Wave")} ${sk.wave}` : "")}</span></div>` +
     `<div class="mstate">${state}</div>` +
-    `<table class="passages"><thead><tr><th>${t("Point")}</th><th class="num">km</th><th class="num">${t("Time")}</th><th class="num">#</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    `<table class="passages"><thead><tr><th>${t("Point")}</th><th class="num">${t("Time")}</th><th class="num">#</th><th class="num">km</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
 // Running clocks of the waves (the followed skater's card): her wave's gun to now.
@@ -270,6 +271,7 @@ export function boardHtml(view, rows) {
 }
 
 // ------------------------------------------------------------------ monitor
+const LIST_EVERY_MS = 250;
 // Every skater in one virtualised list (classification order), a search that jumps to
 // a skater, and her card beside the list.
 export function mountMonitor(main, live) {
@@ -286,15 +288,18 @@ export function mountMonitor(main, live) {
   const $ = (id) => main.querySelector(`#${id}`);
   const list = new VirtualList($("mlist"), 28, (row) => rowHtml(live.view, row, { club: true, tag: "div" })
     .replace('class="mrow"', `class="mrow${row.bib === selected ? " selected" : ""}"`));
-  let listAt = 0;
+  let listAt = 0, later = null;
   const draw = (view) => {
     if (!view) return;
     $("mcounts").innerHTML = countsHtml(view);
     // The whole classification is one pass over the passages: a few times a second is
-    // enough for a list nobody reads faster.
-    if (performance.now() - listAt > 250 || !list.items.length) {
+    // enough for a list nobody reads faster (and the last change is drawn after it).
+    const wait = LIST_EVERY_MS - (performance.now() - listAt);
+    if (wait <= 0 || !list.items.length) {
       listAt = performance.now();
       list.setItems(classification(view));
+    } else if (!later) {
+      later = setTimeout(() => { later = null; schedule(live.view); }, wait);
     }
     $("mcard").innerHTML = selected ? skaterCard(view, selected) : "";
   };
