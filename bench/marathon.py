@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,9 @@ def build(skaters: int = 10_000, seed: int = 2026) -> tuple[dict[str, Any], Trut
             truth.passages[bib] = _reads(bib, gun, j, speeds[row], rnd, inputs, truth)
     _rest(truth, waves, rnd, inputs)
     inputs.sort(key=lambda x: x[0])
-    doc = {"startlist": {
+    doc = {"about": (f"A generated 200 km marathon on natural ice (bench/marathon.py, {skaters} "
+                     f"skaters, seed {seed}): names, clubs, speeds and reads are made up."),
+           "startlist": {
         "competition": {"id": "ae-2026", "name": "Alternative Elfstedentocht 2026"},
         "skaters": people,
         "races": [{"id": RACE, "name": "200 km tour", "kind": "marathon",
@@ -195,12 +198,46 @@ def _rest(truth: Truth, waves: dict[int, list[str]], rnd: random.Random,
         truth.passages[early][0] = after - wave_gun
 
 
+def engine_cost(skaters: int, seed: int = 2026) -> dict[str, float]:
+    """The engine alone on a generated race: µs per input (every read, every gun, in
+    arrival order), and the bytes of the largest ``course_passage`` event."""
+    from icetime.messages import convert_input
+    from icetime.replay import script_inputs
+    from services.scoring.competition import Competition
+
+    doc, _ = build(skaters, seed)
+    inputs = [convert_input({**it.inp, "source": it.source})
+              for it in script_inputs(doc)]
+    comp = Competition()
+    comp.feed("sl", convert_input({"type": "startlist", **doc["startlist"]}))
+    largest = 0
+    started = time.perf_counter()
+    for n, inp in enumerate(inputs):
+        for ev in comp.feed(f"in-{n}", inp).get(RACE, []):
+            if ev["type"] == "course_passage":
+                largest = max(largest, len(json.dumps(ev)))
+    spent = time.perf_counter() - started
+    return {"skaters": skaters, "inputs": len(inputs), "us_per_input": spent / len(inputs) * 1e6,
+            "event_bytes_max": largest}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.marathon", description=__doc__)
     ap.add_argument("--skaters", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="write the fixture here")
+    ap.add_argument("--engine", action="store_true",
+                    help="time the engine alone at 40, 1,000 and --skaters skaters")
     args = ap.parse_args(argv)
+    if args.engine:
+        for n in (40, 1000, args.skaters):
+            r = engine_cost(n, args.seed)
+            print(f"marathon engine: {r['skaters']:>6} skaters, {r['inputs']:>6} inputs, "
+                  f"{r['us_per_input']:6.1f} µs per input, largest passage event "
+                  f"{r['event_bytes_max']} B")
+        return 0
+    if args.out is None:
+        ap.error("--out is needed to write a fixture (or --engine to time the engine)")
     doc, truth = build(args.skaters, args.seed)
     args.out.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     reads = sum(1 for _, _, i in doc["script"]["inputs"] if i["type"] == "passing")

@@ -149,8 +149,9 @@ class Gun(_Input, tag="gun"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.pair is not None or self.wave is not None) and self.race is None:
-            raise ValueError("a gun that names a 'pair' or a 'wave' names its 'race' too")
+        for name in ("pair", "wave"):
+            if getattr(self, name) is not None and self.race is None:
+                raise ValueError(f"a gun that names a '{name}' names its 'race' too")
 
 
 class Clock(_Input, tag="clock"):
