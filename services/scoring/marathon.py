@@ -33,7 +33,16 @@ from typing import Any, ClassVar
 from icetime.messages import Decision, FinishTime, Gun
 from icetime.timefmt import to_thousandths
 
-from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
+from .model import (
+    NOT_PASSED,
+    InputError,
+    RaceEvent,
+    RaceInput,
+    RoutedGun,
+    RoutedPassing,
+    Run,
+    Skater,
+)
 from .race import GUN, PASSING, LogEntry, RaceBase
 
 KIND = "marathon"
@@ -235,11 +244,17 @@ class MarathonRace(RaceBase):
             self._show(row)
             self.shown[self.bibs[row]]["status"] = status
 
-    def _manual_time(self, row: int, time_us: int, m: int | None) -> None:
-        k = self._point_of(m)
-        t = to_thousandths(time_us)
-        self.manual[(row, k)] = t
-        self._place("", row, k, t, "manual", emit=False)
+    def _apply(self, input_id: str, inp: RaceInput, emit: bool) -> list[RaceEvent]:
+        """A manual time is keyed in here (it names a timing point by its metres); the
+        rest as in every race."""
+        if type(inp) is Decision and inp.action == "manual_time" and inp.time_us is not None:
+            k = self._point_of(inp.m)
+            t = to_thousandths(inp.time_us)
+            row = self._row(inp.bib)
+            self.manual[(row, k)] = t
+            self._place(input_id, row, k, t, "manual", emit=False)
+            return []
+        return super()._apply(input_id, inp, emit)
 
     def _restart(self, decision: Decision) -> None:
         raise InputError(f"race {self.id}: a wave starts again with a new gun")
