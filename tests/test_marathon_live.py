@@ -35,6 +35,7 @@ from .conftest import TOKENS, feed, make_settings, start_stack
 from .test_pipeline import Follower, load_startlist
 
 SHOTS = Path(__file__).parent / "screenshots"
+CHECK = (Path(__file__).parent / "screen_check.js").read_text()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -262,4 +263,11 @@ async def check_pages(pages: dict[str, Any], expected: dict[str, Any], bib: str)
     assert await monitor.locator("[data-testid=marathon-list] .mrow").count() <= DOM_ROWS_MAX
     board = pages["board"]
     assert await board.locator("[data-testid=board-marathon] .mrow").count() == 8
+    # What would not go on air (tests/screen_check.js): cut or spilling text, sideways
+    # scrolling, low contrast; the board may not scroll at all.
+    problems = []
+    for name, page in pages.items():
+        found = await page.evaluate(CHECK, [name == "board", True])
+        problems += [f"{name}: {p}" for p in found]
+    assert not problems, "\n".join(problems)
     assert "Started" in await board.locator("[data-testid=board-counts]").inner_text()
