@@ -65,26 +65,29 @@ const indexes = new WeakMap();
 function searchIndex(view) {
   let idx = indexes.get(view.skaters);
   if (!idx) {
-    idx = Object.values(view.skaters).map((s) => ({ bib: s.bib, name: fold(s.name), club: fold(s.club) }));
+    idx = Object.values(view.skaters).map((s) => ({
+      bib: s.bib, name: fold(s.name), words: ` ${fold(s.name)} ${fold(s.club)} ${fold(s.nation)}`,
+    }));
     indexes.set(view.skaters, idx);
   }
   return idx;
 }
 
-// Up to `limit` skaters for a query: the bib itself first, then names starting with it
-// (any word), then names and clubs containing it.
+// Up to `limit` skaters for a query: the bib itself first, then the skaters whose name
+// starts with it, then the others where every word of the query starts a word of the
+// name, club or nation, or the bib ("de vries 41", "sabine muller", "giethoorn"). One scan.
 export function search(view, query, limit = 20) {
-  const q = fold(query.trim());
+  const raw = query.trim(), q = fold(raw);
   if (!q) return [];
-  const exact = view.skaters[query.trim()] ? [query.trim()] : [];
-  const starts = [], contains = [];
+  const exact = view.skaters[raw] ? [raw] : [];
+  const terms = q.split(/\s+/);
+  const first = [], rest = [];
   for (const e of searchIndex(view)) {
-    if (e.bib === exact[0]) continue;
-    if (e.name.startsWith(q) || e.name.includes(" " + q) || e.bib.startsWith(q)) starts.push(e.bib);
-    else if (contains.length < limit && (e.name.includes(q) || e.club.includes(q))) contains.push(e.bib);
-    if (starts.length >= limit) break;
+    if (e.bib === raw || !terms.every((w) => e.words.includes(" " + w) || e.bib.startsWith(w))) continue;
+    if (e.name.startsWith(q)) first.push(e.bib); else if (rest.length < limit) rest.push(e.bib);
+    if (first.length >= limit) break;
   }
-  return [...exact, ...starts, ...contains].slice(0, limit);
+  return [...exact, ...first, ...rest].slice(0, limit);
 }
 
 // A virtualised list: a scroll box whose inner height is rows × rowPx, holding only the
