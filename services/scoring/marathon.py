@@ -120,7 +120,7 @@ class MarathonRace(RaceBase):
         return self.waves[gun.wave]
 
     # ------------------------------------------------------------------ input
-    def _feed(self, input_id: str, inp: Any) -> list[RaceEvent]:
+    def _feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         """Reads and guns are applied as they arrive, whatever their time (the state is
         a function of the set of reads: no reordering, no replay); the rest as in
         every race."""
