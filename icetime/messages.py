@@ -7,7 +7,8 @@ Two tagged unions on ``type``, built from msgspec ``Struct`` types:
   decodes each line straight into it; that is the whole validation (ranges, enums,
   required fields, unknown fields refused so that a typo is named, not ignored).
 * :data:`RaceEvent`: what scoring publishes per race (§2): ``revision``, ``pair_start``,
-  ``start``, ``passage``, ``finish``, ``split``, ``refused``.
+  ``start``, ``passage``, ``finish``, ``split``, ``wave_start``, ``course_passage``,
+  ``refused``.
 
 The JSON Schemas in docs/schema/ are generated from these types
 (``python -m icetime.messages --write docs/schema``; ``--check`` compares), and the
@@ -23,8 +24,8 @@ the same object.
 The race ``view`` (a ``revision``'s whole race) stays a ``dict`` on the event: its shape
 depends on ``view.race.kind`` and carries no tag of its own, so it cannot sit in a
 tagged union. :data:`VIEW_TYPES` maps each kind to its Struct (:class:`LongTrackView`,
-:class:`PackView`, :class:`RoundsView`, :class:`StandingsView`) and :func:`decode_view`
-checks a view against it; the schema of ``view`` points at those four.
+:class:`PackView`, :class:`MarathonView`, :class:`RoundsView`, :class:`StandingsView`)
+and :func:`decode_view` checks a view against it; the schema of ``view`` points at those five.
 
 Start lists are typed at the top level only (``skaters``, ``races``, ``events`` are
 lists of objects): their rules depend on the race kind and live in
@@ -44,7 +45,7 @@ import msgspec
 import msgspec.inspect as mi
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from icetime.startlist import StartListError, validate_startlist
+from icetime.startlist import MarathonRace, StartListError, validate_startlist
 
 #: A passing time must be a plausible µs count on some clock (0 .. year 2200 in µs).
 MAX_TIME_US = 7_258_118_400_000_000
@@ -59,6 +60,7 @@ Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ, description=(
 TimeUs = Annotated[int, Meta(ge=0, le=MAX_TIME_US, description="µs on the source's clock")]
 RaceTimeUs = Annotated[int, Meta(ge=1, le=MAX_RACE_TIME_US, description="race time, µs")]
 Pair = Annotated[int, Meta(ge=1, le=MAX_PAIR)]
+Wave = Annotated[int, Meta(ge=1, le=MAX_PAIR)]
 #: A name (race id, bib, transponder, point). Integers are accepted and become strings.
 Name = Annotated[str, Meta(min_length=1, max_length=64)] | int
 Reason = Annotated[str, Meta(min_length=1, max_length=200)] | int
@@ -132,12 +134,15 @@ class Passing(_Input, tag="passing"):
 
 
 class Gun(_Input, tag="gun"):
-    """The start of a pair (or of a pack race); its `t` is race-time zero. Without `race`
-    and `pair` it starts what was last called to the start."""
+    """The start of a pair (or of a pack race, or of a marathon's wave); its `t` is
+    race-time zero. Without `race` and `pair` it starts what was last called to the
+    start."""
 
     t: TimeUs
     race: Name | None = None
     pair: Pair | None = None
+    wave: Annotated[Wave | None, Meta(description=(
+        "marathon: the start wave this gun starts"))] = None
     rate: Annotated[float, Meta(gt=0, le=1000, description=(
         "How fast the race clock runs against the wall clock (replays only; default 1)."))
     ] | None = None
@@ -145,8 +150,9 @@ class Gun(_Input, tag="gun"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pair is not None and self.race is None:
-            raise ValueError("a gun that names a 'pair' names its 'race' too")
+        for name in ("pair", "wave"):
+            if getattr(self, name) is not None and self.race is None:
+                raise ValueError(f"a gun that names a '{name}' names its 'race' too")
 
 
 class Clock(_Input, tag="clock"):
@@ -543,6 +549,7 @@ class Revision(_Event, tag="revision"):
         description="The race view; its shape follows `race.kind`.",
         extra_json_schema={"anyOf": [{"$ref": "#/$defs/LongTrackView"},
                                      {"$ref": "#/$defs/PackView"},
+                                     {"$ref": "#/$defs/MarathonView"},
                                      {"$ref": "#/$defs/RoundsView"},
                                      {"$ref": "#/$defs/StandingsView"}]})]
 
@@ -620,6 +627,59 @@ class Split(_Event, tag="split"):
     split: SplitEntry
 
 
+class WaveRun(_Obj):
+    """A marathon wave's running clock: the server wall time of its gun (µs) and the
+    rate (replays)."""
+
+    clock_origin_us: int
+    rate: float
+
+
+class MarathonCounts(_Obj):
+    """How far the field has come: skaters with a passage, passages per timing point
+    (course order), finishers, waves started, skaters with a status."""
+
+    started: int
+    passed: list[int]
+    finished: int
+    waves: int
+    status: int
+
+
+class WaveStart(_Event, tag="wave_start"):
+    """A marathon wave's gun: its skaters' times run from it."""
+
+    wave: int
+    run: WaveRun
+    counts: MarathonCounts
+
+
+class CourseRow(_Obj):
+    """A marathon passage: timing point `k` (course order) named `point`, `m` metres
+    along the course, at race time `t` (µs from the wave's gun)."""
+
+    k: int
+    point: str
+    m: int
+    t: int
+
+
+class CoursePassage(_Event, tag="course_passage"):
+    """A skater passed a timing point of a marathon (or an earlier read of it
+    arrived). Carries the passage and the rank, never the classification: `at` is
+    where the bib goes in that point's order (after taking out her earlier passage
+    there, if any); `rank` counts the skaters strictly faster, plus one. Both are
+    `null` for a skater with a status (her passages show, she is not ranked). No story
+    lines: who is fastest so far depends on which reads have arrived, and the view is
+    the same whatever their arrival order."""
+
+    bib: str
+    row: CourseRow
+    rank: int | None
+    at: int | None
+    counts: MarathonCounts
+
+
 class Refused(_Event, tag="refused"):
     """An input naming this race that scoring could not apply, and why. It changes
     nothing: the race goes on as if the input had not come (a fold ignores it)."""
@@ -631,7 +691,8 @@ class Refused(_Event, tag="refused"):
 
 
 #: Every event a race stream carries (docs/protocol.md §2), tagged on ``type``.
-RaceEvent = Revision | PairStart | Start | Passage | Finish | Split | Refused
+RaceEvent = Revision | PairStart | Start | Passage | Finish | Split | WaveStart | \
+    CoursePassage | Refused
 EVENT_TYPES: dict[str, type[_Event]] = {
     t.__struct_config__.tag: t for t in get_args(RaceEvent)}
 
@@ -771,6 +832,62 @@ class PackView(_Obj):
     teams: dict[str, TeamEntry] | UnsetType = UNSET
 
 
+class MarathonPoint(_Obj):
+    point: str
+    m: int
+
+
+class MarathonRaceInfo(_Obj):
+    id: str
+    name: str
+    kind: Literal["marathon"]
+    distance: Annotated[int, Meta(description="metres from the start to the finish point")]
+    course: list[MarathonPoint]
+    official: bool
+
+
+class MarathonSkater(_Obj):
+    bib: str
+    name: str
+    short: str
+    nation: str
+    club: str
+    wave: int
+
+
+class MarathonWave(_Obj):
+    wave: int
+    name: str | None
+    size: int
+    run: WaveRun | None
+
+
+class MarathonResult(_Obj):
+    """A skater's race times (µs) by timing point in course order (`null`: no read
+    there, a visible gap), her status, and the points (`k`) whose time an official keyed
+    in. Only skaters with a passage or a status have one. Compact: a view of 10,000
+    skaters is sent whole on every revision and snapshot."""
+
+    t: list[int | None]
+    status: Status | None
+    manual: list[int]
+
+
+class MarathonView(_Obj):
+    """A marathon: `order` lists, per timing point, the bibs ranked there (fastest
+    first; skaters with a status are left out). The classification is not carried: it
+    follows from `order` and `results` (finishers by time, then by furthest point)."""
+
+    race: MarathonRaceInfo
+    skaters: dict[str, MarathonSkater]
+    waves: dict[str, MarathonWave]
+    results: dict[str, MarathonResult]
+    order: list[list[str]]
+    counts: MarathonCounts
+    stories: list[str]
+    revision: int
+
+
 class RoundsRaceInfo(_Obj):
     id: str
     name: str
@@ -837,12 +954,12 @@ class StandingsView(_Obj):
     revision: int
 
 
-RaceView = LongTrackView | PackView | RoundsView | StandingsView
+RaceView = LongTrackView | PackView | MarathonView | RoundsView | StandingsView
 #: The view type for each ``view.race.kind``.
 VIEW_TYPES: dict[str, type[_Obj]] = {
     **{k: LongTrackView for k in get_args(LongTrackKind)},
     **{k: PackView for k in get_args(PackKind)},
-    "rounds": RoundsView, "standings": StandingsView,
+    "marathon": MarathonView, "rounds": RoundsView, "standings": StandingsView,
 }
 
 
@@ -865,7 +982,9 @@ def schemas() -> dict[str, str]:
              "One input a source sends to ingest (docs/protocol.md §1), tagged on `type`."),
             ("race-event.json", [RaceEvent, *get_args(RaceView)], "icetime race event",
              "One event of a race stream (docs/protocol.md §2), tagged on `type`; "
-             "a revision's `view` is one of the views in $defs, by `race.kind`.")):
+             "a revision's `view` is one of the views in $defs, by `race.kind`."),
+            ("startlist-marathon.json", [MarathonRace], "icetime marathon race",
+             "One marathon entry of a start list's `races` (docs/startlist.md).")):
         (root, *_), defs = msgspec.json.schema_components(roots)
         doc = {"$schema": _SCHEMA_DIALECT, "title": title, "description": about,
                **root, "$defs": defs}

@@ -48,6 +48,8 @@ def script_inputs(doc: dict[str, Any], clock_base_us: int = 0, lead_us: int = 2_
     if script.get("format") == "pack":
         _pack_script(script, race, transponders, clock_base_us, lead_us, rate, out)
         return _numbered(out)
+    if script.get("format") == "marathon":
+        return _numbered(_timed_script(script, clock_base_us, lead_us, rate))
     interval = int(float(script.get("pair_interval_s", 15)) * 1_000_000)
     at = lead_us
     for pair in script["pairs"]:
@@ -99,6 +101,20 @@ def _crossings(crossings: dict[str, list[Any]], gun_at: int, clock_base_us: int,
                     "type": "passing", "transponder": tr, "point": "finish",
                     "t": clock_base_us + when}))
     return last
+
+
+def _timed_script(script: dict[str, Any], clock_base_us: int, lead_us: int, rate: float
+                  ) -> list[Timed]:
+    """A script that lists its inputs already timed (a generated marathon,
+    bench/marathon.py): ``[arrival µs, source, input]``, arrival and ``t`` from the
+    replay's start, in the order they arrive (not the order they were timed)."""
+    out = []
+    for at, source, inp in script["inputs"]:
+        inp = {**inp, "t": clock_base_us + inp["t"]}
+        if inp["type"] == "gun":
+            inp["rate"] = rate
+        out.append(Timed(lead_us + at, source, inp))
+    return out
 
 
 def _pack_script(script: dict[str, Any], race: str, transponders: dict[str, list[str]],

@@ -6,7 +6,10 @@ then only sees files that pass here. docs/startlist.md describes the format.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
 
 from icetime.timefmt import parse_time
 
@@ -17,7 +20,7 @@ RELAY_DISTANCES = (2000, 3000, 5000)
 TEAM_EVENTS = {"team_pursuit": ((6, 8), (3, 4)), "team_sprint": ((3,), (3, 4)),
                "mixed_relay": ((6,), (2, 2))}
 KINDS = ("long_track_individual", "short_track", "mass_start", "short_track_relay",
-         *TEAM_EVENTS)
+         *TEAM_EVENTS, "marathon")
 
 
 class StartListError(ValueError):
@@ -28,9 +31,9 @@ class StartListError(ValueError):
 #: refused, naming it: a misspelt field is never silently ignored.
 FIELDS: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
     "competition": "id name",
-    "skater": "bib name short nation transponders pb sb",
+    "skater": "bib name short nation club transponders pb sb",
     "race": "id name distance kind laps pairs records round season skaters teams world_cup "
-            "sprint_laps lines",
+            "sprint_laps lines course waves",
     "pair": "pair inner outer",
     "team": "id name short nation skaters",
     "world_cup": "cup table overall",
@@ -197,6 +200,61 @@ def _pack_race(r: dict[str, Any], where: str, kind: str, bibs: set[str]) -> None
         raise StartListError(f"{where}: 'season' looks like \"2022-23\"")
 
 
+class CoursePoint(Struct, forbid_unknown_fields=True):
+    """A timing point of a marathon's course: its name (what the decoders at its mat
+    send as ``point``) and how far along the course it lies."""
+
+    point: Annotated[str, Meta(min_length=1, max_length=64)]
+    m: Annotated[int, Meta(ge=0, le=1_000_000, description="metres from the start line")]
+
+
+class Wave(Struct, forbid_unknown_fields=True):
+    """A start wave: one gun starts its skaters; their times run from it."""
+
+    wave: Annotated[int, Meta(ge=1, le=1000)]
+    skaters: Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)] | int],
+                       Meta(min_length=1, description="bibs, each in one wave")]
+    name: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class MarathonRace(Struct, forbid_unknown_fields=True):
+    """A marathon on natural ice (docs/startlist.md): timing points along a course,
+    skaters started in waves."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=64)] | int
+    kind: Literal["marathon"]
+    course: Annotated[list[CoursePoint], Meta(min_length=2, max_length=64, description=(
+        "the timing points in course order, start first and finish last"))]
+    waves: Annotated[list[Wave], Meta(min_length=1, max_length=1000)]
+    name: Annotated[str, Meta(max_length=200)] | None = None
+
+
+def _marathon(r: dict[str, Any], where: str, bibs: set[str]) -> None:
+    """A marathon: its course (point names unique, metres increasing) and its waves
+    (numbers unique, every bib known and in one wave)."""
+    try:
+        race = msgspec.convert(r, MarathonRace)
+    except msgspec.ValidationError as exc:
+        raise StartListError(f"{where}: {str(exc).replace('$.', '')}") from None
+    names = [p.point for p in race.course]
+    if len(set(names)) != len(names):
+        raise StartListError(f"{where}.course: a timing point is named twice")
+    metres = [p.m for p in race.course]
+    if any(b <= a for a, b in zip(metres, metres[1:], strict=False)):
+        raise StartListError(f"{where}.course: metres must increase along the course")
+    numbers = [w.wave for w in race.waves]
+    if len(set(numbers)) != len(numbers):
+        raise StartListError(f"{where}.waves: a wave number is used twice")
+    seen: set[str] = set()
+    for j, wave in enumerate(race.waves):
+        for b in map(str, wave.skaters):
+            if b not in bibs:
+                raise StartListError(f"{where}.waves[{j}]: bib {b} is not in 'skaters'")
+            if b in seen:
+                raise StartListError(f"{where}.waves[{j}]: bib {b} is in two waves")
+            seen.add(b)
+
+
 def validate_startlist(doc: dict[str, Any]) -> None:
     """Check a competition file (docs/startlist.md); raises StartListError naming the
     first field that is wrong."""
@@ -271,6 +329,8 @@ def _race(r: Any, where: str, bibs: set[str]) -> None:
         raise StartListError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
     if kind in TEAM_EVENTS:
         _team_event(r, where, kind, bibs)
+    elif kind == "marathon":
+        _marathon(r, where, bibs)
     elif kind != "long_track_individual":
         _pack_race(r, where, kind, bibs)
     else:

@@ -106,7 +106,7 @@ def record(doc: dict[str, Any], variant: str) -> list[Fold]:
     for i, item in enumerate(items):
         feed(f"in-{i}", {**item.inp, "source": item.source, "rx_us": item.at_us})
         last_bib = next((e["bib"] for e in reversed(streams[race])
-                         if e["type"] in ("passage", "finish")), last_bib)
+                         if e["type"] in ("passage", "finish", "course_passage")), last_bib)
         if revise and i in (n // 2, n * 3 // 4):
             assert last_bib is not None
             action = "dq" if i == n // 2 else "reinstate"
@@ -145,7 +145,8 @@ def assert_variant_shows(events: list[dict[str, Any]], variant: str) -> None:
 def all_folds(name: str) -> tuple[Fold, ...]:
     """Recorded once per module run (the Python and the browser test share them)."""
     doc = load_fixture(ROOT / "fixtures" / f"{name}.json")
-    pack = doc["script"].get("format") == "pack"  # no extra loops in pack races
+    # No extra loops in pack races and marathons (a marathon's points are its course).
+    pack = doc["script"].get("format") in ("pack", "marathon")
     return tuple(f for variant in VARIANTS if not (pack and variant == "loops")
                  for f in record(doc, variant))
 

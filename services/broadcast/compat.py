@@ -68,7 +68,9 @@ def view_v1(view: dict[str, Any]) -> dict[str, Any]:
     if isinstance(view.get("race"), dict):
         out["race"] = _renamed(view["race"], RACE)
     if isinstance(view.get("results"), dict):
+        # A marathon's results are times, not rows (a kind protocol 1 never had).
         out["results"] = {bib: {**res, "passages": [row_v1(p) for p in res["passages"]]}
+                          if "passages" in res else res
                           for bib, res in view["results"].items()}
     if isinstance(view.get("pack"), dict):
         out["pack"] = pack_v1(view["pack"])

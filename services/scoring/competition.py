@@ -2,8 +2,8 @@
 
 This module is its entry point, the ``Competition`` router: the start list,
 transponder routing, calls and guns, source clock offsets, and the rounds and World
-Cup standings hooks. The races themselves are ``longtrack.LongTrackRace`` and
-``pack.PackRace`` on their common base ``race.RaceBase``.
+Cup standings hooks. The races themselves are ``longtrack.LongTrackRace``,
+``pack.PackRace`` and ``marathon.MarathonRace`` on their common base ``race.RaceBase``.
 
 Contract
 --------
@@ -40,13 +40,15 @@ from icetime.startlist import transponder_key
 from . import rounds, standings
 from .distances import LAP_M
 from .longtrack import TEAM_KINDS, LongTrackRace
+from .marathon import KIND as MARATHON
+from .marathon import MarathonRace
 from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
 from .pack import KINDS as PACK_KINDS
 from .pack import PackRace
 from .race import IMPLAUSIBLE
 
 #: Any race the competition holds: they share feed(), view(), starters() and can_call().
-Race = LongTrackRace | PackRace
+Race = LongTrackRace | PackRace | MarathonRace
 #: Reads held per bib while no gun has started the bib (they land when it does); the
 #: oldest go first beyond this (a skater warming up over the loop).
 HELD_MAX = 64
@@ -344,8 +346,10 @@ class Competition:
             else:
                 race.configure(spec, skaters)
             out[rid] = race.recompute(input_id, "start list")
+        # Timing points besides the finish line: team events' lines, marathon courses.
         self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
-                      for line in r.lines.values()}
+                      for line in r.lines.values()} | {
+            p for r in self.races.values() if isinstance(r, MarathonRace) for p in r.points}
         return out
 
     def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
@@ -418,6 +422,8 @@ class Competition:
             return LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
         if kind in PACK_KINDS:
             return PackRace(spec, skaters, self.rules, self.max_speed_mps)
+        if kind == MARATHON:
+            return MarathonRace(spec, skaters, self.max_speed_mps)
         raise InputError(f"race {spec.get('id')}: unknown kind {kind!r}")
 
     def view(self, race_id: str) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class Skater:
     transponders: tuple[str, ...]
     pb: dict[int, int] = field(default_factory=dict)
     sb: dict[int, int] = field(default_factory=dict)
+    club: str = ""
 
     @classmethod
     def from_spec(cls, s: dict[str, Any]) -> Skater:
@@ -73,6 +74,7 @@ class Skater:
             transponders=tuple(str(t) for t in s.get("transponders", ())),
             pb={int(k): req_time(v) for k, v in (s.get("pb") or {}).items()},
             sb={int(k): req_time(v) for k, v in (s.get("sb") or {}).items()},
+            club=str(s.get("club") or ""),
         )
 
     def public(self, distance: int) -> dict[str, Any]:

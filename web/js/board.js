@@ -5,6 +5,7 @@ import { fit } from "./fit.js";
 import { t, translatePage, timeOfDay } from "./i18n.js";
 import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
 import { cupTable, eventRanking, isStandings } from "./standings.js";
+import { boardHtml, everyFrame, isMarathon } from "./marathon.js";
 import { badge, behind, digits, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
@@ -149,7 +150,19 @@ function nextPair(view) {
   return `${t("Next")}: ${t("pair")} ${next.pair} · ${names}`;
 }
 
+// A marathon: the top of the classification and the live count, drawn once a frame at
+// most (events come by the hundred a second).
+const marathon = everyFrame((view) => {
+  $("board").dataset.mode = "marathon";
+  $("race").textContent = view.race.name;
+  $("official").hidden = true;
+  $("main").innerHTML = boardHtml(view, packRows());
+  $("standings").innerHTML = "";
+  fit($("board"));
+});
+
 function render(view) {
+  if (isMarathon(view)) { marathon(view); return; }
   const m = mode(view);
   $("board").dataset.mode = m;
   $("race").textContent = view ? view.race.name : "icetime";
@@ -189,7 +202,7 @@ function render(view) {
 
 function tick(live) {
   const view = live.view;
-  const run = view && !isStandings(view) &&
+  const run = view && !isStandings(view) && !isMarathon(view) &&
     (isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)]);
   for (const el of document.querySelectorAll(".clock[data-bib]")) {
     if (!run) { el.textContent = ""; continue; }

@@ -5,6 +5,7 @@ import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
 import { esc, fmtTime, fmtGap, ordinal, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
+import { isMarathon, mountFans, tickWaveClocks } from "./marathon.js";
 import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
@@ -233,6 +234,13 @@ function render(view) {
   $("race-name").textContent = view.race.name;
   document.title = `icetime · ${view.race.name}`;
   if (isStandings(view)) { renderStandings(view); return; }
+  if (isMarathon(view)) {
+    // 10,000 skaters: a search box, not a list of names to pick from.
+    $("controls").querySelector("label:nth-child(2)").hidden = true;
+    marathonDraw ??= mountFans(document.querySelector("main"), live, race);
+    marathonDraw(view);
+    return;
+  }
   fillFollow(view);
   if (isPack(view)) { renderPack(view); renderStories(view); return; }
   const bibs = followed(view);
@@ -272,8 +280,12 @@ function renderStories(view) {
     (view.stories || []).slice(-12).reverse().map((line) => `<li>${esc(line)}</li>`).join("");
 }
 
+// A marathon's page, once a marathon's view has come (its draw, one per frame).
+let marathonDraw = null;
+
 function tickClocks(live) {
   const view = live.view;
+  tickWaveClocks(live);
   if (view) {
     for (const el of document.querySelectorAll(".clock[data-bib]")) {
       const res = view.results[el.dataset.bib];

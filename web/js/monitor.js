@@ -4,6 +4,7 @@ import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
 import { esc, fmtTime, fmtGap, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
+import { isMarathon, mountMonitor } from "./marathon.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
@@ -152,10 +153,18 @@ function renderPack(view) {
   $("grid").classList.add("pack");
 }
 
+// A marathon's list and search, once a marathon's view has come (its draw, one per frame).
+let marathonDraw = null;
+
 function render(view) {
   if (!view) return;
   $("race").textContent = view.race.name;
   document.title = `icetime · monitor · ${view.race.name}`;
+  if (isMarathon(view)) {
+    marathonDraw ??= mountMonitor(document.querySelector("main"), live);
+    marathonDraw(view);
+    return;
+  }
   $("records").textContent = Object.entries(view.race.records || {})
     .map(([k, t]) => `${k} ${fmtTime(t)}`).join(" · ");
   if (isStandings(view)) {
@@ -238,7 +247,7 @@ async function pollHealth() {
 
 function tick() {
   const view = live.view;
-  const run = view && !isStandings(view) && (isPack(view) ? view.pack.run
+  const run = view && !isStandings(view) && !isMarathon(view) && (isPack(view) ? view.pack.run
     : view.current_pair !== null && view.on_ice[String(view.current_pair)]);
   const elapsed = run ? live.raceElapsedUs(run) : null;
   $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";

@@ -47,7 +47,8 @@ function laneRow(view, lane, bib) {
 }
 
 function render(view) {
-  if (view && view.race.kind === "standings") { $("third").hidden = true; return; }
+  // No lower third for the standings, nor (yet) for a marathon's thousands.
+  if (view && ["standings", "marathon"].includes(view.race.kind)) { $("third").hidden = true; return; }
   if (isPack(view)) renderPack(view);
   else {
     const pair = view && view.pairs.find((p) => p.pair === view.current_pair);
@@ -63,7 +64,7 @@ function render(view) {
 }
 
 function running(view) {
-  if (!view || view.race.kind === "standings") return null;
+  if (!view || ["standings", "marathon"].includes(view.race.kind)) return null;
   return isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)] || null;
 }
 

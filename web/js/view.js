@@ -8,6 +8,12 @@ export function applyEvent(view, ev) {
   if (ev.type === "revision") return structuredClone(ev.view);
   // A refused input changed nothing (the desk shows it; the fold ignores it).
   if (!view || ev.type === "refused") return view;
+  if (ev.type === "wave_start") {
+    view.waves[String(ev.wave)].run = ev.run;
+    view.counts = ev.counts;
+    return view;
+  }
+  if (ev.type === "course_passage") return coursePassage(view, ev);
   // Pack races (short track, mass start): the race-wide state travels whole.
   if (ev.pack) view.pack = ev.pack;
   if (ev.type === "pair_start") {
@@ -29,6 +35,27 @@ export function applyEvent(view, ev) {
       if (ev.pair_done) delete view.on_ice[String(ev.pair)];
     }
   }
+  return view;
+}
+
+// A marathon passage: the skater's passage at the point, and her place in that point's
+// order (ev.at, after taking out an earlier passage of hers there). One splice: the
+// cost does not grow with the field beyond a memmove.
+function coursePassage(view, ev) {
+  const k = ev.row.k;
+  let result = view.results[ev.bib];
+  if (!result) {
+    result = view.results[ev.bib] = {
+      t: new Array(view.race.course.length).fill(null), status: null, manual: [],
+    };
+  }
+  if (ev.at !== null) {
+    const order = view.order[k];
+    if (result.t[k] !== null) order.splice(order.indexOf(ev.bib), 1);
+    order.splice(ev.at, 0, ev.bib);
+  }
+  result.t[k] = ev.row.t;
+  view.counts = ev.counts;
   return view;
 }
 
