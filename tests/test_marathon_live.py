@@ -27,6 +27,7 @@ import pytest
 from bench.marathon import COURSE, RACE, build
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import Timed, script_inputs
 from icetime.settings import Source
 from icetime.timefmt import now_us
@@ -112,14 +113,14 @@ async def load_big_startlist(stack: Any, doc: dict[str, Any]) -> None:
 async def caught_up(r: Any) -> str:
     """Wait until scoring has taken every input ingest accepted; the race's offset."""
     for _ in range(6000):
-        last = bus.entries(await r.xrevrange(keys.RAW_STREAM, count=1))
-        done = await r.get(keys.SCORING_PROGRESS)
+        last = bus.entries(await r.xrevrange(keys.raw_stream(MAIN), count=1))
+        done = await r.get(keys.scoring_progress(MAIN))
         if last and done and bus.text(done) == last[0][0]:
             break
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("scoring did not catch up")
-    return bus.text(await r.hget(keys.snapshot_key(RACE), "offset"))
+    return bus.text(await r.hget(keys.snapshot_key(MAIN, RACE), "offset"))
 
 
 async def test_a_marathon_through_the_whole_chain(mat_stack):

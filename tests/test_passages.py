@@ -252,7 +252,7 @@ def test_a_long_track_skater_down_on_the_line_makes_no_passages():
 #: Races where a passage is a crossing of the line by the pack or by a team.
 PACK_AND_TEAM = [p.stem for p in FIXTURES
                  if load_fixture(p)["startlist"]["races"][0].get("kind") not in
-                 (None, "long_track_individual")]
+                 (None, "long_track_individual", "marathon")]  # marathon: test_marathon.py
 
 
 @functools.cache
