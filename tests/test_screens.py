@@ -96,6 +96,8 @@ class Race:
                   tuple[str, Moment, list[dict[str, Any]], set[str]]]
     pairs: tuple[int, ...] = ()
     doc: dict[str, Any] = field(default_factory=dict)
+    #: Texts every screen must show at a moment (by name).
+    shows: dict[str, list[str]] = field(default_factory=dict)
 
 
 def nth_passing(n: int) -> Moment:
@@ -132,7 +134,7 @@ RACES = [
         ("mid-pair", nth_passing(8), [], {"quiet", "offline", "langs"}),
         ("dq", gun(3), [{"action": "dq", "bib": "17", "reason": "lane"}]),
         ("end", end, [{"action": "official"}], {"langs"}),
-    ], pairs=(8, 9, 10)),
+    ], pairs=(8, 9, 10), shows={"end": ["1:14.446", "1:14.449"]}),
     Race("beijing2023_w_massstart", [("lap-6", fraction(0.35), [], {"quiet", "langs"}),
                                      ("last-lap", fraction(0.93), []),
                                      ("end", end, [], {"langs"})]),
@@ -249,6 +251,10 @@ async def run_race(stack, r, feeds, pages, race: Race) -> list[str]:
         await open_all(stack, pages, race_id, "en")
         shot = f"{race.fixture}-{name}"
         problems += await look(pages, offset, shot)
+        for screen, page in pages.items():
+            text = await page.inner_text("body")
+            problems += [f"{shot}-{screen}: {want!r} not shown" for want in race.shows.get(name, [])
+                         if want not in text]
         also = moment[3] if len(moment) > 3 else set()
         if "langs" in also:
             problems += await languages(stack, pages, race_id, offset, shot)
