@@ -3,9 +3,9 @@
 import { LiveRace, pickRace } from "./live.js";
 import { fit } from "./fit.js";
 import { ordinal, t, translatePage, timeOfDay } from "./i18n.js";
-import { esc, fmtFinal, fmtTime, fmtGap } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes } from "./view.js";
 import { cupTable, eventRanking, isStandings } from "./standings.js";
-import { badge, behind, digits, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
+import { badge, behind, digits, isPack, ptsText, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
 const ribbon = matchMedia("(min-aspect-ratio: 4/1)");
@@ -47,7 +47,7 @@ function lane(view, bib, lane) {
   }
   // Two short lines, so the gap is never the part that does not fit.
   const lastPassage = last && !res.final && !res.status
-    ? `<div class="under" data-testid="board-passage-${lane}"><div>${last.m} m ${fmtTime(last.t)}</div>` +
+    ? `<div class="under" data-testid="board-passage-${lane}"><div>${last.m} m ${fmtRanked(last.t, passageTimes(view, last.k))}</div>` +
       `<div><span class="rank">${ordinal(last.rank)}</span> ` +
       (last.gap_leader !== null ? `<span class="gap ${last.gap_leader > 0 ? "slower" : "faster"}">${fmtGap(last.gap_leader)}</span>` : "") + `</div></div>`
     : "";
@@ -125,7 +125,7 @@ function podium(view) {
     return `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
       `${nameDiv(sk, "who")}<div class="nation">${esc(sk.nation)}</div>` +
       `<div class="t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i], places)}</div>` +
-      (c.sprint_points ? `<div class="pts">${t("{n} pts", { n: c.sprint_points[i] })}</div>`
+      (c.sprint_points ? `<div class="pts">${ptsText(c.sprint_points[i])}</div>`
         : `<div class="gap">${i ? fmtGap(c.behind[i]) : "&nbsp;"}</div>`) + `</div>`;
   }).join("")}</div>${sanctions(view)}`;
 }

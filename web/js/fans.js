@@ -3,9 +3,9 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { ordinal, t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtFinal, fmtTime, fmtGap, statusStories } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
-import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
+import { badge, behind, breakawayText, digits, finalTime, isPack, ptsText, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 15000;
@@ -21,7 +21,7 @@ function laneRows(view, bib, lane) {
     const p = res.passages[k];
     if (!p) return `<tr class="pending"><td>${m} m</td><td colspan="5"></td></tr>`;
     const lead = p.gap_leader === null ? "" : fmtGap(p.gap_leader);
-    return `<tr data-m="${m}"><td>${m} m</td><td class="num t">${fmtTime(p.t)}</td>` +
+    return `<tr data-m="${m}"><td>${m} m</td><td class="num t" data-t="${p.t}">${fmtRanked(p.t, passageTimes(view, k))}</td>` +
       `<td class="num">${k ? fmtTime(p.lap_time) : ""}</td><td class="num rank">${p.rank}</td>` +
       `<td class="num gap ${gapClass(p.gap_leader)}">${lead}</td>` +
       `<td class="num">${p.projected ? "→ " + fmtTime(p.projected) : ""}</td></tr>`;
@@ -57,7 +57,7 @@ function card(view, bib) {
       res.final.flags.map((f) => ` <span class="flag">${esc(f)}</span>`).join("");
   }
   const line = last && !res.final
-    ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${last.m} m <b>${fmtTime(last.t)}</b> · ${ordinal(last.rank)}` +
+    ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${last.m} m <b>${fmtRanked(last.t, passageTimes(view, last.k))}</b> · ${ordinal(last.rank)}` +
       (last.gap_leader !== null ? ` · <span class="gap ${gapClass(last.gap_leader)}">${fmtGap(last.gap_leader)}</span>` : "") + `</div>`
     : "";
   return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
@@ -142,7 +142,8 @@ function labeller(svg, { dots, segments, bounds }) {
       const spots = [[0, dy[0]], [0, dy[1]], [-side, 0], [side, 0], [-side, dy[0]], [side, dy[0]],
         [-side, dy[1]], [side, dy[1]], [0, dy[2]], [0, dy[3]]];
       for (const [dx, dyy] of spots) {
-        const cx = px + dx, cy = py + dyy;
+        // Kept inside the chart sideways (the finish's label at the right edge).
+        const cx = Math.min(Math.max(px + dx, bounds[0] + w / 2), bounds[2] - w / 2), cy = py + dyy;
         const bx = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2];
         if (free(bx)) { taken.push(bx); return [cx, cy]; }
       }
@@ -225,7 +226,7 @@ function packCard(view, bib) {
   const line = row ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${esc(t("lap {n}", { n: row.lap_number }))} ` +
     `<b>${fmtTime(row.lap_time)}</b> · ${esc(t("{place} across", { place: ordinal(row.position) }))}` +
     (behind(view, bib) ? ` · <span class="gap slower">${behind(view, bib)}</span>` : "") +
-    (pts !== null ? ` · ${esc(t("{n} pts", { n: pts }))}` : "") + `</div>` : "";
+    (pts !== null ? ` · ${esc(ptsText(pts))}` : "") + `</div>` : "";
   return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
     `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
 }
@@ -254,7 +255,7 @@ function renderPack(view) {
     const sk = view.skaters[bib];
     return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
       `<td class="num t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i], digits(view))}</td>` +
-      `<td class="num">${c.sprint_points ? esc(t("{n} pts", { n: c.sprint_points[i] })) : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
+      `<td class="num">${c.sprint_points ? esc(ptsText(c.sprint_points[i])) : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
   }).join("") + sanctionRows(view);
 }
 

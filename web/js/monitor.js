@@ -2,7 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtFinal, fmtTime, fmtGap, statusStories } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
 
@@ -67,12 +67,12 @@ function crossedBy(members, p) {
   return Object.entries(p.skaters).map(([bib, t]) => `${members[bib] ? members[bib].short : bib} ${fmtTime(t)}`).join(" · ");
 }
 
-function cell(p, best, members) {
+function cell(p, best, members, others) {
   if (!p) return `<td class="cell empty"></td>`;
   const lap = p.k ? `<span class="lap${p.lap_time === best.lap_time ? " best-lap" : ""}">${fmtTime(p.lap_time)}</span>` : `<span class="lap"></span>`;
   const who = crossedBy(members, p);
   return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}"${who ? ` title="${esc(who)}"` : ""}>` +
-    `<div class="t">${fmtTime(p.t)}</div><div class="sub">${lap}` +
+    `<div class="t" data-t="${p.t}">${fmtRanked(p.t, others)}</div><div class="sub">${lap}` +
     `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
 }
 
@@ -94,7 +94,7 @@ function row(view, bib, best, pairOf, members) {
     `<td class="pr">${esc(pair)}<span class="lane lane-${lane}">${lane}</span></td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
     `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
-    view.race.passages.map((m, k) => cell(res.passages[k], best[k], members)).join("") +
+    view.race.passages.map((m, k) => cell(res.passages[k], best[k], members, passageTimes(view, k))).join("") +
     `<td class="final" data-testid="final-${esc(bib)}">${final}</td><td class="num proj">${projected}</td></tr>`;
 }
 
@@ -156,6 +156,7 @@ function renderPack(view) {
 
 function render(view) {
   if (!view) return;
+  drawHealth();
   $("race").textContent = view.race.name;
   document.title = `icetime · monitor · ${view.race.name}`;
   $("records").textContent = Object.entries(view.race.records || {})
@@ -247,13 +248,20 @@ function latencyChip(h) {
   return `<span class="chip" data-testid="latency">${esc(text)}</span>`;
 }
 
+let health;  // the last /api/health answer: undefined before the first, null when it failed
+
 async function pollHealth() {
-  let h = null;
-  try { h = await fetch("/api/health").then((r) => r.json()); } catch { /* shown below */ }
+  try { health = await fetch("/api/health").then((r) => r.json()); } catch { health = null; }
+  drawHealth();
+}
+
+// The feed health chips, from the last health answer and the view (drawn on both).
+function drawHealth() {
+  const h = health;
   const parts = [];
-  if (!h) {
+  if (h === null) {
     parts.push(`<span class="chip bad">${esc(t("health unavailable"))}</span>`);
-  } else {
+  } else if (h) {
     for (const d of h.decoders || []) parts.push(decoderChip(d, h));
     const ing = h.ingest || {}, sc = h.scoring || {};
     parts.push(`<span class="chip" data-testid="feed-counts">${esc(t("inputs {a} · duplicates {d} · rejected {r} · unknown transponders {u}",
@@ -264,7 +272,8 @@ async function pollHealth() {
   const at = Math.max(viewUs || 0, lastTimingAt);
   const last = at ? ago(live.serverNowUs() - at) : t("none yet");
   parts.push(`<span class="chip" data-testid="last-passing">${esc(t("last passing"))} ${esc(last)}</span>`);
-  $("health").innerHTML = parts.join("");
+  const html = parts.join("");
+  if ($("health").innerHTML !== html) $("health").innerHTML = html;
 }
 
 function tick() {

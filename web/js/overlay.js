@@ -3,10 +3,10 @@
 // front three, the running clock and the gap to the leader; "clock" only the race clock
 // and the race, top right. Everything sits inside the 5 % graphics-safe margins.
 import { LiveRace, pickRace } from "./live.js";
-import { esc, fmtFinal, fmtTime, fmtGap } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes } from "./view.js";
 import { fit } from "./fit.js";
 import { t } from "./i18n.js";
-import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, place, pointsOf } from "./pack.js";
+import { badge, behind, breakawayText, finalTime, isPack, ptsText, lapsToGo, place, pointsOf } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 10000;  // a race running and no event for this long: no timing data
@@ -27,7 +27,7 @@ function renderPack(view) {
   $("rows").innerHTML = front.slice(0, 3).map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
     return `<div class="row pack" data-testid="overlay-${esc(bib)}"><span class="band pos">${place(view, bib)}</span>` +
-      nameCell(sk) + `<span class="rank">${pts !== null ? t("{n} pts", { n: pts }) : ""}</span><span class="t"${tAttr(view, bib)}>${finalTime(view, bib)}</span>` +
+      nameCell(sk) + `<span class="rank">${pts !== null ? ptsText(pts) : ""}</span><span class="t"${tAttr(view, bib)}>${finalTime(view, bib)}</span>` +
       `<span class="gap slower">${badge(view, bib) || behind(view, bib)}</span></div>`;
   }).join("");
 }
@@ -37,7 +37,7 @@ function laneRow(view, lane, bib) {
   const sk = view.skaters[bib], res = view.results[bib];
   const last = [...res.passages].reverse().find(Boolean);
   const c = view.classification, at = c.bib.indexOf(bib);
-  let rank = last ? "#" + last.rank : "", time = last ? `${last.m} m ${fmtTime(last.t)}` : "";
+  let rank = last ? "#" + last.rank : "", time = last ? `${last.m} m ${fmtRanked(last.t, passageTimes(view, last.k))}` : "";
   let g = last && last.gap_leader !== null ? last.gap_leader : null;
   let ranked = "";
   if (res.final) {

@@ -56,6 +56,9 @@ export function place(view, bib) {
   return view.pack.order.indexOf(bib) + 1;
 }
 
+// Sprint points as words: "1 pt", "63 pts".
+export const ptsText = (n) => (n === 1 ? t("1 pt") : t("{n} pts", { n }));
+
 // A skater's sprint points so far (mass start), else null.
 export function pointsOf(view, bib) {
   return view.pack.sprint_points ? view.pack.sprint_points[bib] || 0 : null;

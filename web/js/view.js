@@ -60,6 +60,11 @@ export function fmtFinal(view, us, digits = 2) {
   return fmtRanked(us, view.classification ? view.classification.t : [], digits);
 }
 
+// Every skater's time at passage k (µs; undefined where she has none): what ranks her there.
+export function passageTimes(view, k) {
+  return Object.values(view.results).map((r) => r.passages[k] && r.passages[k].t);
+}
+
 // A gap under one hundredth that is not zero is shown in thousandths ("+0.006"):
 // thousandths decided it (same rule as icetime/timefmt.py format_diff).
 export function fmtGap(us) {
