@@ -72,7 +72,7 @@ function packBoard(view) {
       (pts !== null ? `<span class="ppts">${pts || ""}</span>` : "") + `</div>`;
   }).join("");
   const side = [`<div class="clock pclock" data-bib="pack" data-testid="board-clock"></div>`,
-    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : warned(pack) ? " warn" : ""}" data-testid="board-laps">${lapsToGo(pack)}</div>`];
+    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : warned(pack) ? " warn" : ""}" data-testid="board-laps" data-fit>${lapsToGo(pack)}</div>`];
   const away = view.pack.breakaway;
   if (away && view.pack.run) {
     // Two short lines (who; how far) rather than one that will not fit.
