@@ -5,8 +5,13 @@
 // Checks: the page scrolling sideways; any element reaching past the viewport; any box whose
 // content is wider (or, on a fixed screen, taller) than the box (clipped or spilling text, an
 // ellipsis); text whose contrast with what is behind it is below WCAG AA (4.5:1, 3:1 for
-// large text); text with nothing behind it on a transparent page (the overlay over video).
-([fixed, colours]) => {
+// large text); text with nothing behind it on a transparent page (the overlay over video);
+// a value left blank ("–"); a state that says something is wrong in the colour of a good
+// one (green); two ranked times shown alike that are not alike (a tie in hundredths
+// decided by thousandths must show them); chart labels touching a point, a line, another
+// label, or the chart's edge.
+//   problems: the texts (every language) that say the data or the link is not good.
+([fixed, colours, problems]) => {
   const out = [];
   const W = innerWidth, H = innerHeight;
   const label = (el) => {
@@ -97,16 +102,76 @@
       out.push(`a name is there but none is shown: ${label(el)}`);
     }
   }
-  // A chart's labels must not sit on its points.
-  for (const svg of document.querySelectorAll("svg")) {
-    const dots = [...svg.querySelectorAll("circle")].map((c) => c.getBoundingClientRect());
-    for (const t of svg.querySelectorAll("text")) {
-      const a = t.getBoundingClientRect();
-      if (!a.width) continue;
-      if (dots.some((b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)) {
-        out.push(`chart label over a point: ${label(t)}`);
-      }
+  // A chart's texts: clear of its points, its lines and each other (a pixel apart at
+  // least), and inside the chart.
+  const meets = (a, b, pad = 0) => a.left - pad < b.right && b.left < a.right + pad && a.top - pad < b.bottom && b.top < a.bottom + pad;
+  const crosses = ([x1, y1, x2, y2], r) => {
+    let lo = 0, hi = 1;
+    const dx = x2 - x1, dy = y2 - y1;
+    for (const [p, q] of [[-dx, x1 - r.left], [dx, r.right - x1], [-dy, y1 - r.top], [dy, r.bottom - y1]]) {
+      if (p === 0) { if (q < 0) return false; continue; }
+      const u = q / p;
+      if (p < 0) { if (u > hi) return false; lo = Math.max(lo, u); } else { if (u < lo) return false; hi = Math.min(hi, u); }
     }
+    return true;
+  };
+  for (const svg of document.querySelectorAll("svg")) {
+    if (!svg.getClientRects().length) continue;
+    const box = svg.getBoundingClientRect();
+    const dots = [...svg.querySelectorAll("circle")].map((c) => c.getBoundingClientRect());
+    const segments = [];
+    for (const ln of svg.querySelectorAll("polyline, line")) {
+      const m = ln.getScreenCTM();
+      const pts = ln.tagName === "line"
+        ? [[ln.x1.baseVal.value, ln.y1.baseVal.value], [ln.x2.baseVal.value, ln.y2.baseVal.value]]
+        : [...ln.points].map((p) => [p.x, p.y]);
+      const on = pts.map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]);
+      for (let i = 1; i < on.length; i++) segments.push([...on[i - 1], ...on[i]]);
+    }
+    const texts = [...svg.querySelectorAll("text")].filter((t) => t.textContent.trim())
+      .map((t) => [t, t.getBoundingClientRect()]).filter(([, r]) => r.width);
+    texts.forEach(([t, a], i) => {
+      if (a.left < box.left - 1 || a.right > box.right + 1 || a.top < box.top - 1 || a.bottom > box.bottom + 1) {
+        out.push(`chart text past the chart's edge: ${label(t)}`);
+      }
+      if (dots.some((b) => meets(a, b, 1))) out.push(`chart label over a point: ${label(t)}`);
+      const grown = { left: a.left - 1, right: a.right + 1, top: a.top - 1, bottom: a.bottom + 1 };
+      if (segments.some((sg) => crosses(sg, grown))) out.push(`chart text touching a line: ${label(t)}`);
+      for (const [u, b] of texts.slice(i + 1)) {
+        if (meets(a, b, 1)) out.push(`chart texts touching each other: ${label(t)} and ${label(u)}`);
+      }
+    });
+  }
+  // A value left blank: a figure shown as a dash ("latency –").
+  for (const el of document.body.querySelectorAll("*")) {
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join("").trim();
+    if (own && /(^|\s)[–—-]$/.test(own) && el.getClientRects().length) out.push(`a value left blank: ${label(el)}`);
+  }
+  // A state that says something is wrong must not look right: no problem text in green
+  // (as text, or on a green ground).
+  const green = (c) => {
+    const [r, g, b] = c.map((v) => v / 255);
+    const max = Math.max(r, g, b), min = Math.min(r, g, b);
+    return max === g && max - min > 0.15 && g - Math.max(r, b) > 0.08;
+  };
+  const bad = (problems || []).map((p) => new RegExp(p.split(/\{\w+\}/).map((x) => x.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".+?"), "i"));
+  for (const el of document.body.querySelectorAll("*")) {
+    const text = el.textContent.trim();
+    if (!text || !el.getClientRects().length || el.children.length || !bad.some((re) => re.test(text))) continue;
+    const cs = getComputedStyle(el), bg = over(behind(el), [0, 0, 0, 1]);
+    if (green(bg) || green(rgba(cs.color))) out.push(`a problem shown in the colour of a good state: ${label(el)}`);
+  }
+  // Ranked times (data-t, µs) shown alike must be alike: the thousandths that decide a
+  // tie in hundredths are shown (DOMAIN.md 1.4).
+  const shownAs = new Map();
+  for (const el of document.querySelectorAll("[data-t]")) {
+    if (!el.getClientRects().length || !el.textContent.trim()) continue;
+    const key = el.textContent.trim();
+    if (!shownAs.has(key)) shownAs.set(key, new Set());
+    shownAs.get(key).add(el.dataset.t);
+  }
+  for (const [text, values] of shownAs) {
+    if (values.size > 1) out.push(`different times shown alike: ${text} is ${[...values].map((v) => (v / 1e6).toFixed(3)).join(" and ")}`);
   }
   return out;
 }

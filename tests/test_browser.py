@@ -597,7 +597,7 @@ async def test_pack_race_screens_follow_a_mass_start(stack):
         await expect(rows).to_have_count(12)
         # Park crossed the line last with a sprint point: 7th, ahead of the pointless.
         await expect(rows.nth(6)).to_contain_text("Park Ji-woo")
-        await expect(rows.nth(6)).to_contain_text("1 pts")
+        await expect(rows.nth(6)).to_contain_text("1 pt")
         await expect(fan.get_by_test_id("follow-final-1")).to_have_text("8:24.71")
         await fan.screenshot(path=SHOTS / "live-pack-375x812.png", full_page=True)
         await assert_fits(fan, LIVE_BOXES)

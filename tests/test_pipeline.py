@@ -165,6 +165,12 @@ async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis
             async with s.get(f"{st.http}/api/health") as resp:
                 health = await resp.json()
         assert health["broadcast"]["races"][RACE]["fell_behind"] == 1
+        # The node's end-to-end latency of the events it sent (the decisions came over
+        # HTTP with no source stamp: from ingest's receipt), which the monitor shows
+        # before it has events of its own.
+        latency = health["latency"]
+        assert latency["events"] >= 40, latency
+        assert 0 <= latency["median_ms"] < 10_000 and latency["last_ms"] is not None, latency
         # The slow phone reads again: it is brought to the latest state by a fresh snapshot.
         kinds, view = [], None
         async with asyncio.timeout(20):

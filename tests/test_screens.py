@@ -4,15 +4,19 @@ One Chromium (Debian's, through Playwright) with one page per screen. Each fixtu
 go straight to ingest over the TCP feed, as fast as it takes them, and stop at a few
 moments of the race (mid-race, a finish or a decision, the end); at each moment every
 screen is looked at in 1920x1080 (16:9), 1920x192 (an LED ribbon) and 375x812 (a phone)
-by tests/screen_check.js, which lists what would not go on air. Screenshots of every look
-of every look with a problem (of every look with ICETIME_SCREENSHOTS=1) go to
-tests/screenshots/ (git-ignored).
+by tests/screen_check.js, which lists what would not go on air. At some moments the
+screens are also looked at with no data coming for a minute (stale), with the server
+unreachable, and in Dutch and German (every text translated, German's longer words fit).
+Screenshots of every look with a problem (of every look with ICETIME_SCREENSHOTS=1) go
+to tests/screenshots/ (git-ignored).
 """
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -35,6 +39,38 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SHOTS = Path(__file__).parent / "screenshots"
 CHECK = (Path(__file__).parent / "screen_check.js").read_text()
+WEB = Path(__file__).parents[1] / "web"
+LANGS = {p.stem: json.loads(p.read_text()) for p in (WEB / "lang").glob("*.json")}
+#: The texts that say the data or the link is not good, in every language: never green.
+PROBLEMS = sorted({texts[k] for texts in LANGS.values() for k in (
+    "No timing data", "no data", "no data for {n} s", "Server unreachable",
+    "Server unreachable: reconnecting…", "Data stale", "Data stale: reconnecting to storage…")})
+#: Words a page may show in every language: the product's name, a key's name.
+EVERY_LANGUAGE = {"icetime", "Esc"}
+#: Every word of text a page shows (text, option, aria-label, title), and the words of
+#: its data (the race view's texts, the races' names), which no language file translates.
+WORDS = """async () => {
+  const words = (s) => String(s).split(/[^\\p{L}]+/u).filter((w) => w.length >= 3);
+  const shown = new Set(), data = new Set();
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const el = n.parentElement;
+    if (el.closest("title, script, style")) continue;
+    if (!el.closest("option") && !el.getClientRects().length) continue;
+    words(n.textContent).forEach((w) => shown.add(w));
+  }
+  for (const el of document.querySelectorAll("[aria-label], [title]")) {
+    words(el.getAttribute("aria-label") || "").forEach((w) => shown.add(w));
+    words(el.getAttribute("title") || "").forEach((w) => shown.add(w));
+  }
+  const strings = (v) => typeof v === "string" ? [v]
+    : v && typeof v === "object" ? Object.values(v).flatMap(strings) : [];
+  const view = window.icetime.view || {};
+  const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+  [...strings(view), ...Object.keys((view.race || {}).records || {}), ...races.map((r) => r.name)]
+    .forEach((s) => words(s).forEach((w) => data.add(w)));
+  return [[...shown], [...data]];
+}"""
 #: ICETIME_SCREENSHOTS=1: a screenshot of every look, not only of those with a problem.
 ALL_SHOTS = os.environ.get("ICETIME_SCREENSHOTS") == "1"
 SIZES = [(1920, 1080), (1920, 192), (375, 812)]
@@ -57,9 +93,12 @@ class Race:
     and the decisions an official sends there."""
 
     fixture: str
-    moments: list[tuple[str, Moment, list[dict[str, Any]]]]
+    moments: list[tuple[str, Moment, list[dict[str, Any]]] |
+                  tuple[str, Moment, list[dict[str, Any]], set[str]]]
     pairs: tuple[int, ...] = ()
     doc: dict[str, Any] = field(default_factory=dict)
+    #: Texts every screen must show at a moment (by name).
+    shows: dict[str, list[str]] = field(default_factory=dict)
 
 
 def nth_passing(n: int) -> Moment:
@@ -89,19 +128,28 @@ def end(items: list[Timed], i: int) -> bool:
 RACES = [
     # Long track: Rijpma-de Jong (the longest name) in pair 8, then Leerdam, then Takagi;
     # Leerdam disqualified after her finish while her pair is still up.
+    # Ties in hundredths (thousandths decide): pair 8's two skaters, and at the end Takagi
+    # (1:14.446) and bib 19 (made 1:14.449). Mid-race also stale, unreachable and in
+    # Dutch and German.
     Race("beijing2023_w1000a", [
-        ("mid-pair", nth_passing(7), []),
+        ("mid-pair", nth_passing(8), [], {"quiet", "offline", "langs"}),
         ("dq", gun(3), [{"action": "dq", "bib": "17", "reason": "lane"}]),
-        ("end", end, [{"action": "official"}]),
-    ], pairs=(8, 9, 10)),
-    Race("beijing2023_w_massstart", [("lap-6", fraction(0.35), []),
-                                     ("last-lap", fraction(0.93), []), ("end", end, [])]),
+        ("end", end, [{"action": "official"}], {"langs"}),
+    ], pairs=(8, 9, 10), shows={"end": ["1:14.446", "1:14.449"]}),
+    Race("beijing2023_w_massstart", [("lap-6", fraction(0.35), [], {"quiet", "langs"}),
+                                     ("last-lap", fraction(0.93), []),
+                                     ("end", end, [], {"langs"})]),
     # Short track: a restart, then the final with two falls; official.
-    Race("shanghai2019_m500_final", [("restart", gun(2), []),
-                                     ("racing", fraction(0.6), []), ("end", end, [])]),
-    Race("shanghai2019_mixed_relay_final", [("racing", fraction(0.5), []), ("end", end, [])]),
-    Race("demo_w_team_pursuit", [("mid-pair", fraction(0.3), []), ("end", end, [])]),
+    Race("shanghai2019_m500_final", [("restart", gun(2), [], {"langs"}),
+                                     ("racing", fraction(0.6), [], {"offline"}),
+                                     ("end", end, [])]),
+    Race("shanghai2019_mixed_relay_final", [("racing", fraction(0.5), [], {"langs"}),
+                                            ("end", end, [])]),
+    Race("demo_w_team_pursuit", [("mid-pair", fraction(0.3), [], {"langs"}), ("end", end, [])]),
 ]
+
+#: Final times changed to ties in hundredths: fixture -> {bib: final time}.
+TIES = {"beijing2023_w1000a": {"15": "1:15.789", "19": "1:14.449"}}
 
 
 def prepare(race: Race) -> Race:
@@ -109,6 +157,10 @@ def prepare(race: Race) -> Race:
     if race.pairs:
         doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] in race.pairs]
     doc["script"]["pair_interval_s"] = 3
+    for p in doc["script"].get("pairs", []):
+        for bib, final in TIES.get(race.fixture, {}).items():
+            if bib in p["times"]:
+                p["times"][bib][-1] = final
     race.doc = doc
     return race
 
@@ -126,14 +178,16 @@ async def caught_up(r, race_id: str) -> str:
     return bus.text(await r.hget(keys.snapshot_key(MAIN, race_id), "offset"))
 
 
-async def look(pages: dict[str, Any], offset: str, name: str) -> list[str]:
-    """Every screen at every size, once each page shows the race as of ``offset``; the
-    pages side by side (one Chromium renders them in parallel)."""
+async def look(pages: dict[str, Any], offset: str | None, name: str,
+               sizes: list[tuple[int, int]] = SIZES) -> list[str]:
+    """Every screen at every size, once each page shows the race as of ``offset`` (None:
+    as it is); the pages side by side (one Chromium renders them in parallel)."""
     async def one(screen: str, page: Any) -> list[str]:
-        await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o "
-                                     "&& !window.icetime.pending.length", arg=offset)
+        if offset is not None:
+            await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o "
+                                         "&& !window.icetime.pending.length", arg=offset)
         problems = []
-        for w, h in SIZES:
+        for w, h in sizes:
             await page.set_viewport_size({"width": w, "height": h})
             # Both themes: the phone in light (as most phones are by day), the rest dark.
             await page.emulate_media(color_scheme="light" if w < 1000 else "dark")
@@ -141,7 +195,7 @@ async def look(pages: dict[str, Any], offset: str, name: str) -> list[str]:
             await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => "
                                 "requestAnimationFrame(r)))")
             # Colours change with the theme, not the size: contrast once per theme.
-            found = await page.evaluate(CHECK, [screen in FIXED, (w, h) != SIZES[1]])
+            found = await page.evaluate(CHECK, [screen in FIXED, (w, h) != SIZES[1], PROBLEMS])
             shot = SHOTS / f"{name}-{screen}-{w}x{h}.png"
             if found or ALL_SHOTS:
                 await page.screenshot(path=shot, omit_background=screen == "overlay")
@@ -183,7 +237,8 @@ async def run_race(stack, r, feeds, pages, race: Race) -> list[str]:
     items = script_inputs(doc, clock_base_us=now_us() - 600_000_000)
     problems: list[str] = []
     sent = 0
-    for name, at, extra in race.moments:
+    for moment in race.moments:
+        name, at, extra = moment[:3]
         while sent < len(items) and not at(items, sent):
             await send(stack, feeds, items[sent].source, items[sent].inp)
             sent += 1
@@ -194,12 +249,77 @@ async def run_race(stack, r, feeds, pages, race: Race) -> list[str]:
         # Opened at the moment (the snapshot): four pages folding every event while
         # they arrive would slow the feed tenfold on a small machine. Following the
         # stream live is tests/test_browser.py's and tests/test_fold.py's part.
-        await asyncio.gather(*(page.goto(f"{stack.http}/{screen}?race={race_id}")
-                               for screen, page in pages.items()))
-        problems += await look(pages, offset, f"{race.fixture}-{name}")
+        await open_all(stack, pages, race_id, "en")
+        shot = f"{race.fixture}-{name}"
+        problems += await look(pages, offset, shot)
+        for screen, page in pages.items():
+            text = await page.inner_text("body")
+            problems += [f"{shot}-{screen}: {want!r} not shown" for want in race.shows.get(name, [])
+                         if want not in text]
+        also = moment[3] if len(moment) > 3 else set()
+        if "langs" in also:
+            problems += await languages(stack, pages, race_id, offset, shot)
+        if "quiet" in also:
+            problems += await quiet(pages, f"{shot}-quiet")
+        if "offline" in also:
+            problems += await offline(stack, pages, f"{shot}-offline")
         # Idle while the next stretch is sent (the pages open again at the next moment).
         await asyncio.gather(*(page.goto("about:blank") for page in pages.values()))
     return problems
+
+
+async def open_all(stack, pages: dict[str, Any], race_id: str, lang: str) -> None:
+    await asyncio.gather(*(page.goto(f"{stack.http}/{screen}?race={race_id}&lang={lang}")
+                           for screen, page in pages.items()))
+
+
+async def languages(stack, pages, race_id: str, offset: str, name: str) -> list[str]:
+    """The screens in Dutch and German: every word the English page shows that is not
+    the race's own data (names, nations, the engine's story lines) must be translated,
+    and the longer German texts must fit too (looked at like the English ones)."""
+    english = await asyncio.gather(*(page.evaluate(WORDS) for page in pages.values()))
+    problems: list[str] = []
+    for code in ("nl", "de"):
+        await open_all(stack, pages, race_id, code)
+        if code == "de":
+            problems += await look(pages, offset, f"{name}-de")
+        theirs = {w for text in LANGS[code].values() for w in re.split(r"[^\w]+", text)}
+        for screen, page, (en_words, _) in zip(pages, pages.values(), english, strict=True):
+            await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o",
+                                         arg=offset)
+            shown, data = await page.evaluate(WORDS)
+            left = sorted(set(shown) & set(en_words) - set(data) - theirs - EVERY_LANGUAGE)
+            if left:
+                problems.append(f"{name}-{screen} in {code}: English words shown: {left}")
+    return problems
+
+
+async def frames(page) -> None:
+    """Two frames: the change laid out, the running clocks and status lines drawn."""
+    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => "
+                        "requestAnimationFrame(r)))")
+
+
+async def quiet(pages: dict[str, Any], name: str) -> list[str]:
+    """The screens with no event for a minute while the race runs (the timing has
+    stopped): the page's last event is dated a minute back, the rest is as it was."""
+    for page in pages.values():
+        await page.evaluate("() => { window.icetime.lastEventAt -= 60000; }")
+        await frames(page)
+    return await look(pages, None, name)
+
+
+async def offline(stack, pages: dict[str, Any], name: str) -> list[str]:
+    """The screens while the server is unreachable (broadcast stopped), then back."""
+    await stack.stop("broadcast")
+    try:
+        for page in pages.values():
+            await page.wait_for_function("() => window.icetime.status && "
+                                         "window.icetime.status !== 'live'")
+            await frames(page)
+        return await look(pages, None, name)
+    finally:
+        await stack.start("broadcast")
 
 
 #: The last sequence number each source sent in this process (ingest deduplicates by it).

@@ -14,7 +14,9 @@ own (clients, frames, latencies) are per node: scrape every node, sum across the
 from __future__ import annotations
 
 import json
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,6 +36,8 @@ HOPS = (("source_ingest", "source_us", "ingest_us"),
         ("ingest_scoring", "ingest_us", "scoring_us"),
         ("scoring_broadcast", "scoring_us", "broadcast_us"),
         ("source_broadcast", "source_us", "broadcast_us"))
+#: How many of the latest events the health's end-to-end latency is taken over.
+RECENT_EVENTS = 50
 #: Ingest counters that are not inputs (everything else in the hash is an outcome).
 SCORING_PUBLISHED = "published_events"
 HOPS_KEY = '"hops":'
@@ -83,6 +87,9 @@ class Metrics:
                                  "fanned out)", ["hop"], buckets=BUCKETS,
                                  registry=self.registry)
         self.snapshot = Snapshot()
+        #: End to end (the source's send, else ingest's receipt, to this node's frame),
+        #: µs, of the latest events: what the monitor shows as the feed's latency.
+        self.recent: deque[int] = deque(maxlen=RECENT_EVENTS)
         self.registry.register(_Collector(self))
 
     def observe(self, event_json: str, broadcast_us: int) -> None:
@@ -95,6 +102,20 @@ class Metrics:
             a, b = stamps.get(start), stamps.get(end)
             if isinstance(a, int) and isinstance(b, int):
                 self.latency.labels(hop).observe(max(0, b - a) / 1e6)
+        # A JSON source that sends no ``sent_us`` has no source stamp: from ingest then.
+        start_us = stamps.get("source_us") or stamps.get("ingest_us")
+        if isinstance(start_us, int):
+            self.recent.append(max(0, broadcast_us - start_us))
+
+    def recent_latency(self) -> dict[str, Any]:
+        """The latest events' end-to-end latency for ``/api/health``: ``{"events": n,
+        "median_ms": float | None, "last_ms": float | None}`` over up to
+        :data:`RECENT_EVENTS` events this node fanned out (any race, any feed)."""
+        if not self.recent:
+            return {"events": 0, "median_ms": None, "last_ms": None}
+        return {"events": len(self.recent),
+                "median_ms": statistics.median_low(self.recent) / 1000,
+                "last_ms": self.recent[-1] / 1000}
 
     async def scrape(self) -> bytes:
         """Read the Redis counters, then the text exposition format of everything."""

@@ -322,10 +322,13 @@ class Broadcast:
             return [json.loads(v) for _, v in
                     sorted((await self.r.hgetall(keys.decoders_hash(self.competition))).items())]
 
+        async def latency() -> dict[str, Any]:
+            return self.metrics.recent_latency()
+
         parts: dict[str, Callable[[], Awaitable[Any]]] = {
             "ingest": lambda: counters(keys.ingest_stats(self.competition)),
             "scoring": lambda: counters(keys.scoring_stats(self.competition)),
-            "broadcast": self.broadcast_stats, "decoders": decoders}
+            "broadcast": self.broadcast_stats, "decoders": decoders, "latency": latency}
         for name, part in parts.items():
             try:
                 async with asyncio.timeout(HEALTH_PART_S):

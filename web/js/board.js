@@ -2,11 +2,11 @@
 // ice, the standings between pairs, and the podium when the distance is done.
 import { LiveRace, pickRace } from "./live.js";
 import { fit } from "./fit.js";
-import { t, translatePage, timeOfDay } from "./i18n.js";
-import { esc, fmtTime, fmtGap, ordinal } from "./view.js";
+import { ordinal, t, translatePage, timeOfDay } from "./i18n.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes } from "./view.js";
 import { cupTable, eventRanking, isStandings } from "./standings.js";
 import { boardHtml, everyFrame, isMarathon } from "./marathon.js";
-import { badge, behind, digits, isPack, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
+import { badge, behind, digits, isPack, ptsText, lapsToGo, place, pointsOf, pointsTable, warned } from "./pack.js";
 
 // How many of the pack the board lists: what reads from the stands.
 const ribbon = matchMedia("(min-aspect-ratio: 4/1)");
@@ -42,13 +42,13 @@ function lane(view, bib, lane) {
   } else if (res.final) {
     const c = view.classification, at = c.bib.indexOf(bib);
     const gap = at > 0 ? `<span class="gap slower">${fmtGap(c.behind[at])}</span>` : "";
-    clock = `<div class="clock final" data-testid="board-clock-${lane}">${fmtTime(res.final.t)}</div>` +
+    clock = `<div class="clock final" data-testid="board-clock-${lane}" data-t="${res.final.t}">${fmtFinal(view, res.final.t)}</div>` +
       `<div class="under" data-testid="board-result-${lane}">${at >= 0 ? ordinal(c.rank[at]) : ""} ${gap} ` +
       `<span class="flags">${res.final.flags.map((f) => `<span>${esc(f)}</span>`).join("")}</span></div>`;
   }
   // Two short lines, so the gap is never the part that does not fit.
   const lastPassage = last && !res.final && !res.status
-    ? `<div class="under" data-testid="board-passage-${lane}"><div>${last.m} m ${fmtTime(last.t)}</div>` +
+    ? `<div class="under" data-testid="board-passage-${lane}"><div>${last.m} m ${fmtRanked(last.t, passageTimes(view, last.k))}</div>` +
       `<div><span class="rank">${ordinal(last.rank)}</span> ` +
       (last.gap_leader !== null ? `<span class="gap ${last.gap_leader > 0 ? "slower" : "faster"}">${fmtGap(last.gap_leader)}</span>` : "") + `</div></div>`
     : "";
@@ -73,7 +73,7 @@ function packBoard(view) {
       (pts !== null ? `<span class="ppts">${pts || ""}</span>` : "") + `</div>`;
   }).join("");
   const side = [`<div class="clock pclock" data-bib="pack" data-testid="board-clock"></div>`,
-    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : warned(pack) ? " warn" : ""}" data-testid="board-laps">${lapsToGo(pack)}</div>`];
+    `<div class="ltg${pack.laps_to_go === 1 ? " bell" : warned(pack) ? " warn" : ""}" data-testid="board-laps" data-fit>${lapsToGo(pack)}</div>`];
   const away = view.pack.breakaway;
   if (away && view.pack.run) {
     // Two short lines (who; how far) rather than one that will not fit.
@@ -105,7 +105,7 @@ function standingsPage(view, rows = ribbon.matches ? 3 : 10) {
   const ranked = c.bib.slice(0, rows).map((bib, i) => {
     const sk = view.skaters[bib];
     return `<tr><td class="num pos">${c.rank[i]}</td><td class="who">${nameDiv(sk, "sname")}</td>` +
-      `<td class="nation">${esc(sk.nation)}</td><td class="num t">${fmtTime(c.t[i], places)}</td>` +
+      `<td class="nation">${esc(sk.nation)}</td><td class="num t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i], places)}</td>` +
       `<td class="num gap">${i ? fmtGap(c.behind[i]) : ""}</td></tr>`;
   });
   return `<table class="full" data-testid="board-standings-page"><tbody>${ranked.join("")}</tbody></table>`;
@@ -125,8 +125,8 @@ function podium(view) {
     const sk = view.skaters[bib];
     return `<div class="step p${i + 1}"><div class="place">${c.rank[i]}</div>` +
       `${nameDiv(sk, "who")}<div class="nation">${esc(sk.nation)}</div>` +
-      `<div class="t">${fmtTime(c.t[i], places)}</div>` +
-      (c.sprint_points ? `<div class="pts">${c.sprint_points[i]} pts</div>`
+      `<div class="t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i], places)}</div>` +
+      (c.sprint_points ? `<div class="pts">${ptsText(c.sprint_points[i])}</div>`
         : `<div class="gap">${i ? fmtGap(c.behind[i]) : "&nbsp;"}</div>`) + `</div>`;
   }).join("")}</div>${sanctions(view)}`;
 }
@@ -196,7 +196,7 @@ function render(view) {
   const next = view && m === "standings" ? nextPair(view) : "";
   $("standings").innerHTML = next ? `<div class="next" data-fit data-testid="board-next">${esc(next)}</div>` : m !== "pair" ? "" : c.bib.slice(0, 3).map((bib, i) =>
     `<div class="row"><b>${c.rank[i]}</b> <span class="n" data-fit data-short="${esc(view.skaters[bib].short)}">` +
-    `${esc(view.skaters[bib].short)}</span> <span class="t">${fmtTime(c.t[i])}</span></div>`).join("");
+    `${esc(view.skaters[bib].short)}</span> <span class="t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i])}</span></div>`).join("");
   fit($("board"));
 }
 
@@ -214,8 +214,11 @@ function tick(live) {
   const problem = live.status === "connecting" ? t("Connecting…")
     : live.status === "stale" ? t("Data stale: reconnecting to storage…")
     : live.status !== "live" ? t("Server unreachable: reconnecting…") : (quiet && run ? t("No timing data") : "");
-  alert.hidden = !problem;
-  if (alert.textContent !== problem) alert.textContent = problem;
+  if (alert.hidden !== !problem || alert.textContent !== problem) {
+    alert.hidden = !problem;
+    alert.textContent = problem;
+    fit($("board").querySelector("header"));
+  }
   const tod = timeOfDay(live.serverNowUs() / 1000);
   if ($("tod").textContent !== tod) $("tod").textContent = tod;
   requestAnimationFrame(() => tick(live));

@@ -2,11 +2,11 @@
 // to the leader over the distance, the pair, the classification and the story, with a
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
-import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtTime, fmtGap, ordinal, statusStories } from "./view.js";
+import { ordinal, t, timeOfDay, translatePage } from "./i18n.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { isMarathon, mountFans, tickWaveClocks } from "./marathon.js";
-import { badge, behind, breakawayText, digits, finalTime, isPack, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
+import { badge, behind, breakawayText, digits, finalTime, isPack, ptsText, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 15000;
@@ -22,19 +22,19 @@ function laneRows(view, bib, lane) {
     const p = res.passages[k];
     if (!p) return `<tr class="pending"><td>${m} m</td><td colspan="5"></td></tr>`;
     const lead = p.gap_leader === null ? "" : fmtGap(p.gap_leader);
-    return `<tr data-m="${m}"><td>${m} m</td><td class="num t">${fmtTime(p.t)}</td>` +
+    return `<tr data-m="${m}"><td>${m} m</td><td class="num t" data-t="${p.t}">${fmtRanked(p.t, passageTimes(view, k))}</td>` +
       `<td class="num">${k ? fmtTime(p.lap_time) : ""}</td><td class="num rank">${p.rank}</td>` +
       `<td class="num gap ${gapClass(p.gap_leader)}">${lead}</td>` +
       `<td class="num">${p.projected ? "→ " + fmtTime(p.projected) : ""}</td></tr>`;
   }).join("");
   const status = res.status ? `<span class="code">${esc(res.status)}</span>` : "";
-  const final = res.final ? `<span class="final" data-testid="final-${esc(bib)}">${fmtTime(res.final.t)}</span>` +
+  const final = res.final ? `<span class="final" data-testid="final-${esc(bib)}" data-t="${res.final.t}">${fmtFinal(view, res.final.t)}</span>` +
     res.final.flags.map((f) => ` <span class="flag">${esc(f)}</span>`).join("") : "";
   return `<div class="lane lane-${lane}" data-bib="${esc(bib)}" data-testid="lane-${lane}">
-    <div class="who"><span class="band" aria-label="${lane === "I" ? "inner lane" : "outer lane"}">${lane}</span>
+    <div class="who"><span class="band" aria-label="${esc(lane === "I" ? t("inner lane") : t("outer lane"))}">${lane}</span>
       <span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></div>
     <div class="clock" data-bib="${esc(bib)}" data-testid="clock-${lane}">${final || status || ""}</div>
-    <table class="passages"><thead><tr><th></th><th class="num">Time</th><th class="num">Lap</th><th class="num">Rank</th><th class="num">Leader</th><th class="num">Projected</th></tr></thead><tbody>${rows}</tbody></table>
+    <table class="passages"><thead><tr><th></th>${[t("Time"), t("Lap"), t("Rank"), t("Leader"), t("Projected")].map((h) => `<th class="num">${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows}</tbody></table>
   </div>`;
 }
 
@@ -53,12 +53,12 @@ function card(view, bib) {
   let big = `<span class="clock" data-bib="${esc(bib)}"></span>`;
   if (res.status) big = `<span class="code">${esc(res.status)}</span>`;
   else if (res.final) {
-    big = `<span class="final" data-testid="follow-final-${esc(bib)}">${fmtTime(res.final.t)}</span>` +
+    big = `<span class="final" data-testid="follow-final-${esc(bib)}" data-t="${res.final.t}">${fmtFinal(view, res.final.t)}</span>` +
       (at >= 0 ? ` <span class="rank">${ordinal(c.rank[at])}</span>` : "") +
       res.final.flags.map((f) => ` <span class="flag">${esc(f)}</span>`).join("");
   }
   const line = last && !res.final
-    ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${last.m} m <b>${fmtTime(last.t)}</b> · ${ordinal(last.rank)}` +
+    ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${last.m} m <b>${fmtRanked(last.t, passageTimes(view, last.k))}</b> · ${ordinal(last.rank)}` +
       (last.gap_leader !== null ? ` · <span class="gap ${gapClass(last.gap_leader)}">${fmtGap(last.gap_leader)}</span>` : "") + `</div>`
     : "";
   return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
@@ -94,41 +94,104 @@ function packChart(view, bibs) {
   $("chart-title").textContent = t("Behind the first across the line, every lap");
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// A text's width and height in the chart's units, measured (an estimate while the chart
+// is not laid out, e.g. hidden).
+function measure(svg, text, cls) {
+  const el = document.createElementNS(SVG_NS, "text");
+  el.setAttribute("class", cls);
+  el.textContent = text;
+  svg.appendChild(el);
+  const box = el.getBBox();
+  el.remove();
+  return box.width ? [box.width, box.height] : [text.length * 6.6, 13];
+}
+
+// Does the segment (x1,y1)-(x2,y2) reach into box [left, top, right, bottom]? (Liang-Barsky)
+function crosses([x1, y1, x2, y2], [l, tp, r, b]) {
+  let lo = 0, hi = 1;
+  const dx = x2 - x1, dy = y2 - y1;
+  for (const [p, q] of [[-dx, x1 - l], [dx, r - x1], [-dy, y1 - tp], [dy, b - y1]]) {
+    if (p === 0) { if (q < 0) return false; continue; }
+    const u = q / p;
+    if (p < 0) { if (u > hi) return false; lo = Math.max(lo, u); } else { if (u < lo) return false; hi = Math.min(hi, u); }
+  }
+  return true;
+}
+
+// Labels placed clear of every point, line and other label, with a small margin: the
+// first free spot around the point (above or below as preferred, then the sides and the
+// corners), else none.
+function labeller(svg, { dots, segments, bounds }) {
+  const taken = [];
+  const PAD = 2;
+  const free = (bx) => {
+    const g = [bx[0] - PAD, bx[1] - PAD, bx[2] + PAD, bx[3] + PAD];
+    return bx[0] >= bounds[0] && bx[2] <= bounds[2] && bx[1] >= bounds[1] && bx[3] <= bounds[3] &&
+      dots.every(([cx, cy]) => cx + 4 < g[0] || cx - 4 > g[2] || cy + 4 < g[1] || cy - 4 > g[3]) &&
+      taken.every((o) => o[2] < g[0] || o[0] > g[2] || o[3] < g[1] || o[1] > g[3]) &&
+      !segments.some((sg) => crosses(sg, g));
+  };
+  return {
+    // Reserve a box (an axis label) so no label goes there.
+    reserve(bx) { taken.push(bx); },
+    place(px, py, text, cls, below) {
+      const [w, h] = measure(svg, text, cls);
+      const v = h / 2 + 6, side = w / 2 + 7;
+      const dy = below ? [v, -v, v + 6, -(v + 6)] : [-v, v, -(v + 6), v + 6];
+      const spots = [[0, dy[0]], [0, dy[1]], [-side, 0], [side, 0], [-side, dy[0]], [side, dy[0]],
+        [-side, dy[1]], [side, dy[1]], [0, dy[2]], [0, dy[3]]];
+      for (const [dx, dyy] of spots) {
+        // Kept inside the chart sideways (the finish's label at the right edge).
+        const cx = Math.min(Math.max(px + dx, bounds[0] + w / 2), bounds[2] - w / 2), cy = py + dyy;
+        const bx = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2];
+        if (free(bx)) { taken.push(bx); return [cx, cy]; }
+      }
+      return null;
+    },
+  };
+}
+
 function drawChart(view, series, refLabel, emptyNote) {
-  const W = 340, H = 170, L = 40, R = 12, T = 14, B = 24;
+  const svg = $("chart");
+  svg.innerHTML = "";
+  const W = 340, H = 170, T = 14, B = 24;
   const dist = view.race.distance, passages = view.race.passages;
+  // The right margin: half the finish's metres label, so it stays inside the chart.
+  const R = Math.max(12, Math.ceil(measure(svg, String(Math.round(dist)), "axis")[0] / 2) + 4);
   const all = series.flatMap((s) => s.pts.map((p) => Math.abs(p.gap)));
   const span = Math.max(0.5, Math.ceil(Math.max(0, ...all) / 1e6 * 2) / 2) * 1e6;
+  // The left margin as wide as the widest axis label (the leader's, in any language).
+  const yLabels = [refLabel, `-${span / 1e6}`, `+${span / 1e6}`];
+  const L = Math.ceil(Math.max(...yLabels.map((l) => measure(svg, l, "axis")[0]))) + 8;
   const x = (m) => L + (m / dist) * (W - L - R);
   const y = (gap) => T + ((span + gap) / (2 * span)) * (H - T - B);
   const out = [`<line class="zero" x1="${L}" x2="${W - R}" y1="${y(0)}" y2="${y(0)}"/>`,
-    `<text class="axis" x="${L - 4}" y="${y(0) + 4}" text-anchor="end">${esc(refLabel.slice(0, 6))}</text>`,
+    `<text class="axis" x="${L - 4}" y="${y(0) + 4}" text-anchor="end">${esc(refLabel)}</text>`,
     `<text class="axis" x="${L - 4}" y="${T + 4}" text-anchor="end">-${span / 1e6}</text>`,
     `<text class="axis" x="${L - 4}" y="${H - B + 4}" text-anchor="end">+${span / 1e6}</text>`];
-  const every = Math.ceil(passages.length / 6);
+  // Metres under the axis: as many as fit apart, always the finish.
+  const ticks = [];
   passages.forEach((m, k) => {
-    if (k % every && k !== passages.length - 1) return;
-    out.push(`<text class="axis" x="${x(m)}" y="${H - 6}" text-anchor="middle">${Math.round(m)}</text>`);
+    const text = String(Math.round(m)), w = measure(svg, text, "axis")[0];
+    const box = [x(m) - w / 2 - 3, x(m) + w / 2 + 3];
+    if (k === passages.length - 1) {
+      while (ticks.length && ticks[ticks.length - 1].box[1] > box[0]) ticks.pop();
+    } else if (ticks.length && ticks[ticks.length - 1].box[1] > box[0]) return;
+    ticks.push({ m, text, box });
   });
+  for (const tk of ticks) out.push(`<text class="axis" x="${x(tk.m)}" y="${H - 6}" text-anchor="middle">${tk.text}</text>`);
   // One skater: a label at every passage (up to six). Several: only each line's latest.
-  // Each label goes where it covers no point and no other label: above, below, left, right.
   const single = series.length === 1;
   const dots = series.flatMap((s) => s.pts.map((p) => [x(p.m), y(p.gap)]));
-  const taken = [];
-  const clear = (bx) => dots.every(([cx, cy]) => cx + 5 < bx[0] || cx - 5 > bx[2] || cy + 5 < bx[1] || cy - 5 > bx[3]) &&
-    taken.every((o) => o[2] < bx[0] || o[0] > bx[2] || o[3] < bx[1] || o[1] > bx[3]) &&
-    bx[0] >= L && bx[2] <= W && bx[1] >= 0 && bx[3] <= H - B + 4;
-  const place = (px, py, text, prefer) => {
-    // The box an 11 px bold label renders in: its line is about 14 px tall, not 11.
-    const w = text.length * 6.6, h = 14;
-    const spots = [[0, prefer], [0, -prefer], [-(w / 2 + 7), 0], [w / 2 + 7, 0], [-(w / 2 + 7), prefer], [-(w / 2 + 7), -prefer]];
-    for (const [dx, dy] of spots) {
-      const cx = px + dx, cy = py + dy;
-      const bx = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2];
-      if (clear(bx)) { taken.push(bx); return [cx, cy]; }
+  const segments = [[L, y(0), W - R, y(0)]];
+  for (const s of series) {
+    for (let j = 1; j < s.pts.length; j++) {
+      segments.push([x(s.pts[j - 1].m), y(s.pts[j - 1].gap), x(s.pts[j].m), y(s.pts[j].gap)]);
     }
-    return null;
-  };
+  }
+  const labels = labeller(svg, { dots, segments, bounds: [L, 0, W, H - B + 2] });
   series.forEach((s) => {
     if (s.pts.length > 1) {
       out.push(`<polyline class="line ${s.cls}" points="${s.pts.map((p) => `${x(p.m)},${y(p.gap)}`).join(" ")}"/>`);
@@ -141,16 +204,16 @@ function drawChart(view, series, refLabel, emptyNote) {
     s.pts.forEach((p, j) => {
       if (!((single && s.pts.length <= 6) || j === s.pts.length - 1)) return;
       const text = fmtGap(p.gap);
-      const at = place(x(p.m), y(p.gap), text, (single ? p.gap > 0 : !s.above) ? 13 : -12);
+      const at = labels.place(x(p.m), y(p.gap), text, "lbl", single ? p.gap > 0 : !s.above);
       if (at) {
-        out.push(`<text class="lbl ${s.cls}" x="${at[0]}" y="${at[1] + 4}" text-anchor="middle" data-testid="lbl-${esc(s.bib)}-${p.m}">${text}</text>`);
+        out.push(`<text class="lbl ${s.cls}" x="${at[0]}" y="${at[1]}" dominant-baseline="central" text-anchor="middle" data-testid="lbl-${esc(s.bib)}-${p.m}">${text}</text>`);
       }
     });
   });
   if (!all.length) {
-    out.push(`<text class="axis note" x="${W / 2}" y="${y(0) - 10}" text-anchor="middle">${emptyNote}</text>`);
+    out.push(`<text class="axis note" x="${(L + W - R) / 2}" y="${y(0) - 10}" text-anchor="middle">${esc(emptyNote)}</text>`);
   }
-  $("chart").innerHTML = out.join("");
+  svg.innerHTML = out.join("");
 }
 
 // ---------------------------------------------------------------- pack races
@@ -158,13 +221,13 @@ function packCard(view, bib) {
   const sk = view.skaters[bib], res = view.results[bib];
   const row = lastRow(view, bib);
   const big = badge(view, bib) || (res.final
-    ? `<span class="final" data-testid="follow-final-${esc(bib)}">${finalTime(view, bib)}</span>`
+    ? `<span class="final" data-testid="follow-final-${esc(bib)}" data-t="${res.final.t}">${finalTime(view, bib)}</span>`
     : `<span class="rank">${ordinal(view.pack.order.indexOf(bib) + 1)}</span>`);
   const pts = pointsOf(view, bib);
-  const line = row ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">lap ${row.lap_number} ` +
-    `<b>${fmtTime(row.lap_time)}</b> · ${ordinal(row.position)} across` +
+  const line = row ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${esc(t("lap {n}", { n: row.lap_number }))} ` +
+    `<b>${fmtTime(row.lap_time)}</b> · ${esc(t("{place} across", { place: ordinal(row.position) }))}` +
     (behind(view, bib) ? ` · <span class="gap slower">${behind(view, bib)}</span>` : "") +
-    (pts !== null ? ` · ${pts} pts` : "") + `</div>` : "";
+    (pts !== null ? ` · ${esc(ptsText(pts))}` : "") + `</div>` : "";
   return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
     `<span class="nation">${esc(sk.nation)}</span></div><div class="big">${big}</div>${line}</div>`;
 }
@@ -172,10 +235,10 @@ function packCard(view, bib) {
 function renderPack(view) {
   const pack = view.pack;
   const bibs = follow && view.skaters[follow] ? [follow] : pack.order.slice(0, 3);
-  $("follow-title").textContent = follow ? `Following ${view.skaters[follow].short}` : "The front";
+  $("follow-title").textContent = follow ? t("Following {name}", { name: view.skaters[follow].short }) : t("The front");
   $("follow-card").innerHTML = (follow ? [follow] : pack.order.slice(0, 1)).map((b) => packCard(view, b)).join("");
   packChart(view, bibs);
-  $("ice-title").innerHTML = `Order <span class="clock pclock" data-bib="race" data-testid="race-clock"></span> <span data-testid="laps-to-go" class="ltg${pack.laps_to_go === 1 && pack.run ? " bell" : warned(pack) ? " warn" : ""}">${lapsToGo(pack)}</span>`;
+  $("ice-title").innerHTML = `${esc(t("Order"))} <span class="clock pclock" data-bib="race" data-testid="race-clock"></span> <span data-testid="laps-to-go" class="ltg${pack.laps_to_go === 1 && pack.run ? " bell" : warned(pack) ? " warn" : ""}">${lapsToGo(pack)}</span>`;
   const away = breakawayText(view);
   const table = pointsTable(view);
   $("lanes").innerHTML = `<ol class="porder" data-testid="pack-order">${pack.order.map((bib) => {
@@ -185,15 +248,15 @@ function renderPack(view) {
       `<span class="num">${badge(view, bib) || behind(view, bib)}</span>` +
       (pts !== null ? `<span class="num pts">${pts || ""}</span>` : "") + `</li>`;
   }).join("")}</ol>` +
-    (away ? `<p class="away" data-testid="breakaway">Breakaway: ${esc(away)}</p>` : "") +
-    (table.length ? `<p class="points" data-testid="points-table">Points: ${table.map(([b, p]) =>
+    (away ? `<p class="away" data-testid="breakaway">${esc(t("Breakaway"))}: ${esc(away)}</p>` : "") +
+    (table.length ? `<p class="points" data-testid="points-table">${esc(t("Sprint points"))}: ${table.map(([b, p]) =>
       `${esc(view.skaters[b].short)} ${p}`).join(" · ")}</p>` : "");
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib];
     return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
-      `<td class="num t">${fmtTime(c.t[i], digits(view))}</td>` +
-      `<td class="num">${c.sprint_points ? c.sprint_points[i] + " pts" : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
+      `<td class="num t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i], digits(view))}</td>` +
+      `<td class="num">${c.sprint_points ? esc(ptsText(c.sprint_points[i])) : i ? fmtGap(c.behind[i]) : ""}</td><td></td></tr>`;
   }).join("") + sanctionRows(view);
 }
 
@@ -215,7 +278,7 @@ function sanctionRows(view) {
 function fillFollow(view) {
   const sel = $("follow");
   if (sel.options.length > 1) return;
-  sel.options[0].text = isPack(view) ? "The front" : "Pair on the ice";
+  sel.options[0].text = isPack(view) ? t("The front") : t("Pair on the ice");
   for (const bib of isPack(view) ? view.start_order : []) {
     const sk = view.skaters[bib];
     sel.add(new Option(`${sk.short} (${sk.nation})`, bib));
@@ -223,7 +286,7 @@ function fillFollow(view) {
   for (const p of isPack(view) ? [] : view.pairs) {
     for (const bib of [p.inner, p.outer].filter(Boolean)) {
       const sk = view.skaters[bib];
-      sel.add(new Option(`${sk.short} (${sk.nation}) · pair ${p.pair}`, bib));
+      sel.add(new Option(`${sk.short} (${sk.nation}) · ${t("pair")} ${p.pair}`, bib));
     }
   }
   sel.value = follow;
@@ -244,20 +307,20 @@ function render(view) {
   fillFollow(view);
   if (isPack(view)) { renderPack(view); renderStories(view); return; }
   const bibs = followed(view);
-  $("follow-title").textContent = follow ? `Following ${view.skaters[follow].short}` : "Pair on the ice";
+  $("follow-title").textContent = follow ? t("Following {name}", { name: view.skaters[follow].short }) : t("Pair on the ice");
   $("follow-card").innerHTML = bibs.map((b) => card(view, b)).join("") ||
-    `<p class="idle">No pair has started yet.</p>`;
+    `<p class="idle">${esc(t("No pair has started yet."))}</p>`;
   chart(view, bibs);
   const pair = view.pairs.find((p) => p.pair === view.current_pair);
-  $("pair-label").textContent = pair ? `· pair ${pair.pair}` : "";
+  $("pair-label").textContent = pair ? `· ${t("pair")} ${pair.pair}` : "";
   $("lanes").innerHTML = pair
     ? [["I", pair.inner], ["O", pair.outer]].filter(([, b]) => b).map(([l, b]) => laneRows(view, b, l)).join("")
-    : `<p class="idle">No pair has started yet.</p>`;
+    : `<p class="idle">${esc(t("No pair has started yet."))}</p>`;
   const c = view.classification;
   $("cls-body").innerHTML = c.bib.map((bib, i) => {
     const sk = view.skaters[bib], fin = view.results[bib].final;
     return `<tr tabindex="0" data-bib="${esc(bib)}" class="${bib === follow ? "followed" : ""}"><td class="num">${c.rank[i]}</td>${whoCell(sk)}<td class="nation">${esc(sk.nation)}</td>` +
-      `<td class="num t">${fmtTime(c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
+      `<td class="num t" data-t="${c.t[i]}">${fmtFinal(view, c.t[i])}</td><td class="num">${i ? fmtGap(c.behind[i]) : ""}</td>` +
       `<td>${(fin?.flags || []).map((f) => `<span class="flag">${esc(f)}</span>`).join(" ")}</td></tr>`;
   }).join("") + sanctionRows(view);
   renderStories(view);
@@ -269,7 +332,7 @@ function renderStandings(view) {
   $("follow-card").innerHTML = allCups(view);
   $("chart").innerHTML = "";
   $("chart-title").textContent = "";
-  $("ice-title").textContent = view.counted ? "Counted races" : "";
+  $("ice-title").textContent = view.counted ? t("Counted races") : "";
   $("lanes").innerHTML = view.counted ? `<ul class="counted">${view.counted.map((r) =>
     `<li>${esc(r.name)} <span class="nation">${esc(r.cup)}</span></li>`).join("")}</ul>` : "";
 }
@@ -282,6 +345,12 @@ function renderStories(view) {
 
 // A marathon's page, once a marathon's view has come (its draw, one per frame).
 let marathonDraw = null;
+
+// Something on the ice: a pair of this distance, or the pack.
+function running(view) {
+  if (!view || isStandings(view)) return false;
+  return Boolean(isPack(view) ? view.pack.run : Object.keys(view.on_ice).length);
+}
 
 function tickClocks(live) {
   const view = live.view;
@@ -302,7 +371,11 @@ function tickClocks(live) {
   const state = st.dataset.state || "connecting";
   let text = state === "reconnecting" ? t("Server unreachable: reconnecting…")
     : state === "stale" ? t("Data stale: reconnecting to storage…") : t(state);
-  if (live.lastEventAt && since > STALE_MS && state === "live") text = t("no data for {n} s", { n: Math.round(since / 1000) });
+  // Live, but nothing has come for a while though a race is running: that is stale too,
+  // and looks it (data-quiet: not the green of a live link).
+  const quiet = live.lastEventAt && since > STALE_MS && state === "live" && running(view);
+  if (quiet) text = t("no data for {n} s", { n: Math.round(since / 1000) });
+  if (st.hasAttribute("data-quiet") !== Boolean(quiet)) st.toggleAttribute("data-quiet", Boolean(quiet));
   if (live.delayMs) text += " · " + t("{n} s behind", { n: live.delayMs / 1000 });
   const tod = timeOfDay(live.serverNowUs() / 1000);
   if ($("tod").textContent !== tod) $("tod").textContent = tod;
@@ -320,12 +393,12 @@ async function fillRaces(current) {
   });
 }
 
-const race = await pickRace(() => { $("race-name").textContent = "waiting for a start list…"; });
+const race = await pickRace(() => { $("race-name").textContent = t("waiting for a start list…"); });
 follow = params.get("bib") ?? localStorage.getItem(`icetime.follow.${race}`) ?? "";
 const delay = Number(params.get("delay") ?? localStorage.getItem("icetime.delay") ?? 0) || 0;
 const live = new LiveRace(race, {
   onView: render,
-  onStatus: (s) => { $("status").dataset.state = s; },
+  onStatus: (s) => { $("status").dataset.state = s; live.status = s; },
 });
 window.icetime = live;  // for the browser tests and the curious
 live.setDelay(delay);

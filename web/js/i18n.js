@@ -44,3 +44,10 @@ export function translatePage(root = document) {
 export function timeOfDay(ms = Date.now()) {
   return new Date(ms).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
 }
+
+// A rank as a place: 1st, 2nd, 23rd (English), 1e (Dutch), 1. (German).
+export function ordinal(n) {
+  if (lang === "nl") return `${n}e`;
+  if (lang === "de") return `${n}.`;
+  return n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+}

@@ -2,7 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtTime, fmtGap, statusStories } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { isMarathon, mountMonitor } from "./marathon.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
@@ -17,7 +17,7 @@ const STALE_MS = 10000;
 const prefs = { pinned: [], compare: [], order: "start" };
 let selected = null;
 let live = null;
-let lastTimingAt = 0;  // local time the last passage, finish or split arrived
+let lastTimingAt = 0;  // server time (µs) the last passage, finish or split arrived
 const latencies = [];
 
 const prefsKey = () => `icetime.monitor.${live.race}`;
@@ -68,12 +68,12 @@ function crossedBy(members, p) {
   return Object.entries(p.skaters).map(([bib, t]) => `${members[bib] ? members[bib].short : bib} ${fmtTime(t)}`).join(" · ");
 }
 
-function cell(p, best, members) {
+function cell(p, best, members, others) {
   if (!p) return `<td class="cell empty"></td>`;
   const lap = p.k ? `<span class="lap${p.lap_time === best.lap_time ? " best-lap" : ""}">${fmtTime(p.lap_time)}</span>` : `<span class="lap"></span>`;
   const who = crossedBy(members, p);
   return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}"${who ? ` title="${esc(who)}"` : ""}>` +
-    `<div class="t">${fmtTime(p.t)}</div><div class="sub">${lap}` +
+    `<div class="t" data-t="${p.t}">${fmtRanked(p.t, others)}</div><div class="sub">${lap}` +
     `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
 }
 
@@ -88,33 +88,35 @@ function row(view, bib, best, pairOf, members) {
   const classes = [prefs.pinned.includes(bib) && "pinned", selected === bib && "selected",
     prefs.compare.includes(bib) && "compared", onIce && "on-ice"].filter(Boolean).join(" ");
   const final = res.status ? `<span class="code">${esc(res.status)}</span>`
-    : res.final ? `<span class="t">${fmtTime(res.final.t)}</span> <span class="rk">${at >= 0 ? c.rank[at] : ""}</span>` +
+    : res.final ? `<span class="t" data-t="${res.final.t}">${fmtFinal(view, res.final.t)}</span> <span class="rk">${at >= 0 ? c.rank[at] : ""}</span>` +
       (at > 0 ? ` <span class="gap slower">${fmtGap(c.behind[at])}</span>` : "") + flags(res.final.flags) : "";
   const projected = !res.final && last && last.projected ? fmtTime(last.projected) : "";
   return `<tr data-bib="${esc(bib)}" class="${classes}" aria-selected="${selected === bib}">` +
     `<td class="pr">${esc(pair)}<span class="lane lane-${lane}">${lane}</span></td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
     `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
-    view.race.passages.map((m, k) => cell(res.passages[k], best[k], members)).join("") +
+    view.race.passages.map((m, k) => cell(res.passages[k], best[k], members, passageTimes(view, k))).join("") +
     `<td class="final" data-testid="final-${esc(bib)}">${final}</td><td class="num proj">${projected}</td></tr>`;
 }
 
 function compareTable(view) {
   const [a, b] = prefs.compare;
-  if (!a) return `<p class="hint">Select a skater and press <kbd>c</kbd>; then a second one.</p>`;
-  if (!b) return `<p class="hint">${esc(view.skaters[a].short)} vs …: press <kbd>c</kbd> on another skater.</p>`;
+  // The key stays a key in every language: the sentence is split around it.
+  const key = (text) => esc(text).replace("{key}", "<kbd>c</kbd>");
+  if (!a) return `<p class="hint">${key(t("Select a skater and press {key}; then a second one."))}</p>`;
+  if (!b) return `<p class="hint">${key(t("{name} vs …: press {key} on another skater.", { name: view.skaters[a].short }))}</p>`;
   const ra = view.results[a], rb = view.results[b];
   const rows = view.race.passages.map((m, k) => {
     const pa = ra.passages[k], pb = rb.passages[k];
     const d = pa && pb ? pa.t - pb.t : null;
     const dl = pa && pb && k ? pa.lap_time - pb.lap_time : null;
-    const label = isPack(view) ? `lap ${k + 1}` : `${m} m`;
+    const label = isPack(view) ? t("lap {n}", { n: k + 1 }) : `${m} m`;
     return `<tr data-m="${m}"><td>${label}</td><td class="num">${pa ? fmtTime(pa.t) : ""}</td>` +
       `<td class="num">${pb ? fmtTime(pb.t) : ""}</td><td class="num gap diff ${gapClass(d)}">${d === null ? "" : fmtGap(d)}</td>` +
       `<td class="num gap ${gapClass(dl)}">${dl === null ? "" : fmtGap(dl)}</td></tr>`;
   }).join("");
   return `<table class="cmp"><thead><tr><th></th><th class="num">${esc(view.skaters[a].short)}</th>` +
-    `<th class="num">${esc(view.skaters[b].short)}</th><th class="num">Diff</th><th class="num">Lap</th></tr></thead><tbody>${rows}</tbody></table>`;
+    `<th class="num">${esc(view.skaters[b].short)}</th><th class="num">${esc(t("Diff"))}</th><th class="num">${esc(t("Lap"))}</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 // A pack race's cell: the lap time, the place across the line and the gap to the first.
@@ -129,7 +131,7 @@ function packRow(view, bib, best) {
   const pts = pointsOf(view, bib);
   const classes = [prefs.pinned.includes(bib) && "pinned", selected === bib && "selected",
     prefs.compare.includes(bib) && "compared", view.pack.run && !res.final && "on-ice"].filter(Boolean).join(" ");
-  const final = res.final ? `<span class="t">${finalTime(view, bib)}</span>` : "";
+  const final = res.final ? `<span class="t" data-t="${res.final.t}">${finalTime(view, bib)}</span>` : "";
   return `<tr data-bib="${esc(bib)}" class="${classes}" aria-selected="${selected === bib}">` +
     `<td class="pr">${view.pack.order.indexOf(bib) + 1}</td>` +
     `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(subtitle(view, bib))}</span></td>` +
@@ -141,14 +143,14 @@ function packRow(view, bib, best) {
 
 function renderPack(view) {
   const pack = view.pack;
-  $("records").textContent = breakawayText(view) ? `breakaway ${breakawayText(view)}` : "";
+  $("records").textContent = breakawayText(view) ? `${t("Breakaway")} ${breakawayText(view)}` : "";
   $("pair").textContent = lapsToGo(pack);
   const best = bests(view);
   const pts = pack.sprint_points !== null;
-  $("grid-head").innerHTML = `<tr><th>Pos</th><th>Skater</th><th class="num">Laps</th><th class="num">Behind</th>` +
-    (pts ? `<th class="num">Pts</th>` : "") +
+  $("grid-head").innerHTML = `<tr><th>${esc(t("Pos"))}</th><th>${esc(t("Skater"))}</th><th class="num">${esc(t("Laps"))}</th><th class="num">${esc(t("Behind"))}</th>` +
+    (pts ? `<th class="num">${esc(t("Pts"))}</th>` : "") +
     view.race.passages.map((m, k) => `<th class="num${view.race.sprint_laps && view.race.sprint_laps.includes(k + 1) ? " sprint" : ""}">${k + 1}</th>`).join("") +
-    `<th>Final</th></tr>`;
+    `<th>${esc(t("Final"))}</th></tr>`;
   $("grid-body").innerHTML = rowOrder(view).map((bib) => packRow(view, bib, best)).join("");
   $("grid").classList.add("pack");
 }
@@ -158,6 +160,7 @@ let marathonDraw = null;
 
 function render(view) {
   if (!view) return;
+  drawHealth();
   $("race").textContent = view.race.name;
   document.title = `icetime · monitor · ${view.race.name}`;
   if (isMarathon(view)) {
@@ -177,16 +180,16 @@ function render(view) {
     `<li class="hot" data-testid="status-story">${esc(line)}</li>`).join("") + [...(view.stories || [])].reverse().map((line) =>
     `<li class="${/New leader|record|fastest|lead|Sprint|Bell|Photo|stopped/.test(line) ? "hot" : ""}">${esc(line)}</li>`).join("");
   if (isPack(view)) { renderPack(view); return; }
-  $("pair").textContent = view.current_pair !== null ? `pair ${view.current_pair}` : "";
+  $("pair").textContent = view.current_pair !== null ? `${t("pair")} ${view.current_pair}` : "";
   const pairOf = {};
   for (const p of view.pairs) {
     if (p.inner) pairOf[p.inner] = [p.pair, "I"];
     if (p.outer) pairOf[p.outer] = [p.pair, "O"];
   }
   const best = bests(view);
-  $("grid-head").innerHTML = `<tr><th>Pr</th><th>Skater</th><th class="num">PB</th><th class="num">SB</th>` +
+  $("grid-head").innerHTML = `<tr><th>${esc(t("Pr"))}</th><th>${esc(t("Skater"))}</th><th class="num">${esc(t("PB"))}</th><th class="num">${esc(t("SB"))}</th>` +
     view.race.passages.map((m) => `<th class="num">${m} m</th>`).join("") +
-    `<th>Final</th><th class="num">Proj.</th></tr>`;
+    `<th>${esc(t("Final"))}</th><th class="num">${esc(t("Proj."))}</th></tr>`;
   const members = teamMembers(view);
   $("grid-body").innerHTML = rowOrder(view).map((bib) => row(view, bib, best, pairOf, members)).join("");
 }
@@ -197,7 +200,7 @@ function median(xs) {
 }
 
 function onEvent(ev, msg) {
-  if (ev.type === "passage" || ev.type === "finish" || ev.type === "split") lastTimingAt = Date.now();
+  if (ev.type === "passage" || ev.type === "finish" || ev.type === "split") lastTimingAt = live.serverNowUs();
   const from = ev.hops && (ev.hops.source_us ?? ev.hops.ingest_us);
   if (from && msg.broadcast_us) {
     latencies.push((msg.broadcast_us - from) / 1000);
@@ -206,43 +209,80 @@ function onEvent(ev, msg) {
 }
 
 function ago(us) {
-  if (us === null || us === undefined) return "never";
-  const s = us / 1e6;
-  return s < 60 ? `${s.toFixed(s < 10 ? 1 : 0)} s ago` : `${Math.floor(s / 60)} min ago`;
+  if (us === null || us === undefined) return t("never");
+  const s = Math.max(0, us) / 1e6;
+  return s < 60 ? t("{n} s ago", { n: s.toFixed(s < 10 ? 1 : 0) }) : t("{n} min ago", { n: Math.floor(s / 60) });
 }
 
-async function pollHealth() {
-  let h = null;
-  try { h = await fetch("/api/health").then((r) => r.json()); } catch { /* shown below */ }
-  const parts = [];
-  if (!h) {
-    parts.push(`<span class="chip bad">health unavailable</span>`);
-  } else {
-    for (const d of h.decoders || []) {
-      const seen = d.status && d.status.last_seen_us;
-      const quiet = !seen || h.server_us - seen > DECODER_QUIET_US;
-      const ok = d.connected && !quiet;
-      const st = d.status || {};
-      const bits = [d.connected ? (quiet ? "quiet" : "up") : "down",
-        st.noise !== undefined && `noise ${st.noise}`,
-        st.temperature !== undefined && `${(st.temperature / 10).toFixed(1)} °C`,
-        st.gps !== undefined && `GPS ${st.gps ? "ok" : "none"}`,
-        `last passing ${ago(d.last_passing_us && h.server_us - d.last_passing_us)}`,
-        d.clock_offset_us ? `offset ${(d.clock_offset_us / 1000).toFixed(1)} ms` : null,
-        d.damaged ? `${d.damaged} damaged` : null].filter(Boolean);
-      parts.push(`<span class="chip ${ok ? "ok" : "bad"}" data-testid="decoder-${esc(d.id)}">` +
-        `<b>${esc(d.id)}</b> ${esc(d.point)} · ${esc(bits.join(" · "))}</span>`);
+// When the newest passage in the view was read (µs, the server's clock): its input is a
+// raw stream id, "<ms>-<n>", stamped by ingest on receipt, whatever the feed (JSON over
+// HTTP or TCP, a decoder link, a manual time). Null before any.
+function lastPassingUs(view) {
+  let newest = null;
+  for (const res of Object.values((view && view.results) || {})) {
+    for (const p of res.passages || []) {
+      const ms = p && p.input ? Number(String(p.input).split("-")[0]) : NaN;
+      if (ms && (newest === null || ms > newest)) newest = ms;
     }
-    const ing = h.ingest || {}, sc = h.scoring || {};
-    parts.push(`<span class="chip" data-testid="feed-counts">inputs ${ing.accepted || 0} · ` +
-      `duplicates ${ing.duplicate || 0} · rejected ${ing.rejected || 0} · ` +
-      `unknown transponders ${sc.unknown_transponder || 0}</span>`);
   }
-  const lat = median(latencies);
-  parts.push(`<span class="chip" data-testid="latency">latency ${lat === null ? "–" : lat.toFixed(1) + " ms"}` +
-    `${latencies.length ? ` (last ${latencies[latencies.length - 1].toFixed(1)} ms)` : ""}</span>`);
-  parts.push(`<span class="chip" data-testid="last-passing">last passing ${lastTimingAt ? ago((Date.now() - lastTimingAt) * 1000) : "–"}</span>`);
-  $("health").innerHTML = parts.join("");
+  return newest === null ? null : newest * 1000;
+}
+
+function decoderChip(d, h) {
+  const seen = d.status && d.status.last_seen_us;
+  const quiet = !seen || h.server_us - seen > DECODER_QUIET_US;
+  const ok = d.connected && !quiet;
+  const st = d.status || {};
+  const bits = [d.connected ? (quiet ? t("quiet") : t("up")) : t("down"),
+    st.noise !== undefined && `${t("noise")} ${st.noise}`,
+    st.temperature !== undefined && `${(st.temperature / 10).toFixed(1)} °C`,
+    st.gps !== undefined && `GPS ${st.gps ? t("ok") : t("none")}`,
+    `${t("last passing")} ${ago(d.last_passing_us && h.server_us - d.last_passing_us)}`,
+    d.clock_offset_us ? `${t("offset")} ${(d.clock_offset_us / 1000).toFixed(1)} ms` : null,
+    d.damaged ? t("{n} damaged", { n: d.damaged }) : null].filter(Boolean);
+  return `<span class="chip ${ok ? "ok" : "bad"}" data-testid="decoder-${esc(d.id)}">` +
+    `<b>${esc(d.id)}</b> ${esc(d.point)} · ${esc(bits.join(" · "))}</span>`;
+}
+
+// Latency: this page's own events (source send to broadcast frame) when it has seen
+// some, else the node's latest events (the health's), so a page opened between two
+// passages shows it too.
+function latencyChip(h) {
+  const own = median(latencies);
+  const node = h && h.latency && h.latency.median_ms !== null ? h.latency : null;
+  const med = own !== null ? own : node ? node.median_ms : null;
+  const last = latencies.length ? latencies[latencies.length - 1] : node ? node.last_ms : null;
+  const text = med === null ? t("latency: no event yet")
+    : `${t("latency")} ${med.toFixed(1)} ms (${t("last")} ${last.toFixed(1)} ms)`;
+  return `<span class="chip" data-testid="latency">${esc(text)}</span>`;
+}
+
+let health;  // the last /api/health answer: undefined before the first, null when it failed
+
+async function pollHealth() {
+  try { health = await fetch("/api/health").then((r) => r.json()); } catch { health = null; }
+  drawHealth();
+}
+
+// The feed health chips, from the last health answer and the view (drawn on both).
+function drawHealth() {
+  const h = health;
+  const parts = [];
+  if (h === null) {
+    parts.push(`<span class="chip bad">${esc(t("health unavailable"))}</span>`);
+  } else if (h) {
+    for (const d of h.decoders || []) parts.push(decoderChip(d, h));
+    const ing = h.ingest || {}, sc = h.scoring || {};
+    parts.push(`<span class="chip" data-testid="feed-counts">${esc(t("inputs {a} · duplicates {d} · rejected {r} · unknown transponders {u}",
+      { a: ing.accepted || 0, d: ing.duplicate || 0, r: ing.rejected || 0, u: sc.unknown_transponder || 0 }))}</span>`);
+  }
+  parts.push(latencyChip(h));
+  const viewUs = lastPassingUs(live.view);
+  const at = Math.max(viewUs || 0, lastTimingAt);
+  const last = at ? ago(live.serverNowUs() - at) : t("none yet");
+  parts.push(`<span class="chip" data-testid="last-passing">${esc(t("last passing"))} ${esc(last)}</span>`);
+  const html = parts.join("");
+  if ($("health").innerHTML !== html) $("health").innerHTML = html;
 }
 
 function tick() {
@@ -253,8 +293,13 @@ function tick() {
   $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
   const tod = timeOfDay(live.serverNowUs() / 1000);
   if ($("tod").textContent !== tod) $("tod").textContent = tod;
-  const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS && run;
-  if (live.status === "live" && quiet) $("status").textContent = t("no data");
+  // Live, but a race running and no data for a while: stale, and it looks it.
+  const quiet = Boolean(live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS && run) && live.status === "live";
+  const st = $("status");
+  if (st.hasAttribute("data-quiet") !== quiet) {
+    st.toggleAttribute("data-quiet", quiet);
+    st.textContent = quiet ? t("no data") : t(live.status);
+  }
   requestAnimationFrame(tick);
 }
 
@@ -287,7 +332,7 @@ function onKey(e) {
   if (el) el.scrollIntoView({ block: "nearest" });
 }
 
-live = new LiveRace(await pickRace(() => { $("race").textContent = "waiting for a start list…"; }), {
+live = new LiveRace(await pickRace(() => { $("race").textContent = t("waiting for a start list…"); }), {
   onView: render,
   onEvent,
   onStatus: (s) => {

@@ -3,12 +3,13 @@
 // front three, the running clock and the gap to the leader; "clock" only the race clock
 // and the race, top right. Everything sits inside the 5 % graphics-safe margins.
 import { LiveRace, pickRace } from "./live.js";
-import { esc, fmtTime, fmtGap } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes } from "./view.js";
 import { fit } from "./fit.js";
 import { t } from "./i18n.js";
-import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, place, pointsOf } from "./pack.js";
+import { badge, behind, breakawayText, finalTime, isPack, ptsText, lapsToGo, place, pointsOf } from "./pack.js";
 
 const $ = (id) => document.getElementById(id);
+const STALE_MS = 10000;  // a race running and no event for this long: no timing data
 const layout = new URLSearchParams(location.search).get("layout") === "clock" ? "clock" : "third";
 document.body.dataset.layout = layout;
 
@@ -25,8 +26,8 @@ function renderPack(view) {
   const front = pack.run ? pack.order : view.classification.bib;
   $("rows").innerHTML = front.slice(0, 3).map((bib) => {
     const sk = view.skaters[bib], pts = pointsOf(view, bib);
-    return `<div class="row" data-testid="overlay-${esc(bib)}"><span class="band pos">${place(view, bib)}</span>` +
-      nameCell(sk) + `<span class="rank">${pts !== null ? pts + " pts" : ""}</span><span class="t">${finalTime(view, bib)}</span>` +
+    return `<div class="row pack" data-testid="overlay-${esc(bib)}"><span class="band pos">${place(view, bib)}</span>` +
+      nameCell(sk) + `<span class="rank">${pts !== null ? ptsText(pts) : ""}</span><span class="t"${tAttr(view, bib)}>${finalTime(view, bib)}</span>` +
       `<span class="gap slower">${badge(view, bib) || behind(view, bib)}</span></div>`;
   }).join("");
 }
@@ -36,15 +37,22 @@ function laneRow(view, lane, bib) {
   const sk = view.skaters[bib], res = view.results[bib];
   const last = [...res.passages].reverse().find(Boolean);
   const c = view.classification, at = c.bib.indexOf(bib);
-  let rank = last ? "#" + last.rank : "", time = last ? `${last.m} m ${fmtTime(last.t)}` : "";
+  let rank = last ? "#" + last.rank : "", time = last ? `${last.m} m ${fmtRanked(last.t, passageTimes(view, last.k))}` : "";
   let g = last && last.gap_leader !== null ? last.gap_leader : null;
-  if (res.final) { rank = at >= 0 ? "#" + c.rank[at] : ""; time = fmtTime(res.final.t); g = at > 0 ? c.behind[at] : null; }
+  let ranked = "";
+  if (res.final) {
+    rank = at >= 0 ? "#" + c.rank[at] : ""; time = fmtFinal(view, res.final.t); g = at > 0 ? c.behind[at] : null;
+    ranked = ` data-t="${res.final.t}"`;
+  }
   const gap = res.status ? `<span class="code">${esc(res.status)}</span>`
     : g === null ? "" : `<span class="${g > 0 ? "slower" : "faster"}">${fmtGap(g)}</span>`;
   if (res.status) { rank = ""; time = ""; }
   return `<div class="row" data-testid="overlay-${lane}"><span class="band ${lane}"></span>` + nameCell(sk) +
-    `<span class="rank">${rank}</span><span class="t">${time}</span><span class="gap">${gap}</span></div>`;
+    `<span class="rank">${rank}</span><span class="t"${ranked}>${time}</span><span class="gap">${gap}</span></div>`;
 }
+
+// A final time's raw value, for the screen check (times shown alike must be alike).
+const tAttr = (view, bib) => (view.results[bib].final ? ` data-t="${view.results[bib].final.t}"` : "");
 
 function render(view) {
   // No lower third for the standings, nor (yet) for a marathon's thousands.
@@ -73,10 +81,13 @@ function tick() {
   const text = run ? fmtTime(Math.max(0, Math.floor(live.raceElapsedUs(run) / 100000) * 100000), 1) : "";
   for (const el of document.querySelectorAll(".rclock")) if (el.textContent !== text) el.textContent = text;
   $("bug").hidden = layout !== "clock" || !run;
-  const off = live.status && live.status !== "live";
-  $("offline").hidden = !off;
-  const why = live.status === "stale" ? t("Data stale") : t("Server unreachable");
-  if (off && $("offline").textContent !== why) $("offline").textContent = why;
+  // The link down, storage away, or a race running with no data coming: a red mark.
+  const down = live.status && live.status !== "live";
+  const quiet = run && live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS;
+  const why = live.status === "stale" ? t("Data stale") : down ? t("Server unreachable")
+    : quiet ? t("No timing data") : "";
+  $("offline").hidden = !why;
+  if (why && $("offline").textContent !== why) $("offline").textContent = why;
   requestAnimationFrame(tick);
 }
 

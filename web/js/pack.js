@@ -1,6 +1,6 @@
 // Pack races (short track, mass start) on any page: the order, laps to go, gaps,
 // sprint points. Every pack event carries the race-wide state whole (view.pack).
-import { esc, fmtTime, fmtGap } from "./view.js";
+import { esc, fmtFinal, fmtTime, fmtGap } from "./view.js";
 import { t } from "./i18n.js";
 
 export const isPack = (view) => Boolean(view && view.pack);
@@ -56,6 +56,9 @@ export function place(view, bib) {
   return view.pack.order.indexOf(bib) + 1;
 }
 
+// Sprint points as words: "1 pt", "63 pts".
+export const ptsText = (n) => (n === 1 ? t("1 pt") : t("{n} pts", { n }));
+
 // A skater's sprint points so far (mass start), else null.
 export function pointsOf(view, bib) {
   return view.pack.sprint_points ? view.pack.sprint_points[bib] || 0 : null;
@@ -80,7 +83,7 @@ export const digits = (view) => (view.race.kind.startsWith("short_track") ? 3 : 
 
 export function finalTime(view, bib) {
   const f = view.results[bib].final;
-  return f ? fmtTime(f.t, digits(view)) : "";
+  return f ? fmtFinal(view, f.t, digits(view)) : "";
 }
 
 // Under a name: the nation, or in a relay the team's skater on the track.

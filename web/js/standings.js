@@ -1,5 +1,6 @@
 // World Cup standings (the "wc-standings" view): one table per cup.
 import { esc, raceHref } from "./view.js";
+import { t } from "./i18n.js";
 
 // Views that are a summary, not a race: the World Cup standings, an event's rounds.
 export const isStandings = (view) => Boolean(view && ["standings", "rounds"].includes(view.race.kind));
@@ -13,7 +14,7 @@ export function cupTable(view, cup, limit = Infinity) {
       `<td class="num plus">${here ? "+" + here : ""}</td></tr>`;
   }).join("");
   return `<table class="cls standings" data-cup="${esc(cup.cup)}"><caption>${esc(cup.cup)}</caption>` +
-    `<thead><tr><th>#</th><th>Skater</th><th></th><th class="num">Points</th><th class="num">Here</th></tr></thead>` +
+    `<thead><tr><th>#</th><th>${esc(t("Skater"))}</th><th></th><th class="num">${esc(t("Points"))}</th><th class="num">${esc(t("Here"))}</th></tr></thead>` +
     `<tbody>${rows}</tbody></table>`;
 }
 
@@ -26,14 +27,14 @@ export function eventRanking(view, limit = Infinity) {
       `<td class="nation">${esc(sk.nation || "")}</td><td class="num">${esc(r.how[i])}</td><td></td></tr>`;
   }).join("");
   return `<table class="cls standings" data-cup="${esc(view.race.name)}"><caption>${esc(view.race.name)}` +
-    `${view.race.official ? "" : " (provisional)"}</caption><tbody>${rows}</tbody></table>`;
+    `${view.race.official ? "" : ` (${esc(t("provisional"))})`}</caption><tbody>${rows}</tbody></table>`;
 }
 
 export function allCups(view, limit) {
   if (view.race.kind === "rounds") {
     return eventRanking(view, limit) + `<ul class="counted">${view.rounds.map((rnd) =>
-      `<li>${esc(rnd.name)}: ${rnd.races.map((id) => `<a href="${raceHref("live", id)}">${esc(id)}</a>`).join(", ") || "to come"}</li>`).join("")}</ul>`;
+      `<li>${esc(rnd.name)}: ${rnd.races.map((id) => `<a href="${raceHref("live", id)}">${esc(id)}</a>`).join(", ") || esc(t("to come"))}</li>`).join("")}</ul>`;
   }
-  if (!view.cups.length) return `<p class="idle">No official results yet.</p>`;
+  if (!view.cups.length) return `<p class="idle">${esc(t("No official results yet"))}</p>`;
   return view.cups.map((c) => cupTable(view, c, limit)).join("");
 }

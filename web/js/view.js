@@ -71,6 +71,27 @@ export function fmtTime(us, digits = 2) {
   return m ? `${m}:${String(s).padStart(2, "0")}.${frac}` : `${s}.${frac}`;
 }
 
+// A time that ranks a skater (a final time, a classification time), truncated to
+// hundredths; to thousandths where they decide the rank: when another ranked time
+// (``others``, µs) is equal to the hundredth but not to the thousandth (DOMAIN.md 1.4).
+export function fmtRanked(us, others, digits = 2) {
+  if (us === null || us === undefined) return "";
+  const h = Math.floor(us / 10000);
+  const tied = digits < 3 && others.some((o) => o !== us && o !== null && o !== undefined &&
+    Math.floor(o / 10000) === h);
+  return fmtTime(us, tied ? 3 : digits);
+}
+
+// A final time of this race, against the classification's times.
+export function fmtFinal(view, us, digits = 2) {
+  return fmtRanked(us, view.classification ? view.classification.t : [], digits);
+}
+
+// Every skater's time at passage k (µs; undefined where she has none): what ranks her there.
+export function passageTimes(view, k) {
+  return Object.values(view.results).map((r) => r.passages[k] && r.passages[k].t);
+}
+
 // A gap under one hundredth that is not zero is shown in thousandths ("+0.006"):
 // thousandths decided it (same rule as icetime/timefmt.py format_diff).
 export function fmtGap(us) {
@@ -98,9 +119,4 @@ export function statusStories(view, t) {
   const lines = (view.voided || []).map((v) => `${t("Restart")} (${t("attempt")} ${v.attempt}): ${v.reason}`);
   if (view.race.official) lines.push(t("Results official"));
   return lines;
-}
-
-// 1st, 2nd, 3rd, 4th, 11th, 21st...
-export function ordinal(n) {
-  return n + (n % 100 >= 11 && n % 100 <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
 }
