@@ -7,7 +7,8 @@ Two Lua scripts make the two writes that must be atomic:
   with other content, else XADD the input to the raw log and remember its id and
   content digest, all before the sender hears "ok".
 * ``publish`` (scoring): XADD a batch of race events, store the race view as of
-  the last one (the snapshot), record the input's verdict (officials' stream and
+  the last one (the snapshot) when scoring sends one (at a cadence:
+  :mod:`icetime.snapshot`), record the input's verdict (officials' stream and
   its verdict key), record which raw input they answer, and XACK that input.
   A scoring worker that dies anywhere in between has either
   published all of an input's output (and acknowledged it) or none of it.
@@ -68,7 +69,8 @@ PUBLISH = """
 -- KEYS: progress, races-set, raw stream, officials stream, verdict key,
 --       then per race: events, snapshot, epoch
 -- ARGV: input id, group, n races, verdict json ('' for none), verdict lifetime (s),
---       officials maxlen, then per race: race id, epoch candidate, view json, n, events...
+--       officials maxlen, then per race: race id, epoch candidate, view json ('' to
+--       keep the stored snapshot), n, events...
 local pos = 7
 local out = {}
 if ARGV[4] ~= '' then
@@ -90,7 +92,7 @@ for r = 1, tonumber(ARGV[3]) do
     last = redis.call('XADD', KEYS[base + 1], '*', 'e', ARGV[pos])
     pos = pos + 1
   end
-  if last ~= '' then
+  if last ~= '' and view ~= '' then
     redis.call('HSET', KEYS[base + 2], 'offset', last, 'view', view, 'epoch', epoch)
   end
   table.insert(out, epoch)
@@ -299,7 +301,8 @@ class Bus:
 
     async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]],
                       verdict: str = "") -> list[tuple[str, str]]:
-        """Publish (race, epoch candidate, view json, [event json]) for one input, its
+        """Publish (race, epoch candidate, view json, [event json]) for one input (the
+        view "" keeps the race's stored snapshot where it stands), its
         ``verdict`` (JSON for the officials' stream and the input's verdict key; "":
         none), and acknowledge the input in the scoring group, atomically.
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 from icetime.feedclient import FeedClient
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import now_us
@@ -122,7 +122,9 @@ async def caught_up(r, race_id: str) -> str:
         await asyncio.sleep(0.005)
     else:
         raise AssertionError("scoring did not catch up")
-    return bus.text(await r.hget(keys.snapshot_key(race_id), "offset"))
+    stamp = await snapshot.end(r, race_id)  # the race's last event: what a page shows
+    assert stamp is not None
+    return stamp[1]
 
 
 async def look(pages: dict[str, Any], offset: str, name: str) -> list[str]:

@@ -1,11 +1,12 @@
 """The results API on the broadcast node (docs/results.md): JSON in the shape of the
 ISU's live results, CSV and the PDF sheet, with CORS, ETags and Cache-Control.
 
-Everything is read from the race's stored snapshot, the view the WebSocket's
-``snapshot`` frame carries, so the API and the WebSocket give the same numbers. A
-document's ETag is the race's (epoch, snapshot offset) and the variant asked for: a
-request whose ``If-None-Match`` names it is answered ``304`` after one small Redis read,
-and a built document is kept in memory until the race changes.
+Everything is read from the race's view as of its last event (its stored snapshot
+and the events since, folded: :func:`icetime.snapshot.latest`), what a WebSocket
+client holds, so the API and the WebSocket give the same numbers. A document's ETag
+is the race's (epoch, last event id) and the variant asked for: a request whose
+``If-None-Match`` names it is answered ``304`` after one small Redis read, and a built
+document is kept in memory until the race changes.
 
 Competitions come from the start lists in the raw log (the views do not carry them):
 :class:`StartLists` reads it once, then only what was appended since.
@@ -13,7 +14,6 @@ Competitions come from the start lists in the raw log (the views do not carry th
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 
 from . import sheet
 from .results import Meta, csv_text, has_results, race_document, race_info
@@ -144,16 +144,13 @@ class ResultsApi:
         return response
 
     async def _stamp(self, race: str) -> tuple[str, str] | None:
-        """The race's (epoch, snapshot offset); None when it has no view yet."""
-        epoch, offset = await self.r.hmget(keys.snapshot_key(race), ["epoch", "offset"])
-        if offset is None:
-            return None
-        return bus.text(epoch), bus.text(offset)
+        """The race's (epoch, last event id); None when it has no view yet."""
+        return await snapshot.end(self.r, race)
 
-    async def _view(self, race: str) -> dict[str, Any]:
-        raw = await self.r.hget(keys.snapshot_key(race), "view")
-        view: dict[str, Any] = json.loads(raw) if raw else {}
-        return view
+    async def _view(self, race: str, offset: str) -> dict[str, Any]:
+        """The race's view as of event ``offset`` (its stamp); {} without one."""
+        got = await snapshot.latest(self.r, race, offset)
+        return got.view if got is not None and got.view is not None else {}
 
     async def _meta(self, race: str, view: dict[str, Any], offset: str) -> Meta:
         await self.startlists.refresh()
@@ -178,7 +175,7 @@ class ResultsApi:
 
     async def _race(self, request: web.Request, variant: str
                     ) -> tuple[str, str, str] | web.Response:
-        """(race, etag, snapshot offset) of a race with results, or the error answer."""
+        """(race, etag, last event id) of a race with results, or the error answer."""
         race = request.match_info["race"]
         try:
             stamp = await self._stamp(race)
@@ -199,7 +196,7 @@ class ResultsApi:
         if etag in _etags(request.headers.get("If-None-Match", "")) or etag in self.cache:
             return self._answer(request, etag, lambda: None, content_type, filename)
         try:
-            view = await self._view(race)
+            view = await self._view(race, offset)
             if not has_results(view):
                 return _error(404, f"race {race!r} has no per-competitor results "
                                    "(rounds and standings: follow them on the WebSocket)")
@@ -249,7 +246,7 @@ class ResultsApi:
                 return self._answer(request, etag, lambda: None, "application/json")
             out: dict[str, dict[str, Any]] = {}
             for race, (_epoch, offset) in listed:
-                view = await self._view(race)
+                view = await self._view(race, offset)
                 if not has_results(view):
                     continue
                 info = race_info(view, await self._meta(race, view, offset))
