@@ -13,11 +13,11 @@ them (:class:`Cadence`).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from icetime import bus, keys
@@ -37,6 +37,9 @@ SPACING = 20
 IDLE_MS = 500
 #: Events read per XRANGE while folding.
 CHUNK = 1000
+
+
+_decode = msgspec.json.Decoder().decode
 
 
 @dataclass
@@ -66,14 +69,16 @@ async def latest(r: aioredis.Redis, race: str, upto: str = "+") -> Latest | None
         return None
     fields = {bus.text(k): v for k, v in snap.items()}
     base = bus.text(fields.get("offset"))
-    view: dict[str, Any] | None = json.loads(fields["view"]) if fields.get("view") else None
+    # msgspec decodes what json.loads does (dicts, lists, str, int, float), several
+    # times faster: a reader may fold hundreds of events.
+    view: dict[str, Any] | None = _decode(fields["view"]) if fields.get("view") else None
     offset, folded = base, 0
     start = f"({base}"
     while True:
         got = bus.entries(await r.xrange(keys.events_stream(race), start, upto, count=CHUNK))
         for sid, entry in got:
             if entry is not None and b"e" in entry:
-                view = apply_event(view, json.loads(entry[b"e"]))
+                view = apply_event(view, _decode(entry[b"e"]))
             offset = sid
             folded += 1
         if len(got) < CHUNK:
