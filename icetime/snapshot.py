@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from icetime import bus, keys
+from icetime import bus
 from icetime.view import apply_event
 
 #: A race's snapshot is stored once this many of its events were published since the
@@ -56,15 +56,17 @@ class Latest:
     folded: int
 
 
-async def latest(r: aioredis.Redis, race: str, upto: str = "+") -> Latest | None:
-    """The view of ``race`` as of its last event (or as of event ``upto``, when that is
-    at or after the stored snapshot): the snapshot and the events after it, folded.
-    None when the race has no snapshot (unknown race, or nothing published yet).
+async def latest(r: aioredis.Redis, snapshot_key: str, events_key: str, upto: str = "+"
+                 ) -> Latest | None:
+    """The view of a race as of its last event (or as of event ``upto``, when that is at
+    or after the stored snapshot): the snapshot (hash ``snapshot_key``,
+    :func:`icetime.keys.snapshot_key`) and the events after it (stream ``events_key``),
+    folded. None when the race has no snapshot (unknown race, or nothing published yet).
 
     Consistent without a transaction: a snapshot stands at an event of the stream it
     was stored with, and a stream is only appended to, so the events after it are all
     there. Raises RedisError."""
-    snap = await r.hgetall(keys.snapshot_key(race))
+    snap = await r.hgetall(snapshot_key)
     if not snap:
         return None
     fields = {bus.text(k): v for k, v in snap.items()}
@@ -75,7 +77,7 @@ async def latest(r: aioredis.Redis, race: str, upto: str = "+") -> Latest | None
     offset, folded = base, 0
     start = f"({base}"
     while True:
-        got = bus.entries(await r.xrange(keys.events_stream(race), start, upto, count=CHUNK))
+        got = bus.entries(await r.xrange(events_key, start, upto, count=CHUNK))
         for sid, entry in got:
             if entry is not None and b"e" in entry:
                 view = apply_event(view, _decode(entry[b"e"]))
@@ -87,13 +89,14 @@ async def latest(r: aioredis.Redis, race: str, upto: str = "+") -> Latest | None
     return Latest(bus.text(fields.get("epoch")), offset, view, base, folded)
 
 
-async def end(r: aioredis.Redis, race: str) -> tuple[str, str] | None:
+async def end(r: aioredis.Redis, snapshot_key: str, events_key: str
+              ) -> tuple[str, str] | None:
     """(epoch, id of the last event) of a race with a stored snapshot: what
     :func:`latest` would stand at now, without folding; None without a snapshot.
     Raises RedisError."""
     async with r.pipeline(transaction=True) as pipe:
-        pipe.hget(keys.snapshot_key(race), "epoch")
-        pipe.xrevrange(keys.events_stream(race), "+", "-", count=1)
+        pipe.hget(snapshot_key, "epoch")
+        pipe.xrevrange(events_key, "+", "-", count=1)
         epoch, last = await pipe.execute()
     if epoch is None:
         return None

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from icetime import bus, snapshot
+from icetime import bus, keys, snapshot
 from icetime.messages import convert_input
 from icetime.redis_embed import EmbeddedRedis
 from icetime.service import Ports, Serve, with_ports
@@ -42,7 +42,7 @@ def feed(comp: Competition, input_id: str, obj: dict[str, Any]
 async def race_view(r: Redis, race: str) -> dict[str, Any] | None:
     """The race's view as every reader takes it: the stored snapshot and the events
     after it, folded (:func:`icetime.snapshot.latest`); None without a snapshot."""
-    got = await snapshot.latest(r, race)
+    got = await snapshot.latest(r, keys.snapshot_key(race), keys.events_stream(race))
     return None if got is None else got.view
 
 

@@ -122,7 +122,8 @@ async def caught_up(r, race_id: str) -> str:
         await asyncio.sleep(0.005)
     else:
         raise AssertionError("scoring did not catch up")
-    stamp = await snapshot.end(r, race_id)  # the race's last event: what a page shows
+    # The race's last event: what a page shows once it has caught up.
+    stamp = await snapshot.end(r, keys.snapshot_key(race_id), keys.events_stream(race_id))
     assert stamp is not None
     return stamp[1]
 

@@ -136,7 +136,7 @@ async def test_a_client_joining_at_any_moment_ends_with_the_same_view(
     for c in clients[1:]:
         assert c.view == first, f"a client that joined at {c.snapshot_offset} differs"
     # Every reader folds the same: the snapshot behind plus the events after it.
-    got = await snapshot.latest(redis_client, RACE)
+    got = await snapshot.latest(redis_client, keys.snapshot_key(RACE), keys.events_stream(RACE))
     assert got is not None and got.offset == end[0] and got.folded > 0
     assert got.view == first
     # The results API says the race as of its last event (its ETag names that event).

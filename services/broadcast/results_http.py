@@ -145,11 +145,12 @@ class ResultsApi:
 
     async def _stamp(self, race: str) -> tuple[str, str] | None:
         """The race's (epoch, last event id); None when it has no view yet."""
-        return await snapshot.end(self.r, race)
+        return await snapshot.end(self.r, keys.snapshot_key(race), keys.events_stream(race))
 
     async def _view(self, race: str, offset: str) -> dict[str, Any]:
         """The race's view as of event ``offset`` (its stamp); {} without one."""
-        got = await snapshot.latest(self.r, race, offset)
+        got = await snapshot.latest(self.r, keys.snapshot_key(race), keys.events_stream(race),
+                                    offset)
         return got.view if got is not None and got.view is not None else {}
 
     async def _meta(self, race: str, view: dict[str, Any], offset: str) -> Meta:

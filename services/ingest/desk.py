@@ -127,7 +127,7 @@ class Desk:
         self.auth(request)
         out = []
         for race in sorted(bus.text(m) for m in await self.r.smembers(keys.RACES_SET)):
-            got = await snapshot.latest(self.r, race)
+            got = await snapshot.latest(self.r, keys.snapshot_key(race), keys.events_stream(race))
             view = got.view if got is not None and got.view is not None else {}
             info = view.get("race", {})
             out.append({"id": race, "name": info.get("name", race), "kind": info.get("kind"),
@@ -139,7 +139,8 @@ class Desk:
         self.auth(request)
         race = request.query.get("race", "")
         after = _after(request)
-        snap = await snapshot.latest(self.r, race) if race else None
+        snap = await snapshot.latest(self.r, keys.snapshot_key(race),
+                                     keys.events_stream(race)) if race else None
         if snap is None:
             return web.json_response({"ok": False, "error": f"no race {race!r}"}, status=404)
         stream = keys.events_stream(race)
