@@ -9,7 +9,7 @@ import os
 
 from icetime import logs
 
-from . import chain_jitter, decoder_fuzz, engine, fanout, jitter, latency, p3, pack, restart
+from . import chain_jitter, decoder_fuzz, engine, fanout, field, jitter, latency, p3, pack, restart
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
@@ -19,6 +19,7 @@ engine.main()
 pack.main()
 jitter.main()
 latency.main()
+field.main()
 chain_jitter.main()
 restart.main(["--inputs", "1000000"])
 fanout.main()

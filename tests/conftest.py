@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from icetime import bus
+from icetime import bus, keys, snapshot
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.messages import convert_input
 from icetime.redis_embed import EmbeddedRedis
 from icetime.service import Ports, Serve, with_ports
@@ -37,6 +38,13 @@ def feed(comp: Competition, input_id: str, obj: dict[str, Any]
     """Feed the engine one input written as a plain dict, typed on the way in as ingest
     types it (``msgspec.ValidationError`` if it is not a valid input)."""
     return comp.feed(input_id, convert_input(obj))
+
+
+async def race_view(r: Redis, race: str) -> dict[str, Any] | None:
+    """The race's view as every reader takes it: the stored snapshot and the events
+    after it, folded (:func:`icetime.snapshot.latest`); None without a snapshot."""
+    got = await snapshot.latest(r, keys.snapshot_key(MAIN, race), keys.events_stream(MAIN, race))
+    return None if got is None else got.view
 
 
 def write_venue_config(tmp_path: Path, *extra: str) -> Path:

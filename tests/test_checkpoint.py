@@ -4,7 +4,6 @@ A checkpoint made by other settings, damaged, or past the log is never used."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import replace
 
@@ -15,7 +14,7 @@ from icetime.replay import script_inputs
 from services.scoring.competition import Competition
 from services.scoring.runner import BATCH, ScoringRunner
 
-from .conftest import feed, make_settings, start_stack, without_inputs
+from .conftest import feed, make_settings, race_view, start_stack, without_inputs
 from .test_browser import short_race
 from .test_pipeline import load_startlist
 from .test_restart import RACE
@@ -56,7 +55,7 @@ async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_serv
         await load_startlist(st, RACE_DOC)
         await replay(RACE_DOC, st.settings, speed=100.0, announce=False)
         await scored_up_to_the_last_input(redis_client)
-        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view"))
+        snapshot = await race_view(redis_client, RACE)
     finally:
         await st.close()
     total = await redis_client.xlen(keys.raw_stream(MAIN))
@@ -111,7 +110,7 @@ async def test_scoring_restarted_mid_race_from_a_checkpoint_goes_on_identically(
         await st.start("scoring")
         await scored_up_to_the_last_input(redis_client)
         assert "rebuilt from the checkpoint at" in caplog.text
-        snapshot = json.loads(await redis_client.hget(keys.snapshot_key(MAIN, RACE), "view"))
+        snapshot = await race_view(redis_client, RACE)
     finally:
         await st.close()
     assert without_inputs(snapshot) == expected_view()

@@ -18,14 +18,14 @@ import aiohttp
 import pytest
 import websockets
 
-from icetime import keys
+from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture, script_inputs
 from services.broadcast.compat import to_v1
 from services.scoring.competition import Competition
 
-from .conftest import feed
+from .conftest import feed, race_view
 from .test_pipeline import Follower, load_startlist
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -151,7 +151,12 @@ async def test_a_v1_and_a_v2_client_get_the_same_race_in_their_own_names(
     assert (await health(stack))["broadcast"]["races"][race]["frames_v1"] == 0
     # A client from the old docs joins mid-race, follows a while, loses the network...
     old = Follower(stack.ws_url, race=race, protocol=None)
-    await old.run(lambda s: len(s.events) >= 10)
+    # Ten events published after it joined (the stored snapshot may stand behind the
+    # stream's end: what came before reaches it as catch-up, not on the live path, and
+    # so may an event published while its subscribe is under way).
+    end = bus.entries(await redis_client.xrevrange(keys.events_stream(MAIN, race), count=1))
+    joined = bus.parse_id(end[0][0]) if end else (0, 0)
+    await old.run(lambda s: sum(bus.parse_id(e["offset"]) > joined for e in s.events) >= 10)
     await racing
     await following
     # ...and resumes where it was once the race is over.
@@ -163,14 +168,13 @@ async def test_a_v1_and_a_v2_client_get_the_same_race_in_their_own_names(
     stream = [i.decode() for i, _ in await redis_client.xrange(keys.events_stream(MAIN, race))]
     assert offsets == stream[stream.index(offsets[0]):], "a gap or a duplicate"
     # Each in its own names, the same results: the v2 fold is the engine's view.
-    snap = json.loads((await redis_client.hget(keys.snapshot_key(MAIN, race), "view")).decode())
-    assert new.view == snap
+    assert new.view == await race_view(redis_client, race)
     assert all(old_names_only(json.dumps(m)) for m in old.frames)
     assert not any(old_names_only(json.dumps(m)) for m in new.frames if m["type"] == "event"
                    and m["event"]["type"] in ("passage", "finish"))
     assert from_v1(old.view) == new.view
     stats = (await health(stack))["broadcast"]["races"][race]
-    assert 10 <= stats["frames_v1"] < stats["frames"]
+    assert 5 <= stats["frames_v1"] < stats["frames"]
 
 
 async def test_a_subscribe_with_an_unknown_protocol_is_refused(stack):

@@ -20,7 +20,7 @@ from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture
 from icetime.timefmt import format_time, parse_time
 
-from .conftest import TOKENS
+from .conftest import TOKENS, race_view
 from .test_decoder_link import decoder_stack
 from .test_pipeline import Follower, load_startlist
 
@@ -232,7 +232,7 @@ async def test_the_rmonitor_feed_during_a_replay(stack, redis_client):
     finally:
         writer.close()
         await writer.wait_closed()
-    view = json.loads(await redis_client.hget(keys.snapshot_key(MAIN, race), "view"))
+    view = await race_view(redis_client, race)
 
     def hms(us):
         ms = us // 1000

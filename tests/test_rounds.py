@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.scoring.competition import Competition
 
-from .conftest import feed
+from .conftest import feed, race_view
 
 US = 1_000_000
 
@@ -102,8 +102,6 @@ async def test_rounds_and_carried_in_standings_work_through_the_feed(stack, redi
 
     import aiohttp
 
-    from icetime import keys
-    from icetime.keys import DEFAULT_COMPETITION as MAIN
     from services.scoring.standings import STANDINGS_ID
 
     from .conftest import TOKENS
@@ -140,9 +138,9 @@ async def test_rounds_and_carried_in_standings_work_through_the_feed(stack, redi
 
     async def view(race):
         async with asyncio.timeout(20):
-            while not (doc := await redis_client.hget(keys.snapshot_key(MAIN, race), "view")):
+            while not (doc := await race_view(redis_client, race)):
                 await asyncio.sleep(0.1)
-        return json.loads(doc)
+        return doc
 
     final_a = await view("w500-finala")  # the rounds made it: <event>-<round name>
     assert set(final_a["skaters"]) == {"1", "2", "6", "7", "8"}  # 8: the faster third

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 from icetime.feedclient import FeedClient
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import Timed, load_fixture, script_inputs
@@ -175,7 +175,11 @@ async def caught_up(r, race_id: str) -> str:
         await asyncio.sleep(0.005)
     else:
         raise AssertionError("scoring did not catch up")
-    return bus.text(await r.hget(keys.snapshot_key(MAIN, race_id), "offset"))
+    # The race's last event: what a page shows once it has caught up.
+    stamp = await snapshot.end(r, keys.snapshot_key(MAIN, race_id),
+                                keys.events_stream(MAIN, race_id))
+    assert stamp is not None
+    return stamp[1]
 
 
 async def look(pages: dict[str, Any], offset: str | None, name: str,

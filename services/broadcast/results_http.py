@@ -1,11 +1,12 @@
 """The results API on the broadcast node (docs/results.md): JSON in the shape of the
 ISU's live results, CSV and the PDF sheet, with CORS, ETags and Cache-Control.
 
-Everything is read from the race's stored snapshot, the view the WebSocket's
-``snapshot`` frame carries, so the API and the WebSocket give the same numbers. A
-document's ETag is the race's (epoch, snapshot offset) and the variant asked for: a
-request whose ``If-None-Match`` names it is answered ``304`` after one small Redis read,
-and a built document is kept in memory until the race changes.
+Everything is read from the race's view as of its last event (its stored snapshot
+and the events since, folded: :func:`icetime.snapshot.latest`), what a WebSocket
+client holds, so the API and the WebSocket give the same numbers. A document's ETag
+is the race's (epoch, last event id) and the variant asked for: a request whose
+``If-None-Match`` names it is answered ``304`` after one small Redis read, and a built
+document is kept in memory until the race changes.
 
 Competitions come from the start lists in the raw log (the views do not carry them):
 :class:`StartLists` reads it once, then only what was appended since.
@@ -17,7 +18,6 @@ the node's own, or the one a ``competition`` query parameter names
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 
 from . import sheet
 from .results import Meta, csv_text, has_results, race_document, race_info
@@ -161,17 +161,15 @@ class ResultsApi:
         return competition
 
     async def _stamp(self, competition: str, race: str) -> tuple[str, str] | None:
-        """The race's (epoch, snapshot offset); None when it has no view yet."""
-        epoch, offset = await self.r.hmget(keys.snapshot_key(competition, race),
-                                           ["epoch", "offset"])
-        if offset is None:
-            return None
-        return bus.text(epoch), bus.text(offset)
+        """The race's (epoch, last event id); None when it has no view yet."""
+        return await snapshot.end(self.r, keys.snapshot_key(competition, race),
+                                  keys.events_stream(competition, race))
 
-    async def _view(self, competition: str, race: str) -> dict[str, Any]:
-        raw = await self.r.hget(keys.snapshot_key(competition, race), "view")
-        view: dict[str, Any] = json.loads(raw) if raw else {}
-        return view
+    async def _view(self, competition: str, race: str, offset: str) -> dict[str, Any]:
+        """The race's view as of event ``offset`` (its stamp); {} without one."""
+        got = await snapshot.latest(self.r, keys.snapshot_key(competition, race),
+                                    keys.events_stream(competition, race), offset)
+        return got.view if got is not None and got.view is not None else {}
 
     async def _meta(self, competition: str, race: str, view: dict[str, Any],
                     offset: str) -> Meta:
@@ -201,7 +199,7 @@ class ResultsApi:
 
     async def _race(self, request: web.Request, variant: str
                     ) -> tuple[str, str, str, str] | web.Response:
-        """(competition, race, etag, snapshot offset) of a race with results, or the
+        """(competition, race, etag, last event id) of a race with results, or the
         error answer."""
         race = request.match_info["race"]
         competition = self._competition(request)
@@ -226,7 +224,7 @@ class ResultsApi:
         if etag in _etags(request.headers.get("If-None-Match", "")) or etag in self.cache:
             return self._answer(request, etag, lambda: None, content_type, filename)
         try:
-            view = await self._view(competition, race)
+            view = await self._view(competition, race, offset)
             if not has_results(view):
                 return _error(404, f"race {race!r} has no per-competitor results "
                                    "(rounds and standings: follow them on the WebSocket)")
@@ -281,7 +279,7 @@ class ResultsApi:
                 return self._answer(request, etag, lambda: None, "application/json")
             out: dict[str, dict[str, Any]] = {}
             for race, (_epoch, offset) in listed:
-                view = await self._view(competition, race)
+                view = await self._view(competition, race, offset)
                 if not has_results(view):
                     continue
                 info = race_info(view, await self._meta(competition, race, view, offset))

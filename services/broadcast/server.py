@@ -300,6 +300,8 @@ class Broadcast:
         out = []
         for race in sorted(bus.text(m) for m in
                            await self.r.smembers(keys.races_set(competition))):
+            # The stored snapshot, not folded: a race's name, distance and kind change
+            # only by a revision, and scoring stores the snapshot with every revision.
             view = await self.r.hget(keys.snapshot_key(competition, race), "view")
             info = json.loads(view)["race"] if view else {"id": race}
             out.append({"id": race, "name": info.get("name", race),

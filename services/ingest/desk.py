@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 from icetime.settings import DESK_ROLES, Source
 
 if TYPE_CHECKING:
@@ -133,8 +133,9 @@ class Desk:
         out = []
         for race in sorted(bus.text(m) for m in
                            await self.r.smembers(keys.races_set(self.competition))):
-            raw = await self.r.hget(keys.snapshot_key(self.competition, race), "view")
-            view = json.loads(raw) if raw else {}
+            got = await snapshot.latest(self.r, keys.snapshot_key(self.competition, race),
+                                        keys.events_stream(self.competition, race))
+            view = got.view if got is not None and got.view is not None else {}
             info = view.get("race", {})
             out.append({"id": race, "name": info.get("name", race), "kind": info.get("kind"),
                         "distance": info.get("distance"), "official": info.get("official"),
@@ -145,8 +146,9 @@ class Desk:
         self.auth(request)
         race = request.query.get("race", "")
         after = _after(request)
-        snap = await self.r.hgetall(keys.snapshot_key(self.competition, race)) if race else {}
-        if not snap:
+        snap = await snapshot.latest(self.r, keys.snapshot_key(self.competition, race),
+                                     keys.events_stream(self.competition, race)) if race else None
+        if snap is None:
             return web.json_response({"ok": False, "error": f"no race {race!r}"}, status=404)
         stream = keys.events_stream(self.competition, race)
         if after is None:
@@ -159,8 +161,7 @@ class Desk:
             ev.pop("view", None)  # a revision's view is the view below, or older
             ev["offset"] = sid
         return web.json_response({
-            "race": race, "epoch": bus.text(snap.get(b"epoch")),
-            "offset": bus.text(snap.get(b"offset")), "view": json.loads(snap[b"view"]),
+            "race": race, "epoch": snap.epoch, "offset": snap.offset, "view": snap.view,
             "events": events, "last": got[-1][0] if got else after})
 
     async def reads(self, request: web.Request) -> web.Response:

@@ -7,9 +7,11 @@ Delivery is at-least-once and the effect exactly-once:
    the raw log after it, up to the recorded progress (the last input whose output was
    written), publishing nothing. Without a usable checkpoint, replay from the start.
 2. Read this consumer's pending entries, then new ones, through the group.
-3. Per input: feed the engine, then publish its events, the race snapshot, the
-   new progress and the XACK in one atomic script. An entry at or before the
-   progress was already published by an earlier life: it is only acknowledged.
+3. Per input: feed the engine, then publish its events, the race snapshot when it
+   is due (at a cadence, :class:`icetime.snapshot.Cadence`: readers fold the events
+   after it), the new progress and the XACK in one atomic script. An entry at or
+   before the progress was already published by an earlier life: it is only
+   acknowledged. With no input for a while, the snapshots that are behind are stored.
 
 If Redis fails mid-way, the engine may hold an input whose output was never
 written; the runner throws that engine away and starts again from step 1.
@@ -40,7 +42,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 from icetime.bus import LeaseLost
 from icetime.logs import about
 from icetime.messages import Clock, FeedInput, Passing, decode_stored
@@ -129,6 +131,7 @@ class ScoringRunner:
         self.since_checkpoint = 0
         self.checkpoint_at = time.monotonic()
         self.checkpoint_s = 0.0
+        self.cadence = snapshot.Cadence()
 
     def _new_engine(self) -> Competition:
         return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
@@ -145,6 +148,7 @@ class ScoringRunner:
         """Rebuild the engine up to the progress mark: from the last checkpoint when it
         is usable, else from a fresh engine; returns how many raw inputs were replayed."""
         self.engine = self._new_engine()
+        self.cadence = snapshot.Cadence()
         mark = await self.r.get(keys.scoring_progress(self.competition))
         self.progress = bus.parse_id(mark) if mark else None
         self.since_checkpoint = 0
@@ -270,16 +274,41 @@ class ScoringRunner:
             # A read of a transponder or at a point nobody knows: not counted as refused
             # (the input is fine), but never answered "applied" to a sender who waits.
             verdict = bus.dumps(verdict_record(sid, inp, self.engine.unread, hops))
-        batch = []
+        batch, cost = self.batch(out, hops)
+        await self.register(race for race, *_ in batch)
+        published = await self.bus.publish(sid, batch, verdict)  # also XACKs sid
+        for (race, _, view, encoded), (epoch, last) in zip(batch, published, strict=True):
+            self.cadence.published(race, len(encoded), bool(view), epoch, last, cost)
+        self.progress = bus.parse_id(sid)
+
+    def batch(self, out: dict[str, list[dict[str, Any]]], hops: dict[str, Any]
+              ) -> tuple[list[tuple[str, str, str, list[str]]], float]:
+        """What :meth:`icetime.bus.Bus.publish` takes for an input's events: per race
+        with events (race, epoch candidate, view JSON when its snapshot is due else "",
+        [event JSON]); and the seconds building those views took."""
+        batch, cost = [], 0.0
         for race, events in out.items():
             if events:
                 encoded = [bus.dumps({**ev, "hops": hops}) for ev in events]
-                batch.append((race, uuid.uuid4().hex[:12], bus.dumps(self.engine.view(race)),
-                              encoded))
+                view = ""
+                if self.cadence.due(race, events):
+                    t0 = time.perf_counter()
+                    view = bus.dumps(self.engine.view(race))
+                    cost += time.perf_counter() - t0
+                batch.append((race, uuid.uuid4().hex[:12], view, encoded))
                 self.published += len(events)
-        await self.register(race for race, *_ in batch)
-        await self.bus.publish(sid, batch, verdict)  # also XACKs sid
-        self.progress = bus.parse_id(sid)
+        return batch, cost
+
+    async def store_snapshots(self) -> None:
+        """Store the snapshot of every race with events after it (the worker is idle):
+        the view as of the race's last event, which is what the engine holds now."""
+        for race in self.cadence.behind():
+            epoch, last = self.cadence.last[race]
+            t0 = time.perf_counter()
+            view = bus.dumps(self.engine.view(race))
+            await self.r.hset(keys.snapshot_key(self.competition, race),
+                              mapping={"offset": last, "view": view, "epoch": epoch})
+            self.cadence.published(race, 0, True, epoch, last, time.perf_counter() - t0)
 
     async def register(self, races: Iterable[str]) -> None:
         """Add this competition to each race's entry in the race index
@@ -315,6 +344,8 @@ class ScoringRunner:
             await self.handle(sid, fields or None)
             n += 1
         self.since_checkpoint += n
+        if not n and block:
+            await self.store_snapshots()
         # Between two inputs the engine is exactly the state the inputs up to the
         # progress mark built: the moment a checkpoint is consistent.
         await self.save_checkpoint()
@@ -382,7 +413,7 @@ class ScoringRunner:
         self.outage.ok()
         self.backoff = 0.1
         while not stop.is_set():
-            await self.consume(">", 500)
+            await self.consume(">", snapshot.IDLE_MS)
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,

@@ -1,0 +1,255 @@
+"""The whole chain against the size of the field: 20, 1,000 and 10,000 skaters.
+
+One synthetic mass start per field size (every skater on one transponder, the field
+spread over most of a lap, as in a marathon on natural ice), generated from a fixed
+seed, run through the real processes as ``icetime run`` does: ingest (TCP feed) ->
+scoring -> broadcast -> one WebSocket client in this process. Per field size:
+
+* **latency**: ``PACED`` passings sent at ``RATE_HZ``, each stamped ``sent_us``;
+  passing sent -> client receipt, p50 and p99 (ms).
+* **sustained**: the next ``FLOOD`` passings sent as fast as ingest takes them (a
+  window of ``WINDOW`` unanswered inputs on one connection); passings/s is passings
+  delivered to the client over the time from the first send to the last receipt.
+  A field that cannot keep up is cut off after ``FLOOD_CAP_S``: the rate is what got
+  through by then.
+* **cost**: CPU seconds the scoring (and broadcast) process used during the flood,
+  per passing delivered; and the median size of a passage frame as the client got it.
+
+The last line is each figure at 10,000 skaters over the same at 20 (issue 12's
+targets: cost within 2x, at least 2,000 passings/s). Figures are printed, not asserted.
+``python -m bench.field 20 1000`` runs chosen field sizes only.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from icetime import keys, settings
+from icetime.cli import Supervisor
+from icetime.feedclient import FeedClient
+from icetime.service import run_loop
+from icetime.timefmt import now_us
+
+from .latency import TOKENS, config, pct
+from .wsclient import RawClient, open_client
+
+FIELDS = (20, 1_000, 10_000)
+PACED = 400
+RATE_HZ = 200.0
+FLOOD = 6_000
+WINDOW = 256
+FLOOD_CAP_S = 40.0
+#: The most laps a mass start may have (the start list's limit).
+MAX_LAPS = 40
+#: A phase ends when nothing more came for this long (s).
+IDLE_S = 3.0
+#: Race time of a lap for the head of the field, and how far behind it the last
+#: skater crosses (µs): the field is spread over most of a lap.
+LAP_US = 60_000_000
+SPREAD_US = 45_000_000
+TICK_S = os.sysconf("SC_CLK_TCK")
+
+
+def field_races(n: int, seed: int = 12) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A start list of mass starts of ``n`` skaters each, and their passings in race-time
+    order, enough for the latency and flood phases (``PACED + FLOOD``). A race has at
+    most ``MAX_LAPS`` laps, so a small field runs several races side by side."""
+    rnd = random.Random(seed)
+    wanted = PACED + FLOOD
+    laps = min(MAX_LAPS, max(2, -(-wanted // n) + 1))
+    n_races = -(-wanted // (n * laps))
+    skaters, races, reads = [], [], []
+    for r in range(n_races):
+        race = f"field{n}-{r}"
+        bibs = [f"{r}-{b}" for b in range(1, n + 1)]
+        skaters += [{"bib": b, "name": f"Skater {b}", "transponders": [f"F{n}-{b}"]}
+                    for b in bibs]
+        races.append({"id": race, "name": f"Field of {n} ({r + 1})", "kind": "mass_start",
+                      "laps": laps, "skaters": bibs})
+        # Each skater keeps a place in the field, with a little noise per lap.
+        place = {b: rnd.uniform(0, SPREAD_US) for b in bibs}
+        for k in range(laps):
+            for b in bibs:
+                reads.append(((k + 1) * LAP_US + int(place[b] + rnd.uniform(0, 400_000)), b))
+            if len(reads) >= wanted * 2:
+                break
+    reads.sort()
+    passings = [{"type": "passing", "transponder": f"F{n}-{b}", "t": t}
+                for t, b in reads[:wanted]]
+    return {"skaters": skaters, "races": races}, passings
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK_S
+
+
+class Pipelined:
+    """One feed connection that keeps up to ``WINDOW`` inputs unanswered."""
+
+    def __init__(self, feed: FeedClient) -> None:
+        self.feed = feed
+        self.slots = asyncio.Semaphore(WINDOW)
+        self.refused = 0
+        self.reader_task: asyncio.Task[None] | None = None
+        self.pending = 0
+
+    async def start(self) -> None:
+        await self.feed.connect()
+        self.reader_task = asyncio.create_task(self._replies())
+
+    async def _replies(self) -> None:
+        assert self.feed.reader
+        while True:
+            line = await self.feed.reader.readline()
+            if not line:
+                return
+            if not json.loads(line).get("ok"):
+                self.refused += 1
+            self.pending -= 1
+            self.slots.release()
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.slots.acquire()
+        self.pending += 1
+        assert self.feed.writer
+        self.feed.writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        await self.feed.writer.drain()
+
+    async def close(self) -> None:
+        while self.pending:
+            await asyncio.sleep(0.01)
+        if self.reader_task:
+            self.reader_task.cancel()
+        await self.feed.close()
+
+
+def received(client: RawClient) -> list[tuple[int, int, dict[str, Any]]]:
+    """(receipt µs, frame bytes, event) of each passage or finish."""
+    out = []
+    for got, payload in client.frames:
+        if b'"type":"event"' not in payload[:40]:
+            continue
+        msg = json.loads(payload)
+        ev = msg["event"]
+        if ev["type"] in ("passage", "finish"):
+            out.append((got, len(payload), ev))
+    return out
+
+
+async def wait_for(client: RawClient, count: int, cap_s: float) -> None:
+    """Until the client has ``count`` passage and finish frames, none came for
+    ``IDLE_S`` (a read the engine takes as a re-read makes none), or ``cap_s`` passed."""
+    deadline = time.monotonic() + cap_s
+    seen, counted, quiet_since = 0, 0, time.monotonic()
+    while time.monotonic() < deadline and counted < count \
+            and time.monotonic() - quiet_since < IDLE_S:
+        await asyncio.sleep(0.1)
+        fresh = client.frames[seen:]
+        seen += len(fresh)
+        if fresh:
+            quiet_since = time.monotonic()
+        counted += sum(1 for _, p in fresh if b'"type":"passage"' in p or b'"type":"finish"' in p)
+
+
+async def run_field(sup: Supervisor, n: int, seq: int) -> tuple[dict[str, float], int]:
+    cfg = sup.cfg
+    startlist, passings = field_races(n)
+    races = [r["id"] for r in startlist["races"]]
+    await asyncio.to_thread(sup.load_startlist, startlist)
+    r = aioredis.Redis.from_url(sup.url)
+    try:  # a big start list takes scoring a while: subscribe once its races are listed
+        while not await r.sismember(keys.races_set(cfg.competition_id), races[-1]):
+            await asyncio.sleep(0.1)
+    finally:
+        await r.aclose()
+    client = await open_client("127.0.0.1", cfg.broadcast_ws_port,
+                               {"op": "subscribe", "race": races[0], "protocol": 2})
+    await asyncio.wait_for(client.ready.wait(), 120)
+    for race in races[1:]:
+        client.send_text(json.dumps({"op": "subscribe", "race": race, "protocol": 2}))
+    gun = FeedClient(cfg.host, cfg.ingest_tcp_port, TOKENS["gun"])
+    for race in races:
+        seq += 1
+        await gun.send({"type": "gun", "seq": seq, "race": race, "t": 0})
+    await gun.close()
+    loop = Pipelined(FeedClient(cfg.host, cfg.ingest_tcp_port, TOKENS["finish-loop"]))
+    await loop.start()
+    try:
+        for p in passings[:PACED]:  # paced: the latency
+            seq += 1
+            await loop.send({**p, "seq": seq, "sent_us": now_us()})
+            await asyncio.sleep(1 / RATE_HZ)
+        await wait_for(client, PACED, FLOOD_CAP_S)
+        paced = received(client)
+        lat = [got - ev["hops"]["source_us"] for got, _, ev in paced]
+        pids = {name: sup.procs[name].pid for name in ("scoring", "broadcast")}
+        cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+        t0 = now_us()
+        for p in passings[PACED:]:  # flood: the sustained rate
+            seq += 1
+            await loop.send({**p, "seq": seq, "sent_us": now_us()})
+        await wait_for(client, PACED + FLOOD, FLOOD_CAP_S)
+        cpu1 = {name: cpu_s(pid) for name, pid in pids.items()}
+    finally:
+        await loop.close()
+        client.close()
+    got = received(client)
+    flood = got[len(paced):]
+    done = max(1, len(flood))
+    span_s = (flood[-1][0] - t0) / 1e6 if flood else FLOOD_CAP_S
+    row = {"n": n, "p50": pct(lat, .5) if lat else float("nan"),
+           "p99": pct(lat, .99) if lat else float("nan"),
+           "delivered": len(flood), "rate": len(flood) / span_s,
+           "scoring_ms": (cpu1["scoring"] - cpu0["scoring"]) / done * 1000,
+           "broadcast_ms": (cpu1["broadcast"] - cpu0["broadcast"]) / done * 1000,
+           "frame_b": statistics.median(b for _, b, _ in got) if got else 0}
+    print(f"{n:>7} {row['p50']:>8.2f} {row['p99']:>8.2f} {len(flood):>6}/{FLOOD:<6}"
+          f"{row['rate']:>9.0f} {row['scoring_ms']:>10.3f} {row['broadcast_ms']:>10.3f} "
+          f"{row['frame_b']:>9.0f}", flush=True)
+    return row, seq
+
+
+async def amain(fields: tuple[int, ...]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = config(Path(tmp))
+        sup = Supervisor(path, settings.load(path))
+        await asyncio.to_thread(sup.start)
+        try:
+            print(f"\n== field size: whole chain, one mass start per field "
+                  f"({PACED} passings at {RATE_HZ:.0f}/s, then {FLOOD} as fast as taken) ==")
+            print(f"{'skaters':>7} {'p50 ms':>8} {'p99 ms':>8} {'flood':>13}"
+                  f"{'pass/s':>9} {'scoring ms':>10} {'bcast ms':>10} {'frame B':>9}"
+                  "   (ms: CPU per passing)")
+            rows, seq = [], 0
+            for n in fields:
+                row, seq = await run_field(sup, n, seq)
+                rows.append(row)
+        finally:
+            await asyncio.to_thread(sup.stop)
+    small, big = rows[0], rows[-1]
+    if big["n"] != small["n"]:
+        print(f"{big['n']} vs {small['n']} skaters: scoring cost per passing "
+              f"{big['scoring_ms'] / small['scoring_ms']:.2f}x (target <= 2x), "
+              f"sustained {big['rate']:.0f} passings/s (target >= 2000), "
+              f"p99 {big['p99'] / small['p99']:.2f}x, "
+              f"frame {big['frame_b'] / small['frame_b']:.1f}x")
+
+
+def main(fields: list[int] | None = None) -> None:
+    run_loop(amain(tuple(fields or FIELDS)))
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or None)
