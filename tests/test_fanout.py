@@ -255,7 +255,8 @@ async def test_a_start_list_just_accepted_can_be_followed_before_it_is_scored(st
     """Ingest says "ok" before scoring has published the race: a client told of the race
     that way subscribes at once and gets the race, not "no race"."""
     await stack.stop("scoring")
-    await load_startlist(stack, {"startlist": many_races(1)})
+    # Not waiting for a verdict: no scoring worker is running to give one.
+    await load_startlist(stack, {"startlist": many_races(1)}, wait=False)
     async with websockets.connect(stack.ws_url) as ws:
         asking = asyncio.create_task(ask(ws, sub("extra-0")))
         await asyncio.sleep(0.5)
