@@ -40,10 +40,11 @@ def feed(comp: Competition, input_id: str, obj: dict[str, Any]
     return comp.feed(input_id, convert_input(obj))
 
 
-async def race_view(r: Redis, race: str) -> dict[str, Any] | None:
+async def race_view(r: Redis, race: str, competition: str = MAIN) -> dict[str, Any] | None:
     """The race's view as every reader takes it: the stored snapshot and the events
     after it, folded (:func:`icetime.snapshot.latest`); None without a snapshot."""
-    got = await snapshot.latest(r, keys.snapshot_key(MAIN, race), keys.events_stream(MAIN, race))
+    got = await snapshot.latest(r, keys.snapshot_key(competition, race),
+                                keys.events_stream(competition, race))
     return None if got is None else got.view
 
 

@@ -19,7 +19,7 @@ from icetime import bus, keys
 from icetime.cli import replay
 
 from .cluster import Cluster, competitions_on_different_masters
-from .conftest import Stack, make_settings, start_stack, without_inputs
+from .conftest import Stack, make_settings, race_view, start_stack, without_inputs
 from .fans import follow_race
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, all_finished, expected_view
@@ -54,7 +54,8 @@ def same_results(view, expected) -> None:
 
 
 async def stored_view(r, competition: str):
-    return json.loads(await r.hget(keys.snapshot_key(competition, RACE), "view"))
+    """The race's view as readers take it (the snapshot and the events after it)."""
+    return await race_view(r, RACE, competition)
 
 
 async def test_two_competitions_on_different_masters(cluster):

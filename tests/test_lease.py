@@ -21,7 +21,7 @@ from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 
-from .conftest import ROOT, Stack, make_settings, write_venue_config
+from .conftest import ROOT, Stack, make_settings, race_view, write_venue_config
 from .test_cluster import follow, same_results
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
@@ -76,7 +76,7 @@ async def test_two_workers_the_owner_killed_mid_race(redis_server, tmp_path):
         assert second != first
         expected = expected_view()
         same_results(view, expected)
-        same_results(json.loads(await r.hget(keys.snapshot_key(MAIN, RACE), "view")),
+        same_results(await race_view(r, RACE),
                      expected)
         stream = bus.entries(await r.xrange(keys.events_stream(MAIN, RACE)))
         kinds = [json.loads(f[b"e"])["type"] for _, f in stream if f]

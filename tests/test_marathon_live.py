@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from bench.marathon import COURSE, RACE, build
-from icetime import bus, keys
+from icetime import bus, keys, snapshot
 from icetime.feedclient import FeedClient
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import Timed, script_inputs
@@ -120,7 +120,10 @@ async def caught_up(r: Any) -> str:
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("scoring did not catch up")
-    return bus.text(await r.hget(keys.snapshot_key(MAIN, RACE), "offset"))
+    # The race's last event (snapshots are stored at a cadence: it may be behind).
+    stamp = await snapshot.end(r, keys.snapshot_key(MAIN, RACE), keys.events_stream(MAIN, RACE))
+    assert stamp is not None
+    return stamp[1]
 
 
 async def test_a_marathon_through_the_whole_chain(mat_stack):

@@ -4,8 +4,8 @@
 // long list is virtualised (only the rows in sight are in the DOM); a skater is found
 // by a scan of a search index built once per snapshot; a rank is a binary search in the
 // point's order (view.order[k], fastest first, kept by the fold).
-import { t } from "./i18n.js";
-import { esc, ordinal } from "./view.js";
+import { ordinal, t } from "./i18n.js";
+import { esc } from "./view.js";
 
 export const isMarathon = (view) => Boolean(view && view.race.kind === "marathon");
 
