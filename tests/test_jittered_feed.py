@@ -155,8 +155,10 @@ async def test_a_published_race_fed_with_jitter_comes_out_as_published(stack):
     assert [(r["startNumber"], r["rank"]) for r in results] == sorted(
         ((str(y), races[y]["rank"]) for y in races), key=lambda x: x[1])
     # The WebSocket client's fold (deltas and the revision) is what a new client is sent.
+    # It gets the last stored snapshot and the events after it (snapshots are stored at a
+    # cadence): followed up to the first client's last event.
     fresh = Follower(stack.ws_url, race=RACE)
-    await fresh.run(lambda f: f.view is not None)
+    await fresh.run(lambda g: g.view is not None and g.offset == f.offset)
     fold = None
     for m in f.frames:
         fold = m["view"] if m["type"] == "snapshot" else apply_event(fold, m["event"])
