@@ -300,6 +300,9 @@ class ResultsApi:
 def _live(view: dict[str, Any]) -> bool:
     if view.get("on_ice"):
         return True
+    if "waves" in view:  # a marathon: skaters out on the course
+        c = view["counts"]
+        return bool(c["waves"]) and c["started"] > c["finished"] + c["status"]
     return bool((view.get("pack") or {}).get("run"))
 
 
