@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pypdf
+import pytest
 
 from bench.marathon import COURSE, RACE, build
 from icetime.replay import script_inputs
@@ -23,9 +24,9 @@ from services.broadcast.results import Meta, csv_text
 from services.scoring.competition import Competition
 
 from .conftest import TOKENS, feed
+from .test_browser import CHROMIUM, launch, open_page
 from .test_marathon_live import Sender, caught_up, mat_stack  # noqa: F401 (a fixture)
 from .test_pipeline import load_startlist
-from .test_browser import CHROMIUM, launch, open_page
 from .test_results import get, read_records
 
 SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
@@ -190,7 +191,11 @@ def view_of(truth: Any, doc: dict[str, Any]) -> dict[str, Any]:
                        "waves": len(race["waves"]), "passed": [len(o) for o in order]}}
 
 
+@pytest.mark.alone  # its figures mean something only with nothing else on the machine
 def test_the_csv_and_the_sheet_of_10000_skaters(capsys):
+    """The CSV and the PDF sheet of a finished 10,000-skater marathon: one line per
+    skater, one page per 44; the time of each is printed, not asserted (typst takes
+    about 10 s for the 228 pages here, several times that on a loaded machine)."""
     doc, truth = build(10_000)
     view = view_of(truth, doc)
     started = time.perf_counter()

@@ -25,7 +25,6 @@ MARATHON = "marathon"
 #: A long-track lap, metres.
 LONG_TRACK_LAP_M = 400.0
 LANES = {"inner": "I", "outer": "O"}
-HOUR_US = 3600 * 1_000_000
 
 
 def has_results(view: dict[str, Any] | None) -> bool:

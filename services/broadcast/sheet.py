@@ -25,8 +25,9 @@ PORTRAIT_PASSAGES_MAX = 6
 #: instead of a column each.
 PASSAGES_MAX = 10
 GENERATOR = "icetime live timing"
-#: A marathon's rows per table (one page, landscape at 7 pt): see sheet.typ.
-MARATHON_CHUNK = 30
+#: A marathon's rows per table, a page each (landscape at 7 pt; 48 fit under the heading
+#: of the first page): see sheet.typ.
+MARATHON_CHUNK = 44
 
 
 def _col(label: str, right: bool = False, wide: bool = False, mm: int = 0
