@@ -370,7 +370,8 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
                     log.error("feed refused %s: %s", item.inp, reply.get("error"))
             tally.sent += 1
             if announce and item.inp["type"] == "gun":
-                what = f"pair {item.inp['pair']}" if "pair" in item.inp else "everyone"
+                what = f"pair {item.inp['pair']}" if "pair" in item.inp \
+                    else f"wave {item.inp['wave']}" if "wave" in item.inp else "everyone"
                 print(f"  gun: {what}", flush=True)
     finally:
         for c in clients.values():

@@ -308,3 +308,96 @@ async def test_the_chief_referees_afternoon(redis_server):
             await browser.close()
     finally:
         await st.close()
+
+
+async def test_swapped_chips_reassigned_on_the_desk(redis_server):
+    """Skaters 1 and 2 of pair 1 raced on each other's chips, so each has the other's
+    time. On the desk the referee picks a read of skater 1's chip and skater 1, presses
+    h and Enter (the chip is filled in from the read), then gives skater 2 her chip the
+    same way, typed: each effect shows at once on the desk and the monitor; a chip that
+    is already the skater's is refused with the reason; the audit log and its CSV show
+    who did what with which chip, and undo takes the last one back."""
+    from playwright.async_api import async_playwright, expect
+
+    st = await start_stack(make_settings(redis_server.url), redis_server.url)
+    chips = {s["bib"]: s["transponders"][0] for s in FIXTURE["startlist"]["skaters"]}
+    worn = {"1": chips["2"], "2": chips["1"]}  # the swap
+    times = FIXTURE["script"]["pairs"][0]["times"]
+    try:
+        await load_startlist(st)
+        await gun(st, 1, T0, 1)
+        await send_reads(st, [(T0 + parse_time(t), worn[bib])
+                              for bib, ts in times.items() for t in ts], 1)
+        async with async_playwright() as p:
+            browser = await launch(p)
+            http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
+            desk, errors = await open_page(browser, f"{http}/desk?race={RACE}", 1600, 1000)
+            monitor, errors2 = await open_page(browser, f"{st.http}/monitor?race={RACE}")
+            effect = desk.get_by_test_id("effect")
+            final1, final2 = desk.get_by_test_id("final-1"), desk.get_by_test_id("final-2")
+            await desk.get_by_test_id("token").fill(TOKENS["referee"])
+            await desk.keyboard.press("Enter")
+            await expect(final1).to_contain_text("1:16.205")  # skater 2's time
+            await expect(final2).to_contain_text("1:16.412")
+
+            # A read of skater 1's chip, then skater 1: h fills the chip in from the read.
+            read = desk.get_by_test_id("reads").locator("tbody tr", has_text=chips["2"])
+            await read.first.click()
+            await desk.get_by_test_id("row-1").click()
+            await desk.keyboard.press("h")
+            chip = desk.get_by_test_id("action-chip")
+            await expect(chip).to_have_value(chips["2"])
+            await expect(chip).to_be_focused()
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text("Reassign chip · 1 Ellia Smeding: applied")
+            await expect(final2).to_have_text("")  # both chips are skater 1's for now
+
+            # Skater 2 gets hers, typed.
+            await desk.keyboard.press("ArrowDown")
+            await desk.keyboard.press("h")
+            await chip.fill(chips["1"])
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text("Reassign chip · 2 Han Mei: applied")
+            await expect(final1).to_contain_text("1:16.412")
+            await expect(final2).to_contain_text("1:16.205")
+            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+            await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.20")
+
+            # The same chip again: refused, and why. No chip at all: nothing is sent.
+            await desk.keyboard.press("h")
+            await chip.fill(chips["1"])
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text(
+                f"Reassign chip · 2 Han Mei: refused: refused by scoring: transponder "
+                f"{chips['1']} is already bib 2's")
+            await desk.keyboard.press("h")
+            await chip.fill("")
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text("not sent: the chip's transponder number")
+            await desk.keyboard.press("Escape")
+
+            audit = desk.get_by_test_id("audit").locator("tbody tr")
+            await expect(audit.first).to_contain_text(f"REASSIGN bib 2 chip {chips['1']}")
+            await expect(audit.first.get_by_test_id("effect-cell")).to_contain_text("refused: ")
+            await expect(audit.nth(1)).to_contain_text(f"REASSIGN bib 2 chip {chips['1']}")
+            await expect(audit.nth(1).get_by_test_id("effect-cell")).to_have_text("applied")
+            await expect(audit.nth(2)).to_contain_text(f"REASSIGN bib 1 chip {chips['2']}")
+
+            # Undo: the last reassignment is taken back (skater 1 has both chips again).
+            await desk.keyboard.press("u")
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text(
+                f"Undo: REASSIGN bib 2 chip {chips['1']}: applied")
+            await expect(final2).to_have_text("")
+            await expect(audit.nth(2).get_by_test_id("effect-cell")).to_have_text(
+                "applied · undone")
+            async with desk.expect_download() as download:
+                await desk.get_by_test_id("export-csv").click()
+            lines = Path(await (await download.value).path()).read_text().splitlines()
+            assert lines[0].endswith(",refused_because,transponder")
+            assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']}")
+                       for x in lines)
+            assert not errors and not errors2, errors + errors2
+            await browser.close()
+    finally:
+        await st.close()

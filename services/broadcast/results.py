@@ -17,11 +17,11 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from icetime.timefmt import format_time
-
 #: Race kinds with results (rows, a classification); rounds and standings have none.
 PAIR_KINDS = ("long_track_individual", "team_pursuit", "team_sprint", "mixed_relay")
 PACK_KINDS = ("short_track", "mass_start", "short_track_relay")
+#: A marathon: skaters in waves, timed at timing points along a course.
+MARATHON = "marathon"
 #: A long-track lap, metres.
 LONG_TRACK_LAP_M = 400.0
 LANES = {"inner": "I", "outer": "O"}
@@ -29,22 +29,42 @@ LANES = {"inner": "I", "outer": "O"}
 
 def has_results(view: dict[str, Any] | None) -> bool:
     """Whether ``view`` is a race with per-competitor results (not rounds, standings)."""
-    return bool(view) and view["race"].get("kind") in PAIR_KINDS + PACK_KINDS  # type: ignore[index]
+    return bool(view) and view["race"].get("kind") in (  # type: ignore[index]
+        *PAIR_KINDS, *PACK_KINDS, MARATHON)
 
 
 def clock(t_us: int | None, in_seconds: bool = False) -> str | None:
-    """A race time (µs) as text in thousandths: ``1:14.446``, or ``74.446`` in seconds;
-    None stays None. Truncated, never rounded (docs/time.md)."""
+    """A race time (µs) as text in thousandths: ``1:14.446``, ``6:02:11.250`` from an
+    hour on (a marathon), or ``74.446`` in seconds; None stays None. Truncated, never
+    rounded (docs/time.md)."""
     if t_us is None:
         return None
     if in_seconds:
         sign = "-" if t_us < 0 else ""
         ms = abs(t_us) // 1000
         return f"{sign}{ms // 1000}.{ms % 1000:03d}"
-    return format_time(t_us, 3)
+    return long_time(t_us)
 
 
-@dataclass
+def long_time(t_us: int, digits: int = 3) -> str:
+    """A time truncated to ``digits`` (2 or 3) decimals: ``SS.fff``, ``M:SS.fff``, and
+    ``H:MM:SS.fff`` from an hour on. Called per cell of a 10,000-row sheet: plain
+    integer arithmetic."""
+    if t_us < 0:
+        return "-" + long_time(-t_us, digits)
+    ms = t_us // 1000
+    s, frac = divmod(ms, 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    f = f"{frac:03d}" if digits == 3 else f"{frac // 10:02d}"
+    if h:
+        return f"{h}:{m:02d}:{s:02d}.{f}"
+    if m:
+        return f"{m}:{s:02d}.{f}"
+    return f"{s}.{f}"
+
+
+@dataclass(slots=True)
 class Lap:
     """One passage of the finish line by one competitor."""
 
@@ -54,6 +74,7 @@ class Lap:
     lap_time: int  # since the previous passage (the opener for the first), µs
     rank: int | None  # long track: rank there; pack: place across the line
     behind: int | None  # long track: behind the fastest there; pack: behind the first
+    point: str | None = None  # marathon: the timing point's name
 
 
 @dataclass
@@ -75,6 +96,9 @@ class Row:
     start_position: int | None = None  # pack races: place in the start order, 1-based
     laps: list[Lap] = field(default_factory=list)
     sprint_points: int | None = None  # mass start
+    club: str | None = None  # marathon
+    wave: int | None = None  # marathon: the start wave
+    point: str | None = None  # marathon: the furthest timing point, where ``t`` was taken
 
 
 def lap_length(view: dict[str, Any]) -> float:
@@ -108,6 +132,8 @@ def rows(view: dict[str, Any]) -> list[Row]:
     """Every competitor of a race: the classification first, in its order (rank, final
     time, behind), then those with a status (DQ, DNF, ...), then the rest in start
     order. Raises KeyError for a view without results (see :func:`has_results`)."""
+    if view["race"]["kind"] == MARATHON:
+        return marathon_rows(view)
     pack = view["race"]["kind"] in PACK_KINDS
     cls = view["classification"]
     lanes = _lanes(view)
@@ -137,6 +163,98 @@ def rows(view: dict[str, Any]) -> list[Row]:
     rest = [row(b) for b in order + sorted(set(view["results"]) - set(order))
             if b not in ranked]
     out += [r for r in rest if r.status] + [r for r in rest if not r.status]
+    return out
+
+
+def _point_places(view: dict[str, Any]) -> dict[str, list[tuple[int, int] | None]]:
+    """A marathon: per bib, per timing point, (rank, behind the first µs) there; None
+    where she has no ranked passage. Equal times share a rank. One pass over
+    ``view.order``."""
+    results = view["results"]
+    n = len(view["order"])
+    out: dict[str, list[tuple[int, int] | None]] = {}
+    for k, order in enumerate(view["order"]):
+        if not order:
+            continue
+        first = results[order[0]]["t"][k]
+        prev_t, rank = None, 0
+        for i, bib in enumerate(order):
+            t = results[bib]["t"][k]
+            if t != prev_t:
+                rank, prev_t = i + 1, t
+            out.setdefault(bib, [None] * n)[k] = (rank, t - first)
+    return out
+
+
+def _furthest(times: list[int | None]) -> int:
+    for k in range(len(times) - 1, -1, -1):
+        if times[k] is not None:
+            return k
+    return -1
+
+
+def marathon_classification(view: dict[str, Any]) -> list[tuple[str, int, int, int, int]]:
+    """A marathon's classification from its view, as the engine's and the pages'
+    ``classification()``: finishers by time, then the others by the furthest timing
+    point reached and their time there. ``[(bib, rank, k, t µs, behind µs)]``, behind
+    the first at that point; equal times at the same point share a rank."""
+    results = view["results"]
+    out: list[tuple[str, int, int, int, int]] = []
+    for k in range(len(view["order"]) - 1, -1, -1):
+        order = view["order"][k]
+        prev: tuple[int, int] | None = None
+        first = results[order[0]]["t"][k] if order else 0
+        for bib in order:
+            t = results[bib]["t"][k]
+            if _furthest(results[bib]["t"]) != k:
+                continue
+            rank = out[-1][1] if prev == (k, t) else len(out) + 1
+            prev = (k, t)
+            out.append((bib, rank, k, t, t - first))
+    return out
+
+
+def marathon_rows(view: dict[str, Any]) -> list[Row]:
+    """Every skater of a marathon: the classification (``t``: the time at ``point``, the
+    furthest timing point reached), then those with a status, then those with no
+    passage yet, in wave order. ``laps`` are the timing points passed, each with its
+    rank and time behind the first there, ``lap_time`` since the previous timing point
+    passed. Costs one pass over the skaters and the points' orders."""
+    course = view["race"]["course"]
+    results = view["results"]
+    places = _point_places(view)
+
+    def row(bib: str) -> Row:
+        sk = view["skaters"].get(bib, {})
+        res = results.get(bib) or {"t": [], "status": None, "manual": []}
+        laps, prev = [], 0
+        mine = places.get(bib)
+        for k, t in enumerate(res["t"]):
+            if t is None:
+                continue
+            place = mine[k] if mine is not None else None
+            laps.append(Lap(number=k + 1, m=course[k]["m"], t=t, lap_time=t - prev,
+                            rank=place[0] if place else None,
+                            behind=place[1] if place else None, point=course[k]["point"]))
+            prev = t
+        return Row(bib=bib, name=sk.get("name", bib), short=sk.get("short", bib),
+                   nation=sk.get("nation", ""), club=sk.get("club"), wave=sk.get("wave"),
+                   status=res["status"], laps=laps)
+
+    out = []
+    ranked = set()
+    last = len(course) - 1
+    for bib, rank, k, t, behind in marathon_classification(view):
+        r = row(bib)
+        r.rank, r.t, r.behind, r.point = rank, t, behind, course[k]["point"]
+        if k == last:
+            r.origin = "manual" if last in results[bib]["manual"] else "transponder"
+        ranked.add(bib)
+        out.append(r)
+    with_status = [b for b, res in results.items() if res["status"] and b not in ranked]
+    out += [row(b) for b in with_status]
+    done = ranked | set(with_status)
+    out += [row(b) for b in view["skaters"] if b not in done]
     return out
 
 
@@ -179,6 +297,15 @@ def race_info(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
     """The race's own part of a document (also the entry of the competitions list)."""
     race = view["race"]
     official = bool(race.get("official"))
+    if race["kind"] == MARATHON:
+        course = race["course"]
+        return {"id": race["id"], "name": race["name"], "kind": race["kind"],
+                "distance": race.get("distance"), "round": None, "lapCount": len(course),
+                "passages": [p["m"] for p in course], "course": course,
+                "competition": meta.competition, "isLive": meta.live,
+                "isOfficial": official, "status": "official" if official else "provisional",
+                "officialAt": iso_ms(meta.official_ms) if official else None,
+                "lastUpdate": iso_ms(meta.updated_ms)}
     return {
         "id": race["id"], "name": race["name"], "kind": race["kind"],
         "distance": race.get("distance"),
@@ -196,9 +323,12 @@ def race_info(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
 
 
 def _lap_doc(lap: Lap, in_seconds: bool) -> dict[str, Any]:
-    return {"number": lap.number, "distance": lap.m, "passageTime": clock(lap.t, in_seconds),
-            "time": clock(lap.lap_time, in_seconds), "rank": lap.rank,
-            "timeBehind": clock(lap.behind, in_seconds)}
+    doc = {"number": lap.number, "distance": lap.m, "passageTime": clock(lap.t, in_seconds),
+           "time": clock(lap.lap_time, in_seconds), "rank": lap.rank,
+           "timeBehind": clock(lap.behind, in_seconds)}
+    if lap.point is not None:
+        doc["timingPoint"] = lap.point
+    return doc
 
 
 def result_doc(row: Row, official: bool, in_seconds: bool = False) -> dict[str, Any]:
@@ -215,6 +345,10 @@ def result_doc(row: Row, official: bool, in_seconds: bool = False) -> dict[str, 
     }
     if row.sprint_points is not None:
         doc["sprintPoints"] = row.sprint_points
+    if row.wave is not None:
+        doc["competitor"]["club"] = row.club
+        doc["wave"] = row.wave
+        doc["timingPoint"] = row.point
     return doc
 
 
@@ -231,7 +365,9 @@ def csv_text(view: dict[str, Any]) -> str:
     """The race as CSV (RFC 4180, a header line, one line per competitor in the order
     of :func:`rows`): rank, bib, name, nation, pair, lane, status, time, behind,
     records, origin, then per passage its time, lap time and rank. Times in thousandths,
-    ``M:SS.fff``; empty where there is nothing."""
+    ``M:SS.fff``; empty where there is nothing. A marathon: :func:`marathon_csv`."""
+    if view["race"]["kind"] == MARATHON:
+        return marathon_csv(view)
     all_rows = rows(view)
     metres = _passage_metres(view, all_rows)
     out = io.StringIO()
@@ -267,3 +403,48 @@ def _passage_metres(view: dict[str, Any], all_rows: list[Row]) -> list[float]:
 
 def _metres_label(m: float) -> str:
     return f"{m:g} m"
+
+
+def marathon_csv(view: dict[str, Any]) -> str:
+    """A marathon as CSV, one line per skater in the order of :func:`rows`: rank, bib,
+    name, nation, club, wave, status, time (at ``point``), behind, point, origin, then
+    per timing point of the course its race time and rank. Built straight from the
+    view's columns (the same classification and ranks as :func:`marathon_rows`), as
+    this runs over 10,000 skaters."""
+    course = view["race"]["course"]
+    results, skaters = view["results"], view["skaters"]
+    places = _point_places(view)
+    last = len(course) - 1
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    head = ["rank", "bib", "name", "nation", "club", "wave", "status", "time", "behind",
+            "point", "origin"]
+    for p in course:
+        head += [f"{p['point']} time", f"{p['point']} rank"]
+    w.writerow(head)
+    nothing = [None] * len(course)
+
+    def line(bib: str, lead: list[Any]) -> list[Any]:
+        sk = skaters.get(bib, {})
+        res = results.get(bib)
+        cells = [*lead[:1], bib, sk.get("name", bib), sk.get("nation", ""), sk.get("club") or "",
+                 sk.get("wave", ""), (res or {}).get("status") or "", *lead[1:]]
+        if res is None:
+            return cells + [""] * (2 * len(course))
+        mine = places.get(bib) or nothing
+        for t, place in zip(res["t"], mine, strict=True):
+            cells += ("", "") if t is None else (long_time(t), place[0] if place else "")
+        return cells
+
+    done = set()
+    for bib, rank, k, t, behind in marathon_classification(view):
+        origin = ("manual" if last in results[bib]["manual"] else "transponder") \
+            if k == last else ""
+        w.writerow(line(bib, [rank, long_time(t), long_time(behind), course[k]["point"],
+                              origin]))
+        done.add(bib)
+    rest = [b for b, res in results.items() if res["status"] and b not in done]
+    done.update(rest)
+    rest += [b for b in skaters if b not in done]
+    w.writerows(line(b, ["", "", "", "", ""]) for b in rest)
+    return out.getvalue()

@@ -34,7 +34,7 @@ from icetime.view import apply_event
 from services.scoring.standings import STANDINGS_ID
 
 from .fanout import Hub, Subscription
-from .results import PACK_KINDS, Row, best_lap, has_results, lap_length, rows
+from .results import MARATHON, PACK_KINDS, Row, best_lap, has_results, lap_length, rows
 
 log = logging.getLogger(__name__)
 #: How often the heartbeat goes out and the followed race is chosen again, seconds.
@@ -114,6 +114,37 @@ def passage_record(view: dict[str, Any], event: dict[str, Any]) -> str:
                   text(hms(row["t"])))
 
 
+def course_records(view: dict[str, Any], event: dict[str, Any]) -> str:
+    """A marathon's ``course_passage``: ``$J`` (the time since her previous timing point
+    passed, none at the first, and the race time) and her ``$G`` (her rank at that
+    timing point, the timing points passed, the race time). O(1): no walk of the field."""
+    row = event["row"]
+    if event["rank"] is None:  # a skater with a status: no place
+        return ""
+    times = view["results"][event["bib"]]["t"][:row["k"]]
+    before = next((t for t in reversed(times) if t is not None), 0)
+    return (record("$J", text(event["bib"], 8), text(hms(row["t"] - before)),
+                   text(hms(row["t"])))
+            + record("$G", event["rank"], text(event["bib"], 8), row["k"] + 1,
+                     text(hms(row["t"]))))
+
+
+def marathon_heartbeat(view: dict[str, Any], now: int, tod: str) -> str:
+    """``$F`` of a marathon, from its counts (never a walk of 10,000 skaters): the first
+    wave's running clock while skaters are out, ``Finish`` once all are in."""
+    counts = view["counts"]
+    out = counts["started"] - counts["finished"] - counts["status"]
+    runs = [w["run"] for _, w in sorted(view["waves"].items(), key=lambda x: int(x[0]))
+            if w.get("run")]
+    if runs and (out > 0 or not counts["finished"]):
+        first = runs[0]
+        race_t = int((now - first["clock_origin_us"]) * float(first.get("rate") or 1.0))
+        return record("$F", 0, text("00:00:00"), text(tod), text(hms(race_t, millis=False)),
+                      text("Green "))
+    flag = "Finish" if counts["finished"] else "      "
+    return record("$F", 0, text("00:00:00"), text(tod), text("00:00:00"), text(flag))
+
+
 def laps_to_go(view: dict[str, Any], all_rows: list[Row]) -> int:
     """Pack: the leader's laps left. Long track: the pair on the ice's passages left."""
     pack = view.get("pack")
@@ -152,6 +183,8 @@ def heartbeat(view: dict[str, Any] | None, now: int) -> str:
     tod = time.strftime("%H:%M:%S", time.localtime(now / 1e6))
     if view is None or not has_results(view):
         return record("$F", 0, text("00:00:00"), text(tod), text("00:00:00"), text("      "))
+    if view["race"]["kind"] == MARATHON:
+        return marathon_heartbeat(view, now, tod)
     all_rows = rows(view)
     run = running(view)
     if run is not None:
@@ -226,7 +259,9 @@ class Sink:
             best = {r.bib for r in mine if best_lap(r, lap_m) is not None}
             lines += [h for h in best_laps(view, all_rows) if any(f'"{b}"' in h for b in best)]
             self.feed.broadcast("".join(lines))
-        elif kind in ("pair_start", "start"):
+        elif kind == "course_passage":
+            self.feed.broadcast(course_records(view, event))
+        elif kind in ("pair_start", "start", "wave_start"):
             self.feed.broadcast(heartbeat(view, now_us()))
 
 

@@ -16,7 +16,7 @@ import typst
 
 from icetime.timefmt import format_diff, format_time
 
-from .results import Meta, Row, iso_ms, rows
+from .results import MARATHON, Meta, Row, iso_ms, long_time, marathon_rows, rows
 
 TEMPLATE = Path(__file__).with_name("sheet.typ")
 #: More intermediate passages than this: the page is turned to landscape.
@@ -25,10 +25,16 @@ PORTRAIT_PASSAGES_MAX = 6
 #: instead of a column each.
 PASSAGES_MAX = 10
 GENERATOR = "icetime live timing"
+#: A marathon's rows per table, a page each (landscape at 7 pt; 48 fit under the heading
+#: of the first page): see sheet.typ.
+MARATHON_CHUNK = 44
 
 
-def _col(label: str, right: bool = False, wide: bool = False) -> dict[str, Any]:
-    return {"label": label, "right": right, "wide": wide}
+def _col(label: str, right: bool = False, wide: bool = False, mm: int = 0
+         ) -> dict[str, Any]:
+    """A column: its heading, aligned right, taking the room left (``wide``), or ``mm``
+    wide (fixed widths spare typst measuring every cell of a long field)."""
+    return {"label": label, "right": right, "wide": wide, "mm": mm}
 
 
 def _digits(all_rows: list[Row]) -> dict[str, int]:
@@ -94,6 +100,8 @@ def _row_cells(r: Row, shown: list[float], digits: int, points: bool) -> list[st
 def sheet_data(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
     """What ``sheet.typ`` lays out: headings, columns and rows, every cell as text."""
     race = view["race"]
+    if race["kind"] == MARATHON:
+        return marathon_sheet_data(view, meta)
     all_rows = rows(view)
     finish = max((float(m) for m in race.get("passages") or []), default=0.0)
     passages = [float(m) for m in race.get("passages") or [] if float(m) < finish]
@@ -129,6 +137,51 @@ def sheet_data(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
         "generator": GENERATOR,
         "landscape": len(shown) > PORTRAIT_PASSAGES_MAX,
         "font_size": 9 if len(shown) <= PORTRAIT_PASSAGES_MAX else 8,
+    }
+
+
+def _marathon_cells(r: Row, n_points: int) -> list[str]:
+    at = {lap.number - 1: lap for lap in r.laps}
+    cells = [str(r.rank) if r.rank is not None else "", r.bib, r.name, r.nation,
+             r.club or "", str(r.wave or "")]
+    cells += [long_time(at[k].t, 2) if k in at else "" for k in range(1, n_points - 1)]
+    if r.rank is not None and r.t is not None:
+        finished = r.point == r.laps[-1].point and r.laps[-1].number == n_points
+        cells += [long_time(r.t, 2) if finished else f"({r.point})",
+                  long_time(r.behind, 2) if finished and r.behind else ""]
+    else:
+        cells += [r.status or "", ""]
+    return cells
+
+
+def marathon_sheet_data(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
+    """A marathon's sheet: rank, bib, name, nation, club, wave, the time at each
+    intermediate timing point, the finish time and behind (a skater who has not finished
+    shows the furthest point she reached), landscape; times to hundredths, truncated."""
+    race = view["race"]
+    course = race["course"]
+    columns = [_col("Rank", right=True, mm=11), _col("Bib", right=True, mm=11),
+               _col("Name", wide=True), _col("Nat", mm=9), _col("Club", wide=True),
+               _col("Wave", right=True, mm=9)]
+    columns += [_col(p["point"], right=True, mm=17) for p in course[1:-1]]
+    columns += [_col("Time", right=True, mm=17), _col("Behind", right=True, mm=15)]
+    official = bool(race.get("official"))
+    return {
+        "title": f"{race['name']}: results",
+        "competition": (meta.competition or {}).get("name", ""),
+        "race": race["name"],
+        "heading": "Official results" if official else "Provisional results",
+        "records": [],
+        "columns": columns,
+        "rows": [{"cells": _marathon_cells(r, len(course)), "detail": ""}
+                 for r in marathon_rows(view)],
+        "notes": [],
+        "status_line": status_line(view, meta),
+        "generator": GENERATOR,
+        "landscape": True,
+        "font_size": 7,
+        "chunk": MARATHON_CHUNK,
+        "inset_y": 2,
     }
 
 

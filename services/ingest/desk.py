@@ -49,7 +49,7 @@ DESK_RAW_SCAN = 2000
 DESK_READS = 300
 #: The audit's columns in CSV, in order.
 AUDIT_COLUMNS = ("input", "received_utc", "source", "type", "race", "action", "bib", "pair",
-                 "time_us", "target", "reason", "verdict", "refused_because")
+                 "time_us", "target", "reason", "verdict", "refused_because", "transponder")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
@@ -94,7 +94,7 @@ def audit_csv(entries: list[dict[str, Any]]) -> str:
                     e.get("type") or "", f.get("race", ""), f.get("action", ""),
                     f.get("bib", ""), f.get("pair", ""), f.get("time_us", ""),
                     f.get("target", ""), f.get("reason", ""), e.get("verdict", ""),
-                    e.get("reason", "")])
+                    e.get("reason", ""), f.get("transponder", "")])
     return out.getvalue()
 
 

@@ -73,7 +73,7 @@ CHECKPOINT_SPACING = 20
 UNJUDGED = (Passing, Clock)
 #: The fields of an input a verdict repeats, for the desk's audit log.
 VERDICT_FIELDS = ("race", "pair", "action", "bib", "target", "time_us", "m", "origin",
-                  "reason", "t")
+                  "reason", "t", "transponder")
 
 
 def input_type(inp: FeedInput) -> str:

@@ -23,6 +23,7 @@ const ACTIONS = {
   m: { action: "manual_time", label: "Manual time", bib: true, time: true, passage: true },
   b: { action: "manual_time", label: "Assign read", bib: true, time: true, passage: true, read: true },
   v: { action: "void", label: "Void read", voidRead: true },
+  h: { action: "reassign", label: "Reassign chip", bib: true, chip: true },
   x: { action: "restart", label: "Restart pair", restart: true },
   c: { type: "call", label: "Call pair", call: true },
   o: { action: "official", label: "Declare official" },
@@ -333,6 +334,7 @@ function describe(e) {
   const bits = [e.type === "decision" ? (f.action || "").toUpperCase() : e.type];
   if (f.bib !== undefined) bits.push(`bib ${f.bib}`);
   if (f.pair !== undefined) bits.push(`pair ${f.pair}`);
+  if (f.transponder !== undefined && e.type === "decision") bits.push(`chip ${f.transponder}`);
   if (f.time_us !== undefined) bits.push(fmtTime(f.time_us, 3));
   if (f.target !== undefined) bits.push(`of ${describeTarget(f.target)}`);
   if (f.reason !== undefined) bits.push(`(${f.reason})`);
@@ -433,6 +435,9 @@ function open(key, target) {
   state.pending = pending;
   $("action-label").textContent = label;
   $("time-field").hidden = !spec.time;
+  $("chip-field").hidden = !spec.chip;
+  // A reassign takes the selected read's chip (the read that shows the swap), if any.
+  $("action-chip").value = spec.chip && read ? read.transponder : "";
   $("m-field").hidden = !(spec.passage && view.race.passages);
   if (spec.passage && view.race.passages) fillPassages(view, pending.bib);
   $("action-time").value = "";
@@ -442,7 +447,7 @@ function open(key, target) {
   }
   $("action-reason").value = "";
   $("action").hidden = false;
-  (spec.time ? $("action-time") : $("action-reason")).focus();
+  (spec.time ? $("action-time") : spec.chip ? $("action-chip") : $("action-reason")).focus();
 }
 
 // The passage choice of a manual time: every passage, the skater's first missing one
@@ -478,6 +483,10 @@ function input(p) {
   if (spec.restart && p.pair !== null) d.pair = p.pair;
   if (p.target) d.target = p.target;
   if (time_us) d.time_us = time_us;
+  if (spec.chip) {
+    d.transponder = $("action-chip").value.trim();
+    if (!d.transponder) throw new Error("the chip's transponder number");
+  }
   const ms = state.view?.race.passages;
   if (spec.passage && ms && Number($("action-m").value) !== ms[ms.length - 1]) d.m = Number($("action-m").value);
   if (reason) d.reason = reason;

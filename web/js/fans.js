@@ -348,7 +348,8 @@ let marathonDraw = null;
 
 // Something on the ice: a pair of this distance, or the pack.
 function running(view) {
-  if (!view || isStandings(view)) return false;
+  // A marathon's timing points are kilometres apart: minutes without a read are normal.
+  if (!view || isStandings(view) || isMarathon(view)) return false;
   return Boolean(isPack(view) ? view.pack.run : Object.keys(view.on_ice).length);
 }
 

@@ -7,6 +7,7 @@ import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes } from "./view.
 import { fit } from "./fit.js";
 import { t } from "./i18n.js";
 import { badge, behind, breakawayText, finalTime, isPack, ptsText, lapsToGo, place, pointsOf } from "./pack.js";
+import { countsHtml, fmtClock, isMarathon, rankAt } from "./marathon.js";
 
 const $ = (id) => document.getElementById(id);
 const STALE_MS = 10000;  // a race running and no event for this long: no timing data
@@ -32,6 +33,28 @@ function renderPack(view) {
   }).join("");
 }
 
+// A marathon: the front three at the furthest timing point reached so far (their time
+// there and the gap to the first), and the live counts. Costs three rows, not the field.
+function latestPoint(view) {
+  for (let k = view.order.length - 1; k >= 0; k--) if (view.order[k].length) return k;
+  return -1;
+}
+
+function renderMarathon(view) {
+  const k = latestPoint(view);
+  $("third").hidden = k < 0;
+  if (k < 0) return;
+  const course = view.race.course, point = k === course.length - 1 ? t("Finish") : course[k].point;
+  $("title").textContent = `${view.race.name} · ${point}`;
+  const front = view.order[k].slice(0, 3), first = view.results[front[0]].t[k];
+  $("rows").innerHTML = front.map((bib) => {
+    const sk = view.skaters[bib], tk = view.results[bib].t[k];
+    return `<div class="row" data-testid="overlay-${esc(bib)}"><span class="band pos">${rankAt(view, bib, k)}</span>` +
+      nameCell(sk) + `<span class="rank">${esc(sk.wave !== undefined ? "W" + sk.wave : "")}</span>` +
+      `<span class="t">${fmtClock(tk)}</span><span class="gap slower">${tk > first ? "+" + fmtClock(tk - first) : ""}</span></div>`;
+  }).join("") + `<div class="mcounts" data-testid="overlay-counts">${countsHtml(view, true)}</div>`;
+}
+
 // One lane of a pair: a sanction replaces rank, time and gap at once.
 function laneRow(view, lane, bib) {
   const sk = view.skaters[bib], res = view.results[bib];
@@ -55,9 +78,10 @@ function laneRow(view, lane, bib) {
 const tAttr = (view, bib) => (view.results[bib].final ? ` data-t="${view.results[bib].final.t}"` : "");
 
 function render(view) {
-  // No lower third for the standings, nor (yet) for a marathon's thousands.
-  if (view && ["standings", "marathon"].includes(view.race.kind)) { $("third").hidden = true; return; }
-  if (isPack(view)) renderPack(view);
+  // No lower third for the standings.
+  if (view && view.race.kind === "standings") { $("third").hidden = true; return; }
+  if (isMarathon(view)) renderMarathon(view);
+  else if (isPack(view)) renderPack(view);
   else {
     const pair = view && view.pairs.find((p) => p.pair === view.current_pair);
     $("third").hidden = !pair;
@@ -71,19 +95,31 @@ function render(view) {
   fit($("third"));
 }
 
+// A marathon's clock is its first wave's, from its gun, while skaters are out.
+function marathonRun(view) {
+  const c = view.counts;
+  if (c.started && c.started <= c.finished + c.status) return null;
+  const first = Object.values(view.waves).sort((a, b) => a.wave - b.wave).find((w) => w.run);
+  return first ? first.run : null;
+}
+
 function running(view) {
-  if (!view || ["standings", "marathon"].includes(view.race.kind)) return null;
+  if (!view || view.race.kind === "standings") return null;
+  if (isMarathon(view)) return marathonRun(view);
   return isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)] || null;
 }
 
 function tick() {
   const run = running(live.view);
-  const text = run ? fmtTime(Math.max(0, Math.floor(live.raceElapsedUs(run) / 100000) * 100000), 1) : "";
+  const text = !run ? "" : isMarathon(live.view) ? fmtClock(live.raceElapsedUs(run))
+    : fmtTime(Math.max(0, Math.floor(live.raceElapsedUs(run) / 100000) * 100000), 1);
   for (const el of document.querySelectorAll(".rclock")) if (el.textContent !== text) el.textContent = text;
   $("bug").hidden = layout !== "clock" || !run;
   // The link down, storage away, or a race running with no data coming: a red mark.
   const down = live.status && live.status !== "live";
-  const quiet = run && live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS;
+  // A marathon's timing points are kilometres apart: minutes without a read are normal.
+  const quiet = run && !isMarathon(live.view) && live.lastEventAt &&
+    Date.now() - live.lastEventAt > STALE_MS;
   const why = live.status === "stale" ? t("Data stale") : down ? t("Server unreachable")
     : quiet ? t("No timing data") : "";
   $("offline").hidden = !why;
