@@ -117,6 +117,7 @@ class PackRace(SprintsAndBreakaways):
         n = len(self.bibs)
         self._reset_results(self.n_cross)
         self.crossings = np.zeros(n, np.int64)   # crossings made
+        self.lead = 0  # the most crossings anyone made: crossings.max(), kept
         self.last = np.zeros(n, np.int64)   # race time of the last crossing
         self.excluded = np.zeros(n, bool)      # mirrors status in EXCLUDED, for numpy
         self.stopped = np.zeros(n, bool)
@@ -146,6 +147,7 @@ class PackRace(SprintsAndBreakaways):
         self.okey: list[tuple[int, int, int, int]] = []
         self.by_time: list[tuple[int, int]] | None = None
         self.by_points: list[tuple[int, int, int, int]] = []
+        self.times: list[list[int]] | None = None
 
     def _save(self) -> dict[str, Any]:
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
@@ -162,6 +164,7 @@ class PackRace(SprintsAndBreakaways):
         super()._load(state)
         for name in ("crossings", "last", "excluded", "stopped", "final_t"):
             setattr(self, name, state[name].copy())
+        self.lead = int(self.crossings.max(initial=0))
         self.sprint_points = list(state["sprint_points"])
         self.sprints = [{**sp, "bibs": list(sp["bibs"]), "sprint_points": list(sp["sprint_points"])}
                         for sp in state["sprints"]]
@@ -331,13 +334,15 @@ class PackRace(SprintsAndBreakaways):
         # state before this crossing: the move it makes is measured from there.
         self._order_keys()
         self._ranked_keys()
+        times = self._times_at(k)
         self.now_stopped = []
-        col = self.t[:, k]
-        position = 1 + int(np.count_nonzero(col < t))
-        first_t = int(col.min())
+        position = 1 + bisect.bisect_left(times, t)
+        first_t = times[0] if times else t
         gap_leader = t - first_t if first_t < t else 0
         self.t[row, k] = t
+        bisect.insort(times, t)
         self.crossings[row] = k + 1
+        self.lead = max(self.lead, k + 1)
         self.last[row] = t
         self._made_passage(skater, t_common)
         # Since her previous recorded crossing (over any missed ones).
@@ -354,7 +359,7 @@ class PackRace(SprintsAndBreakaways):
             entry["skater"] = skater
             lines += self._exchange(row, k, skater)
         self.rows[row][k] = entry
-        laps_to_go = self.n_cross - int(self.crossings.max())
+        laps_to_go = self.n_cross - self.lead
         if position == 1:
             lines += self._leader_lines(row, k, laps_to_go, emit)
         if k in self.sprint_k:
@@ -403,9 +408,10 @@ class PackRace(SprintsAndBreakaways):
         else:
             # Nobody has crossed yet: the race's first crossing (a read a lap later
             # would have the field's first crossings before it).
-            expect = int(self.t[:, 0].min())
-            if expect == NOT_PASSED:
+            first = self._times_at(0)
+            if not first:
                 return 0
+            expect = first[0]
         if t <= expect:
             return k
         return min(k + (2 * (t - expect) + lap) // (2 * lap), last)
@@ -421,10 +427,10 @@ class PackRace(SprintsAndBreakaways):
                 a = tm.item(row, j)
                 if a != NOT_PASSED:
                     return max(1, (b - a) // (k - 1 - j))
-        for j in range(int(self.crossings.max(initial=0)) - 1, 0, -1):
-            b, a = int(tm[:, j].min()), int(tm[:, j - 1].min())
-            if b != NOT_PASSED and a != NOT_PASSED:
-                return max(1, b - a)
+        for j in range(self.lead - 1, 0, -1):
+            after, before = self._times_at(j), self._times_at(j - 1)
+            if after and before:
+                return max(1, after[0] - before[0])
         if k == 1:
             return max(1, int(tm.item(row, 0) * self.lap_m / self.cross_m[0]))
         return int(2 * self.lap_m / self.max_speed_mps * 1_000_000)
@@ -450,12 +456,11 @@ class PackRace(SprintsAndBreakaways):
         crossings made and sprint points, who stopped at it (``now_stopped``; she herself
         is no longer stopped), her relay's active skater and exchanges; the fields that
         do not grow with the field (laps to go, bell, sprints, breakaway...) whole."""
-        lead = int(self.crossings.max(initial=0))
         run = self.run
         return {
             "run": None if run is None or self._done() else run.public(),
             "move": move,
-            "laps_to_go": self.n_cross - lead,
+            "laps_to_go": self.n_cross - self.lead,
             "bell": self.bell,
             "crossings": int(self.crossings[row]),
             "now_stopped": self.now_stopped,
@@ -563,6 +568,14 @@ class PackRace(SprintsAndBreakaways):
         to = bisect.bisect_left(keys, new)
         keys.insert(to, new)
         return {"from": at, "to": to}
+
+    def _times_at(self, k: int) -> list[int]:
+        """The race times (µs) of crossing ``k`` made so far, ascending: kept from
+        crossing to crossing (a crossing adds one by bisection); built from the
+        crossings table when dropped."""
+        if self.times is None:
+            self.times = [sorted(col[col != NOT_PASSED].tolist()) for col in self.t.T]
+        return self.times[k]
 
     def _points_key(self, i: int) -> tuple[int, int, int, int]:
         """Finisher ``i``'s sort key behind a mass start's podium (:meth:`classification`)."""
