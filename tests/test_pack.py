@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,29 @@ def test_a_division_a_mass_start_scores_ranks_21_to_23():
     points = {r["bib"]: r["points"] for r in cup["rows"]}
     assert [points[b] for b in bibs] == [60, 54, 48, 43, 40, 38, 36, 34, 32, 31, 30, 29, 28,
                                          27, 26, 25, 24, 23, 22, 21, 20, 19, 18]
+
+
+@pytest.mark.parametrize("n", [20, 2_000])
+def test_a_crossing_event_does_not_grow_with_the_field(n):
+    """A mass start of ``n`` skaters, two laps, the field spread over 20 s: every
+    passage and finish event stays under a kilobyte and a half whatever the field (the
+    race-wide state and the classification travel as changes), and the fold of them is
+    the engine's view."""
+    rnd = random.Random(n)
+    bibs = [str(b) for b in range(1, n + 1)]
+    comp = Competition()
+    events = list(feed(comp, "sl", {"type": "startlist", "races": [
+        {"id": "big", "name": "Big", "kind": "mass_start", "laps": 2, "skaters": bibs}],
+        "skaters": [{"bib": b, "name": f"Skater {b}", "transponders": [f"T{b}"]}
+                    for b in bibs]})["big"])
+    events += feed(comp, "gun", {"type": "gun", "race": "big", "t": 0})["big"]
+    place = {b: rnd.uniform(0, 20_000_000) for b in bibs}
+    reads = sorted((lap * 60_000_000 + int(place[b] + rnd.uniform(0, 400_000)), b)
+                   for lap in (1, 2) for b in bibs)
+    for i, (t, b) in enumerate(reads):
+        events += feed(comp, f"p{i}", {"type": "passing", "transponder": f"T{b}", "t": t,
+                                       "source": "finish-loop"}).get("big", [])
+    crossings = [e for e in events if e["type"] in ("passage", "finish")]
+    assert len(crossings) > 1.9 * n  # a few reads far behind the field make no passage
+    assert max(len(json.dumps(e)) for e in crossings) < 1_500
+    assert_fold(comp.view("big"), events)

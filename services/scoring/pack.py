@@ -18,6 +18,11 @@ log order, emits events; corrections replay the race's own input log and publish
   The sprints and the breakaways are read in massstart.py; what every race shares
   (input log, revisions, official times, decisions) is ``race.RaceBase``.
 * A second gun (or an official ``restart``) voids the attempt, which stays on record.
+* A crossing's event carries what it changed (the crossing competitor's move in the
+  order, her place in the classification), not the race-wide state. The order, each
+  line's crossing times and the classification are kept sorted from crossing to
+  crossing (bisection and one list shift), and rebuilt from the arrays after a reset,
+  a checkpoint load, a status or an official's time: no sort per passing.
 """
 from __future__ import annotations
 
@@ -626,8 +631,8 @@ class PackRace(SprintsAndBreakaways):
         return change
 
     def pack_state(self) -> dict[str, Any]:
-        """The live state of the race as a whole; every event carries it whole (it is
-        small), so a client's fold just takes the latest."""
+        """The live state of the race as a whole: the view's ``pack``, and a ``start``
+        event's. A crossing's event carries what it changed (:meth:`_pack_change`)."""
         lead = int(self.crossings.max(initial=0))
         run = self.run
         return {
