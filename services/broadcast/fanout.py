@@ -35,8 +35,8 @@ them in the old names and, as protocol 1 had them, with the whole pack state and
 classification: while protocol-1 clients follow a race, its feed keeps one fold of it
 (``compat.Legacy``, started from the stored snapshot and the events after it) that
 makes the protocol-1 frame once per event; such a client gets its snapshot from that
-fold. Only a protocol-1 resume folds on its own, from the stored snapshot up to where
-the race's fold is.
+fold, and a protocol-1 resume its missed events with the fold's state as it is then
+(latest state wins).
 """
 from __future__ import annotations
 
