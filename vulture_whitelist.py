@@ -29,3 +29,5 @@ _.input
 _.sprint_points_table
 _.start_order
 _.in_field
+_.frm
+_.tied

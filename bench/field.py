@@ -17,6 +17,13 @@ scoring -> broadcast -> one WebSocket client in this process. Per field size:
 
 The last line is each figure at 10,000 skaters over the same at 20 (issue 12's
 targets: cost within 2x, at least 2,000 passings/s). Figures are printed, not asserted.
+
+In the synthetic field above most reads of the smaller fields make no passage (the
+field's spread over most of a lap reads, early on, as missed laps; the races then end
+and later reads are cool-down): their chain figures are per passage delivered. So the
+**engine alone** is measured too, in this process, on fields spread over
+``ENGINE_SPREAD_US`` where every read is a crossing: CPU per passing of the scoring
+engine and of encoding its events, and the mean bytes of the events per passing.
 ``python -m bench.field 20 1000`` runs chosen field sizes only.
 """
 from __future__ import annotations
@@ -34,11 +41,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from icetime import keys, settings
+from icetime import bus, keys, settings
 from icetime.cli import Supervisor
 from icetime.feedclient import FeedClient
+from icetime.messages import convert_input
 from icetime.service import run_loop
 from icetime.timefmt import now_us
+from services.scoring.competition import Competition
 
 from .latency import TOKENS, config, pct
 from .wsclient import RawClient, open_client
@@ -58,9 +67,12 @@ IDLE_S = 3.0
 LAP_US = 60_000_000
 SPREAD_US = 45_000_000
 TICK_S = os.sysconf("SC_CLK_TCK")
+#: The engine-alone field's spread (µs): small enough that every read is a crossing.
+ENGINE_SPREAD_US = 20_000_000
 
 
-def field_races(n: int, seed: int = 12) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def field_races(n: int, seed: int = 12, spread_us: int = SPREAD_US
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A start list of mass starts of ``n`` skaters each, and their passings in race-time
     order, enough for the latency and flood phases (``PACED + FLOOD``). A race has at
     most ``MAX_LAPS`` laps, so a small field runs several races side by side."""
@@ -77,7 +89,7 @@ def field_races(n: int, seed: int = 12) -> tuple[dict[str, Any], list[dict[str, 
         races.append({"id": race, "name": f"Field of {n} ({r + 1})", "kind": "mass_start",
                       "laps": laps, "skaters": bibs})
         # Each skater keeps a place in the field, with a little noise per lap.
-        place = {b: rnd.uniform(0, SPREAD_US) for b in bibs}
+        place = {b: rnd.uniform(0, spread_us) for b in bibs}
         for k in range(laps):
             for b in bibs:
                 reads.append(((k + 1) * LAP_US + int(place[b] + rnd.uniform(0, 400_000)), b))
@@ -87,6 +99,40 @@ def field_races(n: int, seed: int = 12) -> tuple[dict[str, Any], list[dict[str, 
     passings = [{"type": "passing", "transponder": f"F{n}-{b}", "t": t}
                 for t, b in reads[:wanted]]
     return {"skaters": skaters, "races": races}, passings
+
+
+def engine_alone(n: int) -> tuple[float, float, int]:
+    """The scoring engine and event encoding alone on a field of ``n`` (every read a
+    crossing): (CPU ms per passing, event bytes per passing, passings that made an
+    event)."""
+    startlist, passings = field_races(n, spread_us=ENGINE_SPREAD_US)
+    comp = Competition()
+    comp.feed("sl", convert_input({"type": "startlist", **startlist, "source": "bench"}))
+    for i, race in enumerate(startlist["races"]):
+        comp.feed(f"g{i}", convert_input({"type": "gun", "race": race["id"], "t": 0,
+                                          "source": "bench"}))
+    size = made = 0
+    t0 = time.process_time()
+    for i, p in enumerate(passings):
+        out = comp.feed(f"p{i}", convert_input({**p, "source": "bench"}))
+        made += bool(out)
+        size += sum(len(bus.dumps(e)) for evs in out.values() for e in evs)
+    cpu = time.process_time() - t0
+    return cpu / len(passings) * 1000, size / len(passings), made
+
+
+def print_engine_alone(fields: tuple[int, ...]) -> None:
+    print(f"\n== engine alone (every read a crossing), {PACED + FLOOD} passings ==")
+    print(f"{'skaters':>7} {'ms/passing':>11} {'B/passing':>10} {'made':>6}")
+    rows = []
+    for n in fields:
+        ms, b, made = engine_alone(n)
+        rows.append((n, ms, b))
+        print(f"{n:>7} {ms:>11.3f} {b:>10.0f} {made:>6}", flush=True)
+    if len(rows) > 1:
+        (n0, ms0, b0), (n1, ms1, b1) = rows[0], rows[-1]
+        print(f"engine alone, {n1} vs {n0} skaters: CPU per passing {ms1 / ms0:.2f}x, "
+              f"event bytes {b1 / b0:.2f}x ({1000 / ms1:.0f} passings/s on one core)")
 
 
 def cpu_s(pid: int) -> float:
@@ -249,6 +295,7 @@ async def amain(fields: tuple[int, ...]) -> None:
 
 def main(fields: list[int] | None = None) -> None:
     run_loop(amain(tuple(fields or FIELDS)))
+    print_engine_alone(tuple(fields or FIELDS))
 
 
 if __name__ == "__main__":

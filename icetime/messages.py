@@ -512,8 +512,9 @@ class Breakaway(_Obj):
 
 
 class PackState(_Obj):
-    """A pack race's race-wide state, carried whole by every pack event (relays add
-    `warning`, `active`, `exchanges`, `late_exchange`)."""
+    """A pack race's race-wide state, in the view and whole in a `start` event (relays
+    add `warning`, `active`, `exchanges`, `late_exchange`); a crossing's event carries
+    what changed (:class:`PackChange`)."""
 
     run: PackRun | None
     order: list[str]
@@ -533,6 +534,55 @@ class PackState(_Obj):
     active: dict[str, str | None] | UnsetType = UNSET
     exchanges: dict[str, int] | UnsetType = UNSET
     late_exchange: list[str] | UnsetType = UNSET
+
+
+class PackMove(_Obj, rename={"frm": "from"}):
+    """Where a crossing takes its competitor in the race order: from index `from` to
+    index `to` (counted after taking her out of the order)."""
+
+    frm: int
+    to: int
+
+
+class PackChange(_Obj):
+    """What a crossing changed in a pack race's :class:`PackState`, for the crossing
+    competitor (the event's `bib`): her `move` in the order, her `crossings` made, her
+    `sprint_points` (mass start; else `null`), who stopped at this crossing
+    (`now_stopped`; she herself is no longer stopped); relays: her team's `active`
+    skater and `exchanges`. The fields that do not grow with the field come whole, as
+    in :class:`PackState`. Its size does not grow with the field."""
+
+    run: PackRun | None
+    move: PackMove
+    laps_to_go: int
+    bell: bool
+    crossings: Annotated[int, Meta(description="her crossings made")]
+    now_stopped: Annotated[list[str], Meta(description=(
+        "who stopped at this crossing (start order)"))]
+    sprint_points: Annotated[int | None, Meta(description=(
+        "mass start: her sprint points so far"))]
+    sprints: list[Sprint]
+    breakaway: Breakaway | None
+    attempt: int
+    in_field: list[str]
+    warning: bool | UnsetType = UNSET
+    active: str | None | UnsetType = UNSET
+    exchanges: int | UnsetType = UNSET
+    late_exchange: list[str] | UnsetType = UNSET
+
+
+class Ranked(_Obj):
+    """A finisher's place in the classification (columnar): inserted at index `at`
+    with her `rank`, `t` and `behind` (µs, and `sprint_points` in a mass start). The
+    `tied` rows right behind her share her time and keep their rank; every other row
+    behind her goes down one rank. At `at` 0 everyone's `behind` is measured from her."""
+
+    at: int
+    rank: int
+    t: int
+    behind: int
+    tied: int
+    sprint_points: int | UnsetType = UNSET
 
 
 class _Event(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
@@ -581,36 +631,41 @@ def _check_family(ev: Passage | Finish) -> None:
 
 
 class Passage(_Event, tag="passage"):
-    """A passage (long track: `pair`, `lane`) or a finish-line crossing (pack: `pack`)."""
+    """A passage (long track: `pair`, `lane`) or a finish-line crossing (pack: `pack`,
+    what it changed in the race-wide state)."""
 
     bib: str
     row: PassageRow
     stories: list[str]
     pair: int | UnsetType = UNSET
     lane: Lane | UnsetType = UNSET
-    pack: PackState | UnsetType = UNSET
+    pack: PackChange | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         _check_family(self)
 
 
 class Finish(_Event, tag="finish"):
-    """A finish: a passage, plus the `final`, the classification, and whether the pair
-    (long track) or the race (pack) is done."""
+    """A finish: a passage, plus the `final`, her place in the classification
+    (`ranked`; the whole `classification` instead when her finish moves another row
+    too), and whether the pair (long track) or the race (pack) is done."""
 
     bib: str
     row: PassageRow
     stories: list[str]
     final: Final
-    classification: Classification
+    ranked: Ranked | UnsetType = UNSET
+    classification: Classification | UnsetType = UNSET
     pair: int | UnsetType = UNSET
     lane: Lane | UnsetType = UNSET
     pair_done: bool | UnsetType = UNSET
-    pack: PackState | UnsetType = UNSET
+    pack: PackChange | UnsetType = UNSET
     race_done: bool | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         _check_family(self)
+        if (self.ranked is UNSET) == (self.classification is UNSET):
+            raise ValueError("a finish has 'ranked' or the whole 'classification'")
         pack = self.pack is not UNSET
         if (self.race_done is UNSET) == pack or (self.pair_done is UNSET) != pack \
                 or (self.final.position is not UNSET) != pack:

@@ -57,7 +57,8 @@ def race_inputs(skobrev, kramer):
 
 def fold(view, msg):
     """What a client written from docs/protocol.md does with one WebSocket message: a
-    snapshot or a revision replaces the view; a passage or a finish writes its row."""
+    snapshot or a revision replaces the view; a passage or a finish writes its row, a
+    finish places the skater in the classification."""
     if msg["type"] == "snapshot":
         return msg["view"]
     if msg["type"] != "event":
@@ -69,8 +70,25 @@ def fold(view, msg):
         view["results"][ev["bib"]]["passages"][ev["row"]["k"]] = ev["row"]
         if ev["type"] == "finish":
             view["results"][ev["bib"]]["final"] = ev["final"]
-            view["classification"] = ev["classification"]
+            place(view["classification"], ev)
     return view
+
+
+def place(cls, ev):
+    """A finish's ``ranked``, as docs/protocol.md says: insert at ``at``; behind her, the
+    ``tied`` first keep their rank, the others go down one; at the head, ``behind``
+    again from her. The whole ``classification`` when the event has it instead."""
+    if "ranked" not in ev:
+        cls.update(ev["classification"])
+        return
+    r = ev["ranked"]
+    for col in ("rank", "t", "behind"):
+        cls[col].insert(r["at"], r[col])
+    cls["bib"].insert(r["at"], ev["bib"])
+    for j in range(r["at"] + 1 + r["tied"], len(cls["rank"])):
+        cls["rank"][j] += 1
+    if r["at"] == 0:
+        cls["behind"] = [t - r["t"] for t in cls["t"]]
 
 
 async def test_a_docs_only_client_feeds_and_follows_a_real_10000m(stack):

@@ -130,7 +130,9 @@ def test_a_dq_leaves_every_rank_best_and_gap_not_only_the_classification():
                                 "S3 0.30 ahead of leader S2 at 100 m"]
     assert finish["row"]["rank"] == 1 and finish["row"]["leader_bib"] == "2"
     assert finish["stories"] == ["New leader: S3 in 38.00, 0.50 ahead of S2"]
-    assert finish["classification"]["bib"] == ["3", "2"]
+    # She goes in at the head of the classification; bib 2 goes down to second.
+    assert finish["ranked"] == {"at": 0, "rank": 1, "t": 38_000_000, "behind": 0, "tied": 0}
+    assert comp.view("500")["classification"]["bib"] == ["3", "2"]
     # Reinstated, bib 1 is back everywhere: her reads were kept in the log.
     out = feed(comp, "back", {"type": "decision", "race": "500", "action": "reinstate",
                               "bib": "1"})

@@ -42,8 +42,8 @@ class Follower:
     """A WebSocket client that keeps the view, as the page does; ``protocol`` None
     subscribes as a client written before protocol 2 (no "protocol")."""
 
-    def __init__(self, url, race=RACE, protocol=2):
-        self.url, self.race, self.protocol = url, race, protocol
+    def __init__(self, url, race=RACE, protocol=2, fold=apply_event):
+        self.url, self.race, self.protocol, self.fold = url, race, protocol, fold
         self.view = None
         self.epoch = self.offset = None
         self.events: list[dict] = []
@@ -66,7 +66,7 @@ class Follower:
                         self.offset = msg["offset"]
                     elif msg["type"] == "event":
                         self.events.append(msg)
-                        self.view = apply_event(self.view, msg["event"])
+                        self.view = self.fold(self.view, msg["event"])
                         self.offset = msg["offset"]
 
     def finished(self, n=20):

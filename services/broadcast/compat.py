@@ -22,6 +22,12 @@ pack ``row.lap_number``, ``row.lap_time``  ``row.lap``, ``row.lap_t``
 
 A pack row is told from a long-track row by its ``lap_number``. World Cup standings
 (``points``) and event rankings did not change.
+
+Protocol 1 also predates events that carry what changed: its clients replace
+``view.pack`` and ``view.classification`` wholesale from every pack crossing and every
+finish. :class:`Legacy` keeps a race's view folded from its events (one per race on a
+broadcast node, while protocol-1 clients follow it) and gives each event back with the
+whole pack state and classification, as protocol 1 had them.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import json
 from typing import Any
 
 from icetime import bus
+from icetime.view import apply_event
 
 LONG_TRACK_ROW = {"lap_time": "lap"}
 PACK_ROW = {"lap_number": "lap", "lap_time": "lap_t"}
@@ -90,6 +97,8 @@ def event_v1(event: dict[str, Any]) -> dict[str, Any]:
         out["pack"] = pack_v1(event["pack"])
     if isinstance(event.get("classification"), dict):
         out["classification"] = _renamed(event["classification"], CLASSIFICATION)
+    if isinstance(event.get("ranked"), dict):
+        out["ranked"] = _renamed(event["ranked"], CLASSIFICATION)
     if isinstance(event.get("view"), dict):
         out["view"] = view_v1(event["view"])
     return out
@@ -108,3 +117,53 @@ def to_v1(frame: dict[str, Any]) -> dict[str, Any]:
 def text_v1(frame: str) -> str:
     """:func:`to_v1` on an encoded frame (JSON text), encoded again."""
     return bus.dumps(to_v1(json.loads(frame)))
+
+
+class Legacy:
+    """A race's view, folded from its events in stream order, that turns each event
+    into the one a protocol-1 client expects: a pack crossing with the whole ``pack``
+    state, a finish with the whole ``classification`` (and no ``ranked``).
+
+    ``view``: the race's view as of stream id ``offset`` ((ms, seq); the stored
+    snapshot, or None for a race with none). Pure: the caller reads the events.
+    """
+
+    def __init__(self, view: dict[str, Any] | None, offset: tuple[int, int]) -> None:
+        self.view = view
+        self.offset = offset
+
+    def event(self, sid: tuple[int, int], event: dict[str, Any]) -> dict[str, Any]:
+        """Fold ``event`` (protocol 2, stream id ``sid``; one already folded is not
+        folded again) and return it in protocol 1's shape, names and all. The returned
+        event shares parts with the view: encode it before the next call."""
+        if sid > self.offset:
+            self.view = apply_event(self.view, event)
+            self.offset = sid
+        return self.whole(event)
+
+    def whole(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` in protocol 1's shape with the pack state and classification as the
+        view has them now, without folding it: for a resumed client's missed events,
+        which end at (or before) the fold's offset, so that after the last of them it
+        holds the state as it is now."""
+        view = self.view
+        if view is None or event["type"] not in ("passage", "finish"):
+            return event_v1(event)
+        out = dict(event)
+        if "pack" in event:
+            out["pack"] = view["pack"]
+        if event["type"] == "finish":
+            out.pop("ranked", None)
+            out["classification"] = view["classification"]
+        return event_v1(out)
+
+    def frame(self, sid: tuple[int, int], frame: str) -> str:
+        """:meth:`event` on an encoded ``event`` frame (JSON text): the protocol-1 frame."""
+        msg = json.loads(frame)
+        return bus.dumps({**msg, "event": self.event(sid, msg["event"])})
+
+    def snapshot(self, race: str, epoch: str) -> str:
+        """The view as a protocol-1 ``snapshot`` frame at ``offset``."""
+        view = None if self.view is None else view_v1(self.view)
+        return bus.dumps({"type": "snapshot", "race": race, "epoch": epoch,
+                          "offset": f"{self.offset[0]}-{self.offset[1]}", "view": view})

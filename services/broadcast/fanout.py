@@ -31,8 +31,12 @@ otherwise a snapshot (docs/delivery.md).
 
 Protocol versions: events are stored in protocol 2's names and sent as they are to
 protocol-2 clients. A protocol-1 client (docs/protocol.md, "Protocol versions") gets
-them through ``compat.to_v1``; on the live path the protocol-1 frame is made once per
-event, and only when a protocol-1 client follows the race.
+them in the old names and, as protocol 1 had them, with the whole pack state and
+classification: while protocol-1 clients follow a race, its feed keeps one fold of it
+(``compat.Legacy``, started from the stored snapshot and the events after it) that
+makes the protocol-1 frame once per event; such a client gets its snapshot from that
+fold, and a protocol-1 resume its missed events with the fold's state as it is then
+(latest state wins).
 """
 from __future__ import annotations
 
@@ -141,6 +145,16 @@ async def snapshot_frame(r: aioredis.Redis, competition: str, race: str
     return frame, bus.parse_id(offset), epoch
 
 
+async def stored_view(r: aioredis.Redis, competition: str, race: str
+                      ) -> tuple[dict[str, Any] | None, tuple[int, int]]:
+    """The race's stored snapshot: its view (None without one) and its offset."""
+    snap = await r.hgetall(keys.snapshot_key(competition, race))
+    if not snap:
+        return None, ZERO
+    view: dict[str, Any] | None = json.loads(snap[b"view"])
+    return view, bus.parse_id(bus.text(snap[b"offset"]))
+
+
 class Subscription:
     """One client following one race."""
 
@@ -195,6 +209,13 @@ class Subscription:
         return frame if self.protocol == LATEST else compat.text_v1(frame)
 
     async def send_snapshot(self) -> None:
+        if self.protocol != LATEST:
+            # The race's protocol-1 fold, as it stands: what follows it comes live.
+            legacy = await self.feed.warm_legacy()
+            self.last = legacy.offset
+            await self.ws.send(legacy.snapshot(self.feed.race, self.feed.epoch))
+            self.needs_snapshot = False
+            return
         frame, offset, _ = await snapshot_frame(self.feed.r, self.feed.competition,
                                                 self.feed.race)
         await self.ws.send(self.encode(frame))
@@ -202,7 +223,10 @@ class Subscription:
         self.needs_snapshot = False
 
     async def catch_up(self) -> None:
-        """Send what the stream holds after ``last``, straight from Redis."""
+        """Send what the stream holds after ``last``, straight from Redis (protocol 1:
+        nothing, its snapshot comes from the race's fold and the rest live)."""
+        if self.protocol != LATEST:
+            return
         start = f"({self.last[0]}-{self.last[1]}"
         while True:
             entries = bus.entries(
@@ -247,8 +271,50 @@ class Subscription:
             await self.wake.wait()
             self.wake.clear()
 
+    async def resume_v1(self, target: tuple[int, int]) -> None:
+        """Protocol 1: send the events after ``last`` up to ``target`` (where the race's
+        fold stood when this client joined; the rest comes live), each with the pack
+        state and classification as the race's fold has them now: latest state wins,
+        and after the last of them the client holds the race as it is. Raises
+        RedisError."""
+        legacy = await self.feed.warm_legacy()
+        while self.last < target:
+            entries = bus.entries(await self.feed.r.xrange(
+                self.feed.stream, f"({self.last[0]}-{self.last[1]}",
+                f"{target[0]}-{target[1]}", count=500))
+            if not entries:
+                return
+            for sid, fields in entries:
+                msg = json.loads(event_frame(self.feed.race, self.feed.epoch, sid,
+                                             event_json(fields)))
+                await self.ws.send(bus.dumps({**msg, "event": legacy.whole(msg["event"])}))
+                self.last = bus.parse_id(sid)
+
+    async def start_v1(self, epoch: str | None, offset: str | None) -> str:
+        """:meth:`start` for a protocol-1 client: the race's fold first."""
+        legacy = await self.feed.warm_legacy()
+        self.feed.subs.add(self)  # nothing awaited since: the fold is at the feed's position
+        target = legacy.offset
+        how = "snapshot"
+        if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset) \
+                and bus.parse_id(offset) <= target:
+            first = bus.entries(await self.feed.r.xrange(self.feed.stream, "-", "+", count=1))
+            if first and bus.parse_id(first[0][0]) <= bus.parse_id(offset):
+                self.last = bus.parse_id(offset)
+                how = "resumed"
+        if how == "snapshot":
+            await self.send_snapshot()
+        else:
+            await self.ws.send(bus.dumps({"type": "resumed", "race": self.feed.race,
+                                          "epoch": self.feed.epoch, "offset": offset}))
+            await self.resume_v1(target)
+        self.task = asyncio.create_task(self.run())
+        return how
+
     async def start(self, epoch: str | None, offset: str | None) -> str:
         """Bring the client up to date, then follow live. Returns "resumed" or "snapshot"."""
+        if self.protocol != LATEST:
+            return await self.start_v1(epoch, offset)
         self.feed.subs.add(self)  # first, so nothing published from now on is missed
         how = "snapshot"
         if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset):
@@ -270,6 +336,8 @@ class Subscription:
     async def stop(self) -> None:
         self.live = False
         self.feed.subs.discard(self)
+        if self.protocol != LATEST and all(s.protocol == LATEST for s in self.feed.subs):
+            self.feed.legacy = None  # the last protocol-1 client: stop folding
         if self.task:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -313,6 +381,37 @@ class RaceFeed:
         self.ready = False
         self.loading: asyncio.Task[None] | None = None
         self.counters = counters or RaceCounters()
+        #: The race folded for protocol-1 clients, at ``position``, while any follows.
+        self.legacy: compat.Legacy | None = None
+        self.warming: asyncio.Task[None] | None = None
+
+    async def warm_legacy(self) -> compat.Legacy:
+        """The race's fold for protocol-1 clients, at ``position``: made once from the
+        stored snapshot and the events after it, then kept by :meth:`fan_out` (one fold
+        per race, however many protocol-1 clients). Raises RedisError."""
+        while self.legacy is None:
+            if self.warming is None or self.warming.done():
+                self.warming = asyncio.create_task(self._warm())
+            await asyncio.shield(self.warming)
+        return self.legacy
+
+    async def _warm(self) -> None:
+        epoch = self.epoch
+        view, offset = await stored_view(self.r, self.competition, self.race)
+        fold = compat.Legacy(view, offset)
+        while fold.offset != bus.parse_id(self.position):
+            if fold.offset > bus.parse_id(self.position):
+                # The stored snapshot is ahead of this node's reader: it catches up.
+                await asyncio.sleep(0.01)
+                continue
+            entries = bus.entries(await self.r.xrange(
+                self.stream, f"({fold.offset[0]}-{fold.offset[1]}", self.position, count=500))
+            if not entries:
+                break
+            for sid, fields in entries:
+                fold.event(bus.parse_id(sid), json.loads(event_json(fields)))
+        if epoch == self.epoch:
+            self.legacy = fold
 
     async def load(self) -> None:
         """Start from the stream's end: what is already there reaches a client through
@@ -335,6 +434,7 @@ class RaceFeed:
         if epoch != self.epoch:
             log.info("race %s: epoch %r -> %r, clients resync", self.race, self.epoch, epoch)
             self.epoch = epoch
+            self.legacy = None
             self.position = await self.last_id()
             for sub in list(self.subs):
                 sub.last = ZERO
@@ -359,12 +459,16 @@ class RaceFeed:
         self.counters.frames += 1
         sid_t = bus.parse_id(sid)
         frames = {LATEST: frame}
+        if self.legacy is not None:
+            # Folded at every event while it is kept: it stays at this feed's position.
+            frames[1] = self.legacy.frame(sid_t, frame)
+            self.counters.frames_v1 += 1
         live: dict[int, list[Subscription]] = {}
         for sub in self.subs:
             text = frames.get(sub.protocol)
             if text is None:
-                text = frames[sub.protocol] = compat.text_v1(frame)
-                self.counters.frames_v1 += 1
+                sub.resync()  # protocol 1 while the race's fold is made again (a new epoch)
+                continue
             if not sub.live:
                 sub.offer(sid_t, text)
             elif sid_t > sub.last:

@@ -27,8 +27,9 @@ class TimeClassification:
         """The leading row, or -1 while nobody is classified."""
         return self.rows.item(0) if self.n else -1
 
-    def insert(self, row: int, t: int) -> int:
-        """Classify ``row`` with finish time ``t`` (µs); returns its rank."""
+    def insert(self, row: int, t: int) -> tuple[int, int]:
+        """Classify ``row`` with finish time ``t`` (µs); returns its place (index,
+        after every equal time) and its rank. Every row behind it goes down one rank."""
         n = self.n
         ct, cr, rk = self.t, self.rows, self.rank
         # bisect reads log2(n) items: cheaper than searchsorted's call overhead at any n here.
@@ -44,7 +45,7 @@ class TimeClassification:
         cr[pos] = row
         rk[pos] = rank
         self.n = n + 1
-        return rank
+        return pos, rank
 
     def rebuild(self, rows: npt.NDArray[np.int64], finals: npt.NDArray[np.int64]) -> None:
         """Classify again from scratch: ``rows`` that count, with their finish times."""

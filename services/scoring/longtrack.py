@@ -411,7 +411,7 @@ class LongTrackRace(RaceBase):
     def _finish(self, base: RaceEvent, row: int, t: int, prev_leader: int, emit: bool
                 ) -> list[RaceEvent]:
         cls = self.cls
-        rank = cls.insert(row, t)
+        at, rank = cls.insert(row, t)
         behind = t - cls.t.item(0)
         skater = self.skaters[row]
         flags = [f for f, ref in self.refs[row] if t < ref]
@@ -426,8 +426,11 @@ class LongTrackRace(RaceBase):
         self._tell(lines)
         if self.replaying:
             return []  # the stories told; the event would be dropped
-        return [{"type": "finish", **base, "final": self.final[row],
-                 "classification": self.classification(), "pair_done": done, "stories": lines}]
+        # Her place in the classification, not the whole of it: every row behind her
+        # goes down one rank (none shares her time: she is placed after equal times).
+        ranked = {"at": at, "rank": rank, "t": t, "behind": behind, "tied": 0}
+        return [{"type": "finish", **base, "final": self.final[row], "ranked": ranked,
+                 "pair_done": done, "stories": lines}]
 
     def _on_split(self, input_id: str, row: int, t_common: int, point: str,
                   emit: bool) -> list[RaceEvent]:

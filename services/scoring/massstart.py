@@ -15,7 +15,6 @@ import numpy.typing as npt
 from icetime.rules import Rules
 
 from . import stories
-from .model import NOT_PASSED
 from .race import RaceBase
 
 #: A gap wider than this between consecutive skaters at a line splits the field.
@@ -37,9 +36,14 @@ class SprintsAndBreakaways(RaceBase):
     n_cross: int
     lap_m: float
     crossings: npt.NDArray[np.int64]
+    lead: int
     sprint_points: list[int]
     sprints: list[dict[str, Any]]
     breakaway: dict[str, Any] | None
+
+    def _times_at(self, k: int) -> list[int]:
+        """The race times (µs) of crossing ``k`` made so far, ascending."""
+        raise NotImplementedError
 
     def _configure_sprints(self, spec: dict[str, Any]) -> None:
         """Read the mass start's sprint laps and the season's points tables."""
@@ -77,15 +81,17 @@ class SprintsAndBreakaways(RaceBase):
     def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
                           laps_to_go: int) -> None:
         """At the front's line: a few skaters more than GROUP_GAP_US clear of the rest."""
-        if int(self.crossings.max()) != k + 1 or position == 1:
+        if self.lead != k + 1 or position == 1:
             return
         col = self.t[:, k]
-        crossed = np.sort(col[col != NOT_PASSED])
-        gaps = np.diff(crossed[:BREAKAWAY_MAX + 1])
+        # The front of the line only, from the times kept sorted: no sort per passing.
+        times = self._times_at(k)
+        crossed = np.array(times[:BREAKAWAY_MAX + 1], np.int64)
+        gaps = np.diff(crossed)
         wide = np.nonzero(gaps > GROUP_GAP_US)[0]
         before = self.breakaway
         if wide.size == 0:
-            if crossed.size > BREAKAWAY_MAX:
+            if len(times) > BREAKAWAY_MAX:
                 self.breakaway = None  # the front is together again
             return
         size = int(wide[0]) + 1

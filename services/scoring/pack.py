@@ -18,9 +18,15 @@ log order, emits events; corrections replay the race's own input log and publish
   The sprints and the breakaways are read in massstart.py; what every race shares
   (input log, revisions, official times, decisions) is ``race.RaceBase``.
 * A second gun (or an official ``restart``) voids the attempt, which stays on record.
+* A crossing's event carries what it changed (the crossing competitor's move in the
+  order, her place in the classification), not the race-wide state. The order, each
+  line's crossing times and the classification are kept sorted from crossing to
+  crossing (bisection and one list shift), and rebuilt from the arrays after a reset,
+  a checkpoint load, a status or an official's time: no sort per passing.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, ClassVar
 
@@ -41,6 +47,8 @@ WARNING_LAPS = 3
 STOPPED_AFTER_LAPS = 2.0
 #: The same, judged at a finish: the race has to end.
 STOPPED_AT_FINISH_LAPS = 1.5
+#: Mass start: the first this many across the finish line are 1-2-3, whatever their points.
+PODIUM = 3
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
 EXCLUDED = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 SANCTIONS = {"pen": "PEN", "yc": "YC", "rc": "RC", "adv": "ADV",
@@ -114,6 +122,7 @@ class PackRace(SprintsAndBreakaways):
         n = len(self.bibs)
         self._reset_results(self.n_cross)
         self.crossings = np.zeros(n, np.int64)   # crossings made
+        self.lead = 0  # the most crossings anyone made: crossings.max(), kept
         self.last = np.zeros(n, np.int64)   # race time of the last crossing
         self.excluded = np.zeros(n, bool)      # mirrors status in EXCLUDED, for numpy
         self.stopped = np.zeros(n, bool)
@@ -130,6 +139,20 @@ class PackRace(SprintsAndBreakaways):
         self.active: list[str | None] = [None] * n  # relays: the skater on the track
         self.exchanges = [0] * n
         self.late_exchange: list[str] = []
+        #: The latest finisher's place in the classification (:meth:`_classify`), and
+        #: who stopped at the latest crossing: what its event carries.
+        self.ranked: dict[str, Any] | None = None
+        self.now_stopped: list[str] = []
+        self._forget_order()
+
+    def _forget_order(self) -> None:
+        """Drop the kept order and classification: rebuilt from the arrays when next
+        needed (after a reset, a checkpoint load, a status or an official's time)."""
+        self.okeys: list[tuple[int, int, int, int]] | None = None
+        self.okey: list[tuple[int, int, int, int]] = []
+        self.by_time: list[tuple[int, int]] | None = None
+        self.by_points: list[tuple[int, int, int, int]] = []
+        self.times: list[list[int]] | None = None
 
     def _save(self) -> dict[str, Any]:
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
@@ -146,6 +169,7 @@ class PackRace(SprintsAndBreakaways):
         super()._load(state)
         for name in ("crossings", "last", "excluded", "stopped", "final_t"):
             setattr(self, name, state[name].copy())
+        self.lead = int(self.crossings.max(initial=0))
         self.sprint_points = list(state["sprint_points"])
         self.sprints = [{**sp, "bibs": list(sp["bibs"]), "sprint_points": list(sp["sprint_points"])}
                         for sp in state["sprints"]]
@@ -154,6 +178,7 @@ class PackRace(SprintsAndBreakaways):
         self.warning = state["warning"]
         self.active, self.exchanges = list(state["active"]), list(state["exchanges"])
         self.late_exchange = list(state["late_exchange"])
+        self._forget_order()
 
     def starters(self, gun: Gun) -> list[str]:
         """The skaters a gun starts: everyone (in a relay, every team member)."""
@@ -281,6 +306,7 @@ class PackRace(SprintsAndBreakaways):
         if final is not None:
             self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
             self.final_t[row] = self.official[row][1]
+            self._forget_order()
 
     def _restart(self, decision: Decision) -> None:
         self._void_attempt("restart" if decision.reason is None else str(decision.reason))
@@ -293,6 +319,7 @@ class PackRace(SprintsAndBreakaways):
     def _set_status(self, row: int, status: str | None) -> None:
         self.status[row] = status
         self.excluded[row] = status in EXCLUDED
+        self._forget_order()
 
     # ------------------------------------------------------------------ crossings
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
@@ -308,12 +335,19 @@ class PackRace(SprintsAndBreakaways):
         k = self._crossing_of(row, t, left)
         if k is None:
             return []
-        col = self.t[:, k]
-        position = 1 + int(np.count_nonzero(col < t))
-        first_t = int(col.min())
+        # The kept order and classification are rebuilt, if they have to be, from the
+        # state before this crossing: the move it makes is measured from there.
+        self._order_keys()
+        self._ranked_keys()
+        times = self._times_at(k)
+        self.now_stopped = []
+        position = 1 + bisect.bisect_left(times, t)
+        first_t = times[0] if times else t
         gap_leader = t - first_t if first_t < t else 0
         self.t[row, k] = t
+        bisect.insort(times, t)
         self.crossings[row] = k + 1
+        self.lead = max(self.lead, k + 1)
         self.last[row] = t
         self._made_passage(skater, t_common)
         # Since her previous recorded crossing (over any missed ones).
@@ -330,7 +364,7 @@ class PackRace(SprintsAndBreakaways):
             entry["skater"] = skater
             lines += self._exchange(row, k, skater)
         self.rows[row][k] = entry
-        laps_to_go = self.n_cross - int(self.crossings.max())
+        laps_to_go = self.n_cross - self.lead
         if position == 1:
             lines += self._leader_lines(row, k, laps_to_go, emit)
         if k in self.sprint_k:
@@ -344,12 +378,13 @@ class PackRace(SprintsAndBreakaways):
         finished = k == self.n_cross - 1
         if finished:
             lines += self._finish(row, t, position)
+        move = self._move(row)
         if not emit:
             return []  # a replay: the state is rebuilt, the lines were told already
         self._tell(lines)
         # Replaying a late read: the stories are told, an event would be dropped.
         return [] if self.replaying else [
-            self._crossing_event(input_id, row, entry, lines, finished)]
+            self._crossing_event(input_id, row, entry, lines, move, finished)]
 
     def _crossing_of(self, row: int, t: int, left: int) -> int | None:
         """The crossing (index) ``row``'s read at race time ``t`` (µs) makes, or None: a
@@ -378,9 +413,10 @@ class PackRace(SprintsAndBreakaways):
         else:
             # Nobody has crossed yet: the race's first crossing (a read a lap later
             # would have the field's first crossings before it).
-            expect = int(self.t[:, 0].min())
-            if expect == NOT_PASSED:
+            first = self._times_at(0)
+            if not first:
                 return 0
+            expect = first[0]
         if t <= expect:
             return k
         return min(k + (2 * (t - expect) + lap) // (2 * lap), last)
@@ -396,23 +432,52 @@ class PackRace(SprintsAndBreakaways):
                 a = tm.item(row, j)
                 if a != NOT_PASSED:
                     return max(1, (b - a) // (k - 1 - j))
-        for j in range(int(self.crossings.max(initial=0)) - 1, 0, -1):
-            b, a = int(tm[:, j].min()), int(tm[:, j - 1].min())
-            if b != NOT_PASSED and a != NOT_PASSED:
-                return max(1, b - a)
+        for j in range(self.lead - 1, 0, -1):
+            after, before = self._times_at(j), self._times_at(j - 1)
+            if after and before:
+                return max(1, after[0] - before[0])
         if k == 1:
             return max(1, int(tm.item(row, 0) * self.lap_m / self.cross_m[0]))
         return int(2 * self.lap_m / self.max_speed_mps * 1_000_000)
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
-                        finished: bool) -> RaceEvent:
-        """A ``passage`` event, or a ``finish`` with the final and the classification."""
+                        move: dict[str, int], finished: bool) -> RaceEvent:
+        """A ``passage`` event, or a ``finish`` with the final and her place in the
+        classification (``ranked``; the whole ``classification`` when her finish moves
+        another row too). Both carry what changed (:meth:`_pack_change`), not the
+        race-wide state: its size does not grow with the field."""
         base: RaceEvent = {"race": self.id, "input": input_id, "bib": self.bibs[row], "row": entry,
-                           "pack": self.pack_state(), "stories": lines}
+                           "pack": self._pack_change(row, move), "stories": lines}
         if finished:
-            return {"type": "finish", **base, "final": self.final[row],
-                    "classification": self.classification(), "race_done": self._done()}
+            ranked: dict[str, Any] = {"classification": self.classification()} \
+                if self.ranked is None else {"ranked": self.ranked}
+            return {"type": "finish", **base, "final": self.final[row], **ranked,
+                    "race_done": self._done()}
         return {"type": "passage", **base}
+
+    def _pack_change(self, row: int, move: dict[str, int]) -> dict[str, Any]:
+        """What a crossing by ``row`` changed in :meth:`pack_state`: her ``move`` in the
+        order (``from``, ``to``: indices, ``to`` counted after taking her out), her
+        crossings made and sprint points, who stopped at it (``now_stopped``; she herself
+        is no longer stopped), her relay's active skater and exchanges; the fields that
+        do not grow with the field (laps to go, bell, sprints, breakaway...) whole."""
+        run = self.run
+        return {
+            "run": None if run is None or self._done() else run.public(),
+            "move": move,
+            "laps_to_go": self.n_cross - self.lead,
+            "bell": self.bell,
+            "crossings": int(self.crossings[row]),
+            "now_stopped": self.now_stopped,
+            "sprint_points": self.sprint_points[row] if self.kind == "mass_start" else None,
+            "sprints": self.sprints,
+            "breakaway": self.breakaway,
+            "attempt": self.attempt,
+            "in_field": self.lying(),
+            **({"warning": self.warning, "active": self.active[row],
+                "exchanges": self.exchanges[row], "late_exchange": list(self.late_exchange)}
+               if self.teams else {}),
+        }
 
     def _exchange(self, row: int, k: int, skater: str) -> list[str]:
         """Who crossed for a team at crossing ``k``: a new name is an exchange since the
@@ -452,6 +517,7 @@ class PackRace(SprintsAndBreakaways):
         lines = []
         for j in np.flatnonzero(quiet).tolist():
             self.stopped[j] = True
+            self.now_stopped.append(self.bibs[j])
             lines.append(stories.pack_stopped(self.skaters[j].short, int(self.crossings[j])))
         return lines
 
@@ -461,9 +527,12 @@ class PackRace(SprintsAndBreakaways):
         self.final_t[row] = final_t
         if self.kind == "mass_start" and position <= len(self.table_final):
             self.sprint_points[row] += self.table_final[position - 1]
-        cls = self.classification()
-        at = cls["bib"].index(self.bibs[row]) if self.bibs[row] in cls["bib"] else -1
-        rank = cls["rank"][at] if at >= 0 else None
+        self.ranked = self._classify(row)
+        if self.ranked is not None:
+            rank: int | None = self.ranked["rank"]
+        else:
+            cls = self.classification()
+            rank = cls["rank"][cls["bib"].index(self.bibs[row])]
         sprint_points = self.sprint_points[row] if self.kind == "mass_start" else None
         return stories.pack_finish(self.skaters[row].short, final_t, rank, sprint_points)
 
@@ -476,14 +545,94 @@ class PackRace(SprintsAndBreakaways):
     def _order(self) -> list[str]:
         """The race order now: crossings made, then who made the last one first; the
         finished by their (official) finish time; sanctioned skaters last."""
-        when = np.where(self.final_t != NOT_PASSED, self.final_t, self.last)
-        order = np.lexsort((self.index, when, -self.crossings, self.excluded))
-        out: list[str] = self.bib_arr[order].tolist()
-        return out
+        bibs = self.bibs
+        return [bibs[key[3]] for key in self._order_keys()]
+
+    def _order_key(self, i: int) -> tuple[int, int, int, int]:
+        """Row ``i``'s sort key in the race order (:meth:`_order`)."""
+        final = self.final_t.item(i)
+        when = final if final != NOT_PASSED else self.last.item(i)
+        return (int(self.excluded.item(i)), -self.crossings.item(i), when, i)
+
+    def _order_keys(self) -> list[tuple[int, int, int, int]]:
+        """The race order as sorted keys, kept from crossing to crossing (a crossing
+        moves one key: :meth:`_move`); built from the arrays when it was dropped."""
+        if self.okeys is None:
+            self.okey = [self._order_key(i) for i in range(len(self.bibs))]
+            self.okeys = sorted(self.okey)
+        return self.okeys
+
+    def _move(self, row: int) -> dict[str, int]:
+        """Take ``row``, whose crossings, last crossing or finish changed, to her new
+        place in the kept order: where she was (``from``) and where she goes (``to``,
+        counted after taking her out). Two bisections and a list shift: no sort."""
+        keys = self._order_keys()
+        at = bisect.bisect_left(keys, self.okey[row])
+        del keys[at]
+        new = self.okey[row] = self._order_key(row)
+        to = bisect.bisect_left(keys, new)
+        keys.insert(to, new)
+        return {"from": at, "to": to}
+
+    def _times_at(self, k: int) -> list[int]:
+        """The race times (µs) of crossing ``k`` made so far, ascending: kept from
+        crossing to crossing (a crossing adds one by bisection); built from the
+        crossings table when dropped."""
+        if self.times is None:
+            self.times = [sorted(col[col != NOT_PASSED].tolist()) for col in self.t.T]
+        return self.times[k]
+
+    def _points_key(self, i: int) -> tuple[int, int, int, int]:
+        """Finisher ``i``'s sort key behind a mass start's podium (:meth:`classification`)."""
+        pts = self.sprint_points[i]
+        return (0 if pts else 1, -pts, self.final_t.item(i), i)
+
+    def _ranked_keys(self) -> list[tuple[int, int]]:
+        """The classified finishers as sorted (finish time, row), kept from finish to
+        finish (and, for a mass start, ``by_points``: :meth:`_points_key` sorted);
+        built from the arrays when they were dropped."""
+        if self.by_time is None:
+            rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
+            self.by_time = sorted((self.final_t.item(i), i) for i in rows)
+            self.by_points = sorted(self._points_key(i) for i in rows)
+        return self.by_time
+
+    def _classify(self, row: int) -> dict[str, Any] | None:
+        """Classify ``row``, who has just finished, in the kept classification: her
+        place ``at`` (index), ``rank``, finish time ``t`` and ``behind`` the leader (µs),
+        her ``sprint_points`` (mass start), and ``tied``: how many rows right behind her
+        share her time, and so her rank. Every other row behind her goes down one rank;
+        at ``at`` 0, everyone's ``behind`` is measured from her. None when her finish
+        moves another row too (a mass start's podium taken from one who finished
+        earlier, by an official time): the event then carries the whole classification."""
+        by_time = self._ranked_keys()
+        t = self.final_t.item(row)
+        pos = bisect.bisect_left(by_time, (t, row))
+        by_time.insert(pos, (t, row))
+        change: dict[str, Any] = {"at": pos, "rank": pos + 1, "t": t,
+                                  "behind": t - by_time[0][0], "tied": 0}
+        if self.kind != "mass_start":
+            # Equal times share the rank where that time starts.
+            change["rank"] = bisect.bisect_left(by_time, (t, -1)) + 1
+            change["tied"] = bisect.bisect_left(by_time, (t + 1, -1)) - pos - 1
+            return change
+        key = self._points_key(row)
+        bisect.insort(self.by_points, key)
+        change["sprint_points"] = self.sprint_points[row]
+        if pos < PODIUM:
+            # On the podium, whatever her points: another row leaves it, unless the
+            # podium was not full.
+            return change if len(by_time) <= PODIUM else None
+        # Behind the podium by points: her place among the finishers by points, less
+        # the podium's skaters ahead of her there.
+        ahead = sum(1 for _, i in by_time[:PODIUM] if self._points_key(i) < key)
+        at = PODIUM + bisect.bisect_left(self.by_points, key) - ahead
+        change.update(at=at, rank=at + 1)
+        return change
 
     def pack_state(self) -> dict[str, Any]:
-        """The live state of the race as a whole; every event carries it whole (it is
-        small), so a client's fold just takes the latest."""
+        """The live state of the race as a whole: the view's ``pack``, and a ``start``
+        event's. A crossing's event carries what it changed (:meth:`_pack_change`)."""
         lead = int(self.crossings.max(initial=0))
         run = self.run
         return {
@@ -521,7 +670,7 @@ class PackRace(SprintsAndBreakaways):
             return int(final_t[i])
         rows.sort(key=lambda i: (t_of(i), i))
         if self.kind == "mass_start":
-            podium, rest = rows[:3], rows[3:]
+            podium, rest = rows[:PODIUM], rows[PODIUM:]
             pts = self.sprint_points
             rest.sort(key=lambda i: (0 if pts[i] else 1, -pts[i], t_of(i), i))
             rows = podium + rest

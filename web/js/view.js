@@ -14,8 +14,9 @@ export function applyEvent(view, ev) {
     return view;
   }
   if (ev.type === "course_passage") return coursePassage(view, ev);
-  // Pack races (short track, mass start): the race-wide state travels whole.
-  if (ev.pack) view.pack = ev.pack;
+  // A pack race's gun carries the race-wide state whole; a crossing, what it changed.
+  if (ev.type === "start") view.pack = ev.pack;
+  else if (ev.pack) packChange(view.pack, ev.bib, ev.pack, view.start_order);
   if (ev.type === "pair_start") {
     view.current_pair = ev.pair;
     view.on_ice[String(ev.pair)] = {
@@ -31,11 +32,49 @@ export function applyEvent(view, ev) {
     result.passages[ev.row.k] = ev.row;
     if (ev.type === "finish") {
       result.final = ev.final;
-      view.classification = ev.classification;
+      if (ev.ranked) ranked(view.classification, ev.bib, ev.ranked);
+      else view.classification = ev.classification;
       if (ev.pair_done) delete view.on_ice[String(ev.pair)];
     }
   }
   return view;
+}
+
+// Pack state fields a crossing's event carries whole (they do not grow with the field).
+const PACK_WHOLE = ["run", "laps_to_go", "bell", "sprints", "breakaway", "attempt", "in_field",
+  "warning", "late_exchange"];
+
+// A crossing by bib: her move in the order, her crossings, sprint points and (relays)
+// active skater and exchanges; who stopped; the small fields whole.
+function packChange(pack, bib, change, startOrder) {
+  pack.order.splice(change.move.from, 1);
+  pack.order.splice(change.move.to, 0, bib);
+  pack.crossings[bib] = change.crossings;
+  if (pack.sprint_points !== null) pack.sprint_points[bib] = change.sprint_points;
+  for (const field of PACK_WHOLE) if (field in change) pack[field] = change[field];
+  if ("active" in change) {
+    pack.active[bib] = change.active;
+    pack.exchanges[bib] = change.exchanges;
+  }
+  const at = pack.stopped.indexOf(bib);
+  if (at >= 0) pack.stopped.splice(at, 1); // crossing again: she is going
+  if (change.now_stopped.length) {
+    // The stopped are listed in start order.
+    const place = new Map(startOrder.map((b, i) => [b, i]));
+    pack.stopped = pack.stopped.concat(change.now_stopped)
+      .sort((a, b) => place.get(a) - place.get(b));
+  }
+}
+
+// A finisher's place in the classification: inserted at ranked.at; the ranked.tied rows
+// right behind her keep their rank, every other row behind her goes down one; at the
+// head, everyone's behind is measured from her.
+function ranked(cls, bib, r) {
+  for (const col of ["bib", "rank", "t", "behind", "sprint_points"]) {
+    if (col in cls) cls[col].splice(r.at, 0, col === "bib" ? bib : r[col]);
+  }
+  for (let j = r.at + 1 + r.tied; j < cls.rank.length; j++) cls.rank[j] += 1;
+  if (r.at === 0) cls.behind = cls.t.map((t) => t - r.t);
 }
 
 // A marathon passage: the skater's passage at the point, and her place in that point's
