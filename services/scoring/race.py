@@ -38,7 +38,9 @@ from .model import (
 #: official's decision, a photo-finish time) after both.
 RESTART, GUN, PASSING, OFFICIAL = -1, 0, 1, 2
 #: An input's place in race-time order: (common-clock µs, class, timing point,
-#: transponder, arrival number). The arrival number only orders inputs that are
+#: transponder, arrival number). An official time (a manual time, a photo-finish time)
+#: sits at the instant it stands for, like a read; an input with no time of its own at
+#: the latest instant applied when it arrived. The arrival number only orders inputs that are
 #: otherwise equal (the same read twice), which act alike in either order.
 Key = tuple[int, int, str, str, int]
 #: One entry of a race's input log: its key, the input's raw stream id, the input.
@@ -131,6 +133,9 @@ class RaceBase:
     world_cup: dict[str, Any] | None
     #: Decision actions that give a skater a status, and the status they give.
     status_actions: ClassVar[dict[str, str]] = {}
+    #: A revision tells the race's stories again from the corrected log (the lines a
+    #: correction made wrong are replaced), rather than keeping the lines already told.
+    retells: ClassVar[bool] = False
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater],
                  max_speed_mps: float) -> None:
@@ -218,6 +223,12 @@ class RaceBase:
     def _restart(self, decision: Decision) -> None:
         """An official's ``restart`` decision: the attempt no longer counts."""
         raise NotImplementedError
+
+    def _official_at(self, inp: RaceInput) -> int | None:
+        """The common-clock instant (µs) an official input stands for (a manual time at
+        a passage, a photo-finish time), or None: it then takes its place at the latest
+        instant applied when it arrived."""
+        return None
 
     def _unknown_decision(self, action: str) -> InputError:
         return InputError(f"unknown decision {action!r}")
@@ -329,14 +340,17 @@ class RaceBase:
         elif type(inp) is RoutedGun:
             key = (inp.t, GUN, "", "", n)
         else:
-            key = (self.horizon[0], OFFICIAL, "", "", n)
+            at = self._official_at(inp)
+            key = (self.horizon[0] if at is None else at, OFFICIAL, "", "", n)
             self.restarts += type(inp) is Decision and inp.action == "restart"
         entry = (key, input_id, inp)
         self.log.append(entry)
         told, n_told = self.story_log, len(self.story_log)
         try:
-            if key[1] != OFFICIAL and (key < self.horizon or (self.restart_pending and passing)):
-                return self.reorder(input_id, key)
+            if key < self.horizon or (self.restart_pending and passing):
+                # A read, or an official time for an instant already passed: put in
+                # its place, as if it had arrived then.
+                return self.reorder(input_id, key, _reason(inp))
             self.horizon = key
             if type(inp) is RoutedPassing:
                 events = self._on_passing(input_id, self._rerouted(inp), emit=True)
@@ -429,7 +443,11 @@ class RaceBase:
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None
                   ) -> list[RaceEvent]:
         """Replay the race's input log from scratch and describe the result as one
-        revision; ``told`` are story lines to tell with it."""
+        revision; ``told`` are story lines to tell with it. A race that ``retells``
+        tells its stories again from the corrected log (:meth:`reorder` from the start),
+        ``told`` at the input's place in it."""
+        if self.retells and not self.replaying:
+            return self.reorder(input_id, START, reason)
         before = self.classification()
         self._reset()
         self._replay_log()
@@ -441,20 +459,21 @@ class RaceBase:
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
 
-    def reorder(self, input_id: str, late: Key) -> list[RaceEvent]:
-        """A read landed earlier in race time (``late``) than an input already applied:
+    def reorder(self, input_id: str, late: Key, reason: str = LATE_READ) -> list[RaceEvent]:
+        """An input landed earlier in race time (``late``) than an input already applied:
         feed the log again in race-time order from the last checkpoint before it, as if
         it had arrived so (events dropped, stories told, decisions revising as they
-        did), and publish the result as one revision (none when nothing changed, as
-        for a late re-read). Costs one pass over the inputs after that checkpoint, and
-        one more over the log per decision among them."""
+        did), and publish the result as one revision (reason ``reason``; none for a late
+        read that changed nothing, as a late re-read). Costs one pass over the inputs
+        after that checkpoint, and one more over the log per decision among them."""
         before = self.view()
         if self.restarts:
             entries = self._sorted_log()
         else:
             # The log is in race-time order but for the late input, just appended.
             entries = self.log
-            bisect.insort(entries, entries.pop(), key=_key_of)
+            if entries:
+                bisect.insort(entries, entries.pop(), key=_key_of)
         revision = self.revision
         self.check_every = max(CHECK_EVERY, len(self.bibs))
         while self.checkpoints and not self.checkpoints[-1][0] < late:
@@ -488,10 +507,10 @@ class RaceBase:
             self.replaying = False
         self.revision = revision
         view = self.view()
-        if view == before:
+        if view == before and reason == LATE_READ:
             return []  # a late re-read, say: nothing to tell the clients
         self.revision = view["revision"] = revision + 1
-        return [{"type": "revision", "race": self.id, "input": input_id, "reason": LATE_READ,
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": view}]
 
     def _sorted_log(self) -> list[LogEntry]:
@@ -537,8 +556,8 @@ class RaceBase:
             # An official time applied again where it arrived: a skater with no final
             # by then has it from there on.
             self._apply(iid, inp, emit=False)
-        self.horizon = max((k for k, _, i in entries
-                            if type(i) is RoutedPassing or type(i) is RoutedGun), default=START)
+        # Every key, official times' included: the log stays in race-time order.
+        self.horizon = max((k for k, _, _ in entries), default=START)
 
     def _statuses(self, inputs: list[tuple[str, RaceInput]]) -> dict[int, str | None]:
         """Each row's status after the status decisions among ``inputs``, in order."""
@@ -664,3 +683,12 @@ class RaceBase:
         return {b: {"passages": self.rows[i], "final": self.final[i], "status": self.status[i],
                     "splits": splits[i] if splits is not None else []}
                 for i, b in enumerate(self.bibs)}
+
+
+def _reason(inp: RaceInput) -> str:
+    """The reason of the revision an input makes when it lands before one applied."""
+    if type(inp) is Decision:
+        return f"decision: {inp.action}"
+    if type(inp) is FinishTime:
+        return f"official time ({inp.origin})"
+    return LATE_READ
