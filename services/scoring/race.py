@@ -163,6 +163,12 @@ class RaceBase:
         self.field_changed = False
         #: Reads held as implausible, for the officials: never passages, never replayed.
         self.held_reads: list[dict[str, Any]] = []
+        #: A race that ``retells``: per correcting input, the lines saying what it
+        #: changed, told at its place in every later retelling.
+        self.corrections: dict[str, list[str]] = {}
+        #: While a race that ``retells`` feeds its log again: the whole log, whose
+        #: statuses, reassigned chips, voids and official times hold from the start.
+        self.facts: list[LogEntry] | None = None
         self.configure(spec, skaters)
 
     # ------------------------------------------------------------------ what differs
@@ -361,6 +367,7 @@ class RaceBase:
                 events = self.recompute(input_id, reason)
         except (InputError, KeyError, ValueError, TypeError):
             self.redo = None
+            self.corrections.pop(input_id, None)
             self.log.remove(entry)
             self.restarts -= type(inp) is Decision and inp.action == "restart"
             # Checkpoints made since may hold the refused input's effect: the next late
@@ -453,7 +460,8 @@ class RaceBase:
         self._replay_log()
         self.revision += 1
         self._tell(told or [])
-        self._tell(self._revision_lines(reason, before))
+        if not self.retells:
+            self._tell(self._revision_lines(reason, before))
         if self.replaying:
             return []  # the stories told; the view is built once, at the end
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
@@ -467,6 +475,7 @@ class RaceBase:
         read that changed nothing, as a late re-read). Costs one pass over the inputs
         after that checkpoint, and one more over the log per decision among them."""
         before = self.view()
+        before_cls = self.classification()
         if self.restarts:
             entries = self._sorted_log()
         else:
@@ -488,16 +497,9 @@ class RaceBase:
             self.story_log = []
         self.log = entries[:n]
         self.replaying = True
+        voided = self._put_facts(entries)
         try:
-            for entry in entries[n:]:
-                self.log.append(entry)
-                self.horizon = max(self.horizon, entry[0])
-                self._step(entry[1], entry[2])
-                self._checkpoint()
-            if self.redo is not None:
-                self.redo = None
-                self._reset()
-                self._replay_log()
+            self._feed_again(entries[n:], voided)
         except BaseException:
             # An input refused on the way (the late one itself, say): the whole log is
             # put back for the caller, who takes the refused input out and replays it.
@@ -505,6 +507,9 @@ class RaceBase:
             raise
         finally:
             self.replaying = False
+            self.facts = None
+        if self.retells and reason != LATE_READ:
+            self._correction(input_id, reason, before_cls)
         self.revision = revision
         view = self.view()
         if view == before and reason == LATE_READ:
@@ -512,6 +517,55 @@ class RaceBase:
         self.revision = view["revision"] = revision + 1
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": view}]
+
+    def _feed_again(self, entries: list[LogEntry], voided: set[str]) -> None:
+        """Feed ``entries`` (the log after the state loaded) again, in order, skipping
+        the ``voided`` inputs; each correction's line is told at its place."""
+        for entry in entries:
+            self.log.append(entry)
+            self.horizon = max(self.horizon, entry[0])
+            if entry[1] in voided:
+                continue
+            self._step(entry[1], entry[2])
+            self._tell(self.corrections.get(entry[1], []))
+            self._checkpoint()
+        if self.redo is not None:
+            self.redo = None
+            self._reset()
+            self._replay_log()
+
+    def _put_facts(self, entries: list[LogEntry]) -> set[str]:
+        """A race that ``retells`` tells its stories from the corrected log: the facts
+        about the whole race in ``entries`` (statuses, reassigned chips) are in place
+        before any input is fed again, so no line tells what a correction undid. Returns
+        the ids of the voided inputs (none for a race that does not retell)."""
+        if not self.retells:
+            return set()
+        self.facts = entries
+        voided, live = self._live(entries)
+        for row, status in self._statuses(live).items():
+            self._set_status(row, status)
+        self.reassigned = self._reassignments(live)
+        return voided
+
+    def _live(self, entries: list[LogEntry]) -> tuple[set[str], list[tuple[str, RaceInput]]]:
+        """The ids of the inputs ``entries`` void, and the others (id, input)."""
+        voided = {str(i.target) for _, _, i in entries
+                  if type(i) is Decision and i.action == "void"}
+        return voided, [(iid, inp) for _, iid, inp in entries if iid not in voided]
+
+    @staticmethod
+    def _reassignments(live: list[tuple[str, RaceInput]]) -> dict[str, str]:
+        return {transponder_key(i.transponder): str(i.bib) for _, i in live
+                if type(i) is Decision and i.action == "reassign"}
+
+    def _correction(self, input_id: str, reason: str, before: dict[str, list[Any]]) -> None:
+        """Tell, and keep for every later retelling, what the correction ``input_id``
+        changed in the classification (``before``: the classification before it)."""
+        lines = self._revision_lines(reason, before)
+        if lines:
+            self.corrections[input_id] = lines
+            self._tell(lines)
 
     def _sorted_log(self) -> list[LogEntry]:
         """The input log in race-time order."""
@@ -542,14 +596,13 @@ class RaceBase:
         transponder finish it stands for."""
         entries = self._sorted_log()
         self._prepare(entries)
-        voided = {str(i.target) for _, _, i in entries
-                  if type(i) is Decision and i.action == "void"}
-        live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
-        for row, status in self._statuses(live).items():
+        voided, live = self._live(entries)
+        # In a retelling, the facts are the whole log's (see _put_facts).
+        facts = live if self.facts is None else self._live(self.facts)[1]
+        for row, status in self._statuses(facts).items():
             self._set_status(row, status)
-        self.reassigned = {transponder_key(i.transponder): str(i.bib) for _, i in live
-                           if type(i) is Decision and i.action == "reassign"}
-        for _, inp in live:
+        self.reassigned = self._reassignments(facts)
+        for _, inp in facts:
             if type(inp) is FinishTime:
                 self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
         for iid, inp in live:
