@@ -144,16 +144,21 @@ def relay_late_exchange(team: str) -> str:
     return f"{team}: an exchange in the last two laps (for the referee)"
 
 
+#: Skaters a correction line names as moved (the best placed first); the rest counted.
+CORRECTED_MAX = 3
+
+
 def corrected(reason: str, moved: list[tuple[str, int, int | None]],
               gone: list[str]) -> list[str]:
     """What a correction (``reason``: "decision: reassign", "official time (photo)"...)
     changed in the classification: ``moved`` is (name, rank, rank before or None),
     ``gone`` the names out of it. The lines told before are told again from the
     corrected log; this one says why they changed."""
-    parts = [f"{name} {ordinal(rank)}" + (f" (was {ordinal(old)})" if old else "")
-             for name, rank, old in moved]
-    parts += [f"{name} out" for name in gone]
-    return [f"Corrected ({reason}): {', '.join(parts)}"]
+    parts = [f"{name} out" for name in gone]
+    parts += [f"{name} {ordinal(rank)}" + (f" (was {ordinal(old)})" if old else "")
+              for name, rank, old in moved[:CORRECTED_MAX]]
+    more = len(moved) - CORRECTED_MAX
+    return [f"Corrected ({reason}): {', '.join(parts)}" + (f" and {more} more" if more > 0 else "")]
 
 
 def reassigned(transponder: str, name: str) -> str:
