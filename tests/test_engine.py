@@ -375,11 +375,14 @@ def test_record_pace_lines_and_the_story_so_far_in_the_view(doc):
     view = comp.view(RACE)
     assert view["stories"] == told[-len(view["stories"]):] and len(view["stories"]) == 50
     assert view["stories"][-2].startswith("New leader: Takagi")
-    # A revision changes results, not what the commentator was already told.
+    # A revision tells the story again as the corrected race gives it, and what changed.
     _, ev2 = run_race(fast, extra=[
         {"type": "decision", "race": RACE, "action": "dq", "bib": "20", "reason": "lane"}])
     assert ev2[-1]["type"] == "revision"
-    assert ev2[-1]["view"]["stories"] == view["stories"]
+    retold = ev2[-1]["view"]["stories"]
+    assert not any("Takagi" in line for line in retold[:-1])
+    assert retold[-1] == ("Corrected (decision: dq): Takagi out, Goetz 1st (was 2nd), "
+                          "Leerdam 2nd (was 3rd), Bowe 3rd (was 4th) and 16 more")
 
 
 def test_stavanger_2022_published_order_and_kim_in_the_seventh_pair():

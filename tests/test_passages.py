@@ -115,10 +115,13 @@ def test_a_photo_finish_time_makes_the_final_without_a_finish_read():
         passing(comp, iid, tr, t)  # bib 1's finish read is missed
     events = feed(comp, "pf", {"type": "finish_time", "race": "500", "bib": "1",
                                "time_us": 37_654_321, "origin": "photo"})["500"]
-    assert [e["type"] for e in events] == ["finish"]
+    # The photo time stands for an instant before bib 2's finish read: put in its place
+    # (one revision), bib 2 finished second behind it.
+    assert [(e["type"], e["reason"]) for e in events] == [("revision", "official time (photo)")]
     view = comp.view("500")
     assert view["results"]["1"]["final"] == {"t": 37_654_000, "flags": [], "origin": "photo"}
     assert view["classification"]["bib"] == ["1", "2"]
+    assert [view["results"][b]["passages"][-1]["rank"] for b in "12"] == [1, 2]
     assert view["on_ice"] == {}  # the pair is done
     # The same inputs replayed (a decision revises the race) give the same result.
     feed(comp, "off", {"type": "decision", "race": "500", "action": "official"})

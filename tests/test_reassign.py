@@ -40,8 +40,12 @@ def test_swapped_chips_reassigned_after_the_race_give_the_ice_result():
     view = comp.view("1000")
     assert results(view) == results(race_1000(READS_1000).view("1000"))
     assert view["results"]["1"]["final"]["t"] == 74_400_000
-    assert view["stories"][-2:] == ["Transponder 22 reassigned to S1",
-                                    "Transponder 11 reassigned to S2"]
+    # The story is told again as the ice gave it, then what the officials changed.
+    ice = race_1000(READS_1000).view("1000")["stories"]
+    assert view["stories"] == [*ice, "Transponder 22 reassigned to S1",
+                               "Corrected (decision: reassign): S2 out, S1 1st (was 2nd)",
+                               "Transponder 11 reassigned to S2",
+                               "Corrected (decision: reassign): S2 2nd"]
     assert comp.stats["refused"] == 0
 
 

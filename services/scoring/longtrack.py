@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from icetime.messages import Decision, Gun
+from icetime.messages import Decision, FinishTime, Gun
 from icetime.timefmt import to_thousandths
 
 from . import stories
@@ -22,6 +22,7 @@ from .model import (
     NOT_PASSED,
     InputError,
     RaceEvent,
+    RaceInput,
     RoutedGun,
     RoutedPassing,
     Run,
@@ -48,6 +49,7 @@ class LongTrackRace(RaceBase):
     """
 
     status_actions: ClassVar[dict[str, str]] = {"dq": "DQ", "dns": "DNS", "dnf": "DNF"}
+    retells: ClassVar[bool] = True
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float,
                  loops: dict[str, int] | None = None):
@@ -231,6 +233,10 @@ class LongTrackRace(RaceBase):
         if k < len(self.passage_m) - 1:
             k = self._place(row, k, t)
         if k == len(self.passage_m) - 1:
+            if self.official.get(row, (0, 0))[1] > t:
+                # A later official time stands for this finish: it is recorded at its
+                # own place in the log, after the reads before it.
+                return []
             t, _ = self._official_finish(row, t)
         return self._record(input_id, row, k, t, emit)
 
@@ -398,6 +404,28 @@ class LongTrackRace(RaceBase):
         return (f"{(routed.t - run.zero_us) / 1e6:.3f} s after the gun: a {self.distance} m "
                 f"takes at most {self.slowest_us // 1_000_000} s")
 
+    def _official_at(self, inp: RaceInput) -> int | None:
+        """A manual time or a photo-finish time stands for the instant its skater's run
+        reached it: the run's gun plus the time (common clock, µs); None before a run."""
+        if type(inp) is Decision and inp.action == "manual_time" and inp.time_us is not None:
+            bib, time_us = inp.bib, inp.time_us
+        elif type(inp) is FinishTime:
+            bib, time_us = inp.bib, inp.time_us
+        else:
+            return None
+        row = self.row_of.get(str(bib))
+        run = self._last_run.get(self.pair_no[row]) if row is not None else None
+        return None if run is None else run.zero_us + to_thousandths(time_us)
+
+    def _revision_lines(self, reason: str, before: dict[str, list[Any]]) -> list[str]:
+        """What a correction changed in the classification: who moved, to which rank."""
+        after = self.classification()
+        old = dict(zip(before["bib"], before["rank"], strict=True))
+        moved = [(self.skaters[self.row[b]].short, r, old.get(b))
+                 for b, r in zip(after["bib"], after["rank"], strict=True) if old.get(b) != r]
+        gone = [self.skaters[self.row[b]].short for b in old if b not in after["bib"]]
+        return stories.corrected(reason, moved, gone) if moved or gone else []
+
     def _official_final(self, input_id: str, row: int, emit: bool) -> list[RaceEvent]:
         """An official finish time for a skater with no final, who started: it is her
         final, with no transponder read at all."""
@@ -422,7 +450,8 @@ class LongTrackRace(RaceBase):
             return []
         prev_name = self.skaters[prev_leader].short if prev_leader >= 0 else None
         margin = cls.t.item(1) - t if rank == 1 and cls.n > 1 else None
-        lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags)
+        lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags,
+                                  self._digits(t))
         self._tell(lines)
         if self.replaying:
             return []  # the stories told; the event would be dropped
@@ -431,6 +460,13 @@ class LongTrackRace(RaceBase):
         ranked = {"at": at, "rank": rank, "t": t, "behind": behind, "tied": 0}
         return [{"type": "finish", **base, "final": self.final[row], "ranked": ranked,
                  "pair_done": done, "stories": lines}]
+
+    def _digits(self, t: int) -> int:
+        """Decimals a finish time ``t`` (µs) is told with: 3 when another ranked time is
+        equal to the hundredth but not to the thousandth (DOMAIN.md §1.4), else 2."""
+        ct = self.cls.t[:self.cls.n]
+        tie = (ct // 10_000 == t // 10_000) & (ct != t)
+        return 3 if bool(tie.any()) else 2
 
     def _on_split(self, input_id: str, row: int, t_common: int, point: str,
                   emit: bool) -> list[RaceEvent]:

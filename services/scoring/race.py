@@ -38,7 +38,9 @@ from .model import (
 #: official's decision, a photo-finish time) after both.
 RESTART, GUN, PASSING, OFFICIAL = -1, 0, 1, 2
 #: An input's place in race-time order: (common-clock µs, class, timing point,
-#: transponder, arrival number). The arrival number only orders inputs that are
+#: transponder, arrival number). An official time (a manual time, a photo-finish time)
+#: sits at the instant it stands for, like a read; an input with no time of its own at
+#: the latest instant applied when it arrived. The arrival number only orders inputs that are
 #: otherwise equal (the same read twice), which act alike in either order.
 Key = tuple[int, int, str, str, int]
 #: One entry of a race's input log: its key, the input's raw stream id, the input.
@@ -131,6 +133,9 @@ class RaceBase:
     world_cup: dict[str, Any] | None
     #: Decision actions that give a skater a status, and the status they give.
     status_actions: ClassVar[dict[str, str]] = {}
+    #: A revision tells the race's stories again from the corrected log (the lines a
+    #: correction made wrong are replaced), rather than keeping the lines already told.
+    retells: ClassVar[bool] = False
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater],
                  max_speed_mps: float) -> None:
@@ -158,6 +163,12 @@ class RaceBase:
         self.field_changed = False
         #: Reads held as implausible, for the officials: never passages, never replayed.
         self.held_reads: list[dict[str, Any]] = []
+        #: A race that ``retells``: per correcting input, the lines saying what it
+        #: changed, told at its place in every later retelling.
+        self.corrections: dict[str, list[str]] = {}
+        #: While a race that ``retells`` feeds its log again: the whole log, whose
+        #: statuses, reassigned chips, voids and official times hold from the start.
+        self.facts: list[LogEntry] | None = None
         self.configure(spec, skaters)
 
     # ------------------------------------------------------------------ what differs
@@ -218,6 +229,12 @@ class RaceBase:
     def _restart(self, decision: Decision) -> None:
         """An official's ``restart`` decision: the attempt no longer counts."""
         raise NotImplementedError
+
+    def _official_at(self, inp: RaceInput) -> int | None:
+        """The common-clock instant (µs) an official input stands for (a manual time at
+        a passage, a photo-finish time), or None: it then takes its place at the latest
+        instant applied when it arrived."""
+        return None
 
     def _unknown_decision(self, action: str) -> InputError:
         return InputError(f"unknown decision {action!r}")
@@ -329,14 +346,17 @@ class RaceBase:
         elif type(inp) is RoutedGun:
             key = (inp.t, GUN, "", "", n)
         else:
-            key = (self.horizon[0], OFFICIAL, "", "", n)
+            at = self._official_at(inp)
+            key = (self.horizon[0] if at is None else at, OFFICIAL, "", "", n)
             self.restarts += type(inp) is Decision and inp.action == "restart"
         entry = (key, input_id, inp)
         self.log.append(entry)
         told, n_told = self.story_log, len(self.story_log)
         try:
-            if key[1] != OFFICIAL and (key < self.horizon or (self.restart_pending and passing)):
-                return self.reorder(input_id, key)
+            if key < self.horizon or (self.restart_pending and passing):
+                # A read, or an official time for an instant already passed: put in
+                # its place, as if it had arrived then.
+                return self.reorder(input_id, key, _reason(inp))
             self.horizon = key
             if type(inp) is RoutedPassing:
                 events = self._on_passing(input_id, self._rerouted(inp), emit=True)
@@ -347,6 +367,7 @@ class RaceBase:
                 events = self.recompute(input_id, reason)
         except (InputError, KeyError, ValueError, TypeError):
             self.redo = None
+            self.corrections.pop(input_id, None)
             self.log.remove(entry)
             self.restarts -= type(inp) is Decision and inp.action == "restart"
             # Checkpoints made since may hold the refused input's effect: the next late
@@ -429,32 +450,39 @@ class RaceBase:
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None
                   ) -> list[RaceEvent]:
         """Replay the race's input log from scratch and describe the result as one
-        revision; ``told`` are story lines to tell with it."""
+        revision; ``told`` are story lines to tell with it. A race that ``retells``
+        tells its stories again from the corrected log (:meth:`reorder` from the start),
+        ``told`` at the input's place in it."""
+        if self.retells and not self.replaying:
+            return self.reorder(input_id, START, reason)
         before = self.classification()
         self._reset()
         self._replay_log()
         self.revision += 1
         self._tell(told or [])
-        self._tell(self._revision_lines(reason, before))
+        if not self.retells:
+            self._tell(self._revision_lines(reason, before))
         if self.replaying:
             return []  # the stories told; the view is built once, at the end
         return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": self.view()}]
 
-    def reorder(self, input_id: str, late: Key) -> list[RaceEvent]:
-        """A read landed earlier in race time (``late``) than an input already applied:
+    def reorder(self, input_id: str, late: Key, reason: str = LATE_READ) -> list[RaceEvent]:
+        """An input landed earlier in race time (``late``) than an input already applied:
         feed the log again in race-time order from the last checkpoint before it, as if
         it had arrived so (events dropped, stories told, decisions revising as they
-        did), and publish the result as one revision (none when nothing changed, as
-        for a late re-read). Costs one pass over the inputs after that checkpoint, and
-        one more over the log per decision among them."""
+        did), and publish the result as one revision (reason ``reason``; none for a late
+        read that changed nothing, as a late re-read). Costs one pass over the inputs
+        after that checkpoint, and one more over the log per decision among them."""
         before = self.view()
+        before_cls = self.classification()
         if self.restarts:
             entries = self._sorted_log()
         else:
             # The log is in race-time order but for the late input, just appended.
             entries = self.log
-            bisect.insort(entries, entries.pop(), key=_key_of)
+            if entries:
+                bisect.insort(entries, entries.pop(), key=_key_of)
         revision = self.revision
         self.check_every = max(CHECK_EVERY, len(self.bibs))
         while self.checkpoints and not self.checkpoints[-1][0] < late:
@@ -469,16 +497,9 @@ class RaceBase:
             self.story_log = []
         self.log = entries[:n]
         self.replaying = True
+        voided = self._put_facts(entries)
         try:
-            for entry in entries[n:]:
-                self.log.append(entry)
-                self.horizon = max(self.horizon, entry[0])
-                self._step(entry[1], entry[2])
-                self._checkpoint()
-            if self.redo is not None:
-                self.redo = None
-                self._reset()
-                self._replay_log()
+            self._feed_again(entries[n:], voided)
         except BaseException:
             # An input refused on the way (the late one itself, say): the whole log is
             # put back for the caller, who takes the refused input out and replays it.
@@ -486,13 +507,65 @@ class RaceBase:
             raise
         finally:
             self.replaying = False
+            self.facts = None
+        if self.retells and reason != LATE_READ:
+            self._correction(input_id, reason, before_cls)
         self.revision = revision
         view = self.view()
-        if view == before:
+        if view == before and reason == LATE_READ:
             return []  # a late re-read, say: nothing to tell the clients
         self.revision = view["revision"] = revision + 1
-        return [{"type": "revision", "race": self.id, "input": input_id, "reason": LATE_READ,
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": reason,
                  "view": view}]
+
+    def _feed_again(self, entries: list[LogEntry], voided: set[str]) -> None:
+        """Feed ``entries`` (the log after the state loaded) again, in order, skipping
+        the ``voided`` inputs; each correction's line is told at its place."""
+        for entry in entries:
+            self.log.append(entry)
+            self.horizon = max(self.horizon, entry[0])
+            if entry[1] in voided:
+                continue
+            self._step(entry[1], entry[2])
+            self._tell(self.corrections.get(entry[1], []))
+            self._checkpoint()
+        if self.redo is not None:
+            self.redo = None
+            self._reset()
+            self._replay_log()
+
+    def _put_facts(self, entries: list[LogEntry]) -> set[str]:
+        """A race that ``retells`` tells its stories from the corrected log: the facts
+        about the whole race in ``entries`` (statuses, reassigned chips) are in place
+        before any input is fed again, so no line tells what a correction undid. Returns
+        the ids of the voided inputs (none for a race that does not retell)."""
+        if not self.retells:
+            return set()
+        self.facts = entries
+        voided, live = self._live(entries)
+        for row, status in self._statuses(live).items():
+            self._set_status(row, status)
+        self.reassigned = self._reassignments(live)
+        return voided
+
+    def _live(self, entries: list[LogEntry]) -> tuple[set[str], list[tuple[str, RaceInput]]]:
+        """The ids of the inputs ``entries`` void, and the others (id, input)."""
+        voided = {str(i.target) for _, _, i in entries
+                  if type(i) is Decision and i.action == "void"}
+        return voided, [(iid, inp) for _, iid, inp in entries if iid not in voided]
+
+    @staticmethod
+    def _reassignments(live: list[tuple[str, RaceInput]]) -> dict[str, str]:
+        return {transponder_key(i.transponder): str(i.bib) for _, i in live
+                if type(i) is Decision and i.action == "reassign"}
+
+    def _correction(self, input_id: str, reason: str, before: dict[str, list[Any]]) -> None:
+        """Tell, and keep for every later retelling, what the correction ``input_id``
+        changed in the classification (``before``: the classification before it)."""
+        lines = self._revision_lines(reason, before)
+        if lines:
+            self.corrections[input_id] = lines
+            self._tell(lines)
 
     def _sorted_log(self) -> list[LogEntry]:
         """The input log in race-time order."""
@@ -523,22 +596,21 @@ class RaceBase:
         transponder finish it stands for."""
         entries = self._sorted_log()
         self._prepare(entries)
-        voided = {str(i.target) for _, _, i in entries
-                  if type(i) is Decision and i.action == "void"}
-        live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
-        for row, status in self._statuses(live).items():
+        voided, live = self._live(entries)
+        # In a retelling, the facts are the whole log's (see _put_facts).
+        facts = live if self.facts is None else self._live(self.facts)[1]
+        for row, status in self._statuses(facts).items():
             self._set_status(row, status)
-        self.reassigned = {transponder_key(i.transponder): str(i.bib) for _, i in live
-                           if type(i) is Decision and i.action == "reassign"}
-        for _, inp in live:
+        self.reassigned = self._reassignments(facts)
+        for _, inp in facts:
             if type(inp) is FinishTime:
                 self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
         for iid, inp in live:
             # An official time applied again where it arrived: a skater with no final
             # by then has it from there on.
             self._apply(iid, inp, emit=False)
-        self.horizon = max((k for k, _, i in entries
-                            if type(i) is RoutedPassing or type(i) is RoutedGun), default=START)
+        # Every key, official times' included: the log stays in race-time order.
+        self.horizon = max((k for k, _, _ in entries), default=START)
 
     def _statuses(self, inputs: list[tuple[str, RaceInput]]) -> dict[int, str | None]:
         """Each row's status after the status decisions among ``inputs``, in order."""
@@ -664,3 +736,12 @@ class RaceBase:
         return {b: {"passages": self.rows[i], "final": self.final[i], "status": self.status[i],
                     "splits": splits[i] if splits is not None else []}
                 for i, b in enumerate(self.bibs)}
+
+
+def _reason(inp: RaceInput) -> str:
+    """The reason of the revision an input makes when it lands before one applied."""
+    if type(inp) is Decision:
+        return f"decision: {inp.action}"
+    if type(inp) is FinishTime:
+        return f"official time ({inp.origin})"
+    return LATE_READ

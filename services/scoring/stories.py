@@ -59,18 +59,22 @@ def at_finish(
     previous_leader: str | None,
     margin: int | None,
     flags: list[str],
+    digits: int = 2,
 ) -> list[str]:
-    """Lines for a finish: a new leader (with the margin), or the place and the gap."""
+    """Lines for a finish: a new leader (with the margin), or the place and the gap.
+
+    ``t``, ``behind`` and ``margin`` are µs; ``digits`` the decimals of ``t``: 3 where
+    another ranked time ties it in hundredths (DOMAIN.md §1.4), as the screens show it."""
     lines = []
     if rank == 1 and previous_leader and previous_leader != name and margin is not None:
         lines.append(
-            f"New leader: {name} in {format_time(t)}, {format_diff(margin)} ahead of "
+            f"New leader: {name} in {format_time(t, digits)}, {format_diff(margin)} ahead of "
             f"{previous_leader}"
         )
     elif rank == 1:
-        lines.append(f"{name} leads in {format_time(t)}")
+        lines.append(f"{name} leads in {format_time(t, digits)}")
     else:
-        lines.append(f"{name} {ordinal(rank)} in {format_time(t)}, {format_gap(behind)}")
+        lines.append(f"{name} {ordinal(rank)} in {format_time(t, digits)}, {format_gap(behind)}")
     for flag in flags:
         lines.append(f"{name}: {FLAG_LABELS.get(flag, flag)}")
     return lines
@@ -138,6 +142,23 @@ def pack_sanction(name: str, code: str, reason: str | None) -> str:
 
 def relay_late_exchange(team: str) -> str:
     return f"{team}: an exchange in the last two laps (for the referee)"
+
+
+#: Skaters a correction line names as moved (the best placed first); the rest counted.
+CORRECTED_MAX = 3
+
+
+def corrected(reason: str, moved: list[tuple[str, int, int | None]],
+              gone: list[str]) -> list[str]:
+    """What a correction (``reason``: "decision: reassign", "official time (photo)"...)
+    changed in the classification: ``moved`` is (name, rank, rank before or None),
+    ``gone`` the names out of it. The lines told before are told again from the
+    corrected log; this one says why they changed."""
+    parts = [f"{name} out" for name in gone]
+    parts += [f"{name} {ordinal(rank)}" + (f" (was {ordinal(old)})" if old else "")
+              for name, rank, old in moved[:CORRECTED_MAX]]
+    more = len(moved) - CORRECTED_MAX
+    return [f"Corrected ({reason}): {', '.join(parts)}" + (f" and {more} more" if more > 0 else "")]
 
 
 def reassigned(transponder: str, name: str) -> str:
