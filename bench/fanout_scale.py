@@ -10,8 +10,8 @@ Then the same client processes follow a Node.js ``ws`` server (bench/node/server
 that is fed the frames icetime sent, recorded by one more client, at the times they
 arrived, with each frame's ``source_us`` stamped when the frame is handed to Node. For
 each server: p50/p99/max latency, frames delivered, the server process's CPU time
-(/proc/<pid>/stat, user + system, over the feed and 2 s after) per delivered frame, and
-the ratio icetime / Node.
+(/proc/<pid>/stat, user + system, from the first passing until a recorder client has
+the last one, and 2 s more) per delivered frame, and the ratio icetime / Node.
 
 The number of open files is raised to the hard limit (each client holds a socket in a
 client process and one in the server); the number of clients is capped to fit and the cap
@@ -28,6 +28,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,8 @@ CONNECT_BATCH = 25
 READY_TIMEOUT_S = 300.0
 #: After the last frame, how long clients may take to get it (and the CPU window runs on).
 DRAIN_S = 2.0
+#: How long the recorder may take to get an event for every passing, s.
+DRAIN_WAIT_S = 60.0
 SOURCE_US = re.compile(r'"source_us":\d+')
 
 
@@ -78,31 +81,14 @@ FRAME = msgspec.json.Decoder(Frame)
 
 
 class ScaleClient(RawClient):
-    """A RawClient that, once it has its snapshot, only stamps and keeps the chunks it
-    receives: frames are split and decoded after the run (:meth:`results`), so ten
-    thousand clients cost their process as little as possible while they are measured."""
-
-    def __init__(self, subscribe: dict) -> None:
-        super().__init__(subscribe)
-        self.chunks: list[tuple[int, bytes]] = []
-
-    def data_received(self, data: bytes) -> None:
-        if self.ready.is_set():
-            self.chunks.append((now_us(), data))
-        else:
-            super().data_received(data)
+    """A RawClient (frames split and stamped on arrival, pings answered) whose frames
+    are decoded after the run (:meth:`results`)."""
 
     def results(self) -> tuple[int, list[int]]:
         """(event frames received, passing -> receipt µs of each passage and finish)."""
-        frames = [f for f in self.frames if not f[1].startswith(b'{"type":"snapshot"')]
-        for got, data in self.chunks:
-            self.buf += data
-            while (frame := self._next_frame()) is not None:
-                if frame[0] == 0x1:
-                    frames.append((got, frame[1]))
         lat = []
         count = 0
-        for got, payload in frames:
+        for got, payload in self.frames:
             msg = FRAME.decode(payload)
             if msg.type != "event" or msg.event is None:
                 continue
@@ -287,9 +273,11 @@ async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
         ready = await workers.connect(cfg.broadcast_ws_port, race)
         pid = sup.procs["broadcast"].pid
         cpu0 = cpu_s(pid)
+        spy = await start_py_spy(args.py_spy, pid)
         await feed(cfg, race, args.passings, args.rate)
-        await asyncio.sleep(DRAIN_S)
+        await drained(recorder, args.passings)
         used = cpu_s(pid) - cpu0
+        await stop_py_spy(spy, args.py_spy)
         load = os.getloadavg()[0]
         recorder.close()
         frames, lat = await workers.stop(tmp)
@@ -297,6 +285,37 @@ async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
         return Result("icetime", ready, frames, events * ready, used, load, lat), recorder
     finally:
         await asyncio.to_thread(sup.stop)
+
+
+def passing_events(client: RawClient) -> int:
+    return sum(1 for _, p in client.frames
+               if p.startswith(b'{"type":"event"') and b'"source_us":null' not in p)
+
+
+async def drained(recorder: RawClient, passings: int) -> None:
+    """Wait until the recorder has an event for each of ``passings`` passings (at most
+    DRAIN_WAIT_S), then DRAIN_S for the other clients."""
+    deadline = time.monotonic() + DRAIN_WAIT_S
+    while passing_events(recorder) < passings and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(DRAIN_S)
+
+
+async def start_py_spy(out: str | None, pid: int) -> asyncio.subprocess.Process | None:
+    """py-spy recording ``pid`` (collapsed stacks into ``out``), when asked for."""
+    if out is None:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return await asyncio.create_subprocess_exec(
+        exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+        "--output", out, stdout=asyncio.subprocess.DEVNULL)
+
+
+async def stop_py_spy(spy: asyncio.subprocess.Process | None, out: str | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()
+        print(f"py-spy: the broadcast node's stacks during the feed in {out}")
 
 
 def node_missing() -> str | None:
@@ -318,9 +337,23 @@ def node_missing() -> str | None:
     return None
 
 
+def source_times(recorder: RawClient) -> list[tuple[int, str]]:
+    """The recorded event frames, each with the time its passing was sent (µs); an event
+    no passing caused (a gun) goes with the one before it."""
+    out: list[tuple[int, str]] = []
+    for got, payload in recorder.frames:
+        if not payload.startswith(b'{"type":"event"'):
+            continue
+        msg = FRAME.decode(payload)
+        hops = msg.event.hops if msg.event else None
+        at = hops.source_us if hops and hops.source_us else (out[-1][0] if out else got)
+        out.append((at, payload.decode()))
+    return out
+
+
 async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
-    """The same clients on the Node ``ws`` server, fed the recorded frames at the times
-    they were received."""
+    """The same clients on the Node ``ws`` server, fed the recorded frames at the pace
+    their passings were sent."""
     node = await asyncio.create_subprocess_exec(
         "node", str(NODE_DIR / "server.mjs"), cwd=NODE_DIR,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -329,18 +362,21 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
         port = int((await node.stdout.readline()).split()[1])
         snapshot = next(p for _, p in recorder.frames if p.startswith(b'{"type":"snapshot"'))
         node.stdin.write(b"S " + snapshot + b"\n")
-        events = [(got, p.decode()) for got, p in recorder.frames
-                  if p.startswith(b'{"type":"event"')]
+        events = source_times(recorder)
+        # Its own recorder, as on icetime: the end of the feed is when it has every passing.
+        watch = await open_client("127.0.0.1", port, {"op": "subscribe", "race": "scale"})
+        await asyncio.wait_for(watch.ready.wait(), 30)
         ready = await workers.connect(port, "scale")
         cpu0 = cpu_s(node.pid)
         start, first = time.monotonic(), events[0][0]
-        for got, text in events:
-            await asyncio.sleep(max(0.0, start + (got - first) / 1e6 - time.monotonic()))
+        for at, text in events:
+            await asyncio.sleep(max(0.0, start + (at - first) / 1e6 - time.monotonic()))
             frame = SOURCE_US.sub(f'"source_us":{now_us()}', text)
             node.stdin.write(b"F " + frame.encode() + b"\n")
             await node.stdin.drain()
-        await asyncio.sleep(DRAIN_S)
+        await drained(watch, passing_events(recorder))
         used = cpu_s(node.pid) - cpu0
+        watch.close()
         load = os.getloadavg()[0]
         frames, lat = await workers.stop(tmp)
         return Result("node ws", ready, frames, len(events) * ready, used, load, lat)
@@ -390,6 +426,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=4, help="client processes")
     p.add_argument("--rate", type=float, default=5.0, help="passings a second")
     p.add_argument("--passings", type=int, default=latency.PAIRS * latency.PASSAGES * 2)
+    p.add_argument("--py-spy", metavar="FILE",
+                   help="record the broadcast node with py-spy (collapsed stacks) into FILE")
     p.add_argument("--worker", type=int, metavar="N", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

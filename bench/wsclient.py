@@ -34,10 +34,13 @@ class RawClient(asyncio.Protocol):
                          "Sec-WebSocket-Version: 13\r\n\r\n").encode())
 
     def send_text(self, text: str) -> None:
-        payload = text.encode()
+        self.send_frame(0x1, text.encode())
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """One masked client frame (a payload under 64 KB)."""
         mask = os.urandom(4)
-        header = bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else \
-            bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(payload))
+        header = bytes([0x80 | opcode, 0x80 | len(payload)]) if len(payload) < 126 else \
+            bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", len(payload))
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         assert self.transport
         self.transport.write(header + mask + masked)
@@ -53,6 +56,9 @@ class RawClient(asyncio.Protocol):
                 self.frames.append((got, payload))
                 if not self.ready.is_set() and payload.startswith(b'{"type":"snapshot"'):
                     self.ready.set()
+            elif opcode == 0x9:
+                # The server's keepalive: a client that never answers is closed.
+                self.send_frame(0xA, payload)
 
     def _handshake(self) -> bool:
         """Take the server's HTTP reply off the buffer and subscribe; False until the
