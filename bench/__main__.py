@@ -9,7 +9,18 @@ import os
 
 from icetime import logs
 
-from . import chain_jitter, decoder_fuzz, engine, fanout, jitter, latency, p3, pack, restart
+from . import (
+    chain_jitter,
+    decoder_fuzz,
+    engine,
+    fanout,
+    fanout_scale,
+    jitter,
+    latency,
+               p3,
+    pack,
+    restart,
+)
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
@@ -22,3 +33,4 @@ latency.main()
 chain_jitter.main()
 restart.main(["--inputs", "1000000"])
 fanout.main()
+fanout_scale.main([])
