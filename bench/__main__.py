@@ -17,7 +17,7 @@ from . import (
     fanout_scale,
     jitter,
     latency,
-               p3,
+    p3,
     pack,
     restart,
 )
