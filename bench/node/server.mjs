@@ -7,6 +7,9 @@
 // stdin, one line each: "S <snapshot frame>" sets the snapshot; "F <frame>" sends
 // the frame to every subscribed client (ws's documented broadcast loop: the text
 // encoded once, one `send` per open client; compression off, as on icetime's node).
+// Keepalive as on icetime's node (the `websockets` default): every client is pinged
+// every 20 s and one that has not answered the last ping is closed (ws's documented
+// heartbeat).
 import { createInterface } from "node:readline";
 import { WebSocketServer, WebSocket } from "ws";
 
@@ -14,12 +17,23 @@ const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate:
                                   backlog: 4096, maxPayload: 64 * 1024 });
 const subscribed = new Set();
 let snapshot = "";
+const PING_MS = 20_000;
+
+const heartbeat = setInterval(() => {
+  for (const ws of wss.clients) {
+    if (ws.isAlive === false) { ws.terminate(); continue; }
+    ws.isAlive = false;
+    ws.ping();
+  }
+}, PING_MS);
 
 wss.on("listening", () => {
   process.stdout.write(`listening ${wss.address().port}\n`);
 });
 
 wss.on("connection", (ws) => {
+  ws.isAlive = true;
+  ws.on("pong", () => { ws.isAlive = true; });
   ws.on("message", (data, isBinary) => {
     if (isBinary) return;
     let msg;
@@ -46,6 +60,7 @@ lines.on("line", (line) => {
   }
 });
 lines.on("close", () => {
+  clearInterval(heartbeat);
   for (const ws of wss.clients) ws.terminate();
   wss.close(() => process.exit(0));
 });
