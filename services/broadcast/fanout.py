@@ -18,12 +18,13 @@ race is named by its id, and by its competition when the id alone is not enough
 (:meth:`Hub.locate`, docs/protocol.md "Competitions").
 
 A client that is up to date is *live*: each new frame is encoded to bytes once
-and written to every live connection synchronously (``websockets.broadcast``),
-so one slow client costs the others nothing. A client that is catching up (a
-snapshot, a resume) gets frames through its own bounded queue and sender task
-until it is live. A live client whose unsent bytes pile up past a bound (a slow
-phone) leaves the live set; once its connection drains it gets a fresh snapshot
-instead of the backlog: latest state wins.
+and written to every live connection synchronously, every frame of one read in one
+write per connection (:func:`write_frames`), so one slow client costs the others
+nothing and a reader that is behind catches up with one system call per client. A
+client that is catching up (a snapshot, a resume) gets frames through its own bounded
+queue and sender task until it is live. A live client whose unsent bytes pile up past
+a bound (a slow phone) leaves the live set; once its connection drains it gets a fresh
+snapshot instead of the backlog: latest state wins.
 
 Resume: a client that says (epoch, offset) gets exactly the events after
 ``offset`` when the epoch still matches and the stream still holds them;
