@@ -6,7 +6,7 @@ SPEED  ?= 1
 RACE   ?= beijing2023_w1000a
 CONFIG ?= deploy/venue.example.toml
 
-.PHONY: install demo run test bench lint clean
+.PHONY: install demo run test bench bench-node lint clean
 
 $(BIN)/icetime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The Node.js `ws` server bench/fanout_scale.py compares the fan-out with (the bench
+# runs this itself when bench/node/node_modules is missing, and skips Node without npm).
+bench-node:
+	cd bench/node && npm ci --no-audit --no-fund
 
 # Style and complexity (ruff), types (mypy --strict on icetime and services), dead
 # code (vulture); each reads its settings from pyproject.toml.

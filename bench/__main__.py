@@ -9,7 +9,19 @@ import os
 
 from icetime import logs
 
-from . import chain_jitter, decoder_fuzz, engine, fanout, field, jitter, latency, p3, pack, restart
+from . import (
+    chain_jitter,
+    decoder_fuzz,
+    engine,
+    fanout,
+    fanout_scale,
+    field,
+    jitter,
+    latency,
+    p3,
+    pack,
+    restart,
+)
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
 logs.configure("bench")
@@ -23,3 +35,4 @@ field.main()
 chain_jitter.main()
 restart.main(["--inputs", "1000000"])
 fanout.main()
+fanout_scale.main([])

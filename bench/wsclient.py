@@ -37,6 +37,7 @@ class RawClient(asyncio.Protocol):
         self.send_frame(0x1, text.encode())
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
+        """One masked client frame (a payload under 64 KB)."""
         mask = os.urandom(4)
         header = bytes([0x80 | opcode, 0x80 | len(payload)]) if len(payload) < 126 else \
             bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", len(payload))
@@ -55,7 +56,8 @@ class RawClient(asyncio.Protocol):
                 self.frames.append((got, payload))
                 if not self.ready.is_set() and payload.startswith(b'{"type":"snapshot"'):
                     self.ready.set()
-            elif opcode == 0x9:  # a ping: the server closes a client that never answers
+            elif opcode == 0x9:
+                # The server's keepalive: a client that never answers is closed.
                 self.send_frame(0xA, payload)
 
     def _handshake(self) -> bool:

@@ -193,6 +193,29 @@ async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis
         await st.close()
 
 
+async def test_a_burst_reaches_a_live_client_whole_and_in_stream_order(stack, redis_client):
+    """Events that land in the race's stream at once (one transaction, as a busy node
+    finds them) are read together and written to a live client in one go: each arrives
+    once, in the stream's order, after the client's snapshot."""
+    await load_startlist(stack)
+    await replay(FIXTURE, stack.settings, speed=SPEED, announce=False)
+    stream = keys.events_stream(MAIN, RACE)
+    async with websockets.connect(stack.ws_url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": 2}))
+        snapshot = json.loads(await ws.recv())
+        assert snapshot["type"] == "snapshot"
+        await asyncio.sleep(0.3)  # on the live path by now (if not, queued: the same frames)
+        (_, last), = await redis_client.xrevrange(stream, "+", "-", count=1)
+        async with redis_client.pipeline(transaction=True) as tx:
+            for _ in range(5):
+                tx.xadd(stream, last)  # a copy of the last event, scoring's shape
+            added = [bus.text(sid) for sid in await tx.execute()]
+        async with asyncio.timeout(20):
+            got = [json.loads(await ws.recv()) for _ in added]
+    assert [(m["type"], m["offset"]) for m in got] == [("event", sid) for sid in added]
+    assert [m["event"] for m in got] == [json.loads(last[b"e"])] * 5
+
+
 async def test_photo_finish_time_arrives_after_the_transponder_as_a_revision(stack):
     """The transponder finish shows first; the photo finish, seconds later, revises it."""
     doc = copy.deepcopy(FIXTURE)

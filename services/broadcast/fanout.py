@@ -18,12 +18,13 @@ race is named by its id, and by its competition when the id alone is not enough
 (:meth:`Hub.locate`, docs/protocol.md "Competitions").
 
 A client that is up to date is *live*: each new frame is encoded to bytes once
-and written to every live connection synchronously (``websockets.broadcast``),
-so one slow client costs the others nothing. A client that is catching up (a
-snapshot, a resume) gets frames through its own bounded queue and sender task
-until it is live. A live client whose unsent bytes pile up past a bound (a slow
-phone) leaves the live set; once its connection drains it gets a fresh snapshot
-instead of the backlog: latest state wins.
+and written to every live connection synchronously, every frame of one read in one
+write per connection (:func:`write_frames`), so one slow client costs the others
+nothing and a reader that is behind catches up with one system call per client. A
+client that is catching up (a snapshot, a resume) gets frames through its own bounded
+queue and sender task until it is live. A live client whose unsent bytes pile up past
+a bound (a slow phone) leaves the live set; once its connection drains it gets a fresh
+snapshot instead of the backlog: latest state wins.
 
 Resume: a client that says (epoch, offset) gets exactly the events after
 ``offset`` when the epoch still matches and the stream still holds them;
@@ -90,28 +91,43 @@ Observer = Callable[[str, int], None]
 
 
 def write_all(connections: list[Any], payload: bytes) -> None:
-    """Send one text message to many connections, serialising the frame once.
+    """Send one text message to many connections, serialising the frame once
+    (:func:`write_frames` with one payload)."""
+    write_frames(connections, [payload])
+
+
+def write_frames(connections: list[Any], payloads: list[bytes]) -> None:
+    """Send text messages, in order, to many connections, serialising each frame once
+    and writing them to each connection in ONE call.
 
     A server's text frame is unmasked, and with no extensions negotiated (the
     server runs with compression off) it is the same bytes for every client, so
-    the frame is built once and written to each open connection's transport.
-    Anything else goes through ``websockets.broadcast``, which frames per
-    connection; a subscriber inside the node (no ``protocol``, a ``take`` method, such
-    as the RMonitor feed) gets the payload itself. A frame is written whole in one
-    call, so it cannot interleave with the library's own frames (pings, close).
+    the frames are built once and written to each open connection's transport: one
+    system call per client however many frames (the kernel's work per call, not the
+    bytes, is most of a fan-out's cost). Anything else goes through
+    ``websockets.broadcast``, which frames per connection; a subscriber inside the
+    node (no ``protocol``, a ``take`` method, such as the RMonitor feed) gets the
+    payloads themselves. The frames are written whole in one call, so they cannot
+    interleave with the library's own frames (pings, close).
     """
-    wire = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    wire = b"".join(Frame(Opcode.TEXT, p).serialize(mask=False, extensions=[])
+                    for p in payloads)
     others = []
+    open_ = State.OPEN
     for ws in connections:
         protocol = getattr(ws, "protocol", None)
-        if protocol is None and hasattr(ws, "take"):
-            ws.take(payload)  # a subscriber inside this node (the RMonitor feed)
-        elif protocol is None or protocol.extensions or ws.send_in_progress is not None:
+        if protocol is None or protocol.extensions or ws.send_in_progress is not None:
             others.append(ws)
-        elif protocol.state is State.OPEN:
+        elif protocol.state is open_:
             ws.transport.write(wire)
-    if others:
-        broadcast(others, payload, text=True)
+    takers = [ws for ws in others if getattr(ws, "protocol", None) is None
+              and hasattr(ws, "take")]  # subscribers inside this node (the RMonitor feed)
+    rest = [ws for ws in others if ws not in takers]
+    for payload in payloads:
+        for ws in takers:
+            ws.take(payload)
+        if rest:
+            broadcast(rest, payload, text=True)
 
 
 def event_frame(race: str, epoch: str, sid: str, event_json: str,
@@ -441,44 +457,58 @@ class RaceFeed:
                 sub.resync()
 
     def deliver(self, entries: list[tuple[str, bus.Fields | None]]) -> None:
-        """Fan out stream entries read after ``position``, in order."""
+        """Fan out stream entries read after ``position``, in order: all of them at
+        once (:meth:`fan_out`), so a reader that is behind catches up in one write
+        per client."""
+        batch: list[tuple[tuple[int, int], str]] = []
+        position = bus.parse_id(self.position)
         for sid, fields in entries:
-            if bus.parse_id(sid) <= bus.parse_id(self.position):
+            sid_t = bus.parse_id(sid)
+            if sid_t <= position:
                 continue
             text, at = event_json(fields), now_us()
             if self.observe is not None:
                 self.observe(text, at)
-            self.fan_out(sid, event_frame(self.race, self.epoch, sid, text, at))
-            self.position = sid
+            batch.append((sid_t, event_frame(self.race, self.epoch, sid, text, at)))
+            self.position, position = sid, sid_t
+        if batch:
+            self.fan_out(batch)
 
-    def fan_out(self, sid: str, frame: str) -> None:
-        """Write a frame to every live client at once; queue it for the others.
+    def fan_out(self, batch: list[tuple[tuple[int, int], str]]) -> None:
+        """Write frames ((stream id, protocol-2 frame), in order) to every live client
+        at once; queue them for the others.
 
-        Each protocol version's frame is encoded once, the protocol-1 one only when a
-        protocol-1 client is there to take it."""
-        self.counters.frames += 1
-        sid_t = bus.parse_id(sid)
-        frames = {LATEST: frame}
+        Each protocol version's frames are encoded once, the protocol-1 ones only when a
+        protocol-1 client is there to take them (from the race's one legacy fold). A live
+        client gets the frames after its ``last`` (all of them, unless its catch-up already
+        read some) in one write."""
+        self.counters.frames += len(batch)
+        frames: dict[int, list[str]] = {LATEST: [f for _, f in batch]}
         if self.legacy is not None:
             # Folded at every event while it is kept: it stays at this feed's position.
-            frames[1] = self.legacy.frame(sid_t, frame)
-            self.counters.frames_v1 += 1
-        live: dict[int, list[Subscription]] = {}
+            frames[1] = [self.legacy.frame(sid_t, f) for sid_t, f in batch]
+            self.counters.frames_v1 += len(batch)
+        # (protocol, index of the first frame due) -> the live clients it fits
+        live: dict[tuple[int, int], list[Subscription]] = {}
+        first, last = batch[0][0], batch[-1][0]
         for sub in self.subs:
-            text = frames.get(sub.protocol)
-            if text is None:
+            texts = frames.get(sub.protocol)
+            if texts is None:
                 sub.resync()  # protocol 1 while the race's fold is made again (a new epoch)
                 continue
             if not sub.live:
-                sub.offer(sid_t, text)
-            elif sid_t > sub.last:
+                for (sid_t, _), text in zip(batch, texts, strict=True):
+                    sub.offer(sid_t, text)
+            elif last > sub.last:
                 if sub.buffered() > sub.buffer_max:
                     sub.fall_behind()
-                else:
-                    live.setdefault(sub.protocol, []).append(sub)
-                    sub.last = sid_t
-        for protocol, subs in live.items():
-            write_all([s.ws for s in subs], frames[protocol].encode())
+                    continue
+                start = 0 if first > sub.last else next(
+                    i for i, (sid_t, _) in enumerate(batch) if sid_t > sub.last)
+                live.setdefault((sub.protocol, start), []).append(sub)
+                sub.last = last
+        for (protocol, start), subs in live.items():
+            write_frames([s.ws for s in subs], [t.encode() for t in frames[protocol][start:]])
 
 
 class ScoringProgress:

@@ -1,0 +1,445 @@
+"""10,000 WebSocket clients on one broadcast node, next to a Node.js ``ws`` server.
+
+icetime runs as ``icetime run`` starts it (embedded redis-server, ingest, scoring,
+broadcast). A race is fed through the TCP feed at a steady passing rate, each passing
+stamped with ``sent_us``. The clients live in several client processes of this module
+(``--procs``), each stamping every chunk of bytes on arrival and decoding after the run,
+then reporting the passing -> client latencies (clocks: this machine's) and frames.
+
+Then the same client processes follow a Node.js ``ws`` server (bench/node/server.mjs)
+that is fed the frames icetime sent, recorded by one more client, at the times they
+arrived, with each frame's ``source_us`` stamped when the frame is handed to Node. For
+each server: p50/p99/max latency, frames delivered, the server process's CPU time
+(/proc/<pid>/stat, user + system, from the first passing until a recorder client has
+the last one, and 2 s more) per delivered frame, and the ratio icetime / Node.
+
+The number of open files is raised to the hard limit (each client holds a socket in a
+client process and one in the server); the number of clients is capped to fit and the cap
+is printed. ``npm ci`` installs ``ws`` into bench/node/node_modules when it is missing; if
+that or ``node`` is not there, the Node half is skipped with the reason.
+
+Run alone: ``python -m bench.fanout_scale --clients 10000 [--procs 4] [--rate 5]``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from icetime import settings
+from icetime.cli import Supervisor
+from icetime.feedclient import FeedClient
+from icetime.service import run_loop
+from icetime.timefmt import now_us
+
+from . import latency
+from .wsclient import RawClient, open_client
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / "bench" / "node"
+#: File descriptors kept free beyond one per client: Redis, listeners, pipes, logs.
+FD_SPARE = 256
+#: Clients a client process connects at once (the listener's accept queue is short).
+CONNECT_BATCH = 25
+READY_TIMEOUT_S = 300.0
+#: After the last frame, how long clients may take to get it (and the CPU window runs on).
+DRAIN_S = 2.0
+#: How long the recorder may take to get an event for every passing, s.
+DRAIN_WAIT_S = 60.0
+SOURCE_US = re.compile(r'"source_us":\d+')
+
+
+# ---------------------------------------------------------------- client processes
+class Hops(msgspec.Struct):
+    source_us: int | None = None  # none on events no passing caused (a gun)
+
+
+class Event(msgspec.Struct):
+    type: str
+    hops: Hops | None = None
+
+
+class Frame(msgspec.Struct):
+    type: str
+    event: Event | None = None
+
+
+FRAME = msgspec.json.Decoder(Frame)
+
+
+class ScaleClient(RawClient):
+    """A RawClient (frames split and stamped on arrival, pings answered) whose frames
+    are decoded after the run (:meth:`results`)."""
+
+    def results(self) -> tuple[int, list[int]]:
+        """(event frames received, passing -> receipt µs of each passage and finish)."""
+        lat = []
+        count = 0
+        for got, payload in self.frames:
+            msg = FRAME.decode(payload)
+            if msg.type != "event" or msg.event is None:
+                continue
+            count += 1
+            hops = msg.event.hops
+            if msg.event.type in ("passage", "finish") and hops and hops.source_us:
+                lat.append(got - hops.source_us)
+        return count, lat
+
+
+async def connect_all(port: int, race: str, n: int) -> list[ScaleClient]:
+    """``n`` clients subscribed to ``race``, CONNECT_BATCH at a time; each has had its
+    snapshot (or READY_TIMEOUT_S passed)."""
+    loop = asyncio.get_running_loop()
+    sub = {"op": "subscribe", "race": race, "protocol": 2}
+    clients: list[ScaleClient] = []
+    for start in range(0, n, CONNECT_BATCH):
+        batch = await asyncio.gather(*(
+            loop.create_connection(lambda: ScaleClient(sub), "127.0.0.1", port)
+            for _ in range(min(CONNECT_BATCH, n - start))))
+        clients += [proto for _, proto in batch]
+        await asyncio.sleep(0.01)
+    pending = [asyncio.ensure_future(c.ready.wait()) for c in clients]
+    await asyncio.wait(pending, timeout=READY_TIMEOUT_S)
+    for p in pending:
+        p.cancel()
+    return clients
+
+
+async def worker(n: int) -> None:
+    """A client process: commands on stdin, one a line, answers on stdout.
+
+    ``connect <port> <race>``: open ``n`` clients; answers ``ready <k>`` (k had a
+    snapshot). ``stop <file>``: close them, save the latencies (µs, int64) to ``file``
+    (numpy), answer ``done <event frames received>``. EOF ends the process."""
+    clients: list[ScaleClient] = []
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        cmd, *args = line.split()
+        if cmd == "connect":
+            clients = await connect_all(int(args[0]), args[1], n)
+            print("ready", sum(c.ready.is_set() for c in clients), flush=True)
+        elif cmd == "stop":
+            for c in clients:
+                c.close()
+            count, lat = 0, []
+            for c in clients:
+                k, more = c.results()
+                count += k
+                lat += more
+            np.save(args[0], np.asarray(lat, dtype=np.int64))
+            clients = []
+            print("done", count, flush=True)
+
+
+# ---------------------------------------------------------------- the bench
+def raise_open_files(want: int) -> int:
+    """Raise this process's open-files limit (inherited by what it starts) towards
+    ``want``, as far as the hard limit allows. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new = want if hard == resource.RLIM_INFINITY else min(hard, want)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    return soft
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, seconds (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    name: str
+    clients: int
+    frames: int
+    expected: int
+    cpu_s: float
+    load: float
+    lat: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def cpu_per_frame_us(self) -> float:
+        return self.cpu_s * 1e6 / max(1, self.frames)
+
+    def line(self) -> str:
+        lat = np.sort(self.lat) / 1000 if len(self.lat) else np.zeros(1)
+        return (f"{self.name:<10} {self.clients:>7} {self.frames:>10}/{self.expected:<10} "
+                f"{np.percentile(lat, 50):7.1f} {np.percentile(lat, 99):7.1f} "
+                f"{lat.max():7.1f} {self.cpu_per_frame_us():9.2f}   {self.load:5.2f}")
+
+
+class Workers:
+    """The client processes and their stdin/stdout."""
+
+    def __init__(self, n: int, procs: int) -> None:
+        self.shares = [n // procs + (i < n % procs) for i in range(procs)]
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for share in self.shares:
+            self.procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.fanout_scale", "--worker", str(share),
+                cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE))
+
+    async def ask(self, command: str | list[str]) -> list[list[str]]:
+        """Send a command (one each, or the same to all); their answers, split."""
+        commands = [command] * len(self.procs) if isinstance(command, str) else command
+        for p, c in zip(self.procs, commands, strict=True):
+            assert p.stdin
+            p.stdin.write(c.encode() + b"\n")
+            await p.stdin.drain()
+
+        async def answer(p: asyncio.subprocess.Process) -> list[str]:
+            assert p.stdout
+            line = await p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"client process {p.pid} ended (exit {await p.wait()})")
+            return line.decode().split()
+
+        return list(await asyncio.gather(*(answer(p) for p in self.procs)))
+
+    async def connect(self, port: int, race: str) -> int:
+        return sum(int(a[1]) for a in await self.ask(f"connect {port} {race}"))
+
+    async def stop(self, tmp: Path) -> tuple[int, np.ndarray]:
+        files = [tmp / f"lat{i}.npy" for i in range(len(self.procs))]
+        answers = await self.ask([f"stop {f}" for f in files])
+        lat = np.concatenate([np.load(f) for f in files])
+        return sum(int(a[1]) for a in answers), lat
+
+    async def close(self) -> None:
+        for p in self.procs:
+            if p.stdin:
+                p.stdin.close()
+        for p in self.procs:
+            await p.wait()
+
+
+async def feed(cfg: settings.Settings, race: str, passings: int, rate: float) -> None:
+    """Guns and ``passings`` passings of ``latency.startlist(race)`` over the TCP feed at
+    ``rate`` a second, each stamped with ``sent_us``."""
+    gun = FeedClient(cfg.host, cfg.ingest_tcp_port, latency.TOKENS["gun"])
+    loop = FeedClient(cfg.host, cfg.ingest_tcp_port, latency.TOKENS["finish-loop"])
+    base, seq, sent = now_us(), 0, 0
+    start = time.monotonic()
+    try:
+        for pair in range(1, latency.PAIRS + 1):
+            zero = base + pair * 10**9
+            seq += 1
+            await gun.send({"type": "gun", "seq": seq, "race": race, "pair": pair, "t": zero})
+            for k in range(latency.PASSAGES):
+                for lane in (0, 1):
+                    if sent >= passings:
+                        return
+                    seq += 1
+                    t = zero + (k + 1) * 30_000_000 + lane * 150_000
+                    await loop.send({"type": "passing", "seq": seq, "t": t,
+                                     "transponder": f"{race}-T{2 * (pair - 1) + lane}",
+                                     "sent_us": now_us()})
+                    sent += 1
+                    # Paced against the start, so a slow send does not slow the rate.
+                    await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    finally:
+        await gun.close()
+        await loop.close()
+
+
+async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
+                       ) -> tuple[Result, RawClient]:
+    """The real system's run; the result, and the recorder client (its frames)."""
+    path = latency.config(tmp)
+    sup = Supervisor(path, settings.load(path))
+    await asyncio.to_thread(sup.start)
+    cfg = sup.cfg
+    race = "scale"
+    try:
+        await asyncio.to_thread(sup.load_startlist, latency.startlist(race))
+        recorder = await open_client(cfg.host, cfg.broadcast_ws_port,
+                                     {"op": "subscribe", "race": race, "protocol": 2})
+        await asyncio.wait_for(recorder.ready.wait(), 30)
+        ready = await workers.connect(cfg.broadcast_ws_port, race)
+        pid = sup.procs["broadcast"].pid
+        cpu0 = cpu_s(pid)
+        spy = await start_py_spy(args.py_spy, pid)
+        await feed(cfg, race, args.passings, args.rate)
+        await drained(recorder, args.passings)
+        used = cpu_s(pid) - cpu0
+        await stop_py_spy(spy, args.py_spy)
+        load = os.getloadavg()[0]
+        recorder.close()
+        frames, lat = await workers.stop(tmp)
+        events = sum(1 for _, p in recorder.frames if p.startswith(b'{"type":"event"'))
+        return Result("icetime", ready, frames, events * ready, used, load, lat), recorder
+    finally:
+        await asyncio.to_thread(sup.stop)
+
+
+def passing_events(client: RawClient) -> int:
+    return sum(1 for _, p in client.frames
+               if p.startswith(b'{"type":"event"') and b'"source_us":null' not in p)
+
+
+async def drained(recorder: RawClient, passings: int) -> None:
+    """Wait until the recorder has an event for each of ``passings`` passings (at most
+    DRAIN_WAIT_S), then DRAIN_S for the other clients."""
+    deadline = time.monotonic() + DRAIN_WAIT_S
+    while passing_events(recorder) < passings and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(DRAIN_S)
+
+
+async def start_py_spy(out: str | None, pid: int) -> asyncio.subprocess.Process | None:
+    """py-spy recording ``pid`` (collapsed stacks into ``out``), when asked for."""
+    if out is None:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return await asyncio.create_subprocess_exec(
+        exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+        "--output", out, stdout=asyncio.subprocess.DEVNULL)
+
+
+async def stop_py_spy(spy: asyncio.subprocess.Process | None, out: str | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()
+        print(f"py-spy: the broadcast node's stacks during the feed in {out}")
+
+
+def node_missing() -> str | None:
+    """Why the Node half cannot run (no node, ``npm ci`` failed), or None."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None:
+        return "no `node` on PATH"
+    if (NODE_DIR / "node_modules" / "ws").is_dir():
+        return None
+    if npm is None:
+        return "bench/node/node_modules is missing and there is no `npm` to install it"
+    try:
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                              capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        return "`npm ci` in bench/node took over 180 s (offline?)"
+    if done.returncode != 0:
+        return f"`npm ci` in bench/node failed: {done.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def source_times(recorder: RawClient) -> list[tuple[int, str]]:
+    """The recorded event frames, each with the time its passing was sent (µs); an event
+    no passing caused (a gun) goes with the one before it."""
+    out: list[tuple[int, str]] = []
+    for got, payload in recorder.frames:
+        if not payload.startswith(b'{"type":"event"'):
+            continue
+        msg = FRAME.decode(payload)
+        hops = msg.event.hops if msg.event else None
+        at = hops.source_us if hops and hops.source_us else (out[-1][0] if out else got)
+        out.append((at, payload.decode()))
+    return out
+
+
+async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
+    """The same clients on the Node ``ws`` server, fed the recorded frames at the pace
+    their passings were sent."""
+    node = await asyncio.create_subprocess_exec(
+        "node", str(NODE_DIR / "server.mjs"), cwd=NODE_DIR,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert node.stdin and node.stdout
+    try:
+        port = int((await node.stdout.readline()).split()[1])
+        snapshot = next(p for _, p in recorder.frames if p.startswith(b'{"type":"snapshot"'))
+        node.stdin.write(b"S " + snapshot + b"\n")
+        events = source_times(recorder)
+        # Its own recorder, as on icetime: the end of the feed is when it has every passing.
+        watch = await open_client("127.0.0.1", port, {"op": "subscribe", "race": "scale"})
+        await asyncio.wait_for(watch.ready.wait(), 30)
+        ready = await workers.connect(port, "scale")
+        cpu0 = cpu_s(node.pid)
+        start, first = time.monotonic(), events[0][0]
+        for at, text in events:
+            await asyncio.sleep(max(0.0, start + (at - first) / 1e6 - time.monotonic()))
+            frame = SOURCE_US.sub(f'"source_us":{now_us()}', text)
+            node.stdin.write(b"F " + frame.encode() + b"\n")
+            await node.stdin.drain()
+        await drained(watch, passing_events(recorder))
+        used = cpu_s(node.pid) - cpu0
+        watch.close()
+        load = os.getloadavg()[0]
+        frames, lat = await workers.stop(tmp)
+        return Result("node ws", ready, frames, len(events) * ready, used, load, lat)
+    finally:
+        node.stdin.close()
+        try:
+            await asyncio.wait_for(node.wait(), 10)
+        except TimeoutError:
+            node.kill()
+            await node.wait()
+
+
+async def amain(args: argparse.Namespace) -> None:
+    limit = raise_open_files(args.clients + FD_SPARE)
+    n = min(args.clients, limit - FD_SPARE)
+    print(f"\n== fan-out at scale: {n:,} WebSocket clients in {args.procs} client processes, "
+          f"{args.passings} passings at {args.rate:g}/s; icetime and a Node `ws` server ==")
+    print(f"open files: limit {limit}" + (
+        f" (hard limit): {args.clients:,} clients capped to {n:,}" if n < args.clients
+        else ""))
+    workers = Workers(n, args.procs)
+    await workers.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"{'server':<10} {'clients':>7} {'frames delivered/expected':>21} "
+                  f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU µs/frame':>12} "
+                  f"{'load1':>6}", flush=True)
+            ice, recorder = await icetime_half(args, workers, Path(tmp))
+            print(ice.line(), flush=True)
+            why = await asyncio.to_thread(node_missing)
+            if why:
+                print(f"node ws    skipped: {why}")
+                return
+            node = await node_half(workers, recorder, Path(tmp))
+            print(node.line())
+            print(f"CPU per delivered frame, icetime / Node ws: "
+                  f"{ice.cpu_per_frame_us() / node.cpu_per_frame_us():.2f}x "
+                  f"(broadcast node {ice.cpu_s:.2f} s, node {node.cpu_s:.2f} s)", flush=True)
+    finally:
+        await workers.close()
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.fanout_scale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=10_000)
+    p.add_argument("--procs", type=int, default=4, help="client processes")
+    p.add_argument("--rate", type=float, default=5.0, help="passings a second")
+    p.add_argument("--passings", type=int, default=latency.PAIRS * latency.PASSAGES * 2)
+    p.add_argument("--py-spy", metavar="FILE",
+                   help="record the broadcast node with py-spy (collapsed stacks) into FILE")
+    p.add_argument("--worker", type=int, metavar="N", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.worker is not None:
+        run_loop(worker(args.worker))
+    else:
+        os.environ.setdefault("ICETIME_LOG", "WARNING")  # the services: figures only
+        run_loop(amain(args))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
