@@ -275,6 +275,14 @@ async def linked(st, connects: int) -> None:
             await asyncio.sleep(0.05)
 
 
+async def decoder_health(st) -> dict:
+    """The finish decoder's entry in ingest's /api/stats (link, counters, sessions)."""
+    url = f"http://127.0.0.1:{st.settings.ingest_http_port}/api/stats"
+    async with aiohttp.ClientSession() as s, s.get(
+            url, headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as resp:
+        return (await resp.json())["decoders"]["finish-p3"]
+
+
 async def test_a_decoder_power_cycled_loses_no_passing_and_drops_none(redis_server, tmp_path):
     """The finish decoder reboots twice and numbers its passings from 1 each time: after
     pair 3 (between pairs), and during pair 10 (its first reads are made while the link
@@ -309,14 +317,22 @@ async def test_a_decoder_power_cycled_loses_no_passing_and_drops_none(redis_serv
 
         await replay(doc, st.settings, speed=100.0, announce=False, decoder=sim, hold=hold)
         r = bus.connect(redis_server.url)
+        stored: list[dict] = []
         try:
-            async with asyncio.timeout(20):
-                while len(stored := [x for x in (bus.unpack_input(f[b"d"]) for _, f in
-                                                 await r.xrange(keys.raw_stream(MAIN)))
-                                     if x["source"] == "finish-p3"]) < len(reads):
-                    await asyncio.sleep(0.1)
+            for _ in range(400):  # 20 s
+                stored = [x for x in (bus.unpack_input(f[b"d"]) for _, f in
+                                      await r.xrange(keys.raw_stream(MAIN)))
+                          if x["source"] == "finish-p3"]
+                if len(stored) >= len(reads):
+                    break
+                await asyncio.sleep(0.05)
         finally:
             await r.aclose()
+        got = {(x["transponder"], x["t"]) for x in stored}
+        missing = [(i, read) for i, read in enumerate(reads) if read not in got]
+        assert not missing, (f"{len(missing)} of {len(reads)} passings never stored "
+                             f"(index in the script, read): {missing}; "
+                             f"decoder: {await decoder_health(st)}")
         assert sorted((x["transponder"], x["t"]) for x in stored) == sorted(reads)
         keys_ = [(x.get("session"), x["seq"]) for x in stored]
         assert len(set(keys_)) == len(keys_) == 36
