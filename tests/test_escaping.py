@@ -194,6 +194,11 @@ async def expect_fitted(page, testid: str, full: str, short: str) -> None:
         [full, short].includes(el.textContent))""", arg=[testid, full, short], timeout=10_000)
 
 
+#: The first look at a screen waits for its first snapshot: every screen opens at once, so
+#: on a busy machine that can take longer than Playwright's default 5 s (ms).
+FIRST = 20_000
+
+
 async def expect_screen(page, path: str, race: str | None) -> None:
     """The payloads are on screen, as text, where the names belong."""
     from playwright.async_api import expect
@@ -211,10 +216,7 @@ async def expect_screen(page, path: str, race: str | None) -> None:
         return
     if race == LONG:
         if path == "/live":
-            # The first snapshot: every screen opens at once, so on a busy machine it can
-            # take longer than Playwright's default 5 s.
-            await expect(page.get_by_test_id("race-name")).to_have_text(LONG_NAME,
-                                                                        timeout=20_000)
+            await expect(page.get_by_test_id("race-name")).to_have_text(LONG_NAME, timeout=FIRST)
             await expect(page.get_by_test_id("lanes")).to_contain_text(skater, timeout=10_000)
             await expect(page.get_by_test_id("classification")).to_contain_text(
                 evil_name("Kimi Goetz"))
@@ -223,7 +225,7 @@ async def expect_screen(page, path: str, race: str | None) -> None:
                 "(rs) => rs.map((r) => r.dataset.bib)")
             assert evil_bib("5") in bibs, bibs
         elif path == "/monitor":
-            await expect(page.get_by_test_id("monitor-race")).to_have_text(LONG_NAME)
+            await expect(page.get_by_test_id("monitor-race")).to_have_text(LONG_NAME, timeout=FIRST)
             await expect(page.get_by_test_id("grid")).to_contain_text(skater, timeout=10_000)
             await expect(page.get_by_test_id("stories")).to_contain_text(evil_short("Goetz"))
             await expect(page.get_by_test_id("health")).to_contain_text(f"{DECODER} finish",
@@ -235,32 +237,32 @@ async def expect_screen(page, path: str, race: str | None) -> None:
             await page.keyboard.press("p")
             await page.keyboard.press("ArrowDown")
         elif path == "/board":
-            await expect(page.get_by_test_id("board-race")).to_have_text(LONG_NAME)
+            await expect(page.get_by_test_id("board-race")).to_have_text(LONG_NAME, timeout=FIRST)
             await expect_fitted(page, "board-main", skater, evil_short("Takagi"))
             await expect(page.get_by_test_id("board-standings")).to_contain_text(
                 evil_short("Goetz"))
         else:
             await expect(page.get_by_test_id("overlay-third")).to_contain_text(
-                f"{LONG_NAME} · pair 10", timeout=10_000)
+                f"{LONG_NAME} · pair 10", timeout=FIRST)
             await expect_fitted(page, "overlay-rows", skater, evil_short("Takagi"))
         return
     team = evil_name("Canada")
     if path == "/live":
-        await expect(page.get_by_test_id("race-name")).to_have_text(RELAY_NAME, timeout=20_000)
+        await expect(page.get_by_test_id("race-name")).to_have_text(RELAY_NAME, timeout=FIRST)
         await expect(page.get_by_test_id("pack-order")).to_contain_text(team, timeout=10_000)
         await expect(page.get_by_test_id("stories")).to_contain_text(f"({REASON})")
     elif path == "/monitor":
-        await expect(page.get_by_test_id("grid")).to_contain_text(team, timeout=10_000)
+        await expect(page.get_by_test_id("grid")).to_contain_text(team, timeout=FIRST)
         # Under a team: the member on the track (not under Canada: a penalty takes a
         # team's passages out of the race, DOMAIN.md's short-track PEN).
         await expect(page.get_by_test_id("grid")).to_contain_text(
             re.compile(re.escape(evil_short("NED #")).replace("\\#", r"\d")))
         await expect(page.get_by_test_id("stories")).to_contain_text(f"({REASON})")
     elif path == "/board":
-        await expect(page.get_by_test_id("board-race")).to_have_text(RELAY_NAME)
+        await expect(page.get_by_test_id("board-race")).to_have_text(RELAY_NAME, timeout=FIRST)
         await expect(page.get_by_test_id("board-pack")).to_contain_text(team, timeout=10_000)
     else:
-        await expect(page.get_by_test_id("overlay-rows")).to_contain_text(team, timeout=10_000)
+        await expect(page.get_by_test_id("overlay-rows")).to_contain_text(team, timeout=FIRST)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: install Debian's `chromium`")
