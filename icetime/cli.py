@@ -565,7 +565,7 @@ def with_running_ports(cfg: settings_mod.Settings, config: str) -> settings_mod.
     if not cfg.ingest_tcp_port:
         raise settings_mod.ConfigError(
             f"{config}: ingest.tcp_port is 0 and no running icetime reported the port it "
-            "bound (start it first with `icetime run` on this configuration)")
+            "bound (start it first with icetime run on this configuration)")
     return cfg
 
 

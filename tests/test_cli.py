@@ -456,7 +456,7 @@ def test_a_replay_with_port_0_and_no_icetime_running_is_one_line_and_exit_2(tmp_
     assert done.returncode == 2, done
     [line] = done.stderr.splitlines()
     assert line == (f"icetime: {config}: ingest.tcp_port is 0 and no running icetime "
-                    "reported the port it bound (start it first with `icetime run` on "
+                    "reported the port it bound (start it first with icetime run on "
                     "this configuration)"), line
 
 
