@@ -401,3 +401,19 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             await browser.close()
     finally:
         await st.close()
+
+
+async def test_both_nodes_serve_the_favicon_at_the_root(stack):
+    """Browsers ask for /favicon.ico on their own: no page (the desk included) may log a
+    404 for it. Both nodes answer /favicon.svg and /favicon.ico with web/favicon.svg."""
+    icon = (Path(__file__).parents[1] / "web" / "favicon.svg").read_bytes()
+    nodes = (stack.settings.broadcast_http_port, stack.settings.ingest_http_port)
+    async with aiohttp.ClientSession() as s:
+        for port in nodes:
+            for path in ("/favicon.svg", "/favicon.ico", "/static/favicon.svg"):
+                async with s.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    assert resp.status == 200, (port, path)
+                    assert resp.content_type == "image/svg+xml", (port, path)
+                    assert await resp.read() == icon
+    desk = (Path(__file__).parents[1] / "web" / "desk.html").read_text()
+    assert '<link rel="icon" href="/static/favicon.svg"' in desk

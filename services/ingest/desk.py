@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from icetime import bus, keys, snapshot
+from icetime.service import favicon
 from icetime.settings import DESK_ROLES, Source
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ class Desk:
                         web.get("/api/desk/race", self.race),
                         web.get("/api/desk/reads", self.reads),
                         web.get("/api/desk/audit", self.audit),
+                        web.get("/favicon.svg", favicon),
+                        web.get("/favicon.ico", favicon),
                         web.static("/static", WEB_DIR, append_version=False)])
 
     def auth(self, request: web.Request) -> Source:
