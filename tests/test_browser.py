@@ -182,6 +182,7 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
             # Goetz in pair 3: the lanes' clock runs, then her finish.
             await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 3",
                                                                          timeout=10_000)
+            await expect(page.get_by_test_id("ice-state")).to_have_text("On the ice")
             await expect_running(page.get_by_test_id("clock-I"))
             goetz.release()
             await expect(page.get_by_test_id("final-5")).to_have_text("1:14.45",
@@ -241,6 +242,9 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
             await expect(late.get_by_test_id("lbl-20-600")).to_have_text("+0.14",
                                                                          timeout=10_000)
             await feed
+            # The last pair has finished: nobody is on the ice (as the desk says).
+            await expect(page.get_by_test_id("ice-state")).to_have_text("Nobody on the ice")
+            await expect(page.get_by_test_id("pair-label")).to_have_text("· last pair 10")
 
             rows = page.get_by_test_id("classification").locator("tbody tr")
             await expect(rows).to_have_count(6)
