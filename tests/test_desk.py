@@ -185,7 +185,9 @@ async def test_the_chief_referees_afternoon(redis_server):
         reads = [(T0 + parse_time(t), transponders[bib])
                  for bib, ts in times.items() for t in ts]
         reads.remove((T0 + parse_time("1:16.412"), transponders["1"]))  # the missed read
-        reads.append((T0 + parse_time("18.260"), transponders["2"]))  # the other ankle
+        # The other ankle: Han Mei's second chip, 20 ms after her first at 200 m.
+        ankles = {s["bib"]: s["transponders"][1] for s in FIXTURE["startlist"]["skaters"]}
+        reads.append((T0 + parse_time("18.240"), ankles["2"]))
         reads.append((T0 + parse_time("30.000"), "9999999"))  # a chip nobody wears
         await send_reads(st, reads, 1)
         async with async_playwright() as p:
@@ -207,7 +209,8 @@ async def test_the_chief_referees_afternoon(redis_server):
             stray = reads_rows.filter(has_text="9999999")
             await expect(stray.locator("[data-flag]")).to_have_text("unknown")
             await expect(stray).to_contain_text("none")
-            ankle = reads_rows.nth(5)  # newest first: Han Mei's second read at 200 m
+            ankle = reads_rows.nth(5)  # newest first: Han Mei's other chip at 200 m
+            await expect(ankle).to_contain_text(ankles["2"])
             await expect(ankle.locator("[data-flag]")).to_have_text("re-read")
             await expect(reads_rows.nth(6)).to_contain_text("2 Han Mei · 200 m 18.220")
 

@@ -163,9 +163,11 @@ class Desk:
         for (sid, _), ev in zip(got, events, strict=True):
             ev.pop("view", None)  # a revision's view is the view below, or older
             ev["offset"] = sid
+        chips = {bus.text(k): bus.text(v) for k, v in
+                 (await self.r.hgetall(keys.chips(self.competition))).items()}
         return web.json_response({
             "race": race, "epoch": snap.epoch, "offset": snap.offset, "view": snap.view,
-            "events": events, "last": got[-1][0] if got else after})
+            "events": events, "last": got[-1][0] if got else after, "chips": chips})
 
     async def reads(self, request: web.Request) -> web.Response:
         self.auth(request)
