@@ -280,7 +280,7 @@ async def test_the_chief_referees_afternoon(redis_server):
             await expect(audit.nth(1)).to_contain_text("RESTART pair 2 (false start)")
             await expect(audit.nth(4)).to_contain_text("DQ bib 1 (lane change)")
             await expect(audit.nth(4)).to_contain_text("applied · undone")
-            await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 1:16.412")
+            await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 finish 1:16.412")
             await expect(audit.nth(2)).to_contain_text("gun pair 2")
             for row in (0, 1, 3, 4, 5, 6):  # the desk's, sent with the referee's token
                 await expect(audit.nth(row)).to_contain_text("referee")
@@ -294,7 +294,9 @@ async def test_the_chief_referees_afternoon(redis_server):
             assert effects == {("manual_time", "applied"), ("dq", "applied"),
                                ("void", "applied"), ("restart", "applied"),
                                ("official", "applied")}
-            assert any(",finish_time," in line and ",applied," in line for line in csv)
+            assert csv[0].endswith(",transponder,passage")
+            assert any(",finish_time," in line and ",applied,,,finish" in line for line in csv)
+            assert any(",manual_time,1," in line and line.endswith(",finish") for line in csv)
             # The stray chip's read is refused there too, with the reason.
             assert any(",passing," in line and ",refused," in line and "9999999" in line
                        for line in csv)
@@ -420,3 +422,23 @@ async def test_both_nodes_serve_the_favicon_at_the_root(stack):
                     assert await resp.read() == icon
     desk = (Path(__file__).parents[1] / "web" / "desk.html").read_text()
     assert '<link rel="icon" href="/static/favicon.svg"' in desk
+
+
+def test_the_audit_export_names_the_passage_of_a_manual_time():
+    """A manual time for a missed 600 m read says 600 in its CSV row; one without
+    ``m`` is the finish; a decision about no passage leaves the column empty."""
+    import csv as csv_mod
+    import io
+
+    from services.ingest.desk import audit_csv
+
+    entries = [{"input": "1-0", "type": "decision", "verdict": "applied",
+                "input_fields": {"race": RACE, "action": "manual_time", "bib": "2", "m": 600,
+                                 "time_us": 45_700_000}},
+               {"input": "2-0", "type": "decision", "verdict": "applied",
+                "input_fields": {"race": RACE, "action": "manual_time", "bib": "2",
+                                 "time_us": 76_000_000}},
+               {"input": "3-0", "type": "decision", "verdict": "applied",
+                "input_fields": {"race": RACE, "action": "dq", "bib": "2"}}]
+    rows = list(csv_mod.DictReader(io.StringIO(audit_csv(entries))))
+    assert [r["passage"] for r in rows] == ["600", "finish", ""]

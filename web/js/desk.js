@@ -338,6 +338,9 @@ function describe(e) {
   if (f.bib !== undefined) bits.push(`bib ${f.bib}`);
   if (f.pair !== undefined) bits.push(`pair ${f.pair}`);
   if (f.transponder !== undefined && e.type === "decision") bits.push(`chip ${f.transponder}`);
+  // The passage a time is for (a manual time without `m` is the finish).
+  if (f.m !== undefined) bits.push(`${f.m} m`);
+  else if (f.action === "manual_time" || e.type === "finish_time") bits.push("finish");
   if (f.time_us !== undefined) bits.push(fmtTime(f.time_us, 3));
   if (f.target !== undefined) bits.push(`of ${describeTarget(f.target)}`);
   if (f.reason !== undefined) bits.push(`(${f.reason})`);
