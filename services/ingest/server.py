@@ -37,7 +37,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -560,7 +560,7 @@ class Ingest:
                  for t in s.get("transponders") or []} if isinstance(skaters, list) else {}
         if chips:
             with contextlib.suppress(RedisError, OSError):
-                await self.r.hset(keys.chips(self.competition), mapping=chips)
+                await self.r.hset(keys.chips(self.competition), mapping=cast(Any, chips))
 
     async def http_stats(self, request: web.Request) -> web.Response:
         try:
