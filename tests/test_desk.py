@@ -402,8 +402,8 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             async with desk.expect_download() as download:
                 await desk.get_by_test_id("export-csv").click()
             lines = Path(await (await download.value).path()).read_text().splitlines()
-            assert lines[0].endswith(",refused_because,transponder")
-            assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']}")
+            assert lines[0].endswith(",refused_because,transponder,passage")
+            assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']},")
                        for x in lines)
             assert not errors and not errors2, errors + errors2
             await browser.close()
