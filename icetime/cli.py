@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -527,8 +528,50 @@ async def _follow_replay(task: asyncio.Task[Tally], carry_on: Callable[[], Await
         pass
 
 
+def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
+    """The ports the running services reported in the Redis hash ``keys.LISTENING``
+    (settings field -> port, e.g. ``{"ingest_tcp_port": 40124}``), through
+    ``cfg.redis_url`` or the embedded Redis's socket in ``cfg.data_dir``; ``{}`` when
+    that Redis does not answer (icetime is not running)."""
+    url = cfg.redis_url
+    if not url:
+        sock = Path(cfg.data_dir) / "redis.sock"
+        if not sock.exists():
+            return {}
+        url = f"unix://{sock}"
+    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        entries = r.hgetall(keys.LISTENING)
+    except (redis.RedisError, OSError):
+        return {}
+    finally:
+        r.close()
+    ports: dict[str, int] = {}
+    for raw in entries.values():
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            ports.update({str(k): int(v) for k, v in json.loads(raw)["ports"].items()})
+    return ports
+
+
+def with_running_ports(cfg: settings_mod.Settings, config: str) -> settings_mod.Settings:
+    """``cfg`` with each port configured as 0 replaced by the one the running service
+    bound (:func:`running_ports`). ConfigError (one line) when the feed's port is still
+    0: no running icetime reported it, and a client cannot connect to port 0."""
+    zero = {f.name for f in dataclasses.fields(cfg)
+            if f.name.endswith("_port") and getattr(cfg, f.name) == 0}
+    if zero:
+        found = running_ports(cfg)
+        cfg = with_ports(cfg, {k: v for k, v in found.items() if k in zero})
+    if not cfg.ingest_tcp_port:
+        raise settings_mod.ConfigError(
+            f"{config}: ingest.tcp_port is 0 and no running icetime reported the port it "
+            "bound (start it first with icetime run on this configuration)")
+    return cfg
+
+
 def cmd_replay(args: argparse.Namespace) -> None:
-    cfg = settings_mod.load(config_file(args))
+    config = config_file(args)
+    cfg = with_running_ports(settings_mod.load(config), config)
     doc = load_fixture(fixture_path(args.race))
     try:
         tally = asyncio.run(replay(doc, cfg, args.speed, session=args.session))

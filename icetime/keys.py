@@ -118,6 +118,12 @@ def races_set(competition: str) -> str:
     return _base(competition) + "races"
 
 
+def chips(competition: str) -> str:
+    """Hash transponder -> bib of the start lists ingest accepted (the latest list wins):
+    whose chip a read is on the desk, even a chip that never made a passage."""
+    return _base(competition) + "chips"
+
+
 def officials_stream(competition: str) -> str:
     """The officials' stream: scoring's verdict (applied or refused, and why) on every
     input but passings and clock offsets, and on every refused input; the desk's audit log."""

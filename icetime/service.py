@@ -213,6 +213,19 @@ async def _watch_parent(name: str, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
+#: The pages' icon. Browsers also ask for /favicon.ico on their own, so both nodes
+#: serve it at the root too (no 404 in a page's console).
+FAVICON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "web", "favicon.svg")
+
+
+async def favicon(_request: web.Request) -> web.FileResponse:
+    """``GET /favicon.svg`` and ``GET /favicon.ico``: web/favicon.svg (image/svg+xml)."""
+    from aiohttp import web
+
+    return web.FileResponse(FAVICON, headers={"Content-Type": "image/svg+xml"})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """``GET /healthz``: the process is up and serving HTTP."""
     from aiohttp import web  # here: a service without HTTP (scoring) never loads aiohttp

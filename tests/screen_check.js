@@ -11,7 +11,10 @@
 // decided by thousandths must show them); chart labels touching a point, a line, another
 // label, or the chart's edge.
 //   problems: the texts (every language) that say the data or the link is not good.
-([fixed, colours, problems]) => {
+//   whole: a selector of tables whose every cell must be in sight (the desk's reads and
+//     audit): no cell hidden past the edge of a box that scrolls sideways, and no word
+//     broken in the middle across two lines.
+([fixed, colours, problems, whole]) => {
   const out = [];
   const W = innerWidth, H = innerHeight;
   const label = (el) => {
@@ -173,5 +176,33 @@
   for (const [text, values] of shownAs) {
     if (values.size > 1) out.push(`different times shown alike: ${text} is ${[...values].map((v) => (v / 1e6).toFixed(3)).join(" and ")}`);
   }
+  if (whole) wholeCells(whole, out, label, scroller);
   return out;
+
+  // A cell past the visible edge of the box that scrolls it sideways is cut off for
+  // whoever reads the panel (a trial found the desk's Passage and Flags columns so); a
+  // word split over two lines ("appli / ed") is misread. A break at a hyphen is fine.
+  function wholeCells(tables, out, label, scroller) {
+    for (const cell of [...document.querySelectorAll(tables)].flatMap((t) => [...t.querySelectorAll("td, th")])) {
+      if (!cell.getClientRects().length) continue;
+      const r = cell.getBoundingClientRect();
+      for (let p = cell.parentElement; p && p !== document.body; p = p.parentElement) {
+        if (!scroller(getComputedStyle(p))) continue;
+        const box = p.getBoundingClientRect();
+        const right = box.left + p.clientLeft + p.clientWidth;
+        if (r.right > right + 1 || r.left < box.left - 1) out.push(`cell cut at its panel's side (${Math.round(r.left)}..${Math.round(r.right)} in ${Math.round(box.left)}..${Math.round(right)}): ${label(cell)}`);
+        break;
+      }
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        for (const m of n.textContent.matchAll(/[^\s\-\u2013\u2014/·]+/g)) {
+          const range = document.createRange();
+          range.setStart(n, m.index);
+          range.setEnd(n, m.index + m[0].length);
+          const lines = new Set([...range.getClientRects()].filter((q) => q.width > 0).map((q) => Math.round(q.top)));
+          if (lines.size > 1) out.push(`word broken across lines "${m[0]}": ${label(cell)}`);
+        }
+      }
+    }
+  }
 }

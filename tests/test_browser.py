@@ -182,6 +182,7 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
             # Goetz in pair 3: the lanes' clock runs, then her finish.
             await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 3",
                                                                          timeout=10_000)
+            await expect(page.get_by_test_id("ice-state")).to_have_text("On the ice")
             await expect_running(page.get_by_test_id("clock-I"))
             goetz.release()
             await expect(page.get_by_test_id("final-5")).to_have_text("1:14.45",
@@ -241,6 +242,9 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
             await expect(late.get_by_test_id("lbl-20-600")).to_have_text("+0.14",
                                                                          timeout=10_000)
             await feed
+            # The last pair has finished: nobody is on the ice (as the desk says).
+            await expect(page.get_by_test_id("ice-state")).to_have_text("Nobody on the ice")
+            await expect(page.get_by_test_id("pair-label")).to_have_text("· last pair 10")
 
             rows = page.get_by_test_id("classification").locator("tbody tr")
             await expect(rows).to_have_count(6)
@@ -709,3 +713,83 @@ async def test_live_page_says_the_data_is_stale_while_redis_is_away(stack, redis
         await expect(status).to_have_text("live")
         assert not errors, errors
         await browser.close()
+
+
+async def start_broadcast_process(redis_url: str, tmp_path: Path):
+    """A second broadcast node as a process of its own (so it can be SIGSTOPped), on the
+    stack's Redis; returns it and its HTTP port (from ``icetime:listening``)."""
+    import json
+    import subprocess
+    import sys
+
+    import redis.asyncio as aioredis
+
+    from icetime import keys
+
+    from .conftest import write_venue_config
+
+    config = write_venue_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "services.broadcast", "--config", str(config)],
+                            cwd=Path(__file__).parents[1], env={**os.environ,
+                                                                "REDIS_URL": redis_url})
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                raw = await r.hget(keys.LISTENING, "broadcast")
+                entry = json.loads(raw) if raw else {}
+                if entry.get("pid") == proc.pid:
+                    return proc, entry["ports"]["broadcast_http_port"]
+                assert proc.poll() is None, "the broadcast node exited"
+                await asyncio.sleep(0.05)
+    finally:
+        await r.aclose()
+
+
+async def test_pages_say_the_server_is_unreachable_while_the_node_hangs(stack, redis_server,
+                                                                        tmp_path):
+    """A broadcast node that hangs (SIGSTOP: its sockets accept, nothing answers): the
+    fans' page, the monitor and the board find out by their own watchdog and say
+    "Server unreachable: reconnecting…" in red, not "connecting"; live again on SIGCONT."""
+    from playwright.async_api import async_playwright, expect
+
+    await load_startlist(stack)
+    proc, port = await start_broadcast_process(redis_server.url, tmp_path)
+    try:
+        async with async_playwright() as p:
+            browser = await launch(p)
+            base = f"http://127.0.0.1:{port}"
+            opened = await asyncio.gather(
+                open_page(browser, f"{base}/live?race={RACE}", 375, 812, clock=True),
+                open_page(browser, f"{base}/monitor?race={RACE}", clock=True),
+                open_page(browser, f"{base}/board?race={RACE}", clock=True))
+            pages = [page for page, _ in opened]
+            fans, monitor, board = pages
+            for page in (fans, monitor):
+                await expect(page.get_by_test_id("status")).to_have_text("live")
+            await expect(board.get_by_test_id("board-alert")).to_be_hidden()
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                for _ in range(3):  # unanswered heartbeats, then a handshake never answered
+                    await heartbeat(pages)
+                unreachable = "Server unreachable: reconnecting…"
+                for page in (fans, monitor):
+                    status = page.get_by_test_id("status")
+                    await expect(status).to_have_text(unreachable)
+                    await expect(status).to_have_attribute("data-state", "reconnecting")
+                await expect(board.get_by_test_id("board-alert")).to_have_text(unreachable)
+                for _ in range(2):  # still so while it hangs: the watchdog tries again
+                    await heartbeat(pages)
+                await expect(fans.get_by_test_id("status")).to_have_text(unreachable)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            await heartbeat(pages)
+            for page in (fans, monitor):
+                await expect(page.get_by_test_id("status")).to_have_text("live",
+                                                                         timeout=10_000)
+            await expect(board.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
+            assert not any(errors for _, errors in opened), [e for _, e in opened]
+            await browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -440,9 +440,31 @@ def test_unknown_races_and_bad_speeds_are_refused_with_exit_2(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
-    """Nobody listens on the feed (port 0 in the file): the replay retries until SIGTERM."""
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_replay_with_port_0_and_no_icetime_running_is_one_line_and_exit_2(tmp_path):
+    """Port 0 in the file and nothing running to say which port it bound: one line, not a
+    retry to port 0 for ever."""
     config = write_venue_config(tmp_path)
+    done = run_quick(["-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
+                      str(config), "--speed", "1000"])
+    assert done.returncode == 2, done
+    [line] = done.stderr.splitlines()
+    assert line == (f"icetime: {config}: ingest.tcp_port is 0 and no running icetime "
+                    "reported the port it bound (start it first with icetime run on "
+                    "this configuration)"), line
+
+
+def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
+    """Nobody listens on the feed (a free port in the file): the replay retries until
+    SIGTERM."""
+    config = write_venue_config(tmp_path)
+    config.write_text(config.read_text().replace("tcp_port = 0", f"tcp_port = {free_port()}"))
     for sig in (signal.SIGTERM, signal.SIGINT):
         proc = subprocess.Popen(
             [sys.executable, "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
@@ -477,11 +499,9 @@ def test_a_race_replayed_twice_is_new_input_and_the_counts_are_true(tmp_path):
     proc, out = start_run(config)
     try:
         races_of(out.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1])
-        tcp = out.wait_for(r"^  feed TCP +tcp://127\.0\.0\.1:(\d+)$", 5)[1]
-        sources = tmp_path / "sources.toml"  # the venue's file, as the replay sees it
-        sources.write_text(config.read_text().replace("tcp_port = 0", f"tcp_port = {tcp}"))
+        # The venue's own file, ports 0: the replay finds the ones icetime bound.
         replay = ["-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
-                  str(sources), "--speed", "1000"]
+                  str(config), "--speed", "1000"]
         counts = r"sent (\d+) inputs \(session (replay-\d+)\): (\d+) new, (\d+) duplicate, " \
                  r"(\d+) refused$"
         runs = [run_quick(replay), run_quick(replay)]

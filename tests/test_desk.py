@@ -19,6 +19,8 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
 T0 = 1_700_000_000_000_000
 SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
+#: The desk's tables that must show every cell (tests/screen_check.js, ``whole``).
+WHOLE = "[data-testid=reads], [data-testid=audit]"
 #: The board shows the last pair and the standings in turn: long enough for a turn (ms).
 BOARD_TURN_MS = 20_000
 
@@ -185,7 +187,9 @@ async def test_the_chief_referees_afternoon(redis_server):
         reads = [(T0 + parse_time(t), transponders[bib])
                  for bib, ts in times.items() for t in ts]
         reads.remove((T0 + parse_time("1:16.412"), transponders["1"]))  # the missed read
-        reads.append((T0 + parse_time("18.260"), transponders["2"]))  # the other ankle
+        # The other ankle: Han Mei's second chip, 20 ms after her first at 200 m.
+        ankles = {s["bib"]: s["transponders"][1] for s in FIXTURE["startlist"]["skaters"]}
+        reads.append((T0 + parse_time("18.240"), ankles["2"]))
         reads.append((T0 + parse_time("30.000"), "9999999"))  # a chip nobody wears
         await send_reads(st, reads, 1)
         async with async_playwright() as p:
@@ -207,7 +211,8 @@ async def test_the_chief_referees_afternoon(redis_server):
             stray = reads_rows.filter(has_text="9999999")
             await expect(stray.locator("[data-flag]")).to_have_text("unknown")
             await expect(stray).to_contain_text("none")
-            ankle = reads_rows.nth(5)  # newest first: Han Mei's second read at 200 m
+            ankle = reads_rows.nth(5)  # newest first: Han Mei's other chip at 200 m
+            await expect(ankle).to_contain_text(ankles["2"])
             await expect(ankle.locator("[data-flag]")).to_have_text("re-read")
             await expect(reads_rows.nth(6)).to_contain_text("2 Han Mei · 200 m 18.220")
 
@@ -277,7 +282,7 @@ async def test_the_chief_referees_afternoon(redis_server):
             await expect(audit.nth(1)).to_contain_text("RESTART pair 2 (false start)")
             await expect(audit.nth(4)).to_contain_text("DQ bib 1 (lane change)")
             await expect(audit.nth(4)).to_contain_text("applied · undone")
-            await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 1:16.412")
+            await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 finish 1:16.412")
             await expect(audit.nth(2)).to_contain_text("gun pair 2")
             for row in (0, 1, 3, 4, 5, 6):  # the desk's, sent with the referee's token
                 await expect(audit.nth(row)).to_contain_text("referee")
@@ -291,7 +296,9 @@ async def test_the_chief_referees_afternoon(redis_server):
             assert effects == {("manual_time", "applied"), ("dq", "applied"),
                                ("void", "applied"), ("restart", "applied"),
                                ("official", "applied")}
-            assert any(",finish_time," in line and ",applied," in line for line in csv)
+            assert csv[0].endswith(",transponder,passage")
+            assert any(",finish_time," in line and ",applied,,,finish" in line for line in csv)
+            assert any(",manual_time,1," in line and line.endswith(",finish") for line in csv)
             # The stray chip's read is refused there too, with the reason.
             assert any(",passing," in line and ",refused," in line and "9999999" in line
                        for line in csv)
@@ -301,7 +308,8 @@ async def test_the_chief_referees_afternoon(redis_server):
             await desk.keyboard.press("b")
             for width, height in ((1920, 1080), (375, 812)):
                 await desk.set_viewport_size({"width": width, "height": height})
-                problems = await desk.evaluate(SCREEN_CHECK, [False, True])
+                # The reads and the audit: every cell in sight, no word broken.
+                problems = await desk.evaluate(SCREEN_CHECK, [False, True, [], WHOLE])
                 assert problems == [], (width, problems)
                 await expect(desk.get_by_test_id("login")).to_be_hidden()
             assert not errors + errors2 + errors3 + errors4
@@ -394,10 +402,46 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             async with desk.expect_download() as download:
                 await desk.get_by_test_id("export-csv").click()
             lines = Path(await (await download.value).path()).read_text().splitlines()
-            assert lines[0].endswith(",refused_because,transponder")
-            assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']}")
+            assert lines[0].endswith(",refused_because,transponder,passage")
+            assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']},")
                        for x in lines)
             assert not errors and not errors2, errors + errors2
             await browser.close()
     finally:
         await st.close()
+
+
+async def test_both_nodes_serve_the_favicon_at_the_root(stack):
+    """Browsers ask for /favicon.ico on their own: no page (the desk included) may log a
+    404 for it. Both nodes answer /favicon.svg and /favicon.ico with web/favicon.svg."""
+    icon = (Path(__file__).parents[1] / "web" / "favicon.svg").read_bytes()
+    nodes = (stack.settings.broadcast_http_port, stack.settings.ingest_http_port)
+    async with aiohttp.ClientSession() as s:
+        for port in nodes:
+            for path in ("/favicon.svg", "/favicon.ico", "/static/favicon.svg"):
+                async with s.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    assert resp.status == 200, (port, path)
+                    assert resp.content_type == "image/svg+xml", (port, path)
+                    assert await resp.read() == icon
+    desk = (Path(__file__).parents[1] / "web" / "desk.html").read_text()
+    assert '<link rel="icon" href="/static/favicon.svg"' in desk
+
+
+def test_the_audit_export_names_the_passage_of_a_manual_time():
+    """A manual time for a missed 600 m read says 600 in its CSV row; one without
+    ``m`` is the finish; a decision about no passage leaves the column empty."""
+    import csv as csv_mod
+    import io
+
+    from services.ingest.desk import audit_csv
+
+    entries = [{"input": "1-0", "type": "decision", "verdict": "applied",
+                "input_fields": {"race": RACE, "action": "manual_time", "bib": "2", "m": 600,
+                                 "time_us": 45_700_000}},
+               {"input": "2-0", "type": "decision", "verdict": "applied",
+                "input_fields": {"race": RACE, "action": "manual_time", "bib": "2",
+                                 "time_us": 76_000_000}},
+               {"input": "3-0", "type": "decision", "verdict": "applied",
+                "input_fields": {"race": RACE, "action": "dq", "bib": "2"}}]
+    rows = list(csv_mod.DictReader(io.StringIO(audit_csv(entries))))
+    assert [r["passage"] for r in rows] == ["600", "finish", ""]

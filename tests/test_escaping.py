@@ -155,11 +155,10 @@ async def open_checked(context, address: str, size: tuple[int, int]):
     await page.set_viewport_size({"width": size[0], "height": size[1]})
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    # Console errors include every refusal by the policy. (The browser's own request for
-    # /favicon.ico, which the node does not serve, is no page's doing.)
+    # Console errors include every refusal by the policy, and any 404 (the browser's own
+    # request for /favicon.ico included: both nodes serve it).
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text} {m.location}")
-            if m.type in ("error", "warning")
-            and not m.location.get("url", "").endswith("/favicon.ico") else None)
+            if m.type in ("error", "warning") else None)
 
     async def dialog(d):
         problems.append(f"dialog: {d.message}")

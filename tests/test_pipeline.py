@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -317,3 +318,36 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
         assert snap["race"]["official"] is True
     finally:
         await st.close()
+
+
+async def test_health_latency_counts_events_a_client_got_in_its_catch_up(stack):
+    """Events published while no client of the node follows the race are delivered in
+    the next client's catch-up: the node's latency counts them then, each once (a second
+    client catching up the same events adds nothing)."""
+    await load_startlist(stack)
+    first = Follower(stack.ws_url)
+    await first.run(lambda f: f.view is not None)  # then it leaves: nobody follows
+    await replay(FIXTURE, stack.settings, speed=SPEED, announce=False)
+
+    async def health() -> tuple[dict, float]:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{stack.http}/api/health") as resp:
+                latency = (await resp.json())["latency"]
+            async with s.get(f"{stack.http}/metrics") as resp:
+                text = await resp.text()
+        count = re.search(r'^icetime_hop_latency_seconds_count\{hop="source_broadcast"\} (\S+)$',
+                          text, re.M)
+        return latency, float(count[1]) if count else 0.0
+
+    assert (await health())[0]["events"] == 0
+    view, offset, epoch = copy.deepcopy(first.view), first.offset, first.epoch
+    await first.run(lambda f: f.finished(), resume=True)
+    assert first.frames[-len(first.events) - 1]["type"] == "resumed"
+    latency, counted = await health()
+    assert latency["events"] == min(50, len(first.events)) and latency["median_ms"] is not None
+    assert counted == len(first.events) > 50
+    second = Follower(stack.ws_url)
+    second.view, second.offset, second.epoch = view, offset, epoch
+    await second.run(lambda f: f.finished(), resume=True, timeout=10)
+    assert len(second.events) == len(first.events)
+    assert (await health())[1] == counted

@@ -3,7 +3,10 @@ function otherwise stops every page that loads the module, with nothing on scree
 "connecting" (found once after a merge moved `ordinal` from view.js to i18n.js)."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,32 @@ def test_every_imported_name_is_exported(module):
                for group, source in IMPORT.findall(text) for name in group.split(",")
                if name.strip() and name.split(" as ")[0].strip() not in exported(JS / source)]
     assert not missing, f"{module} imports names its sources do not export: {missing}"
+
+
+#: Loads marathon.js in Node (the few browser globals i18n.js reads, stubbed) and prints
+#: the search's answers for the queries in argv[2] over the skaters in argv[3].
+SEARCH_JS = """
+globalThis.localStorage = {getItem() { return null; }, setItem() {}};
+globalThis.location = {search: ""};
+globalThis.navigator = {language: "en"};
+globalThis.document = {documentElement: {}};
+const m = await import(process.argv[1]);
+const view = {skaters: JSON.parse(process.argv[3])};
+console.log(JSON.stringify(JSON.parse(process.argv[2]).map((q) => m.search(view, q))));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js")
+def test_the_marathon_search_finds_a_skater_by_name_club_or_bib_as_its_box_says():
+    text = (JS / "marathon.js").read_text()
+    assert text.count('placeholder="${esc(t("Name, club or bib"))}"') == 2  # fans', monitor
+    skaters = {"7": {"bib": "7", "name": "Sabine Müller", "club": "IJsclub Giethoorn",
+                     "nation": "NED"},
+               "41": {"bib": "41", "name": "Jan de Vries", "club": "Thialf", "nation": "NED"}}
+    queries = ["giethoorn", "ijsclub giet", "thialf", "muller", "41", "de vries 41"]
+    done = subprocess.run(["node", "--input-type=module", "-e", SEARCH_JS,
+                           str(JS / "marathon.js"), json.dumps(queries), json.dumps(skaters)],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(done.stdout) == [["7"], ["7"], ["41"], ["7"], ["41"], ["41"]]
+    for lang in ("en", "de", "nl"):
+        assert "Name, club or bib" in json.loads((JS.parent / "lang" / f"{lang}.json").read_text())

@@ -248,8 +248,10 @@ class Subscription:
             entries = bus.entries(
                 await self.feed.r.xrange(self.feed.stream, start, "+", count=500))
             for sid, fields in entries:
+                text, at = event_json(fields), now_us()
+                self.feed.observed(bus.parse_id(sid), text, at)
                 await self.ws.send(self.encode(event_frame(self.feed.race, self.feed.epoch,
-                                                           sid, event_json(fields))))
+                                                           sid, text, at)))
                 self.last = bus.parse_id(sid)
             if len(entries) < 500:
                 return
@@ -364,9 +366,12 @@ class RaceCounters:
     """What ``/api/health`` counts per race; kept by the hub for every race this node
     has read (real races only, so a bounded set) after its reading ends."""
 
-    __slots__ = ("frames", "frames_v1", "fell_behind")
+    __slots__ = ("frames", "frames_v1", "fell_behind", "observed")
 
     def __init__(self) -> None:
+        #: The last event (stream id) whose latency this node recorded: each event
+        #: counts once, whether it went out live or in a client's catch-up.
+        self.observed = ZERO
         self.frames = 0
         #: Live frames translated for protocol-1 clients (one per event while any follows).
         self.frames_v1 = 0
@@ -467,12 +472,19 @@ class RaceFeed:
             if sid_t <= position:
                 continue
             text, at = event_json(fields), now_us()
-            if self.observe is not None:
-                self.observe(text, at)
+            self.observed(sid_t, text, at)
             batch.append((sid_t, event_frame(self.race, self.epoch, sid, text, at)))
             self.position, position = sid, sid_t
         if batch:
             self.fan_out(batch)
+
+    def observed(self, sid: tuple[int, int], text: str, at: int) -> None:
+        """Record the latency of event ``sid`` (its JSON ``text``, framed at ``at`` µs)
+        unless this node recorded it already: an event published while no client of
+        this node followed the race counts when a client's catch-up sends it."""
+        if self.observe is not None and sid > self.counters.observed:
+            self.counters.observed = sid
+            self.observe(text, at)
 
     def fan_out(self, batch: list[tuple[tuple[int, int], str]]) -> None:
         """Write frames ((stream id, protocol-2 frame), in order) to every live client

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from yarl import URL
 
 from icetime import bus, keys
-from icetime.service import Ready, binding, healthz, listen_port, readiness
+from icetime.service import Ready, binding, favicon, healthz, listen_port, readiness
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -373,6 +373,8 @@ class Broadcast:
             web.get("/metrics", self.prometheus),
             *self.results.routes(),
             web.get("/healthz", healthz),
+            web.get("/favicon.svg", favicon),
+            web.get("/favicon.ico", favicon),
             web.get("/api/ready", readiness(self.r)),
             web.static("/static", WEB_DIR, append_version=False),
         ])

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from icetime import bus, keys, snapshot
+from icetime.service import favicon
 from icetime.settings import DESK_ROLES, Source
 
 if TYPE_CHECKING:
@@ -49,7 +50,10 @@ DESK_RAW_SCAN = 2000
 DESK_READS = 300
 #: The audit's columns in CSV, in order.
 AUDIT_COLUMNS = ("input", "received_utc", "source", "type", "race", "action", "bib", "pair",
-                 "time_us", "target", "reason", "verdict", "refused_because", "transponder")
+                 "time_us", "target", "reason", "verdict", "refused_because", "transponder",
+                 "passage")
+#: Official inputs that are always about one passage: a time without ``m`` is the finish.
+PASSAGE_ACTIONS = ("manual_time",)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
@@ -94,8 +98,19 @@ def audit_csv(entries: list[dict[str, Any]]) -> str:
                     e.get("type") or "", f.get("race", ""), f.get("action", ""),
                     f.get("bib", ""), f.get("pair", ""), f.get("time_us", ""),
                     f.get("target", ""), f.get("reason", ""), e.get("verdict", ""),
-                    e.get("reason", ""), f.get("transponder", "")])
+                    e.get("reason", ""), f.get("transponder", ""), passage(e)])
     return out.getvalue()
+
+
+def passage(entry: dict[str, Any]) -> str:
+    """The passage an audit entry's time is for: its ``m`` (metres, "600"), "finish" for a
+    manual time without one or a finish time, "" for inputs about no passage."""
+    f = entry.get("input_fields") or {}
+    if f.get("m") is not None:
+        return str(f["m"])
+    if entry.get("type") == "finish_time" or f.get("action") in PASSAGE_ACTIONS:
+        return "finish"
+    return ""
 
 
 class Desk:
@@ -115,6 +130,8 @@ class Desk:
                         web.get("/api/desk/race", self.race),
                         web.get("/api/desk/reads", self.reads),
                         web.get("/api/desk/audit", self.audit),
+                        web.get("/favicon.svg", favicon),
+                        web.get("/favicon.ico", favicon),
                         web.static("/static", WEB_DIR, append_version=False)])
 
     def auth(self, request: web.Request) -> Source:
@@ -160,9 +177,11 @@ class Desk:
         for (sid, _), ev in zip(got, events, strict=True):
             ev.pop("view", None)  # a revision's view is the view below, or older
             ev["offset"] = sid
+        chips = {bus.text(k): bus.text(v) for k, v in
+                 (await self.r.hgetall(keys.chips(self.competition))).items()}
         return web.json_response({
             "race": race, "epoch": snap.epoch, "offset": snap.offset, "view": snap.view,
-            "events": events, "last": got[-1][0] if got else after})
+            "events": events, "last": got[-1][0] if got else after, "chips": chips})
 
     async def reads(self, request: web.Request) -> web.Response:
         self.auth(request)

@@ -37,7 +37,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -546,8 +546,21 @@ class Ingest:
         if isinstance(doc, dict):
             doc = {**doc, "type": "startlist"}
         result = await self.accept(doc, source, body, src=src, wait=wait, key=key)
+        if result["ok"] or result.get("verdict") == "pending":
+            await self.remember_chips(doc)
         status = 200 if result["ok"] else 202 if result.get("verdict") == "pending" else 400
         return web.json_response(result, status=status)
+
+    async def remember_chips(self, doc: Any) -> None:
+        """Whose each transponder of an accepted start list is (keys.chips), for the
+        desk's flags. Best effort: a Redis error leaves the desk learning owners from
+        the passages, as before."""
+        skaters = doc.get("skaters") if isinstance(doc, dict) else None
+        chips = {str(t): str(s["bib"]) for s in skaters or [] if isinstance(s, dict) and "bib" in s
+                 for t in s.get("transponders") or []} if isinstance(skaters, list) else {}
+        if chips:
+            with contextlib.suppress(RedisError, OSError):
+                await self.r.hset(keys.chips(self.competition), mapping=cast(Any, chips))
 
     async def http_stats(self, request: web.Request) -> web.Response:
         try:

@@ -33,7 +33,7 @@ const ACTIONS = {
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
-  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), reads: [], audit: [],
+  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, reads: [], audit: [],
   selected: null, read: null, pending: null, polls: 0, timer: null, polling: false, again: false,
 };
 
@@ -125,6 +125,7 @@ async function pollRace() {
   const { status, body } = await api(`/api/desk/race?race=${encodeURIComponent(race)}${after}`);
   if (status !== 200 || race !== state.race) return;  // another race was chosen meanwhile
   state.view = body.view;
+  state.chips = body.chips || {};
   state.passages = passagesByInput(body.view);
   state.eventsAfter = body.last || state.eventsAfter;
 }
@@ -256,9 +257,11 @@ function received(us) {
   return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
-// Whose each transponder is, learnt from the reads that made passages.
+// Whose each transponder is: the start lists' (so the other ankle's chip, which never
+// makes a passage, is known too), then what the reads that made passages say (a chip
+// reassigned on the desk).
 function transponderBibs() {
-  const out = new Map();
+  const out = new Map(Object.entries(state.chips || {}));
   for (const r of state.reads) {
     const p = state.passages.get(r.input);
     if (p) out.set(r.transponder, p.bib);
@@ -266,8 +269,8 @@ function transponderBibs() {
   return out;
 }
 
-// Within this long (µs) after a read that made a passage, a read of the same chip at the
-// same loop is a re-read (the other ankle, another decoder).
+// Within this long (µs) after a read that made a passage, a read of the same skater's
+// chip (the same one, or her other ankle's) at the same loop is a re-read.
 const REREAD_US = 5e6;
 
 // What became of a read, as flags: [name, explanation].
@@ -283,7 +286,7 @@ export function readFlags(r, ctx) {
   const bib = ctx.bibs.get(r.transponder);
   if (bib && (ctx.view?.in_field || []).includes(bib)) {
     flags.push(["in field", `${bib}'s chip lies in the loop field`]);
-  } else if (bib && state.reads.some((o) => o !== r && o.transponder === r.transponder && o.point === r.point &&
+  } else if (bib && state.reads.some((o) => o !== r && ctx.bibs.get(o.transponder) === bib && o.point === r.point &&
       state.passages.has(o.input) && r.t - o.t >= 0 && r.t - o.t < REREAD_US)) {
     flags.push(["re-read", `a second read of ${bib}'s passage`]);
   } else {
@@ -335,6 +338,9 @@ function describe(e) {
   if (f.bib !== undefined) bits.push(`bib ${f.bib}`);
   if (f.pair !== undefined) bits.push(`pair ${f.pair}`);
   if (f.transponder !== undefined && e.type === "decision") bits.push(`chip ${f.transponder}`);
+  // The passage a time is for (a manual time without `m` is the finish).
+  if (f.m !== undefined) bits.push(`${f.m} m`);
+  else if (f.action === "manual_time" || e.type === "finish_time") bits.push("finish");
   if (f.time_us !== undefined) bits.push(fmtTime(f.time_us, 3));
   if (f.target !== undefined) bits.push(`of ${describeTarget(f.target)}`);
   if (f.reason !== undefined) bits.push(`(${f.reason})`);

@@ -307,12 +307,18 @@ function render(view) {
   fillFollow(view);
   if (isPack(view)) { renderPack(view); renderStories(view); return; }
   const bibs = followed(view);
-  $("follow-title").textContent = follow ? t("Following {name}", { name: view.skaters[follow].short }) : t("Pair on the ice");
+  // Between pairs and after the last one nobody is on the ice: the pages say so (as the
+  // desk does) and show the pair that skated last.
+  const onIce = Object.keys(view.on_ice).length > 0;
+  $("follow-title").textContent = follow ? t("Following {name}", { name: view.skaters[follow].short })
+    : onIce || !bibs.length ? t("Pair on the ice") : t("Last pair");
   $("follow-card").innerHTML = bibs.map((b) => card(view, b)).join("") ||
     `<p class="idle">${esc(t("No pair has started yet."))}</p>`;
   chart(view, bibs);
   const pair = view.pairs.find((p) => p.pair === view.current_pair);
-  $("pair-label").textContent = pair ? `· ${t("pair")} ${pair.pair}` : "";
+  $("ice-state").textContent = onIce || !pair ? t("On the ice") : t("Nobody on the ice");
+  $("pair-label").textContent = !pair ? "" : onIce ? `· ${t("pair")} ${pair.pair}`
+    : `· ${t("last pair {n}", { n: pair.pair })}`;
   $("lanes").innerHTML = pair
     ? [["I", pair.inner], ["O", pair.outer]].filter(([, b]) => b).map(([l, b]) => laneRows(view, b, l)).join("")
     : `<p class="idle">${esc(t("No pair has started yet."))}</p>`;

@@ -32,6 +32,9 @@ export class LiveRace {
     this.backoff = 500;
     this.stale = false;      // the server said its storage is away
     this.subscribed = false; // a snapshot or resume came on this connection
+    this.opened = false;     // a connection has opened once
+    this.unreachable = false; // a connection failed or was found dead; none open since
+    this.connectingSince = 0;
     this.stats = { snapshots: 0, events: 0, resumes: 0, reconnects: 0, duplicates: 0 };
   }
 
@@ -54,15 +57,27 @@ export class LiveRace {
 
   // A phone that loses its network often gets no close at all: the socket just goes
   // quiet. The heartbeat's reply proves it alive; without one the link is replaced.
+  // A hung server (a stopped process) accepts the TCP connection but never answers the
+  // WebSocket handshake: a connection still opening after DEAD_MS is given up too, and
+  // the page says the server is unreachable rather than "connecting" for ever.
   heartbeat() {
-    if (this.ws && this.ws.readyState === 1 && Date.now() - this.lastMessageAt > DEAD_MS) {
+    const ws = this.ws;
+    if (ws && ws.readyState === 1 && Date.now() - this.lastMessageAt > DEAD_MS) {
+      this.reconnect();
+      return;
+    }
+    if (ws && ws.readyState === 0 && Date.now() - this.connectingSince > DEAD_MS) {
+      this.unreachable = true;
       this.reconnect();
       return;
     }
     this.sync();
   }
 
+  // Replace a connection found dead: from then until a new one opens, the server is
+  // unreachable (red on every page), not merely connecting.
   reconnect() {
+    if (this.opened) this.unreachable = true;
     const old = this.ws;
     if (old) {
       old.onclose = old.onmessage = old.onopen = null;
@@ -84,8 +99,11 @@ export class LiveRace {
 
   connect() {
     const ws = (this.ws = new WebSocket(this.url));
-    this.onStatus("connecting");
+    this.connectingSince = Date.now();
+    this.onStatus(this.unreachable ? "reconnecting" : "connecting");
     ws.onopen = () => {
+      this.opened = true;
+      this.unreachable = false;
       this.backoff = 500;
       this.lastMessageAt = Date.now();
       for (let i = 0; i < 3; i++) setTimeout(() => this.sync(), i * 150);
@@ -94,6 +112,7 @@ export class LiveRace {
     };
     ws.onmessage = (m) => this.handle(JSON.parse(m.data));
     ws.onclose = () => {
+      this.unreachable = true;
       this.onStatus("reconnecting");
       this.stats.reconnects++;
       this.retryTimer = setTimeout(() => this.connect(), this.backoff);

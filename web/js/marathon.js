@@ -208,7 +208,7 @@ export function mountFans(main, live, race) {
   <section class="mfind" aria-labelledby="mfind-title">
     <h2 id="mfind-title">${t("Find a skater")}</h2>
     <input type="search" id="msearch" data-testid="marathon-search" autocomplete="off"
-      placeholder="${esc(t("Name or bib"))}" aria-label="${esc(t("Name or bib"))}">
+      placeholder="${esc(t("Name, club or bib"))}" aria-label="${esc(t("Name, club or bib"))}">
     <ul id="mhits" class="mhits" data-testid="marathon-hits" role="list"></ul>
   </section>
   <section class="mfollow" aria-labelledby="mfollow-title">
@@ -284,7 +284,7 @@ export function mountMonitor(main, live) {
   <section class="mlist-box" aria-label="${esc(t("Classification"))}">
     <div class="mbar"><div id="mcounts" class="mcounts" data-testid="marathon-counts"></div>
     <input type="search" id="msearch" data-testid="marathon-search" autocomplete="off"
-      placeholder="${esc(t("Name or bib"))}" aria-label="${esc(t("Name or bib"))}"></div>
+      placeholder="${esc(t("Name, club or bib"))}" aria-label="${esc(t("Name, club or bib"))}"></div>
     <div id="mlist" class="mlist" data-testid="marathon-list" tabindex="0"></div>
   </section>
   <aside><section><h2>${t("Skater")}</h2><div id="mcard" data-testid="marathon-follow"></div></section></aside>`;
