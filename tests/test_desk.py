@@ -84,6 +84,8 @@ async def test_a_referee_session_on_the_desk(redis_server, tmp_path):
             await expect(effect).to_have_text("DQ · 1 Ellia Smeding: applied")
             await expect(desk.get_by_test_id("status-1")).to_have_text("DQ")
             await expect(monitor.get_by_test_id("final-1")).to_have_text("DQ")
+            # Undo takes the latest entry of the audit log: the DQ, once the log has it.
+            await expect(desk.get_by_test_id("audit")).to_contain_text("DQ bib 1 (impeding)")
             await desk.keyboard.press("u")
             await desk.keyboard.press("Enter")
             await expect(effect).to_have_text("Undo: DQ bib 1 (impeding): applied")
@@ -246,6 +248,7 @@ async def test_the_chief_referees_afternoon(redis_server):
             await expect(board.get_by_test_id("board-clock-I")).to_have_text(
                 "DQ", timeout=BOARD_TURN_MS)
             await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
+            await expect(desk.get_by_test_id("audit")).to_contain_text("DQ bib 1 (lane change)")
             await decide(desk, "u")
             await expect(effect).to_have_text("Undo: DQ bib 1 (lane change): applied")
             await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
