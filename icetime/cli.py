@@ -571,8 +571,9 @@ def with_running_ports(cfg: settings_mod.Settings, config: str) -> settings_mod.
 
 def cmd_replay(args: argparse.Namespace) -> None:
     config = config_file(args)
-    cfg = with_running_ports(settings_mod.load(config), config)
-    doc = load_fixture(fixture_path(args.race))
+    cfg = settings_mod.load(config)
+    doc = load_fixture(fixture_path(args.race))  # a wrong race name is told first
+    cfg = with_running_ports(cfg, config)
     try:
         tally = asyncio.run(replay(doc, cfg, args.speed, session=args.session))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, say while the feed is retrying

@@ -5,7 +5,7 @@
 
 * ``GET /healthz``: 200 while the process serves HTTP;
 * ``GET /api/ready``: 200 ``{"ready": true}`` once a pass has read the venue and written
-  the cloud, and until one fails; else 503 with the side that is away;
+  the cloud, and until one fails or none has ended for STALLED_S; else 503 with why;
 * ``GET /api/health``: 200, what the relay has done and where each race stands
   (:meth:`.mirror.Relay.stats`).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -22,7 +23,11 @@ from icetime import bus
 from icetime.service import Ready, binding, config_exit, healthz, listen_port
 from icetime.settings import ConfigError, Settings
 
-from .mirror import Relay
+from .mirror import BLOCK_MS, Relay
+
+#: Seconds without a finished pass after which the relay says it is not ready: three
+#: times the longest a quiet pass blocks (BLOCK_MS).
+STALLED_S = 3 * BLOCK_MS / 1000
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +39,16 @@ class RelayApp:
         self.relay = relay
 
     async def ready(self, _request: web.Request) -> web.Response:
-        if self.relay.synced:
+        # A pass ends at least every BLOCK_MS: one that has not ended for STALLED_S is a
+        # write or read hanging on a cut link, long before the reply timeout says so.
+        stalled = self.relay.synced and time.time() - self.relay.counters.synced_at > STALLED_S
+        if self.relay.synced and not stalled:
             return web.json_response({"ready": True})
         down = [s.name for s in (self.relay.venue, self.relay.cloud)
                 if s.outage.since is not None]
-        reason = f"{' and '.join(down)} Redis away" if down else "first pass not done yet"
+        reason = (f"{' and '.join(down)} Redis away" if down
+                  else f"no pass for {STALLED_S:g} s (a link hanging)" if stalled
+                  else "first pass not done yet")
         return web.json_response({"ready": False, "reason": reason}, status=503)
 
     async def health(self, _request: web.Request) -> web.Response:
