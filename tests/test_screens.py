@@ -209,7 +209,9 @@ async def look(pages: dict[str, Any], offset: str | None, name: str,
     return [p for screen in found for p in screen]
 
 
-async def test_every_screen_fits_every_race_at_every_size(stack):
+# One test per race, so the suite's workers look at the races side by side.
+@pytest.mark.parametrize("race", RACES, ids=lambda race: race.fixture)
+async def test_every_screen_fits_every_race_at_every_size(stack, race):
     from playwright.async_api import async_playwright
 
     started = time.monotonic()
@@ -222,8 +224,7 @@ async def test_every_screen_fits_every_race_at_every_size(stack):
             pages = {s: await browser.new_page() for s in SCREENS}
             for page in pages.values():
                 page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
-            for race in map(prepare, RACES):
-                problems += await run_race(stack, r, feeds, pages, race)
+            problems += await run_race(stack, r, feeds, pages, prepare(race))
             await browser.close()
     finally:
         for c in feeds.values():

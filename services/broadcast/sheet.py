@@ -122,21 +122,29 @@ def sheet_data(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
                      + ", ".join(f"{r.bib} ({r.origin})" for r in all_rows
                                  if r.rank and r.origin and r.origin != "transponder"))
     records = [f"{k} {format_time(v)}" for k, v in (race.get("records") or {}).items()]
-    official = bool(race.get("official"))
     return {
-        "title": f"{race['name']}: results",
-        "competition": (meta.competition or {}).get("name", ""),
-        "race": race["name"],
-        "heading": "Official results" if official else "Provisional results",
+        **_head(view, meta),
         "records": records,
         "columns": columns,
         "rows": [{"cells": _row_cells(r, shown, digits[r.bib], points),
                   "detail": "" if shown else _detail(r, passages, pack)} for r in all_rows],
         "notes": notes,
-        "status_line": status_line(view, meta),
-        "generator": GENERATOR,
         "landscape": len(shown) > PORTRAIT_PASSAGES_MAX,
         "font_size": 9 if len(shown) <= PORTRAIT_PASSAGES_MAX else 8,
+    }
+
+
+def _head(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
+    """What every sheet's head and foot say: title, competition, race, provisional or
+    official, the status line and the generator."""
+    race = view["race"]
+    return {
+        "title": f"{race['name']}: results",
+        "competition": (meta.competition or {}).get("name", ""),
+        "race": race["name"],
+        "heading": "Official results" if race.get("official") else "Provisional results",
+        "status_line": status_line(view, meta),
+        "generator": GENERATOR,
     }
 
 
@@ -165,19 +173,13 @@ def marathon_sheet_data(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
                _col("Wave", right=True, mm=9)]
     columns += [_col(p["point"], right=True, mm=17) for p in course[1:-1]]
     columns += [_col("Time", right=True, mm=17), _col("Behind", right=True, mm=15)]
-    official = bool(race.get("official"))
     return {
-        "title": f"{race['name']}: results",
-        "competition": (meta.competition or {}).get("name", ""),
-        "race": race["name"],
-        "heading": "Official results" if official else "Provisional results",
+        **_head(view, meta),
         "records": [],
         "columns": columns,
         "rows": [{"cells": _marathon_cells(r, len(course)), "detail": ""}
                  for r in marathon_rows(view)],
         "notes": [],
-        "status_line": status_line(view, meta),
-        "generator": GENERATOR,
         "landscape": True,
         "font_size": 7,
         "chunk": MARATHON_CHUNK,
