@@ -158,7 +158,9 @@ async def test_a_slow_client_gets_latest_state_not_a_backlog(redis_server, redis
         await slow.send(json.dumps({"op": "subscribe", "race": RACE, "protocol": 2}))
         fast = Follower(st.ws_url)
         await fast.run(lambda f: f.finished())
-        url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"
+        # Answered once stored (wait=0): forty corrections, each a replay of the race, can
+        # take scoring longer than a feed waits for a verdict on a busy machine.
+        url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed?wait=0"
         decisions = [{"type": "decision", "race": RACE, "action": "reinstate", "bib": "1",
                       "seq": n} for n in range(1, 41)]
         async with aiohttp.ClientSession() as s:
