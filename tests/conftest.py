@@ -48,6 +48,23 @@ async def race_view(r: Redis, race: str, competition: str = MAIN) -> dict[str, A
     return None if got is None else got.view
 
 
+async def caught_up(r: Redis, race: str, timeout_s: float = 10.0) -> str:
+    """Wait until scoring has taken every input ingest accepted; the race's last event id
+    (snapshots are stored at a cadence, so the stored one may be behind it). Raises
+    AssertionError after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005)):
+        last = bus.entries(await r.xrevrange(keys.raw_stream(MAIN), count=1))
+        done = await r.get(keys.scoring_progress(MAIN))
+        if last and done and bus.text(done) == last[0][0]:
+            break
+        await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("scoring did not catch up")
+    stamp = await snapshot.end(r, keys.snapshot_key(MAIN, race), keys.events_stream(MAIN, race))
+    assert stamp is not None
+    return stamp[1]
+
+
 def write_venue_config(tmp_path: Path, *extra: str) -> Path:
     """A venue TOML with every listener on port 0 (any free port) and the test tokens.
 

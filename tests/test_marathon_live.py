@@ -25,15 +25,14 @@ import aiohttp
 import pytest
 
 from bench.marathon import COURSE, RACE, build
-from icetime import bus, keys, snapshot
+from icetime import bus
 from icetime.feedclient import FeedClient
-from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import Timed, script_inputs
 from icetime.settings import Source
 from icetime.timefmt import now_us
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS, feed, make_settings, start_stack
+from .conftest import TOKENS, caught_up, feed, make_settings, start_stack
 from .test_pipeline import Follower, load_startlist
 
 SHOTS = Path(__file__).parent / "screenshots"
@@ -112,22 +111,6 @@ async def load_big_startlist(stack: Any, doc: dict[str, Any]) -> None:
             assert resp.status == 200, await resp.text()
 
 
-async def caught_up(r: Any) -> str:
-    """Wait until scoring has taken every input ingest accepted; the race's offset."""
-    for _ in range(6000):
-        last = bus.entries(await r.xrevrange(keys.raw_stream(MAIN), count=1))
-        done = await r.get(keys.scoring_progress(MAIN))
-        if last and done and bus.text(done) == last[0][0]:
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("scoring did not catch up")
-    # The race's last event (snapshots are stored at a cadence: it may be behind).
-    stamp = await snapshot.end(r, keys.snapshot_key(MAIN, RACE), keys.events_stream(MAIN, RACE))
-    assert stamp is not None
-    return stamp[1]
-
-
 async def test_a_marathon_through_the_whole_chain(mat_stack):
     doc, _ = build(40)
     items = script_inputs(doc, clock_base_us=now_us() - 10**9)
@@ -139,8 +122,7 @@ async def test_a_marathon_through_the_whole_chain(mat_stack):
     await asyncio.sleep(0.2)
     sender = Sender(mat_stack)
     try:
-        for it in items:
-            await sender.send(it)
+        await send_all(sender, items)
     finally:
         await sender.close()
     await following
@@ -226,7 +208,7 @@ async def test_the_pages_with_10000_skaters(mat_stack):
                 assert frames <= SEARCH_FRAMES, (screen, frames)
                 await pages[screen].click(f"[data-testid=marathon-hits] [data-bib='{bib}']")
             await sending
-            offset = await caught_up(r)
+            offset = await caught_up(r, RACE, timeout_s=60)
             for page in pages.values():
                 await page.wait_for_function(
                     "(o) => window.icetime.offset === o && !window.icetime.pending.length",

@@ -22,9 +22,9 @@ from services.broadcast import sheet
 from services.broadcast.results import Meta, csv_text
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS, feed
+from .conftest import TOKENS, caught_up, feed
 from .test_browser import CHROMIUM, launch, open_page
-from .test_marathon_live import Sender, caught_up, mat_stack  # noqa: F401 (a fixture)
+from .test_marathon_live import Sender, mat_stack, send_all  # noqa: F401 (a fixture)
 from .test_pipeline import load_startlist
 from .test_results import get, read_records
 
@@ -68,8 +68,7 @@ async def test_a_marathons_results_out(mat_stack, redis_client):  # noqa: F811
         "127.0.0.1", mat_stack.settings.broadcast_rmonitor_port)
     sender = Sender(mat_stack)
     try:
-        for it in items:
-            await sender.send(it)
+        await send_all(sender, items)
     finally:
         await sender.close()
     async with aiohttp.ClientSession() as s:
@@ -77,7 +76,7 @@ async def test_a_marathons_results_out(mat_stack, redis_client):  # noqa: F811
                           json=dnf, params={"wait": "1"},
                           headers={"Authorization": f"Bearer {TOKENS['referee']}"}) as resp:
             assert (await resp.json())["verdict"] == "applied"
-    await caught_up(redis_client)
+    await caught_up(redis_client, RACE, timeout_s=60)
 
     # The API: the engine's classification, then the skaters with a status, then the rest.
     status, headers, body = await get(mat_stack, f"/api/results/races/{RACE}")

@@ -26,13 +26,12 @@ from typing import Any
 
 import pytest
 
-from icetime import bus, keys, snapshot
+from icetime import bus
 from icetime.feedclient import FeedClient
-from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import now_us
 
-from .conftest import TOKENS
+from .conftest import TOKENS, caught_up
 from .test_pipeline import load_startlist
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -163,23 +162,6 @@ def prepare(race: Race) -> Race:
                 p["times"][bib][-1] = final
     race.doc = doc
     return race
-
-
-async def caught_up(r, race_id: str) -> str:
-    """Wait until scoring has taken every input ingest accepted; the race's last event offset."""
-    for _ in range(2000):
-        last = bus.entries(await r.xrevrange(keys.raw_stream(MAIN), count=1))
-        done = await r.get(keys.scoring_progress(MAIN))
-        if last and done and bus.text(done) == last[0][0]:
-            break
-        await asyncio.sleep(0.005)
-    else:
-        raise AssertionError("scoring did not catch up")
-    # The race's last event: what a page shows once it has caught up.
-    stamp = await snapshot.end(r, keys.snapshot_key(MAIN, race_id),
-                                keys.events_stream(MAIN, race_id))
-    assert stamp is not None
-    return stamp[1]
 
 
 async def look(pages: dict[str, Any], offset: str | None, name: str,
