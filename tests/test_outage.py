@@ -260,7 +260,10 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
                     await asyncio.to_thread(proc.wait, 10)
                 crossing_in_outage += 1
 
-        await asyncio.sleep(0.3)  # the watcher's snapshot is in
+
+        async def both_subscribed():  # each watcher's snapshot is in before the first passing
+            return all(any(kind == "snapshot" for kind, _, _ in got) for got in (got1, got2))
+        await wait_for(both_subscribed, "both clients subscribed")
         resends_before = sim.resends_answered
         await replay(doc, st.settings, speed=SPEED, announce=False, decoder=sim, hold=hold)
         assert killed_at is not None and crossing_in_outage == 12
