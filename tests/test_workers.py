@@ -6,8 +6,9 @@ each competition is scored by exactly one worker, neither holds more than its fa
 share (two of three). The owner of one competition is killed with SIGKILL mid-race;
 the other takes every competition, and each race ends exactly as a fault-free run:
 the same view, every event once, the same verdicts. A competition whose ingest starts
-afterwards is picked up. (tests/test_cluster.py runs two such workers on a Redis
-Cluster.)
+afterwards is picked up. Then, with the pool in this process: a worker that joins is
+handed its share, and one that stops hands its competitions over at once.
+(tests/test_cluster.py runs two such workers on a Redis Cluster.)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from collections import Counter
 
 from icetime import bus, keys
 from icetime.cli import replay
+from services.scoring.pool import Pool
 
 from .conftest import ROOT, Stack, make_settings, race_view, without_inputs, write_venue_config
 from .test_pipeline import load_startlist
@@ -141,13 +143,12 @@ async def test_two_workers_share_three_competitions_one_killed(redis_server, tmp
             stacks.append(await start_ingest(url, rink))
             await load_startlist(stacks[-1])
 
-        async def all_owned():
+        async def shared():
+            """Every competition owned, at most the fair share, ceil(3 / 2) = 2, each."""
             got = await owners(r, RINKS)
-            return got if all(got.values()) else None
+            return all(got.values()) and sorted(Counter(got.values()).values()) == [1, 2]
 
-        before = await wait_for(all_owned, "every competition has an owner")
-        # Fair share: ceil(3 / 2) = 2 each, so both score and neither scores all.
-        assert sorted(Counter(before.values()).values()) == [1, 2], before
+        await wait_for(shared, "each worker scores its share")
         kill = KillOwner(r, workers, RINKS[0])
         await asyncio.wait_for(asyncio.gather(*(
             replay(FIXTURE, st.settings, speed=SPEED, announce=False,
@@ -184,39 +185,59 @@ async def test_two_workers_share_three_competitions_one_killed(redis_server, tmp
         await r.aclose()
 
 
-async def test_a_worker_hands_over_its_extra_competitions_when_another_joins(
-        redis_server, tmp_path):
+class Worker:
+    """A worker that scores any competition, in this process: the pool
+    ``python -m services.scoring --any-competition`` runs, under ``name``."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.r = bus.connect(url)
+        self.pool = Pool(make_settings(url), self.r, name)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.pool.run(self.stop))
+
+    async def close(self) -> None:
+        """Stop as on SIGTERM: the pool hands its competitions over."""
+        self.stop.set()
+        try:
+            await asyncio.wait_for(self.task, 10)
+        finally:
+            await self.pool.close()
+            await self.r.aclose()
+
+
+async def test_a_worker_hands_over_its_extra_competitions_when_another_joins(redis_server):
     """One worker takes all three competitions; a second that joins gets its share
     (one) handed over, and a worker that stops hands its own over at once."""
     url = redis_server.url
-    config = write_venue_config(tmp_path, '[scoring]\ncompetitions = "*"')
     r = bus.connect(url)
-    workers: dict[str, subprocess.Popen[bytes]] = {}
+    workers: list[Worker] = []
     stacks: list[Stack] = []
     try:
-        workers["w1"] = start_worker(config, url, "w1", tmp_path / "w1.log")
+        workers.append(Worker(url, "w1"))
         for rink in RINKS:
             stacks.append(await start_ingest(url, rink))
             await load_startlist(stacks[-1], wait=False)
         await wait_for(lambda: equals(owners(r, RINKS), dict.fromkeys(RINKS, "w1")),
                        "w1 scores all three")
-        workers["w2"] = start_worker(config, url, "w2", tmp_path / "w2.log")
+        workers.append(Worker(url, "w2"))
 
         async def shared():
             got = await owners(r, RINKS)
             return sorted(Counter(got.values()).items()) == [("w1", 2), ("w2", 1)]
 
         await wait_for(shared, "w1 handed one competition to w2")
-        workers["w1"].terminate()
-        assert workers["w1"].wait(10) == 0
-        # Handed over on a clean stop: well before its lease would run out.
+        await workers.pop(0).close()
+        # Handed over on a clean stop: its leases are released at once (w2 takes them
+        # at its next poll), not left to run out.
+        assert set((await owners(r, RINKS)).values()) <= {"", "w2"}
         await wait_for(lambda: equals(owners(r, RINKS), dict.fromkeys(RINKS, "w2")),
                        "w2 scores all three")
         assert await live_workers(r) == 1
         for rink in RINKS:
             assert await verdicts(r, rink) == [("startlist", "applied", None)]
     finally:
-        stop_workers(workers)
+        for w in workers:
+            await w.close()
         for st in stacks:
             await st.close()
         await r.aclose()
