@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from dataclasses import replace
 
 import aiohttp
@@ -27,21 +26,19 @@ from .conftest import (
     race_view,
     start_stack,
     without_inputs,
-    write_venue_config,
 )
 from .fans import follow_race
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, all_finished, expected_view
 from .test_workers import (
     EVENT_COUNTS,
+    Worker,
     equals,
     event_counts,
     finished,
     live_workers,
     owners,
     start_ingest,
-    start_worker,
-    stop_workers,
     wait_for,
 )
 
@@ -200,21 +197,19 @@ async def test_master_killed_mid_race_replica_takes_over(cluster):
             await asyncio.to_thread(cluster.settle)
 
 
-async def test_two_workers_any_competition_one_each(cluster, tmp_path):
-    """Two workers with --any-competition, two competitions on different masters: the
-    fair share is one each; both races end as a fault-free run, every event once."""
+async def test_two_workers_any_competition_one_each(cluster):
+    """Two workers that score any competition (the pool, in this process), two
+    competitions on different masters: the fair share is one each; both races end as a
+    fault-free run, every event once."""
     comps = competitions_on_different_masters(cluster, prefix="any")
     url = cluster.url
-    config = write_venue_config(tmp_path)
     r = bus.connect(url)
-    workers: dict[str, subprocess.Popen[bytes]] = {}
+    workers: list[Worker] = []
     stacks: list[Stack] = []
     try:
         # The earlier tests' competitions are done: only these two are to be scored.
         await r.delete(keys.COMPETITIONS)
-        for name in ("w1", "w2"):
-            workers[name] = start_worker(config, url, name, tmp_path / f"{name}.log",
-                                         "--any-competition")
+        workers += [Worker(url, "w1"), Worker(url, "w2")]
         await wait_for(lambda: equals(live_workers(r), 2), "both workers announced")
         for c in comps:
             stacks.append(await start_ingest(url, c))
@@ -227,7 +222,8 @@ async def test_two_workers_any_competition_one_each(cluster, tmp_path):
             assert await event_counts(r, c) == EVENT_COUNTS, c
         assert sorted((await owners(r, comps)).values()) == ["w1", "w2"]
     finally:
-        stop_workers(workers)
+        for w in workers:
+            await w.close()
         for st in stacks:
             await st.close()
         await r.aclose()
