@@ -6,8 +6,8 @@ marks, its decoders...) is named by a function taking the competition id and car
 the Redis Cluster hash tag ``{<competition>}``: all of a competition's keys hash to one
 slot, so the bus's scripts (which touch many of them at once) run on a cluster, and so
 does a blocking XREAD over one competition's streams. The registries that span
-competitions (:data:`COMPETITIONS`, :func:`race_competitions`, :data:`LISTENING`) are
-keys of their own, in whatever slot their name hashes to.
+competitions (:data:`COMPETITIONS`, :func:`race_competitions`, :data:`LISTENING`,
+:data:`SCORING_WORKERS`) are keys of their own, in whatever slot their name hashes to.
 """
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ VERDICT_TTL_S = 24 * 3600
 #: Hash service name -> JSON {"pid", "host", "ports"}: where each running service process
 #: listens (ports keyed by settings field), written once its listeners are bound.
 LISTENING = PREFIX + "listening"
-#: Set of competition ids that have a raw stream (ingest and scoring add theirs).
+#: Set of competition ids that have a raw stream (ingest adds its competition before
+#: the first raw input it writes, scoring each it scores); workers that score any
+#: competition take theirs from it (services/scoring/pool.py).
 COMPETITIONS = PREFIX + "competitions"
+#: Sorted set of the live scoring workers that score any competition: member the
+#: worker's name, score the time (ms, Redis's clock) its announcement runs out.
+SCORING_WORKERS = PREFIX + "scoring-workers"
 
 
 def race_competitions(race: str) -> str:

@@ -46,6 +46,9 @@ Ports = dict[str, int]
 Ready = Callable[[Ports], Awaitable[None]]
 Serve = Callable[[settings.Settings, aioredis.Redis, asyncio.Event, Ready | None],
                  Awaitable[None]]
+#: A service's own command-line flags: adds them to the parser and returns what turns
+#: the parsed arguments into settings fields to replace (``{}``: none).
+Flags = Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], dict[str, Any]]]
 #: Set by ``icetime run`` for a service it restarts: JSON :data:`Ports`, the ports the
 #: service had before, so a listener configured on port 0 comes back where clients knew it.
 LISTEN_ENV = "ICETIME_LISTEN"
@@ -117,13 +120,16 @@ def pinned_ports() -> Ports:
     return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
-def main(name: str, serve: Serve) -> None:
+def main(name: str, serve: Serve, flags: Flags | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
     parser.add_argument("--config", help="venue configuration (TOML); see docs/configuration.md")
+    overrides = flags(parser) if flags else None
     args = parser.parse_args()
     try:
         logs.configure(name)
         cfg = settings.load(args.config)
+        if overrides:
+            cfg = dataclasses.replace(cfg, **overrides(args))
         if not cfg.redis_url:
             raise settings.ConfigError("set REDIS_URL (or [redis] url), or start icetime with "
                                        "`icetime run`, which provides its embedded Redis")

@@ -146,6 +146,8 @@ class _Scoring(_Section, frozen=True):
     max_speed_mps: Annotated[float, Meta(gt=0)] = 20.0
     loops: dict[Name, int] = {}
     checkpoint_every: Annotated[int, Meta(ge=1)] = 10_000
+    #: ``"*"``: score any competition of the registry; not given: ``competition.id``.
+    competitions: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class _Rules(_Section, frozen=True):
@@ -214,6 +216,9 @@ class Settings:
     checkpoint_every: int = 10_000
     #: Scoring's health and readiness listener; None: scoring listens on nothing.
     scoring_http_port: int | None = None
+    #: The worker scores any competition in the registry (``scoring.competitions = "*"``,
+    #: ``--any-competition``; services/scoring/pool.py), not only ``competition_id``.
+    scoring_any_competition: bool = False
     #: The cloud Redis the relay mirrors to (docs/cloud.md); empty: no relay runs.
     relay_cloud_url: str = ""
     #: The relay's health and readiness listener.
@@ -339,6 +344,7 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         rules_file=rules_file,
         checkpoint_every=venue.scoring.checkpoint_every,
         scoring_http_port=venue.scoring.http_port,
+        scoring_any_competition=_any_competition(venue, bad),
         relay_cloud_url=_cloud_url(venue, bad),
         relay_http_port=venue.relay.http_port,
         client_queue_max=venue.broadcast.client_queue_max,
@@ -372,6 +378,23 @@ def _cloud_url(venue: _VenueFile, bad: _Bad) -> str:
         raise ConfigError(f"ICETIME_CLOUD_URL: {url!r} is not a Redis URL "
                           f"(starts with {', '.join(REDIS_SCHEMES)})")
     return url
+
+
+#: ``scoring.competitions``: every competition in the registry.
+ANY_COMPETITION = "*"
+
+
+def _any_competition(venue: _VenueFile, bad: _Bad) -> bool:
+    """Whether ``scoring.competitions`` is ``"*"``; anything else given is refused
+    (a list of ids is not taken: workers with different lists could leave a
+    competition nobody may take)."""
+    value = venue.scoring.competitions
+    if value is msgspec.UNSET:
+        return False
+    if value != ANY_COMPETITION:
+        raise bad("scoring.competitions", f"{value!r} is not \"*\" (any competition in "
+                  "the registry); leave the key out to score competition.id only")
+    return True
 
 
 def _check_loops(venue: _VenueFile, bad: _Bad) -> None:

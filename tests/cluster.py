@@ -191,13 +191,15 @@ class Cluster:
             raise RuntimeError(f"node {port} did not come back")
 
 
-def competitions_on_different_masters(cluster: Cluster, n: int = 2) -> list[str]:
-    """``n`` competition ids whose keys hash to ``n`` different masters."""
+def competitions_on_different_masters(cluster: Cluster, n: int = 2,
+                                      prefix: str = "c") -> list[str]:
+    """``n`` competition ids (``<prefix><number>``) whose keys hash to ``n`` different
+    masters."""
     from icetime import keys
 
     chosen: dict[int, str] = {}
     for i in range(1000):
-        name = f"c{i}"
+        name = f"{prefix}{i}"
         chosen.setdefault(cluster.master_of(keys.raw_stream(name)), name)
         if len(chosen) == n:
             return list(chosen.values())

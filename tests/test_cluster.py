@@ -4,7 +4,8 @@ Two competitions whose keys live on different masters are scored side by side, a
 a broadcast node serves both (the race id is the same in each). Then the master that
 serves a competition's slot is killed (SIGKILL) mid-race: its replica takes over, the
 services carry on through redis-py's cluster client, and the race ends exactly as a
-fault-free run, for a fan connected throughout and in Redis.
+fault-free run, for a fan connected throughout and in Redis. Two scoring workers that
+score any competition (services/scoring/pool.py) share two competitions, one each.
 """
 from __future__ import annotations
 
@@ -19,15 +20,34 @@ from icetime import bus, keys
 from icetime.cli import replay
 
 from .cluster import Cluster, competitions_on_different_masters
-from .conftest import Stack, make_settings, race_view, start_stack, without_inputs
+from .conftest import (
+    Stack,
+    make_settings,
+    race_view,
+    start_stack,
+    without_inputs,
+)
 from .fans import follow_race
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, all_finished, expected_view
+from .test_workers import (
+    EVENT_COUNTS,
+    Worker,
+    equals,
+    event_counts,
+    finished,
+    live_workers,
+    owners,
+    start_ingest,
+    wait_for,
+)
 
 SPEED = 150.0
 #: The master is killed at this passing of the script: mid-pair 3 (12 passings a pair).
 KILL_AT_PASSING = 30
 SKATERS = 20
+#: The workers' case replays faster: no failover to wait for.
+FAST = 400.0
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +195,35 @@ async def test_master_killed_mid_race_replica_takes_over(cluster):
         if kill.killed is not None:
             cluster.restart(kill.killed)  # back as a replica, for whatever runs next
             await asyncio.to_thread(cluster.settle)
+
+
+async def test_two_workers_any_competition_one_each(cluster):
+    """Two workers that score any competition (the pool, in this process), two
+    competitions on different masters: the fair share is one each; both races end as a
+    fault-free run, every event once."""
+    comps = competitions_on_different_masters(cluster, prefix="any")
+    url = cluster.url
+    r = bus.connect(url)
+    workers: list[Worker] = []
+    stacks: list[Stack] = []
+    try:
+        # The earlier tests' competitions are done: only these two are to be scored.
+        await r.delete(keys.COMPETITIONS)
+        workers += [Worker(url, "w1"), Worker(url, "w2")]
+        await wait_for(lambda: equals(live_workers(r), 2), "both workers announced")
+        for c in comps:
+            stacks.append(await start_ingest(url, c))
+            await load_startlist(stacks[-1])
+        await asyncio.wait_for(asyncio.gather(*(
+            replay(FIXTURE, st.settings, speed=FAST, announce=False) for st in stacks)), 90)
+        for c in comps:
+            await wait_for(lambda c=c: finished(r, c), f"{c} finished", 60)
+            same_results(await stored_view(r, c), expected_view())
+            assert await event_counts(r, c) == EVENT_COUNTS, c
+        assert sorted((await owners(r, comps)).values()) == ["w1", "w2"]
+    finally:
+        for w in workers:
+            await w.close()
+        for st in stacks:
+            await st.close()
+        await r.aclose()

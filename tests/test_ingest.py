@@ -11,7 +11,7 @@ from icetime import bus, keys
 from icetime.feedclient import FeedClient, FeedRefused
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 
-from .conftest import TOKENS
+from .conftest import TOKENS, Stack, make_settings
 
 
 async def tcp_lines(port, lines, read=None):
@@ -50,6 +50,25 @@ async def test_tcp_feed_accepts_stores_and_dedupes(stack, redis_client):
     await c2.close()
     stats = await redis_client.hgetall(keys.ingest_stats(MAIN))
     assert int(stats[b"accepted"]) == 1 and int(stats[b"duplicate"]) == 1
+
+
+async def test_ingest_registers_its_competition_with_the_first_input(redis_server,
+                                                                     redis_client):
+    """Workers that score any competition find it in the registry (no scoring here: it
+    would register the competition itself)."""
+    st = Stack(make_settings(redis_server.url, competition_id="rink9"), redis_server.url)
+    try:
+        await st.start("ingest")
+        assert await redis_client.smembers(keys.COMPETITIONS) == set()  # nothing written
+        c = FeedClient("127.0.0.1", st.settings.ingest_tcp_port, TOKENS["finish-loop"])
+        await c.connect()
+        assert (await c.send({"type": "passing", "seq": 1, "transponder": "41",
+                              "t": 1_700_000_000_000_000}))["ok"]
+        await c.close()
+        assert await redis_client.smembers(keys.COMPETITIONS) == {b"rink9"}
+        assert await redis_client.xlen(keys.raw_stream("rink9")) == 1
+    finally:
+        await st.close()
 
 
 async def test_a_reused_seq_with_other_content_is_refused_and_a_session_numbers_anew(

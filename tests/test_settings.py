@@ -61,6 +61,11 @@ BAD = {
         "scoring.loops.p100: 500 is not 1..399 metres past the finish line",
     "[scoring]\nloops = { finish = 100 }\n":
         "scoring.loops.finish: the finish line is not an extra loop",
+    '[scoring]\ncompetitions = "all"\n':
+        "scoring.competitions: 'all' is not \"*\" (any competition in the registry); leave "
+        "the key out to score competition.id only",
+    '[scoring]\ncompetitions = ["a", "b"]\n':
+        "scoring.competitions: expected a string, got a list",
     "[broadcast]\nclient_queue_max = 0\n":
         "broadcast.client_queue_max: expected an integer >= 1, got 0",
     '[broadcast]\npublic_ws_url = "http://x/ws"\n':
@@ -166,6 +171,9 @@ def test_defaults_and_port_zero(tmp_path, monkeypatch):
     cfg = settings.load(path)  # port 0: each listener asks the system for a free port
     assert (cfg.ingest_http_port, cfg.broadcast_ws_port) == (0, 0)
     assert cfg.max_speed_mps == 18.0 and cfg.loops == {"p200": 200}
+    assert not cfg.scoring_any_competition  # the worker scores competition.id only
+    cfg = settings.load(write(tmp_path, '[scoring]\ncompetitions = "*"\n'))
+    assert cfg.scoring_any_competition
 
 
 def test_the_environment(tmp_path, monkeypatch):

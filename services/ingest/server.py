@@ -153,6 +153,8 @@ class Ingest:
         self.links: list[DecoderLink] = []
         #: A scoring worker's consumer group was seen on the raw stream.
         self.scored = False
+        #: This life has added the competition to the registry (:meth:`register`).
+        self.registered = False
         #: Logs a Redis outage once (a warning, then "recovered"), not per input.
         self.outage = bus.Outage(log, "ingest")
         for s in settings.sources:
@@ -268,8 +270,10 @@ class Ingest:
             key, ttl = double_click_key(inp), DOUBLE_CLICK_S
         doc = stored(inp)
         try:
+            await self.register()
             stream_id, what = await self.bus.append_input(doc, key, ttl)
         except RedisError as exc:
+            self.registered = False  # Redis may have come back empty: register again
             self.outage.failed(exc, "storing inputs (sources are told to resend)")
             log.debug("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
             return {"ok": False, "error": "storage unavailable; resend this input",
@@ -293,6 +297,17 @@ class Ingest:
         if wait:
             await self.judged(reply)
         return reply
+
+    async def register(self) -> None:
+        """Add the competition to the registry of competitions (:data:`keys.COMPETITIONS`)
+        before its first raw input of this life, so a scoring worker that scores any
+        competition (``scoring.competitions = "*"``) finds it. The registry is in another
+        slot than the competition, so it cannot be written by the append script: it is
+        written first, and a raw input is never in a competition the registry lacks.
+        Raises RedisError."""
+        if not self.registered:
+            await self.r.sadd(keys.COMPETITIONS, self.competition)
+            self.registered = True
 
     async def scoring_reads(self) -> bool:
         """Whether a scoring worker reads the raw stream (its consumer group exists; it

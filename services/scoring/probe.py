@@ -6,7 +6,9 @@ scorer (:func:`services.scoring.runner.serve`) beside a small HTTP listener:
 * ``GET /healthz``: 200 while the process serves HTTP;
 * ``GET /api/ready``: 200 while Redis answers, else 503 (:func:`icetime.service.readiness`).
 
-Without ``scoring.http_port`` it is the scorer alone, as before.
+Without ``scoring.http_port`` it is the scorer alone, as before. The scorer is the
+pool (:mod:`services.scoring.pool`) with ``scoring.competitions = "*"``, else the one
+competition's runner.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from aiohttp import web
 from icetime.service import Ports, Ready, binding, healthz, listen_port, readiness
 from icetime.settings import Settings
 
-from . import runner
+from . import pool, runner
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
@@ -27,8 +29,9 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
     the probe listener is bound (``{}`` without one). Raises BindFailed for a taken
     port, and what the scorer raised if it died."""
     port = settings.scoring_http_port
+    scorer = pool.serve if settings.scoring_any_competition else runner.serve
     if port is None:
-        await runner.serve(settings, r, stop, ready)
+        await scorer(settings, r, stop, ready)
         return
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/api/ready", readiness(r))])
@@ -43,6 +46,6 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
             if ready:
                 await ready({**ports, **bound})
 
-        await runner.serve(settings, r, stop, scorer_ready)
+        await scorer(settings, r, stop, scorer_ready)
     finally:
         await site_runner.cleanup()

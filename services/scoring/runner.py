@@ -359,12 +359,15 @@ class ScoringRunner:
             await self.r.hset(keys.scoring_stats(self.competition), mapping=stats)
         return n
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, stand_by: bool = True) -> None:
         """Score the competition while this worker holds its lease, stand by while
-        another does, until ``stop`` is set."""
+        another does, until ``stop`` is set. Without ``stand_by`` (a worker of the
+        pool, :mod:`services.scoring.pool`), return once another worker holds it."""
         while not stop.is_set():
             try:
                 if not await self.lease.take():
+                    if not stand_by:
+                        return
                     self.outage.ok()
                     if self.owning is not False:
                         log.info("standing by: another worker scores %s", self.competition)
