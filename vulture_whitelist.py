@@ -11,6 +11,7 @@ _.datagram_received
 # pytest reads these by name (tests/conftest.py and the test modules).
 pytest_plugins
 pytest_runtest_call
+pytest_collection_modifyitems
 pytestmark
 clean_env  # an autouse fixture (tests/test_settings.py): no test names it
 
