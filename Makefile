@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 SPEED  ?= 1
 RACE   ?= beijing2023_w1000a
 CONFIG ?= deploy/venue.example.toml
+WORKERS ?= 4
 
 .PHONY: install demo run test bench bench-node lint clean
 
@@ -27,7 +28,7 @@ run: install
 # against their own baseline) with nothing beside them.
 # Exit code 5 is "no test selected", e.g. PYTEST_ARGS naming a file with none marked.
 test: install
-	$(BIN)/python -m pytest -q -n 4 -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -q -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 bench: install
