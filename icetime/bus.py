@@ -6,13 +6,14 @@ Two Lua scripts make the two writes that must be atomic:
   content or of (source, idempotency key), refuse a repeat of (source, session, seq)
   with other content, else XADD the input to the raw log and remember its id and
   content digest, all before the sender hears "ok".
-* ``publish`` (scoring): XADD a batch of race events, store the race view as of
-  the last one (the snapshot) when scoring sends one (at a cadence:
-  :mod:`icetime.snapshot`), record the input's verdict (officials' stream and
-  its verdict key), record which raw input they answer, and XACK that input; all
-  only while the worker holds the competition's scoring lease (its token).
-  A scoring worker that dies anywhere in between has either
-  published all of an input's output (and acknowledged it) or none of it.
+* ``publish`` (scoring): for a batch of consecutive raw inputs, XADD their race
+  events (per race in input order), store a race's view as of its last one (the
+  snapshot) when scoring sends one (at a cadence: :mod:`icetime.snapshot`), record
+  each input's verdict (officials' stream and its verdict key), record the last
+  input they answer (the progress mark), and XACK them all; all only while the
+  worker holds the competition's scoring lease (its token). A scoring worker that
+  dies anywhere in between has either published all of a batch's output (and
+  acknowledged it) or none of it.
 """
 from __future__ import annotations
 
@@ -76,24 +77,27 @@ return {id, 0}
 """
 
 PUBLISH = """
--- KEYS: progress, races-set, raw stream, officials stream, verdict key, scoring lease,
---       then per race: events, snapshot, epoch
--- ARGV: input id, group, n races, verdict json ('' for none), verdict lifetime (s),
---       officials maxlen, lease token ('' for none),
+-- KEYS: progress, races-set, raw stream, officials stream, scoring lease,
+--       then per verdict: its verdict key, then per race: events, snapshot, epoch
+-- ARGV: progress id ('' to leave the mark), group, n races, n verdicts,
+--       verdict lifetime (s), officials maxlen, lease token ('' for none), n acks,
+--       then the input ids to acknowledge, then the verdicts' json,
 --       then per race: race id, epoch candidate, view json ('' to keep the stored
 --       snapshot), n, events...
 -- A worker whose lease another worker holds now publishes nothing (NOTOWNER).
-if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then
+if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[7] then
   return redis.error_reply('NOTOWNER another worker holds the scoring lease')
 end
-local pos = 8
-local out = {}
-if ARGV[4] ~= '' then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[4])
-  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
+local nv, na = tonumber(ARGV[4]), tonumber(ARGV[8])
+local pos = 9 + na
+for v = 1, nv do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[pos])
+  redis.call('SET', KEYS[5 + v], ARGV[pos], 'EX', ARGV[5])
+  pos = pos + 1
 end
+local out = {}
 for r = 1, tonumber(ARGV[3]) do
-  local base = 6 + (r - 1) * 3
+  local base = 5 + nv + (r - 1) * 3
   local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
   local epoch = redis.call('GET', KEYS[base + 3])
@@ -113,8 +117,12 @@ for r = 1, tonumber(ARGV[3]) do
   table.insert(out, epoch)
   table.insert(out, last)
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
+if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1]) end
+-- In slices: unpack() puts every argument on Lua's stack, which is bounded.
+local ACK_SLICE = 1000
+for i = 9, 8 + na, ACK_SLICE do
+  redis.call('XACK', KEYS[3], ARGV[2], unpack(ARGV, i, math.min(i + ACK_SLICE - 1, 8 + na)))
+end
 return out
 """
 
@@ -373,10 +381,22 @@ class Bus:
 
     async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]],
                       verdict: str = "") -> list[tuple[str, str]]:
-        """Publish (race, epoch candidate, view json, [event json]) for one input (the
-        view "" keeps the race's stored snapshot where it stands), its
-        ``verdict`` (JSON for the officials' stream and the input's verdict key; "":
-        none), and acknowledge the input in the scoring group, atomically.
+        """:meth:`publish_batch` for one input ``input_id`` with its ``verdict`` ("":
+        none)."""
+        return await self.publish_batch(input_id, [input_id],
+                                        [(input_id, verdict)] if verdict else [], races)
+
+    async def publish_batch(self, progress: str, acks: list[str],
+                            verdicts: list[tuple[str, str]],
+                            races: list[tuple[str, str, str, list[str]]]
+                            ) -> list[tuple[str, str]]:
+        """Publish the output of a batch of raw inputs atomically, in one script call:
+        per race (race, epoch candidate, view json, [event json]) with the events in
+        input order (the view "" keeps the race's stored snapshot where it stands,
+        else it is stored at the race's last event), each (input id, verdict json)
+        (officials' stream, in this order, and the input's verdict key), the progress
+        mark ``progress`` (the batch's last input with output; "" leaves the mark),
+        and acknowledge ``acks`` in the scoring group.
 
         Returns (epoch, last event id) per race, in order. Raises :class:`LeaseLost`
         (nothing written) when the competition's scoring lease does not hold this
@@ -384,10 +404,11 @@ class Bus:
         """
         c = self.competition
         ks = [keys.scoring_progress(c), keys.races_set(c), keys.raw_stream(c),
-              keys.officials_stream(c), keys.verdict_key(c, input_id),
-              keys.scoring_lease(c)]
-        args: list[Any] = [input_id, keys.SCORING_GROUP, len(races), verdict,
-                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN, self.lease_token]
+              keys.officials_stream(c), keys.scoring_lease(c)]
+        ks += [keys.verdict_key(c, sid) for sid, _ in verdicts]
+        args: list[Any] = [progress, keys.SCORING_GROUP, len(races), len(verdicts),
+                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN, self.lease_token,
+                           len(acks), *acks, *(v for _, v in verdicts)]
         for race, epoch, view, events in races:
             ks += [keys.events_stream(c, race), keys.snapshot_key(c, race), keys.epoch_key(c, race)]
             args += [race, epoch, view, len(events), *events]
