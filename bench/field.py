@@ -87,7 +87,9 @@ def field_races(n: int, seed: int = 12, spread_us: int = SPREAD_US
     skaters, races, reads = [], [], []
     for r in range(n_races):
         race = f"field{n}-{r}"
-        bibs = [f"{r}-{b}" for b in range(1, n + 1)]
+        # Bibs of their own per field: a skater of one field in the races of another
+        # would be routed to both (each read a late one for the race that ended).
+        bibs = [f"{n}-{r}-{b}" for b in range(1, n + 1)]
         skaters += [{"bib": b, "name": f"Skater {b}", "transponders": [f"F{n}-{b}"]}
                     for b in bibs]
         races.append({"id": race, "name": f"Field of {n} ({r + 1})", "kind": "mass_start",
