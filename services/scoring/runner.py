@@ -170,6 +170,8 @@ class ScoringRunner:
         self.checkpoint_at = time.monotonic()
         self.checkpoint_s = 0.0
         self.cadence = snapshot.Cadence()
+        #: The longest a batch is held (s): :data:`FLUSH_S`.
+        self.flush_s = FLUSH_S
 
     def _new_engine(self) -> Competition:
         return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
@@ -287,11 +289,11 @@ class ScoringRunner:
         """Score the entries of one read in order and publish their output, in one
         script call for all of them (:meth:`flush`), except that the output is published
         right after a judged input (one a sender waits for by default: its verdict
-        comes no later than it would alone) and at least every :data:`FLUSH_S`."""
+        comes no later than it would alone) and at least every :attr:`flush_s`."""
         box = Outbox()
         for sid, fields in entries:
             self.take(sid, fields, box)
-            if box.judged or time.perf_counter() - box.started >= FLUSH_S:
+            if box.judged or time.perf_counter() - box.started >= self.flush_s:
                 await self.flush(box)
                 box = Outbox()
         await self.flush(box)
