@@ -13,10 +13,11 @@ in this process. Per field size:
   delivered to the client over the time from the first send to the last receipt.
   A field that cannot keep up is cut off after ``FLOOD_CAP_S``: the rate is what got
   through by then.
-* **cost**: CPU seconds each process (ingest, scoring, broadcast, redis-server) used
-  during the flood, per read scoring took (the raw inputs up to its progress mark)
-  and per passage delivered (equal when every read is a passage, as here; both are
-  printed so a field where they differ shows it); and the median size of a passage
+* **cost**: CPU seconds each process (ingest, scoring, broadcast, redis-server, and
+  this one: the feed and the client) used during the flood, per read scoring took
+  (the raw inputs up to its progress mark) and per passage delivered (equal when every
+  read is a passage, as here; both are printed so a field where they differ shows
+  it); and the median size of a passage
   frame as the client got it.
 
 Each row ends with the load average (1 min) when it was measured: the machine is
@@ -286,6 +287,7 @@ async def run_field(sup: Supervisor, n: int, seq: int) -> tuple[dict[str, float]
         lat = [got - ev["hops"]["source_us"] for got, _, ev in paced]
         procs = pids(sup)
         before = await raw_end(r, cfg.competition_id)
+        procs["client"] = os.getpid()  # this process: the feed and the WebSocket client
         cpu0 = {name: cpu_s(pid) for name, pid in procs.items()}
         t0 = now_us()
         for p in passings[PACED:]:  # flood: the sustained rate
@@ -310,11 +312,12 @@ async def run_field(sup: Supervisor, n: int, seq: int) -> tuple[dict[str, float]
     for name in procs:
         row[f"{name}_ms"] = (cpu1[name] - cpu0[name]) / done * 1000
     row["scoring_read_ms"] = (cpu1["scoring"] - cpu0["scoring"]) / max(1, reads) * 1000
-    row["chain_ms"] = sum(row[f"{name}_ms"] for name in procs)
+    row["chain_ms"] = sum(row[f"{name}_ms"] for name in procs if name != "client")
     print(f"{n:>7} {row['p50']:>7.2f} {row['p99']:>8.2f} {reads:>6} {len(flood):>6}"
           f"{row['rate']:>8.0f} {row['scoring_read_ms']:>9.3f} {row['scoring_ms']:>9.3f}"
           f"{row['ingest_ms']:>8.3f} {row['broadcast_ms']:>8.3f} {row['redis_ms']:>8.3f}"
-          f"{row['chain_ms']:>8.3f} {row['frame_b']:>7.0f} {row['load']:>5.1f}", flush=True)
+          f"{row['chain_ms']:>8.3f}{row['client_ms']:>8.3f} {row['frame_b']:>7.0f}"
+          f" {row['load']:>5.1f}", flush=True)
     return row, seq
 
 
@@ -327,11 +330,12 @@ async def amain(fields: tuple[int, ...]) -> None:
             print(f"\n== field size: whole chain, one mass start per field "
                   f"({PACED} passings at {RATE_HZ:.0f}/s, then {FLOOD} as fast as taken; "
                   "every read a crossing) ==")
-            print("CPU ms per passage delivered (scoring also per read taken); load: 1 min "
+            print("CPU ms per passage delivered (scoring also per read taken); chain: the "
+                  "four processes; client: this one (feed, WebSocket client); load: 1 min "
                   "load average")
             print(f"{'skaters':>7} {'p50 ms':>7} {'p99 ms':>8} {'reads':>6} {'passed':>6}"
                   f"{'pass/s':>8} {'score/rd':>9} {'scoring':>9}{'ingest':>8} {'bcast':>8}"
-                  f" {'redis':>8}{'chain':>8} {'frame B':>7} {'load':>5}")
+                  f" {'redis':>8}{'chain':>8}{'client':>8} {'frame B':>7} {'load':>5}")
             rows, seq = [], 0
             for n in fields:
                 row, seq = await run_field(sup, n, seq)
