@@ -139,44 +139,56 @@ def unforeseen(exc: Exception, source: str) -> FeedError:
 
 
 class TcpConnection:
-    """One TCP feed connection's state: its hello, then its inputs, read by read."""
+    """One TCP feed connection: its hello, then its inputs, read by read. The inputs of
+    one read are stored together and answered in one write (a source that sends many
+    lines at once, a window of unanswered inputs, costs one append and one system
+    call); a connection that waits for verdicts is answered input by input, each as
+    soon as it is judged."""
 
-    def __init__(self, ingest: Ingest, peer: Any) -> None:
+    def __init__(self, ingest: Ingest, peer: Any, writer: asyncio.StreamWriter) -> None:
         self.ingest = ingest
         self.peer = peer
+        self.writer = writer
         self.splitter = LineSplitter()
         #: The source its hello named (None until then), and whether it waits for verdicts.
         self.src: Source | None = None
         self.wait = False
-        #: The connection is to be closed once the replies so far are sent.
+        #: The connection is to be closed (the replies so far are sent).
         self.closing = False
 
-    async def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """The replies to the lines ``data`` completes, in order; consecutive inputs are
-        stored together (:meth:`Ingest.accept_lines`)."""
-        replies: list[dict[str, Any]] = []
+    async def send(self, replies: list[dict[str, Any]]) -> None:
+        if replies:
+            self.writer.write(b"".join(msgspec.json.encode(r) + b"\n" for r in replies))
+            await self.writer.drain()
+
+    async def feed(self, data: bytes) -> None:
+        """Answer the lines ``data`` completes, in order."""
         run: list[bytes] = []
         for line in self.splitter.feed(data):
             if isinstance(line, bytes) and self.src is not None:
                 run.append(line)
+                if self.wait:
+                    await self.inputs(run)
+                    run = []
                 continue
-            replies += await self.inputs(run)
+            await self.inputs(run)
             run = []
             if self.closing:
-                return replies
-            replies.append(await self.other(line))
+                return
+            await self.send([await self.other(line)])
             if self.closing:
-                return replies
-        return replies + await self.inputs(run)
+                return
+        await self.inputs(run)
 
-    async def inputs(self, lines: list[bytes]) -> list[dict[str, Any]]:
+    async def inputs(self, lines: list[bytes]) -> None:
         if not lines or self.src is None:
-            return []
+            return
         if self.ingest.tokens.get(self.src.token) != self.src:
             await self.ingest.reject(self.src.id, lines[0], "token no longer valid")
             self.closing = True
-            return [{"ok": False, "error": REVOKED}]
-        return await self.ingest.accept_lines(lines, self.src, self.wait)
+            await self.send([{"ok": False, "error": REVOKED}])
+            return
+        await self.send(await self.ingest.accept_lines(lines, self.src, self.wait))
 
     async def other(self, line: bytes | FeedError) -> dict[str, Any]:
         """The reply to a line that is no input: one refused by the splitter, or the
@@ -478,15 +490,10 @@ class Ingest:
 
     async def handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        conn = TcpConnection(self, peer)
+        conn = TcpConnection(self, peer, writer)
         try:
             while not conn.closing and (data := await reader.read(65536)):
-                # The replies to one read's lines go out in one write: a source that
-                # sends many lines at once (a window of unanswered inputs) is answered
-                # in one system call, after one append of all its inputs.
-                replies = await conn.feed(data)
-                writer.write(b"".join(msgspec.json.encode(r) + b"\n" for r in replies))
-                await writer.drain()
+                await conn.feed(data)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -65,6 +65,10 @@ BATCH = 200
 #: a sender waiting for a passing's verdict hears it at most this much later than if
 #: each input were published alone (judged inputs are published at once anyway).
 FLUSH_S = 0.005
+#: A batch is published once its events reach this many bytes: a revision carries the
+#: whole view (7.5 MB at 10,000 skaters), and a read of late reads must not become one
+#: script call of a gigabyte.
+FLUSH_BYTES = 4 * 1024 * 1024
 #: How often the counters are written for /api/health (off the per-input path).
 STATS_EVERY_S = 1.0
 REPLAY_CHUNK = 2000
@@ -120,6 +124,8 @@ class Outbox:
         self.revised: set[str] = set()
         #: Whether the last input taken is a judged one (:data:`UNJUDGED`).
         self.judged = False
+        #: Bytes of the events so far.
+        self.size = 0
         self.started = time.perf_counter()
 
     def add(self, out: dict[str, list[dict[str, Any]]], hops: dict[str, Any]) -> int:
@@ -128,8 +134,9 @@ class Outbox:
         n = 0
         for race, events in out.items():
             if events:
-                self.events.setdefault(race, []).extend(
-                    bus.dumps({**ev, "hops": hops}) for ev in events)
+                encoded = [bus.dumps({**ev, "hops": hops}) for ev in events]
+                self.events.setdefault(race, []).extend(encoded)
+                self.size += sum(len(e) for e in encoded)
                 if any(ev["type"] == "revision" for ev in events):
                     self.revised.add(race)
                 n += len(events)
@@ -289,11 +296,13 @@ class ScoringRunner:
         """Score the entries of one read in order and publish their output, in one
         script call for all of them (:meth:`flush`), except that the output is published
         right after a judged input (one a sender waits for by default: its verdict
-        comes no later than it would alone) and at least every :attr:`flush_s`."""
+        comes no later than it would alone), at least every :attr:`flush_s`, and once
+        its events reach :data:`FLUSH_BYTES`."""
         box = Outbox()
         for sid, fields in entries:
             self.take(sid, fields, box)
-            if box.judged or time.perf_counter() - box.started >= self.flush_s:
+            if box.judged or box.size >= FLUSH_BYTES \
+                    or time.perf_counter() - box.started >= self.flush_s:
                 await self.flush(box)
                 box = Outbox()
         await self.flush(box)
