@@ -2,17 +2,19 @@
 
 Two Lua scripts make the two writes that must be atomic:
 
-* ``append_input`` (ingest): drop a repeat of (source, session, seq) with the same
-  content or of (source, idempotency key), refuse a repeat of (source, session, seq)
-  with other content, else XADD the input to the raw log and remember its id and
-  content digest, all before the sender hears "ok".
-* ``publish`` (scoring): XADD a batch of race events, store the race view as of
-  the last one (the snapshot) when scoring sends one (at a cadence:
-  :mod:`icetime.snapshot`), record the input's verdict (officials' stream and
-  its verdict key), record which raw input they answer, and XACK that input; all
-  only while the worker holds the competition's scoring lease (its token).
-  A scoring worker that dies anywhere in between has either
-  published all of an input's output (and acknowledged it) or none of it.
+* ``append_input`` (ingest), for one input or the inputs of one read of a
+  connection: drop a repeat of (source, session, seq) with the same content or of
+  (source, idempotency key), refuse a repeat of (source, session, seq) with other
+  content, else XADD the input to the raw log and remember its id and content
+  digest, all before the sender hears "ok".
+* ``publish`` (scoring): for a batch of consecutive raw inputs, XADD their race
+  events (per race in input order), store a race's view as of its last one (the
+  snapshot) when scoring sends one (at a cadence: :mod:`icetime.snapshot`), record
+  each input's verdict (officials' stream and its verdict key), record the last
+  input they answer (the progress mark), and XACK them all; all only while the
+  worker holds the competition's scoring lease (its token). A scoring worker that
+  dies anywhere in between has either published all of a batch's output (and
+  acknowledged it) or none of it.
 """
 from __future__ import annotations
 
@@ -40,60 +42,78 @@ from redis.exceptions import (
 from icetime import keys
 
 APPEND_INPUT = """
--- KEYS: raw, seen, stats, source-seq, idempotency key
--- ARGV: dedupe field, source-seq field, seq, payload, content digest,
+-- KEYS: raw, seen, stats, source-seq, then per input its idempotency key
+-- ARGV: per input: dedupe field, source-seq field, seq, payload, content digest,
 --       idempotency key's lifetime (s; '' for none)
--- A repeat of the dedupe field with the same content is a duplicate (1); with other
--- content it is a conflict (2), for ingest to refuse: a reused seq must never stand for
--- a new input, nor drop one silently. A repeat of the idempotency key is a duplicate.
-if ARGV[1] ~= '' then
-  local existing = redis.call('HGET', KEYS[2], ARGV[1])
-  if existing then
-    local sp = string.find(existing, ' ', 1, true)
-    if sp and string.sub(existing, sp + 1) ~= ARGV[5] then
-      return {string.sub(existing, 1, sp - 1), 2}
+-- Inputs are taken in order (a repeat of an earlier one of the same call is its
+-- duplicate). A repeat of the dedupe field with the same content is a duplicate (1);
+-- with other content it is a conflict (2), for ingest to refuse: a reused seq must never
+-- stand for a new input, nor drop one silently. A repeat of the idempotency key is a
+-- duplicate. Returns (id, what) per input, flat.
+local counts = {accepted = 0, duplicate = 0}
+local function append(k, a)
+  if ARGV[a + 1] ~= '' then
+    local existing = redis.call('HGET', KEYS[2], ARGV[a + 1])
+    if existing then
+      local sp = string.find(existing, ' ', 1, true)
+      if sp and string.sub(existing, sp + 1) ~= ARGV[a + 5] then
+        return string.sub(existing, 1, sp - 1), 2
+      end
+      counts.duplicate = counts.duplicate + 1
+      return sp and string.sub(existing, 1, sp - 1) or existing, 1
     end
-    redis.call('HINCRBY', KEYS[3], 'duplicate', 1)
-    return {sp and string.sub(existing, 1, sp - 1) or existing, 1}
   end
-end
-if ARGV[6] ~= '' then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then
-    redis.call('HINCRBY', KEYS[3], 'duplicate', 1)
-    return {existing, 1}
+  if ARGV[a + 6] ~= '' then
+    local existing = redis.call('GET', KEYS[k])
+    if existing then
+      counts.duplicate = counts.duplicate + 1
+      return existing, 1
+    end
   end
+  local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[a + 4])
+  if ARGV[a + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[a + 1], id .. ' ' .. ARGV[a + 5]) end
+  if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[k], id, 'EX', ARGV[a + 6]) end
+  counts.accepted = counts.accepted + 1
+  if ARGV[a + 3] ~= '' then
+    local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[a + 2]) or '-1')
+    if tonumber(ARGV[a + 3]) > cur then redis.call('HSET', KEYS[4], ARGV[a + 2], ARGV[a + 3]) end
+  end
+  return id, 0
 end
-local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[4])
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], id .. ' ' .. ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('SET', KEYS[5], id, 'EX', ARGV[6]) end
-redis.call('HINCRBY', KEYS[3], 'accepted', 1)
-if ARGV[3] ~= '' then
-  local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '-1')
-  if tonumber(ARGV[3]) > cur then redis.call('HSET', KEYS[4], ARGV[2], ARGV[3]) end
+local out = {}
+for i = 0, #KEYS - 5 do
+  local id, what = append(5 + i, i * 6)
+  table.insert(out, id)
+  table.insert(out, what)
 end
-return {id, 0}
+for name, n in pairs(counts) do
+  if n > 0 then redis.call('HINCRBY', KEYS[3], name, n) end
+end
+return out
 """
 
 PUBLISH = """
--- KEYS: progress, races-set, raw stream, officials stream, verdict key, scoring lease,
---       then per race: events, snapshot, epoch
--- ARGV: input id, group, n races, verdict json ('' for none), verdict lifetime (s),
---       officials maxlen, lease token ('' for none),
+-- KEYS: progress, races-set, raw stream, officials stream, scoring lease,
+--       then per verdict: its verdict key, then per race: events, snapshot, epoch
+-- ARGV: progress id ('' to leave the mark), group, n races, n verdicts,
+--       verdict lifetime (s), officials maxlen, lease token ('' for none), n acks,
+--       then the input ids to acknowledge, then the verdicts' json,
 --       then per race: race id, epoch candidate, view json ('' to keep the stored
 --       snapshot), n, events...
 -- A worker whose lease another worker holds now publishes nothing (NOTOWNER).
-if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then
+if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[7] then
   return redis.error_reply('NOTOWNER another worker holds the scoring lease')
 end
-local pos = 8
-local out = {}
-if ARGV[4] ~= '' then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[4])
-  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
+local nv, na = tonumber(ARGV[4]), tonumber(ARGV[8])
+local pos = 9 + na
+for v = 1, nv do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'v', ARGV[pos])
+  redis.call('SET', KEYS[5 + v], ARGV[pos], 'EX', ARGV[5])
+  pos = pos + 1
 end
+local out = {}
 for r = 1, tonumber(ARGV[3]) do
-  local base = 6 + (r - 1) * 3
+  local base = 5 + nv + (r - 1) * 3
   local race, cand, view, n = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   pos = pos + 4
   local epoch = redis.call('GET', KEYS[base + 3])
@@ -113,8 +133,12 @@ for r = 1, tonumber(ARGV[3]) do
   table.insert(out, epoch)
   table.insert(out, last)
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('XACK', KEYS[3], ARGV[2], ARGV[1])
+if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1]) end
+-- In slices: unpack() puts every argument on Lua's stack, which is bounded.
+local ACK_SLICE = 1000
+for i = 9, 8 + na, ACK_SLICE do
+  redis.call('XACK', KEYS[3], ARGV[2], unpack(ARGV, i, math.min(i + ACK_SLICE - 1, 8 + na)))
+end
 return out
 """
 
@@ -357,26 +381,48 @@ class Bus:
         its content (:func:`digest`) is the same, and ``"conflict"`` when it differs (the
         id is then the stored input's); nothing is appended for either. Without a
         ``seq``, the input's (source, ``key``) makes a repeat a duplicate for
-        ``key_ttl_s`` seconds (``key`` "": always new)."""
-        seq = inp.get("seq")
-        where = seq_field(inp["source"], inp.get("session"))
-        field = f"{where}\x00{seq}" if seq is not None else ""
-        use_key = seq is None and bool(key) and key_ttl_s > 0
-        res = await self._append(
-            keys=[keys.raw_stream(c := self.competition), keys.seen_hash(c),
-                  keys.ingest_stats(c), keys.source_seq(c),
-                  keys.idempotency_key(c, inp["source"], key if use_key else "")],
-            args=[field, where, "" if seq is None else str(seq), pack_input(inp),
-                  digest(inp), str(key_ttl_s) if use_key else ""],
-        )
-        return res[0].decode(), APPENDED[int(res[1])]
+        ``key_ttl_s`` seconds (``key`` "": always new). Raises RedisError."""
+        return (await self.append_inputs([(inp, key, key_ttl_s)]))[0]
+
+    async def append_inputs(self, inputs: list[tuple[dict[str, Any], str, int]]
+                            ) -> list[tuple[str, Appended]]:
+        """:meth:`append_input` for each (input, key, key_ttl_s) in order, in one
+        atomic script call (a repeat of an earlier input of the list is its duplicate).
+        Raises RedisError (then none was appended)."""
+        if not inputs:
+            return []
+        c = self.competition
+        ks = [keys.raw_stream(c), keys.seen_hash(c), keys.ingest_stats(c), keys.source_seq(c)]
+        args: list[Any] = []
+        for inp, key, key_ttl_s in inputs:
+            seq = inp.get("seq")
+            where = seq_field(inp["source"], inp.get("session"))
+            use_key = seq is None and bool(key) and key_ttl_s > 0
+            ks.append(keys.idempotency_key(c, inp["source"], key if use_key else ""))
+            args += [f"{where}\x00{seq}" if seq is not None else "", where,
+                     "" if seq is None else str(seq), pack_input(inp), digest(inp),
+                     str(key_ttl_s) if use_key else ""]
+        res = await self._append(keys=ks, args=args)
+        return [(res[i].decode(), APPENDED[int(res[i + 1])]) for i in range(0, len(res), 2)]
 
     async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]],
                       verdict: str = "") -> list[tuple[str, str]]:
-        """Publish (race, epoch candidate, view json, [event json]) for one input (the
-        view "" keeps the race's stored snapshot where it stands), its
-        ``verdict`` (JSON for the officials' stream and the input's verdict key; "":
-        none), and acknowledge the input in the scoring group, atomically.
+        """:meth:`publish_batch` for one input ``input_id`` with its ``verdict`` ("":
+        none)."""
+        return await self.publish_batch(input_id, [input_id],
+                                        [(input_id, verdict)] if verdict else [], races)
+
+    async def publish_batch(self, progress: str, acks: list[str],
+                            verdicts: list[tuple[str, str]],
+                            races: list[tuple[str, str, str, list[str]]]
+                            ) -> list[tuple[str, str]]:
+        """Publish the output of a batch of raw inputs atomically, in one script call:
+        per race (race, epoch candidate, view json, [event json]) with the events in
+        input order (the view "" keeps the race's stored snapshot where it stands,
+        else it is stored at the race's last event), each (input id, verdict json)
+        (officials' stream, in this order, and the input's verdict key), the progress
+        mark ``progress`` (the batch's last input with output; "" leaves the mark),
+        and acknowledge ``acks`` in the scoring group.
 
         Returns (epoch, last event id) per race, in order. Raises :class:`LeaseLost`
         (nothing written) when the competition's scoring lease does not hold this
@@ -384,10 +430,11 @@ class Bus:
         """
         c = self.competition
         ks = [keys.scoring_progress(c), keys.races_set(c), keys.raw_stream(c),
-              keys.officials_stream(c), keys.verdict_key(c, input_id),
-              keys.scoring_lease(c)]
-        args: list[Any] = [input_id, keys.SCORING_GROUP, len(races), verdict,
-                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN, self.lease_token]
+              keys.officials_stream(c), keys.scoring_lease(c)]
+        ks += [keys.verdict_key(c, sid) for sid, _ in verdicts]
+        args: list[Any] = [progress, keys.SCORING_GROUP, len(races), len(verdicts),
+                           keys.VERDICT_TTL_S, keys.OFFICIALS_MAXLEN, self.lease_token,
+                           len(acks), *acks, *(v for _, v in verdicts)]
         for race, epoch, view, events in races:
             ks += [keys.events_stream(c, race), keys.snapshot_key(c, race), keys.epoch_key(c, race)]
             args += [race, epoch, view, len(events), *events]

@@ -118,11 +118,12 @@ class Cadence:
         #: How long the last store took (s).
         self.cost = 0.0
 
-    def due(self, race: str, events: list[dict[str, Any]]) -> bool:
-        """Whether the snapshot of ``race`` is stored with these, its next events."""
-        if race not in self.at or any(ev["type"] == "revision" for ev in events):
+    def due(self, race: str, events: int, revision: bool) -> bool:
+        """Whether the snapshot of ``race`` is stored with its next ``events`` events
+        (``revision``: one of them is a revision)."""
+        if race not in self.at or revision:
             return True  # a new life, or the view came whole anyway
-        n = self.since.get(race, 0) + len(events)
+        n = self.since.get(race, 0) + events
         waited = time.monotonic() - self.at[race]
         return (n >= EVERY_EVENTS or waited >= EVERY_S) and waited >= SPACING * self.cost
 

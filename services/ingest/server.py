@@ -138,6 +138,69 @@ def unforeseen(exc: Exception, source: str) -> FeedError:
                      "it is kept in the rejects stream for the desk")
 
 
+class TcpConnection:
+    """One TCP feed connection: its hello, then its inputs, read by read. The inputs of
+    one read are stored together and answered in one write (a source that sends many
+    lines at once, a window of unanswered inputs, costs one append and one system
+    call); a connection that waits for verdicts is answered input by input, each as
+    soon as it is judged."""
+
+    def __init__(self, ingest: Ingest, peer: Any, writer: asyncio.StreamWriter) -> None:
+        self.ingest = ingest
+        self.peer = peer
+        self.writer = writer
+        self.splitter = LineSplitter()
+        #: The source its hello named (None until then), and whether it waits for verdicts.
+        self.src: Source | None = None
+        self.wait = False
+        #: The connection is to be closed (the replies so far are sent).
+        self.closing = False
+
+    async def send(self, replies: list[dict[str, Any]]) -> None:
+        if replies:
+            self.writer.write(b"".join(msgspec.json.encode(r) + b"\n" for r in replies))
+            await self.writer.drain()
+
+    async def feed(self, data: bytes) -> None:
+        """Answer the lines ``data`` completes, in order."""
+        run: list[bytes] = []
+        for line in self.splitter.feed(data):
+            if isinstance(line, bytes) and self.src is not None:
+                run.append(line)
+                if self.wait:
+                    await self.inputs(run)
+                    run = []
+                continue
+            await self.inputs(run)
+            run = []
+            if self.closing:
+                return
+            await self.send([await self.other(line)])
+            if self.closing:
+                return
+        await self.inputs(run)
+
+    async def inputs(self, lines: list[bytes]) -> None:
+        if not lines or self.src is None:
+            return
+        if self.ingest.tokens.get(self.src.token) != self.src:
+            await self.ingest.reject(self.src.id, lines[0], "token no longer valid")
+            self.closing = True
+            await self.send([{"ok": False, "error": REVOKED}])
+            return
+        await self.send(await self.ingest.accept_lines(lines, self.src, self.wait))
+
+    async def other(self, line: bytes | FeedError) -> dict[str, Any]:
+        """The reply to a line that is no input: one refused by the splitter, or the
+        hello."""
+        if isinstance(line, FeedError):
+            await self.ingest.reject(self.src.id if self.src else None, b"", str(line))
+            return {"ok": False, "error": str(line)}
+        self.src, answer, self.closing = await self.ingest.hello(line, self.peer)
+        self.wait = answer.get("wait") is True
+        return answer
+
+
 class Ingest:
     """The transport-independent core: authenticate, validate, append or reject."""
 
@@ -229,20 +292,6 @@ class Ingest:
         return await self.store(inp, rx, raw, src=src, wait=wait, key=key,
                                 refuse_conflict=refuse_conflict)
 
-    async def accept_line(self, line: bytes, source: str, *, src: Source | None = None,
-                          wait: bool = False) -> dict[str, Any]:
-        """The same for one TCP line, decoded straight into its input type."""
-        rx = now_us()
-        try:
-            inp = decode_line(line, source)
-            check_role(inp, src)
-            check_seq(inp)
-        except FeedError as exc:
-            return await self.refuse(source, line, exc)
-        except Exception as exc:
-            return await self.refuse(source, line, unforeseen(exc, source))
-        return await self.store(inp, rx, line, src=src, wait=wait)
-
     async def refuse(self, source: str, raw: bytes, exc: FeedError,
                      obj: Any = None) -> dict[str, Any]:
         """Count and keep a refused input (``obj``: as parsed, for the log's race and
@@ -263,22 +312,44 @@ class Ingest:
         seq) with the same content is acknowledged as a duplicate; with other content it
         is refused (``conflict``), counted and kept in the rejects stream like any
         refusal."""
-        inp.rx_us = rx
-        ttl = IDEMPOTENCY_KEY_S if key else 0
-        if inp.seq is None and not key and src is not None \
-                and src.effective_role != "decoder":
-            key, ttl = double_click_key(inp), DOUBLE_CLICK_S
-        doc = stored(inp)
+        return (await self.store_many([(inp, rx, raw)], src=src, wait=wait, key=key,
+                                      refuse_conflict=refuse_conflict))[0]
+
+    async def store_many(self, inputs: list[tuple[FeedInput, int, bytes]], *,
+                         src: Source | None = None, wait: bool | None = False,
+                         key: str = "", refuse_conflict: bool = True
+                         ) -> list[dict[str, Any]]:
+        """:meth:`store` for each (input, receipt µs, bytes as received), appended in
+        order in one script call (the lines of one read of a TCP connection); the
+        replies, in order. Storage unavailable: every reply says resend."""
+        docs: list[tuple[dict[str, Any], str, int]] = []
+        for inp, rx, _ in inputs:
+            inp.rx_us = rx
+            ttl = IDEMPOTENCY_KEY_S if key else 0
+            own_key = key
+            if inp.seq is None and not key and src is not None \
+                    and src.effective_role != "decoder":
+                own_key, ttl = double_click_key(inp), DOUBLE_CLICK_S
+            docs.append((stored(inp), own_key, ttl))
         try:
             await self.register()
-            stream_id, what = await self.bus.append_input(doc, key, ttl)
+            appended = await self.bus.append_inputs(docs)
         except RedisError as exc:
             self.registered = False  # Redis may have come back empty: register again
             self.outage.failed(exc, "storing inputs (sources are told to resend)")
-            log.debug("cannot store input from %s: %s", inp.source, exc, extra=about(inp))
-            return {"ok": False, "error": "storage unavailable; resend this input",
-                    "retry": True, "seq": inp.seq}
+            log.debug("cannot store %d inputs from %s: %s", len(inputs), inputs[0][0].source,
+                      exc, extra=about(inputs[0][0]))
+            return [{"ok": False, "error": "storage unavailable; resend this input",
+                     "retry": True, "seq": inp.seq} for inp, _, _ in inputs]
         self.outage.ok()
+        return [await self.stored_reply(inp, raw, doc, stream_id, what, wait, refuse_conflict)
+                for (inp, _, raw), (doc, _, _), (stream_id, what)
+                in zip(inputs, docs, appended, strict=True)]
+
+    async def stored_reply(self, inp: FeedInput, raw: bytes, doc: dict[str, Any],
+                           stream_id: str, what: bus.Appended, wait: bool | None,
+                           refuse_conflict: bool) -> dict[str, Any]:
+        """The reply to an input the raw log took as ``what`` (see :meth:`store`)."""
         if what == "conflict":
             where = f" in session '{inp.session}'" if inp.session is not None else ""
             error = (f"seq {inp.seq}{where} was already used by source '{inp.source}' for "
@@ -434,37 +505,43 @@ class Ingest:
 
     async def handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        splitter = LineSplitter()
-        src: Source | None = None
-        wait = False
-
-        async def reply(obj: dict[str, Any]) -> None:
-            writer.write(msgspec.json.encode(obj) + b"\n")
-            await writer.drain()
-
+        conn = TcpConnection(self, peer, writer)
         try:
-            while data := await reader.read(65536):
-                for line in splitter.feed(data):
-                    if isinstance(line, FeedError):
-                        await self.reject(src.id if src else None, b"", str(line))
-                        await reply({"ok": False, "error": str(line)})
-                    elif src is None:
-                        src, answer, close = await self.hello(line, peer)
-                        wait = answer.get("wait") is True
-                        await reply(answer)
-                        if close:
-                            return
-                    elif self.tokens.get(src.token) != src:
-                        await self.reject(src.id, line, "token no longer valid")
-                        await reply({"ok": False, "error": REVOKED})
-                        return
-                    else:
-                        await reply(await self.accept_line(line, src.id, src=src, wait=wait))
+            while not conn.closing and (data := await reader.read(65536)):
+                await conn.feed(data)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            log.debug("source %s disconnected (%s)", src.id if src else "?", peer)
+            log.debug("source %s disconnected (%s)", conn.src.id if conn.src else "?", peer)
             writer.close()
+
+    async def accept_lines(self, lines: list[bytes], src: Source, wait: bool
+                           ) -> list[dict[str, Any]]:
+        """Type each TCP line of one read of a connection straight into its input type
+        (refusing it with the reason when it is none, or outside ``src``'s role), and
+        store the valid inputs in one script call (:meth:`store_many`); the replies,
+        in order."""
+        replies: list[dict[str, Any] | None] = []
+        valid: list[tuple[int, FeedInput, int, bytes]] = []
+        for line in lines:
+            rx = now_us()
+            try:
+                inp = decode_line(line, src.id)
+                check_role(inp, src)
+                check_seq(inp)
+            except FeedError as exc:
+                replies.append(await self.refuse(src.id, line, exc))
+                continue
+            except Exception as exc:  # a bug must cost this input, not the connection
+                replies.append(await self.refuse(src.id, line, unforeseen(exc, src.id)))
+                continue
+            valid.append((len(replies), inp, rx, line))
+            replies.append(None)
+        stored_replies = await self.store_many([(inp, rx, line) for _, inp, rx, line in valid],
+                                               src=src, wait=wait) if valid else []
+        for (i, *_), reply in zip(valid, stored_replies, strict=True):
+            replies[i] = reply
+        return [r for r in replies if r is not None]
 
     # ------------------------------------------------------------------ HTTP
     @web.middleware
