@@ -11,7 +11,9 @@ that is fed the frames icetime sent, recorded by one more client, at the times t
 arrived, with each frame's ``source_us`` stamped when the frame is handed to Node. For
 each server: p50/p99/max latency, frames delivered, the server process's CPU time
 (/proc/<pid>/stat, user + system, from the first passing until a recorder client has
-the last one, and 2 s more) per delivered frame, and the ratio icetime / Node.
+the last one, and 2 s more) per delivered frame and the system (kernel) part of it, the
+median *spread* (from the first client's receipt of a frame to the last one's: how long
+one frame's fan-out takes), and the ratio icetime / Node.
 
 The number of open files is raised to the hard limit (each client holds a socket in a
 client process and one in the server); the number of clients is capped to fit and the cap
@@ -84,8 +86,9 @@ class ScaleClient(RawClient):
     """A RawClient (frames split and stamped on arrival, pings answered) whose frames
     are decoded after the run (:meth:`results`)."""
 
-    def results(self) -> tuple[int, list[int]]:
-        """(event frames received, passing -> receipt µs of each passage and finish)."""
+    def results(self) -> tuple[int, list[tuple[int, int]]]:
+        """(event frames received, (passing sent µs, passing -> receipt µs) of each
+        passage and finish)."""
         lat = []
         count = 0
         for got, payload in self.frames:
@@ -95,7 +98,7 @@ class ScaleClient(RawClient):
             count += 1
             hops = msg.event.hops
             if msg.event.type in ("passage", "finish") and hops and hops.source_us:
-                lat.append(got - hops.source_us)
+                lat.append((hops.source_us, got - hops.source_us))
         return count, lat
 
 
@@ -122,8 +125,9 @@ async def worker(n: int) -> None:
     """A client process: commands on stdin, one a line, answers on stdout.
 
     ``connect <port> <race>``: open ``n`` clients; answers ``ready <k>`` (k had a
-    snapshot). ``stop <file>``: close them, save the latencies (µs, int64) to ``file``
-    (numpy), answer ``done <event frames received>``. EOF ends the process."""
+    snapshot). ``stop <file>``: close them, save (passing sent µs, latency µs) rows
+    (int64, shape (k, 2)) to ``file`` (numpy), answer ``done <event frames received>``.
+    EOF ends the process."""
     clients: list[ScaleClient] = []
     while line := await asyncio.to_thread(sys.stdin.readline):
         cmd, *args = line.split()
@@ -138,7 +142,7 @@ async def worker(n: int) -> None:
                 k, more = c.results()
                 count += k
                 lat += more
-            np.save(args[0], np.asarray(lat, dtype=np.int64))
+            np.save(args[0], np.asarray(lat, dtype=np.int64).reshape(-1, 2))
             clients = []
             print("done", count, flush=True)
 
@@ -155,10 +159,10 @@ def raise_open_files(want: int) -> int:
     return soft
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far, seconds (/proc/<pid>/stat)."""
+def cpu_s(pid: int) -> np.ndarray:
+    """(user, system) CPU time of process ``pid`` so far, seconds (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return np.array([int(fields[11]), int(fields[12])]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -167,18 +171,39 @@ class Result:
     clients: int
     frames: int
     expected: int
-    cpu_s: float
+    #: The server process's (user, system) CPU seconds over the feed.
+    cpu: np.ndarray
     load: float
-    lat: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: (passing sent µs, passing -> client µs) per passage or finish each client got.
+    lat: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+
+    @property
+    def cpu_s(self) -> float:
+        return float(self.cpu.sum())
 
     def cpu_per_frame_us(self) -> float:
         return self.cpu_s * 1e6 / max(1, self.frames)
 
+    def sys_per_frame_us(self) -> float:
+        return float(self.cpu[1]) * 1e6 / max(1, self.frames)
+
+    def spread_ms(self) -> float:
+        """Median over passings of the time from the first client's receipt of its
+        frame to the last client's (ms): how long one frame's fan-out takes."""
+        if not len(self.lat):
+            return 0.0
+        order = np.argsort(self.lat[:, 0], kind="stable")
+        sent, lat = self.lat[order, 0], self.lat[order, 1]
+        starts = np.flatnonzero(np.r_[True, sent[1:] != sent[:-1]])
+        spread = np.maximum.reduceat(lat, starts) - np.minimum.reduceat(lat, starts)
+        return float(np.median(spread)) / 1000
+
     def line(self) -> str:
-        lat = np.sort(self.lat) / 1000 if len(self.lat) else np.zeros(1)
+        lat = np.sort(self.lat[:, 1]) / 1000 if len(self.lat) else np.zeros(1)
         return (f"{self.name:<10} {self.clients:>7} {self.frames:>10}/{self.expected:<10} "
                 f"{np.percentile(lat, 50):7.1f} {np.percentile(lat, 99):7.1f} "
-                f"{lat.max():7.1f} {self.cpu_per_frame_us():9.2f}   {self.load:5.2f}")
+                f"{lat.max():7.1f} {self.cpu_per_frame_us():9.2f} "
+                f"{self.sys_per_frame_us():9.2f} {self.spread_ms():9.1f}   {self.load:5.2f}")
 
 
 class Workers:
@@ -217,7 +242,7 @@ class Workers:
     async def stop(self, tmp: Path) -> tuple[int, np.ndarray]:
         files = [tmp / f"lat{i}.npy" for i in range(len(self.procs))]
         answers = await self.ask([f"stop {f}" for f in files])
-        lat = np.concatenate([np.load(f) for f in files])
+        lat = np.concatenate([np.load(f) for f in files]).reshape(-1, 2)
         return sum(int(a[1]) for a in answers), lat
 
     async def close(self) -> None:
@@ -403,7 +428,7 @@ async def amain(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"{'server':<10} {'clients':>7} {'frames delivered/expected':>21} "
                   f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU µs/frame':>12} "
-                  f"{'load1':>6}", flush=True)
+                  f"{'of it sys':>9} {'spread ms':>9} {'load1':>6}", flush=True)
             ice, recorder = await icetime_half(args, workers, Path(tmp))
             print(ice.line(), flush=True)
             why = await asyncio.to_thread(node_missing)
@@ -415,6 +440,12 @@ async def amain(args: argparse.Namespace) -> None:
             print(f"CPU per delivered frame, icetime / Node ws: "
                   f"{ice.cpu_per_frame_us() / node.cpu_per_frame_us():.2f}x "
                   f"(broadcast node {ice.cpu_s:.2f} s, node {node.cpu_s:.2f} s)", flush=True)
+            for r in (ice, node):
+                print(f"{r.name}: one frame to {r.clients:,} clients costs "
+                      f"{r.sys_per_frame_us() * r.clients / 1000:.0f} ms of kernel time "
+                      f"and {(r.cpu_per_frame_us() - r.sys_per_frame_us()) * r.clients / 1000:.0f}"
+                      f" ms in the process; the last client gets it {r.spread_ms():.0f} ms "
+                      "after the first (median)", flush=True)
     finally:
         await workers.close()
 
