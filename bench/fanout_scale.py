@@ -12,8 +12,9 @@ arrived, with each frame's ``source_us`` stamped when the frame is handed to Nod
 each server: p50/p99/max latency, frames delivered, the server process's CPU time
 (/proc/<pid>/stat, user + system, from the first passing until a recorder client has
 the last one, and 2 s more) per delivered frame and the system (kernel) part of it, the
-median *spread* (from the first client's receipt of a frame to the last one's: how long
-one frame's fan-out takes), and the ratio icetime / Node.
+client processes' CPU time per frame over the same window, the median *spread* (from the
+first client's receipt of a frame to the last one's: how long one frame's fan-out
+takes), and the ratio icetime / Node.
 
 The number of open files is raised to the hard limit (each client holds a socket in a
 client process and one in the server); the number of clients is capped to fit and the cap
@@ -176,6 +177,8 @@ class Result:
     load: float
     #: (passing sent µs, passing -> client µs) per passage or finish each client got.
     lat: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    #: The client processes' CPU seconds (user + system) over the same time.
+    clients_cpu_s: float = 0.0
 
     @property
     def cpu_s(self) -> float:
@@ -183,6 +186,9 @@ class Result:
 
     def cpu_per_frame_us(self) -> float:
         return self.cpu_s * 1e6 / max(1, self.frames)
+
+    def clients_per_frame_us(self) -> float:
+        return self.clients_cpu_s * 1e6 / max(1, self.frames)
 
     def sys_per_frame_us(self) -> float:
         return float(self.cpu[1]) * 1e6 / max(1, self.frames)
@@ -235,6 +241,10 @@ class Workers:
             return line.decode().split()
 
         return list(await asyncio.gather(*(answer(p) for p in self.procs)))
+
+    def cpu_s(self) -> float:
+        """The client processes' CPU time so far (user + system), seconds."""
+        return sum(float(cpu_s(p.pid).sum()) for p in self.procs)
 
     async def connect(self, port: int, race: str) -> int:
         return sum(int(a[1]) for a in await self.ask(f"connect {port} {race}"))
@@ -297,17 +307,18 @@ async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
         await asyncio.wait_for(recorder.ready.wait(), 30)
         ready = await workers.connect(cfg.broadcast_ws_port, race)
         pid = sup.procs["broadcast"].pid
-        cpu0 = cpu_s(pid)
+        cpu0, clients0 = cpu_s(pid), workers.cpu_s()
         spy = await start_py_spy(args.py_spy, pid)
         await feed(cfg, race, args.passings, args.rate)
         await drained(recorder, args.passings)
-        used = cpu_s(pid) - cpu0
+        used, clients_used = cpu_s(pid) - cpu0, workers.cpu_s() - clients0
         await stop_py_spy(spy, args.py_spy)
         load = os.getloadavg()[0]
         recorder.close()
         frames, lat = await workers.stop(tmp)
         events = sum(1 for _, p in recorder.frames if p.startswith(b'{"type":"event"'))
-        return Result("icetime", ready, frames, events * ready, used, load, lat), recorder
+        return Result("icetime", ready, frames, events * ready, used, load, lat,
+                      clients_used), recorder
     finally:
         await asyncio.to_thread(sup.stop)
 
@@ -392,7 +403,7 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
         watch = await open_client("127.0.0.1", port, {"op": "subscribe", "race": "scale"})
         await asyncio.wait_for(watch.ready.wait(), 30)
         ready = await workers.connect(port, "scale")
-        cpu0 = cpu_s(node.pid)
+        cpu0, clients0 = cpu_s(node.pid), workers.cpu_s()
         start, first = time.monotonic(), events[0][0]
         for at, text in events:
             await asyncio.sleep(max(0.0, start + (at - first) / 1e6 - time.monotonic()))
@@ -400,11 +411,12 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
             node.stdin.write(b"F " + frame.encode() + b"\n")
             await node.stdin.drain()
         await drained(watch, passing_events(recorder))
-        used = cpu_s(node.pid) - cpu0
+        used, clients_used = cpu_s(node.pid) - cpu0, workers.cpu_s() - clients0
         watch.close()
         load = os.getloadavg()[0]
         frames, lat = await workers.stop(tmp)
-        return Result("node ws", ready, frames, len(events) * ready, used, load, lat)
+        return Result("node ws", ready, frames, len(events) * ready, used, load, lat,
+                      clients_used)
     finally:
         node.stdin.close()
         try:
@@ -441,13 +453,19 @@ async def amain(args: argparse.Namespace) -> None:
                   f"{ice.cpu_per_frame_us() / node.cpu_per_frame_us():.2f}x "
                   f"(broadcast node {ice.cpu_s:.2f} s, node {node.cpu_s:.2f} s)", flush=True)
             for r in (ice, node):
-                print(f"{r.name}: one frame to {r.clients:,} clients costs "
-                      f"{r.sys_per_frame_us() * r.clients / 1000:.0f} ms of kernel time "
-                      f"and {(r.cpu_per_frame_us() - r.sys_per_frame_us()) * r.clients / 1000:.0f}"
-                      f" ms in the process; the last client gets it {r.spread_ms():.0f} ms "
-                      "after the first (median)", flush=True)
+                print(cost_line(r), flush=True)
     finally:
         await workers.close()
+
+
+def cost_line(r: Result) -> str:
+    """What one frame to every client costs on this machine, server and clients."""
+    ms = r.clients / 1000
+    kernel, user = r.sys_per_frame_us() * ms, (r.cpu_per_frame_us() - r.sys_per_frame_us()) * ms
+    return (f"{r.name}: one frame to {r.clients:,} clients: {kernel:.0f} ms of kernel time "
+            f"and {user:.0f} ms in the server process, {r.clients_per_frame_us() * ms:.0f} ms "
+            f"in the client processes; the last client gets it {r.spread_ms():.0f} ms "
+            "after the first (median)")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
