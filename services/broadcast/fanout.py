@@ -146,7 +146,8 @@ Direct = tuple[Callable[[bytes], object], Callable[[], int], Any]
 def direct_writer(ws: Sender) -> Direct | None:
     """How the live path may write frames from :func:`wire_frames` straight to ``ws``:
     a ``websockets`` connection with no extension negotiated (fixed at its handshake);
-    else None."""
+    else None. (This node never sends a fragmented message, so whole frames written
+    here cannot land inside one of the library's.)"""
     protocol = getattr(ws, "protocol", None)
     transport = getattr(ws, "transport", None)
     if protocol is None or transport is None or protocol.extensions:

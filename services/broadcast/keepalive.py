@@ -93,9 +93,12 @@ class Keepalive:
             batches = max(1, math.ceil(len(clients) / self.batch))
             start = loop.time()
             for i in range(batches):
-                self.judge(loop.time())
-                await self.ping(clients[i * self.batch:(i + 1) * self.batch],
-                                loop.time() + self.timeout)
+                try:
+                    self.judge(loop.time())
+                    await self.ping(clients[i * self.batch:(i + 1) * self.batch],
+                                    loop.time() + self.timeout)
+                except Exception:  # one bad connection must not end every client's keepalive
+                    log.exception("keepalive: a batch failed; going on with the next")
                 await asyncio.sleep(max(0.0, start + (i + 1) * self.interval / batches
                                         - loop.time()))
 
