@@ -11,7 +11,10 @@ that is fed the frames icetime sent, recorded by one more client, at the times t
 arrived, with each frame's ``source_us`` stamped when the frame is handed to Node. For
 each server: p50/p99/max latency, frames delivered, the server process's CPU time
 (/proc/<pid>/stat, user + system, from the first passing until a recorder client has
-the last one, and 2 s more) per delivered frame, and the ratio icetime / Node.
+the last one, and 2 s more) per delivered frame and the system (kernel) part of it, the
+client processes' CPU time per frame over the same window, the median *spread* (from the
+first client's receipt of a frame to the last one's: how long one frame's fan-out
+takes), and the ratio icetime / Node.
 
 The number of open files is raised to the hard limit (each client holds a socket in a
 client process and one in the server); the number of clients is capped to fit and the cap
@@ -84,8 +87,9 @@ class ScaleClient(RawClient):
     """A RawClient (frames split and stamped on arrival, pings answered) whose frames
     are decoded after the run (:meth:`results`)."""
 
-    def results(self) -> tuple[int, list[int]]:
-        """(event frames received, passing -> receipt µs of each passage and finish)."""
+    def results(self) -> tuple[int, list[tuple[int, int]]]:
+        """(event frames received, (passing sent µs, passing -> receipt µs) of each
+        passage and finish)."""
         lat = []
         count = 0
         for got, payload in self.frames:
@@ -95,7 +99,7 @@ class ScaleClient(RawClient):
             count += 1
             hops = msg.event.hops
             if msg.event.type in ("passage", "finish") and hops and hops.source_us:
-                lat.append(got - hops.source_us)
+                lat.append((hops.source_us, got - hops.source_us))
         return count, lat
 
 
@@ -122,8 +126,9 @@ async def worker(n: int) -> None:
     """A client process: commands on stdin, one a line, answers on stdout.
 
     ``connect <port> <race>``: open ``n`` clients; answers ``ready <k>`` (k had a
-    snapshot). ``stop <file>``: close them, save the latencies (µs, int64) to ``file``
-    (numpy), answer ``done <event frames received>``. EOF ends the process."""
+    snapshot). ``stop <file>``: close them, save (passing sent µs, latency µs) rows
+    (int64, shape (k, 2)) to ``file`` (numpy), answer ``done <event frames received>``.
+    EOF ends the process."""
     clients: list[ScaleClient] = []
     while line := await asyncio.to_thread(sys.stdin.readline):
         cmd, *args = line.split()
@@ -138,7 +143,7 @@ async def worker(n: int) -> None:
                 k, more = c.results()
                 count += k
                 lat += more
-            np.save(args[0], np.asarray(lat, dtype=np.int64))
+            np.save(args[0], np.asarray(lat, dtype=np.int64).reshape(-1, 2))
             clients = []
             print("done", count, flush=True)
 
@@ -155,10 +160,10 @@ def raise_open_files(want: int) -> int:
     return soft
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far, seconds (/proc/<pid>/stat)."""
+def cpu_s(pid: int) -> np.ndarray:
+    """(user, system) CPU time of process ``pid`` so far, seconds (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return np.array([int(fields[11]), int(fields[12])]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -167,18 +172,44 @@ class Result:
     clients: int
     frames: int
     expected: int
-    cpu_s: float
+    #: The server process's (user, system) CPU seconds over the feed.
+    cpu: np.ndarray
     load: float
-    lat: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: (passing sent µs, passing -> client µs) per passage or finish each client got.
+    lat: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    #: The client processes' CPU seconds (user + system) over the same time.
+    clients_cpu_s: float = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return float(self.cpu.sum())
 
     def cpu_per_frame_us(self) -> float:
         return self.cpu_s * 1e6 / max(1, self.frames)
 
+    def clients_per_frame_us(self) -> float:
+        return self.clients_cpu_s * 1e6 / max(1, self.frames)
+
+    def sys_per_frame_us(self) -> float:
+        return float(self.cpu[1]) * 1e6 / max(1, self.frames)
+
+    def spread_ms(self) -> float:
+        """Median over passings of the time from the first client's receipt of its
+        frame to the last client's (ms): how long one frame's fan-out takes."""
+        if not len(self.lat):
+            return 0.0
+        order = np.argsort(self.lat[:, 0], kind="stable")
+        sent, lat = self.lat[order, 0], self.lat[order, 1]
+        starts = np.flatnonzero(np.r_[True, sent[1:] != sent[:-1]])
+        spread = np.maximum.reduceat(lat, starts) - np.minimum.reduceat(lat, starts)
+        return float(np.median(spread)) / 1000
+
     def line(self) -> str:
-        lat = np.sort(self.lat) / 1000 if len(self.lat) else np.zeros(1)
+        lat = np.sort(self.lat[:, 1]) / 1000 if len(self.lat) else np.zeros(1)
         return (f"{self.name:<10} {self.clients:>7} {self.frames:>10}/{self.expected:<10} "
                 f"{np.percentile(lat, 50):7.1f} {np.percentile(lat, 99):7.1f} "
-                f"{lat.max():7.1f} {self.cpu_per_frame_us():9.2f}   {self.load:5.2f}")
+                f"{lat.max():7.1f} {self.cpu_per_frame_us():9.2f} "
+                f"{self.sys_per_frame_us():9.2f} {self.spread_ms():9.1f}   {self.load:5.2f}")
 
 
 class Workers:
@@ -211,13 +242,17 @@ class Workers:
 
         return list(await asyncio.gather(*(answer(p) for p in self.procs)))
 
+    def cpu_s(self) -> float:
+        """The client processes' CPU time so far (user + system), seconds."""
+        return sum(float(cpu_s(p.pid).sum()) for p in self.procs)
+
     async def connect(self, port: int, race: str) -> int:
         return sum(int(a[1]) for a in await self.ask(f"connect {port} {race}"))
 
     async def stop(self, tmp: Path) -> tuple[int, np.ndarray]:
         files = [tmp / f"lat{i}.npy" for i in range(len(self.procs))]
         answers = await self.ask([f"stop {f}" for f in files])
-        lat = np.concatenate([np.load(f) for f in files])
+        lat = np.concatenate([np.load(f) for f in files]).reshape(-1, 2)
         return sum(int(a[1]) for a in answers), lat
 
     async def close(self) -> None:
@@ -272,17 +307,18 @@ async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
         await asyncio.wait_for(recorder.ready.wait(), 30)
         ready = await workers.connect(cfg.broadcast_ws_port, race)
         pid = sup.procs["broadcast"].pid
-        cpu0 = cpu_s(pid)
+        cpu0, clients0 = cpu_s(pid), workers.cpu_s()
         spy = await start_py_spy(args.py_spy, pid)
         await feed(cfg, race, args.passings, args.rate)
         await drained(recorder, args.passings)
-        used = cpu_s(pid) - cpu0
+        used, clients_used = cpu_s(pid) - cpu0, workers.cpu_s() - clients0
         await stop_py_spy(spy, args.py_spy)
         load = os.getloadavg()[0]
         recorder.close()
         frames, lat = await workers.stop(tmp)
         events = sum(1 for _, p in recorder.frames if p.startswith(b'{"type":"event"'))
-        return Result("icetime", ready, frames, events * ready, used, load, lat), recorder
+        return Result("icetime", ready, frames, events * ready, used, load, lat,
+                      clients_used), recorder
     finally:
         await asyncio.to_thread(sup.stop)
 
@@ -367,7 +403,7 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
         watch = await open_client("127.0.0.1", port, {"op": "subscribe", "race": "scale"})
         await asyncio.wait_for(watch.ready.wait(), 30)
         ready = await workers.connect(port, "scale")
-        cpu0 = cpu_s(node.pid)
+        cpu0, clients0 = cpu_s(node.pid), workers.cpu_s()
         start, first = time.monotonic(), events[0][0]
         for at, text in events:
             await asyncio.sleep(max(0.0, start + (at - first) / 1e6 - time.monotonic()))
@@ -375,11 +411,12 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
             node.stdin.write(b"F " + frame.encode() + b"\n")
             await node.stdin.drain()
         await drained(watch, passing_events(recorder))
-        used = cpu_s(node.pid) - cpu0
+        used, clients_used = cpu_s(node.pid) - cpu0, workers.cpu_s() - clients0
         watch.close()
         load = os.getloadavg()[0]
         frames, lat = await workers.stop(tmp)
-        return Result("node ws", ready, frames, len(events) * ready, used, load, lat)
+        return Result("node ws", ready, frames, len(events) * ready, used, load, lat,
+                      clients_used)
     finally:
         node.stdin.close()
         try:
@@ -403,7 +440,7 @@ async def amain(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"{'server':<10} {'clients':>7} {'frames delivered/expected':>21} "
                   f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU µs/frame':>12} "
-                  f"{'load1':>6}", flush=True)
+                  f"{'of it sys':>9} {'spread ms':>9} {'load1':>6}", flush=True)
             ice, recorder = await icetime_half(args, workers, Path(tmp))
             print(ice.line(), flush=True)
             why = await asyncio.to_thread(node_missing)
@@ -415,8 +452,20 @@ async def amain(args: argparse.Namespace) -> None:
             print(f"CPU per delivered frame, icetime / Node ws: "
                   f"{ice.cpu_per_frame_us() / node.cpu_per_frame_us():.2f}x "
                   f"(broadcast node {ice.cpu_s:.2f} s, node {node.cpu_s:.2f} s)", flush=True)
+            for r in (ice, node):
+                print(cost_line(r), flush=True)
     finally:
         await workers.close()
+
+
+def cost_line(r: Result) -> str:
+    """What one frame to every client costs on this machine, server and clients."""
+    ms = r.clients / 1000
+    kernel, user = r.sys_per_frame_us() * ms, (r.cpu_per_frame_us() - r.sys_per_frame_us()) * ms
+    return (f"{r.name}: one frame to {r.clients:,} clients: {kernel:.0f} ms of kernel time "
+            f"and {user:.0f} ms in the server process, {r.clients_per_frame_us() * ms:.0f} ms "
+            f"in the client processes; the last client gets it {r.spread_ms():.0f} ms "
+            "after the first (median)")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -134,6 +134,8 @@ class _Broadcast(_Section, frozen=True):
     client_buffer_max: Annotated[int, Meta(ge=1)] = 256 * 1024
     client_subscriptions_max: Annotated[int, Meta(ge=1)] = 64
     client_subscribe_rate: Annotated[float, Meta(gt=0)] = 10.0
+    ping_interval_s: Annotated[float, Meta(gt=0)] = 20.0
+    ping_timeout_s: Annotated[float, Meta(gt=0)] = 20.0
     #: The RMonitor scoreboard feed (TCP); 50000 is where scoreboards look by default.
     rmonitor_port: ListenPort = 50000
     rmonitor_race: str = ""
@@ -233,6 +235,10 @@ class Settings:
     #: holding ``client_subscriptions_max`` tokens, so a page may subscribe to its
     #: whole allowance at once).
     client_subscribe_rate: float = 10.0
+    #: How often the broadcast node pings each WebSocket client, seconds.
+    ping_interval_s: float = 20.0
+    #: How long a client may take to answer a ping before it is closed, seconds.
+    ping_timeout_s: float = 20.0
     #: The file these settings came from (absolute), or "" for the defaults.
     config_file: str = ""
     #: The competition this configuration's services feed, score and show by default:
@@ -351,6 +357,8 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
         client_buffer_max=venue.broadcast.client_buffer_max,
         client_subscriptions_max=venue.broadcast.client_subscriptions_max,
         client_subscribe_rate=venue.broadcast.client_subscribe_rate,
+        ping_interval_s=venue.broadcast.ping_interval_s,
+        ping_timeout_s=venue.broadcast.ping_timeout_s,
         config_file=config_file,
         competition_id=venue.competition.id,
     )

@@ -19,7 +19,9 @@ race is named by its id, and by its competition when the id alone is not enough
 
 A client that is up to date is *live*: each new frame is encoded to bytes once
 and written to every live connection synchronously, every frame of one read in one
-write per connection (:func:`write_frames`), so one slow client costs the others
+write per connection (:meth:`RaceFeed.fan_out`: straight to the transport of a plain
+protocol-2 connection, looked up once per client; :func:`write_frames` for any other
+subscriber), so one slow client costs the others
 nothing and a reader that is behind catches up with one system call per client. A
 client that is catching up (a snapshot, a resume) gets frames through its own bounded
 queue and sender task until it is live. A live client whose unsent bytes pile up past
@@ -110,8 +112,7 @@ def write_frames(connections: list[Any], payloads: list[bytes]) -> None:
     payloads themselves. The frames are written whole in one call, so they cannot
     interleave with the library's own frames (pings, close).
     """
-    wire = b"".join(Frame(Opcode.TEXT, p).serialize(mask=False, extensions=[])
-                    for p in payloads)
+    wire = wire_frames(payloads)
     others = []
     open_ = State.OPEN
     for ws in connections:
@@ -128,6 +129,30 @@ def write_frames(connections: list[Any], payloads: list[bytes]) -> None:
             ws.take(payload)
         if rest:
             broadcast(rest, payload, text=True)
+
+
+def wire_frames(payloads: list[bytes]) -> bytes:
+    """Text messages as a server sends them without extensions (unmasked frames, the
+    same bytes for every such client), in order."""
+    return b"".join(Frame(Opcode.TEXT, p).serialize(mask=False, extensions=[])
+                    for p in payloads)
+
+
+#: How the live path writes to a plain connection: its transport's ``write`` and
+#: ``get_write_buffer_size`` (bound once) and its sans-I/O protocol (for its state).
+Direct = tuple[Callable[[bytes], object], Callable[[], int], Any]
+
+
+def direct_writer(ws: Sender) -> Direct | None:
+    """How the live path may write frames from :func:`wire_frames` straight to ``ws``:
+    a ``websockets`` connection with no extension negotiated (fixed at its handshake);
+    else None. (This node never sends a fragmented message, so whole frames written
+    here cannot land inside one of the library's.)"""
+    protocol = getattr(ws, "protocol", None)
+    transport = getattr(ws, "transport", None)
+    if protocol is None or transport is None or protocol.extensions:
+        return None
+    return transport.write, transport.get_write_buffer_size, protocol
 
 
 def event_frame(race: str, epoch: str, sid: str, event_json: str,
@@ -191,6 +216,9 @@ class Subscription:
         self.fell_behind = 0
         #: Set once the hub has let go of it (:meth:`Hub.unsubscribe`).
         self.released = False
+        #: How the live path writes to this client without per-frame checks of the
+        #: connection's kind (:func:`direct_writer`); None: through :func:`write_frames`.
+        self.direct = direct_writer(ws) if protocol == LATEST else None
 
     def buffered(self) -> int:
         """Bytes written to this client that the network has not taken yet."""
@@ -500,10 +528,35 @@ class RaceFeed:
             # Folded at every event while it is kept: it stays at this feed's position.
             frames[1] = [self.legacy.frame(sid_t, f) for sid_t, f in batch]
             self.counters.frames_v1 += len(batch)
+        first, last = batch[0][0], batch[-1][0]
+        wire, open_ = wire_frames([t.encode() for t in frames[LATEST]]), State.OPEN
+        others = []
+        for sub in self.subs:
+            # The common case, kept to a few steps per client: live, protocol 2, a plain
+            # connection, due every frame of the batch.
+            if sub.live and sub.direct is not None and first > sub.last:
+                write, unsent, protocol = sub.direct
+                if unsent() > sub.buffer_max:
+                    sub.fall_behind()
+                    continue
+                if protocol.state is open_:  # not once the closing handshake has begun
+                    write(wire)
+                sub.last = last
+            else:
+                others.append(sub)
+        if others:
+            self.fan_out_others(others, batch, frames)
+
+    def fan_out_others(self, subs: list[Subscription], batch: list[tuple[tuple[int, int], str]],
+                       frames: dict[int, list[str]]) -> None:
+        """:meth:`fan_out` to the clients off its common case: queued for those not live,
+        written through :func:`write_frames` to the others (grouped by protocol and
+        first frame due), and a resync for a protocol-1 client while its frames cannot
+        be made."""
         # (protocol, index of the first frame due) -> the live clients it fits
         live: dict[tuple[int, int], list[Subscription]] = {}
         first, last = batch[0][0], batch[-1][0]
-        for sub in self.subs:
+        for sub in subs:
             texts = frames.get(sub.protocol)
             if texts is None:
                 sub.resync()  # protocol 1 while the race's fold is made again (a new epoch)
@@ -519,8 +572,9 @@ class RaceFeed:
                     i for i, (sid_t, _) in enumerate(batch) if sid_t > sub.last)
                 live.setdefault((sub.protocol, start), []).append(sub)
                 sub.last = last
-        for (protocol, start), subs in live.items():
-            write_frames([s.ws for s in subs], [t.encode() for t in frames[protocol][start:]])
+        for (protocol, start), live_subs in live.items():
+            write_frames([s.ws for s in live_subs],
+                         [t.encode() for t in frames[protocol][start:]])
 
 
 class ScoringProgress:

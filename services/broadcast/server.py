@@ -29,6 +29,7 @@ from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from .fanout import LATEST, PROTOCOLS, AmbiguousRace, Hub, Subscription, write_all
+from .keepalive import Keepalive
 from .metrics import Metrics
 from .results_http import ResultsApi
 from .rmonitor import RMonitorFeed
@@ -114,6 +115,8 @@ class Broadcast:
                        observe=self.metrics.observe, competition=self.competition)
         self.results = ResultsApi(r, settings.results_max_age_s, self.competition)
         self.rmonitor = RMonitorFeed(self.hub, r, settings.rmonitor_race)
+        #: Pings every WebSocket client (one task for all; the library's own is off).
+        self.keepalive = Keepalive(settings.ping_interval_s, settings.ping_timeout_s)
         #: The WebSocket listener's port as bound (the configured one, or the one port 0 got).
         self.ws_port = settings.broadcast_ws_port
         #: Connections told when the data goes stale (docs/protocol.md, "Stale data"):
@@ -167,6 +170,7 @@ class Broadcast:
             # hoarding megabytes of stale frames in the kernel.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
         log.debug("client %s connected", ws.remote_address)
+        self.keepalive.add(ws)
         subs: dict[str, Subscription] = {}
         bucket = TokenBucket(self.settings.client_subscriptions_max,
                              self.settings.client_subscribe_rate)
@@ -182,6 +186,7 @@ class Broadcast:
             log.debug("client %s disconnected (following %s)", ws.remote_address,
                       ", ".join(subs) or "no race")
             self.status_clients.discard(ws)
+            self.keepalive.discard(ws)
             for sub in subs.values():
                 await self.hub.unsubscribe(sub)
 
@@ -344,7 +349,7 @@ class Broadcast:
         return web.json_response(out)
 
     async def broadcast_stats(self) -> dict[str, Any]:
-        return self.hub.stats()
+        return {**self.hub.stats(), "keepalive_closed": self.keepalive.closed}
 
     def node_stats(self) -> dict[str, Any]:
         """The node's own figures for /metrics: the hub's, with the RMonitor feed's
@@ -392,11 +397,13 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
     await runner.setup()
     try:
         # The WebSocket first: /api/config tells pages its port, so it must be known
-        # before the first page can ask.
+        # before the first page can ask. Its keepalive is the node's one task
+        # (b.keepalive), not a task per connection (ping_interval=None).
         with binding("broadcast_ws_port", settings.host, settings.broadcast_ws_port):
             ws_server = await ws_serve(b.handle_ws, settings.host, settings.broadcast_ws_port,
                                        compression=None, max_size=64 * 1024,
-                                       write_limit=256 * 1024)
+                                       write_limit=256 * 1024, ping_interval=None)
+        b.keepalive.start()
         async with ws_server:
             b.ws_port = listen_port(s.getsockname() for s in ws_server.sockets)
             try:
@@ -411,6 +418,7 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
                 await b.rmonitor.close()
                 await b.hub.close()
     finally:
+        await b.keepalive.close()
         await runner.cleanup()
 
 
