@@ -329,108 +329,145 @@ def test_the_shipped_haproxy_cfg_parses():
     assert "ALERT" not in out.stdout + out.stderr
 
 
-async def test_fans_spread_over_nodes_and_resume_through_haproxy_when_one_hangs(
-        redis_server, redis_client, tmp_path):
-    """Two nodes behind HAProxy on the shipped config: pages and /api/* answer, fans
-    connect through /ws and spread over both (leastconn); one node hangs mid-race
-    (SIGSTOP), HAProxy's /api/ready check takes it out and closes its fans'
-    connections, and they resume on the other node: every event once, the final view
-    that of a fan that stayed on the live node. The node back, new fans go to it."""
-    # Node a: the whole venue stack in this process; its pages, like node b's, open
-    # their WebSocket at /ws on the host they came from.
-    stack = await start_stack(make_settings(redis_server.url, public_ws_url="/ws"),
-                              redis_server.url)
-    b = NodeProcess(tmp_path, redis_server.url)
-    lb = HAProxy(tmp_path, {})
-    fan_tasks: list[asyncio.Task[None]] = []
+@contextlib.asynccontextmanager
+async def balanced(redis_url: str, redis_client, tmp: Path):
+    """Node a (the whole venue stack in this process) and node b (a process of its own)
+    on one Redis, behind a HAProxy on the shipped config with both nodes up; yields
+    (stack, b, lb). Both nodes' pages open their WebSocket at /ws on the host they came
+    from, as deploy/k8s/cloud.toml has it."""
+    stack = await start_stack(make_settings(redis_url, public_ws_url="/ws"), redis_url)
+    b = NodeProcess(tmp, redis_url)
+    lb = HAProxy(tmp, {})
     try:
         await b.start(redis_client)
         lb.nodes = {"a": {"http": stack.settings.broadcast_http_port,
                           "ws": stack.settings.broadcast_ws_port}, "b": b.ports}
         await lb.start()
         await lb.wait(lambda st: status(st, "a") == status(st, "b") == {"UP"})
-        front = f"http://127.0.0.1:{lb.port}"
-        ws_url = f"ws://127.0.0.1:{lb.port}/ws"
-        await load_startlist(stack)
-
-        async with aiohttp.ClientSession() as s:
-            code, html, headers = await get(s, front + "/live")
-            assert code == 200 and "<html" in html.lower()
-            # The page opens its WebSocket on the host it came from, /ws (/api/config),
-            # and its Content-Security-Policy allows that host.
-            assert f"ws://127.0.0.1:{lb.port}" in headers["Content-Security-Policy"]
-            code, text, _ = await get(s, front + "/api/config")
-            assert code == 200 and json.loads(text)["ws_url"] == "/ws"
-            code, text, _ = await get(s, front + "/api/races")
-            assert code == 200 and RACE in [r["id"] for r in json.loads(text)]
-
-        stayer = Fan(stack.ws_url)  # straight on node a, never through HAProxy
-        fans = [Fan(ws_url) for _ in range(FANS)]
-        fan_tasks.append(asyncio.create_task(stayer.follow(never)))
-        for f in fans:  # one by one, so leastconn sees each connection before the next
-            fan_tasks.append(asyncio.create_task(f.follow(never)))
-            async with asyncio.timeout(10):
-                while f.view is None:
-                    await asyncio.sleep(0.02)
-        st = await lb.stat()
-        assert [st[("ws", n)]["scur"] for n in ("a", "b")] == ["3", "3"], "leastconn"
-
-        hang = Hang(b, lb, fans)
-        tally = await asyncio.wait_for(
-            replay(FIXTURE, stack.settings, speed=SPEED, announce=False, hold=hang), 60)
-        assert tally.new == tally.sent
-        # b's three fans moved (a's too, should one have found a's node silent for DEAD_S
-        # on a busy machine: that is a fan's duty, not a fault); mid-race: with events
-        # before the hang and after it.
-        moved = [f for f in fans if f.drops]
-        assert len(moved) >= 3
-        assert all(0 < hang.events_at_hang[fans.index(f)] for f in moved)
-        async with aiohttp.ClientSession() as s:  # every request to the live node
-            for _ in range(4):
-                assert (await get(s, front + "/api/time"))[0] == 200
-
-        entries = bus.entries(await redis_client.xrange(keys.events_stream(MAIN, RACE)))
-        last = entries[-1][0]
-        await until_at([stayer, *fans], last)
-        assert stayer.view["classification"] == expected_view()["classification"]
-        for f in fans:
-            # Every event once, in order: the stream after the fan's one snapshot.
-            kinds = [m["type"] for m in f.frames]
-            assert kinds.count("snapshot") == 1, kinds[:5]
-            first = bus.parse_id(f.frames[0]["offset"])
-            assert [e["offset"] for e in f.events] == \
-                [sid for sid, _ in entries if bus.parse_id(sid) > first]
-            assert f.view == stayer.view
-            assert ("resumed" in kinds) == (f.drops > 0)
-        print(f"\nthrough HAProxy: {len(moved)} fans moved; refused connections "
-              f"{sum(f.refused for f in fans)}; stats when moved: "
-              f"{brief(hang.stats_moved)}")
-
-        # The node continues: HAProxy's checks bring it back, and being the node with
-        # the fewest connections (leastconn) it takes the new fans.
-        await lb.wait(lambda st: all_on_a(st) and st[("ws", "b")]["scur"] == "0")
-        b.signal(signal.SIGCONT)
-        await lb.wait(lambda st: status(st, "b") == {"UP"})
-        late = [Fan(ws_url) for _ in range(2)]
-        fan_tasks += [asyncio.create_task(f.follow(never)) for f in late]
-        await until_at(late, last)
-        st = await lb.stat()
-        assert int(st[("ws", "b")]["scur"]) >= 2, "the fans of a node that came back"
-        assert all(f.view == stayer.view for f in late)
-
-        # Node b dies (SIGKILL): its fans reconnect at once, before a check has seen it
-        # go; leastconn sends them to b, which refuses, and HAProxy retries them on a
-        # (option redispatch) instead of answering 503.
-        b.signal(signal.SIGKILL)
-        async with asyncio.timeout(15):
-            while not all("resumed" in [m["type"] for m in f.frames] for f in late):
-                await asyncio.sleep(0.02)
-        assert [f.refusals for f in late] == [[], []] and all(f.drops == 1 for f in late)
-        assert (await lb.stat())[("ws", "a")]["scur"] == str(FANS + len(late))
+        yield stack, b, lb
     finally:
-        for t in fan_tasks:
-            t.cancel()
-        await asyncio.gather(*fan_tasks, return_exceptions=True)
         await lb.close()
         await b.close()
         await stack.close()
+
+
+async def test_fans_spread_over_nodes_and_resume_through_haproxy_when_one_hangs(
+        redis_server, redis_client, tmp_path):
+    """Two nodes behind HAProxy on the shipped config: pages and /api/* answer, fans
+    connect through /ws and spread over both (leastconn); one node hangs mid-race
+    (SIGSTOP), HAProxy's /api/ready check takes it out, its fans find it silent and
+    resume on the other node through HAProxy: every event once, the final view that
+    of a fan that stayed on the live node. The node back, new fans go to it; the node
+    killed, its fans are retried on the other, none refused."""
+    fan_tasks: list[asyncio.Task[None]] = []
+    async with balanced(redis_server.url, redis_client, tmp_path) as (stack, b, lb):
+        try:
+            front = f"http://127.0.0.1:{lb.port}"
+            ws_url = f"ws://127.0.0.1:{lb.port}/ws"
+            await load_startlist(stack)
+
+            async with aiohttp.ClientSession() as s:
+                code, html, headers = await get(s, front + "/live")
+                assert code == 200 and "<html" in html.lower()
+                # The page opens its WebSocket on the host it came from, /ws (/api/config),
+                # and its Content-Security-Policy allows that host.
+                assert f"ws://127.0.0.1:{lb.port}" in headers["Content-Security-Policy"]
+                code, text, _ = await get(s, front + "/api/config")
+                assert code == 200 and json.loads(text)["ws_url"] == "/ws"
+                code, text, _ = await get(s, front + "/api/races")
+                assert code == 200 and RACE in [r["id"] for r in json.loads(text)]
+
+            stayer = Fan(stack.ws_url)  # straight on node a, never through HAProxy
+            fans = [Fan(ws_url) for _ in range(FANS)]
+            fan_tasks.append(asyncio.create_task(stayer.follow(never)))
+            for f in fans:  # one by one, so leastconn sees each connection before the next
+                fan_tasks.append(asyncio.create_task(f.follow(never)))
+                async with asyncio.timeout(10):
+                    while f.view is None:
+                        await asyncio.sleep(0.02)
+            st = await lb.stat()
+            assert [st[("ws", n)]["scur"] for n in ("a", "b")] == ["3", "3"], "leastconn"
+
+            hang = Hang(b, lb, fans)
+            tally = await asyncio.wait_for(
+                replay(FIXTURE, stack.settings, speed=SPEED, announce=False, hold=hang), 60)
+            assert tally.new == tally.sent
+            # b's three fans moved (a's too, should one have found a's node silent for DEAD_S
+            # on a busy machine: that is a fan's duty, not a fault); mid-race: with events
+            # before the hang and after it.
+            moved = [f for f in fans if f.drops]
+            assert len(moved) >= 3
+            assert all(0 < hang.events_at_hang[fans.index(f)] for f in moved)
+            async with aiohttp.ClientSession() as s:  # every request to the live node
+                for _ in range(4):
+                    assert (await get(s, front + "/api/time"))[0] == 200
+
+            entries = bus.entries(await redis_client.xrange(keys.events_stream(MAIN, RACE)))
+            last = entries[-1][0]
+            await until_at([stayer, *fans], last)
+            assert stayer.view["classification"] == expected_view()["classification"]
+            for f in fans:
+                # Every event once, in order: the stream after the fan's one snapshot.
+                kinds = [m["type"] for m in f.frames]
+                assert kinds.count("snapshot") == 1, kinds[:5]
+                first = bus.parse_id(f.frames[0]["offset"])
+                assert [e["offset"] for e in f.events] == \
+                    [sid for sid, _ in entries if bus.parse_id(sid) > first]
+                assert f.view == stayer.view
+                assert ("resumed" in kinds) == (f.drops > 0)
+            print(f"\nthrough HAProxy: {len(moved)} fans moved; refused connections "
+                  f"{sum(f.refused for f in fans)}; stats when moved: "
+                  f"{brief(hang.stats_moved)}")
+
+            # The node continues: HAProxy's checks bring it back, and being the node with
+            # the fewest connections (leastconn) it takes the new fans.
+            await lb.wait(lambda st: all_on_a(st) and st[("ws", "b")]["scur"] == "0")
+            b.signal(signal.SIGCONT)
+            await lb.wait(lambda st: status(st, "b") == {"UP"})
+            late = [Fan(ws_url) for _ in range(2)]
+            fan_tasks += [asyncio.create_task(f.follow(never)) for f in late]
+            await until_at(late, last)
+            st = await lb.stat()
+            assert int(st[("ws", "b")]["scur"]) >= 2, "the fans of a node that came back"
+            assert all(f.view == stayer.view for f in late)
+
+            # Node b dies (SIGKILL): its fans reconnect at once, before a check has seen it
+            # go; leastconn sends them to b, which refuses, and HAProxy retries them on a
+            # (option redispatch) instead of answering 503.
+            b.signal(signal.SIGKILL)
+            async with asyncio.timeout(15):
+                while not all("resumed" in [m["type"] for m in f.frames] for f in late):
+                    await asyncio.sleep(0.02)
+            assert [f.refusals for f in late] == [[], []] and all(f.drops == 1 for f in late)
+            assert (await lb.stat())[("ws", "a")]["scur"] == str(FANS + len(late))
+        finally:
+            for t in fan_tasks:
+                t.cancel()
+            await asyncio.gather(*fan_tasks, return_exceptions=True)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
+async def test_the_live_page_through_haproxy(redis_server, redis_client, tmp_path):
+    """The fans' page in Chromium, reached through HAProxy: it opens its WebSocket at
+    /ws on HAProxy's host and port (/api/config's path), its Content-Security-Policy
+    lets it, and it follows the race live."""
+    from playwright.async_api import async_playwright, expect
+
+    from .test_browser import launch, open_page
+
+    async with balanced(redis_server.url, redis_client, tmp_path) as (stack, _b, lb):
+        await load_startlist(stack)
+        async with async_playwright() as p:
+            browser = await launch(p)
+            try:
+                page, errors = await open_page(
+                    browser, f"http://127.0.0.1:{lb.port}/live?race={RACE}", 412, 915)
+                await expect(page.get_by_test_id("status")).to_have_attribute(
+                    "data-state", "live", timeout=10_000)
+                assert await page.evaluate("window.icetime.url") == \
+                    f"ws://127.0.0.1:{lb.port}/ws"
+                assert await page.evaluate("window.icetime.stats.snapshots") == 1
+                assert not errors, errors
+            finally:
+                await browser.close()
