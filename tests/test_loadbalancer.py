@@ -4,7 +4,9 @@ Two broadcast nodes on one Redis (one in this process, one a process of its own 
 can hang: SIGSTOP), and a real ``haproxy`` on deploy/haproxy.cfg with only what must
 differ on this machine replaced (:func:`derive_config`). Fans connect through HAProxy's
 ``/ws``, spread over both nodes, and those of the node that hangs mid-race reconnect
-through HAProxy, land on the other node and resume with their (epoch, offset).
+through HAProxy, land on the other node and resume with their (epoch, offset); the
+node back, it takes new fans; killed, its fans are retried on the other node. The
+fans' page, in Chromium, works through HAProxy too.
 
 Skipped when ``haproxy`` is not on PATH (.ci/run installs Debian's).
 """
@@ -64,10 +66,11 @@ def derive_config(text: str, port: int, nodes: dict[str, dict[str, int]],
     """deploy/haproxy.cfg as the test runs it: the frontend bound to 127.0.0.1:``port``;
     each ``server-template`` line (Docker's DNS names) replaced by one ``server`` line per
     node of ``nodes`` (name -> {"http": port, "ws": port}) with the same options, the
-    ports the nodes got and :data:`CHECK_INTER`; ``timeout check`` set to
-    :data:`CHECK_TIMEOUT`; and a stats socket at ``stats`` (how the test sees what HAProxy
-    thinks of each node). Everything else is the shipped file's. Raises AssertionError
-    when the shipped file no longer has what is replaced (fix this function with it)."""
+    ports the nodes got and :data:`CHECK_INTER`; ``timeout check`` and ``timeout
+    server-fin`` set to :data:`CHECK_TIMEOUT` and :data:`FIN_TIMEOUT`; and a stats
+    socket at ``stats`` (how the test sees what HAProxy thinks of each node). Everything
+    else is the shipped file's. Raises AssertionError when the shipped file no longer
+    has what is replaced (fix this function with it)."""
     out, n = re.subn(r"(?m)^(\s*)bind :80$", rf"\1bind 127.0.0.1:{port}", text)
     assert n == 1, "the frontend's `bind :80`"
     for name, value in (("check", CHECK_TIMEOUT), ("server-fin", FIN_TIMEOUT)):
