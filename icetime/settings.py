@@ -199,7 +199,8 @@ class Settings:
     rmonitor_race: str = ""
     #: Cache-Control max-age of the results API's answers, seconds.
     results_max_age_s: int = 2
-    #: Public WebSocket URL given to pages; empty means "same host, ws port".
+    #: Public WebSocket URL given to pages: a ``ws://``/``wss://`` URL, or a path (``/ws``)
+    #: on the host the page came from; empty means "same host, ws port".
     public_ws_url: str = ""
     sources: tuple[Source, ...] = ()
     decoders: tuple[Decoder, ...] = ()
@@ -307,6 +308,11 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
 _Bad = Callable[[str, str], ConfigError]
 
 
+def _is_path(url: str) -> bool:
+    """``/ws``: a path on the host the page came from (``//host`` names a host)."""
+    return url.startswith("/") and not url.startswith("//")
+
+
 def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Settings:
     def bad(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{label}: {key}: {problem}")
@@ -314,9 +320,9 @@ def _settings(venue: _VenueFile, base: Path, label: str, config_file: str) -> Se
     _check_unique(venue, bad)
     url = _redis_url(venue, bad)
     ws_url = venue.broadcast.public_ws_url
-    if ws_url and not ws_url.startswith(WS_SCHEMES):
+    if ws_url and not (ws_url.startswith(WS_SCHEMES) or _is_path(ws_url)):
         raise bad("broadcast.public_ws_url", f"{ws_url!r} is not a WebSocket URL "
-                  "(starts with ws:// or wss://)")
+                  "(starts with ws:// or wss://) or a path on the pages' host (/ws)")
     _check_loops(venue, bad)
     if not keys.COMPETITION_ID.fullmatch(venue.competition.id):
         raise bad("competition.id", f"{venue.competition.id!r} is not a competition id "

@@ -330,12 +330,19 @@ async def test_every_response_carries_the_security_headers(stack):
 
 
 async def test_the_policy_names_the_public_websocket(redis_server):
-    for public, source in (("wss://live.example.org/ws", "wss://live.example.org"),
-                           ("ws://10.0.0.5:9001/", "ws://10.0.0.5:9001")):
+    # A public path (behind a load balancer) is on the host the browser asked for, over
+    # ws: or wss: (TLS may end at the balancer).
+    for public, host, source in (
+            ("wss://live.example.org/ws", None, "wss://live.example.org"),
+            ("ws://10.0.0.5:9001/", None, "ws://10.0.0.5:9001"),
+            ("/ws", "live.example.org", "ws://live.example.org wss://live.example.org"),
+            ("/ws", "lb.local:8000", "ws://lb.local:8000 wss://lb.local:8000"),
+            ("/ws", "[::1]:8000", "ws://*:8000 wss://*:8000")):
         settings = make_settings(redis_server.url, public_ws_url=public)
         st = await start_stack(settings, redis_server.url)
         try:
-            async with aiohttp.ClientSession() as s, s.get(st.http + "/monitor") as r:
+            async with aiohttp.ClientSession() as s, s.get(
+                    st.http + "/monitor", headers={"Host": host} if host else None) as r:
                 assert f"connect-src 'self' {source};" in r.headers["Content-Security-Policy"]
         finally:
             await st.close()

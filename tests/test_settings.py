@@ -70,7 +70,10 @@ BAD = {
         "broadcast.client_queue_max: expected an integer >= 1, got 0",
     '[broadcast]\npublic_ws_url = "http://x/ws"\n':
         "broadcast.public_ws_url: 'http://x/ws' is not a WebSocket URL (starts with ws:// or "
-        "wss://)",
+        "wss://) or a path on the pages' host (/ws)",
+    '[broadcast]\npublic_ws_url = "//x/ws"\n':
+        "broadcast.public_ws_url: '//x/ws' is not a WebSocket URL (starts with ws:// or "
+        "wss://) or a path on the pages' host (/ws)",
     "[ingest]\nhttp_port = 9000\n[broadcast]\nhttp_port = 9000\n":
         "broadcast.http_port: 9000 is also ingest.http_port; each listener needs its own port",
     "broadcast = 3\n": "broadcast: expected a table, got an integer",

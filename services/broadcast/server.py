@@ -274,16 +274,23 @@ class Broadcast:
     # ------------------------------------------------------------------ HTTP
     def ws_csp_source(self, request: web.Request) -> str:
         """Where this request's page will open its WebSocket (as /api/config tells
-        it): the configured public URL's origin, else the host the browser asked for
-        at the WebSocket port (what the pages build from ``location.hostname``)."""
+        it): the configured public URL's origin; for a public path (``/ws``, behind a
+        load balancer) the host and port the browser asked for, as ``ws://`` and
+        ``wss://`` (a proxy in front may end TLS: the page's scheme is not known here);
+        else the host the browser asked for at the WebSocket port (what the pages
+        build from ``location.hostname``)."""
         public = self.settings.public_ws_url
-        if public:
+        if public and not public.startswith("/"):
             url = URL(public)
             return ws_source(url.scheme, url.raw_host, url.explicit_port)
+        host, port = None, None
         try:
-            host = URL.build(scheme="http", authority=request.host).raw_host
+            asked = URL.build(scheme="http", authority=request.host)
+            host, port = asked.raw_host, asked.explicit_port
         except ValueError:
-            host = None
+            pass
+        if public:
+            return " ".join(ws_source(scheme, host, port) for scheme in ("ws", "wss"))
         return ws_source("ws", host, self.ws_port)
 
     async def security_headers(self, request: web.Request,

@@ -13,6 +13,14 @@ function cmpOffset(a, b) {
   return am - bm || as - bs;
 }
 
+// Where the WebSocket is (/api/config): a URL; a path on this page's host (behind a
+// load balancer: wss:// when the page came over https); else the node's WebSocket port.
+function wsUrl(cfg) {
+  const url = cfg.ws_url || "";
+  if (url.startsWith("/")) return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${url}`;
+  return url || `ws://${location.hostname}:${cfg.ws_port || 8081}/`;
+}
+
 export class LiveRace {
   constructor(race, { onView, onStatus, onEvent } = {}) {
     this.race = race;
@@ -40,7 +48,7 @@ export class LiveRace {
 
   async start() {
     const cfg = await fetch("/api/config").then((r) => r.json()).catch(() => ({}));
-    this.url = cfg.ws_url || `ws://${location.hostname}:${cfg.ws_port || 8081}/`;
+    this.url = wsUrl(cfg);
     this.connect();
     setInterval(() => this.heartbeat(), HEARTBEAT_MS);
     // Back on the network: reconnect now rather than at the end of a backoff.
