@@ -117,7 +117,8 @@ class ServiceDied(Exception):
 #: finishing the suite alone on them (xdist hands out tests in collection order).
 SLOW_FIRST = ("test_screens.py", "test_marathon_live.py", "test_browser.py", "test_stack.py",
               "test_feed_properties.py", "test_escaping.py", "test_snapshots.py",
-              "test_marathon_results.py", "test_desk.py", "test_cli.py")
+              "test_marathon_results.py", "test_desk.py", "test_cli.py",
+              "test_loadbalancer.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
