@@ -17,7 +17,8 @@ in this process. Per field size:
   A field that cannot keep up is cut off after ``FLOOD_CAP_S``: the rate is what got
   through by then.
 * **cost**: CPU seconds each process (ingest, scoring, broadcast, redis-server, and
-  this one: the feed and the client) used during the flood, per read scoring took
+  this one: the feed and the client) used during the flood, with the children each
+  waited for (scoring's snapshot children), per read scoring took
   (the raw inputs up to its progress mark) and per passage delivered (equal when every
   read is a passage, as here; both are printed so a field where they differ shows
   it); and the median size of a passage
@@ -148,9 +149,10 @@ def print_engine_alone(fields: tuple[int, ...]) -> None:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used."""
+    """User + system CPU seconds process ``pid`` has used, with those of its children
+    it has waited for (scoring's snapshot children: services/scoring/snapshotter.py)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK_S
+    return sum(int(f) for f in fields[11:15]) / TICK_S
 
 
 class Pipelined:
