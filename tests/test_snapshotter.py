@@ -137,3 +137,20 @@ async def check_stored(r) -> str:
         comp.feed(sid, decode_stored(fields[b"d"]))
     assert view == json.loads(bus.dumps(comp.view(RACE))), f"the snapshot at {offset}"
     return offset
+
+
+async def test_a_child_that_fails_stores_nothing_and_says_so(redis_client):
+    def broken(race: str) -> dict[str, object]:
+        raise KeyError(race)
+
+    async def store(job: Job, view: bytes) -> bool:
+        raise AssertionError("nothing to store")
+
+    ends: list[list[str]] = []
+    snaps = Snapshotter()
+    snaps.start(broken, [Job(RACE, "e1", "5-0")], store,
+                lambda _jobs, stored, _s: ends.append(stored))
+    assert snaps.task is not None
+    await snaps.task
+    assert ends == [[]] and snaps.failed == 1 and snaps.pid is None
+    assert not await redis_client.exists(keys.snapshot_key(MAIN, RACE))

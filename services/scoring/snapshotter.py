@@ -72,9 +72,6 @@ class _Collect(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
 
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
@@ -134,8 +131,8 @@ class Snapshotter:
             if views is None:
                 log.warning("snapshot child %d ended without its views", pid)
             else:
-                for job, (race, js) in zip(jobs, views, strict=True):
-                    if await store(job, js):
+                for job, (race, js) in zip(jobs, views, strict=False):
+                    if race == job.race and await store(job, js):
                         stored.append(race)
         finally:
             self._kill(pid)
@@ -194,9 +191,12 @@ def _child(view: Callable[[str], dict[str, Any]], races: list[str], wfd: int) ->
     code = 1
     try:
         # The parent's handlers would wake the parent's loop (through its wakeup fd).
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
+        # Only the main thread may change them: a child forked from another keeps
+        # them, and is stopped by SIGKILL if at all.
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
         # Behind every other process: on a machine of few cores the child would
         # otherwise take CPU from ingest, scoring and the fan-out the passings wait for.
         os.nice(CHILD_NICE)
