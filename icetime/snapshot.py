@@ -9,7 +9,9 @@ and folds the events after it with :func:`icetime.view.apply_event`, exactly as 
 WebSocket client does. docs/delivery.md, "Snapshots at a cadence", says why and when.
 
 The cadence's constants are here, in one place; services/scoring/runner.py applies
-them (:class:`Cadence`).
+them (:class:`Cadence`). Most snapshots are built by a forked child, off the scoring
+loop (services/scoring/snapshotter.py; docs/delivery.md, "Snapshots off the passings'
+path"); a race's first of a worker's life and a revision's are built in line.
 """
 from __future__ import annotations
 
@@ -28,14 +30,13 @@ from icetime.view import apply_event
 EVERY_EVENTS = 1000
 #: ... or once this long has passed (s) with any event since the last one ...
 EVERY_S = 1.0
-#: ... but not sooner after the last one than this many times as long as writing the
-#: last one took (at 10,000 skaters a view takes ~0.1 s to build and encode, so storing
-#: it costs the worker at most ~1/20 of its time however busy the race is).
+#: ... but not sooner after the last one than this many times as long as the last
+#: one took to build and encode when that was in line (at 10,000 skaters ~0.1 s: in-line
+#: snapshots cost the worker at most ~1/20 of its time however busy the race is) ...
 SPACING = 20
-#: ... or, for a snapshot built by a forked child off the scoring loop
-#: (services/scoring/snapshotter.py), this many times as long as the last child took
-#: from fork to store: it costs the worker a few ms, and the child at most ~1/5 of the
-#: other core.
+#: ... or as long as the last child took from fork to store, when a forked child built
+#: it (services/scoring/snapshotter.py): it cost the worker a few ms, and the child
+#: takes at most ~1/5 of a core.
 CHILD_SPACING = 5
 #: With no input for this long (ms) scoring stores every race whose snapshot is behind:
 #: a quiet race's readers then fold nothing.

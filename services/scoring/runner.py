@@ -16,6 +16,9 @@ Delivery is at-least-once and the effect exactly-once:
    its verdict no later than if every input were published alone). An entry at or
    before the progress was already published by an earlier life: it is only
    acknowledged. With no input for a while, the snapshots that are behind are stored.
+   Most snapshots are not in that script: a forked child builds them from the engine
+   as it stood after the batch, off the passings' path, and they are stored when it
+   hands them back (:mod:`services.scoring.snapshotter`).
 
 If Redis fails mid-way, the engine may hold an input whose output was never
 written; the runner throws that engine away and starts again from step 1.
