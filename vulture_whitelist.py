@@ -3,8 +3,10 @@ or read by a library, not by our code. Keep it to such names; remove dead code i
 Vulture reads this file without running it, so ``_`` stands for any object."""
 # ruff: noqa: F821, B018
 
-# asyncio calls a protocol's callbacks (bench/wsclient.py, decoders/link.py, tests).
+# asyncio calls a protocol's callbacks (bench/wsclient.py, decoders/link.py, tests,
+# services/scoring/snapshotter.py).
 _.connection_made
+_.connection_lost
 _.data_received
 _.datagram_received
 

@@ -15,6 +15,9 @@ Two Lua scripts make the two writes that must be atomic:
   worker holds the competition's scoring lease (its token). A scoring worker that
   dies anywhere in between has either published all of a batch's output (and
   acknowledged it) or none of it.
+
+A third, ``store_snapshot``, stores a race's snapshot built apart from the publish
+(:mod:`services.scoring.snapshotter`): only when newer than the stored one.
 """
 from __future__ import annotations
 
@@ -140,6 +143,27 @@ for i = 9, 8 + na, ACK_SLICE do
   redis.call('XACK', KEYS[3], ARGV[2], unpack(ARGV, i, math.min(i + ACK_SLICE - 1, 8 + na)))
 end
 return out
+"""
+
+STORE_SNAPSHOT = """
+-- KEYS: snapshot, epoch, scoring lease
+-- ARGV: offset (the id of the event the view stands at), view json, epoch,
+--       lease token ('' for none)
+-- Stores the snapshot only when it is newer than the stored one and the race's
+-- stream is still the epoch it was built in: 1 stored, 0 not.
+if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  return redis.error_reply('NOTOWNER another worker holds the scoring lease')
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
+local stored = redis.call('HGET', KEYS[1], 'offset')
+if stored then
+  local sm, ss = string.match(stored, '^(%d+)-(%d+)$')
+  local nm, ns = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  sm, ss, nm, ns = tonumber(sm), tonumber(ss), tonumber(nm), tonumber(ns)
+  if sm > nm or (sm == nm and ss >= ns) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'view', ARGV[2], 'epoch', ARGV[3])
+return 1
 """
 
 #: What :meth:`Bus.append_input` did with an input.
@@ -372,6 +396,7 @@ class Bus:
         self.lease_token = lease_token
         self._append = r.register_script(APPEND_INPUT)
         self._publish = r.register_script(PUBLISH)
+        self._store_snapshot = r.register_script(STORE_SNAPSHOT)
 
     async def append_input(self, inp: dict[str, Any], key: str = "",
                            key_ttl_s: int = 0) -> tuple[str, Appended]:
@@ -404,6 +429,26 @@ class Bus:
                      str(key_ttl_s) if use_key else ""]
         res = await self._append(keys=ks, args=args)
         return [(res[i].decode(), APPENDED[int(res[i + 1])]) for i in range(0, len(res), 2)]
+
+    async def store_snapshot(self, race: str, epoch: str, offset: str,
+                             view: bytes | str) -> bool:
+        """Store ``view`` (JSON) as the snapshot of ``race`` at its event ``offset`` of
+        stream epoch ``epoch``, unless the stored snapshot is as new or newer or the
+        race's stream is now of another epoch (then the view is stale: False). A
+        snapshot built off the publish script (:mod:`services.scoring.snapshotter`)
+        may come back after a newer one was stored. Raises :class:`LeaseLost`
+        (nothing written) and RedisError."""
+        c = self.competition
+        try:
+            res = await self._store_snapshot(
+                keys=[keys.snapshot_key(c, race), keys.epoch_key(c, race),
+                      keys.scoring_lease(c)],
+                args=[offset, view, epoch, self.lease_token])
+        except ResponseError as exc:
+            if str(exc).startswith("NOTOWNER"):
+                raise LeaseLost(str(exc)) from None
+            raise
+        return bool(res)
 
     async def publish(self, input_id: str, races: list[tuple[str, str, str, list[str]]],
                       verdict: str = "") -> list[tuple[str, str]]:

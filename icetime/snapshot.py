@@ -9,7 +9,9 @@ and folds the events after it with :func:`icetime.view.apply_event`, exactly as 
 WebSocket client does. docs/delivery.md, "Snapshots at a cadence", says why and when.
 
 The cadence's constants are here, in one place; services/scoring/runner.py applies
-them (:class:`Cadence`).
+them (:class:`Cadence`). Most snapshots are built by a forked child, off the scoring
+loop (services/scoring/snapshotter.py; docs/delivery.md, "Snapshots off the passings'
+path"); a race's first of a worker's life and a revision's are built in line.
 """
 from __future__ import annotations
 
@@ -28,10 +30,14 @@ from icetime.view import apply_event
 EVERY_EVENTS = 1000
 #: ... or once this long has passed (s) with any event since the last one ...
 EVERY_S = 1.0
-#: ... but not sooner after the last one than this many times as long as writing the
-#: last one took (at 10,000 skaters a view takes ~0.1 s to build and encode, so storing
-#: it costs the worker at most ~1/20 of its time however busy the race is).
+#: ... but not sooner after the last one than this many times as long as the last
+#: one took to build and encode when that was in line (at 10,000 skaters ~0.1 s: in-line
+#: snapshots cost the worker at most ~1/20 of its time however busy the race is) ...
 SPACING = 20
+#: ... or as long as the last child took from fork to store, when a forked child built
+#: it (services/scoring/snapshotter.py): it cost the worker a few ms, and the child
+#: takes at most ~1/5 of a core.
+CHILD_SPACING = 5
 #: With no input for this long (ms) scoring stores every race whose snapshot is behind:
 #: a quiet race's readers then fold nothing.
 IDLE_MS = 500
@@ -115,8 +121,10 @@ class Cadence:
         self.at: dict[str, float] = {}
         #: Per race: the last event id published and its epoch (for an idle store).
         self.last: dict[str, tuple[str, str]] = {}
-        #: How long the last store took (s).
+        #: How long the last store took (s), and how many times as long the next one
+        #: waits (:data:`SPACING` in line, :data:`CHILD_SPACING` in a child).
         self.cost = 0.0
+        self.spacing = SPACING
 
     def due(self, race: str, events: int, revision: bool) -> bool:
         """Whether the snapshot of ``race`` is stored with its next ``events`` events
@@ -125,20 +133,38 @@ class Cadence:
             return True  # a new life, or the view came whole anyway
         n = self.since.get(race, 0) + events
         waited = time.monotonic() - self.at[race]
-        return (n >= EVERY_EVENTS or waited >= EVERY_S) and waited >= SPACING * self.cost
+        return (n >= EVERY_EVENTS or waited >= EVERY_S) and waited >= self.spacing * self.cost
 
     def published(self, race: str, n: int, stored: bool, epoch: str, last: str,
-                  cost: float = 0.0) -> None:
+                  cost: float | None = 0.0) -> None:
         """``n`` events of ``race`` were published up to ``last``; with the snapshot
-        (which took ``cost`` s to build and encode) when ``stored``."""
+        (which took ``cost`` s to build and encode; None: told later, by whoever builds
+        it) when ``stored``."""
         if n:
             self.last[race] = (epoch, last)
         if stored:
             self.since[race] = 0
             self.at[race] = time.monotonic()
-            self.cost = cost
+            if cost is not None:
+                self.cost, self.spacing = cost, SPACING
         else:
             self.since[race] = self.since.get(race, 0) + n
+
+    def stored(self, race: str) -> bool:
+        """Whether this worker has stored (or begun to store) a snapshot of ``race``."""
+        return race in self.at
+
+    def child_done(self, seconds: float, failed: list[str]) -> None:
+        """A child built snapshots in ``seconds`` (fork to store); those of ``failed``
+        were not stored (:meth:`failed`)."""
+        self.cost, self.spacing = seconds, CHILD_SPACING
+        self.failed(failed)
+
+    def failed(self, races: list[str]) -> None:
+        """The snapshots of ``races`` counted stored were not: each is due again (by
+        its count of events) once the spacing allows."""
+        for race in races:
+            self.since[race] = self.since.get(race, 0) + EVERY_EVENTS
 
     def behind(self) -> list[str]:
         """Races with events published after their snapshot."""

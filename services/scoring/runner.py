@@ -16,6 +16,9 @@ Delivery is at-least-once and the effect exactly-once:
    its verdict no later than if every input were published alone). An entry at or
    before the progress was already published by an earlier life: it is only
    acknowledged. With no input for a while, the snapshots that are behind are stored.
+   Most snapshots are not in that script: a forked child builds them from the engine
+   as it stood after the batch, off the passings' path, and they are stored when it
+   hands them back (:mod:`services.scoring.snapshotter`).
 
 If Redis fails mid-way, the engine may hold an input whose output was never
 written; the runner throws that engine away and starts again from step 1.
@@ -36,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -58,6 +62,7 @@ from icetime.timefmt import now_us
 from . import checkpoint
 from .competition import Competition
 from .lease import POLL_S, Lease, worker_name
+from .snapshotter import Job, Snapshotter
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -177,6 +182,10 @@ class ScoringRunner:
         self.checkpoint_at = time.monotonic()
         self.checkpoint_s = 0.0
         self.cadence = snapshot.Cadence()
+        #: Builds the snapshots due in a forked child, off the passings' path
+        #: (:mod:`services.scoring.snapshotter`); without fork() they are built in line.
+        self.snapshots = Snapshotter()
+        self.fork = hasattr(os, "fork")
         #: The longest a batch is held (s): :data:`FLUSH_S`.
         self.flush_s = FLUSH_S
 
@@ -350,34 +359,83 @@ class ScoringRunner:
         :class:`LeaseLost` (nothing written) and RedisError."""
         if not box.acks:
             return
-        batch, cost = self.batch(box)
+        batch, cost, later = self.batch(box)
         await self.register(race for race, *_ in batch)
         published = await self.bus.publish_batch(box.last, box.acks, box.verdicts, batch)
+        jobs = []
         for (race, _, view, encoded), (epoch, last) in zip(batch, published, strict=True):
-            self.cadence.published(race, len(encoded), bool(view), epoch, last, cost)
+            if race in later:
+                jobs.append(Job(race, epoch, last))
+            self.cadence.published(race, len(encoded), bool(view) or race in later, epoch,
+                                   last, cost if view else None)
         if box.last:
             self.progress = bus.parse_id(box.last)
+        if jobs:
+            # The engine stands exactly after the box's last input: each race's view as
+            # of its last event published here.
+            self.snapshot_later(jobs)
 
-    def batch(self, box: Outbox) -> tuple[list[tuple[str, str, str, list[str]]], float]:
+    def batch(self, box: Outbox
+              ) -> tuple[list[tuple[str, str, str, list[str]]], float, set[str]]:
         """What :meth:`icetime.bus.Bus.publish_batch` takes for a box's events: per race
-        with events (race, epoch candidate, view JSON when its snapshot is due else "",
-        [event JSON]); and the seconds building those views took. A view is the
+        with events (race, epoch candidate, view JSON when its snapshot is due now else
+        "", [event JSON]); the seconds building those views took; and the races whose
+        snapshot is due later, built by a child (:meth:`snapshot_later`). A view is the
         engine's as it stands now, after the box's last input: a race's view changes
-        only with its own events, so that is its view as of its last event here."""
-        batch, cost = [], 0.0
+        only with its own events, so that is its view as of its last event here.
+
+        Built in line: a race's first snapshot of this worker's life (readers find the
+        race by it) and a revision's (the view came whole anyway); the others in a child,
+        one child at a time (a race due while one works waits for the next)."""
+        batch, cost, later = [], 0.0, set()
         for race, encoded in box.events.items():
             view = ""
-            if self.cadence.due(race, len(encoded), race in box.revised):
-                t0 = time.perf_counter()
-                view = bus.dumps(self.engine.view(race))
-                cost += time.perf_counter() - t0
+            revised = race in box.revised
+            if self.cadence.due(race, len(encoded), revised):
+                if revised or not self.cadence.stored(race) or not self.fork:
+                    t0 = time.perf_counter()
+                    view = bus.dumps(self.engine.view(race))
+                    cost += time.perf_counter() - t0
+                elif not self.snapshots.busy:
+                    later.add(race)
             batch.append((race, uuid.uuid4().hex[:12], view, encoded))
-        return batch, cost
+        return batch, cost, later
+
+    def snapshot_later(self, jobs: list[Job]) -> None:
+        """Have a forked child build the snapshots of ``jobs`` as the engine stands now,
+        and store them when it hands them back (the cadence already counts them stored;
+        one that is not stored is due again)."""
+        try:
+            self.snapshots.start(self.engine.view, jobs, self._store_snapshot,
+                                 self._snapshots_done)
+        except OSError as exc:
+            log.warning("cannot fork for snapshots (%s): building them in line", exc)
+            self.fork = False
+            self.cadence.failed([job.race for job in jobs])
+
+    async def _store_snapshot(self, job: Job, view: bytes) -> bool:
+        try:
+            return await self.bus.store_snapshot(job.race, job.epoch, job.offset, view)
+        except (RedisError, OSError) as exc:  # LeaseLost too: another worker stores it
+            log.warning("snapshot of %s at %s not stored: %s", job.race, job.offset, exc)
+            return False
+
+    def _snapshots_done(self, jobs: list[Job], stored: list[str], seconds: float) -> None:
+        self.cadence.child_done(seconds, [job.race for job in jobs if job.race not in stored])
 
     async def store_snapshots(self) -> None:
         """Store the snapshot of every race with events after it (the worker is idle):
-        the view as of the race's last event, which is what the engine holds now."""
-        for race in self.cadence.behind():
+        the view as of the race's last event, which is what the engine holds now; in a
+        child (:meth:`snapshot_later`) unless fork() is not to be had."""
+        behind = self.cadence.behind()
+        if self.fork:
+            if behind and not self.snapshots.busy:
+                jobs = [Job(race, *self.cadence.last[race]) for race in behind]
+                for job in jobs:
+                    self.cadence.published(job.race, 0, True, job.epoch, job.offset, None)
+                self.snapshot_later(jobs)
+            return
+        for race in behind:
             epoch, last = self.cadence.last[race]
             t0 = time.perf_counter()
             view = bus.dumps(self.engine.view(race))
@@ -479,6 +537,7 @@ class ScoringRunner:
             for task in (keeper, work):
                 task.cancel()
             await asyncio.gather(keeper, work, return_exceptions=True)
+            await self.snapshots.close()
 
     async def score(self, stop: asyncio.Event) -> None:
         """Rebuild, then score inputs until ``stop`` is set. Raises RedisError."""
