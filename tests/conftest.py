@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,12 @@ class Stack:
     stops: dict[str, asyncio.Event] = field(default_factory=dict)
     clients: list[Redis] = field(default_factory=list)
     failure: ServiceDied | None = None
+    #: The ports each service reported, and sockets holding a stopped service's ports
+    #: (bound, not listening: a client is refused as by a dead server) until it starts
+    #: again. Without them the kernel may hand a free port to another test's client or
+    #: listener meanwhile, and the service could not come back where its clients knew it.
+    ports: dict[str, Ports] = field(default_factory=dict)
+    held: dict[str, list[socket.socket]] = field(default_factory=dict)
 
     @property
     def ws_url(self) -> str:
@@ -203,6 +210,7 @@ class Stack:
         the ports it had. Raises what the service raised if it died starting (e.g.
         OSError for a taken port), TimeoutError if it never reported."""
         serve = serve or SERVICES[name]
+        self.release(name)
         r = bus.connect(self.url)
         self.clients.append(r)
         stop = self.stops[name] = asyncio.Event()
@@ -230,7 +238,25 @@ class Stack:
                 raise exc
             raise ServiceDied(f"service {name} returned before it reported its ports")
         self.settings = with_ports(self.settings, reported.result())
+        self.ports[name] = reported.result()
         task.add_done_callback(functools.partial(self._ended, name))
+
+    def hold(self, name: str) -> None:
+        """Bind (SO_REUSEADDR, no listen) the ports stopped service ``name`` had."""
+        held = self.held.setdefault(name, [])
+        for port in self.ports.get(name, {}).values():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()  # taken already: its restart will say so
+            else:
+                held.append(sock)
+
+    def release(self, name: str) -> None:
+        for sock in self.held.pop(name, []):
+            sock.close()
 
     def _ended(self, name: str, task: asyncio.Task[None]) -> None:
         if self.stops[name].is_set():
@@ -247,8 +273,11 @@ class Stack:
     async def stop(self, name: str) -> None:
         self.stops[name].set()
         task = self.tasks.pop(name)
-        if not task.done():
-            await asyncio.wait_for(task, 10)
+        try:
+            if not task.done():
+                await asyncio.wait_for(task, 10)
+        finally:
+            self.hold(name)
 
     async def close(self) -> None:
         """Stop every service and close the clients; raises the failure of a service
@@ -260,6 +289,8 @@ class Stack:
             for r in self.clients:
                 await r.aclose()
             self.clients.clear()
+            for name in list(self.held):
+                self.release(name)
         if self.failure is not None and not self.failure.reported:
             self.failure.reported = True
             raise self.failure
