@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import inspect
 import socket
@@ -171,6 +172,8 @@ SERVICES: dict[str, Serve] = {"ingest": ingest.serve, "scoring": scoring.serve,
                               "broadcast": broadcast.serve}
 #: How long a service may take to report its ports.
 START_TIMEOUT_S = 10.0
+#: How long a restarted service's taken port is tried again (:meth:`Stack.start`).
+RESTART_BIND_S = 10.0
 
 
 @dataclass
@@ -208,9 +211,23 @@ class Stack:
         """Start service ``name`` (or ``serve`` under that name) and return once it has
         reported its ports, which are then in ``settings``; a restarted service gets
         the ports it had. Raises what the service raised if it died starting (e.g.
-        OSError for a taken port), TimeoutError if it never reported."""
-        serve = serve or SERVICES[name]
+        OSError for a taken port), TimeoutError if it never reported.
+
+        A restart whose port is still taken is tried again for up to
+        :data:`RESTART_BIND_S` (seen on a busy machine: the stopped node's listener not
+        yet gone when the test started it again)."""
         self.release(name)
+        for _ in range(int(RESTART_BIND_S / 0.1)):
+            try:
+                return await self._start(name, serve)
+            except OSError as exc:
+                if name not in self.ports or exc.errno != errno.EADDRINUSE:
+                    raise
+            await asyncio.sleep(0.1)
+        return await self._start(name, serve)
+
+    async def _start(self, name: str, serve: Serve | None) -> None:
+        serve = serve or SERVICES[name]
         r = bus.connect(self.url)
         self.clients.append(r)
         stop = self.stops[name] = asyncio.Event()
