@@ -268,10 +268,15 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
         await replay(doc, st.settings, speed=SPEED, announce=False, decoder=sim, hold=hold)
         assert killed_at is not None and crossing_in_outage == 12
 
+        seen: list[dict] = []
+
         async def all_spooled():
-            s = await decoder_state(st)
-            return s["spooled"] == crossing_in_outage
-        await wait_for(all_spooled, "every passing of the last pair spooled")
+            seen.append(await decoder_state(st))
+            return seen[-1]["spooled"] == crossing_in_outage
+        try:
+            await wait_for(all_spooled, "every passing of the last pair spooled")
+        except TimeoutError:
+            raise AssertionError(f"not every passing spooled: {seen[-1:]}") from None
         await asyncio.sleep(max(0.0, killed_at + SPOOL_DOWN_S - loop.time()))
         back_at = loop.time()  # it answers before restart() returns: count from here
         await asyncio.to_thread(redis_server.restart)  # on the same files
