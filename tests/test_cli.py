@@ -431,12 +431,14 @@ def test_unknown_races_and_bad_speeds_are_refused_with_exit_2(tmp_path):
         [line] = done.stderr.splitlines()
         assert line.startswith("icetime: no race 'nosuch'; known: ") and \
             "beijing2023_w1000a" in line, line
-    for speed in ("0", "-2", "nan", "fast", "1001"):
-        for args in (["replay", "beijing2023_w1000a", "--config", str(config)], ["demo"]):
-            done = run_quick(["-m", "icetime.cli", *args, f"--speed={speed}"])
-            assert done.returncode == 2, done.stderr
-            assert "argument --speed" in done.stderr.splitlines()[-1], done.stderr
-            assert "Traceback" not in done.stderr
+    # Both commands share the one --speed type: each bad kind of value once, between them.
+    replay_args = ["replay", "beijing2023_w1000a", "--config", str(config)]
+    for speed, args in (("0", replay_args), ("-2", ["demo"]), ("nan", replay_args),
+                        ("fast", ["demo"]), ("1001", replay_args), ("1001", ["demo"])):
+        done = run_quick(["-m", "icetime.cli", *args, f"--speed={speed}"])
+        assert done.returncode == 2, done.stderr
+        assert "argument --speed" in done.stderr.splitlines()[-1], done.stderr
+        assert "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()
 
 
