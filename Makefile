@@ -24,11 +24,13 @@ run: install
 	$(BIN)/icetime run --config $(CONFIG)
 
 # Four workers on two cores (the tests mostly wait on replays, Redis and Chromium: four
-# took 3:05 where two took 5:30 and three 4:10), then the tests marked `alone` (latency
+# took 3:05 where two took 5:30 and three 4:10; six were slower than four), handing out
+# tests by work stealing (a worker that is done takes queued tests from a busy one:
+# 4:17 where plain load balancing took 4:43), then the tests marked `alone` (latency
 # against their own baseline) with nothing beside them.
 # Exit code 5 is "no test selected", e.g. PYTEST_ARGS naming a file with none marked.
 test: install
-	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -q -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 bench: install
