@@ -309,7 +309,10 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
     assert sim.resends_answered == resends_before  # nothing asked for again
     assert (state["passings"], state["duplicates"], state["not_stored"],
             state["refused"]) == (24, 0, 0, 0)
-    assert stored_after < 2.0
+    # At the link's next spool retry (every 0.2 s) once Redis answers; the bound leaves room
+    # for a busy machine (2.6 s seen, counted from before Redis' restart), far below what
+    # waiting for a later passing or a RESEND would take (never, here).
+    assert stored_after < 5.0
 
     # The protocol-2 client was told: stale soon after Redis went, fresh once it was back.
     statuses = [(m["stale"], at) for kind, at, m in got2 if kind == "status"]
@@ -317,7 +320,7 @@ async def test_passings_that_cross_while_redis_is_away_are_spooled_and_stored(
     told_stale, told_fresh = statuses[0][1] - killed_at, statuses[1][1] - back_at
     print(f"client told stale {told_stale:.2f} s after the kill, fresh {told_fresh:.2f} s "
           "after Redis was back")
-    assert 0 <= told_stale < 2.0 and 0 <= told_fresh < 2.0
+    assert 0 <= told_stale < 5.0 and 0 <= told_fresh < 5.0  # docs/delivery.md: within 5 s
     # Both clients got the same events; the protocol-1 one no status message.
     assert not [x for x in got1 if x[0] == "status"]
     offsets = [[m["offset"] for kind, _, m in got if kind == "event"] for got in (got1, got2)]
