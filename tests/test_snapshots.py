@@ -116,16 +116,16 @@ async def test_a_client_joining_at_any_moment_ends_with_the_same_view(
     finally:
         await gun.close()
         await loop.close()
-    # Wait for scoring to reach the last input, then join once more: the stored snapshot
-    # stands behind the end (the last store was at most EVERY events back, no idle
-    # store yet), so this client is brought up to date by the events after it.
+    # Wait for scoring to reach the last input, then join once more: usually the stored
+    # snapshot stands behind the end (the last store was at most EVERY events back, no
+    # idle store yet) and this client is brought up to date by the events after it; on a
+    # busy machine a deferred or idle store may have reached the end first (then it is a
+    # join at a snapshot, and join() does not count it as behind).
     async with asyncio.timeout(60):
         last_raw = bus.entries(await redis_client.xrevrange(keys.raw_stream(MAIN), count=1))[0][0]
         while bus.text(await redis_client.get(keys.scoring_progress(MAIN))) != last_raw:
             await asyncio.sleep(0.05)
     end[0] = await stream_end(redis_client)
-    stored = bus.text(await redis_client.hget(keys.snapshot_key(MAIN, RACE), "offset"))
-    assert bus.parse_id(stored) < bus.parse_id(end[0]), "the snapshot is not behind"
     await join()
     done.set()
     async with asyncio.timeout(60):
