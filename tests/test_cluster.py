@@ -33,6 +33,7 @@ from .test_restart import FIXTURE, RACE, all_finished, expected_view
 from .test_workers import (
     EVENT_COUNTS,
     Worker,
+    close_all,
     equals,
     event_counts,
     finished,
@@ -222,8 +223,4 @@ async def test_two_workers_any_competition_one_each(cluster):
             assert await event_counts(r, c) == EVENT_COUNTS, c
         assert sorted((await owners(r, comps)).values()) == ["w1", "w2"]
     finally:
-        for w in workers:
-            await w.close()
-        for st in stacks:
-            await st.close()
-        await r.aclose()
+        await close_all(workers, stacks, r)

@@ -103,6 +103,15 @@ async def finished(r, competition: str) -> bool:
     return view is not None and all_finished(view)
 
 
+async def close_all(workers, stacks, r) -> None:
+    """Stop the in-process worker pools, then the ingest stacks, then the client."""
+    for w in workers:
+        await w.close()
+    for st in stacks:
+        await st.close()
+    await r.aclose()
+
+
 async def start_ingest(url: str, competition: str) -> Stack:
     st = Stack(make_settings(url, competition_id=competition), url)
     await st.start("ingest")
@@ -236,8 +245,4 @@ async def test_a_worker_hands_over_its_extra_competitions_when_another_joins(red
         for rink in RINKS:
             assert await verdicts(r, rink) == [("startlist", "applied", None)]
     finally:
-        for w in workers:
-            await w.close()
-        for st in stacks:
-            await st.close()
-        await r.aclose()
+        await close_all(workers, stacks, r)
