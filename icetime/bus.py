@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 import msgpack
 import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -224,6 +224,30 @@ class _Cluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         except (CrossSlotTransactionError, InvalidPipelineStack):
             raise  # icetime's own mistake, not an outage
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    def pipeline(self, transaction: Any | None = None,
+                 shard_hint: Any | None = None) -> ClusterPipeline:
+        """A pipeline whose "cannot reach the cluster" errors are RedisErrors too."""
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refuses it, as redis-py does
+        # redis-py declares _event_dispatcher abstract on its base and sets it in __init__.
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _ClusterPipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, raising :class:`ClusterUnavailable` where it raises
+    ``RedisClusterException`` for an unreachable cluster: its execute() does not go
+    through :meth:`_Cluster.execute_command`, and the services' retry loops catch
+    RedisError (without this, the scoring pool's announcement would kill the worker)."""
+
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (CrossSlotTransactionError, InvalidPipelineStack):
+            raise
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
 

@@ -139,7 +139,7 @@ _SERVICE_FAILURE = pytest.StashKey[ServiceDied]()
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """Report a service's death as the test's failure, instead of the cancellation
-    :func:`_fail_running_test` used to stop the test at once."""
+    :func:`fail_running_test` used to stop the test at once."""
     _RUNNING.append(item)
     try:
         return (yield)
@@ -153,7 +153,7 @@ def pytest_runtest_call(item: pytest.Item):
         _RUNNING.pop()
 
 
-def _fail_running_test(failure: ServiceDied) -> None:
+def fail_running_test(failure: ServiceDied) -> None:
     """Cancel the running test's task (pytest-asyncio runs the test function's coroutine
     as one task) so it stops now rather than at its next timeout."""
     if not _RUNNING or not isinstance(_RUNNING[-1], pytest.Function):
@@ -285,7 +285,7 @@ class Stack:
         failure.__cause__ = exc
         if self.failure is None:
             self.failure = failure
-            _fail_running_test(failure)
+            fail_running_test(failure)
 
     async def stop(self, name: str) -> None:
         self.stops[name].set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import replace
 
 import aiohttp
@@ -224,3 +225,24 @@ async def test_two_workers_any_competition_one_each(cluster):
         assert sorted((await owners(r, comps)).values()) == ["w1", "w2"]
     finally:
         await close_all(workers, stacks, r)
+
+
+async def test_an_unreachable_cluster_is_a_redis_error_for_commands_and_pipelines():
+    """The services' retry loops catch RedisError: a cluster client that reaches no node
+    must raise one (ClusterUnavailable) from a command and from a pipeline alike, not
+    redis-py's RedisClusterException, which would end the service."""
+    from redis.exceptions import RedisError
+
+    with socket.socket() as held:  # bound, not listening: every connect is refused
+        held.bind(("127.0.0.1", 0))
+        r = bus.connect(f"redis+cluster://127.0.0.1:{held.getsockname()[1]}")
+        try:
+            with pytest.raises(bus.ClusterUnavailable):
+                await r.get("icetime:x")
+            pipe = r.pipeline(transaction=False)
+            pipe.zcard("icetime:x")
+            with pytest.raises(RedisError) as caught:
+                await pipe.execute()
+            assert isinstance(caught.value, bus.ClusterUnavailable), repr(caught.value)
+        finally:
+            await r.aclose()

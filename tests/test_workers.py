@@ -24,7 +24,16 @@ from icetime import bus, keys
 from icetime.cli import replay
 from services.scoring.pool import Pool
 
-from .conftest import ROOT, Stack, make_settings, race_view, without_inputs, write_venue_config
+from .conftest import (
+    ROOT,
+    ServiceDied,
+    Stack,
+    fail_running_test,
+    make_settings,
+    race_view,
+    without_inputs,
+    write_venue_config,
+)
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, all_finished, expected_view
 
@@ -66,10 +75,12 @@ async def owners(r, competitions) -> dict[str, str]:
 async def wait_for(check, what: str, timeout_s: float = 30.0):
     """``await check()`` until it is truthy; its value. Bounded by the condition, with
     a generous timeout for a busy machine."""
-    async with asyncio.timeout(timeout_s):
-        while not (got := await check()):
-            await asyncio.sleep(0.05)
-    assert got, what
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not (got := await check()):
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s} s: {what}") from None
     return got
 
 
@@ -202,7 +213,20 @@ class Worker:
         self.r = bus.connect(url)
         self.pool = Pool(make_settings(url), self.r, name)
         self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.pool.run(self.stop))
+        self.task = asyncio.create_task(self.pool.run(self.stop), name=f"pool {name}")
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A pool that ends before it is stopped fails the running test at once, with
+        what it died of (as a Stack's service does), not at the test's timeout."""
+        if self.stop.is_set():
+            return
+        exc = None if task.cancelled() else task.exception()
+        failure = ServiceDied(f"worker {self.pool.name} " + (
+            f"died: {exc!r}" if exc else "was cancelled" if task.cancelled()
+            else "returned while the test ran"))
+        failure.__cause__ = exc
+        fail_running_test(failure)
 
     async def close(self) -> None:
         """Stop as on SIGTERM: the pool hands its competitions over."""
