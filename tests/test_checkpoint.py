@@ -7,10 +7,12 @@ import asyncio
 import logging
 from dataclasses import replace
 
+from bench import restart as restart_bench
 from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
-from icetime.replay import script_inputs
+from icetime.replay import load_fixture, script_inputs
+from services.scoring import checkpoint
 from services.scoring.competition import Competition
 from services.scoring.runner import BATCH, ScoringRunner
 
@@ -20,6 +22,8 @@ from .test_pipeline import load_startlist
 from .test_restart import RACE
 
 EVERY = 8
+#: The fixture bench/restart.py copies into a day of races.
+DAY_FIXTURE = restart_bench.FIXTURE
 #: Pairs 3, 9 and 10 of the Beijing 1000 m: 37 inputs, several checkpoints.
 RACE_DOC = short_race()
 
@@ -114,3 +118,36 @@ async def test_scoring_restarted_mid_race_from_a_checkpoint_goes_on_identically(
     finally:
         await st.close()
     assert without_inputs(snapshot) == expected_view()
+
+
+async def test_a_restart_unpickles_only_the_races_it_uses(redis_server, redis_client):
+    """A day of three races, the checkpoint 30 inputs before the end (in the last race):
+    the restart unpickles no race until the replay feeds one, and only the last race is
+    fed; its next save writes that race alone; every race's view equals a rebuild from
+    the start of the log, and the races it never used reach it through the store."""
+    settings = make_settings(redis_server.url, checkpoint_every=EVERY)
+    one = len(script_inputs(load_fixture(DAY_FIXTURE)))
+    inputs = restart_bench.day(3 * one + 1)
+    head, tail = inputs[:-30], inputs[-30:]
+    at = await restart_bench.fill(redis_client, head)
+    await redis_client.set(keys.scoring_progress(MAIN), at)
+    first, _ = await rebuilt(settings, redis_client)  # a rebuild saves its checkpoint
+    assert first == len(head)
+    last = await restart_bench.fill(redis_client, tail)
+    await redis_client.set(keys.scoring_progress(MAIN), last)
+
+    n, quick = await rebuilt(settings, redis_client)
+    assert n == len(tail)
+    races = quick.engine.races
+    assert isinstance(races, checkpoint.RaceStore)
+    ids = list(races)
+    assert len(ids) == 3
+    assert [rid for rid, _ in races.loaded()] == [ids[-1]]
+    saved = quick.saver.fields(quick.engine)
+    assert sorted(saved) == sorted([checkpoint.COMPETITION, checkpoint.RACE + ids[-1]])
+
+    full = ScoringRunner(settings, redis_client)
+    full.fingerprint = "no checkpoint"  # as a worker without one would
+    assert await full.rebuild() == len(inputs)
+    for rid in ids:
+        assert quick.engine.view(rid) == full.engine.view(rid), rid

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import MutableMapping
 from typing import Any, assert_never
 
 import msgspec
@@ -86,7 +87,8 @@ class Competition:
         self.standings_before: dict[str, dict[str, int]] = {}
         self.standings: dict[str, Any] = {}
         self.standings_rev = 0
-        self.races: dict[str, Race] = {}
+        #: A plain dict, or a checkpoint's RaceStore (races unpickled when first used).
+        self.races: MutableMapping[str, Race] = {}
         # bib -> (common-clock µs, race id) of every gun that started the bib, in time
         # order: a passing goes to the race of the latest gun before it.
         self.guns: dict[str, list[tuple[int, str]]] = {}

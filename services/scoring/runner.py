@@ -259,7 +259,7 @@ class ScoringRunner:
             log.warning("checkpoint at %s is damaged: replaying the whole log", progress)
             return None
         self.engine = engine
-        self.saver.fields(engine)  # what the hash holds now: later saves add what changes
+        self.saver.holds()  # later saves add what changes
         self.replace_checkpoint = False
         return progress
 
