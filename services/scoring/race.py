@@ -32,7 +32,6 @@ from .model import (
     Skater,
     team_skater,
 )
-from .retell import Retelling
 
 #: Where an input sorts among the race's inputs at one common-clock instant: the
 #: gun before the passings it times, and an input with no time of its own (an
@@ -138,7 +137,7 @@ class RaceBase:
     #: correction made wrong are replaced), rather than keeping the lines already told.
     retells: ClassVar[bool] = False
     #: True: every earlier correction a retelling meets replays the log fed so far, as
-    #: before one-pass retellings (:mod:`.retell`). Same results, events and stories,
+    #: before one-pass retellings (:meth:`_revise`). Same results, events and stories,
     #: at about k replays for the k-th correction: the tests' oracle and the bench's
     #: baseline, never set in service.
     replay_each_correction: bool = False
@@ -175,9 +174,9 @@ class RaceBase:
         #: While a race that ``retells`` feeds its log again: the whole log, whose
         #: statuses, reassigned chips, voids and official times hold from the start.
         self.facts: list[LogEntry] | None = None
-        #: While a race that ``retells`` feeds its log again: whether a correction met
-        #: on the way needs a replay of the log (see :mod:`.retell`).
-        self.retelling: Retelling | None = None
+        #: While a race that ``retells`` feeds its log again (else None): whether its
+        #: state is the one a quiet replay of the log fed so far gives (:meth:`_revise`).
+        self.as_replayed: bool | None = None
         self.configure(spec, skaters)
 
     # ------------------------------------------------------------------ what differs
@@ -459,19 +458,24 @@ class RaceBase:
     def _revise(self, input_id: str, inp: RaceInput, reason: str,
                 told: list[str] | None = None) -> list[RaceEvent]:
         """A correction ``inp`` that comes last in race-time order: a revision
-        (:meth:`recompute`). In a retelling whose state is the one a quiet replay of the
-        log fed so far gives (:class:`.retell.Retelling`), the correction is applied in
-        place, as that replay would apply it, and its ``told`` lines told: no replay."""
-        retelling = self.retelling
-        if retelling is None:
+        (:meth:`recompute`). A retelling (:meth:`reorder` in a race that ``retells``)
+        meets every earlier correction again; each once put the race where a quiet
+        replay of the log fed so far puts it. With the statuses, reassigned chips and
+        voids of the whole log in place from the start (:meth:`_put_facts`), the state
+        already is that replay's, but for the official finish times a replay puts in
+        place first: after the first replay (or with none in the log), the correction
+        is applied in place, as that replay would, and its ``told`` lines told. So a
+        correction costs one pass over the log (two with official times), not one per
+        correction before it."""
+        if self.as_replayed is None:
             return self.recompute(input_id, reason, told)
-        if retelling.as_replayed and not self.replay_each_correction:
+        if self.as_replayed and not self.replay_each_correction:
             self._apply(input_id, inp, emit=False)
             self.revision += 1
             self._tell(told or [])
             return []
         events = self.recompute(input_id, reason, told)
-        retelling.replayed([iid for _, iid, _ in self.log], self._live(self.log)[0])
+        self.as_replayed = True
         return events
 
     def recompute(self, input_id: str, reason: str, told: list[str] | None = None
@@ -501,9 +505,8 @@ class RaceBase:
         did), and publish the result as one revision (reason ``reason``; none for a late
         read that changed nothing, as a late re-read). Costs one pass over the inputs
         after that checkpoint; and for each decision among them one more over the log
-        in a race that does not retell, while a race that retells replays the log
-        only where its state is not already the replay's (:mod:`.retell`: at most once
-        more, and twice more per void fed after a correction later than its input)."""
+        in a race that does not retell, while a race that retells replays the log at
+        most once more (:meth:`_revise`)."""
         before = self.view()
         before_cls = self.classification()
         if self.restarts:
@@ -538,7 +541,7 @@ class RaceBase:
         finally:
             self.replaying = False
             self.facts = None
-            self.retelling = None
+            self.as_replayed = None
         if self.retells and reason != LATE_READ:
             self._correction(input_id, reason, before_cls)
         self.revision = revision
@@ -555,8 +558,6 @@ class RaceBase:
         for entry in entries:
             self.log.append(entry)
             self.horizon = max(self.horizon, entry[0])
-            if self.retelling is not None:
-                self.retelling.met(entry[1], entry[2])
             if entry[1] in voided:
                 continue
             self._step(entry[1], entry[2])
@@ -582,8 +583,7 @@ class RaceBase:
         self.reassigned = self._reassignments(live)
         # From the start, the state is a replay's (of no input yet) unless the replay
         # would put official finish times in place first.
-        self.retelling = Retelling(voided, from_start and not any(
-            type(inp) is FinishTime for _, inp in live))
+        self.as_replayed = from_start and not any(type(inp) is FinishTime for _, inp in live)
         return voided
 
     def _live(self, entries: list[LogEntry]) -> tuple[set[str], list[tuple[str, RaceInput]]]:
@@ -634,9 +634,11 @@ class RaceBase:
         transponder finish it stands for."""
         entries = self._sorted_log()
         self._prepare(entries)
-        voided, live = self._live(entries)
-        # In a retelling, the facts are the whole log's (see _put_facts).
-        facts = live if self.facts is None else self._live(self.facts)[1]
+        # In a retelling, the facts are the whole log's (see _put_facts), voids too: an
+        # input voided further on in the log is no more applied here than the
+        # retelling applies it, so no line after this tells what it did.
+        voided, facts = self._live(entries if self.facts is None else self.facts)
+        live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
         for row, status in self._statuses(facts).items():
             self._set_status(row, status)
         self.reassigned = self._reassignments(facts)
