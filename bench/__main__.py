@@ -11,6 +11,7 @@ from icetime import logs
 
 from . import (
     chain_jitter,
+    corrections,
     decoder_fuzz,
     engine,
     fanout,
@@ -28,6 +29,7 @@ logs.configure("bench")
 p3.main()
 decoder_fuzz.main(["--seconds", "3"])
 engine.main()
+corrections.main()
 pack.main()
 jitter.main()
 latency.main()
