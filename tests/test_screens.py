@@ -19,19 +19,21 @@ import os
 import re
 import shutil
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from icetime import bus
 from icetime.feedclient import FeedClient
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import now_us
 
-from .conftest import TOKENS, caught_up
+from .conftest import TOKENS, caught_up, make_settings, start_stack
 from .test_pipeline import load_startlist
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -164,6 +166,21 @@ def prepare(race: Race) -> Race:
     return race
 
 
+#: Two frames (the resize laid out, the running clocks drawn), then what would not go
+#: on air: one round trip per look (each waits its turn on a busy machine, while every
+#: open page keeps drawing its clocks).
+LOOK = ("async (args) => { await new Promise((r) => requestAnimationFrame(() => "
+        f"requestAnimationFrame(r))); return ({CHECK})(args); }}")
+#: The colour scheme each page was last shown in (emulated per page, kept across loads):
+#: set again only when it changes (a change restyles the whole page).
+SCHEMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def scheme(size: tuple[int, int]) -> str:
+    """Both themes: the phone in light (as most phones are by day), the rest dark."""
+    return "light" if size[0] < 1000 else "dark"
+
+
 async def look(pages: dict[str, Any], offset: str | None, name: str,
                sizes: list[tuple[int, int]] = SIZES) -> list[str]:
     """Every screen at every size, once each page shows the race as of ``offset`` (None:
@@ -173,15 +190,16 @@ async def look(pages: dict[str, Any], offset: str | None, name: str,
             await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o "
                                          "&& !window.icetime.pending.length", arg=offset)
         problems = []
+        # In this order: the page comes from the last size (the phone), so the first
+        # look is after a resize. (The phone first, with no resize since the page
+        # loaded, once found the overlay's title wider than its box.)
         for w, h in sizes:
             await page.set_viewport_size({"width": w, "height": h})
-            # Both themes: the phone in light (as most phones are by day), the rest dark.
-            await page.emulate_media(color_scheme="light" if w < 1000 else "dark")
-            # Two frames: the resize laid out, the running clocks drawn.
-            await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => "
-                                "requestAnimationFrame(r)))")
+            if SCHEMES.get(page) != scheme((w, h)):
+                await page.emulate_media(color_scheme=scheme((w, h)))
+                SCHEMES[page] = scheme((w, h))
             # Colours change with the theme, not the size: contrast once per theme.
-            found = await page.evaluate(CHECK, [screen in FIXED, (w, h) != SIZES[1], PROBLEMS])
+            found = await page.evaluate(LOOK, [screen in FIXED, (w, h) != SIZES[1], PROBLEMS])
             shot = SHOTS / f"{name}-{screen}-{w}x{h}.png"
             if found or ALL_SHOTS:
                 await page.screenshot(path=shot, omit_background=screen == "overlay")
@@ -191,24 +209,43 @@ async def look(pages: dict[str, Any], offset: str | None, name: str,
     return [p for screen in found for p in screen]
 
 
-# One test per race, so the suite's workers look at the races side by side.
-@pytest.mark.parametrize("race", RACES, ids=lambda race: race.fixture)
-async def test_every_screen_fits_every_race_at_every_size(stack, race):
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser():
+    """One Chromium for the module's races (the suite hands its races to one worker, in
+    a row: a launch each took seconds on a busy machine); each race opens its own pages."""
     from playwright.async_api import async_playwright
 
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stack(redis_server):
+    """tests/conftest.py's stack, in the module's event loop (the browser's)."""
+    s = await start_stack(make_settings(redis_server.url), redis_server.url)
+    yield s
+    await s.close()
+
+
+# One test per race: each with its own stack, pages and failures.
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("race", RACES, ids=lambda race: race.fixture)
+async def test_every_screen_fits_every_race_at_every_size(browser, stack, race):
     started = time.monotonic()
     r = bus.connect(stack.url)
     feeds: dict[str, FeedClient] = {}
     problems: list[str] = []
+    # A page each, each in a context of its own (nothing shared between the screens).
+    pages = {s: await browser.new_page() for s in SCREENS}
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            pages = {s: await browser.new_page() for s in SCREENS}
-            for page in pages.values():
-                page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
-            problems += await run_race(stack, r, feeds, pages, prepare(race))
-            await browser.close()
+        for page in pages.values():
+            page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
+        problems += await run_race(stack, r, feeds, pages, prepare(race))
     finally:
+        for page in pages.values():
+            await page.close()
         for c in feeds.values():
             await c.close()
         await r.aclose()
@@ -239,10 +276,7 @@ async def run_race(stack, r, feeds, pages, race: Race) -> list[str]:
         await open_all(stack, pages, race_id, "en")
         shot = f"{race.fixture}-{name}"
         problems += await look(pages, offset, shot)
-        for screen, page in pages.items():
-            text = await page.inner_text("body")
-            problems += [f"{shot}-{screen}: {want!r} not shown" for want in race.shows.get(name, [])
-                         if want not in text]
+        problems += await missing(pages, race.shows.get(name, []), shot)
         also = moment[3] if len(moment) > 3 else set()
         if "langs" in also:
             problems += await languages(stack, pages, race_id, offset, shot)
@@ -251,8 +285,19 @@ async def run_race(stack, r, feeds, pages, race: Race) -> list[str]:
         if "offline" in also:
             problems += await offline(stack, pages, f"{shot}-offline")
         # Idle while the next stretch is sent (the pages open again at the next moment).
-        await asyncio.gather(*(page.goto("about:blank") for page in pages.values()))
+        if moment is not race.moments[-1]:
+            await asyncio.gather(*(page.goto("about:blank") for page in pages.values()))
     return problems
+
+
+async def missing(pages: dict[str, Any], wants: list[str], name: str) -> list[str]:
+    """The texts of ``wants`` a page does not show."""
+    if not wants:
+        return []
+    texts = await asyncio.gather(*(page.inner_text("body") for page in pages.values()))
+    return [f"{name}-{screen}: {want!r} not shown" for screen, text in zip(pages, texts,
+                                                                           strict=True)
+            for want in wants if want not in text]
 
 
 async def open_all(stack, pages: dict[str, Any], race_id: str, lang: str) -> None:
@@ -271,14 +316,20 @@ async def languages(stack, pages, race_id: str, offset: str, name: str) -> list[
         if code == "de":
             problems += await look(pages, offset, f"{name}-de")
         theirs = {w for text in LANGS[code].values() for w in re.split(r"[^\w]+", text)}
-        for screen, page, (en_words, _) in zip(pages, pages.values(), english, strict=True):
-            await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o",
-                                         arg=offset)
-            shown, data = await page.evaluate(WORDS)
+        seen = await asyncio.gather(*(words_at(page, offset) for page in pages.values()))
+        for screen, (shown, data), (en_words, _) in zip(pages, seen, english, strict=True):
             left = sorted(set(shown) & set(en_words) - set(data) - theirs - EVERY_LANGUAGE)
             if left:
                 problems.append(f"{name}-{screen} in {code}: English words shown: {left}")
     return problems
+
+
+async def words_at(page: Any, offset: str) -> tuple[list[str], list[str]]:
+    """The page's words (:data:`WORDS`) once it shows the race as of ``offset``."""
+    await page.wait_for_function("(o) => window.icetime && window.icetime.offset === o",
+                                 arg=offset)
+    shown, data = await page.evaluate(WORDS)
+    return shown, data
 
 
 async def frames(page) -> None:
@@ -290,9 +341,10 @@ async def frames(page) -> None:
 async def quiet(pages: dict[str, Any], name: str) -> list[str]:
     """The screens with no event for a minute while the race runs (the timing has
     stopped): the page's last event is dated a minute back, the rest is as it was."""
-    for page in pages.values():
+    async def hush(page: Any) -> None:
         await page.evaluate("() => { window.icetime.lastEventAt -= 60000; }")
         await frames(page)
+    await asyncio.gather(*(hush(page) for page in pages.values()))
     return await look(pages, None, name)
 
 
@@ -300,10 +352,11 @@ async def offline(stack, pages: dict[str, Any], name: str) -> list[str]:
     """The screens while the server is unreachable (broadcast stopped), then back."""
     await stack.stop("broadcast")
     try:
-        for page in pages.values():
+        async def lost(page: Any) -> None:
             await page.wait_for_function("() => window.icetime.status && "
                                          "window.icetime.status !== 'live'")
             await frames(page)
+        await asyncio.gather(*(lost(page) for page in pages.values()))
         return await look(pages, None, name)
     finally:
         await stack.start("broadcast")
