@@ -113,7 +113,15 @@ function tick() {
   const run = running(live.view);
   const text = !run ? "" : isMarathon(live.view) ? fmtClock(live.raceElapsedUs(run))
     : fmtTime(Math.max(0, Math.floor(live.raceElapsedUs(run) / 100000) * 100000), 1);
-  for (const el of document.querySelectorAll(".rclock")) if (el.textContent !== text) el.textContent = text;
+  let wider = false;
+  for (const el of document.querySelectorAll(".rclock")) {
+    if (el.textContent === text) continue;
+    wider ||= el.textContent.length !== text.length;
+    el.textContent = text;
+  }
+  // The clock shares the head with the title: a clock that appears or grows a digit
+  // narrows the title's box after it was fitted (a phone opening the overlay mid-race).
+  if (wider) fit($("third"));
   $("bug").hidden = layout !== "clock" || !run;
   // The link down, storage away, or a race running with no data coming: a red mark.
   const down = live.status && live.status !== "live";
