@@ -12,7 +12,6 @@ The embedded redis-server is watched too: one that dies is started again on its 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -22,18 +21,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from icetime import keys, logs
 from icetime import settings as settings_mod
-from icetime.feedclient import FeedClient
 from icetime.redis_embed import DataDirInUse, EmbeddedRedis
 from icetime.replay import LOOP_SOURCE, Timed, load_fixture, script_inputs
 from icetime.service import (
@@ -45,7 +39,16 @@ from icetime.service import (
     with_ports,
 )
 from icetime.timefmt import now_us
-from services.ingest.decoders.simulator import DecoderSimulator
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import redis
+
+    from services.ingest.decoders.simulator import DecoderSimulator
+
+# asyncio, Redis, HTTP and the decoder simulator are imported where a command needs
+# them: `icetime --help` or a refused argument or configuration answers at once.
 
 log = logging.getLogger("icetime.cli")
 #: The fastest replay: a gun's ``rate`` is at most this (icetime/messages.py).
@@ -133,6 +136,11 @@ class Supervisor:
         ``keys.LISTENING``, from the process we started) and both HTTP servers answer
         ``/healthz``; ``cfg`` then carries the bound ports, so a port of 0 in the
         configuration works. Raises RuntimeError after ``timeout`` seconds."""
+        import urllib.error
+        import urllib.request
+
+        import redis
+
         deadline = time.monotonic() + timeout
         r = redis.Redis.from_url(self.url)
         try:
@@ -166,6 +174,8 @@ class Supervisor:
 
     def reported_ports(self, r: redis.Redis, name: str) -> dict[str, int] | None:
         """The ports service ``name`` reported, if the process we started did."""
+        import redis
+
         try:
             raw = r.hget(keys.LISTENING, name)
         except redis.RedisError:
@@ -246,6 +256,9 @@ class Supervisor:
 
     def load_startlist(self, doc: dict[str, Any], source: str | None = None) -> dict[str, Any]:
         """POST a start list (or a fixture holding one) to ingest."""
+        import urllib.error
+        import urllib.request
+
         doc = doc.get("startlist", doc)
         src = self.cfg.source(source) if source else self.cfg.loader()
         if src is None:
@@ -340,6 +353,10 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
     pauses for as long as it takes (a test looking at a moment of the race), then goes on
     with its own spacing. Returns the :class:`Tally` of what ingest answered.
     """
+    import asyncio
+
+    from icetime.feedclient import FeedClient
+
     base = now_us()
     items = script_inputs(doc, clock_base_us=base, rate=speed)
     tally = Tally(session or f"replay-{base}")
@@ -453,6 +470,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))
     sup = Supervisor(config, cfg, clean=True)  # a demo starts clean
+    import asyncio
+
     try:
         asyncio.run(run_demo(sup, doc, args.speed, args.exit_after_replay))
     except KeyboardInterrupt:  # before or after the loop ran
@@ -468,6 +487,10 @@ async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
 
     Ctrl-C is handled in the loop, so everything stops in order: the feed clients, the
     services, then the decoder (asyncio.run would cancel them all at once)."""
+    import asyncio
+
+    from services.ingest.decoders.simulator import DecoderSimulator
+
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -533,6 +556,8 @@ def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
     (settings field -> port, e.g. ``{"ingest_tcp_port": 40124}``), through
     ``cfg.redis_url`` or the embedded Redis's socket in ``cfg.data_dir``; ``{}`` when
     that Redis does not answer (icetime is not running)."""
+    import redis
+
     url = cfg.redis_url
     if not url:
         sock = Path(cfg.data_dir) / "redis.sock"
@@ -574,6 +599,8 @@ def cmd_replay(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))  # a wrong race name is told first
     cfg = with_running_ports(cfg, config)
+    import asyncio
+
     try:
         tally = asyncio.run(replay(doc, cfg, args.speed, session=args.session))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, say while the feed is retrying
