@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,9 +87,12 @@ class Supervisor:
 
     After :meth:`start`, ``cfg`` holds the ports the services bound (what a port of 0
     in the configuration became); a restarted service binds the same ones again.
+    ``restart_first_s`` is the first wait before restarting a service that keeps dying
+    (:data:`RESTART_FIRST_S`; a test takes a shorter one).
     """
 
-    def __init__(self, config: str, cfg: settings_mod.Settings, clean: bool = False) -> None:
+    def __init__(self, config: str, cfg: settings_mod.Settings, clean: bool = False,
+                 restart_first_s: float = RESTART_FIRST_S) -> None:
         self.config = str(Path(config).resolve())
         self.cfg = cfg
         self.clean = clean  # empty the embedded Redis's data dir first (the demo)
@@ -97,6 +100,7 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = cfg.redis_url
         self.restarts: dict[str, int] = {}
+        self.restart_first_s = restart_first_s
         self.started_at: dict[str, float] = {}
         self.quick_deaths: dict[str, int] = {}  # in a row, each within STABLE_S of its start
         self.restart_at: dict[str, float] = {}  # restarts due (monotonic time)
@@ -189,7 +193,7 @@ class Supervisor:
         """Restart a service that exited on its own: a crash must not end the meet.
 
         The first restart is at once; one that keeps dying soon after starting waits
-        longer each time (RESTART_FIRST_S doubling up to RESTART_MAX_S) rather than spin.
+        longer each time (``restart_first_s`` doubling up to RESTART_MAX_S) rather than spin.
         Raises ConfigRefused for one that exited with EXIT_CONFIG, which a restart cannot
         mend, and CannotListen for one that exited with EXIT_BIND before it ever bound
         (while icetime starts); later, a port taken meanwhile is waited out like any death.
@@ -214,7 +218,7 @@ class Supervisor:
             ran = now - self.started_at[name]
             quick = self.quick_deaths.get(name, 0) + 1 if ran < STABLE_S else 0
             self.quick_deaths[name] = quick
-            delay = 0.0 if quick <= 1 else min(RESTART_FIRST_S * 2 ** (quick - 2),
+            delay = 0.0 if quick <= 1 else min(self.restart_first_s * 2 ** (quick - 2),
                                                RESTART_MAX_S)
             self.restarts[name] = self.restarts.get(name, 0) + 1
             log.error("service %s exited with code %s after %.1f s; restarting it %s "
@@ -431,15 +435,26 @@ def config_file(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def load_startlists(sup: Supervisor) -> None:
-    """POST each configured start list; StartlistFailed names the file and the error."""
-    for path in sup.cfg.startlists:
+def read_startlists(paths: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Each configured start list file read and parsed, before anything starts: a file
+    that cannot be read or is not JSON raises StartlistFailed (one line) at once."""
+    docs = []
+    for path in paths:
         try:
-            res = sup.load_startlist(load_fixture(path))
+            docs.append((path, load_fixture(path)))
         except OSError as exc:
             raise StartlistFailed(f"{path}: {exc.strerror or exc}") from None
         except ValueError as exc:  # json.JSONDecodeError
             raise StartlistFailed(f"{path}: not JSON: {exc}") from None
+    return docs
+
+
+def load_startlists(sup: Supervisor, docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """POST each start list (:func:`read_startlists`); StartlistFailed names the file and
+    ingest's reason when it refuses one."""
+    for path, doc in docs:
+        try:
+            res = sup.load_startlist(doc)
         except RuntimeError as exc:
             raise StartlistFailed(f"{path}: {exc}") from None
         races = res.get("races") or []
@@ -450,10 +465,11 @@ def load_startlists(sup: Supervisor) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     config = config_file(args)
     cfg = settings_mod.load(config)  # before anything starts: a bad file stops here
+    startlists = read_startlists(cfg.startlists)  # and so does a start list that is not JSON
     sup = Supervisor(config, cfg)
     try:
         sup.start()
-        load_startlists(sup)
+        load_startlists(sup, startlists)
         print(f"icetime is running: {sup.page_url()}  (Ctrl-C to stop)\n{sup.banner()}",
               flush=True)
         while True:
