@@ -286,15 +286,17 @@ def races_of(base: str, timeout: float = 30) -> list[dict[str, object]]:
         time.sleep(0.1)
 
 
-def test_icetime_run_serves_refuses_a_second_run_counts_replays_and_stops_on_ctrl_c(
+def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_and_stops(
         tmp_path):
     """One `icetime run` on a venue file with a start list, every port 0, seen as a user
     sees it: the banner names the ports bound; the race, the pages and the WebSocket
     are served; a second run on the same data dir exits 2 and the first keeps serving.
     A second `icetime replay` into it is a session of its own: every input new, said
     so, exit 0. Resending the first run's session, whose times are now other, is refused
-    input by input: the counts say so, and the exit code is 1. Ctrl-C then stops it all,
-    with exit 0 and no traceback. (One start for all of these: each costs seconds.)"""
+    input by input: the counts say so, and the exit code is 1. A killed embedded
+    redis-server is started again on its files, which hold everything. Ctrl-C then
+    stops it all, with exit 0 and no traceback. (One start for all of these: a start
+    costs seconds.)"""
     import redis as redis_lib
 
     from icetime import keys
@@ -368,26 +370,7 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_and_stops_on_ctr
             r.close()
         assert len(view["classification"]["bib"]) == 20
 
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        proc.wait(timeout=30)
-        text = out.rest()
-        assert proc.returncode == 0, text
-        assert not [k for k in kids if alive(k)], "a child outlived Ctrl-C"
-        assert "Traceback" not in text, text
-        assert "{" not in text, text  # log lines are text, not Python dicts
-    finally:
-        stop(proc)
-        out.rest()  # the reader closes the pipe, even when the test failed
-
-
-def test_a_killed_embedded_redis_is_started_again_on_its_files(tmp_path):
-    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
-    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
-    proc, out = start_run(config)
-    try:
-        base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1]
         races = races_of(base)
-        redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
         os.kill(redis_pid, signal.SIGKILL)
         out.wait_for(r"embedded redis-server exited with code -9; restarting it on ", 10)
         deadline = time.monotonic() + 20
@@ -396,12 +379,22 @@ def test_a_killed_embedded_redis_is_started_again_on_its_files(tmp_path):
             time.sleep(0.1)
         assert new_pid in children_of(proc.pid)
         assert races_of(base) == races  # the AOF brought the start list back
-        proc.send_signal(signal.SIGINT)
+        r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
+        try:
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # and every input
+        finally:
+            r.close()
+
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=30)
-        assert proc.returncode == 0, out.rest()
+        text = out.rest()
+        assert proc.returncode == 0, text
+        assert not [k for k in [*kids, new_pid] if alive(k)], "a child outlived Ctrl-C"
+        assert "Traceback" not in text, text
+        assert "{" not in text, text  # log lines are text, not Python dicts
     finally:
         stop(proc)
-        out.rest()
+        out.rest()  # the reader closes the pipe, even when the test failed
 
 
 def assert_stopped(data: Path) -> None:
