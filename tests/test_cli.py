@@ -489,16 +489,16 @@ def test_a_replay_with_port_0_and_no_icetime_running_is_one_line_and_exit_2(tmp_
 
 def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
     """Nobody listens on the feed (a free port in the file): the replay retries until
-    SIGTERM."""
+    SIGTERM, or SIGINT (two replays side by side, one per signal)."""
     config = write_venue_config(tmp_path)
     config.write_text(config.read_text().replace("tcp_port = 0", f"tcp_port = {free_port()}"))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
-             str(config), "--speed", "10"], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
-        out = Output(proc)
-        try:
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
+         str(config), "--speed", "10"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [Output(proc) for proc in procs]
+    try:
+        for sig, proc, out in zip((signal.SIGTERM, signal.SIGINT), procs, outs, strict=True):
             out.wait_for(r"feed connection lost .*; retrying", 20)
             proc.send_signal(sig)
             proc.wait(timeout=10)
@@ -506,6 +506,7 @@ def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
             assert proc.returncode == 0, text
             assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
             assert text.splitlines()[-1] == "replay stopped", text
-        finally:
+    finally:
+        for proc, out in zip(procs, outs, strict=True):
             stop(proc)
             out.rest()
