@@ -482,12 +482,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    import asyncio
+
     config = str(ROOT / "deploy" / "demo.toml")
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))
     sup = Supervisor(config, cfg, clean=True)  # a demo starts clean
-    import asyncio
-
     try:
         asyncio.run(run_demo(sup, doc, args.speed, args.exit_after_replay))
     except KeyboardInterrupt:  # before or after the loop ran
@@ -615,7 +615,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))  # a wrong race name is told first
     cfg = with_running_ports(cfg, config)
-    import asyncio
+    import asyncio  # here: a refused race or configuration has answered by now
 
     try:
         tally = asyncio.run(replay(doc, cfg, args.speed, session=args.session))
