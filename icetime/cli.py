@@ -12,7 +12,6 @@ The embedded redis-server is watched too: one that dies is started again on its 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -22,18 +21,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from icetime import keys, logs
 from icetime import settings as settings_mod
-from icetime.feedclient import FeedClient
 from icetime.redis_embed import DataDirInUse, EmbeddedRedis
 from icetime.replay import LOOP_SOURCE, Timed, load_fixture, script_inputs
 from icetime.service import (
@@ -45,7 +39,16 @@ from icetime.service import (
     with_ports,
 )
 from icetime.timefmt import now_us
-from services.ingest.decoders.simulator import DecoderSimulator
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import redis
+
+    from services.ingest.decoders.simulator import DecoderSimulator
+
+# asyncio, Redis, HTTP and the decoder simulator are imported where a command needs
+# them: `icetime --help` or a refused argument or configuration answers at once.
 
 log = logging.getLogger("icetime.cli")
 #: The fastest replay: a gun's ``rate`` is at most this (icetime/messages.py).
@@ -84,9 +87,12 @@ class Supervisor:
 
     After :meth:`start`, ``cfg`` holds the ports the services bound (what a port of 0
     in the configuration became); a restarted service binds the same ones again.
+    ``restart_first_s`` is the first wait before restarting a service that keeps dying
+    (:data:`RESTART_FIRST_S`; a test takes a shorter one).
     """
 
-    def __init__(self, config: str, cfg: settings_mod.Settings, clean: bool = False) -> None:
+    def __init__(self, config: str, cfg: settings_mod.Settings, clean: bool = False,
+                 restart_first_s: float = RESTART_FIRST_S) -> None:
         self.config = str(Path(config).resolve())
         self.cfg = cfg
         self.clean = clean  # empty the embedded Redis's data dir first (the demo)
@@ -94,6 +100,7 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = cfg.redis_url
         self.restarts: dict[str, int] = {}
+        self.restart_first_s = restart_first_s
         self.started_at: dict[str, float] = {}
         self.quick_deaths: dict[str, int] = {}  # in a row, each within STABLE_S of its start
         self.restart_at: dict[str, float] = {}  # restarts due (monotonic time)
@@ -133,6 +140,11 @@ class Supervisor:
         ``keys.LISTENING``, from the process we started) and both HTTP servers answer
         ``/healthz``; ``cfg`` then carries the bound ports, so a port of 0 in the
         configuration works. Raises RuntimeError after ``timeout`` seconds."""
+        import urllib.error
+        import urllib.request
+
+        import redis
+
         deadline = time.monotonic() + timeout
         r = redis.Redis.from_url(self.url)
         try:
@@ -166,6 +178,8 @@ class Supervisor:
 
     def reported_ports(self, r: redis.Redis, name: str) -> dict[str, int] | None:
         """The ports service ``name`` reported, if the process we started did."""
+        import redis
+
         try:
             raw = r.hget(keys.LISTENING, name)
         except redis.RedisError:
@@ -179,7 +193,7 @@ class Supervisor:
         """Restart a service that exited on its own: a crash must not end the meet.
 
         The first restart is at once; one that keeps dying soon after starting waits
-        longer each time (RESTART_FIRST_S doubling up to RESTART_MAX_S) rather than spin.
+        longer each time (``restart_first_s`` doubling up to RESTART_MAX_S) rather than spin.
         Raises ConfigRefused for one that exited with EXIT_CONFIG, which a restart cannot
         mend, and CannotListen for one that exited with EXIT_BIND before it ever bound
         (while icetime starts); later, a port taken meanwhile is waited out like any death.
@@ -204,7 +218,7 @@ class Supervisor:
             ran = now - self.started_at[name]
             quick = self.quick_deaths.get(name, 0) + 1 if ran < STABLE_S else 0
             self.quick_deaths[name] = quick
-            delay = 0.0 if quick <= 1 else min(RESTART_FIRST_S * 2 ** (quick - 2),
+            delay = 0.0 if quick <= 1 else min(self.restart_first_s * 2 ** (quick - 2),
                                                RESTART_MAX_S)
             self.restarts[name] = self.restarts.get(name, 0) + 1
             log.error("service %s exited with code %s after %.1f s; restarting it %s "
@@ -246,6 +260,9 @@ class Supervisor:
 
     def load_startlist(self, doc: dict[str, Any], source: str | None = None) -> dict[str, Any]:
         """POST a start list (or a fixture holding one) to ingest."""
+        import urllib.error
+        import urllib.request
+
         doc = doc.get("startlist", doc)
         src = self.cfg.source(source) if source else self.cfg.loader()
         if src is None:
@@ -340,6 +357,10 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
     pauses for as long as it takes (a test looking at a moment of the race), then goes on
     with its own spacing. Returns the :class:`Tally` of what ingest answered.
     """
+    import asyncio
+
+    from icetime.feedclient import FeedClient
+
     base = now_us()
     items = script_inputs(doc, clock_base_us=base, rate=speed)
     tally = Tally(session or f"replay-{base}")
@@ -414,15 +435,26 @@ def config_file(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def load_startlists(sup: Supervisor) -> None:
-    """POST each configured start list; StartlistFailed names the file and the error."""
-    for path in sup.cfg.startlists:
+def read_startlists(paths: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Each configured start list file read and parsed, before anything starts: a file
+    that cannot be read or is not JSON raises StartlistFailed (one line) at once."""
+    docs = []
+    for path in paths:
         try:
-            res = sup.load_startlist(load_fixture(path))
+            docs.append((path, load_fixture(path)))
         except OSError as exc:
             raise StartlistFailed(f"{path}: {exc.strerror or exc}") from None
         except ValueError as exc:  # json.JSONDecodeError
             raise StartlistFailed(f"{path}: not JSON: {exc}") from None
+    return docs
+
+
+def load_startlists(sup: Supervisor, docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """POST each start list (:func:`read_startlists`); StartlistFailed names the file and
+    ingest's reason when it refuses one."""
+    for path, doc in docs:
+        try:
+            res = sup.load_startlist(doc)
         except RuntimeError as exc:
             raise StartlistFailed(f"{path}: {exc}") from None
         races = res.get("races") or []
@@ -433,10 +465,11 @@ def load_startlists(sup: Supervisor) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     config = config_file(args)
     cfg = settings_mod.load(config)  # before anything starts: a bad file stops here
+    startlists = read_startlists(cfg.startlists)  # and so does a start list that is not JSON
     sup = Supervisor(config, cfg)
     try:
         sup.start()
-        load_startlists(sup)
+        load_startlists(sup, startlists)
         print(f"icetime is running: {sup.page_url()}  (Ctrl-C to stop)\n{sup.banner()}",
               flush=True)
         while True:
@@ -449,6 +482,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    import asyncio
+
     config = str(ROOT / "deploy" / "demo.toml")
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))
@@ -468,6 +503,10 @@ async def run_demo(sup: Supervisor, doc: dict[str, Any], speed: float,
 
     Ctrl-C is handled in the loop, so everything stops in order: the feed clients, the
     services, then the decoder (asyncio.run would cancel them all at once)."""
+    import asyncio
+
+    from services.ingest.decoders.simulator import DecoderSimulator
+
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -533,6 +572,8 @@ def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
     (settings field -> port, e.g. ``{"ingest_tcp_port": 40124}``), through
     ``cfg.redis_url`` or the embedded Redis's socket in ``cfg.data_dir``; ``{}`` when
     that Redis does not answer (icetime is not running)."""
+    import redis
+
     url = cfg.redis_url
     if not url:
         sock = Path(cfg.data_dir) / "redis.sock"
@@ -574,6 +615,8 @@ def cmd_replay(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))  # a wrong race name is told first
     cfg = with_running_ports(cfg, config)
+    import asyncio  # here: a refused race or configuration has answered by now
+
     try:
         tally = asyncio.run(replay(doc, cfg, args.speed, session=args.session))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, say while the feed is retrying

@@ -21,7 +21,6 @@ A service binds each listener inside :func:`binding`, which turns the OSError in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -32,19 +31,22 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from icetime import bus, keys, logs, settings
+from icetime import keys, logs, settings
 
 if TYPE_CHECKING:
+    import asyncio
+
+    import redis.asyncio as aioredis
     from aiohttp import web
+
+# asyncio, Redis, the bus and a service's own modules are imported once the configuration
+# has been read: a process refused its configuration exits in a fraction of a second.
 
 #: Settings field -> the port a listener got, e.g. ``{"broadcast_ws_port": 40125}``.
 Ports = dict[str, int]
 #: Awaited by a service once all its listeners are bound, with the ports they got.
 Ready = Callable[[Ports], Awaitable[None]]
-Serve = Callable[[settings.Settings, aioredis.Redis, asyncio.Event, Ready | None],
+Serve = Callable[[settings.Settings, "aioredis.Redis", "asyncio.Event", "Ready | None"],
                  Awaitable[None]]
 #: A service's own command-line flags: adds them to the parser and returns what turns
 #: the parsed arguments into settings fields to replace (``{}``: none).
@@ -120,7 +122,10 @@ def pinned_ports() -> Ports:
     return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
-def main(name: str, serve: Serve, flags: Flags | None = None) -> None:
+def main(name: str, load: Callable[[], Serve], flags: Flags | None = None) -> None:
+    """Run service ``name`` as a process: its ``serve`` is what ``load()`` returns,
+    called once the configuration has been read (so a refusal costs no heavy imports).
+    Exits with EXIT_CONFIG or EXIT_BIND as the module docstring says."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
     parser.add_argument("--config", help="venue configuration (TOML); see docs/configuration.md")
     overrides = flags(parser) if flags else None
@@ -136,7 +141,7 @@ def main(name: str, serve: Serve, flags: Flags | None = None) -> None:
     except settings.ConfigError as exc:
         config_exit(name, exc)
     try:
-        run_loop(_run(name, serve, cfg, cfg.redis_url))
+        run_loop(_run(name, load(), cfg, cfg.redis_url))
     except BindFailed as exc:
         print(f"{name}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_BIND) from None
@@ -152,6 +157,8 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop where it is installed (Linux, macOS): the fan-out's per-socket
     writes and the feed's per-line reads cost about half what they do on asyncio's
     own loop. Falls back to asyncio's loop elsewhere."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:
@@ -161,6 +168,10 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> None:
+    import asyncio
+
+    from icetime import bus
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -185,6 +196,10 @@ async def _run(name: str, serve: Serve, cfg: settings.Settings, url: str) -> Non
 
 async def _publish(r: aioredis.Redis, name: str, entry: dict[str, Any]) -> None:
     """Tell the supervisor where we listen; a Redis that is not up yet is waited for."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
     for attempt in range(50):
         try:
             await r.hset(keys.LISTENING, name, json.dumps(entry))
@@ -198,6 +213,8 @@ async def _publish(r: aioredis.Redis, name: str, entry: dict[str, Any]) -> None:
 
 async def _unpublish(r: aioredis.Redis, name: str) -> None:
     """Withdraw our entry on a clean stop, unless a newer process of the service wrote it."""
+    from redis.exceptions import RedisError
+
     try:
         raw = await r.hget(keys.LISTENING, name)
         if raw and json.loads(raw).get("pid") == os.getpid():
@@ -210,6 +227,8 @@ async def _watch_parent(name: str, stop: asyncio.Event) -> None:
     """Stop when the process that started us is gone (a supervisor killed with -9),
     rather than live on as an orphan holding the ports. The supervisor's pid comes from
     :data:`SUPERVISOR_ENV`: one that died while we were still starting is noticed too."""
+    import asyncio
+
     parent = int(os.environ.get(SUPERVISOR_ENV) or os.getppid())
     while not stop.is_set():
         if os.getppid() != parent:
@@ -250,7 +269,10 @@ def readiness(r: aioredis.Redis) -> Callable[[web.Request], Awaitable[web.Respon
     (``/healthz`` only says the process serves HTTP)."""
 
     async def ready(_request: web.Request) -> web.Response:
+        import asyncio
+
         from aiohttp import web
+        from redis.exceptions import RedisError
 
         try:
             async with asyncio.timeout(READY_PING_S):

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import websockets
@@ -82,47 +83,6 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
-def test_icetime_run_serves_the_configured_race_and_stops_on_ctrl_c(tmp_path):
-    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
-    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    proc = subprocess.Popen([sys.executable, "-m", "icetime.cli", "run", "--config", str(config)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    out = Output(proc)
-    try:
-        # Every port is 0 in the configuration: the URL printed has the one bound.
-        base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:(\d+))/ ", 30)[1]
-        assert not base.endswith(":0")
-        races = []
-        deadline = time.monotonic() + 30
-        while not races and time.monotonic() < deadline:  # the start list is being scored
-            with urllib.request.urlopen(f"{base}/api/races", timeout=2) as r:
-                races = json.loads(r.read())
-            time.sleep(0.05)
-        assert races == [{"id": "bj23-w1000a", "name": "Women 1000 m · Division A",
-                          "distance": 1000, "kind": "long_track_individual"}]
-        for page in ("/", "/live", "/monitor", "/board", "/overlay"):
-            with urllib.request.urlopen(f"{base}{page}", timeout=2) as r:
-                assert b"<title>icetime" in r.read(), page
-        # The pages are told the WebSocket's bound port, and it serves the race.
-        with urllib.request.urlopen(f"{base}/api/config", timeout=2) as r:
-            ws_port = json.loads(r.read())["ws_port"]
-        assert ws_port > 0
-        asyncio.run(expect_snapshot(f"ws://127.0.0.1:{ws_port}/", "bj23-w1000a"))
-        kids = children_of(proc.pid)
-        assert len(kids) == 4  # redis-server and the three services
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        proc.wait(timeout=30)
-        text = out.rest()
-        assert proc.returncode == 0, text
-        assert not [k for k in kids if alive(k)], "a child outlived Ctrl-C"
-        assert "Traceback" not in text, text
-    finally:
-        stop(proc)
-        out.rest()  # the reader closes the pipe, even when the test failed
-
-
 async def expect_snapshot(url: str, race: str) -> None:
     async with websockets.connect(url, open_timeout=5) as ws:
         await ws.send(json.dumps({"op": "subscribe", "race": race}))
@@ -168,6 +128,14 @@ def run_quick(args: list[str], cwd: Path = ROOT, **env: str) -> subprocess.Compl
                           capture_output=True, text=True, timeout=60)
 
 
+def run_side_by_side(cases: list[tuple[list[str], dict[str, str]]]
+                     ) -> list[subprocess.CompletedProcess[str]]:
+    """:func:`run_quick` for each ``(args, env)``, all at once (each mostly waits on its
+    interpreter's start): the results in the order of ``cases``."""
+    with ThreadPoolExecutor(len(cases)) as pool:
+        return list(pool.map(lambda case: run_quick(case[0], **case[1]), cases))
+
+
 def test_a_bad_configuration_is_one_line_and_exit_2_everywhere(tmp_path):
     config = write_venue_config(tmp_path)
     config.write_text(config.read_text().replace("ws_port", "htp_port = 80\nws_port"))
@@ -193,8 +161,8 @@ def test_a_bad_configuration_is_one_line_and_exit_2_everywhere(tmp_path):
          "scoring: set REDIS_URL (or [redis] url), or start icetime with `icetime run`, "
          "which provides its embedded Redis"),
     ]
-    for args, env, line in cases:
-        done = run_quick(args, **env)
+    results = run_side_by_side([(args, env) for args, env, _ in cases])
+    for (args, _, line), done in zip(cases, results, strict=True):
         assert (done.returncode, done.stderr.splitlines(), done.stdout) == (2, [line], ""), args
     assert not (tmp_path / "data").exists()  # checked before anything started
 
@@ -249,8 +217,9 @@ def test_a_relative_config_from_icetime_config_runs_and_a_service_refusing_it_st
 
 def test_a_service_that_keeps_dying_at_start_is_restarted_later_each_time(tmp_path, caplog):
     """Ingest's port is taken while it is down: each restart dies at once, and the
-    supervisor waits 0.5 s, 1 s... before the next rather than spin; once the port is
-    free again, ingest comes back."""
+    supervisor waits 0.1 s, 0.2 s... (a shorter first wait than the default 0.5 s, for
+    the test) before the next rather than spin; once the port is free again, ingest
+    comes back."""
     import socket
 
     from icetime import settings
@@ -258,7 +227,7 @@ def test_a_service_that_keeps_dying_at_start_is_restarted_later_each_time(tmp_pa
 
     caplog.set_level(logging.INFO, logger="icetime.cli")
     config = str(write_venue_config(tmp_path))
-    sup = Supervisor(config, settings.load(config))
+    sup = Supervisor(config, settings.load(config), restart_first_s=0.1)
     sup.start()
     cfg = sup.cfg  # with the ports bound; a restart binds the same ones
     blocker = socket.socket()
@@ -275,7 +244,7 @@ def test_a_service_that_keeps_dying_at_start_is_restarted_later_each_time(tmp_pa
             time.sleep(0.1)
         waits = [r.getMessage().split("restarting it ")[1].split(" (")[0]
                  for r in caplog.records if "service ingest exited" in r.getMessage()]
-        assert waits == ["now", "in 0.5 s", "in 1.0 s"]
+        assert waits == ["now", "in 0.1 s", "in 0.2 s"]
         blocker.close()
         deadline = time.monotonic() + 30
         while True:
@@ -317,13 +286,30 @@ def races_of(base: str, timeout: float = 30) -> list[dict[str, object]]:
         time.sleep(0.1)
 
 
-def test_a_second_run_on_the_same_data_dir_exits_2_and_the_first_keeps_serving(tmp_path):
+def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_and_stops(
+        tmp_path):
+    """One `icetime run` on a venue file with a start list, every port 0, seen as a user
+    sees it: the banner names the ports bound; the race, the pages and the WebSocket
+    are served; a second run on the same data dir exits 2 and the first keeps serving.
+    A second `icetime replay` into it is a session of its own: every input new, said
+    so, exit 0. Resending the first run's session, whose times are now other, is refused
+    input by input: the counts say so, and the exit code is 1. A killed embedded
+    redis-server is started again on its files, which hold everything. Ctrl-C then
+    stops it all, with exit 0 and no traceback. (One start for all of these: a start
+    costs seconds.)"""
+    import redis as redis_lib
+
+    from icetime import keys
+    from icetime.keys import DEFAULT_COMPETITION as MAIN
+    from icetime.view import apply_event
+
     fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
     config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
     proc, out = start_run(config)
     try:
-        m = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:(\d+))/ ", 30)
-        base = m[1]
+        # Every port is 0 in the configuration: the URL printed has the one bound.
+        base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:(\d+))/ ", 30)[1]
+        assert not base.endswith(":0")
         # The banner names every listener with the port it got.
         banner = [out.wait_for(rf"^  {label} +(\S+)$", 5)[1]
                   for label in ("pages", "WebSocket", "feed TCP", "feed HTTP", "RMonitor")]
@@ -332,6 +318,19 @@ def test_a_second_run_on_the_same_data_dir_exits_2_and_the_first_keeps_serving(t
         assert re.fullmatch(r"tcp://127\.0\.0\.1:[1-9]\d*", banner[2]), banner
         assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*/feed", banner[3]), banner
         assert re.fullmatch(r"tcp://127\.0\.0\.1:[1-9]\d*", banner[4]), banner
+        assert races_of(base) == [{"id": "bj23-w1000a", "name": "Women 1000 m · Division A",
+                                   "distance": 1000, "kind": "long_track_individual"}]
+        for page in ("/", "/live", "/monitor", "/board", "/overlay"):
+            with urllib.request.urlopen(f"{base}{page}", timeout=2) as r:
+                assert b"<title>icetime" in r.read(), page
+        # The pages are told the WebSocket's bound port, and it serves the race.
+        with urllib.request.urlopen(f"{base}/api/config", timeout=2) as r:
+            ws_port = json.loads(r.read())["ws_port"]
+        assert ws_port > 0
+        asyncio.run(expect_snapshot(f"ws://127.0.0.1:{ws_port}/", "bj23-w1000a"))
+        kids = children_of(proc.pid)
+        assert len(kids) == 4  # redis-server and the three services
+
         redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
         second = run_quick(["-m", "icetime.cli", "run", "--config", str(config)])
         assert (second.returncode, second.stderr.splitlines(), second.stdout) == (2, [
@@ -339,25 +338,39 @@ def test_a_second_run_on_the_same_data_dir_exits_2_and_the_first_keeps_serving(t
             "or choose another redis.data_dir"], ""), second.stderr
         assert alive(redis_pid) and proc.poll() is None
         assert races_of(base)[0]["id"] == "bj23-w1000a"
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        text = out.rest()
-        assert proc.returncode == 0, text
-        assert "Traceback" not in text, text
-        assert "{" not in text, text  # log lines are text, not Python dicts
-    finally:
-        stop(proc)
-        out.rest()
 
+        # The venue's own file, ports 0: the replay finds the ones icetime bound.
+        replay = ["-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
+                  str(config), "--speed", "1000"]
+        counts = r"sent (\d+) inputs \(session (replay-\d+)\): (\d+) new, (\d+) duplicate, " \
+                 r"(\d+) refused$"
+        runs = [run_quick(replay), run_quick(replay)]
+        found = [re.search(counts, r.stdout, re.M) for r in runs]
+        assert all(found) and [r.returncode for r in runs] == [0, 0], runs
+        sent = int(found[0][1])
+        assert sent > 100 and found[0][2] != found[1][2]
+        assert [m.group(1, 3, 4, 5) for m in found] == [(str(sent), str(sent), "0", "0")] * 2
+        again = run_quick([*replay, "--session", found[0][2]])
+        m = re.search(counts.replace("$", "; first refusal: seq 1 in session '(replay-\\d+)' "
+                                          "was already used by source '(\\S+)'"),
+                      again.stdout, re.M)
+        assert m and again.returncode == 1, again
+        assert m.group(1, 3, 4, 5) == (str(sent), "0", "0", str(sent))
+        assert "nothing of this replay was new" in again.stderr
+        r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
+        try:
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # the start list, two runs
+            # The stored snapshot and the events after it, folded (icetime.snapshot).
+            snap = r.hgetall(keys.snapshot_key(MAIN, "bj23-w1000a"))
+            view = json.loads(snap[b"view"])
+            for _, fields in r.xrange(keys.events_stream(MAIN, "bj23-w1000a"),
+                                      "(" + snap[b"offset"].decode()):
+                view = apply_event(view, json.loads(fields[b"e"]))
+        finally:
+            r.close()
+        assert len(view["classification"]["bib"]) == 20
 
-def test_a_killed_embedded_redis_is_started_again_on_its_files(tmp_path):
-    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
-    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
-    proc, out = start_run(config)
-    try:
-        base = out.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1]
         races = races_of(base)
-        redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
         os.kill(redis_pid, signal.SIGKILL)
         out.wait_for(r"embedded redis-server exited with code -9; restarting it on ", 10)
         deadline = time.monotonic() + 20
@@ -366,12 +379,22 @@ def test_a_killed_embedded_redis_is_started_again_on_its_files(tmp_path):
             time.sleep(0.1)
         assert new_pid in children_of(proc.pid)
         assert races_of(base) == races  # the AOF brought the start list back
-        proc.send_signal(signal.SIGINT)
+        r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
+        try:
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # and every input
+        finally:
+            r.close()
+
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=30)
-        assert proc.returncode == 0, out.rest()
+        text = out.rest()
+        assert proc.returncode == 0, text
+        assert not [k for k in [*kids, new_pid] if alive(k)], "a child outlived Ctrl-C"
+        assert "Traceback" not in text, text
+        assert "{" not in text, text  # log lines are text, not Python dicts
     finally:
         stop(proc)
-        out.rest()
+        out.rest()  # the reader closes the pipe, even when the test failed
 
 
 def assert_stopped(data: Path) -> None:
@@ -425,17 +448,19 @@ def test_a_bad_start_list_is_one_line_and_exit_2_with_nothing_left(tmp_path):
 
 def test_unknown_races_and_bad_speeds_are_refused_with_exit_2(tmp_path):
     config = write_venue_config(tmp_path)
-    for args in (["replay", "nosuch", "--config", str(config)], ["demo", "--race", "nosuch"]):
-        done = run_quick(["-m", "icetime.cli", *args])
+    unknown = (["replay", "nosuch", "--config", str(config)], ["demo", "--race", "nosuch"])
+    # Both commands share the one --speed type: each bad kind of value once, between them.
+    replay_args = ["replay", "beijing2023_w1000a", "--config", str(config)]
+    speeds = (("0", replay_args), ("-2", ["demo"]), ("nan", replay_args),
+              ("fast", ["demo"]), ("1001", replay_args), ("1001", ["demo"]))
+    results = run_side_by_side([(["-m", "icetime.cli", *args], {}) for args in unknown] + [
+        (["-m", "icetime.cli", *args, f"--speed={speed}"], {}) for speed, args in speeds])
+    for done in results[:len(unknown)]:
         assert done.returncode == 2, done.stderr
         [line] = done.stderr.splitlines()
         assert line.startswith("icetime: no race 'nosuch'; known: ") and \
             "beijing2023_w1000a" in line, line
-    # Both commands share the one --speed type: each bad kind of value once, between them.
-    replay_args = ["replay", "beijing2023_w1000a", "--config", str(config)]
-    for speed, args in (("0", replay_args), ("-2", ["demo"]), ("nan", replay_args),
-                        ("fast", ["demo"]), ("1001", replay_args), ("1001", ["demo"])):
-        done = run_quick(["-m", "icetime.cli", *args, f"--speed={speed}"])
+    for done in results[len(unknown):]:
         assert done.returncode == 2, done.stderr
         assert "argument --speed" in done.stderr.splitlines()[-1], done.stderr
         assert "Traceback" not in done.stderr
@@ -464,16 +489,16 @@ def test_a_replay_with_port_0_and_no_icetime_running_is_one_line_and_exit_2(tmp_
 
 def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
     """Nobody listens on the feed (a free port in the file): the replay retries until
-    SIGTERM."""
+    SIGTERM, or SIGINT (two replays side by side, one per signal)."""
     config = write_venue_config(tmp_path)
     config.write_text(config.read_text().replace("tcp_port = 0", f"tcp_port = {free_port()}"))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
-             str(config), "--speed", "10"], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
-        out = Output(proc)
-        try:
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
+         str(config), "--speed", "10"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [Output(proc) for proc in procs]
+    try:
+        for sig, proc, out in zip((signal.SIGTERM, signal.SIGINT), procs, outs, strict=True):
             out.wait_for(r"feed connection lost .*; retrying", 20)
             proc.send_signal(sig)
             proc.wait(timeout=10)
@@ -481,56 +506,7 @@ def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
             assert proc.returncode == 0, text
             assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
             assert text.splitlines()[-1] == "replay stopped", text
-        finally:
+    finally:
+        for proc, out in zip(procs, outs, strict=True):
             stop(proc)
             out.rest()
-
-
-def test_a_race_replayed_twice_is_new_input_and_the_counts_are_true(tmp_path):
-    """A second `icetime replay` into a running icetime is a session of its own: every
-    input new, said so, exit 0. Resending the first run's session, whose times are now
-    other, is refused input by input: the counts say so, and the exit code is 1."""
-    import redis as redis_lib
-
-    from icetime import keys
-    from icetime.keys import DEFAULT_COMPETITION as MAIN
-    from icetime.view import apply_event
-
-    fixture = ROOT / "fixtures" / "beijing2023_w1000a.json"
-    config = write_venue_config(tmp_path, f'[competition]\nstartlists = ["{fixture}"]')
-    proc, out = start_run(config)
-    try:
-        races_of(out.wait_for(r"icetime is running: (http://127\.0\.0\.1:\d+)/ ", 30)[1])
-        # The venue's own file, ports 0: the replay finds the ones icetime bound.
-        replay = ["-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config",
-                  str(config), "--speed", "1000"]
-        counts = r"sent (\d+) inputs \(session (replay-\d+)\): (\d+) new, (\d+) duplicate, " \
-                 r"(\d+) refused$"
-        runs = [run_quick(replay), run_quick(replay)]
-        found = [re.search(counts, r.stdout, re.M) for r in runs]
-        assert all(found) and [r.returncode for r in runs] == [0, 0], runs
-        sent = int(found[0][1])
-        assert sent > 100 and found[0][2] != found[1][2]
-        assert [m.group(1, 3, 4, 5) for m in found] == [(str(sent), str(sent), "0", "0")] * 2
-        again = run_quick([*replay, "--session", found[0][2]])
-        m = re.search(counts.replace("$", "; first refusal: seq 1 in session '(replay-\\d+)' "
-                                          "was already used by source '(\\S+)'"),
-                      again.stdout, re.M)
-        assert m and again.returncode == 1, again
-        assert m.group(1, 3, 4, 5) == (str(sent), "0", "0", str(sent))
-        assert "nothing of this replay was new" in again.stderr
-        r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
-        try:
-            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # the start list, two runs
-            # The stored snapshot and the events after it, folded (icetime.snapshot).
-            snap = r.hgetall(keys.snapshot_key(MAIN, "bj23-w1000a"))
-            view = json.loads(snap[b"view"])
-            for _, fields in r.xrange(keys.events_stream(MAIN, "bj23-w1000a"),
-                                      "(" + snap[b"offset"].decode()):
-                view = apply_event(view, json.loads(fields[b"e"]))
-        finally:
-            r.close()
-        assert len(view["classification"]["bib"]) == 20
-    finally:
-        stop(proc)
-        out.rest()

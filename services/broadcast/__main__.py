@@ -1,5 +1,11 @@
-from icetime.service import main
+from icetime.service import Serve, main
 
-from .server import serve
 
-main("broadcast", serve)
+def load() -> Serve:
+    """The service itself, imported once its configuration has been read."""
+    from .server import serve
+
+    return serve
+
+
+main("broadcast", load)

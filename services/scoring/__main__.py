@@ -2,9 +2,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from icetime.service import main
+from icetime.service import Serve, main
 
-from .probe import serve
+
+def load() -> Serve:
+    """The scorer, imported once its configuration has been read."""
+    from .probe import serve
+
+    return serve
 
 
 def flags(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dict[str, Any]]:
@@ -19,4 +24,4 @@ def flags(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], dic
     return overrides
 
 
-main("scoring", serve, flags)
+main("scoring", load, flags)

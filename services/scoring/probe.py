@@ -13,14 +13,15 @@ competition's runner.
 from __future__ import annotations
 
 import asyncio
-
-import redis.asyncio as aioredis
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from icetime.service import Ports, Ready, binding, healthz, listen_port, readiness
 from icetime.settings import Settings
 
 from . import pool, runner
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
@@ -33,6 +34,8 @@ async def serve(settings: Settings, r: aioredis.Redis, stop: asyncio.Event,
     if port is None:
         await scorer(settings, r, stop, ready)
         return
+    from aiohttp import web  # only with the listener: plain scoring starts without it
+
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/api/ready", readiness(r))])
     site_runner = web.AppRunner(app, access_log=None)
