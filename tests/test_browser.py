@@ -64,6 +64,15 @@ async def stack(redis_server):
     await s.close()
 
 
+#: Replay speed between a test's holds. What the tests look at is held on the screens
+#: (:class:`Hold`), so the pace in between only costs time; each input goes through the
+#: JSON feed after the one before it was answered, so the order is the script's at any
+#: speed. (Through a P3 decoder, passings travel on a link of their own: those replays
+#: stay at 40, a pair's last passings well ahead of the next gun.) The pages' running
+#: clocks run this much faster too, still in minutes while a hold lasts.
+FAST = 200.0
+
+
 def short_race():
     """Pairs 3, 9 and 10: Goetz, Leerdam/Bowe, Li/Takagi, close together."""
     doc = copy.deepcopy(FIXTURE)
@@ -210,7 +219,7 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(br
         pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe
         takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the cut held back up to here
         takagi_finish = Hold(crossing(doc, bibs=("20",)))
-        feed = asyncio.create_task(replay(doc, st.settings, speed=40.0, announce=False,
+        feed = asyncio.create_task(replay(doc, st.settings, speed=FAST, announce=False,
                                           hold=holds(goetz, goetz_done, pair_9,
                                                      takagi_600, takagi_finish)))
         # Goetz in pair 3: the lanes' clock runs, then her finish.
@@ -377,7 +386,7 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(browser, 
     goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
     between = Hold(gun(9))
     takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
-    feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
                                       hold=holds(goetz, between, takagi_600)))
     await expect(board).to_have_attribute("data-mode", "pair", timeout=10_000)
     await expect(page.get_by_test_id("board-lane-I")).to_contain_text("Kimi Goetz")
@@ -429,7 +438,7 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(browser, s
     doc["script"]["pairs"] = [x for x in doc["script"]["pairs"] if x["pair"] in (3, 10)]
     goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
     takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
-    feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
                                       hold=holds(goetz, takagi_600)))
     await expect(page.get_by_test_id("overlay-third")).to_be_visible(timeout=10_000)
     await expect(page.get_by_test_id("overlay-I")).to_contain_text("Kimi Goetz")
@@ -585,7 +594,7 @@ async def test_pack_race_screens_follow_a_mass_start(browser, stack):
     # ... at the first lap-6 crossing: after sprint 1 (lap 4), before sprint 2 (lap 8)
     after_sprint_1 = Hold(crossing(doc, 6))
     at_finish = Hold(crossing(doc))  # ... and at the winner's finish: the last lap
-    feed = asyncio.create_task(replay(doc, stack.settings, speed=100.0, announce=False,
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
                                       hold=holds(lap_2, after_sprint_1, at_finish)))
 
     await expect(board.get_by_test_id("board")).to_have_attribute("data-mode", "pack",
@@ -644,7 +653,7 @@ async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(brows
     lap_1 = Hold(crossing(doc, 2))  # the first lap, before the leader's second crossing
     last_lap = Hold(crossing(doc))  # at the leader's finish
     photo = Hold(lambda item: item.inp["type"] == "finish_time")  # the photo finish
-    feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
                                       hold=holds(lap_1, last_lap, photo)))
     laps = board.get_by_test_id("board-laps")
     await expect(laps).to_have_text("13 laps to go", timeout=10_000)
@@ -692,7 +701,7 @@ async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
     monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
     board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
     on_the_ice = Hold(crossing(doc, 1))  # before the first passing
-    feed = asyncio.create_task(replay(doc, stack.settings, speed=60.0, announce=False,
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
                                       hold=on_the_ice))
     await expect(board.get_by_test_id("board-lane-I")).to_contain_text("Netherlands",
                                                                        timeout=10_000)
