@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from icetime import bus, keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import script_inputs
 
 from .conftest import make_settings, start_stack
@@ -67,10 +69,26 @@ async def stack(redis_server):
 #: Replay speed between a test's holds. What the tests look at is held on the screens
 #: (:class:`Hold`), so the pace in between only costs time; each input goes through the
 #: JSON feed after the one before it was answered, so the order is the script's at any
-#: speed. (Through a P3 decoder, passings travel on a link of their own: those replays
-#: stay at 40, a pair's last passings well ahead of the next gun.) The pages' running
+#: speed (through a P3 decoder, with :func:`stored_before_guns`). The pages' running
 #: clocks run this much faster too, still in minutes while a hold lasts.
 FAST = 200.0
+
+
+def stored_before_guns(r, stored: int):
+    """A replay's ``hold`` for a fast replay through a P3 decoder: before each gun, wait
+    until ingest has stored every input sent before it (``stored``: the input log's
+    length at the start). The decoder's passings travel on a link of their own; without
+    this a pair's last ones could reach ingest after the next pair's gun."""
+    sent = 0
+
+    async def hold(item) -> None:
+        nonlocal sent
+        if item.inp["type"] == "gun":
+            async with asyncio.timeout(30):
+                while await r.xlen(keys.raw_stream(MAIN)) < stored + sent:
+                    await asyncio.sleep(0.01)
+        sent += 1
+    return hold
 
 
 def short_race():
@@ -503,8 +521,12 @@ async def test_monitor_grid_stories_health_and_keyboard(browser, redis_server, t
         goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
         pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe on the ice
         takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the restart held back up to here
-        feed = asyncio.create_task(replay(doc, st.settings, speed=40.0, announce=False,
-                                          decoder=sim, hold=holds(goetz, pair_9, takagi_600)))
+        r = bus.connect(st.url)
+        st.clients.append(r)  # closed with the stack
+        in_order = stored_before_guns(r, await r.xlen(keys.raw_stream(MAIN)))
+        feed = asyncio.create_task(replay(doc, st.settings, speed=FAST, announce=False,
+                                          decoder=sim,
+                                          hold=holds(in_order, goetz, pair_9, takagi_600)))
         await expect_running(page.get_by_test_id("monitor-clock"))
         goetz.release()
         goetz_row = grid.locator('tr[data-bib="5"]')

@@ -19,15 +19,17 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from icetime import bus, keys
 from icetime.cli import replay
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture, script_inputs
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
 from .conftest import TOKENS, make_settings, start_stack
-from .test_browser import ARGS, CHROMIUM
+from .test_browser import ARGS, CHROMIUM, stored_before_guns
 from .test_pipeline import FIXTURE, load_startlist
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -288,13 +290,18 @@ async def check_every_screen(browser, st, screens: list[tuple[str, str | None]])
 
 
 async def feed_both_races(st, sim) -> None:
-    """The 1000 m through the P3 decoder (at 40x: its passings travel on a link of their
-    own, a pair's last ones well ahead of the next gun), the relay through the feed
-    (each input sent once the one before is answered: in order at any speed), then the
-    referee's penalty with a hostile reason."""
+    """The 1000 m through the P3 decoder, each gun after the passings before it; the
+    relay through the feed (each input sent once the one before is answered: in order
+    at any speed); then the referee's penalty with a hostile reason."""
     doc, long_doc, relay_doc = hostile_competition()
     await load_startlist(st, doc)
-    await replay(long_doc, st.settings, speed=40.0, announce=False, decoder=sim)
+    r = bus.connect(st.url)
+    try:
+        hold = stored_before_guns(r, await r.xlen(keys.raw_stream(MAIN)))
+        await replay(long_doc, st.settings, speed=400.0, announce=False, decoder=sim,
+                     hold=hold)
+    finally:
+        await r.aclose()
     await feed_second_race(relay_doc, st.settings, speed=200.0, seq_from=10_000)
     team = relay_doc["startlist"]["races"][1]["teams"][0]["id"]
     assert (await post_feed(st, {"type": "decision", "race": RELAY, "action": "pen",
