@@ -185,16 +185,25 @@ BIG_PAGES = (("fans", "live", (1920, 1080)), ("phone", "live", (375, 812)),
              ("board", "board", (1920, 1080)), ("monitor", "monitor", (1920, 1080)))
 
 
-async def open_big_pages(browser: Any, stack: Any, errors: list[str]) -> dict[str, Any]:
-    """Every page of :data:`BIG_PAGES` at once, each returned once it has its view."""
-    async def one(path: str, w: int, h: int) -> Any:
+async def open_big_pages(browser: Any, stack: Any, r: Any, errors: list[str]) -> dict[str, Any]:
+    """Every page of :data:`BIG_PAGES`, made while scoring takes the start list in and
+    loaded once it has (a page that asks before asks again only 3 s later), all at once;
+    each returned once it has its view."""
+    async def made(w: int, h: int) -> Any:
         page = await browser.new_page(viewport={"width": w, "height": h})
         page.on("pageerror", lambda e: errors.append(str(e)))
+        return page
+
+    async def loaded(page: Any, path: str) -> None:
         await page.goto(f"{stack.http}/{path}?race={RACE}")
         await page.wait_for_function("() => window.icetime && window.icetime.view",
                                      timeout=60_000)
-        return page
-    pages = await asyncio.gather(*(one(path, w, h) for _, path, (w, h) in BIG_PAGES))
+
+    pages, _ = await asyncio.gather(
+        asyncio.gather(*(made(w, h) for _, _, (w, h) in BIG_PAGES)),
+        caught_up(r, RACE, timeout_s=60))
+    await asyncio.gather(*(loaded(page, path)
+                           for page, (_, path, _) in zip(pages, BIG_PAGES, strict=True)))
     return {name: page for (name, _, _), page in zip(BIG_PAGES, pages, strict=True)}
 
 
@@ -212,9 +221,7 @@ async def test_the_pages_with_10000_skaters(mat_stack):
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             doc, items, bib, who, expected = await making
             await load_big_startlist(mat_stack, doc)
-            # Scoring has the race before the pages ask (else each asks again in 3 s).
-            await caught_up(r, RACE, timeout_s=60)
-            pages = await open_big_pages(browser, mat_stack, errors)
+            pages = await open_big_pages(browser, mat_stack, r, errors)
             half = len(items) // 2
             for it in items[:half]:
                 await sender.send(it)
