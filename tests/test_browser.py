@@ -12,8 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from icetime import bus, keys
 from icetime.cli import replay
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import script_inputs
 
 from .conftest import make_settings, start_stack
@@ -25,8 +28,67 @@ SHOTS = Path(__file__).parent / "screenshots"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None,
+                       reason="no Chromium found: install Debian's `chromium` (.ci/run does)"),
+    # One event loop for the module's tests, so they share one Chromium (:func:`chromium`):
+    # Playwright's driver and browser belong to the loop that started them.
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium():
+    """One Playwright driver and one Chromium for the module: starting them took 2 to 4 s
+    a test on a busy machine."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await launch(p)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium):
+    """The module's Chromium, as fresh as a new one: each page a test opens has a context
+    of its own (:func:`open_page`), and every context is closed when the test ends."""
+    yield chromium
+    for context in chromium.contexts:
+        await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stack(redis_server):
+    """conftest's ``stack``, in the module's event loop (the tests run in it)."""
+    s = await start_stack(make_settings(redis_server.url), redis_server.url)
+    yield s
+    await s.close()
+
+
+#: Replay speed between a test's holds. What the tests look at is held on the screens
+#: (:class:`Hold`), so the pace in between only costs time; each input goes through the
+#: JSON feed after the one before it was answered, so the order is the script's at any
+#: speed (through a P3 decoder, with :func:`stored_before_guns`). The pages' running
+#: clocks run this much faster too, still in minutes while a hold lasts.
+FAST = 200.0
+
+
+def stored_before_guns(r, stored: int):
+    """A replay's ``hold`` for a fast replay through a P3 decoder: before each gun, wait
+    until ingest has stored every input sent before it (``stored``: the input log's
+    length at the start). The decoder's passings travel on a link of their own; without
+    this a pair's last ones could reach ingest after the next pair's gun."""
+    sent = 0
+
+    async def hold(item) -> None:
+        nonlocal sent
+        if item.inp["type"] == "gun":
+            async with asyncio.timeout(30):
+                while await r.xlen(keys.raw_stream(MAIN)) < stored + sent:
+                    await asyncio.sleep(0.01)
+        sent += 1
+    return hold
 
 
 def short_race():
@@ -140,11 +202,12 @@ async def reconnects(pages) -> list[int]:
     return [await page.evaluate("window.icetime.stats.reconnects") for page in pages]
 
 
-async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(redis_server):
+async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(browser,
+                                                                              redis_server):
     """The fans' phone page: follow Takagi, her gap chart, a TV delay on a second phone,
     and the network cut mid-race (silently, as in a tunnel): the page notices, comes
     back and has every event, with none twice."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     settings = make_settings(redis_server.url)
     cable = Cable()
@@ -154,140 +217,137 @@ async def test_fans_page_follows_a_skater_with_a_delay_through_a_network_drop(re
     cable.target_port = st.settings.broadcast_ws_port
     try:
         await load_startlist(st)
-        async with async_playwright() as p:
-            browser = await launch(p)
-            url = f"{st.http}/live?race={RACE}&bib=20"
-            (page, errors), (late, late_errors) = await asyncio.gather(
-                open_page(browser, url, 375, 812, clock=True),
-                open_page(browser, url + "&delay=4", 375, 812, clock=True))
-            phones = (page, late)
-            received = []
-            page.on("websocket", lambda ws: ws.on("framereceived",
-                                                  lambda f: received.append(len(f))))
-            await expect(page.get_by_test_id("race-name")).to_have_text(
-                "Women 1000 m · Division A")
-            await expect(page.get_by_test_id("status")).to_have_text("live")
-            await expect(page.locator("#follow-title")).to_have_text("Following Takagi")
-            await expect(late.get_by_test_id("status")).to_have_text("live · 4 s behind")
+        url = f"{st.http}/live?race={RACE}&bib=20"
+        (page, errors), (late, late_errors) = await asyncio.gather(
+            open_page(browser, url, 375, 812, clock=True),
+            open_page(browser, url + "&delay=4", 375, 812, clock=True))
+        phones = (page, late)
+        received = []
+        page.on("websocket", lambda ws: ws.on("framereceived",
+                                              lambda f: received.append(len(f))))
+        await expect(page.get_by_test_id("race-name")).to_have_text(
+            "Women 1000 m · Division A")
+        await expect(page.get_by_test_id("status")).to_have_text("live")
+        await expect(page.locator("#follow-title")).to_have_text("Following Takagi")
+        await expect(late.get_by_test_id("status")).to_have_text("live · 4 s behind")
 
-            doc = short_race()
-            goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
-            goetz_done = Hold(gun(9))
-            pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe
-            takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the cut held back up to here
-            takagi_finish = Hold(crossing(doc, bibs=("20",)))
-            feed = asyncio.create_task(replay(doc, st.settings, speed=40.0, announce=False,
-                                              hold=holds(goetz, goetz_done, pair_9,
-                                                         takagi_600, takagi_finish)))
-            # Goetz in pair 3: the lanes' clock runs, then her finish.
-            await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 3",
-                                                                         timeout=10_000)
-            await expect(page.get_by_test_id("ice-state")).to_have_text("On the ice")
-            await expect_running(page.get_by_test_id("clock-I"))
-            goetz.release()
-            await expect(page.get_by_test_id("final-5")).to_have_text("1:14.45",
-                                                                      timeout=20_000)
-            goetz_done.release()
+        doc = short_race()
+        goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+        goetz_done = Hold(gun(9))
+        pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe
+        takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the cut held back up to here
+        takagi_finish = Hold(crossing(doc, bibs=("20",)))
+        feed = asyncio.create_task(replay(doc, st.settings, speed=FAST, announce=False,
+                                          hold=holds(goetz, goetz_done, pair_9,
+                                                     takagi_600, takagi_finish)))
+        # Goetz in pair 3: the lanes' clock runs, then her finish.
+        await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 3",
+                                                                     timeout=10_000)
+        await expect(page.get_by_test_id("ice-state")).to_have_text("On the ice")
+        await expect_running(page.get_by_test_id("clock-I"))
+        goetz.release()
+        await expect(page.get_by_test_id("final-5")).to_have_text("1:14.45",
+                                                                  timeout=20_000)
+        goetz_done.release()
 
-            # Pair 9 on the ice. A heartbeat answered keeps the link: the phones stay.
-            await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 9",
-                                                                         timeout=15_000)
-            before = await reconnects(phones)
-            for _ in range(2):
-                heard = [await phone.evaluate("window.icetime.lastMessageAt")
-                         for phone in phones]
-                await heartbeat(phones)
-                for phone, at in zip(phones, heard, strict=True):
-                    # The heartbeat's sync has its answer (the replay is held: nothing else
-                    # comes), so the next heartbeat finds the link alive.
-                    await phone.wait_for_function("(at) => window.icetime.lastMessageAt > at",
-                                                  arg=at)
-            assert await reconnects(phones) == before, "a live link was given up"
-            await expect(page.get_by_test_id("status")).to_have_text("live")
-            # Into the tunnel: the next heartbeat goes unanswered (the cable swallowed it),
-            # so the one after finds the link dead: the phones find out by themselves.
-            cable.cut()
-            swallowed = cable.swallowed
+        # Pair 9 on the ice. A heartbeat answered keeps the link: the phones stay.
+        await expect(page.get_by_test_id("pair-label")).to_have_text("· pair 9",
+                                                                     timeout=15_000)
+        before = await reconnects(phones)
+        for _ in range(2):
+            heard = [await phone.evaluate("window.icetime.lastMessageAt")
+                     for phone in phones]
             await heartbeat(phones)
-            async with asyncio.timeout(10):
-                while cable.swallowed < swallowed + len(phones):
-                    await asyncio.sleep(0.02)
-            await heartbeat(phones)
-            for phone in phones:
-                await expect(phone.get_by_test_id("status")).not_to_have_text(
-                    lambda_or_regex("^live"), timeout=10_000)
-            # The race goes on in the tunnel: the rest of pair 9, then pair 10 to 200 m.
-            pair_9.release()
-            await takagi_600.arrived.wait()
-            cable.restore()
-            await heartbeat(phones)  # past the reconnect backoff
-            await expect(page.get_by_test_id("status")).to_have_text("live", timeout=10_000)
-            takagi_600.release()
+            for phone, at in zip(phones, heard, strict=True):
+                # The heartbeat's sync has its answer (the replay is held: nothing else
+                # comes), so the next heartbeat finds the link alive.
+                await phone.wait_for_function("(at) => window.icetime.lastMessageAt > at",
+                                              arg=at)
+        assert await reconnects(phones) == before, "a live link was given up"
+        await expect(page.get_by_test_id("status")).to_have_text("live")
+        # Into the tunnel: the next heartbeat goes unanswered (the cable swallowed it),
+        # so the one after finds the link dead: the phones find out by themselves.
+        cable.cut()
+        swallowed = cable.swallowed
+        await heartbeat(phones)
+        async with asyncio.timeout(10):
+            while cable.swallowed < swallowed + len(phones):
+                await asyncio.sleep(0.02)
+        await heartbeat(phones)
+        for phone in phones:
+            await expect(phone.get_by_test_id("status")).not_to_have_text(
+                lambda_or_regex("^live"), timeout=10_000)
+        # The race goes on in the tunnel: the rest of pair 9, then pair 10 to 200 m.
+        pair_9.release()
+        await takagi_600.arrived.wait()
+        cable.restore()
+        await heartbeat(phones)  # past the reconnect backoff
+        await expect(page.get_by_test_id("status")).to_have_text("live", timeout=10_000)
+        takagi_600.release()
 
-            # Takagi at 600 m: 45.36, 3rd, 0.14 behind Goetz, on her card and her chart.
-            await expect(page.get_by_test_id("follow-last-20")).to_have_text(
-                "600 m 45.36 · 3rd · +0.14", timeout=30_000)
-            await expect(page.get_by_test_id("lbl-20-600")).to_have_text("+0.14")
-            await expect(page.get_by_test_id("lbl-20-200")).to_have_text("+0.08")
-            # One gap on the whole page: the chart's is the card's and the lanes' (to the
-            # leader of the moment, at each passage), and it says so.
-            await expect(page.get_by_test_id("chart-title")).to_have_text(
-                "Gap to the leader at each passage")
-            # The phone 4 s behind has not seen it yet, and then it has.
-            await expect(late.get_by_test_id("lbl-20-600")).to_have_count(0)
-            takagi_finish.release()
-            await expect(page.get_by_test_id("follow-final-20")).to_have_text(
-                "1:14.44", timeout=20_000)
-            await expect(late.get_by_test_id("follow-final-20")).to_have_count(0)
-            await expect(late.get_by_test_id("lbl-20-600")).to_have_text("+0.14",
-                                                                         timeout=10_000)
-            await feed
-            # The last pair has finished: nobody is on the ice (as the desk says).
-            await expect(page.get_by_test_id("ice-state")).to_have_text("Nobody on the ice")
-            await expect(page.get_by_test_id("pair-label")).to_have_text("· last pair 10")
+        # Takagi at 600 m: 45.36, 3rd, 0.14 behind Goetz, on her card and her chart.
+        await expect(page.get_by_test_id("follow-last-20")).to_have_text(
+            "600 m 45.36 · 3rd · +0.14", timeout=30_000)
+        await expect(page.get_by_test_id("lbl-20-600")).to_have_text("+0.14")
+        await expect(page.get_by_test_id("lbl-20-200")).to_have_text("+0.08")
+        # One gap on the whole page: the chart's is the card's and the lanes' (to the
+        # leader of the moment, at each passage), and it says so.
+        await expect(page.get_by_test_id("chart-title")).to_have_text(
+            "Gap to the leader at each passage")
+        # The phone 4 s behind has not seen it yet, and then it has.
+        await expect(late.get_by_test_id("lbl-20-600")).to_have_count(0)
+        takagi_finish.release()
+        await expect(page.get_by_test_id("follow-final-20")).to_have_text(
+            "1:14.44", timeout=20_000)
+        await expect(late.get_by_test_id("follow-final-20")).to_have_count(0)
+        await expect(late.get_by_test_id("lbl-20-600")).to_have_text("+0.14",
+                                                                     timeout=10_000)
+        await feed
+        # The last pair has finished: nobody is on the ice (as the desk says).
+        await expect(page.get_by_test_id("ice-state")).to_have_text("Nobody on the ice")
+        await expect(page.get_by_test_id("pair-label")).to_have_text("· last pair 10")
 
-            rows = page.get_by_test_id("classification").locator("tbody tr")
-            await expect(rows).to_have_count(6)
-            top = [await rows.nth(i).locator("td.who .full").text_content() for i in range(3)]
-            times = [await rows.nth(i).locator(".t").text_content() for i in range(3)]
-            assert top == ["Miho Takagi", "Kimi Goetz", "Jutta Leerdam"]
-            assert times == ["1:14.44", "1:14.45", "1:14.88"]
-            await expect(page.get_by_test_id("stories")).to_contain_text(
-                "Takagi 0.14 behind Goetz at 600 m")
-            # Everything from the cut came on resume: Leerdam's passages of pair 9 too.
-            view = await page.evaluate("window.icetime.view")
-            assert all(all(view["results"][b]["passages"]) for b in view["classification"]["bib"])
-            stats = await page.evaluate("window.icetime.stats")
-            assert stats["resumes"] >= 1 and stats["snapshots"] == 1
-            assert stats["duplicates"] == 0
-            await expect(late.get_by_test_id("follow-final-20")).to_have_text("1:14.44",
-                                                                              timeout=10_000)
-            late_stats = await late.evaluate("window.icetime.stats")
-            assert late_stats["snapshots"] == 1 and late_stats["duplicates"] == 0, late_stats
-            print(f"fans' page: {sum(received)} bytes in {len(received)} WebSocket frames "
-                  f"for the whole race (snapshot included)")
-            assert sum(received) < 100_000, "the fans' page should stay light on data"
+        rows = page.get_by_test_id("classification").locator("tbody tr")
+        await expect(rows).to_have_count(6)
+        top = [await rows.nth(i).locator("td.who .full").text_content() for i in range(3)]
+        times = [await rows.nth(i).locator(".t").text_content() for i in range(3)]
+        assert top == ["Miho Takagi", "Kimi Goetz", "Jutta Leerdam"]
+        assert times == ["1:14.44", "1:14.45", "1:14.88"]
+        await expect(page.get_by_test_id("stories")).to_contain_text(
+            "Takagi 0.14 behind Goetz at 600 m")
+        # Everything from the cut came on resume: Leerdam's passages of pair 9 too.
+        view = await page.evaluate("window.icetime.view")
+        assert all(all(view["results"][b]["passages"]) for b in view["classification"]["bib"])
+        stats = await page.evaluate("window.icetime.stats")
+        assert stats["resumes"] >= 1 and stats["snapshots"] == 1
+        assert stats["duplicates"] == 0
+        await expect(late.get_by_test_id("follow-final-20")).to_have_text("1:14.44",
+                                                                          timeout=10_000)
+        late_stats = await late.evaluate("window.icetime.stats")
+        assert late_stats["snapshots"] == 1 and late_stats["duplicates"] == 0, late_stats
+        print(f"fans' page: {sum(received)} bytes in {len(received)} WebSocket frames "
+              f"for the whole race (snapshot included)")
+        assert sum(received) < 100_000, "the fans' page should stay light on data"
 
-            # Tapping a skater in the classification follows her.
-            await rows.nth(1).click()
-            await expect(page.locator("#follow-title")).to_have_text("Following Goetz")
-            await expect(page.get_by_test_id("follow-final-5")).to_have_text("1:14.45")
-            # Goetz skated first: nobody led when she passed, so her chart has no point
-            # (the same gap as her lanes' "Leader" column, empty too).
-            await expect(page.get_by_test_id("chart-title")).to_have_text(
-                "Gap to the leader at each passage")
-            await expect(page.get_by_test_id("pt-5-600")).to_have_count(0)
-            await expect(page.get_by_test_id("chart")).to_contain_text("no leader yet")
-            await page.screenshot(path=SHOTS / "live-375x812.png", full_page=True)
-            await assert_fits(page, LIVE_BOXES)
-            assert not errors and not late_errors, errors + late_errors
+        # Tapping a skater in the classification follows her.
+        await rows.nth(1).click()
+        await expect(page.locator("#follow-title")).to_have_text("Following Goetz")
+        await expect(page.get_by_test_id("follow-final-5")).to_have_text("1:14.45")
+        # Goetz skated first: nobody led when she passed, so her chart has no point
+        # (the same gap as her lanes' "Leader" column, empty too).
+        await expect(page.get_by_test_id("chart-title")).to_have_text(
+            "Gap to the leader at each passage")
+        await expect(page.get_by_test_id("pt-5-600")).to_have_count(0)
+        await expect(page.get_by_test_id("chart")).to_contain_text("no leader yet")
+        await page.screenshot(path=SHOTS / "live-375x812.png", full_page=True)
+        await assert_fits(page, LIVE_BOXES)
+        assert not errors and not late_errors, errors + late_errors
 
-            wide, wide_errors = await open_page(browser, f"{st.http}/live?race={RACE}&bib=20")
-            await expect(wide.get_by_test_id("follow-final-20")).to_have_text("1:14.44")
-            await wide.screenshot(path=SHOTS / "live-1920x1080.png")
-            await assert_fits(wide, LIVE_BOXES)
-            assert not wide_errors, wide_errors
-            await browser.close()
+        wide, wide_errors = await open_page(browser, f"{st.http}/live?race={RACE}&bib=20")
+        await expect(wide.get_by_test_id("follow-final-20")).to_have_text("1:14.44")
+        await wide.screenshot(path=SHOTS / "live-1920x1080.png")
+        await assert_fits(wide, LIVE_BOXES)
+        assert not wide_errors, wide_errors
     finally:
         # The network first: a silent connection left open would hold the node's
         # WebSocket server for its close timeout (10 s) on stop.
@@ -330,95 +390,89 @@ BOARD_TEXTS = ".under div, footer .row, .name, .who, .clock"
 BOARD_BOXES = ".board, main, .lane, .step, footer"
 
 
-async def test_arena_board_switches_by_itself_and_says_when_data_stops(stack):
-    from playwright.async_api import async_playwright, expect
+async def test_arena_board_switches_by_itself_and_says_when_data_stops(browser, stack):
+    from playwright.async_api import expect
 
     await load_startlist(stack)
-    async with async_playwright() as p:
-        browser = await launch(p)
-        page, errors = await open_page(browser, f"{stack.http}/board?race={RACE}")
-        board = page.get_by_test_id("board")
-        await expect(page.get_by_test_id("board-race")).to_have_text("Women 1000 m · Division A")
-        await expect(page.get_by_test_id("board-alert")).to_be_hidden()
-        await expect(board).to_have_attribute("data-mode", "idle")
+    page, errors = await open_page(browser, f"{stack.http}/board?race={RACE}")
+    board = page.get_by_test_id("board")
+    await expect(page.get_by_test_id("board-race")).to_have_text("Women 1000 m · Division A")
+    await expect(page.get_by_test_id("board-alert")).to_be_hidden()
+    await expect(board).to_have_attribute("data-mode", "idle")
 
-        doc = short_race()
-        goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
-        between = Hold(gun(9))
-        takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
-                                          hold=holds(goetz, between, takagi_600)))
-        await expect(board).to_have_attribute("data-mode", "pair", timeout=10_000)
-        await expect(page.get_by_test_id("board-lane-I")).to_contain_text("Kimi Goetz")
-        await expect_running(page.get_by_test_id("board-clock-I"))
-        goetz.release()
-        # Between pairs (the next gun held back): the last pair's result stays up with
-        # the rank, then the board turns to the standings by itself.
-        await expect(page.get_by_test_id("board-result-I")).to_contain_text("1st",
-                                                                              timeout=15_000)
-        await expect(board).to_have_attribute("data-mode", "standings")
-        between.release()
-        # Data stops: the board says so instead of freezing silently.
-        await stack.stop("broadcast")
-        await expect(page.get_by_test_id("board-alert")).to_have_text(
-            "Server unreachable: reconnecting…", timeout=5_000)
-        await stack.start("broadcast")
-        await expect(page.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
-        # Takagi in the outer lane: at 600 m, 3rd and 0.14 behind the leader.
-        await expect(page.get_by_test_id("board-lane-O")).to_contain_text("Miho Takagi",
-                                                                          timeout=30_000)
-        await expect(page.get_by_test_id("board-passage-O")).to_contain_text(
-            "600 m 45.36", timeout=15_000)
-        await expect(page.get_by_test_id("board-passage-O")).to_contain_text("+0.14")
-        await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
-        await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
-        takagi_600.release()
-        await feed
-        # All done: the podium, in the published order.
-        await expect(board).to_have_attribute("data-mode", "podium", timeout=15_000)
-        podium = page.get_by_test_id("board-podium")
-        await expect(podium.locator(".who")).to_have_text(
-            ["Miho Takagi", "Kimi Goetz", "Jutta Leerdam"])
-        await expect(podium.locator(".t")).to_have_text(["1:14.44", "1:14.45", "1:14.88"])
-        await page.screenshot(path=SHOTS / "board-1920x1080.png")
-        await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
-        # A wide LED ribbon (3840×640 is 6:1): still no scrolling, nothing spills.
-        await page.set_viewport_size({"width": 3840, "height": 640})
-        await page.screenshot(path=SHOTS / "board-3840x640.png")
-        await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
-        assert not errors, errors
-        await browser.close()
+    doc = short_race()
+    goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+    between = Hold(gun(9))
+    takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=holds(goetz, between, takagi_600)))
+    await expect(board).to_have_attribute("data-mode", "pair", timeout=10_000)
+    await expect(page.get_by_test_id("board-lane-I")).to_contain_text("Kimi Goetz")
+    await expect_running(page.get_by_test_id("board-clock-I"))
+    goetz.release()
+    # Between pairs (the next gun held back): the last pair's result stays up with
+    # the rank, then the board turns to the standings by itself.
+    await expect(page.get_by_test_id("board-result-I")).to_contain_text("1st",
+                                                                          timeout=15_000)
+    await expect(board).to_have_attribute("data-mode", "standings")
+    between.release()
+    # Data stops: the board says so instead of freezing silently.
+    await stack.stop("broadcast")
+    await expect(page.get_by_test_id("board-alert")).to_have_text(
+        "Server unreachable: reconnecting…", timeout=5_000)
+    await stack.start("broadcast")
+    await expect(page.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
+    # Takagi in the outer lane: at 600 m, 3rd and 0.14 behind the leader.
+    await expect(page.get_by_test_id("board-lane-O")).to_contain_text("Miho Takagi",
+                                                                      timeout=30_000)
+    await expect(page.get_by_test_id("board-passage-O")).to_contain_text(
+        "600 m 45.36", timeout=15_000)
+    await expect(page.get_by_test_id("board-passage-O")).to_contain_text("+0.14")
+    await page.screenshot(path=SHOTS / "board-pair-1920x1080.png")
+    await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
+    takagi_600.release()
+    await feed
+    # All done: the podium, in the published order.
+    await expect(board).to_have_attribute("data-mode", "podium", timeout=15_000)
+    podium = page.get_by_test_id("board-podium")
+    await expect(podium.locator(".who")).to_have_text(
+        ["Miho Takagi", "Kimi Goetz", "Jutta Leerdam"])
+    await expect(podium.locator(".t")).to_have_text(["1:14.44", "1:14.45", "1:14.88"])
+    await page.screenshot(path=SHOTS / "board-1920x1080.png")
+    await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
+    # A wide LED ribbon (3840×640 is 6:1): still no scrolling, nothing spills.
+    await page.set_viewport_size({"width": 3840, "height": 640})
+    await page.screenshot(path=SHOTS / "board-3840x640.png")
+    await assert_fits(page, BOARD_TEXTS, BOARD_BOXES, vertical=True)
+    assert not errors, errors
 
 
-async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
-    from playwright.async_api import async_playwright, expect
+async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(browser, stack):
+    from playwright.async_api import expect
 
     await load_startlist(stack)
-    async with async_playwright() as p:
-        browser = await launch(p)
-        page, errors = await open_page(browser, f"{stack.http}/overlay?race={RACE}")
-        doc = short_race()
-        doc["script"]["pairs"] = [x for x in doc["script"]["pairs"] if x["pair"] in (3, 10)]
-        goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
-        takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
-                                          hold=holds(goetz, takagi_600)))
-        await expect(page.get_by_test_id("overlay-third")).to_be_visible(timeout=10_000)
-        await expect(page.get_by_test_id("overlay-I")).to_contain_text("Kimi Goetz")
-        goetz.release()
-        # The last pair: Takagi at 600 m, 0.14 behind the leader Goetz, then her finish.
-        await expect(page.get_by_test_id("overlay-O")).to_contain_text("Miho Takagi",
-                                                                       timeout=20_000)
-        await expect(page.get_by_test_id("overlay-O")).to_contain_text("600 m 45.36",
-                                                                       timeout=15_000)
-        await expect(page.get_by_test_id("overlay-O").locator(".gap")).to_have_text("+0.14")
-        takagi_600.release()
-        await feed
-        await expect(page.get_by_test_id("overlay-O")).to_contain_text("1:14.44",
-                                                                       timeout=10_000)
-        png = await page.screenshot(path=SHOTS / "overlay-1920x1080.png", omit_background=True)
-        assert not errors, errors
-        await browser.close()
+    page, errors = await open_page(browser, f"{stack.http}/overlay?race={RACE}")
+    doc = short_race()
+    doc["script"]["pairs"] = [x for x in doc["script"]["pairs"] if x["pair"] in (3, 10)]
+    goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
+    takagi_600 = Hold(crossing(doc, bibs=("20",)))  # her last passage up, before her finish
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=holds(goetz, takagi_600)))
+    await expect(page.get_by_test_id("overlay-third")).to_be_visible(timeout=10_000)
+    await expect(page.get_by_test_id("overlay-I")).to_contain_text("Kimi Goetz")
+    goetz.release()
+    # The last pair: Takagi at 600 m, 0.14 behind the leader Goetz, then her finish.
+    await expect(page.get_by_test_id("overlay-O")).to_contain_text("Miho Takagi",
+                                                                   timeout=20_000)
+    await expect(page.get_by_test_id("overlay-O")).to_contain_text("600 m 45.36",
+                                                                   timeout=15_000)
+    await expect(page.get_by_test_id("overlay-O").locator(".gap")).to_have_text("+0.14")
+    takagi_600.release()
+    await feed
+    await expect(page.get_by_test_id("overlay-O")).to_contain_text("1:14.44",
+                                                                   timeout=10_000)
+    png = await page.screenshot(path=SHOTS / "overlay-1920x1080.png", omit_background=True)
+    assert not errors, errors
     import struct
     import zlib
     # Decode the PNG's first pixel: RGBA with alpha 0 means the page is see-through.
@@ -443,16 +497,15 @@ async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(stack):
 MONITOR_BOXES = "header, .health, main, aside section, .grid-wrap"
 
 
-async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
+async def test_monitor_grid_stories_health_and_keyboard(browser, redis_server, tmp_path):
     """The monitor while the race comes through a P3 decoder (as at a venue), with a
     broadcast restart in the middle."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     from .test_decoder_link import decoder_stack, post
 
-    async with decoder_stack(redis_server, tmp_path) as (st, sim), async_playwright() as p:
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
         await post(st, "/api/startlist", FIXTURE["startlist"])
-        browser = await launch(p)
         page, errors = await open_page(browser, f"{st.http}/monitor?race={RACE}")
         await expect(page.get_by_test_id("monitor-race")).to_have_text(
             "Women 1000 m · Division A")
@@ -468,8 +521,12 @@ async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
         goetz = Hold(crossing(doc, 1, bibs=("5",)))  # pair 3 on the ice
         pair_9 = Hold(crossing(doc, 1, bibs=("17", "18")))  # Leerdam and Bowe on the ice
         takagi_600 = Hold(crossing(doc, 2, bibs=("20",)))  # the restart held back up to here
-        feed = asyncio.create_task(replay(doc, st.settings, speed=40.0, announce=False,
-                                          decoder=sim, hold=holds(goetz, pair_9, takagi_600)))
+        r = bus.connect(st.url)
+        st.clients.append(r)  # closed with the stack
+        in_order = stored_before_guns(r, await r.xlen(keys.raw_stream(MAIN)))
+        feed = asyncio.create_task(replay(doc, st.settings, speed=FAST, announce=False,
+                                          decoder=sim,
+                                          hold=holds(in_order, goetz, pair_9, takagi_600)))
         await expect_running(page.get_by_test_id("monitor-clock"))
         goetz.release()
         goetz_row = grid.locator('tr[data-bib="5"]')
@@ -533,186 +590,173 @@ async def test_monitor_grid_stories_health_and_keyboard(redis_server, tmp_path):
         await expect(grid.locator("tbody tr").first).to_have_attribute("data-bib", "20")
         await expect(cmp.locator('tr[data-m="600"] .diff')).to_have_text("+0.14")
         assert not errors, errors
-        await browser.close()
 
 
 PACK_BOARD_TEXTS = ".prow .pname, .prow .pgap, .ltg, .away div, .ptable div, .step .who"
 
 
-async def test_pack_race_screens_follow_a_mass_start(stack):
+async def test_pack_race_screens_follow_a_mass_start(browser, stack):
     """The mass start on all four screens at once: laps to go, the points after each
     sprint, Groenewoud's breakaway, then the podium by the mass-start ranking."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     from icetime.replay import load_fixture
 
     doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w_massstart.json")
     await load_startlist(stack, doc)
     race = "bj23-wms"
-    async with async_playwright() as p:
-        browser = await launch(p)
-        (board, e1), (fan, e2), (monitor, e3), (overlay, e4) = await asyncio.gather(
-            open_page(browser, f"{stack.http}/board?race={race}"),
-            open_page(browser, f"{stack.http}/live?race={race}&bib=1", 375, 812),
-            open_page(browser, f"{stack.http}/monitor?race={race}"),
-            open_page(browser, f"{stack.http}/overlay?race={race}"))
-        await expect(monitor.get_by_test_id("grid").locator("tbody tr")).to_have_count(12)
-        # Held in the second lap (before the leader's third crossing) ...
-        lap_2 = Hold(crossing(doc, 3))
-        # ... at the first lap-6 crossing: after sprint 1 (lap 4), before sprint 2 (lap 8)
-        after_sprint_1 = Hold(crossing(doc, 6))
-        at_finish = Hold(crossing(doc))  # ... and at the winner's finish: the last lap
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=100.0, announce=False,
-                                          hold=holds(lap_2, after_sprint_1, at_finish)))
+    (board, e1), (fan, e2), (monitor, e3), (overlay, e4) = await asyncio.gather(
+        open_page(browser, f"{stack.http}/board?race={race}"),
+        open_page(browser, f"{stack.http}/live?race={race}&bib=1", 375, 812),
+        open_page(browser, f"{stack.http}/monitor?race={race}"),
+        open_page(browser, f"{stack.http}/overlay?race={race}"))
+    await expect(monitor.get_by_test_id("grid").locator("tbody tr")).to_have_count(12)
+    # Held in the second lap (before the leader's third crossing) ...
+    lap_2 = Hold(crossing(doc, 3))
+    # ... at the first lap-6 crossing: after sprint 1 (lap 4), before sprint 2 (lap 8)
+    after_sprint_1 = Hold(crossing(doc, 6))
+    at_finish = Hold(crossing(doc))  # ... and at the winner's finish: the last lap
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=holds(lap_2, after_sprint_1, at_finish)))
 
-        await expect(board.get_by_test_id("board")).to_have_attribute("data-mode", "pack",
-                                                                      timeout=10_000)
-        await expect(board.get_by_test_id("board-laps")).to_have_text("15 laps to go",
-                                                                      timeout=10_000)
-        await expect(overlay.get_by_test_id("overlay-third")).to_contain_text("laps to go")
-        lap_2.release()
-        # After the first sprint (lap 4): the points on the board and the phone.
-        await expect(board.get_by_test_id("board-points")).to_contain_text("Blondin3",
-                                                                           timeout=15_000)
-        await expect(fan.get_by_test_id("points-table")).to_contain_text("Blondin 3")
-        await expect(monitor.get_by_test_id("stories")).to_contain_text(
-            "Sprint 1 (lap 4): Blondin 3, Manganello 2, Maltais 1")
-        after_sprint_1.release()
-        # Groenewoud goes clear: her lead in seconds and metres, everywhere.
-        await expect(board.get_by_test_id("board-breakaway")).to_contain_text(
-            "Groenewoud+", timeout=20_000)
-        await expect(fan.get_by_test_id("breakaway")).to_contain_text("Groenewoud +")
-        # Her last crossing: its lap number, lap time and place across the line.
-        await expect(fan.get_by_test_id("follow-last-1")).to_have_text(
-            lambda_or_regex(r"^lap \d+ \d+\.\d\d · 1st across"))
-        await board.screenshot(path=SHOTS / "board-pack-1920x1080.png")
-        await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
-        await monitor.screenshot(path=SHOTS / "monitor-pack-1920x1080.png")
-        await assert_fits(monitor, ".chip, .final", MONITOR_BOXES, vertical=True)
-        await expect(fan.get_by_test_id("laps-to-go")).to_have_text("Last lap", timeout=20_000)
-        at_finish.release()
-        await feed
+    await expect(board.get_by_test_id("board")).to_have_attribute("data-mode", "pack",
+                                                                  timeout=10_000)
+    await expect(board.get_by_test_id("board-laps")).to_have_text("15 laps to go",
+                                                                  timeout=10_000)
+    await expect(overlay.get_by_test_id("overlay-third")).to_contain_text("laps to go")
+    lap_2.release()
+    # After the first sprint (lap 4): the points on the board and the phone.
+    await expect(board.get_by_test_id("board-points")).to_contain_text("Blondin3",
+                                                                       timeout=15_000)
+    await expect(fan.get_by_test_id("points-table")).to_contain_text("Blondin 3")
+    await expect(monitor.get_by_test_id("stories")).to_contain_text(
+        "Sprint 1 (lap 4): Blondin 3, Manganello 2, Maltais 1")
+    after_sprint_1.release()
+    # Groenewoud goes clear: her lead in seconds and metres, everywhere.
+    await expect(board.get_by_test_id("board-breakaway")).to_contain_text(
+        "Groenewoud+", timeout=20_000)
+    await expect(fan.get_by_test_id("breakaway")).to_contain_text("Groenewoud +")
+    # Her last crossing: its lap number, lap time and place across the line.
+    await expect(fan.get_by_test_id("follow-last-1")).to_have_text(
+        lambda_or_regex(r"^lap \d+ \d+\.\d\d · 1st across"))
+    await board.screenshot(path=SHOTS / "board-pack-1920x1080.png")
+    await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
+    await monitor.screenshot(path=SHOTS / "monitor-pack-1920x1080.png")
+    await assert_fits(monitor, ".chip, .final", MONITOR_BOXES, vertical=True)
+    await expect(fan.get_by_test_id("laps-to-go")).to_have_text("Last lap", timeout=20_000)
+    at_finish.release()
+    await feed
 
-        podium = board.get_by_test_id("board-podium")
-        await expect(podium.locator(".who")).to_have_text(
-            ["Marijke Groenewoud", "Ivanie Blondin", "Valérie Maltais"], timeout=10_000)
-        await expect(podium.locator(".pts")).to_have_text(["63 pts", "46 pts", "24 pts"])
-        rows = fan.get_by_test_id("classification").locator("tbody tr")
-        await expect(rows).to_have_count(12)
-        # Park crossed the line last with a sprint point: 7th, ahead of the pointless.
-        await expect(rows.nth(6)).to_contain_text("Park Ji-woo")
-        await expect(rows.nth(6)).to_contain_text("1 pt")
-        await expect(fan.get_by_test_id("follow-final-1")).to_have_text("8:24.71")
-        await fan.screenshot(path=SHOTS / "live-pack-375x812.png", full_page=True)
-        await assert_fits(fan, LIVE_BOXES)
-        errors = e1 + e2 + e3 + e4
-        assert not errors, errors
-        await browser.close()
+    podium = board.get_by_test_id("board-podium")
+    await expect(podium.locator(".who")).to_have_text(
+        ["Marijke Groenewoud", "Ivanie Blondin", "Valérie Maltais"], timeout=10_000)
+    await expect(podium.locator(".pts")).to_have_text(["63 pts", "46 pts", "24 pts"])
+    rows = fan.get_by_test_id("classification").locator("tbody tr")
+    await expect(rows).to_have_count(12)
+    # Park crossed the line last with a sprint point: 7th, ahead of the pointless.
+    await expect(rows.nth(6)).to_contain_text("Park Ji-woo")
+    await expect(rows.nth(6)).to_contain_text("1 pt")
+    await expect(fan.get_by_test_id("follow-final-1")).to_have_text("8:24.71")
+    await fan.screenshot(path=SHOTS / "live-pack-375x812.png", full_page=True)
+    await assert_fits(fan, LIVE_BOXES)
+    errors = e1 + e2 + e3 + e4
+    assert not errors, errors
 
 
-async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(stack):
-    from playwright.async_api import async_playwright, expect
+async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(browser, stack):
+    from playwright.async_api import expect
 
     from icetime.replay import load_fixture
 
     doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "almaty2022_w1500_2_final.json")
     await load_startlist(stack, doc)
     race = "alm22-w1500-2-fa"
-    async with async_playwright() as p:
-        browser = await launch(p)
-        board, errors = await open_page(browser, f"{stack.http}/board?race={race}")
-        lap_1 = Hold(crossing(doc, 2))  # the first lap, before the leader's second crossing
-        last_lap = Hold(crossing(doc))  # at the leader's finish
-        photo = Hold(lambda item: item.inp["type"] == "finish_time")  # the photo finish
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=40.0, announce=False,
-                                          hold=holds(lap_1, last_lap, photo)))
-        laps = board.get_by_test_id("board-laps")
-        await expect(laps).to_have_text("13 laps to go", timeout=10_000)
-        lap_1.release()
-        await expect(laps).to_have_text("Last lap", timeout=30_000)
-        await expect(laps).to_have_class(lambda_or_regex(r"\bbell\b"))
-        await board.screenshot(path=SHOTS / "board-shorttrack-1920x1080.png")
-        await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
-        last_lap.release()
-        # The transponders put Sarault first; the photo finish, seconds later, Desmet.
-        podium = board.get_by_test_id("board-podium")
-        await expect(podium.locator(".who").first).to_have_text("Courtney Sarault",
-                                                                timeout=15_000)
-        photo.release()
-        await feed
-        await expect(podium.locator(".who")).to_have_text(
-            ["Hanne Desmet", "Courtney Sarault", "Anna Seidel"], timeout=10_000)
-        await expect(podium.locator(".t")).to_have_text(["2:19.355", "2:19.361", "2:19.781"])
-        # Declared official: the World Cup standings move, on the board and the phones.
-        cups, cup_errors = await open_page(browser, f"{stack.http}/board?race=wc-standings")
-        cup = cups.get_by_test_id("board-cup")
-        await expect(cup.locator("caption")).to_have_text(
-            lambda_or_regex("^Women (1500 m|overall)$"), timeout=10_000)
-        await expect(cup.locator("tbody tr").first).to_contain_text("Hanne Desmet")
-        await expect(cup.locator("tbody tr").first).to_contain_text("1000")
-        await assert_fits(cups, ".cups td", BOARD_BOXES, vertical=True)
-        phone, phone_errors = await open_page(browser, f"{stack.http}/live?race=wc-standings",
-                                              375, 812)
-        table = phone.locator('table[data-cup="Women 1500 m"] tbody tr')
-        await expect(table).to_have_count(5)
-        await expect(table.first).to_contain_text("Hanne Desmet")
-        assert not errors and not cup_errors and not phone_errors, errors + cup_errors
-        await browser.close()
+    board, errors = await open_page(browser, f"{stack.http}/board?race={race}")
+    lap_1 = Hold(crossing(doc, 2))  # the first lap, before the leader's second crossing
+    last_lap = Hold(crossing(doc))  # at the leader's finish
+    photo = Hold(lambda item: item.inp["type"] == "finish_time")  # the photo finish
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=holds(lap_1, last_lap, photo)))
+    laps = board.get_by_test_id("board-laps")
+    await expect(laps).to_have_text("13 laps to go", timeout=10_000)
+    lap_1.release()
+    await expect(laps).to_have_text("Last lap", timeout=30_000)
+    await expect(laps).to_have_class(lambda_or_regex(r"\bbell\b"))
+    await board.screenshot(path=SHOTS / "board-shorttrack-1920x1080.png")
+    await assert_fits(board, PACK_BOARD_TEXTS, BOARD_BOXES, vertical=True)
+    last_lap.release()
+    # The transponders put Sarault first; the photo finish, seconds later, Desmet.
+    podium = board.get_by_test_id("board-podium")
+    await expect(podium.locator(".who").first).to_have_text("Courtney Sarault",
+                                                            timeout=15_000)
+    photo.release()
+    await feed
+    await expect(podium.locator(".who")).to_have_text(
+        ["Hanne Desmet", "Courtney Sarault", "Anna Seidel"], timeout=10_000)
+    await expect(podium.locator(".t")).to_have_text(["2:19.355", "2:19.361", "2:19.781"])
+    # Declared official: the World Cup standings move, on the board and the phones.
+    cups, cup_errors = await open_page(browser, f"{stack.http}/board?race=wc-standings")
+    cup = cups.get_by_test_id("board-cup")
+    await expect(cup.locator("caption")).to_have_text(
+        lambda_or_regex("^Women (1500 m|overall)$"), timeout=10_000)
+    await expect(cup.locator("tbody tr").first).to_contain_text("Hanne Desmet")
+    await expect(cup.locator("tbody tr").first).to_contain_text("1000")
+    await assert_fits(cups, ".cups td", BOARD_BOXES, vertical=True)
+    phone, phone_errors = await open_page(browser, f"{stack.http}/live?race=wc-standings",
+                                          375, 812)
+    table = phone.locator('table[data-cup="Women 1500 m"] tbody tr')
+    await expect(table).to_have_count(5)
+    await expect(table.first).to_contain_text("Hanne Desmet")
+    assert not errors and not cup_errors and not phone_errors, errors + cup_errors
 
 
-async def test_team_pursuit_on_the_monitor_and_board(stack):
+async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
     """Team events reuse the pair screens: two teams, the gap between them, and on the
     monitor each skater's time at every line."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     from icetime.replay import load_fixture
 
     doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
     doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 2]
     await load_startlist(stack, doc)
-    async with async_playwright() as p:
-        browser = await launch(p)
-        monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
-        board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
-        on_the_ice = Hold(crossing(doc, 1))  # before the first passing
-        feed = asyncio.create_task(replay(doc, stack.settings, speed=60.0, announce=False,
-                                          hold=on_the_ice))
-        await expect(board.get_by_test_id("board-lane-I")).to_contain_text("Netherlands",
-                                                                           timeout=10_000)
-        await expect(board.get_by_test_id("board-lane-O")).to_contain_text("Japan")
-        on_the_ice.release()
-        ned400 = monitor.get_by_test_id("grid").locator('tr[data-bib="NED"] td[data-m="400"]')
-        await expect(ned400.locator(".t")).to_have_text("32.30", timeout=15_000)
-        await expect(ned400).to_have_attribute("title", "NED 1 31.40 · NED 2 31.85 · NED 3 32.30")
-        await feed
-        await expect(monitor.get_by_test_id("final-JPN")).to_contain_text("2:53.00",
-                                                                          timeout=10_000)
-        assert not e1 and not e2, e1 + e2
-        await browser.close()
+    monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
+    board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
+    on_the_ice = Hold(crossing(doc, 1))  # before the first passing
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=on_the_ice))
+    await expect(board.get_by_test_id("board-lane-I")).to_contain_text("Netherlands",
+                                                                       timeout=10_000)
+    await expect(board.get_by_test_id("board-lane-O")).to_contain_text("Japan")
+    on_the_ice.release()
+    ned400 = monitor.get_by_test_id("grid").locator('tr[data-bib="NED"] td[data-m="400"]')
+    await expect(ned400.locator(".t")).to_have_text("32.30", timeout=15_000)
+    await expect(ned400).to_have_attribute("title", "NED 1 31.40 · NED 2 31.85 · NED 3 32.30")
+    await feed
+    await expect(monitor.get_by_test_id("final-JPN")).to_contain_text("2:53.00",
+                                                                      timeout=10_000)
+    assert not e1 and not e2, e1 + e2
 
 
-async def test_live_page_says_the_data_is_stale_while_redis_is_away(stack, redis_server):
+async def test_live_page_says_the_data_is_stale_while_redis_is_away(browser, stack, redis_server):
     """Redis killed under a followed race: the page says the data is stale (in the style
     of "server unreachable"), and live again once Redis is back on the same files."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     await load_startlist(stack)
-    async with async_playwright() as p:
-        browser = await launch(p)
-        page, errors = await open_page(browser, f"{stack.http}/live?race={RACE}", 412, 915)
-        status = page.get_by_test_id("status")
-        await expect(status).to_have_attribute("data-state", "live", timeout=10_000)
-        proc = redis_server.proc
-        os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(proc.wait, 10)
-        await expect(status).to_have_attribute("data-state", "stale", timeout=5_000)
-        await expect(status).to_have_text("Data stale: reconnecting to storage…")
-        await page.screenshot(path=SHOTS / "live-stale-412x915.png")
-        await asyncio.to_thread(redis_server.restart)  # on the same files
-        await expect(status).to_have_attribute("data-state", "live", timeout=5_000)
-        await expect(status).to_have_text("live")
-        assert not errors, errors
-        await browser.close()
+    page, errors = await open_page(browser, f"{stack.http}/live?race={RACE}", 412, 915)
+    status = page.get_by_test_id("status")
+    await expect(status).to_have_attribute("data-state", "live", timeout=10_000)
+    proc = redis_server.proc
+    os.kill(proc.pid, signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 10)
+    await expect(status).to_have_attribute("data-state", "stale", timeout=5_000)
+    await expect(status).to_have_text("Data stale: reconnecting to storage…")
+    await page.screenshot(path=SHOTS / "live-stale-412x915.png")
+    await asyncio.to_thread(redis_server.restart)  # on the same files
+    await expect(status).to_have_attribute("data-state", "live", timeout=5_000)
+    await expect(status).to_have_text("live")
+    assert not errors, errors
 
 
 async def start_broadcast_process(redis_url: str, tmp_path: Path):
@@ -746,50 +790,47 @@ async def start_broadcast_process(redis_url: str, tmp_path: Path):
         await r.aclose()
 
 
-async def test_pages_say_the_server_is_unreachable_while_the_node_hangs(stack, redis_server,
-                                                                        tmp_path):
+async def test_pages_say_the_server_is_unreachable_while_the_node_hangs(browser, stack,
+                                                                        redis_server, tmp_path):
     """A broadcast node that hangs (SIGSTOP: its sockets accept, nothing answers): the
     fans' page, the monitor and the board find out by their own watchdog and say
     "Server unreachable: reconnecting…" in red, not "connecting"; live again on SIGCONT."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     await load_startlist(stack)
     proc, port = await start_broadcast_process(redis_server.url, tmp_path)
     try:
-        async with async_playwright() as p:
-            browser = await launch(p)
-            base = f"http://127.0.0.1:{port}"
-            opened = await asyncio.gather(
-                open_page(browser, f"{base}/live?race={RACE}", 375, 812, clock=True),
-                open_page(browser, f"{base}/monitor?race={RACE}", clock=True),
-                open_page(browser, f"{base}/board?race={RACE}", clock=True))
-            pages = [page for page, _ in opened]
-            fans, monitor, board = pages
+        base = f"http://127.0.0.1:{port}"
+        opened = await asyncio.gather(
+            open_page(browser, f"{base}/live?race={RACE}", 375, 812, clock=True),
+            open_page(browser, f"{base}/monitor?race={RACE}", clock=True),
+            open_page(browser, f"{base}/board?race={RACE}", clock=True))
+        pages = [page for page, _ in opened]
+        fans, monitor, board = pages
+        for page in (fans, monitor):
+            await expect(page.get_by_test_id("status")).to_have_text("live")
+        await expect(board.get_by_test_id("board-alert")).to_be_hidden()
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):  # unanswered heartbeats, then a handshake never answered
+                await heartbeat(pages)
+            unreachable = "Server unreachable: reconnecting…"
             for page in (fans, monitor):
-                await expect(page.get_by_test_id("status")).to_have_text("live")
-            await expect(board.get_by_test_id("board-alert")).to_be_hidden()
-            os.kill(proc.pid, signal.SIGSTOP)
-            try:
-                for _ in range(3):  # unanswered heartbeats, then a handshake never answered
-                    await heartbeat(pages)
-                unreachable = "Server unreachable: reconnecting…"
-                for page in (fans, monitor):
-                    status = page.get_by_test_id("status")
-                    await expect(status).to_have_text(unreachable)
-                    await expect(status).to_have_attribute("data-state", "reconnecting")
-                await expect(board.get_by_test_id("board-alert")).to_have_text(unreachable)
-                for _ in range(2):  # still so while it hangs: the watchdog tries again
-                    await heartbeat(pages)
-                await expect(fans.get_by_test_id("status")).to_have_text(unreachable)
-            finally:
-                os.kill(proc.pid, signal.SIGCONT)
-            await heartbeat(pages)
-            for page in (fans, monitor):
-                await expect(page.get_by_test_id("status")).to_have_text("live",
-                                                                         timeout=10_000)
-            await expect(board.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
-            assert not any(errors for _, errors in opened), [e for _, e in opened]
-            await browser.close()
+                status = page.get_by_test_id("status")
+                await expect(status).to_have_text(unreachable)
+                await expect(status).to_have_attribute("data-state", "reconnecting")
+            await expect(board.get_by_test_id("board-alert")).to_have_text(unreachable)
+            for _ in range(2):  # still so while it hangs: the watchdog tries again
+                await heartbeat(pages)
+            await expect(fans.get_by_test_id("status")).to_have_text(unreachable)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        await heartbeat(pages)
+        for page in (fans, monitor):
+            await expect(page.get_by_test_id("status")).to_have_text("live",
+                                                                     timeout=10_000)
+        await expect(board.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
+        assert not any(errors for _, errors in opened), [e for _, e in opened]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

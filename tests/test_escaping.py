@@ -19,15 +19,17 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from icetime import bus, keys
 from icetime.cli import replay
 from icetime.feedclient import FeedClient
+from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import load_fixture, script_inputs
 from icetime.settings import Decoder
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
 from .conftest import TOKENS, make_settings, start_stack
-from .test_browser import ARGS, CHROMIUM
+from .test_browser import ARGS, CHROMIUM, stored_before_guns
 from .test_pipeline import FIXTURE, load_startlist
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -264,6 +266,48 @@ async def expect_screen(page, path: str, race: str | None) -> None:
         await expect(page.get_by_test_id("overlay-rows")).to_contain_text(team, timeout=FIRST)
 
 
+async def check_every_screen(browser, st, screens: list[tuple[str, str | None]]) -> None:
+    """Each screen at every size as served (with the policy), and at the arena's size
+    without it (escaping alone must keep every payload text). At most one page per screen
+    is open at a time, as many as there are screens; each screen's sizes come one after
+    the other in one context (a choice made on the first, a pin on the monitor, is there
+    on the next, as in one browser), and a screen done early takes its next size at once
+    instead of waiting for the slowest screen of a round."""
+    served = await browser.new_context()
+    bare = await browser.new_context(bypass_csp=True)
+    slots = asyncio.Semaphore(len(screens))
+
+    async def one_after_the_other(context, path: str, race: str | None, sizes) -> None:
+        for size, how in sizes:
+            async with slots:
+                await check_screen(context, st, path, race, size, how)
+
+    await asyncio.gather(
+        *(one_after_the_other(served, path, race, [(size, f"{size}") for size in VIEWPORTS])
+          for path, race in screens),
+        *(one_after_the_other(bare, path, race, [(VIEWPORTS[0], "without CSP")])
+          for path, race in screens))
+
+
+async def feed_both_races(st, sim) -> None:
+    """The 1000 m through the P3 decoder, each gun after the passings before it; the
+    relay through the feed (each input sent once the one before is answered: in order
+    at any speed); then the referee's penalty with a hostile reason."""
+    doc, long_doc, relay_doc = hostile_competition()
+    await load_startlist(st, doc)
+    r = bus.connect(st.url)
+    try:
+        hold = stored_before_guns(r, await r.xlen(keys.raw_stream(MAIN)))
+        await replay(long_doc, st.settings, speed=400.0, announce=False, decoder=sim,
+                     hold=hold)
+    finally:
+        await r.aclose()
+    await feed_second_race(relay_doc, st.settings, speed=200.0, seq_from=10_000)
+    team = relay_doc["startlist"]["races"][1]["teams"][0]["id"]
+    assert (await post_feed(st, {"type": "decision", "race": RELAY, "action": "pen",
+                                 "bib": team, "reason": REASON, "seq": 90_001}))["ok"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: install Debian's `chromium`")
 async def test_a_hostile_start_list_runs_nothing_on_any_screen(redis_server, tmp_path):
     from playwright.async_api import async_playwright
@@ -274,25 +318,18 @@ async def test_a_hostile_start_list_runs_nothing_on_any_screen(redis_server, tmp
                              decoders=(Decoder(DECODER, "127.0.0.1", port),))
     st = await start_stack(settings, redis_server.url)
     try:
-        doc, long_doc, relay_doc = hostile_competition()
-        await load_startlist(st, doc)
-        await replay(long_doc, st.settings, speed=40.0, announce=False, decoder=sim)
-        await feed_second_race(relay_doc, st.settings, speed=40.0, seq_from=10_000)
-        team = relay_doc["startlist"]["races"][1]["teams"][0]["id"]
-        assert (await post_feed(st, {"type": "decision", "race": RELAY, "action": "pen",
-                                     "bib": team, "reason": REASON, "seq": 90_001}))["ok"]
         screens = [("/", None)] + [(p, race) for race in (LONG, RELAY) for p in PAGE_PATHS[1:]]
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            served = await browser.new_context()
-            # Every screen at once (they are independent); one size after the other.
-            for size in VIEWPORTS:
-                await asyncio.gather(*(check_screen(served, st, path, race, size, f"{size}")
-                                       for path, race in screens))
-            # Without the policy: escaping alone keeps every payload text.
-            bare = await browser.new_context(bypass_csp=True)
-            await asyncio.gather(*(check_screen(bare, st, path, race, VIEWPORTS[0],
-                                                "without CSP") for path, race in screens))
+            # Chromium starts while the races are fed (the pages open once they are in).
+            launching = asyncio.create_task(
+                p.chromium.launch(executable_path=CHROMIUM, args=ARGS))
+            try:
+                await feed_both_races(st, sim)
+            except BaseException:
+                launching.cancel()
+                raise
+            browser = await launching
+            await check_every_screen(browser, st, screens)
             await browser.close()
     finally:
         await st.close()
