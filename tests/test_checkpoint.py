@@ -74,7 +74,7 @@ async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_serv
 
     # Each checkpoint that cannot be used is said why, and the whole log replayed with the
     # same results (the rebuild then saves a whole checkpoint of its own at once).
-    caplog.set_level(logging.INFO, logger="services.scoring.runner")
+    caplog.set_level(logging.INFO, logger="services.scoring.recovery")
     race = await redis_client.hget(keys.scoring_checkpoint(MAIN), f"race:{RACE}")
     await redis_client.hset(keys.scoring_checkpoint(MAIN), f"race:{RACE}", race[: len(race) // 2])
     n, damaged = await rebuilt(settings, redis_client)
@@ -99,7 +99,7 @@ async def test_scoring_restarted_mid_race_from_a_checkpoint_goes_on_identically(
         redis_server, redis_client, caplog):
     """The real service stopped after a checkpoint, inputs arriving while it is away,
     started again: it goes on from the checkpoint and the race ends as published."""
-    caplog.set_level(logging.INFO, logger="services.scoring.runner")
+    caplog.set_level(logging.INFO, logger="services.scoring.recovery")
     settings = make_settings(redis_server.url, checkpoint_every=EVERY)
     st = await start_stack(settings, redis_server.url)
     try:

@@ -3,7 +3,8 @@ team events raced in pairs of teams (§3).
 
 One ``LongTrackRace`` per distance, fed its routed inputs by ``competition.Competition``;
 what it shares with the pack engine (the input log, revisions, official times,
-decisions) is in ``race.RaceBase``.
+decisions) is in ``race.RaceBase``; how reads become passages, with their ranks and
+gaps, is in ``pairpassages.PairPassages``.
 """
 from __future__ import annotations
 
@@ -29,18 +30,17 @@ from .model import (
     Skater,
     req_time,
 )
+from .pairpassages import PairPassages
 from .pairs import Draw, read_pairs
-from .race import SLOWEST, RaceBase
+from .race import SLOWEST
 
 #: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
 #: must cross for its passage: the team pursuit is timed on the third skater; in the
 #: team sprint and the mixed relay the team's time is the one skater finishing.
 TEAM_KINDS = {"team_pursuit": 3, "team_sprint": 1, "mixed_relay": 1}
-#: Finish references a projection is compared with for a "record pace" line, best first.
-PACE_FLAGS = ("WR", "TR", "PB")
 
 
-class LongTrackRace(RaceBase):
+class LongTrackRace(PairPassages):
     """One long-track distance: pairs of skaters (or of teams, in a team event) against
     the clock, ranked on time.
 
@@ -215,182 +215,6 @@ class LongTrackRace(RaceBase):
         return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
                  **run.public(), "bibs": [self.bibs[r] for r in rows]}]
 
-    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool) -> list[RaceEvent]:
-        pair = self.pair_no[row]
-        # A finished pair has left the ice, but a late re-read of its finish still
-        # counts against its last run.
-        run = self.on_ice.get(pair) or self._last_run.get(pair)
-        k = self.next_k[row]
-        if run is None or self.status[row] is not None:
-            return []
-        t = run.race_time(t_common)
-        if t - self.anchor[row] < self.min_seg[min(k, len(self.passage_m) - 1)]:
-            # A re-read within the debounce (the other ankle, another decoder): the
-            # reads come in race-time order, so the earliest read is the one recorded.
-            return []
-        if k >= len(self.passage_m) or pair not in self.on_ice:
-            return []
-        if k < len(self.passage_m) - 1:
-            k = self._place(row, k, t)
-        if k == len(self.passage_m) - 1:
-            if self.official.get(row, (0, 0))[1] > t:
-                # A later official time stands for this finish: it is recorded at its
-                # own place in the log, after the reads before it.
-                return []
-            t, _ = self._official_finish(row, t)
-        return self._record(input_id, row, k, t, emit)
-
-    def _place(self, row: int, k: int, t: int, t0: int | None = None) -> int:
-        """The passage (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
-        whose expected time it is nearest, at the skater's pace so far (before her
-        first passage: her personal best's pace, else half ``max_speed_mps``), from
-        ``t0`` at passage ``k - 1`` (default: her last recorded passage). A read about two
-        laps after the last one is the passage after next: one was missed."""
-        passage_m = self.passage_m
-        last = len(passage_m) - 1
-        m0 = passage_m[k - 1] if k else 0
-        if t0 is None:
-            t0 = self.anchor[row]
-        pace = t0 / m0 if k and m0 else self.pace0[row]  # µs per metre
-        gap = t - t0
-        while k < last:
-            # Nearer this passage's expected time than the next one's: this passage.
-            if 2 * gap < pace * (passage_m[k] + passage_m[k + 1] - 2 * m0):
-                return k
-            k += 1
-        return k
-
-    def _on_team_crossing(self, input_id: str, row: int, skater: str, t_common: int,
-                          emit: bool) -> list[RaceEvent]:
-        """A team pursuit skater crosses: the passage is the team's when the `need`-th
-        of its skaters has crossed (the team's time is hers); the others are kept."""
-        pair = self.pair_no[row]
-        run = self.on_ice.get(pair)
-        k = self.next_k[row]
-        if run is None or self.status[row] is not None or k >= len(self.passage_m):
-            return []
-        t = run.race_time(t_common)
-        if t - self.anchor[row] < self.min_seg[k]:
-            return []  # still the last passage (a re-read, or the last skater of it)
-        k = self._team_passage(row, k, t)
-        crossed = self.crossed[row].setdefault(k, {})
-        if skater in crossed:
-            return []  # the other ankle
-        crossed[skater] = t
-        if len(crossed) < self.need:
-            return []
-        self.crossed[row] = {j: c for j, c in self.crossed[row].items() if j > k}
-        if k == len(self.passage_m) - 1:
-            t, _ = self._official_finish(row, t)
-        events = self._record(input_id, row, k, t, emit)
-        entry = self.rows[row][k]
-        if entry is not None:
-            entry["skaters"] = dict(crossed)
-        return events
-
-    def _team_passage(self, row: int, k: int, t: int) -> int:
-        """Which passage (``k`` or later) a team skater's read at race time ``t`` (µs) is,
-        by its time: a teammate's missed read leaves that passage without its time, not
-        every later passage a lap out. Within the debounce of a teammate's crossing for
-        a passage not yet made, it is that passage (they skate in a line); later, it is
-        placed from there."""
-        last = len(self.passage_m) - 1
-        pending = self.crossed[row]
-        if pending:
-            j = max(pending)
-            tj = max(pending[j].values())
-            if t - tj < self.min_seg[min(j + 1, last)] or j == last:
-                return j
-            k, t0 = j + 1, tj
-        else:
-            t0 = None
-        return self._place(row, k, t, t0) if k < last else k
-
-    def _record(self, input_id: str, row: int, k: int, t: int, emit: bool) -> list[RaceEvent]:
-        passage_m = self.passage_m
-        last = len(passage_m) - 1
-        tm = self.t
-        tm[row, k] = t
-        prev_k = self.next_k[row]
-        # Time since the skater's previous recorded passage (over any missed ones).
-        lap_time = t - self.anchor[row]
-        if k >= prev_k:
-            self.next_k[row] = k + 1
-            self.anchor[row] = t
-        else:  # a manual time for a missed passage: the later ones stand
-            lap_time = t - self._recorded_before(row, k)
-            self._refill_after(row, k)
-        rank = 1 + int(np.count_nonzero(tm[:, k] < t))
-        prev_best_row = self.best_row[k]
-        prev_best = self.best[k]
-        if t < prev_best:
-            self.best[k] = t
-            self.best_row[k] = row
-        best_row = self.best_row[k]
-        gap_best = t - self.best[k]
-        p = self.partner_of[row]
-        gap_partner = None
-        if p >= 0:
-            pt = tm.item(p, k)
-            if pt != NOT_PASSED:
-                gap_partner = t - pt
-        leader = self.cls.leader()
-        gap_leader = projected = None
-        if leader >= 0 and leader != row and tm.item(leader, k) != NOT_PASSED:
-            lt = tm.item(leader, k)
-            gap_leader = t - lt
-            projected = to_thousandths(tm.item(leader, last) * t // lt)
-        entry = {"k": k, "m": passage_m[k], "t": t, "input": input_id, "lap_time": lap_time,
-                 "rank": rank,
-                 "gap_best": gap_best,
-                 "best_bib": self.bibs[best_row], "gap_leader": gap_leader,
-                 "leader_bib": self.bibs[leader] if leader >= 0 else None,
-                 "gap_partner": gap_partner, "projected": projected if k < last else None}
-        if k > prev_k:
-            # The passages between were missed: empty, and named here.
-            entry["missing"] = passage_m[prev_k:k]
-        self.rows[row][k] = entry
-        base = {"race": self.id, "input": input_id, "bib": self.bibs[row],
-                "pair": self.pair_no[row], "lane": self.lane_of[row], "row": entry}
-        if k < last:
-            if not emit:
-                return []
-            name = self.skaters[row].short
-            prev_name = self.skaters[prev_best_row].short if prev_best_row >= 0 else None
-            margin = prev_best - t if prev_best_row >= 0 and t < prev_best else None
-            pace = None
-            if projected is not None:
-                pace = next(((f, projected) for f, ref in self.refs[row]
-                             if f in PACE_FLAGS and projected < ref), None)
-            lines = stories.at_passage(
-                name, passage_m[k], rank, prev_name, margin,
-                self.skaters[leader].short if leader >= 0 else None, gap_leader, pace)
-            self._tell(lines)
-            return [{"type": "passage", **base, "stories": lines}]
-        return self._finish(base, row, t, leader, emit)
-
-    def _recorded_before(self, row: int, k: int) -> int:
-        """Race time (µs) of the row's last recorded passage before passage ``k`` (0:
-        the gun)."""
-        col = self.t[row, :k]
-        done = col[col != NOT_PASSED]
-        return int(done[-1]) if len(done) else 0
-
-    def _refill_after(self, row: int, k: int) -> None:
-        """Passage ``k`` was filled late (a manual time): the next recorded passage no
-        longer names it missing, and its lap time is from ``k``."""
-        for j in range(k + 1, len(self.passage_m)):
-            entry = self.rows[row][j]
-            if entry is None:
-                continue
-            missing = [m for m in entry.get("missing", []) if m != self.passage_m[k]]
-            entry = {**entry, "lap_time": entry["t"] - int(self.t[row, k])}
-            entry.pop("missing", None)
-            if missing:
-                entry["missing"] = missing
-            self.rows[row][j] = entry
-            return
-
     def _implausible(self, routed: RoutedPassing) -> str | None:
         """A read at a finish line later after the gun than the whole distance takes at
         ``max_speed_mps`` / ``SLOWEST``, for a skater who has passages to go."""
@@ -435,62 +259,6 @@ class LongTrackRace(RaceBase):
             return []
         t, _ = self._official_finish(row, 0)
         return self._record(input_id, row, len(self.passage_m) - 1, t, emit)
-
-    def _finish(self, base: RaceEvent, row: int, t: int, prev_leader: int, emit: bool
-                ) -> list[RaceEvent]:
-        cls = self.cls
-        at, rank = cls.insert(row, t)
-        behind = t - cls.t.item(0)
-        skater = self.skaters[row]
-        flags = [f for f, ref in self.refs[row] if t < ref]
-        _, origin = self._official_finish(row, t)
-        self.final[row] = {"t": t, "flags": flags, "origin": origin}
-        done = self._pair_done(self.pair_no[row])
-        if not emit:
-            return []
-        prev_name = self.skaters[prev_leader].short if prev_leader >= 0 else None
-        margin = cls.t.item(1) - t if rank == 1 and cls.n > 1 else None
-        lines = stories.at_finish(skater.short, t, rank, behind, prev_name, margin, flags,
-                                  self._digits(t))
-        self._tell(lines)
-        if self.replaying:
-            return []  # the stories told; the event would be dropped
-        # Her place in the classification, not the whole of it: every row behind her
-        # goes down one rank (none shares her time: she is placed after equal times).
-        ranked = {"at": at, "rank": rank, "t": t, "behind": behind, "tied": 0}
-        return [{"type": "finish", **base, "final": self.final[row], "ranked": ranked,
-                 "pair_done": done, "stories": lines}]
-
-    def _digits(self, t: int) -> int:
-        """Decimals a finish time ``t`` (µs) is told with: 3 when another ranked time is
-        equal to the hundredth but not to the thousandth (DOMAIN.md §1.4), else 2."""
-        ct = self.cls.t[:self.cls.n]
-        tie = (ct // 10_000 == t // 10_000) & (ct != t)
-        return 3 if bool(tie.any()) else 2
-
-    def _on_split(self, input_id: str, row: int, t_common: int, point: str,
-                  emit: bool) -> list[RaceEvent]:
-        """An unofficial split at an extra loop: where in the race it is, and the speed."""
-        pair = self.pair_no[row]
-        run = self.on_ice.get(pair) or self._last_run.get(pair)
-        if run is None or self.status[row] is not None or point not in self.loops:
-            return []
-        t = run.race_time(t_common)
-        if t <= 0:
-            return []
-        passed = [(self.passage_m[k], self.t.item(row, k)) for k in range(self.next_k[row])]
-        entry = self.splits.cross(row, point, t, passed)
-        if entry is None or not emit:
-            return []
-        return [{"type": "split", "race": self.id, "input": input_id, "bib": self.bibs[row],
-                 "pair": pair, "lane": self.lane_of[row], "split": entry}]
-
-    def _pair_done(self, pair: int) -> bool:
-        rows = self.pair_rows[pair]
-        done = all(self.final[r] is not None or self.status[r] is not None for r in rows)
-        if done:
-            self.on_ice.pop(pair, None)
-        return done
 
     def _clear_rows(self, rows: list[int]) -> None:
         for r in rows:
@@ -570,4 +338,3 @@ class LongTrackRace(RaceBase):
             "in_field": self.lying(),
             "revision": self.revision,
         }
-

@@ -1,7 +1,8 @@
 """What a pack race reads off the front of the field: the mass start's intermediate
 sprints and their sprint points (DOMAIN.md §2), and breakaways with their gap.
 
-``pack.PackRace`` builds on :class:`SprintsAndBreakaways`; the points tables come from
+``packorder.PackOrder`` builds on :class:`SprintsAndBreakaways`, and
+``pack.PackRace`` on that; the points tables come from
 the rules (per season). Breakaways are told in every pack race, the mass start above
 all.
 """

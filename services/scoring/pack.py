@@ -15,8 +15,9 @@ log order, emits events; corrections replay the race's own input log and publish
   someone else has stopped (a fall); crossing again clears it.
 * Mass start: the first three across the line at each intermediate sprint and the
   first six at the finish score the season's sprint points; the ranking is DOMAIN.md §2's.
-  The sprints and the breakaways are read in massstart.py; what every race shares
-  (input log, revisions, official times, decisions) is ``race.RaceBase``.
+  The sprints and the breakaways are read in massstart.py, the crossings in
+  packcrossings.py, the order and classification in packorder.py; what every race
+  shares (input log, revisions, official times, decisions) is ``race.RaceBase``.
 * A second gun (or an official ``restart``) voids the attempt, which stays on record.
 * A crossing's event carries what it changed (the crossing competitor's move in the
   order, her place in the classification), not the race-wide state. The order, each
@@ -26,7 +27,6 @@ log order, emits events; corrections replay the race's own input log and publish
 """
 from __future__ import annotations
 
-import bisect
 import math
 from typing import Any, ClassVar
 
@@ -36,26 +36,18 @@ from icetime.messages import Decision, Gun
 from icetime.rules import Rules
 
 from . import stories
-from .massstart import SprintsAndBreakaways
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
+from .packcrossings import PackCrossings
 from .race import DWELL_US, LEAVE_US, RESTART, SLOWEST, Key, LogEntry
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
-#: Relays: the warning shot with this many laps to go (DOMAIN.md §4).
-WARNING_LAPS = 3
-#: No crossing for this many laps (of the lap just skated by someone else): stopped.
-STOPPED_AFTER_LAPS = 2.0
-#: The same, judged at a finish: the race has to end.
-STOPPED_AT_FINISH_LAPS = 1.5
-#: Mass start: the first this many across the finish line are 1-2-3, whatever their points.
-PODIUM = 3
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
 EXCLUDED = ("PEN", "YC", "RC", "DNF", "DNS", "DQ")
 SANCTIONS = {"pen": "PEN", "yc": "YC", "rc": "RC", "adv": "ADV",
              "dnf": "DNF", "dns": "DNS", "dq": "DQ"}
 
 
-class PackRace(SprintsAndBreakaways):
+class PackRace(PackCrossings):
     """One pack race. Feed its inputs with :meth:`feed`; read the state with :meth:`view`."""
 
     status_actions: ClassVar[dict[str, str]] = SANCTIONS
@@ -65,7 +57,6 @@ class PackRace(SprintsAndBreakaways):
         self.rules = rules
         super().__init__(spec, skaters, max_speed_mps)
 
-    # ------------------------------------------------------------------ setup
     def configure(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> None:
         self.kind = str(spec["kind"])
         if self.kind not in KINDS:
@@ -144,15 +135,6 @@ class PackRace(SprintsAndBreakaways):
         self.ranked: dict[str, Any] | None = None
         self.now_stopped: list[str] = []
         self._forget_order()
-
-    def _forget_order(self) -> None:
-        """Drop the kept order and classification: rebuilt from the arrays when next
-        needed (after a reset, a checkpoint load, a status or an official's time)."""
-        self.okeys: list[tuple[int, int, int, int]] | None = None
-        self.okey: list[tuple[int, int, int, int]] = []
-        self.by_time: list[tuple[int, int]] | None = None
-        self.by_points: list[tuple[int, int, int, int]] = []
-        self.times: list[list[int]] | None = None
 
     def _save(self) -> dict[str, Any]:
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
@@ -321,371 +303,7 @@ class PackRace(SprintsAndBreakaways):
         self.excluded[row] = status in EXCLUDED
         self._forget_order()
 
-    # ------------------------------------------------------------------ crossings
-    def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
-                     skater: str, left: int = 0) -> list[RaceEvent]:
-        """A read of ``skater`` (for ``row``) at common-clock ``t_common`` (µs) that may be a
-        crossing; ``left``: race time (µs) her chip left the loop field after lying in
-        it (0: it did not)."""
-        run = self.run
-        if run is None or self.excluded[row]:
-            return []
-        prev_k, prev = int(self.crossings[row]), int(self.last[row])
-        t = run.race_time(t_common)
-        k = self._crossing_of(row, t, left)
-        if k is None:
-            return []
-        # The kept order and classification are rebuilt, if they have to be, from the
-        # state before this crossing: the move it makes is measured from there.
-        self._order_keys()
-        self._ranked_keys()
-        times = self._times_at(k)
-        self.now_stopped = []
-        position = 1 + bisect.bisect_left(times, t)
-        first_t = times[0] if times else t
-        gap_leader = t - first_t if first_t < t else 0
-        self.t[row, k] = t
-        bisect.insort(times, t)
-        self.crossings[row] = k + 1
-        self.lead = max(self.lead, k + 1)
-        self.last[row] = t
-        self._made_passage(skater, t_common)
-        # Since her previous recorded crossing (over any missed ones).
-        lap_time = t - prev
-        lines: list[str] = []
-        self.stopped[row] = False
-        entry: dict[str, Any] = {"k": k, "lap_number": k + 1, "m": self.cross_m[k], "t": t,
-                                 "input": input_id, "lap_time": lap_time, "position": position,
-                                 "gap_leader": gap_leader}
-        if k > prev_k:
-            # The crossings between were missed: empty, and named here (metres).
-            entry["missing"] = self.cross_m[prev_k:k]
-        if self.teams:
-            entry["skater"] = skater
-            lines += self._exchange(row, k, skater)
-        self.rows[row][k] = entry
-        laps_to_go = self.n_cross - self.lead
-        if position == 1:
-            lines += self._leader_lines(row, k, laps_to_go, emit)
-        if k in self.sprint_k:
-            lines += self._sprint(row, k, position)
-        if k and lap_time:
-            # At a finish, the race is ending: a skater a lap and a half adrift by then is
-            # not coming (the race must be able to end without her).
-            factor = STOPPED_AT_FINISH_LAPS if k == self.n_cross - 1 else STOPPED_AFTER_LAPS
-            lines += self._check_stopped(row, t, int(factor * lap_time) // (k - prev_k + 1))
-        self._update_breakaway(k, row, position, lines, laps_to_go)
-        finished = k == self.n_cross - 1
-        if finished:
-            lines += self._finish(row, t, position)
-        move = self._move(row)
-        if not emit:
-            return []  # a replay: the state is rebuilt, the lines were told already
-        self._tell(lines)
-        # Replaying a late read: the stories are told, an event would be dropped.
-        return [] if self.replaying else [
-            self._crossing_event(input_id, row, entry, lines, move, finished)]
-
-    def _crossing_of(self, row: int, t: int, left: int) -> int | None:
-        """The crossing (index) ``row``'s read at race time ``t`` (µs) makes, or None: a
-        cool-down lap, the other ankle, a re-read, the start line right by the finish."""
-        k = int(self.crossings[row])
-        if k >= self.n_cross:
-            return None
-        prev = int(self.last[row])
-        if t - prev < self.min_seg[k]:
-            return None
-        return self._place(row, k, t, max(prev, left))
-
-    def _place(self, row: int, k: int, t: int, since: int) -> int:
-        """The crossing (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
-        whose expected time it is nearest. The next crossing is expected a lap
-        (:meth:`_lap_us`) after ``since`` (her last crossing, or when she got up off the
-        line), the first one when the field's first skater made it; each later one a
-        lap after that. A read about two laps after her last crossing is the crossing
-        after next: one read was missed."""
-        last = self.n_cross - 1
-        if k >= last:
-            return k
-        lap = self._lap_us(row, k)
-        if k:
-            expect = since + lap
-        else:
-            # Nobody has crossed yet: the race's first crossing (a read a lap later
-            # would have the field's first crossings before it).
-            first = self._times_at(0)
-            if not first:
-                return 0
-            expect = first[0]
-        if t <= expect:
-            return k
-        return min(k + (2 * (t - expect) + lap) // (2 * lap), last)
-
-    def _lap_us(self, row: int, k: int) -> int:
-        """The lap time (µs) ``row`` is expected to skate next, having made ``k``
-        crossings: her own last lap; else the field leader's last lap; else her first
-        segment's pace; else a lap at half ``max_speed_mps``."""
-        tm = self.t
-        if k >= 2:
-            b = tm.item(row, k - 1)
-            for j in range(k - 2, -1, -1):
-                a = tm.item(row, j)
-                if a != NOT_PASSED:
-                    return max(1, (b - a) // (k - 1 - j))
-        for j in range(self.lead - 1, 0, -1):
-            after, before = self._times_at(j), self._times_at(j - 1)
-            if after and before:
-                return max(1, after[0] - before[0])
-        if k == 1:
-            return max(1, int(tm.item(row, 0) * self.lap_m / self.cross_m[0]))
-        return int(2 * self.lap_m / self.max_speed_mps * 1_000_000)
-
-    def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
-                        move: dict[str, int], finished: bool) -> RaceEvent:
-        """A ``passage`` event, or a ``finish`` with the final and her place in the
-        classification (``ranked``; the whole ``classification`` when her finish moves
-        another row too). Both carry what changed (:meth:`_pack_change`), not the
-        race-wide state: its size does not grow with the field."""
-        base: RaceEvent = {"race": self.id, "input": input_id, "bib": self.bibs[row], "row": entry,
-                           "pack": self._pack_change(row, move), "stories": lines}
-        if finished:
-            ranked: dict[str, Any] = {"classification": self.classification()} \
-                if self.ranked is None else {"ranked": self.ranked}
-            return {"type": "finish", **base, "final": self.final[row], **ranked,
-                    "race_done": self._done()}
-        return {"type": "passage", **base}
-
-    def _pack_change(self, row: int, move: dict[str, int]) -> dict[str, Any]:
-        """What a crossing by ``row`` changed in :meth:`pack_state`: her ``move`` in the
-        order (``from``, ``to``: indices, ``to`` counted after taking her out), her
-        crossings made and sprint points, who stopped at it (``now_stopped``; she herself
-        is no longer stopped), her relay's active skater and exchanges; the fields that
-        do not grow with the field (laps to go, bell, sprints, breakaway...) whole."""
-        run = self.run
-        return {
-            "run": None if run is None or self._done() else run.public(),
-            "move": move,
-            "laps_to_go": self.n_cross - self.lead,
-            "bell": self.bell,
-            "crossings": int(self.crossings[row]),
-            "now_stopped": self.now_stopped,
-            "sprint_points": self.sprint_points[row] if self.kind == "mass_start" else None,
-            "sprints": self.sprints,
-            "breakaway": self.breakaway,
-            "attempt": self.attempt,
-            "in_field": self.lying(),
-            **({"warning": self.warning, "active": self.active[row],
-                "exchanges": self.exchanges[row], "late_exchange": list(self.late_exchange)}
-               if self.teams else {}),
-        }
-
-    def _exchange(self, row: int, k: int, skater: str) -> list[str]:
-        """Who crossed for a team at crossing ``k``: a new name is an exchange since the
-        last lap. Returns the story of an exchange in the last two laps."""
-        lines = []
-        if self.active[row] is not None and self.active[row] != skater:
-            self.exchanges[row] += 1
-            if k >= self.n_cross - 2 and self.bibs[row] not in self.late_exchange:
-                # One skater must skate the last two laps (DOMAIN.md §4): the
-                # referee's call, so it is flagged, not sanctioned.
-                self.late_exchange.append(self.bibs[row])
-                lines.append(stories.relay_late_exchange(self.skaters[row].short))
-        self.active[row] = skater
-        return lines
-
-    def _leader_lines(self, row: int, k: int, laps_to_go: int, emit: bool) -> list[str]:
-        """The leader at crossing ``k``: a new leader's story, and the relay's warning
-        shot and the bell when they are due (each once)."""
-        lines = []
-        name = self.skaters[row].short
-        if k and emit:
-            before = self.t[:, k - 1]
-            if self.bibs[int(np.argmin(before))] != self.bibs[row] and laps_to_go:
-                lines.append(stories.pack_lead(name, laps_to_go))
-        if self.teams and laps_to_go == WARNING_LAPS and not self.warning:
-            self.warning = True
-            lines.append(stories.relay_warning(name))
-        if laps_to_go == 1 and not self.bell:
-            self.bell = True
-            lines.append(stories.pack_bell(name))
-        return lines
-
-    def _check_stopped(self, row: int, t: int, limit: int) -> list[str]:
-        quiet = (t - self.last > limit) & ~self.stopped \
-            & ~self.excluded & (self.final_t == NOT_PASSED)
-        quiet[row] = False
-        lines = []
-        for j in np.flatnonzero(quiet).tolist():
-            self.stopped[j] = True
-            self.now_stopped.append(self.bibs[j])
-            lines.append(stories.pack_stopped(self.skaters[j].short, int(self.crossings[j])))
-        return lines
-
-    def _finish(self, row: int, t: int, position: int) -> list[str]:
-        final_t, origin = self._official_finish(row, t)
-        self.final[row] = {"t": final_t, "origin": origin, "position": position}
-        self.final_t[row] = final_t
-        if self.kind == "mass_start" and position <= len(self.table_final):
-            self.sprint_points[row] += self.table_final[position - 1]
-        self.ranked = self._classify(row)
-        if self.ranked is not None:
-            rank: int | None = self.ranked["rank"]
-        else:
-            cls = self.classification()
-            rank = cls["rank"][cls["bib"].index(self.bibs[row])]
-        sprint_points = self.sprint_points[row] if self.kind == "mass_start" else None
-        return stories.pack_finish(self.skaters[row].short, final_t, rank, sprint_points)
-
-    def _done(self) -> bool:
-        if self.run is None:
-            return False
-        return bool(np.all((self.final_t != NOT_PASSED) | self.stopped | self.excluded))
-
     # ------------------------------------------------------------------ output
-    def _order(self) -> list[str]:
-        """The race order now: crossings made, then who made the last one first; the
-        finished by their (official) finish time; sanctioned skaters last."""
-        bibs = self.bibs
-        return [bibs[key[3]] for key in self._order_keys()]
-
-    def _order_key(self, i: int) -> tuple[int, int, int, int]:
-        """Row ``i``'s sort key in the race order (:meth:`_order`)."""
-        final = self.final_t.item(i)
-        when = final if final != NOT_PASSED else self.last.item(i)
-        return (int(self.excluded.item(i)), -self.crossings.item(i), when, i)
-
-    def _order_keys(self) -> list[tuple[int, int, int, int]]:
-        """The race order as sorted keys, kept from crossing to crossing (a crossing
-        moves one key: :meth:`_move`); built from the arrays when it was dropped."""
-        if self.okeys is None:
-            self.okey = [self._order_key(i) for i in range(len(self.bibs))]
-            self.okeys = sorted(self.okey)
-        return self.okeys
-
-    def _move(self, row: int) -> dict[str, int]:
-        """Take ``row``, whose crossings, last crossing or finish changed, to her new
-        place in the kept order: where she was (``from``) and where she goes (``to``,
-        counted after taking her out). Two bisections and a list shift: no sort."""
-        keys = self._order_keys()
-        at = bisect.bisect_left(keys, self.okey[row])
-        del keys[at]
-        new = self.okey[row] = self._order_key(row)
-        to = bisect.bisect_left(keys, new)
-        keys.insert(to, new)
-        return {"from": at, "to": to}
-
-    def _times_at(self, k: int) -> list[int]:
-        """The race times (µs) of crossing ``k`` made so far, ascending: kept from
-        crossing to crossing (a crossing adds one by bisection); built from the
-        crossings table when dropped."""
-        if self.times is None:
-            self.times = [sorted(col[col != NOT_PASSED].tolist()) for col in self.t.T]
-        return self.times[k]
-
-    def _points_key(self, i: int) -> tuple[int, int, int, int]:
-        """Finisher ``i``'s sort key behind a mass start's podium (:meth:`classification`)."""
-        pts = self.sprint_points[i]
-        return (0 if pts else 1, -pts, self.final_t.item(i), i)
-
-    def _ranked_keys(self) -> list[tuple[int, int]]:
-        """The classified finishers as sorted (finish time, row), kept from finish to
-        finish (and, for a mass start, ``by_points``: :meth:`_points_key` sorted);
-        built from the arrays when they were dropped."""
-        if self.by_time is None:
-            rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
-            self.by_time = sorted((self.final_t.item(i), i) for i in rows)
-            self.by_points = sorted(self._points_key(i) for i in rows)
-        return self.by_time
-
-    def _classify(self, row: int) -> dict[str, Any] | None:
-        """Classify ``row``, who has just finished, in the kept classification: her
-        place ``at`` (index), ``rank``, finish time ``t`` and ``behind`` the leader (µs),
-        her ``sprint_points`` (mass start), and ``tied``: how many rows right behind her
-        share her time, and so her rank. Every other row behind her goes down one rank;
-        at ``at`` 0, everyone's ``behind`` is measured from her. None when her finish
-        moves another row too (a mass start's podium taken from one who finished
-        earlier, by an official time): the event then carries the whole classification."""
-        by_time = self._ranked_keys()
-        t = self.final_t.item(row)
-        pos = bisect.bisect_left(by_time, (t, row))
-        by_time.insert(pos, (t, row))
-        change: dict[str, Any] = {"at": pos, "rank": pos + 1, "t": t,
-                                  "behind": t - by_time[0][0], "tied": 0}
-        if self.kind != "mass_start":
-            # Equal times share the rank where that time starts.
-            change["rank"] = bisect.bisect_left(by_time, (t, -1)) + 1
-            change["tied"] = bisect.bisect_left(by_time, (t + 1, -1)) - pos - 1
-            return change
-        key = self._points_key(row)
-        bisect.insort(self.by_points, key)
-        change["sprint_points"] = self.sprint_points[row]
-        if pos < PODIUM:
-            # On the podium, whatever her points: another row leaves it, unless the
-            # podium was not full.
-            return change if len(by_time) <= PODIUM else None
-        # Behind the podium by points: her place among the finishers by points, less
-        # the podium's skaters ahead of her there.
-        ahead = sum(1 for _, i in by_time[:PODIUM] if self._points_key(i) < key)
-        at = PODIUM + bisect.bisect_left(self.by_points, key) - ahead
-        change.update(at=at, rank=at + 1)
-        return change
-
-    def pack_state(self) -> dict[str, Any]:
-        """The live state of the race as a whole: the view's ``pack``, and a ``start``
-        event's. A crossing's event carries what it changed (:meth:`_pack_change`)."""
-        lead = int(self.crossings.max(initial=0))
-        run = self.run
-        return {
-            "run": None if run is None or self._done() else run.public(),
-            "order": self._order(),
-            "laps_to_go": self.n_cross - lead,
-            "bell": self.bell,
-            "crossings": dict(zip(self.bibs, self.crossings.tolist(), strict=True)),
-            "stopped": self.bib_arr[self.stopped].tolist(),
-            "sprint_points": (dict(zip(self.bibs, self.sprint_points, strict=True))
-                       if self.kind == "mass_start" else None),
-            "sprints": self.sprints,
-            "breakaway": self.breakaway,
-            "attempt": self.attempt,
-            "in_field": self.lying(),
-            **({"warning": self.warning,
-                "active": dict(zip(self.bibs, self.active, strict=True)),
-                "exchanges": dict(zip(self.bibs, self.exchanges, strict=True)),
-                "late_exchange": list(self.late_exchange)}
-               if self.teams else {}),
-        }
-
-    def classification(self) -> dict[str, list[Any]]:
-        """Finishers only, columnar like the long-track one (plus ``sprint_points`` for a
-        mass start).
-
-        Short track: by finish time (official first); equal thousandths share a place.
-        Mass start (DOMAIN.md §2): the first three across the line are 1-2-3; then by
-        sprint points; those without sprint points behind, in finishing order.
-        """
-        rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
-        final_t = self.final_t.tolist()
-
-        def t_of(i: int) -> int:
-            return int(final_t[i])
-        rows.sort(key=lambda i: (t_of(i), i))
-        if self.kind == "mass_start":
-            podium, rest = rows[:PODIUM], rows[PODIUM:]
-            pts = self.sprint_points
-            rest.sort(key=lambda i: (0 if pts[i] else 1, -pts[i], t_of(i), i))
-            rows = podium + rest
-        ranks: list[int] = []
-        for n, i in enumerate(rows):
-            tie = (n and self.kind != "mass_start" and t_of(i) == t_of(rows[n - 1]))
-            ranks.append(ranks[-1] if tie else n + 1)
-        lead = t_of(rows[0]) if rows else 0
-        out: dict[str, list[Any]] = {"bib": [self.bibs[i] for i in rows], "rank": ranks,
-                                     "t": [t_of(i) for i in rows],
-                                     "behind": [t_of(i) - lead for i in rows]}
-        if self.kind == "mass_start":
-            out["sprint_points"] = [self.sprint_points[i] for i in rows]
-        return out
-
     def view(self) -> dict[str, Any]:
         return {
             "race": {"id": self.id, "name": self.name, "kind": self.kind,

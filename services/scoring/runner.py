@@ -5,7 +5,8 @@ Delivery is at-least-once and the effect exactly-once:
 1. On start, load the last checkpoint (``checkpoint``: the engine as it stood after
    some earlier input) when it was made by this code and these settings, and replay
    the raw log after it, up to the recorded progress (the last input whose output was
-   written), publishing nothing. Without a usable checkpoint, replay from the start.
+   written), publishing nothing. Without a usable checkpoint, replay from the start
+   (:mod:`services.scoring.recovery`).
 2. Read this consumer's pending entries, then new ones, through the group.
 3. Per read (up to :data:`BATCH` entries): feed the engine each input in order, then
    publish all their events (per race, in input order), each input's verdict, the race
@@ -45,7 +46,6 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
@@ -53,15 +53,15 @@ from redis.typing import EncodableT, FieldT
 from icetime import bus, keys, snapshot
 from icetime.bus import LeaseLost
 from icetime.logs import about
-from icetime.messages import Clock, FeedInput, Passing, decode_stored
-from icetime.rules import load as load_rules
+from icetime.messages import FeedInput
 from icetime.service import Ready
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from . import checkpoint
-from .competition import Competition
 from .lease import POLL_S, Lease, worker_name
+from .outbox import UNJUDGED, Outbox, input_type, verdict_record
+from .recovery import Recovery
 from .snapshotter import Job, Snapshotter
 
 log = logging.getLogger(__name__)
@@ -76,79 +76,12 @@ FLUSH_S = 0.005
 FLUSH_BYTES = 4 * 1024 * 1024
 #: How often the counters are written for /api/health (off the per-input path).
 STATS_EVERY_S = 1.0
-REPLAY_CHUNK = 2000
 #: The longest wait between two attempts while Redis is away (s): scoring resumes at
 #: most this long after it is back.
 RETRY_MAX_S = 1.0
-#: A checkpoint blocks the worker while it is written: the next one waits at least this
-#: many times as long as the last took, so checkpoints cost at most ~1/20 of its time.
-CHECKPOINT_SPACING = 20
 
 
-#: Inputs whose verdict is written only when refused: the timing hot path (a passing a
-#: race ignores, a re-read or a skater not on the ice, is not refused: it is counted).
-UNJUDGED = (Passing, Clock)
-#: The fields of an input a verdict repeats, for the desk's audit log.
-VERDICT_FIELDS = ("race", "pair", "action", "bib", "target", "time_us", "m", "origin",
-                  "reason", "t", "transponder")
-
-
-def input_type(inp: FeedInput) -> str:
-    """The input's ``type`` as sent (``decision``, ``gun``...)."""
-    tag: str = inp.__struct_config__.tag  # type: ignore[assignment]
-    return tag
-
-
-def verdict_record(sid: str, inp: FeedInput, refused: str | None,
-                   hops: dict[str, Any]) -> dict[str, Any]:
-    """One entry of the officials' stream: who sent what (input type, source, seq, the
-    input's own fields), when (``rx_us``: ingest received it; ``scoring_us``: judged),
-    and its effect: ``verdict`` ``applied``, or ``refused`` with the ``reason``."""
-    what = {name: getattr(inp, name) for name in VERDICT_FIELDS
-            if getattr(inp, name, None) is not None}
-    record: dict[str, Any] = {"input": sid, "type": input_type(inp), "source": inp.source,
-                              "seq": inp.seq, "rx_us": hops["ingest_us"],
-                              "scoring_us": hops["scoring_us"], "input_fields": what,
-                              "verdict": "refused" if refused is not None else "applied"}
-    if refused is not None:
-        record["reason"] = refused
-    return record
-
-
-class Outbox:
-    """The output of consecutive raw inputs of one read, for one publish: the input
-    ids to acknowledge, the last one with output (the progress mark; "" none), the
-    verdicts and the encoded events per race, in input order."""
-
-    def __init__(self) -> None:
-        self.acks: list[str] = []
-        self.last = ""
-        self.verdicts: list[tuple[str, str]] = []
-        self.events: dict[str, list[str]] = {}
-        #: Races with a revision among their events here (its snapshot is due).
-        self.revised: set[str] = set()
-        #: Whether the last input taken is a judged one (:data:`UNJUDGED`).
-        self.judged = False
-        #: Bytes of the events so far.
-        self.size = 0
-        self.started = time.perf_counter()
-
-    def add(self, out: dict[str, list[dict[str, Any]]], hops: dict[str, Any]) -> int:
-        """Add an input's events per race, each with the input's ``hops``; returns how
-        many."""
-        n = 0
-        for race, events in out.items():
-            if events:
-                encoded = [bus.dumps({**ev, "hops": hops}) for ev in events]
-                self.events.setdefault(race, []).extend(encoded)
-                self.size += sum(len(e) for e in encoded)
-                if any(ev["type"] == "revision" for ev in events):
-                    self.revised.add(race)
-                n += len(events)
-        return n
-
-
-class ScoringRunner:
+class ScoringRunner(Recovery):
     def __init__(self, settings: Settings, r: aioredis.Redis, consumer: str = "scoring-1",
                  owner: str | None = None) -> None:
         self.settings = settings
@@ -189,117 +122,12 @@ class ScoringRunner:
         #: The longest a batch is held (s): :data:`FLUSH_S`.
         self.flush_s = FLUSH_S
 
-    def _new_engine(self) -> Competition:
-        return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
-                           self.settings.loops, load_rules(self.settings.rules_file or None))
-
     async def ensure_group(self) -> None:
         try:
             await self.r.xgroup_create(self.raw, keys.SCORING_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-    async def rebuild(self) -> int:
-        """Rebuild the engine up to the progress mark: from the last checkpoint when it
-        is usable, else from a fresh engine; returns how many raw inputs were replayed."""
-        self.engine = self._new_engine()
-        self.cadence = snapshot.Cadence()
-        mark = await self.r.get(keys.scoring_progress(self.competition))
-        self.progress = bus.parse_id(mark) if mark else None
-        self.since_checkpoint = 0
-        if mark is None:
-            return 0
-        start = "-"
-        saved = await self.restore(bus.parse_id(mark))
-        if saved is not None:
-            start = "(" + saved
-        n = 0
-        while True:
-            entries = bus.entries(
-                await self.r.xrange(self.raw, start, mark, count=REPLAY_CHUNK))
-            for sid, fields in entries:
-                inp = None if fields is None else self.decode(sid, fields)
-                if inp is not None:
-                    self.engine.feed(sid, inp)
-                n += 1
-            if len(entries) < REPLAY_CHUNK:
-                break
-            start = "(" + entries[-1][0]
-        log.info("rebuilt from %s and %d inputs up to %s",
-                 f"the checkpoint at {saved}" if saved else "the start", n, bus.text(mark))
-        if saved is None:
-            # The first save writes every race: do it now, before the worker is live,
-            # rather than stall live inputs later.
-            await self.save_checkpoint(force=True)
-        return n
-
-    async def restore(self, mark: tuple[int, int]) -> str | None:
-        """Load the checkpoint into :attr:`engine` when it was made by this code and
-        these settings, at or before ``mark``; returns the raw input id it stands at,
-        or None (the engine stays fresh) when there is none to use, saying why."""
-        self.saver.forget()
-        self.replace_checkpoint = True
-        raw = await self.r.hgetall(keys.scoring_checkpoint(self.competition))
-        fields = {bus.text(k): v if isinstance(v, bytes) else v.encode()
-                  for k, v in raw.items()}
-        progress = bus.text(fields.get("progress"))
-        if not progress:
-            return None
-        if bus.text(fields.get("fingerprint")) != self.fingerprint:
-            log.info("checkpoint made by other code or settings: replaying the whole log")
-            return None
-        if bus.parse_id(progress) > mark:
-            # The log is older than the checkpoint (Redis restored from an older copy).
-            log.warning("checkpoint at %s is past the progress mark: replaying the whole log",
-                        progress)
-            return None
-        engine = checkpoint.load(fields)
-        if engine is None:
-            log.warning("checkpoint at %s is damaged: replaying the whole log", progress)
-            return None
-        self.engine = engine
-        self.saver.holds()  # later saves add what changes
-        self.replace_checkpoint = False
-        return progress
-
-    async def save_checkpoint(self, force: bool = False) -> None:
-        """Save the engine as it stands after :attr:`progress`, when enough inputs and
-        time have passed since the last save (see :data:`CHECKPOINT_SPACING`), or now
-        with ``force``."""
-        now = time.monotonic()
-        if self.progress is None:
-            return
-        if not force and (self.since_checkpoint < self.settings.checkpoint_every
-                          or now - self.checkpoint_at < CHECKPOINT_SPACING * self.checkpoint_s):
-            return
-        fields: dict[str, bytes | str] = {**self.saver.fields(self.engine),
-                                          "fingerprint": self.fingerprint,
-                                          "progress": "{}-{}".format(*self.progress)}
-        # One transaction: a worker that dies mid-way leaves the last whole checkpoint.
-        pipe = self.r.pipeline(transaction=True)
-        if self.replace_checkpoint:  # none of ours yet: drop whatever another run left
-            pipe.delete(keys.scoring_checkpoint(self.competition))
-        pipe.hset(keys.scoring_checkpoint(self.competition), mapping=fields)  # type: ignore[arg-type]
-        await pipe.execute()
-        self.replace_checkpoint = False
-        self.checkpoint_at = time.monotonic()
-        self.checkpoint_s = self.checkpoint_at - now
-        self.since_checkpoint = 0
-        log.debug("checkpoint at %s: %d fields, %d bytes in %.3f s", fields["progress"],
-                  len(fields), sum(len(v) for v in fields.values()), self.checkpoint_s)
-
-    def decode(self, sid: str, fields: dict[bytes, bytes]) -> FeedInput | None:
-        """A raw entry's typed input; None, counted as refused, when it is not one."""
-        data = fields.get(b"d")
-        if data is None:
-            self.engine.refuse(sid, "a raw entry without its input ('d')")
-            return None
-        try:
-            return decode_stored(data)
-        except msgspec.DecodeError as exc:  # also its subclass ValidationError
-            self.engine.refuse(sid, f"not a valid input: {exc}")
-            return None
 
     async def handle(self, entries: list[tuple[str, bus.Fields | None]]) -> None:
         """Score the entries of one read in order and publish their output, in one

@@ -1,0 +1,160 @@
+"""What officials' inputs do in both race engines: decisions (statuses, void,
+official, manual time, restart), official finish times and their precedence
+(DOMAIN.md §1.4), chips reassigned to another skater; and the quiet replay of the
+input log, which puts statuses, reassigned chips and official finish times in place
+first, as facts about the whole race.
+
+:class:`Officials` builds on ``racestate.RaceState``; ``retelling.Retelling`` builds on
+it.
+"""
+from __future__ import annotations
+
+from typing import assert_never
+
+from icetime.messages import Decision, FinishTime
+from icetime.startlist import transponder_key
+from icetime.timefmt import to_thousandths
+
+from . import stories
+from .model import FINISH_PRECEDENCE, InputError, RaceEvent, RaceInput, RoutedGun, RoutedPassing
+from .racestate import START, LogEntry, RaceState, key_of
+
+
+class Officials(RaceState):
+    """Decisions, official finish times and reassigned chips; the quiet replay."""
+
+    # ------------------------------------------------------------------ replay
+    def _live(self, entries: list[LogEntry]) -> tuple[set[str], list[tuple[str, RaceInput]]]:
+        """The ids of the inputs ``entries`` void, and the others (id, input)."""
+        voided = {str(i.target) for _, _, i in entries
+                  if type(i) is Decision and i.action == "void"}
+        return voided, [(iid, inp) for _, iid, inp in entries if iid not in voided]
+
+    @staticmethod
+    def _reassignments(live: list[tuple[str, RaceInput]]) -> dict[str, str]:
+        return {transponder_key(i.transponder): str(i.bib) for _, i in live
+                if type(i) is Decision and i.action == "reassign"}
+
+
+    def _sorted_log(self) -> list[LogEntry]:
+        """The input log in race-time order."""
+        return sorted(self.log, key=key_of)
+
+    def _apply(self, input_id: str, inp: RaceInput, emit: bool) -> list[RaceEvent]:
+        """Apply one input to the state; ``emit=False`` in a replay (state only)."""
+        match inp:
+            case RoutedPassing():
+                return self._on_passing(input_id, self._rerouted(inp), emit)
+            case RoutedGun():
+                return self._on_gun(input_id, inp)
+            case FinishTime():
+                row = self._row(inp.bib)
+                self._set_official(row, inp.origin or "photo", inp.time_us)
+                return self._official_final(input_id, row, emit)
+            case Decision():
+                self._on_decision(input_id, inp)
+                return []
+        assert_never(inp)
+
+    def _replay_log(self) -> None:
+        """Apply the race's own input log again in race-time order, quietly
+        (emit=False), skipping voided inputs. Statuses (DQ, penalties...) and official
+        finish times are facts about the whole race, whenever they arrive: they are in
+        place before the passings are replayed, so a skater with a status is out of
+        every rank, best and gap at every passage, and an official time replaces the
+        transponder finish it stands for."""
+        entries = self._sorted_log()
+        self._prepare(entries)
+        # In a retelling, the facts are the whole log's (see _put_facts), voids too: an
+        # input voided further on in the log is no more applied here than the
+        # retelling applies it, so no line after this tells what it did.
+        voided, facts = self._live(entries if self.facts is None else self.facts)
+        live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
+        for row, status in self._statuses(facts).items():
+            self._set_status(row, status)
+        self.reassigned = self._reassignments(facts)
+        for _, inp in facts:
+            if type(inp) is FinishTime:
+                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
+        for iid, inp in live:
+            # An official time applied again where it arrived: a skater with no final
+            # by then has it from there on.
+            self._apply(iid, inp, emit=False)
+        # Every key, official times' included: the log stays in race-time order.
+        self.horizon = max((k for k, _, _ in entries), default=START)
+
+    def _statuses(self, inputs: list[tuple[str, RaceInput]]) -> dict[int, str | None]:
+        """Each row's status after the status decisions among ``inputs``, in order."""
+        out: dict[int, str | None] = {}
+        for _, inp in inputs:
+            if type(inp) is Decision:
+                if inp.action in self.status_actions:
+                    out[self._row(inp.bib)] = self.status_actions[inp.action]
+                elif inp.action == "reinstate":
+                    out[self._row(inp.bib)] = None
+        return out
+
+    def _on_decision(self, input_id: str, decision: Decision) -> None:
+        action = decision.action
+        if action == "void":
+            return  # handled by the replay, which skips the target input
+        if action == "official":
+            self.is_official = True
+        elif action in self.status_actions or action in ("reinstate", "reassign"):
+            return  # in place before the replay (_replay_log)
+        elif action == "manual_time":
+            if decision.time_us is None:  # Decision itself refuses this; for the type
+                raise InputError("a manual time needs 'time_us'")
+            self._manual_time(input_id, self._row(decision.bib), decision.time_us,
+                              decision.m)
+        elif action == "restart":
+            self._restart(decision)
+        else:
+            raise self._unknown_decision(action)
+
+
+    # ------------------------------------------------------------------ chips
+    def check_reassign(self, decision: Decision) -> None:
+        """Raise :class:`InputError` unless ``decision`` (a ``reassign``) names a skater of
+        this race: a chip is worn by a skater, never by a team."""
+        bib = str(decision.bib)
+        if bib in self.teams:
+            raise InputError(f"race {self.id}: a chip is worn by a skater, not by team {bib}")
+        if bib not in self.row_of:
+            raise InputError(f"race {self.id}: no skater {bib!r}")
+
+    def _rerouted(self, routed: RoutedPassing) -> RoutedPassing:
+        """``routed`` as the officials' reassignments route it: to the skater its chip
+        was reassigned to, if it was."""
+        if not self.reassigned:
+            return routed
+        passing = routed.passing
+        bib = self.reassigned.get(transponder_key(passing.transponder))
+        if bib is None and passing.transponder_alias is not None:
+            bib = self.reassigned.get(transponder_key(passing.transponder_alias))
+        if bib is None or bib == routed.bib:
+            return routed
+        return RoutedPassing(passing, bib, routed.t)
+
+    def _reassign_lines(self, decision: Decision) -> list[str]:
+        if decision.action != "reassign":
+            return []
+        bib = str(decision.bib)
+        name = (self.members.get(bib) or self.skaters[self.row[bib]]).short
+        return [stories.reassigned(str(decision.transponder), name)]
+
+    # ------------------------------------------------------------------ official times
+    def _set_official(self, row: int, origin: str, time_us: int) -> None:
+        """Keep an official finish time unless one of higher precedence (DOMAIN.md §1.4:
+        manual > photo > beam > transponder; an unknown origin ranks as photo) is kept."""
+        prec = FINISH_PRECEDENCE.get(origin, 2)
+        t = to_thousandths(time_us)
+        if row not in self.official or prec >= self.official[row][0]:
+            self.official[row] = (prec, t, origin)
+
+    def _official_finish(self, row: int, t: int) -> tuple[int, str]:
+        """The finish time that counts for ``row`` and its origin: the official time when
+        there is one, else ``t`` (µs) from the transponder."""
+        official = self.official.get(row)
+        return (official[1], official[2]) if official else (t, "transponder")
+

@@ -1,0 +1,158 @@
+"""What is saved and restored of a scoring worker's engine: on start, the engine is
+rebuilt from the last checkpoint (``checkpoint``) when this code and these settings
+made it, then the raw log after it is replayed up to the progress mark, publishing
+nothing; without a usable checkpoint, from the start. While scoring, a checkpoint is
+saved now and then, at most ~1/20 of the worker's time (:data:`CHECKPOINT_SPACING`).
+
+:class:`Recovery` is the base of ``runner.ScoringRunner``, which sets the state it
+declares.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+import redis.asyncio as aioredis
+
+from icetime import bus, keys, snapshot
+from icetime.messages import FeedInput, decode_stored
+from icetime.rules import load as load_rules
+from icetime.settings import Settings
+
+from . import checkpoint
+from .competition import Competition
+
+log = logging.getLogger(__name__)
+REPLAY_CHUNK = 2000
+#: A checkpoint blocks the worker while it is written: the next one waits at least this
+#: many times as long as the last took, so checkpoints cost at most ~1/20 of its time.
+CHECKPOINT_SPACING = 20
+
+
+class Recovery:
+    """Rebuilding the engine from the checkpoint and the raw log; saving checkpoints."""
+
+    settings: Settings
+    r: aioredis.Redis
+    #: The competition scored, and its raw log's stream key.
+    competition: str
+    raw: str
+    engine: Competition
+    cadence: snapshot.Cadence
+    #: The last raw input whose output was written (None: none yet).
+    progress: tuple[int, int] | None
+    #: Of this code and these settings: a checkpoint made by others is not used.
+    fingerprint: str
+    saver: checkpoint.Saver
+    #: The next save replaces the whole hash (it holds no checkpoint of this run yet).
+    replace_checkpoint: bool
+    #: Inputs handled since the last checkpoint; when it was written and how long it took.
+    since_checkpoint: int
+    checkpoint_at: float
+    checkpoint_s: float
+
+    def _new_engine(self) -> Competition:
+        return Competition(self.settings.source_offsets(), self.settings.max_speed_mps,
+                           self.settings.loops, load_rules(self.settings.rules_file or None))
+
+    async def rebuild(self) -> int:
+        """Rebuild the engine up to the progress mark: from the last checkpoint when it
+        is usable, else from a fresh engine; returns how many raw inputs were replayed."""
+        self.engine = self._new_engine()
+        self.cadence = snapshot.Cadence()
+        mark = await self.r.get(keys.scoring_progress(self.competition))
+        self.progress = bus.parse_id(mark) if mark else None
+        self.since_checkpoint = 0
+        if mark is None:
+            return 0
+        start = "-"
+        saved = await self.restore(bus.parse_id(mark))
+        if saved is not None:
+            start = "(" + saved
+        n = 0
+        while True:
+            entries = bus.entries(
+                await self.r.xrange(self.raw, start, mark, count=REPLAY_CHUNK))
+            for sid, fields in entries:
+                inp = None if fields is None else self.decode(sid, fields)
+                if inp is not None:
+                    self.engine.feed(sid, inp)
+                n += 1
+            if len(entries) < REPLAY_CHUNK:
+                break
+            start = "(" + entries[-1][0]
+        log.info("rebuilt from %s and %d inputs up to %s",
+                 f"the checkpoint at {saved}" if saved else "the start", n, bus.text(mark))
+        if saved is None:
+            # The first save writes every race: do it now, before the worker is live,
+            # rather than stall live inputs later.
+            await self.save_checkpoint(force=True)
+        return n
+
+    async def restore(self, mark: tuple[int, int]) -> str | None:
+        """Load the checkpoint into :attr:`engine` when it was made by this code and
+        these settings, at or before ``mark``; returns the raw input id it stands at,
+        or None (the engine stays fresh) when there is none to use, saying why."""
+        self.saver.forget()
+        self.replace_checkpoint = True
+        raw = await self.r.hgetall(keys.scoring_checkpoint(self.competition))
+        fields = {bus.text(k): v if isinstance(v, bytes) else v.encode()
+                  for k, v in raw.items()}
+        progress = bus.text(fields.get("progress"))
+        if not progress:
+            return None
+        if bus.text(fields.get("fingerprint")) != self.fingerprint:
+            log.info("checkpoint made by other code or settings: replaying the whole log")
+            return None
+        if bus.parse_id(progress) > mark:
+            # The log is older than the checkpoint (Redis restored from an older copy).
+            log.warning("checkpoint at %s is past the progress mark: replaying the whole log",
+                        progress)
+            return None
+        engine = checkpoint.load(fields)
+        if engine is None:
+            log.warning("checkpoint at %s is damaged: replaying the whole log", progress)
+            return None
+        self.engine = engine
+        self.saver.holds()  # later saves add what changes
+        self.replace_checkpoint = False
+        return progress
+
+    async def save_checkpoint(self, force: bool = False) -> None:
+        """Save the engine as it stands after :attr:`progress`, when enough inputs and
+        time have passed since the last save (see :data:`CHECKPOINT_SPACING`), or now
+        with ``force``."""
+        now = time.monotonic()
+        if self.progress is None:
+            return
+        if not force and (self.since_checkpoint < self.settings.checkpoint_every
+                          or now - self.checkpoint_at < CHECKPOINT_SPACING * self.checkpoint_s):
+            return
+        fields: dict[str, bytes | str] = {**self.saver.fields(self.engine),
+                                          "fingerprint": self.fingerprint,
+                                          "progress": "{}-{}".format(*self.progress)}
+        # One transaction: a worker that dies mid-way leaves the last whole checkpoint.
+        pipe = self.r.pipeline(transaction=True)
+        if self.replace_checkpoint:  # none of ours yet: drop whatever another run left
+            pipe.delete(keys.scoring_checkpoint(self.competition))
+        pipe.hset(keys.scoring_checkpoint(self.competition), mapping=fields)  # type: ignore[arg-type]
+        await pipe.execute()
+        self.replace_checkpoint = False
+        self.checkpoint_at = time.monotonic()
+        self.checkpoint_s = self.checkpoint_at - now
+        self.since_checkpoint = 0
+        log.debug("checkpoint at %s: %d fields, %d bytes in %.3f s", fields["progress"],
+                  len(fields), sum(len(v) for v in fields.values()), self.checkpoint_s)
+
+    def decode(self, sid: str, fields: dict[bytes, bytes]) -> FeedInput | None:
+        """A raw entry's typed input; None, counted as refused, when it is not one."""
+        data = fields.get(b"d")
+        if data is None:
+            self.engine.refuse(sid, "a raw entry without its input ('d')")
+            return None
+        try:
+            return decode_stored(data)
+        except msgspec.DecodeError as exc:  # also its subclass ValidationError
+            self.engine.refuse(sid, f"not a valid input: {exc}")
+            return None

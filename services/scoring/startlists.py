@@ -1,0 +1,165 @@
+"""What a start list makes of a competition, and what follows from its results: the
+races (created, or configured again and revised), the skaters and their transponders
+(docs/startlist.md); a round's next races and each event's ranking (``rounds``); the
+World Cup standings (``standings``); and the views of races, events and standings.
+
+:class:`StartLists` is the base of ``competition.Competition`` (the router), which sets
+the state it declares.
+"""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from icetime.messages import StartList
+from icetime.rules import Rules
+from icetime.startlist import transponder_key
+
+from . import rounds, standings
+from .longtrack import TEAM_KINDS, LongTrackRace
+from .marathon import KIND as MARATHON
+from .marathon import MarathonRace
+from .model import InputError, RaceEvent, Skater
+from .pack import KINDS as PACK_KINDS
+from .pack import PackRace
+
+#: Any race the competition holds: they share feed(), view(), starters() and can_call().
+Race = LongTrackRace | PackRace | MarathonRace
+
+
+class StartLists:
+    """The start list's races, skaters and transponders; rounds, standings, views."""
+
+    rules: Rules
+    max_speed_mps: float
+    #: Extra loops in the ice: point id -> metres past the finish line.
+    loops: dict[str, int]
+    skaters: dict[str, Skater]
+    #: Transponder (as ``transponder_key`` compares it) -> bib, from the start lists.
+    by_transponder: dict[str, str]
+    #: Timing points besides the finish line: team events' lines, marathon courses.
+    lines: set[str]
+    #: Rounds: the events, their views and revisions.
+    events: dict[str, rounds.Event]
+    event_views: dict[str, dict[str, Any]]
+    event_revs: dict[str, int]
+    #: World Cup standings: before this competition, now, and their revision.
+    standings_before: dict[str, dict[str, int]]
+    standings: dict[str, Any]
+    standings_rev: int
+    #: A plain dict, or a checkpoint's RaceStore (races unpickled when first used).
+    races: MutableMapping[str, Race]
+
+    def _startlist(self, input_id: str, inp: StartList) -> dict[str, list[RaceEvent]]:
+        skaters = {**self.skaters}
+        for s in inp.skaters or []:
+            sk = Skater.from_spec(s)
+            skaters[sk.bib] = sk
+        transponders = self._transponders(skaters)
+        # Validate every race before changing anything: a bad file changes nothing.
+        staged = []
+        for spec in inp.races or []:
+            rid = str(spec["id"])
+            probe = self._new_race(spec, skaters)
+            staged.append((rid, spec, probe))
+        self.skaters, self.by_transponder = skaters, transponders
+        for spec in inp.events or []:
+            if str(spec["id"]) not in self.events:
+                self.events[str(spec["id"])] = rounds.Event(spec)
+        if inp.standings_before is not None:
+            self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
+                                     for c, t in inp.standings_before.items()}
+        out: dict[str, list[RaceEvent]] = {}
+        for rid, spec, probe in staged:
+            race = self.races.get(rid)
+            if race is None:
+                self.races[rid] = race = probe
+            else:
+                race.configure(spec, skaters)
+            out[rid] = race.recompute(input_id, "start list")
+        # Timing points besides the finish line: team events' lines, marathon courses.
+        self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
+                      for line in r.lines.values()} | {
+            p for r in self.races.values() if isinstance(r, MarathonRace) for p in r.points}
+        return out
+
+    def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
+        """Transponder (as :func:`transponder_key` compares it) -> bib, known and
+        ``skaters``' own; InputError for a transponder given to two bibs."""
+        transponders = dict(self.by_transponder)
+        for sk in skaters.values():
+            for tr in sk.transponders:
+                key = transponder_key(tr)
+                owner = transponders.get(key)
+                if owner is not None and owner != sk.bib:
+                    raise InputError(f"transponder {tr} given to bibs {owner} and {sk.bib}")
+                transponders[key] = sk.bib
+        return transponders
+
+    def _names(self) -> dict[str, dict[str, Any]]:
+        """Every competitor's name: skaters, and the teams of relays and team events."""
+        names: dict[str, dict[str, Any]] = {
+            b: {"bib": b, "name": sk.name, "short": sk.short, "nation": sk.nation}
+            for b, sk in self.skaters.items()}
+        for race in self.races.values():
+            for tid in race.teams:
+                sk = race.skaters[race.row[tid]]
+                names[tid] = {"bib": tid, "name": sk.name, "short": sk.short,
+                              "nation": sk.nation}
+        return names
+
+    def _with_rounds(self, input_id: str, startlist: bool,
+                     out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
+        """Rounds: when a round is official, create the next round's races; keep each
+        event's ranking (a revision of ``event-<id>`` when it changes)."""
+        for ev in self.events.values():
+            if not startlist and not ev.race_ids() & set(out):
+                continue
+            for spec in ev.step(self.races):
+                race = self._new_race(spec, self.skaters)
+                self.races[race.id] = race
+                out = {**out, race.id: race.recompute(input_id, "start list (next round)")}
+            ev.rank(self.races)
+            fresh = ev.view(self._names())
+            if fresh != self.event_views.get(ev.id):
+                self.event_views[ev.id] = fresh
+                self.event_revs[ev.id] = self.event_revs.get(ev.id, 0) + 1
+                vid = f"event-{ev.id}"
+                out = {**out, vid: [{"type": "revision", "race": vid, "input": input_id,
+                                     "reason": "rounds", "view": self.view(vid)}]}
+        return out
+
+    def _with_standings(self, input_id: str, startlist: bool,
+                        out: dict[str, list[RaceEvent]]) -> dict[str, list[RaceEvent]]:
+        """World Cup standings move when a cup race's official result changes."""
+        touched = any(self.races[r].world_cup and self.races[r].is_official
+                      for r in out if r in self.races) or any(
+            r.startswith("event-") and self.events[r[6:]].world_cup for r in out)
+        if not touched and not startlist:
+            return out
+        scored: list[standings.Scored] = [*self.races.values(), *self.events.values()]
+        fresh = standings.compute(scored, self.rules, self.standings_before, self._names())
+        if fresh == self.standings or not (fresh["cups"] or self.standings):
+            return out
+        self.standings = fresh
+        self.standings_rev += 1
+        return {**out, standings.STANDINGS_ID: [
+            {"type": "revision", "race": standings.STANDINGS_ID, "input": input_id,
+             "reason": "official results", "view": self.view(standings.STANDINGS_ID)}]}
+
+    def _new_race(self, spec: dict[str, Any], skaters: dict[str, Skater]) -> Race:
+        kind = spec.get("kind", "long_track_individual")
+        if kind == "long_track_individual" or kind in TEAM_KINDS:
+            return LongTrackRace(spec, skaters, self.max_speed_mps, self.loops)
+        if kind in PACK_KINDS:
+            return PackRace(spec, skaters, self.rules, self.max_speed_mps)
+        if kind == MARATHON:
+            return MarathonRace(spec, skaters, self.max_speed_mps)
+        raise InputError(f"race {spec.get('id')}: unknown kind {kind!r}")
+
+    def view(self, race_id: str) -> dict[str, Any]:
+        if race_id == standings.STANDINGS_ID:
+            return {**self.standings, "revision": self.standings_rev}
+        if race_id.startswith("event-") and race_id[6:] in self.events:
+            return {**self.event_views[race_id[6:]], "revision": self.event_revs[race_id[6:]]}
+        return self.races[race_id].view()
