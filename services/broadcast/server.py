@@ -28,11 +28,13 @@ from icetime.service import Ready, binding, favicon, healthz, listen_port, readi
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
-from .fanout import LATEST, PROTOCOLS, AmbiguousRace, Hub, Subscription, write_all
+from .fanout import AmbiguousRace, Hub
+from .frames import LATEST, PROTOCOLS, write_all
 from .keepalive import Keepalive
 from .metrics import Metrics
 from .results_http import ResultsApi
 from .rmonitor import RMonitorFeed
+from .subscription import Subscription
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
