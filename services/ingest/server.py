@@ -52,7 +52,8 @@ from icetime.settings import ROLE_INPUTS, ConfigError, Settings, Source
 from icetime.settings import load as load_settings
 from icetime.timefmt import now_us
 
-from .decoders.link import DecoderLink, make_link
+from .decoders.base_link import DecoderLink
+from .decoders.link import make_link
 from .desk import Desk, security_headers
 from .feed import MAX_LINE, FeedError, LineSplitter, NotJSON, decode_line, parse_json, validate
 
