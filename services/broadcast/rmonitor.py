@@ -34,7 +34,7 @@ from icetime.view import apply_event
 from services.scoring.standings import STANDINGS_ID
 
 from .fanout import Hub
-from .results import MARATHON, PACK_KINDS, Row, best_lap, has_results, lap_length, rows
+from .result_rows import MARATHON, PACK_KINDS, Row, best_lap, has_results, lap_length, rows
 from .subscription import Subscription
 
 log = logging.getLogger(__name__)
