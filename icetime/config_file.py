@@ -28,7 +28,6 @@ ListenPort = Annotated[int, Meta(ge=0, le=65535)]
 #: A port icetime connects to (or, for protime_udp, a decoder sends to).
 RemotePort = Annotated[int, Meta(ge=1, le=65535)]
 Name = Annotated[str, Meta(min_length=1)]
-#: An extra loop lies this many metres or fewer past the finish line (the 400 m lap).
 
 
 class ConfigError(ValueError):
@@ -164,7 +163,6 @@ class VenueFile(_Section, frozen=True):
     competition: _Competition = msgspec.field(default_factory=_Competition)
     sources: tuple[Source, ...] = ()
     decoders: tuple[Decoder, ...] = ()
-
 
 
 _MSGSPEC = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<at>[^`]*)`)?$")

@@ -60,7 +60,6 @@ class Pending:
     session: str | None = None
 
 
-
 class PassingStore:
     """Storing passings: the spool, the sessions, restarts. A mixin of
     :class:`~services.ingest.decoders.base_link.DecoderLink`, which sets what is
