@@ -17,8 +17,8 @@ pytest_collection_modifyitems
 pytestmark
 clean_env  # an autouse fixture (tests/test_settings.py): no test names it
 
-# Fields of the wire Structs in icetime/messages.py that msgspec decodes, encodes and
-# puts in the JSON Schemas, but no Python code reads by name.
+# Fields of the wire Structs (icetime/feed_inputs.py, race_events.py, race_views.py) that
+# msgspec decodes, encodes and puts in the JSON Schemas, but no Python code reads by name.
 _.sent_us
 _.rx_us
 _.rtt_us

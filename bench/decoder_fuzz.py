@@ -44,7 +44,8 @@ from icetime.redis_embed import EmbeddedRedis
 from icetime.settings import Decoder, Settings
 from services.ingest.decoders import Damaged, amb_ascii, p3, protime
 from services.ingest.decoders.amb_ascii import SOH
-from services.ingest.decoders.link import DecoderLink, make_link
+from services.ingest.decoders.base_link import DecoderLink
+from services.ingest.decoders.link import make_link
 from services.ingest.decoders.numbers import PassingNumbers
 from services.ingest.server import Ingest
 

@@ -18,31 +18,36 @@ Two Lua scripts make the two writes that must be atomic:
 
 A third, ``store_snapshot``, stores a race's snapshot built apart from the publish
 (:mod:`services.scoring.snapshotter`): only when newer than the stored one.
+Connecting (:func:`connect`, :class:`Outage`) is :mod:`icetime.redis_connect`'s; stream
+ids, entries and encodings (:func:`parse_id`, :func:`entries`, :func:`dumps`, ...)
+are :mod:`icetime.streams`'; both are imported from here.
 """
 from __future__ import annotations
 
 import hashlib
-import logging
-import time
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import msgpack
-import msgspec
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import (
-    CrossSlotTransactionError,
-    InvalidPipelineStack,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import RedisError, ResponseError
 
 from icetime import keys
+
+# Defined apart (connecting; stream ids, entries and encodings); the services use them
+# as bus.<name>.
+from icetime.redis_connect import ClusterUnavailable as ClusterUnavailable
+from icetime.redis_connect import Outage as Outage
+from icetime.redis_connect import connect as connect
+from icetime.streams import Fields as Fields
+from icetime.streams import RawEntry as RawEntry
+from icetime.streams import dumps as dumps
+from icetime.streams import entries as entries
+from icetime.streams import pack_input as pack_input
+from icetime.streams import parse_id as parse_id
+from icetime.streams import read_entries as read_entries
+from icetime.streams import text as text
+from icetime.streams import unpack_input as unpack_input
+from icetime.streams import valid_id as valid_id
 
 APPEND_INPUT = """
 -- KEYS: raw, seen, stats, source-seq, then per input its idempotency key
@@ -186,223 +191,6 @@ def digest(inp: dict[str, Any]) -> str:
     body = sorted((k, v) for k, v in inp.items() if k not in UNSTAMPED and v is not None)
     packed = msgpack.packb(body, use_bin_type=True)
     return hashlib.blake2b(packed, digest_size=8).hexdigest()
-
-
-#: Connections per process. A burst of requests (a thousand phones subscribing at
-#: once) waits for a free connection instead of failing.
-POOL_SIZE = 64
-
-
-#: Seconds to open a connection, and to wait for any reply. The longest blocking read
-#: the services make is 1 s (the fan-out's XREAD), so 5 s means a server that went
-#: away without closing its sockets (a host or network failure) is noticed in 5 s
-#: instead of hanging a service for as long as the kernel keeps the connection.
-CONNECT_TIMEOUT_S = 2.0
-REPLY_TIMEOUT_S = 5.0
-#: A pooled connection idle longer than this is PINGed before it is used again.
-HEALTH_CHECK_S = 10
-
-
-#: The URL schemes that name a node of a Redis Cluster (the rest of the URL as for
-#: ``redis://`` and ``rediss://``).
-CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
-
-
-class ClusterUnavailable(RedisConnectionError):
-    """The cluster client could not reach a node serving a key's slot (no node
-    answers, or no master serves the slot for now, as in a failover): an outage, a
-    RedisError like any other, which the services' retry loops handle."""
-
-
-class _Cluster(RedisCluster):
-    """redis-py's cluster client, whose "cannot reach the cluster" errors are
-    RedisErrors (:class:`ClusterUnavailable`) like a single server's: redis-py raises
-    them as ``RedisClusterException``, which is not one."""
-
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super().execute_command(*args, **kwargs)
-        except (CrossSlotTransactionError, InvalidPipelineStack):
-            raise  # icetime's own mistake, not an outage
-        except RedisClusterException as exc:
-            raise ClusterUnavailable(str(exc)) from exc
-
-    def pipeline(self, transaction: Any | None = None,
-                 shard_hint: Any | None = None) -> ClusterPipeline:
-        """A pipeline whose "cannot reach the cluster" errors are RedisErrors too."""
-        if shard_hint:
-            return super().pipeline(transaction, shard_hint)  # refuses it, as redis-py does
-        # redis-py declares _event_dispatcher abstract on its base and sets it in __init__.
-        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
-
-
-class _ClusterPipeline(ClusterPipeline):
-    """redis-py's cluster pipeline, raising :class:`ClusterUnavailable` where it raises
-    ``RedisClusterException`` for an unreachable cluster: its execute() does not go
-    through :meth:`_Cluster.execute_command`, and the services' retry loops catch
-    RedisError (without this, the scoring pool's announcement would kill the worker)."""
-
-    async def execute(self, raise_on_error: bool = True,
-                      allow_redirections: bool = True) -> list[Any]:
-        try:
-            return await super().execute(raise_on_error, allow_redirections)
-        except (CrossSlotTransactionError, InvalidPipelineStack):
-            raise
-        except RedisClusterException as exc:
-            raise ClusterUnavailable(str(exc)) from exc
-
-
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio client for ``redis://``, ``rediss://`` or ``unix://`` URLs, or for a
-    Redis Cluster through any of its nodes (``redis+cluster://host:port``,
-    ``rediss+cluster://``): redis-py's ``RedisCluster``, which finds the other nodes,
-    sends each command to the master of its keys' slot and follows a failover.
-
-    A command that fails on the connection (Redis down, restarted, unreachable, a
-    cluster master gone) raises ``redis.exceptions.ConnectionError`` or ``TimeoutError``
-    (both RedisError) at once: the client never retries by itself, because the PUBLISH
-    script must not run twice; each service has its own retry loop (:class:`Outage`
-    logs it). Broken pooled connections are replaced when next taken from the pool; a
-    cluster client learns the new layout (which node now serves a slot) on the next
-    command after such an error."""
-    options: dict[str, Any] = {
-        "decode_responses": False, "health_check_interval": HEALTH_CHECK_S,
-        "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": REPLY_TIMEOUT_S,
-        "retry": Retry(NoBackoff(), 0)}
-    for scheme, plain in CLUSTER_SCHEMES.items():
-        if url.startswith(scheme):
-            # The cluster client speaks every command the services use with the single
-            # server's signatures; typed as one so the services need no second path.
-            cluster = _Cluster.from_url(plain + url[len(scheme):],
-                                            max_connections=POOL_SIZE, **options)
-            return cast(aioredis.Redis, cluster)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=20, **options)
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
-
-
-class Outage:
-    """The log of a service's Redis outages: one WARNING when Redis first fails, one
-    INFO "recovered" (with how long it was away) at the first success after that, and
-    nothing in between, however often the service retries. No traceback: a Redis that
-    is away is an expected condition, and its error message says all there is."""
-
-    def __init__(self, logger: logging.Logger, what: str,
-                 on_change: Callable[[bool], None] | None = None) -> None:
-        self.log = logger
-        self.what = what
-        #: time.monotonic() when the current outage began; None while Redis answers.
-        self.since: float | None = None
-        #: Called with True when an outage begins and False when it ends (a broadcast
-        #: node tells its clients the data is stale).
-        self.on_change = on_change
-
-    def failed(self, exc: BaseException, doing: str = "") -> None:
-        """A Redis call failed with ``exc`` (while ``doing`` something, for the log)."""
-        if self.since is None:
-            self.since = time.monotonic()
-            if self.on_change is not None:
-                self.on_change(True)
-            self.log.warning("%s: Redis unavailable%s (%s); retrying until it is back",
-                             self.what, f" while {doing}" if doing else "", exc)
-        else:
-            self.log.debug("%s: Redis still unavailable: %s", self.what, exc)
-
-    def ok(self) -> None:
-        """A Redis call succeeded."""
-        if self.since is not None:
-            self.log.info("%s: Redis recovered after %.1f s", self.what,
-                          time.monotonic() - self.since)
-            self.since = None
-            if self.on_change is not None:
-                self.on_change(False)
-
-
-def parse_id(stream_id: str | bytes) -> tuple[int, int]:
-    """A stream id as a comparable (ms, seq) tuple."""
-    if isinstance(stream_id, bytes):
-        stream_id = stream_id.decode()
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-#: A stream entry as redis-py types it: (id, fields), either part None for an entry
-#: deleted while pending. The client speaks bytes (``decode_responses=False``), but its
-#: types allow str too.
-RawEntry = tuple[bytes | str | None, dict[bytes | str, bytes | str] | None]
-
-
-def text(value: bytes | str | None) -> str:
-    """A reply value as text (UTF-8); None (a missing key) as ``""``."""
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-#: A stream entry's fields, as the bus writes them (``{b"d": input}``, ``{b"e": event}``).
-Fields = dict[bytes, bytes]
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def entries(reply: Iterable[RawEntry] | None) -> list[tuple[str, Fields | None]]:
-    """An XRANGE or XREVRANGE reply as (stream id, fields) pairs, in order; the fields
-    are None for an entry deleted while pending.
-
-    Raises ValueError for an entry without an id, which Redis never sends."""
-    out: list[tuple[str, Fields | None]] = []
-    for sid, fields in reply or ():
-        if sid is None:
-            raise ValueError("a stream entry without an id")
-        out.append((text(sid), None if fields is None else
-                    {_bytes(k): _bytes(v) for k, v in fields.items()}))
-    return out
-
-
-def read_entries(reply: list[list[Any]] | dict[Any, Any] | None
-                 ) -> list[tuple[str, Fields | None]]:
-    """An XREAD or XREADGROUP reply (RESP2: ``[[stream, entries], ...]``, the protocol
-    :func:`connect` speaks) as the pairs of :func:`entries`, stream after stream.
-
-    Raises TypeError for a RESP3 reply (a dict)."""
-    if isinstance(reply, dict):
-        raise TypeError("a RESP3 stream reply: the bus speaks RESP2")
-    return [pair for _stream, chunk in reply or () for pair in entries(chunk)]
-
-
-def valid_id(stream_id: Any) -> bool:
-    try:
-        parse_id(str(stream_id))
-        return True
-    except ValueError:
-        return False
-
-
-def pack_input(inp: dict[str, Any]) -> bytes:
-    data: bytes = msgpack.packb(inp, use_bin_type=True)
-    return data
-
-
-def unpack_input(data: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = msgpack.unpackb(data, raw=False)
-    return obj
-
-
-#: msgspec's encoder: what ``json.dumps`` with compact separators and UTF-8 writes,
-#: about 100x faster on a 10,000-skater view (the json module's took 90 ms for a 300 KB
-#: event on this machine, msgspec under 1 ms).
-_ENCODER = msgspec.json.Encoder()
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON (UTF-8, not ASCII-escaped), the encoding of every event and
-    WebSocket frame. Raises TypeError for a value JSON has no form for."""
-    try:
-        return _ENCODER.encode(obj).decode()
-    except msgspec.EncodeError as exc:
-        raise TypeError(str(exc)) from None
 
 
 class LeaseLost(RedisError):

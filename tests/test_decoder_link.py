@@ -19,8 +19,9 @@ from icetime.replay import GUN_SOURCE, load_fixture, script_inputs
 from icetime.settings import Decoder
 from icetime.timefmt import format_time, now_us
 from icetime.view import apply_event
+from services.ingest.decoders import base_link
 from services.ingest.decoders import link as link_mod
-from services.ingest.decoders.link import read_capture
+from services.ingest.decoders.capture import read_capture
 from services.ingest.decoders.p3 import P3Decoder, P3Record
 from services.ingest.decoders.simulator import DecoderSimulator
 
@@ -222,8 +223,8 @@ async def test_a_decoder_that_is_not_there_is_warned_about_once(redis_client, tm
     backoff; when the decoder appears, the link connects and says it is back, once."""
     from services.ingest.server import Ingest
 
-    monkeypatch.setattr(link_mod, "MAX_BACKOFF_S", 0.4)  # the cap, made short for the test
-    caplog.set_level(logging.DEBUG, logger=link_mod.__name__)
+    monkeypatch.setattr(base_link, "MAX_BACKOFF_S", 0.4)  # the cap, made short for the test
+    caplog.set_level(logging.DEBUG, logger=base_link.__name__)
     # A port bound but not listening: connections are refused until the decoder appears.
     reserved = socket.socket()
     reserved.bind(("127.0.0.1", 0))
@@ -239,7 +240,7 @@ async def test_a_decoder_that_is_not_there_is_warned_about_once(redis_client, tm
 
         def lines(level):
             return [r.getMessage() for r in caplog.records
-                    if r.name == link_mod.__name__ and r.levelno == level]
+                    if r.name == base_link.__name__ and r.levelno == level]
 
         warnings = lines(logging.WARNING)
         assert len(warnings) == 1 and "unreachable" in warnings[0], warnings

@@ -20,7 +20,7 @@ from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.settings import Decoder
 from services.ingest import server as ingest_server
 from services.ingest.decoders import Damaged, numbers
-from services.ingest.decoders.link import MAX_ANOMALIES, MAX_REASONS
+from services.ingest.decoders.base_link import MAX_ANOMALIES, MAX_REASONS
 from services.ingest.decoders.numbers import Anomaly, PassingNumbers
 from services.ingest.decoders.p3 import (
     TOR,

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from icetime import bus, keys
 from icetime.feedclient import FeedClient
 from icetime.keys import DEFAULT_COMPETITION as MAIN
+from services.ingest.core import REJECT_KEEP_BYTES
 from services.ingest.feed import MAX_ERROR, MAX_LINE
-from services.ingest.server import REJECT_KEEP_BYTES
 
 from .conftest import TOKENS, Stack, make_settings
 

@@ -342,11 +342,11 @@ async def test_a_full_spool_counts_what_it_leaves_out_and_asks_for_it_again(
     """A spool of 3 and 6 passings while Redis is away: 3 are spooled, 3 are counted as
     not stored (the health says so), and once the spool is stored the P3 link asks the
     decoder to RESEND the other 3; all 6 end up stored, once each, in order."""
-    from services.ingest.decoders import link as link_mod
+    from services.ingest.decoders import spool
 
     from .test_decoder_link import decoder_stack
 
-    monkeypatch.setattr(link_mod, "SPOOL_MAX", 3)
+    monkeypatch.setattr(spool, "SPOOL_MAX", 3)
     async with decoder_stack(redis_server, tmp_path) as (st, sim):
         sim.passing(4100201, time.time_ns() // 1000)  # stored: the link knows where it is
 

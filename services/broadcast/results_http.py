@@ -29,7 +29,8 @@ from redis.exceptions import RedisError
 from icetime import bus, keys, snapshot
 
 from . import sheet
-from .results import Meta, csv_text, has_results, race_document, race_info
+from .result_rows import has_results
+from .results import Meta, csv_text, race_document, race_info
 
 #: Bumped when the documents' shape changes, so no client keeps an old one by its ETag.
 FORMAT = "r1"

@@ -33,8 +33,9 @@ from icetime.timefmt import now_us
 from icetime.view import apply_event
 from services.scoring.standings import STANDINGS_ID
 
-from .fanout import Hub, Subscription
-from .results import MARATHON, PACK_KINDS, Row, best_lap, has_results, lap_length, rows
+from .fanout import Hub
+from .result_rows import MARATHON, PACK_KINDS, Row, best_lap, has_results, lap_length, rows
+from .subscription import Subscription
 
 log = logging.getLogger(__name__)
 #: How often the heartbeat goes out and the followed race is chosen again, seconds.

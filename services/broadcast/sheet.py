@@ -16,7 +16,8 @@ import typst
 
 from icetime.timefmt import format_diff, format_time
 
-from .results import MARATHON, Meta, Row, iso_ms, long_time, marathon_rows, rows
+from .result_rows import MARATHON, Row, long_time, marathon_rows, rows
+from .results import Meta, iso_ms
 
 TEMPLATE = Path(__file__).with_name("sheet.typ")
 #: More intermediate passages than this: the page is turned to landscape.

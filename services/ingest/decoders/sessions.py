@@ -4,7 +4,7 @@ A decoder numbers its passings (P3 passing numbers, AMB ASCII record numbers), a
 restart numbers them from the start again. Ingest keys every input by (source, session,
 seq): each boot of a decoder is a *session*, and the same number in another session is
 another passing. :class:`Sessions` holds a link's current session and the number range
-each earlier one stored (sans-I/O: the link loads and saves it, see ``link.DecoderLink``).
+each earlier one stored (sans-I/O: the link loads and saves it, see ``base_link.DecoderLink``).
 
 A new session starts when the decoder says it restarted (a RESET or FIRST_CONTACT
 record), when its clock since boot goes back (AMB ASCII), or when a number comes back
