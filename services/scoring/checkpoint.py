@@ -32,7 +32,7 @@ import pickle
 from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 
-from icetime import messages, rules
+from icetime import feed_inputs, messages, race_events, race_views, rules
 from icetime.settings import Settings
 
 from .competition import Competition, Race
@@ -41,8 +41,10 @@ from .competition import Competition, Race
 FORMAT = 2
 #: Bytes of the digest that leads each sealed field (BLAKE2b).
 DIGEST_BYTES = 16
-#: The engine's code: every module of this package, and the typed inputs it holds.
-_SOURCES = (*sorted(Path(__file__).parent.glob("*.py")), Path(messages.__file__))
+#: The engine's code: every module of this package, and the typed messages it holds
+#: (icetime.messages names them; the types live in the three modules beside it).
+_SOURCES = (*sorted(Path(__file__).parent.glob("*.py")),
+            *(Path(str(m.__file__)) for m in (messages, feed_inputs, race_events, race_views)))
 
 
 def fingerprint(settings: Settings) -> str:
