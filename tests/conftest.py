@@ -5,8 +5,11 @@ import asyncio
 import contextlib
 import errno
 import functools
+import gc
 import inspect
 import socket
+import sys
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -141,6 +144,10 @@ def pytest_runtest_call(item: pytest.Item):
     """Report a service's death as the test's failure, instead of the cancellation
     :func:`fail_running_test` used to stop the test at once."""
     _RUNNING.append(item)
+    watch = threading.Timer(max(1.0, _timeout_s(item) - DUMP_BEFORE_TIMEOUT_S),
+                            _dump_pending_tasks, args=(item.nodeid,))
+    watch.daemon = True
+    watch.start()
     try:
         return (yield)
     except asyncio.CancelledError:
@@ -150,7 +157,35 @@ def pytest_runtest_call(item: pytest.Item):
         failure.reported = True
         raise failure from failure.__cause__
     finally:
+        watch.cancel()
         _RUNNING.pop()
+
+
+#: How long before pytest-timeout's limit the pending asyncio tasks are printed: its own
+#: dump shows threads only, and an async test's main thread just waits in select().
+DUMP_BEFORE_TIMEOUT_S = 10.0
+
+
+def _timeout_s(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout") or 0) or float("inf")
+
+
+def _dump_pending_tasks(nodeid: str) -> None:
+    """Print every pending asyncio task's coroutine stack (from a timer thread: a test
+    about to time out is stuck on one of them). Found through gc, as the loop runs in
+    another thread; a task that moves meanwhile prints a stale frame at worst."""
+    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    out = [f"\n=== {len(tasks)} pending asyncio tasks, {DUMP_BEFORE_TIMEOUT_S:.0f} s before "
+           f"the timeout of {nodeid} ==="]
+    for task in tasks[:60]:
+        out.append(f"--- {task.get_name()}")
+        with contextlib.suppress(Exception):
+            out += [f"    {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}"
+                    for f in task.get_stack()]
+    print("\n".join(out), file=sys.stderr, flush=True)
 
 
 def fail_running_test(failure: ServiceDied) -> None:
