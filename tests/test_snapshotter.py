@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 
 import pytest
 
@@ -154,3 +156,32 @@ async def test_a_child_that_fails_stores_nothing_and_says_so(redis_client):
     await snaps.task
     assert ends == [[]] and snaps.failed == 1 and snaps.pid is None
     assert not await redis_client.exists(keys.snapshot_key(MAIN, RACE))
+
+
+async def test_a_child_at_work_holds_none_of_the_parents_sockets(redis_client):
+    """A listener the parent closes while a child builds views is gone at once: the
+    child does not keep it accepting (nor any connection of the parent's open)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def slow(race: str) -> dict[str, object]:
+        time.sleep(3)  # in the child: still at work while the parent checks
+        return {"race": race}
+
+    async def store(job: Job, view: bytes) -> bool:
+        return True
+
+    snaps = Snapshotter()
+    snaps.start(slow, [Job(RACE, "e1", "5-0")], store, lambda *_: None)
+    try:
+        await asyncio.sleep(0.5)  # the child has forked and closed what it inherited
+        assert snaps.busy
+        listener.close()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        assert snaps.task is not None
+        await snaps.task
+    assert snaps.failed == 0

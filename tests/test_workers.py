@@ -39,6 +39,9 @@ from .test_restart import FIXTURE, RACE, all_finished, expected_view
 
 SPEED = 150.0
 KILL_AT_PASSING = 30
+#: How long a worker may take to stop on SIGTERM (it hands its competitions over): a
+#: second at most on a quiet machine; over 10 s was seen beside five test runners.
+STOP_S = 30.0
 RINKS = ("rink-a", "rink-b", "rink-c")
 #: Events of the fixture's race, each written once: revision, pair_start, passage, finish.
 EVENT_COUNTS = (1, 10, 40, 20)
@@ -58,12 +61,26 @@ def start_worker(config, url: str, name: str, log_path, *flags: str) -> subproce
                                 stderr=log)
 
 
+def all_owned(held: dict[str, str]) -> bool:
+    """Whether every competition in ``held`` (:func:`owners`) has a lease holder."""
+    return all(held.values())
+
+
 def stop_workers(workers) -> None:
+    """SIGTERM every worker still running; one that has not stopped after
+    :data:`STOP_S` is killed (none left behind) and the test fails."""
     running = [p for p in workers.values() if p.poll() is None]
     for proc in running:
         proc.terminate()
+    stuck = []
     for proc in running:
-        proc.wait(10)
+        try:
+            proc.wait(STOP_S)
+        except subprocess.TimeoutExpired:
+            stuck.append(proc.args)
+            proc.kill()
+            proc.wait(10)
+    assert not stuck, f"workers still running {STOP_S} s after SIGTERM: {stuck}"
 
 
 async def owners(r, competitions) -> dict[str, str]:
@@ -72,12 +89,12 @@ async def owners(r, competitions) -> dict[str, str]:
     return {c: o.rsplit("/", 1)[-1] for c, o in held.items()}
 
 
-async def wait_for(check, what: str, timeout_s: float = 30.0):
-    """``await check()`` until it is truthy; its value. Bounded by the condition, with
-    a generous timeout for a busy machine."""
+async def wait_for(check, what: str, timeout_s: float = 30.0, ok=bool):
+    """``await check()`` until it is truthy (or ``ok`` of it is); its value. Bounded by
+    the condition, with a generous timeout for a busy machine."""
     try:
         async with asyncio.timeout(timeout_s):
-            while not (got := await check()):
+            while not ok(got := await check()):
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"not within {timeout_s} s: {what}") from None
@@ -141,7 +158,11 @@ class KillOwner:
     async def __call__(self, item) -> None:
         self.passings += item.inp["type"] == "passing"
         if item.inp["type"] == "passing" and self.passings == self.at:
-            self.killed = (await owners(self.r, [self.competition]))[self.competition]
+            # A worker starved of CPU for over a renewal lets its lease run out and
+            # takes it again at once: between the two nobody holds it. Kill the holder.
+            got = await wait_for(lambda: owners(self.r, [self.competition]),
+                                 f"an owner of {self.competition}", ok=all_owned)
+            self.killed = got[self.competition]
             self.workers[self.killed].send_signal(signal.SIGKILL)
 
 

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 #: A child that has not handed its views back after this long (s) is killed (a view
 #: takes well under a second to build at 10,000 skaters).
 CHILD_TIMEOUT_S = 60.0
+#: Above any descriptor the child inherits (os.closerange uses close_range() on Linux:
+#: the range costs nothing).
+MAX_FD = 2**31 - 1
 #: The child's niceness increment (19: the lowest priority).
 CHILD_NICE = 19
 #: How often the parent looks whether a child that closed its pipe has exited (s).
@@ -197,6 +200,12 @@ def _child(view: Callable[[str], dict[str, Any]], races: list[str], wfd: int) ->
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+        # Every descriptor but stdio and the pipe: a child still at work (slow, at
+        # nice 19, on a busy machine) would otherwise keep the parent's listeners
+        # accepting and its connections open after the parent closed them (a stopped
+        # service's port still taken; a Redis client never seen to leave).
+        os.closerange(3, wfd)
+        os.closerange(wfd + 1, MAX_FD)
         # Behind every other process: on a machine of few cores the child would
         # otherwise take CPU from ingest, scoring and the fan-out the passings wait for.
         os.nice(CHILD_NICE)
