@@ -29,6 +29,10 @@ run: install
 # 4:17 where plain load balancing took 4:43), then the tests marked `alone` (latency
 # against their own baseline) with nothing beside them.
 # Exit code 5 is "no test selected", e.g. PYTEST_ARGS naming a file with none marked.
+# Bytecode is cached even where the environment says PYTHONDONTWRITEBYTECODE (this
+# machine's does): otherwise every pytest worker rewrites and compiles every test module
+# (4.5 s of CPU each) and every service process the tests start compiles icetime anew.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: install
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -q -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
