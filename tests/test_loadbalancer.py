@@ -34,7 +34,7 @@ from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 
-from .conftest import ROOT, make_settings, start_stack
+from .conftest import ROOT, caught_up, make_settings, start_stack
 from .test_pipeline import Follower, load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
 
@@ -409,6 +409,10 @@ async def test_fans_spread_over_nodes_and_resume_through_haproxy_when_one_hangs(
                 for _ in range(4):
                     assert (await get(s, front + "/api/time"))[0] == 200
 
+            # Every input scored first: the replay's end is ingest's, and on a busy
+            # machine scoring is still behind it (the stream's last event then is not
+            # the race's last).
+            await caught_up(redis_client, RACE, timeout_s=30)
             entries = bus.entries(await redis_client.xrange(keys.events_stream(MAIN, RACE)))
             last = entries[-1][0]
             await until_at([stayer, *fans], last)
