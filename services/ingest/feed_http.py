@@ -83,13 +83,21 @@ class HttpFeed(IngestCore):
         status = 413 if error.startswith("body longer") else 400
         return web.json_response({"ok": False, "error": error}, status=status)
 
-    async def http_feed(self, request: web.Request) -> web.Response:
+    async def _posted(self, request: web.Request
+                      ) -> tuple[Source, bool | None, str, bytes] | web.Response:
+        """(source, wait, idempotency key, body) of a POST (:meth:`_auth`,
+        :meth:`_options`, :meth:`_body`), or the reply refusing its body."""
         src = self._auth(request)
-        source = src.id
         wait, key = self._options(request)
-        body = await self._body(request, source)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._body(request, src.id)
+        return body if isinstance(body, web.Response) else (src, wait, key, body)
+
+    async def http_feed(self, request: web.Request) -> web.Response:
+        posted = await self._posted(request)
+        if isinstance(posted, web.Response):
+            return posted
+        src, wait, key, body = posted
+        source = src.id
         try:
             parsed = parse_json(body)
             items = parsed if isinstance(parsed, list) else [parsed]
@@ -118,12 +126,11 @@ class HttpFeed(IngestCore):
         return web.json_response(results[0] if single and results else results)
 
     async def http_startlist(self, request: web.Request) -> web.Response:
-        src = self._auth(request)
+        posted = await self._posted(request)
+        if isinstance(posted, web.Response):
+            return posted
+        src, wait, key, body = posted
         source = src.id
-        wait, key = self._options(request)
-        body = await self._body(request, source)
-        if isinstance(body, web.Response):
-            return body
         try:
             doc = parse_json(body)
         except FeedError as exc:
