@@ -69,9 +69,11 @@ async def mirrored(venue, cloud, race=RACE, timeout=30.0):
 
 
 async def watch_ready(url, seen, stop):
-    """Poll the relay's readiness while the race runs: ``seen`` gets each status."""
+    """Poll the relay's readiness while the race runs, and once ``stop`` is set until
+    it says ready (the relay sees the cloud caught up at its next check, a moment
+    after the copy is whole): ``seen`` gets each status."""
     async with aiohttp.ClientSession() as s:
-        while not stop.is_set():
+        while not (stop.is_set() and seen and seen[-1] == 200):
             async with s.get(url) as resp:
                 seen.append(resp.status)
             await asyncio.sleep(0.1)
@@ -119,7 +121,7 @@ async def test_relay_across_an_uplink_cut(redis_server, cloud_redis):
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         entries = await mirrored(venue, cloud)
         stop_watch.set()
-        await watcher
+        await asyncio.wait_for(watcher, 15)
         last = entries[-1][0]
 
         # Both fans end on the last event with the same view: the race's own.
