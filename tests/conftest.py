@@ -188,6 +188,17 @@ def _dump_pending_tasks(nodeid: str) -> None:
     print("\n".join(out), file=sys.stderr, flush=True)
 
 
+def service_died(what: str, task: asyncio.Task[None]) -> ServiceDied:
+    """The failure of ``what`` (e.g. "service ingest"), whose ``task`` ended while the
+    test ran: caused by what it raised, if anything."""
+    exc = None if task.cancelled() else task.exception()
+    failure = ServiceDied(f"{what} " + (
+        f"died: {exc!r}" if exc else "was cancelled" if task.cancelled()
+        else "returned while the test ran"))
+    failure.__cause__ = exc
+    return failure
+
+
 def fail_running_test(failure: ServiceDied) -> None:
     """Cancel the running test's task (pytest-asyncio runs the test function's coroutine
     as one task) so it stops now rather than at its next timeout."""
@@ -313,11 +324,7 @@ class Stack:
     def _ended(self, name: str, task: asyncio.Task[None]) -> None:
         if self.stops[name].is_set():
             return  # stopped on purpose; stop() hands on whatever it raised
-        exc = None if task.cancelled() else task.exception()
-        failure = ServiceDied(f"service {name} " + (
-            f"died: {exc!r}" if exc else "was cancelled" if task.cancelled()
-            else "returned while the test ran"))
-        failure.__cause__ = exc
+        failure = service_died(f"service {name}", task)
         if self.failure is None:
             self.failure = failure
             fail_running_test(failure)

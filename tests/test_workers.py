@@ -26,11 +26,11 @@ from services.scoring.pool import Pool
 
 from .conftest import (
     ROOT,
-    ServiceDied,
     Stack,
     fail_running_test,
     make_settings,
     race_view,
+    service_died,
     without_inputs,
     write_venue_config,
 )
@@ -242,12 +242,7 @@ class Worker:
         what it died of (as a Stack's service does), not at the test's timeout."""
         if self.stop.is_set():
             return
-        exc = None if task.cancelled() else task.exception()
-        failure = ServiceDied(f"worker {self.pool.name} " + (
-            f"died: {exc!r}" if exc else "was cancelled" if task.cancelled()
-            else "returned while the test ran"))
-        failure.__cause__ = exc
-        fail_running_test(failure)
+        fail_running_test(service_died(f"worker {self.pool.name}", task))
 
     async def close(self) -> None:
         """Stop as on SIGTERM: the pool hands its competitions over."""
