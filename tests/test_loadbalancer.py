@@ -445,11 +445,17 @@ async def test_fans_spread_over_nodes_and_resume_through_haproxy_when_one_hangs(
             # Node b dies (SIGKILL): its fans reconnect at once, before a check has seen it
             # go; leastconn sends them to b, which refuses, and HAProxy retries them on a
             # (option redispatch) instead of answering 503.
+            # A late fan may already have dropped and resumed once (node b silent for
+            # DEAD_S just after SIGCONT on a busy machine): what counts is a resume after
+            # the kill.
+            seen = [len(f.frames) for f in late]
+            drops = [f.drops for f in late]
             b.signal(signal.SIGKILL)
             async with asyncio.timeout(15):
-                while not all("resumed" in [m["type"] for m in f.frames] for f in late):
+                while not all(f.drops > d and "resumed" in [m["type"] for m in f.frames[n:]]
+                              for f, d, n in zip(late, drops, seen, strict=True)):
                     await asyncio.sleep(0.02)
-            assert [f.refusals for f in late] == [[], []] and all(f.drops == 1 for f in late)
+            assert [f.refusals for f in late] == [[], []], [f.refusals for f in late]
             assert (await lb.stat())[("ws", "a")]["scur"] == str(FANS + len(late))
         finally:
             for t in fan_tasks:
