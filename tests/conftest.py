@@ -7,7 +7,9 @@ import errno
 import functools
 import gc
 import inspect
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field, replace
@@ -211,6 +213,30 @@ def fail_running_test(failure: ServiceDied) -> None:
             item.stash[_SERVICE_FAILURE] = failure
             task.cancel(f"{failure}")
             return
+
+
+#: How long a service process may take to stop on SIGTERM before it is killed and its
+#: test fails (seconds): a second on a quiet machine; over 10 s was seen beside five
+#: test runners (a scoring worker handing over, a broadcast node's interpreter exit).
+STOP_S = 30.0
+
+
+def stop_processes(procs: list[subprocess.Popen[Any]], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to each of ``procs`` still running and wait for all: one that has not
+    stopped after :data:`STOP_S` is killed (none left behind to trouble later tests) and
+    the test fails (AssertionError naming it)."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        proc.send_signal(sig)
+    stuck = []
+    for proc in running:
+        try:
+            proc.wait(STOP_S)
+        except subprocess.TimeoutExpired:
+            stuck.append(proc.args)
+            proc.kill()
+            proc.wait(STOP_S)
+    assert not stuck, f"still running {STOP_S} s after signal {sig}: {stuck}"
 
 
 #: The services a Stack runs by name: ``serve(settings, redis, stop, ready)``.

@@ -19,7 +19,7 @@ from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import script_inputs
 
-from .conftest import make_settings, start_stack
+from .conftest import make_settings, start_stack, stop_processes
 from .netcut import Cable
 from .test_pipeline import FIXTURE, RACE, load_startlist
 
@@ -832,5 +832,4 @@ async def test_pages_say_the_server_is_unreachable_while_the_node_hangs(browser,
         await expect(board.get_by_test_id("board-alert")).to_be_hidden(timeout=10_000)
         assert not any(errors for _, errors in opened), [e for _, e in opened]
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_processes([proc])

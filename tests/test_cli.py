@@ -18,7 +18,7 @@ from pathlib import Path
 
 import websockets
 
-from .conftest import ROOT, write_venue_config
+from .conftest import ROOT, stop_processes, write_venue_config
 
 
 def children_of(pid: int) -> list[int]:
@@ -500,8 +500,7 @@ def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
     try:
         for sig, proc, out in zip((signal.SIGTERM, signal.SIGINT), procs, outs, strict=True):
             out.wait_for(r"feed connection lost .*; retrying", 20)
-            proc.send_signal(sig)
-            proc.wait(timeout=10)
+            stop_processes([proc], sig)
             text = out.rest()
             assert proc.returncode == 0, text
             assert "Traceback" not in text and "KeyboardInterrupt" not in text, text

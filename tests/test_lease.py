@@ -21,7 +21,14 @@ from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 
-from .conftest import ROOT, Stack, make_settings, race_view, write_venue_config
+from .conftest import (
+    ROOT,
+    Stack,
+    make_settings,
+    race_view,
+    stop_processes,
+    write_venue_config,
+)
 from .test_cluster import follow, same_results
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, expected_view
@@ -86,10 +93,7 @@ async def test_two_workers_the_owner_killed_mid_race(redis_server, tmp_path):
         took_over = (tmp_path / f"{second}.log").read_text()
         assert f"scoring {MAIN} as " in took_over, took_over
     finally:
-        for proc in workers.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+        stop_processes(list(workers.values()))
         await st.close()
         await r.aclose()
 

@@ -31,6 +31,7 @@ from .conftest import (
     make_settings,
     race_view,
     service_died,
+    stop_processes,
     without_inputs,
     write_venue_config,
 )
@@ -39,9 +40,6 @@ from .test_restart import FIXTURE, RACE, all_finished, expected_view
 
 SPEED = 150.0
 KILL_AT_PASSING = 30
-#: How long a worker may take to stop on SIGTERM (it hands its competitions over): a
-#: second at most on a quiet machine; over 10 s was seen beside five test runners.
-STOP_S = 30.0
 RINKS = ("rink-a", "rink-b", "rink-c")
 #: Events of the fixture's race, each written once: revision, pair_start, passage, finish.
 EVENT_COUNTS = (1, 10, 40, 20)
@@ -67,20 +65,8 @@ def all_owned(held: dict[str, str]) -> bool:
 
 
 def stop_workers(workers) -> None:
-    """SIGTERM every worker still running; one that has not stopped after
-    :data:`STOP_S` is killed (none left behind) and the test fails."""
-    running = [p for p in workers.values() if p.poll() is None]
-    for proc in running:
-        proc.terminate()
-    stuck = []
-    for proc in running:
-        try:
-            proc.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            stuck.append(proc.args)
-            proc.kill()
-            proc.wait(10)
-    assert not stuck, f"workers still running {STOP_S} s after SIGTERM: {stuck}"
+    """SIGTERM every worker still running (:func:`tests.conftest.stop_processes`)."""
+    stop_processes(list(workers.values()))
 
 
 async def owners(r, competitions) -> dict[str, str]:
