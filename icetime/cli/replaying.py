@@ -128,6 +128,8 @@ async def replay(doc: dict[str, Any], cfg: settings_mod.Settings, speed: float =
 
 
 def fixture_path(name: str) -> Path:
+    """The fixture ``name`` names: a path, or the first file of fixtures/ whose name
+    starts with it. ConfigError (one line, the known names) when there is none."""
     p = Path(name)
     if p.exists():
         return p
@@ -136,8 +138,6 @@ def fixture_path(name: str) -> Path:
         known = ", ".join(f.stem for f in sorted(FIXTURES.glob("*.json")))
         raise settings_mod.ConfigError(f"no race {name!r}; known: {known}")
     return candidates[0]
-
-
 
 
 def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
