@@ -17,6 +17,7 @@ from . import (
     fanout,
     fanout_scale,
     field,
+    fsync,
     jitter,
     latency,
     p3,
@@ -34,6 +35,7 @@ pack.main()
 jitter.main()
 latency.main()
 field.main()
+fsync.main()
 chain_jitter.main()
 restart.main(["--inputs", "1000000"])
 fanout.main()

@@ -6,6 +6,7 @@ officials' stream (docs/protocol.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Container
 from typing import Any
 
 from icetime import bus
@@ -39,6 +40,23 @@ def verdict_record(sid: str, inp: FeedInput, refused: str | None,
     if refused is not None:
         record["reason"] = refused
     return record
+
+
+def refused_event(sid: str, inp: FeedInput, races: Container[str], reason: str
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """The ``refused`` event (race id -> events, as the engine's output) for the race
+    the refused input ``sid`` names, when that race is one of ``races`` (the races
+    scoring knows: an unknown race has no stream, its refusal is on the officials'
+    stream only); ``reason`` is the engine's."""
+    race = getattr(inp, "race", None)
+    if race is None or str(race) not in races:
+        return {}
+    event: dict[str, Any] = {"type": "refused", "race": str(race), "input": sid,
+                             "input_type": input_type(inp), "source": inp.source or "",
+                             "reason": reason}
+    if inp.seq is not None:
+        event["seq"] = inp.seq
+    return {str(race): [event]}
 
 
 class Outbox:

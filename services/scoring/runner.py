@@ -53,14 +53,13 @@ from redis.typing import EncodableT, FieldT
 from icetime import bus, keys, snapshot
 from icetime.bus import LeaseLost
 from icetime.logs import about
-from icetime.messages import FeedInput
 from icetime.service import Ready
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
 from . import checkpoint
 from .lease import POLL_S, Lease, worker_name
-from .outbox import UNJUDGED, Outbox, input_type, verdict_record
+from .outbox import UNJUDGED, Outbox, refused_event, verdict_record
 from .recovery import Recovery
 from .snapshotter import Job, Snapshotter
 
@@ -166,7 +165,7 @@ class ScoringRunner(Recovery):
         verdict = ""
         if self.engine.stats["refused"] > refused:
             log.warning("input refused: %s", self.engine.last_error, extra=about(inp))
-            out = self.refused_event(sid, inp, hops)
+            out = refused_event(sid, inp, self.engine.races, self.engine.last_reason)
             verdict = bus.dumps(verdict_record(sid, inp, self.engine.last_reason, hops))
         elif type(inp) not in UNJUDGED:
             verdict = bus.dumps(verdict_record(sid, inp, None, hops))
@@ -281,21 +280,6 @@ class ScoringRunner(Recovery):
             if race not in self.registered:
                 await self.r.sadd(keys.race_competitions(race), self.competition)
                 self.registered.add(race)
-
-    def refused_event(self, sid: str, inp: FeedInput, hops: dict[str, Any]
-                      ) -> dict[str, list[dict[str, Any]]]:
-        """The ``refused`` event for the race a refused input names, when scoring knows
-        that race (an unknown race has no stream; its refusal is on the officials'
-        stream only)."""
-        race = getattr(inp, "race", None)
-        if race is None or str(race) not in self.engine.races:
-            return {}
-        event: dict[str, Any] = {"type": "refused", "race": str(race), "input": sid,
-                                 "input_type": input_type(inp),
-                                 "source": inp.source or "", "reason": self.engine.last_reason}
-        if inp.seq is not None:
-            event["seq"] = inp.seq
-        return {str(race): [event]}
 
     async def consume(self, start: str, block: int | None) -> int:
         resp = await self.r.xreadgroup(keys.SCORING_GROUP, self.consumer, {self.raw: start},

@@ -1,0 +1,4 @@
+"""``python -m icetime.cli``: the ``icetime`` command."""
+from icetime.cli.arguments import main
+
+main()
