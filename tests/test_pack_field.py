@@ -111,8 +111,8 @@ def test_a_spread_field_counts_every_skaters_laps(seed, n, laps, miss_rate, late
 
 
 def test_a_thousand_skaters_over_eight_laps_finish_after_eight_crossings():
-    """The field of ``bench.field`` at its worst: 1,000 skaters spread over half a lap at
-    the start and 15 % in pace, 8 laps; a skater a lap behind is never counted a lap
-    ahead (it was: the race "finished" after 4 reads per skater)."""
+    """1,000 skaters, 8 laps, a start up to 0.4 of a lap behind the head and up to 15 %
+    slower: a skater whose first crossing was missed is never counted a lap ahead, nor
+    is anyone's lap after hers measured from such a read."""
     f = make_field(random.Random(12), 1_000, 8, 0.1, late=False)
     check(f, run_field(f))
