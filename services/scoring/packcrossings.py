@@ -132,25 +132,19 @@ class PackCrossings(PackOrder):
 
     def _place_first(self, t: int) -> int:
         """The crossing (index) a skater's first read at race time ``t`` (µs) is, by the
-        race clock and the field's head: the latest crossing the head had made by ``t``
-        (nobody makes a crossing before the first skater to make it), so a skater half
-        a lap behind the head, or lapped, is never counted a lap ahead. Beyond the head
-        only at the start: a read ``HEAD_GAP_LAPS`` of a lap after the race's first
-        crossing, before anyone made a second, is a second crossing (she heads the field
-        and her first was missed); the lap is the head's first segment's pace, at most
-        a lap at half ``max_speed_mps``. Looks back from the head's latest crossing
-        only: first reads come at the start, so the cost does not grow with the field."""
-        k = self.lead - 1
-        while k >= 0 and self._times_at(k)[0] > t:
-            k -= 1
-        if k < 0:
-            return 0  # before the race's first crossing: her first
-        if k == 0 and self.lead == 1:
-            head = self._times_at(0)[0]
-            lap = min(int(head * self.lap_m / self.cross_m[0]), self._slow_lap_us())
-            if t - head >= HEAD_GAP_LAPS * lap:
-                return 1
-        return k
+        race clock and the field's head: the latest crossing the head has made (reads
+        are applied in race-time order, so she made it before ``t``; nobody makes a
+        crossing before the first skater to make it), so a skater half a lap behind the
+        head, or lapped, is never counted a lap ahead. Beyond the head only at the
+        start: a read ``HEAD_GAP_LAPS`` of a lap after the race's first crossing, before
+        anyone made a second, is a second crossing (she heads the field and her first
+        was missed); the lap is the head's first segment's pace, at most a lap at half
+        ``max_speed_mps``. Nothing here grows with the field."""
+        if self.lead != 1:
+            return max(self.lead - 1, 0)  # no crossing yet: the race's first
+        head = self._times_at(0)[0]
+        lap = min(int(head * self.lap_m / self.cross_m[0]), self._slow_lap_us())
+        return 1 if t - head >= HEAD_GAP_LAPS * lap else 0
 
     def _lap_us(self, row: int, k: int) -> int:
         """The lap time (µs) ``row`` is expected to skate next, having made ``k``
