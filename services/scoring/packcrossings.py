@@ -23,6 +23,10 @@ WARNING_LAPS = 3
 STOPPED_AFTER_LAPS = 2.0
 #: The same, judged at a finish: the race has to end.
 STOPPED_AT_FINISH_LAPS = 1.5
+#: A skater's first read this much of a lap after the race's first crossing, before
+#: anyone made a second, heads the field with her first crossing missed; sooner, it is
+#: her first crossing (the back of a mass start crosses up to this far behind its head).
+HEAD_GAP_LAPS = 0.7
 
 
 class PackCrossings(PackOrder):
@@ -109,28 +113,38 @@ class PackCrossings(PackOrder):
         return self._place(row, k, t, max(prev, left))
 
     def _place(self, row: int, k: int, t: int, since: int) -> int:
-        """The crossing (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
-        whose expected time it is nearest. The next crossing is expected a lap
-        (:meth:`_lap_us`) after ``since`` (her last crossing, or when she got up off the
-        line), the first one when the field's first skater made it; each later one a
-        lap after that. A read about two laps after her last crossing is the crossing
-        after next: one read was missed."""
+        """The crossing (index, ``k`` or later) a read at race time ``t`` (µs) is. Her
+        first read: :meth:`_place_first`. A later one: the crossing whose expected time
+        it is nearest, the next one a lap (:meth:`_lap_us`) after ``since`` (her last
+        crossing, or when she got up off the line), each later one a lap after that. A
+        read about two laps after her last crossing is the crossing after next: one read
+        was missed."""
         last = self.n_cross - 1
         if k >= last:
             return k
+        if not k:
+            return min(self._place_first(t), last)
         lap = self._lap_us(row, k)
-        if k:
-            expect = since + lap
-        else:
-            # Nobody has crossed yet: the race's first crossing (a read a lap later
-            # would have the field's first crossings before it).
-            first = self._times_at(0)
-            if not first:
-                return 0
-            expect = first[0]
+        expect = since + lap
         if t <= expect:
             return k
         return min(k + (2 * (t - expect) + lap) // (2 * lap), last)
+
+    def _place_first(self, t: int) -> int:
+        """The crossing (index) a skater's first read at race time ``t`` (µs) is, by the
+        race clock and the field's head: the latest crossing the head has made (reads
+        are applied in race-time order, so she made it before ``t``; nobody makes a
+        crossing before the first skater to make it), so a skater half a lap behind the
+        head, or lapped, is never counted a lap ahead. Beyond the head only at the
+        start: a read ``HEAD_GAP_LAPS`` of a lap after the race's first crossing, before
+        anyone made a second, is a second crossing (she heads the field and her first
+        was missed); the lap is the head's first segment's pace, at most a lap at half
+        ``max_speed_mps``. Nothing here grows with the field."""
+        if self.lead != 1:
+            return max(self.lead - 1, 0)  # no crossing yet: the race's first
+        head = self._times_at(0)[0]
+        lap = min(int(head * self.lap_m / self.cross_m[0]), self._slow_lap_us())
+        return 1 if t - head >= HEAD_GAP_LAPS * lap else 0
 
     def _lap_us(self, row: int, k: int) -> int:
         """The lap time (µs) ``row`` is expected to skate next, having made ``k``
@@ -149,6 +163,10 @@ class PackCrossings(PackOrder):
                 return max(1, after[0] - before[0])
         if k == 1:
             return max(1, int(tm.item(row, 0) * self.lap_m / self.cross_m[0]))
+        return self._slow_lap_us()
+
+    def _slow_lap_us(self) -> int:
+        """A lap (µs) at half ``max_speed_mps``: slower than anyone races."""
         return int(2 * self.lap_m / self.max_speed_mps * 1_000_000)
 
     def _crossing_event(self, input_id: str, row: int, entry: dict[str, Any], lines: list[str],
