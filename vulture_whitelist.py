@@ -16,6 +16,7 @@ pytest_runtest_call
 pytest_collection_modifyitems
 pytestmark
 clean_env  # an autouse fixture (tests/test_settings.py): no test names it
+nothing_left_open  # an autouse fixture (tests/test_cluster.py): no test names it
 
 # Fields of the wire Structs (icetime/feed_inputs.py, race_events.py, race_views.py) that
 # msgspec decodes, encodes and puts in the JSON Schemas, but no Python code reads by name.
