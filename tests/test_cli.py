@@ -350,6 +350,16 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         sent = int(found[0][1])
         assert sent > 100 and found[0][2] != found[1][2]
         assert [m.group(1, 3, 4, 5) for m in found] == [(str(sent), str(sent), "0", "0")] * 2
+        # Stored is not applied: the replay says what scoring made of its inputs.
+        assert f"scoring refused 0 of the {sent} new inputs" in runs[0].stdout, runs[0]
+        # A race whose start list was never loaded: stored input by input, refused by
+        # scoring input by input; the replay says so and exits 1.
+        unloaded = run_quick([*replay[:3], "stavanger2022_w1000a", *replay[4:]])
+        said = re.search(r"^scoring refused (\d+) of the (\d+) new inputs; first: (.+)$",
+                         unloaded.stdout, re.M)
+        assert said and said[1] == said[2] and unloaded.returncode == 1, unloaded
+        assert "unknown race" in said[3] or "transponder" in said[3], said[3]
+        assert "is the race's start list loaded?" in unloaded.stderr, unloaded
         again = run_quick([*replay, "--session", found[0][2]])
         m = re.search(counts.replace("$", "; first refusal: seq 1 in session '(replay-\\d+)' "
                                           "was already used by source '(\\S+)'"),
@@ -359,7 +369,8 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         assert "nothing of this replay was new" in again.stderr
         r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
         try:
-            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # the start list, two runs
+            # The start list, two runs and the unloaded race's inputs.
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent + int(said[2])
             # The stored snapshot and the events after it, folded (icetime.snapshot).
             snap = r.hgetall(keys.snapshot_key(MAIN, "bj23-w1000a"))
             view = json.loads(snap[b"view"])
@@ -381,7 +392,7 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         assert races_of(base) == races  # the AOF brought the start list back
         r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
         try:
-            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # and every input
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent + int(said[2])  # every input
         finally:
             r.close()
 

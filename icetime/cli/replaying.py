@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,8 @@ class Tally:
     refused: int = 0
     crossed: int = 0
     first_refusal: str | None = None
+    #: The raw stream ids of the new inputs, in order.
+    ids: list[str] = field(default_factory=list)
 
     def count(self, reply: dict[str, Any]) -> None:
         if not reply.get("ok"):
@@ -57,6 +59,8 @@ class Tally:
             self.duplicate += 1
         else:
             self.new += 1
+            if reply.get("id"):
+                self.ids.append(str(reply["id"]))
 
     def __str__(self) -> str:
         crossed = f", {self.crossed} crossed the decoder" if self.crossed else ""
@@ -200,4 +204,14 @@ def cmd_replay(args: argparse.Namespace) -> None:
         # Nothing of it will change a result: say so in the exit code too.
         print("icetime: nothing of this replay was new; no result changed", file=sys.stderr,
               flush=True)
+        raise SystemExit(1)
+    # Stored is not applied: what scoring made of it (say, a race whose start list was
+    # never loaded is refused by scoring input by input).
+    from icetime.cli.judged import scoring_said
+
+    said = scoring_said(cfg, tally.ids)
+    print(said, flush=True)
+    if said.all_refused:
+        print("icetime: scoring refused every input of this replay; no result changed "
+              "(is the race's start list loaded?)", file=sys.stderr, flush=True)
         raise SystemExit(1)
