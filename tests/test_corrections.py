@@ -33,6 +33,9 @@ READS = [
 ]
 MANUAL = {"type": "decision", "race": "1000", "action": "manual_time", "bib": "2", "m": 600,
           "time_us": 45_700_000}
+#: Bib 5's finish keyed in 0.2 s after her read, after her partner's 1:17.100.
+LATE_MANUAL = {"type": "decision", "race": "1000", "action": "manual_time", "bib": "5",
+               "time_us": 77_200_000}
 PHOTO = {"type": "finish_time", "race": "1000", "bib": "4", "time_us": 75_095_000,
          "origin": "photo"}
 
@@ -125,11 +128,15 @@ async def test_corrections_through_the_feed(stack):
             await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp, n + 1)
         await send(s, "officials", MANUAL, 1)
         await send(s, "officials", PHOTO, 2)
+        await send(s, "officials", LATE_MANUAL, 3)
     f = Follower(stack.ws_url, race="1000")
     await f.run(lambda st: st.view is not None and st.view["results"]["4"]["final"] is not None
                 and st.view["results"]["4"]["final"]["origin"] == "photo"
-                and st.view["results"]["2"]["passages"][1] is not None)
+                and st.view["results"]["2"]["passages"][1] is not None
+                and st.view["results"]["5"]["final"]["origin"] == "manual")
     res = f.view["results"]
+    # The manual finish later than her read: ranked as skated, behind her partner.
+    assert (res["5"]["passages"][2]["rank"], res["6"]["passages"][2]["rank"]) == (6, 5)
     assert (res["2"]["passages"][1]["rank"], res["2"]["passages"][1]["gap_best"]) == (2, 400_000)
     assert (res["4"]["passages"][2]["rank"], res["3"]["passages"][2]["rank"]) == (1, 2)
     assert "Corrected (official time (photo)): S4 1st (was 2nd), S3 2nd (was 1st)" \
@@ -147,9 +154,7 @@ def test_a_manual_finish_time_later_than_the_read_ranks_where_it_was_skated():
     are those of a race where she crossed at 1:17.200; so are the classification and
     the finals; undone, the race is the one the reads give."""
     comp = race()
-    late = {"type": "decision", "race": "1000", "action": "manual_time", "bib": "5",
-            "time_us": 77_200_000}
-    events = feed(comp, "m", late)["1000"]
+    events = feed(comp, "m", LATE_MANUAL)["1000"]
     assert [(e["type"], e["reason"]) for e in events] == [("revision", "decision: manual_time")]
     skated = Competition()
     feed(skated, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
