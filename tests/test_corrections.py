@@ -33,6 +33,9 @@ READS = [
 ]
 MANUAL = {"type": "decision", "race": "1000", "action": "manual_time", "bib": "2", "m": 600,
           "time_us": 45_700_000}
+#: Bib 5's finish keyed in 0.2 s after her read, after her partner's 1:17.100.
+LATE_MANUAL = {"type": "decision", "race": "1000", "action": "manual_time", "bib": "5",
+               "time_us": 77_200_000}
 PHOTO = {"type": "finish_time", "race": "1000", "bib": "4", "time_us": 75_095_000,
          "origin": "photo"}
 
@@ -125,12 +128,77 @@ async def test_corrections_through_the_feed(stack):
             await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp, n + 1)
         await send(s, "officials", MANUAL, 1)
         await send(s, "officials", PHOTO, 2)
+        await send(s, "officials", LATE_MANUAL, 3)
     f = Follower(stack.ws_url, race="1000")
     await f.run(lambda st: st.view is not None and st.view["results"]["4"]["final"] is not None
                 and st.view["results"]["4"]["final"]["origin"] == "photo"
-                and st.view["results"]["2"]["passages"][1] is not None)
+                and st.view["results"]["2"]["passages"][1] is not None
+                and st.view["results"]["5"]["final"]["origin"] == "manual")
     res = f.view["results"]
+    # The manual finish later than her read: ranked as skated, behind her partner.
+    assert (res["5"]["passages"][2]["rank"], res["6"]["passages"][2]["rank"]) == (6, 5)
     assert (res["2"]["passages"][1]["rank"], res["2"]["passages"][1]["gap_best"]) == (2, 400_000)
     assert (res["4"]["passages"][2]["rank"], res["3"]["passages"][2]["rank"]) == (1, 2)
     assert "Corrected (official time (photo)): S4 1st (was 2nd), S3 2nd (was 1st)" \
         in f.view["stories"]
+
+
+def finish_of(view: dict[str, Any], bib: str) -> dict[str, Any]:
+    """A skater's finish row less what names where it came from (a read or a decision)."""
+    return {k: v for k, v in view["results"][bib]["passages"][-1].items() if k != "input"}
+
+
+def test_a_manual_finish_time_later_than_the_read_ranks_where_it_was_skated():
+    """Bib 5's finish read says 1:17.000; the referee keys in 1:17.200 (no ``m``: the
+    finish), later than her partner's 1:17.100. Her finish ranks, and her partner's,
+    are those of a race where she crossed at 1:17.200; so are the classification and
+    the finals; undone, the race is the one the reads give."""
+    comp = race()
+    events = feed(comp, "m", LATE_MANUAL)["1000"]
+    assert [(e["type"], e["reason"]) for e in events] == [("revision", "decision: manual_time")]
+    skated = Competition()
+    feed(skated, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for n, inp in enumerate(inputs()):
+        if inp["type"] == "passing" and inp["t"] == GUNS[3] + 77_000_000:
+            inp = {**inp, "t": GUNS[3] + 77_200_000}
+        feed(skated, f"i{n}", inp)
+    view, want = comp.view("1000"), skated.view("1000")
+    for bib in ("5", "6"):
+        assert finish_of(view, bib) == finish_of(want, bib), bib
+        assert view["results"][bib]["final"]["t"] == want["results"][bib]["final"]["t"]
+    # Behind the four of pairs 1 and 2; her partner now ahead of her.
+    assert (finish_of(view, "5")["rank"], finish_of(view, "6")["rank"]) == (6, 5)
+    assert view["results"]["5"]["final"]["origin"] == "manual"
+    assert view["classification"] == want["classification"]
+    feed(comp, "undo", {"type": "decision", "race": "1000", "action": "void", "target": "m"})
+    assert comp.view("1000")["results"] == race().view("1000")["results"]
+
+
+def test_an_official_time_before_its_pairs_gun_is_refused_with_its_reason():
+    """Pair 3 has not started: a photo or manual time for one of its skaters is a
+    mistake (the wrong skater selected) and is refused with a reason the desk shows;
+    after the gun the same time counts from it. So is one for a pair restarted whose
+    new gun has not come."""
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    early = [(n, inp) for n, inp in enumerate(inputs()) if inp["t"] < GUNS[3]]
+    for n, inp in early:
+        feed(comp, f"i{n}", inp)
+    before = comp.view("1000")
+    photo = {"type": "finish_time", "race": "1000", "bib": "5", "time_us": 77_000_000,
+             "origin": "photo"}
+    manual = {"type": "decision", "race": "1000", "action": "manual_time", "bib": "6",
+              "m": 600, "time_us": 45_000_000}
+    for iid, inp in (("p", photo), ("m", manual)):
+        assert feed(comp, iid, inp) == {}
+        pair_bib = inp["bib"]
+        assert comp.last_reason == (f"race 1000: pair 3 of bib {pair_bib} has no gun yet: "
+                                    "an official time counts from its pair's gun")
+    assert comp.view("1000") == before and comp.stats["refused"] == 2
+    feed(comp, "g3", {"type": "gun", "race": "1000", "pair": 3, "t": GUNS[3]})
+    assert feed(comp, "p-again", photo)["1000"][0]["type"] == "finish"
+    assert comp.view("1000")["results"]["5"]["final"]["t"] == 77_000_000
+    # Pair 2 restarted: its new gun has not come, so its time is refused again.
+    feed(comp, "x", {"type": "decision", "race": "1000", "action": "restart", "pair": 2})
+    assert feed(comp, "p2", {**photo, "bib": "3"}) == {}
+    assert comp.last_reason.startswith("race 1000: pair 2 of bib 3 has no gun yet")

@@ -26,7 +26,8 @@ INPUTS = {
     "clock": {"type": "clock", "offset_us": 0},
     "gun": {"type": "gun", "race": RACE, "pair": 1, "t": 10**15},
     "call": {"type": "call", "race": RACE, "pair": 2},
-    "finish_time": {"type": "finish_time", "race": RACE, "bib": "3", "time_us": 75_000_000},
+    # Bib 1 skates in pair 1, started by the gun above: a time counts from its gun.
+    "finish_time": {"type": "finish_time", "race": RACE, "bib": "1", "time_us": 75_000_000},
     "decision": {"type": "decision", "race": RACE, "action": "dns", "bib": "4"},
 }
 DESK_ENDPOINTS = ("/api/desk/races", f"/api/desk/race?race={RACE}", "/api/desk/reads",
@@ -97,6 +98,14 @@ async def test_a_refused_gun_is_published_and_does_not_block_the_race(stack, red
                             "officials", wait="1")
         assert gun["ok"] is False and gun["verdict"] == "refused" and gun["stored"]
         assert "no pair 99" in gun["error"]
+        _, good = await post(s, base, {"type": "gun", "race": RACE, "pair": 1, "t": 10**15},
+                             "officials", wait="1")
+        assert good["verdict"] == "applied"
+        _, early = await post(s, base, {"type": "finish_time", "race": RACE, "bib": "3",
+                                        "time_us": 76_205_000}, "photo-finish", wait="1")
+        assert early["ok"] is False and early["verdict"] == "refused"
+        assert early["error"] == (f"refused by scoring: race {RACE}: pair 2 of bib 3 has no "
+                                  "gun yet: an official time counts from its pair's gun")
         _, dq = await post(s, base, {"type": "decision", "race": RACE, "action": "dq",
                                      "bib": "1", "reason": "false start"}, "referee", wait="1")
         assert dq == {"ok": True, "id": dq["id"], "seq": None, "verdict": "applied"}
@@ -265,6 +274,7 @@ def test_a_refused_input_leaves_its_race_as_if_it_had_not_come():
         if with_bad_gun:
             assert feed(comp, "2-0", {"type": "gun", "race": RACE, "pair": 99, "t": 5}) == {}
             assert "no pair 99" in comp.last_reason
+        feed(comp, "2-1", {"type": "gun", "race": RACE, "pair": 1, "t": 10**15})
         out = feed(comp, "3-0", {"type": "decision", "race": RACE, "action": "dq", "bib": "1"})
         assert out[RACE][0]["type"] == "revision"
         feed(comp, "4-0", {"type": "finish_time", "race": RACE, "bib": "2",

@@ -8,12 +8,15 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.scoring.competition import Competition
 
 from .conftest import feed
 from .test_order import GUN_T, passing, start, without_revision
 from .test_passages import READS_1000, RELAY, race_1000
+from .test_retell import PAIR_FIXTURES, case
 
 
 def reassign(comp: Competition, iid: str, race: str, transponder: str, bib: str
@@ -135,3 +138,139 @@ def test_impossible_reassignments_are_refused_with_a_reason():
     assert relay.last_reason == "race r2000: a chip is worn by a skater, not by team A"
     assert [e["type"] for e in reassign(relay, "y", "r2000", "33", "4")["r2000"]] == [
         "revision"]
+
+
+LATER_PAIR = [{"id": "500", "distance": 500, "pairs": [
+    {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3"}]}]
+#: Pair 1 with bib 1 wearing bib 3's chip 33 (her reads held: bib 3 has no gun), then
+#: pair 2: bib 3 on her own chip again.
+PAIR_1 = [("a", "33", 10_200_000), ("b", "22", 10_500_000), ("c", "33", 37_900_000),
+          ("d", "22", 38_400_000)]
+PAIR_2 = [("e", "33", 110_300_000), ("f", "33", 138_000_000)]
+
+
+def later_pair(corrections: dict[str, list[tuple[str, dict[str, Any]]]]) -> Competition:
+    """The 500 m of LATER_PAIR, ``corrections`` fed after the read named by their key."""
+    comp = Competition()
+    start(comp, LATER_PAIR, "1", "2", "3")
+    feed(comp, "g1", {"type": "gun", "race": "500", "pair": 1, "t": GUN_T})
+    for iid, tr, t in PAIR_1 + PAIR_2:
+        if iid == "e":
+            feed(comp, "g2", {"type": "gun", "race": "500", "pair": 2, "t": GUN_T + 100_000_000})
+        passing(comp, iid, tr, t)
+        for cid, inp in corrections.get(iid, []):
+            feed(comp, cid, inp)
+    assert comp.stats["refused"] == 0, comp.last_error
+    return comp
+
+
+REASSIGN = {"type": "decision", "race": "500", "action": "reassign", "transponder": "33",
+            "bib": "1"}
+UNDO = {"type": "decision", "race": "500", "action": "void", "target": "r"}
+
+
+@pytest.mark.parametrize(("given_after", "undone_after"), [
+    ("d", "d"), ("d", "e"), ("b", "c"), ("c", "f"), ("a", "f")])
+def test_undoing_a_reassign_gives_back_the_reads_held_before_any_gun(given_after, undone_after):
+    """The reads of chip 33 held before any gun of its skater, handed to bib 1 by the
+    reassign, go back where they were when it is voided: the results are those of the
+    race with neither, whenever each came (bib 3's own race included)."""
+    plain = later_pair({})
+    corrections: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    corrections.setdefault(given_after, []).append(("r", REASSIGN))
+    corrections.setdefault(undone_after, []).append(("u", UNDO))
+    corrected = later_pair(corrections)
+    view, want = corrected.view("500"), plain.view("500")
+    assert results(view) == results(want)
+    assert want["results"]["3"]["final"]["t"] == 38_000_000
+    assert corrected._owner("33") == "3" and held(corrected) == held(plain)
+
+
+def held(comp: Competition) -> dict[str, list[tuple[str, Any]]]:
+    """The reads held before any gun of their skater, per bib."""
+    return {bib: reads for bib, reads in comp.held.items() if reads}
+
+
+def pair_skaters(comp: Competition, race_id: str) -> dict[int, list[str]]:
+    """Per pair, the bibs of its skaters (a team's members in a team event)."""
+    race = comp.races[race_id]
+    out: dict[int, list[str]] = {}
+    for row, bib in enumerate(race.bibs):
+        out.setdefault(race.pair_no[row], []).extend(race.teams.get(bib, [bib]))
+    return out
+
+
+def fed_all(doc: dict[str, Any], inputs: list[tuple[str, dict[str, Any]]]) -> Competition:
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    for iid, inp in inputs:
+        feed(comp, iid, inp)
+    assert comp.stats["refused"] == 0, comp.last_error
+    return comp
+
+
+def with_strays(doc: dict[str, Any], items: tuple[Any, ...], picks: list[int]
+                ) -> tuple[list[tuple[str, dict[str, Any]]], str, str]:
+    """The fixture's inputs, and three reads of a chip of a skater of the last pair
+    while earlier pairs skate (a chip left by the line, or worn by another skater):
+    held, as no gun of its skater is that early. Returns them, the chip, its skater."""
+    race = doc["script"]["race"]
+    pairs = pair_skaters(fed_all(doc, []), race)
+    guns = {s.inp["pair"]: s.inp["t"] for s in items if s.inp["type"] == "gun"}
+    last = max(pairs)
+    owner = sorted(pairs[last])[picks[0] % len(pairs[last])]
+    chip = next(s["transponders"][0] for s in doc["startlist"]["skaters"] if s["bib"] == owner)
+    t0, t1 = min(guns.values()), guns[last]
+    timed = [(s.inp.get("t", t0), 0, s.iid, s.inp) for s in items]
+    timed += [(t, 1, f"stray-{n}", {"type": "passing", "transponder": chip, "t": t})
+              for n, t in enumerate(t0 + 1 + p % (t1 - t0 - 1) for p in picks[1:4])]
+    return [(iid, inp) for _, _, iid, inp in sorted(timed, key=lambda x: x[:2])], chip, owner
+
+
+def correction(doc: dict[str, Any], base: Competition, kind: str, chip: str, owner: str,
+               picks: list[int]) -> tuple[dict[str, Any], int | None]:
+    """A correction of ``kind`` drawn by ``picks``; and the pair it times (None: any)."""
+    race = doc["script"]["race"]
+    view = base.view(race)
+    if kind == "reassign":
+        others = sorted(b for ms in pair_skaters(base, race).values() for b in ms if b != owner)
+        return ({"type": "decision", "race": race, "action": "reassign", "transponder": chip,
+                 "bib": others[picks[4] % len(others)]}, None)
+    finished = sorted(b for b, r in view["results"].items() if r["final"] is not None)
+    bib = finished[picks[4] % len(finished)]
+    t = view["results"][bib]["final"]["t"] + picks[5] % 1_000_001 - 500_000
+    pair = base.races[race].pair_no[base.races[race].row[bib]]
+    if kind == "photo":
+        return {"type": "finish_time", "race": race, "bib": bib, "time_us": t,
+                "origin": "photo"}, pair
+    metres = {"m": view["race"]["distance"]} if picks[5] % 2 else {}
+    return ({"type": "decision", "race": race, "action": "manual_time", "bib": bib,
+             "time_us": t, **metres}, pair)
+
+
+@pytest.mark.parametrize("name", [*PAIR_FIXTURES, "pechstein"])
+@settings(max_examples=8, deadline=None)
+@given(kind=st.sampled_from(["reassign", "reassign", "manual", "photo"]),
+       picks=st.lists(st.integers(0, 2**31), min_size=6, max_size=6),
+       at=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)))
+def test_a_correction_and_its_undo_leave_the_results_of_the_race_without_them(
+        name, kind, picks, at):
+    """Over real pair races with a few reads of a later skater's chip held before her
+    gun: a reassigned chip, a manual or a photo finish time, keyed in at any moment and
+    voided at any later one, leave the results, the classification, who owns the chip
+    and the reads held exactly as in the race without them."""
+    doc, items = case(name)
+    inputs, chip, owner = with_strays(doc, items, picks)
+    base = fed_all(doc, inputs)
+    fix, pair = correction(doc, base, kind, chip, owner, picks)
+    gun = next((n for n, (_, inp) in enumerate(inputs)
+                if inp["type"] == "gun" and inp.get("pair") == pair), -1)
+    given_at = gun + 1 + round(at[0] * (len(inputs) - gun - 1))
+    undone_at = given_at + round(at[1] * (len(inputs) - given_at))
+    void = {"type": "decision", "race": doc["script"]["race"], "action": "void",
+            "target": "fix"}
+    corrected = fed_all(doc, [*inputs[:given_at], ("fix", fix), *inputs[given_at:undone_at],
+                              ("undo", void), *inputs[undone_at:]])
+    race = doc["script"]["race"]
+    assert results(corrected.view(race)) == results(base.view(race))
+    assert corrected._owner(chip) == owner and held(corrected) == held(base)

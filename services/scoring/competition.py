@@ -78,6 +78,14 @@ class Competition(StartLists):
         self.reassigned: dict[str, str] = {}
         #: The reassign decisions behind it, by input id, in order (a void undoes one).
         self.reassigns: dict[str, tuple[str, str]] = {}
+        #: Chip key -> the id of the reassign decision that gives it (as ``reassigned``).
+        self.reassign_ids: dict[str, str] = {}
+        #: The reads a reassignment routed (held reads it handed over, later reads of its
+        #: chip): reassign id -> read ids; each read as routed; the race it went to (none:
+        #: held). A void of the reassignment routes them again as if it had never been.
+        self.routed_by: dict[str, list[str]] = {}
+        self.rerouted: dict[str, RoutedPassing] = {}
+        self.placed: dict[str, str] = {}
         self.lines: set[str] = set()  # team events' own timing lines
         self.events: dict[str, rounds.Event] = {}
         self.event_views: dict[str, dict[str, Any]] = {}
@@ -166,20 +174,15 @@ class Competition(StartLists):
             race._row(inp.bib)  # refuse an unknown bib before it enters the log
         if type(inp) is Decision and inp.action == "reassign":
             return self._reassign(input_id, race, inp)
-        out = {race.id: race.feed(input_id, inp)}
         if type(inp) is Decision and inp.action == "void" and str(inp.target) in self.reassigns:
-            # A reassignment voided: later reads of the chip go where they did before it.
-            del self.reassigns[str(inp.target)]
-            self.reassigned = dict(self.reassigns.values())
-        return out
+            return self._unassign(input_id, race, inp)
+        return {race.id: race.feed(input_id, inp)}
 
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         """A passing to the race of the latest gun of its skater at or before its time;
         counted and dropped when the transponder or the timing point is unknown, held
         (counted) until its gun lands when no gun of the skater is that early."""
-        bib = self._owner(inp.transponder)
-        if bib is None and inp.transponder_alias is not None:
-            bib = self._owner(inp.transponder_alias)
+        bib, by = self._wearer(inp)
         if bib is None:
             self.stats["unknown_transponder"] += 1
             self.unread = (f"transponder {inp.transponder} is on no skater of the start "
@@ -191,16 +194,26 @@ class Competition(StartLists):
             self.unread = f"timing point {point!r} is not a loop of this venue"
             return {}
         routed = RoutedPassing(inp, bib, self._common(inp))
-        race_id = self._race_at(bib, routed.t)
+        race_id, events = self._place(input_id, routed, by)
         if race_id is None:
-            self._hold(input_id, routed)
             return {}
-        events = self.races[race_id].feed(input_id, routed)
         if not events:
             self.stats["passing_ignored"] += 1
         elif events[0].get("reason") == IMPLAUSIBLE:
             self.stats["implausible_read"] += 1
         return {race_id: events} if events else {}
+
+    def _wearer(self, passing: Passing) -> tuple[str | None, str | None]:
+        """Whose a read is (its transponder's, else its alias's owner: :meth:`_owner`),
+        and the id of the reassign decision that says so (None: the start list does)."""
+        chip: str | int = passing.transponder
+        bib = self._owner(chip)
+        if bib is None and passing.transponder_alias is not None:
+            chip = passing.transponder_alias
+            bib = self._owner(chip)
+        if bib is None or not self.reassigned:
+            return bib, None
+        return bib, self.reassign_ids.get(transponder_key(chip))
 
     def _owner(self, transponder: str | int) -> str | None:
         """The bib a chip belongs to: as the officials reassigned it, else the start list's."""
@@ -228,16 +241,76 @@ class Competition(StartLists):
             raise InputError(f"transponder {inp.transponder} is already bib {bib}'s")
         out = {race.id: race.feed(input_id, inp)}
         self.reassigns[input_id] = (key, bib)
-        self.reassigned[key] = bib
+        self._reassigned()
         for iid, held in self._take_held(key):
-            routed = RoutedPassing(held.passing, bib, held.t)
-            race_id = self._race_at(bib, routed.t)
-            if race_id is None:
-                self._hold(iid, routed)
-                self.stats["held_before_gun"] -= 1  # counted when it first came
-            else:
-                out[race_id] = out.get(race_id, []) + self.races[race_id].feed(iid, routed)
+            self._place_again(iid, RoutedPassing(held.passing, bib, held.t), input_id, out,
+                              True)
         return out
+
+    def _unassign(self, input_id: str, race: Race, void: Decision
+                  ) -> dict[str, list[RaceEvent]]:
+        """A reassignment voided: ``race`` replays without it, and the reads it routed
+        (the held reads it handed over, later reads of its chip) leave the races they
+        went to (each replays once) and are routed again as if it had never been: held
+        for the chip's skater, or to the race of her gun. Later reads of the chip go
+        where they did before it."""
+        target = str(void.target)
+        ids = self.routed_by.get(target, [])
+        where = sorted({self.placed[i] for i in ids if i in self.placed})
+        taken = {rid: self.races[rid].withdraw(set(ids)) for rid in where}
+        try:
+            out = {race.id: race.feed(input_id, void)}
+        except (InputError, KeyError, ValueError, TypeError):
+            for rid, entries in taken.items():
+                self.races[rid].put_back(entries)
+            raise
+        del self.reassigns[target]
+        self._reassigned()
+        for rid in where:
+            if rid != race.id:
+                out[rid] = self.races[rid].recompute(input_id, "decision: void")
+        self.routed_by.pop(target, None)
+        reads = [(i, self.rerouted.pop(i), self.placed.pop(i, None) is None) for i in ids]
+        gone = set(ids)
+        for bib, held in self.held.items():
+            self.held[bib] = [h for h in held if h[0] not in gone]
+        for iid, routed, was_held in sorted(reads, key=lambda r: r[1].t):
+            wearer, by = self._wearer(routed.passing)
+            if wearer is not None:  # else: the chip left the start list since
+                self._place_again(iid, RoutedPassing(routed.passing, wearer, routed.t), by,
+                                  out, was_held)
+        return out
+
+    def _reassigned(self) -> None:
+        """Who wears each reassigned chip, from :attr:`reassigns` (the latest decides)."""
+        self.reassigned = {key: bib for key, bib in self.reassigns.values()}
+        self.reassign_ids = {key: iid for iid, (key, _) in self.reassigns.items()}
+
+    def _place(self, input_id: str, routed: RoutedPassing, by: str | None
+               ) -> tuple[str | None, list[RaceEvent]]:
+        """Feed a read to the race of its skater's latest gun at or before it, or hold
+        it (race None); ``by``: the id of the reassignment that routed it, kept so that
+        its void routes the read again."""
+        if by is not None:
+            self.routed_by.setdefault(by, []).append(input_id)
+            self.rerouted[input_id] = routed
+        race_id = self._race_at(routed.bib, routed.t)
+        if race_id is None:
+            self._hold(input_id, routed)
+            return None, []
+        if by is not None:
+            self.placed[input_id] = race_id
+        return race_id, self.races[race_id].feed(input_id, routed)
+
+    def _place_again(self, input_id: str, routed: RoutedPassing, by: str | None,
+                     out: dict[str, list[RaceEvent]], was_held: bool) -> None:
+        """:meth:`_place` for a read routed once already, its events added to ``out``
+        (``was_held``: counted as held when it first came)."""
+        race_id, events = self._place(input_id, routed, by)
+        if race_id is not None:
+            out[race_id] = out.get(race_id, []) + events
+        elif was_held:
+            self.stats["held_before_gun"] -= 1
 
     def _take_held(self, key: str) -> list[tuple[str, RoutedPassing]]:
         """Take the held reads of chip ``key`` out, whoever they were held for."""
@@ -288,6 +361,8 @@ class Competition(StartLists):
         out = {race.id: events}
         for iid, passing in self._release(bibs, routed.t):
             self.stats["held_placed"] += 1
+            if iid in self.rerouted:
+                self.placed[iid] = race.id
             more = race.feed(iid, passing)
             out[race.id] = out[race.id] + more
             if not more:

@@ -230,16 +230,26 @@ class LongTrackRace(PairPassages):
 
     def _official_at(self, inp: RaceInput) -> int | None:
         """A manual time or a photo-finish time stands for the instant its skater's run
-        reached it: the run's gun plus the time (common clock, µs); None before a run."""
+        reached it: the run's gun plus the time (common clock, µs). InputError when her
+        pair has no run (no gun yet, or restarted and no new gun yet): a time counts
+        from its pair's gun, and one keyed in before it names the wrong skater (or
+        waits for a gun still to come: it is keyed in again once the gun is in)."""
         if type(inp) is Decision and inp.action == "manual_time" and inp.time_us is not None:
             bib, time_us = inp.bib, inp.time_us
         elif type(inp) is FinishTime:
             bib, time_us = inp.bib, inp.time_us
         else:
             return None
-        row = self.row_of.get(str(bib))
-        run = self._last_run.get(self.pair_no[row]) if row is not None else None
-        return None if run is None else run.zero_us + to_thousandths(time_us)
+        row = self._row(bib)
+        run = self._last_run.get(self.pair_no[row])
+        if run is None:
+            raise InputError(f"race {self.id}: pair {self.pair_no[row]} of bib {bib} has no "
+                             "gun yet: an official time counts from its pair's gun")
+        return run.zero_us + to_thousandths(time_us)
+
+    def _manual_finish(self, inp: RaceInput) -> bool:
+        return type(inp) is Decision and inp.action == "manual_time" \
+            and inp.m in (None, self.passage_m[-1])
 
     def _revision_lines(self, reason: str, before: dict[str, list[Any]]) -> list[str]:
         """What a correction changed in the classification: who moved, to which rank."""
@@ -250,12 +260,14 @@ class LongTrackRace(PairPassages):
         gone = [self.skaters[self.row[b]].short for b in old if b not in after["bib"]]
         return stories.corrected(reason, moved, gone) if moved or gone else []
 
-    def _official_final(self, input_id: str, row: int, emit: bool) -> list[RaceEvent]:
+    def _official_final(self, input_id: str, row: int, time_us: int, emit: bool
+                        ) -> list[RaceEvent]:
         """An official finish time for a skater with no final, who started: it is her
-        final, with no transponder read at all."""
+        final, with no transponder read at all; recorded here unless the time that
+        counts (of higher precedence) is later: then at its own place."""
         pair = self.pair_no[row]
         if self.final[row] is not None or self.status[row] is not None \
-                or pair not in self._last_run:
+                or pair not in self._last_run or self.official[row][1] > to_thousandths(time_us):
             return []
         t, _ = self._official_finish(row, 0)
         return self._record(input_id, row, len(self.passage_m) - 1, t, emit)
@@ -291,15 +303,20 @@ class LongTrackRace(PairPassages):
         """A time keyed in by an official (decision ``input_id``): at the finish (or at
         passage ``m``, metres); the passage is then the decision's."""
         k = self.passage_m.index(m) if m is not None else len(self.passage_m) - 1
-        t = to_thousandths(time_us)
+        t, origin = to_thousandths(time_us), "manual"
         if k == len(self.passage_m) - 1:
+            # A fact of the whole race (_manual_finish): in place before the reads, so a
+            # finish read earlier than the time that counts made no finish.
             self._set_official(row, "manual", t)
+            if self.official[row][1] > t:
+                return  # a later official time counts: its own place records it
+            t, origin = self._official_finish(row, t)
         if self.t[row, k] != NOT_PASSED:
             self.t[row, k] = t
             self.rows[row][k] = {**(self.rows[row][k] or {}), "t": t, "input": input_id}
             final = self.final[row]
             if k == len(self.passage_m) - 1 and final is not None:
-                self.final[row] = {**final, "t": t, "origin": "manual"}
+                self.final[row] = {**final, "t": t, "origin": origin}
             self._rebuild_bests()
         elif self.status[row] is None:
             # A skater with a status has no passages to record (as for her reads); in a
@@ -314,6 +331,9 @@ class LongTrackRace(PairPassages):
             raise InputError(f"race {self.id}: no pair {pair}")
         self._clear_rows(self.pair_rows[pair])
         self.on_ice.pop(pair, None)
+        # The voided run times nothing more (its late reads, an official time keyed in
+        # before the next gun).
+        self._last_run.pop(pair, None)
 
     # ------------------------------------------------------------------ output
     def classification(self) -> dict[str, list[Any]]:

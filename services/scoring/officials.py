@@ -50,7 +50,7 @@ class Officials(RaceState):
             case FinishTime():
                 row = self._row(inp.bib)
                 self._set_official(row, inp.origin or "photo", inp.time_us)
-                return self._official_final(input_id, row, emit)
+                return self._official_final(input_id, row, inp.time_us, emit)
             case Decision():
                 self._on_decision(input_id, inp)
                 return []
@@ -73,9 +73,7 @@ class Officials(RaceState):
         for row, status in self._statuses(facts).items():
             self._set_status(row, status)
         self.reassigned = self._reassignments(facts)
-        for _, inp in facts:
-            if type(inp) is FinishTime:
-                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
+        self._put_official_times(facts)
         for iid, inp in live:
             # An official time applied again where it arrived: a skater with no final
             # by then has it from there on.
@@ -144,6 +142,20 @@ class Officials(RaceState):
         return [stories.reassigned(str(decision.transponder), name)]
 
     # ------------------------------------------------------------------ official times
+    def _official_times(self, inputs: list[tuple[str, RaceInput]]) -> bool:
+        """Whether ``inputs`` hold an official finish time (a manual one included where
+        it is a fact about the whole race, see :meth:`_manual_finish`)."""
+        return any(type(inp) is FinishTime or self._manual_finish(inp) for _, inp in inputs)
+
+    def _put_official_times(self, facts: list[tuple[str, RaceInput]]) -> None:
+        """Keep the official finish times among ``facts`` before any input is replayed:
+        each stands for the transponder finish it replaces, earlier or later."""
+        for _, inp in facts:
+            if type(inp) is FinishTime:
+                self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
+            elif type(inp) is Decision and self._manual_finish(inp) and inp.time_us is not None:
+                self._set_official(self._row(inp.bib), "manual", inp.time_us)
+
     def _set_official(self, row: int, origin: str, time_us: int) -> None:
         """Keep an official finish time unless one of higher precedence (DOMAIN.md §1.4:
         manual > photo > beam > transponder; an unknown origin ranks as photo) is kept."""

@@ -125,6 +125,8 @@ class PairPassages(RaceBase):
             return []
         self.crossed[row] = {j: c for j, c in self.crossed[row].items() if j > k}
         if k == len(self.passage_m) - 1:
+            if self.official.get(row, (0, 0))[1] > t:
+                return []  # a later official time stands for this finish (_on_crossing)
             t, _ = self._official_finish(row, t)
         events = self._record(input_id, row, k, t, emit)
         entry = self.rows[row][k]

@@ -19,7 +19,7 @@ from operator import itemgetter
 from icetime.messages import Decision, FinishTime
 
 from .model import InputError, RaceEvent, RaceInput, RoutedGun, RoutedPassing
-from .racestate import GUN, LATE_READ, OFFICIAL, PASSING, RESTART, START, Key, LogEntry
+from .racestate import GUN, LATE_READ, OFFICIAL, PASSING, RESTART, START, Key, LogEntry, key_of
 from .retelling import Retelling
 
 __all__ = ["DWELL_US", "GUN", "IMPLAUSIBLE", "LEAVE_US", "PASSING", "RESTART", "SLOWEST",
@@ -119,7 +119,6 @@ class RaceBase(Retelling):
 
     def _feed(self, input_id: str, inp: RaceInput) -> list[RaceEvent]:
         n = self.arrivals
-        self.arrivals = n + 1
         passing = type(inp) is RoutedPassing
         key: Key
         if type(inp) is RoutedPassing:  # the hot path (ids may be numbers: str to compare)
@@ -134,6 +133,7 @@ class RaceBase(Retelling):
             at = self._official_at(inp)
             key = (self.horizon[0] if at is None else at, OFFICIAL, "", "", n)
             self.restarts += type(inp) is Decision and inp.action == "restart"
+        self.arrivals = n + 1  # not before: an input refused by its key never arrived
         entry = (key, input_id, inp)
         self.log.append(entry)
         told, n_told = self.story_log, len(self.story_log)
@@ -167,6 +167,24 @@ class RaceBase(Retelling):
         if self.check_every:
             self._checkpoint()
         return events
+
+    def withdraw(self, ids: set[str]) -> list[LogEntry]:
+        """Take the inputs ``ids`` out of the log, as if they had never come (reads that
+        an undone reassignment routed here); returns them. The state is the log's again
+        after the next replay (:meth:`recompute`, or the revision of a decision)."""
+        out = [e for e in self.log if e[1] in ids]
+        if out:
+            self.log = [e for e in self.log if e[1] not in ids]
+            self.checkpoints = []  # they may hold what the inputs did
+        return out
+
+    def put_back(self, entries: list[LogEntry]) -> None:
+        """Undo :meth:`withdraw` (the decision it was for was refused): the log and the
+        state as they were, quietly."""
+        self.log = sorted([*self.log, *entries], key=key_of)
+        self.checkpoints = []
+        self._reset()
+        self._replay_log()
 
     def _hold_implausible(self, input_id: str, routed: RoutedPassing, reason: str
                           ) -> list[RaceEvent]:

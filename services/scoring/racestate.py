@@ -180,10 +180,18 @@ class RaceState:
         the distance allows), or None."""
         return None
 
-    def _official_final(self, input_id: str, row: int, emit: bool) -> list[RaceEvent]:
-        """An official finish time has been kept for ``row``: the events of the final it
-        makes when the row has none (a race kind that times a finish without a read)."""
+    def _official_final(self, input_id: str, row: int, time_us: int, emit: bool
+                        ) -> list[RaceEvent]:
+        """An official finish time ``time_us`` (µs) has come for ``row``: the events of
+        the final it makes when the row has none (a race kind that times a finish
+        without a read)."""
         return []
+
+    def _manual_finish(self, inp: RaceInput) -> bool:
+        """Whether ``inp`` is a manual time for the finish that, like an official finish
+        time, is a fact about the whole race (a pair race's); else it is applied where
+        it stands in the log."""
+        return False
 
     def _restart_reason(self, gun: Gun) -> str | None:
         """Why a gun restarts what already skated (a revision), or None for a start."""

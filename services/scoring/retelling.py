@@ -213,7 +213,7 @@ class Retelling(Officials):
         self.reassigned = self._reassignments(live)
         # From the start, the state is a replay's (of no input yet) unless the replay
         # would put official finish times in place first.
-        self.as_replayed = from_start and not any(type(inp) is FinishTime for _, inp in live)
+        self.as_replayed = from_start and not self._official_times(live)
         return voided
 
     def _correction(self, input_id: str, reason: str, before: dict[str, list[Any]]) -> None:
