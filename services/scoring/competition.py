@@ -43,6 +43,7 @@ from icetime.startlist import transponder_key
 from . import rounds
 from .distances import LAP_M
 from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
+from .officials import voided_ids
 from .race import IMPLAUSIBLE
 from .startlists import Race, StartLists
 
@@ -166,12 +167,25 @@ class Competition(StartLists):
             race._row(inp.bib)  # refuse an unknown bib before it enters the log
         if type(inp) is Decision and inp.action == "reassign":
             return self._reassign(input_id, race, inp)
+        if type(inp) is Decision and inp.action == "void":
+            race.check_void(inp, {iid for held in self.held.values() for iid, _ in held})
         out = {race.id: race.feed(input_id, inp)}
-        if type(inp) is Decision and inp.action == "void" and str(inp.target) in self.reassigns:
-            # A reassignment voided: later reads of the chip go where they did before it.
-            del self.reassigns[str(inp.target)]
-            self.reassigned = dict(self.reassigns.values())
+        if type(inp) is Decision and inp.action == "void":
+            self._void_reassigns(race)
         return out
+
+    def _void_reassigns(self, race: Race) -> None:
+        """After a void in ``race``: later reads of a chip whose reassignment is voided go
+        where they did before it, and a reassignment whose void is voided is back."""
+        voided = voided_ids(race.log)
+        mine = sorted((key[4], iid, inp) for key, iid, inp in race.log
+                      if type(inp) is Decision and inp.action == "reassign")
+        for _, iid, _ in mine:
+            self.reassigns.pop(iid, None)
+        for _, iid, inp in mine:
+            if iid not in voided:
+                self.reassigns[iid] = (transponder_key(str(inp.transponder)), str(inp.bib))
+        self.reassigned = dict(self.reassigns.values())
 
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         """A passing to the race of the latest gun of its skater at or before its time;

@@ -43,6 +43,7 @@ from .model import (
     Run,
     Skater,
 )
+from .officials import voided_ids
 from .race import GUN, PASSING, LogEntry, RaceBase
 
 KIND = "marathon"
@@ -146,8 +147,7 @@ class MarathonRace(RaceBase):
     def _prepare(self, entries: list[LogEntry]) -> None:
         """Before a replay: each wave's latest gun, and the manual times (they hold
         over every read at their point, whenever they arrived)."""
-        voided = {str(i.target) for _, _, i in entries
-                  if type(i) is Decision and i.action == "void"}
+        voided = voided_ids(entries)
         for _, iid, inp in entries:
             if iid in voided:
                 continue
