@@ -185,9 +185,9 @@ def test_a_reassignment_whose_undo_is_undone_holds_again():
 
 
 def test_what_is_not_an_input_of_the_race_is_not_voided():
-    """A void of an id that names no input of the race, and a manual time at a passage
-    the race does not have, are refused with a reason naming the field; the race is as
-    it was."""
+    """A void of an id that names no input of the race, a manual time at a passage the
+    race does not have and an official finish time under a thousandth of a second are
+    refused with a reason naming the field; the race is as it was, and goes on."""
     comp = race()
     before = comp.view("1000")
     assert feed(comp, *void("bad", "9999-0")) == {}
@@ -195,7 +195,14 @@ def test_what_is_not_an_input_of_the_race_is_not_voided():
                                 "an official's input it took)")
     assert feed(comp, "m700", {**MANUAL, "m": 700}) == {}
     assert comp.last_reason == "m: 700 is not a passage of race 1000 (200, 600, 1000)"
-    assert comp.stats["refused"] == 2 and comp.view("1000") == before
+    # A finish under a thousandth of a second: no race time (truncated, it is 0.000).
+    for iid, inp in (("f999", {**PHOTO, "bib": "6", "time_us": 999}),
+                     ("m999", {**MANUAL, "bib": "6", "time_us": 999, "m": None})):
+        assert feed(comp, iid, {k: v for k, v in inp.items() if v is not None}) == {}
+        assert comp.last_reason == ("time_us: 999 is no race time: a race time is at least "
+                                    "a thousandth of a second (1000)")
+    assert comp.stats["refused"] == 4 and comp.view("1000") == before
+    assert feed(comp, "dq", {"type": "decision", "race": "1000", "action": "dq", "bib": "6"})
 
 
 async def test_a_voided_read_is_brought_back_through_the_feed(stack, redis_client):

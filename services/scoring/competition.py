@@ -39,6 +39,7 @@ from icetime.messages import Call, Clock, Decision, FeedInput, FinishTime, Gun, 
 from icetime.rules import Rules
 from icetime.rules import load as load_rules
 from icetime.startlist import transponder_key
+from icetime.timefmt import to_thousandths
 
 from . import rounds
 from .distances import LAP_M
@@ -150,7 +151,9 @@ class Competition(StartLists):
             case Call():
                 race = self._race(inp.race)
                 if not race.can_call(inp.pair):
-                    raise InputError(f"race {race.id}: cannot call pair {inp.pair} to the start")
+                    what = "the whole field ('pair': the pair to call)" if inp.pair is None \
+                        else f"pair {inp.pair}"
+                    raise InputError(f"race {race.id}: cannot call {what} to the start")
                 self.called = (race.id, inp.pair)
                 return {}
             case Gun():
@@ -165,6 +168,10 @@ class Competition(StartLists):
         race = self._race(inp.race)
         if inp.bib is not None:
             race._row(inp.bib)  # refuse an unknown bib before it enters the log
+        if inp.time_us is not None and to_thousandths(inp.time_us) == 0:
+            # Truncated to thousandths it is 0.000: no time any skater can have skated.
+            raise InputError(f"time_us: {inp.time_us} is no race time: a race time is at "
+                             "least a thousandth of a second (1000)")
         if type(inp) is Decision and inp.action == "reassign":
             return self._reassign(input_id, race, inp)
         if type(inp) is Decision and inp.action == "void":

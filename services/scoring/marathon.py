@@ -116,8 +116,9 @@ class MarathonRace(RaceBase):
 
     def _wave(self, gun: Gun) -> list[str]:
         if gun.wave is None or gun.wave not in self.waves:
-            raise InputError(f"race {self.id}: a marathon gun names one of its waves "
-                             f"({', '.join(map(str, sorted(self.waves)))}), not {gun.wave!r}")
+            given = "" if gun.wave is None else f", not {gun.wave}"
+            raise InputError(f"race {self.id}: wave: a marathon gun names one of its waves "
+                             f"({', '.join(map(str, sorted(self.waves)))}){given}")
         return self.waves[gun.wave]
 
     # ------------------------------------------------------------------ input
