@@ -2,7 +2,8 @@
 later, a photo time that beats the partner's read, swapped chips reassigned. Ranks and
 gaps at a passage are those when it was skated; the stories a correction made wrong are
 told again, with a line saying what changed; finish lines show thousandths where
-hundredths tie. In the engine, and through the documented feed and WebSocket."""
+hundredths tie. A void undone by a void of it, and what cannot be applied refused with a
+reason naming the field. In the engine, and through the documented feed and WebSocket."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,7 @@ import aiohttp
 
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS, feed
+from .conftest import TOKENS, caught_up, feed, race_view, without_inputs
 from .test_order import GUN_T, skaters
 from .test_pipeline import Follower
 
@@ -202,3 +203,116 @@ def test_an_official_time_before_its_pairs_gun_is_refused_with_its_reason():
     feed(comp, "x", {"type": "decision", "race": "1000", "action": "restart", "pair": 2})
     assert feed(comp, "p2", {**photo, "bib": "3"}) == {}
     assert comp.last_reason.startswith("race 1000: pair 2 of bib 3 has no gun yet")
+
+
+def void(iid: str, target: str) -> tuple[str, dict[str, Any]]:
+    return iid, {"type": "decision", "race": "1000", "action": "void", "target": target}
+
+
+def results(comp: Competition) -> tuple[Any, Any]:
+    view = comp.view("1000")
+    return view["results"], view["classification"]
+
+
+def test_a_void_voided_counts_no_more():
+    """Voiding a void undoes it, and voiding that void does it again (docs/protocol.md
+    ``void``): a read and a DQ, each voided, brought back and voided again, give the
+    results of the race fed without them, then with them voided."""
+    finish3 = f"i{[i.get('t') for i in inputs()].index(GUNS[2] + 75_104_000)}"  # bib 3's
+    clean = results(race())
+    comp = race()
+    dq = {"type": "decision", "race": "1000", "action": "dq", "bib": "1"}
+    for iid, inp in (("dq", dq), void("v1", finish3), void("v2", "dq")):
+        feed(comp, iid, inp)
+    voided = results(comp)
+    assert voided[0]["3"]["final"] is None and voided[0]["1"]["status"] is None
+    for iid, inp in (void("u1", "v1"), void("u2", "dq"), void("u3", "v2")):
+        assert feed(comp, iid, inp)["1000"][0]["type"] == "revision", comp.last_error
+    # The read counts again; the DQ was voided (by v2, undone by u3, and by u2).
+    assert results(comp) == clean
+    for iid, inp in (void("r1", "u1"), void("r2", "u3")):
+        feed(comp, iid, inp)
+    assert results(comp) == voided
+
+
+def test_a_reassignment_whose_undo_is_undone_holds_again():
+    """Pair 2's swapped chips reassigned, the first reassignment undone, and that undo
+    undone: the race is the race with both reassignments, and a later read of the chip
+    is still the skater's it was given to."""
+    swaps = [(f"r{n}", {"type": "decision", "race": "1000", "action": "reassign",
+                        "transponder": tr, "bib": bib})
+             for n, (tr, bib) in enumerate((("33", "4"), ("44", "3")))]
+    both = race()
+    for iid, inp in swaps:
+        feed(both, iid, inp)
+    comp = race()
+    for iid, inp in (*swaps, void("v", "r0"), void("u", "v")):
+        feed(comp, iid, inp)
+    assert results(comp) == results(both)
+    assert comp._owner("33") == both._owner("33") == "4"
+
+
+def test_what_is_not_an_input_of_the_race_is_not_voided():
+    """A void of an id that names no input of the race, a manual time at a passage the
+    race does not have and an official finish time under a thousandth of a second are
+    refused with a reason naming the field; the race is as it was, and goes on."""
+    comp = race()
+    before = comp.view("1000")
+    assert feed(comp, *void("bad", "9999-0")) == {}
+    assert comp.last_reason == ("target: 9999-0 is no input of race 1000 (a read, a gun or "
+                                "an official's input it took)")
+    assert feed(comp, "m700", {**MANUAL, "m": 700}) == {}
+    assert comp.last_reason == "m: 700 is not a passage of race 1000 (200, 600, 1000)"
+    # A finish under a thousandth of a second: no race time (truncated, it is 0.000).
+    for iid, inp in (("f999", {**PHOTO, "bib": "6", "time_us": 999}),
+                     ("m999", {**MANUAL, "bib": "6", "time_us": 999, "m": None})):
+        assert feed(comp, iid, {k: v for k, v in inp.items() if v is not None}) == {}
+        assert comp.last_reason == ("time_us: 999 is no race time: a race time is at least "
+                                    "a thousandth of a second (1000)")
+    assert comp.stats["refused"] == 4 and comp.view("1000") == before
+    assert feed(comp, "dq", {"type": "decision", "race": "1000", "action": "dq", "bib": "6"})
+
+
+async def test_a_voided_read_is_brought_back_through_the_feed(stack, redis_client):
+    """The desk's `v` then `u`, as it sends them (POST /feed?wait=1): the read voided,
+    then its void voided, leaves the race as if it had never been voided; a typo in the
+    target and a passage the race does not have are refused with the reason."""
+    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+
+    async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any],
+                   seq: int | None = None) -> dict[str, Any]:
+        async with s.post(f"{http}/feed", params={"wait": "1"},
+                          json=body if seq is None else {**body, "seq": seq},
+                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
+            reply: dict[str, Any] = await r.json()
+            return reply
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{http}/api/startlist",
+                          json={"skaters": skaters(*BIBS), "races": RACES},
+                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+            assert r.status == 200, await r.text()
+        ids = []
+        for n, inp in enumerate(inputs()):
+            reply = await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp, n + 1)
+            assert reply["ok"], reply
+            ids.append(reply["id"])
+        finish3 = ids[[i.get("t") for i in inputs()].index(GUNS[2] + 75_104_000)]
+        voided = await send(s, "referee", void("", finish3)[1])
+        assert voided == {"ok": True, "id": voided["id"], "seq": None, "verdict": "applied"}
+        await caught_up(redis_client, "1000")
+        assert (await race_view(redis_client, "1000"))["results"]["3"]["final"] is None
+        undo = await send(s, "referee", void("", voided["id"])[1])
+        assert undo["verdict"] == "applied", undo
+        typo = await send(s, "referee", void("", "9999-0")[1])
+        assert (typo["ok"], typo["verdict"]) == (False, "refused")
+        assert typo["error"] == ("refused by scoring: target: 9999-0 is no input of race "
+                                 "1000 (a read, a gun or an official's input it took)")
+        m700 = await send(s, "referee", {**MANUAL, "m": 700})
+        assert m700["error"] == ("refused by scoring: m: 700 is not a passage of race 1000 "
+                                 "(200, 600, 1000)")
+    await caught_up(redis_client, "1000")
+    view = await race_view(redis_client, "1000")
+    clean = race().view("1000")
+    assert without_inputs(view["results"]) == without_inputs(clean["results"])
+    assert view["classification"] == clean["classification"]

@@ -1,6 +1,7 @@
 """The officials' desk in a real Chromium (Debian's), driven by Playwright: a chief
-referee's short session on a finished pair (a DQ and its undo, a photo-finish time,
-official), each effect checked on the desk and on the monitor; the audit exported."""
+referee's short session on a finished pair (a DQ and its undo, a photo-finish time, a
+read voided and brought back, official), each effect checked on the desk and on the
+monitor; the audit exported."""
 from __future__ import annotations
 
 import re
@@ -101,6 +102,22 @@ async def test_a_referee_session_on_the_desk(redis_server, tmp_path):
             await expect(desk.get_by_test_id("final-2")).to_have_text("1:16.100 photo")
             await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.10")
 
+            # The newest read (Smeding's finish) voided, flagged so; u brings it back.
+            await desk.keyboard.press("]")
+            await desk.keyboard.press("v")
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text(re.compile(r"^Void read: \d+ at finish .*: applied$"))
+            await expect(desk.get_by_test_id("final-1")).to_have_text("")
+            await expect(reads.first.locator("[data-flag]")).to_have_text("voided")
+            await expect(desk.get_by_test_id("audit")).to_contain_text("VOID of read")
+            await desk.keyboard.press("u")
+            await desk.keyboard.press("Enter")
+            await expect(effect).to_have_text(re.compile(r"^Undo: VOID of read .*: applied$"))
+            await expect(reads.first).to_contain_text("finish 1:16.412")
+            await expect(reads.first.locator("[data-flag]")).to_have_count(0)
+            await expect(desk.get_by_test_id("final-1")).to_contain_text("1:16.412")
+            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+
             # A time that is not one is refused with the reason, and nothing is sent.
             await desk.keyboard.press("m")
             await desk.keyboard.type("soon")
@@ -116,10 +133,14 @@ async def test_a_referee_session_on_the_desk(redis_server, tmp_path):
 
             # The audit: who, what and its effect; exported as CSV.
             audit = desk.get_by_test_id("audit").locator("tbody tr")
-            # The start list, the gun, DQ, undo, photo time, official: newest first.
-            await expect(audit).to_have_count(6)
-            await expect(audit.nth(3)).to_contain_text("DQ bib 1 (impeding)")
-            await expect(audit.nth(3)).to_contain_text("applied · undone")
+            # The start list, the gun, DQ, undo, photo time, void, undo, official: newest
+            # first. An undo can be undone too (its button); an undone input cannot.
+            await expect(audit).to_have_count(8)
+            await expect(audit.nth(5)).to_contain_text("DQ bib 1 (impeding)")
+            await expect(audit.nth(5)).to_contain_text("applied · undone")
+            await expect(audit.nth(2)).to_contain_text("applied · undone")
+            await expect(audit.nth(2).locator("button[data-undo]")).to_have_count(0)
+            await expect(audit.nth(1).locator("button[data-undo]")).to_have_count(1)
             await expect(audit.first).to_contain_text("referee")
             async with desk.expect_download() as download:
                 await desk.get_by_test_id("export-csv").click()
@@ -379,7 +400,7 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             await chip.fill(chips["1"])
             await desk.keyboard.press("Enter")
             await expect(effect).to_have_text(
-                f"Reassign chip · 2 Han Mei: refused: refused by scoring: transponder "
+                f"Reassign chip · 2 Han Mei: refused by scoring: transponder "
                 f"{chips['1']} is already bib 2's")
             await desk.keyboard.press("h")
             await chip.fill("")

@@ -39,10 +39,12 @@ from icetime.messages import Call, Clock, Decision, FeedInput, FinishTime, Gun, 
 from icetime.rules import Rules
 from icetime.rules import load as load_rules
 from icetime.startlist import transponder_key
+from icetime.timefmt import to_thousandths
 
 from . import rounds
 from .distances import LAP_M
 from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
+from .officials import voided_ids
 from .race import IMPLAUSIBLE
 from .startlists import Race, StartLists
 
@@ -157,7 +159,9 @@ class Competition(StartLists):
             case Call():
                 race = self._race(inp.race)
                 if not race.can_call(inp.pair):
-                    raise InputError(f"race {race.id}: cannot call pair {inp.pair} to the start")
+                    what = "the whole field ('pair': the pair to call)" if inp.pair is None \
+                        else f"pair {inp.pair}"
+                    raise InputError(f"race {race.id}: cannot call {what} to the start")
                 self.called = (race.id, inp.pair)
                 return {}
             case Gun():
@@ -172,11 +176,46 @@ class Competition(StartLists):
         race = self._race(inp.race)
         if inp.bib is not None:
             race._row(inp.bib)  # refuse an unknown bib before it enters the log
+        if inp.time_us is not None and to_thousandths(inp.time_us) == 0:
+            # Truncated to thousandths it is 0.000: no time any skater can have skated.
+            raise InputError(f"time_us: {inp.time_us} is no race time: a race time is at "
+                             "least a thousandth of a second (1000)")
         if type(inp) is Decision and inp.action == "reassign":
             return self._reassign(input_id, race, inp)
-        if type(inp) is Decision and inp.action == "void" and str(inp.target) in self.reassigns:
-            return self._unassign(input_id, race, inp)
+        if type(inp) is Decision and inp.action == "void":
+            return self._void(input_id, race, inp)
         return {race.id: race.feed(input_id, inp)}
+
+    def _void(self, input_id: str, race: Race, inp: Decision) -> dict[str, list[RaceEvent]]:
+        """A void: refused when its target is no input of the race; a reassignment's
+        void routes its reads again (:meth:`_unassign`)."""
+        race.check_void(inp, {iid for held in self.held.values() for iid, _ in held})
+        if str(inp.target) in self.reassigns:
+            return self._unassign(input_id, race, inp)
+        out = {race.id: race.feed(input_id, inp)}
+        if self._is_void(race, str(inp.target)):
+            self._void_reassigns(race)  # an undo undone: a reassignment may be back
+        return out
+
+    @staticmethod
+    def _is_void(race: Race, input_id: str) -> bool:
+        """Whether ``input_id`` is a void decision in ``race``'s log."""
+        return any(iid == input_id and type(inp) is Decision and inp.action == "void"
+                   for _, iid, inp in race.log)
+
+    def _void_reassigns(self, race: Race) -> None:
+        """After an undo is undone in ``race``: a reassignment whose void is voided is
+        back for the chip's later reads (the reads routed before stay where the undo put
+        them)."""
+        voided = voided_ids(race.log)
+        mine = sorted((key[4], iid, inp) for key, iid, inp in race.log
+                      if type(inp) is Decision and inp.action == "reassign")
+        for _, iid, _ in mine:
+            self.reassigns.pop(iid, None)
+        for _, iid, inp in mine:
+            if iid not in voided:
+                self.reassigns[iid] = (transponder_key(str(inp.transponder)), str(inp.bib))
+        self._reassigned()
 
     def _passing(self, input_id: str, inp: Passing) -> dict[str, list[RaceEvent]]:
         """A passing to the race of the latest gun of its skater at or before its time;

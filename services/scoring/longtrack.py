@@ -302,7 +302,7 @@ class LongTrackRace(PairPassages):
     def _manual_time(self, input_id: str, row: int, time_us: int, m: int | None) -> None:
         """A time keyed in by an official (decision ``input_id``): at the finish (or at
         passage ``m``, metres); the passage is then the decision's."""
-        k = self.passage_m.index(m) if m is not None else len(self.passage_m) - 1
+        k = self._passage_k(m)
         t, origin = to_thousandths(time_us), "manual"
         if k == len(self.passage_m) - 1:
             # A fact of the whole race (_manual_finish): in place before the reads, so a
@@ -322,6 +322,16 @@ class LongTrackRace(PairPassages):
             # A skater with a status has no passages to record (as for her reads); in a
             # replay the status is in place before her manual time comes again.
             self._record(input_id, row, k, t, emit=False)
+
+    def _passage_k(self, m: int | None) -> int:
+        """The index of the passage at ``m`` metres (None: the finish); InputError for
+        metres that are no passage of the race."""
+        if m is None:
+            return len(self.passage_m) - 1
+        if m not in self.passage_m:
+            raise InputError(f"m: {m} is not a passage of race {self.id} "
+                             f"({', '.join(map(str, self.passage_m))})")
+        return self.passage_m.index(m)
 
     def _restart(self, decision: Decision) -> None:
         if decision.pair is None:

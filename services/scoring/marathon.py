@@ -43,6 +43,7 @@ from .model import (
     Run,
     Skater,
 )
+from .officials import voided_ids
 from .race import GUN, PASSING, LogEntry, RaceBase
 
 KIND = "marathon"
@@ -115,8 +116,9 @@ class MarathonRace(RaceBase):
 
     def _wave(self, gun: Gun) -> list[str]:
         if gun.wave is None or gun.wave not in self.waves:
-            raise InputError(f"race {self.id}: a marathon gun names one of its waves "
-                             f"({', '.join(map(str, sorted(self.waves)))}), not {gun.wave!r}")
+            given = "" if gun.wave is None else f", not {gun.wave}"
+            raise InputError(f"race {self.id}: wave: a marathon gun names one of its waves "
+                             f"({', '.join(map(str, sorted(self.waves)))}){given}")
         return self.waves[gun.wave]
 
     # ------------------------------------------------------------------ input
@@ -146,8 +148,7 @@ class MarathonRace(RaceBase):
     def _prepare(self, entries: list[LogEntry]) -> None:
         """Before a replay: each wave's latest gun, and the manual times (they hold
         over every read at their point, whenever they arrived)."""
-        voided = {str(i.target) for _, _, i in entries
-                  if type(i) is Decision and i.action == "void"}
+        voided = voided_ids(entries)
         for _, iid, inp in entries:
             if iid in voided:
                 continue

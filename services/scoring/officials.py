@@ -20,14 +20,28 @@ from .model import FINISH_PRECEDENCE, InputError, RaceEvent, RaceInput, RoutedGu
 from .racestate import START, LogEntry, RaceState, key_of
 
 
+def voided_ids(entries: list[LogEntry]) -> set[str]:
+    """The ids of the inputs the ``void`` decisions among ``entries`` void. A void that
+    is itself voided voids nothing (an undone void: its target counts again), and a void
+    of that brings it back: each void came after its target (a void of an input the race
+    has not taken is refused), so the voids are read from the latest arrival back, and a
+    void counts unless a later void that counts names it."""
+    voids = sorted((key[4], iid, str(inp.target)) for key, iid, inp in entries
+                   if type(inp) is Decision and inp.action == "void")
+    out: set[str] = set()
+    for _, iid, target in reversed(voids):
+        if iid not in out:
+            out.add(target)
+    return out
+
+
 class Officials(RaceState):
     """Decisions, official finish times and reassigned chips; the quiet replay."""
 
     # ------------------------------------------------------------------ replay
     def _live(self, entries: list[LogEntry]) -> tuple[set[str], list[tuple[str, RaceInput]]]:
         """The ids of the inputs ``entries`` void, and the others (id, input)."""
-        voided = {str(i.target) for _, _, i in entries
-                  if type(i) is Decision and i.action == "void"}
+        voided = voided_ids(entries)
         return voided, [(iid, inp) for _, iid, inp in entries if iid not in voided]
 
     @staticmethod
@@ -110,6 +124,17 @@ class Officials(RaceState):
         else:
             raise self._unknown_decision(action)
 
+
+    def check_void(self, decision: Decision, held: set[str]) -> None:
+        """Raise :class:`InputError` unless ``decision`` (a ``void``) names an input of
+        this race: one in its log, a read it holds as implausible, or one of ``held``
+        (reads of its skaters held until their gun)."""
+        target = str(decision.target)
+        if target in held or any(iid == target for _, iid, _ in self.log) \
+                or any(h["input"] == target for h in self.held_reads):
+            return
+        raise InputError(f"target: {target} is no input of race {self.id} (a read, a gun "
+                         "or an official's input it took)")
 
     # ------------------------------------------------------------------ chips
     def check_reassign(self, decision: Decision) -> None:

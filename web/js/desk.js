@@ -278,10 +278,12 @@ export function readFlags(r, ctx) {
   const flags = [];
   const held = (ctx.view?.held || []).find((h) => h.input === r.input);
   const p = state.passages.get(r.input);
+  const voided = !p && ctx.voided?.has(r.input);
   if (r.refused) flags.push(["unknown", r.refused]);
   if (held) flags.push(["held", held.reason]);
+  if (voided) flags.push(["voided", "voided by an official (u, or undo in the audit log, brings it back)"]);
   if (p && p.missing.length) flags.push(["missing", `passages missed before it: ${p.missing.join(", ")} m`]);
-  if (p || r.refused || held) return flags;
+  if (p || r.refused || held || voided) return flags;
   if (!r.judged) return [["pending", "scoring has not judged it yet"]];
   const bib = ctx.bibs.get(r.transponder);
   if (bib && (ctx.view?.in_field || []).includes(bib)) {
@@ -296,7 +298,7 @@ export function readFlags(r, ctx) {
 }
 
 function renderReads() {
-  const ctx = { view: state.view, bibs: transponderBibs() };
+  const ctx = { view: state.view, bibs: transponderBibs(), voided: undone() };
   if (state.read && !state.reads.some((r) => r.input === state.read)) state.read = null;
   $("reads-body").innerHTML = [...state.reads].reverse().map((r) => {
     const p = state.passages.get(r.input);
@@ -360,15 +362,28 @@ function inRace(e) {
   return e.type !== "passing" && (race === undefined || race === state.race);
 }
 
+// The inputs voided, as scoring counts them: a void that is voided (undone) voids
+// nothing, and each void comes after what it names, so the latest void decides.
 function undone() {
-  return new Set(state.audit.filter((e) => e.verdict === "applied" && (e.input_fields || {}).action === "void")
-    .map((e) => e.input_fields.target));
+  const out = new Set();
+  for (const e of [...state.audit].reverse()) {
+    const f = e.input_fields || {};
+    if (e.verdict === "applied" && f.action === "void" && !out.has(e.input)) out.add(f.target);
+  }
+  return out;
 }
 
 function undoable(e, voided) {
   const f = e.input_fields || {};
   return e.verdict === "applied" && !voided.has(e.input) && f.race === state.race &&
-    ((e.type === "decision" && f.action !== "void") || e.type === "finish_time" || e.type === "gun");
+    (e.type === "decision" || e.type === "finish_time" || e.type === "gun");
+}
+
+// An undo: a void of an input of the audit log (a decision, a photo time, a gun), not of
+// a read. `u` passes over them, so pressing it again undoes the decision before.
+function isUndo(e) {
+  const f = e.input_fields || {};
+  return f.action === "void" && state.audit.some((t) => t.input === f.target && t.type !== "passing");
 }
 
 function renderAudit() {
@@ -432,7 +447,7 @@ function open(key, target) {
   if (spec.undo) {
     const voided = undone();
     const entry = target ? state.audit.find((e) => e.input === target)
-      : [...state.audit].reverse().find((e) => undoable(e, voided) && e.type !== "gun");
+      : [...state.audit].reverse().find((e) => undoable(e, voided) && e.type !== "gun" && !isUndo(e));
     if (!entry) return showEffect("nothing to undo in this race", "refused");
     pending.target = entry.input;
     label += `: ${describe(entry)}`;
@@ -527,7 +542,9 @@ async function send(e) {
     showEffect(`${label}: stored, not judged yet: ${reply.error}`, "pending");
     close();
   } else {
-    showEffect(`${label}: refused: ${reply.error}`, "refused");
+    // Scoring's refusal already says so ("refused by scoring: …"); ingest's does not.
+    const why = reply.verdict === "refused" ? reply.error : `refused: ${reply.error}`;
+    showEffect(`${label}: ${why}`, "refused");
     close();
   }
   poll();
