@@ -19,7 +19,7 @@ from __future__ import annotations
 
 #: A source's numbering (``source``, ``session``): a decoder's boot or a replay run may
 #: have another clock relation than the last one, so each is learnt on its own.
-Key = tuple[str, str | None]
+Key = tuple[str, str | int | None]
 
 #: A lag below this (the source's clock ahead of the wall clock by more than network
 #: jitter and NTP can explain: a fast replay, a clock set wrong) does not speak for the
