@@ -24,7 +24,7 @@ Key = tuple[str, str | int | None]
 #: A lag below this (the source's clock ahead of the wall clock by more than network
 #: jitter and NTP can explain: a fast replay, a clock set wrong) does not speak for the
 #: common clock, so it is not used for another source's gun.
-AHEAD_US = -1_000_000
+AHEAD_US = -250_000
 #: A gun later than this by the estimate is not believed (a clock that stepped, two
 #: sources on different clocks): the arrival is the origin, as with no estimate.
 LATE_MAX_US = 30 * 60 * 1_000_000
