@@ -447,6 +447,33 @@ async def test_arena_board_switches_by_itself_and_says_when_data_stops(browser, 
     assert not errors, errors
 
 
+async def test_board_clock_of_a_late_gun_runs_from_the_gun_not_its_arrival(browser, stack):
+    """A gun that reaches ingest 30 s late (tests/test_running_clock.py): the board's
+    running clock is at least the race time of the split beside it, not 30 s behind."""
+    from playwright.async_api import expect
+
+    from .test_running_clock import LATE_US, PAIR_1000, Sender
+
+    st = Sender(stack.settings.ingest_tcp_port)
+    try:
+        skaters = [{"bib": b, "name": f"Skater {b}", "transponders": [b * 2]}
+                   for b in ("1", "2")]
+        await st.send("officials", {"type": "startlist", "skaters": skaters,
+                                    "races": PAIR_1000})
+        page, errors = await open_page(browser, f"{stack.http}/board?race=1000")
+        a = await st.read_now("11")
+        await st.send("gun", {"type": "gun", "race": "1000", "pair": 1, "t": a - LATE_US})
+        split = page.get_by_test_id("board-passage-I")
+        await expect(split).to_contain_text("200 m 30.", timeout=10_000)
+        shown = (await split.locator("div").first.text_content() or "").split()[-1]
+        clock = page.get_by_test_id("board-clock-I")
+        await expect_running(clock)
+        assert seconds(await clock.text_content() or "") >= seconds(shown), shown
+        assert not errors, errors
+    finally:
+        await st.close()
+
+
 async def test_broadcast_overlay_is_transparent_with_the_pair_and_gap(browser, stack):
     from playwright.async_api import expect
 

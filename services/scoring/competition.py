@@ -47,6 +47,7 @@ from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
 from .officials import voided_ids
 from .race import IMPLAUSIBLE
 from .startlists import Race, StartLists
+from .wallclock import WallClock
 
 __all__ = ["HELD_MAX", "Competition", "Race"]
 
@@ -105,6 +106,9 @@ class Competition(StartLists):
         # (race, pair) called to the start; pair is None for a pack race
         self.called: tuple[str, int | None] | None = None
         self.seen: set[str] = set()
+        #: How each source's times map onto ingest's wall clock: where a late gun's
+        #: running clock starts (``wallclock``).
+        self.wallclock = WallClock()
         self.stats: Counter[str] = Counter()
         #: Why the last refused input was refused ("<input id>: <reason>").
         self.last_error = ""
@@ -154,6 +158,7 @@ class Competition(StartLists):
                 if inp.source is None:
                     raise InputError("a clock input names no source")
                 self.offsets[inp.source] = inp.offset_us
+                self.wallclock.forget(inp.source)
                 self.stats["clock_offsets"] += 1
                 return {}
             case Call():
@@ -221,6 +226,7 @@ class Competition(StartLists):
         """A passing to the race of the latest gun of its skater at or before its time;
         counted and dropped when the transponder or the timing point is unknown, held
         (counted) until its gun lands when no gun of the skater is that early."""
+        self.wallclock.seen((inp.source or "", inp.session), inp.rx_us, self._common(inp))
         bib, by = self._wearer(inp)
         if bib is None:
             self.stats["unknown_transponder"] += 1
@@ -392,7 +398,10 @@ class Competition(StartLists):
             inp = msgspec.structs.replace(inp, race=called_race, pair=called_pair)
             self.called = None
         race = self._race(inp.race)
-        routed = RoutedGun(inp, self._common(inp))
+        t = self._common(inp)
+        origin = self.wallclock.origin((inp.source or "", inp.session), inp.rx_us, t,
+                                       float(inp.rate) if inp.rate is not None else 1.0)
+        routed = RoutedGun(inp, t, origin)
         bibs = race.starters(inp)
         events = race.feed(input_id, routed)
         for bib in bibs:

@@ -41,10 +41,13 @@ class RoutedPassing(Struct, frozen=True, gc=False):
 
 class RoutedGun(Struct, frozen=True, gc=False):
     """A gun as its race takes it: ``gun`` names its race (and pair: from the call when
-    the gun did not), ``t`` is its time on the common clock (µs)."""
+    the gun did not), ``t`` is its time on the common clock (µs), ``origin_us`` that
+    instant on ingest's wall clock (µs, ``wallclock.WallClock.origin``; 0 when fed
+    without ingest): where the screens' running clock starts."""
 
     gun: Gun
     t: int
+    origin_us: int = 0
 
 
 #: What a race's input log holds: the routing is kept with the input, so a replay of
@@ -105,10 +108,11 @@ class Run:
 
     @classmethod
     def from_gun(cls, routed: RoutedGun, attempt: int, pair: int | None = None) -> Run:
-        """The run a routed gun starts: its common-clock ``t`` (µs) is its zero, ``rx_us``
-        (ingest's wall clock at arrival) the running clock's origin."""
+        """The run a routed gun starts: its common-clock ``t`` (µs) is its zero, its
+        ``origin_us`` (the gun's instant on the wall clock, however late it arrived) the
+        running clock's origin."""
         gun = routed.gun
-        return cls(routed.t, gun.rx_us or 0, attempt,
+        return cls(routed.t, routed.origin_us, attempt,
                    float(gun.rate) if gun.rate is not None else 1.0, pair)
 
     def public(self) -> dict[str, Any]:
