@@ -253,6 +253,21 @@ async def test_the_chief_referees_afternoon(redis_server):
             await expect(reads_rows.nth(100)).to_contain_text("in field")
             await desk.get_by_test_id("reads-others-toggle").click()
             await expect(reads_rows).to_have_count(13)
+            # The endpoint: the race's own reads whole, the last 300 of the others' (the
+            # 50 before them counted); an unknown race is a 404; without a race, the
+            # last 300 reads of every race, as before.
+            async with aiohttp.ClientSession(headers={
+                    "Authorization": f"Bearer {TOKENS['referee']}"}) as s:
+                async with s.get(f"{http}/api/desk/reads", params={"race": RACE}) as resp:
+                    got = await resp.json()
+                assert sum(not r["other"] for r in got["reads"]) == 13
+                assert sum(r["other"] for r in got["reads"]) == 300
+                assert got["dropped"] == OTHER_READS - 300
+                async with s.get(f"{http}/api/desk/reads", params={"race": "nosuch"}) as resp:
+                    assert resp.status == 404
+                async with s.get(f"{http}/api/desk/reads") as resp:
+                    got = await resp.json()
+                assert len(got["reads"]) == 300 and "other" not in got["reads"][0]
 
             # 1. The missed finish read of Smeding, fixed by a manual time.
             await expect(desk.get_by_test_id("final-1")).to_have_text("")
