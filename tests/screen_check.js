@@ -6,10 +6,10 @@
 // content is wider (or, on a fixed screen, taller) than the box (clipped or spilling text, an
 // ellipsis); text whose contrast with what is behind it is below WCAG AA (4.5:1, 3:1 for
 // large text); text with nothing behind it on a transparent page (the overlay over video);
-// a value left blank ("–"); a state that says something is wrong in the colour of a good
-// one (green); two ranked times shown alike that are not alike (a tie in hundredths
-// decided by thousandths must show them); chart labels touching a point, a line, another
-// label, or the chart's edge.
+// a value left blank ("–"); a select too narrow for its choice; a state that says something
+// is wrong in the colour of a good one (green); two ranked times shown alike that are not
+// alike (a tie in hundredths decided by thousandths must show them); chart labels touching
+// a point, a line, another label, or the chart's edge.
 //   problems: the texts (every language) that say the data or the link is not good.
 //   whole: a selector of tables whose every cell must be in sight (the desk's reads and
 //     audit): no cell hidden past the edge of a box that scrolls sideways, and no word
@@ -17,6 +17,9 @@
 ([fixed, colours, problems, whole]) => {
   const out = [];
   const W = innerWidth, H = innerHeight;
+  // What Chromium leaves for a select's arrow: an auto-width select is this much wider
+  // than its longest option's text (measured: 20.8 px at 15 px).
+  const SELECT_ARROW = 20;
   const label = (el) => {
     const id = el.dataset.testid || el.id;
     const cls = typeof el.className === "string" && el.className ? "." + el.className.trim().split(/\s+/).join(".") : "";
@@ -175,6 +178,17 @@
   }
   for (const [text, values] of shownAs) {
     if (values.size > 1) out.push(`different times shown alike: ${text} is ${[...values].map((v) => (v / 1e6).toFixed(3)).join(" and ")}`);
+  }
+  // A select shows its choice whole (a trial found the live page's Race select showing
+  // "Women 1000 m · Divisi"): its text fits between the paddings and the arrow.
+  const pen = document.createElement("canvas").getContext("2d");
+  for (const sel of document.querySelectorAll("select")) {
+    const cs = getComputedStyle(sel);
+    if (!shown(sel, cs) || sel.selectedIndex < 0) continue;
+    pen.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+    const text = sel.options[sel.selectedIndex].text;
+    const room = sel.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - SELECT_ARROW;
+    if (pen.measureText(text).width > room + 1) out.push(`select cuts its choice (${Math.round(pen.measureText(text).width)} px of text in ${Math.round(room)}): ${label(sel)} "${text}"`);
   }
   if (whole) wholeCells(whole, out, label, scroller);
   return out;

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 T0 = 1_700_000_000_000_000
 SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
 #: The desk's tables that must show every cell (tests/screen_check.js, ``whole``).
-WHOLE = "[data-testid=reads], [data-testid=audit]"
+WHOLE = "[data-testid=reads], [data-testid=audit], [data-testid=results]"
 #: The board shows the last pair and the standings in turn: long enough for a turn (ms).
 BOARD_TURN_MS = 20_000
 
@@ -170,10 +170,10 @@ async def send_reads(st, reads: list[tuple[int, str]], first_seq: int) -> None:
         assert all(r["ok"] for r in await resp.json())
 
 
-async def gun(st, pair: int, t: int, seq: int) -> None:
+async def gun(st, pair: int, t: int, seq: int, race: str = RACE) -> None:
     url = f"http://127.0.0.1:{st.settings.ingest_http_port}/feed"
     async with aiohttp.ClientSession() as s, s.post(
-            url, json={"type": "gun", "race": RACE, "pair": pair, "t": t, "seq": seq},
+            url, json={"type": "gun", "race": race, "pair": pair, "t": t, "seq": seq},
             headers={"Authorization": f"Bearer {TOKENS['gun']}"}) as resp:
         assert (await resp.json())["verdict"] == "applied"
 
@@ -187,6 +187,16 @@ async def decide(desk, key: str, text: str = "", passage: str = "") -> None:
     if text:
         await desk.keyboard.type(text)
     await desk.keyboard.press("Enter")
+
+
+#: Another race on the ice at the same time (its own start list, skaters 91 and 92):
+#: its reads are in the same raw log as the desk's race's.
+OTHER_RACE = {"skaters": [{"bib": "91", "name": "Ada Other", "transponders": ["4109911"]},
+                          {"bib": "92", "name": "Bea Other", "transponders": ["4109921"]}],
+              "races": [{"id": "other-w500", "name": "Women 500 m · Other", "distance": 500,
+                         "pairs": [{"pair": 1, "inner": "91", "outer": "92"}]}]}
+#: Its reads: more than the desk's answer (DESK_READS 300) and panel (100) hold.
+OTHER_READS = 350
 
 
 def order(page):
@@ -214,7 +224,17 @@ async def test_the_chief_referees_afternoon(redis_server):
         ankles = {s["bib"]: s["transponders"][1] for s in FIXTURE["startlist"]["skaters"]}
         reads.append((T0 + parse_time("18.240"), ankles["2"]))
         reads.append((T0 + parse_time("30.000"), "9999999"))  # a chip nobody wears
-        await send_reads(st, reads, 1)
+        # Han Mei down on the line after her finish (1:16.205): her chip read every second
+        # for 6 s, each read in the loop field (a trial found them `re-read`, then `no
+        # passage` once she had got up).
+        lying = [(T0 + parse_time("1:16.205") + k * 1_000_000, transponders["2"])
+                 for k in range(1, 7)]
+        await send_reads(st, reads + lying, 1)
+        # Another race at the same time: its reads come after this race's, many of them.
+        await load_startlist(st, {"startlist": OTHER_RACE})
+        await gun(st, 1, T0, 2, race="other-w500")
+        await send_reads(st, [(T0 + 1_000_000 + k * 100_000, f"41099{k % 2 + 1}1")
+                              for k in range(OTHER_READS)], 100)
         async with async_playwright() as p:
             browser = await launch(p)
             http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
@@ -228,16 +248,47 @@ async def test_the_chief_referees_afternoon(redis_server):
             await expect(desk.get_by_test_id("login")).to_be_hidden()
             await expect(desk.get_by_test_id("official")).to_have_text("provisional")
 
-            # The reads and what became of them: the stray chip, the other ankle.
+            # The reads and what became of them: the stray chip, the other ankle, the
+            # chip lying in the loop; the other race's reads are hidden, and counted.
             reads_rows = desk.get_by_test_id("reads").locator("tbody tr")
-            await expect(reads_rows).to_have_count(7)
+            others = desk.get_by_test_id("reads-others-text")
+            await expect(others).to_have_text(
+                f"{OTHER_READS} reads of other races' skaters hidden")
+            await expect(reads_rows).to_have_count(13)
             stray = reads_rows.filter(has_text="9999999")
             await expect(stray.locator("[data-flag]")).to_have_text("unknown")
             await expect(stray).to_contain_text("none")
-            ankle = reads_rows.nth(5)  # newest first: Han Mei's other chip at 200 m
+            ankle = reads_rows.nth(11)  # newest first: Han Mei's other chip at 200 m
             await expect(ankle).to_contain_text(ankles["2"])
             await expect(ankle.locator("[data-flag]")).to_have_text("re-read")
-            await expect(reads_rows.nth(6)).to_contain_text("2 Han Mei · 200 m 18.220")
+            await expect(reads_rows.nth(12)).to_contain_text("2 Han Mei · 200 m 18.220")
+            flags = desk.get_by_test_id("reads").locator("[data-flag]")
+            await expect(flags).to_have_text(["in field"] * 6 + ["unknown", "re-read"])
+            # Shown on asking, newest first, each flagged and named; hidden again.
+            await desk.get_by_test_id("reads-others-toggle").click()
+            await expect(reads_rows).to_have_count(13 + 100)  # the panel holds 100 of them
+            await expect(reads_rows.first.locator("[data-flag]")).to_have_text("other race")
+            await expect(reads_rows.first).to_contain_text("another race · bib 92")
+            await expect(others).to_have_text(
+                f"{OTHER_READS} reads of other races' skaters shown, flagged other race")
+            await expect(reads_rows.nth(100)).to_contain_text("in field")
+            await desk.get_by_test_id("reads-others-toggle").click()
+            await expect(reads_rows).to_have_count(13)
+            # The endpoint: the race's own reads whole, the last 300 of the others' (the
+            # 50 before them counted); an unknown race is a 404; without a race, the
+            # last 300 reads of every race, as before.
+            async with aiohttp.ClientSession(headers={
+                    "Authorization": f"Bearer {TOKENS['referee']}"}) as s:
+                async with s.get(f"{http}/api/desk/reads", params={"race": RACE}) as resp:
+                    got = await resp.json()
+                assert sum(not r["other"] for r in got["reads"]) == 13
+                assert sum(r["other"] for r in got["reads"]) == 300
+                assert got["dropped"] == OTHER_READS - 300
+                async with s.get(f"{http}/api/desk/reads", params={"race": "nosuch"}) as resp:
+                    assert resp.status == 404
+                async with s.get(f"{http}/api/desk/reads") as resp:
+                    got = await resp.json()
+                assert len(got["reads"]) == 300 and "other" not in got["reads"][0]
 
             # 1. The missed finish read of Smeding, fixed by a manual time.
             await expect(desk.get_by_test_id("final-1")).to_have_text("")
@@ -279,9 +330,9 @@ async def test_the_chief_referees_afternoon(redis_server):
 
             # 4. Pair 2 starts, and is restarted (a false start the starter missed).
             t2 = T0 + 200_000_000
-            await gun(st, 2, t2, 2)
+            await gun(st, 2, t2, 3)
             await send_reads(st, [(t2 + parse_time("18.150"), transponders["3"]),
-                                  (t2 + parse_time("18.350"), transponders["4"])], 20)
+                                  (t2 + parse_time("18.350"), transponders["4"])], 500)
             await expect(desk.get_by_test_id("on-ice")).to_contain_text("Pair 2")
             await expect(monitor.get_by_test_id("grid")).to_contain_text("18.15")
             await desk.get_by_test_id("row-3").click()
@@ -290,6 +341,10 @@ async def test_the_chief_referees_afternoon(redis_server):
             await expect(desk.get_by_test_id("row-3")).not_to_contain_text("200 m")
             await expect(monitor.get_by_test_id("grid")).not_to_contain_text("18.15")
             await expect(desk.get_by_test_id("on-ice")).to_contain_text("Nobody on the ice")
+            # Later reads: Han Mei's lying reads are still `in field` (she is not now); her
+            # finish read, which the photo-finish time replaced, made no passage.
+            await expect(flags).to_have_text(["no passage"] * 2 + ["in field"] * 6
+                                             + ["no passage", "unknown", "re-read"])
 
             # 5. Official.
             await decide(desk, "o")
@@ -301,7 +356,7 @@ async def test_the_chief_referees_afternoon(redis_server):
 
             # The audit log: who, when, what, its effect; and the same in its export.
             audit = desk.get_by_test_id("audit").locator("tbody tr")
-            await expect(audit).to_have_count(9)  # start list, 2 guns, 6 decisions
+            await expect(audit).to_have_count(10)  # 2 start lists, 2 guns, 6 decisions
             await expect(audit.nth(0)).to_contain_text("OFFICIAL")
             await expect(audit.nth(1)).to_contain_text("RESTART pair 2 (false start)")
             await expect(audit.nth(4)).to_contain_text("DQ bib 1 (lane change)")

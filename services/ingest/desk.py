@@ -16,6 +16,13 @@ icetime.settings.DESK_ROLES): 401 without a valid token, 403 for another role.
   timing point) and ``judged`` false for a read scoring has not reached yet; ``last``
   the raw id to ask from next time: the last one judged, so a read not judged yet comes
   again, with its verdict, in a later answer.
+* ``GET /api/desk/reads?race=ID[&after=ID]``: the same for the desk of one race, each
+  read with ``other`` (true: it concerns another race: a chip of a skater not in this
+  race, that this race did not take) and ``bib`` (whose chip, by the start lists, when
+  known). Up to DESK_READS of the race's own reads and as many of the others', so other
+  races' reads never push the race's own out; ``dropped`` counts the other reads not sent
+  (beyond DESK_READS). The first look goes back until DESK_READS of its own are found
+  (DESK_RAW_SCAN_MAX inputs at most). 404 for a race with no view.
 * ``GET /api/desk/audit[?after=ID][&format=csv]``: the officials' stream
   (icetime.keys.officials_stream(self.competition)): who sent what, when, and scoring's verdict;
   ``{entries, last}`` (at most DESK_BATCH entries); with ``format=csv`` or
@@ -35,6 +42,7 @@ from aiohttp import web
 from icetime import bus, keys, snapshot
 from icetime.service import favicon
 from icetime.settings import DESK_ROLES, Source
+from icetime.startlist import transponder_key
 
 if TYPE_CHECKING:
     from .server import Ingest
@@ -46,8 +54,12 @@ DESK_EVENTS = 300
 DESK_BATCH = 1000
 #: Raw inputs a desk's first look at the reads goes back through.
 DESK_RAW_SCAN = 2000
-#: Reads sent in one answer, at most (the newest).
+#: Reads sent in one answer, at most (the newest); for one race, as many of its own reads
+#: and as many of the others'.
 DESK_READS = 300
+#: Raw inputs a desk's first look at one race's reads goes back through, at most, to find
+#: DESK_READS of its own among other races' reads.
+DESK_RAW_SCAN_MAX = 20_000
 #: The audit's columns in CSV, in order.
 AUDIT_COLUMNS = ("input", "received_utc", "source", "type", "race", "action", "bib", "pair",
                  "time_us", "target", "reason", "verdict", "refused_because", "transponder",
@@ -111,6 +123,57 @@ def passage(entry: dict[str, Any]) -> str:
     if entry.get("type") == "finish_time" or f.get("action") in PASSAGE_ACTIONS:
         return "finish"
     return ""
+
+
+def passings(got: list[tuple[str, Any]], scope: RaceReads | None) -> list[dict[str, Any]]:
+    """The passings among raw entries, each ``{input, source, point, transponder, t,
+    rx_us}``; without ``scope`` only the last DESK_READS."""
+    out = []
+    for sid, fields in got:
+        data = (fields or {}).get(b"d")
+        try:
+            inp = bus.unpack_input(data) if data else {}
+        except ValueError:
+            continue  # not an input: scoring refuses it, and the audit says so
+        if isinstance(inp, dict) and inp.get("type") == "passing":
+            out.append({"input": sid, "source": inp.get("source"),
+                        "point": inp.get("point", "finish"),
+                        "transponder": inp.get("transponder"), "t": inp.get("t"),
+                        "rx_us": inp.get("rx_us")})
+    return out if scope is not None else out[-DESK_READS:]
+
+
+class RaceReads:
+    """Which reads concern one race (docs/desk.md, "Reads"): those it took (a passage or
+    a held read in its view), those scoring refused (an unknown chip or loop concerns
+    every race), and those of its skaters' chips; the others are another race's."""
+
+    def __init__(self, view: dict[str, Any], owners: dict[str, str]) -> None:
+        #: transponder_key -> bib, of the start lists loaded (keys.chips).
+        self.owners = owners
+        self.bibs = set(view.get("skaters") or {}) | set(view.get("results") or {})
+        for team in (view.get("teams") or {}).values():
+            self.bibs |= set(team.get("skaters") or [])
+        self.taken = {row["input"] for res in (view.get("results") or {}).values()
+                      for row in res.get("passages") or [] if row and row.get("input")}
+        self.taken |= {h["input"] for h in view.get("held") or []}
+
+    def mark(self, reads: list[dict[str, Any]]) -> None:
+        """Mark each read ``other`` (True: another race's), with ``bib`` when the start
+        lists say whose chip it is. A chip whose read the race took is the race's (a
+        chip reassigned on the desk, or a start list not loaded over HTTP)."""
+        mine = {transponder_key(r["transponder"]) for r in reads if r["input"] in self.taken}
+        for read in reads:
+            key = transponder_key(read["transponder"])
+            bib = self.owners.get(key)
+            if bib is not None:
+                read["bib"] = bib
+            if read["input"] in self.taken or "refused" in read or key in mine:
+                read["other"] = False
+            elif bib is not None:
+                read["other"] = bib not in self.bibs
+            else:  # judged and placed, but not here: whoever wears it, not this race
+                read["other"] = read["judged"]
 
 
 class Desk:
@@ -186,38 +249,73 @@ class Desk:
     async def reads(self, request: web.Request) -> web.Response:
         self.auth(request)
         after = _after(request)
-        raw = keys.raw_stream(self.competition)
-        if after is None:
-            got = list(reversed(bus.entries(
-                await self.r.xrevrange(raw, "+", "-", count=DESK_RAW_SCAN))))
-        else:
-            got = bus.entries(await self.r.xrange(raw, f"({after}", "+", count=DESK_BATCH))
-        out = []
-        for sid, fields in got:
-            data = (fields or {}).get(b"d")
-            try:
-                inp = bus.unpack_input(data) if data else {}
-            except ValueError:
-                continue  # not an input: scoring refuses it, and the audit says so
-            if isinstance(inp, dict) and inp.get("type") == "passing":
-                out.append({"input": sid, "source": inp.get("source"),
-                            "point": inp.get("point", "finish"),
-                            "transponder": inp.get("transponder"), "t": inp.get("t"),
-                            "rx_us": inp.get("rx_us")})
-        out = out[-DESK_READS:]
+        race = request.query.get("race") or None
+        # The mark first, then the race, then the log: a read the mark says is judged is
+        # in the race's view already, so it is never taken for another race's.
         mark = await self.r.get(keys.scoring_progress(self.competition))
         judged = bus.parse_id(mark) if mark else (0, -1)
-        for read in out:
-            read["judged"] = bus.parse_id(read["input"]) <= judged
+        scope = await self._scope(race) if race is not None else None
+        got, found = await self._scan(after, judged, scope)
         last = next((sid for sid, _ in reversed(got) if bus.parse_id(sid) <= judged), after)
-        if out:
+        if scope is None:
+            return web.json_response({"reads": found[-DESK_READS:], "last": last})
+        own = [r for r in found if not r["other"]][-DESK_READS:]
+        others = [r for r in found if r["other"]]
+        sent = {r["input"] for r in own} | {r["input"] for r in others[-DESK_READS:]}
+        return web.json_response({"reads": [r for r in found if r["input"] in sent],
+                                  "last": last, "dropped": max(0, len(others) - DESK_READS)})
+
+    async def _scope(self, race: str) -> RaceReads:
+        """What tells race ``race``'s reads from the others: its view and whose each chip
+        is; HTTPNotFound for a race with no view."""
+        snap = await snapshot.latest(self.r, keys.snapshot_key(self.competition, race),
+                                     keys.events_stream(self.competition, race))
+        if snap is None or snap.view is None:
+            raise web.HTTPNotFound(text=json.dumps({"ok": False, "error": f"no race {race!r}"}),
+                                   content_type="application/json")
+        owners = {transponder_key(bus.text(k)): bus.text(v) for k, v in
+                  (await self.r.hgetall(keys.chips(self.competition))).items()}
+        return RaceReads(snap.view, owners)
+
+    async def _scan(self, after: str | None, judged: tuple[int, int], scope: RaceReads | None
+                    ) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+        """The raw entries looked through, oldest first, and the reads among them, judged
+        and (with ``scope``) marked ``other``. After ``after``: at most DESK_BATCH entries.
+        Without: DESK_RAW_SCAN entries back, and for a race further back in as many again
+        until DESK_READS of the race's own reads are found (at most DESK_RAW_SCAN_MAX)."""
+        raw = keys.raw_stream(self.competition)
+        if after is not None:
+            batch = bus.entries(await self.r.xrange(raw, f"({after}", "+", count=DESK_BATCH))
+            return batch, await self._judge(passings(batch, scope), judged, scope)
+        got: list[tuple[str, Any]] = []
+        found: list[dict[str, Any]] = []
+        end = "+"
+        while True:
+            chunk = list(reversed(bus.entries(
+                await self.r.xrevrange(raw, end, "-", count=DESK_RAW_SCAN))))
+            got = chunk + got
+            found = await self._judge(passings(chunk, scope), judged, scope) + found
+            if (scope is None or len(chunk) < DESK_RAW_SCAN or len(got) >= DESK_RAW_SCAN_MAX
+                    or sum(not r["other"] for r in found) >= DESK_READS):
+                return got, found
+            end = f"({chunk[0][0]}"
+
+    async def _judge(self, reads: list[dict[str, Any]], judged: tuple[int, int],
+                     scope: RaceReads | None) -> list[dict[str, Any]]:
+        """``reads`` with ``judged``, scoring's ``refused`` reason, and (with ``scope``)
+        ``other``."""
+        for read in reads:
+            read["judged"] = bus.parse_id(read["input"]) <= judged
+        if reads:
             verdicts = await self.r.mget([keys.verdict_key(self.competition, r["input"])
-                                         for r in out])
-            for read, v in zip(out, verdicts, strict=True):
+                                         for r in reads])
+            for read, v in zip(reads, verdicts, strict=True):
                 verdict = json.loads(v) if v else {}
                 if verdict.get("verdict") == "refused":
                     read["refused"] = verdict.get("reason", "")
-        return web.json_response({"reads": out, "last": last})
+        if scope is not None:
+            scope.mark(reads)
+        return reads
 
     async def audit(self, request: web.Request) -> web.Response:
         self.auth(request)

@@ -34,6 +34,9 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
   eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, reads: [], audit: [],
+  // Reads of other races (their skaters' chips; /api/desk/reads?race=): held apart, so
+  // they never push this race's out, and shown only when asked for (`showOthers`).
+  others: [], otherIds: new Set(), dropped: 0, showOthers: false,
   selected: null, read: null, pending: null, polls: 0, timer: null, polling: false, again: false,
 };
 
@@ -113,7 +116,8 @@ async function loadRaces() {
 }
 
 function chooseRace(id) {
-  Object.assign(state, { race: id, view: null, eventsAfter: "", passages: new Map(), selected: null });
+  Object.assign(state, { race: id, view: null, eventsAfter: "", passages: new Map(), selected: null,
+    readsAfter: "", reads: [], others: [], otherIds: new Set(), dropped: 0, read: null });
   history.replaceState(null, "", `/desk?race=${encodeURIComponent(id)}`);
   poll();
 }
@@ -145,17 +149,38 @@ export function passagesByInput(view) {
   return out;
 }
 
-// A read not judged yet comes again with its verdict: it replaces the one held.
+// The race's reads and, apart, other races'. A read not judged yet comes again with its
+// verdict (and, judged, may turn out this race's): it replaces the one held. The reads
+// after `last` are all sent again, so the order holds.
 async function pollReads() {
-  const after = state.readsAfter ? `?after=${encodeURIComponent(state.readsAfter)}` : "";
-  const { body } = await api(`/api/desk/reads${after}`);
-  const seen = new Map(state.reads.map((r, i) => [r.input, i]));
+  const race = state.race;
+  if (!race) return;
+  const after = state.readsAfter ? `&after=${encodeURIComponent(state.readsAfter)}` : "";
+  const { status, body } = await api(`/api/desk/reads?race=${encodeURIComponent(race)}${after}`);
+  if (status !== 200 || race !== state.race) return;  // another race was chosen meanwhile
+  const again = new Set(body.reads.map((r) => r.input));
+  state.reads = state.reads.filter((r) => !again.has(r.input));
+  state.others = state.others.filter((r) => !again.has(r.input));
   for (const r of body.reads) {
-    if (seen.has(r.input)) state.reads[seen.get(r.input)] = r;
-    else state.reads.push(r);
+    (r.other ? state.others : state.reads).push(r);
+    if (r.other) state.otherIds.add(r.input);
+    else state.otherIds.delete(r.input);
   }
+  if (!state.readsAfter) state.dropped = body.dropped || 0;
   state.reads = state.reads.slice(-READS_SHOWN);
+  state.others = state.others.slice(-READS_SHOWN);
   state.readsAfter = body.last || state.readsAfter;
+}
+
+// Raw stream ids ("1700000000000-3") in the log's order.
+const byInput = (a, b) => {
+  const [am, as] = a.input.split("-").map(Number), [bm, bs] = b.input.split("-").map(Number);
+  return am - bm || as - bs;
+};
+
+// The reads on the panel, oldest first: the race's, and other races' when asked for.
+function shownReads() {
+  return state.showOthers && state.others.length ? [...state.reads, ...state.others].sort(byInput) : state.reads;
 }
 
 async function pollAudit() {
@@ -241,7 +266,7 @@ function renderResults(view) {
       `<td>${pair === null ? "" : `${esc(pair)} <span class="lane">${esc(lane)}</span>`}</td>` +
       `<td>${esc(bib)}</td><td>${esc(name(bib))}</td>` +
       `<td class="num">${last ? `${esc(last.m)} m ${fmtTime(last.t, 3)}` : ""}</td>` +
-      `<td class="num" data-testid="final-${esc(bib)}">${res.final ? `${fmtTime(res.final.t, 3)} <small>${esc(res.final.origin)}</small>` : ""}</td>` +
+      `<td class="num" data-label="final" data-testid="final-${esc(bib)}">${res.final ? `${fmtTime(res.final.t, 3)} <small>${esc(res.final.origin)}</small>` : ""}</td>` +
       `<td data-testid="status-${esc(bib)}">${res.status ? `<span class="code">${esc(res.status)}</span>` : ""}</td></tr>`;
   }).join("");
 }
@@ -264,9 +289,39 @@ function transponderBibs() {
   const out = new Map(Object.entries(state.chips || {}));
   for (const r of state.reads) {
     const p = state.passages.get(r.input);
-    if (p) out.set(r.transponder, p.bib);
+    if (p) out.set(String(r.transponder), p.bib);
   }
   return out;
+}
+
+// The engine's loop dwell (services/scoring/race.py, docs/time.md "Loop dwell"): a chip
+// read again sooner than LEAVE_US after its previous read is the same visit to the loop
+// field; a visit of over DWELL_US is a skater lying there. Judged from the reads, not the
+// view's `in_field` (who lies there now): her reads stay `in field` once she got up, and
+// after her finish as before it.
+const LEAVE_US = 3e6;
+const DWELL_US = 2e6;
+
+// The inputs of the reads made during a dwell but its first (by skater, loop and decoder).
+export function dwellReads(reads, bibs) {
+  const visits = [];
+  const open = new Map();
+  for (const r of [...reads].sort((a, b) => a.t - b.t)) {
+    const bib = bibs.get(String(r.transponder));
+    if (!bib) continue;
+    const key = `${bib}\u0000${r.point}\u0000${r.source}`;
+    let v = open.get(key);
+    if (!v || r.t - v.last >= LEAVE_US) {
+      v = { first: r.t, last: r.t, inputs: [] };
+      open.set(key, v);
+      visits.push(v);
+    }
+    v.last = r.t;
+    v.inputs.push(r.input);
+  }
+  // A visit's first read is her reaching the line (a passage, or one the race had no use
+  // for: an official time instead, a skater done): the rest are her lying there.
+  return new Set(visits.filter((v) => v.last - v.first > DWELL_US).flatMap((v) => v.inputs.slice(1)));
 }
 
 // Within this long (µs) after a read that made a passage, a read of the same skater's
@@ -275,6 +330,9 @@ const REREAD_US = 5e6;
 
 // What became of a read, as flags: [name, explanation].
 export function readFlags(r, ctx) {
+  if (r.other) {
+    return [["other race", `${r.bib ? `bib ${r.bib}'s chip` : "a chip"}: a skater of another race (her race's desk shows what became of it)`]];
+  }
   const flags = [];
   const held = (ctx.view?.held || []).find((h) => h.input === r.input);
   const p = state.passages.get(r.input);
@@ -285,10 +343,10 @@ export function readFlags(r, ctx) {
   if (p && p.missing.length) flags.push(["missing", `passages missed before it: ${p.missing.join(", ")} m`]);
   if (p || r.refused || held || voided) return flags;
   if (!r.judged) return [["pending", "scoring has not judged it yet"]];
-  const bib = ctx.bibs.get(r.transponder);
-  if (bib && (ctx.view?.in_field || []).includes(bib)) {
-    flags.push(["in field", `${bib}'s chip lies in the loop field`]);
-  } else if (bib && state.reads.some((o) => o !== r && ctx.bibs.get(o.transponder) === bib && o.point === r.point &&
+  const bib = ctx.bibs.get(String(r.transponder));
+  if (bib && ctx.dwell.has(r.input)) {
+    flags.push(["in field", `${bib}'s chip lay in the loop field`]);
+  } else if (bib && state.reads.some((o) => o !== r && ctx.bibs.get(String(o.transponder)) === bib && o.point === r.point &&
       state.passages.has(o.input) && r.t - o.t >= 0 && r.t - o.t < REREAD_US)) {
     flags.push(["re-read", `a second read of ${bib}'s passage`]);
   } else {
@@ -298,12 +356,15 @@ export function readFlags(r, ctx) {
 }
 
 function renderReads() {
-  const ctx = { view: state.view, bibs: transponderBibs(), voided: undone() };
-  if (state.read && !state.reads.some((r) => r.input === state.read)) state.read = null;
-  $("reads-body").innerHTML = [...state.reads].reverse().map((r) => {
+  const bibs = transponderBibs();
+  const ctx = { view: state.view, bibs, dwell: dwellReads(state.reads, bibs), voided: undone() };
+  const shown = shownReads();
+  if (state.read && !shown.some((r) => r.input === state.read)) state.read = null;
+  renderOthers();
+  $("reads-body").innerHTML = [...shown].reverse().map((r) => {
     const p = state.passages.get(r.input);
     const given = p ? `${esc(p.bib)} ${esc(name(p.bib))} · ${p.finish ? "finish" : `${esc(p.m)} m`} ${fmtTime(p.t, 3)}`
-      : `<span class="idle">none</span>`;
+      : `<span class="idle">${r.other ? `another race${r.bib ? ` · bib ${esc(r.bib)}` : ""}` : "none"}</span>`;
     const flags = readFlags(r, ctx).map(([f, why]) => `<span class="flag" data-flag="${esc(f)}" title="${esc(why)}">${esc(f)}</span>`).join(" ");
     const sel = r.input === state.read;
     return `<tr data-input="${esc(r.input)}" class="${sel ? "selected" : ""}" aria-selected="${sel}"><td>${received(r.rx_us)}</td><td>${esc(r.source)}</td>` +
@@ -311,9 +372,21 @@ function renderReads() {
   }).join("");
 }
 
+// How many reads of other races there are, and the toggle that shows them.
+function renderOthers() {
+  const n = state.otherIds.size + state.dropped;
+  $("reads-others").hidden = n === 0;
+  const reads = n === 1 ? "read" : "reads";
+  $("reads-others-text").textContent = state.showOthers
+    ? `${n} ${reads} of other races' skaters shown, flagged other race`
+    : `${n} ${reads} of other races' skaters hidden`;
+  $("reads-others-toggle").textContent = state.showOthers ? "hide them" : "show them";
+  $("reads-others-toggle").setAttribute("aria-pressed", String(state.showOthers));
+}
+
 // Reads newest first, as shown; `delta` +1 moves to an older one.
 function moveRead(delta) {
-  const list = [...state.reads].reverse().map((r) => r.input);
+  const list = [...shownReads()].reverse().map((r) => r.input);
   if (!list.length) return;
   const i = state.read === null ? (delta > 0 ? 0 : list.length - 1)
     : Math.max(0, Math.min(list.length - 1, list.indexOf(state.read) + delta));
@@ -352,7 +425,7 @@ function describe(e) {
 function describeTarget(id) {
   const t = state.audit.find((e) => e.input === id);
   if (t) return describe(t);
-  const r = state.reads.find((x) => x.input === id);
+  const r = state.reads.concat(state.others).find((x) => x.input === id);
   return r ? `read ${r.transponder} at ${r.point} ${clockTime(r.t)}` : id;
 }
 
@@ -422,7 +495,7 @@ function open(key, target) {
   if (!view) return;
   const pending = { spec, key: idempotencyKey(), bib: null, pair: null, target: null };
   let label = spec.label;
-  const read = state.reads.find((x) => x.input === state.read);
+  const read = shownReads().find((x) => x.input === state.read);
   if ((spec.read || spec.voidRead) && !read) return showEffect("select a read first ([ ])", "refused");
   if (spec.voidRead) {
     pending.target = read.input;
@@ -701,6 +774,10 @@ $("results-body").addEventListener("click", (e) => {
 $("reads-body").addEventListener("click", (e) => {
   const tr = e.target.closest("tr[data-input]");
   if (tr) { state.read = tr.dataset.input; renderReads(); }
+});
+$("reads-others-toggle").addEventListener("click", () => {
+  state.showOthers = !state.showOthers;
+  renderReads();
 });
 $("audit-body").addEventListener("click", (e) => {
   const b = e.target.closest("button[data-undo]");
