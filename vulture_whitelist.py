@@ -35,3 +35,4 @@ _.start_order
 _.in_field
 _.frm
 _.tied
+_.finish_rows

@@ -287,6 +287,9 @@ class Finish(_Event, tag="finish"):
     final: Final
     ranked: Ranked | UnsetType = UNSET
     classification: Classification | UnsetType = UNSET
+    finish_rows: Annotated[dict[str, PassageRow] | UnsetType, Meta(description=(
+        "pack races: the finish crossings of skaters who finished before her that her "
+        "finish changed (an official finish time put her ahead of them), bib -> row"))] = UNSET
     pair: int | UnsetType = UNSET
     lane: Lane | UnsetType = UNSET
     pair_done: bool | UnsetType = UNSET

@@ -47,6 +47,9 @@ def _crossed(view: dict[str, Any], ev: dict[str, Any]) -> None:
     result["passages"][ev["row"]["k"]] = ev["row"]
     if ev["type"] == "finish":
         result["final"] = ev["final"]
+        # A pack finish whose official time put her ahead of finishers before her.
+        for bib, row in ev.get("finish_rows", {}).items():
+            view["results"][bib]["passages"][row["k"]] = row
         if "ranked" in ev:
             _ranked(view["classification"], ev["bib"], ev["ranked"])
         else:

@@ -26,7 +26,7 @@ import pytest
 from icetime import bus
 from icetime.messages import convert_input
 from icetime.replay import Timed, load_fixture, script_inputs
-from icetime.timefmt import format_diff, format_gap, format_time
+from icetime.timefmt import format_diff, format_gap, format_time, parse_time
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
@@ -40,7 +40,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 #: An extra loop in the ice, 100 m past the finish line (unofficial splits), how long after
 #: a finish-line passage a skater crosses it, and how late a delayed read of it arrives.
 LOOP, LOOP_M, LOOP_AFTER_US, LOOP_LATE_US = "p100", 100, 7_000_000, 40_000_000
-VARIANTS = ("plain", "officials", "loops")
+#: "early photo": a pack race's photo-finish times arrive just after the first finish
+#: read, so later finishes carry the finish rows they change (``finish_rows``).
+VARIANTS = ("plain", "officials", "loops", "early photo")
 #: Pages are served from this made-up origin by the browser's own request routing: ES
 #: modules need http(s), and nothing listens on a port. https, so that the page is a
 #: secure context and has crypto.subtle (the digests of the folded views).
@@ -108,7 +110,12 @@ def record(doc: dict[str, Any], variant: str) -> list[Fold]:
     ``officials``: an official disqualifies the last skater (or team) seen at the midpoint
     and reinstates them at three quarters: revisions mid-race, deltas after.
     ``loops``: an extra loop in the ice gives unofficial splits, some out of order.
+    ``early photo``: the photo-finish times arrive 5 ms after the first finish read.
     """
+    if variant == "early photo":
+        ends = [parse_time(times[-1]) or 0 for times in doc["script"]["crossings"].values()]
+        doc = {**doc, "script": {**doc["script"],
+                                 "official_after_s": (min(ends) - max(ends) + 5_000) / 1e6}}
     items = script_inputs(doc)
     if variant == "loops":
         items = with_loop(items)
@@ -163,6 +170,8 @@ def assert_variant_shows(events: list[dict[str, Any]], variant: str) -> None:
         # applied, so it comes in a revision (reason "late read").
         reasons = {e["reason"] for e in events if e["type"] == "revision"}
         assert "split" in kinds and "late read" in reasons, (kinds, reasons)
+    if variant == "early photo":
+        assert any("finish_rows" in e for e in events), kinds
     assert kinds[0] == "revision" and len(kinds) > 10, kinds
 
 
@@ -172,7 +181,9 @@ def all_folds(name: str) -> tuple[Fold, ...]:
     doc = load_fixture(ROOT / "fixtures" / f"{name}.json")
     # No extra loops in pack races and marathons (a marathon's points are its course).
     pack = doc["script"].get("format") in ("pack", "marathon")
+    photo = bool(doc["script"].get("official")) and doc["script"].get("format") == "pack"
     return tuple(f for variant in VARIANTS if not (pack and variant == "loops")
+                 and (photo or variant != "early photo")
                  for f in record(doc, variant))
 
 

@@ -67,6 +67,59 @@ def test_short_track_final_photo_finish_revises_the_transponder_order():
     assert_fold(view, events)
 
 
+def assert_finish_rows_follow_the_finals(view):
+    """Each finisher's finish crossing (the row every screen shows: place across the
+    line, gap to the first, lap time) says what her final time says."""
+    finals = {b: r["final"]["t"] for b, r in view["results"].items() if r["final"]}
+    assert finals
+    first = min(finals.values())
+    for bib, t in finals.items():
+        passages = view["results"][bib]["passages"]
+        row = passages[-1]
+        before = next((p["t"] for p in reversed(passages[:-1]) if p), 0)
+        assert (row["t"], row["position"], row["gap_leader"], row["lap_time"]) == (
+            t, 1 + sum(o < t for o in finals.values()), t - first, t - before), bib
+
+
+def test_the_finish_rows_follow_the_photo_finish_times():
+    # Desmet's transponder crossed 12 ms behind Sarault's; the photo has her 6 ms ahead.
+    _, view, events, doc = run("almaty2022_w1500_2_final")
+    assert_finish_rows_follow_the_finals(view)
+    desmet, sarault = view["results"]["1"]["passages"][-1], view["results"]["2"]["passages"][-1]
+    assert (desmet["position"], desmet["gap_leader"], desmet["lap_time"]) == (1, 0, 8_705_000)
+    assert (sarault["position"], sarault["gap_leader"]) == (2, 6_000)
+    # Live, before the photo, the rows were the transponders'.
+    finish = next(e for e in events if e["type"] == "finish" and e["bib"] == "1")
+    assert (finish["row"]["position"], finish["row"]["gap_leader"]) == (2, 12_000)
+    assert finish["final"]["position"] == 2  # the place across the line by transponder
+    # Her photo time voided: the rows go back to the transponders' order.
+    photo = next(n for n, item in enumerate(script_inputs(doc))
+                 if item.inp["type"] == "finish_time" and item.inp["bib"] == "1")
+    _, voided, events, _ = run("almaty2022_w1500_2_final", extra=[
+        {"type": "decision", "race": "alm22-w1500-2-fa", "action": "void",
+         "target": f"in-{photo}"}])
+    assert shorts(voided, voided["classification"]["bib"][:2]) == ["Sarault", "Desmet"]
+    assert_finish_rows_follow_the_finals(voided)
+    # Her transponder's 2:19.382, behind Sarault's photo 2:19.361.
+    desmet = voided["results"]["1"]["passages"][-1]
+    assert (desmet["position"], desmet["gap_leader"], desmet["t"]) == (2, 21_000, 139_382_000)
+    assert_fold(voided, events)
+
+
+def test_a_photo_time_before_the_read_moves_the_finish_rows_already_made():
+    # The photo times land between Sarault's read and Desmet's: Desmet's finish puts her
+    # ahead of Sarault, whose finish row the finish event then carries too.
+    doc = load_fixture(FIXTURES / "almaty2022_w1500_2_final.json")
+    doc["script"]["official_after_s"] = -0.975  # 2:19.375: after Sarault, before Desmet
+    _, view, events, _ = run(doc)
+    finish = next(e for e in events if e["type"] == "finish" and e["bib"] == "1")
+    assert finish["final"]["origin"] == "photo" and finish["row"]["position"] == 1
+    assert finish["finish_rows"]["2"]["position"] == 2
+    assert finish["finish_rows"]["2"]["gap_leader"] == 6_000
+    assert_finish_rows_follow_the_finals(view)
+    assert_fold(view, events)
+
+
 def test_short_track_laps_to_go_bell_positions_and_lap_times():
     _, view, events, _ = run("almaty2022_w1500_2_final")
     crossings = [e for e in events if e["type"] in ("passage", "finish")]

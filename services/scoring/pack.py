@@ -133,6 +133,7 @@ class PackRace(PackCrossings):
         #: The latest finisher's place in the classification (:meth:`_classify`), and
         #: who stopped at the latest crossing: what its event carries.
         self.ranked: dict[str, Any] | None = None
+        self.refinished: list[int] = []
         self.now_stopped: list[str] = []
         self._forget_order()
 
@@ -289,6 +290,7 @@ class PackRace(PackCrossings):
             self.final[row] = {**final, "t": self.official[row][1], "origin": "manual"}
             self.final_t[row] = self.official[row][1]
             self._forget_order()
+            self._finish_rows()
 
     def _restart(self, decision: Decision) -> None:
         self._void_attempt("restart" if decision.reason is None else str(decision.reason))

@@ -36,6 +36,8 @@ class PackCrossings(PackOrder):
     min_seg: list[int]
     #: The latest finisher's place in the classification, for its event.
     ranked: dict[str, Any] | None
+    #: The rows whose finish crossing the latest finish changed (:meth:`_finish_rows`).
+    refinished: list[int]
 
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
                      skater: str, left: int = 0) -> list[RaceEvent]:
@@ -93,6 +95,8 @@ class PackCrossings(PackOrder):
         finished = k == self.n_cross - 1
         if finished:
             lines += self._finish(row, t, position)
+            # The finish time that counts may be an official's (:meth:`_finish_rows`).
+            entry = self.rows[row][k] or entry
         move = self._move(row)
         if not emit:
             return []  # a replay: the state is rebuilt, the lines were told already
@@ -180,9 +184,43 @@ class PackCrossings(PackOrder):
         if finished:
             ranked: dict[str, Any] = {"classification": self.classification()} \
                 if self.ranked is None else {"ranked": self.ranked}
+            others = {self.bibs[i]: self.rows[i][-1] for i in self.refinished if i != row}
             return {"type": "finish", **base, "final": self.final[row], **ranked,
+                    **({"finish_rows": others} if others else {}),
                     "race_done": self._done()}
         return {"type": "passage", **base}
+
+    def _finish_rows(self) -> list[int]:
+        """Make every finisher's finish crossing say what the finish times that count
+        (``final_t``: photo, beam, manual or transponder, µs) say: its ``t`` is her
+        final time, its ``position`` her place among the finishers by it (equal times
+        share it), its ``gap_leader`` behind the first finish time, its ``lap_time``
+        since her previous recorded crossing. Entries are replaced, never changed (a
+        checkpoint shares them). Returns the rows whose finish crossing changed."""
+        k = self.n_cross - 1
+        rows = np.flatnonzero(self.final_t != NOT_PASSED).tolist()
+        times = sorted(self.final_t.item(i) for i in rows)
+        changed = []
+        for i in rows:
+            entry = self.rows[i][k]
+            if entry is None:
+                continue
+            t = self.final_t.item(i)
+            new = {**entry, "t": t, "lap_time": t - self._before(i, k),
+                   "position": 1 + bisect.bisect_left(times, t), "gap_leader": t - times[0]}
+            if new != entry:
+                self.rows[i][k] = new
+                changed.append(i)
+        return changed
+
+    def _before(self, row: int, k: int) -> int:
+        """The race time (µs) of ``row``'s last recorded crossing before crossing ``k``
+        (0, the gun, if none): where the lap time of ``k`` starts."""
+        tm = self.t
+        for j in range(k - 1, -1, -1):
+            if tm.item(row, j) != NOT_PASSED:
+                return int(tm.item(row, j))
+        return 0
 
     def _exchange(self, row: int, k: int, skater: str) -> list[str]:
         """Who crossed for a team at crossing ``k``: a new name is an exchange since the
@@ -230,6 +268,8 @@ class PackCrossings(PackOrder):
         final_t, origin = self._official_finish(row, t)
         self.final[row] = {"t": final_t, "origin": origin, "position": position}
         self.final_t[row] = final_t
+        # With no official time, every finish crossing already says what the finals say.
+        self.refinished = self._finish_rows() if self.official else []
         if self.kind == "mass_start" and position <= len(self.table_final):
             self.sprint_points[row] += self.table_final[position - 1]
         self.ranked = self._classify(row)

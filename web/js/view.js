@@ -32,6 +32,10 @@ export function applyEvent(view, ev) {
     result.passages[ev.row.k] = ev.row;
     if (ev.type === "finish") {
       result.final = ev.final;
+      // A pack finish whose official time put her ahead of finishers before her.
+      for (const [bib, row] of Object.entries(ev.finish_rows || {})) {
+        view.results[bib].passages[row.k] = row;
+      }
       if (ev.ranked) ranked(view.classification, ev.bib, ev.ranked);
       else view.classification = ev.classification;
       if (ev.pair_done) delete view.on_ice[String(ev.pair)];
