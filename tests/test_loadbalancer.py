@@ -450,6 +450,7 @@ async def test_fans_spread_over_nodes_and_resume_through_haproxy_when_one_hangs(
             everyone = [*fans, *late]
             on_b = int((await lb.stat())[("ws", "b")]["scur"])
             seen = [(f.drops, len(f.frames)) for f in everyone]
+            refused_before = [len(f.refusals) for f in everyone]
 
             def resumed_since_kill() -> list[Fan]:
                 return [f for f, (d, n) in zip(everyone, seen, strict=True)
@@ -460,7 +461,10 @@ async def test_fans_spread_over_nodes_and_resume_through_haproxy_when_one_hangs(
                 while len(resumed_since_kill()) < on_b:
                     await asyncio.sleep(0.02)
             assert on_b >= 2
-            assert [f.refusals for f in everyone] == [[]] * len(everyone)
+            # None refused since the kill (before it, on a machine too busy for HAProxy's
+            # checks, a fan may have met "no server is available" while b hung).
+            assert [f.refusals[n:] for f, n in zip(everyone, refused_before, strict=True)] \
+                == [[]] * len(everyone)
             assert (await lb.stat())[("ws", "a")]["scur"] == str(FANS + len(late))
         finally:
             for t in fan_tasks:

@@ -33,7 +33,7 @@ from icetime.redis_embed import EmbeddedRedis
 from icetime.replay import script_inputs
 from services.scoring.competition import Competition
 
-from .conftest import feed, without_inputs
+from .conftest import caught_up, feed, without_inputs
 from .fans import follow_race
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, all_finished, expected_view
@@ -178,6 +178,13 @@ async def test_redis_killed_while_a_decoder_link_feeds_the_finish_loop(redis_ser
                                           decoder=sim, hold=outage))
         await asyncio.wait_for(feed, 60)
         await outage.over()
+        # Scoring rebuilt after the outage and took every input first (on a busy machine
+        # that outlasts the fan's own 10 s).
+        r = bus.connect(redis_server.url)
+        try:
+            await caught_up(r, RACE, timeout_s=60)
+        finally:
+            await r.aclose()
         expected = expected_view()
         want = without_inputs(expected["results"])
         view = await follow(st, lambda v: without_inputs(v["results"]) == want)
