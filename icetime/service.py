@@ -258,6 +258,25 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def storage_unavailable(request: web.Request,
+                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                              ) -> web.StreamResponse:
+    """aiohttp middleware (wrap it in ``web.middleware``): a request whose handler finds
+    Redis not answering (down, restarting, still loading its files) is answered 503
+    ``{"ok": false, "error": "storage unavailable; try again", "retry": true}`` with
+    ``Retry-After: 1``, not a 500 with a traceback in the log (docs/protocol.md)."""
+    from aiohttp import web
+    from redis.exceptions import RedisError
+
+    try:
+        return await handler(request)
+    except RedisError as exc:
+        log.debug("%s %s: storage unavailable (%s)", request.method, request.path, exc)
+        return web.json_response(
+            {"ok": False, "error": "storage unavailable; try again", "retry": True},
+            status=503, headers={"Retry-After": "1"})
+
+
 #: How long ``/api/ready`` waits for Redis to answer its PING, in seconds.
 READY_PING_S = 1.0
 

@@ -33,7 +33,7 @@ from icetime.redis_embed import EmbeddedRedis
 from icetime.replay import script_inputs
 from services.scoring.competition import Competition
 
-from .conftest import caught_up, feed, without_inputs
+from .conftest import TOKENS, caught_up, feed, without_inputs
 from .fans import follow_race
 from .test_pipeline import load_startlist
 from .test_restart import FIXTURE, RACE, all_finished, expected_view
@@ -396,3 +396,36 @@ async def test_a_full_spool_counts_what_it_leaves_out_and_asks_for_it_again(
     assert (state["passings"], state["not_stored"], state["duplicates"]) == (7, 3, 0)
     numbers = await stored_seqs(redis_server.url, DECODER)
     assert numbers == list(range(1, 8))
+
+
+async def test_the_http_apis_answer_503_while_redis_is_away(stack, redis_server, caplog):
+    """Redis killed (and while it restarts, loading its files): the broadcast node's and
+    ingest's HTTP APIs answer 503 with the JSON error and Retry-After a client retries
+    on, not a 500 with a traceback in the log; once Redis is back, 200 again."""
+    caplog.set_level(logging.INFO)
+    await load_startlist(stack)
+    desk = {"Authorization": f"Bearer {TOKENS['referee']}"}
+    asks = [(f"http://127.0.0.1:{stack.settings.broadcast_http_port}/api/races", {}),
+            (f"http://127.0.0.1:{stack.settings.ingest_http_port}/api/desk/races", desk)]
+    proc = redis_server.proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 10)
+    async with aiohttp.ClientSession() as s:
+        for url, headers in asks:
+            async with s.get(url, headers=headers) as resp:
+                assert resp.status == 503, (url, resp.status, await resp.text())
+                assert resp.headers["Retry-After"] == "1"
+                assert await resp.json() == {"ok": False, "retry": True,
+                                             "error": "storage unavailable; try again"}
+        await asyncio.to_thread(redis_server.restart)
+        for url, headers in asks:
+            async with asyncio.timeout(20):
+                while True:  # the services' clients reconnect on their next command
+                    async with s.get(url, headers=headers) as resp:
+                        if resp.status == 200:
+                            break
+                        assert resp.status == 503, (url, resp.status, await resp.text())
+                    await asyncio.sleep(0.1)
+    tracebacks = [rec for rec in caplog.records if rec.exc_info]
+    assert not tracebacks, [f"{r.name}: {r.getMessage()}" for r in tracebacks]

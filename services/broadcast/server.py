@@ -22,7 +22,15 @@ from websockets.asyncio.server import serve as ws_serve
 from yarl import URL
 
 from icetime import bus, keys
-from icetime.service import Ready, binding, favicon, healthz, listen_port, readiness
+from icetime.service import (
+    Ready,
+    binding,
+    favicon,
+    healthz,
+    listen_port,
+    readiness,
+    storage_unavailable,
+)
 from icetime.settings import Settings
 from icetime.timefmt import now_us
 
@@ -193,7 +201,7 @@ class Broadcast(WsEndpoint):
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[web.middleware(storage_unavailable)])
         # Every response, pages and static files and the API alike (errors included).
         app.on_response_prepare.append(self.security_headers)
         app.add_routes([web.get(path, page(name)) for path, name in PAGES.items()])

@@ -15,7 +15,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from icetime.service import Ready, binding, healthz, listen_port, readiness
+from icetime.service import Ready, binding, healthz, listen_port, readiness, storage_unavailable
 from icetime.settings import Settings
 
 from .decoders.base_link import DecoderLink
@@ -38,7 +38,8 @@ class Ingest(TcpFeed, HttpFeed):
     authenticate, validate, append or reject) with its TCP and HTTP feeds."""
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_LINE, middlewares=[self.no_token_in_url])
+        app = web.Application(client_max_size=MAX_LINE, middlewares=[
+            self.no_token_in_url, web.middleware(storage_unavailable)])
         app.on_response_prepare.append(security_headers)
         app.add_routes([web.post("/feed", self.http_feed),
                         web.post("/api/startlist", self.http_startlist),
