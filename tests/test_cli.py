@@ -402,7 +402,8 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         assert proc.returncode == 0, text
         assert not [k for k in [*kids, new_pid] if alive(k)], "a child outlived Ctrl-C"
         assert "Traceback" not in text, text
-        assert "{" not in text, [line for line in text.splitlines() if "{" in line]  # log lines are text, not Python dicts
+        # Log lines are text, not Python dicts.
+        assert "{" not in text, [line for line in text.splitlines() if "{" in line]
     finally:
         stop(proc)
         out.rest()  # the reader closes the pipe, even when the test failed
