@@ -25,7 +25,7 @@ from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.timefmt import now_us
 from services.broadcast.fanout import Hub
 
-from .conftest import ROOT, TOKENS, make_settings, start_stack
+from .conftest import ROOT, TOKENS, Stack, make_settings, start_stack
 from .test_pipeline import FIXTURE, RACE, load_startlist
 
 SPEED = 60.0  # the 15-minute race in 15 s
@@ -57,10 +57,12 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def the_hub() -> Hub:
-    """The fan-out of the stack's broadcast node (it runs in this process)."""
+def the_hub(stack: Stack) -> Hub:
+    """The fan-out of ``stack``'s broadcast node (it runs in this process): the Hub on
+    one of the stack's Redis clients (an earlier test's Hub may still await collection)."""
     gc.collect()
-    hubs = [o for o in gc.get_objects() if type(o) is Hub]
+    hubs = [o for o in gc.get_objects()
+            if type(o) is Hub and any(o.r is r for r in stack.clients)]
     assert len(hubs) == 1, hubs
     return hubs[0]
 
@@ -107,7 +109,7 @@ async def test_an_abuser_cannot_starve_a_normal_client(stack, redis_client):
     async with asyncio.timeout(10):
         while await redis_client.scard(keys.races_set(MAIN)) < REAL_RACES + 1:
             await asyncio.sleep(0.05)
-    hub = the_hub()
+    hub = the_hub(stack)
     normal = Timed(stack.ws_url)
     following = asyncio.create_task(normal.run())
     while not hub.clients():
@@ -207,7 +209,7 @@ async def test_limits_per_connection_and_races_that_do_not_exist(redis_server):
     try:
         await load_startlist(st, {"startlist": many_races(5)})
         await asyncio.sleep(0.3)
-        hub = the_hub()
+        hub = the_hub(st)
         async with websockets.connect(st.ws_url) as ws:
             reply = await ask(ws, sub("no-such-race"))
             assert reply == {"type": "error", "code": "unknown_race", "race": "no-such-race",
@@ -273,7 +275,7 @@ async def test_a_new_race_is_read_at_once_not_after_the_blocking_read(stack):
     """Races added while the reader is blocked in XREAD wake it: their first live event
     arrives in well under the read's 1 s timeout."""
     await load_startlist(stack, {"startlist": many_races(4)})
-    hub = the_hub()
+    hub = the_hub(stack)
     url = f"http://127.0.0.1:{stack.settings.ingest_http_port}/feed"
     async with websockets.connect(stack.ws_url) as first, aiohttp.ClientSession() as http:
         assert (await ask(first, sub("extra-0")))["type"] == "snapshot"
