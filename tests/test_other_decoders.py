@@ -95,6 +95,10 @@ def telegram(transponder: int, hh: int, mm: int, ss: int, ms: int, loop: str = "
     return f"<{data}{sum(data.encode()):04d}>".encode()
 
 
+#: How long a fake decoder listens for the host's answers after its last chunk (s).
+QUIET_S = 0.5
+
+
 class FakeDecoder:
     """A decoder on TCP that plays scripted byte chunks to each connection in turn and
     keeps what the host sends back."""
@@ -118,6 +122,11 @@ class FakeDecoder:
             await asyncio.sleep(0.05)
             with contextlib.suppress(asyncio.TimeoutError):
                 self.heard += await asyncio.wait_for(reader.read(1024), 0.05)
+        # What the host still answers to the last chunks (an acknowledgement stored on a
+        # busy machine comes later than 50 ms): until it has said nothing for QUIET_S.
+        with contextlib.suppress(asyncio.TimeoutError):
+            while data := await asyncio.wait_for(reader.read(1024), QUIET_S):
+                self.heard += data
         if not self.sessions:
             self.done.set()
         writer.close()  # the link drops; the next connection gets the next session
