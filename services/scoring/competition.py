@@ -196,7 +196,8 @@ class Competition(Reassignments, StartLists):
         """A passing to the race of the latest gun of its skater at or before its time;
         counted and dropped when the transponder or the timing point is unknown, held
         (counted) until its gun lands when no gun of the skater is that early."""
-        self.wallclock.seen((inp.source or "", inp.session), inp.rx_us, self._common(inp))
+        t = self._common(inp)
+        self.wallclock.seen((inp.source or "", inp.session), inp.rx_us, t)
         bib, by = self._wearer(inp)
         if bib is None:
             self.stats["unknown_transponder"] += 1
@@ -208,7 +209,7 @@ class Competition(Reassignments, StartLists):
             self.stats["unknown_point"] += 1
             self.unread = f"timing point {point!r} is not a loop of this venue"
             return {}
-        routed = RoutedPassing(inp, bib, self._common(inp))
+        routed = RoutedPassing(inp, bib, t)
         race_id, events = self._place(input_id, routed, by)
         if race_id is None:
             return {}
