@@ -151,12 +151,11 @@ def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
     that Redis does not answer (icetime is not running)."""
     import redis
 
-    url = cfg.redis_url
-    if not url:
-        sock = Path(cfg.data_dir) / "redis.sock"
-        if not sock.exists():
-            return {}
-        url = f"unix://{sock}"
+    from icetime.cli.judged import redis_url
+
+    url = redis_url(cfg)
+    if url is None:
+        return {}
     r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         entries = r.hgetall(keys.LISTENING)
