@@ -452,14 +452,11 @@ async def test_board_clock_of_a_late_gun_runs_from_the_gun_not_its_arrival(brows
     running clock is at least the race time of the split beside it, not 30 s behind."""
     from playwright.async_api import expect
 
-    from .test_running_clock import LATE_US, PAIR_1000, Sender
+    from .test_running_clock import LATE_US, Sender
 
     st = Sender(stack.settings.ingest_tcp_port)
     try:
-        skaters = [{"bib": b, "name": f"Skater {b}", "transponders": [b * 2]}
-                   for b in ("1", "2")]
-        await st.send("officials", {"type": "startlist", "skaters": skaters,
-                                    "races": PAIR_1000})
+        await st.load_pair()
         page, errors = await open_page(browser, f"{stack.http}/board?race=1000")
         a = await st.read_now("11")
         await st.send("gun", {"type": "gun", "race": "1000", "pair": 1, "t": a - LATE_US})

@@ -33,6 +33,14 @@ class Sender:
         reply = await self.clients[source].send({**inp, "seq": self.seq[source]})
         assert reply.get("ok"), (inp, reply)
 
+    async def load_pair(self) -> None:
+        """The start list: race 1000 (PAIR_1000), bibs 1 and 2 in pair 1 on chips 11
+        and 22."""
+        skaters = [{"bib": b, "name": f"Skater {b}", "transponders": [b * 2]}
+                   for b in ("1", "2")]
+        await self.send("officials", {"type": "startlist", "skaters": skaters,
+                                      "races": PAIR_1000})
+
     async def read_now(self, transponder: str) -> int:
         """A passing stamped now by the loop's clock (the host's); its ``t``."""
         t = now_us()
@@ -51,10 +59,7 @@ async def test_a_gun_arriving_30s_late_starts_the_running_clock_at_its_own_time(
     shows that passage's race time, within how late ingest can have stamped a read."""
     st = Sender(stack.settings.ingest_tcp_port)
     try:
-        skaters = [{"bib": b, "name": f"Skater {b}", "transponders": [b * 2]}
-                   for b in ("1", "2")]
-        await st.send("officials", {"type": "startlist", "skaters": skaters,
-                                    "races": PAIR_1000})
+        await st.load_pair()
         a = await st.read_now("11")  # bib 1's 200 m, before her gun is known: held
         gun_t = a - LATE_US
         await st.send("gun", {"type": "gun", "race": "1000", "pair": 1, "t": gun_t})
