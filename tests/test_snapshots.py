@@ -15,6 +15,7 @@ from icetime import bus, keys, snapshot
 from icetime.feedclient import FeedClient
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.view import apply_event
+from services.scoring import snapshotter
 from services.scoring.competition import Competition
 
 from .conftest import TOKENS, feed, race_view
@@ -146,9 +147,13 @@ async def test_a_client_joining_at_any_moment_ends_with_the_same_view(
         async with s.get(f"{stack.http}/api/results/races/{RACE}") as resp:
             assert resp.status == 200
             assert end[0] in resp.headers["ETag"]
-    # With no input for IDLE_MS, scoring stores the snapshot at the end.
+    # With no input for IDLE_MS, scoring stores the snapshot at the end. Its child
+    # runs at nice 19: beside the suite's other workers (CPU-bound on two cores) it got
+    # so little CPU that 20 s were once not enough (8 CPU hogs: 5-7 s). What is tested
+    # here is that the store comes, not how the machine schedules it.
+    monkeypatch.setattr(snapshotter, "CHILD_NICE", 0)
     monkeypatch.setattr(snapshot, "IDLE_MS", 100)
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         while bus.text(await redis_client.hget(keys.snapshot_key(MAIN, RACE), "offset")) != end[0]:
             await asyncio.sleep(0.05)
     assert await race_view(redis_client, RACE) == first
