@@ -65,6 +65,21 @@ async def fill(r: Any, inputs: list[dict[str, Any]]) -> str:
     return bus.text(last)
 
 
+async def rebuilt(runner: ScoringRunner) -> int:
+    """``runner.rebuild()`` as a worker runs it: holding the competition's scoring lease
+    (kept while it works; a rebuild saves a checkpoint, which only the owner may), then
+    handed back. Returns the inputs replayed. Raises RuntimeError if another worker
+    holds the lease, and RedisError."""
+    if not await runner.lease.take():
+        raise RuntimeError("another worker holds the scoring lease")
+    keeper = asyncio.create_task(runner.lease.keep())
+    try:
+        return await runner.rebuild()
+    finally:
+        keeper.cancel()
+        await runner.lease.give_up()
+
+
 async def run(n_inputs: int, every: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, appendfsync="no") as redis:
         r = bus.connect(redis.url)
@@ -76,10 +91,12 @@ async def run(n_inputs: int, every: int) -> None:
         await r.set(keys.scoring_progress(MAIN), at_checkpoint)
         # The worker's state at the checkpoint: what it would have saved.
         worker = ScoringRunner(settings, r)
-        await worker.rebuild()
+        await rebuilt(worker)
         worker.progress = bus.parse_id(at_checkpoint)
         worker.since_checkpoint = every
+        await worker.lease.take()
         await worker.save_checkpoint()
+        await worker.lease.give_up()
         last = await fill(r, tail)
         await r.set(keys.scoring_progress(MAIN), last)
         print(f"   a day of {len(inputs):,} inputs written in {time.perf_counter() - t0:.1f} s;"
@@ -89,12 +106,12 @@ async def run(n_inputs: int, every: int) -> None:
         # when done (its first save), which would replace the one being measured.
         t = time.perf_counter()
         quick = ScoringRunner(settings, r)
-        n_quick = await quick.rebuild()
+        n_quick = await rebuilt(quick)
         quick_s = time.perf_counter() - t
         t = time.perf_counter()
         full = ScoringRunner(settings, r)
         full.fingerprint = "no checkpoint"  # as a worker without one would
-        n_full = await full.rebuild()
+        n_full = await rebuilt(full)
         full_s = time.perf_counter() - t
         same = all(quick.engine.view(rid) == full.engine.view(rid)
                    for rid in list(full.engine.races)[-3:])

@@ -96,6 +96,13 @@ def scoring_checkpoint(competition: str) -> str:
     return _base(competition) + "scoring:checkpoint"
 
 
+def scoring_checkpoint_staging(competition: str, writer: str) -> str:
+    """Hash where worker ``writer`` (its lease token) writes a whole new checkpoint in
+    pieces before it replaces :func:`scoring_checkpoint` in one RENAME; it expires if
+    the writer dies mid-way."""
+    return _base(competition) + "scoring:checkpoint:new:" + writer
+
+
 def scoring_lease(competition: str) -> str:
     """The lease (a redis-py ``Lock``; its value the owner's name) of the scoring worker
     that scores ``competition`` now (services/scoring/lease.py). In the competition's

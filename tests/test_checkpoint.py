@@ -7,6 +7,8 @@ import asyncio
 import logging
 from dataclasses import replace
 
+import pytest
+
 from bench import restart as restart_bench
 from icetime import bus, keys
 from icetime.cli import replay
@@ -48,7 +50,7 @@ async def scored_up_to_the_last_input(r) -> str:
 
 async def rebuilt(settings, r) -> tuple[int, ScoringRunner]:
     runner = ScoringRunner(settings, r)
-    return await runner.rebuild(), runner
+    return await restart_bench.rebuilt(runner), runner
 
 
 async def test_a_restart_replays_only_the_inputs_after_the_checkpoint(redis_server,
@@ -148,6 +150,56 @@ async def test_a_restart_unpickles_only_the_races_it_uses(redis_server, redis_cl
 
     full = ScoringRunner(settings, redis_client)
     full.fingerprint = "no checkpoint"  # as a worker without one would
-    assert await full.rebuild() == len(inputs)
+    assert await restart_bench.rebuilt(full) == len(inputs)
     for rid in ids:
         assert quick.engine.view(rid) == full.engine.view(rid), rid
+
+
+async def test_a_long_days_checkpoint_is_written_in_pieces_and_replaced_whole(
+        redis_server, redis_client, monkeypatch):
+    """A checkpoint too big for one command (hundreds of MB after a day of 1,000,000
+    inputs outlasted the client's reply timeout: bench/restart.py failed there) is
+    written in pieces into a staging hash that replaces the stored one whole, with no
+    expiry left on it; a restart reads it back (scanned) with the same results. Here
+    pieces of 2 KB stand in for the 4 MB ones."""
+    monkeypatch.setattr(bus, "CHECKPOINT_PIECE_BYTES", 2000)
+    settings = make_settings(redis_server.url, checkpoint_every=EVERY)
+    inputs = restart_bench.day(6 * len(script_inputs(load_fixture(DAY_FIXTURE))) + 1)
+    await redis_client.set(keys.scoring_progress(MAIN),
+                           await restart_bench.fill(redis_client, inputs))
+    hsets = (await redis_client.info("commandstats")).get("cmdstat_hset", {}).get("calls", 0)
+    n, full = await rebuilt(settings, redis_client)  # no checkpoint: it saves one whole
+    assert n == len(inputs)
+    stored = await redis_client.hgetall(keys.scoring_checkpoint(MAIN))
+    pieces = (await redis_client.info("commandstats"))["cmdstat_hset"]["calls"] - hsets
+    # Each race's field (tens of KB) is a piece of its own; the small ones share one.
+    races = [k for k in stored if k.startswith(checkpoint.RACE.encode())]
+    assert len(races) == 6 and pieces >= len(races)
+    assert await redis_client.ttl(keys.scoring_checkpoint(MAIN)) == -1
+    assert not await redis_client.keys(keys.scoring_checkpoint(MAIN) + ":new:*")
+    n, quick = await rebuilt(settings, redis_client)
+    assert n == 0
+    for rid in full.engine.races:
+        assert quick.engine.view(rid) == full.engine.view(rid), rid
+
+
+async def test_a_worker_that_lost_its_lease_leaves_the_checkpoint_alone(
+        redis_server, redis_client):
+    """A worker whose lease another holds now (paused, cut off) saves nothing: its
+    older state mixed into its successor's checkpoint would be applied twice."""
+    settings = make_settings(redis_server.url, checkpoint_every=EVERY)
+    inputs = restart_bench.day(len(script_inputs(load_fixture(DAY_FIXTURE))) + 1)
+    await redis_client.set(keys.scoring_progress(MAIN),
+                           await restart_bench.fill(redis_client, inputs))
+    _, old = await rebuilt(settings, redis_client)
+    before = await redis_client.hgetall(keys.scoring_checkpoint(MAIN))
+    successor = ScoringRunner(settings, redis_client, owner="elsewhere/scoring")
+    assert await successor.lease.take()
+    try:
+        for whole in (False, True):
+            old.replace_checkpoint = whole
+            with pytest.raises(bus.LeaseLost):
+                await old.save_checkpoint(force=True)
+            assert await redis_client.hgetall(keys.scoring_checkpoint(MAIN)) == before
+    finally:
+        await successor.lease.give_up()

@@ -25,6 +25,8 @@ from .competition import Competition
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 2000
+#: Checkpoint fields asked for per HSCAN reply on restore (a race's field is ~10-30 KB).
+RESTORE_SCAN = 200
 #: A checkpoint blocks the worker while it is written: the next one waits at least this
 #: many times as long as the last took, so checkpoints cost at most ~1/20 of its time.
 CHECKPOINT_SPACING = 20
@@ -35,6 +37,7 @@ class Recovery:
 
     settings: Settings
     r: aioredis.Redis
+    bus: bus.Bus
     #: The competition scored, and its raw log's stream key.
     competition: str
     raw: str
@@ -96,9 +99,12 @@ class Recovery:
         or None (the engine stays fresh) when there is none to use, saying why."""
         self.saver.forget()
         self.replace_checkpoint = True
-        raw = await self.r.hgetall(keys.scoring_checkpoint(self.competition))
+        # Scanned, not HGETALL: a long day's checkpoint is hundreds of MB, more than one
+        # reply may take (the client's reply timeout). Only the lease's owner (this
+        # worker) writes it meanwhile (Bus.save_checkpoint).
         fields = {bus.text(k): v if isinstance(v, bytes) else v.encode()
-                  for k, v in raw.items()}
+                  async for k, v in self.r.hscan_iter(keys.scoring_checkpoint(self.competition),
+                                                      count=RESTORE_SCAN)}
         progress = bus.text(fields.get("progress"))
         if not progress:
             return None
@@ -129,20 +135,16 @@ class Recovery:
         if not force and (self.since_checkpoint < self.settings.checkpoint_every
                           or now - self.checkpoint_at < CHECKPOINT_SPACING * self.checkpoint_s):
             return
-        fields: dict[str, bytes | str] = {**self.saver.fields(self.engine),
-                                          "fingerprint": self.fingerprint,
-                                          "progress": "{}-{}".format(*self.progress)}
-        # One transaction: a worker that dies mid-way leaves the last whole checkpoint.
-        pipe = self.r.pipeline(transaction=True)
-        if self.replace_checkpoint:  # none of ours yet: drop whatever another run left
-            pipe.delete(keys.scoring_checkpoint(self.competition))
-        pipe.hset(keys.scoring_checkpoint(self.competition), mapping=fields)  # type: ignore[arg-type]
-        await pipe.execute()
+        progress = "{}-{}".format(*self.progress)
+        fields = {**self.saver.fields(self.engine), "fingerprint": self.fingerprint.encode(),
+                  "progress": progress.encode()}
+        # Whole when none of ours is stored yet: it replaces whatever another run left.
+        await self.bus.save_checkpoint(fields, whole=self.replace_checkpoint)
         self.replace_checkpoint = False
         self.checkpoint_at = time.monotonic()
         self.checkpoint_s = self.checkpoint_at - now
         self.since_checkpoint = 0
-        log.debug("checkpoint at %s: %d fields, %d bytes in %.3f s", fields["progress"],
+        log.debug("checkpoint at %s: %d fields, %d bytes in %.3f s", progress,
                   len(fields), sum(len(v) for v in fields.values()), self.checkpoint_s)
 
     def decode(self, sid: str, fields: dict[bytes, bytes]) -> FeedInput | None:
