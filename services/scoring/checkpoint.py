@@ -140,21 +140,27 @@ class Saver:
 
     def fields(self, engine: Competition) -> dict[str, bytes]:
         """The hash fields to write: the competition's state and every changed race."""
+        return dict(self.items(engine))
+
+    def items(self, engine: Competition) -> Iterator[tuple[str, bytes]]:
+        """:meth:`fields` one at a time, each race pickled when it is asked for: a
+        whole save after a long day's replay is seconds of pickling, which the caller
+        can interleave with its other work (the lease's keeper). The engine must not
+        change until the iterator is exhausted."""
         own = {k: v for k, v in vars(engine).items() if k not in ("races", "seen")}
         own["races"] = list(engine.races)  # the ids: which race fields make it whole
-        out = {COMPETITION: seal(pickle.dumps(own, protocol=pickle.HIGHEST_PROTOCOL))}
+        yield COMPETITION, seal(pickle.dumps(own, protocol=pickle.HIGHEST_PROTOCOL))
         races = engine.races
         store = races if isinstance(races, RaceStore) else None
         for rid, race in store.loaded() if store else races.items():
             mark = _mark(race)
             known = self.marks.get(rid) or (store.marks.get(rid) if store else None)
             if self.whole or known != mark:
-                out[RACE + rid] = seal(pickle.dumps(race, protocol=pickle.HIGHEST_PROTOCOL))
+                yield RACE + rid, seal(pickle.dumps(race, protocol=pickle.HIGHEST_PROTOCOL))
                 self.marks[rid] = mark
         if self.whole and store:
-            out.update((RACE + rid, sealed) for rid, sealed in store.sealed())
+            yield from ((RACE + rid, sealed) for rid, sealed in store.sealed())
         self.whole = False
-        return out
 
     def forget(self) -> None:
         """Write every race at the next save (the hash was replaced or is unknown)."""

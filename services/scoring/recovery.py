@@ -9,6 +9,7 @@ declares.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -25,6 +26,8 @@ from .competition import Competition
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 2000
+#: Longest stretch (s) a checkpoint's pickling holds the event loop.
+SAVE_SLICE_S = 0.05
 #: Checkpoint fields asked for per HSCAN reply on restore (a race's field is ~10-30 KB).
 RESTORE_SCAN = 200
 #: A checkpoint blocks the worker while it is written: the next one waits at least this
@@ -136,8 +139,16 @@ class Recovery:
                           or now - self.checkpoint_at < CHECKPOINT_SPACING * self.checkpoint_s):
             return
         progress = "{}-{}".format(*self.progress)
-        fields = {**self.saver.fields(self.engine), "fingerprint": self.fingerprint.encode(),
-                  "progress": progress.encode()}
+        fields = {"fingerprint": self.fingerprint.encode(), "progress": progress.encode()}
+        # Pickled with breaks: seconds of it in one go (every race, after a long day's
+        # replay) would keep the lease's keeper from extending the lease, and a lease
+        # run out refuses the save; the engine takes no input meanwhile.
+        paused = time.monotonic()
+        for k, v in self.saver.items(self.engine):
+            fields[k] = v
+            if time.monotonic() - paused > SAVE_SLICE_S:
+                await asyncio.sleep(0)
+                paused = time.monotonic()
         # Whole when none of ours is stored yet: it replaces whatever another run left.
         await self.bus.save_checkpoint(fields, whole=self.replace_checkpoint)
         self.replace_checkpoint = False
