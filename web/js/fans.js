@@ -214,6 +214,18 @@ function drawChart(view, series, refLabel, emptyNote) {
     out.push(`<text class="axis note" x="${(L + W - R) / 2}" y="${y(0) - 10}" text-anchor="middle">${esc(emptyNote)}</text>`);
   }
   svg.innerHTML = out.join("");
+  legend(view, series);
+}
+
+// Who is which line: a key in the line's colour and the skater's name, under the chart
+// (HTML, so a long name wraps on a phone; the name in the page's ink, legible in both
+// themes whatever the line's colour).
+function legend(view, series) {
+  $("chart-legend").innerHTML = series.map((s) => {
+    const sk = view.skaters[s.bib] || {};
+    return `<li class="${s.cls}" data-testid="legend-${esc(s.bib)}"><span class="key" aria-hidden="true"></span>` +
+      `<span class="name">${esc(sk.short || sk.name || s.bib)}</span> <span class="nation">${esc(sk.nation || "")}</span></li>`;
+  }).join("");
 }
 
 // ---------------------------------------------------------------- pack races
@@ -337,6 +349,7 @@ function renderStandings(view) {
   $("follow-title").textContent = view.race.name;
   $("follow-card").innerHTML = allCups(view);
   $("chart").innerHTML = "";
+  $("chart-legend").innerHTML = "";
   $("chart-title").textContent = "";
   $("ice-title").textContent = view.counted ? t("Counted races") : "";
   $("lanes").innerHTML = view.counted ? `<ul class="counted">${view.counted.map((r) =>
