@@ -69,6 +69,10 @@ class PassageRow(_Obj):
     missing: Annotated[list[int] | UnsetType, Meta(description=(
         "long track: the passages (metres) missed since the previous recorded one, "
         "left empty; `lap_time` then spans them"))] = UNSET
+    origin: Annotated[Literal["manual"] | UnsetType, Meta(description=(
+        "long track, an intermediate passage: `manual` where an official keyed its time "
+        "in (a `manual_time` decision); absent for a read. The finish's origin is "
+        "`final.origin`"))] = UNSET
 
     @property
     def is_pack(self) -> bool:

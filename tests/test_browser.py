@@ -687,6 +687,55 @@ async def test_pack_race_screens_follow_a_mass_start(browser, stack):
     assert not errors, errors
 
 
+#: What a page's chart legend says, per entry: the name, and the colours of its key and
+#: of the chart's line (or point) of the same class.
+LEGEND = """() => [...document.querySelectorAll("#chart-legend li")].map((li) => {
+  const mark = document.querySelector(`#chart polyline.${li.className}`) ||
+    document.querySelector(`#chart circle.${li.className}`);
+  return [li.querySelector(".name").textContent,
+          getComputedStyle(li.querySelector(".key")).backgroundColor,
+          mark ? getComputedStyle(mark).stroke : null];
+})"""
+SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
+
+
+async def test_the_pack_chart_says_who_is_which_line(browser, stack):
+    """The fans' page of a mass start, nobody followed, mid-race: the chart draws the
+    front three, and its legend names each in the colour of her line, on the board-sized
+    screen and on a phone, with nothing cut or spilling (tests/screen_check.js)."""
+    from playwright.async_api import expect
+
+    from icetime.replay import load_fixture
+
+    doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "beijing2023_w_massstart.json")
+    await load_startlist(stack, doc)
+    race = "bj23-wms"
+    mid = Hold(crossing(doc, 6))
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=mid))
+    try:
+        await mid.arrived.wait()
+        fan, errors = await open_page(browser, f"{stack.http}/live?race={race}")
+        entries = fan.get_by_test_id("chart-legend").locator("li")
+        await expect(entries).to_have_count(3, timeout=10_000)
+        front = await fan.evaluate("() => window.icetime.view.pack.order.slice(0, 3).map("
+                                   "(b) => window.icetime.view.skaters[b].short)")
+        for width, height in ((1920, 1080), (375, 812)):
+            await fan.set_viewport_size({"width": width, "height": height})
+            legend = await fan.evaluate(LEGEND)
+            assert [name for name, _, _ in legend] == front
+            assert all(key == line for _, key, line in legend), legend
+            assert len({key for _, key, _ in legend}) == 3, legend
+            await fan.screenshot(path=SHOTS / f"live-pack-legend-{width}x{height}.png",
+                                 full_page=True)
+            problems = await fan.evaluate(SCREEN_CHECK, [False, True, [], ""])
+            assert problems == [], (width, problems)
+        assert not errors, errors
+    finally:
+        mid.release()
+        await feed
+
+
 async def test_short_track_board_rings_the_bell_and_takes_the_photo_finish(browser, stack):
     from playwright.async_api import expect
 

@@ -316,3 +316,49 @@ async def test_a_voided_read_is_brought_back_through_the_feed(stack, redis_clien
     clean = race().view("1000")
     assert without_inputs(view["results"]) == without_inputs(clean["results"])
     assert view["classification"] == clean["classification"]
+
+
+async def test_a_spare_chip_is_given_to_a_skater_through_the_feed(stack, redis_client):
+    """Bib 1 skated pair 1 on a spare chip no start list names: her reads are unknown
+    transponders. The desk's `h` as it sends it (POST /feed?wait=1, a referee's
+    `reassign`): applied, and her reads become her passages; the same again is refused
+    with the reason; `u` (a void of it) makes them unknown again."""
+    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+
+    async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any],
+                   seq: int | None = None) -> dict[str, Any]:
+        async with s.post(f"{http}/feed", params={"wait": "1"},
+                          json=body if seq is None else {**body, "seq": seq},
+                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
+            reply: dict[str, Any] = await r.json()
+            return reply
+
+    spare = {"type": "decision", "race": "1000", "action": "reassign", "bib": "1",
+             "transponder": "4242"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{http}/api/startlist",
+                          json={"skaters": skaters(*BIBS), "races": RACES},
+                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+            assert r.status == 200, await r.text()
+        for n, inp in enumerate(inputs()):
+            if inp.get("transponder") == "11":
+                inp = {**inp, "transponder": "4242"}
+            await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp, n + 1)
+        await caught_up(redis_client, "1000")
+        assert (await race_view(redis_client, "1000"))["results"]["1"]["final"] is None
+        given = await send(s, "referee", spare)
+        assert given["verdict"] == "applied", given
+        await caught_up(redis_client, "1000")
+        view = await race_view(redis_client, "1000")
+        clean = race().view("1000")
+        assert without_inputs(view["results"]["1"]) == without_inputs(clean["results"]["1"])
+        assert view["classification"] == clean["classification"]
+        again = await send(s, "referee", {**spare, "reason": "pressed twice"})
+        assert again.get("error") == ("refused by scoring: transponder 4242 is already "
+                                      "bib 1's"), again
+        undo = await send(s, "referee", void("", given["id"])[1])
+        assert undo["verdict"] == "applied", undo
+    await caught_up(redis_client, "1000")
+    view = await race_view(redis_client, "1000")
+    assert view["results"]["1"]["passages"] == [None, None, None]
+    assert view["results"]["1"]["final"] is None

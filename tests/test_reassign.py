@@ -80,7 +80,8 @@ def test_a_chip_worn_by_a_skater_of_a_later_pair_is_placed_once_reassigned():
     """Bib 1 (pair 1) skated wearing bib 3's chip 33; bib 3 skates in pair 2. Her reads
     wait for bib 3's gun (none yet) until the referee gives the chip to bib 1."""
     races = [{"id": "500", "distance": 500, "pairs": [
-        {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3"}]}]
+        {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3"}]},
+        {"id": "1000", "distance": 1000, "pairs": [{"pair": 1, "inner": "3"}]}]
     comp = Competition()
     start(comp, races, "1", "2", "3")
     feed(comp, "g", {"type": "gun", "race": "500", "pair": 1, "t": GUN_T})
@@ -115,11 +116,75 @@ def test_a_mass_start_sprint_goes_to_the_skater_who_wore_the_chip():
     assert view["pack"]["crossings"] == {"1": 1, "2": 1, "3": 1}
 
 
+#: The 1000 m pair with bib 1 on a spare chip, 99, that no start list names.
+SPARE = [(iid, "99" if tr == "11" else tr, t) for iid, tr, t in READS_1000]
+
+
+def test_a_spare_chip_no_start_list_names_is_given_to_a_skater():
+    """Bib 1 skated on spare chip 99: her reads are unknown, until the referee gives 99
+    to her mid-race. Her earlier reads of it become her passages, the later ones are
+    hers as they come; the undo makes them unknown again (and a second reassignment
+    takes them again); giving it to her twice is refused."""
+    comp = race_1000(SPARE[:4])  # both 200 m and 600 m reads
+    assert comp.view("1000")["results"]["1"]["passages"] == [None, None, None]
+    assert comp.stats["unknown_transponder"] == 2
+    out = reassign(comp, "r1", "1000", "99", "1")["1000"]
+    assert out[0]["type"] == "revision"
+    assert comp.stats["refused"] == 0
+    for iid, tr, t in SPARE[4:]:
+        passing(comp, iid, tr, t)
+    ice = race_1000(READS_1000).view("1000")
+    assert results(without_revision(comp.view("1000"))) == results(without_revision(ice))
+    assert comp._owner("099") == "1"
+
+    assert reassign(comp, "again", "1000", "99", "1") == {}
+    assert comp.last_reason == "transponder 99 is already bib 1's"
+
+    feed(comp, "u1", {"type": "decision", "race": "1000", "action": "void", "target": "r1"})
+    view = comp.view("1000")
+    assert view["results"]["1"]["passages"] == [None, None, None]
+    assert view["results"]["1"]["final"] is None
+    assert comp._owner("99") is None
+    assert [iid for iid, _ in comp.unknown["99"]] == ["a", "c", "e"]
+    reassign(comp, "r2", "1000", "99", "1")
+    assert results(without_revision(comp.view("1000"))) == results(without_revision(ice))
+    assert "99" not in comp.unknown
+
+
+def test_a_spare_chip_takes_only_the_reads_of_the_skaters_race():
+    """A spare chip read in pair 1 of the 500 m (nobody wore it there), then in pair 2
+    worn by bib 3, and again in the 1000 m (bib 3 on the ice there with her own chip):
+    given to bib 3 in the 500 m, the reads after her gun there are her passages; the
+    one before any gun of hers is held for her (as a reassignment hands over held reads:
+    a passage only if her gun, arriving late, is earlier); the 1000 m's stays
+    unknown."""
+    races = [{"id": "500", "distance": 500, "pairs": [
+        {"pair": 1, "inner": "1", "outer": "2"}, {"pair": 2, "inner": "3"}]},
+        {"id": "1000", "distance": 1000, "pairs": [{"pair": 1, "inner": "3"}]}]
+    comp = Competition()
+    start(comp, races, "1", "2", "3")
+    feed(comp, "g1", {"type": "gun", "race": "500", "pair": 1, "t": GUN_T})
+    for iid, tr, t in [("a", "99", 10_000_000), ("b", "11", 10_200_000),
+                       ("c", "22", 10_500_000), ("d", "11", 37_900_000),
+                       ("e", "22", 38_400_000)]:
+        passing(comp, iid, tr, t)
+    feed(comp, "g2", {"type": "gun", "race": "500", "pair": 2, "t": GUN_T + 100_000_000})
+    for iid, t in [("f", 110_300_000), ("g", 138_000_000)]:
+        passing(comp, iid, "99", t)
+    feed(comp, "g3", {"type": "gun", "race": "1000", "pair": 1, "t": GUN_T + 300_000_000})
+    passing(comp, "h", "99", 317_000_000)
+    reassign(comp, "r", "500", "99", "3")
+    view = comp.view("500")
+    assert view["results"]["3"]["final"]["t"] == 38_000_000
+    assert [p and p["input"] for p in view["results"]["3"]["passages"]] == ["f", "g"]
+    assert [iid for iid, _ in comp.held["3"]] == ["a"]
+    assert [iid for iid, _ in comp.unknown["99"]] == ["h"]
+
+
 def test_impossible_reassignments_are_refused_with_a_reason():
     comp = race_1000(READS_1000)
     before = comp.view("1000")
     for tr, bib, reason in [
-        ("99", "1", "transponder 99 is not in the start list"),
         ("11", "1", "transponder 11 is already bib 1's"),
         ("011", "1", "transponder 011 is already bib 1's"),  # the same chip, zero-padded
         ("11", "7", "race 1000: no bib '7'"),

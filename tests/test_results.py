@@ -22,7 +22,8 @@ from icetime.timefmt import format_time, parse_time
 
 from .conftest import TOKENS, race_view
 from .test_decoder_link import decoder_stack
-from .test_pipeline import Follower, load_startlist
+from .test_desk import T0, gun, send_reads
+from .test_pipeline import FIXTURE, RACE, Follower, load_startlist
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 BEIJING = load_fixture(FIXTURES / "beijing2023_w1000a.json")
@@ -79,7 +80,8 @@ def assert_same_numbers(doc, view):
         rows = [p for p in res["passages"] if p is not None]
         assert [(lap["distance"], lap["passageTime"], lap["time"], lap["rank"],
                  lap["timeBehind"]) for lap in r["laps"]] == [
-            (p["m"], thousandths(p["t"]), thousandths(p["lap_time"]), p["rank"],
+            (p["m"], thousandths(p["t"]),
+             None if p.get("missing") else thousandths(p["lap_time"]), p["rank"],
              thousandths(p["gap_best"])) for p in rows]
         if bib not in cls["bib"]:
             assert r["rank"] is None
@@ -196,6 +198,57 @@ async def test_the_csv_and_the_pdf_of_a_finished_race(stack, redis_client):
     status, again, _ = await get(stack, f"/api/results/races/{race}/results.pdf",
                                  {"If-None-Match": headers["ETag"]})
     assert status == 304
+
+
+async def test_a_missed_passage_and_a_keyed_in_one_in_the_exports(stack):
+    """Pair 1 of the 1000 m with both 600 m reads missed: skater 2's 600 m keyed in by
+    the referee (a manual time), skater 1's left missing. The CSV and the API give
+    skater 1 no 1000 m lap time (it would span two laps), skater 2 her own lap times;
+    the PDF's legend names skater 2's 600 m as an official's time, as it names
+    official finish times (docs/results.md)."""
+    times = FIXTURE["script"]["pairs"][0]["times"]
+    chips = {s["bib"]: s["transponders"][0] for s in FIXTURE["startlist"]["skaters"]}
+    await load_startlist(stack)
+    await gun(stack, 1, T0, 1)
+    await send_reads(stack, [(T0 + parse_time(ts[i]), chips[bib])
+                             for bib, ts in times.items() for i in (0, 2)], 1)
+    manual = {"type": "decision", "race": RACE, "action": "manual_time", "bib": "2",
+              "m": 600, "time_us": parse_time(times["2"][1]), "seq": 1}
+    async with aiohttp.ClientSession() as s, s.post(
+            f"http://127.0.0.1:{stack.settings.ingest_http_port}/feed", json=manual,
+            params={"wait": "1"},
+            headers={"Authorization": f"Bearer {TOKENS['referee']}"}) as resp:
+        assert (await resp.json())["verdict"] == "applied"
+    async with asyncio.timeout(10):
+        while True:
+            status, _, body = await get(stack, f"/api/results/races/{RACE}")
+            laps = {r["startNumber"]: r["laps"] for r in json.loads(body)["results"]} \
+                if status == 200 else {}
+            if len(laps.get("1", [])) == 2 and len(laps.get("2", [])) == 3:
+                break
+            await asyncio.sleep(0.05)
+    ms = {bib: [parse_time(t) for t in ts] for bib, ts in times.items()}
+    assert [(lap["distance"], lap["time"]) for lap in laps["1"]] == [
+        (200, thousandths(ms["1"][0])), (1000, None)]
+    assert [lap["time"] for lap in laps["2"]] == [
+        thousandths(ms["2"][0]), thousandths(ms["2"][1] - ms["2"][0]),
+        thousandths(ms["2"][2] - ms["2"][1])]
+
+    _, _, body = await get(stack, f"/api/results/races/{RACE}/results.csv")
+    table = {r["bib"]: r for r in csv.DictReader(io.StringIO(body.decode()))}
+    one, two = table["1"], table["2"]
+    assert (one["600 m time"], one["600 m lap time"]) == ("", "")
+    assert (one["1000 m time"], one["1000 m lap time"]) == (thousandths(ms["1"][2]), "")
+    assert (two["600 m time"], two["600 m lap time"], two["1000 m lap time"]) == (
+        thousandths(ms["2"][1]), thousandths(ms["2"][1] - ms["2"][0]),
+        thousandths(ms["2"][2] - ms["2"][1]))
+
+    _, _, body = await get(stack, f"/api/results/races/{RACE}/results.pdf")
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(body)).pages)
+    text = " ".join(text.split())
+    legend = "Times from photo finish, a beam or an official (bib, passage, origin): "
+    assert f"{legend}2 600 m (manual)" in text, text
+    assert "1 600 m" not in text
 
 
 async def read_records(reader, until, timeout=20.0):

@@ -66,3 +66,27 @@ def test_the_marathon_search_finds_a_skater_by_name_club_or_bib_as_its_box_says(
     assert json.loads(done.stdout) == [["7"], ["7"], ["41"], ["7"], ["41"], ["41"]]
     for lang in ("en", "de", "nl"):
         assert "Name, club or bib" in json.loads((JS.parent / "lang" / f"{lang}.json").read_text())
+
+
+#: Loads view.js in Node and prints lapTime() of each passage row in argv[2].
+LAP_TIME_JS = """
+const m = await import(process.argv[1]);
+console.log(JSON.stringify(JSON.parse(process.argv[2]).map((p) => m.lapTime(p))));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js")
+def test_the_screens_give_no_lap_time_after_a_missed_passage():
+    """The engine's rows of a 1000 m with the 600 m read missed: the pages' lapTime()
+    (fans' lanes, the monitor's grid) gives the 200 m's and none for the 1000 m, whose
+    time since the 200 m spans two laps, as the CSV and the results API do
+    (docs/results.md)."""
+    from .test_passages import READS_1000, race_1000
+
+    comp = race_1000([r for r in READS_1000 if r[0] != "c"])
+    rows = [p for p in comp.view("1000")["results"]["1"]["passages"] if p]
+    done = subprocess.run(["node", "--input-type=module", "-e", LAP_TIME_JS,
+                           str(JS / "view.js"), json.dumps(rows)],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert [p["m"] for p in rows] == [200, 1000] and rows[1]["missing"] == [600]
+    assert json.loads(done.stdout) == [rows[0]["lap_time"], None]

@@ -69,10 +69,14 @@ class Lap:
     number: int  # 1-based
     m: float  # metres from the start
     t: int  # race time at the passage, µs
-    lap_time: int  # since the previous passage (the opener for the first), µs
+    #: Since the previous passage (the opener for the first), µs; None where the
+    #: passage before this one was missed (long track): the time since the last one
+    #: recorded would span two laps, which no official reads as a lap time.
+    lap_time: int | None
     rank: int | None  # long track: rank there; pack: place across the line
     behind: int | None  # long track: behind the fastest there; pack: behind the first
     point: str | None = None  # marathon: the timing point's name
+    origin: str | None = None  # long track, intermediate: "manual" when keyed in
 
 
 @dataclass
@@ -111,9 +115,10 @@ def _laps(result: dict[str, Any], pack: bool) -> list[Lap]:
         if p is None:
             continue
         out.append(Lap(number=p.get("lap_number", p["k"] + 1), m=p["m"], t=p["t"],
-                       lap_time=p["lap_time"],
+                       lap_time=None if p.get("missing") else p["lap_time"],
                        rank=p.get("position") if pack else p.get("rank"),
-                       behind=p.get("gap_leader") if pack else p.get("gap_best")))
+                       behind=p.get("gap_leader") if pack else p.get("gap_best"),
+                       origin=p.get("origin")))
     return out
 
 
@@ -256,13 +261,14 @@ def marathon_rows(view: dict[str, Any]) -> list[Row]:
     return out
 
 
-def best_lap(row: Row, lap_m: float) -> Lap | None:
-    """The competitor's fastest whole lap (a passage one lap after the previous; the
-    opener of a 500 m or 1000 m is shorter and does not count); None before one."""
+def best_lap(row: Row, lap_m: float) -> tuple[int, Lap] | None:
+    """The competitor's fastest whole lap, as (its lap time µs, the lap): a passage one
+    lap after the previous (the opener of a 500 m or 1000 m is shorter, and one after a
+    missed passage has no lap time: neither counts); None before one."""
     full = []
     prev = 0.0
     for lap in row.laps:
-        if abs((lap.m - prev) - lap_m) < 1.0:
-            full.append(lap)
+        if lap.lap_time is not None and abs((lap.m - prev) - lap_m) < 1.0:
+            full.append((lap.lap_time, lap))
         prev = lap.m
-    return min(full, key=lambda lap: (lap.lap_time, lap.number), default=None)
+    return min(full, key=lambda x: (x[0], x[1].number), default=None)

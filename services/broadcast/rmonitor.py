@@ -102,10 +102,10 @@ def positions(view: dict[str, Any], all_rows: list[Row]) -> list[str]:
 def best_laps(view: dict[str, Any], all_rows: list[Row]) -> list[str]:
     """``$H`` records: place by best lap, the lap's number and time."""
     lap_m = lap_length(view)
-    best = [(lap, r) for r in all_rows if (lap := best_lap(r, lap_m)) is not None]
-    best.sort(key=lambda x: (x[0].lap_time, x[1].bib))
-    return [record("$H", place, text(r.bib, 8), lap.number, text(hms(lap.lap_time)))
-            for place, (lap, r) in enumerate(best, start=1)]
+    best = [(*b, r) for r in all_rows if (b := best_lap(r, lap_m)) is not None]
+    best.sort(key=lambda x: (x[0], x[2].bib))
+    return [record("$H", place, text(r.bib, 8), lap.number, text(hms(lap_time)))
+            for place, (lap_time, lap, r) in enumerate(best, start=1)]
 
 
 def passage_record(view: dict[str, Any], event: dict[str, Any]) -> str:

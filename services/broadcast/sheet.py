@@ -83,6 +83,23 @@ def _label(i: int, m: float, pack: bool) -> str:
     return f"Lap {i + 1}" if pack else f"{m:g} m"
 
 
+def official_times_note(all_rows: list[Row]) -> list[str]:
+    """The legend under the table naming every time that came from photo finish, a
+    beam or an official rather than a transponder: classified finish times and
+    intermediate passages keyed in (``["Times from …: 12 finish (photo), 20 600 m
+    (manual)"]``), or no line when every time is a transponder's."""
+    marked = []
+    for r in all_rows:
+        # Only a long-track intermediate passage has an origin of its own (metres).
+        marked += [f"{r.bib} {lap.m:g} m ({lap.origin})" for lap in r.laps if lap.origin]
+        if r.rank and r.origin and r.origin != "transponder":
+            marked.append(f"{r.bib} finish ({r.origin})")
+    if not marked:
+        return []
+    return ["Times from photo finish, a beam or an official (bib, passage, origin): "
+            + ", ".join(marked)]
+
+
 def _row_cells(r: Row, shown: list[float], digits: int, points: bool) -> list[str]:
     lane = f"{r.pair} {r.lane}" if r.pair is not None else str(r.start_position or "")
     cells = [str(r.rank) if r.rank is not None else "", r.bib, r.name, r.nation, lane]
@@ -117,11 +134,7 @@ def sheet_data(view: dict[str, Any], meta: Meta) -> dict[str, Any]:
         columns.append(_col("Points", right=True))
     columns.append(_col("Records"))
     digits = _digits(all_rows)
-    notes = []
-    if any(r.origin and r.origin != "transponder" for r in all_rows if r.rank):
-        notes.append("Finish times from photo finish, a beam or an official: "
-                     + ", ".join(f"{r.bib} ({r.origin})" for r in all_rows
-                                 if r.rank and r.origin and r.origin != "transponder"))
+    notes = official_times_note(all_rows)
     records = [f"{k} {format_time(v)}" for k, v in (race.get("records") or {}).items()]
     return {
         **_head(view, meta),

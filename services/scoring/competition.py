@@ -104,6 +104,8 @@ class Competition(Reassignments, StartLists):
         self.guns: dict[str, list[tuple[int, str]]] = {}
         # bib -> passings that came before any gun of the bib, oldest first.
         self.held: dict[str, list[tuple[str, RoutedPassing]]] = {}
+        # chip key -> reads of a chip no skater wears, for a reassignment of it.
+        self.unknown: dict[str, list[tuple[str, RoutedPassing]]] = {}
         # (race, pair) called to the start; pair is None for a pack race
         self.called: tuple[str, int | None] | None = None
         self.seen: set[str] = set()
@@ -199,13 +201,16 @@ class Competition(Reassignments, StartLists):
         t = self._common(inp)
         self.wallclock.seen((inp.source or "", inp.session), inp.rx_us, t)
         bib, by = self._wearer(inp)
+        point = inp.point
+        known_point = point == "finish" or point in self.loops or point in self.lines
         if bib is None:
             self.stats["unknown_transponder"] += 1
             self.unread = (f"transponder {inp.transponder} is on no skater of the start "
                            "lists loaded")
+            if known_point:  # a spare chip's, maybe: a reassignment places it
+                self._keep_unknown(input_id, RoutedPassing(inp, "", t))
             return {}
-        point = inp.point
-        if point != "finish" and point not in self.loops and point not in self.lines:
+        if not known_point:
             self.stats["unknown_point"] += 1
             self.unread = f"timing point {point!r} is not a loop of this venue"
             return {}

@@ -322,6 +322,11 @@ class LongTrackRace(PairPassages):
             # A skater with a status has no passages to record (as for her reads); in a
             # replay the status is in place before her manual time comes again.
             self._record(input_id, row, k, t, emit=False)
+        entry = self.rows[row][k]
+        if k < len(self.passage_m) - 1 and entry is not None:
+            # The finish's origin is the final's; an intermediate passage says its own,
+            # so a result sheet can tell a keyed-in time from a read.
+            self.rows[row][k] = {**entry, "origin": "manual"}
 
     def _passage_k(self, m: int | None) -> int:
         """The index of the passage at ``m`` metres (None: the finish); InputError for

@@ -1,8 +1,9 @@
 """Who wears each chip: the officials' ``reassign`` decisions and their voids.
 
 A base of ``competition.Competition``: a reassignment gives a chip to a skater of a
-race (chips swapped between skaters), for every passing of it, past and future, and
-hands her the reads of it held before any gun; its void routes every read it routed
+race (chips swapped between skaters, or a spare chip no start list names), for every
+passing of it, past and future, and hands her the reads of it held before any gun (a
+spare chip's: its unknown reads of her race); its void routes every read it routed
 again, as if it had never been (docs/desk.md, key ``h``).
 """
 from __future__ import annotations
@@ -16,6 +17,12 @@ from icetime.startlist import transponder_key
 from .model import InputError, RaceEvent, RoutedPassing
 from .officials import voided_ids
 from .startlists import Race
+
+#: Reads kept per chip no skater wears (:meth:`Reassignments._keep_unknown`): a spare
+#: chip's race, 25 laps of a 10,000 m and the other ankle's, fits.
+UNKNOWN_READS_MAX = 64
+#: Chips no skater wears whose reads are kept: the latest read's chips first.
+UNKNOWN_CHIPS_MAX = 256
 
 
 class Reassignments:
@@ -38,6 +45,10 @@ class Reassignments:
     placed: dict[str, str]
     races: MutableMapping[str, Race]
     held: dict[str, list[tuple[str, RoutedPassing]]]
+    #: Reads of chips no skater wears (an unknown transponder), kept for a reassignment
+    #: of the chip: chip key -> (read id, the read routed to nobody: bib ""), oldest
+    #: first; bounded (:meth:`_keep_unknown`).
+    unknown: dict[str, list[tuple[str, RoutedPassing]]]
     stats: Counter[str]
 
     def _place_again(self, input_id: str, routed: RoutedPassing, by: str | None,
@@ -97,27 +108,66 @@ class Reassignments:
         return self.by_transponder.get(key)
 
     def _reassign(self, input_id: str, race: Race, inp: Decision) -> dict[str, list[RaceEvent]]:
-        """An official gives a chip to a skater of ``race`` (chips swapped between
-        skaters): the race re-attributes the chip's passings in its log (one revision),
-        later reads of the chip are the skater's, and reads of it held before any gun
-        are placed as hers. InputError for a chip no skater wears, a chip already the
-        skater's, or a team named as the wearer."""
+        """An official gives a chip to a skater of ``race``: a chip swapped between
+        skaters (the race re-attributes the chip's passings in its log, one revision),
+        or a spare chip no skater wears (its unknown reads that fall in her run of
+        ``race``, or before any gun of hers, are placed as hers, a late read each).
+        Later reads of the chip are the skater's, and reads of it held before any gun
+        are placed as hers. InputError for a chip already the skater's, or a team named
+        as the wearer."""
         key = transponder_key(str(inp.transponder))
         bib = str(inp.bib)
         race.check_reassign(inp)
         owner = self._owner(key)
-        if owner is None:
-            raise InputError(f"transponder {inp.transponder} is not in the start list: "
-                             "give it to a skater there first")
         if owner == bib:
             raise InputError(f"transponder {inp.transponder} is already bib {bib}'s")
         out = {race.id: race.feed(input_id, inp)}
         self.reassigns[input_id] = (key, bib)
         self._reassigned()
-        for iid, held in self._take_held(key):
-            self._place_again(iid, RoutedPassing(held.passing, bib, held.t), input_id, out,
-                              True)
+        moved = [(iid, h, True) for iid, h in self._take_held(key)]
+        if owner is None:
+            moved += [(iid, r, False) for iid, r in self._take_unknown(key, bib, race.id)]
+        for iid, read, was_held in sorted(moved, key=lambda m: m[1].t):
+            self._place_again(iid, RoutedPassing(read.passing, bib, read.t), input_id, out,
+                              was_held)
         return out
+
+    def _keep_unknown(self, input_id: str, read: RoutedPassing) -> None:
+        """Keep a read of a chip no skater wears, for a reassignment of the chip: the
+        latest ``UNKNOWN_READS_MAX`` per chip, of the latest ``UNKNOWN_CHIPS_MAX`` chips
+        (a stray chip in the loop all day costs no more)."""
+        key = transponder_key(read.passing.transponder)
+        reads = self.unknown.pop(key, [])  # re-inserted: the dict's order is recency
+        reads.append((input_id, read))
+        if len(reads) > UNKNOWN_READS_MAX:
+            del reads[0]
+        self.unknown[key] = reads
+        if len(self.unknown) > UNKNOWN_CHIPS_MAX:
+            del self.unknown[next(iter(self.unknown))]
+
+    def _take_unknown(self, key: str, bib: str, race_id: str
+                      ) -> list[tuple[str, RoutedPassing]]:
+        """Take out the kept unknown reads of chip ``key`` (its number or its alias)
+        that would be ``bib``'s in race ``race_id``: after her latest gun there at or
+        before the read, or before any gun of hers (then held for her). Reads of her
+        other races stay unknown."""
+        out = []
+        for chip, reads in list(self.unknown.items()):
+            mine = [(iid, r) for iid, r in reads if key in (
+                transponder_key(r.passing.transponder),
+                transponder_key(r.passing.transponder_alias or ""))
+                and self._race_at(bib, r.t) in (race_id, None)]
+            if mine:
+                left = [x for x in reads if x not in mine]
+                if left:
+                    self.unknown[chip] = left
+                else:
+                    del self.unknown[chip]
+                out += mine
+        return out
+
+    def _race_at(self, bib: str, t: int) -> str | None:
+        raise NotImplementedError  # the competition's routing (competition.py)
 
     def _unassign(self, input_id: str, race: Race, void: Decision
                   ) -> dict[str, list[RaceEvent]]:
@@ -148,9 +198,11 @@ class Reassignments:
             self.held[bib] = [h for h in held if h[0] not in gone]
         for iid, routed, was_held in sorted(reads, key=lambda r: r[1].t):
             wearer, by = self._wearer(routed.passing)
-            if wearer is not None:  # else: the chip left the start list since
+            if wearer is not None:
                 self._place_again(iid, RoutedPassing(routed.passing, wearer, routed.t), by,
                                   out, was_held)
+            else:  # a spare chip's (or one that left the start lists): unknown again
+                self._keep_unknown(iid, RoutedPassing(routed.passing, "", routed.t))
         return out
 
     def _reassigned(self) -> None:

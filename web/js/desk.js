@@ -337,7 +337,9 @@ export function readFlags(r, ctx) {
   const held = (ctx.view?.held || []).find((h) => h.input === r.input);
   const p = state.passages.get(r.input);
   const voided = !p && ctx.voided?.has(r.input);
-  if (r.refused) flags.push(["unknown", r.refused]);
+  // A spare chip's read, unknown when it came, is a passage once the chip is given to
+  // a skater (h): the passage says whose, no longer "unknown".
+  if (r.refused && !p) flags.push(["unknown", r.refused]);
   if (held) flags.push(["held", held.reason]);
   if (voided) flags.push(["voided", "voided by an official (u, or undo in the audit log, brings it back)"]);
   if (p && p.missing.length) flags.push(["missing", `passages missed before it: ${p.missing.join(", ")} m`]);

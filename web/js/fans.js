@@ -3,7 +3,7 @@
 // display delay to stay behind a TV stream. No polling: one WebSocket of small deltas.
 import { LiveRace, pickRace } from "./live.js";
 import { ordinal, t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes, statusStories } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, lapTime, passageTimes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { isMarathon, mountFans, tickWaveClocks } from "./marathon.js";
 import { badge, behind, breakawayText, digits, finalTime, isPack, ptsText, lapsToGo, lastRow, place, pointsOf, pointsTable, subtitle, warned } from "./pack.js";
@@ -23,7 +23,7 @@ function laneRows(view, bib, lane) {
     if (!p) return `<tr class="pending"><td>${m} m</td><td colspan="5"></td></tr>`;
     const lead = p.gap_leader === null ? "" : fmtGap(p.gap_leader);
     return `<tr data-m="${m}"><td>${m} m</td><td class="num t" data-t="${p.t}">${fmtRanked(p.t, passageTimes(view, k))}</td>` +
-      `<td class="num">${k ? fmtTime(p.lap_time) : ""}</td><td class="num rank">${p.rank}</td>` +
+      `<td class="num">${k ? fmtTime(lapTime(p)) : ""}</td><td class="num rank">${p.rank}</td>` +
       `<td class="num gap ${gapClass(p.gap_leader)}">${lead}</td>` +
       `<td class="num">${p.projected ? "→ " + fmtTime(p.projected) : ""}</td></tr>`;
   }).join("");
@@ -214,6 +214,18 @@ function drawChart(view, series, refLabel, emptyNote) {
     out.push(`<text class="axis note" x="${(L + W - R) / 2}" y="${y(0) - 10}" text-anchor="middle">${esc(emptyNote)}</text>`);
   }
   svg.innerHTML = out.join("");
+  legend(view, series);
+}
+
+// Who is which line: a key in the line's colour and the skater's name, under the chart
+// (HTML, so a long name wraps on a phone; the name in the page's ink, legible in both
+// themes whatever the line's colour).
+function legend(view, series) {
+  $("chart-legend").innerHTML = series.map((s) => {
+    const sk = view.skaters[s.bib] || {};
+    return `<li class="${s.cls}" data-testid="legend-${esc(s.bib)}"><span class="key" aria-hidden="true"></span>` +
+      `<span class="name">${esc(sk.short || sk.name || s.bib)}</span> <span class="nation">${esc(sk.nation || "")}</span></li>`;
+  }).join("");
 }
 
 // ---------------------------------------------------------------- pack races
@@ -225,7 +237,7 @@ function packCard(view, bib) {
     : `<span class="rank">${ordinal(view.pack.order.indexOf(bib) + 1)}</span>`);
   const pts = pointsOf(view, bib);
   const line = row ? `<div class="lastp" data-testid="follow-last-${esc(bib)}">${esc(t("lap {n}", { n: row.lap_number }))} ` +
-    `<b>${fmtTime(row.lap_time)}</b> · ${esc(t("{place} across", { place: ordinal(row.position) }))}` +
+    `<b>${fmtTime(lapTime(row))}</b> · ${esc(t("{place} across", { place: ordinal(row.position) }))}` +
     (behind(view, bib) ? ` · <span class="gap slower">${behind(view, bib)}</span>` : "") +
     (pts !== null ? ` · ${esc(ptsText(pts))}` : "") + `</div>` : "";
   return `<div class="fcard" data-bib="${esc(bib)}"><div class="who"><span class="name">${esc(sk.name)}</span> ` +
@@ -337,6 +349,7 @@ function renderStandings(view) {
   $("follow-title").textContent = view.race.name;
   $("follow-card").innerHTML = allCups(view);
   $("chart").innerHTML = "";
+  $("chart-legend").innerHTML = "";
   $("chart-title").textContent = "";
   $("ice-title").textContent = view.counted ? t("Counted races") : "";
   $("lanes").innerHTML = view.counted ? `<ul class="counted">${view.counted.map((r) =>

@@ -2,7 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, passageTimes, statusStories } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, lapTime, passageTimes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { isMarathon, mountMonitor } from "./marathon.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
@@ -49,7 +49,7 @@ function bests(view) {
     res.passages.forEach((p, k) => {
       if (!p) return;
       out[k].t = Math.min(out[k].t, p.t);
-      if (k) out[k].lap_time = Math.min(out[k].lap_time, p.lap_time);
+      if (k && lapTime(p) !== null) out[k].lap_time = Math.min(out[k].lap_time, p.lap_time);
     });
   }
   return out;
@@ -70,7 +70,8 @@ function crossedBy(members, p) {
 
 function cell(p, best, members, others) {
   if (!p) return `<td class="cell empty"></td>`;
-  const lap = p.k ? `<span class="lap${p.lap_time === best.lap_time ? " best-lap" : ""}">${fmtTime(p.lap_time)}</span>` : `<span class="lap"></span>`;
+  const lt = lapTime(p);
+  const lap = p.k ? `<span class="lap${lt === best.lap_time ? " best-lap" : ""}">${fmtTime(lt)}</span>` : `<span class="lap"></span>`;
   const who = crossedBy(members, p);
   return `<td class="cell${p.t === best.t ? " best" : ""}" data-m="${p.m}"${who ? ` title="${esc(who)}"` : ""}>` +
     `<div class="t" data-t="${p.t}">${fmtRanked(p.t, others)}</div><div class="sub">${lap}` +
@@ -109,7 +110,7 @@ function compareTable(view) {
   const rows = view.race.passages.map((m, k) => {
     const pa = ra.passages[k], pb = rb.passages[k];
     const d = pa && pb ? pa.t - pb.t : null;
-    const dl = pa && pb && k ? pa.lap_time - pb.lap_time : null;
+    const dl = pa && pb && k && lapTime(pa) !== null && lapTime(pb) !== null ? pa.lap_time - pb.lap_time : null;
     const label = isPack(view) ? t("lap {n}", { n: k + 1 }) : `${m} m`;
     return `<tr data-m="${m}"><td>${label}</td><td class="num">${pa ? fmtTime(pa.t) : ""}</td>` +
       `<td class="num">${pb ? fmtTime(pb.t) : ""}</td><td class="num gap diff ${gapClass(d)}">${d === null ? "" : fmtGap(d)}</td>` +
@@ -122,7 +123,7 @@ function compareTable(view) {
 // A pack race's cell: the lap time, the place across the line and the gap to the first.
 function packCell(p, best) {
   if (!p) return `<td class="cell empty"></td>`;
-  return `<td class="cell" data-lap="${p.lap_number}"><div class="t${p.k && p.lap_time === best.lap_time ? " best-lap" : ""}">${p.k ? fmtTime(p.lap_time) : fmtTime(p.t)}</div>` +
+  return `<td class="cell" data-lap="${p.lap_number}"><div class="t${p.k && lapTime(p) === best.lap_time ? " best-lap" : ""}">${p.k ? fmtTime(lapTime(p)) : fmtTime(p.t)}</div>` +
     `<div class="sub"><span class="rk">${p.position}</span><span class="gap ${p.gap_leader ? "slower" : "faster"}">${p.gap_leader ? fmtGap(p.gap_leader) : ""}</span></div></td>`;
 }
 

@@ -103,6 +103,10 @@ function coursePassage(view, ev) {
 }
 
 // Times are integer microseconds; shown truncated (never rounded) to hundredths.
+// A passage's lap time (µs), or null after a missed passage: the time since the last
+// one recorded spans two laps, which nobody reads as a lap time (docs/results.md).
+export function lapTime(p) { return p.missing && p.missing.length ? null : p.lap_time; }
+
 export function fmtTime(us, digits = 2) {
   if (us === null || us === undefined) return "";
   if (us < 0) return "-" + fmtTime(-us, digits);
