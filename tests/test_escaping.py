@@ -207,7 +207,7 @@ async def expect_screen(page, path: str, race: str | None) -> None:
     skater = evil_name("Miho Takagi")  # pair 10, on the ice
     if path == "/":
         races = page.get_by_test_id("races")
-        await expect(races).to_contain_text(LONG_NAME)
+        await expect(races).to_contain_text(LONG_NAME, timeout=FIRST)
         names = await races.locator("b").all_text_contents()
         assert LONG_NAME in names and RELAY_NAME in names, names
         hrefs = await races.locator("a").evaluate_all(
