@@ -14,7 +14,9 @@ log order, emits events; corrections replay the race's own input log and publish
 * A skater who has not crossed for ``STOPPED_AFTER_LAPS`` of the lap just skated by
   someone else has stopped (a fall); crossing again clears it.
 * Mass start: the first three across the line at each intermediate sprint and the
-  first six at the finish score the season's sprint points; the ranking is DOMAIN.md §2's.
+  first six at the finish score the season's sprint points, the finish's by the finish
+  times that count (photo finish, manual), as the ranking goes; the ranking is DOMAIN.md
+  §2's.
   The sprints and the breakaways are read in massstart.py, the crossings in
   packcrossings.py, the order and classification in packorder.py; what every race
   shares (input log, revisions, official times, decisions) is ``race.RaceBase``.
@@ -120,6 +122,7 @@ class PackRace(PackCrossings):
         self.final_t = np.full(n, NOT_PASSED, np.int64)  # mirrors final[i]["t"]
         self.index = np.arange(n)
         self.sprint_points = [0] * n
+        self.scored: list[int] = []
         self.sprints: list[dict[str, Any]] = []
         self.run: Run | None = None
         self.attempt = 0
@@ -134,6 +137,7 @@ class PackRace(PackCrossings):
         #: who stopped at the latest crossing: what its event carries.
         self.ranked: dict[str, Any] | None = None
         self.refinished: list[int] = []
+        self.moved_points: list[int] = []
         self.now_stopped: list[str] = []
         self._forget_order()
 
@@ -141,6 +145,7 @@ class PackRace(PackCrossings):
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
                 "excluded": self.excluded.copy(), "stopped": self.stopped.copy(),
                 "final_t": self.final_t.copy(), "sprint_points": list(self.sprint_points),
+                "scored": list(self.scored),
                 "sprints": [{**sp, "bibs": list(sp["bibs"]),
                              "sprint_points": list(sp["sprint_points"])} for sp in self.sprints],
                 "run": self.run, "attempt": self.attempt, "voided": list(self.voided),
@@ -153,7 +158,7 @@ class PackRace(PackCrossings):
         for name in ("crossings", "last", "excluded", "stopped", "final_t"):
             setattr(self, name, state[name].copy())
         self.lead = int(self.crossings.max(initial=0))
-        self.sprint_points = list(state["sprint_points"])
+        self.sprint_points, self.scored = list(state["sprint_points"]), list(state["scored"])
         self.sprints = [{**sp, "bibs": list(sp["bibs"]), "sprint_points": list(sp["sprint_points"])}
                         for sp in state["sprints"]]
         self.run, self.attempt, self.voided = state["run"], state["attempt"], list(state["voided"])
@@ -283,7 +288,11 @@ class PackRace(PackCrossings):
         return sorted(self.log, key=key)
 
     def _manual_time(self, input_id: str, row: int, time_us: int, m: int | None) -> None:
-        """A finish time keyed in by an official (a pack race times the finish only)."""
+        """A finish time keyed in by an official (a pack race times the finish only:
+        InputError for ``m`` other than the finish's metres)."""
+        if m is not None and m != self.distance:
+            raise InputError(f"race {self.id}: a pack race times its finish only (m: {m}; "
+                             f"the finish is {self.distance})")
         self._set_official(row, "manual", time_us)
         final = self.final[row]
         if final is not None:
@@ -291,6 +300,8 @@ class PackRace(PackCrossings):
             self.final_t[row] = self.official[row][1]
             self._forget_order()
             self._finish_rows()
+            if self.kind == "mass_start":
+                self._score_finish(None)
 
     def _restart(self, decision: Decision) -> None:
         self._void_attempt("restart" if decision.reason is None else str(decision.reason))
