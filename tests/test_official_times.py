@@ -177,3 +177,160 @@ def test_a_pack_race_refuses_a_manual_time_at_an_intermediate_line():
     assert comp.last_reason == "race ms: a pack race times its finish only (m: 800; the " \
         "finish is 1600)"
     assert comp.view(MS) == before
+
+
+# ---------------------------------------------------------------- restarts
+def lt_race(desk: list[tuple[str, dict[str, Any]]] = ()) -> Competition:
+    """test_corrections' 1000 m (three pairs, every read in), then ``desk``."""
+    comp = lt_race_base()
+    for iid, inp in desk:
+        feed(comp, iid, inp)
+    return comp
+
+
+def lt_race_base() -> Competition:
+    from .test_corrections import race
+    return race()
+
+
+def decision(action: str, race: str = "1000", **fields: Any) -> dict[str, Any]:
+    return {"type": "decision", "race": race, "action": action, **fields}
+
+
+def final(comp: Competition, bib: str, race: str = "1000") -> Any:
+    got = comp.view(race)["results"][bib]["final"]
+    return None if got is None else (got["t"], got["origin"])
+
+
+#: Pair 2 again after its restart, 700 s after its first gun: bib 4 finishes 1:16.000
+#: on her transponder, bib 3 1:16.500.
+def pair2_again() -> list[tuple[str, dict[str, Any]]]:
+    from .test_corrections import GUNS
+    gun = GUNS[2] + 700_000_000
+    reads = [("33", 17_600_000), ("44", 17_500_000), ("33", 45_600_000), ("44", 45_500_000),
+             ("44", 76_000_000), ("33", 76_500_000)]
+    return [("g2b", {"type": "gun", "race": "1000", "pair": 2, "t": gun})] + [
+        (f"a2-{n}", {"type": "passing", "transponder": tr, "t": gun + t})
+        for n, (tr, t) in enumerate(reads)]
+
+
+def test_a_restart_voids_the_official_times_of_the_pair_it_restarts():
+    from .test_corrections import PHOTO
+    comp = lt_race([("pf", PHOTO), ("m3", decision("manual_time", bib="3", time_us=75_300_000)),
+                    ("x", decision("restart", pair=2, reason="false start"))])
+    assert final(comp, "4") is None and final(comp, "3") is None
+    for iid, inp in pair2_again():
+        feed(comp, iid, inp)
+    # The photo and the manual time were for the voided attempt: the new one's
+    # transponder finishes count.
+    assert final(comp, "4") == (76_000_000, "transponder")
+    assert final(comp, "3") == (76_500_000, "transponder")
+    fresh = lt_race([("x", decision("restart", pair=2)), *pair2_again()])
+    assert comp.view("1000")["classification"] == fresh.view("1000")["classification"]
+    # A photo time for the new attempt counts as ever.
+    feed(comp, "pf2", {**PHOTO, "time_us": 75_990_000})
+    assert final(comp, "4") == (75_990_000, "photo")
+
+
+def test_an_undone_restart_brings_its_official_times_back():
+    from .test_corrections import PHOTO
+    comp = lt_race([("pf", PHOTO), ("x", decision("restart", pair=2))])
+    assert final(comp, "4") is None
+    feed(comp, "u", decision("void", target="x"))
+    assert final(comp, "4") == (75_095_000, "photo")
+    assert comp.view("1000") == {**lt_race([("pf", PHOTO)]).view("1000"),
+                                 "revision": comp.view("1000")["revision"],
+                                 "stories": comp.view("1000")["stories"]}
+
+
+def test_a_pack_restart_voids_the_official_times_of_the_attempt():
+    restart = decision("restart", race=MS, reason="fall in the first corner")
+    comp = mass_start(desk=[*PHOTOS, restart])
+    assert comp.view(MS)["voided"][0]["attempt"] == 1
+    # Undone before the new gun: the photo finish of the attempt counts again.
+    feed(comp, "u", decision("void", race=MS, target=f"d{len(PHOTOS)}"))
+    assert points(comp) == {"1": 20, "2": 40, "3": 61, "4": 12, "5": 9}
+    feed(comp, "x2", restart)
+    gun2 = GUN_T + 1_000_000_000
+    feed(comp, "g2", {"type": "gun", "race": MS, "t": gun2})
+    for n, r in enumerate(ms_reads()):
+        feed(comp, f"b{n}", {**r, "t": r["t"] + gun2 - GUN_T})
+    # The photo times were the first attempt's: the transponders order this finish.
+    assert points(comp) == {"1": 60, "2": 40, "3": 21, "4": 12, "5": 9}
+    assert {b: final(comp, b, MS) for b in ("1", "2", "3")} == {
+        "1": (4 * LAP_US, "transponder"), "2": (4 * LAP_US + 5_000, "transponder"),
+        "3": (4 * LAP_US + 10_000, "transponder")}
+
+
+# ---------------------------------------------------------------- the last word
+def test_the_manual_time_keyed_last_counts_not_the_later_one():
+    """Two manual finish times for bib 5: the official's correction (keyed second, the
+    earlier time) counts; undone, the first counts again. At 600 m alike."""
+    first = decision("manual_time", bib="5", time_us=77_200_000)
+    again = decision("manual_time", bib="5", time_us=76_900_000)
+    comp = lt_race([("m1", first), ("m2", again)])
+    assert final(comp, "5") == (76_900_000, "manual")
+    assert comp.view("1000")["classification"] == lt_race([("m2", again)]).view(
+        "1000")["classification"]
+    feed(comp, "u", decision("void", target="m2"))
+    assert final(comp, "5") == (77_200_000, "manual")
+    # The other way round: the later race time keyed last counts.
+    assert final(lt_race([("m2", again), ("m1", first)]), "5") == (77_200_000, "manual")
+    at600 = [decision("manual_time", bib="2", m=600, time_us=t)
+             for t in (45_600_000, 45_700_000, 45_650_000)]
+    comp = lt_race([(f"s{n}", inp) for n, inp in enumerate(at600)])
+    assert comp.view("1000")["results"]["2"]["passages"][1]["t"] == 45_650_000
+    feed(comp, "u", decision("void", target="s2"))
+    assert comp.view("1000")["results"]["2"]["passages"][1]["t"] == 45_700_000
+
+
+def test_the_photo_time_keyed_last_counts_and_a_manual_time_still_outranks_it():
+    from .test_corrections import PHOTO
+    fix = {**PHOTO, "time_us": 75_099_000}
+    comp = lt_race([("p1", {**PHOTO, "time_us": 75_120_000}), ("p2", fix)])
+    assert final(comp, "4") == (75_099_000, "photo")
+    feed(comp, "m", decision("manual_time", bib="4", time_us=75_200_000))
+    assert final(comp, "4") == (75_200_000, "manual")
+    feed(comp, "u", decision("void", target="p2"))
+    assert final(comp, "4") == (75_200_000, "manual")
+    feed(comp, "u2", decision("void", target="m"))
+    assert final(comp, "4") == (75_120_000, "photo")
+
+
+def test_a_pack_race_takes_the_manual_time_keyed_last():
+    first = decision("manual_time", race=MS, bib="3", time_us=4 * LAP_US - 2_000)
+    again = decision("manual_time", race=MS, bib="3", time_us=4 * LAP_US + 2_000)
+    comp = mass_start(desk=[first, again])
+    assert final(comp, "3", MS) == (4 * LAP_US + 2_000, "manual")
+    assert points(comp)["3"] == 41
+    feed(comp, "u", decision("void", race=MS, target="d1"))
+    assert final(comp, "3", MS) == (4 * LAP_US - 2_000, "manual")
+    assert points(comp)["3"] == 61
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_official_times_do_not_depend_on_the_arrival_order_of_the_reads(data):
+    """The 1000 m's reads in any order after the guns, and among them, in their keyed
+    order, a photo time for pair 2, a restart of pair 2 and two manual times for bib 5:
+    the result is the one of the reads in time order with the officials' inputs after."""
+    from .test_corrections import PHOTO, inputs
+    desk = [PHOTO, decision("manual_time", bib="5", time_us=77_200_000),
+            decision("manual_time", bib="5", time_us=76_900_000),
+            decision("restart", pair=2)]
+    guns = [inp for inp in inputs() if inp["type"] == "gun"]
+    reads = [inp for inp in inputs() if inp["type"] == "passing"]
+    order = data.draw(st.permutations(range(len(reads))))
+    # Each official's input once its pair's gun is in (a time counts from its gun).
+    at = sorted(data.draw(st.lists(st.integers(0, len(reads)), min_size=len(desk),
+                                   max_size=len(desk))))
+    comp = Competition()
+    from .test_corrections import BIBS, RACES
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for n, gun in enumerate(guns):
+        feed(comp, f"g{n}", gun)
+    for iid, inp in arrivals(reads, desk, list(order), at):
+        feed(comp, iid, inp)
+    want = lt_race([(f"d{n}", inp) for n, inp in enumerate(desk)])
+    assert outcome(comp, "1000") == outcome(want, "1000")
+    assert final(comp, "5") == (76_900_000, "manual") and final(comp, "4") is None

@@ -41,6 +41,7 @@ from . import stories
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
 from .packcrossings import PackCrossings
 from .race import DWELL_US, LEAVE_US, RESTART, SLOWEST, Key, LogEntry
+from .racestate import key_of
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
@@ -255,16 +256,33 @@ class PackRace(PackCrossings):
         official, is_official = self.official, self.is_official
         self._reset()
         self.voided, self.attempt = voided, attempt
-        # Official times and the official flag are about the race's result, whichever
-        # attempt they arrived during.
+        # The official flag is about the race's result, whichever attempt it came in.
+        # The official times kept are those a replay put in place, which a restart
+        # voids the attempt's of (_attempt_voided); the next gun takes the log's again.
         self.official, self.is_official = official, is_official
         for i, st in enumerate(status):
             self._set_status(i, st)
+
+    def _attempt_voided(self, live: list[LogEntry], times: list[LogEntry]) -> set[str]:
+        """The official ``times`` of an attempt that a restart voided: a live ``restart``
+        keyed after the time, or a live gun after the race's first that sorts after it
+        (a pack race's official time sits where it arrived: :meth:`_sorted_log`)."""
+        restarts = [k[4] for k, _, inp in live
+                    if type(inp) is Decision and inp.action == "restart"]
+        guns = sorted(k for k, _, inp in live if type(inp) is RoutedGun)[1:]
+        return {iid for key, iid, _ in times
+                if any(n > key[4] for n in restarts) or any(g > key for g in guns)}
 
     def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         if self.run is not None and int(self.crossings.max(initial=0)) > 0:
             self._void_attempt("restart")
         self.attempt += 1
+        if self.attempt > 1:
+            # A new attempt: the official times of the log so far that count for it
+            # (none of the voided attempts'; in a replay, the later ones already).
+            _, live = self._live(sorted(self.log, key=key_of))
+            self.official = {}
+            self._put_official_times(live)
         self.run = Run.from_gun(routed, self.attempt)
         self.plausible_until = routed.t + self.slowest_us
         self.restart_pending = False
