@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scoring.competition import Competition
 
-from .conftest import feed
+from .conftest import TOKENS, feed
 from .test_order import GUN_T, skaters
 from .test_pack import assert_fold
+from .test_pipeline import Follower
 
 # ---------------------------------------------------------------- mass start
 MS = "ms"
@@ -36,17 +38,17 @@ LAP_US = 30_000_000
 #: The field in a line 0.3 s apart, bib 1 ahead, but at the finish bibs 1 to 3 cross
 #: within 10 ms of each other: the transponders say 1, 2, 3; at the sprint (lap 2) the
 #: order is 5, 4, 3 (they came round the outside).
-def ms_reads() -> list[dict[str, Any]]:
+def ms_reads(bibs: tuple[str, ...] = MS_BIBS, gun: int = GUN_T) -> list[dict[str, Any]]:
     out = []
     for lap in range(1, 5):
-        for i, b in enumerate(MS_BIBS):
+        for i, b in enumerate(bibs):
             gap = 300_000 * i
             if lap == 2:
-                gap = 300_000 * (len(MS_BIBS) - 1 - i)
+                gap = 300_000 * (len(bibs) - 1 - i)
             if lap == 4 and i < 3:
                 gap = 5_000 * i
             out.append({"type": "passing", "transponder": b * 2,
-                        "t": GUN_T + lap * LAP_US + gap})
+                        "t": gun + lap * LAP_US + gap})
     return out
 
 
@@ -334,3 +336,68 @@ def test_official_times_do_not_depend_on_the_arrival_order_of_the_reads(data):
     want = lt_race([(f"d{n}", inp) for n, inp in enumerate(desk)])
     assert outcome(comp, "1000") == outcome(want, "1000")
     assert final(comp, "5") == (76_900_000, "manual") and final(comp, "4") is None
+
+
+# ---------------------------------------------------------------- through the feed
+async def test_official_times_through_the_feed(stack):
+    """The desk's inputs through the documented feed, clients following over the
+    WebSocket: a mass start's photo finish moves the final sprint points; in the
+    1000 m a photo time of pair 2 goes with its restart, and bib 5's manual time keyed
+    last counts."""
+    from .test_corrections import BIBS, GUNS, PHOTO, RACES, inputs
+    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    ms_bibs = ("21", "22", "23", "24", "25")
+    ms_gun = GUNS[3] + 400_000_000
+    race = {**MS_RACE, "skaters": list(ms_bibs)}
+    seq = {"gun": 0, "finish-loop": 0, "officials": 0}
+
+    async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any]) -> None:
+        seq[source] += 1
+        async with s.post(f"{http}/feed", json={**body, "seq": seq[source]},
+                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
+            assert (await r.json())["ok"], body
+
+    timing = [*inputs(), {"type": "gun", "race": MS, "t": ms_gun}, *ms_reads(ms_bibs, ms_gun)]
+    desk = [PHOTO, decision("restart", pair=2),
+            decision("manual_time", bib="5", time_us=77_200_000),
+            decision("manual_time", bib="5", time_us=76_900_000),
+            *[{**p, "bib": str(20 + int(p["bib"]))} for p in PHOTOS]]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{http}/api/startlist",
+                          json={"skaters": skaters(*BIBS, *ms_bibs), "races": [*RACES, race]},
+                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+            assert r.status == 200, await r.text()
+        for inp in timing:
+            await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp)
+        for inp in desk:
+            await send(s, "officials", inp)
+    ms = Follower(stack.ws_url, race=MS)
+    await ms.run(lambda f: f.view is not None and f.view["pack"]["sprint_points"]["23"] == 61)
+    assert ms.view["pack"]["sprint_points"] == {"21": 20, "22": 40, "23": 61, "24": 12,
+                                                "25": 9}
+    assert ms.view["classification"]["bib"] == ["23", "22", "21", "24", "25"]
+    lt = Follower(stack.ws_url, race="1000")
+    await lt.run(lambda f: f.view is not None and f.view["results"]["5"]["final"] is not None
+                 and f.view["results"]["5"]["final"]["t"] == 76_900_000
+                 and f.view["results"]["4"]["final"] is None)
+    # The restart undone: pair 2's attempt and its photo time count again.
+    async with aiohttp.ClientSession() as s:
+        await send(s, "officials", decision("void", target=await restart_id(stack)))
+    await lt.run(lambda f: f.view["results"]["4"]["final"] is not None
+                 and f.view["results"]["4"]["final"]["origin"] == "photo")
+    assert lt.view["results"]["4"]["final"]["t"] == 75_095_000
+
+
+async def restart_id(stack: Any) -> str:
+    """The raw stream id of the restart decision, as the desk's audit names it; the
+    photo time it voided is on record there, applied."""
+    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    async with aiohttp.ClientSession() as s, s.get(
+            f"{http}/api/desk/audit", headers={"Authorization": f"Bearer {TOKENS['referee']}"}
+    ) as r:
+        entries = (await r.json())["entries"]
+    [photo] = [e for e in entries if e.get("type") == "finish_time"
+               and e["input_fields"]["race"] == "1000"]
+    assert photo["verdict"] == "applied", photo
+    return next(e["input"] for e in entries
+                if (e.get("input_fields") or {}).get("action") == "restart")
