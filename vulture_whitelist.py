@@ -36,3 +36,4 @@ _.in_field
 _.frm
 _.tied
 _.finish_rows
+_.sprint_points_moved

@@ -294,6 +294,10 @@ class Finish(_Event, tag="finish"):
     finish_rows: Annotated[dict[str, PassageRow] | UnsetType, Meta(description=(
         "pack races: the finish crossings of skaters who finished before her that her "
         "finish changed (an official finish time put her ahead of them), bib -> row"))] = UNSET
+    sprint_points_moved: Annotated[dict[str, int] | UnsetType, Meta(description=(
+        "mass start: the sprint points so far of skaters who finished before her whose "
+        "final sprint points her finish changed (an official finish time put her ahead "
+        "of them across the line), bib -> sprint points"))] = UNSET
     pair: int | UnsetType = UNSET
     lane: Lane | UnsetType = UNSET
     pair_done: bool | UnsetType = UNSET

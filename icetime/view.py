@@ -50,6 +50,9 @@ def _crossed(view: dict[str, Any], ev: dict[str, Any]) -> None:
         # A pack finish whose official time put her ahead of finishers before her.
         for bib, row in ev.get("finish_rows", {}).items():
             view["results"][bib]["passages"][row["k"]] = row
+        # A mass start's final sprint points she took from them.
+        for bib, points in ev.get("sprint_points_moved", {}).items():
+            view["pack"]["sprint_points"][bib] = points
         if "ranked" in ev:
             _ranked(view["classification"], ev["bib"], ev["ranked"])
         else:

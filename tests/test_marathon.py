@@ -210,6 +210,12 @@ def test_a_manual_time_keys_in_a_passage_at_its_point():
     # A point the course does not have is refused, naming the course's points.
     assert decide(comp, "m2", action="manual_time", bib=bib, time_us=t, m=123) == []
     assert "no timing point at 123 m" in comp.last_error
+    # Keyed in again, earlier: the official's last word counts, not the later time;
+    # undone, the first counts again.
+    decide(comp, "m3", action="manual_time", bib=bib, time_us=t - 1_000, m=m)
+    assert comp.view(RACE)["results"][bib]["t"][k] == t - 1_000
+    decide(comp, "u", action="void", target="m3")
+    assert comp.view(RACE)["results"][bib]["t"][k] == t
 
 
 @pytest.mark.parametrize("inp, reason", [

@@ -32,7 +32,7 @@ from .model import (
 )
 from .pairpassages import PairPassages
 from .pairs import Draw, read_pairs
-from .race import SLOWEST
+from .race import SLOWEST, LogEntry
 
 #: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
 #: must cross for its passage: the team pursuit is timed on the third skater; in the
@@ -246,6 +246,26 @@ class LongTrackRace(PairPassages):
             raise InputError(f"race {self.id}: pair {self.pair_no[row]} of bib {bib} has no "
                              "gun yet: an official time counts from its pair's gun")
         return run.zero_us + to_thousandths(time_us)
+
+    def _attempt_voided(self, live: list[LogEntry], times: list[LogEntry]) -> set[str]:
+        """The official ``times`` of a pair's attempt that a restart voided: a live
+        ``restart`` of its pair keyed after it, or a live gun of its pair later than
+        the gun it counts from (its key is that gun plus the time: :meth:`_official_at`)."""
+        restarts = [(k[4], inp.pair) for k, _, inp in live
+                    if type(inp) is Decision and inp.action == "restart"]
+        guns = [(inp.gun.pair, inp.t) for _, _, inp in live if type(inp) is RoutedGun]
+        out = set()
+        for key, iid, inp in times:
+            if not isinstance(inp, FinishTime | Decision):
+                continue  # for the type: only official times come here
+            row, time_us = self._row_or_none(inp.bib), inp.time_us
+            if row is None or time_us is None:
+                continue
+            pair, zero = self.pair_no[row], key[0] - to_thousandths(time_us)
+            if any(p == pair and n > key[4] for n, p in restarts) \
+                    or any(p == pair and t > zero for p, t in guns):
+                out.add(iid)
+        return out
 
     def _manual_finish(self, inp: RaceInput) -> bool:
         return type(inp) is Decision and inp.action == "manual_time" \

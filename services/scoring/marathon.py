@@ -43,7 +43,6 @@ from .model import (
     Run,
     Skater,
 )
-from .officials import voided_ids
 from .race import GUN, PASSING, LogEntry, RaceBase
 
 KIND = "marathon"
@@ -147,8 +146,9 @@ class MarathonRace(RaceBase):
 
     def _prepare(self, entries: list[LogEntry]) -> None:
         """Before a replay: each wave's latest gun, and the manual times (they hold
-        over every read at their point, whenever they arrived)."""
-        voided = voided_ids(entries)
+        over every read at their point, whenever they arrived; of two at one point, the
+        one keyed last: ``officials.Officials._overruled``)."""
+        voided, _ = self._live(entries)
         for _, iid, inp in entries:
             if iid in voided:
                 continue

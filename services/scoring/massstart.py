@@ -16,6 +16,7 @@ import numpy.typing as npt
 from icetime.rules import Rules
 
 from . import stories
+from .model import NOT_PASSED
 from .race import RaceBase
 
 #: A gap wider than this between consecutive skaters at a line splits the field.
@@ -39,6 +40,11 @@ class SprintsAndBreakaways(RaceBase):
     crossings: npt.NDArray[np.int64]
     lead: int
     sprint_points: list[int]
+    #: The rows holding the final sprint points, in finish order (at most the table's
+    #: length): the first across the line by the finish times that count.
+    scored: list[int]
+    final_t: npt.NDArray[np.int64]
+    excluded: npt.NDArray[np.bool_]
     sprints: list[dict[str, Any]]
     breakaway: dict[str, Any] | None
 
@@ -78,6 +84,35 @@ class SprintsAndBreakaways(RaceBase):
             return [stories.pack_sprint(number, sprint["lap_number"], names,
                                        sprint["sprint_points"])]
         return []
+
+    def _finish_key(self, i: int) -> tuple[int, int, int]:
+        """Row ``i``'s place across the finish line: her finish time that counts
+        (photo, beam, manual, else the transponder's), then her transponder's."""
+        return (self.final_t.item(i), self.t.item(i, self.n_cross - 1), i)
+
+    def _score_finish(self, row: int | None) -> list[int]:
+        """Give the final sprint points by the finish order that counts (DOMAIN.md §2:
+        the photo finish decides the order, as it does the ranking), not by the
+        transponders' order: ``row`` has just finished (None: every finisher's place
+        may have changed, by an official's time). Returns the rows whose sprint points
+        changed. Only the scoring places are kept: a finish costs the table's length."""
+        if not self.table_final:
+            return []
+        if row is None:
+            rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
+        else:
+            rows = [*self.scored, row]
+        top = sorted(rows, key=self._finish_key)[:len(self.table_final)]
+        before = dict(zip(self.scored, self.table_final, strict=False))
+        after = dict(zip(top, self.table_final, strict=False))
+        changed = []
+        for i in sorted(before.keys() | after.keys()):
+            diff = after.get(i, 0) - before.get(i, 0)
+            if diff:
+                self.sprint_points[i] += diff
+                changed.append(i)
+        self.scored = top
+        return changed
 
     def _update_breakaway(self, k: int, row: int, position: int, lines: list[str],
                           laps_to_go: int) -> None:

@@ -35,14 +35,67 @@ def voided_ids(entries: list[LogEntry]) -> set[str]:
     return out
 
 
+def _is_official_time(inp: RaceInput) -> bool:
+    """A photo-finish (beam, manual) finish time, or an official's manual time."""
+    return type(inp) is FinishTime or (type(inp) is Decision and inp.action == "manual_time")
+
+
 class Officials(RaceState):
     """Decisions, official finish times and reassigned chips; the quiet replay."""
 
     # ------------------------------------------------------------------ replay
     def _live(self, entries: list[LogEntry]) -> tuple[set[str], list[tuple[str, RaceInput]]]:
-        """The ids of the inputs ``entries`` void, and the others (id, input)."""
+        """The ids of the inputs that do not count among ``entries`` (voided, or
+        official times overruled: :meth:`_overruled`), and the others (id, input)."""
         voided = voided_ids(entries)
+        voided |= self._overruled([e for e in entries if e[1] not in voided])
         return voided, [(iid, inp) for _, iid, inp in entries if iid not in voided]
+
+    def _overruled(self, live: list[LogEntry]) -> set[str]:
+        """The ids of the official times among ``live`` (inputs not voided) that do not
+        count, though they stay in the log (the desk's audit) and count again once what
+        overrules them is undone: those of an attempt a restart voided
+        (:meth:`_attempt_voided`), and, of the others, each one a later-keyed official
+        time of the same precedence for the same skater and passage replaces: the
+        official's last word counts, not the later race time (the arrival number, the
+        key's last field, is the order the officials keyed them in)."""
+        times = [e for e in live if _is_official_time(e[2])]
+        if not times:
+            return set()
+        out = self._attempt_voided(live, times)
+        last: dict[tuple[int, int | None, int], str] = {}
+        for _, iid, inp in sorted(times, key=lambda e: e[0][4]):
+            slot = self._slot(inp)
+            if iid in out or slot is None:
+                continue
+            if slot in last:
+                out.add(last[slot])
+            last[slot] = iid
+        return out
+
+    def _slot(self, inp: RaceInput) -> tuple[int, int | None, int] | None:
+        """What an official time stands for: (row, metres of its passage or None for the
+        finish, precedence of its origin); None for a bib no longer in the race."""
+        bib: object
+        if type(inp) is FinishTime:
+            bib, m, origin = inp.bib, None, inp.origin or "photo"
+        elif type(inp) is Decision:
+            bib, origin = inp.bib, "manual"
+            m = None if inp.m in (None, self.distance) else inp.m
+        else:
+            return None
+        row = self._row_or_none(bib)
+        return None if row is None else (row, m, FINISH_PRECEDENCE.get(origin, 2))
+
+    def _row_or_none(self, bib: object) -> int | None:
+        """The row of a bib or a team (:meth:`_row`), or None: not in the race (now)."""
+        return self.row.get(str(bib), self.row_of.get(str(bib)))
+
+    def _attempt_voided(self, live: list[LogEntry], times: list[LogEntry]) -> set[str]:
+        """The ids of the official ``times`` (among the ``live`` inputs) of an attempt
+        that a restart (a ``restart`` decision, or a second gun) voided: they do not
+        apply to the next attempt. A race kind with restarts supplies it."""
+        return set()
 
     @staticmethod
     def _reassignments(live: list[tuple[str, RaceInput]]) -> dict[str, str]:

@@ -14,7 +14,9 @@ log order, emits events; corrections replay the race's own input log and publish
 * A skater who has not crossed for ``STOPPED_AFTER_LAPS`` of the lap just skated by
   someone else has stopped (a fall); crossing again clears it.
 * Mass start: the first three across the line at each intermediate sprint and the
-  first six at the finish score the season's sprint points; the ranking is DOMAIN.md §2's.
+  first six at the finish score the season's sprint points, the finish's by the finish
+  times that count (photo finish, manual), as the ranking goes; the ranking is DOMAIN.md
+  §2's.
   The sprints and the breakaways are read in massstart.py, the crossings in
   packcrossings.py, the order and classification in packorder.py; what every race
   shares (input log, revisions, official times, decisions) is ``race.RaceBase``.
@@ -39,6 +41,7 @@ from . import stories
 from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
 from .packcrossings import PackCrossings
 from .race import DWELL_US, LEAVE_US, RESTART, SLOWEST, Key, LogEntry
+from .racestate import key_of
 
 KINDS = ("short_track", "mass_start", "short_track_relay")
 #: Sanctions and results that take a skater out of the ranking (ADV advances them).
@@ -120,6 +123,7 @@ class PackRace(PackCrossings):
         self.final_t = np.full(n, NOT_PASSED, np.int64)  # mirrors final[i]["t"]
         self.index = np.arange(n)
         self.sprint_points = [0] * n
+        self.scored: list[int] = []
         self.sprints: list[dict[str, Any]] = []
         self.run: Run | None = None
         self.attempt = 0
@@ -134,6 +138,7 @@ class PackRace(PackCrossings):
         #: who stopped at the latest crossing: what its event carries.
         self.ranked: dict[str, Any] | None = None
         self.refinished: list[int] = []
+        self.moved_points: list[int] = []
         self.now_stopped: list[str] = []
         self._forget_order()
 
@@ -141,6 +146,7 @@ class PackRace(PackCrossings):
         return {**super()._save(), "crossings": self.crossings.copy(), "last": self.last.copy(),
                 "excluded": self.excluded.copy(), "stopped": self.stopped.copy(),
                 "final_t": self.final_t.copy(), "sprint_points": list(self.sprint_points),
+                "scored": list(self.scored),
                 "sprints": [{**sp, "bibs": list(sp["bibs"]),
                              "sprint_points": list(sp["sprint_points"])} for sp in self.sprints],
                 "run": self.run, "attempt": self.attempt, "voided": list(self.voided),
@@ -153,7 +159,7 @@ class PackRace(PackCrossings):
         for name in ("crossings", "last", "excluded", "stopped", "final_t"):
             setattr(self, name, state[name].copy())
         self.lead = int(self.crossings.max(initial=0))
-        self.sprint_points = list(state["sprint_points"])
+        self.sprint_points, self.scored = list(state["sprint_points"]), list(state["scored"])
         self.sprints = [{**sp, "bibs": list(sp["bibs"]), "sprint_points": list(sp["sprint_points"])}
                         for sp in state["sprints"]]
         self.run, self.attempt, self.voided = state["run"], state["attempt"], list(state["voided"])
@@ -250,16 +256,33 @@ class PackRace(PackCrossings):
         official, is_official = self.official, self.is_official
         self._reset()
         self.voided, self.attempt = voided, attempt
-        # Official times and the official flag are about the race's result, whichever
-        # attempt they arrived during.
+        # The official flag is about the race's result, whichever attempt it came in.
+        # The official times kept are those a replay put in place, which a restart
+        # voids the attempt's of (_attempt_voided); the next gun takes the log's again.
         self.official, self.is_official = official, is_official
         for i, st in enumerate(status):
             self._set_status(i, st)
+
+    def _attempt_voided(self, live: list[LogEntry], times: list[LogEntry]) -> set[str]:
+        """The official ``times`` of an attempt that a restart voided: a live ``restart``
+        keyed after the time, or a live gun after the race's first that sorts after it
+        (a pack race's official time sits where it arrived: :meth:`_sorted_log`)."""
+        restarts = [k[4] for k, _, inp in live
+                    if type(inp) is Decision and inp.action == "restart"]
+        guns = sorted(k for k, _, inp in live if type(inp) is RoutedGun)[1:]
+        return {iid for key, iid, _ in times
+                if any(n > key[4] for n in restarts) or any(g > key for g in guns)}
 
     def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         if self.run is not None and int(self.crossings.max(initial=0)) > 0:
             self._void_attempt("restart")
         self.attempt += 1
+        if self.attempt > 1:
+            # A new attempt: the official times of the log so far that count for it
+            # (none of the voided attempts'; in a replay, the later ones already).
+            _, live = self._live(sorted(self.log, key=key_of))
+            self.official = {}
+            self._put_official_times(live)
         self.run = Run.from_gun(routed, self.attempt)
         self.plausible_until = routed.t + self.slowest_us
         self.restart_pending = False
@@ -283,7 +306,11 @@ class PackRace(PackCrossings):
         return sorted(self.log, key=key)
 
     def _manual_time(self, input_id: str, row: int, time_us: int, m: int | None) -> None:
-        """A finish time keyed in by an official (a pack race times the finish only)."""
+        """A finish time keyed in by an official (a pack race times the finish only:
+        InputError for ``m`` other than the finish's metres)."""
+        if m is not None and m != self.distance:
+            raise InputError(f"race {self.id}: a pack race times its finish only (m: {m}; "
+                             f"the finish is {self.distance})")
         self._set_official(row, "manual", time_us)
         final = self.final[row]
         if final is not None:
@@ -291,6 +318,8 @@ class PackRace(PackCrossings):
             self.final_t[row] = self.official[row][1]
             self._forget_order()
             self._finish_rows()
+            if self.kind == "mass_start":
+                self._score_finish(None)
 
     def _restart(self, decision: Decision) -> None:
         self._void_attempt("restart" if decision.reason is None else str(decision.reason))

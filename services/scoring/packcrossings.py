@@ -38,6 +38,9 @@ class PackCrossings(PackOrder):
     ranked: dict[str, Any] | None
     #: The rows whose finish crossing the latest finish changed (:meth:`_finish_rows`).
     refinished: list[int]
+    #: Mass start: the rows, other than the latest finisher, whose final sprint points
+    #: her finish changed (:meth:`_score_finish`).
+    moved_points: list[int]
 
     def _on_crossing(self, input_id: str, row: int, t_common: int, emit: bool,
                      skater: str, left: int = 0) -> list[RaceEvent]:
@@ -185,8 +188,10 @@ class PackCrossings(PackOrder):
             ranked: dict[str, Any] = {"classification": self.classification()} \
                 if self.ranked is None else {"ranked": self.ranked}
             others = {self.bibs[i]: self.rows[i][-1] for i in self.refinished if i != row}
+            moved = {self.bibs[i]: self.sprint_points[i] for i in self.moved_points}
             return {"type": "finish", **base, "final": self.final[row], **ranked,
                     **({"finish_rows": others} if others else {}),
+                    **({"sprint_points_moved": moved} if moved else {}),
                     "race_done": self._done()}
         return {"type": "passage", **base}
 
@@ -270,9 +275,14 @@ class PackCrossings(PackOrder):
         self.final_t[row] = final_t
         # With no official time, every finish crossing already says what the finals say.
         self.refinished = self._finish_rows() if self.official else []
-        if self.kind == "mass_start" and position <= len(self.table_final):
-            self.sprint_points[row] += self.table_final[position - 1]
-        self.ranked = self._classify(row)
+        self.moved_points = [i for i in self._score_finish(row) if i != row] \
+            if self.kind == "mass_start" else []
+        if self.moved_points:
+            # Her official time took final sprint points from who crossed before her:
+            # the kept classification is rebuilt, and her event carries it whole.
+            self.by_time, self.ranked = None, None
+        else:
+            self.ranked = self._classify(row)
         if self.ranked is not None:
             rank: int | None = self.ranked["rank"]
         else:

@@ -37,8 +37,10 @@ RESTART, GUN, PASSING, OFFICIAL = -1, 0, 1, 2
 #: An input's place in race-time order: (common-clock µs, class, timing point,
 #: transponder, arrival number). An official time (a manual time, a photo-finish time)
 #: sits at the instant it stands for, like a read; an input with no time of its own at
-#: the latest instant applied when it arrived. The arrival number only orders inputs that are
-#: otherwise equal (the same read twice), which act alike in either order.
+#: the latest instant applied when it arrived. In race-time order the arrival number only
+#: orders inputs that are otherwise equal (the same read twice), which act alike in either
+#: order; it also tells which of two officials' times was keyed last, and which came
+#: before a restart (``officials.Officials._overruled``).
 Key = tuple[int, int, str, str, int]
 #: One entry of a race's input log: its key, the input's raw stream id, the input.
 LogEntry = tuple[Key, str, RaceInput]

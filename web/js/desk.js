@@ -547,10 +547,11 @@ function open(key, target) {
 }
 
 // The passage choice of a manual time: every passage, the skater's first missing one
-// (else the finish) chosen.
+// (else the finish) chosen. A pack race times its finish only (scoring refuses a
+// manual time for another line): the finish is its one choice.
 function fillPassages(view, bib) {
-  const ms = view.race.passages;
-  const res = view.results[bib];
+  const ms = view.pack ? view.race.passages.slice(-1) : view.race.passages;
+  const res = view.pack ? null : view.results[bib];
   const gap = res ? ms.findIndex((_, k) => !res.passages[k] && res.passages.slice(k + 1).some(Boolean)) : -1;
   const chosen = gap >= 0 ? gap : ms.length - 1;
   $("action-m").innerHTML = ms.map((m, k) => `<option value="${esc(m)}"${k === chosen ? " selected" : ""}>` +

@@ -36,6 +36,10 @@ export function applyEvent(view, ev) {
       for (const [bib, row] of Object.entries(ev.finish_rows || {})) {
         view.results[bib].passages[row.k] = row;
       }
+      // A mass start's final sprint points she took from them.
+      for (const [bib, points] of Object.entries(ev.sprint_points_moved || {})) {
+        view.pack.sprint_points[bib] = points;
+      }
       if (ev.ranked) ranked(view.classification, ev.bib, ev.ranked);
       else view.classification = ev.classification;
       if (ev.pair_done) delete view.on_ice[String(ev.pair)];
