@@ -32,6 +32,7 @@ from icetime.timefmt import now_us
 
 from . import Damaged, amb_ascii, protime
 from .base_link import CLOCK_CHECK_S, CLOCK_STEP_US, DecoderLink
+from .bootcheck import BootCheck, BootChecking
 from .numbers import Anomaly, PassingNumbers
 from .p3 import TOR, P3Decoder, P3Passing, P3Record, classify, encode, u
 from .spool import Pending
@@ -61,7 +62,10 @@ def make_link(cfg: Decoder, ingest: Ingest, capture_dir: Path) -> DecoderLink:
                          f"(known: {', '.join(LINKS)})")
     return kind(cfg, ingest, capture_dir)
 
-class P3Link(DecoderLink):
+class P3Link(DecoderLink, BootChecking):
+    """A P3 decoder on TCP. On every connect it checks the decoder is the boot the
+    current session follows (:mod:`.bootcheck`), then asks for what is missing."""
+
     CAPTURE_SUFFIX = ".p3log"
     PROTOCOL = "P3"
 
@@ -72,6 +76,13 @@ class P3Link(DecoderLink):
         self.numbers: PassingNumbers | None = None
         self._time_asked_us: int | None = None
         self.stats["utc_only"] = 0  # passings timed by their UTC field (no RTC time)
+        #: The boot check open now (None: none), its watcher task, and the lock that
+        #: keeps passings in order between the pump and the watcher.
+        self.check: BootCheck | None = None
+        self.checker: asyncio.Task[None] | None = None
+        self.check_lock = asyncio.Lock()
+        self.stats["boot_checks"] = 0  # connects that asked for the highest number stored
+        self.stats["boot_checks_unanswered"] = 0  # ...and had no answer, asked twice
 
     def state(self) -> dict[str, Any]:
         nb = self.numbers
@@ -80,7 +91,9 @@ class P3Link(DecoderLink):
                 "missing": len(nb.missing) if nb else 0,
                 "missing_given_up": nb.given_up if nb else 0,
                 "jumps": nb.jumps if nb else 0,
-                "new_numberings": nb.new_numberings if nb else 0}
+                "new_numberings": nb.new_numberings if nb else 0,
+                "held": len(self.check.held) if self.check else 0,
+                "boot_check": self.check.state() if self.check else None}
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         self.codec = P3Decoder()  # a new connection starts a new byte stream
@@ -105,7 +118,9 @@ class P3Link(DecoderLink):
             if kind.tor == TOR["GET_TIME"]:
                 await self.on_time(kind)
             elif kind.tor in RESTART_RECORDS:
-                await self.restart(f"{kind.tor_name} record")
+                async with self.check_lock:
+                    await self.restart(f"{kind.tor_name} record")
+                    await self.restarted_during_check()
 
     async def _numbers(self) -> PassingNumbers:
         """The passing numbers, from where ingest's current session left off."""
@@ -124,12 +139,20 @@ class P3Link(DecoderLink):
                 await self.request(first, last)
 
     async def on_connect(self) -> None:
-        if self.numbers is None:
-            await self._numbers()
-        assert self.numbers is not None
-        # Whatever was missing, and whatever the decoder saw while the link was down.
-        for first, last in self.numbers.reconnect_requests():
-            await self.request(first, last)
+        numbers = await self._numbers()
+        async with self.check_lock:
+            n = self.sessions.now.hi
+            if n is not None:
+                # Is it the same boot? The missing numbers are asked for once it says.
+                await self.start_check(n)
+                return
+            # Nothing stored in this session to check against: whatever was missing, and
+            # whatever the decoder saw while the link was down.
+            for first, last in numbers.reconnect_requests():
+                await self.request(first, last)
+
+    async def on_stop(self) -> None:
+        await self.stop_check()
 
     async def clock_loop(self) -> None:
         while self.writer is not None:
@@ -167,7 +190,12 @@ class P3Link(DecoderLink):
         await self.writer.drain()
 
     async def on_passing(self, p: P3Passing) -> None:
-        numbers = await self._numbers()  # a record before on_connect ran: replays, tests
+        await self._numbers()  # a record before on_connect ran: replays, tests
+        await self.checked_passing(p)
+
+    async def store_number(self, p: P3Passing) -> None:
+        """Follow the passing's number (asking for gaps) and store it."""
+        numbers = await self._numbers()
         if p.clock == "utc":
             self.stats["utc_only"] += 1
         verdict = numbers.arrived(p.number)

@@ -1,0 +1,208 @@
+"""On every reconnect, is the P3 decoder still the boot whose numbers the link follows?
+
+A decoder that restarts while the link is down numbers its passings from 1 again. If
+it made at least as many passings as the old boot's highest number before the link is
+back, nothing on the link shows it: its next passing continues the old count. So on
+every connect where the current session holds a number, the link first asks (RESEND)
+for the highest number stored there, N, and holds the live passings that come
+meanwhile (:class:`BootCheck`, sans-I/O; :class:`BootChecking` does it for the link):
+
+* N comes back: it is stored like any passing. The same passing (a duplicate) means the
+  same boot; another passing is a conflict, which starts a new session as every
+  conflict does, and the new boot's 1..N-1 and N+1.. are asked for.
+* A number below N comes: a decoder sends no lower number unasked, so it restarted.
+* No answer within CHECK_WAIT_S: asked once more (an answer lost). No answer again: the
+  check is *unanswered*, and a passing above N (held, or the next to come) means the
+  decoder no longer has N: it restarted with no RESET, or its memory was cleared. Either
+  way a new session starts and its numbers are asked for from 1 (a cleared memory costs
+  one session more, nothing stored before is touched).
+
+The held passings are then handled in the order they came. A check that nothing answers
+and no passing follows stays open (through reconnects, with what it holds) until a
+passing decides it. A RESET or FIRST_CONTACT during the check settles it as a restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .numbers import PassingNumbers
+from .p3 import P3Passing
+from .sessions import Sessions
+
+log = logging.getLogger(__name__)
+#: How long to wait for the decoder's answer to the check's RESEND, per try (s). A
+#: decoder answers from memory in milliseconds; this is for a slow link.
+CHECK_WAIT_S = 2.0
+#: The check's RESEND is sent at most this often per connect (one retry: an answer lost).
+CHECK_TRIES = 2
+#: At most this many live passings are held while the check waits; one more decides it
+#: as unanswered (a decoder making this many passings in 2 × CHECK_WAIT_S answers nothing).
+HOLD_MAX = 1000
+
+#: What a passing that comes during a check means (:meth:`BootCheck.sort`).
+Sorted = Literal["answer", "lower", "hold", "unanswered"]
+
+
+@dataclass(slots=True)
+class BootCheck:
+    """One check: ``number`` (N, the highest number the current session stored) was asked
+    for ``asked`` times; ``held``: live passings waiting for the verdict, in the order
+    they came; ``unanswered``: every try went unanswered."""
+
+    number: int
+    held: list[P3Passing] = field(default_factory=list)
+    asked: int = 0
+    unanswered: bool = False
+    #: Set once the verdict is in (the watcher stops waiting).
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def sort(self, n: int) -> Sorted:
+        """What passing number ``n`` means now: the ``answer`` (N itself: the decoder's
+        passing under N, to compare), ``lower`` (a restart), ``hold`` (wait for the
+        verdict) or ``unanswered`` (N is gone while numbers go on: a restart)."""
+        if n == self.number:
+            return "answer"
+        if n < self.number:
+            return "lower"
+        if self.unanswered or len(self.held) >= HOLD_MAX:
+            return "unanswered"
+        return "hold"
+
+    def state(self) -> dict[str, Any]:
+        """For the health (``boot_check``)."""
+        return {"number": self.number, "asked": self.asked, "unanswered": self.unanswered,
+                "held": len(self.held)}
+
+
+class BootChecking:
+    """The check for a P3 link: a mixin of :class:`~services.ingest.decoders.link.P3Link`,
+    which sets what is declared here. Every passing goes through :meth:`checked_passing`
+    (under ``check_lock``, as the check's watcher task also releases passings)."""
+
+    cfg: Any
+    stats: dict[str, int]
+    sessions: Sessions
+    numbers: PassingNumbers | None
+    check: BootCheck | None
+    check_lock: asyncio.Lock
+    checker: asyncio.Task[None] | None
+
+    if TYPE_CHECKING:
+        async def request(self, first: int, last: int) -> None: ...
+        async def restart(self, reason: str, seq: int | None = None) -> str | None: ...
+        async def store_number(self, p: P3Passing) -> None: ...
+        async def publish_health(self, event: str) -> None: ...
+
+    async def start_check(self, n: int) -> None:
+        """On a connect (under ``check_lock``): ask for N, and watch for the answer. A
+        check still open from an earlier connect hands on what it holds."""
+        held = self.check.held if self.check is not None else []
+        check = self.check = BootCheck(n, held)
+        self.stats["boot_checks"] += 1
+        await self._ask(check)
+        self.checker = asyncio.create_task(self._watch(check))
+
+    async def stop_check(self) -> None:
+        """Ingest stops: the watcher ends (held passings go with the process, as the
+        spool does: the next connect's check and RESEND bring them again)."""
+        if self.checker is not None:
+            self.checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.checker
+            self.checker = None
+
+    async def checked_passing(self, p: P3Passing) -> None:
+        """A passing from the decoder: held, or it decides the check, or (no check open)
+        handled at once."""
+        async with self.check_lock:
+            check = self.check
+            if check is None:
+                await self.store_number(p)
+                return
+            kind = check.sort(p.number)
+            if kind == "hold":
+                check.held.append(p)
+            elif kind == "answer":
+                restarts = self.sessions.restarts
+                await self.store_number(p)  # a conflict under N starts a new session
+                await self._settle(check, same_boot=self.sessions.restarts == restarts)
+            else:
+                check.held.append(p)
+                await self._restart(check, p.number, kind)
+
+    async def restarted_during_check(self) -> None:
+        """The decoder said it restarted (RESET, FIRST_CONTACT; under ``check_lock``)
+        while a check was open: that is the verdict."""
+        if self.check is not None:
+            await self._settle(self.check, same_boot=False)
+
+    async def _ask(self, check: BootCheck) -> None:
+        check.asked += 1
+        await self.request(check.number, check.number)
+
+    async def _restart(self, check: BootCheck, n: int, kind: Sorted) -> None:
+        if kind == "lower":
+            reason = (f"passing number {n} came after a reconnect, below the highest "
+                      f"stored ({check.number})")
+        else:
+            reason = (f"passing number {check.number} was not there after a reconnect, "
+                      f"and passings went on from {check.held[0].number}")
+        await self.restart(reason)
+        await self._settle(check, same_boot=False)
+
+    async def _settle(self, check: BootCheck, *, same_boot: bool) -> None:
+        """The verdict is in: ask for what the decoder may hold, then handle the held
+        passings in order (their gaps are asked for as they arrive)."""
+        self.check = None
+        check.done.set()
+        numbers = self.numbers
+        if numbers is not None:
+            # After a restart the new boot's gaps were asked for by on_restart.
+            requests = numbers.missing_requests() if same_boot else []
+            if not check.held:
+                # What the decoder numbered while the link was down, past N (same boot)
+                # or past what the new boot's answer showed.
+                h = numbers.highest or 0
+                requests.append((h + 1, h + numbers.max_range))
+            for first, last in requests:
+                await self.request(first, last)
+        for p in check.held:
+            await self.store_number(p)
+        check.held = []
+        await self.publish_health("boot_check")
+
+    async def _watch(self, check: BootCheck) -> None:
+        """Ask again once when N goes unanswered; then mark the check unanswered, and
+        if passings are held, that is a restart."""
+        try:
+            for attempt in range(CHECK_TRIES):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(check.done.wait(), CHECK_WAIT_S)
+                    return
+                async with self.check_lock:
+                    if self.check is not check:
+                        return  # settled meanwhile, or a newer connect checks anew
+                    if attempt + 1 < CHECK_TRIES:
+                        await self._ask(check)
+                        continue
+                    await self._unanswered(check)
+        except OSError as exc:  # the link dropped: the next connect checks again
+            log.debug("decoder %s: the boot check stopped: %s", self.cfg.id, exc)
+        except Exception:  # a bug must not leave passings held for ever unseen
+            self.stats["internal_errors"] += 1
+            log.exception("decoder %s: the boot check failed", self.cfg.id)
+
+    async def _unanswered(self, check: BootCheck) -> None:
+        check.unanswered = True
+        self.stats["boot_checks_unanswered"] += 1
+        log.warning("decoder %s: passing number %d not answered after a reconnect (asked "
+                    "%d times): the first passing above it will be taken for a new boot",
+                    self.cfg.id, check.number, check.asked)
+        if check.held:
+            await self._restart(check, check.held[0].number, "unanswered")
+        else:
+            await self.publish_health("boot_check")
