@@ -10,16 +10,20 @@ meanwhile (:class:`BootCheck`, sans-I/O; :class:`BootChecking` does it for the l
 * N comes back: it is stored like any passing. The same passing (a duplicate) means the
   same boot; another passing is a conflict, which starts a new session as every
   conflict does, and the new boot's 1..N-1 and N+1.. are asked for.
-* A number below N comes: a decoder sends no lower number unasked, so it restarted.
-* No answer within CHECK_WAIT_S: asked once more (an answer lost). No answer again: the
-  check is *unanswered*, and a passing above N (held, or the next to come) means the
-  decoder no longer has N: it restarted with no RESET, or its memory was cleared. Either
-  way a new session starts and its numbers are asked for from 1 (a cleared memory costs
-  one session more, nothing stored before is touched).
+* A number below N comes unasked: a decoder sends no lower number live, so it restarted.
+* No answer within CHECK_WAIT_S: N is asked for once more (an answer lost), and with it
+  the session's lowest number L (a new boot that made fewer than N passings has L if it
+  made L: its answer is compared the same way). No answer again: the check is
+  *unanswered*, and a passing above N (held, or the next to come) means the decoder no
+  longer has N: it restarted with no RESET, or its memory was cleared. Either way a new
+  session starts and its numbers are asked for from 1 (a cleared memory costs one
+  session more; nothing stored before is touched).
 
-The held passings are then handled in the order they came. A check that nothing answers
-and no passing follows stays open (through reconnects, with what it holds) until a
-passing decides it. A RESET or FIRST_CONTACT during the check settles it as a restart.
+The held passings are then handled in the order they came, and the numbers past the
+highest are asked for (what the decoder made while the link was down). A check that
+nothing answers and no passing follows stays open (through reconnects, with what it
+holds) until a passing decides it. A RESET or FIRST_CONTACT during the check settles it
+as a restart.
 """
 from __future__ import annotations
 
@@ -49,22 +53,25 @@ Sorted = Literal["answer", "lower", "hold", "unanswered"]
 
 @dataclass(slots=True)
 class BootCheck:
-    """One check: ``number`` (N, the highest number the current session stored) was asked
-    for ``asked`` times; ``held``: live passings waiting for the verdict, in the order
-    they came; ``unanswered``: every try went unanswered."""
+    """One check: ``number`` (N, the highest number the current session stored) and
+    ``lowest`` (L, its lowest), asked for ``asked`` times in all; ``probes``: the numbers
+    asked for so far; ``held``: live passings waiting for the verdict, in the order they
+    came; ``unanswered``: every try went unanswered."""
 
     number: int
+    lowest: int
     held: list[P3Passing] = field(default_factory=list)
+    probes: set[int] = field(default_factory=set)
     asked: int = 0
     unanswered: bool = False
     #: Set once the verdict is in (the watcher stops waiting).
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def sort(self, n: int) -> Sorted:
-        """What passing number ``n`` means now: the ``answer`` (N itself: the decoder's
-        passing under N, to compare), ``lower`` (a restart), ``hold`` (wait for the
-        verdict) or ``unanswered`` (N is gone while numbers go on: a restart)."""
-        if n == self.number:
+        """What passing number ``n`` means now: an ``answer`` (a number asked for: the
+        decoder's passing under it, to compare), ``lower`` (a restart), ``hold`` (wait
+        for the verdict) or ``unanswered`` (N is gone while numbers go on: a restart)."""
+        if n in self.probes:
             return "answer"
         if n < self.number:
             return "lower"
@@ -97,13 +104,14 @@ class BootChecking:
         async def store_number(self, p: P3Passing) -> None: ...
         async def publish_health(self, event: str) -> None: ...
 
-    async def start_check(self, n: int) -> None:
-        """On a connect (under ``check_lock``): ask for N, and watch for the answer. A
-        check still open from an earlier connect hands on what it holds."""
+    async def start_check(self, n: int, lowest: int) -> None:
+        """On a connect (under ``check_lock``): ask for N (``n``; ``lowest``: L), and
+        watch for the answer. A check still open from an earlier connect hands on what
+        it holds."""
         held = self.check.held if self.check is not None else []
-        check = self.check = BootCheck(n, held)
+        check = self.check = BootCheck(n, lowest, held)
         self.stats["boot_checks"] += 1
-        await self._ask(check)
+        await self._ask(check, n)
         self.checker = asyncio.create_task(self._watch(check))
 
     async def stop_check(self) -> None:
@@ -140,9 +148,10 @@ class BootChecking:
         if self.check is not None:
             await self._settle(self.check, same_boot=False)
 
-    async def _ask(self, check: BootCheck) -> None:
+    async def _ask(self, check: BootCheck, n: int) -> None:
         check.asked += 1
-        await self.request(check.number, check.number)
+        check.probes.add(n)
+        await self.request(n, n)
 
     async def _restart(self, check: BootCheck, n: int, kind: Sorted) -> None:
         if kind == "lower":
@@ -155,24 +164,21 @@ class BootChecking:
         await self._settle(check, same_boot=False)
 
     async def _settle(self, check: BootCheck, *, same_boot: bool) -> None:
-        """The verdict is in: ask for what the decoder may hold, then handle the held
-        passings in order (their gaps are asked for as they arrive)."""
+        """The verdict is in: ask for the old gaps (same boot; after a restart the new
+        boot's were asked for by on_restart), handle the held passings in order (their
+        gaps are asked for as they come), then ask for what the decoder may have
+        numbered past the highest while the link was down."""
         self.check = None
         check.done.set()
-        numbers = self.numbers
-        if numbers is not None:
-            # After a restart the new boot's gaps were asked for by on_restart.
-            requests = numbers.missing_requests() if same_boot else []
-            if not check.held:
-                # What the decoder numbered while the link was down, past N (same boot)
-                # or past what the new boot's answer showed.
-                h = numbers.highest or 0
-                requests.append((h + 1, h + numbers.max_range))
-            for first, last in requests:
+        if same_boot and self.numbers is not None:
+            for first, last in self.numbers.missing_requests():
                 await self.request(first, last)
-        for p in check.held:
+        held, check.held = check.held, []
+        for p in held:
             await self.store_number(p)
-        check.held = []
+        if self.numbers is not None:
+            h = self.numbers.highest or 0
+            await self.request(h + 1, h + self.numbers.max_range)
         await self.publish_health("boot_check")
 
     async def _watch(self, check: BootCheck) -> None:
@@ -187,7 +193,9 @@ class BootChecking:
                     if self.check is not check:
                         return  # settled meanwhile, or a newer connect checks anew
                     if attempt + 1 < CHECK_TRIES:
-                        await self._ask(check)
+                        await self._ask(check, check.number)
+                        if check.lowest < check.number:
+                            await self._ask(check, check.lowest)
                         continue
                     await self._unanswered(check)
         except OSError as exc:  # the link dropped: the next connect checks again
@@ -199,9 +207,9 @@ class BootChecking:
     async def _unanswered(self, check: BootCheck) -> None:
         check.unanswered = True
         self.stats["boot_checks_unanswered"] += 1
-        log.warning("decoder %s: passing number %d not answered after a reconnect (asked "
-                    "%d times): the first passing above it will be taken for a new boot",
-                    self.cfg.id, check.number, check.asked)
+        log.warning("decoder %s: passing numbers %s not answered after a reconnect "
+                    "(%d requests): the first passing above %d will be taken for a new boot",
+                    self.cfg.id, sorted(check.probes), check.asked, check.number)
         if check.held:
             await self._restart(check, check.held[0].number, "unanswered")
         else:
