@@ -141,10 +141,10 @@ class P3Link(DecoderLink, BootChecking):
     async def on_connect(self) -> None:
         numbers = await self._numbers()
         async with self.check_lock:
-            n = self.sessions.now.hi
-            if n is not None:
+            now = self.sessions.now
+            if now.lo is not None and now.hi is not None:
                 # Is it the same boot? The missing numbers are asked for once it says.
-                await self.start_check(n)
+                await self.start_check(now.hi, now.lo)
                 return
             # Nothing stored in this session to check against: whatever was missing, and
             # whatever the decoder saw while the link was down.
