@@ -192,12 +192,13 @@ async def test_any_down_windows_and_reboots_store_every_passing_once_in_its_boot
             has_probe = any(n in sim.records for n in (link.sessions.now.hi,
                                                        link.sessions.now.lo))
 
-            def decided(has_probe: bool = has_probe) -> bool:
-                # A decoder holding a number asked for answers it: wait for the verdict.
-                # One that does not leaves the check open until a passing comes.
-                return link.check is None or (not has_probe and link.check.unanswered)
-            await wait("the reconnect's check and its verdict",
-                       lambda: link.stats["boot_checks"] > checks and decided())
+            def decided(has_probe: bool = has_probe, checks: int = checks) -> bool:
+                # The reconnect's check asked; a decoder holding a number asked for
+                # answers it: wait for the verdict. One that does not leaves the check
+                # open until a passing comes.
+                return link.stats["boot_checks"] > checks and (
+                    link.check is None or (not has_probe and link.check.unanswered))
+            await wait("the reconnect's check and its verdict", decided)
             boots[-1] += loop.cross(live)
             await wait("every passing stored", all_stored)
         raw = [bus.unpack_input(f[b"d"]) for _, f in

@@ -7,7 +7,8 @@ every connect where the current session holds a number, the link first asks (RES
 for the highest number stored there, N, and holds the live passings that come
 meanwhile (:class:`BootCheck`, sans-I/O; :class:`BootChecking` does it for the link):
 
-* N comes back: it is stored like any passing. The same passing (a duplicate) means the
+* N comes back (the request asks for N and the numbers after it, which the decoder
+  answers in order): it is stored like any passing. The same passing (a duplicate) means the
   same boot; another passing is a conflict, which starts a new session as every
   conflict does, and the new boot's 1..N-1 and N+1.. are asked for.
 * A number below N comes unasked: a decoder sends no lower number live, so it restarted.
@@ -19,8 +20,9 @@ meanwhile (:class:`BootCheck`, sans-I/O; :class:`BootChecking` does it for the l
   session starts and its numbers are asked for from 1 (a cleared memory costs one
   session more; nothing stored before is touched).
 
-The held passings are then handled in the order they came, and the numbers past the
-highest are asked for (what the decoder made while the link was down). A check that
+The held passings are then handled in the order they came (their gaps asked for as
+usual); with none held, the numbers past the highest are asked for where no request did
+yet (what the decoder made while the link was down). A check that
 nothing answers and no passing follows stays open (through reconnects, with what it
 holds) until a passing decides it. A RESET or FIRST_CONTACT during the check settles it
 as a restart.
@@ -111,7 +113,9 @@ class BootChecking:
         held = self.check.held if self.check is not None else []
         check = self.check = BootCheck(n, lowest, held)
         self.stats["boot_checks"] += 1
-        await self._ask(check, n)
+        # N and what the decoder numbered after it while the link was down: it answers in
+        # order, so N comes first, and the rest is stored in the session N's verdict says.
+        await self._ask(check, n, n + self._max_range() - 1)
         self.checker = asyncio.create_task(self._watch(check))
 
     async def stop_check(self) -> None:
@@ -137,7 +141,9 @@ class BootChecking:
             elif kind == "answer":
                 restarts = self.sessions.restarts
                 await self.store_number(p)  # a conflict under N starts a new session
-                await self._settle(check, same_boot=self.sessions.restarts == restarts)
+                # The numbers past N come with the first request's answer; past L not.
+                await self._settle(check, same_boot=self.sessions.restarts == restarts,
+                                   ask_past=p.number != check.number)
             else:
                 check.held.append(p)
                 await self._restart(check, p.number, kind)
@@ -146,12 +152,15 @@ class BootChecking:
         """The decoder said it restarted (RESET, FIRST_CONTACT; under ``check_lock``)
         while a check was open: that is the verdict."""
         if self.check is not None:
-            await self._settle(self.check, same_boot=False)
+            await self._settle(self.check, same_boot=False, ask_past=True)
 
-    async def _ask(self, check: BootCheck, n: int) -> None:
+    def _max_range(self) -> int:
+        return self.numbers.max_range if self.numbers is not None else 1
+
+    async def _ask(self, check: BootCheck, n: int, last: int | None = None) -> None:
         check.asked += 1
         check.probes.add(n)
-        await self.request(n, n)
+        await self.request(n, n if last is None else last)
 
     async def _restart(self, check: BootCheck, n: int, kind: Sorted) -> None:
         if kind == "lower":
@@ -161,13 +170,13 @@ class BootChecking:
             reason = (f"passing number {check.number} was not there after a reconnect, "
                       f"and passings went on from {check.held[0].number}")
         await self.restart(reason)
-        await self._settle(check, same_boot=False)
+        await self._settle(check, same_boot=False, ask_past=False)
 
-    async def _settle(self, check: BootCheck, *, same_boot: bool) -> None:
+    async def _settle(self, check: BootCheck, *, same_boot: bool, ask_past: bool) -> None:
         """The verdict is in: ask for the old gaps (same boot; after a restart the new
         boot's were asked for by on_restart), handle the held passings in order (their
-        gaps are asked for as they come), then ask for what the decoder may have
-        numbered past the highest while the link was down."""
+        gaps are asked for as they come), and with ``ask_past`` and none held, ask for
+        what the decoder may have numbered past the highest while the link was down."""
         self.check = None
         check.done.set()
         if same_boot and self.numbers is not None:
@@ -176,7 +185,7 @@ class BootChecking:
         held, check.held = check.held, []
         for p in held:
             await self.store_number(p)
-        if self.numbers is not None:
+        if ask_past and not held and self.numbers is not None:
             h = self.numbers.highest or 0
             await self.request(h + 1, h + self.numbers.max_range)
         await self.publish_health("boot_check")
