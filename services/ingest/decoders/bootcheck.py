@@ -35,6 +35,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from icetime.settings import Decoder
+
 from .numbers import PassingNumbers
 from .p3 import P3Passing
 from .sessions import Sessions
@@ -92,7 +94,7 @@ class BootChecking:
     which sets what is declared here. Every passing goes through :meth:`checked_passing`
     (under ``check_lock``, as the check's watcher task also releases passings)."""
 
-    cfg: Any
+    cfg: Decoder
     stats: dict[str, int]
     sessions: Sessions
     numbers: PassingNumbers | None
@@ -116,6 +118,9 @@ class BootChecking:
         # N and what the decoder numbered after it while the link was down: it answers in
         # order, so N comes first, and the rest is stored in the session N's verdict says.
         await self._ask(check, n, n + self._max_range() - 1)
+        if self.checker is not None:
+            # The last connect's watcher waits (it cannot be inside the lock held here).
+            self.checker.cancel()
         self.checker = asyncio.create_task(self._watch(check))
 
     async def stop_check(self) -> None:
@@ -207,8 +212,6 @@ class BootChecking:
                             await self._ask(check, check.lowest)
                         continue
                     await self._unanswered(check)
-        except OSError as exc:  # the link dropped: the next connect checks again
-            log.debug("decoder %s: the boot check stopped: %s", self.cfg.id, exc)
         except Exception:  # a bug must not leave passings held for ever unseen
             self.stats["internal_errors"] += 1
             log.exception("decoder %s: the boot check failed", self.cfg.id)

@@ -183,11 +183,17 @@ class P3Link(DecoderLink, BootChecking):
             await self.publish_health("clock")
 
     async def request(self, first: int, last: int) -> None:
+        """RESEND ``first``..``last``. On a link that is down or drops meanwhile it is not
+        sent, and the passings go on being handled (held ones too): the next connect's
+        boot check and its requests ask again."""
         if self.writer is None:
             return
         self.stats["resend_requests"] += 1
-        self.writer.write(resend_request(first, last))
-        await self.writer.drain()
+        try:
+            self.writer.write(resend_request(first, last))
+            await self.writer.drain()
+        except OSError as exc:
+            log.debug("decoder %s: RESEND %d..%d not sent: %s", self.cfg.id, first, last, exc)
 
     async def on_passing(self, p: P3Passing) -> None:
         await self._numbers()  # a record before on_connect ran: replays, tests
