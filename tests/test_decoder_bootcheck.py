@@ -18,6 +18,7 @@ from icetime.settings import Decoder
 from icetime.timefmt import now_us
 from services.ingest.decoders import base_link, bootcheck
 from services.ingest.decoders import link as link_mod
+from services.ingest.decoders.p3 import TOR, encode, u
 from services.ingest.decoders.simulator import DecoderSimulator
 
 from .conftest import make_settings
@@ -131,6 +132,62 @@ async def test_a_link_that_only_dropped_is_no_restart(redis_server, tmp_path):
     assert all(x.get("session") is None for x in stored)
     assert h["restarts"] == 0 and h["restart_history"] == [] and h["session"] is None
     assert h["boot_checks"] >= 1 and h["passings"] == 10
+
+
+async def test_a_decoder_whose_memory_was_cleared_answers_nothing_and_counts_on(
+        redis_server, tmp_path, monkeypatch):
+    """5 stored; while the link is down the decoder's memory is cleared but its numbering
+    goes on (6, 7). Asked for 5.., it answers only 6 and 7 (held), then nothing for 5 or
+    1 asked again: the check is unanswered, a new session takes 6, 7 and the live 8. Every
+    passing is stored once; nothing stays missing."""
+    monkeypatch.setattr(bootcheck, "CHECK_WAIT_S", 0.3)  # no answer will come: do not wait
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        loop = Loop(sim)
+        await linked(st, 1)
+        loop.cross(5)
+        await until(st, "the first passings stored", settled(5))
+        sim.drop_link()
+        sim.records.clear()  # the memory, not the numbering
+        loop.cross(2)
+        h = await until(st, "the unanswered check's verdict", settled(7))
+        loop.cross(1)
+        h = await until(st, "every passing stored", settled(8))
+        stored = await stored_from(redis_server.url, "finish-p3")
+
+    assert sorted((x.get("session") or "", x["seq"], x["transponder"], x["t"])
+                  for x in stored) == sorted(
+        [("", i + 1, *read) for i, read in enumerate(loop.made[:5])]
+        + [(h["session"], i + 6, *read) for i, read in enumerate(loop.made[5:])])
+    assert h["restarts"] == 1 and h["boot_checks_unanswered"] == 1
+    assert h["restart_history"][0]["reason"] == (
+        "passing number 5 was not there after a reconnect, and passings went on from 6")
+
+
+async def test_a_reset_during_the_check_is_the_verdict(redis_server, tmp_path, monkeypatch):
+    """The decoder restarted with 3 passings (fewer than the 5 stored), and sends a RESET
+    once the link is back, while the check waits for 5: a new session, whose 1..3 are
+    asked for and stored, then a live one."""
+    monkeypatch.setattr(bootcheck, "CHECK_WAIT_S", 60.0)  # only the RESET decides here
+    async with decoder_stack(redis_server, tmp_path) as (st, sim):
+        loop = Loop(sim)
+        await linked(st, 1)
+        old = loop.cross(5)
+        await until(st, "the first passings stored", settled(5))
+        sim.reboot()
+        new = loop.cross(3)
+        await until(st, "the reconnect's check", lambda h: h["boot_check"] is not None)
+        for w in sim.writers:
+            w.write(encode(TOR["RESET"], [(0x81, u(sim.decoder_id, 4))]))
+        await until(st, "the new boot's passings stored", settled(8))
+        new += loop.cross(1)
+        h = await until(st, "every passing stored", settled(9))
+        stored = await stored_from(redis_server.url, "finish-p3")
+
+    assert sorted((x.get("session") or "", x["seq"], x["transponder"], x["t"])
+                  for x in stored) == sorted(
+        [("", i + 1, *read) for i, read in enumerate(old)]
+        + [(h["session"], i + 1, *read) for i, read in enumerate(new)])
+    assert h["restarts"] == 1 and h["restart_history"][0]["reason"] == "RESET record"
 
 
 # One down window: the decoder restarted (or the link only dropped), it made some

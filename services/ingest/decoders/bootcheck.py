@@ -17,8 +17,8 @@ meanwhile (:class:`BootCheck`, sans-I/O; :class:`BootChecking` does it for the l
   made L: its answer is compared the same way). No answer again: the check is
   *unanswered*, and a passing above N (held, or the next to come) means the decoder no
   longer has N: it restarted with no RESET, or its memory was cleared. Either way a new
-  session starts and its numbers are asked for from 1 (a cleared memory costs one
-  session more; nothing stored before is touched).
+  session starts and its numbers below are asked for once from 1 (a cleared memory
+  costs one session more; nothing stored before is touched).
 
 The held passings are then handled in the order they came (their gaps asked for as
 usual); with none held, the numbers past the highest are asked for where no request did
@@ -176,6 +176,10 @@ class BootChecking:
                       f"and passings went on from {check.held[0].number}")
         await self.restart(reason)
         await self._settle(check, same_boot=False, ask_past=False)
+        if kind == "unanswered" and self.numbers is not None:
+            # A decoder that answered neither N nor L has nothing below its first passing
+            # here (a cleared memory): what was asked for once is not tracked as missing.
+            self.numbers.give_up_missing()
 
     async def _settle(self, check: BootCheck, *, same_boot: bool, ask_past: bool) -> None:
         """The verdict is in: ask for the old gaps (same boot; after a restart the new
