@@ -6,7 +6,8 @@ One link per ``[[decoders]]`` entry, by its ``protocol``:
   inputs with ``seq = passing number``, so (decoder, session, passing number) makes them
   idempotent. Passing numbers are consecutive per decoder: a gap, or a reconnect,
   sends RESEND requests (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing,
-  bounded by :mod:`.numbers` (a jump is reported, not asked for).
+  bounded by :mod:`.numbers` (a jump is reported, not asked for). A reconnect first
+  checks the decoder did not restart meanwhile (:mod:`.bootcheck`).
   With ``sync_clock``, GET_TIME measures the decoder's clock.
 * ``amb_ascii`` (:class:`AmbAsciiLink`): the legacy AMB ASCII lines on TCP; the
   decoder's own record number is the ``seq``.
