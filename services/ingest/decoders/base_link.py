@@ -88,7 +88,7 @@ class DecoderLink(PassingStore):
         self.capture: CaptureLog | None = None
         #: records = passing_records + status_records + other_records + damaged, and
         #: passing_records = passings + duplicates + refused + not_stored + spooled
-        #: (those waiting in the spool now).
+        #: (those waiting in the spool now) + held (P3: waiting for a boot check).
         self.stats: dict[str, int] = {
             "connects": 0, "passings": 0, "duplicates": 0, "refused": 0, "not_stored": 0,
             "records": 0, "passing_records": 0, "status_records": 0, "other_records": 0,
@@ -154,6 +154,7 @@ class DecoderLink(PassingStore):
             self.capture.close()
             if stop.is_set():
                 await self.stop_spool()
+                await self.on_stop()
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
@@ -251,6 +252,9 @@ class DecoderLink(PassingStore):
 
     async def on_connect(self) -> None:
         """Called after each (re)connect, before reading."""
+
+    async def on_stop(self) -> None:
+        """Called once the link stops for good (ingest stops): end its own tasks."""
 
     async def clock_loop(self) -> None:
         """Measure the decoder's clock (protocols that can)."""

@@ -6,7 +6,8 @@ One link per ``[[decoders]]`` entry, by its ``protocol``:
   inputs with ``seq = passing number``, so (decoder, session, passing number) makes them
   idempotent. Passing numbers are consecutive per decoder: a gap, or a reconnect,
   sends RESEND requests (TOR 0x04, FROM 0x01 / UNTIL 0x02) for what is missing,
-  bounded by :mod:`.numbers` (a jump is reported, not asked for).
+  bounded by :mod:`.numbers` (a jump is reported, not asked for). A reconnect first
+  checks the decoder did not restart meanwhile (:mod:`.bootcheck`).
   With ``sync_clock``, GET_TIME measures the decoder's clock.
 * ``amb_ascii`` (:class:`AmbAsciiLink`): the legacy AMB ASCII lines on TCP; the
   decoder's own record number is the ``seq``.
@@ -32,6 +33,7 @@ from icetime.timefmt import now_us
 
 from . import Damaged, amb_ascii, protime
 from .base_link import CLOCK_CHECK_S, CLOCK_STEP_US, DecoderLink
+from .bootcheck import BootCheck, BootChecking
 from .numbers import Anomaly, PassingNumbers
 from .p3 import TOR, P3Decoder, P3Passing, P3Record, classify, encode, u
 from .spool import Pending
@@ -61,7 +63,10 @@ def make_link(cfg: Decoder, ingest: Ingest, capture_dir: Path) -> DecoderLink:
                          f"(known: {', '.join(LINKS)})")
     return kind(cfg, ingest, capture_dir)
 
-class P3Link(DecoderLink):
+class P3Link(DecoderLink, BootChecking):
+    """A P3 decoder on TCP. On every connect it checks the decoder is the boot the
+    current session follows (:mod:`.bootcheck`), then asks for what is missing."""
+
     CAPTURE_SUFFIX = ".p3log"
     PROTOCOL = "P3"
 
@@ -72,6 +77,13 @@ class P3Link(DecoderLink):
         self.numbers: PassingNumbers | None = None
         self._time_asked_us: int | None = None
         self.stats["utc_only"] = 0  # passings timed by their UTC field (no RTC time)
+        #: The boot check open now (None: none), its watcher task, and the lock that
+        #: keeps passings in order between the pump and the watcher.
+        self.check: BootCheck | None = None
+        self.checker: asyncio.Task[None] | None = None
+        self.check_lock = asyncio.Lock()
+        self.stats["boot_checks"] = 0  # connects that asked for the highest number stored
+        self.stats["boot_checks_unanswered"] = 0  # ...and had no answer, asked twice
 
     def state(self) -> dict[str, Any]:
         nb = self.numbers
@@ -80,7 +92,9 @@ class P3Link(DecoderLink):
                 "missing": len(nb.missing) if nb else 0,
                 "missing_given_up": nb.given_up if nb else 0,
                 "jumps": nb.jumps if nb else 0,
-                "new_numberings": nb.new_numberings if nb else 0}
+                "new_numberings": nb.new_numberings if nb else 0,
+                "held": len(self.check.held) if self.check else 0,
+                "boot_check": self.check.state() if self.check else None}
 
     async def pump(self, reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         self.codec = P3Decoder()  # a new connection starts a new byte stream
@@ -105,7 +119,9 @@ class P3Link(DecoderLink):
             if kind.tor == TOR["GET_TIME"]:
                 await self.on_time(kind)
             elif kind.tor in RESTART_RECORDS:
-                await self.restart(f"{kind.tor_name} record")
+                async with self.check_lock:
+                    await self.restart(f"{kind.tor_name} record")
+                    await self.restarted_during_check()
 
     async def _numbers(self) -> PassingNumbers:
         """The passing numbers, from where ingest's current session left off."""
@@ -124,12 +140,20 @@ class P3Link(DecoderLink):
                 await self.request(first, last)
 
     async def on_connect(self) -> None:
-        if self.numbers is None:
-            await self._numbers()
-        assert self.numbers is not None
-        # Whatever was missing, and whatever the decoder saw while the link was down.
-        for first, last in self.numbers.reconnect_requests():
-            await self.request(first, last)
+        numbers = await self._numbers()
+        async with self.check_lock:
+            now = self.sessions.now
+            if now.lo is not None and now.hi is not None:
+                # Is it the same boot? The missing numbers are asked for once it says.
+                await self.start_check(now.hi, now.lo)
+                return
+            # Nothing stored in this session to check against: whatever was missing, and
+            # whatever the decoder saw while the link was down.
+            for first, last in numbers.reconnect_requests():
+                await self.request(first, last)
+
+    async def on_stop(self) -> None:
+        await self.stop_check()
 
     async def clock_loop(self) -> None:
         while self.writer is not None:
@@ -160,14 +184,25 @@ class P3Link(DecoderLink):
             await self.publish_health("clock")
 
     async def request(self, first: int, last: int) -> None:
+        """RESEND ``first``..``last``. On a link that is down or drops meanwhile it is not
+        sent, and the passings go on being handled (held ones too): the next connect's
+        boot check and its requests ask again."""
         if self.writer is None:
             return
         self.stats["resend_requests"] += 1
-        self.writer.write(resend_request(first, last))
-        await self.writer.drain()
+        try:
+            self.writer.write(resend_request(first, last))
+            await self.writer.drain()
+        except OSError as exc:
+            log.debug("decoder %s: RESEND %d..%d not sent: %s", self.cfg.id, first, last, exc)
 
     async def on_passing(self, p: P3Passing) -> None:
-        numbers = await self._numbers()  # a record before on_connect ran: replays, tests
+        await self._numbers()  # a record before on_connect ran: replays, tests
+        await self.checked_passing(p)
+
+    async def store_number(self, p: P3Passing) -> None:
+        """Follow the passing's number (asking for gaps) and store it."""
+        numbers = await self._numbers()
         if p.clock == "utc":
             self.stats["utc_only"] += 1
         verdict = numbers.arrived(p.number)

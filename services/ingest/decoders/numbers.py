@@ -115,6 +115,13 @@ class PassingNumbers:
         if ask:
             self.unasked.add(n)
 
+    def give_up_missing(self) -> None:
+        """Stop tracking every missing number (counted as given up): asked for once, an
+        answer is still stored, but nothing asks again."""
+        self.given_up += len(self.missing)
+        self.missing.clear()
+        self.unasked.clear()
+
     def missing_requests(self) -> list[tuple[int, int]]:
         """Requests for the tracked numbers: at most MAX_RECONNECT_REQUESTS windows of
         ``max_range``, the oldest first."""

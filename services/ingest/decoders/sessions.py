@@ -9,7 +9,9 @@ each earlier one stored (sans-I/O: the link loads and saves it, see ``base_link.
 A new session starts when the decoder says it restarted (a RESET or FIRST_CONTACT
 record), when its clock since boot goes back (AMB ASCII), or when a number comes back
 with other content than the one stored under it (ingest calls that a ``conflict``): the
-proof, whatever the decoder said. A decoder's first session has no id (``None``), so the
+proof, whatever the decoder said. A P3 link asks for such a number on every connect
+(:mod:`.bootcheck`), so a restart while the link was down is found however many
+passings the new boot made. A decoder's first session has no id (``None``), so the
 inputs of a decoder that never restarts keep the keys they always had.
 
 No genuine passing is dropped, and none is stored twice: a number inside an earlier
