@@ -27,8 +27,10 @@ from .competition import Competition
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 2000
-#: Longest stretch (s) a checkpoint's pickling holds the event loop.
-SAVE_SLICE_S = 0.05
+#: Longest stretch (s) a replay or a checkpoint's pickling holds the event loop: the
+#: lease's keeper (services/scoring/lease.py) must get to extend the lease, or a long
+#: rebuild loses it and starts again, for ever.
+SLICE_S = 0.05
 #: Checkpoint fields asked for per HSCAN reply on restore (a race's field is ~10-30 KB).
 RESTORE_SCAN = 200
 #: A checkpoint blocks the worker while it is written: the next one waits at least this
@@ -78,6 +80,7 @@ class Recovery:
         if saved is not None:
             start = "(" + saved
         n = 0
+        paused = time.monotonic()
         while True:
             entries = bus.entries(
                 await self.r.xrange(self.raw, start, mark, count=REPLAY_CHUNK))
@@ -86,6 +89,9 @@ class Recovery:
                 if inp is not None:
                     self.engine.feed(sid, inp)
                 n += 1
+                if time.monotonic() - paused > SLICE_S:
+                    await asyncio.sleep(0)  # the lease's keeper: see SLICE_S
+                    paused = time.monotonic()
             # The engine's state is long-lived: frozen out of the collector's full passes,
             # which after a long day's replay would each hold the loop for seconds
             # (1.8 s at 200,000 inputs, 20 % of the replay) and let the lease run out.
@@ -151,7 +157,7 @@ class Recovery:
         paused = time.monotonic()
         for k, v in self.saver.items(self.engine):
             fields[k] = v
-            if time.monotonic() - paused > SAVE_SLICE_S:
+            if time.monotonic() - paused > SLICE_S:
                 await asyncio.sleep(0)
                 paused = time.monotonic()
         # Whole when none of ours is stored yet: it replaces whatever another run left.
