@@ -32,26 +32,31 @@ CHUNK = 10_000
 
 
 def day(n_inputs: int) -> list[dict[str, Any]]:
-    """The day's inputs: one start list with the races, then their scripts one after
-    another in time; the same 20 skaters skate every race (each gun takes them to its
-    race)."""
+    """A day of about ``n_inputs`` inputs (:func:`day_of_races`, as many races as fit)."""
+    per_race = len(script_inputs(load_fixture(FIXTURE))) + 1
+    return day_of_races(max(1, n_inputs // per_race))
+
+
+def day_of_races(copies: int) -> list[dict[str, Any]]:
+    """A day of ``copies`` races: each race's start list loaded just before it (as a
+    venue loads each distance's), then its script; the same 20 skaters skate every race
+    (each gun takes them to its race)."""
     doc = load_fixture(FIXTURE)
     race = doc["startlist"]["races"][0]
     first = script_inputs(doc)
     # Each race skated after the one before (a minute between), as on a day: with the
     # same clock readings every race's reads would be late reads of the others'.
     span = first[-1].at_us + 60_000_000
-    copies = max(1, (n_inputs - 1) // len(first))
-    races, inputs = [], []
+    inputs: list[dict[str, Any]] = []
     for c in range(copies):
         rid = f"{race['id']}-{c}"
-        races.append({**copy.deepcopy(race), "id": rid})
+        inputs.append({"type": "startlist", "source": "officials",
+                       "skaters": doc["startlist"]["skaters"],
+                       "races": [{**copy.deepcopy(race), "id": rid}]})
         inputs += [{**it.inp, "source": it.source, **({"race": rid} if it.inp["type"] == "gun"
                                                       else {})}
                    for it in script_inputs(doc, clock_base_us=c * span)]
-    start = {"type": "startlist", "source": "officials",
-             "skaters": doc["startlist"]["skaters"], "races": races}
-    return [start, *inputs]
+    return inputs
 
 
 async def fill(r: Any, inputs: list[dict[str, Any]]) -> str:

@@ -13,7 +13,7 @@ from bench import restart as restart_bench
 from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
-from icetime.replay import load_fixture, script_inputs
+from icetime.replay import script_inputs
 from services.scoring import checkpoint
 from services.scoring.competition import Competition
 from services.scoring.runner import BATCH, ScoringRunner
@@ -128,8 +128,7 @@ async def test_a_restart_unpickles_only_the_races_it_uses(redis_server, redis_cl
     fed; its next save writes that race alone; every race's view equals a rebuild from
     the start of the log, and the races it never used reach it through the store."""
     settings = make_settings(redis_server.url, checkpoint_every=EVERY)
-    one = len(script_inputs(load_fixture(DAY_FIXTURE)))
-    inputs = restart_bench.day(3 * one + 1)
+    inputs = restart_bench.day_of_races(3)
     head, tail = inputs[:-30], inputs[-30:]
     at = await restart_bench.fill(redis_client, head)
     await redis_client.set(keys.scoring_progress(MAIN), at)
@@ -164,7 +163,7 @@ async def test_a_long_days_checkpoint_is_written_in_pieces_and_replaced_whole(
     pieces of 2 KB stand in for the 4 MB ones."""
     monkeypatch.setattr(bus, "CHECKPOINT_PIECE_BYTES", 2000)
     settings = make_settings(redis_server.url, checkpoint_every=EVERY)
-    inputs = restart_bench.day(6 * len(script_inputs(load_fixture(DAY_FIXTURE))) + 1)
+    inputs = restart_bench.day_of_races(6)
     await redis_client.set(keys.scoring_progress(MAIN),
                            await restart_bench.fill(redis_client, inputs))
     hsets = (await redis_client.info("commandstats")).get("cmdstat_hset", {}).get("calls", 0)
@@ -188,7 +187,7 @@ async def test_a_worker_that_lost_its_lease_leaves_the_checkpoint_alone(
     """A worker whose lease another holds now (paused, cut off) saves nothing: its
     older state mixed into its successor's checkpoint would be applied twice."""
     settings = make_settings(redis_server.url, checkpoint_every=EVERY)
-    inputs = restart_bench.day(len(script_inputs(load_fixture(DAY_FIXTURE))) + 1)
+    inputs = restart_bench.day_of_races(1)
     await redis_client.set(keys.scoring_progress(MAIN),
                            await restart_bench.fill(redis_client, inputs))
     _, old = await rebuilt(settings, redis_client)
