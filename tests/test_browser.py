@@ -5,7 +5,6 @@ import asyncio
 import copy
 import os
 import re
-import shutil
 import signal
 from collections import Counter
 from dataclasses import replace
@@ -19,14 +18,14 @@ from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import script_inputs
 
+from .chromium import ARGS as BASE_ARGS
+from .chromium import CHROMIUM
 from .conftest import make_settings, start_stack, stop_processes
 from .netcut import Cable
 from .test_pipeline import FIXTURE, RACE, load_startlist
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).parent / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [*BASE_ARGS, "--disable-quic"]
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None,

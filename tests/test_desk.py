@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from icetime.timefmt import parse_time
 
@@ -18,6 +19,31 @@ from .test_pipeline import FIXTURE, RACE, load_startlist
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
+#: The page tests run in one event loop for the module, so they share one Chromium
+#: (:func:`chromium`: a launch is a second of CPU, more on a busy machine).
+MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium():
+    """One Playwright driver and one Chromium for the module's page tests."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await launch(p)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium):
+    """The module's Chromium, as fresh as a new one: each page a test opens has a context
+    of its own (tests/test_browser.py's ``open_page``), all closed when the test ends."""
+    yield chromium
+    for context in chromium.contexts:
+        await context.close()
+
+
 T0 = 1_700_000_000_000_000
 SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
 #: The desk's tables that must show every cell (tests/screen_check.js, ``whole``).
@@ -45,116 +71,114 @@ async def skate_pair_one(st) -> None:
             assert all(r["ok"] for r in await resp.json())
 
 
-async def test_a_referee_session_on_the_desk(redis_server, tmp_path):
-    from playwright.async_api import async_playwright, expect
+@MODULE_LOOP
+async def test_a_referee_session_on_the_desk(redis_server, tmp_path, browser):
+    from playwright.async_api import expect
 
     st = await start_stack(make_settings(redis_server.url), redis_server.url)
     try:
         await load_startlist(st)
         await skate_pair_one(st)
-        async with async_playwright() as p:
-            browser = await launch(p)
-            desk, desk_errors = await open_page(
-                browser, f"http://127.0.0.1:{st.settings.ingest_http_port}/desk", 1600, 1000)
-            monitor, monitor_errors = await open_page(browser, f"{st.http}/monitor?race={RACE}")
-            effect = desk.get_by_test_id("effect")
+        desk, desk_errors = await open_page(
+            browser, f"http://127.0.0.1:{st.settings.ingest_http_port}/desk", 1600, 1000)
+        monitor, monitor_errors = await open_page(browser, f"{st.http}/monitor?race={RACE}")
+        effect = desk.get_by_test_id("effect")
 
-            # A gun's token does not open the desk; a referee's does.
-            await desk.get_by_test_id("token").fill(TOKENS["gun"])
-            await desk.keyboard.press("Enter")
-            await expect(desk.locator("#login-error")).to_contain_text("role 'gun'")
-            await desk.get_by_test_id("token").fill(TOKENS["referee"])
-            await desk.keyboard.press("Enter")
-            await expect(desk.get_by_test_id("who")).to_have_text("referee · referee")
-            await expect(desk.get_by_test_id("race-name")).to_have_text(
-                "Women 1000 m · Division A")
-            await expect(desk.get_by_test_id("official")).to_have_text("provisional")
-            await expect(desk.get_by_test_id("next-pair")).to_contain_text("pair 2")
+        # A gun's token does not open the desk; a referee's does.
+        await desk.get_by_test_id("token").fill(TOKENS["gun"])
+        await desk.keyboard.press("Enter")
+        await expect(desk.locator("#login-error")).to_contain_text("role 'gun'")
+        await desk.get_by_test_id("token").fill(TOKENS["referee"])
+        await desk.keyboard.press("Enter")
+        await expect(desk.get_by_test_id("who")).to_have_text("referee · referee")
+        await expect(desk.get_by_test_id("race-name")).to_have_text(
+            "Women 1000 m · Division A")
+        await expect(desk.get_by_test_id("official")).to_have_text("provisional")
+        await expect(desk.get_by_test_id("next-pair")).to_contain_text("pair 2")
 
-            # Every read, with the passage it was given: the newest is a finish.
-            reads = desk.get_by_test_id("reads").locator("tbody tr")
-            await expect(reads).to_have_count(6)
-            await expect(reads.first).to_contain_text("finish 1:16.412")
-            await expect(reads.last).to_contain_text("200 m")
+        # Every read, with the passage it was given: the newest is a finish.
+        reads = desk.get_by_test_id("reads").locator("tbody tr")
+        await expect(reads).to_have_count(6)
+        await expect(reads.first).to_contain_text("finish 1:16.412")
+        await expect(reads.last).to_contain_text("200 m")
 
-            # A DQ with its reason, and its undo.
-            await desk.get_by_test_id("row-1").click()
-            await desk.keyboard.press("q")
-            await desk.keyboard.type("impeding")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("DQ · 1 Ellia Smeding: applied")
-            await expect(desk.get_by_test_id("status-1")).to_have_text("DQ")
-            await expect(monitor.get_by_test_id("final-1")).to_have_text("DQ")
-            # Undo takes the latest entry of the audit log: the DQ, once the log has it.
-            await expect(desk.get_by_test_id("audit")).to_contain_text("DQ bib 1 (impeding)")
-            await desk.keyboard.press("u")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("Undo: DQ bib 1 (impeding): applied")
-            await expect(desk.get_by_test_id("status-1")).to_have_text("")
-            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+        # A DQ with its reason, and its undo.
+        await desk.get_by_test_id("row-1").click()
+        await desk.keyboard.press("q")
+        await desk.keyboard.type("impeding")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("DQ · 1 Ellia Smeding: applied")
+        await expect(desk.get_by_test_id("status-1")).to_have_text("DQ")
+        await expect(monitor.get_by_test_id("final-1")).to_have_text("DQ")
+        # Undo takes the latest entry of the audit log: the DQ, once the log has it.
+        await expect(desk.get_by_test_id("audit")).to_contain_text("DQ bib 1 (impeding)")
+        await desk.keyboard.press("u")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("Undo: DQ bib 1 (impeding): applied")
+        await expect(desk.get_by_test_id("status-1")).to_have_text("")
+        await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
 
-            # The photo-finish time for the next skater down.
-            await desk.keyboard.press("ArrowDown")
-            await desk.keyboard.press("t")
-            await desk.keyboard.type("1:16.100")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text(re.compile(r"^Photo-finish time · 2 .*: applied$"))
-            await expect(desk.get_by_test_id("final-2")).to_have_text("1:16.100 photo")
-            await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.10")
+        # The photo-finish time for the next skater down.
+        await desk.keyboard.press("ArrowDown")
+        await desk.keyboard.press("t")
+        await desk.keyboard.type("1:16.100")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text(re.compile(r"^Photo-finish time · 2 .*: applied$"))
+        await expect(desk.get_by_test_id("final-2")).to_have_text("1:16.100 photo")
+        await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.10")
 
-            # The newest read (Smeding's finish) voided, flagged so; u brings it back.
-            await desk.keyboard.press("]")
-            await desk.keyboard.press("v")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text(re.compile(r"^Void read: \d+ at finish .*: applied$"))
-            await expect(desk.get_by_test_id("final-1")).to_have_text("")
-            await expect(reads.first.locator("[data-flag]")).to_have_text("voided")
-            await expect(desk.get_by_test_id("audit")).to_contain_text("VOID of read")
-            await desk.keyboard.press("u")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text(re.compile(r"^Undo: VOID of read .*: applied$"))
-            await expect(reads.first).to_contain_text("finish 1:16.412")
-            await expect(reads.first.locator("[data-flag]")).to_have_count(0)
-            await expect(desk.get_by_test_id("final-1")).to_contain_text("1:16.412")
-            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+        # The newest read (Smeding's finish) voided, flagged so; u brings it back.
+        await desk.keyboard.press("]")
+        await desk.keyboard.press("v")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text(re.compile(r"^Void read: \d+ at finish .*: applied$"))
+        await expect(desk.get_by_test_id("final-1")).to_have_text("")
+        await expect(reads.first.locator("[data-flag]")).to_have_text("voided")
+        await expect(desk.get_by_test_id("audit")).to_contain_text("VOID of read")
+        await desk.keyboard.press("u")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text(re.compile(r"^Undo: VOID of read .*: applied$"))
+        await expect(reads.first).to_contain_text("finish 1:16.412")
+        await expect(reads.first.locator("[data-flag]")).to_have_count(0)
+        await expect(desk.get_by_test_id("final-1")).to_contain_text("1:16.412")
+        await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
 
-            # A time that is not one is refused with the reason, and nothing is sent.
-            await desk.keyboard.press("m")
-            await desk.keyboard.type("soon")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("not sent: a time such as 1:15.123")
-            await desk.keyboard.press("Escape")
+        # A time that is not one is refused with the reason, and nothing is sent.
+        await desk.keyboard.press("m")
+        await desk.keyboard.type("soon")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("not sent: a time such as 1:15.123")
+        await desk.keyboard.press("Escape")
 
-            # Official.
-            await desk.keyboard.press("o")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("Declare official: applied")
-            await expect(desk.get_by_test_id("official")).to_have_text("official")
+        # Official.
+        await desk.keyboard.press("o")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("Declare official: applied")
+        await expect(desk.get_by_test_id("official")).to_have_text("official")
 
-            # The audit: who, what and its effect; exported as CSV.
-            audit = desk.get_by_test_id("audit").locator("tbody tr")
-            # The start list, the gun, DQ, undo, photo time, void, undo, official: newest
-            # first. An undo can be undone too (its button); an undone input cannot.
-            await expect(audit).to_have_count(8)
-            await expect(audit.nth(5)).to_contain_text("DQ bib 1 (impeding)")
-            await expect(audit.nth(5)).to_contain_text("applied · undone")
-            await expect(audit.nth(2)).to_contain_text("applied · undone")
-            await expect(audit.nth(2).locator("button[data-undo]")).to_have_count(0)
-            await expect(audit.nth(1).locator("button[data-undo]")).to_have_count(1)
-            await expect(audit.first).to_contain_text("referee")
-            async with desk.expect_download() as download:
-                await desk.get_by_test_id("export-csv").click()
-            csv = Path(await (await download.value).path()).read_text()
-            assert csv.splitlines()[0].startswith("input,received_utc,source,type,race,action")
-            assert ",referee,decision,bj23-w1000a,dq,1," in csv and ",void," in csv
+        # The audit: who, what and its effect; exported as CSV.
+        audit = desk.get_by_test_id("audit").locator("tbody tr")
+        # The start list, the gun, DQ, undo, photo time, void, undo, official: newest
+        # first. An undo can be undone too (its button); an undone input cannot.
+        await expect(audit).to_have_count(8)
+        await expect(audit.nth(5)).to_contain_text("DQ bib 1 (impeding)")
+        await expect(audit.nth(5)).to_contain_text("applied · undone")
+        await expect(audit.nth(2)).to_contain_text("applied · undone")
+        await expect(audit.nth(2).locator("button[data-undo]")).to_have_count(0)
+        await expect(audit.nth(1).locator("button[data-undo]")).to_have_count(1)
+        await expect(audit.first).to_contain_text("referee")
+        async with desk.expect_download() as download:
+            await desk.get_by_test_id("export-csv").click()
+        csv = Path(await (await download.value).path()).read_text()
+        assert csv.splitlines()[0].startswith("input,received_utc,source,type,race,action")
+        assert ",referee,decision,bj23-w1000a,dq,1," in csv and ",void," in csv
 
-            # A start list that is not JSON: the error names its line.
-            bad = tmp_path / "bad.json"
-            bad.write_text('{\n  "skaters": [\n    {"bib": 1,,}\n  ]\n}\n')
-            await desk.get_by_test_id("startlist-file").set_input_files(str(bad))
-            await expect(desk.get_by_test_id("startlist-errors")).to_contain_text("line 3")
-            assert not desk_errors and not monitor_errors, desk_errors + monitor_errors
-            await browser.close()
+        # A start list that is not JSON: the error names its line.
+        bad = tmp_path / "bad.json"
+        bad.write_text('{\n  "skaters": [\n    {"bib": 1,,}\n  ]\n}\n')
+        await desk.get_by_test_id("startlist-file").set_input_files(str(bad))
+        await expect(desk.get_by_test_id("startlist-errors")).to_contain_text("line 3")
+        assert not desk_errors and not monitor_errors, desk_errors + monitor_errors
     finally:
         await st.close()
 
@@ -204,12 +228,13 @@ def order(page):
     return page.get_by_test_id("classification").locator("tbody tr td.who .full")
 
 
-async def test_the_chief_referees_afternoon(redis_server):
+@MODULE_LOOP
+async def test_the_chief_referees_afternoon(redis_server, browser):
     """A chief referee's afternoon on the real pipeline: a missed finish read fixed by a
     manual time, a photo-finish time that reverses the order, a DQ and its undo, a
     restart, official; each checked on the desk, the board, the monitor and a phone
     (375x812), and in the desk's audit log and its CSV export."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     st = await start_stack(make_settings(redis_server.url), redis_server.url)
     transponders = {s["bib"]: s["transponders"][0] for s in FIXTURE["startlist"]["skaters"]}
@@ -235,176 +260,174 @@ async def test_the_chief_referees_afternoon(redis_server):
         await gun(st, 1, T0, 2, race="other-w500")
         await send_reads(st, [(T0 + 1_000_000 + k * 100_000, f"41099{k % 2 + 1}1")
                               for k in range(OTHER_READS)], 100)
-        async with async_playwright() as p:
-            browser = await launch(p)
-            http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
-            desk, errors = await open_page(browser, f"{http}/desk?race={RACE}", 1920, 1080)
-            monitor, errors2 = await open_page(browser, f"{st.http}/monitor?race={RACE}")
-            board, errors3 = await open_page(browser, f"{st.http}/board?race={RACE}")
-            phone, errors4 = await open_page(browser, f"{st.http}/live?race={RACE}", 375, 812)
-            effect = desk.get_by_test_id("effect")
-            await desk.get_by_test_id("token").fill(TOKENS["referee"])
-            await desk.keyboard.press("Enter")
+        http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
+        desk, errors = await open_page(browser, f"{http}/desk?race={RACE}", 1920, 1080)
+        monitor, errors2 = await open_page(browser, f"{st.http}/monitor?race={RACE}")
+        board, errors3 = await open_page(browser, f"{st.http}/board?race={RACE}")
+        phone, errors4 = await open_page(browser, f"{st.http}/live?race={RACE}", 375, 812)
+        effect = desk.get_by_test_id("effect")
+        await desk.get_by_test_id("token").fill(TOKENS["referee"])
+        await desk.keyboard.press("Enter")
+        await expect(desk.get_by_test_id("login")).to_be_hidden()
+        await expect(desk.get_by_test_id("official")).to_have_text("provisional")
+
+        # The reads and what became of them: the stray chip, the other ankle, the
+        # chip lying in the loop; the other race's reads are hidden, and counted.
+        reads_rows = desk.get_by_test_id("reads").locator("tbody tr")
+        others = desk.get_by_test_id("reads-others-text")
+        await expect(others).to_have_text(
+            f"{OTHER_READS} reads of other races' skaters hidden")
+        await expect(reads_rows).to_have_count(13)
+        stray = reads_rows.filter(has_text="9999999")
+        await expect(stray.locator("[data-flag]")).to_have_text("unknown")
+        await expect(stray).to_contain_text("none")
+        ankle = reads_rows.nth(11)  # newest first: Han Mei's other chip at 200 m
+        await expect(ankle).to_contain_text(ankles["2"])
+        await expect(ankle.locator("[data-flag]")).to_have_text("re-read")
+        await expect(reads_rows.nth(12)).to_contain_text("2 Han Mei · 200 m 18.220")
+        flags = desk.get_by_test_id("reads").locator("[data-flag]")
+        await expect(flags).to_have_text(["in field"] * 6 + ["unknown", "re-read"])
+        # Shown on asking, newest first, each flagged and named; hidden again.
+        await desk.get_by_test_id("reads-others-toggle").click()
+        await expect(reads_rows).to_have_count(13 + 100)  # the panel holds 100 of them
+        await expect(reads_rows.first.locator("[data-flag]")).to_have_text("other race")
+        await expect(reads_rows.first).to_contain_text("another race · bib 92")
+        await expect(others).to_have_text(
+            f"{OTHER_READS} reads of other races' skaters shown, flagged other race")
+        await expect(reads_rows.nth(100)).to_contain_text("in field")
+        await desk.get_by_test_id("reads-others-toggle").click()
+        await expect(reads_rows).to_have_count(13)
+        # The endpoint: the race's own reads whole, the last 300 of the others' (the
+        # 50 before them counted); an unknown race is a 404; without a race, the
+        # last 300 reads of every race, as before.
+        async with aiohttp.ClientSession(headers={
+                "Authorization": f"Bearer {TOKENS['referee']}"}) as s:
+            async with s.get(f"{http}/api/desk/reads", params={"race": RACE}) as resp:
+                got = await resp.json()
+            assert sum(not r["other"] for r in got["reads"]) == 13
+            assert sum(r["other"] for r in got["reads"]) == 300
+            assert got["dropped"] == OTHER_READS - 300
+            async with s.get(f"{http}/api/desk/reads", params={"race": "nosuch"}) as resp:
+                assert resp.status == 404
+            async with s.get(f"{http}/api/desk/reads") as resp:
+                got = await resp.json()
+            assert len(got["reads"]) == 300 and "other" not in got["reads"][0]
+
+        # 1. The missed finish read of Smeding, fixed by a manual time.
+        await expect(desk.get_by_test_id("final-1")).to_have_text("")
+        await desk.get_by_test_id("row-1").click()
+        await decide(desk, "m", "1:16.412")
+        await expect(effect).to_have_text("Manual time · 1 Ellia Smeding: applied")
+        await expect(desk.get_by_test_id("final-1")).to_have_text("1:16.412 manual")
+        await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+        # The board turns between the last pair and the standings: wait for the pair.
+        await expect(board.get_by_test_id("board-result-I")).to_contain_text(
+            "2nd", timeout=BOARD_TURN_MS)
+        await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
+
+        # 2. A photo-finish time for Han Mei reverses the order.
+        await desk.keyboard.press("ArrowDown")
+        await decide(desk, "t", "1:16.500")
+        await expect(effect).to_have_text("Photo-finish time · 2 Han Mei: applied")
+        await expect(desk.get_by_test_id("final-2")).to_have_text("1:16.500 photo")
+        await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.50")
+        await expect(order(phone)).to_have_text(["Ellia Smeding", "Han Mei"])
+        await expect(board.get_by_test_id("board-result-I")).to_contain_text(
+            "1st", timeout=BOARD_TURN_MS)
+
+        # 3. A DQ of Smeding and its undo.
+        await desk.keyboard.press("ArrowUp")
+        await decide(desk, "q", "lane change")
+        await expect(effect).to_have_text("DQ · 1 Ellia Smeding: applied")
+        await expect(monitor.get_by_test_id("final-1")).to_have_text("DQ")
+        await expect(board.get_by_test_id("board-clock-I")).to_have_text(
+            "DQ", timeout=BOARD_TURN_MS)
+        await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
+        await expect(desk.get_by_test_id("audit")).to_contain_text("DQ bib 1 (lane change)")
+        await decide(desk, "u")
+        await expect(effect).to_have_text("Undo: DQ bib 1 (lane change): applied")
+        await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+        await expect(order(phone)).to_have_text(["Ellia Smeding", "Han Mei"])
+        await expect(board.get_by_test_id("board-result-I")).to_contain_text(
+            "1st", timeout=BOARD_TURN_MS)
+
+        # 4. Pair 2 starts, and is restarted (a false start the starter missed).
+        t2 = T0 + 200_000_000
+        await gun(st, 2, t2, 3)
+        await send_reads(st, [(t2 + parse_time("18.150"), transponders["3"]),
+                              (t2 + parse_time("18.350"), transponders["4"])], 500)
+        await expect(desk.get_by_test_id("on-ice")).to_contain_text("Pair 2")
+        await expect(monitor.get_by_test_id("grid")).to_contain_text("18.15")
+        await desk.get_by_test_id("row-3").click()
+        await decide(desk, "x", "false start")
+        await expect(effect).to_have_text("Restart pair 2: applied")
+        await expect(desk.get_by_test_id("row-3")).not_to_contain_text("200 m")
+        await expect(monitor.get_by_test_id("grid")).not_to_contain_text("18.15")
+        await expect(desk.get_by_test_id("on-ice")).to_contain_text("Nobody on the ice")
+        # Later reads: Han Mei's lying reads are still `in field` (she is not now); her
+        # finish read, which the photo-finish time replaced, made no passage.
+        await expect(flags).to_have_text(["no passage"] * 2 + ["in field"] * 6
+                                         + ["no passage", "unknown", "re-read"])
+
+        # 5. Official.
+        await decide(desk, "o")
+        await expect(effect).to_have_text("Declare official: applied")
+        await expect(desk.get_by_test_id("official")).to_have_text("official")
+        await expect(board.get_by_test_id("board-official")).to_have_text("Official")
+        await expect(phone.get_by_test_id("stories")).to_contain_text("Results official")
+        await expect(monitor.get_by_test_id("stories")).to_contain_text("Results official")
+
+        # The audit log: who, when, what, its effect; and the same in its export.
+        audit = desk.get_by_test_id("audit").locator("tbody tr")
+        await expect(audit).to_have_count(10)  # 2 start lists, 2 guns, 6 decisions
+        await expect(audit.nth(0)).to_contain_text("OFFICIAL")
+        await expect(audit.nth(1)).to_contain_text("RESTART pair 2 (false start)")
+        await expect(audit.nth(4)).to_contain_text("DQ bib 1 (lane change)")
+        await expect(audit.nth(4)).to_contain_text("applied · undone")
+        await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 finish 1:16.412")
+        await expect(audit.nth(2)).to_contain_text("gun pair 2")
+        for row in (0, 1, 3, 4, 5, 6):  # the desk's, sent with the referee's token
+            await expect(audit.nth(row)).to_contain_text("referee")
+            await expect(audit.nth(row).locator("td").first).to_have_text(
+                re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+        async with desk.expect_download() as download:
+            await desk.get_by_test_id("export-csv").click()
+        csv = Path(await (await download.value).path()).read_text().splitlines()
+        effects = {(c[5], c[11]) for c in (line.split(",") for line in csv[1:])
+                   if c[3] == "decision"}
+        assert effects == {("manual_time", "applied"), ("dq", "applied"),
+                           ("void", "applied"), ("restart", "applied"),
+                           ("official", "applied")}
+        assert csv[0].endswith(",transponder,passage")
+        assert any(",finish_time," in line and ",applied,,,finish" in line for line in csv)
+        assert any(",manual_time,1," in line and line.endswith(",finish") for line in csv)
+        # The stray chip's read is refused there too, with the reason.
+        assert any(",passing," in line and ",refused," in line and "9999999" in line
+                   for line in csv)
+        # The desk on air: nothing cut, nothing sideways, AA contrast (as every screen),
+        # on the arena's 1920x1080 and on a phone; signed in, the sign-in form is gone.
+        await desk.keyboard.press("]")  # a read selected, a form open: as in use
+        await desk.keyboard.press("b")
+        for width, height in ((1920, 1080), (375, 812)):
+            await desk.set_viewport_size({"width": width, "height": height})
+            # The reads and the audit: every cell in sight, no word broken.
+            problems = await desk.evaluate(SCREEN_CHECK, [False, True, [], WHOLE])
+            assert problems == [], (width, problems)
             await expect(desk.get_by_test_id("login")).to_be_hidden()
-            await expect(desk.get_by_test_id("official")).to_have_text("provisional")
-
-            # The reads and what became of them: the stray chip, the other ankle, the
-            # chip lying in the loop; the other race's reads are hidden, and counted.
-            reads_rows = desk.get_by_test_id("reads").locator("tbody tr")
-            others = desk.get_by_test_id("reads-others-text")
-            await expect(others).to_have_text(
-                f"{OTHER_READS} reads of other races' skaters hidden")
-            await expect(reads_rows).to_have_count(13)
-            stray = reads_rows.filter(has_text="9999999")
-            await expect(stray.locator("[data-flag]")).to_have_text("unknown")
-            await expect(stray).to_contain_text("none")
-            ankle = reads_rows.nth(11)  # newest first: Han Mei's other chip at 200 m
-            await expect(ankle).to_contain_text(ankles["2"])
-            await expect(ankle.locator("[data-flag]")).to_have_text("re-read")
-            await expect(reads_rows.nth(12)).to_contain_text("2 Han Mei · 200 m 18.220")
-            flags = desk.get_by_test_id("reads").locator("[data-flag]")
-            await expect(flags).to_have_text(["in field"] * 6 + ["unknown", "re-read"])
-            # Shown on asking, newest first, each flagged and named; hidden again.
-            await desk.get_by_test_id("reads-others-toggle").click()
-            await expect(reads_rows).to_have_count(13 + 100)  # the panel holds 100 of them
-            await expect(reads_rows.first.locator("[data-flag]")).to_have_text("other race")
-            await expect(reads_rows.first).to_contain_text("another race · bib 92")
-            await expect(others).to_have_text(
-                f"{OTHER_READS} reads of other races' skaters shown, flagged other race")
-            await expect(reads_rows.nth(100)).to_contain_text("in field")
-            await desk.get_by_test_id("reads-others-toggle").click()
-            await expect(reads_rows).to_have_count(13)
-            # The endpoint: the race's own reads whole, the last 300 of the others' (the
-            # 50 before them counted); an unknown race is a 404; without a race, the
-            # last 300 reads of every race, as before.
-            async with aiohttp.ClientSession(headers={
-                    "Authorization": f"Bearer {TOKENS['referee']}"}) as s:
-                async with s.get(f"{http}/api/desk/reads", params={"race": RACE}) as resp:
-                    got = await resp.json()
-                assert sum(not r["other"] for r in got["reads"]) == 13
-                assert sum(r["other"] for r in got["reads"]) == 300
-                assert got["dropped"] == OTHER_READS - 300
-                async with s.get(f"{http}/api/desk/reads", params={"race": "nosuch"}) as resp:
-                    assert resp.status == 404
-                async with s.get(f"{http}/api/desk/reads") as resp:
-                    got = await resp.json()
-                assert len(got["reads"]) == 300 and "other" not in got["reads"][0]
-
-            # 1. The missed finish read of Smeding, fixed by a manual time.
-            await expect(desk.get_by_test_id("final-1")).to_have_text("")
-            await desk.get_by_test_id("row-1").click()
-            await decide(desk, "m", "1:16.412")
-            await expect(effect).to_have_text("Manual time · 1 Ellia Smeding: applied")
-            await expect(desk.get_by_test_id("final-1")).to_have_text("1:16.412 manual")
-            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
-            # The board turns between the last pair and the standings: wait for the pair.
-            await expect(board.get_by_test_id("board-result-I")).to_contain_text(
-                "2nd", timeout=BOARD_TURN_MS)
-            await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
-
-            # 2. A photo-finish time for Han Mei reverses the order.
-            await desk.keyboard.press("ArrowDown")
-            await decide(desk, "t", "1:16.500")
-            await expect(effect).to_have_text("Photo-finish time · 2 Han Mei: applied")
-            await expect(desk.get_by_test_id("final-2")).to_have_text("1:16.500 photo")
-            await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.50")
-            await expect(order(phone)).to_have_text(["Ellia Smeding", "Han Mei"])
-            await expect(board.get_by_test_id("board-result-I")).to_contain_text(
-                "1st", timeout=BOARD_TURN_MS)
-
-            # 3. A DQ of Smeding and its undo.
-            await desk.keyboard.press("ArrowUp")
-            await decide(desk, "q", "lane change")
-            await expect(effect).to_have_text("DQ · 1 Ellia Smeding: applied")
-            await expect(monitor.get_by_test_id("final-1")).to_have_text("DQ")
-            await expect(board.get_by_test_id("board-clock-I")).to_have_text(
-                "DQ", timeout=BOARD_TURN_MS)
-            await expect(order(phone)).to_have_text(["Han Mei", "Ellia Smeding"])
-            await expect(desk.get_by_test_id("audit")).to_contain_text("DQ bib 1 (lane change)")
-            await decide(desk, "u")
-            await expect(effect).to_have_text("Undo: DQ bib 1 (lane change): applied")
-            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
-            await expect(order(phone)).to_have_text(["Ellia Smeding", "Han Mei"])
-            await expect(board.get_by_test_id("board-result-I")).to_contain_text(
-                "1st", timeout=BOARD_TURN_MS)
-
-            # 4. Pair 2 starts, and is restarted (a false start the starter missed).
-            t2 = T0 + 200_000_000
-            await gun(st, 2, t2, 3)
-            await send_reads(st, [(t2 + parse_time("18.150"), transponders["3"]),
-                                  (t2 + parse_time("18.350"), transponders["4"])], 500)
-            await expect(desk.get_by_test_id("on-ice")).to_contain_text("Pair 2")
-            await expect(monitor.get_by_test_id("grid")).to_contain_text("18.15")
-            await desk.get_by_test_id("row-3").click()
-            await decide(desk, "x", "false start")
-            await expect(effect).to_have_text("Restart pair 2: applied")
-            await expect(desk.get_by_test_id("row-3")).not_to_contain_text("200 m")
-            await expect(monitor.get_by_test_id("grid")).not_to_contain_text("18.15")
-            await expect(desk.get_by_test_id("on-ice")).to_contain_text("Nobody on the ice")
-            # Later reads: Han Mei's lying reads are still `in field` (she is not now); her
-            # finish read, which the photo-finish time replaced, made no passage.
-            await expect(flags).to_have_text(["no passage"] * 2 + ["in field"] * 6
-                                             + ["no passage", "unknown", "re-read"])
-
-            # 5. Official.
-            await decide(desk, "o")
-            await expect(effect).to_have_text("Declare official: applied")
-            await expect(desk.get_by_test_id("official")).to_have_text("official")
-            await expect(board.get_by_test_id("board-official")).to_have_text("Official")
-            await expect(phone.get_by_test_id("stories")).to_contain_text("Results official")
-            await expect(monitor.get_by_test_id("stories")).to_contain_text("Results official")
-
-            # The audit log: who, when, what, its effect; and the same in its export.
-            audit = desk.get_by_test_id("audit").locator("tbody tr")
-            await expect(audit).to_have_count(10)  # 2 start lists, 2 guns, 6 decisions
-            await expect(audit.nth(0)).to_contain_text("OFFICIAL")
-            await expect(audit.nth(1)).to_contain_text("RESTART pair 2 (false start)")
-            await expect(audit.nth(4)).to_contain_text("DQ bib 1 (lane change)")
-            await expect(audit.nth(4)).to_contain_text("applied · undone")
-            await expect(audit.nth(6)).to_contain_text("MANUAL_TIME bib 1 finish 1:16.412")
-            await expect(audit.nth(2)).to_contain_text("gun pair 2")
-            for row in (0, 1, 3, 4, 5, 6):  # the desk's, sent with the referee's token
-                await expect(audit.nth(row)).to_contain_text("referee")
-                await expect(audit.nth(row).locator("td").first).to_have_text(
-                    re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
-            async with desk.expect_download() as download:
-                await desk.get_by_test_id("export-csv").click()
-            csv = Path(await (await download.value).path()).read_text().splitlines()
-            effects = {(c[5], c[11]) for c in (line.split(",") for line in csv[1:])
-                       if c[3] == "decision"}
-            assert effects == {("manual_time", "applied"), ("dq", "applied"),
-                               ("void", "applied"), ("restart", "applied"),
-                               ("official", "applied")}
-            assert csv[0].endswith(",transponder,passage")
-            assert any(",finish_time," in line and ",applied,,,finish" in line for line in csv)
-            assert any(",manual_time,1," in line and line.endswith(",finish") for line in csv)
-            # The stray chip's read is refused there too, with the reason.
-            assert any(",passing," in line and ",refused," in line and "9999999" in line
-                       for line in csv)
-            # The desk on air: nothing cut, nothing sideways, AA contrast (as every screen),
-            # on the arena's 1920x1080 and on a phone; signed in, the sign-in form is gone.
-            await desk.keyboard.press("]")  # a read selected, a form open: as in use
-            await desk.keyboard.press("b")
-            for width, height in ((1920, 1080), (375, 812)):
-                await desk.set_viewport_size({"width": width, "height": height})
-                # The reads and the audit: every cell in sight, no word broken.
-                problems = await desk.evaluate(SCREEN_CHECK, [False, True, [], WHOLE])
-                assert problems == [], (width, problems)
-                await expect(desk.get_by_test_id("login")).to_be_hidden()
-            assert not errors + errors2 + errors3 + errors4
-            await browser.close()
+        assert not errors + errors2 + errors3 + errors4
     finally:
         await st.close()
 
 
-async def test_swapped_chips_reassigned_on_the_desk(redis_server):
+@MODULE_LOOP
+async def test_swapped_chips_reassigned_on_the_desk(redis_server, browser):
     """Skaters 1 and 2 of pair 1 raced on each other's chips, so each has the other's
     time. On the desk the referee picks a read of skater 1's chip and skater 1, presses
     h and Enter (the chip is filled in from the read), then gives skater 2 her chip the
     same way, typed: each effect shows at once on the desk and the monitor; a chip that
     is already the skater's is refused with the reason; the audit log and its CSV show
     who did what with which chip, and undo takes the last one back."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     st = await start_stack(make_settings(redis_server.url), redis_server.url)
     chips = {s["bib"]: s["transponders"][0] for s in FIXTURE["startlist"]["skaters"]}
@@ -415,77 +438,74 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
         await gun(st, 1, T0, 1)
         await send_reads(st, [(T0 + parse_time(t), worn[bib])
                               for bib, ts in times.items() for t in ts], 1)
-        async with async_playwright() as p:
-            browser = await launch(p)
-            http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
-            desk, errors = await open_page(browser, f"{http}/desk?race={RACE}", 1600, 1000)
-            monitor, errors2 = await open_page(browser, f"{st.http}/monitor?race={RACE}")
-            effect = desk.get_by_test_id("effect")
-            final1, final2 = desk.get_by_test_id("final-1"), desk.get_by_test_id("final-2")
-            await desk.get_by_test_id("token").fill(TOKENS["referee"])
-            await desk.keyboard.press("Enter")
-            await expect(final1).to_contain_text("1:16.205")  # skater 2's time
-            await expect(final2).to_contain_text("1:16.412")
+        http = f"http://127.0.0.1:{st.settings.ingest_http_port}"
+        desk, errors = await open_page(browser, f"{http}/desk?race={RACE}", 1600, 1000)
+        monitor, errors2 = await open_page(browser, f"{st.http}/monitor?race={RACE}")
+        effect = desk.get_by_test_id("effect")
+        final1, final2 = desk.get_by_test_id("final-1"), desk.get_by_test_id("final-2")
+        await desk.get_by_test_id("token").fill(TOKENS["referee"])
+        await desk.keyboard.press("Enter")
+        await expect(final1).to_contain_text("1:16.205")  # skater 2's time
+        await expect(final2).to_contain_text("1:16.412")
 
-            # A read of skater 1's chip, then skater 1: h fills the chip in from the read.
-            read = desk.get_by_test_id("reads").locator("tbody tr", has_text=chips["2"])
-            await read.first.click()
-            await desk.get_by_test_id("row-1").click()
-            await desk.keyboard.press("h")
-            chip = desk.get_by_test_id("action-chip")
-            await expect(chip).to_have_value(chips["2"])
-            await expect(chip).to_be_focused()
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("Reassign chip · 1 Ellia Smeding: applied")
-            await expect(final2).to_have_text("")  # both chips are skater 1's for now
+        # A read of skater 1's chip, then skater 1: h fills the chip in from the read.
+        read = desk.get_by_test_id("reads").locator("tbody tr", has_text=chips["2"])
+        await read.first.click()
+        await desk.get_by_test_id("row-1").click()
+        await desk.keyboard.press("h")
+        chip = desk.get_by_test_id("action-chip")
+        await expect(chip).to_have_value(chips["2"])
+        await expect(chip).to_be_focused()
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("Reassign chip · 1 Ellia Smeding: applied")
+        await expect(final2).to_have_text("")  # both chips are skater 1's for now
 
-            # Skater 2 gets hers, typed.
-            await desk.keyboard.press("ArrowDown")
-            await desk.keyboard.press("h")
-            await chip.fill(chips["1"])
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("Reassign chip · 2 Han Mei: applied")
-            await expect(final1).to_contain_text("1:16.412")
-            await expect(final2).to_contain_text("1:16.205")
-            await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
-            await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.20")
+        # Skater 2 gets hers, typed.
+        await desk.keyboard.press("ArrowDown")
+        await desk.keyboard.press("h")
+        await chip.fill(chips["1"])
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("Reassign chip · 2 Han Mei: applied")
+        await expect(final1).to_contain_text("1:16.412")
+        await expect(final2).to_contain_text("1:16.205")
+        await expect(monitor.get_by_test_id("final-1")).to_contain_text("1:16.41")
+        await expect(monitor.get_by_test_id("final-2")).to_contain_text("1:16.20")
 
-            # The same chip again: refused, and why. No chip at all: nothing is sent.
-            await desk.keyboard.press("h")
-            await chip.fill(chips["1"])
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text(
-                f"Reassign chip · 2 Han Mei: refused by scoring: transponder "
-                f"{chips['1']} is already bib 2's")
-            await desk.keyboard.press("h")
-            await chip.fill("")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text("not sent: the chip's transponder number")
-            await desk.keyboard.press("Escape")
+        # The same chip again: refused, and why. No chip at all: nothing is sent.
+        await desk.keyboard.press("h")
+        await chip.fill(chips["1"])
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text(
+            f"Reassign chip · 2 Han Mei: refused by scoring: transponder "
+            f"{chips['1']} is already bib 2's")
+        await desk.keyboard.press("h")
+        await chip.fill("")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text("not sent: the chip's transponder number")
+        await desk.keyboard.press("Escape")
 
-            audit = desk.get_by_test_id("audit").locator("tbody tr")
-            await expect(audit.first).to_contain_text(f"REASSIGN bib 2 chip {chips['1']}")
-            await expect(audit.first.get_by_test_id("effect-cell")).to_contain_text("refused: ")
-            await expect(audit.nth(1)).to_contain_text(f"REASSIGN bib 2 chip {chips['1']}")
-            await expect(audit.nth(1).get_by_test_id("effect-cell")).to_have_text("applied")
-            await expect(audit.nth(2)).to_contain_text(f"REASSIGN bib 1 chip {chips['2']}")
+        audit = desk.get_by_test_id("audit").locator("tbody tr")
+        await expect(audit.first).to_contain_text(f"REASSIGN bib 2 chip {chips['1']}")
+        await expect(audit.first.get_by_test_id("effect-cell")).to_contain_text("refused: ")
+        await expect(audit.nth(1)).to_contain_text(f"REASSIGN bib 2 chip {chips['1']}")
+        await expect(audit.nth(1).get_by_test_id("effect-cell")).to_have_text("applied")
+        await expect(audit.nth(2)).to_contain_text(f"REASSIGN bib 1 chip {chips['2']}")
 
-            # Undo: the last reassignment is taken back (skater 1 has both chips again).
-            await desk.keyboard.press("u")
-            await desk.keyboard.press("Enter")
-            await expect(effect).to_have_text(
-                f"Undo: REASSIGN bib 2 chip {chips['1']}: applied")
-            await expect(final2).to_have_text("")
-            await expect(audit.nth(2).get_by_test_id("effect-cell")).to_have_text(
-                "applied · undone")
-            async with desk.expect_download() as download:
-                await desk.get_by_test_id("export-csv").click()
-            lines = Path(await (await download.value).path()).read_text().splitlines()
-            assert lines[0].endswith(",refused_because,transponder,passage")
-            assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']},")
-                       for x in lines)
-            assert not errors and not errors2, errors + errors2
-            await browser.close()
+        # Undo: the last reassignment is taken back (skater 1 has both chips again).
+        await desk.keyboard.press("u")
+        await desk.keyboard.press("Enter")
+        await expect(effect).to_have_text(
+            f"Undo: REASSIGN bib 2 chip {chips['1']}: applied")
+        await expect(final2).to_have_text("")
+        await expect(audit.nth(2).get_by_test_id("effect-cell")).to_have_text(
+            "applied · undone")
+        async with desk.expect_download() as download:
+            await desk.get_by_test_id("export-csv").click()
+        lines = Path(await (await download.value).path()).read_text().splitlines()
+        assert lines[0].endswith(",refused_because,transponder,passage")
+        assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']},")
+                   for x in lines)
+        assert not errors and not errors2, errors + errors2
     finally:
         await st.close()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,12 @@ from icetime.timefmt import format_diff, format_gap, format_time, parse_time
 from icetime.view import apply_event
 from services.scoring.competition import Competition
 
+from .chromium import ARGS, CHROMIUM
+
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 FIXTURES = sorted((ROOT / "fixtures").glob("*.json"))
 CASES = json.loads((Path(__file__).parent / "cases" / "timefmt.json").read_text())
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: An extra loop in the ice, 100 m past the finish line (unofficial splits), how long after
 #: a finish-line passage a skater crosses it, and how late a delayed read of it arrives.
 LOOP, LOOP_M, LOOP_AFTER_US, LOOP_LATE_US = "p100", 100, 7_000_000, 40_000_000

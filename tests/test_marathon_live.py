@@ -15,7 +15,6 @@ import asyncio
 import io
 import json
 import os
-import shutil
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
@@ -32,14 +31,12 @@ from icetime.settings import Source
 from icetime.timefmt import now_us
 from services.scoring.competition import Competition
 
+from .chromium import ARGS, CHROMIUM
 from .conftest import TOKENS, caught_up, feed, make_settings, start_stack
 from .test_pipeline import Follower, load_startlist
 
 SHOTS = Path(__file__).parent / "screenshots"
 CHECK = (Path(__file__).parent / "screen_check.js").read_text()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: The mats' decoders (and the spare on each), each a source with its own token.
 MATS = [f"mat-{p}{spare}" for p, _ in COURSE for spare in ("", "-b")]
 #: How many of the 10,000-skater race's inputs the browser test sends: the guns and the

@@ -17,7 +17,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import time
 import weakref
 from collections.abc import Callable
@@ -33,10 +32,11 @@ from icetime.feedclient import FeedClient
 from icetime.replay import Timed, load_fixture, script_inputs
 from icetime.timefmt import now_us
 
+from .chromium import ARGS as BASE_ARGS
+from .chromium import CHROMIUM
 from .conftest import TOKENS, caught_up, make_settings, start_stack
 from .test_pipeline import load_startlist
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SHOTS = Path(__file__).parent / "screenshots"
 CHECK = (Path(__file__).parent / "screen_check.js").read_text()
@@ -78,9 +78,7 @@ SIZES = [(1920, 1080), (1920, 192), (375, 812)]
 #: Screens that never scroll: everything must be inside the viewport.
 FIXED = {"board", "overlay"}
 SCREENS = ["board", "overlay", "live", "monitor"]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--force-color-profile=srgb", "--hide-scrollbars"]
+ARGS = [*BASE_ARGS, "--force-color-profile=srgb", "--hide-scrollbars"]
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium found: install Debian's `chromium` (.ci/run does)")
