@@ -427,6 +427,20 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             await expect(final1).to_contain_text("1:16.205")  # skater 2's time
             await expect(final2).to_contain_text("1:16.412")
 
+            # [ with no read selected takes the newest (the top row: skater 1's finish on
+            # skater 2's chip), not the oldest; ] then goes down to an older one, [ back up.
+            rows = desk.get_by_test_id("reads").locator("tbody tr")
+            await expect(rows).to_have_count(sum(len(ts) for ts in times.values()))
+            await desk.keyboard.press("[")
+            await expect(rows.first).to_have_attribute("aria-selected", "true")
+            await expect(rows.first).to_contain_text(chips["2"])
+            await expect(rows.first).to_contain_text("1:16.412")
+            await desk.keyboard.press("]")
+            await expect(rows.nth(1)).to_have_attribute("aria-selected", "true")
+            await expect(rows.first).to_have_attribute("aria-selected", "false")
+            await desk.keyboard.press("[")
+            await expect(rows.first).to_have_attribute("aria-selected", "true")
+
             # A read of skater 1's chip, then skater 1: h fills the chip in from the read.
             read = desk.get_by_test_id("reads").locator("tbody tr", has_text=chips["2"])
             await read.first.click()

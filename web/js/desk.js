@@ -386,11 +386,14 @@ function renderOthers() {
   $("reads-others-toggle").setAttribute("aria-pressed", String(state.showOthers));
 }
 
-// Reads newest first, as shown; `delta` +1 moves to an older one.
+// Reads newest first, as shown; `delta` +1 moves to an older one (down the list), -1 to
+// a newer one. With none selected either key selects the newest: the read an official
+// is after is nearly always the one that just came in, and starting from the oldest
+// once prefilled a chip worn by another skater of the pair.
 function moveRead(delta) {
   const list = [...shownReads()].reverse().map((r) => r.input);
   if (!list.length) return;
-  const i = state.read === null ? (delta > 0 ? 0 : list.length - 1)
+  const i = state.read === null ? 0
     : Math.max(0, Math.min(list.length - 1, list.indexOf(state.read) + delta));
   state.read = list[i];
   renderReads();
