@@ -498,6 +498,24 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             assert lines[0].endswith(",refused_because,transponder,passage")
             assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']},")
                        for x in lines)
+
+            # Scoring stopped and started again: the desk's health line and /api/health
+            # say when, from what it rebuilt, how many inputs, how long.
+            health = desk.get_by_test_id("health")
+            await expect(health).to_be_hidden()  # a first start is no restart
+            await st.stop("scoring")
+            await st.start("scoring")
+            await expect(health).to_be_visible()
+            async with aiohttp.ClientSession() as s, s.get(f"{st.http}/api/health") as resp:
+                got = await resp.json()
+            rebuild = got["scoring"]["last_rebuild"]
+            assert got["scoring"]["rebuilds"] == 1 and got["service_restarts"] == {}, got
+            assert rebuild["source"] in ("start", "checkpoint") and rebuild["inputs"] > 0
+            assert rebuild["at_us"] == got["scoring"]["started_at_us"]
+            source = "checkpoint" if rebuild["source"] == "checkpoint" else "the start"
+            await expect(health).to_have_text(re.compile(
+                rf"^scoring restarted \d\d:\d\d:\d\d \(rebuilt from {source}, "
+                rf"{rebuild['inputs']} inputs, {rebuild['seconds']:.1f} s\)$"))
             assert not errors and not errors2, errors + errors2
             await browser.close()
     finally:

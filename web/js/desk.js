@@ -33,7 +33,7 @@ const ACTIONS = {
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
-  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, reads: [], audit: [],
+  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, health: null, reads: [], audit: [],
   // Reads of other races (their skaters' chips; /api/desk/reads?race=): held apart, so
   // they never push this race's out, and shown only when asked for (`showOthers`).
   others: [], otherIds: new Set(), dropped: 0, showOthers: false,
@@ -130,6 +130,7 @@ async function pollRace() {
   if (status !== 200 || race !== state.race) return;  // another race was chosen meanwhile
   state.view = body.view;
   state.chips = body.chips || {};
+  state.health = body.health || null;
   state.passages = passagesByInput(body.view);
   state.eventsAfter = body.last || state.eventsAfter;
 }
@@ -486,6 +487,31 @@ function render() {
   }
   renderReads();
   renderAudit();
+  const line = healthLine(state.health, clockOfDay);
+  $("health").hidden = !line;
+  if ($("health").textContent !== line) $("health").textContent = line;
+}
+
+// The health line: what restarted, so the officials see it where they look (not only in
+// the supervisor's log). "" when nothing did. `clock` formats Unix µs as HH:MM:SS.
+export function healthLine(health, clock) {
+  if (!health) return "";
+  const bits = [];
+  const sc = health.scoring || {};
+  const rb = sc.last_rebuild;
+  if (sc.rebuilds > 0 && rb) {
+    const from = rb.source === "checkpoint" ? "checkpoint" : "the start";
+    const inputs = `${rb.inputs} input${rb.inputs === 1 ? "" : "s"}`;
+    bits.push(`scoring restarted ${clock(rb.at_us)} (rebuilt from ${from}, ${inputs}, ${rb.seconds.toFixed(1)} s)`);
+  }
+  for (const [name, r] of Object.entries(health.service_restarts || {}).sort()) {
+    bits.push(`${name} restarted by the supervisor ${r.restarts}× (last ${clock(r.at_us)}, exit code ${r.exit_code})`);
+  }
+  return bits.join(" · ");
+}
+
+function clockOfDay(us) {
+  return new Date(us / 1000).toTimeString().slice(0, 8);
 }
 
 // ------------------------------------------------------------------ decisions
