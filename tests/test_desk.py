@@ -506,8 +506,13 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server):
             await st.stop("scoring")
             await st.start("scoring")
             await expect(health).to_be_visible()
-            async with aiohttp.ClientSession() as s, s.get(f"{st.http}/api/health") as resp:
-                got = await resp.json()
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{st.http}/api/health") as resp:
+                    got = await resp.json()
+                async with s.get(f"{st.http}/metrics") as resp:
+                    metrics = await resp.text()
+            assert re.search(r"^icetime_scoring_rebuilds_total 1\.0$", metrics, re.M), metrics
+            assert "started_at_us" not in metrics and 'outcome="rebuilds"' not in metrics
             rebuild = got["scoring"]["last_rebuild"]
             assert got["scoring"]["rebuilds"] == 1 and got["service_restarts"] == {}, got
             assert rebuild["source"] in ("start", "checkpoint") and rebuild["inputs"] > 0
