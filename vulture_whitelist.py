@@ -37,3 +37,7 @@ _.frm
 _.tied
 _.finish_rows
 _.sprint_points_moved
+
+# Fields of icetime/restarts.py's records: encoded to JSON for /api/health and the desk.
+_.exit_code
+_.ran_s

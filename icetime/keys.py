@@ -81,8 +81,13 @@ def ingest_stats(competition: str) -> str:
 
 
 def scoring_stats(competition: str) -> str:
-    """Hash of scoring counters."""
+    """Hash of scoring counters, and its rebuilds (icetime/restarts.py)."""
     return _base(competition) + "stats:scoring"
+
+
+def service_restarts(competition: str) -> str:
+    """Hash service name -> JSON: the supervisor's restarts of it (icetime/restarts.py)."""
+    return _base(competition) + "stats:restarts"
 
 
 def scoring_progress(competition: str) -> str:

@@ -700,8 +700,9 @@ SCREEN_CHECK = (Path(__file__).parent / "screen_check.js").read_text()
 
 async def test_the_pack_chart_says_who_is_which_line(browser, stack):
     """The fans' page of a mass start, nobody followed, mid-race: the chart draws the
-    front three, and its legend names each in the colour of her line, on the board-sized
-    screen and on a phone, with nothing cut or spilling (tests/screen_check.js)."""
+    front three, its y axis says seconds, and its legend names each in the colour of her
+    line, on the board-sized screen and on a phone, with nothing cut or spilling
+    (tests/screen_check.js)."""
     from playwright.async_api import expect
 
     from icetime.replay import load_fixture
@@ -719,6 +720,11 @@ async def test_the_pack_chart_says_who_is_which_line(browser, stack):
         await expect(entries).to_have_count(3, timeout=10_000)
         front = await fan.evaluate("() => window.icetime.view.pack.order.slice(0, 3).map("
                                    "(b) => window.icetime.view.skaters[b].short)")
+        # The y axis: seconds behind the first across the line, which its labels say.
+        chart = fan.get_by_test_id("chart")
+        await expect(chart.locator("text.axis", has_text="1st")).to_have_count(1)
+        await expect(fan.get_by_test_id("axis-behind")).to_have_text(re.compile(r"^\+\d+(\.5)? s$"))
+        await expect(fan.get_by_test_id("axis-ahead")).to_have_text(re.compile(r"^-\d+(\.5)? s$"))
         for width, height in ((1920, 1080), (375, 812)):
             await fan.set_viewport_size({"width": width, "height": height})
             legend = await fan.evaluate(LEGEND)

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import websockets
 
@@ -271,6 +272,12 @@ def start_run(config: Path) -> tuple[subprocess.Popen[str], Output]:
     return proc, Output(proc)
 
 
+def health_of(base: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base}/api/health", timeout=5) as r:
+        health: dict[str, Any] = json.loads(r.read())
+    return health
+
+
 def races_of(base: str, timeout: float = 30) -> list[dict[str, object]]:
     """/api/races once it lists a race (the start list is being scored)."""
     deadline = time.monotonic() + timeout
@@ -294,8 +301,9 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
     A second `icetime replay` into it is a session of its own: every input new, said
     so, exit 0. Resending the first run's session, whose times are now other, is refused
     input by input: the counts say so, and the exit code is 1. A killed embedded
-    redis-server is started again on its files, which hold everything. Ctrl-C then
-    stops it all, with exit 0 and no traceback. (One start for all of these: a start
+    redis-server is started again on its files, which hold everything. A scoring process
+    killed outright is restarted, and /api/health says so. Ctrl-C then stops it all,
+    with exit 0 and no traceback. (One start for all of these: a start
     costs seconds.)"""
     import redis as redis_lib
 
@@ -396,11 +404,42 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         finally:
             r.close()
 
+        # kill -9 scoring: the supervisor starts it again, and /api/health says so (not
+        # only the supervisor's log): the restart, and the new life's rebuild.
+        r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
+        try:
+            scoring_pid = json.loads(r.hget(keys.LISTENING, "scoring"))["pid"]
+            raw_length = r.xlen(keys.raw_stream(MAIN))
+        finally:
+            r.close()
+        before = health_of(base)["scoring"]
+        os.kill(scoring_pid, signal.SIGKILL)
+        out.wait_for(r"service scoring exited with code -9 after [\d.]+ s; restarting it now "
+                     r"\(restart 1\)$", 10)
+        deadline = time.monotonic() + 30
+        while (got := health_of(base))["scoring"].get("rebuilds") == before.get("rebuilds"):
+            assert time.monotonic() < deadline, got
+            time.sleep(0.1)
+        assert got["scoring"]["rebuilds"] == before["rebuilds"] + 1, (before, got)
+        assert got["scoring"]["started_at_us"] > before["started_at_us"]
+        rebuild = got["scoring"]["last_rebuild"]
+        assert rebuild["at_us"] == got["scoring"]["started_at_us"]
+        assert rebuild["source"] in ("checkpoint", "start") and rebuild["seconds"] >= 0
+        assert rebuild["inputs"] <= raw_length
+        assert rebuild["source"] == "checkpoint" or rebuild["inputs"] == raw_length
+        restarted = got["service_restarts"]
+        assert list(restarted) == ["scoring"], restarted
+        assert (restarted["scoring"]["restarts"], restarted["scoring"]["exit_code"]) == (1, -9)
+        assert restarted["scoring"]["at_us"] <= rebuild["at_us"]
+        scoring_kids = [k for k in children_of(proc.pid) if k not in [*kids, new_pid]]
+        assert len(scoring_kids) == 1, scoring_kids
+
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=30)
         text = out.rest()
         assert proc.returncode == 0, text
-        assert not [k for k in [*kids, new_pid] if alive(k)], "a child outlived Ctrl-C"
+        assert not [k for k in [*kids, new_pid, *scoring_kids] if alive(k)], \
+            "a child outlived Ctrl-C"
         assert "Traceback" not in text, text
         # Log lines are text, not Python dicts.
         assert "{" not in text, [line for line in text.splitlines() if "{" in line]

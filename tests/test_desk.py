@@ -448,6 +448,20 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server, browser):
         await expect(final1).to_contain_text("1:16.205")  # skater 2's time
         await expect(final2).to_contain_text("1:16.412")
 
+        # [ with no read selected takes the newest (the top row: skater 1's finish on
+        # skater 2's chip), not the oldest; ] then goes down to an older one, [ back up.
+        rows = desk.get_by_test_id("reads").locator("tbody tr")
+        await expect(rows).to_have_count(sum(len(ts) for ts in times.values()))
+        await desk.keyboard.press("[")
+        await expect(rows.first).to_have_attribute("aria-selected", "true")
+        await expect(rows.first).to_contain_text(chips["2"])
+        await expect(rows.first).to_contain_text("1:16.412")
+        await desk.keyboard.press("]")
+        await expect(rows.nth(1)).to_have_attribute("aria-selected", "true")
+        await expect(rows.first).to_have_attribute("aria-selected", "false")
+        await desk.keyboard.press("[")
+        await expect(rows.first).to_have_attribute("aria-selected", "true")
+
         # A read of skater 1's chip, then skater 1: h fills the chip in from the read.
         read = desk.get_by_test_id("reads").locator("tbody tr", has_text=chips["2"])
         await read.first.click()
@@ -505,6 +519,29 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server, browser):
         assert lines[0].endswith(",refused_because,transponder,passage")
         assert any(",reassign,2," in x and x.endswith(f",applied,,{chips['1']},")
                    for x in lines)
+
+        # Scoring stopped and started again: the desk's health line and /api/health
+        # say when, from what it rebuilt, how many inputs, how long.
+        health = desk.get_by_test_id("health")
+        await expect(health).to_be_hidden()  # a first start is no restart
+        await st.stop("scoring")
+        await st.start("scoring")
+        await expect(health).to_be_visible()
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{st.http}/api/health") as resp:
+                got = await resp.json()
+            async with s.get(f"{st.http}/metrics") as resp:
+                metrics = await resp.text()
+        assert re.search(r"^icetime_scoring_rebuilds_total 1\.0$", metrics, re.M), metrics
+        assert "started_at_us" not in metrics and 'outcome="rebuilds"' not in metrics
+        rebuild = got["scoring"]["last_rebuild"]
+        assert got["scoring"]["rebuilds"] == 1 and got["service_restarts"] == {}, got
+        assert rebuild["source"] in ("start", "checkpoint") and rebuild["inputs"] > 0
+        assert rebuild["at_us"] == got["scoring"]["started_at_us"]
+        source = "checkpoint" if rebuild["source"] == "checkpoint" else "the start"
+        await expect(health).to_have_text(re.compile(
+            rf"^scoring restarted \d\d:\d\d:\d\d \(rebuilt from {source}, "
+            rf"{rebuild['inputs']} inputs, {rebuild['seconds']:.1f} s\)$"))
         assert not errors and not errors2, errors + errors2
     finally:
         await st.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import websockets
 
-from icetime import bus, keys
+from icetime import bus, keys, restarts
 from icetime.cli import replay
 from icetime.feedclient import FeedClient
 from icetime.keys import DEFAULT_COMPETITION as MAIN
@@ -314,8 +314,7 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
         """Wait until scoring has written its counters for ``applied`` inputs."""
         async with asyncio.timeout(20):
             while True:
-                stats = {k.decode(): int(v) for k, v in
-                         (await redis_client.hgetall(keys.scoring_stats(MAIN))).items()}
+                stats = await restarts.scoring_health(redis_client, MAIN)
                 if stats.get("applied") == applied:
                     return stats
                 await asyncio.sleep(0.05)
@@ -343,6 +342,11 @@ async def test_scoring_types_the_raw_entries_ingest_stored_and_refuses_the_rest(
                                    "source": "officials", "seq": 1, "rx_us": 999})
         stats = await scored(len(inputs) + 1)
         assert stats["refused"] == len(bad)
+        # That life rebuilt from the whole log (no checkpoint yet: the first life saw
+        # too few inputs), said so for /api/health and the desk.
+        assert stats["rebuilds"] == 1, stats
+        assert stats["last_rebuild"]["source"] == "start"
+        assert stats["last_rebuild"]["inputs"] == len(inputs) + len(bad)
         snap = await race_view(redis_client, RACE)
         assert snap["race"]["official"] is True
     finally:

@@ -10,6 +10,7 @@ The embedded redis-server is watched too: one that dies is started again on its 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -17,13 +18,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icetime import keys
+from icetime import keys, restarts
 from icetime import settings as settings_mod
 from icetime.redis_embed import EmbeddedRedis
 from icetime.service import EXIT_BIND, EXIT_CONFIG, LISTEN_ENV, SUPERVISOR_ENV, with_ports
+from icetime.timefmt import now_us
 
 if TYPE_CHECKING:
     import redis
@@ -85,6 +88,7 @@ class Supervisor:
 
     def start(self) -> None:
         self.start_redis()
+        self.record(lambda r: restarts.restarts_cleared(r, self.cfg.competition_id))
         for name in self.services:
             self.spawn(name)
         self.wait_ready()
@@ -198,10 +202,27 @@ class Supervisor:
             log.error("service %s exited with code %s after %.1f s; restarting it %s "
                       "(restart %d)", name, code, ran,
                       f"in {delay:.1f} s" if delay else "now", self.restarts[name])
+            said = restarts.ServiceRestart(self.restarts[name], now_us(), code, round(ran, 1))
+            self.record(functools.partial(restarts.service_restarted,
+                                          competition=self.cfg.competition_id, name=name,
+                                          restart=said))
             if delay:
                 self.restart_at[name] = now + delay
             else:
                 self.spawn(name)
+
+    def record(self, write: Callable[[redis.Redis], None]) -> None:
+        """Write what the supervisor did where ``/api/health`` and the desk show it
+        (:mod:`icetime.restarts`); best effort: with Redis away it is only logged."""
+        import redis
+
+        r = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            write(r)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("restart not recorded in Redis: %s", exc)
+        finally:
+            r.close()
 
     def check_redis(self) -> None:
         """Start the embedded redis-server again if it died (the AOF keeps the data);

@@ -40,6 +40,8 @@ HOPS = (("source_ingest", "source_us", "ingest_us"),
 RECENT_EVENTS = 50
 #: Ingest counters that are not inputs (everything else in the hash is an outcome).
 SCORING_PUBLISHED = "published_events"
+#: Fields of scoring's counters hash that are no input outcome (icetime/restarts.py).
+SCORING_LIFE = ("rebuilds", "started_at_us")
 HOPS_KEY = '"hops":'
 #: Decoder health fields exported as counters (they only grow while the link lives).
 DECODER_COUNTERS = ("passings", "duplicates", "refused", "damaged", "records", "failures",
@@ -177,13 +179,17 @@ def _inputs(snap: Snapshot) -> Iterator[Metric]:
     yield _counter("icetime_ingest_inputs", "Inputs ingest answered, by outcome "
                    "(accepted, duplicate, rejected, …)", ["outcome"],
                    (([k], v) for k, v in sorted(ingest.items())))
-    scoring = {k: v for k, v in snap.scoring.items() if k != SCORING_PUBLISHED}
+    scoring = {k: v for k, v in snap.scoring.items()
+               if k not in (SCORING_PUBLISHED, *SCORING_LIFE)}
     scoring = {"applied": 0, "refused": 0, **scoring}
     yield _counter("icetime_scoring_inputs", "Inputs scoring read, by what became of them "
                    "(applied, refused, unknown_transponder, not_on_ice, …)", ["outcome"],
                    (([k], v) for k, v in sorted(scoring.items())))
     yield _counter("icetime_scoring_events_published", "Race events scoring published",
                    [], [([], snap.scoring.get(SCORING_PUBLISHED, 0))])
+    yield _counter("icetime_scoring_rebuilds", "Times a scoring worker rebuilt the engine "
+                   "from the raw log (a restart, an outage, a takeover)",
+                   [], [([], snap.scoring.get("rebuilds", 0))])
     raw = GaugeMetricFamily("icetime_raw_log_entries", "Entries in the raw input log")
     raw.add_metric([], snap.raw_length)
     yield raw

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from yarl import URL
 
-from icetime import bus, keys
+from icetime import bus, keys, restarts
 from icetime.service import (
     Ready,
     binding,
@@ -169,7 +169,8 @@ class Broadcast(WsEndpoint):
 
         parts: dict[str, Callable[[], Awaitable[Any]]] = {
             "ingest": lambda: counters(keys.ingest_stats(self.competition)),
-            "scoring": lambda: counters(keys.scoring_stats(self.competition)),
+            "scoring": lambda: restarts.scoring_health(self.r, self.competition),
+            "service_restarts": lambda: restarts.service_restarts(self.r, self.competition),
             "broadcast": self.broadcast_stats, "decoders": decoders, "latency": latency}
         for name, part in parts.items():
             try:

@@ -7,8 +7,10 @@ icetime.settings.DESK_ROLES): 401 without a valid token, 403 for another role.
 
 * ``GET /api/desk/races``: ``[{id, name, kind, distance, official, current_pair}]``.
 * ``GET /api/desk/race?race=ID[&after=OFFSET]``: ``{race, epoch, offset, view,
-  events, last}``: the race's latest view, and its events after ``after`` (without:
-  the last DESK_EVENTS of them), ``last`` the offset to ask from next time.
+  events, last, chips, health}``: the race's latest view, and its events after ``after``
+  (without: the last DESK_EVENTS of them), ``last`` the offset to ask from next time;
+  ``health`` scoring's last rebuild and the supervisor's restarts
+  (:func:`icetime.restarts.desk_health`).
 * ``GET /api/desk/reads[?after=ID]``: ``{reads, last}``: the passings in the raw log
   after ``after`` (without: among the last DESK_RAW_SCAN inputs), each ``{input,
   source, point, transponder, t, rx_us}`` (``t``: the decoder's time, µs), with
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from icetime import bus, keys, snapshot
+from icetime import bus, keys, restarts, snapshot
 from icetime.service import favicon
 from icetime.settings import DESK_ROLES, Source
 from icetime.startlist import transponder_key
@@ -244,7 +246,8 @@ class Desk:
                  (await self.r.hgetall(keys.chips(self.competition))).items()}
         return web.json_response({
             "race": race, "epoch": snap.epoch, "offset": snap.offset, "view": snap.view,
-            "events": events, "last": got[-1][0] if got else after, "chips": chips})
+            "events": events, "last": got[-1][0] if got else after, "chips": chips,
+            "health": await restarts.desk_health(self.r, self.competition)})
 
     async def reads(self, request: web.Request) -> web.Response:
         self.auth(request)

@@ -17,13 +17,15 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from icetime import bus, keys, snapshot
+from icetime import bus, keys, restarts, snapshot
 from icetime.messages import FeedInput, decode_stored
 from icetime.rules import load as load_rules
 from icetime.settings import Settings
+from icetime.timefmt import now_us
 
 from . import checkpoint
 from .competition import Competition
+from .lease import Lease
 
 log = logging.getLogger(__name__)
 REPLAY_CHUNK = 2000
@@ -44,6 +46,8 @@ class Recovery:
     settings: Settings
     r: aioredis.Redis
     bus: bus.Bus
+    #: This worker's hold on the competition; its owner names the worker.
+    lease: Lease
     #: The competition scored, and its raw log's stream key.
     competition: str
     raw: str
@@ -67,18 +71,35 @@ class Recovery:
 
     async def rebuild(self) -> int:
         """Rebuild the engine up to the progress mark: from the last checkpoint when it
-        is usable, else from a fresh engine; returns how many raw inputs were replayed."""
+        is usable, else from a fresh engine; returns how many raw inputs were replayed.
+        The start and the rebuild are recorded for ``/api/health`` and the desk
+        (:mod:`icetime.restarts`). Raises RedisError."""
+        began_us, began = now_us(), time.monotonic()
+        await restarts.scoring_started(self.r, self.competition, began_us)
         self.engine = self._new_engine()
         self.cadence = snapshot.Cadence()
         mark = await self.r.get(keys.scoring_progress(self.competition))
         self.progress = bus.parse_id(mark) if mark else None
         self.since_checkpoint = 0
         if mark is None:
-            return 0
-        start = "-"
+            return 0  # nothing scored yet: a first start, not a rebuild
         saved = await self.restore(bus.parse_id(mark))
-        if saved is not None:
-            start = "(" + saved
+        n = await self.replay("(" + saved if saved is not None else "-", mark)
+        log.info("rebuilt from %s and %d inputs up to %s",
+                 f"the checkpoint at {saved}" if saved else "the start", n, bus.text(mark))
+        if saved is None:
+            # The first save writes every race: do it now, before the worker is live,
+            # rather than stall live inputs later.
+            await self.save_checkpoint(force=True)
+        await restarts.scoring_rebuilt(self.r, self.competition, restarts.Rebuild(
+            at_us=began_us, source="start" if saved is None else "checkpoint",
+            checkpoint=saved, inputs=n, seconds=round(time.monotonic() - began, 3),
+            worker=self.lease.owner))
+        return n
+
+    async def replay(self, start: str, mark: bytes | str) -> int:
+        """Feed the engine the raw log from ``start`` (an XRANGE bound) up to ``mark``,
+        publishing nothing; returns how many entries were replayed. Raises RedisError."""
         n = 0
         paused = time.monotonic()
         while True:
@@ -97,15 +118,8 @@ class Recovery:
             # (1.8 s at 200,000 inputs, 20 % of the replay) and let the lease run out.
             gc.freeze()
             if len(entries) < REPLAY_CHUNK:
-                break
+                return n
             start = "(" + entries[-1][0]
-        log.info("rebuilt from %s and %d inputs up to %s",
-                 f"the checkpoint at {saved}" if saved else "the start", n, bus.text(mark))
-        if saved is None:
-            # The first save writes every race: do it now, before the worker is live,
-            # rather than stall live inputs later.
-            await self.save_checkpoint(force=True)
-        return n
 
     async def restore(self, mark: tuple[int, int]) -> str | None:
         """Load the checkpoint into :attr:`engine` when it was made by this code and

@@ -33,7 +33,7 @@ const ACTIONS = {
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
-  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, reads: [], audit: [],
+  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, health: null, reads: [], audit: [],
   // Reads of other races (their skaters' chips; /api/desk/reads?race=): held apart, so
   // they never push this race's out, and shown only when asked for (`showOthers`).
   others: [], otherIds: new Set(), dropped: 0, showOthers: false,
@@ -130,6 +130,7 @@ async function pollRace() {
   if (status !== 200 || race !== state.race) return;  // another race was chosen meanwhile
   state.view = body.view;
   state.chips = body.chips || {};
+  state.health = body.health || null;
   state.passages = passagesByInput(body.view);
   state.eventsAfter = body.last || state.eventsAfter;
 }
@@ -386,11 +387,14 @@ function renderOthers() {
   $("reads-others-toggle").setAttribute("aria-pressed", String(state.showOthers));
 }
 
-// Reads newest first, as shown; `delta` +1 moves to an older one.
+// Reads newest first, as shown; `delta` +1 moves to an older one (down the list), -1 to
+// a newer one. With none selected either key selects the newest: the read an official
+// is after is nearly always the one that just came in, and starting from the oldest
+// once prefilled a chip worn by another skater of the pair.
 function moveRead(delta) {
   const list = [...shownReads()].reverse().map((r) => r.input);
   if (!list.length) return;
-  const i = state.read === null ? (delta > 0 ? 0 : list.length - 1)
+  const i = state.read === null ? 0
     : Math.max(0, Math.min(list.length - 1, list.indexOf(state.read) + delta));
   state.read = list[i];
   renderReads();
@@ -483,6 +487,31 @@ function render() {
   }
   renderReads();
   renderAudit();
+  const line = healthLine(state.health, clockOfDay);
+  $("health").hidden = !line;
+  if ($("health").textContent !== line) $("health").textContent = line;
+}
+
+// The health line: what restarted, so the officials see it where they look (not only in
+// the supervisor's log). "" when nothing did. `clock` formats Unix µs as HH:MM:SS.
+export function healthLine(health, clock) {
+  if (!health) return "";
+  const bits = [];
+  const sc = health.scoring || {};
+  const rb = sc.last_rebuild;
+  if (sc.rebuilds > 0 && rb) {
+    const from = rb.source === "checkpoint" ? "checkpoint" : "the start";
+    const inputs = `${rb.inputs} input${rb.inputs === 1 ? "" : "s"}`;
+    bits.push(`scoring restarted ${clock(rb.at_us)} (rebuilt from ${from}, ${inputs}, ${rb.seconds.toFixed(1)} s)`);
+  }
+  for (const [name, r] of Object.entries(health.service_restarts || {}).sort()) {
+    bits.push(`${name} restarted by the supervisor ${r.restarts}× (last ${clock(r.at_us)}, exit code ${r.exit_code})`);
+  }
+  return bits.join(" · ");
+}
+
+function clockOfDay(us) {
+  return new Date(us / 1000).toTimeString().slice(0, 8);
 }
 
 // ------------------------------------------------------------------ decisions

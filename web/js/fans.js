@@ -163,14 +163,15 @@ function drawChart(view, series, refLabel, emptyNote) {
   const all = series.flatMap((s) => s.pts.map((p) => Math.abs(p.gap)));
   const span = Math.max(0.5, Math.ceil(Math.max(0, ...all) / 1e6 * 2) / 2) * 1e6;
   // The left margin as wide as the widest axis label (the leader's, in any language).
-  const yLabels = [refLabel, `-${span / 1e6}`, `+${span / 1e6}`];
+  // The gaps are seconds, and say so: "+1" alone read as places as well.
+  const yLabels = [refLabel, `-${span / 1e6} s`, `+${span / 1e6} s`];
   const L = Math.ceil(Math.max(...yLabels.map((l) => measure(svg, l, "axis")[0]))) + 8;
   const x = (m) => L + (m / dist) * (W - L - R);
   const y = (gap) => T + ((span + gap) / (2 * span)) * (H - T - B);
   const out = [`<line class="zero" x1="${L}" x2="${W - R}" y1="${y(0)}" y2="${y(0)}"/>`,
     `<text class="axis" x="${L - 4}" y="${y(0) + 4}" text-anchor="end">${esc(refLabel)}</text>`,
-    `<text class="axis" x="${L - 4}" y="${T + 4}" text-anchor="end">-${span / 1e6}</text>`,
-    `<text class="axis" x="${L - 4}" y="${H - B + 4}" text-anchor="end">+${span / 1e6}</text>`];
+    `<text class="axis" x="${L - 4}" y="${T + 4}" text-anchor="end" data-testid="axis-ahead">${yLabels[1]}</text>`,
+    `<text class="axis" x="${L - 4}" y="${H - B + 4}" text-anchor="end" data-testid="axis-behind">${yLabels[2]}</text>`];
   // Metres under the axis: as many as fit apart, always the finish.
   const ticks = [];
   passages.forEach((m, k) => {
