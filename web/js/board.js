@@ -205,9 +205,11 @@ function tick(live) {
   const run = view && !isStandings(view) && !isMarathon(view) &&
     (isPack(view) ? view.pack.run : view.on_ice[String(view.current_pair)]);
   for (const el of document.querySelectorAll(".clock[data-bib]")) {
-    if (!run) { el.textContent = ""; continue; }
-    const elapsed = live.raceElapsedUs(run);
-    el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
+    const elapsed = run ? live.raceElapsedUs(run) : 0;
+    const text = !run ? "" : elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
+    // Written only when it changes: a write, even of the same text, costs the page a
+    // layout and a paint, 60 times a second.
+    if (el.textContent !== text) el.textContent = text;
   }
   const alert = $("alert");
   const quiet = live.lastEventAt && Date.now() - live.lastEventAt > STALE_MS;

@@ -382,9 +382,10 @@ function tickClocks(live) {
       const pair = !isPack(view) && view.pairs.find((p) => p.inner === el.dataset.bib || p.outer === el.dataset.bib);
       const run = isPack(view) ? view.pack.run : pair && view.on_ice[String(pair.pair)];
       if (res && (res.final || res.status)) continue;
-      if (!run) { el.textContent = ""; continue; }
-      const elapsed = live.raceElapsedUs(run);
-      el.textContent = elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
+      const elapsed = run ? live.raceElapsedUs(run) : 0;
+      const text = !run ? "" : elapsed > 0 ? fmtTime(Math.floor(elapsed / 100000) * 100000, 1) : "0.0";
+      // Only when it changes: a write of the same text still costs a layout and a paint.
+      if (el.textContent !== text) el.textContent = text;
     }
   }
   const since = Date.now() - live.lastEventAt;

@@ -291,7 +291,9 @@ function tick() {
   const run = view && !isStandings(view) && !isMarathon(view) && (isPack(view) ? view.pack.run
     : view.current_pair !== null && view.on_ice[String(view.current_pair)]);
   const elapsed = run ? live.raceElapsedUs(run) : null;
-  $("clock").textContent = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
+  const clock = run ? fmtTime(Math.max(0, Math.floor(elapsed / 100000) * 100000), 1) : "";
+  // Only when it changes: a write of the same text still costs a layout and a paint.
+  if ($("clock").textContent !== clock) $("clock").textContent = clock;
   const tod = timeOfDay(live.serverNowUs() / 1000);
   if ($("tod").textContent !== tod) $("tod").textContent = tod;
   // Live, but a race running and no data for a while: stale, and it looks it.
