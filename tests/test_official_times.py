@@ -401,3 +401,102 @@ async def restart_id(stack: Any) -> str:
     assert photo["verdict"] == "applied", photo
     return next(e["input"] for e in entries
                 if (e.get("input_fields") or {}).get("action") == "restart")
+
+
+# ---------------------------------------------------------------- intermediate times
+#: What a passage's figures are made of (its input's id and its origin aside).
+FIGURES = ("k", "m", "t", "lap_time", "rank", "gap_best", "best_bib", "gap_leader",
+           "leader_bib", "gap_partner", "projected", "missing")
+
+
+def figures(comp: Competition, race: str = "1000") -> tuple[Any, ...]:
+    """Every figure of the race's results worked out from passage times: each passage's
+    lap time, rank and gaps, the finals and the classification."""
+    view = comp.view(race)
+    results = {b: ([None if p is None else {f: p.get(f) for f in FIGURES}
+                    for p in r["passages"]],
+                   None if r["final"] is None else {**r["final"], "origin": None})
+               for b, r in view["results"].items()}
+    return results, view["classification"]
+
+
+def reads_as(times: dict[tuple[str, int], int]) -> Competition:
+    """test_corrections' 1000 m with the reads of ``times`` ((chip, µs after the gun
+    read) -> µs after the gun) at other times: an official time fed as the read."""
+    from .test_corrections import BIBS, GUNS, RACES, READS
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for p in (1, 2, 3):
+        feed(comp, f"g{p}", {"type": "gun", "race": "1000", "pair": p, "t": GUNS[p]})
+        for n, (_, tr, t) in enumerate(r for r in READS if r[0] == p):
+            feed(comp, f"r{p}-{n}", {"type": "passing", "transponder": tr,
+                                     "t": GUNS[p] + times.get((tr, t), t)})
+    return comp
+
+
+#: Bib 6's 600 m read 45.450, keyed in at 45.800 (later than the read: after her partner
+#: and pair 2), her 200 m read 17.450 keyed in at 18.000 (last of all); bib 4's 600 m
+#: read 45.600 keyed in at 45.300 (earlier than the read: first of all).
+LATE_600 = decision("manual_time", bib="6", m=600, time_us=45_800_000)
+LATE_200 = decision("manual_time", bib="6", m=200, time_us=18_000_000)
+EARLY_600 = decision("manual_time", bib="4", m=600, time_us=45_300_000)
+AS_READS = {("66", 45_450_000): 45_800_000, ("66", 17_450_000): 18_000_000,
+            ("44", 45_600_000): 45_300_000}
+
+
+def passage(comp: Competition, bib: str, k: int) -> tuple[Any, ...]:
+    p = comp.view("1000")["results"][bib]["passages"][k]
+    return (p["t"], p["lap_time"], p["rank"], p["gap_best"], p["gap_leader"],
+            p["gap_partner"], p.get("origin"))
+
+
+def test_a_manual_intermediate_time_later_than_the_read_makes_the_lap_times_and_gaps():
+    """A manual 600 m time later than the read: the lap times before and after it, the
+    rank and every gap at 600 m are the manual time's, as if it had been read; undone,
+    the read's again. At 200 m alike, and for a time earlier than the read."""
+    comp = lt_race([("m6", LATE_600)])
+    # 45.800 - 17.450 = 28.350; 5th at 600 m, 0.500 behind bib 1's 45.300, 0.300 behind
+    # the leader (bib 3, 45.500 at 600 m), 0.400 behind her partner (bib 5, 45.400); the
+    # finish lap 77.100 - 45.800 = 31.300.
+    assert passage(comp, "6", 1) == (45_800_000, 28_350_000, 5, 500_000, 300_000, 400_000,
+                                     "manual")
+    assert passage(comp, "6", 2)[:2] == (77_100_000, 31_300_000)
+    feed(comp, "m2", LATE_200)
+    # 6th at 200 m (18.000), 0.600 behind bib 5's 17.400; the 600 m lap 27.800.
+    assert passage(comp, "6", 0) == (18_000_000, 18_000_000, 6, 600_000, 400_000, 600_000,
+                                     "manual")
+    assert passage(comp, "6", 1)[:2] == (45_800_000, 27_800_000)
+    feed(comp, "m4", EARLY_600)
+    # Level with bib 1, the leader then, at 45.300; ahead of her partner (45.500).
+    assert passage(comp, "4", 1) == (45_300_000, 27_600_000, 1, 0, 0, None, "manual")
+    assert passage(comp, "3", 1)[5] == 200_000
+    assert passage(comp, "4", 2)[:2] == (75_109_000, 29_809_000)
+    assert figures(comp) == figures(reads_as(AS_READS))
+    # Undone one by one: the reads count again.
+    feed(comp, "u1", decision("void", target="m6"))
+    assert passage(comp, "6", 1)[:3] == (45_450_000, 27_450_000, 4)  # from 18.000
+    feed(comp, "u2", decision("void", target="m2"))
+    feed(comp, "u3", decision("void", target="m4"))
+    assert figures(comp) == figures(lt_race())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_manual_intermediate_times_do_not_depend_on_the_arrival_order(data):
+    """The 1000 m's reads in any order after the guns, the three manual times among them
+    anywhere in their keyed order: every figure is the one of the manual times fed as
+    the reads."""
+    from .test_corrections import BIBS, RACES, inputs
+    desk = [LATE_600, EARLY_600, LATE_200]
+    guns = [inp for inp in inputs() if inp["type"] == "gun"]
+    reads = [inp for inp in inputs() if inp["type"] == "passing"]
+    order = data.draw(st.permutations(range(len(reads))))
+    at = sorted(data.draw(st.lists(st.integers(0, len(reads)), min_size=len(desk),
+                                   max_size=len(desk))))
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for n, gun in enumerate(guns):
+        feed(comp, f"g{n}", gun)
+    for iid, inp in arrivals(reads, desk, list(order), at):
+        feed(comp, iid, inp)
+    assert figures(comp) == figures(reads_as(AS_READS))

@@ -348,6 +348,11 @@ class LongTrackRace(PairPassages):
             # so a result sheet can tell a keyed-in time from a read.
             self.rows[row][k] = {**entry, "origin": "manual"}
 
+    def _intermediate(self, m: int | None) -> int | None:
+        if m is None or m not in self.passage_m[:-1]:
+            return None
+        return self.passage_m.index(m)
+
     def _passage_k(self, m: int | None) -> int:
         """The index of the passage at ``m`` metres (None: the finish); InputError for
         metres that are no passage of the race."""

@@ -136,6 +136,7 @@ class Officials(RaceState):
         # input voided further on in the log is no more applied here than the
         # retelling applies it, so no line after this tells what it did.
         voided, facts = self._live(entries if self.facts is None else self.facts)
+        self._put_passage_times(entries if self.facts is None else self.facts, voided)
         live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
         for row, status in self._statuses(facts).items():
             self._set_status(row, status)
@@ -233,6 +234,23 @@ class Officials(RaceState):
                 self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
             elif type(inp) is Decision and self._manual_finish(inp) and inp.time_us is not None:
                 self._set_official(self._row(inp.bib), "manual", inp.time_us)
+
+    def _put_passage_times(self, entries: list[LogEntry], voided: set[str]) -> None:
+        """Keep the manual times at intermediate passages among ``entries`` (all but the
+        ``voided`` and overruled ids) before any input is replayed, as facts about the
+        whole race: a read of that passage earlier than the time that counts makes no
+        passage, the manual time records it at its own place, so its lap time, rank and
+        gaps, and those of the passages after it, are the ones of that time (a manual
+        time earlier than the read is recorded first and the read is a re-read)."""
+        self.passage_official = {}
+        for key, iid, inp in entries:
+            if iid in voided or type(inp) is not Decision or inp.action != "manual_time" \
+                    or inp.time_us is None:
+                continue
+            k, row = self._intermediate(inp.m), self._row_or_none(inp.bib)
+            if k is not None and row is not None:
+                t = to_thousandths(inp.time_us)
+                self.passage_official[(row, k)] = (key[0] - t, t)
 
     def _set_official(self, row: int, origin: str, time_us: int) -> None:
         """Keep an official finish time unless one of higher precedence (DOMAIN.md §1.4:

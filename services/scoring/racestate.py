@@ -94,6 +94,11 @@ class RaceState:
     final: list[dict[str, Any] | None]
     #: row -> (precedence, time in µs truncated to thousandths, origin)
     official: dict[int, tuple[int, int, str]]
+    #: (row, index of an intermediate passage) -> (common-clock µs of the gun the time
+    #: counts from, race time in µs truncated to thousandths) of the official's manual
+    #: time that counts there: a fact about the whole race, in place before a replay
+    #: (``officials.Officials._put_passage_times``).
+    passage_official: dict[tuple[int, int], tuple[int, int]]
     is_official: bool
     world_cup: dict[str, Any] | None
     #: Decision actions that give a skater a status, and the status they give.
@@ -195,6 +200,11 @@ class RaceState:
         it stands in the log."""
         return False
 
+    def _intermediate(self, m: int | None) -> int | None:
+        """The index of the intermediate passage at ``m`` metres, or None (the finish,
+        or a race kind that times its finish only)."""
+        return None
+
     def _restart_reason(self, gun: Gun) -> str | None:
         """Why a gun restarts what already skated (a revision), or None for a start."""
         raise NotImplementedError
@@ -238,6 +248,7 @@ class RaceState:
         self.status = [None] * n
         self.final = [None] * n
         self.official = {}
+        self.passage_official = {}
         self.is_official = False  # set by an official's decision; World Cup points count
         self.restart_pending = False
         # Per chip (its skater's bib): (first, last) common-clock µs of its current visit
