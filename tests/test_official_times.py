@@ -500,3 +500,87 @@ def test_manual_intermediate_times_do_not_depend_on_the_arrival_order(data):
     for iid, inp in arrivals(reads, desk, list(order), at):
         feed(comp, iid, inp)
     assert figures(comp) == figures(reads_as(AS_READS))
+
+
+# ---------------------------------------------------------------- what cannot apply
+def test_undoing_a_restart_after_the_new_gun_is_refused_naming_the_gun():
+    """Once a new gun has started the pair again, voiding its restart (or bringing the
+    restart back) would change nothing: it is refused, naming the gun to void first;
+    voided that gun, the restart's undo brings the first attempt back."""
+    comp = lt_race([("x", decision("restart", pair=2, reason="false start")),
+                    *pair2_again()])
+    before = comp.view("1000")
+    assert feed(comp, "u", decision("void", target="x")) == {}
+    assert comp.last_reason == ("race 1000: pair 2 was started again after the restart "
+                                "(gun g2b): void that gun first")
+    assert comp.view("1000") == before
+    assert feed(comp, "ug", decision("void", target="g2b"))
+    assert final(comp, "4") is None  # the restart stands: no attempt counts
+    assert feed(comp, "u2", decision("void", target="x"))
+    assert final(comp, "4") == (75_109_000, "transponder")
+    assert figures(comp) == figures(lt_race())
+    # The void of a void alike: undone before the new gun, then the gun; bringing the
+    # restart back now is refused.
+    comp = lt_race([("x", decision("restart", pair=2)), ("u", decision("void", target="x")),
+                    *pair2_again()])
+    assert feed(comp, "uu", decision("void", target="u")) == {}
+    assert comp.last_reason.endswith("(gun g2b): void that gun first")
+
+
+def test_a_pack_race_refuses_an_official_time_between_a_restart_and_its_new_gun():
+    """As a pair race does: after a restart and before the next gun, a photo or manual
+    time is refused with the reason; so is undoing the restart once the new gun came."""
+    comp = mass_start(desk=[decision("restart", race=MS)])
+    before = comp.view(MS)
+    for iid, inp in (("p", photo("2", 4 * LAP_US)),
+                     ("m", decision("manual_time", race=MS, bib="2", time_us=4 * LAP_US))):
+        assert feed(comp, iid, inp) == {}
+        assert comp.last_reason == ("race ms: bib 2 has no gun yet: an official time counts "
+                                    "from the race's gun")
+    assert comp.view(MS) == before
+    gun2 = GUN_T + 1_000_000_000
+    feed(comp, "g2", {"type": "gun", "race": MS, "t": gun2})
+    for n, r in enumerate(ms_reads()):
+        feed(comp, f"b{n}", {**r, "t": r["t"] + gun2 - GUN_T})
+    before = comp.view(MS)
+    assert feed(comp, "u", decision("void", race=MS, target="d0")) == {}
+    assert comp.last_reason == ("race ms: the race was started again after the restart "
+                                "(gun g2): void that gun first")
+    assert comp.view(MS) == before
+    # A photo time for the new attempt counts as ever.
+    feed(comp, "p2", photo("3", 4 * LAP_US + 1_000))
+    assert final(comp, "3", MS) == (4 * LAP_US + 1_000, "photo")
+
+
+def test_a_pack_race_refuses_a_gun_earlier_than_its_latest_gun():
+    """A gun earlier than the race's latest gun would start an attempt that gun voids
+    (it restarts what came before it): refused with the reason. Guns out of order (a
+    false start and the real start, the real one arriving first): the result is the
+    one of the guns in order, whichever came first, with the reads anywhere."""
+    comp = mass_start()
+    before = comp.view(MS)
+    assert feed(comp, "g0", {"type": "gun", "race": MS, "t": GUN_T - 600_000_000}) == {}
+    assert comp.last_reason == (
+        "race ms: this gun is 600.000 s before the race's latest gun (g), which starts "
+        "the race again after it: a gun restarts what came before it, so this one would "
+        "start an attempt that gun voids; if this one is the real start, void that gun "
+        "first")
+    assert comp.view(MS) == before
+    # The false start at GUN_T - 5 s, recalled; the real start at GUN_T.
+    false_start = {"type": "gun", "race": MS, "t": GUN_T - 5_000_000}
+    real = {"type": "gun", "race": MS, "t": GUN_T}
+    reads = ms_reads()
+    in_order, out_of_order = Competition(), Competition()
+    for comp, guns in ((in_order, [false_start, real]), (out_of_order, [real, false_start])):
+        feed(comp, "sl", {"type": "startlist", "skaters": skaters(*MS_BIBS),
+                          "races": [MS_RACE]})
+        feed(comp, "g1", guns[0])
+        feed(comp, "r0", reads[0])
+        feed(comp, "g2", guns[1])
+        for n, r in enumerate(reads[1:], 1):
+            feed(comp, f"r{n}", r)
+    assert outcome(out_of_order, MS) == outcome(in_order, MS) == outcome(mass_start(), MS)
+    # Voided the latest gun, the earlier one may start the race.
+    comp = mass_start()
+    feed(comp, "v", decision("void", race=MS, target="g"))
+    assert feed(comp, "g0", {"type": "gun", "race": MS, "t": GUN_T - 600_000_000})

@@ -32,7 +32,7 @@ from .model import (
 )
 from .pairpassages import PairPassages
 from .pairs import Draw, read_pairs
-from .race import SLOWEST, LogEntry
+from .race import SLOWEST, Key, LogEntry
 
 #: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
 #: must cross for its passage: the team pursuit is timed on the third skater; in the
@@ -266,6 +266,12 @@ class LongTrackRace(PairPassages):
                     or any(p == pair and t > zero for p, t in guns):
                 out.add(iid)
         return out
+
+    def _restarted_by(self, key: Key, restart: Decision) -> tuple[str, RoutedGun] | None:
+        for k, iid, gun in self._live_guns():
+            if type(gun) is RoutedGun and gun.gun.pair == restart.pair and k > key:
+                return iid, gun
+        return None
 
     def _manual_finish(self, inp: RaceInput) -> bool:
         return type(inp) is Decision and inp.action == "manual_time" \

@@ -184,11 +184,40 @@ class Officials(RaceState):
         this race: one in its log, a read it holds as implausible, or one of ``held``
         (reads of its skaters held until their gun)."""
         target = str(decision.target)
-        if target in held or any(iid == target for _, iid, _ in self.log) \
-                or any(h["input"] == target for h in self.held_reads):
+        if any(iid == target for _, iid, _ in self.log):
+            self._check_restart_void(target)
+            return
+        if target in held or any(h["input"] == target for h in self.held_reads):
             return
         raise InputError(f"target: {target} is no input of race {self.id} (a read, a gun "
                          "or an official's input it took)")
+
+    def _check_restart_void(self, target: str) -> None:
+        """Raise :class:`InputError` when a void of ``target`` would undo (or bring back)
+        a ``restart`` whose attempt a later gun has started again: that gun restarts
+        what came before it anyway, so the void would change nothing while it stands.
+        ``target`` is followed through the voids it names down to the input they undo."""
+        by_id = {iid: (key, inp) for key, iid, inp in self.log}
+        seen: set[str] = set()
+        while target in by_id and target not in seen:
+            seen.add(target)
+            key, inp = by_id[target]
+            if type(inp) is not Decision:
+                return
+            if inp.action == "void":
+                target = str(inp.target)
+                continue
+            gun = self._restarted_by(key, inp) if inp.action == "restart" else None
+            if gun is not None:
+                what = "the race" if inp.pair is None else f"pair {inp.pair}"
+                raise InputError(f"race {self.id}: {what} was started again after the "
+                                 f"restart (gun {gun[0]}): void that gun first")
+            return
+
+    def _live_guns(self) -> list[LogEntry]:
+        """The guns of the log no void undoes, as log entries."""
+        voided = voided_ids(self.log)
+        return [e for e in self.log if type(e[2]) is RoutedGun and e[1] not in voided]
 
     # ------------------------------------------------------------------ chips
     def check_reassign(self, decision: Decision) -> None:

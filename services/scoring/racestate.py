@@ -200,6 +200,15 @@ class RaceState:
         it stands in the log."""
         return False
 
+    def _check_gun(self, routed: RoutedGun) -> None:
+        """Raise :class:`InputError` for a gun the race refuses before it is logged."""
+
+    def _restarted_by(self, key: Key, restart: Decision) -> tuple[str, RoutedGun] | None:
+        """The live gun (id, input) that started again what the ``restart`` decision
+        (logged at ``key``) voided, or None: undoing the restart would then change
+        nothing (a race kind with restarts supplies it)."""
+        return None
+
     def _intermediate(self, m: int | None) -> int | None:
         """The index of the intermediate passage at ``m`` metres, or None (the finish,
         or a race kind that times its finish only)."""
