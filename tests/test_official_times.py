@@ -584,3 +584,57 @@ def test_a_pack_race_refuses_a_gun_earlier_than_its_latest_gun():
     comp = mass_start()
     feed(comp, "v", decision("void", race=MS, target="g"))
     assert feed(comp, "g0", {"type": "gun", "race": MS, "t": GUN_T - 600_000_000})
+
+
+async def test_lap_times_and_refusals_through_the_feed(stack, redis_client):
+    """Through the documented feed, as the desk sends (``?wait=1``): a manual 600 m time
+    later than the read gives the lap times and gap of that time to every reader; undoing
+    a restart once the new gun came, a photo time between a pack race's restart and its
+    new gun, and a pack gun earlier than the latest are refused with their reasons."""
+    from .conftest import caught_up, race_view
+    from .test_corrections import BIBS, GUNS, RACES, inputs
+    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    ms_bibs = ("21", "22", "23", "24", "25")
+    ms_gun = GUNS[3] + 400_000_000
+    seq = {"gun": 0, "finish-loop": 0, "officials": 0, "photo-finish": 0}
+
+    async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any]
+                   ) -> dict[str, Any]:
+        seq[source] += 1
+        async with s.post(f"{http}/feed", params={"wait": "1"},
+                          json={**body, "seq": seq[source]},
+                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
+            reply: dict[str, Any] = await r.json()
+            return reply
+
+    timing = [*inputs(), {"type": "gun", "race": MS, "t": ms_gun}, *ms_reads(ms_bibs, ms_gun)]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{http}/api/startlist",
+                          json={"skaters": skaters(*BIBS, *ms_bibs),
+                                "races": [*RACES, {**MS_RACE, "skaters": list(ms_bibs)}]},
+                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+            assert r.status == 200, await r.text()
+        for inp in timing:
+            assert (await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp))["ok"]
+        late = await send(s, "officials", LATE_600)
+        assert late["verdict"] == "applied", late
+        await caught_up(redis_client, "1000")
+        at600 = (await race_view(redis_client, "1000"))["results"]["6"]["passages"][1]
+        assert (at600["t"], at600["lap_time"], at600["gap_leader"]) == (
+            45_800_000, 28_350_000, 300_000)
+        # Pair 2 restarted and started again: undoing the restart is refused.
+        x = await send(s, "officials", decision("restart", pair=2))
+        gun = await send(s, "gun", {"type": "gun", "race": "1000", "pair": 2,
+                                    "t": GUNS[2] + 700_000_000})
+        undo = await send(s, "officials", decision("void", target=x["id"]))
+        assert (undo["ok"], undo["verdict"]) == (False, "refused")
+        assert undo["error"] == (f"refused by scoring: race 1000: pair 2 was started again "
+                                 f"after the restart (gun {gun['id']}): void that gun first")
+        # The mass start: restarted, a photo time before its new gun; a gun 600 s early.
+        assert (await send(s, "officials", decision("restart", race=MS)))["ok"]
+        early = await send(s, "photo-finish", photo("23", 4 * LAP_US))
+        assert early["error"] == ("refused by scoring: race ms: bib 23 has no gun yet: an "
+                                  "official time counts from the race's gun")
+        back = await send(s, "gun", {"type": "gun", "race": MS, "t": ms_gun - 600_000_000})
+        assert back["error"].startswith("refused by scoring: race ms: this gun is 600.000 s "
+                                        "before the race's latest gun (")

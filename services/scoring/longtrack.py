@@ -50,6 +50,7 @@ class LongTrackRace(PairPassages):
 
     status_actions: ClassVar[dict[str, str]] = {"dq": "DQ", "dns": "DNS", "dnf": "DNF"}
     retells: ClassVar[bool] = True
+    times_intermediate: ClassVar[bool] = True
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float,
                  loops: dict[str, int] | None = None):

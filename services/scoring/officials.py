@@ -272,6 +272,8 @@ class Officials(RaceState):
         gaps, and those of the passages after it, are the ones of that time (a manual
         time earlier than the read is recorded first and the read is a re-read)."""
         self.passage_official = {}
+        if not self.times_intermediate:
+            return  # a pack race or a marathon: not a pass over a long log for nothing
         for key, iid, inp in entries:
             if iid in voided or type(inp) is not Decision or inp.action != "manual_time" \
                     or inp.time_us is None:

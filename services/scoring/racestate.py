@@ -106,6 +106,8 @@ class RaceState:
     #: A revision tells the race's stories again from the corrected log (the lines a
     #: correction made wrong are replaced), rather than keeping the lines already told.
     retells: ClassVar[bool] = False
+    #: The race takes manual times at intermediate passages (:meth:`_intermediate`).
+    times_intermediate: ClassVar[bool] = False
     #: True: every earlier correction a retelling meets replays the log fed so far, as
     #: before one-pass retellings (:meth:`_revise`). Same results, events and stories,
     #: at about k replays for the k-th correction: the tests' oracle and the bench's
