@@ -484,10 +484,11 @@ def test_a_manual_intermediate_time_later_than_the_read_makes_the_lap_times_and_
 @given(st.data())
 def test_manual_intermediate_times_do_not_depend_on_the_arrival_order(data):
     """The 1000 m's reads in any order after the guns, the three manual times among them
-    anywhere in their keyed order: every figure is the one of the manual times fed as
-    the reads."""
+    anywhere in their keyed order, and maybe the first one undone after them: every
+    figure is the one of the manual times that count fed as the reads."""
     from .test_corrections import BIBS, RACES, inputs
-    desk = [LATE_600, EARLY_600, LATE_200]
+    undo = data.draw(st.booleans())
+    desk = [LATE_600, EARLY_600, LATE_200, *([decision("void", target="d0")] * undo)]
     guns = [inp for inp in inputs() if inp["type"] == "gun"]
     reads = [inp for inp in inputs() if inp["type"] == "passing"]
     order = data.draw(st.permutations(range(len(reads))))
@@ -499,7 +500,8 @@ def test_manual_intermediate_times_do_not_depend_on_the_arrival_order(data):
         feed(comp, f"g{n}", gun)
     for iid, inp in arrivals(reads, desk, list(order), at):
         feed(comp, iid, inp)
-    assert figures(comp) == figures(reads_as(AS_READS))
+    counted = {k: v for k, v in AS_READS.items() if not (undo and k == ("66", 45_450_000))}
+    assert figures(comp) == figures(reads_as(counted))
 
 
 # ---------------------------------------------------------------- what cannot apply
