@@ -401,3 +401,242 @@ async def restart_id(stack: Any) -> str:
     assert photo["verdict"] == "applied", photo
     return next(e["input"] for e in entries
                 if (e.get("input_fields") or {}).get("action") == "restart")
+
+
+# ---------------------------------------------------------------- intermediate times
+#: What a passage's figures are made of (its input's id and its origin aside).
+FIGURES = ("k", "m", "t", "lap_time", "rank", "gap_best", "best_bib", "gap_leader",
+           "leader_bib", "gap_partner", "projected", "missing")
+
+
+def figures(comp: Competition, race: str = "1000") -> tuple[Any, ...]:
+    """Every figure of the race's results worked out from passage times: each passage's
+    lap time, rank and gaps, the finals and the classification."""
+    view = comp.view(race)
+    results = {b: ([None if p is None else {f: p.get(f) for f in FIGURES}
+                    for p in r["passages"]],
+                   None if r["final"] is None else {**r["final"], "origin": None})
+               for b, r in view["results"].items()}
+    return results, view["classification"]
+
+
+def reads_as(times: dict[tuple[str, int], int]) -> Competition:
+    """test_corrections' 1000 m with the reads of ``times`` ((chip, µs after the gun
+    read) -> µs after the gun) at other times: an official time fed as the read."""
+    from .test_corrections import BIBS, GUNS, RACES, READS
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for p in (1, 2, 3):
+        feed(comp, f"g{p}", {"type": "gun", "race": "1000", "pair": p, "t": GUNS[p]})
+        for n, (_, tr, t) in enumerate(r for r in READS if r[0] == p):
+            feed(comp, f"r{p}-{n}", {"type": "passing", "transponder": tr,
+                                     "t": GUNS[p] + times.get((tr, t), t)})
+    return comp
+
+
+#: Bib 6's 600 m read 45.450, keyed in at 45.800 (later than the read: after her partner
+#: and pair 2), her 200 m read 17.450 keyed in at 18.000 (last of all); bib 4's 600 m
+#: read 45.600 keyed in at 45.300 (earlier than the read: first of all).
+LATE_600 = decision("manual_time", bib="6", m=600, time_us=45_800_000)
+LATE_200 = decision("manual_time", bib="6", m=200, time_us=18_000_000)
+EARLY_600 = decision("manual_time", bib="4", m=600, time_us=45_300_000)
+AS_READS = {("66", 45_450_000): 45_800_000, ("66", 17_450_000): 18_000_000,
+            ("44", 45_600_000): 45_300_000}
+
+
+def passage(comp: Competition, bib: str, k: int) -> tuple[Any, ...]:
+    p = comp.view("1000")["results"][bib]["passages"][k]
+    return (p["t"], p["lap_time"], p["rank"], p["gap_best"], p["gap_leader"],
+            p["gap_partner"], p.get("origin"))
+
+
+def test_a_manual_intermediate_time_later_than_the_read_makes_the_lap_times_and_gaps():
+    """A manual 600 m time later than the read: the lap times before and after it, the
+    rank and every gap at 600 m are the manual time's, as if it had been read; undone,
+    the read's again. At 200 m alike, and for a time earlier than the read."""
+    comp = lt_race([("m6", LATE_600)])
+    # 45.800 - 17.450 = 28.350; 5th at 600 m, 0.500 behind bib 1's 45.300, 0.300 behind
+    # the leader (bib 3, 45.500 at 600 m), 0.400 behind her partner (bib 5, 45.400); the
+    # finish lap 77.100 - 45.800 = 31.300.
+    assert passage(comp, "6", 1) == (45_800_000, 28_350_000, 5, 500_000, 300_000, 400_000,
+                                     "manual")
+    assert passage(comp, "6", 2)[:2] == (77_100_000, 31_300_000)
+    feed(comp, "m2", LATE_200)
+    # 6th at 200 m (18.000), 0.600 behind bib 5's 17.400; the 600 m lap 27.800.
+    assert passage(comp, "6", 0) == (18_000_000, 18_000_000, 6, 600_000, 400_000, 600_000,
+                                     "manual")
+    assert passage(comp, "6", 1)[:2] == (45_800_000, 27_800_000)
+    feed(comp, "m4", EARLY_600)
+    # Level with bib 1, the leader then, at 45.300; ahead of her partner (45.500).
+    assert passage(comp, "4", 1) == (45_300_000, 27_600_000, 1, 0, 0, None, "manual")
+    assert passage(comp, "3", 1)[5] == 200_000
+    assert passage(comp, "4", 2)[:2] == (75_109_000, 29_809_000)
+    assert figures(comp) == figures(reads_as(AS_READS))
+    # Undone one by one: the reads count again.
+    feed(comp, "u1", decision("void", target="m6"))
+    assert passage(comp, "6", 1)[:3] == (45_450_000, 27_450_000, 4)  # from 18.000
+    feed(comp, "u2", decision("void", target="m2"))
+    feed(comp, "u3", decision("void", target="m4"))
+    assert figures(comp) == figures(lt_race())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_manual_intermediate_times_do_not_depend_on_the_arrival_order(data):
+    """The 1000 m's reads in any order after the guns, the three manual times among them
+    anywhere in their keyed order, and maybe the first one undone after them: every
+    figure is the one of the manual times that count fed as the reads."""
+    from .test_corrections import BIBS, RACES, inputs
+    undo = data.draw(st.booleans())
+    desk = [LATE_600, EARLY_600, LATE_200, *([decision("void", target="d0")] * undo)]
+    guns = [inp for inp in inputs() if inp["type"] == "gun"]
+    reads = [inp for inp in inputs() if inp["type"] == "passing"]
+    order = data.draw(st.permutations(range(len(reads))))
+    at = sorted(data.draw(st.lists(st.integers(0, len(reads)), min_size=len(desk),
+                                   max_size=len(desk))))
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for n, gun in enumerate(guns):
+        feed(comp, f"g{n}", gun)
+    for iid, inp in arrivals(reads, desk, list(order), at):
+        feed(comp, iid, inp)
+    counted = {k: v for k, v in AS_READS.items() if not (undo and k == ("66", 45_450_000))}
+    assert figures(comp) == figures(reads_as(counted))
+
+
+# ---------------------------------------------------------------- what cannot apply
+def test_undoing_a_restart_after_the_new_gun_is_refused_naming_the_gun():
+    """Once a new gun has started the pair again, voiding its restart (or bringing the
+    restart back) would change nothing: it is refused, naming the gun to void first;
+    voided that gun, the restart's undo brings the first attempt back."""
+    comp = lt_race([("x", decision("restart", pair=2, reason="false start")),
+                    *pair2_again()])
+    before = comp.view("1000")
+    assert feed(comp, "u", decision("void", target="x")) == {}
+    assert comp.last_reason == ("race 1000: pair 2 was started again after the restart "
+                                "(gun g2b): void that gun first")
+    assert comp.view("1000") == before
+    assert feed(comp, "ug", decision("void", target="g2b"))
+    assert final(comp, "4") is None  # the restart stands: no attempt counts
+    assert feed(comp, "u2", decision("void", target="x"))
+    assert final(comp, "4") == (75_109_000, "transponder")
+    assert figures(comp) == figures(lt_race())
+    # The void of a void alike: undone before the new gun, then the gun; bringing the
+    # restart back now is refused.
+    comp = lt_race([("x", decision("restart", pair=2)), ("u", decision("void", target="x")),
+                    *pair2_again()])
+    assert feed(comp, "uu", decision("void", target="u")) == {}
+    assert comp.last_reason.endswith("(gun g2b): void that gun first")
+
+
+def test_a_pack_race_refuses_an_official_time_between_a_restart_and_its_new_gun():
+    """As a pair race does: after a restart and before the next gun, a photo or manual
+    time is refused with the reason; so is undoing the restart once the new gun came."""
+    comp = mass_start(desk=[decision("restart", race=MS)])
+    before = comp.view(MS)
+    for iid, inp in (("p", photo("2", 4 * LAP_US)),
+                     ("m", decision("manual_time", race=MS, bib="2", time_us=4 * LAP_US))):
+        assert feed(comp, iid, inp) == {}
+        assert comp.last_reason == ("race ms: bib 2 has no gun yet: an official time counts "
+                                    "from the race's gun")
+    assert comp.view(MS) == before
+    gun2 = GUN_T + 1_000_000_000
+    feed(comp, "g2", {"type": "gun", "race": MS, "t": gun2})
+    for n, r in enumerate(ms_reads()):
+        feed(comp, f"b{n}", {**r, "t": r["t"] + gun2 - GUN_T})
+    before = comp.view(MS)
+    assert feed(comp, "u", decision("void", race=MS, target="d0")) == {}
+    assert comp.last_reason == ("race ms: the race was started again after the restart "
+                                "(gun g2): void that gun first")
+    assert comp.view(MS) == before
+    # A photo time for the new attempt counts as ever.
+    feed(comp, "p2", photo("3", 4 * LAP_US + 1_000))
+    assert final(comp, "3", MS) == (4 * LAP_US + 1_000, "photo")
+
+
+def test_a_pack_race_refuses_a_gun_earlier_than_its_latest_gun():
+    """A gun earlier than the race's latest gun would start an attempt that gun voids
+    (it restarts what came before it): refused with the reason. Guns out of order (a
+    false start and the real start, the real one arriving first): the result is the
+    one of the guns in order, whichever came first, with the reads anywhere."""
+    comp = mass_start()
+    before = comp.view(MS)
+    assert feed(comp, "g0", {"type": "gun", "race": MS, "t": GUN_T - 600_000_000}) == {}
+    assert comp.last_reason == (
+        "race ms: this gun is 600.000 s before the race's latest gun (g), which starts "
+        "the race again after it: a gun restarts what came before it, so this one would "
+        "start an attempt that gun voids; if this one is the real start, void that gun "
+        "first")
+    assert comp.view(MS) == before
+    # The false start at GUN_T - 5 s, recalled; the real start at GUN_T.
+    false_start = {"type": "gun", "race": MS, "t": GUN_T - 5_000_000}
+    real = {"type": "gun", "race": MS, "t": GUN_T}
+    reads = ms_reads()
+    in_order, out_of_order = Competition(), Competition()
+    for comp, guns in ((in_order, [false_start, real]), (out_of_order, [real, false_start])):
+        feed(comp, "sl", {"type": "startlist", "skaters": skaters(*MS_BIBS),
+                          "races": [MS_RACE]})
+        feed(comp, "g1", guns[0])
+        feed(comp, "r0", reads[0])
+        feed(comp, "g2", guns[1])
+        for n, r in enumerate(reads[1:], 1):
+            feed(comp, f"r{n}", r)
+    assert outcome(out_of_order, MS) == outcome(in_order, MS) == outcome(mass_start(), MS)
+    # Voided the latest gun, the earlier one may start the race.
+    comp = mass_start()
+    feed(comp, "v", decision("void", race=MS, target="g"))
+    assert feed(comp, "g0", {"type": "gun", "race": MS, "t": GUN_T - 600_000_000})
+
+
+async def test_lap_times_and_refusals_through_the_feed(stack, redis_client):
+    """Through the documented feed, as the desk sends (``?wait=1``): a manual 600 m time
+    later than the read gives the lap times and gap of that time to every reader; undoing
+    a restart once the new gun came, a photo time between a pack race's restart and its
+    new gun, and a pack gun earlier than the latest are refused with their reasons."""
+    from .conftest import caught_up, race_view
+    from .test_corrections import BIBS, GUNS, RACES, inputs
+    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
+    ms_bibs = ("21", "22", "23", "24", "25")
+    ms_gun = GUNS[3] + 400_000_000
+    seq = {"gun": 0, "finish-loop": 0, "officials": 0, "photo-finish": 0}
+
+    async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any]
+                   ) -> dict[str, Any]:
+        seq[source] += 1
+        async with s.post(f"{http}/feed", params={"wait": "1"},
+                          json={**body, "seq": seq[source]},
+                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
+            reply: dict[str, Any] = await r.json()
+            return reply
+
+    timing = [*inputs(), {"type": "gun", "race": MS, "t": ms_gun}, *ms_reads(ms_bibs, ms_gun)]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{http}/api/startlist",
+                          json={"skaters": skaters(*BIBS, *ms_bibs),
+                                "races": [*RACES, {**MS_RACE, "skaters": list(ms_bibs)}]},
+                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
+            assert r.status == 200, await r.text()
+        for inp in timing:
+            assert (await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp))["ok"]
+        late = await send(s, "officials", LATE_600)
+        assert late["verdict"] == "applied", late
+        await caught_up(redis_client, "1000")
+        at600 = (await race_view(redis_client, "1000"))["results"]["6"]["passages"][1]
+        assert (at600["t"], at600["lap_time"], at600["gap_leader"]) == (
+            45_800_000, 28_350_000, 300_000)
+        # Pair 2 restarted and started again: undoing the restart is refused.
+        x = await send(s, "officials", decision("restart", pair=2))
+        gun = await send(s, "gun", {"type": "gun", "race": "1000", "pair": 2,
+                                    "t": GUNS[2] + 700_000_000})
+        undo = await send(s, "officials", decision("void", target=x["id"]))
+        assert (undo["ok"], undo["verdict"]) == (False, "refused")
+        assert undo["error"] == (f"refused by scoring: race 1000: pair 2 was started again "
+                                 f"after the restart (gun {gun['id']}): void that gun first")
+        # The mass start: restarted, a photo time before its new gun; a gun 600 s early.
+        assert (await send(s, "officials", decision("restart", race=MS)))["ok"]
+        early = await send(s, "photo-finish", photo("23", 4 * LAP_US))
+        assert early["error"] == ("refused by scoring: race ms: bib 23 has no gun yet: an "
+                                  "official time counts from the race's gun")
+        back = await send(s, "gun", {"type": "gun", "race": MS, "t": ms_gun - 600_000_000})
+        assert back["error"].startswith("refused by scoring: race ms: this gun is 600.000 s "
+                                        "before the race's latest gun (")

@@ -32,7 +32,7 @@ from .model import (
 )
 from .pairpassages import PairPassages
 from .pairs import Draw, read_pairs
-from .race import SLOWEST, LogEntry
+from .race import SLOWEST, Key, LogEntry
 
 #: Team events (DOMAIN.md §3), raced in pairs of teams, and how many of a team's skaters
 #: must cross for its passage: the team pursuit is timed on the third skater; in the
@@ -50,6 +50,7 @@ class LongTrackRace(PairPassages):
 
     status_actions: ClassVar[dict[str, str]] = {"dq": "DQ", "dns": "DNS", "dnf": "DNF"}
     retells: ClassVar[bool] = True
+    times_intermediate: ClassVar[bool] = True
 
     def __init__(self, spec: dict[str, Any], skaters: dict[str, Skater], max_speed_mps: float,
                  loops: dict[str, int] | None = None):
@@ -267,6 +268,12 @@ class LongTrackRace(PairPassages):
                 out.add(iid)
         return out
 
+    def _restarted_by(self, key: Key, restart: Decision) -> tuple[str, RoutedGun] | None:
+        for k, iid, gun in self._live_guns():
+            if type(gun) is RoutedGun and gun.gun.pair == restart.pair and k > key:
+                return iid, gun
+        return None
+
     def _manual_finish(self, inp: RaceInput) -> bool:
         return type(inp) is Decision and inp.action == "manual_time" \
             and inp.m in (None, self.passage_m[-1])
@@ -347,6 +354,11 @@ class LongTrackRace(PairPassages):
             # The finish's origin is the final's; an intermediate passage says its own,
             # so a result sheet can tell a keyed-in time from a read.
             self.rows[row][k] = {**entry, "origin": "manual"}
+
+    def _intermediate(self, m: int | None) -> int | None:
+        if m is None or m not in self.passage_m[:-1]:
+            return None
+        return self.passage_m.index(m)
 
     def _passage_k(self, m: int | None) -> int:
         """The index of the passage at ``m`` metres (None: the finish); InputError for

@@ -136,6 +136,7 @@ class Officials(RaceState):
         # input voided further on in the log is no more applied here than the
         # retelling applies it, so no line after this tells what it did.
         voided, facts = self._live(entries if self.facts is None else self.facts)
+        self._put_passage_times(entries if self.facts is None else self.facts, voided)
         live = [(iid, inp) for _, iid, inp in entries if iid not in voided]
         for row, status in self._statuses(facts).items():
             self._set_status(row, status)
@@ -183,11 +184,40 @@ class Officials(RaceState):
         this race: one in its log, a read it holds as implausible, or one of ``held``
         (reads of its skaters held until their gun)."""
         target = str(decision.target)
-        if target in held or any(iid == target for _, iid, _ in self.log) \
-                or any(h["input"] == target for h in self.held_reads):
+        if any(iid == target for _, iid, _ in self.log):
+            self._check_restart_void(target)
+            return
+        if target in held or any(h["input"] == target for h in self.held_reads):
             return
         raise InputError(f"target: {target} is no input of race {self.id} (a read, a gun "
                          "or an official's input it took)")
+
+    def _check_restart_void(self, target: str) -> None:
+        """Raise :class:`InputError` when a void of ``target`` would undo (or bring back)
+        a ``restart`` whose attempt a later gun has started again: that gun restarts
+        what came before it anyway, so the void would change nothing while it stands.
+        ``target`` is followed through the voids it names down to the input they undo."""
+        by_id = {iid: (key, inp) for key, iid, inp in self.log}
+        seen: set[str] = set()
+        while target in by_id and target not in seen:
+            seen.add(target)
+            key, inp = by_id[target]
+            if type(inp) is not Decision:
+                return
+            if inp.action == "void":
+                target = str(inp.target)
+                continue
+            gun = self._restarted_by(key, inp) if inp.action == "restart" else None
+            if gun is not None:
+                what = "the race" if inp.pair is None else f"pair {inp.pair}"
+                raise InputError(f"race {self.id}: {what} was started again after the "
+                                 f"restart (gun {gun[0]}): void that gun first")
+            return
+
+    def _live_guns(self) -> list[LogEntry]:
+        """The guns of the log no void undoes, as log entries."""
+        voided = voided_ids(self.log)
+        return [e for e in self.log if type(e[2]) is RoutedGun and e[1] not in voided]
 
     # ------------------------------------------------------------------ chips
     def check_reassign(self, decision: Decision) -> None:
@@ -233,6 +263,25 @@ class Officials(RaceState):
                 self._set_official(self._row(inp.bib), inp.origin or "photo", inp.time_us)
             elif type(inp) is Decision and self._manual_finish(inp) and inp.time_us is not None:
                 self._set_official(self._row(inp.bib), "manual", inp.time_us)
+
+    def _put_passage_times(self, entries: list[LogEntry], voided: set[str]) -> None:
+        """Keep the manual times at intermediate passages among ``entries`` (all but the
+        ``voided`` and overruled ids) before any input is replayed, as facts about the
+        whole race: a read of that passage earlier than the time that counts makes no
+        passage, the manual time records it at its own place, so its lap time, rank and
+        gaps, and those of the passages after it, are the ones of that time (a manual
+        time earlier than the read is recorded first and the read is a re-read)."""
+        self.passage_official = {}
+        if not self.times_intermediate:
+            return  # a pack race or a marathon: not a pass over a long log for nothing
+        for key, iid, inp in entries:
+            if iid in voided or type(inp) is not Decision or inp.action != "manual_time" \
+                    or inp.time_us is None:
+                continue
+            k, row = self._intermediate(inp.m), self._row_or_none(inp.bib)
+            if k is not None and row is not None:
+                t = to_thousandths(inp.time_us)
+                self.passage_official[(row, k)] = (key[0] - t, t)
 
     def _set_official(self, row: int, origin: str, time_us: int) -> None:
         """Keep an official finish time unless one of higher precedence (DOMAIN.md §1.4:

@@ -34,11 +34,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from icetime.messages import Decision, Gun
+from icetime.messages import Decision, FinishTime, Gun
 from icetime.rules import Rules
 
 from . import stories
-from .model import NOT_PASSED, InputError, RaceEvent, RoutedGun, RoutedPassing, Run, Skater
+from .model import (
+    NOT_PASSED,
+    InputError,
+    RaceEvent,
+    RaceInput,
+    RoutedGun,
+    RoutedPassing,
+    Run,
+    Skater,
+)
 from .packcrossings import PackCrossings
 from .race import DWELL_US, LEAVE_US, RESTART, SLOWEST, Key, LogEntry
 from .racestate import key_of
@@ -272,6 +281,36 @@ class PackRace(PackCrossings):
         guns = sorted(k for k, _, inp in live if type(inp) is RoutedGun)[1:]
         return {iid for key, iid, _ in times
                 if any(n > key[4] for n in restarts) or any(g > key for g in guns)}
+
+    def _restarted_by(self, key: Key, restart: Decision) -> tuple[str, RoutedGun] | None:
+        for k, iid, gun in self._live_guns():
+            if type(gun) is RoutedGun and k[0] > key[0]:
+                return iid, gun  # a restart sorts right before the next gun
+        return None
+
+    def _check_gun(self, routed: RoutedGun) -> None:
+        """Refuse a gun earlier than the race's latest gun (no void undoes): in race-time
+        order that gun comes after it and restarts whatever it starts once a lap is
+        made, so it could never start the attempt that counts."""
+        later = [(k[0], iid) for k, iid, _ in self._live_guns() if k[0] > routed.t]
+        if later:
+            t, iid = max(later)
+            raise InputError(
+                f"race {self.id}: this gun is {(t - routed.t) / 1e6:.3f} s before the race's "
+                f"latest gun ({iid}), which starts the race again after it: a gun restarts "
+                "what came before it, so this one would start an attempt that gun voids; if "
+                "this one is the real start, void that gun first")
+
+    def _official_at(self, inp: RaceInput) -> int | None:
+        """A pack race's official time takes its place where it arrives (None); InputError
+        while the race has no run (no gun yet, or restarted and no new gun yet), as in a
+        pair race: a time counts from the race's gun, and one keyed in before it would
+        count for nothing."""
+        if self.run is None and (type(inp) is FinishTime or (
+                type(inp) is Decision and inp.action == "manual_time")):
+            raise InputError(f"race {self.id}: bib {inp.bib} has no gun yet: an official "
+                             "time counts from the race's gun")
+        return None
 
     def _on_gun(self, input_id: str, routed: RoutedGun) -> list[RaceEvent]:
         if self.run is not None and int(self.crossings.max(initial=0)) > 0:

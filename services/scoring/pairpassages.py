@@ -76,13 +76,25 @@ class PairPassages(RaceBase):
             return []
         if k < len(self.passage_m) - 1:
             k = self._place(row, k, t)
+        counts = self._time_that_counts(row, k, t, run)
+        if counts is None:
+            return []
+        return self._record(input_id, row, k, counts, emit)
+
+    def _time_that_counts(self, row: int, k: int, t: int, run: Run) -> int | None:
+        """The race time (µs) passage ``k`` of ``row`` is recorded at for a read at race
+        time ``t`` of ``run``: the official finish time at the finish, else ``t``; None
+        when a later official time (of this run) stands for the passage: it is recorded
+        at its own place in the log, after the reads before it, so its lap time, rank
+        and gaps are those of the time that counts."""
         if k == len(self.passage_m) - 1:
             if self.official.get(row, (0, 0))[1] > t:
-                # A later official time stands for this finish: it is recorded at its
-                # own place in the log, after the reads before it.
-                return []
-            t, _ = self._official_finish(row, t)
-        return self._record(input_id, row, k, t, emit)
+                return None
+            return self._official_finish(row, t)[0]
+        official = self.passage_official.get((row, k))
+        if official is not None and official[0] == run.zero_us and official[1] > t:
+            return None
+        return t
 
     def _place(self, row: int, k: int, t: int, t0: int | None = None) -> int:
         """The passage (index, ``k`` or later) a read at race time ``t`` (µs) is: the one
@@ -124,11 +136,10 @@ class PairPassages(RaceBase):
         if len(crossed) < self.need:
             return []
         self.crossed[row] = {j: c for j, c in self.crossed[row].items() if j > k}
-        if k == len(self.passage_m) - 1:
-            if self.official.get(row, (0, 0))[1] > t:
-                return []  # a later official time stands for this finish (_on_crossing)
-            t, _ = self._official_finish(row, t)
-        events = self._record(input_id, row, k, t, emit)
+        counts = self._time_that_counts(row, k, t, run)
+        if counts is None:
+            return []
+        events = self._record(input_id, row, k, counts, emit)
         entry = self.rows[row][k]
         if entry is not None:
             entry["skaters"] = dict(crossed)

@@ -128,6 +128,7 @@ class RaceBase(Retelling):
                     return self._hold_implausible(input_id, inp, reason)
             key = (inp.t, PASSING, str(inp.passing.point), str(inp.passing.transponder), n)
         elif type(inp) is RoutedGun:
+            self._check_gun(inp)
             key = (inp.t, GUN, "", "", n)
         else:
             at = self._official_at(inp)

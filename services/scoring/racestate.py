@@ -94,6 +94,11 @@ class RaceState:
     final: list[dict[str, Any] | None]
     #: row -> (precedence, time in µs truncated to thousandths, origin)
     official: dict[int, tuple[int, int, str]]
+    #: (row, index of an intermediate passage) -> (common-clock µs of the gun the time
+    #: counts from, race time in µs truncated to thousandths) of the official's manual
+    #: time that counts there: a fact about the whole race, in place before a replay
+    #: (``officials.Officials._put_passage_times``).
+    passage_official: dict[tuple[int, int], tuple[int, int]]
     is_official: bool
     world_cup: dict[str, Any] | None
     #: Decision actions that give a skater a status, and the status they give.
@@ -101,6 +106,8 @@ class RaceState:
     #: A revision tells the race's stories again from the corrected log (the lines a
     #: correction made wrong are replaced), rather than keeping the lines already told.
     retells: ClassVar[bool] = False
+    #: The race takes manual times at intermediate passages (:meth:`_intermediate`).
+    times_intermediate: ClassVar[bool] = False
     #: True: every earlier correction a retelling meets replays the log fed so far, as
     #: before one-pass retellings (:meth:`_revise`). Same results, events and stories,
     #: at about k replays for the k-th correction: the tests' oracle and the bench's
@@ -195,6 +202,20 @@ class RaceState:
         it stands in the log."""
         return False
 
+    def _check_gun(self, routed: RoutedGun) -> None:
+        """Raise :class:`InputError` for a gun the race refuses before it is logged."""
+
+    def _restarted_by(self, key: Key, restart: Decision) -> tuple[str, RoutedGun] | None:
+        """The live gun (id, input) that started again what the ``restart`` decision
+        (logged at ``key``) voided, or None: undoing the restart would then change
+        nothing (a race kind with restarts supplies it)."""
+        return None
+
+    def _intermediate(self, m: int | None) -> int | None:
+        """The index of the intermediate passage at ``m`` metres, or None (the finish,
+        or a race kind that times its finish only)."""
+        return None
+
     def _restart_reason(self, gun: Gun) -> str | None:
         """Why a gun restarts what already skated (a revision), or None for a start."""
         raise NotImplementedError
@@ -238,6 +259,7 @@ class RaceState:
         self.status = [None] * n
         self.final = [None] * n
         self.official = {}
+        self.passage_official = {}
         self.is_official = False  # set by an official's decision; World Cup points count
         self.restart_pending = False
         # Per chip (its skater's bib): (first, last) common-clock µs of its current visit

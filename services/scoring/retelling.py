@@ -49,6 +49,7 @@ class Retelling(Officials):
         return {"t": self.t.copy(order="F"), "rows": [list(r) for r in self.rows],
                 "status": list(self.status), "final": list(self.final),
                 "official": dict(self.official), "is_official": self.is_official,
+                "passage_official": dict(self.passage_official),
                 "story_log": list(self.story_log), "field": dict(self.field), "now": self.now,
                 "dwelt": self.dwelt, "plausible_until": self.plausible_until,
                 "reassigned": dict(self.reassigned)}
@@ -59,6 +60,7 @@ class Retelling(Officials):
         self.rows = [list(r) for r in state["rows"]]
         self.status, self.final = list(state["status"]), list(state["final"])
         self.official, self.is_official = dict(state["official"]), state["is_official"]
+        self.passage_official = dict(state["passage_official"])
         self.story_log = list(state["story_log"])
         self.field, self.now = dict(state["field"]), state["now"]
         self.dwelt, self.plausible_until = state["dwelt"], state["plausible_until"]
@@ -208,6 +210,7 @@ class Retelling(Officials):
             return set()
         self.facts = entries
         voided, live = self._live(entries)
+        self._put_passage_times(entries, voided)
         for row, status in self._statuses(live).items():
             self._set_status(row, status)
         self.reassigned = self._reassignments(live)
