@@ -24,8 +24,6 @@ from .test_pipeline import load_startlist
 from .test_restart import RACE
 
 EVERY = 8
-#: The fixture bench/restart.py copies into a day of races.
-DAY_FIXTURE = restart_bench.FIXTURE
 #: Pairs 3, 9 and 10 of the Beijing 1000 m: 37 inputs, several checkpoints.
 RACE_DOC = short_race()
 
