@@ -83,6 +83,12 @@ async def wait_for(check, what: str, timeout_s: float = 30.0, ok=bool):
             while not ok(got := await check()):
                 await asyncio.sleep(0.05)
     except TimeoutError:
+        # Where each task stands (a runner that ignored its stop once held a hand-over
+        # for 40 s, fresh-clone run r2 of 2026-12-01): the next failure says where.
+        stacks = [f"--- {t.get_name()}: " + " < ".join(
+            f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(t.get_stack()))
+            for t in asyncio.all_tasks() if not t.done()]
+        print("\n".join(stacks), file=sys.stderr, flush=True)
         raise AssertionError(f"not within {timeout_s} s: {what}") from None
     return got
 
