@@ -90,7 +90,13 @@ class Competition(Reassignments, StartLists):
         self.routed_by: dict[str, list[str]] = {}
         self.rerouted: dict[str, RoutedPassing] = {}
         self.placed: dict[str, str] = {}
-        self.lines: set[str] = set()  # team events' own timing lines
+        #: Timing points besides the finish line, of every race and per race
+        #: (team events' lines, marathon courses).
+        self.lines: set[str] = set()
+        self.race_points: dict[str, set[str]] = {}
+        #: The races that count for a cup; each race's teams' names.
+        self.cup_races: set[str] = set()
+        self.team_names: dict[str, dict[str, dict[str, Any]]] = {}
         self.events: dict[str, rounds.Event] = {}
         self.event_views: dict[str, dict[str, Any]] = {}
         self.event_revs: dict[str, int] = {}

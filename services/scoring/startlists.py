@@ -37,8 +37,13 @@ class StartLists:
     skaters: dict[str, Skater]
     #: Transponder (as ``transponder_key`` compares it) -> bib, from the start lists.
     by_transponder: dict[str, str]
-    #: Timing points besides the finish line: team events' lines, marathon courses.
+    #: Timing points besides the finish line: team events' lines, marathon courses;
+    #: of every race, and per race.
     lines: set[str]
+    race_points: dict[str, set[str]]
+    #: The races that count for a cup, and each race's teams' names (:meth:`_note_race`).
+    cup_races: set[str]
+    team_names: dict[str, dict[str, dict[str, Any]]]
     #: Rounds: the events, their views and revisions.
     events: dict[str, rounds.Event]
     event_views: dict[str, dict[str, Any]]
@@ -77,11 +82,29 @@ class StartLists:
             else:
                 race.configure(spec, skaters)
             out[rid] = race.recompute(input_id, "start list")
-        # Timing points besides the finish line: team events' lines, marathon courses.
-        self.lines = {line for r in self.races.values() if isinstance(r, LongTrackRace)
-                      for line in r.lines.values()} | {
-            p for r in self.races.values() if isinstance(r, MarathonRace) for p in r.points}
+            self._note_race(race)
         return out
+
+    def _note_race(self, race: Race) -> None:
+        """Keep what the whole competition needs of ``race`` beside it: its timing
+        points besides the finish line (team events' lines, marathon courses), whether
+        it counts for a cup, its teams' names. Gathered from every race instead, each
+        start list unpickled all the races a restart had left sealed (7,634 after a day
+        of 1,000,000 inputs, bench/restart.py)."""
+        if isinstance(race, LongTrackRace):
+            self.race_points[race.id] = set(race.lines.values())
+        elif isinstance(race, MarathonRace):
+            self.race_points[race.id] = set(race.points)
+        else:
+            self.race_points.pop(race.id, None)
+        self.lines = set().union(*self.race_points.values())
+        if race.world_cup:
+            self.cup_races.add(race.id)
+        else:
+            self.cup_races.discard(race.id)
+        self.team_names[race.id] = {
+            tid: {"bib": tid, "name": sk.name, "short": sk.short, "nation": sk.nation}
+            for tid in race.teams for sk in [race.skaters[race.row[tid]]]}
 
     def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
         """Transponder (as :func:`transponder_key` compares it) -> bib, known and
@@ -101,11 +124,8 @@ class StartLists:
         names: dict[str, dict[str, Any]] = {
             b: {"bib": b, "name": sk.name, "short": sk.short, "nation": sk.nation}
             for b, sk in self.skaters.items()}
-        for race in self.races.values():
-            for tid in race.teams:
-                sk = race.skaters[race.row[tid]]
-                names[tid] = {"bib": tid, "name": sk.name, "short": sk.short,
-                              "nation": sk.nation}
+        for teams in self.team_names.values():
+            names.update(teams)
         return names
 
     def _with_rounds(self, input_id: str, startlist: bool,
@@ -118,6 +138,7 @@ class StartLists:
             for spec in ev.step(self.races):
                 race = self._new_race(spec, self.skaters)
                 self.races[race.id] = race
+                self._note_race(race)
                 out = {**out, race.id: race.recompute(input_id, "start list (next round)")}
             ev.rank(self.races)
             fresh = ev.view(self._names())
@@ -137,7 +158,9 @@ class StartLists:
             r.startswith("event-") and self.events[r[6:]].world_cup for r in out)
         if not touched and not startlist:
             return out
-        scored: list[standings.Scored] = [*self.races.values(), *self.events.values()]
+        # Only the cup races can score (standings.compute): the others stay sealed.
+        scored: list[standings.Scored] = [
+            *(self.races[r] for r in self.races if r in self.cup_races), *self.events.values()]
         fresh = standings.compute(scored, self.rules, self.standings_before, self._names())
         if fresh == self.standings or not (fresh["cups"] or self.standings):
             return out
