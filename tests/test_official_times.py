@@ -310,29 +310,36 @@ def test_a_pack_race_takes_the_manual_time_keyed_last():
     assert points(comp)["3"] == 61
 
 
+def fed_in_any_order(data: Any, desk: list[dict[str, Any]]) -> Competition:
+    """The 1000 m: its guns, then its reads in a drawn order with the officials' inputs
+    ``desk`` (in their keyed order, ids d0, d1...) at drawn places among them (each
+    after its pair's gun: a time counts from its gun)."""
+    from .test_corrections import BIBS, RACES, inputs
+    guns = [inp for inp in inputs() if inp["type"] == "gun"]
+    reads = [inp for inp in inputs() if inp["type"] == "passing"]
+    order = data.draw(st.permutations(range(len(reads))))
+    at = sorted(data.draw(st.lists(st.integers(0, len(reads)), min_size=len(desk),
+                                   max_size=len(desk))))
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    for n, gun in enumerate(guns):
+        feed(comp, f"g{n}", gun)
+    for iid, inp in arrivals(reads, desk, list(order), at):
+        feed(comp, iid, inp)
+    return comp
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_official_times_do_not_depend_on_the_arrival_order_of_the_reads(data):
     """The 1000 m's reads in any order after the guns, and among them, in their keyed
     order, a photo time for pair 2, a restart of pair 2 and two manual times for bib 5:
     the result is the one of the reads in time order with the officials' inputs after."""
-    from .test_corrections import PHOTO, inputs
+    from .test_corrections import PHOTO
     desk = [PHOTO, decision("manual_time", bib="5", time_us=77_200_000),
             decision("manual_time", bib="5", time_us=76_900_000),
             decision("restart", pair=2)]
-    guns = [inp for inp in inputs() if inp["type"] == "gun"]
-    reads = [inp for inp in inputs() if inp["type"] == "passing"]
-    order = data.draw(st.permutations(range(len(reads))))
-    # Each official's input once its pair's gun is in (a time counts from its gun).
-    at = sorted(data.draw(st.lists(st.integers(0, len(reads)), min_size=len(desk),
-                                   max_size=len(desk))))
-    comp = Competition()
-    from .test_corrections import BIBS, RACES
-    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
-    for n, gun in enumerate(guns):
-        feed(comp, f"g{n}", gun)
-    for iid, inp in arrivals(reads, desk, list(order), at):
-        feed(comp, iid, inp)
+    comp = fed_in_any_order(data, desk)
     want = lt_race([(f"d{n}", inp) for n, inp in enumerate(desk)])
     assert outcome(comp, "1000") == outcome(want, "1000")
     assert final(comp, "5") == (76_900_000, "manual") and final(comp, "4") is None
@@ -486,20 +493,9 @@ def test_manual_intermediate_times_do_not_depend_on_the_arrival_order(data):
     """The 1000 m's reads in any order after the guns, the three manual times among them
     anywhere in their keyed order, and maybe the first one undone after them: every
     figure is the one of the manual times that count fed as the reads."""
-    from .test_corrections import BIBS, RACES, inputs
     undo = data.draw(st.booleans())
     desk = [LATE_600, EARLY_600, LATE_200, *([decision("void", target="d0")] * undo)]
-    guns = [inp for inp in inputs() if inp["type"] == "gun"]
-    reads = [inp for inp in inputs() if inp["type"] == "passing"]
-    order = data.draw(st.permutations(range(len(reads))))
-    at = sorted(data.draw(st.lists(st.integers(0, len(reads)), min_size=len(desk),
-                                   max_size=len(desk))))
-    comp = Competition()
-    feed(comp, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
-    for n, gun in enumerate(guns):
-        feed(comp, f"g{n}", gun)
-    for iid, inp in arrivals(reads, desk, list(order), at):
-        feed(comp, iid, inp)
+    comp = fed_in_any_order(data, desk)
     counted = {k: v for k, v in AS_READS.items() if not (undo and k == ("66", 45_450_000))}
     assert figures(comp) == figures(reads_as(counted))
 
