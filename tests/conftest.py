@@ -55,6 +55,19 @@ async def race_view(r: Redis, race: str, competition: str = MAIN) -> dict[str, A
     return None if got is None else got.view
 
 
+async def post_feed(s: Any, stack: Stack, source: str, body: dict[str, Any],
+                    seq: int | None = None, wait: bool = True) -> dict[str, Any]:
+    """POST one input to ingest's ``/feed`` as ``source`` (its token), with ``seq`` when
+    given; with ``wait`` the reply carries scoring's verdict (``?wait=1``). ``s``: an
+    aiohttp ClientSession. Returns the JSON reply."""
+    url = f"http://127.0.0.1:{stack.settings.ingest_http_port}/feed"
+    async with s.post(url, params={"wait": "1"} if wait else None,
+                      json=body if seq is None else {**body, "seq": seq},
+                      headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
+        reply: dict[str, Any] = await r.json()
+        return reply
+
+
 async def caught_up(r: Redis, race: str, timeout_s: float = 10.0) -> str:
     """Wait until scoring has taken every input ingest accepted; the race's last event id
     (snapshots are stored at a cadence, so the stored one may be behind it). Raises

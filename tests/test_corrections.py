@@ -12,9 +12,9 @@ import aiohttp
 
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS, caught_up, feed, race_view, without_inputs
+from .conftest import caught_up, feed, post_feed, race_view, without_inputs
 from .test_order import GUN_T, skaters
-from .test_pipeline import Follower
+from .test_pipeline import Follower, load_startlist
 
 #: 1000 m (passages 200, 600, 1000 m), three pairs, 200 s apart.
 RACES = [{"id": "1000", "distance": 1000,
@@ -112,19 +112,12 @@ def test_reassigned_chips_retell_the_stories():
 async def test_corrections_through_the_feed(stack):
     """The same through the documented feed: the desk's manual time and photo time, a
     client following the race over the WebSocket."""
-    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
-
     async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any], seq: int
                    ) -> None:
-        async with s.post(f"{http}/feed", json={**body, "seq": seq},
-                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
-            assert (await r.json())["ok"], body
+        assert (await post_feed(s, stack, source, body, seq, wait=False))["ok"], body
 
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{http}/api/startlist",
-                          json={"skaters": skaters(*BIBS), "races": RACES},
-                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
-            assert r.status == 200, await r.text()
+        await load_startlist(stack, {"startlist": {"skaters": skaters(*BIBS), "races": RACES}})
         for n, inp in enumerate(inputs()):
             await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp, n + 1)
         await send(s, "officials", MANUAL, 1)
@@ -277,21 +270,12 @@ async def test_a_voided_read_is_brought_back_through_the_feed(stack, redis_clien
     """The desk's `v` then `u`, as it sends them (POST /feed?wait=1): the read voided,
     then its void voided, leaves the race as if it had never been voided; a typo in the
     target and a passage the race does not have are refused with the reason."""
-    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
-
     async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any],
                    seq: int | None = None) -> dict[str, Any]:
-        async with s.post(f"{http}/feed", params={"wait": "1"},
-                          json=body if seq is None else {**body, "seq": seq},
-                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
-            reply: dict[str, Any] = await r.json()
-            return reply
+        return await post_feed(s, stack, source, body, seq)
 
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{http}/api/startlist",
-                          json={"skaters": skaters(*BIBS), "races": RACES},
-                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
-            assert r.status == 200, await r.text()
+        await load_startlist(stack, {"startlist": {"skaters": skaters(*BIBS), "races": RACES}})
         ids = []
         for n, inp in enumerate(inputs()):
             reply = await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp, n + 1)
@@ -323,23 +307,14 @@ async def test_a_spare_chip_is_given_to_a_skater_through_the_feed(stack, redis_c
     transponders. The desk's `h` as it sends it (POST /feed?wait=1, a referee's
     `reassign`): applied, and her reads become her passages; the same again is refused
     with the reason; `u` (a void of it) makes them unknown again."""
-    http = f"http://127.0.0.1:{stack.settings.ingest_http_port}"
-
     async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any],
                    seq: int | None = None) -> dict[str, Any]:
-        async with s.post(f"{http}/feed", params={"wait": "1"},
-                          json=body if seq is None else {**body, "seq": seq},
-                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
-            reply: dict[str, Any] = await r.json()
-            return reply
+        return await post_feed(s, stack, source, body, seq)
 
     spare = {"type": "decision", "race": "1000", "action": "reassign", "bib": "1",
              "transponder": "4242"}
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{http}/api/startlist",
-                          json={"skaters": skaters(*BIBS), "races": RACES},
-                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
-            assert r.status == 200, await r.text()
+        await load_startlist(stack, {"startlist": {"skaters": skaters(*BIBS), "races": RACES}})
         for n, inp in enumerate(inputs()):
             if inp.get("transponder") == "11":
                 inp = {**inp, "transponder": "4242"}

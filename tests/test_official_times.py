@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from services.scoring.competition import Competition
 
-from .conftest import TOKENS, feed
+from .conftest import TOKENS, feed, post_feed
 from .test_order import GUN_T, skaters
 from .test_pack import assert_fold
 from .test_pipeline import Follower
@@ -360,9 +360,7 @@ async def test_official_times_through_the_feed(stack):
 
     async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any]) -> None:
         seq[source] += 1
-        async with s.post(f"{http}/feed", json={**body, "seq": seq[source]},
-                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
-            assert (await r.json())["ok"], body
+        assert (await post_feed(s, stack, source, body, seq[source], wait=False))["ok"], body
 
     timing = [*inputs(), {"type": "gun", "race": MS, "t": ms_gun}, *ms_reads(ms_bibs, ms_gun)]
     desk = [PHOTO, decision("restart", pair=2),
@@ -599,11 +597,7 @@ async def test_lap_times_and_refusals_through_the_feed(stack, redis_client):
     async def send(s: aiohttp.ClientSession, source: str, body: dict[str, Any]
                    ) -> dict[str, Any]:
         seq[source] += 1
-        async with s.post(f"{http}/feed", params={"wait": "1"},
-                          json={**body, "seq": seq[source]},
-                          headers={"Authorization": f"Bearer {TOKENS[source]}"}) as r:
-            reply: dict[str, Any] = await r.json()
-            return reply
+        return await post_feed(s, stack, source, body, seq[source])
 
     timing = [*inputs(), {"type": "gun", "race": MS, "t": ms_gun}, *ms_reads(ms_bibs, ms_gun)]
     async with aiohttp.ClientSession() as s:
