@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -20,6 +21,25 @@ PLAYWRIGHT_DISABLED = (
 #: fifth of the CPU of tests/test_screens.py (Chromium 156).
 NO_ADDRESS_BAR = ("WebUIOmniboxPopup", "WebUIOmniboxAimPopup")
 
+#: No QUIC: the network-cut tests (tests/netcut.py) cut TCP connections only.
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-features=" + ",".join(PLAYWRIGHT_DISABLED + NO_ADDRESS_BAR)]
+        "--disable-quic", "--disable-features=" + ",".join(PLAYWRIGHT_DISABLED + NO_ADDRESS_BAR)]
+
+
+async def launch(p: Any) -> Any:
+    """Chromium with :data:`ARGS`, from a started Playwright ``p``."""
+    return await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+
+
+async def open_page(browser: Any, url: str, width: int = 1920, height: int = 1080,
+                    clock: bool = False) -> tuple[Any, list[str]]:
+    """A page at ``url`` (with ``clock``, on Playwright's clock: time runs as usual until
+    the test moves it on); the list it returns collects the page's script errors."""
+    page = await browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    if clock:
+        await page.clock.install()
+    await page.goto(url)
+    return page, errors

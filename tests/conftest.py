@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from redis.asyncio import Redis
 
 from icetime import bus, keys, snapshot
@@ -125,6 +126,30 @@ async def redis_client(redis_server):
     await r.aclose()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium():
+    """One Playwright driver and one Chromium (tests/chromium.py) for a module whose page
+    tests run in one event loop (``pytest.mark.asyncio(loop_scope="module")``): a launch
+    is a second or more of CPU on a busy machine."""
+    from playwright.async_api import async_playwright
+
+    from .chromium import launch
+
+    async with async_playwright() as p:
+        browser = await launch(p)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium):
+    """The module's Chromium, as fresh as a new one: each page a test opens has a context
+    of its own (tests/chromium.py's ``open_page``), all closed when the test ends."""
+    yield chromium
+    for context in chromium.contexts:
+        await context.close()
+
+
 class ServiceDied(Exception):
     """A service of a test's :class:`Stack` raised or returned while the test ran;
     ``__cause__`` is what it raised. ``reported`` once a test or teardown failed with it."""
@@ -192,7 +217,10 @@ def _dump_pending_tasks(nodeid: str) -> None:
     """Print every pending asyncio task's coroutine stack (from a timer thread: a test
     about to time out is stuck on one of them). Found through gc, as the loop runs in
     another thread; a task that moves meanwhile prints a stale frame at worst."""
-    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    # type(), not isinstance(): isinstance() asks a weak proxy for its referent's class,
+    # which raises ReferenceError once the referent is gone (and lost a dump so).
+    tasks = [o for o in gc.get_objects()
+             if issubclass(type(o), asyncio.Task) and not o.done()]
     out = [f"\n=== {len(tasks)} pending asyncio tasks, {DUMP_BEFORE_TIMEOUT_S:.0f} s before "
            f"the timeout of {nodeid} ==="]
     for task in tasks[:60]:

@@ -18,14 +18,12 @@ from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.replay import script_inputs
 
-from .chromium import ARGS as BASE_ARGS
-from .chromium import CHROMIUM
+from .chromium import CHROMIUM, open_page
 from .conftest import make_settings, start_stack, stop_processes
 from .netcut import Cable
 from .test_pipeline import FIXTURE, RACE, load_startlist
 
 SHOTS = Path(__file__).parent / "screenshots"
-ARGS = [*BASE_ARGS, "--disable-quic"]
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None,
@@ -34,27 +32,6 @@ pytestmark = [
     # Playwright's driver and browser belong to the loop that started them.
     pytest.mark.asyncio(loop_scope="module"),
 ]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chromium():
-    """One Playwright driver and one Chromium for the module: starting them took 2 to 4 s
-    a test on a busy machine."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await launch(p)
-        yield browser
-        await browser.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def browser(chromium):
-    """The module's Chromium, as fresh as a new one: each page a test opens has a context
-    of its own (:func:`open_page`), and every context is closed when the test ends."""
-    yield chromium
-    for context in chromium.contexts:
-        await context.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -168,23 +145,6 @@ async def expect_running(clock) -> None:
     later = await clock.text_content() or ""
     assert RUNNING.match(first) and RUNNING.match(later), (first, later)
     assert seconds(later) > seconds(first), f"the running clock went from {first} to {later}"
-
-
-async def launch(p):
-    return await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-
-
-async def open_page(browser, url: str, width: int = 1920, height: int = 1080,
-                    clock: bool = False):
-    """A page at ``url`` (with ``clock``, on Playwright's clock: time runs as usual until
-    the test moves it on); the list it returns collects the page's script errors."""
-    page = await browser.new_page(viewport={"width": width, "height": height})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    if clock:
-        await page.clock.install()
-    await page.goto(url)
-    return page, errors
 
 
 #: web/js/live.js: a clock sync this often (ms), doubling as the connection's heartbeat.

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from icetime.timefmt import parse_time
 
+from .chromium import CHROMIUM, open_page
 from .conftest import TOKENS, make_settings, start_stack
-from .test_browser import CHROMIUM, launch, open_page
 from .test_pipeline import FIXTURE, RACE, load_startlist
 
 pytestmark = pytest.mark.skipif(
@@ -22,26 +21,6 @@ pytestmark = pytest.mark.skipif(
 #: The page tests run in one event loop for the module, so they share one Chromium
 #: (:func:`chromium`: a launch is a second of CPU, more on a busy machine).
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chromium():
-    """One Playwright driver and one Chromium for the module's page tests."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await launch(p)
-        yield browser
-        await browser.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def browser(chromium):
-    """The module's Chromium, as fresh as a new one: each page a test opens has a context
-    of its own (tests/test_browser.py's ``open_page``), all closed when the test ends."""
-    yield chromium
-    for context in chromium.contexts:
-        await context.close()
 
 
 T0 = 1_700_000_000_000_000

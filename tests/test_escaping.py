@@ -28,8 +28,9 @@ from icetime.settings import Decoder
 from icetime.timefmt import now_us
 from services.ingest.decoders.simulator import DecoderSimulator
 
-from .conftest import TOKENS, make_settings, start_stack
-from .test_browser import ARGS, CHROMIUM, stored_before_guns
+from .chromium import ARGS, CHROMIUM
+from .conftest import TOKENS, make_settings, post_feed, start_stack
+from .test_browser import stored_before_guns
 from .test_pipeline import FIXTURE, load_startlist
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -110,14 +111,6 @@ def url(st, path: str, race: str | None = None) -> str:
     return f"{st.http}{path}" + (f"?race={uri_component(race)}" if race else "")
 
 
-async def post_feed(st, body: dict) -> dict:
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{st.settings.ingest_http_port}/feed", json=body,
-                          headers={"Authorization": f"Bearer {TOKENS['officials']}"}) as r:
-            assert r.status == 200, await r.text()
-            return await r.json()
-
-
 async def feed_second_race(doc: dict, settings, speed: float, seq_from: int) -> None:
     """A second race's script through the TCP feed, paced like ``icetime replay``, its
     sequence numbers moved past the first race's (a source's (source, seq) is its
@@ -190,9 +183,27 @@ async def check_screen(context, st, path: str, race: str | None, size: tuple[int
 async def expect_fitted(page, testid: str, full: str, short: str) -> None:
     """A name the board or overlay fits to its box (web/js/fit.js): whole, or the short
     name when the whole one does not fit; either way text, and the whole one kept."""
-    await page.wait_for_function("""([testid, full, short]) => [...document.querySelectorAll(
-        `[data-testid="${testid}"] [data-fit]`)].some((el) => el.dataset.full === full &&
-        [full, short].includes(el.textContent))""", arg=[testid, full, short], timeout=10_000)
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        await page.wait_for_function("""([testid, full, short]) => [...document.querySelectorAll(
+            `[data-testid="${testid}"] [data-fit]`)].some((el) => el.dataset.full === full &&
+            [full, short].includes(el.textContent))""", arg=[testid, full, short], timeout=10_000)
+    except PlaywrightTimeout:
+        # What the screen showed instead: the one flaky run so far left no trace of it.
+        seen = await page.evaluate("""(testid) => {
+            const v = window.icetime && window.icetime.view;
+            return {mode: document.getElementById("board") &&
+                      document.getElementById("board").dataset.mode,
+                    status: window.icetime && window.icetime.status,
+                    current_pair: v && v.current_pair,
+                    on_ice: v && Object.keys(v.on_ice || {}),
+                    fits: [...document.querySelectorAll(`[data-testid="${testid}"] [data-fit]`)]
+                      .map((el) => [el.dataset.full, el.textContent, el.clientWidth]),
+                    html: (document.querySelector(`[data-testid="${testid}"]`) || {})
+                      .outerHTML?.slice(0, 800)};
+        }""", testid)
+        raise AssertionError(f"{testid} never showed {full!r}: {seen}") from None
 
 
 #: The first look at a screen waits for its first snapshot: every screen opens at once, so
@@ -304,8 +315,13 @@ async def feed_both_races(st, sim) -> None:
         await r.aclose()
     await feed_second_race(relay_doc, st.settings, speed=200.0, seq_from=10_000)
     team = relay_doc["startlist"]["races"][1]["teams"][0]["id"]
-    assert (await post_feed(st, {"type": "decision", "race": RELAY, "action": "pen",
-                                 "bib": team, "reason": REASON, "seq": 90_001}))["ok"]
+    # Answered with scoring's verdict: every input before it is scored too (one stream),
+    # so the screens open on the whole of both races, not on what scoring reached.
+    async with aiohttp.ClientSession() as s:
+        reply = await post_feed(s, st, "officials", {"type": "decision", "race": RELAY,
+                                                     "action": "pen", "bib": team,
+                                                     "reason": REASON}, seq=90_001)
+    assert reply["ok"] and reply.get("verdict") == "applied", reply
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: install Debian's `chromium`")

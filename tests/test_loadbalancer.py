@@ -480,7 +480,7 @@ async def test_the_live_page_through_haproxy(redis_server, redis_client, tmp_pat
     lets it, and it follows the race live."""
     from playwright.async_api import async_playwright, expect
 
-    from .test_browser import launch, open_page
+    from .chromium import launch, open_page
 
     async with balanced(redis_server.url, redis_client, tmp_path) as (stack, _b, lb):
         await load_startlist(stack)

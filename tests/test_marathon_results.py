@@ -23,8 +23,8 @@ from services.broadcast import sheet
 from services.broadcast.results import Meta, csv_text
 from services.scoring.competition import Competition
 
+from .chromium import CHROMIUM, launch, open_page
 from .conftest import TOKENS, caught_up, feed
-from .test_browser import CHROMIUM, launch, open_page
 from .test_marathon_live import Sender, mat_stack, send_all  # noqa: F401 (a fixture)
 from .test_pipeline import load_startlist
 from .test_results import get, read_records
