@@ -630,3 +630,17 @@ async def test_lap_times_and_refusals_through_the_feed(stack, redis_client):
         back = await send(s, "gun", {"type": "gun", "race": MS, "t": ms_gun - 600_000_000})
         assert back["error"].startswith("refused by scoring: race ms: this gun is 600.000 s "
                                         "before the race's latest gun (")
+        # Pair 2: a gun before its latest (the one after its restart), a second restart.
+        early_gun = await send(s, "gun", {"type": "gun", "race": "1000", "pair": 2,
+                                          "t": GUNS[2]})
+        assert (early_gun["ok"], early_gun["verdict"]) == (False, "refused"), early_gun
+        assert early_gun["error"] == (
+            f"refused by scoring: race 1000: this gun is 700.000 s before pair 2's latest "
+            f"gun ({gun['id']}), which starts the pair again after it: a gun restarts what "
+            "came before it, so this one would start an attempt that gun voids; if this one "
+            "is the real start, void that gun first")
+        assert (await send(s, "officials", decision("restart", pair=2)))["ok"]
+        twice = await send(s, "officials", decision("restart", pair=2))
+        assert twice["error"] == ("refused by scoring: race 1000: pair 2 was restarted "
+                                  "already and has no new gun yet: this restart would "
+                                  "change nothing")
