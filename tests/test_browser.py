@@ -575,6 +575,43 @@ async def test_monitor_grid_stories_health_and_keyboard(browser, redis_server, t
         assert not errors, errors
 
 
+async def test_the_monitor_says_what_restarted(browser, stack):
+    """Scoring stopped and started again (it rebuilt its engine), and the supervisor's
+    restart of a service (as ``icetime run`` records it): the monitor's health shows each
+    in a chip of its own, as the desk's health line says it, legible and unclipped at
+    1920x1080; before, none (a first start is no restart)."""
+    import redis
+    from playwright.async_api import expect
+
+    from icetime import restarts
+
+    await load_startlist(stack)
+    page, errors = await open_page(browser, f"{stack.http}/monitor?race={RACE}")
+    await expect(page.get_by_test_id("feed-counts")).to_be_visible(timeout=10_000)
+    chips = page.get_by_test_id("restarted")
+    await expect(chips).to_have_count(0)
+    await stack.stop("scoring")
+    await stack.start("scoring")
+    await expect(chips).to_have_count(1, timeout=10_000)
+    await expect(chips).to_have_text(re.compile(
+        r"^scoring restarted \d\d:\d\d:\d\d \(rebuilt from (checkpoint|the start), "
+        r"\d+ inputs?, \d+\.\d s\)$"))
+    sync = redis.Redis.from_url(stack.url)
+    try:
+        restarts.service_restarted(sync, MAIN, "scoring", restarts.ServiceRestart(
+            restarts=2, at_us=1_700_000_000_000_000, exit_code=-9, ran_s=513.7))
+    finally:
+        sync.close()
+    await expect(chips).to_have_count(2, timeout=10_000)
+    await expect(chips.nth(1)).to_have_text(re.compile(
+        r"^scoring restarted by the supervisor 2× \(last \d\d:\d\d:\d\d, exit code -9\)$"))
+    size = await chips.first.evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
+    assert size >= 12, size
+    await page.screenshot(path=SHOTS / "monitor-restarted-1920x1080.png")
+    await assert_fits(page, ".chip", MONITOR_BOXES)
+    assert not errors, errors
+
+
 PACK_BOARD_TEXTS = ".prow .pname, .prow .pgap, .ltg, .away div, .ptable div, .step .who"
 
 

@@ -337,3 +337,56 @@ async def test_a_spare_chip_is_given_to_a_skater_through_the_feed(stack, redis_c
     view = await race_view(redis_client, "1000")
     assert view["results"]["1"]["passages"] == [None, None, None]
     assert view["results"]["1"]["final"] is None
+
+
+def test_a_pair_gun_or_restart_that_would_change_nothing_is_refused():
+    """A gun earlier than its pair's latest gun would start an attempt that gun voids; a
+    restart of a pair with no gun, or restarted with no new gun yet, voids nothing: each
+    is refused with its reason, counted, and the race is as it was. A gun for another
+    pair earlier than that gun still starts its own pair. Guns of one pair out of order
+    (a recalled false start arriving after the real start) give the guns' result in time
+    order whichever came first: the false start is refused when it comes second."""
+    comp = race()
+    before = comp.view("1000")
+    gun3 = next(f"i{n}" for n, inp in enumerate(inputs())
+                if inp["type"] == "gun" and inp["pair"] == 3)
+    refusals = [
+        ({"type": "gun", "race": "1000", "pair": 3, "t": GUNS[3] - 600_000_000},
+         f"race 1000: this gun is 600.000 s before pair 3's latest gun ({gun3}), which "
+         "starts the pair again after it: a gun restarts what came before it, so this one "
+         "would start an attempt that gun voids; if this one is the real start, void that "
+         "gun first"),
+        ({"type": "gun", "race": "1000", "pair": 9, "t": GUNS[3]}, "race 1000: no pair 9"),
+    ]
+    for n, (inp, reason) in enumerate(refusals):
+        assert feed(comp, f"x{n}", inp) == {}
+        assert comp.last_reason == reason
+    assert comp.view("1000") == before and comp.stats["refused"] == 2
+    restart = {"type": "decision", "race": "1000", "action": "restart", "pair": 2}
+    fresh = Competition()
+    feed(fresh, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+    assert feed(fresh, "x", restart) == {}
+    assert fresh.last_reason == "race 1000: pair 2 has no gun yet: there is no attempt to restart"
+    assert feed(comp, "x2", restart)["1000"][0]["type"] == "revision"
+    restarted = comp.view("1000")
+    assert feed(comp, "x3", restart) == {}
+    assert comp.last_reason == ("race 1000: pair 2 was restarted already and has no new gun "
+                                "yet: this restart would change nothing")
+    assert comp.view("1000") == restarted and comp.stats["refused"] == 3
+    # The false start of pair 1 at its gun - 5 s, recalled; the real start at its gun.
+    false_start = {"type": "gun", "race": "1000", "pair": 1, "t": GUNS[1] - 5_000_000}
+    timing = inputs()
+    outcomes = []
+    for late in (False, True):
+        c = Competition()
+        feed(c, "sl", {"type": "startlist", "skaters": skaters(*BIBS), "races": RACES})
+        if not late:
+            feed(c, "f", false_start)
+        for n, inp in enumerate(timing):
+            feed(c, f"i{n}", inp)
+        if late:
+            assert feed(c, "f", false_start) == {} and c.stats["refused"] == 1
+        outcomes.append((c.view("1000")["classification"],
+                         {b: r["passages"] for b, r in c.view("1000")["results"].items()}))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == before["classification"]

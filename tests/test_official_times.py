@@ -630,3 +630,55 @@ async def test_lap_times_and_refusals_through_the_feed(stack, redis_client):
         back = await send(s, "gun", {"type": "gun", "race": MS, "t": ms_gun - 600_000_000})
         assert back["error"].startswith("refused by scoring: race ms: this gun is 600.000 s "
                                         "before the race's latest gun (")
+        # Pair 2: a gun before its latest (the one after its restart), a second restart.
+        early_gun = await send(s, "gun", {"type": "gun", "race": "1000", "pair": 2,
+                                          "t": GUNS[2]})
+        assert (early_gun["ok"], early_gun["verdict"]) == (False, "refused"), early_gun
+        assert early_gun["error"] == (
+            f"refused by scoring: race 1000: this gun is 700.000 s before pair 2's latest "
+            f"gun ({gun['id']}), which starts the pair again after it: a gun restarts what "
+            "came before it, so this one would start an attempt that gun voids; if this one "
+            "is the real start, void that gun first")
+        assert (await send(s, "officials", decision("restart", pair=2)))["ok"]
+        twice = await send(s, "officials", decision("restart", pair=2))
+        assert twice["error"] == ("refused by scoring: race 1000: pair 2 was restarted "
+                                  "already and has no new gun yet: this restart would "
+                                  "change nothing")
+
+
+def fixture_with_photo(at: int) -> Competition:
+    """The Beijing 2023 mass start (the fixture), with a photo-finish time for Maltais
+    (bib 3) equal to Blondin's (bib 2) transponder finish, 8:37.580, sent as the
+    ``at``-th input after the start list."""
+    from icetime.replay import load_fixture, script_inputs
+
+    from .test_pack import FIXTURES
+    doc = load_fixture(FIXTURES / "beijing2023_w_massstart.json")
+    comp = Competition()
+    feed(comp, "sl", {"type": "startlist", **doc["startlist"]})
+    items = [{**item.inp, "source": item.source, "rx_us": item.at_us}
+             for item in script_inputs(doc)]
+    items.insert(at, photo("3", 517_580_000, race="bj23-wms"))
+    for n, inp in enumerate(items):
+        feed(comp, f"in-{n}", inp)
+    return comp
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.data())
+def test_at_equal_thousandths_the_photo_finish_places_ahead_of_a_transponder(data):
+    """DOMAIN.md §1.4: the photo finish is the official time, transponders the backup.
+    Maltais' photo time equals Blondin's transponder finish to the thousandth: the photo
+    finish places Maltais second (40 final sprint points, 2nd in the classification),
+    Blondin third (20), not level and not by the transponders' order; whenever the
+    photo time arrives after the gun."""
+    gun = 1  # the fixture's first input is its gun
+    at = data.draw(st.sampled_from([gun + 1, 205]) | st.integers(gun + 1, 205),
+                   label="photo sent at")
+    comp = fixture_with_photo(at)
+    view = comp.view("bj23-wms")
+    cls = view["classification"]
+    assert (cls["bib"][:3], cls["rank"][:3], cls["t"][1:3]) == (
+        ["1", "3", "2"], [1, 2, 3], [517_580_000, 517_580_000])
+    assert (view["pack"]["sprint_points"]["3"], view["pack"]["sprint_points"]["2"]) == (44, 26)
+    assert view["results"]["3"]["final"]["origin"] == "photo"

@@ -204,9 +204,29 @@ async def test_a_double_click_decides_once(stack, redis_client):
                               headers={**keyed, "Idempotency-Key": key}) as resp:
                 ids.append((await resp.json())["id"])
         assert ids[0] == ids[1] != ids[2]
+        # Undone and sent again at once: a new decision, applied; its double click is not.
+        undo = {"type": "decision", "race": RACE, "action": "void", "target": first["id"]}
+        _, voided = await post(s, base, undo, "referee", wait="1")
+        _, clicked = await post(s, base, undo, "referee", wait="1")
+        assert voided["verdict"] == "applied" and clicked == {**voided, "duplicate": True}
+        _, again = await post(s, base, dq, "referee", wait="1")
+        assert again["verdict"] == "applied" and "duplicate" not in again, again
+        _, twice = await post(s, base, dq, "referee", wait="1")
+        assert twice == {**again, "duplicate": True}
+        # With its own seq: undone and sent again (a new seq) is applied; the same seq
+        # re-delivered, after its undo too, stays the duplicate of the first.
+        _, numbered = await post(s, base, {**dq, "bib": "6", "seq": 1}, "referee", wait="1")
+        _, undone = await post(s, base, {**undo, "target": numbered["id"]}, "referee",
+                               wait="1")
+        assert (numbered["verdict"], undone["verdict"]) == ("applied", "applied")
+        _, resent = await post(s, base, {**dq, "bib": "6", "seq": 2}, "referee", wait="1")
+        assert resent["verdict"] == "applied" and resent["id"] != numbered["id"], resent
+        _, redelivered = await post(s, base, {**dq, "bib": "6", "seq": 1}, "referee",
+                                    wait="1")
+        assert redelivered == {**numbered, "duplicate": True}
     raw = [bus.unpack_input(f[b"d"]) for _, f in await redis_client.xrange(keys.raw_stream(MAIN))]
     assert [i.get("action") for i in raw if i["type"] == "decision"] == \
-        ["dq", "reinstate", "reinstate"]
+        ["dq", "reinstate", "reinstate", "void", "dq", "dq", "void", "dq"]
 
 
 async def test_a_tcp_sender_may_wait_for_the_verdict(stack, redis_client):

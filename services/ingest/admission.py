@@ -13,7 +13,7 @@ import hashlib
 import logging
 
 from icetime import bus
-from icetime.messages import FeedInput, Passing, stored
+from icetime.messages import Decision, FeedInput, Passing, stored
 from icetime.settings import ROLE_INPUTS, Source
 
 from .feed import FeedError
@@ -54,9 +54,19 @@ def check_seq(inp: FeedInput) -> None:
         raise FeedError(NO_SEQ)
 
 
-def double_click_key(inp: FeedInput) -> str:
-    """A key that is the same for the same input sent twice (stamps left out)."""
+def is_undo(inp: FeedInput) -> bool:
+    """Whether ``inp`` is a ``void`` decision (an undo)."""
+    return type(inp) is Decision and inp.action == "void"
+
+
+def double_click_key(inp: FeedInput, undos: int) -> str:
+    """A key that is the same for the same input sent twice (stamps left out) while no
+    undo (a ``void``) was stored in between: ``undos`` is how many the competition has
+    had. An input repeated after an undo is a new input (the official sends again what
+    was undone); an undo's own key leaves ``undos`` out, for its double click counts one."""
     body = {k: v for k, v in stored(inp).items() if k not in ("rx_us", "sent_us")}
+    if not is_undo(inp):
+        body["undos"] = undos
     return "auto:" + hashlib.sha256(bus.pack_input(body)).hexdigest()[:32]
 
 

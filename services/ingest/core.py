@@ -26,7 +26,8 @@ scoring worker reads the feed (its consumer group exists): ``ok`` is never said 
 input scoring will refuse. A passing needs ``seq`` (:func:`check_seq`).
 Idempotency: an input without ``seq`` is stored once per (source, ``Idempotency-Key``
 header) for a day; from a person (any role but decoder) with neither, an identical
-input from the same source within DOUBLE_CLICK_S is the same input (a double click).
+input from the same source within DOUBLE_CLICK_S is the same input (a double click),
+unless an undo (a ``void``) was stored in between: what was undone, sent again, is new.
 """
 from __future__ import annotations
 
@@ -48,7 +49,15 @@ from icetime.settings import ConfigError, Settings, Source
 from icetime.settings import load as load_settings
 from icetime.timefmt import now_us
 
-from .admission import RoleRefused, check_role, check_seq, double_click_key, tokens_of, unforeseen
+from .admission import (
+    RoleRefused,
+    check_role,
+    check_seq,
+    double_click_key,
+    is_undo,
+    tokens_of,
+    unforeseen,
+)
 from .decoders.base_link import DecoderLink
 from .feed import FeedError, NotJSON, validate
 
@@ -192,18 +201,11 @@ class IngestCore:
         """:meth:`store` for each (input, receipt µs, bytes as received), appended in
         order in one script call (the lines of one read of a TCP connection); the
         replies, in order. Storage unavailable: every reply says resend."""
-        docs: list[tuple[dict[str, Any], str, int]] = []
-        for inp, rx, _ in inputs:
-            inp.rx_us = rx
-            ttl = IDEMPOTENCY_KEY_S if key else 0
-            own_key = key
-            if inp.seq is None and not key and src is not None \
-                    and src.effective_role != "decoder":
-                own_key, ttl = double_click_key(inp), DOUBLE_CLICK_S
-            docs.append((stored(inp), own_key, ttl))
         try:
+            docs = await self._keyed(inputs, src, key)
             await self.register()
             appended = await self.bus.append_inputs(docs)
+            await self._count_undos(inputs, appended)
         except RedisError as exc:
             self.registered = False  # Redis may have come back empty: register again
             self.outage.failed(exc, "storing inputs (sources are told to resend)")
@@ -215,6 +217,35 @@ class IngestCore:
         return [await self.stored_reply(inp, raw, doc, stream_id, what, wait, refuse_conflict)
                 for (inp, _, raw), (doc, _, _), (stream_id, what)
                 in zip(inputs, docs, appended, strict=True)]
+
+    async def _keyed(self, inputs: list[tuple[FeedInput, int, bytes]], src: Source | None,
+                     key: str) -> list[tuple[dict[str, Any], str, int]]:
+        """Each input as stored, stamped with its receipt time, with its idempotency key
+        and how long it holds (s; 0: for ever): ``key``, or for a person's input with
+        neither ``seq`` nor key its double-click key. Raises RedisError."""
+        person = not key and src is not None and src.effective_role != "decoder"
+        undos = -1
+        docs = []
+        for inp, rx, _ in inputs:
+            inp.rx_us = rx
+            own_key, ttl = key, IDEMPOTENCY_KEY_S if key else 0
+            if inp.seq is None and person:
+                if undos < 0:
+                    undos = int(await self.r.hget(keys.ingest_stats(self.competition),
+                                                  "undos") or 0)
+                own_key, ttl = double_click_key(inp, undos), DOUBLE_CLICK_S
+            docs.append((stored(inp), own_key, ttl))
+        return docs
+
+    async def _count_undos(self, inputs: list[tuple[FeedInput, int, bytes]],
+                           appended: list[tuple[str, bus.Appended]]) -> None:
+        """Count the undos newly stored: a double click's key changes with the count, so
+        what an undo undid, sent again, is a new input (:func:`double_click_key`).
+        Raises RedisError."""
+        n = sum(1 for (inp, _, _), (_, what) in zip(inputs, appended, strict=True)
+                if what == "new" and is_undo(inp))
+        if n:
+            await self.r.hincrby(keys.ingest_stats(self.competition), "undos", n)
 
     async def stored_reply(self, inp: FeedInput, raw: bytes, doc: dict[str, Any],
                            stream_id: str, what: bus.Appended, wait: bool | None,

@@ -167,7 +167,7 @@ class HttpFeed(IngestCore):
                                      status=503)
         # The counters a reader looks for are there at 0 too, not only once they move.
         stats: dict[str, Any] = dict.fromkeys(
-            ("accepted", "duplicate", "conflict", "rejected", "refused_role"), 0)
+            ("accepted", "duplicate", "conflict", "rejected", "refused_role", "undos"), 0)
         stats.update({bus.text(k): int(v) for k, v in counters.items()})
         stats["raw_length"] = raw_length
         stats["decoders"] = self.decoder_states()

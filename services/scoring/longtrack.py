@@ -171,6 +171,40 @@ class LongTrackRace(PairPassages):
     def can_call(self, pair: int | None) -> bool:
         return pair in self.pair_rows
 
+    def _check_gun(self, routed: RoutedGun) -> None:
+        """Refuse a gun for a pair not on the start list, and one earlier than its pair's
+        latest gun (no void undoes): in race-time order that gun comes after it and times
+        the pair from then on, so this one would start an attempt that gun voids."""
+        pair = self._gun_pair(routed.gun)
+        if pair not in self.pair_rows:
+            raise InputError(f"race {self.id}: no pair {pair}")
+        later = [(k[0], iid) for k, iid, g in self._live_guns()
+                 if type(g) is RoutedGun and g.gun.pair == pair and k[0] > routed.t]
+        if not later:
+            return
+        t, iid = max(later)
+        raise InputError(
+            f"race {self.id}: this gun is {(t - routed.t) / 1e6:.3f} s before pair {pair}'s "
+            f"latest gun ({iid}), which starts the pair again after it: a gun restarts what "
+            "came before it, so this one would start an attempt that gun voids; if this one "
+            "is the real start, void that gun first")
+
+    def _check_restart(self, decision: Decision) -> None:
+        """Refuse a ``restart`` of a pair with no run to void: no gun yet, or restarted
+        already and no new gun yet (it would change nothing)."""
+        if decision.pair is None:
+            raise InputError(f"race {self.id}: a restart in a pair race names the pair")
+        pair = decision.pair
+        if pair not in self.pair_rows:
+            raise InputError(f"race {self.id}: no pair {pair}")
+        if pair in self._last_run:
+            return
+        if any(type(g) is RoutedGun and g.gun.pair == pair for _, _, g in self._live_guns()):
+            raise InputError(f"race {self.id}: pair {pair} was restarted already and has no "
+                             "new gun yet: this restart would change nothing")
+        raise InputError(f"race {self.id}: pair {pair} has no gun yet: there is no attempt "
+                         "to restart")
+
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         row = self.row_of.get(routed.bib)
         if row is None:  # the bib left the start list since
@@ -235,6 +269,9 @@ class LongTrackRace(PairPassages):
         pair has no run (no gun yet, or restarted and no new gun yet): a time counts
         from its pair's gun, and one keyed in before it names the wrong skater (or
         waits for a gun still to come: it is keyed in again once the gun is in)."""
+        if type(inp) is Decision and inp.action == "restart":
+            self._check_restart(inp)  # here: refused before it is logged, never in a replay
+            return None
         if type(inp) is Decision and inp.action == "manual_time" and inp.time_us is not None:
             bib, time_us = inp.bib, inp.time_us
         elif type(inp) is FinishTime:

@@ -85,10 +85,15 @@ class SprintsAndBreakaways(RaceBase):
                                        sprint["sprint_points"])]
         return []
 
-    def _finish_key(self, i: int) -> tuple[int, int, int]:
+    def _finish_key(self, i: int) -> tuple[int, int, int, int]:
         """Row ``i``'s place across the finish line: her finish time that counts
-        (photo, beam, manual, else the transponder's), then her transponder's."""
-        return (self.final_t.item(i), self.t.item(i, self.n_cross - 1), i)
+        (photo, beam, manual, else the transponder's; µs), then at equal thousandths the
+        precedence of its origin (the photo finish is the official decision: a photo time
+        places her ahead of a transponder time equal to it, never level), then her
+        transponder's time, then the row."""
+        official = self.official.get(i)
+        prec = official[0] if official is not None else 0
+        return (self.final_t.item(i), -prec, self.t.item(i, self.n_cross - 1), i)
 
     def _score_finish(self, row: int | None) -> list[int]:
         """Give the final sprint points by the finish order that counts (DOMAIN.md §2:

@@ -52,8 +52,8 @@ class PackOrder(SprintsAndBreakaways):
         needed (after a reset, a checkpoint load, a status or an official's time)."""
         self.okeys: list[tuple[int, int, int, int]] | None = None
         self.okey: list[tuple[int, int, int, int]] = []
-        self.by_time: list[tuple[int, int]] | None = None
-        self.by_points: list[tuple[int, int, int, int]] = []
+        self.by_time: list[tuple[int, ...]] | None = None
+        self.by_points: list[tuple[int, ...]] = []
         self.times: list[list[int]] | None = None
 
     def _done(self) -> bool:
@@ -101,18 +101,26 @@ class PackOrder(SprintsAndBreakaways):
             self.times = [sorted(col[col != NOT_PASSED].tolist()) for col in self.t.T]
         return self.times[k]
 
-    def _points_key(self, i: int) -> tuple[int, int, int, int]:
+    def _points_key(self, i: int) -> tuple[int, ...]:
         """Finisher ``i``'s sort key behind a mass start's podium (:meth:`classification`)."""
         pts = self.sprint_points[i]
-        return (0 if pts else 1, -pts, self.final_t.item(i), i)
+        return (0 if pts else 1, -pts, *self._finish_key(i))
 
-    def _ranked_keys(self) -> list[tuple[int, int]]:
-        """The classified finishers as sorted (finish time, row), kept from finish to
+    def _time_key(self, i: int) -> tuple[int, ...]:
+        """Finisher ``i``'s place by finish time: (finish time µs, row); a mass start's
+        place across the line (:meth:`_finish_key`: at equal thousandths, the photo
+        finish's time ahead of a transponder's)."""
+        if self.kind == "mass_start":
+            return self._finish_key(i)
+        return (self.final_t.item(i), i)
+
+    def _ranked_keys(self) -> list[tuple[int, ...]]:
+        """The classified finishers as sorted :meth:`_time_key`, kept from finish to
         finish (and, for a mass start, ``by_points``: :meth:`_points_key` sorted);
         built from the arrays when they were dropped."""
         if self.by_time is None:
             rows = np.flatnonzero((self.final_t != NOT_PASSED) & ~self.excluded).tolist()
-            self.by_time = sorted((self.final_t.item(i), i) for i in rows)
+            self.by_time = sorted(self._time_key(i) for i in rows)
             self.by_points = sorted(self._points_key(i) for i in rows)
         return self.by_time
 
@@ -126,8 +134,9 @@ class PackOrder(SprintsAndBreakaways):
         earlier, by an official time): the event then carries the whole classification."""
         by_time = self._ranked_keys()
         t = self.final_t.item(row)
-        pos = bisect.bisect_left(by_time, (t, row))
-        by_time.insert(pos, (t, row))
+        mine = self._time_key(row)
+        pos = bisect.bisect_left(by_time, mine)
+        by_time.insert(pos, mine)
         change: dict[str, Any] = {"at": pos, "rank": pos + 1, "t": t,
                                   "behind": t - by_time[0][0], "tied": 0}
         if self.kind != "mass_start":
@@ -144,7 +153,7 @@ class PackOrder(SprintsAndBreakaways):
             return change if len(by_time) <= PODIUM else None
         # Behind the podium by points: her place among the finishers by points, less
         # the podium's skaters ahead of her there.
-        ahead = sum(1 for _, i in by_time[:PODIUM] if self._points_key(i) < key)
+        ahead = sum(1 for k in by_time[:PODIUM] if self._points_key(k[-1]) < key)
         at = PODIUM + bisect.bisect_left(self.by_points, key) - ahead
         change.update(at=at, rank=at + 1)
         return change
@@ -211,11 +220,10 @@ class PackOrder(SprintsAndBreakaways):
 
         def t_of(i: int) -> int:
             return int(final_t[i])
-        rows.sort(key=lambda i: (t_of(i), i))
+        rows.sort(key=self._time_key)
         if self.kind == "mass_start":
             podium, rest = rows[:PODIUM], rows[PODIUM:]
-            pts = self.sprint_points
-            rest.sort(key=lambda i: (0 if pts[i] else 1, -pts[i], t_of(i), i))
+            rest.sort(key=self._points_key)
             rows = podium + rest
         ranks: list[int] = []
         for n, i in enumerate(rows):

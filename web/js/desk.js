@@ -2,7 +2,7 @@
 // served by ingest. Every input goes to /feed?wait=1 and its effect (applied, or refused
 // and why) is shown at once; the race, the reads and the audit log are polled from
 // /api/desk/*. Keyboard first: ↑ ↓ pick a skater, one letter picks a decision, Enter sends.
-import { esc, fmtTime } from "./view.js";
+import { esc, fmtTime, restartNotes } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 400;
@@ -495,19 +495,7 @@ function render() {
 // The health line: what restarted, so the officials see it where they look (not only in
 // the supervisor's log). "" when nothing did. `clock` formats Unix µs as HH:MM:SS.
 export function healthLine(health, clock) {
-  if (!health) return "";
-  const bits = [];
-  const sc = health.scoring || {};
-  const rb = sc.last_rebuild;
-  if (sc.rebuilds > 0 && rb) {
-    const from = rb.source === "checkpoint" ? "checkpoint" : "the start";
-    const inputs = `${rb.inputs} input${rb.inputs === 1 ? "" : "s"}`;
-    bits.push(`scoring restarted ${clock(rb.at_us)} (rebuilt from ${from}, ${inputs}, ${rb.seconds.toFixed(1)} s)`);
-  }
-  for (const [name, r] of Object.entries(health.service_restarts || {}).sort()) {
-    bits.push(`${name} restarted by the supervisor ${r.restarts}× (last ${clock(r.at_us)}, exit code ${r.exit_code})`);
-  }
-  return bits.join(" · ");
+  return restartNotes(health, clock).join(" · ");
 }
 
 function clockOfDay(us) {

@@ -2,7 +2,7 @@
 // keyboard shortcuts to pin and compare skaters. Dense on purpose: it is read up close.
 import { LiveRace, pickRace } from "./live.js";
 import { t, timeOfDay, translatePage } from "./i18n.js";
-import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, lapTime, passageTimes, statusStories } from "./view.js";
+import { esc, fmtFinal, fmtRanked, fmtTime, fmtGap, lapTime, passageTimes, restartNotes, statusStories } from "./view.js";
 import { allCups, isStandings } from "./standings.js";
 import { isMarathon, mountMonitor } from "./marathon.js";
 import { badge, behind, breakawayText, finalTime, isPack, lapsToGo, pointsOf, subtitle } from "./pack.js";
@@ -276,6 +276,11 @@ function drawHealth() {
     const ing = h.ingest || {}, sc = h.scoring || {};
     parts.push(`<span class="chip" data-testid="feed-counts">${esc(t("inputs {a} · duplicates {d} · rejected {r} · unknown transponders {u}",
       { a: ing.accepted || 0, d: ing.duplicate || 0, r: ing.rejected || 0, u: sc.unknown_transponder || 0 }))}</span>`);
+    // What restarted (as the desk's health line says it), in amber: results were rebuilt
+    // from the inputs, nothing is lost, but the commentator should know it happened.
+    for (const note of restartNotes(h, clockOfDay, t)) {
+      parts.push(`<span class="chip warn" data-testid="restarted">${esc(note)}</span>`);
+    }
   }
   parts.push(latencyChip(h));
   const viewUs = lastPassingUs(live.view);
@@ -284,6 +289,11 @@ function drawHealth() {
   parts.push(`<span class="chip" data-testid="last-passing">${esc(t("last passing"))} ${esc(last)}</span>`);
   const html = parts.join("");
   if ($("health").innerHTML !== html) $("health").innerHTML = html;
+}
+
+// Unix µs as the time of day, HH:MM:SS (the desk's form: a restart's second matters).
+function clockOfDay(us) {
+  return new Date(us / 1000).toTimeString().slice(0, 8);
 }
 
 function tick() {

@@ -171,3 +171,32 @@ export function statusStories(view, t) {
   if (view.race.official) lines.push(t("Results official"));
   return lines;
 }
+
+// What restarted, from a /api/health answer, one text each (the desk's health line, the
+// monitor's chips), so a crash and rebuild show where the officials and the commentator
+// look, not only in the supervisor's log: scoring's last rebuild after a restart, and each
+// service the supervisor restarted. [] when nothing did (a first start is no restart).
+// `clock` formats Unix µs as the time of day; `tr(text, vars)` translates a text and
+// fills its {placeholders} (default: English).
+export function restartNotes(health, clock, tr = fill) {
+  if (!health) return [];
+  const notes = [];
+  const sc = health.scoring || {};
+  const rb = sc.last_rebuild;
+  if (sc.rebuilds > 0 && rb) {
+    const inputs = rb.inputs === 1 ? tr("1 input") : tr("{n} inputs", { n: rb.inputs });
+    const text = rb.source === "checkpoint"
+      ? "scoring restarted {at} (rebuilt from checkpoint, {inputs}, {s} s)"
+      : "scoring restarted {at} (rebuilt from the start, {inputs}, {s} s)";
+    notes.push(tr(text, { at: clock(rb.at_us), inputs, s: rb.seconds.toFixed(1) }));
+  }
+  for (const [name, r] of Object.entries(health.service_restarts || {}).sort()) {
+    notes.push(tr("{name} restarted by the supervisor {n}× (last {at}, exit code {code})",
+      { name, n: r.restarts, at: clock(r.at_us), code: r.exit_code }));
+  }
+  return notes;
+}
+
+function fill(text, vars = {}) {
+  return text.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? vars[k] : m));
+}
