@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from redis.asyncio.lock import Lock
@@ -20,6 +21,8 @@ from redis.asyncio.lock import Lock
 from icetime import bus, keys
 from icetime.cli import replay
 from icetime.keys import DEFAULT_COMPETITION as MAIN
+from services.scoring import lease
+from services.scoring.lease import Lease
 
 from .conftest import (
     ROOT,
@@ -112,3 +115,31 @@ async def test_a_worker_without_the_lease_publishes_nothing(redis_client):
     owner_bus = bus.Bus(redis_client, MAIN, lease_token="host/new-owner")
     await owner_bus.publish("1-0", [(RACE, "e1", "{}", ['{"type":"x"}'])])
     assert await redis_client.xlen(keys.events_stream(MAIN, RACE)) == 1
+
+
+async def test_a_busy_worker_keeps_its_lease_and_a_hung_one_lets_it_go(redis_server,
+                                                                         monkeypatch):
+    """A worker whose event loop is held up for twice the lease's TTL (a long batch on a
+    machine short of CPU) still holds its lease afterwards: it is extended from a thread
+    of its own, and no rebuild follows. One held up past ``STALL_LIMIT_S`` is taken for
+    hung: its lease runs out (another worker may take it) and ``keep`` says it is lost."""
+    r = bus.connect(redis_server.url)
+    try:
+        mine = Lease(r, MAIN, "host/busy", url=redis_server.url)
+        assert await mine.take()
+        keeping = asyncio.create_task(mine.keep())
+        await asyncio.sleep(0.3)  # the thread is extending
+        time.sleep(2 * lease.TTL_S)  # the loop gets no turn (what the test must not do)
+        assert bus.text(await r.get(keys.scoring_lease(MAIN))) == "host/busy"
+        await asyncio.sleep(0.3)
+        assert not keeping.done()
+        # Held up past the stall limit (shortened): the lease is let go, and runs out.
+        monkeypatch.setattr(lease, "STALL_LIMIT_S", lease.TTL_S)
+        time.sleep(3 * lease.TTL_S)
+        assert await r.get(keys.scoring_lease(MAIN)) is None
+        other = Lease(r, MAIN, "host/other", url=redis_server.url)
+        assert await other.take()
+        await asyncio.wait_for(keeping, 2 * lease.TTL_S)  # ``keep`` returned: lost
+        assert not await mine.take()
+    finally:
+        await r.aclose()

@@ -131,7 +131,7 @@ class Pool:
     async def try_take(self, competition: str) -> None:
         """Score ``competition`` if its lease is free (or already this worker's).
         Raises RedisError."""
-        lease = Lease(self.r, competition, self.name)
+        lease = Lease(self.r, competition, self.name, url=self.settings.redis_url)
         if not await lease.take():
             return
         runner = ScoringRunner(replace(self.settings, competition_id=competition), self.r,

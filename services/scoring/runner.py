@@ -89,7 +89,7 @@ class ScoringRunner(Recovery):
         self.competition = settings.competition_id
         self.raw = keys.raw_stream(self.competition)
         #: This worker's hold on the competition (:mod:`services.scoring.lease`).
-        self.lease = Lease(r, self.competition, owner or worker_name())
+        self.lease = Lease(r, self.competition, owner or worker_name(), url=settings.redis_url)
         self.bus = bus.Bus(r, self.competition, lease_token=self.lease.owner)
         # One consumer name for every worker of the competition: the one that takes
         # over reads the entries its dead predecessor had been given and not acknowledged.
