@@ -360,14 +360,14 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         assert [m.group(1, 3, 4, 5) for m in found] == [(str(sent), str(sent), "0", "0")] * 2
         # Stored is not applied: the replay says what scoring made of its inputs.
         assert f"scoring refused 0 of the {sent} new inputs" in runs[0].stdout, runs[0]
-        # A race whose start list was never loaded: stored input by input, refused by
-        # scoring input by input; the replay says so and exits 1.
+        # A race whose start list was never loaded: refused before anything is sent
+        # (scoring would refuse every input), in one line, exit 2.
         unloaded = run_quick([*replay[:3], "stavanger2022_w1000a", *replay[4:]])
-        said = re.search(r"^scoring refused (\d+) of the (\d+) new inputs; first: (.+)$",
-                         unloaded.stdout, re.M)
-        assert said and said[1] == said[2] and unloaded.returncode == 1, unloaded
-        assert "unknown race" in said[3] or "transponder" in said[3], said[3]
-        assert "is the race's start list loaded?" in unloaded.stderr, unloaded
+        assert (unloaded.returncode, unloaded.stdout) == (2, ""), unloaded
+        assert unloaded.stderr.splitlines() == [
+            "icetime: race 'stv22-w1000a' is in no loaded start list, so scoring would "
+            "refuse every input: load one first (docs/startlist.md) or give --startlist "
+            "to load the fixture's"], unloaded.stderr
         again = run_quick([*replay, "--session", found[0][2]])
         m = re.search(counts.replace("$", "; first refusal: seq 1 in session '(replay-\\d+)' "
                                           "was already used by source '(\\S+)'"),
@@ -377,8 +377,8 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         assert "nothing of this replay was new" in again.stderr
         r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
         try:
-            # The start list, two runs and the unloaded race's inputs.
-            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent + int(said[2])
+            # The start list and two runs: nothing of the unloaded race.
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent
             # The stored snapshot and the events after it, folded (icetime.snapshot).
             snap = r.hgetall(keys.snapshot_key(MAIN, "bj23-w1000a"))
             view = json.loads(snap[b"view"])
@@ -400,7 +400,7 @@ def test_icetime_run_serves_refuses_a_second_run_counts_replays_survives_redis_a
         assert races_of(base) == races  # the AOF brought the start list back
         r = redis_lib.Redis(unix_socket_path=str(tmp_path / "data" / "redis.sock"))
         try:
-            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent + int(said[2])  # every input
+            assert r.xlen(keys.raw_stream(MAIN)) == 1 + 2 * sent  # every input
         finally:
             r.close()
 
@@ -560,3 +560,29 @@ def test_a_replay_stopped_while_retrying_stops_quietly(tmp_path):
         for proc, out in zip(procs, outs, strict=True):
             stop(proc)
             out.rest()
+
+
+async def test_replay_startlist_loads_the_fixtures_start_list_first(redis_server, tmp_path):
+    """``icetime replay --startlist`` into a running icetime that has no start list:
+    the fixture's is loaded first, and scoring applies every input of the replay."""
+    from .conftest import ROLES, TOKENS, make_settings, start_stack
+
+    st = await start_stack(make_settings(redis_server.url), redis_server.url)
+    try:
+        # The stack's own Redis and feed ports (it runs in this process).
+        config = tmp_path / "venue.toml"
+        config.write_text("\n".join([
+            'host = "127.0.0.1"', f'[redis]\nurl = "{redis_server.url}"',
+            f"[ingest]\nhttp_port = {st.settings.ingest_http_port}\n"
+            f"tcp_port = {st.settings.ingest_tcp_port}"]
+            + [f'[[sources]]\nid = "{k}"\ntoken = "{v}"\nrole = "{ROLES[k]}"'
+               for k, v in TOKENS.items()]) + "\n")
+        done = await asyncio.to_thread(run_quick, [
+            "-m", "icetime.cli", "replay", "beijing2023_w1000a", "--config", str(config),
+            "--speed", "1000", "--startlist"])
+        assert done.returncode == 0, done
+        assert re.search(r"^start list loaded: \d+ races$", done.stdout, re.M), done.stdout
+        said = re.search(r"^scoring refused 0 of the (\d+) new inputs", done.stdout, re.M)
+        assert said and int(said[1]) > 100, done.stdout
+    finally:
+        await st.close()

@@ -68,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
                      help="replay speed factor (above 0)")
     rep.add_argument("--session", help="resend an earlier run (its session, as printed); "
                                        "by default each run is a session of its own")
+    rep.add_argument("--startlist", action="store_true",
+                     help="load the fixture's start list first (without it, the race must "
+                          "be in a loaded start list)")
     rep.set_defaults(func=cmd_replay)
     rel = sub.add_parser("relay", help="mirror a venue's races to a cloud Redis "
                                        "(docs/cloud.md)")

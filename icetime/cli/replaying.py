@@ -170,6 +170,47 @@ def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
     return ports
 
 
+def race_known(cfg: settings_mod.Settings, race: str) -> bool | None:
+    """Whether scoring has configured ``race`` from a loaded start list (it is in the
+    competition's race set); None when the running icetime's Redis does not answer."""
+    import redis
+
+    from icetime.cli.judged import redis_url
+
+    url = redis_url(cfg)
+    if url is None:
+        return None
+    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(r.sismember(keys.races_set(cfg.competition_id), race))
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        r.close()
+
+
+def load_or_check_startlist(cfg: settings_mod.Settings, doc: dict[str, Any],
+                            load: bool) -> None:
+    """With ``load``, the fixture's start list is loaded first; otherwise the script's
+    race must be in a loaded start list: a replay into an unknown race would be refused
+    input by input (a fresh user sent 37,457 so). Raises ConfigError (one line)."""
+    race = str(doc.get("script", {}).get("race", ""))
+    if load:
+        from icetime.cli.supervisor import post_startlist
+
+        if "startlist" not in doc:
+            raise settings_mod.ConfigError("--startlist: this fixture holds no start list")
+        try:
+            post_startlist(cfg, doc)
+        except (RuntimeError, OSError) as exc:
+            raise settings_mod.ConfigError(f"--startlist: {exc}") from None
+        print(f"start list loaded: {len(doc['startlist'].get('races', []))} races", flush=True)
+    elif race and race_known(cfg, race) is False:
+        raise settings_mod.ConfigError(
+            f"race {race!r} is in no loaded start list, so scoring would refuse every input: "
+            "load one first (docs/startlist.md) or give --startlist to load the fixture's")
+
+
 def with_running_ports(cfg: settings_mod.Settings, config: str) -> settings_mod.Settings:
     """``cfg`` with each port configured as 0 replaced by the one the running service
     bound (:func:`running_ports`). ConfigError (one line) when the feed's port is still
@@ -191,6 +232,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     cfg = settings_mod.load(config)
     doc = load_fixture(fixture_path(args.race))  # a wrong race name is told first
     cfg = with_running_ports(cfg, config)
+    load_or_check_startlist(cfg, doc, args.startlist)
     import asyncio  # here: a refused race or configuration has answered by now
 
     try:

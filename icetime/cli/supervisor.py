@@ -254,27 +254,35 @@ class Supervisor:
             self.redis.stop()
 
     def load_startlist(self, doc: dict[str, Any], source: str | None = None) -> dict[str, Any]:
-        """POST a start list (or a fixture holding one) to ingest."""
-        import urllib.error
-        import urllib.request
+        """POST a start list (or a fixture holding one) to ingest (:func:`post_startlist`)."""
+        return post_startlist(self.cfg, doc, source)
 
-        doc = doc.get("startlist", doc)
-        src = self.cfg.source(source) if source else self.cfg.loader()
-        if src is None:
-            raise RuntimeError("no [[sources]] configured: nobody may load a start list")
-        req = urllib.request.Request(
-            f"http://{self.cfg.host}:{self.cfg.ingest_http_port}/api/startlist",
-            data=json.dumps(doc).encode(), method="POST",
-            headers={"Authorization": f"Bearer {src.token}", "Content-Type": "application/json"})
+
+def post_startlist(cfg: settings_mod.Settings, doc: dict[str, Any],
+                   source: str | None = None) -> dict[str, Any]:
+    """POST a start list (or a fixture holding one) to the ingest ``cfg`` names, as
+    ``source`` (by default the first source allowed to load one). Returns ingest's JSON
+    reply; raises RuntimeError (ingest's reason) when it is refused or nobody may."""
+    import urllib.error
+    import urllib.request
+
+    doc = doc.get("startlist", doc)
+    src = cfg.source(source) if source else cfg.loader()
+    if src is None:
+        raise RuntimeError("no [[sources]] configured: nobody may load a start list")
+    req = urllib.request.Request(
+        f"http://{cfg.host}:{cfg.ingest_http_port}/api/startlist",
+        data=json.dumps(doc).encode(), method="POST",
+        headers={"Authorization": f"Bearer {src.token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:  # its body is the open response: read it, then close it
+            body = exc.read().decode(errors="replace")
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                result: dict[str, Any] = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            with exc:  # its body is the open response: read it, then close it
-                body = exc.read().decode(errors="replace")
-            try:
-                reason = json.loads(body)["error"]
-            except (ValueError, KeyError, TypeError):
-                reason = body
-            raise RuntimeError(f"start list refused: {reason}") from None
-        return result
+            reason = json.loads(body)["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = body
+        raise RuntimeError(f"start list refused: {reason}") from None
+    return result

@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: A link that stayed up this long was a good one: reconnect at once after it drops.
 STABLE_LINK_S = 2.0
-#: Reconnect attempts start this far apart and double up to MAX_BACKOFF_S, so a decoder
-#: that is switched off (or not there today) costs one attempt a minute.
+#: Reconnect attempts start this far apart and double up to MAX_BACKOFF_S: a decoder
+#: switched on (or plugged in) after icetime is timing within 5 s, not the minute a
+#: fresh user waited; an attempt at a decoder that is off costs one refused connect.
 FIRST_BACKOFF_S = 0.1
-MAX_BACKOFF_S = 60.0
+MAX_BACKOFF_S = 5.0
 #: With sync_clock, measure the decoder's clock this often (and on every connect).
 CLOCK_CHECK_S = 30.0
 #: A measured offset this far from the one in use is a real clock change, not jitter:
