@@ -3,6 +3,7 @@ results, and a start list touches only the races it changes (docs/startlist.md).
 from __future__ import annotations
 
 import copy
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,17 @@ def test_a_restored_engine_leaves_the_races_a_start_list_keeps_sealed():
     assert list(out) == [moved[2]["id"]]
     assert [rid for rid, _ in restored.races.loaded()] == [moved[2]["id"]]
     assert restored.view(moved[2]["id"])["race"]["name"] == moved[2]["name"]
+
+
+def test_a_refused_start_list_changes_nothing_and_leaves_the_collector_on():
+    skaters, races, _ = day()
+    comp = Competition()
+    feed(comp, "sl", startlist(skaters, races[:1]))
+    # A chip of a skater already loaded, given to a new skater: refused by the engine.
+    thief = {**skaters[0], "bib": "77", "name": "Chip Thief"}
+    assert feed(comp, "bad", {"type": "startlist", "skaters": [thief]}) == {}
+    assert "given to bibs" in comp.last_error
+    assert list(comp.races) == [races[0]["id"]] and "77" not in comp.skaters
+    assert gc.isenabled()
+    # The refused file left no trace: the race it named is new to the next start list.
+    assert list(feed(comp, "good", startlist(skaters, races[:2]))) == [races[1]["id"]]
