@@ -23,6 +23,7 @@ from . import (
     p3,
     pack,
     restart,
+    startlist,
 )
 
 os.environ.setdefault("ICETIME_LOG", "WARNING")
@@ -38,5 +39,6 @@ field.main()
 fsync.main()
 chain_jitter.main()
 restart.main(["--inputs", "1000000"])
+startlist.main([])
 fanout.main()
 fanout_scale.main([])

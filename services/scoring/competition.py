@@ -94,6 +94,9 @@ class Competition(Reassignments, StartLists):
         #: (team events' lines, marathon courses).
         self.lines: set[str] = set()
         self.race_points: dict[str, set[str]] = {}
+        #: Each start-list race's entry as last loaded (a digest): an unchanged race is
+        #: left as it is.
+        self.race_specs: dict[str, bytes] = {}
         #: The races that count for a cup; each race's teams' names.
         self.cup_races: set[str] = set()
         self.team_names: dict[str, dict[str, dict[str, Any]]] = {}

@@ -139,7 +139,9 @@ class Retelling(Officials):
         after that checkpoint; and for each decision among them one more over the log
         in a race that does not retell, while a race that retells replays the log at
         most once more (:meth:`_revise`)."""
-        before = self.view()
+        # Only a late read compares views (a late re-read tells nothing): a correction
+        # or a start list always sends its revision, so it builds its view once.
+        before = self.view() if reason == LATE_READ else None
         before_cls = self.classification()
         if self.restarts:
             entries = self._sorted_log()

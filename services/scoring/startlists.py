@@ -8,8 +8,13 @@ the state it declares.
 """
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import gc
+import hashlib
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
+
+import msgspec
 
 from icetime.messages import StartList
 from icetime.rules import Rules
@@ -41,6 +46,9 @@ class StartLists:
     #: of every race, and per race.
     lines: set[str]
     race_points: dict[str, set[str]]
+    #: Each start-list race's entry as last loaded (:func:`_digest`): a start list that
+    #: gives a race the same entry, and none of its skaters changed, leaves it as it is.
+    race_specs: dict[str, bytes]
     #: The races that count for a cup, and each race's teams' names (:meth:`_note_race`).
     cup_races: set[str]
     team_names: dict[str, dict[str, dict[str, Any]]]
@@ -56,17 +64,24 @@ class StartLists:
     races: MutableMapping[str, Race]
 
     def _startlist(self, input_id: str, inp: StartList) -> dict[str, list[RaceEvent]]:
+        with _collector_paused():
+            return self._load(input_id, inp)
+
+    def _load(self, input_id: str, inp: StartList) -> dict[str, list[RaceEvent]]:
         skaters = {**self.skaters}
         for s in inp.skaters or []:
             sk = Skater.from_spec(s)
             skaters[sk.bib] = sk
         transponders = self._transponders(skaters)
-        # Validate every race before changing anything: a bad file changes nothing.
+        # Validate every race the start list changes before changing anything: a bad
+        # file changes nothing. A race it leaves as it was is not touched at all.
+        changed = {b for b, sk in self.skaters.items() if skaters[b] != sk}
         staged = []
         for spec in inp.races or []:
-            rid = str(spec["id"])
-            probe = self._new_race(spec, skaters)
-            staged.append((rid, spec, probe))
+            rid, digest = str(spec["id"]), _digest(spec)
+            if self.race_specs.get(rid) == digest and not _names_any(spec, changed):
+                continue
+            staged.append((rid, spec, digest, self._new_race(spec, skaters)))
         self.skaters, self.by_transponder = skaters, transponders
         for spec in inp.events or []:
             if str(spec["id"]) not in self.events:
@@ -75,12 +90,13 @@ class StartLists:
             self.standings_before = {str(c): {str(b): int(p) for b, p in t.items()}
                                      for c, t in inp.standings_before.items()}
         out: dict[str, list[RaceEvent]] = {}
-        for rid, spec, probe in staged:
+        for rid, spec, digest, probe in staged:
             race = self.races.get(rid)
             if race is None:
                 self.races[rid] = race = probe
             else:
                 race.configure(spec, skaters)
+            self.race_specs[rid] = digest
             out[rid] = race.recompute(input_id, "start list")
             self._note_race(race)
         return out
@@ -92,12 +108,22 @@ class StartLists:
         start list unpickled all the races a restart had left sealed (7,634 after a day
         of 1,000,000 inputs, bench/restart.py)."""
         if isinstance(race, LongTrackRace):
-            self.race_points[race.id] = set(race.lines.values())
+            points = set(race.lines.values())
         elif isinstance(race, MarathonRace):
-            self.race_points[race.id] = set(race.points)
+            points = set(race.points)
+        else:
+            points = set()
+        before = self.race_points.get(race.id, set())
+        if points:
+            self.race_points[race.id] = points
         else:
             self.race_points.pop(race.id, None)
-        self.lines = set().union(*self.race_points.values())
+        # Gathered again only when a race gives up a point (rare): a union over every
+        # race for each race of a start list was O(races^2).
+        if before - points:
+            self.lines = set().union(*self.race_points.values())
+        else:
+            self.lines |= points
         if race.world_cup:
             self.cup_races.add(race.id)
         else:
@@ -186,3 +212,38 @@ class StartLists:
         if race_id.startswith("event-") and race_id[6:] in self.events:
             return {**self.event_views[race_id[6:]], "revision": self.event_revs[race_id[6:]]}
         return self.races[race_id].view()
+
+
+def _digest(spec: dict[str, Any]) -> bytes:
+    """A digest of a race's start-list entry (its keys in any order)."""
+    return hashlib.blake2b(msgspec.msgpack.encode(spec, order="deterministic"),
+                           digest_size=16).digest()
+
+
+def _names_any(spec: Any, bibs: set[str]) -> bool:
+    """Whether any value in a race's start-list entry, however deep, is one of ``bibs``
+    (a pair's lane, a pack race's or a wave's skaters, a team's members): then the race
+    shows a skater the start list changed. Any other value that reads as a bib only
+    costs the race a needless recompute."""
+    if not bibs:
+        return False
+    if isinstance(spec, dict):
+        return any(_names_any(v, bibs) for v in spec.values())
+    if isinstance(spec, list):
+        return any(_names_any(v, bibs) for v in spec)
+    return str(spec) in bibs
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused meanwhile. A start list of thousands of
+    races makes millions of objects that live on (the races, their views): their
+    allocations set off collections that walk every object made so far, half the time of
+    a load of 3,000 races (bench/startlist.py). What is garbage is collected after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
