@@ -297,8 +297,9 @@ def readiness(r: aioredis.Redis) -> Callable[[web.Request], Awaitable[web.Respon
             async with asyncio.timeout(READY_PING_S):
                 await r.ping()
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
-            return web.json_response({"ready": False, "reason": f"redis: {exc or 'timeout'}"},
-                                     status=503)
+            # A hung Redis (a cut uplink) times out with no words of its own.
+            why = str(exc) or f"no answer within {READY_PING_S:g} s"
+            return web.json_response({"ready": False, "reason": f"redis: {why}"}, status=503)
         return web.json_response({"ready": True})
 
     return ready

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -908,3 +909,31 @@ async def test_pages_say_the_server_is_unreachable_while_the_node_hangs(browser,
         assert not any(errors for _, errors in opened), [e for _, e in opened]
     finally:
         stop_processes([proc])
+
+
+async def test_live_page_says_the_data_is_stale_while_redis_hangs(browser, stack, redis_server):
+    """Redis frozen (SIGSTOP: a cloud Redis behind a cut uplink answers nothing, and
+    refuses nothing either): the page says the data is stale within the node's reply
+    timeout, and live again once Redis answers."""
+    from playwright.async_api import expect
+
+    from icetime.redis_connect import REPLY_TIMEOUT_S
+    from icetime.service import READY_PING_S
+
+    await load_startlist(stack)
+    page, errors = await open_page(browser, f"{stack.http}/live?race={RACE}", 412, 915)
+    status = page.get_by_test_id("status")
+    await expect(status).to_have_attribute("data-state", "live", timeout=10_000)
+    pid = redis_server.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await expect(status).to_have_attribute(
+            "data-state", "stale", timeout=int((3 * REPLY_TIMEOUT_S + 5) * 1000))
+        # The node's readiness says why, in words (a timeout has none of its own).
+        async with aiohttp.ClientSession() as s, s.get(f"{stack.http}/api/ready") as resp:
+            assert (resp.status, await resp.json()) == (503, {
+                "ready": False, "reason": f"redis: no answer within {READY_PING_S:g} s"})
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await expect(status).to_have_attribute("data-state", "live", timeout=10_000)
+    assert not errors, errors
