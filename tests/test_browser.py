@@ -813,6 +813,52 @@ async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
     assert not e1 and not e2, e1 + e2
 
 
+async def test_team_pursuit_gap_between_the_teams_at_every_lap(browser, stack):
+    """The first pair of a team pursuit (no team finished yet): at every lap the team
+    behind shows its gap to the team ahead, on /live (lanes, card, chart), the board and
+    the monitor; the team ahead sits on the chart's leader line."""
+    from playwright.async_api import expect
+
+    from icetime.replay import load_fixture
+
+    doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 1]
+    await load_startlist(stack, doc)
+    phone, e1 = await open_page(browser, f"{stack.http}/live?race=demo-wtp", 375, 812)
+    board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
+    monitor, e3 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
+    before_finish = Hold(crossing(doc, 6))  # five laps done, nobody has finished
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=before_finish))
+    try:
+        async with asyncio.timeout(30):
+            await before_finish.arrived.wait()
+        # Canada (inner) leads at every lap; the United States (outer) is behind by
+        # 0.20, 0.40, 0.60, 0.80, 0.90 (the third skaters' times in the script).
+        usa = phone.get_by_test_id("lane-O")
+        for m, gap in ((400, "+0.20"), (1200, "+0.60"), (2000, "+0.90")):
+            await expect(usa.locator(f'tr[data-m="{m}"] td.gap')).to_have_text(gap, timeout=15_000)
+        can = phone.get_by_test_id("lane-I")
+        await expect(can.locator('tr[data-m="2000"] td.rank')).to_have_text("1")
+        await expect(phone.get_by_test_id("follow-last-USA")).to_contain_text("+0.90")
+        chart = phone.get_by_test_id("chart")
+        await expect(chart.get_by_test_id("pt-USA-2000")).to_have_count(1)
+        await expect(chart.get_by_test_id("pt-CAN-2000")).to_have_count(1)
+        await expect(chart).not_to_contain_text("no leader yet")
+        await phone.screenshot(path=SHOTS / "live-team-pursuit-mid-375x812.png", full_page=True)
+        await expect(board.get_by_test_id("board-passage-O")).to_contain_text("+0.90")
+        await expect(board.get_by_test_id("board-passage-O")).to_contain_text("2000 m")
+        await expect(board.get_by_test_id("board-passage-I")).to_contain_text("1st")
+        await board.screenshot(path=SHOTS / "board-team-pursuit-mid-1920x1080.png")
+        cell = monitor.get_by_test_id("grid").locator('tr[data-bib="USA"] td[data-m="2000"]')
+        await expect(cell.locator(".gap")).to_have_text("+0.90")
+        await monitor.screenshot(path=SHOTS / "monitor-team-pursuit-mid-1920x1080.png")
+    finally:
+        before_finish.release()
+        await feed
+    assert not e1 and not e2 and not e3, e1 + e2 + e3
+
+
 async def test_live_page_says_the_data_is_stale_while_redis_is_away(browser, stack, redis_server):
     """Redis killed under a followed race: the page says the data is stale (in the style
     of "server unreachable"), and live again once Redis is back on the same files."""
