@@ -859,6 +859,34 @@ async def test_team_pursuit_gap_between_the_teams_at_every_lap(browser, stack):
     assert not e1 and not e2 and not e3, e1 + e2 + e3
 
 
+async def test_monitor_says_the_last_passing_from_any_source(browser, stack):
+    """Reads from a JSON feed (not a decoder link) that make no passage of the race (mat
+    reads of unknown chips at a split point): the monitor's header still says when the
+    last passing came and from where, not "none yet"; /api/health has it."""
+    import aiohttp
+    from playwright.async_api import expect
+
+    from .conftest import TOKENS
+
+    await load_startlist(stack)
+    page, errors = await open_page(browser, f"{stack.http}/monitor?race={RACE}")
+    chip = page.get_by_test_id("last-passing")
+    await expect(chip).to_contain_text("none yet", timeout=10_000)
+    reads = [{"type": "passing", "transponder": f"88{n}", "t": 10**15 + n, "point": "mat-1",
+              "seq": n} for n in range(1, 4)]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{stack.settings.ingest_http_port}/feed",
+                          json=reads, headers={"Authorization": f"Bearer {TOKENS['finish-loop']}"}
+                          ) as resp:
+            assert all(r["ok"] for r in await resp.json())
+        async with s.get(f"{stack.http}/api/health") as resp:
+            last = (await resp.json())["last_passing"]
+    assert last["source"] == "finish-loop" and last["point"] == "mat-1", last
+    await expect(chip).to_contain_text(re.compile(r"last passing [\d.]+ s ago · finish-loop "
+                                                  r"\(mat-1\)"), timeout=10_000)
+    assert not errors, errors
+
+
 async def test_live_page_says_the_data_is_stale_while_redis_is_away(browser, stack, redis_server):
     """Redis killed under a followed race: the page says the data is stale (in the style
     of "server unreachable"), and live again once Redis is back on the same files."""

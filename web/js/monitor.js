@@ -283,9 +283,14 @@ function drawHealth() {
     }
   }
   parts.push(latencyChip(h));
+  // The newest passing from any source (a decoder, a mat's JSON feed, a replay), not only
+  // the race's passages: reads arriving for another race, or refused, still show the
+  // feed is alive. Where it came from when the health names it.
+  const any = (h && h.last_passing) || null;
   const viewUs = lastPassingUs(live.view);
-  const at = Math.max(viewUs || 0, lastTimingAt);
-  const last = at ? ago(live.serverNowUs() - at) : t("none yet");
+  const at = Math.max(viewUs || 0, lastTimingAt, (any && any.at_us) || 0);
+  const from = any && any.at_us === at ? ` · ${any.source} (${any.point})` : "";
+  const last = at ? ago(live.serverNowUs() - at) + from : t("none yet");
   parts.push(`<span class="chip" data-testid="last-passing">${esc(t("last passing"))} ${esc(last)}</span>`);
   const html = parts.join("");
   if ($("health").innerHTML !== html) $("health").innerHTML = html;
