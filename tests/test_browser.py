@@ -887,6 +887,27 @@ async def test_monitor_says_the_last_passing_from_any_source(browser, stack):
     assert not errors, errors
 
 
+async def test_live_race_list_gains_races_loaded_later(browser, stack):
+    """A /live page open on one race: a start list loaded afterwards adds its race to the
+    page's Race drop-down (within a poll), without a reload."""
+    from playwright.async_api import expect
+
+    from icetime.replay import load_fixture
+
+    await load_startlist(stack)
+    page, errors = await open_page(browser, f"{stack.http}/live?race={RACE}", 375, 812,
+                                   clock=True)
+    options = page.get_by_test_id("race-select").locator("option")
+    await expect(options).to_have_count(1, timeout=10_000)
+    tp = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
+    await load_startlist(stack, tp)
+    await page.clock.run_for(11_000)  # the drop-down asks again every 10 s
+    await expect(options).to_have_count(2)
+    await expect(options.nth(1)).to_have_text("Women Team Pursuit · demonstration")
+    await expect(page.get_by_test_id("race-select")).to_have_value(RACE)
+    assert not errors, errors
+
+
 async def test_live_page_says_the_data_is_stale_while_redis_is_away(browser, stack, redis_server):
     """Redis killed under a followed race: the page says the data is stale (in the style
     of "server unreachable"), and live again once Redis is back on the same files."""

@@ -410,11 +410,20 @@ function tickClocks(live) {
   requestAnimationFrame(() => tickClocks(live));
 }
 
+// The race drop-down: every race, and races whose start list comes after the page
+// opened too (asked again every RACES_POLL_MS; the races are few and the answer small).
+const RACES_POLL_MS = 10000;
+
 async function fillRaces(current) {
-  const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
   const sel = $("race-select");
-  for (const r of races) sel.add(new Option(r.name, r.id));
-  sel.value = current;
+  const add = async () => {
+    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+    const have = new Set([...sel.options].map((o) => o.value));
+    for (const r of races) if (!have.has(r.id)) sel.add(new Option(r.name, r.id));
+    sel.value = current;
+  };
+  await add();
+  setInterval(add, RACES_POLL_MS);
   sel.addEventListener("change", () => {
     location.assign(`/live?race=${encodeURIComponent(sel.value)}`);
   });
