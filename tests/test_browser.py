@@ -794,6 +794,12 @@ async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
 
     doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
     doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 2]
+    # Japan starts four: the fourth leads the first two laps, then drops (no more reads).
+    doc["startlist"]["skaters"].append({"bib": "13", "name": "Japan skater 4", "short": "JPN 4",
+                                        "nation": "JPN", "transponders": ["7700131"]})
+    jpn = next(t for t in doc["startlist"]["races"][0]["teams"] if t["id"] == "JPN")
+    jpn["skaters"].append("13")
+    doc["script"]["pairs"][0]["times"]["13"] = ["31.000", "59.100"]
     await load_startlist(stack, doc)
     monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
     board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
@@ -810,6 +816,12 @@ async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
     await feed
     await expect(monitor.get_by_test_id("final-JPN")).to_contain_text("2:53.00",
                                                                       timeout=10_000)
+    # Which three counted at the finish, and who dropped after which line.
+    members = monitor.get_by_test_id("members-JPN")
+    await expect(members.locator(".counted")).to_have_text(["JPN 1", "JPN 2", "JPN 3"])
+    await expect(members.locator(".out")).to_have_text("JPN 4 out after 800 m")
+    await expect(monitor.get_by_test_id("members-NED").locator(".counted")).to_have_count(3)
+    await monitor.screenshot(path=SHOTS / "monitor-team-pursuit-end-1920x1080.png")
     assert not e1 and not e2, e1 + e2
 
 
