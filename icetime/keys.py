@@ -80,6 +80,13 @@ def ingest_stats(competition: str) -> str:
     return _base(competition) + "stats:ingest"
 
 
+def last_passing(competition: str) -> str:
+    """String: the newest passing ingest stored, from any source (a decoder link, a JSON
+    feed over HTTP or TCP, a mat, a replay), as JSON ``{at_us, source, point}``
+    (``at_us``: ingest's receipt, Unix µs)."""
+    return _base(competition) + "last-passing"
+
+
 def scoring_stats(competition: str) -> str:
     """Hash of scoring counters, and its rebuilds (icetime/restarts.py)."""
     return _base(competition) + "stats:scoring"

@@ -795,6 +795,12 @@ async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
 
     doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
     doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 2]
+    # Japan starts four: the fourth leads the first two laps, then drops (no more reads).
+    doc["startlist"]["skaters"].append({"bib": "13", "name": "Japan skater 4", "short": "JPN 4",
+                                        "nation": "JPN", "transponders": ["7700131"]})
+    jpn = next(t for t in doc["startlist"]["races"][0]["teams"] if t["id"] == "JPN")
+    jpn["skaters"].append("13")
+    doc["script"]["pairs"][0]["times"]["13"] = ["31.000", "59.100"]
     await load_startlist(stack, doc)
     monitor, e1 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
     board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
@@ -811,7 +817,108 @@ async def test_team_pursuit_on_the_monitor_and_board(browser, stack):
     await feed
     await expect(monitor.get_by_test_id("final-JPN")).to_contain_text("2:53.00",
                                                                       timeout=10_000)
+    # Which three counted at the finish, and who dropped after which line.
+    members = monitor.get_by_test_id("members-JPN")
+    await expect(members.locator(".counted")).to_have_text(["JPN 1", "JPN 2", "JPN 3"])
+    await expect(members.locator(".out")).to_have_text("JPN 4 out after 800 m")
+    await expect(monitor.get_by_test_id("members-NED").locator(".counted")).to_have_count(3)
+    await monitor.screenshot(path=SHOTS / "monitor-team-pursuit-end-1920x1080.png")
     assert not e1 and not e2, e1 + e2
+
+
+async def test_team_pursuit_gap_between_the_teams_at_every_lap(browser, stack):
+    """The first pair of a team pursuit (no team finished yet): at every lap the team
+    behind shows its gap to the team ahead, on /live (lanes, card, chart), the board and
+    the monitor; the team ahead sits on the chart's leader line."""
+    from playwright.async_api import expect
+
+    from icetime.replay import load_fixture
+
+    doc = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
+    doc["script"]["pairs"] = [p for p in doc["script"]["pairs"] if p["pair"] == 1]
+    await load_startlist(stack, doc)
+    phone, e1 = await open_page(browser, f"{stack.http}/live?race=demo-wtp", 375, 812)
+    board, e2 = await open_page(browser, f"{stack.http}/board?race=demo-wtp")
+    monitor, e3 = await open_page(browser, f"{stack.http}/monitor?race=demo-wtp")
+    before_finish = Hold(crossing(doc, 6))  # five laps done, nobody has finished
+    feed = asyncio.create_task(replay(doc, stack.settings, speed=FAST, announce=False,
+                                      hold=before_finish))
+    try:
+        async with asyncio.timeout(30):
+            await before_finish.arrived.wait()
+        # Canada (inner) leads at every lap; the United States (outer) is behind by
+        # 0.20, 0.40, 0.60, 0.80, 0.90 (the third skaters' times in the script).
+        usa = phone.get_by_test_id("lane-O")
+        for m, gap in ((400, "+0.20"), (1200, "+0.60"), (2000, "+0.90")):
+            await expect(usa.locator(f'tr[data-m="{m}"] td.gap')).to_have_text(gap, timeout=15_000)
+        can = phone.get_by_test_id("lane-I")
+        await expect(can.locator('tr[data-m="2000"] td.rank')).to_have_text("1")
+        await expect(phone.get_by_test_id("follow-last-USA")).to_contain_text("+0.90")
+        chart = phone.get_by_test_id("chart")
+        await expect(chart.get_by_test_id("pt-USA-2000")).to_have_count(1)
+        await expect(chart.get_by_test_id("pt-CAN-2000")).to_have_count(1)
+        await expect(chart).not_to_contain_text("no leader yet")
+        await phone.screenshot(path=SHOTS / "live-team-pursuit-mid-375x812.png", full_page=True)
+        await expect(board.get_by_test_id("board-passage-O")).to_contain_text("+0.90")
+        await expect(board.get_by_test_id("board-passage-O")).to_contain_text("2000 m")
+        await expect(board.get_by_test_id("board-passage-I")).to_contain_text("1st")
+        await board.screenshot(path=SHOTS / "board-team-pursuit-mid-1920x1080.png")
+        cell = monitor.get_by_test_id("grid").locator('tr[data-bib="USA"] td[data-m="2000"]')
+        await expect(cell.locator(".gap")).to_have_text("+0.90")
+        await monitor.screenshot(path=SHOTS / "monitor-team-pursuit-mid-1920x1080.png")
+    finally:
+        before_finish.release()
+        await feed
+    assert not e1 and not e2 and not e3, e1 + e2 + e3
+
+
+async def test_monitor_says_the_last_passing_from_any_source(browser, stack):
+    """Reads from a JSON feed (not a decoder link) that make no passage of the race (mat
+    reads of unknown chips at a split point): the monitor's header still says when the
+    last passing came and from where, not "none yet"; /api/health has it."""
+    import aiohttp
+    from playwright.async_api import expect
+
+    from .conftest import TOKENS
+
+    await load_startlist(stack)
+    page, errors = await open_page(browser, f"{stack.http}/monitor?race={RACE}")
+    chip = page.get_by_test_id("last-passing")
+    await expect(chip).to_contain_text("none yet", timeout=10_000)
+    reads = [{"type": "passing", "transponder": f"88{n}", "t": 10**15 + n, "point": "mat-1",
+              "seq": n} for n in range(1, 4)]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{stack.settings.ingest_http_port}/feed",
+                          json=reads, headers={"Authorization": f"Bearer {TOKENS['finish-loop']}"}
+                          ) as resp:
+            assert all(r["ok"] for r in await resp.json())
+        async with s.get(f"{stack.http}/api/health") as resp:
+            last = (await resp.json())["last_passing"]
+    assert last["source"] == "finish-loop" and last["point"] == "mat-1", last
+    await expect(chip).to_contain_text(re.compile(r"last passing [\d.]+ s ago · finish-loop "
+                                                  r"\(mat-1\)"), timeout=10_000)
+    assert not errors, errors
+
+
+async def test_live_race_list_gains_races_loaded_later(browser, stack):
+    """A /live page open on one race: a start list loaded afterwards adds its race to the
+    page's Race drop-down (within a poll), without a reload."""
+    from playwright.async_api import expect
+
+    from icetime.replay import load_fixture
+
+    await load_startlist(stack)
+    page, errors = await open_page(browser, f"{stack.http}/live?race={RACE}", 375, 812,
+                                   clock=True)
+    options = page.get_by_test_id("race-select").locator("option")
+    await expect(options).to_have_count(1, timeout=10_000)
+    tp = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
+    await load_startlist(stack, tp)
+    await page.clock.run_for(11_000)  # the drop-down asks again every 10 s
+    await expect(options).to_have_count(2)
+    await expect(options.nth(1)).to_have_text("Women Team Pursuit · demonstration")
+    await expect(page.get_by_test_id("race-select")).to_have_value(RACE)
+    assert not errors, errors
 
 
 async def test_live_page_says_the_data_is_stale_while_redis_is_away(browser, stack, redis_server):

@@ -526,6 +526,74 @@ async def test_swapped_chips_reassigned_on_the_desk(redis_server, browser):
         await st.close()
 
 
+@MODULE_LOOP
+async def test_the_audit_log_shows_the_newest_first_however_long(redis_server, browser):
+    """A long officials' stream (1,100 unknown-transponder reads sent after the start
+    list): the gun keyed last is in the desk's first answer, and on the desk at once;
+    older entries come on demand (``before``, the desk's "Older entries"), back to the
+    start list."""
+    from playwright.async_api import expect
+
+    st = await start_stack(make_settings(redis_server.url), redis_server.url)
+    ingest = f"http://127.0.0.1:{st.settings.ingest_http_port}"
+    n_unknown = 1_100
+    try:
+        await load_startlist(st)
+        async with aiohttp.ClientSession() as s:
+            body = [{"type": "passing", "transponder": f"9{n:06d}", "t": T0 + n, "seq": n}
+                    for n in range(1, n_unknown + 1)]
+            async with s.post(f"{ingest}/feed", json=body,
+                              headers={"Authorization": f"Bearer {TOKENS['finish-loop']}"}) as r:
+                assert r.status == 200
+            # Scoring answers inputs in order: the gun's verdict comes after the reads'.
+            gun = {"type": "gun", "race": RACE, "pair": 1, "t": T0 + 10**7, "seq": 1}
+            async with s.post(f"{ingest}/feed", json=gun, params={"wait": "1"},
+                              headers={"Authorization": f"Bearer {TOKENS['gun']}"}) as r:
+                assert (await r.json())["verdict"] == "applied"
+            ref = {"Authorization": f"Bearer {TOKENS['referee']}"}
+            async with s.get(f"{ingest}/api/desk/audit", headers=ref) as r:
+                page = await r.json()
+            assert page["entries"][-1]["type"] == "gun" and page["older"]
+            assert len(page["entries"]) == 1000 and page["first"] == page["entries"][0]["offset"]
+            # Back page by page to the start list, each page before the last one's first.
+            seen = [page["entries"]]
+            while page["older"]:
+                async with s.get(f"{ingest}/api/desk/audit", headers=ref,
+                                 params={"before": page["first"]}) as r:
+                    page = await r.json()
+                seen.insert(0, page["entries"])
+            whole = [e for p in seen for e in p]
+            assert whole[0]["type"] == "startlist" and len(whole) == n_unknown + 2
+            ids = [tuple(map(int, e["offset"].split("-"))) for e in whole]
+            assert ids == sorted(set(ids))  # in order, none twice
+            async with s.get(f"{ingest}/api/desk/audit", headers=ref,
+                             params={"before": "nonsense"}) as r:
+                assert r.status == 400
+
+        desk, errors = await open_page(browser, f"{ingest}/desk", 1600, 1000)
+        await desk.get_by_test_id("token").fill(TOKENS["referee"])
+        await desk.keyboard.press("Enter")
+        audit = desk.get_by_test_id("audit").locator("tbody tr")
+        await expect(audit).to_have_count(1)
+        await expect(audit.first).to_contain_text("gun pair 1")
+        older = desk.get_by_test_id("audit-older")
+        await expect(older).to_be_visible()
+        await desk.screenshot(path=Path(__file__).parent / "screenshots"
+                              / "desk-audit-newest-1600x1000.png")
+        for _ in range(2):  # 1,102 entries: the newest 1,000 shown, then one more page
+            if await older.is_hidden():
+                break
+            await older.click()  # disabled until its page is in
+            await expect(older).to_be_enabled()
+        await expect(older).to_be_hidden()
+        await expect(audit).to_have_count(2)
+        await expect(audit.last).to_contain_text("startlist")
+        await expect(audit.first).to_contain_text("gun pair 1")
+        assert not errors, errors
+    finally:
+        await st.close()
+
+
 async def test_both_nodes_serve_the_favicon_at_the_root(stack):
     """Browsers ask for /favicon.ico on their own: no page (the desk included) may log a
     404 for it. Both nodes answer /favicon.svg and /favicon.ico with web/favicon.svg."""

@@ -49,7 +49,8 @@ PROBLEMS = sorted({texts[k] for texts in LANGS.values() for k in (
 #: Words a page may show in every language: the product's name, a key's name.
 EVERY_LANGUAGE = {"icetime", "Esc"}
 #: Every word of text a page shows (text, option, aria-label, title), and the words of
-#: its data (the race view's texts, the races' names), which no language file translates.
+#: its data (the race view's texts, the races' names, the last passing's source and
+#: timing point), which no language file translates.
 WORDS = """async () => {
   const words = (s) => String(s).split(/[^\\p{L}]+/u).filter((w) => w.length >= 3);
   const shown = new Set(), data = new Set();
@@ -68,7 +69,10 @@ WORDS = """async () => {
     : v && typeof v === "object" ? Object.values(v).flatMap(strings) : [];
   const view = window.icetime.view || {};
   const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
-  [...strings(view), ...Object.keys((view.race || {}).records || {}), ...races.map((r) => r.name)]
+  // The monitor's last passing names its source and timing point: ids, not words.
+  const health = await fetch("/api/health").then((r) => r.json()).catch(() => ({}));
+  [...strings(view), ...Object.keys((view.race || {}).records || {}), ...races.map((r) => r.name),
+    ...strings(health.last_passing || {})]
     .forEach((s) => words(s).forEach((w) => data.add(w)));
   return [[...shown], [...data]];
 }"""

@@ -62,6 +62,36 @@ def test_team_pursuit_is_timed_on_the_third_skater_with_the_gap_at_every_lap(tp)
     assert fold == json.loads(json.dumps(view))
 
 
+def test_before_any_team_finished_the_leader_at_each_lap_is_the_pairs_first_across(tp):
+    """The first pair has no finished team to compare with: at every lap the team behind
+    gets its gap to the team ahead (gap_leader, leader_bib), the team ahead leads there
+    (itself, no gap). The next pair is compared with the provisional leader."""
+    _, view, _ = run(tp)
+    pair1 = next(p for p in tp["script"]["pairs"] if p["pair"] == 1)["times"]
+    teams = {t["id"]: t["skaters"] for t in tp["startlist"]["races"][0]["teams"]}
+
+    def third(tid, k):
+        return max(parse_time(pair1[b][k]) for b in teams[tid])
+    res = view["results"]
+    for k in range(5):  # every lap before the finish (no team has finished there)
+        can, usa = res["CAN"]["passages"][k], res["USA"]["passages"][k]
+        gap = third("USA", k) - third("CAN", k)
+        ahead, behind = (can, usa) if gap > 0 else (usa, can)
+        assert behind["gap_leader"] == abs(gap) == behind["gap_partner"], k
+        assert ahead["gap_leader"] is None
+        assert ahead["leader_bib"] == ("CAN" if ahead is can else "USA")
+        assert behind["leader_bib"] == ahead["leader_bib"]
+    # At the finish Canada crossed first: the leader by then, USA behind it.
+    assert res["USA"]["passages"][5]["gap_leader"] == third("USA", 5) - third("CAN", 5)
+    assert "United States 0.20 behind Canada at 400 m" in view["stories"]
+    # The second pair: the gap to Canada's time at each lap, as in an individual race
+    # (at the finish to Japan's, across the line first).
+    ned, can = res["NED"]["passages"], res["CAN"]["passages"]
+    assert [p["leader_bib"] for p in ned] == ["CAN"] * 5 + ["JPN"]
+    assert [p["gap_leader"] for p in ned[:5]] == [
+        p["t"] - c["t"] for p, c in zip(ned[:5], can[:5], strict=True)]
+
+
 def test_a_team_with_two_skaters_at_the_finish_gets_no_time(tp):
     third = tp["startlist"]["races"][0]["teams"][0]["skaters"][2]  # Netherlands' third
     transponders = {s["bib"]: s["transponders"] for s in tp["startlist"]["skaters"]}[third]

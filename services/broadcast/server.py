@@ -167,11 +167,16 @@ class Broadcast(WsEndpoint):
         async def latency() -> dict[str, Any]:
             return self.metrics.recent_latency()
 
+        async def last_passing() -> Any:
+            raw = await self.r.get(keys.last_passing(self.competition))
+            return json.loads(raw) if raw else None
+
         parts: dict[str, Callable[[], Awaitable[Any]]] = {
             "ingest": lambda: counters(keys.ingest_stats(self.competition)),
             "scoring": lambda: restarts.scoring_health(self.r, self.competition),
             "service_restarts": lambda: restarts.service_restarts(self.r, self.competition),
-            "broadcast": self.broadcast_stats, "decoders": decoders, "latency": latency}
+            "broadcast": self.broadcast_stats, "decoders": decoders, "latency": latency,
+            "last_passing": last_passing}
         for name, part in parts.items():
             try:
                 async with asyncio.timeout(HEALTH_PART_S):

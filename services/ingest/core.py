@@ -206,6 +206,7 @@ class IngestCore:
             await self.register()
             appended = await self.bus.append_inputs(docs)
             await self._count_undos(inputs, appended)
+            await self._note_last_passing(inputs, appended)
         except RedisError as exc:
             self.registered = False  # Redis may have come back empty: register again
             self.outage.failed(exc, "storing inputs (sources are told to resend)")
@@ -236,6 +237,19 @@ class IngestCore:
                 own_key, ttl = double_click_key(inp, undos), DOUBLE_CLICK_S
             docs.append((stored(inp), own_key, ttl))
         return docs
+
+    async def _note_last_passing(self, inputs: list[tuple[FeedInput, int, bytes]],
+                                 appended: list[tuple[str, bus.Appended]]) -> None:
+        """Keep the newest passing stored (keys.last_passing), whatever its source, for
+        the monitor's "last passing" (a mat's reads count as much as a decoder's).
+        Raises RedisError."""
+        newest = next(((inp, rx) for (inp, rx, _), (_, what) in
+                       zip(reversed(inputs), reversed(appended), strict=True)
+                       if what == "new" and isinstance(inp, Passing)), None)
+        if newest is not None:
+            inp, rx = newest
+            await self.r.set(keys.last_passing(self.competition), json.dumps(
+                {"at_us": rx, "source": inp.source, "point": inp.point}))
 
     async def _count_undos(self, inputs: list[tuple[FeedInput, int, bytes]],
                            appended: list[tuple[str, bus.Appended]]) -> None:

@@ -25,10 +25,14 @@ icetime.settings.DESK_ROLES): 401 without a valid token, 403 for another role.
   races' reads never push the race's own out; ``dropped`` counts the other reads not sent
   (beyond DESK_READS). The first look goes back until DESK_READS of its own are found
   (DESK_RAW_SCAN_MAX inputs at most). 404 for a race with no view.
-* ``GET /api/desk/audit[?after=ID][&format=csv]``: the officials' stream
+* ``GET /api/desk/audit[?after=ID | ?before=ID][&format=csv]``: the officials' stream
   (icetime.keys.officials_stream(self.competition)): who sent what, when, and scoring's verdict;
-  ``{entries, last}`` (at most DESK_BATCH entries); with ``format=csv`` or
-  ``format=json``, every entry as a file to save.
+  ``{entries, last, first, older}``, entries oldest first (at most DESK_BATCH): after
+  ``after``, the next ones; else the newest (before ``before``, when given), so the
+  latest input is in the first answer however long the log; ``last`` and ``first`` the
+  newest and oldest ids sent (to ask from next time), ``older`` whether entries before
+  ``first`` remain. With ``format=csv`` or ``format=json``, every entry as a file to
+  save. 400 for an ``after`` or ``before`` that is no stream id.
 """
 from __future__ import annotations
 
@@ -82,13 +86,14 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         response.headers["Cache-Control"] = "no-store"
 
 
-def _after(request: web.Request) -> str | None:
-    """The ``after`` stream id of a request; HTTPBadRequest when it is not one."""
-    after = request.query.get("after")
+def _after(request: web.Request, name: str = "after") -> str | None:
+    """The stream id a request's parameter ``name`` (``after``, ``before``) gives, None
+    without one; HTTPBadRequest when it is not one."""
+    after = request.query.get(name)
     if after is None or after == "":
         return None
     if not bus.valid_id(after):
-        raise web.HTTPBadRequest(text=json.dumps({"ok": False, "error": "'after' must be a "
+        raise web.HTTPBadRequest(text=json.dumps({"ok": False, "error": f"'{name}' must be a "
                                                   "stream id such as 1700000000000-0"}),
                                  content_type="application/json")
     return after
@@ -332,9 +337,19 @@ class Desk:
                 return web.Response(text=audit_csv(entries), content_type="text/csv",
                                     headers={"Content-Disposition": name})
             return web.json_response(entries, headers={"Content-Disposition": name})
-        start = f"({after}" if after else "-"
-        got = bus.entries(await self.r.xrange(keys.officials_stream(self.competition), start, "+",
-                                              count=DESK_BATCH))
+        before = _after(request, "before")
+        stream = keys.officials_stream(self.competition)
+        if after is not None:
+            got = bus.entries(await self.r.xrange(stream, f"({after}", "+", count=DESK_BATCH))
+        else:
+            # The newest first: the gun keyed a moment ago is in the first answer however
+            # long the log is; older pages on demand (``before``).
+            end = f"({before}" if before is not None else "+"
+            got = list(reversed(bus.entries(
+                await self.r.xrevrange(stream, end, "-", count=DESK_BATCH))))
         entries = [{**json.loads(bus.text((f or {}).get(b"v"))), "offset": sid}
                    for sid, f in got]
-        return web.json_response({"entries": entries, "last": got[-1][0] if got else after})
+        first = got[0][0] if got else before
+        older = bool(first) and bool(await self.r.xrevrange(stream, f"({first}", "-", count=1))
+        return web.json_response({"entries": entries, "last": got[-1][0] if got else after,
+                                  "first": first, "older": older})

@@ -34,8 +34,10 @@ class PairPassages(RaceBase):
     min_seg: list[int]
     #: Extra loops in the ice: point id -> metres past the finish line along the lap.
     loops: dict[str, int]
-    #: Team events: how many of a team's skaters must cross for its passage.
+    #: Team events: how many of a team's skaters must cross for its passage; the teams
+    #: (id -> its skaters' bibs; empty in an individual race).
     need: int
+    teams: dict[str, list[str]]
     #: The draw, per row: pair number, lane, partner's row; and each pair's rows.
     pair_no: list[int]
     lane_of: list[str]
@@ -191,12 +193,7 @@ class PairPassages(RaceBase):
             pt = tm.item(p, k)
             if pt != NOT_PASSED:
                 gap_partner = t - pt
-        leader = self.cls.leader()
-        gap_leader = projected = None
-        if leader >= 0 and leader != row and tm.item(leader, k) != NOT_PASSED:
-            lt = tm.item(leader, k)
-            gap_leader = t - lt
-            projected = to_thousandths(tm.item(leader, last) * t // lt)
+        leader, gap_leader, projected = self._to_leader(row, k, t, gap_partner)
         entry = {"k": k, "m": passage_m[k], "t": t, "input": input_id, "lap_time": lap_time,
                  "rank": rank,
                  "gap_best": gap_best,
@@ -225,6 +222,26 @@ class PairPassages(RaceBase):
             self._tell(lines)
             return [{"type": "passage", **base, "stories": lines}]
         return self._finish(base, row, t, leader, emit)
+
+    def _to_leader(self, row: int, k: int, t: int, gap_partner: int | None
+                   ) -> tuple[int, int | None, int | None]:
+        """Passage ``k`` of ``row`` at race time ``t`` (µs) against the leader: its row
+        (-1: none), the gap (µs; None for the leader itself or without one) and the
+        projected finish (µs, from the leader's finish; None without one). The leader is
+        the provisional one; in a team event before any team has finished, the pair's
+        team across this lap first (the partner, when ``gap_partner`` says it crossed
+        first, else ``row`` itself), so the gap between the teams shows at every lap."""
+        tm = self.t
+        leader = self.cls.leader()
+        if leader >= 0 and leader != row and tm.item(leader, k) != NOT_PASSED:
+            lt = tm.item(leader, k)
+            projected = to_thousandths(tm.item(leader, len(self.passage_m) - 1) * t // lt)
+            return leader, t - lt, projected
+        if leader < 0 and self.teams:
+            if gap_partner is None:
+                return row, None, None
+            return self.partner_of[row], gap_partner, None
+        return leader, None, None
 
     def _recorded_before(self, row: int, k: int) -> int:
         """Race time (µs) of the row's last recorded passage before passage ``k`` (0:

@@ -33,7 +33,7 @@ const ACTIONS = {
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "", role: "", source: "", inputs: [],
   race: new URLSearchParams(location.search).get("race") || "", races: [], view: null,
-  eventsAfter: "", readsAfter: "", auditAfter: "", passages: new Map(), chips: {}, health: null, reads: [], audit: [],
+  eventsAfter: "", readsAfter: "", auditAfter: "", auditFirst: "", auditOlder: false, passages: new Map(), chips: {}, health: null, reads: [], audit: [],
   // Reads of other races (their skaters' chips; /api/desk/reads?race=): held apart, so
   // they never push this race's out, and shown only when asked for (`showOthers`).
   others: [], otherIds: new Set(), dropped: 0, showOthers: false,
@@ -184,11 +184,34 @@ function shownReads() {
   return state.showOthers && state.others.length ? [...state.reads, ...state.others].sort(byInput) : state.reads;
 }
 
+// The audit log: the first answer is its newest entries (the gun keyed a moment ago
+// shows at once, however long the log); then what came after, and older entries on
+// demand (the button under the log, or scrolling to its end).
 async function pollAudit() {
   const after = state.auditAfter ? `?after=${encodeURIComponent(state.auditAfter)}` : "";
   const { body } = await api(`/api/desk/audit${after}`);
   state.audit = state.audit.concat(body.entries);
   state.auditAfter = body.last || state.auditAfter;
+  if (!after) {
+    state.auditFirst = body.first;
+    state.auditOlder = body.older;
+  }
+}
+
+async function loadOlderAudit() {
+  if (!state.auditOlder || state.auditLoading || !state.auditFirst) return;
+  state.auditLoading = true;
+  $("audit-older").disabled = true;
+  try {
+    const { body } = await api(`/api/desk/audit?before=${encodeURIComponent(state.auditFirst)}`);
+    state.audit = body.entries.concat(state.audit);
+    state.auditFirst = body.first;
+    state.auditOlder = body.older;
+    render();
+  } finally {
+    state.auditLoading = false;
+    $("audit-older").disabled = false;
+  }
 }
 
 // One poll at a time: two in flight would ask from the same place and add twice what
@@ -474,6 +497,7 @@ function renderAudit() {
     return `<tr data-input="${esc(e.input)}" class="${esc(e.verdict)}"><td>${received(e.rx_us)}</td>` +
       `<td>${esc(e.source)}</td><td>${esc(describe(e))}</td><td data-testid="effect-cell">${esc(effect)}</td><td>${undo}</td></tr>`;
   }).join("");
+  $("audit-older").hidden = !state.auditOlder;
 }
 
 function render() {
@@ -802,6 +826,12 @@ $("reads-others-toggle").addEventListener("click", () => {
 $("audit-body").addEventListener("click", (e) => {
   const b = e.target.closest("button[data-undo]");
   if (b) open("u", b.dataset.undo);
+});
+$("audit-older").addEventListener("click", () => loadOlderAudit());
+// Scrolled to the end of the log: the older entries follow.
+document.querySelector("section.audit").addEventListener("scroll", (e) => {
+  const el = e.currentTarget;
+  if (el.scrollTop + el.clientHeight >= el.scrollHeight - 40) loadOlderAudit();
 });
 $("export-csv").addEventListener("click", () => exportAudit("csv"));
 $("export-json").addEventListener("click", () => exportAudit("json"));

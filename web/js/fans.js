@@ -13,6 +13,8 @@ const STALE_MS = 15000;
 const params = new URLSearchParams(location.search);
 let follow = "";  // a bib, or "" for the pair on the ice
 
+const gapOf = (p) => (p.gap_leader === undefined ? null : p.gap_leader);
+
 function gapClass(gap) { return gap === null || gap === undefined ? "" : gap > 0 ? "slower" : "faster"; }
 
 function laneRows(view, bib, lane) {
@@ -67,14 +69,16 @@ function card(view, bib) {
 
 // The gap the whole page shows (card, lanes, chart): at each passage, to the leader of
 // the moment (the provisional leader's time there when the skater passed). Ahead above
-// the line, behind below it; none before anyone has finished.
+// the line, behind below it; none before anyone has finished. In a team event before any
+// team has finished, the leader at a lap is the pair's team across first: that team is
+// drawn on the leader's line (its passage names itself as leader_bib, with no gap).
 function chart(view, bibs) {
   const series = bibs.map((bib, i) => ({
     bib,
     cls: bibs.length === 1 ? "s-follow" : `s-${view.pairs.some((p) => p.outer === bib) ? "O" : "I"}`,
     above: i === 0,
-    pts: view.results[bib].passages.filter((p) => p && p.gap_leader !== null && p.gap_leader !== undefined)
-      .map((p) => ({ m: p.m, gap: p.gap_leader })),
+    pts: view.results[bib].passages.filter((p) => p && (gapOf(p) !== null || p.leader_bib === bib))
+      .map((p) => ({ m: p.m, gap: gapOf(p) ?? 0, lead: gapOf(p) === null })),
   }));
   const passed = bibs.some((b) => view.results[b].passages.some(Boolean));
   drawChart(view, series, t("leader"), !view.classification.bib.length && !passed
@@ -203,7 +207,8 @@ function drawChart(view, series, refLabel, emptyNote) {
   });
   series.forEach((s) => {
     s.pts.forEach((p, j) => {
-      if (!((single && s.pts.length <= 6) || j === s.pts.length - 1)) return;
+      // The leading team's point is on the leader's line: the axis labels it.
+      if (p.lead || !((single && s.pts.length <= 6) || j === s.pts.length - 1)) return;
       const text = fmtGap(p.gap);
       const at = labels.place(x(p.m), y(p.gap), text, "lbl", single ? p.gap > 0 : !s.above);
       if (at) {
@@ -405,11 +410,20 @@ function tickClocks(live) {
   requestAnimationFrame(() => tickClocks(live));
 }
 
+// The race drop-down: every race, and races whose start list comes after the page
+// opened too (asked again every RACES_POLL_MS; the races are few and the answer small).
+const RACES_POLL_MS = 10000;
+
 async function fillRaces(current) {
-  const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
   const sel = $("race-select");
-  for (const r of races) sel.add(new Option(r.name, r.id));
-  sel.value = current;
+  const add = async () => {
+    const races = await fetch("/api/races").then((r) => r.json()).catch(() => []);
+    const have = new Set([...sel.options].map((o) => o.value));
+    for (const r of races) if (!have.has(r.id)) sel.add(new Option(r.name, r.id));
+    sel.value = current;
+  };
+  await add();
+  setInterval(add, RACES_POLL_MS);
   sel.addEventListener("change", () => {
     location.assign(`/live?race=${encodeURIComponent(sel.value)}`);
   });

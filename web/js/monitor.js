@@ -78,6 +78,26 @@ function cell(p, best, members, others) {
     `<span class="rk">${p.rank}</span><span class="gap ${gapClass(p.gap_leader)}">${p.gap_leader === null ? "" : fmtGap(p.gap_leader)}</span></div></td>`;
 }
 
+// A team pursuit's skaters under the team's name: the three who counted at its latest
+// line (the team's time is the third's), and each one who did not, with the last line
+// she counted at ("out after 800 m": she dropped, or is behind the three).
+function teamLine(view, bib, members) {
+  const team = view.race.kind === "team_pursuit" && view.teams && view.teams[bib];
+  if (!team) return "";
+  const done = view.results[bib].passages.filter(Boolean);
+  const latest = done.length ? done[done.length - 1] : null;
+  const lastAt = {};
+  for (const p of done) for (const m of Object.keys(p.skaters || {})) lastAt[m] = p.m;
+  const bits = team.skaters.map((m) => {
+    const name = esc(members[m] ? members[m].short : m);
+    if (!latest) return `<span class="member">${name}</span>`;
+    if (latest.skaters && m in latest.skaters) return `<span class="member counted">${name}</span>`;
+    if (lastAt[m] === undefined) return `<span class="member">${name}</span>`;
+    return `<span class="member out">${name} ${esc(t("out after {m} m", { m: lastAt[m] }))}</span>`;
+  });
+  return `<div class="members" data-testid="members-${esc(bib)}">${bits.join(" · ")}</div>`;
+}
+
 function flags(list) { return list.map((f) => `<span class="flag flag-${esc(f)}">${esc(f)}</span>`).join(""); }
 
 function row(view, bib, best, pairOf, members) {
@@ -94,7 +114,7 @@ function row(view, bib, best, pairOf, members) {
   const projected = !res.final && last && last.projected ? fmtTime(last.projected) : "";
   return `<tr data-bib="${esc(bib)}" class="${classes}" aria-selected="${selected === bib}">` +
     `<td class="pr">${esc(pair)}<span class="lane lane-${lane}">${lane}</span></td>` +
-    `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span></td>` +
+    `<td class="who"><span class="name">${esc(sk.name)}</span> <span class="nation">${esc(sk.nation)}</span>${teamLine(view, bib, members)}</td>` +
     `<td class="num ref">${fmtTime(sk.pb)}</td><td class="num ref">${fmtTime(sk.sb)}</td>` +
     view.race.passages.map((m, k) => cell(res.passages[k], best[k], members, passageTimes(view, k))).join("") +
     `<td class="final" data-testid="final-${esc(bib)}">${final}</td><td class="num proj">${projected}</td></tr>`;
@@ -283,9 +303,14 @@ function drawHealth() {
     }
   }
   parts.push(latencyChip(h));
+  // The newest passing from any source (a decoder, a mat's JSON feed, a replay), not only
+  // the race's passages: reads arriving for another race, or refused, still show the
+  // feed is alive. Where it came from when the health names it.
+  const any = (h && h.last_passing) || null;
   const viewUs = lastPassingUs(live.view);
-  const at = Math.max(viewUs || 0, lastTimingAt);
-  const last = at ? ago(live.serverNowUs() - at) : t("none yet");
+  const at = Math.max(viewUs || 0, lastTimingAt, (any && any.at_us) || 0);
+  const from = any && any.at_us === at ? ` · ${any.source} (${any.point})` : "";
+  const last = at ? ago(live.serverNowUs() - at) + from : t("none yet");
   parts.push(`<span class="chip" data-testid="last-passing">${esc(t("last passing"))} ${esc(last)}</span>`);
   const html = parts.join("");
   if ($("health").innerHTML !== html) $("health").innerHTML = html;
