@@ -296,8 +296,9 @@ async def feed(cfg: settings.Settings, race: str, passings: int, rate: float) ->
 
 async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
                        ) -> tuple[Result, RawClient]:
-    """The real system's run; the result, and the recorder client (its frames)."""
-    path = latency.config(tmp)
+    """The real system's run; the result, and the recorder client (its frames). Each run
+    starts from an empty Redis (its own data directory under ``tmp``)."""
+    path = latency.config(Path(tempfile.mkdtemp(prefix="icetime-", dir=tmp)))
     sup = Supervisor(path, settings.load(path))
     await asyncio.to_thread(sup.start)
     cfg = sup.cfg
@@ -309,7 +310,7 @@ async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
         await asyncio.wait_for(recorder.ready.wait(), 30)
         ready = await workers.connect(cfg.broadcast_ws_port, race)
         pid = sup.procs["broadcast"].pid
-        counter = await start_counting(args.syscalls, pid, tmp / "perf-icetime")
+        counter = await start_counting(args, "icetime", pid, tmp)
         cpu0, clients0 = cpu_s(pid), workers.cpu_s()
         spy = await start_py_spy(args.py_spy, pid)
         await feed(cfg, race, args.passings, args.rate)
@@ -408,7 +409,7 @@ async def node_half(args: argparse.Namespace, workers: Workers, recorder: RawCli
         watch = await open_client("127.0.0.1", port, {"op": "subscribe", "race": "scale"})
         await asyncio.wait_for(watch.ready.wait(), 30)
         ready = await workers.connect(port, "scale")
-        counter = await start_counting(args.syscalls, node.pid, tmp / "perf-node")
+        counter = await start_counting(args, "node", node.pid, tmp)
         cpu0, clients0 = cpu_s(node.pid), workers.cpu_s()
         start, first = time.monotonic(), events[0][0]
         for at, text in events:
@@ -433,22 +434,44 @@ async def node_half(args: argparse.Namespace, workers: Workers, recorder: RawCli
             await node.wait()
 
 
-async def start_counting(names: list[str] | None, pid: int, workdir: Path
-                         ) -> syscalls.Counter | None:
-    """A system call counter on ``pid``, counting (``--syscalls``); else None."""
-    if names is None:
-        return None
-    counter = syscalls.Counter(pid, names, workdir)
-    await counter.start()
-    await counter.enable()
-    return counter
+@dataclass
+class Watch:
+    """perf on one server over the measured window: its system calls (``--syscalls``)
+    and its stacks (``--perf-record``), each when asked for."""
+
+    counter: syscalls.Counter | None
+    profile: syscalls.Profile | None
+
+    def all(self) -> list[syscalls.Perf]:
+        return [p for p in (self.counter, self.profile) if p is not None]
 
 
-async def stop_counting(counter: syscalls.Counter | None) -> dict[str, int] | None:
-    if counter is None:
-        return None
-    await counter.disable()
-    return await counter.stop()
+async def start_counting(args: argparse.Namespace, name: str, pid: int, tmp: Path) -> Watch:
+    """perf on server ``name`` (process ``pid``) as ``args`` ask, enabled."""
+    watch = Watch(None, None)
+    if args.syscalls is not None:
+        watch.counter = syscalls.Counter(pid, args.syscalls, tmp / f"perf-{name}")
+    if args.perf_record is not None:
+        folder = Path(args.perf_record)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{name}-{len(list(folder.glob(name + '-*.data'))) + 1}.data"
+        watch.profile = syscalls.Profile(pid, out, tmp / f"perf-record-{name}")
+    for p in watch.all():
+        await p.start()
+    for p in watch.all():
+        await p.enable()
+    return watch
+
+
+async def stop_counting(watch: Watch) -> dict[str, int] | None:
+    """Stop the perf processes of ``watch``; the system call counts (when counted)."""
+    for p in watch.all():
+        await p.disable()
+    for p in watch.all():
+        await p.stop()
+    if watch.profile is not None:
+        print(f"perf record: {watch.profile.args[-1]} (perf report -i ...)", flush=True)
+    return watch.counter.counts() if watch.counter is not None else None
 
 
 def order(run: int) -> tuple[str, str]:
@@ -575,6 +598,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "...); prints the ratio's median and range")
     p.add_argument("--syscalls", action="store_const", const=[],
                    help="count each server's system calls over the same window (perf)")
+    p.add_argument("--perf-record", metavar="DIR",
+                   help="record each server's stacks (perf, user and kernel) over the same "
+                        "window into DIR/<server>-<k>.data")
     p.add_argument("--py-spy", metavar="FILE",
                    help="record the broadcast node with py-spy (collapsed stacks) into FILE")
     p.add_argument("--worker", type=int, metavar="N", help=argparse.SUPPRESS)

@@ -27,6 +27,9 @@ NAMES = ("sendto", "sendmsg", "write", "writev", "recvfrom", "recvmsg", "read", 
          "setsockopt", "ioctl", "accept4", "close", "mmap", "munmap", "madvise", "brk",
          "mprotect", "getpid", "sched_yield", "io_uring_enter")
 TOTAL = "raw_syscalls:sys_enter"
+#: Software events counted beside them: how often the process was switched out (it
+#: blocked, or was preempted), moved to another CPU, or faulted a page in.
+SOFTWARE = ("context-switches", "cpu-migrations", "page-faults")
 #: How long perf may take to start, and to answer a control command, seconds.
 PERF_TIMEOUT_S = 30.0
 
@@ -51,15 +54,16 @@ def available() -> tuple[list[str], str | None]:
     return [n for n in NAMES if n in have], None
 
 
-class Counter:
-    """``perf stat`` on process ``pid`` (all its threads), counting nothing until
-    :meth:`enable`. :meth:`start` it, then :meth:`enable`, :meth:`disable` (any number
-    of windows, summed) and :meth:`stop`, which returns the counts. ``workdir``: where
-    its FIFOs and output go. Raises RuntimeError when perf ends early or does not answer."""
+class Perf:
+    """``perf <command> <args>`` on process ``pid`` (all its threads), started disabled.
+    :meth:`start` it, then :meth:`enable`, :meth:`disable` (any number of windows) and
+    :meth:`stop`. ``workdir``: where its FIFOs go. Raises RuntimeError when perf ends
+    early or does not answer."""
 
-    def __init__(self, pid: int, names: list[str], workdir: Path) -> None:
+    def __init__(self, pid: int, command: str, args: list[str], workdir: Path) -> None:
         self.pid = pid
-        self.names = names
+        self.subcommand = command
+        self.args = args
         self.dir = workdir
         self.proc: asyncio.subprocess.Process | None = None
         self.ctl: IO[str] | None = None
@@ -72,10 +76,9 @@ class Counter:
             with contextlib.suppress(FileNotFoundError):
                 fifo.unlink()
             os.mkfifo(fifo)
-        events = ",".join([TOTAL, *(f"syscalls:sys_enter_{n}" for n in self.names)])
         self.proc = await asyncio.create_subprocess_exec(
-            "perf", "stat", "-x,", "-D", "-1", "--control", f"fifo:{ctl},{ack}",
-            "-e", events, "-p", str(self.pid), "-o", str(self.dir / "out"),
+            "perf", self.subcommand, "-D", "-1", "--control", f"fifo:{ctl},{ack}",
+            *self.args, "-p", str(self.pid),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         # Each open waits for perf to open the other end.
         self.ctl = await asyncio.wait_for(asyncio.to_thread(open, ctl, "w"), PERF_TIMEOUT_S)
@@ -97,44 +100,72 @@ class Counter:
     async def disable(self) -> None:
         await self.command("disable")
 
-    async def stop(self) -> dict[str, int]:
-        """End perf; the counts by call name (each of ``names``, ``other``, ``total``)."""
+    async def stop(self) -> None:
+        """End perf (it writes its output first)."""
         assert self.proc is not None
         for f in (self.ctl, self.ack):
             if f is not None:
                 f.close()
         with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(2)  # SIGINT: perf writes its counts and ends
+            self.proc.send_signal(2)  # SIGINT: perf writes its output and ends
         await asyncio.wait_for(self.proc.wait(), PERF_TIMEOUT_S)
+
+
+class Counter(Perf):
+    """``perf stat`` of :data:`TOTAL`, the calls ``names`` and :data:`SOFTWARE` on
+    ``pid``; :meth:`counts` once stopped (windows summed)."""
+
+    def __init__(self, pid: int, names: list[str], workdir: Path) -> None:
+        events = ",".join([TOTAL, *(f"syscalls:sys_enter_{n}" for n in names), *SOFTWARE])
+        super().__init__(pid, "stat", ["-x,", "-e", events, "-o", str(workdir / "out")],
+                         workdir)
+
+    def counts(self) -> dict[str, int]:
+        """By call name (each of ``names``, ``other``, ``total``) and software event."""
         return parse(self.dir / "out")
 
 
+class Profile(Perf):
+    """``perf record``: ``pid``'s stacks, user and kernel, sampled on the CPU clock
+    (no hardware counters needed) at ``freq`` Hz into ``out``; ``perf report -i out``."""
+
+    def __init__(self, pid: int, out: Path, workdir: Path, freq: int = 999) -> None:
+        super().__init__(pid, "record", ["-e", "cpu-clock", "-F", str(freq), "-g",
+                                         "-o", str(out)], workdir)
+
+
 def parse(path: Path) -> dict[str, int]:
-    """Counts from ``perf stat -x,`` output: by call name, ``total`` (every call) and
-    ``other`` (total less the named ones). A count perf did not take is 0."""
+    """Counts from ``perf stat -x,`` output: by call name, ``total`` (every call),
+    ``other`` (total less the named ones) and each of :data:`SOFTWARE`. A count perf did
+    not take is 0."""
     counts: dict[str, int] = {}
     for line in path.read_text().splitlines():
         fields = line.split(",")
-        if len(fields) < 3 or not fields[2].startswith(("syscalls:", "raw_syscalls:")):
+        if len(fields) < 3:
+            continue
+        if fields[2] in SOFTWARE:
+            counts[fields[2]] = int(fields[0]) if fields[0].isdigit() else 0
+            continue
+        if not fields[2].startswith(("syscalls:", "raw_syscalls:")):
             continue
         value = int(fields[0]) if fields[0].isdigit() else 0
         name = "total" if fields[2] == TOTAL else fields[2].removeprefix(
             "syscalls:sys_enter_")
         counts[name] = counts.get(name, 0) + value
     counts["other"] = counts.get("total", 0) - sum(
-        v for k, v in counts.items() if k != "total")
+        v for k, v in counts.items() if k != "total" and k not in SOFTWARE)
     return counts
 
 
 def table(columns: dict[str, tuple[dict[str, int], int]]) -> list[str]:
     """Lines comparing processes' counts per 1,000 delivered frames: ``columns`` maps a
     name to (counts, frames delivered). Calls none of them made are left out."""
-    names = [n for n in (*NAMES, "other", "total")
+    names = [n for n in (*NAMES, "other", "total", *SOFTWARE)
              if any(c.get(n, 0) for c, _ in columns.values())]
-    head = f"{'system call':<14}" + "".join(f"{k:>14}" for k in columns)
+    head = f"{'per 1,000':<16}" + "".join(f"{k:>14}" for k in columns)
     lines = ["system calls per 1,000 delivered frames (perf tracepoints, the same window)",
              head]
     for n in names:
-        lines.append(f"{n:<14}" + "".join(f"{c.get(n, 0) * 1000 / max(1, frames):14.1f}"
+        lines.append(f"{n:<16}" + "".join(f"{c.get(n, 0) * 1000 / max(1, frames):14.1f}"
                                           for c, frames in columns.values()))
     return lines
