@@ -21,7 +21,16 @@ client process and one in the server); the number of clients is capped to fit an
 is printed. ``npm ci`` installs ``ws`` into bench/node/node_modules when it is missing; if
 that or ``node`` is not there, the Node half is skipped with the reason.
 
-Run alone: ``python -m bench.fanout_scale --clients 10000 [--procs 4] [--rate 5]``.
+``--repeat N`` runs both halves N times, interleaved (icetime, Node, Node, icetime,
+icetime, ...; a Node half that goes first sends the frames of the icetime half before it,
+and each icetime half starts from an empty Redis), then prints the median and range of
+the ratio and of its kernel part, with the load average. ``--syscalls`` counts each
+server's system calls, context switches and page faults over the same window
+(:mod:`bench.syscalls`, perf tracepoints), per 1,000 delivered frames;
+``--perf-record DIR`` samples each server's stacks, user and kernel, into DIR.
+
+Run alone: ``python -m bench.fanout_scale --clients 10000 [--procs 4] [--rate 5]
+[--repeat 3] [--syscalls]``.
 """
 from __future__ import annotations
 
