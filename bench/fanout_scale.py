@@ -21,7 +21,16 @@ client process and one in the server); the number of clients is capped to fit an
 is printed. ``npm ci`` installs ``ws`` into bench/node/node_modules when it is missing; if
 that or ``node`` is not there, the Node half is skipped with the reason.
 
-Run alone: ``python -m bench.fanout_scale --clients 10000 [--procs 4] [--rate 5]``.
+``--repeat N`` runs both halves N times, interleaved (icetime, Node, Node, icetime,
+icetime, ...; a Node half that goes first sends the frames of the icetime half before it,
+and each icetime half starts from an empty Redis), then prints the median and range of
+the ratio and of its kernel part, with the load average. ``--syscalls`` counts each
+server's system calls, context switches and page faults over the same window
+(:mod:`bench.syscalls`, perf tracepoints), per 1,000 delivered frames;
+``--perf-record DIR`` samples each server's stacks, user and kernel, into DIR.
+
+Run alone: ``python -m bench.fanout_scale --clients 10000 [--procs 4] [--rate 5]
+[--repeat 3] [--syscalls]``.
 """
 from __future__ import annotations
 
@@ -48,7 +57,7 @@ from icetime.feedclient import FeedClient
 from icetime.service import run_loop
 from icetime.timefmt import now_us
 
-from . import latency
+from . import latency, syscalls
 from .wsclient import RawClient, open_client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +188,8 @@ class Result:
     lat: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     #: The client processes' CPU seconds (user + system) over the same time.
     clients_cpu_s: float = 0.0
+    #: The server process's system calls over the same time, by name (``--syscalls``).
+    calls: dict[str, int] | None = None
 
     @property
     def cpu_s(self) -> float:
@@ -294,8 +305,9 @@ async def feed(cfg: settings.Settings, race: str, passings: int, rate: float) ->
 
 async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
                        ) -> tuple[Result, RawClient]:
-    """The real system's run; the result, and the recorder client (its frames)."""
-    path = latency.config(tmp)
+    """The real system's run; the result, and the recorder client (its frames). Each run
+    starts from an empty Redis (its own data directory under ``tmp``)."""
+    path = latency.config(Path(tempfile.mkdtemp(prefix="icetime-", dir=tmp)))
     sup = Supervisor(path, settings.load(path))
     await asyncio.to_thread(sup.start)
     cfg = sup.cfg
@@ -307,18 +319,20 @@ async def icetime_half(args: argparse.Namespace, workers: Workers, tmp: Path
         await asyncio.wait_for(recorder.ready.wait(), 30)
         ready = await workers.connect(cfg.broadcast_ws_port, race)
         pid = sup.procs["broadcast"].pid
+        counter = await start_counting(args, "icetime", pid, tmp)
         cpu0, clients0 = cpu_s(pid), workers.cpu_s()
         spy = await start_py_spy(args.py_spy, pid)
         await feed(cfg, race, args.passings, args.rate)
         await drained(recorder, args.passings)
         used, clients_used = cpu_s(pid) - cpu0, workers.cpu_s() - clients0
+        calls = await stop_counting(counter)
         await stop_py_spy(spy, args.py_spy)
         load = os.getloadavg()[0]
         recorder.close()
         frames, lat = await workers.stop(tmp)
         events = sum(1 for _, p in recorder.frames if p.startswith(b'{"type":"event"'))
         return Result("icetime", ready, frames, events * ready, used, load, lat,
-                      clients_used), recorder
+                      clients_used, calls), recorder
     finally:
         await asyncio.to_thread(sup.stop)
 
@@ -387,7 +401,8 @@ def source_times(recorder: RawClient) -> list[tuple[int, str]]:
     return out
 
 
-async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
+async def node_half(args: argparse.Namespace, workers: Workers, recorder: RawClient,
+                    tmp: Path) -> Result:
     """The same clients on the Node ``ws`` server, fed the recorded frames at the pace
     their passings were sent."""
     node = await asyncio.create_subprocess_exec(
@@ -403,6 +418,7 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
         watch = await open_client("127.0.0.1", port, {"op": "subscribe", "race": "scale"})
         await asyncio.wait_for(watch.ready.wait(), 30)
         ready = await workers.connect(port, "scale")
+        counter = await start_counting(args, "node", node.pid, tmp)
         cpu0, clients0 = cpu_s(node.pid), workers.cpu_s()
         start, first = time.monotonic(), events[0][0]
         for at, text in events:
@@ -412,11 +428,12 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
             await node.stdin.drain()
         await drained(watch, passing_events(recorder))
         used, clients_used = cpu_s(node.pid) - cpu0, workers.cpu_s() - clients0
+        calls = await stop_counting(counter)
         watch.close()
         load = os.getloadavg()[0]
         frames, lat = await workers.stop(tmp)
         return Result("node ws", ready, frames, len(events) * ready, used, load, lat,
-                      clients_used)
+                      clients_used, calls)
     finally:
         node.stdin.close()
         try:
@@ -426,34 +443,144 @@ async def node_half(workers: Workers, recorder: RawClient, tmp: Path) -> Result:
             await node.wait()
 
 
+@dataclass
+class Watch:
+    """perf on one server over the measured window: its system calls (``--syscalls``)
+    and its stacks (``--perf-record``), each when asked for."""
+
+    counter: syscalls.Counter | None
+    profile: syscalls.Profile | None
+
+    def all(self) -> list[syscalls.Perf]:
+        return [p for p in (self.counter, self.profile) if p is not None]
+
+
+async def start_counting(args: argparse.Namespace, name: str, pid: int, tmp: Path) -> Watch:
+    """perf on server ``name`` (process ``pid``) as ``args`` ask, enabled."""
+    watch = Watch(None, None)
+    if args.syscalls is not None:
+        watch.counter = syscalls.Counter(pid, args.syscalls, tmp / f"perf-{name}")
+    if args.perf_record is not None:
+        folder = Path(args.perf_record)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{name}-{len(list(folder.glob(name + '-*.data'))) + 1}.data"
+        watch.profile = syscalls.Profile(pid, out, tmp / f"perf-record-{name}")
+    for p in watch.all():
+        await p.start()
+    for p in watch.all():
+        await p.enable()
+    return watch
+
+
+async def stop_counting(watch: Watch) -> dict[str, int] | None:
+    """Stop the perf processes of ``watch``; the system call counts (when counted)."""
+    for p in watch.all():
+        await p.disable()
+    for p in watch.all():
+        await p.stop()
+    if watch.profile is not None:
+        print(f"perf record: {watch.profile.args[-1]} (perf report -i ...)", flush=True)
+    return watch.counter.counts() if watch.counter is not None else None
+
+
+def order(run: int) -> tuple[str, str]:
+    """Which half goes first in run ``run`` (0-based): icetime, Node, Node, icetime,
+    icetime, Node, ... so neither is always first (nor always right after the other's
+    start-up)."""
+    return ("icetime", "node") if run % 2 == 0 else ("node", "icetime")
+
+
+@dataclass
+class Runs:
+    """Each run's (icetime, Node) results; Node None when its half is skipped."""
+
+    pairs: list[tuple[Result, Result | None]] = field(default_factory=list)
+    #: The recorder client of the last icetime half: the frames the Node half sends.
+    recorder: RawClient | None = None
+
+
+async def one_run(args: argparse.Namespace, workers: Workers, tmp: Path, runs: Runs,
+                  node_ok: bool) -> None:
+    """Run ``len(runs.pairs)``: both halves in :func:`order`, printed as they end."""
+    ice: Result | None = None
+    node: Result | None = None
+    first = order(len(runs.pairs))[0]
+    if first == "icetime" or runs.recorder is None or not node_ok:
+        ice, runs.recorder = await icetime_half(args, workers, tmp)
+        print(ice.line(), flush=True)
+    if node_ok:
+        node = await node_half(args, workers, runs.recorder, tmp)
+        print(node.line(), flush=True)
+    if ice is None:
+        ice, runs.recorder = await icetime_half(args, workers, tmp)
+        print(ice.line(), flush=True)
+    runs.pairs.append((ice, node))
+    if node is None:
+        return
+    print(f"CPU per delivered frame, icetime / Node ws: "
+          f"{ice.cpu_per_frame_us() / node.cpu_per_frame_us():.2f}x "
+          f"(broadcast node {ice.cpu_s:.2f} s, node {node.cpu_s:.2f} s)", flush=True)
+    if args.repeat == 1:
+        for r in (ice, node):
+            print(cost_line(r), flush=True)
+    if ice.calls is not None and node.calls is not None:
+        for line in syscalls.table({"icetime": (ice.calls, ice.frames),
+                                    "node ws": (node.calls, node.frames)}):
+            print(line, flush=True)
+
+
+def summary(runs: Runs) -> list[str]:
+    """The ratio's median and range over the runs, and each run's figures, one line each
+    (lines only when Node ran more than once)."""
+    pairs = [(i, n) for i, n in runs.pairs if n is not None]
+    if len(pairs) < 2:
+        return []
+    ratios = np.array([i.cpu_per_frame_us() / n.cpu_per_frame_us() for i, n in pairs])
+    sys_ratios = np.array([i.sys_per_frame_us() / n.sys_per_frame_us() for i, n in pairs])
+    lines = [f"-- {len(pairs)} runs (icetime first in runs "
+             f"{', '.join(str(k + 1) for k in range(len(pairs)) if order(k)[0] == 'icetime')})"]
+    for k, (i, n) in enumerate(pairs):
+        lines.append(f"run {k + 1}: icetime {i.cpu_per_frame_us():.2f} µs/frame "
+                     f"({i.sys_per_frame_us():.2f} sys, load {i.load:.1f}), Node "
+                     f"{n.cpu_per_frame_us():.2f} ({n.sys_per_frame_us():.2f} sys, load "
+                     f"{n.load:.1f}): {ratios[k]:.2f}x")
+    lines.append(f"CPU per delivered frame, icetime / Node ws: median {np.median(ratios):.2f}x, "
+                 f"range {ratios.min():.2f}x-{ratios.max():.2f}x; kernel part alone: median "
+                 f"{np.median(sys_ratios):.2f}x, range {sys_ratios.min():.2f}x-"
+                 f"{sys_ratios.max():.2f}x; load1 {min(min(i.load, n.load) for i, n in pairs):.1f}"
+                 f"-{max(max(i.load, n.load) for i, n in pairs):.1f}")
+    return lines
+
+
 async def amain(args: argparse.Namespace) -> None:
     limit = raise_open_files(args.clients + FD_SPARE)
     n = min(args.clients, limit - FD_SPARE)
     print(f"\n== fan-out at scale: {n:,} WebSocket clients in {args.procs} client processes, "
-          f"{args.passings} passings at {args.rate:g}/s; icetime and a Node `ws` server ==")
+          f"{args.passings} passings at {args.rate:g}/s; icetime and a Node `ws` server"
+          + (f", {args.repeat} runs" if args.repeat > 1 else "") + " ==")
     print(f"open files: limit {limit}" + (
         f" (hard limit): {args.clients:,} clients capped to {n:,}" if n < args.clients
         else ""))
+    if args.syscalls is not None:
+        args.syscalls, why_not = await asyncio.to_thread(syscalls.available)
+        if why_not:
+            print(f"system calls not counted: {why_not}")
+            args.syscalls = None
+    why = await asyncio.to_thread(node_missing)
+    if why:
+        print(f"node ws    skipped: {why}")
     workers = Workers(n, args.procs)
     await workers.start()
+    runs = Runs()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"{'server':<10} {'clients':>7} {'frames delivered/expected':>21} "
                   f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU µs/frame':>12} "
                   f"{'of it sys':>9} {'spread ms':>9} {'load1':>6}", flush=True)
-            ice, recorder = await icetime_half(args, workers, Path(tmp))
-            print(ice.line(), flush=True)
-            why = await asyncio.to_thread(node_missing)
-            if why:
-                print(f"node ws    skipped: {why}")
-                return
-            node = await node_half(workers, recorder, Path(tmp))
-            print(node.line())
-            print(f"CPU per delivered frame, icetime / Node ws: "
-                  f"{ice.cpu_per_frame_us() / node.cpu_per_frame_us():.2f}x "
-                  f"(broadcast node {ice.cpu_s:.2f} s, node {node.cpu_s:.2f} s)", flush=True)
-            for r in (ice, node):
-                print(cost_line(r), flush=True)
+            for _ in range(args.repeat):
+                await one_run(args, workers, Path(tmp), runs, why is None)
+            for line in summary(runs):
+                print(line, flush=True)
     finally:
         await workers.close()
 
@@ -475,6 +602,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=4, help="client processes")
     p.add_argument("--rate", type=float, default=5.0, help="passings a second")
     p.add_argument("--passings", type=int, default=latency.PAIRS * latency.PASSAGES * 2)
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="runs of both halves, interleaved (icetime, Node, Node, icetime, "
+                        "...); prints the ratio's median and range")
+    p.add_argument("--syscalls", action="store_const", const=[],
+                   help="count each server's system calls over the same window (perf)")
+    p.add_argument("--perf-record", metavar="DIR",
+                   help="record each server's stacks (perf, user and kernel) over the same "
+                        "window into DIR/<server>-<k>.data")
     p.add_argument("--py-spy", metavar="FILE",
                    help="record the broadcast node with py-spy (collapsed stacks) into FILE")
     p.add_argument("--worker", type=int, metavar="N", help=argparse.SUPPRESS)
