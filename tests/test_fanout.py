@@ -311,7 +311,8 @@ async def test_health_answers_while_redis_is_away(redis_server, stack):
             async with http.get(f"{stack.http}/api/health") as resp:
                 assert resp.status == 200
                 body = await resp.json()
-        assert set(body["errors"]) == {"ingest", "scoring", "decoders", "service_restarts"}
+        assert set(body["errors"]) == {"ingest", "scoring", "decoders", "service_restarts",
+                                   "last_passing"}
         assert body["broadcast"]["clients"] == 0 and "server_us" in body
         redis_server.start()
         # Asked again once Redis is back: told it is fresh, then the answer.

@@ -70,7 +70,10 @@ class RaceFeed:
         self.observe = observe
         self.race = race
         self.stream = keys.events_stream(competition, race)
-        self.subs: set[Subscription] = set()
+        #: The race's clients in the order they subscribed (a dict: ordered, unlike a
+        #: set): each frame goes out first come, first served, and on one machine the
+        #: writes to one client process come together (it is woken once, not per write).
+        self.subs: dict[Subscription, None] = {}
         self.position = "0-0"
         self.epoch = ""
         self.refs = 0

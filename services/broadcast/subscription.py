@@ -183,7 +183,7 @@ class Subscription:
     async def start_v1(self, epoch: str | None, offset: str | None) -> str:
         """:meth:`start` for a protocol-1 client: the race's fold first."""
         legacy = await self.feed.warm_legacy()
-        self.feed.subs.add(self)  # nothing awaited since: the fold is at the feed's position
+        self.feed.subs[self] = None  # nothing awaited since: the fold is at the feed's position
         target = legacy.offset
         how = "snapshot"
         if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset) \
@@ -205,7 +205,7 @@ class Subscription:
         """Bring the client up to date, then follow live. Returns "resumed" or "snapshot"."""
         if self.protocol != LATEST:
             return await self.start_v1(epoch, offset)
-        self.feed.subs.add(self)  # first, so nothing published from now on is missed
+        self.feed.subs[self] = None  # first, so nothing published from now on is missed
         how = "snapshot"
         if epoch and offset and epoch == self.feed.epoch and bus.valid_id(offset):
             first = bus.entries(await self.feed.r.xrange(self.feed.stream, "-", "+", count=1))
@@ -225,7 +225,7 @@ class Subscription:
 
     async def stop(self) -> None:
         self.live = False
-        self.feed.subs.discard(self)
+        self.feed.subs.pop(self, None)
         if self.protocol != LATEST and all(s.protocol == LATEST for s in self.feed.subs):
             self.feed.legacy = None  # the last protocol-1 client: stop folding
         if self.task:
