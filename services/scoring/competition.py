@@ -244,30 +244,28 @@ class Competition(Reassignments, StartLists):
         """Feed a read to the race of its skater's latest gun at or before it, or hold
         it (race None); ``by``: the id of the reassignment that routed it, kept so that
         its void routes the read again. A read ``arriving`` (not one routed again by a
-        decision) that race is closed to is held for her next gun (:meth:`_closed`)."""
+        decision) that race cannot take is held for her next race, if she has one
+        (:meth:`_awaits_gun`); an official race keeps its results
+        (``RaceBase.official_read``)."""
         if by is not None:
             self.routed_by.setdefault(by, []).append(input_id)
             self.rerouted[input_id] = routed
         race_id = self._race_at(routed.bib, routed.t)
-        if race_id is not None and arriving and self._closed(race_id, routed):
-            if self._awaits_gun(routed.bib):
-                self._hold(input_id, routed, "held_for_next_race")
-                return None, []
-            if self.races[race_id].is_official:
-                return race_id, self.races[race_id].official_read(input_id, routed)
         if race_id is None:
             self._hold(input_id, routed)
             return None, []
+        race = self.races[race_id]
+        # The race can no longer take her read: it is official (an official race keeps
+        # its results), or her run in it was over before the read.
+        if arriving and (race.is_official or race.ended_for(routed.bib, routed.t)):
+            if self._awaits_gun(routed.bib):
+                self._hold(input_id, routed, "held_for_next_race")
+                return None, []
+            if race.is_official:
+                return race_id, race.official_read(input_id, routed)
         if by is not None:
             self.placed[input_id] = race_id
-        return race_id, self.races[race_id].feed(input_id, routed)
-
-    def _closed(self, race_id: str, routed: RoutedPassing) -> bool:
-        """Whether the race of the skater's latest gun can no longer take her read: it
-        is official (an official race keeps its results), or her run in it was over
-        before the read (``ended_for``)."""
-        race = self.races[race_id]
-        return race.is_official or race.ended_for(routed.bib, routed.t)
+        return race_id, race.feed(input_id, routed)
 
     def _awaits_gun(self, bib: str) -> bool:
         """Whether ``bib`` skates a race no gun has started her in yet (a final after
