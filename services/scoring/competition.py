@@ -110,6 +110,7 @@ class Competition(Reassignments, StartLists):
         self.guns: dict[str, list[tuple[int, str]]] = {}
         #: bib -> the races whose start lists name her (a relay's members: the relay).
         self.entries: dict[str, set[str]] = {}
+        #: race id -> the bibs ``entries`` names it for (forgotten when the race changes).
         self.entered: dict[str, tuple[str, ...]] = {}
         # bib -> passings that came before any gun of the bib, oldest first.
         self.held: dict[str, list[tuple[str, RoutedPassing]]] = {}
