@@ -1044,3 +1044,51 @@ async def test_live_page_says_the_data_is_stale_while_redis_hangs(browser, stack
         os.kill(pid, signal.SIGCONT)
     await expect(status).to_have_attribute("data-state", "live", timeout=10_000)
     assert not errors, errors
+
+
+async def test_a_pack_race_s_clock_stops_once_it_is_official(browser, stack):
+    """A short-track final where one skater's finish read never came: the race is not
+    over by its reads, so its clock runs; once the referee declares it official the
+    clock stops: the board turns to the podium (no running clock) and the phone's order
+    says Finished with no clock beside it."""
+    import aiohttp
+    from playwright.async_api import expect
+
+    from icetime.timefmt import now_us
+
+    from .conftest import post_feed
+
+    skaters = [{"bib": str(b), "name": f"Skater {b}", "short": f"S{b}",
+                "transponders": [f"C{b}"]} for b in range(1, 5)]
+    race = "stop-clock-final"
+    startlist = {"type": "startlist", "skaters": skaters, "races": [
+        {"id": race, "name": "Women 500 m · Final A", "kind": "short_track", "distance": 500,
+         "skaters": ["1", "2", "3", "4"]}]}
+    gun_t = now_us() - 60_000_000
+    # A session of their own: the module's other tests number these sources' inputs too.
+    reads = [{"type": "passing", "transponder": f"C{b}", "session": race,
+              "t": gun_t + int((6.3 + 9 * k + 0.25 * i) * 1e6)}
+             for k in range(5) for i, b in enumerate("1234") if (b, k) != ("4", 4)]
+    async with aiohttp.ClientSession() as s:
+        assert (await post_feed(s, stack, "officials", startlist))["ok"]
+        board, errors = await open_page(browser, f"{stack.http}/board?race={race}")
+        phone, phone_errors = await open_page(browser, f"{stack.http}/live?race={race}",
+                                              375, 812)
+        assert (await post_feed(s, stack, "gun", {"type": "gun", "race": race, "t": gun_t,
+                                                  "session": race},
+                                seq=1))["ok"]
+        for n, inp in enumerate(reads, 1):
+            assert (await post_feed(s, stack, "finish-loop", inp, seq=n))["ok"]
+        # Skater 4 has no finish: the race is on, its clock running.
+        await expect(board.get_by_test_id("board-laps")).to_have_text("Finished")
+        await expect(board.get_by_test_id("board-clock")).to_have_text(
+            lambda_or_regex(r"^(\d+:)?\d+\.\d$"), timeout=10_000)
+        await expect(phone.get_by_test_id("race-clock")).to_have_text(
+            lambda_or_regex(r"^(\d+:)?\d+\.\d$"), timeout=10_000)
+        assert (await post_feed(s, stack, "officials",
+                                {"type": "decision", "race": race, "action": "official"}))["ok"]
+    await expect(board.get_by_test_id("board-podium")).to_be_visible(timeout=10_000)
+    await expect(board.get_by_test_id("board-clock")).to_have_count(0)
+    await expect(phone.get_by_test_id("laps-to-go")).to_have_text("Finished")
+    await expect(phone.get_by_test_id("race-clock")).to_have_text("")
+    assert not errors and not phone_errors, errors + phone_errors

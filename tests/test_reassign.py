@@ -286,7 +286,10 @@ def with_strays(doc: dict[str, Any], items: tuple[Any, ...], picks: list[int]
     owner = sorted(pairs[last])[picks[0] % len(pairs[last])]
     chip = next(s["transponders"][0] for s in doc["startlist"]["skaters"] if s["bib"] == owner)
     t0, t1 = min(guns.values()), guns[last]
-    timed = [(s.inp.get("t", t0), 0, s.iid, s.inp) for s in items]
+    # An input with no time (the referee's `official`) keeps its place at the end: an
+    # official race takes no more reads.
+    end = max(s.inp.get("t", t0) for s in items) + 1
+    timed = [(s.inp.get("t", end), 0, s.iid, s.inp) for s in items]
     timed += [(t, 1, f"stray-{n}", {"type": "passing", "transponder": chip, "t": t})
               for n, t in enumerate(t0 + 1 + p % (t1 - t0 - 1) for p in picks[1:4])]
     return [(iid, inp) for _, _, iid, inp in sorted(timed, key=lambda x: x[:2])], chip, owner

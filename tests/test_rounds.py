@@ -2,9 +2,14 @@
 third, the referee's ADV, penalties, and the event's ranking."""
 from __future__ import annotations
 
+import functools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.scoring.competition import Competition
 
-from .conftest import feed, race_view
+from .conftest import feed, race_view, without_inputs
 
 US = 1_000_000
 
@@ -150,3 +155,176 @@ async def test_rounds_and_carried_in_standings_work_through_the_feed(stack, redi
     # Before: 1 had 500, 9 had 2000; semi 1 (official, short-track table) adds 1000 to
     # its winner, 800 to the second.
     assert points["1"] == 1500 and points["9"] == 2000 and points["2"] == 800
+
+
+# ---------------------------------------------------------------- a later round's reads
+# Two heats of four, two chips a skater (the other ankle reads 40 ms later); the first two
+# of each heat go to Final A, the others to Final B.
+ANKLE_US = 40_000
+
+
+def heats_startlist():
+    skaters = [{"bib": str(b), "name": f"Skater {b}", "short": f"S{b}",
+                "transponders": [f"T{b}a", f"T{b}b"]} for b in range(1, 9)]
+    races = [{"id": f"w500-h{i}", "name": f"Women 500 m · Heat {i}", "kind": "short_track",
+              "distance": 500, "round": f"Heat {i}", "skaters": bibs}
+             for i, bibs in ((1, ["1", "2", "3", "4"]), (2, ["5", "6", "7", "8"]))]
+    event = {"id": "w500", "name": "Women 500 m", "distance": 500,
+             "rounds": [{"name": "Heats", "races": ["w500-h1", "w500-h2"],
+                         "advance": [{"to": "Final A", "places": [1, 2]},
+                                     {"to": "Final B", "places": [3, 4]}]},
+                        {"name": "Final A"}, {"name": "Final B"}]}
+    return {"type": "startlist", "skaters": skaters, "races": races, "events": [event]}
+
+
+def race_inputs(race_id, order, gun_t, tag):
+    """(input id, input) of a race's gun and every read of both chips of ``order``'s
+    skaters (5 crossings each, in that order), the gun first, the reads in time order."""
+    out = [(f"{tag}-gun", {"type": "gun", "race": race_id, "t": gun_t})]
+    for k in range(5):
+        for i, bib in enumerate(order):
+            t = gun_t + int((6.3 + 9 * k + 0.25 * i) * US)
+            for chip, dt in (("a", 0), ("b", ANKLE_US)):
+                out.append((f"{tag}-{bib}{chip}{k}",
+                            {"type": "passing", "transponder": f"T{bib}{chip}", "t": t + dt}))
+    return out
+
+
+def after_heats(heat_2=None):
+    """An engine with both heats raced (Heat 2 60 s after Heat 1) and official: the
+    finals exist, with no gun yet. ``heat_2``: the order Heat 2's inputs arrive in (their
+    indices; default: in time order, the gun first)."""
+    comp = Competition()
+    feed(comp, "sl", {"source": "x", **heats_startlist()})
+    for race_id, order, t0 in (("w500-h1", ["1", "2", "3", "4"], 0),
+                               ("w500-h2", ["5", "6", "7", "8"], 60 * US)):
+        inputs = race_inputs(race_id, order, t0, race_id)
+        if race_id == "w500-h2" and heat_2 is not None:
+            inputs = [inputs[i] for i in heat_2]
+        for iid, inp in inputs:
+            feed(comp, iid, {"source": "x", **inp})
+        feed(comp, f"{race_id}-off", {"source": "x", "type": "decision", "race": race_id,
+                                      "action": "official"})
+    return comp
+
+
+def results_of(comp, race_id):
+    view = comp.view(race_id)
+    return without_inputs({k: view[k] for k in ("results", "classification", "held")})
+
+
+@functools.cache
+def in_order(gun_after_s):
+    """The heats' and Final A's results with Final A's gun ``gun_after_s`` after Heat 1's
+    and every input in time order (the gun first); Final A's inputs."""
+    ref = after_heats()
+    heats = {h: results_of(ref, h) for h in ("w500-h1", "w500-h2")}
+    assert sorted(ref.races["w500-finala"].bibs) == ["1", "2", "5", "6"]
+    final = race_inputs("w500-finala", ["5", "1", "6", "2"], gun_after_s * US, "fa")
+    for iid, inp in final:
+        feed(ref, iid, {"source": "x", **inp})
+    want = results_of(ref, "w500-finala")
+    assert want["classification"]["bib"] == ["5", "1", "6", "2"]
+    assert want["classification"]["t"] == [42_300_000, 42_550_000, 42_800_000, 43_050_000]
+    return heats, want, final
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from([17, 240]), st.permutations(range(41)), st.permutations(range(41)))
+def test_a_final_s_reads_land_with_its_gun_whatever_the_order(gun_after_s, heat_2, order):
+    """A final's reads that arrive before its gun (routed by time to the skaters' heat,
+    which is official and finished for them) are held and land when the gun does: the
+    final's results are those of its inputs in order, and the official heats never
+    change, whatever order the gun and the reads of Heat 2 and of the final arrive in;
+    also with the final's gun only 17 s after Heat 1's, where its reads fall inside the
+    heat's time."""
+    heats, want, final = in_order(gun_after_s)
+    comp = after_heats(heat_2)
+    for i in order:
+        iid, inp = final[i]
+        feed(comp, iid, {"source": "x", **inp})
+    assert results_of(comp, "w500-finala") == want
+    for h, before in heats.items():
+        assert results_of(comp, h) == before
+
+
+def test_an_official_race_keeps_its_results_when_a_read_comes_late():
+    """A read that comes for a race once it is official (a decoder's resend after the
+    referee declared it, with the skater's next race already started) never changes its
+    results: the race holds it for the officials, with the reason, in one revision; a
+    read after her finish there changes nothing at all."""
+    comp = after_heats()
+    before = results_of(comp, "w500-h1")
+    for iid, inp in race_inputs("w500-finala", ["5", "1", "6", "2"], 240 * US, "fa"):
+        feed(comp, iid, {"source": "x", **inp})
+    # Skater 1's chip read half a second before her finish read in Heat 1 (42.300).
+    out = feed(comp, "late", {"source": "x", "type": "passing", "transponder": "T1a",
+                              "t": 41_800_000})
+    [revision] = out["w500-h1"]
+    assert revision["reason"] == "read after official"
+    after = results_of(comp, "w500-h1")
+    assert after["results"] == before["results"]
+    assert after["classification"] == before["classification"]
+    [held] = after["held"]
+    assert (held["bib"], held["t"]) == ("1", 41_800_000)
+    assert held["reason"] == ("race w500-h1 was already official: a read no longer changes "
+                              "its results (a decision can)")
+    assert comp.stats["official_read"] == 1
+    # Her cool-down lap after the heat's finish, before the final's gun: nothing.
+    assert feed(comp, "cool", {"source": "x", "type": "passing", "transponder": "T1a",
+                               "t": 60_000_000}) == {}
+    assert results_of(comp, "w500-h1") == after
+
+
+async def test_a_final_s_reads_before_its_gun_land_through_the_feed(stack, redis_client):
+    """The trial's case over HTTP: the heats raced and declared official, the final's
+    gun box sends its gun after half the final's reads (shuffled): every finalist gets
+    her time, the heat stays as declared, and a read resent for the official heat is held
+    for the officials with the reason, its results unchanged."""
+    import asyncio
+    import random
+
+    import aiohttp
+
+    from .conftest import post_feed
+
+    seqs = {"gun": 0, "finish-loop": 0, "officials": 0}
+
+    async def send(s, source, inp):
+        seqs[source] += 1
+        reply = await post_feed(s, stack, source, inp, seq=seqs[source])
+        assert reply["ok"], reply
+        return reply
+
+    async def view_until(race, ready):
+        async with asyncio.timeout(20):
+            while not ((doc := await race_view(redis_client, race)) and ready(doc)):
+                await asyncio.sleep(0.05)
+        return doc
+
+    async with aiohttp.ClientSession() as s:
+        await send(s, "officials", heats_startlist())
+        for race_id, order, t0 in (("w500-h1", ["1", "2", "3", "4"], 0),
+                                   ("w500-h2", ["5", "6", "7", "8"], 60 * US)):
+            for _, inp in race_inputs(race_id, order, t0, race_id):
+                await send(s, "gun" if inp["type"] == "gun" else "finish-loop", inp)
+            await send(s, "officials", {"type": "decision", "race": race_id,
+                                        "action": "official"})
+        heat = await view_until("w500-h1", lambda v: v["race"]["official"])
+        [(_, gun), *reads] = race_inputs("w500-finala", ["5", "1", "6", "2"], 240 * US, "fa")
+        random.Random(7).shuffle(reads)
+        for _, inp in reads[:20]:
+            await send(s, "finish-loop", inp)
+        await send(s, "gun", gun)
+        for _, inp in reads[20:]:
+            await send(s, "finish-loop", inp)
+        final = await view_until("w500-finala",
+                                 lambda v: len([t for t in v["classification"]["t"] if t]) == 4)
+        assert final["classification"]["bib"] == ["5", "1", "6", "2"]
+        assert final["classification"]["t"] == [42_300_000, 42_550_000, 42_800_000, 43_050_000]
+        await send(s, "finish-loop", {"type": "passing", "transponder": "T1b", "t": 41_800_000})
+        held = await view_until("w500-h1", lambda v: v["held"])
+    assert [h["bib"] for h in held["held"]] == ["1"]
+    assert held["held"][0]["reason"].startswith("race w500-h1 was already official")
+    assert held["classification"] == heat["classification"]
+    assert held["results"] == heat["results"]

@@ -45,7 +45,7 @@ from icetime.timefmt import to_thousandths
 from . import rounds
 from .distances import LAP_M
 from .model import InputError, RaceEvent, RoutedGun, RoutedPassing, Skater
-from .race import IMPLAUSIBLE
+from .race import IMPLAUSIBLE, OFFICIAL_READ
 from .reassignments import Reassignments
 from .startlists import Race, StartLists
 from .wallclock import WallClock
@@ -111,6 +111,10 @@ class Competition(Reassignments, StartLists):
         # bib -> (common-clock µs, race id) of every gun that started the bib, in time
         # order: a passing goes to the race of the latest gun before it.
         self.guns: dict[str, list[tuple[int, str]]] = {}
+        #: bib -> the races whose start lists name her (a relay's members: the relay).
+        self.entries: dict[str, set[str]] = {}
+        #: race id -> the bibs ``entries`` names it for (forgotten when the race changes).
+        self.entered: dict[str, tuple[str, ...]] = {}
         # bib -> passings that came before any gun of the bib, oldest first.
         self.held: dict[str, list[tuple[str, RoutedPassing]]] = {}
         # chip key -> reads of a chip no skater wears, for a reassignment of it.
@@ -224,20 +228,29 @@ class Competition(Reassignments, StartLists):
             self.unread = f"timing point {point!r} is not a loop of this venue"
             return {}
         routed = RoutedPassing(inp, bib, t)
-        race_id, events = self._place(input_id, routed, by)
+        race_id, events = self._place(input_id, routed, by, arriving=True)
         if race_id is None:
             return {}
+        self._count(events)
+        return {race_id: events} if events else {}
+
+    def _count(self, events: list[RaceEvent]) -> None:
+        """Count what a read fed to a race did, when it made no passage."""
         if not events:
             self.stats["passing_ignored"] += 1
         elif events[0].get("reason") == IMPLAUSIBLE:
             self.stats["implausible_read"] += 1
-        return {race_id: events} if events else {}
+        elif events[0].get("reason") == OFFICIAL_READ:
+            self.stats["official_read"] += 1
 
-    def _place(self, input_id: str, routed: RoutedPassing, by: str | None
-               ) -> tuple[str | None, list[RaceEvent]]:
+    def _place(self, input_id: str, routed: RoutedPassing, by: str | None,
+               arriving: bool = False) -> tuple[str | None, list[RaceEvent]]:
         """Feed a read to the race of its skater's latest gun at or before it, or hold
         it (race None); ``by``: the id of the reassignment that routed it, kept so that
-        its void routes the read again."""
+        its void routes the read again. A read ``arriving`` (not one routed again by a
+        decision) that race cannot take is held for her next race, if she has one
+        (:meth:`_awaits_gun`); an official race keeps its results
+        (``RaceBase.official_read``)."""
         if by is not None:
             self.routed_by.setdefault(by, []).append(input_id)
             self.rerouted[input_id] = routed
@@ -245,9 +258,24 @@ class Competition(Reassignments, StartLists):
         if race_id is None:
             self._hold(input_id, routed)
             return None, []
+        race = self.races[race_id]
+        # The race can no longer take her read: it is official (an official race keeps
+        # its results), or her run in it was over before the read.
+        if arriving and (race.is_official or race.ended_for(routed.bib, routed.t)):
+            if self._awaits_gun(routed.bib):
+                self._hold(input_id, routed, "held_for_next_race")
+                return None, []
+            if race.is_official:
+                return race_id, race.official_read(input_id, routed)
         if by is not None:
             self.placed[input_id] = race_id
-        return race_id, self.races[race_id].feed(input_id, routed)
+        return race_id, race.feed(input_id, routed)
+
+    def _awaits_gun(self, bib: str) -> bool:
+        """Whether ``bib`` skates a race no gun has started her in yet (a final after
+        her heat, her next distance): a read her last race cannot take is hers there."""
+        gunned = {race_id for _, race_id in self.guns.get(bib, ())}
+        return any(race_id not in gunned for race_id in self.entries.get(bib, ()))
 
     def _place_again(self, input_id: str, routed: RoutedPassing, by: str | None,
                      out: dict[str, list[RaceEvent]], was_held: bool) -> None:
@@ -269,10 +297,13 @@ class Competition(Reassignments, StartLists):
         at = bisect.bisect_right(guns, (t, "\U0010ffff"))
         return guns[at - 1][1] if at else None
 
-    def _hold(self, input_id: str, routed: RoutedPassing) -> None:
+    def _hold(self, input_id: str, routed: RoutedPassing, why: str = "held_before_gun"
+              ) -> None:
+        """Hold a read until a gun of its skater at or before it lands (counted as
+        ``why``)."""
         held = self.held.setdefault(routed.bib, [])
         held.append((input_id, routed))
-        self.stats["held_before_gun"] += 1
+        self.stats[why] += 1
         if len(held) > HELD_MAX:
             del held[0]
             self.stats["held_dropped"] += 1
@@ -302,10 +333,7 @@ class Competition(Reassignments, StartLists):
                 self.placed[iid] = race.id
             more = race.feed(iid, passing)
             out[race.id] = out[race.id] + more
-            if not more:
-                self.stats["passing_ignored"] += 1
-            elif more[0].get("reason") == IMPLAUSIBLE:
-                self.stats["implausible_read"] += 1
+            self._count(more)
         return out
 
     def _release(self, bibs: list[str], gun_t: int) -> list[tuple[str, RoutedPassing]]:
@@ -319,6 +347,15 @@ class Competition(Reassignments, StartLists):
             self.held[bib] = [h for h in held if h[1].t < gun_t]
         out.sort(key=lambda h: h[1].t)
         return out
+
+    def _note_race(self, race: Race) -> None:
+        """Also keep which races each skater is in (:meth:`_awaits_gun`)."""
+        super()._note_race(race)
+        for bib in self.entered.get(race.id, ()):
+            self.entries[bib].discard(race.id)
+        self.entered[race.id] = tuple(race.row_of)
+        for bib in race.row_of:
+            self.entries.setdefault(bib, set()).add(race.id)
 
     def _race(self, race_id: str | int | None) -> Race:
         """The race an input names; InputError for an unknown one."""

@@ -250,6 +250,9 @@ class LongTrackRace(PairPassages):
         return [{"type": "pair_start", "race": self.id, "input": input_id, "pair": pair,
                  **run.public(), "bibs": [self.bibs[r] for r in rows]}]
 
+    def _run_of(self, row: int) -> Run | None:
+        return self._last_run.get(self.pair_no[row])
+
     def _implausible(self, routed: RoutedPassing) -> str | None:
         """A read at a finish line later after the gun than the whole distance takes at
         ``max_speed_mps`` / ``SLOWEST``, for a skater who has passages to go."""

@@ -219,6 +219,9 @@ class PackRace(PackCrossings):
         return (f"{(routed.t - run.zero_us) / 1e6:.3f} s after the gun: a {self.distance} m "
                 f"takes at most {self.slowest_us // 1_000_000} s")
 
+    def _run_of(self, row: int) -> Run | None:
+        return self.run
+
     def _on_passing(self, input_id: str, routed: RoutedPassing, emit: bool) -> list[RaceEvent]:
         row = self.row_of.get(routed.bib)
         if row is None or routed.passing.point != "finish":

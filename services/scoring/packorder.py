@@ -57,8 +57,12 @@ class PackOrder(SprintsAndBreakaways):
         self.times: list[list[int]] | None = None
 
     def _done(self) -> bool:
+        """Whether the race is over: everyone finished, stopped or sanctioned, or the
+        race is official (its clock stops then, whoever has no time)."""
         if self.run is None:
             return False
+        if self.is_official:
+            return True
         return bool(np.all((self.final_t != NOT_PASSED) | self.stopped | self.excluded))
 
     def _order(self) -> list[str]:

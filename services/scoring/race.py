@@ -22,8 +22,8 @@ from .model import InputError, RaceEvent, RaceInput, RoutedGun, RoutedPassing
 from .racestate import GUN, LATE_READ, OFFICIAL, PASSING, RESTART, START, Key, LogEntry, key_of
 from .retelling import Retelling
 
-__all__ = ["DWELL_US", "GUN", "IMPLAUSIBLE", "LEAVE_US", "PASSING", "RESTART", "SLOWEST",
-           "START", "Key", "LogEntry", "RaceBase"]
+__all__ = ["DWELL_US", "GUN", "IMPLAUSIBLE", "LEAVE_US", "OFFICIAL_READ", "PASSING", "RESTART",
+           "SLOWEST", "START", "Key", "LogEntry", "RaceBase"]
 
 #: A chip read again sooner than this after its last read has not left the loop field:
 #: the same visit, never a new passage (a skater lying on the line, a teammate resting
@@ -35,6 +35,8 @@ DWELL_US = 2_000_000
 DWELL = "loop dwell"
 #: Reason of the revision that shows a read held as implausible.
 IMPLAUSIBLE = "implausible read"
+#: Reason of the revision that shows a read held because its race was already official.
+OFFICIAL_READ = "read after official"
 #: A read later after its gun than the whole distance takes at ``max_speed_mps`` divided
 #: by this is not a passage (a decoder clock days off, a stray chip): it is held for the
 #: officials, never taken. 8 gives 200 s for a 500 m, 2000 s for a 5000 m.
@@ -187,10 +189,23 @@ class RaceBase(Retelling):
         self._reset()
         self._replay_log()
 
-    def _hold_implausible(self, input_id: str, routed: RoutedPassing, reason: str
-                          ) -> list[RaceEvent]:
+    def official_read(self, input_id: str, routed: RoutedPassing) -> list[RaceEvent]:
+        """A read that came for this race once it was official. An official race keeps
+        its results: the read never enters the log. One later than its skater's run
+        here changes nothing (no events); one that could have been her passage is held
+        for the officials (the view's ``held``, with the reason) and shown in one
+        revision (reason :data:`OFFICIAL_READ`)."""
+        if self.ended_for(routed.bib, routed.t):
+            return []
+        reason = (f"race {self.id} was already official: a read no longer changes its "
+                  "results (a decision can)")
+        return self._hold_implausible(input_id, routed, reason, OFFICIAL_READ)
+
+    def _hold_implausible(self, input_id: str, routed: RoutedPassing, reason: str,
+                          why: str = IMPLAUSIBLE) -> list[RaceEvent]:
         """Keep a read that cannot be a passage apart, for the officials (it never
-        enters the log, so no replay takes it), and show it in one revision."""
+        enters the log, so no replay takes it), and show it in one revision (reason
+        ``why``)."""
         passing = routed.passing
         self.held_reads.append({"input": input_id, "bib": routed.bib,
                                 "transponder": str(passing.transponder),
@@ -198,7 +213,7 @@ class RaceBase(Retelling):
                                 "reason": reason})
         self.held_reads.sort(key=itemgetter("t", "input"))
         self.revision += 1
-        return [{"type": "revision", "race": self.id, "input": input_id, "reason": IMPLAUSIBLE,
+        return [{"type": "revision", "race": self.id, "input": input_id, "reason": why,
                  "view": self.view()}]
 
 

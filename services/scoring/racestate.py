@@ -26,6 +26,7 @@ from .model import (
     RaceInput,
     RoutedGun,
     RoutedPassing,
+    Run,
     Skater,
     team_skater,
 )
@@ -83,6 +84,8 @@ class RaceState:
     row: dict[str, int]
     bib_arr: npt.NDArray[Any]
     row_of: dict[str, int]
+    #: A read later than this (µs) after its gun is no passage of the race (``SLOWEST``).
+    slowest_us: int
     teams: dict[str, list[str]]
     members: dict[str, Skater]
     distance: int
@@ -188,6 +191,24 @@ class RaceState:
         """Why a read cannot be a passage of this race (its time is far outside what
         the distance allows), or None."""
         return None
+
+    def _run_of(self, row: int) -> Run | None:
+        """The run (gun) ``row``'s times count from now, or None (no gun yet, a race
+        kind that does not say)."""
+        return None
+
+    def ended_for(self, bib: str, t: int) -> bool:
+        """Whether ``bib``'s run in this race was over before common-clock ``t`` (µs):
+        she finished before ``t``, or ``t`` is later after her gun than the distance
+        allows (``slowest_us``). False for a bib not in the race or with no run."""
+        row = self.row_of.get(bib)
+        run = None if row is None else self._run_of(row)
+        if row is None or run is None:
+            return False
+        if t - run.zero_us > self.slowest_us:
+            return True
+        final = self.final[row]
+        return final is not None and t > run.zero_us + int(final["t"])
 
     def _official_final(self, input_id: str, row: int, time_us: int, emit: bool
                         ) -> list[RaceEvent]:
