@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.scoring.competition import Competition
@@ -105,6 +105,9 @@ def check(f: Field, view: dict[str, Any]) -> None:
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 40), laps=st.integers(2, 30),
        miss_rate=st.sampled_from([0.0, 0.2, 0.5]), late=st.booleans())
+# Found by this property: the head's second crossing missed, the other skater's second
+# crossing taken for the head's lap (9.7 s long), her third read counted as her second.
+@example(seed=39, n=2, laps=21, miss_rate=0.5, late=False)
 def test_a_spread_field_counts_every_skaters_laps(seed, n, laps, miss_rate, late):
     f = make_field(random.Random(seed), n, laps, miss_rate, late)
     check(f, run_field(f))

@@ -167,10 +167,22 @@ class PackCrossings(PackOrder):
         for j in range(self.lead - 1, 0, -1):
             after, before = self._times_at(j), self._times_at(j - 1)
             if after and before:
-                return max(1, after[0] - before[0])
+                return max(1, self._leader_lap(j, after[0], before[0]))
         if k == 1:
             return max(1, int(tm.item(row, 0) * self.lap_m / self.cross_m[0]))
         return self._slow_lap_us()
+
+    def _leader_lap(self, j: int, first: int, first_before: int) -> int:
+        """The lap (µs) into crossing ``j`` of the skater who made it first (at ``first``),
+        from her own crossing before it; when she has none (missed), the first time at
+        ``j`` less the first at ``j - 1`` (``first_before``). Not simply the latter: with
+        the head's read at ``j`` missed, ``first`` is a skater behind her, and that "lap"
+        is long by the gap between them (2 skaters, 21 laps: a head's missed second
+        crossing was counted as her second lap, found by a hypothesis property). Once per
+        skater (her second crossing), a scan of one column."""
+        row_j = int(np.argmin(self.t[:, j]))  # NOT_PASSED is the largest int64
+        own = self.t.item(row_j, j - 1)
+        return first - own if own != NOT_PASSED else first - first_before
 
     def _slow_lap_us(self) -> int:
         """A lap (µs) at half ``max_speed_mps``: slower than anyone races."""
