@@ -15,9 +15,9 @@ import pytest
 from bench.marathon import RACE, build
 from bench.restart import fill
 from icetime import bus, keys
+from icetime.cli.replaying import fixture_path
 from icetime.keys import DEFAULT_COMPETITION as MAIN
 from icetime.messages import convert_input
-from icetime.cli.replaying import fixture_path
 from icetime.replay import load_fixture, script_inputs
 from icetime.settings import Settings
 from services.scoring.competition import Competition
