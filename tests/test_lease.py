@@ -134,8 +134,8 @@ async def test_a_busy_worker_keeps_its_lease_and_a_hung_one_lets_it_go(redis_ser
         await asyncio.sleep(0.3)
         assert not keeping.done()
         # Held up past the stall limit (shortened): the lease is let go, and runs out.
-        monkeypatch.setattr(lease, "STALL_LIMIT_S", lease.TTL_S)
-        time.sleep(3 * lease.TTL_S)
+        monkeypatch.setattr(lease, "STALL_LIMIT_S", lease.RENEW_S)
+        time.sleep(lease.RENEW_S + 2 * lease.TTL_S)
         assert await r.get(keys.scoring_lease(MAIN)) is None
         other = Lease(r, MAIN, "host/other", url=redis_server.url)
         assert await other.take()
