@@ -150,22 +150,30 @@ async def test_a_marathon_scored_through_lost_leases_ends_as_one_run(
     assert published is not None and results(published) == want
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the cause of trial 7's loss: a read goes to the race of the latest gun of its "
-    "bib (competition._race_at), whatever race's start list gave the chip; the 1000 m "
-    "start list reuses bibs 1-20 for other skaters, so once its guns came, the "
-    "marathon chips' reads of bibs 1-20 went to the 1000 m (held as implausible "
-    "there, or ignored)"))
-def test_a_race_sharing_bibs_started_during_the_marathon_takes_none_of_its_reads():
-    """Another race whose start list reuses the marathon's bibs for other skaters (the
-    Beijing 1000 m, bibs 1-20, replayed during the marathon as in trial 7) is
-    started while the marathon runs: the marathon's results are those it has alone."""
+def test_a_start_list_reusing_the_marathons_bibs_is_refused_and_takes_none_of_its_reads():
+    """Another start list that gives the marathon's bibs to other skaters (the Beijing
+    1000 m, bibs 1-20, replayed during the marathon as in trial 7: once its guns came,
+    reads go by bib to the race of the latest gun, and the marathon lost its
+    front-runners' passages) is refused whole, naming the bib, both skaters and the
+    race that has it: the marathon's results are those it has alone."""
     doc, _, second = replays()
     beijing = load_fixture(fixture_path("beijing2023_w1000a"))
     gun_at = BASE_US + 600_000_000  # 10 minutes into the marathon, as the clocks go
     other = [{**it.inp, "source": it.source, "session": "replay-3"}
              for it in script_inputs(beijing, clock_base_us=gun_at)]
     half = len(second) // 4
-    mixed = [startlist(doc), *second[:half], {"type": "startlist", **beijing["startlist"]},
-             *other, *second[half:]]
-    assert engine_results(mixed) == clean_run()
+    comp = Competition()
+    for n, inp in enumerate([startlist(doc), *second[:half]]):
+        comp.feed(f"x{n}", convert_input(inp))
+    skaters = {s["bib"]: s["name"] for s in doc["startlist"]["skaters"]}
+    assert comp.feed("beijing", convert_input({"type": "startlist", **beijing["startlist"]})) == {}
+    assert comp.stats["refused"] == 1
+    assert comp.last_reason == (
+        f"skaters[0]: bib 1 is {skaters['1']} in this competition (race {RACE}), not "
+        "Ellia Smeding: a bib is one skater in a competition. Give Ellia Smeding another "
+        "bib, or load this start list into a competition of its own (another competition "
+        "id); nothing of it was applied")
+    assert "bj23-w1000a" not in comp.races and comp.skaters["1"].name == skaters["1"]
+    for n, inp in enumerate([*other, *second[half:]]):
+        comp.feed(f"y{n}", convert_input(inp))
+    assert results(comp.view(RACE)) == clean_run()

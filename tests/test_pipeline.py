@@ -384,3 +384,47 @@ async def test_health_latency_counts_events_a_client_got_in_its_catch_up(stack):
     await second.run(lambda f: f.finished(), resume=True, timeout=10)
     assert len(second.events) == len(first.events)
     assert (await health())[1] == counted
+
+
+async def test_a_start_list_giving_a_bib_to_another_skater_is_refused_over_http(
+        stack, redis_client):
+    """In one competition a bib is one skater (docs/startlist.md): a second start list
+    (the small marathon, bibs 1-40) that gives the 1000 m's bibs to other skaters is
+    answered ``400`` with scoring's reason, counted, on the officials' stream, and
+    changes nothing; with bibs of their own its skaters load."""
+    marathon = load_fixture(Path(__file__).parents[1] / "fixtures" /
+                            "marathon_ae200_small.json")["startlist"]
+    await load_startlist(stack)
+    url = f"http://127.0.0.1:{stack.settings.ingest_http_port}/api/startlist"
+    auth = {"Authorization": f"Bearer {TOKENS['officials']}"}
+    first = FIXTURE["startlist"]["skaters"][0]
+    reason = (f"skaters[0]: bib 1 is {first['name']} in this competition (race {RACE}), "
+              f"not {marathon['skaters'][0]['name']}: a bib is one skater in a "
+              f"competition. Give {marathon['skaters'][0]['name']} another bib, or load "
+              "this start list into a competition of its own (another competition id); "
+              "nothing of it was applied")
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json=marathon, headers=auth) as resp:
+            assert resp.status == 400
+            answer = await resp.json()
+        assert answer["verdict"] == "refused"
+        assert answer["error"] == f"refused by scoring: {reason}"
+        async with asyncio.timeout(10):  # the counters are published after the verdict
+            while (await restarts.scoring_health(redis_client, MAIN)).get("refused") != 1:
+                await asyncio.sleep(0.02)
+        [*_, last] = [json.loads(f[b"v"]) for _, f in
+                      await redis_client.xrange(keys.officials_stream(MAIN))]
+        assert (last["type"], last["verdict"], last["reason"]) == (
+            "startlist", "refused", reason)
+        assert await redis_client.exists(keys.events_stream(MAIN, "ae200")) == 0
+        # The same skaters on bibs of their own ("m1"...): loaded beside the 1000 m.
+        own = copy.deepcopy(marathon)
+        for sk in own["skaters"]:
+            sk["bib"] = f"m{sk['bib']}"
+        for wave in own["races"][0]["waves"]:
+            wave["skaters"] = [f"m{b}" for b in wave["skaters"]]
+        async with s.post(url, json=own, headers=auth) as resp:
+            assert resp.status == 200 and (await resp.json())["verdict"] == "applied"
+    view = await race_view(redis_client, RACE)
+    assert view is not None
+    assert view["skaters"]["1"]["name"] == first["name"]

@@ -143,3 +143,45 @@ def test_a_refused_start_list_changes_nothing_and_leaves_the_collector_on():
     assert gc.isenabled()
     # The refused file left no trace: the race it named is new to the next start list.
     assert list(feed(comp, "good", startlist(skaters, races[:2]))) == [races[1]["id"]]
+
+
+def test_a_bib_is_one_skater_a_start_list_may_update_her_but_not_give_her_bib_away():
+    """A name fixed (a chip in common) or the chips changed (the same name) is the same
+    skater, updated; another name with no chip in common is another person, and the
+    whole start list giving her the bib is refused, naming what to do."""
+    skaters, races, _ = day()
+    comp = Competition()
+    feed(comp, "sl", startlist(skaters, races[:1]))
+    rid = races[0]["id"]
+    first = skaters[0]
+    fixed = {**first, "name": first["name"].upper() + " Jr"}
+    feed(comp, "fix-name", startlist([fixed, *skaters[1:]], races[:1]))
+    assert comp.skaters[first["bib"]].name == fixed["name"]
+    chips = {**fixed, "transponders": ["5999991"]}
+    feed(comp, "new-chips", startlist([chips, *skaters[1:]], races[:1]))
+    assert comp.by_transponder["5999991"] == first["bib"]
+    # Letter case and spacing aside, the name is the same: new chips again, an update.
+    spaced = {**chips, "name": " " + fixed["name"].lower() + " ", "transponders": ["5999992"]}
+    assert list(feed(comp, "respaced", startlist([spaced, *skaters[1:]], races[:1]))) == [rid]
+    assert comp.stats["applied"] == 4 and comp.stats["refused"] == 0
+    # Another person on her bib, with a new skater and a new race in the same file.
+    other = {"bib": first["bib"], "name": "Someone Else", "transponders": ["5999993"]}
+    newcomer = {"bib": "88", "name": "New Comer", "transponders": ["5999994"]}
+    race = {"id": "other-500", "distance": 500,
+            "pairs": [{"pair": 1, "inner": "88", "outer": first["bib"]}]}
+    assert feed(comp, "clash", startlist([newcomer, other], [race])) == {}
+    assert comp.stats["refused"] == 1
+    assert comp.last_error == (
+        f"clash: skaters[1]: bib {first['bib']} is {spaced['name']} in this competition "
+        f"(race {rid}), not Someone Else: a bib is one skater in a competition. Give "
+        "Someone Else another bib, or load this start list into a competition of its own "
+        "(another competition id); nothing of it was applied")
+    assert "88" not in comp.skaters and "other-500" not in comp.races
+    assert comp.skaters[first["bib"]].name == spaced["name"]
+    assert "5999993" not in comp.by_transponder
+    # A skater in no race yet is named so.
+    feed(comp, "bench", startlist([newcomer], []))
+    assert feed(comp, "clash-2", startlist([{**newcomer, "name": "Other",
+                                              "transponders": []}], [])) == {}
+    assert "bib 88 is New Comer in this competition (in no race yet), not Other" in (
+        comp.last_reason)

@@ -42,6 +42,8 @@ class StartLists:
     skaters: dict[str, Skater]
     #: Transponder (as ``transponder_key`` compares it) -> bib, from the start lists.
     by_transponder: dict[str, str]
+    #: bib -> the races whose start lists name her (kept by ``Competition._note_race``).
+    entries: dict[str, set[str]]
     #: Timing points besides the finish line: team events' lines, marathon courses;
     #: of every race, and per race.
     lines: set[str]
@@ -68,10 +70,7 @@ class StartLists:
             return self._load(input_id, inp)
 
     def _load(self, input_id: str, inp: StartList) -> dict[str, list[RaceEvent]]:
-        skaters = {**self.skaters}
-        for s in inp.skaters or []:
-            sk = Skater.from_spec(s)
-            skaters[sk.bib] = sk
+        skaters = self._with_skaters(inp.skaters or [])
         transponders = self._transponders(skaters)
         # Validate every race the start list changes before changing anything: a bad
         # file changes nothing. A race it leaves as it was is not touched at all.
@@ -100,6 +99,30 @@ class StartLists:
             out[rid] = race.recompute(input_id, "start list")
             self._note_race(race)
         return out
+
+    def _with_skaters(self, specs: list[dict[str, Any]]) -> dict[str, Skater]:
+        """The competition's skaters with ``specs`` (a start list's ``skaters``) over them.
+        InputError when a spec gives a bib of the competition to another person
+        (:func:`_other_person`): reads are routed by bib (the race of the bib's latest
+        gun), so two people on one bib would take each other's passages."""
+        skaters = {**self.skaters}
+        for n, spec in enumerate(specs):
+            sk = Skater.from_spec(spec)
+            old = self.skaters.get(sk.bib)
+            if old is not None and old != sk and _other_person(old, sk):
+                raise InputError(self._bib_taken(n, old, sk))
+            skaters[sk.bib] = sk
+        return skaters
+
+    def _bib_taken(self, n: int, old: Skater, new: Skater) -> str:
+        """Why ``skaters[n]`` (``new``) cannot have ``old``'s bib, and what to do."""
+        races = sorted(self.entries.get(old.bib, ()))
+        where = ("in no race yet" if not races else f"race {races[0]}" if len(races) == 1
+                 else f"races {', '.join(races[:3])}{', …' if len(races) > 3 else ''}")
+        return (f"skaters[{n}]: bib {old.bib} is {old.name} in this competition ({where}), "
+                f"not {new.name}: a bib is one skater in a competition. Give {new.name} "
+                "another bib, or load this start list into a competition of its own "
+                "(another competition id); nothing of it was applied")
 
     def _note_race(self, race: Race) -> None:
         """Keep what the whole competition needs of ``race`` beside it: its timing
@@ -218,6 +241,16 @@ def _digest(spec: dict[str, Any]) -> bytes:
     """A digest of a race's start-list entry (its keys in any order)."""
     return hashlib.blake2b(msgspec.msgpack.encode(spec, order="deterministic"),
                            digest_size=16).digest()
+
+
+def _other_person(old: Skater, new: Skater) -> bool:
+    """Whether ``new`` is another person than ``old`` on the same bib: another name
+    (letter case and spacing aside) and no transponder in common. A name fixed (a chip
+    in common) or chips changed (the same name) is the same skater, updated."""
+    if " ".join(old.name.casefold().split()) == " ".join(new.name.casefold().split()):
+        return False
+    chips = {transponder_key(t) for t in old.transponders}
+    return not any(transponder_key(t) in chips for t in new.transponders)
 
 
 def _names_any(spec: Any, bibs: set[str]) -> bool:
