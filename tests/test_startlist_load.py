@@ -185,3 +185,8 @@ def test_a_bib_is_one_skater_a_start_list_may_update_her_but_not_give_her_bib_aw
                                               "transponders": []}], [])) == {}
     assert "bib 88 is New Comer in this competition (in no race yet), not Other" in (
         comp.last_reason)
+    # Before the chips are given out, a name fixed is an update: no read goes by her bib.
+    feed(comp, "nochips", startlist([{"bib": "99", "name": "Ana Smit", "transponders": []}], []))
+    feed(comp, "nochips-fixed", startlist([{"bib": "99", "name": "Anna Smit",
+                                            "transponders": []}], []))
+    assert comp.skaters["99"].name == "Anna Smit" and comp.stats["refused"] == 2

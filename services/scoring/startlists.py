@@ -246,8 +246,12 @@ def _digest(spec: dict[str, Any]) -> bytes:
 def _other_person(old: Skater, new: Skater) -> bool:
     """Whether ``new`` is another person than ``old`` on the same bib: another name
     (letter case and spacing aside) and no transponder in common. A name fixed (a chip
-    in common) or chips changed (the same name) is the same skater, updated."""
+    in common) or chips changed (the same name) is the same skater, updated; so is a
+    name changed where neither has a chip (a start list before the chips are given out:
+    a typo fixed; without chips no read is routed by the bib either)."""
     if " ".join(old.name.casefold().split()) == " ".join(new.name.casefold().split()):
+        return False
+    if not old.transponders and not new.transponders:
         return False
     chips = {transponder_key(t) for t in old.transponders}
     return not any(transponder_key(t) in chips for t in new.transponders)
