@@ -171,8 +171,9 @@ def test_a_start_list_reusing_the_marathons_bibs_is_refused_and_takes_none_of_it
     assert comp.last_reason == (
         f"skaters[0]: bib 1 is {skaters['1']} in this competition (race {RACE}), not "
         "Ellia Smeding: a bib is one skater in a competition. Give Ellia Smeding another "
-        "bib, or load this start list into a competition of its own (another competition "
-        "id); nothing of it was applied")
+        "bib, or load this start list into a competition of its own (an icetime configured "
+        "with another competition.id; the file's own competition id does not choose it); "
+        "nothing of it was applied")
     assert "bj23-w1000a" not in comp.races and comp.skaters["1"].name == skaters["1"]
     for n, inp in enumerate([*other, *second[half:]]):
         comp.feed(f"y{n}", convert_input(inp))

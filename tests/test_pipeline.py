@@ -401,7 +401,8 @@ async def test_a_start_list_giving_a_bib_to_another_skater_is_refused_over_http(
     reason = (f"skaters[0]: bib 1 is {first['name']} in this competition (race {RACE}), "
               f"not {marathon['skaters'][0]['name']}: a bib is one skater in a "
               f"competition. Give {marathon['skaters'][0]['name']} another bib, or load "
-              "this start list into a competition of its own (another competition id); "
+              "this start list into a competition of its own (an icetime configured with "
+              "another competition.id; the file's own competition id does not choose it); "
               "nothing of it was applied")
     async with aiohttp.ClientSession() as s:
         async with s.post(url, json=marathon, headers=auth) as resp:

@@ -175,7 +175,8 @@ def test_a_bib_is_one_skater_a_start_list_may_update_her_but_not_give_her_bib_aw
         f"clash: skaters[1]: bib {first['bib']} is {spaced['name']} in this competition "
         f"(race {rid}), not Someone Else: a bib is one skater in a competition. Give "
         "Someone Else another bib, or load this start list into a competition of its own "
-        "(another competition id); nothing of it was applied")
+        "(an icetime configured with another competition.id; the file's own competition "
+        "id does not choose it); nothing of it was applied")
     assert "88" not in comp.skaters and "other-500" not in comp.races
     assert comp.skaters[first["bib"]].name == spaced["name"]
     assert "5999993" not in comp.by_transponder

@@ -122,7 +122,8 @@ class StartLists:
         return (f"skaters[{n}]: bib {old.bib} is {old.name} in this competition ({where}), "
                 f"not {new.name}: a bib is one skater in a competition. Give {new.name} "
                 "another bib, or load this start list into a competition of its own "
-                "(another competition id); nothing of it was applied")
+                "(an icetime configured with another competition.id; the file's own "
+                "competition id does not choose it); nothing of it was applied")
 
     def _note_race(self, race: Race) -> None:
         """Keep what the whole competition needs of ``race`` beside it: its timing
