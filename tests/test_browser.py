@@ -913,6 +913,12 @@ async def test_live_race_list_gains_races_loaded_later(browser, stack):
     options = page.get_by_test_id("race-select").locator("option")
     await expect(options).to_have_count(1, timeout=10_000)
     tp = load_fixture(Path(__file__).parents[1] / "fixtures" / "demo_w_team_pursuit.json")
+    # Bibs of its own: in one competition a bib is one skater (docs/startlist.md).
+    sl = tp["startlist"]
+    sl["skaters"] = [{**sk, "bib": f"tp{sk['bib']}"} for sk in sl["skaters"]]
+    for race in sl["races"]:
+        for team in race["teams"]:
+            team["skaters"] = [f"tp{b}" for b in team["skaters"]]
     await load_startlist(stack, tp)
     await page.clock.run_for(11_000)  # the drop-down asks again every 10 s
     await expect(options).to_have_count(2)
