@@ -56,13 +56,18 @@ class PackOrder(SprintsAndBreakaways):
         self.by_points: list[tuple[int, ...]] = []
         self.times: list[list[int]] | None = None
 
-    def _done(self) -> bool:
+    def _done(self, racing: int | None = None) -> bool:
         """Whether the race is over: everyone finished, stopped or sanctioned, or the
-        race is official (its clock stops then, whoever has no time)."""
+        race is official (its clock stops then, whoever has no time). ``racing``: a row
+        known to have just crossed; while she races on, the race is not over, and the
+        whole field need not be looked at (on every passage of 10,000 skaters)."""
         if self.run is None:
             return False
         if self.is_official:
             return True
+        if racing is not None and self.final_t.item(racing) == NOT_PASSED \
+                and not self.stopped.item(racing) and not self.excluded.item(racing):
+            return False
         return bool(np.all((self.final_t != NOT_PASSED) | self.stopped | self.excluded))
 
     def _order(self) -> list[str]:
@@ -170,7 +175,7 @@ class PackOrder(SprintsAndBreakaways):
         do not grow with the field (laps to go, bell, sprints, breakaway...) whole."""
         run = self.run
         return {
-            "run": None if run is None or self._done() else run.public(),
+            "run": None if run is None or self._done(row) else run.public(),
             "move": move,
             "laps_to_go": self.n_cross - self.lead,
             "bell": self.bell,
