@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,30 +69,48 @@ def redis_url(cfg: settings_mod.Settings) -> str | None:
     return f"unix://{sock}" if sock.exists() else None
 
 
+@contextmanager
+def running_redis(cfg: settings_mod.Settings) -> Iterator[redis.Redis | None]:
+    """A short-lived client of the running icetime's Redis (:func:`redis_url`; 2 s to
+    connect and to answer), closed afterwards; None when there is no such Redis. What
+    it raises (redis.RedisError, OSError) is the caller's to handle."""
+    import redis as redis_lib
+
+    url = redis_url(cfg)
+    if url is None:
+        yield None
+        return
+    r = redis_lib.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
 def scoring_said(cfg: settings_mod.Settings, ids: list[str]) -> ScoringSaid:
     """Scoring's verdicts on the raw inputs ``ids`` (stream ids, in order) of
     ``cfg.competition_id``; Redis not answering is said in ``error``."""
     import redis
 
     said = ScoringSaid(len(ids))
-    url = redis_url(cfg)
-    if not ids or url is None:
-        said.judged = not ids
+    if not ids:
+        said.judged = True
         return said
-    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        said.judged = _wait_for_progress(r, cfg.competition_id, ids[-1])
-        for start in range(0, len(ids), VERDICT_BATCH):
-            batch = ids[start:start + VERDICT_BATCH]
-            for raw in r.mget([keys.verdict_key(cfg.competition_id, i) for i in batch]):
-                verdict = json.loads(raw) if raw else {}
-                if verdict.get("verdict") == "refused":
-                    said.refused += 1
-                    said.first_reason = said.first_reason or str(verdict.get("reason"))
-    except (redis.RedisError, OSError) as exc:
-        said.judged, said.error = False, str(exc)
-    finally:
-        r.close()
+    with running_redis(cfg) as r:
+        if r is None:
+            said.judged = False
+            return said
+        try:
+            said.judged = _wait_for_progress(r, cfg.competition_id, ids[-1])
+            for start in range(0, len(ids), VERDICT_BATCH):
+                batch = ids[start:start + VERDICT_BATCH]
+                for raw in r.mget([keys.verdict_key(cfg.competition_id, i) for i in batch]):
+                    verdict = json.loads(raw) if raw else {}
+                    if verdict.get("verdict") == "refused":
+                        said.refused += 1
+                        said.first_reason = said.first_reason or str(verdict.get("reason"))
+        except (redis.RedisError, OSError) as exc:
+            said.judged, said.error = False, str(exc)
     return said
 
 

@@ -151,18 +151,15 @@ def running_ports(cfg: settings_mod.Settings) -> dict[str, int]:
     that Redis does not answer (icetime is not running)."""
     import redis
 
-    from icetime.cli.judged import redis_url
+    from icetime.cli.judged import running_redis
 
-    url = redis_url(cfg)
-    if url is None:
-        return {}
-    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        entries = r.hgetall(keys.LISTENING)
-    except (redis.RedisError, OSError):
-        return {}
-    finally:
-        r.close()
+    with running_redis(cfg) as r:
+        if r is None:
+            return {}
+        try:
+            entries = r.hgetall(keys.LISTENING)
+        except (redis.RedisError, OSError):
+            return {}
     ports: dict[str, int] = {}
     for raw in entries.values():
         with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -175,18 +172,15 @@ def race_known(cfg: settings_mod.Settings, race: str) -> bool | None:
     competition's race set); None when the running icetime's Redis does not answer."""
     import redis
 
-    from icetime.cli.judged import redis_url
+    from icetime.cli.judged import running_redis
 
-    url = redis_url(cfg)
-    if url is None:
-        return None
-    r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        return bool(r.sismember(keys.races_set(cfg.competition_id), race))
-    except (redis.RedisError, OSError):
-        return None
-    finally:
-        r.close()
+    with running_redis(cfg) as r:
+        if r is None:
+            return None
+        try:
+            return bool(r.sismember(keys.races_set(cfg.competition_id), race))
+        except (redis.RedisError, OSError):
+            return None
 
 
 def load_or_check_startlist(cfg: settings_mod.Settings, doc: dict[str, Any],
