@@ -348,15 +348,6 @@ class Competition(Reassignments, StartLists):
         out.sort(key=lambda h: h[1].t)
         return out
 
-    def _note_race(self, race: Race) -> None:
-        """Also keep which races each skater is in (:meth:`_awaits_gun`)."""
-        super()._note_race(race)
-        for bib in self.entered.get(race.id, ()):
-            self.entries[bib].discard(race.id)
-        self.entered[race.id] = tuple(race.row_of)
-        for bib in race.row_of:
-            self.entries.setdefault(bib, set()).add(race.id)
-
     def _race(self, race_id: str | int | None) -> Race:
         """The race an input names; InputError for an unknown one."""
         race = self.races.get(str(race_id))

@@ -42,8 +42,10 @@ class StartLists:
     skaters: dict[str, Skater]
     #: Transponder (as ``transponder_key`` compares it) -> bib, from the start lists.
     by_transponder: dict[str, str]
-    #: bib -> the races whose start lists name her (kept by ``Competition._note_race``).
+    #: bib -> the races whose start lists name her (a relay's members: the relay), and
+    #: race id -> the bibs ``entries`` names it for (:meth:`_note_race`).
     entries: dict[str, set[str]]
+    entered: dict[str, tuple[str, ...]]
     #: Timing points besides the finish line: team events' lines, marathon courses;
     #: of every race, and per race.
     lines: set[str]
@@ -128,9 +130,9 @@ class StartLists:
     def _note_race(self, race: Race) -> None:
         """Keep what the whole competition needs of ``race`` beside it: its timing
         points besides the finish line (team events' lines, marathon courses), whether
-        it counts for a cup, its teams' names. Gathered from every race instead, each
-        start list unpickled all the races a restart had left sealed (7,634 after a day
-        of 1,000,000 inputs, bench/restart.py)."""
+        it counts for a cup, its teams' names, the skaters it names. Gathered from every
+        race instead, each start list unpickled all the races a restart had left sealed
+        (7,634 after a day of 1,000,000 inputs, bench/restart.py)."""
         if isinstance(race, LongTrackRace):
             points = set(race.lines.values())
         elif isinstance(race, MarathonRace):
@@ -155,6 +157,12 @@ class StartLists:
         self.team_names[race.id] = {
             tid: {"bib": tid, "name": sk.name, "short": sk.short, "nation": sk.nation}
             for tid in race.teams for sk in [race.skaters[race.row[tid]]]}
+        # Which races each skater is in (``Competition._awaits_gun``).
+        for bib in self.entered.get(race.id, ()):
+            self.entries[bib].discard(race.id)
+        self.entered[race.id] = tuple(race.row_of)
+        for bib in race.row_of:
+            self.entries.setdefault(bib, set()).add(race.id)
 
     def _transponders(self, skaters: dict[str, Skater]) -> dict[str, str]:
         """Transponder (as :func:`transponder_key` compares it) -> bib, known and
